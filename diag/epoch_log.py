@@ -1,0 +1,106 @@
+"""Per-epoch JSONL diagnostics (seed 003 schema): ``train_diagnostics.jsonl`` and ``val_diagnostics.jsonl``.
+
+One JSON object per epoch, flushed as written. Gradient-norm min/mean/max are
+accumulated on the device; the weight update ‖Δw‖/‖w‖ compares the weights
+with a copy taken at the start of the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diag.hooks import FitState, Hook, finite_or_none
+
+
+class EpochJSONL(Hook):
+    """Appends one line per epoch to the train and validation JSONL files in the run directory."""
+
+    def __init__(self, train_file: str = "train_diagnostics.jsonl", val_file: str = "val_diagnostics.jsonl") -> None:
+        self.train_file = train_file
+        self.val_file = val_file
+        self._start: list[torch.Tensor] | None = None
+        self._stats: torch.Tensor | None = None  # [sum, min, max] of grad norms this epoch
+        self._batches = 0
+
+    def on_fit_start(self, state: FitState) -> None:
+        if state.run_dir is not None and state.is_rank_zero:
+            # A resumed run continues the files: drop lines past the resume point.
+            for name in (self.train_file, self.val_file):
+                _truncate_after(Path(state.run_dir) / name, state.epoch if state.step else -1)
+
+    def _begin_epoch(self, state: FitState) -> None:
+        self._start = [p.detach().clone() for p in state.model.parameters()]
+        self._stats = None
+        self._batches = 0
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        if self._start is None:
+            self._begin_epoch(state)
+        n = state.grad_norm.float()
+        if self._stats is None:
+            self._stats = torch.stack([n, n, n])
+        else:
+            self._stats = torch.stack([self._stats[0] + n, torch.minimum(self._stats[1], n),
+                                       torch.maximum(self._stats[2], n)])
+        self._batches += 1
+
+    @torch.no_grad()
+    def on_epoch_end(self, state: FitState) -> None:
+        if state.run_dir is None or not state.is_rank_zero:
+            self._start = None
+            return
+        params = list(state.model.parameters())
+        update = None
+        if self._start is not None:
+            delta = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(params, self._start))))
+            weight = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._start)))
+            update = float(delta / weight.clamp_min(1e-12))
+        s = self._stats.tolist() if self._stats is not None else [float("nan")] * 3
+        m = state.metrics
+        train = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "loss": finite_or_none(m.get("train/loss", float("nan"))),
+            "accuracy": finite_or_none(m.get("train/acc", float("nan"))),
+            "learning_rate": state.current_lr,
+            "mean_grad_norm": finite_or_none(s[0] / max(self._batches, 1)),
+            "min_grad_norm": finite_or_none(s[1]),
+            "max_grad_norm": finite_or_none(s[2]),
+            "weight_update_magnitude": finite_or_none(update) if update is not None else None,
+            "num_batches": self._batches,
+            "skipped_steps": state.skipped_steps,
+            "epoch_time": m.get("train/epoch_time"),
+        }
+        val = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "loss": finite_or_none(m.get("val/loss", float("nan"))),
+            "accuracy": finite_or_none(m.get("val/acc", float("nan"))),
+        }
+        run = Path(state.run_dir)
+        _append(run / self.train_file, train)
+        _append(run / self.val_file, val)
+        self._start = None
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_after(path: Path, epoch: int) -> None:
+    """Keep only lines whose epoch is <= ``epoch`` (all of them go when ``epoch`` is -1)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("epoch", -1) <= epoch:
+                kept.append(line)
+        except (ValueError, AttributeError):
+            continue
+    path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")

@@ -1,0 +1,169 @@
+"""The hook protocol between a training loop and whatever watches it.
+
+A loop (the runner's, a hand-written one, a Lightning callback) owns a
+:class:`FitState` and calls the five events of every :class:`Hook` it was
+given. Hooks read the state; they never drive the loop except through the
+few fields meant for it (``stop_training`` and the ``report`` they fill).
+Keeping this small is what lets diagnostics plug into any loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class EventLog:
+    """Append-only ``events.jsonl``: diagnoses as they change, actions, skipped steps.
+
+    Each line is flushed as it is written so that a killed run keeps its story.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._fh = None
+
+    def write(self, kind: str, **fields: Any) -> dict[str, Any]:
+        record = {"kind": kind, "time": round(time.time(), 3), **fields}
+        if self.path is not None:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = self.path.open("a", encoding="utf-8")
+            self._fh.write(json.dumps(record, default=_json_default) + "\n")
+            self._fh.flush()
+        return record
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+@dataclass
+class FitState:
+    """What a loop hands its hooks. Tensors stay on the device; hooks decide when to read them.
+
+    ``loss`` and ``grad_norm`` are the current step's values as device tensors
+    (``grad_norm`` is the global norm before clipping, in real units even under
+    AMP). ``metrics`` holds host floats of the last validation/test pass.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    scaler: Any = None
+    run_dir: Path | None = None
+    writer: Any = None  # a torch.utils.tensorboard.SummaryWriter, or None
+    events: EventLog = field(default_factory=lambda: EventLog(None))
+    num_classes: int | None = None
+    is_rank_zero: bool = True
+    epoch: int = 0
+    step: int = 0  # optimizer steps taken so far (global, across epochs)
+    batch_idx: int = 0
+    steps_per_epoch: int = 0
+    max_steps: int = 0
+    batch_size: int = 0
+    loss: torch.Tensor | None = None
+    grad_norm: torch.Tensor | None = None
+    lr: float = 0.0
+    step_skipped: bool = False
+    skipped_steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    stop_training: bool = False
+    stop_reason: str = ""
+    generator: torch.Generator | None = None  # the data-order RNG, saved with checkpoints
+    loop: Any = None  # the loop driving this fit, for hooks that checkpoint or act on it
+
+    @property
+    def current_lr(self) -> float:
+        """The first param group's LR, read from the optimizer (cheap: a host float)."""
+        if self.optimizer is None:
+            return self.lr
+        return float(self.optimizer.param_groups[0]["lr"])
+
+
+class Hook:
+    """Base class: override the events you need. All default to doing nothing."""
+
+    def on_fit_start(self, state: FitState) -> None:
+        """Once, after everything is built and before the first step."""
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        """After every optimizer step (or skipped step): keep it cheap, no host syncs."""
+
+    def on_validation_end(self, state: FitState) -> None:
+        """After each validation pass; ``state.metrics`` holds ``val/loss`` and ``val/acc``."""
+
+    def on_epoch_end(self, state: FitState) -> None:
+        """After validation, at the end of every epoch."""
+
+    def on_fit_end(self, state: FitState) -> None:
+        """Once, after training and the test pass; the place to write reports and close files."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must keep for this hook to resume seamlessly."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class HookList(Hook):
+    """Calls a sequence of hooks in order; itself a :class:`Hook`."""
+
+    def __init__(self, hooks: Iterable[Hook] = ()) -> None:
+        self.hooks = list(hooks)
+
+    def __iter__(self):
+        return iter(self.hooks)
+
+    def on_fit_start(self, state: FitState) -> None:
+        for h in self.hooks:
+            h.on_fit_start(state)
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        for h in self.hooks:
+            h.on_train_batch_end(state)
+
+    def on_validation_end(self, state: FitState) -> None:
+        for h in self.hooks:
+            h.on_validation_end(state)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        for h in self.hooks:
+            h.on_epoch_end(state)
+
+    def on_fit_end(self, state: FitState) -> None:
+        for h in self.hooks:
+            h.on_fit_end(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f"{i}:{type(h).__name__}": h.state_dict() for i, h in enumerate(self.hooks)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for i, h in enumerate(self.hooks):
+            key = f"{i}:{type(h).__name__}"
+            if key in state:
+                h.load_state_dict(state[key])
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN/Inf: write ``null`` for them instead of an invalid literal."""
+    return value if math.isfinite(value) else None

@@ -1,0 +1,73 @@
+"""TensorBoard scalars for the basics: loss, LR, gradient norm, throughput, skipped steps.
+
+Values accumulate on the device and are read once per logging interval, so the
+hook adds no host sync to ordinary steps.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from diag.hooks import FitState, Hook
+
+
+class TensorBoardScalars(Hook):
+    """Writes ``train/*`` every ``every_n_steps`` steps and ``val/*`` and epoch metrics each epoch."""
+
+    def __init__(self, every_n_steps: int = 10) -> None:
+        self.every_n_steps = max(1, int(every_n_steps))
+        self._reset()
+
+    def _reset(self) -> None:
+        self._loss_sum = None
+        self._norm_sum = None
+        self._count = 0
+        self._samples = 0
+        self._t0 = time.perf_counter()
+
+    def on_fit_start(self, state: FitState) -> None:
+        self._reset()
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        if state.writer is None:
+            return
+        loss, norm = state.loss.float(), state.grad_norm.float()
+        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+        self._norm_sum = norm if self._norm_sum is None else self._norm_sum + norm
+        self._count += 1
+        self._samples += state.batch_size
+        if state.step % self.every_n_steps == 0:
+            self._flush(state)
+
+    def _flush(self, state: FitState) -> None:
+        if not self._count:
+            return
+        w, step = state.writer, state.step
+        sums = torch.stack([self._loss_sum, self._norm_sum]).tolist()  # the one host read per interval
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        w.add_scalar("train/loss", sums[0] / self._count, step)
+        w.add_scalar("train/grad_norm", sums[1] / self._count, step)
+        w.add_scalar("train/lr", state.current_lr, step)
+        w.add_scalar("train/samples_per_sec", self._samples / elapsed, step)
+        w.add_scalar("train/skipped_steps", state.skipped_steps, step)
+        self._reset()
+
+    def on_epoch_end(self, state: FitState) -> None:
+        if state.writer is None:
+            return
+        self._flush(state)
+        for key in ("val/loss", "val/acc", "train/acc"):
+            if key in state.metrics:
+                state.writer.add_scalar(key, state.metrics[key], state.step)
+        state.writer.add_scalar("train/epoch", state.epoch, state.step)
+        state.writer.flush()
+
+    def on_fit_end(self, state: FitState) -> None:
+        if state.writer is None:
+            return
+        for key in ("test/loss", "test/acc"):
+            if key in state.metrics:
+                state.writer.add_scalar(key, state.metrics[key], state.step)
+        state.writer.flush()

@@ -1,0 +1,85 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True``, refused clearly when bad."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diag.hooks import FitState, Hook
+from runner.errors import UserError
+
+
+def save_atomic(payload: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file in the same folder, flush and fsync, then rename over ``path``.
+
+    A crash mid-write leaves the previous checkpoint intact.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely; a missing, truncated, corrupt or code-carrying file is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: check trainer.resume")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"checkpoint {path} was refused: it holds objects other than tensors and plain data "
+            f"({first[:120]}); only load checkpoints you trust and that this runner wrote"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}): "
+                        "use another checkpoint or start without trainer.resume") from None
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise UserError(f"checkpoint {path} is not a runner checkpoint (no 'model' entry)")
+    return payload
+
+
+class CheckpointHook(Hook):
+    """Saves ``checkpoints/last.pt`` every epoch and ``best.pt`` when validation loss improves."""
+
+    def __init__(self, dirname: str = "checkpoints", save_last: bool = True, save_best: bool = True,
+                 monitor: str = "val/loss") -> None:
+        self.dirname = dirname
+        self.save_last = save_last
+        self.save_best = save_best
+        self.monitor = monitor
+        self.best = float("inf")
+        self.hooks: Hook | None = None  # set by the runner so hook states go into the checkpoint
+
+    def on_epoch_end(self, state: FitState) -> None:
+        if state.run_dir is None or not state.is_rank_zero:
+            return
+        folder = Path(state.run_dir) / self.dirname
+        payload = state.loop.checkpoint_payload(state, self.hooks.state_dict() if self.hooks else {})
+        if self.save_last:
+            save_atomic(payload, folder / "last.pt")
+        value = state.metrics.get(self.monitor, float("inf"))
+        if self.save_best and value < self.best:
+            self.best = value
+            save_atomic(payload, folder / "best.pt")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = float(state.get("best", self.best))

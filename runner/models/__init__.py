@@ -1,0 +1,1 @@
+"""Models the runner builds from ``conf/model/*.yaml``."""

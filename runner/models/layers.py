@@ -1,0 +1,70 @@
+"""Activation and initialisation choices shared by the runner's models.
+
+The diagnostics inject faults through these knobs (sigmoid depth, bias init,
+init scale), so they are explicit modules rather than functional calls: the
+activation monitor finds them by type.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+INITS = ("default", "he", "xavier", "normal")
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by name (``relu``, ``leaky_relu``, ``gelu``, ``tanh``, ``sigmoid``)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"model.activation={name!r}: choose one of {', '.join(ACTIVATIONS)}") from None
+
+
+def init_weights(
+    module: nn.Module,
+    init: str = "default",
+    std: float = 0.01,
+    bias: float | None = None,
+    activation: str = "relu",
+) -> None:
+    """Initialise every Linear/Conv weight in ``module``; ``bias`` (when set) fills every bias.
+
+    ``default`` keeps PyTorch's own initialisation; ``normal`` draws N(0, std)
+    whatever the fan-in, which is how the bad-initialisation faults are made.
+    """
+    if init not in INITS:
+        raise ValueError(f"model.init={init!r}: choose one of {', '.join(INITS)}")
+    nonlinearity = "leaky_relu" if activation == "leaky_relu" else "relu"
+    gain_name = activation if activation in ("tanh", "sigmoid") else "linear"
+    for m in module.modules():
+        if not isinstance(m, (nn.Linear, nn.Conv2d)):
+            continue
+        if init == "he":
+            nn.init.kaiming_normal_(m.weight, nonlinearity=nonlinearity)
+        elif init == "xavier":
+            nn.init.xavier_normal_(m.weight, gain=nn.init.calculate_gain(gain_name))
+        elif init == "normal":
+            nn.init.normal_(m.weight, 0.0, std)
+        if m.bias is not None and bias is not None:
+            nn.init.constant_(m.bias, bias)
+        elif m.bias is not None and init in ("he", "xavier"):
+            nn.init.zeros_(m.bias)
+
+
+def flat_features(in_channels: int, image_size: int) -> int:
+    """Number of inputs an MLP sees for a square image."""
+    return int(in_channels * image_size * image_size)
+
+
+def he_std(fan_in: int) -> float:
+    """He-normal standard deviation for a layer with ``fan_in`` inputs."""
+    return math.sqrt(2.0 / fan_in)

@@ -1,0 +1,56 @@
+"""LR schedulers from ``conf/scheduler/*.yaml``, completed with the optimizer at the call site.
+
+Each scheduler config is a ``_partial_`` torch scheduler plus two runner keys:
+``interval`` (``step`` or ``epoch``: when the loop calls ``step()``) and
+``monitor`` (the metric a plateau scheduler steps on). ``total_steps`` is filled
+in here when the scheduler asks for it and the config left it out.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.optim.lr_scheduler import LambdaLR
+
+RUNNER_KEYS = ("interval", "monitor")
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int | float = 0.05,
+                  min_lr_ratio: float = 0.0, last_epoch: int = -1) -> LambdaLR:
+    """Linear warm-up then cosine decay to ``min_lr_ratio`` × base LR, as a per-step ``LambdaLR``.
+
+    ``warmup_steps`` below 1 is a fraction of ``total_steps``.
+    """
+    warm = int(warmup_steps * total_steps) if warmup_steps < 1 else int(warmup_steps)
+    warm = max(warm, 1)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor, last_epoch=last_epoch)
+
+
+def build_scheduler(cfg: DictConfig | None, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                    max_epochs: int) -> tuple[Any, str, str | None]:
+    """Return ``(scheduler or None, interval, monitor)``."""
+    if cfg is None or cfg.get("_target_") is None:
+        return None, "epoch", None
+    interval = cfg.get("interval", "epoch")
+    monitor = cfg.get("monitor")
+    node = OmegaConf.to_container(cfg, resolve=True)
+    for key in RUNNER_KEYS:
+        node.pop(key, None)
+    factory = instantiate(node)
+    kwargs: dict[str, Any] = {}
+    params = inspect.signature(factory.func).parameters
+    if "total_steps" in params and "total_steps" not in factory.keywords:
+        kwargs["total_steps"] = max(1, steps_per_epoch * max_epochs if interval == "step" else max_epochs)
+    return factory(optimizer, **kwargs), interval, monitor

@@ -1,0 +1,161 @@
+"""One run, start to finish: setup → fit → test → report (torchtune's recipe shape).
+
+:func:`run` is what the Hydra entry point calls; tests call it too, with a
+composed config and a run directory in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from diag.hooks import EventLog, FitState, Hook, HookList
+from diag.report import build_report, write_report
+from runner.checkpoint import CheckpointHook, load_checkpoint
+from runner.devices import check_precision, resolve_device, seed_everything
+from runner.errors import UserError
+from runner.resume import find_resume_checkpoint
+from runner.schedulers import build_scheduler
+from runner.trainer import Trainer
+from runner.validation import validate
+
+log = logging.getLogger(__name__)
+
+
+def build_hooks(cfg: DictConfig) -> list[Hook]:
+    """Instantiate ``trainer.hooks`` then ``diag.hooks`` (dicts of ``_target_`` nodes; null entries are off)."""
+    hooks: list[Hook] = []
+    for group in ("trainer.hooks", "diag.hooks"):
+        node = OmegaConf.select(cfg, group, default=None)
+        for name, spec in (node or {}).items():
+            if spec is None:
+                continue
+            hook = instantiate(spec)
+            if not isinstance(hook, Hook):
+                raise UserError(f"{group}.{name} builds {type(hook).__name__}, which is not a diag.hooks.Hook")
+            hooks.append(hook)
+    return hooks
+
+
+def setup(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Validate and build everything a fit needs; raises :class:`UserError` before any training."""
+    validate(cfg)
+    seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
+    device = resolve_device(cfg.trainer.device)
+    precision = str(cfg.trainer.precision)
+    check_precision(precision, device)
+    data = instantiate(cfg.data)
+    data.setup()
+    resume_path = find_resume_checkpoint(cfg.trainer.get("resume"), run_dir)
+    payload = load_checkpoint(resume_path) if resume_path else None
+    model = instantiate(cfg.model).to(device)
+    if cfg.trainer.get("channels_last") and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    train_loader = data.loader("train", device=device, generator=generator)
+    val_loader = data.loader("val", device=device)
+    max_epochs = int(cfg.trainer.max_epochs)
+    scheduler, interval, monitor = build_scheduler(cfg.get("scheduler"), optimizer, len(train_loader), max_epochs)
+    clip = cfg.trainer.clip
+    trainer = Trainer(
+        max_epochs=max_epochs,
+        max_steps=cfg.trainer.get("max_steps"),
+        device=device,
+        precision=precision,
+        clip_max_norm=clip.get("max_norm"),
+        clip_value=clip.get("value"),
+        log_every_n_steps=int(cfg.trainer.log_every_n_steps),
+        progress=bool(cfg.trainer.progress),
+        nonfinite_guard=bool(cfg.trainer.get("nonfinite_guard", True)),
+        scheduler_interval=interval,
+        scheduler_monitor=monitor,
+    )
+    hooks = HookList(build_hooks(cfg))
+    for h in hooks:
+        if isinstance(h, CheckpointHook):
+            h.hooks = hooks
+    state = FitState(model=model, optimizer=optimizer, scheduler=scheduler, run_dir=run_dir,
+                     events=EventLog(run_dir / "events.jsonl"), num_classes=data.num_classes,
+                     generator=generator)
+    if payload is not None:
+        try:
+            trainer.restore(state, payload, hooks)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"checkpoint {resume_path} does not fit this config "
+                            f"({str(exc).splitlines()[0][:160]}): resume with the model and optimizer it was "
+                            "trained with") from None
+        log.info("resumed from %s at epoch %d (step %d)", resume_path, state.epoch + 1, state.step)
+    return {"data": data, "model": model, "trainer": trainer, "hooks": hooks, "state": state,
+            "train_loader": train_loader, "val_loader": val_loader, "device": device}
+
+
+def run(cfg: DictConfig, run_dir: Path) -> float:
+    """Train, test and report one configuration; return the best validation loss (the sweep objective)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    parts = setup(cfg, run_dir)
+    state: FitState = parts["state"]
+    trainer: Trainer = parts["trainer"]
+    hooks: HookList = parts["hooks"]
+    from torch.utils.tensorboard import SummaryWriter
+
+    state.writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1 if state.step else None)
+    try:
+        log.info("run directory: %s", run_dir)
+        trainer.fit(state, parts["train_loader"], parts["val_loader"], hooks)
+        test = trainer.evaluate(state.model, parts["data"].loader("test", device=parts["device"]))
+        state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
+        hooks.on_fit_end(state)
+        report = build_report(
+            issues=state.report.get("issues", []),
+            metrics=final_metrics(state, trainer),
+            actions=state.report.get("actions", []),
+            diagnosed="issues" in state.report,
+        )
+        write_report(run_dir, report)
+    finally:
+        state.writer.close()
+        state.events.close()
+    print_summary(report, run_dir)
+    best = trainer.best_val_loss
+    return best if math.isfinite(best) else float(cfg.get("objective_penalty", 1e3))
+
+
+def final_metrics(state: FitState, trainer: Trainer) -> dict[str, Any]:
+    """The headline numbers that go into ``report.json``."""
+    m = state.metrics
+    return {
+        "final_train_loss": m.get("train/loss"),
+        "final_val_loss": m.get("val/loss"),
+        "best_val_loss": trainer.best_val_loss,
+        "final_val_acc": m.get("val/acc"),
+        "test_loss": m.get("test/loss"),
+        "test_acc": m.get("test/acc"),
+        "epochs": len(state.history),
+        "steps": state.step,
+        "skipped_steps": state.skipped_steps,
+    }
+
+
+def print_summary(report: dict[str, Any], run_dir: Path) -> None:
+    """The last lines a user sees: accuracy, status, where things are, how to look at them."""
+    m = report["metrics"]
+    acc = m.get("test_acc")
+    lines = [
+        "",
+        f"test accuracy {acc:.4f}" if acc is not None else "test accuracy n/a",
+        f"best val loss {m['best_val_loss']:.4f}" if m.get("best_val_loss") is not None else "best val loss n/a",
+        f"diagnosis     {report['status']}"
+        + (": " + ", ".join(i["code"] for i in report["issues"]) if report["issues"] else ""),
+        f"run directory {run_dir}",
+        f"tensorboard   tensorboard --logdir {run_dir / 'tb'}",
+        f"analyze       python -m diag analyze {run_dir}",
+    ]
+    log.info("\n".join(lines))

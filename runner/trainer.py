@@ -1,0 +1,239 @@
+"""The training loop: AMP-correct clipping, skipped-step accounting, validation, hooks.
+
+setup (done by :mod:`runner.task`) → :meth:`Trainer.fit` → :meth:`Trainer.evaluate`
+on the test split → hooks' ``on_fit_end``. The loop knows nothing of what hooks
+compute; it hands them a :class:`diag.hooks.FitState`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from diag.gradients import global_grad_norm
+from diag.hooks import FitState, Hook
+
+log = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Trainer:
+    """Runs epochs of optimizer steps with the configured precision, clipping and schedule."""
+
+    def __init__(
+        self,
+        max_epochs: int,
+        max_steps: int | None = None,
+        device: torch.device | str = "cpu",
+        precision: str = "32",
+        clip_max_norm: float | None = None,
+        clip_value: float | None = None,
+        log_every_n_steps: int = 10,
+        progress: bool = True,
+        nonfinite_guard: bool = True,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str | None = None,
+    ) -> None:
+        self.max_epochs = int(max_epochs)
+        self.max_steps = int(max_steps) if max_steps else None
+        self.device = torch.device(device)
+        self.precision = str(precision)
+        self.autocast_dtype = AUTOCAST_DTYPES[self.precision]
+        self.clip_max_norm = clip_max_norm
+        self.clip_value = clip_value
+        self.log_every_n_steps = max(1, int(log_every_n_steps))
+        self.progress = progress and sys.stderr.isatty()
+        self.nonfinite_guard = nonfinite_guard
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_monitor = scheduler_monitor
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.best_val_loss = math.inf
+        self.start_epoch = 0
+
+    # -- one step ------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+        )
+
+    def training_step(self, state: FitState, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward, backward, unscale, clip, step; returns the logits. Sets loss/grad_norm/step_skipped."""
+        model, opt, scaler = state.model, state.optimizer, self.scaler
+        with self._autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)  # real units before clipping or measuring (a no-op without fp16)
+        params = self._params
+        if self.clip_max_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_max_norm, foreach=True)
+            if self.clip_value is not None:
+                torch.nn.utils.clip_grad_value_(params, self.clip_value, foreach=True)
+        else:
+            grad_norm = global_grad_norm(params)
+            if self.clip_value is not None:
+                torch.nn.utils.clip_grad_value_(params, self.clip_value, foreach=True)
+        if scaler.is_enabled():
+            scale_before = scaler.get_scale()
+            scaler.step(opt)  # skips the update itself when gradients hold inf/NaN
+            scaler.update()
+            skipped = scaler.get_scale() < scale_before
+        elif self.nonfinite_guard and not bool(torch.isfinite(grad_norm)):
+            skipped = True  # a NaN/Inf batch never changes the weights
+        else:
+            opt.step()
+            skipped = False
+        if not skipped and state.scheduler is not None and self.scheduler_interval == "step":
+            state.scheduler.step()
+        state.loss = loss.detach()
+        state.grad_norm = grad_norm.detach()
+        state.step_skipped = skipped
+        if skipped:
+            state.skipped_steps += 1
+            state.events.write("skipped_step", step=state.step, epoch=state.epoch,
+                               reason="non-finite gradients", scale=scaler.get_scale() if scaler.is_enabled() else None)
+        return logits
+
+    # -- loops ---------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, loader) -> dict[str, float]:
+        """Mean loss and accuracy over a whole split (one host sync at the end)."""
+        was_training = model.training
+        model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        count = 0
+        for x, y in loader:
+            with self._autocast():
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            count += len(y)
+        model.train(was_training)
+        if count == 0:
+            return {"loss": math.nan, "acc": math.nan}
+        return {"loss": float(loss_sum) / count, "acc": float(correct) / count}
+
+    def fit(self, state: FitState, train_loader, val_loader, hooks: Hook) -> FitState:
+        """Train until ``max_epochs``/``max_steps`` or a hook sets ``state.stop_training``."""
+        model = state.model
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        state.scaler = self.scaler
+        state.loop = self
+        state.steps_per_epoch = len(train_loader)
+        total = self.max_epochs * state.steps_per_epoch
+        state.max_steps = min(total, self.max_steps) if self.max_steps else total
+        hooks.on_fit_start(state)
+        model.train()
+        epoch_bar = tqdm(range(self.start_epoch, self.max_epochs), desc="epochs", disable=not self.progress,
+                         leave=False, dynamic_ncols=True, initial=self.start_epoch, total=self.max_epochs)
+        for epoch in epoch_bar:
+            state.epoch = epoch
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=self.device)
+            correct = torch.zeros((), device=self.device, dtype=torch.long)
+            seen = 0
+            batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{self.max_epochs}", leave=False,
+                           disable=not self.progress, dynamic_ncols=True)
+            for batch_idx, (x, y) in enumerate(batches):
+                state.batch_idx = batch_idx
+                state.batch_size = len(y)
+                logits = self.training_step(state, x, y)
+                state.step += 1
+                state.lr = state.current_lr
+                loss_sum += state.loss * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                hooks.on_train_batch_end(state)
+                if self.progress and state.step % self.log_every_n_steps == 0:
+                    batches.set_postfix(loss=f"{float(state.loss):.4f}", refresh=False)
+                if state.stop_training or (self.max_steps and state.step >= self.max_steps):
+                    break
+            state.metrics["train/loss"] = float(loss_sum) / max(seen, 1)
+            state.metrics["train/acc"] = float(correct) / max(seen, 1)
+            state.metrics["train/epoch_time"] = time.perf_counter() - t0
+            val = self.evaluate(model, val_loader)
+            state.metrics["val/loss"], state.metrics["val/acc"] = val["loss"], val["acc"]
+            if val["loss"] < self.best_val_loss:
+                self.best_val_loss = val["loss"]
+            state.metrics["val/best_loss"] = self.best_val_loss
+            hooks.on_validation_end(state)
+            self._step_epoch_scheduler(state)
+            state.history.append({"epoch": epoch, "step": state.step, "lr": state.current_lr,
+                                  **{k: v for k, v in state.metrics.items() if not k.startswith("test/")}})
+            hooks.on_epoch_end(state)
+            self._log_epoch(state, epoch)
+            if state.stop_training or (self.max_steps and state.step >= self.max_steps):
+                if state.stop_reason:
+                    log.warning("stopping: %s", state.stop_reason)
+                break
+        epoch_bar.close()
+        return state
+
+    def _step_epoch_scheduler(self, state: FitState) -> None:
+        sched = state.scheduler
+        if sched is None or self.scheduler_interval != "epoch":
+            return
+        if self.scheduler_monitor:
+            value = state.metrics.get(self.scheduler_monitor)
+            if value is not None and math.isfinite(value):
+                sched.step(value)
+        else:
+            sched.step()
+
+    def _log_epoch(self, state: FitState, epoch: int) -> None:
+        m = state.metrics
+        line = (f"epoch {epoch + 1:>3}/{self.max_epochs}  train_loss {m['train/loss']:.4f}  "
+                f"train_acc {m['train/acc']:.3f}  val_loss {m['val/loss']:.4f}  val_acc {m['val/acc']:.3f}  "
+                f"lr {state.current_lr:.2e}  {m['train/epoch_time']:.1f}s")
+        if state.skipped_steps:
+            line += f"  skipped {state.skipped_steps}"
+        if self.progress:
+            tqdm.write(line)
+            logging.getLogger("runner.epoch").debug(line)
+        else:
+            log.info(line)
+
+    def checkpoint_payload(self, state: FitState, hooks_state: dict[str, Any]) -> dict[str, Any]:
+        """Everything needed to continue exactly where this epoch ended (``weights_only``-loadable)."""
+        return {
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "data": state.generator.get_state() if state.generator is not None else None},
+            "epoch": state.epoch,
+            "step": state.step,
+            "skipped_steps": state.skipped_steps,
+            "best_val_loss": self.best_val_loss,
+            "history": state.history,
+            "hooks": hooks_state,
+        }
+
+    def restore(self, state: FitState, payload: dict[str, Any], hooks: Hook) -> None:
+        """Load a :meth:`checkpoint_payload` into the built objects; training resumes at the next epoch."""
+        state.model.load_state_dict(payload["model"])
+        state.optimizer.load_state_dict(payload["optimizer"])
+        if state.scheduler is not None and payload.get("scheduler") is not None:
+            state.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        if state.generator is not None and payload["rng"].get("data") is not None:
+            state.generator.set_state(payload["rng"]["data"])
+        state.epoch = int(payload["epoch"])
+        state.step = int(payload["step"])
+        state.skipped_steps = int(payload.get("skipped_steps", 0))
+        state.history = list(payload.get("history", []))
+        self.best_val_loss = float(payload.get("best_val_loss", math.inf))
+        self.start_epoch = state.epoch + 1
+        hooks.load_state_dict(payload.get("hooks", {}))
