@@ -15,10 +15,15 @@ from runner.errors import UserError
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """The Hydra task: one line and exit code 2 for user errors, the objective value otherwise."""
-    from runner.task import run
-
     try:
-        return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        if cfg.get("mode") == "lr_find":
+            from runner.lr_find import run as run_lr_find
+
+            return run_lr_find(cfg, run_dir)
+        from runner.task import run
+
+        return run(cfg, run_dir)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

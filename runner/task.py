@@ -57,10 +57,18 @@ def setup(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     model = instantiate(cfg.model).to(device)
     if cfg.trainer.get("channels_last") and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
         model = model.to(memory_format=torch.channels_last)
-    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    auto_lr = cfg.optimizer.lr == "auto"
+    optimizer = instantiate(cfg.optimizer, lr=1e-3 if auto_lr else cfg.optimizer.lr)(params=model.parameters())
     generator = torch.Generator().manual_seed(int(cfg.seed))
     train_loader = data.loader("train", device=device, generator=generator)
     val_loader = data.loader("val", device=device)
+    lr_finder_result = None
+    if auto_lr and payload is None:
+        from runner.lr_find import auto_lr as find_lr
+
+        lr_finder_result = find_lr(cfg, model, optimizer, train_loader, device, run_dir)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_finder_result["suggested_lr"]
     max_epochs = int(cfg.trainer.max_epochs)
     scheduler, interval, monitor = build_scheduler(cfg.get("scheduler"), optimizer, len(train_loader), max_epochs)
     clip = cfg.trainer.clip
@@ -92,7 +100,7 @@ def setup(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                             f"({str(exc).splitlines()[0][:160]}): resume with the model and optimizer it was "
                             "trained with") from None
         log.info("resumed from %s at epoch %d (step %d)", resume_path, state.epoch + 1, state.step)
-    return {"data": data, "model": model, "trainer": trainer, "hooks": hooks, "state": state,
+    return {"lr_finder": lr_finder_result, "data": data, "model": model, "trainer": trainer, "hooks": hooks, "state": state,
             "train_loader": train_loader, "val_loader": val_loader, "device": device}
 
 
@@ -118,6 +126,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             metrics=final_metrics(state, trainer),
             actions=state.report.get("actions", []),
             diagnosed="issues" in state.report,
+            **({"lr_finder": parts["lr_finder"]} if parts["lr_finder"] else {}),
         )
         write_report(run_dir, report)
     finally:
