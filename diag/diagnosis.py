@@ -1,0 +1,411 @@
+"""The diagnosis rules: from a :class:`~diag.series.RunSeries` to a list of :class:`~diag.codes.Issue`.
+
+Every rule works on windows and relative measures so it holds for any loss
+scale, batch size and number of classes: chance level is ``ln(classes)`` and
+``1/classes``, growth is measured against the run's own start, and layer
+gradients against each other. Rules aim at mechanisms (is the gradient reaching
+the first layer? do the weights move? do units fire?) and the symptoms that
+only a mechanism explains are suppressed when it is found (a loss at chance
+with vanishing gradients is reported as vanishing gradients, not a data bug).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from diag.codes import Issue
+from diag.series import RunSeries
+
+# Thresholds: ratios and fractions, never absolute loss values.
+EXPLOSION_GROWTH = 10.0  # loss above 10x its starting value
+NONFINITE_MIN_STEPS = 3  # a few skipped fp16 steps at start-up are normal
+VANISHING_RATIO = 1e-3  # first-layer / last-layer gradient norm (per unit weight)
+GLOBAL_NORM_TINY = 1e-7
+EXPLODING_GROWTH = 100.0  # gradient norm 100x its early median
+DEAD_FRACTION = 0.5
+SATURATION_FRACTION = 0.3
+INIT_OFF_FACTOR = 10.0
+NO_LEARNING_RATIO = 1e-6  # per-step ‖Δw‖/‖w‖
+SLOW_RATIO = 1e-4
+
+
+def _arr(values: Sequence[float]) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], dtype=float)
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    return a[np.isfinite(a)]
+
+
+def _median(values: Sequence[float]) -> float:
+    a = _finite(_arr(values))
+    return float(np.median(a)) if a.size else math.nan
+
+
+def _step_at(series_steps: Sequence[int], i: int) -> int:
+    return int(series_steps[i]) if 0 <= i < len(series_steps) else 0
+
+
+def _chance_loss(series: RunSeries) -> float | None:
+    return math.log(series.num_classes) if series.num_classes and series.num_classes > 1 else None
+
+
+def _total_steps(series: RunSeries) -> int:
+    last = max([0, *series.step[-1:], *series.epoch_step[-1:], *series.layer_step[-1:]])
+    return max(last, series.planned_steps or 0)
+
+
+# -- loss --------------------------------------------------------------------
+def _loss_explosion(s: RunSeries) -> Issue | None:
+    loss = _arr(s.loss)
+    if loss.size == 0:
+        return None
+    bad = np.flatnonzero(~np.isfinite(loss))
+    if bad.size:
+        i = int(bad[0])
+        return Issue("LOSS_EXPLOSION", "critical", _step_at(s.step, i),
+                     f"training loss became non-finite ({loss[i]}) at step {_step_at(s.step, i)}")
+    start = _median(s.loss[:3])
+    if not (start > 0):
+        return None
+    over = np.flatnonzero(loss > EXPLOSION_GROWTH * start)
+    if over.size:
+        i = int(over[0])
+        return Issue("LOSS_EXPLOSION", "critical", _step_at(s.step, i),
+                     f"training loss grew from {start:.3g} to {loss[i]:.3g} (x{loss[i] / start:.0f}) "
+                     f"by step {_step_at(s.step, i)}")
+    return None
+
+
+def _nonfinite_gradients(s: RunSeries) -> Issue | None:
+    skipped = sorted(set(s.skipped_steps))
+    gn = _arr(s.grad_norm)
+    nonfinite_samples = np.flatnonzero(~np.isfinite(gn)) if gn.size else np.array([], dtype=int)
+    total = _total_steps(s)
+    # fp16 loss scaling skips a few steps while it finds its scale: tolerate a handful early on.
+    late = [st for st in skipped if st > max(20, 0.05 * total)]
+    count = len(skipped)
+    if count >= NONFINITE_MIN_STEPS and (late or count > max(10, 0.02 * total)):
+        first = s.first_nonfinite_step if s.first_nonfinite_step is not None else skipped[0]
+        where = f" (first in layer {s.first_nonfinite_layer})" if s.first_nonfinite_layer else ""
+        return Issue("NONFINITE_GRADIENTS", "critical", int(first),
+                     f"{count} steps had NaN/Inf gradients and were skipped, first at step {first}{where}",
+                     layer=s.first_nonfinite_layer)
+    if not skipped and nonfinite_samples.size:
+        i = int(nonfinite_samples[0])
+        return Issue("NONFINITE_GRADIENTS", "critical", _step_at(s.step, i),
+                     f"gradient norm was non-finite at step {_step_at(s.step, i)}")
+    return None
+
+
+def _trend(values: np.ndarray) -> float:
+    """Least-squares slope of ``values`` per sample, relative to their mean."""
+    v = _finite(values)
+    if v.size < 4 or np.mean(np.abs(v)) == 0:
+        return 0.0
+    x = np.arange(v.size, dtype=float)
+    slope = np.polyfit(x, v, 1)[0]
+    return float(slope * v.size / np.mean(np.abs(v)))  # change over the window, as a fraction of its mean
+
+
+def _loss_oscillation(s: RunSeries) -> Issue | None:
+    loss = _arr(s.loss)
+    if loss.size < 12 or not np.all(np.isfinite(loss)):
+        return None
+    chance = _chance_loss(s)
+    # Look at the latest half of the run: it should trend down, or be low and quiet.
+    w = loss[loss.size // 2:]
+    rel_change = _trend(w)
+    diffs = np.diff(w)
+    swing = float(np.std(diffs) / max(np.mean(w), 1e-12))
+    sign_flips = float(np.mean(np.sign(diffs[1:]) != np.sign(diffs[:-1]))) if diffs.size > 2 else 0.0
+    high = chance is None or np.mean(w) > 0.25 * chance
+    if swing > 0.15 and sign_flips > 0.4 and rel_change > -0.2 and high:
+        i = loss.size // 2
+        return Issue("LOSS_OSCILLATION", "warning", _step_at(s.step, i),
+                     f"loss swings by {swing:.0%} of its level between samples with no downward trend "
+                     f"(change over the window {rel_change:+.0%}, mean {np.mean(w):.3g})")
+    return None
+
+
+def _weights_moving(s: RunSeries) -> float:
+    """Median per-step update ratio, or NaN when not measured."""
+    return _median(s.update_ratio)
+
+
+def _slow_convergence(s: RunSeries) -> Issue | None:
+    loss = _arr(s.loss)
+    if loss.size < 8 or not np.all(np.isfinite(loss)):
+        return None
+    start, now = _median(loss[:3]), _median(loss[-3:])
+    if not start > 0:
+        return None
+    progress = 1 - now / start
+    ratio = _weights_moving(s)
+    chance = _chance_loss(s)
+    still_high = chance is None or now > 0.5 * chance
+    if progress < 0.1 and still_high and (math.isnan(ratio) or ratio < SLOW_RATIO):
+        return Issue("SLOW_CONVERGENCE", "warning", _step_at(s.step, loss.size - 1),
+                     f"loss moved only {progress:.1%} ({start:.3g} -> {now:.3g}) over {s.step[-1]} steps"
+                     + (f"; weights change by {ratio:.1e} of their norm per step" if not math.isnan(ratio) else ""))
+    return None
+
+
+def _no_learning(s: RunSeries) -> Issue | None:
+    ratio = _weights_moving(s)
+    if len(s.update_ratio) >= 3 and ratio < NO_LEARNING_RATIO:
+        return Issue("NO_LEARNING", "critical" if ratio < NO_LEARNING_RATIO / 100 else "warning",
+                     _step_at(s.layer_step or s.step, 2),
+                     f"weights change by {ratio:.1e} of their norm per step (median): training is not moving them")
+    upd = _finite(_arr(s.epoch_weight_update))
+    if upd.size >= 2 and np.median(upd) < NO_LEARNING_RATIO:
+        return Issue("NO_LEARNING", "warning", _step_at(s.epoch_step, 1),
+                     f"weights changed by {np.median(upd):.1e} of their norm per epoch (median)")
+    return None
+
+
+def _loss_plateau(s: RunSeries) -> Issue | None:
+    loss = _arr(s.loss)
+    if loss.size < 20 or not np.all(np.isfinite(loss)):
+        return None
+    start = _median(loss[:3])
+    third = loss.size // 3
+    early_best = np.min(loss[:third])
+    late = loss[-third:]
+    progressed = early_best < 0.8 * start
+    late_change = (np.median(late[: len(late) // 2]) - np.median(late[len(late) // 2:])) / max(np.median(late), 1e-12)
+    chance = _chance_loss(s)
+    still_high = np.median(late) > (0.1 * chance if chance else 0.1 * start)
+    if progressed and late_change < 0.01 and still_high:
+        return Issue("LOSS_PLATEAU", "warning" if np.median(late) > 0.3 * start else "info",
+                     _step_at(s.step, loss.size - third),
+                     f"loss fell from {start:.3g} to {early_best:.3g} early, then changed by {late_change:.1%} over "
+                     f"the last third of the run (now {np.median(late):.3g})")
+    return None
+
+
+def _stuck_at_chance(s: RunSeries) -> Issue | None:
+    chance = _chance_loss(s)
+    if chance is None:
+        return None
+    k = s.num_classes
+    acc = _arr(s.epoch_val_acc) if s.epoch_val_acc else _arr(s.epoch_train_acc)
+    vloss = _arr(s.epoch_val_loss) if s.epoch_val_loss else _arr(s.epoch_train_loss)
+    if acc.size >= 2:
+        recent_acc, recent_loss = _median(acc[-2:]), _median(vloss[-2:])
+        if recent_acc < 1.5 / k and recent_loss > 0.85 * chance:
+            idx = next((i for i in range(1, acc.size) if acc[i] < 1.5 / k and acc[i - 1] < 1.5 / k), acc.size - 1)
+            return Issue("STUCK_AT_CHANCE", "critical", _step_at(s.epoch_step, idx),
+                         f"accuracy {recent_acc:.3f} vs chance {1 / k:.3f} and loss {recent_loss:.3f} vs "
+                         f"ln({k}) = {chance:.3f} after {acc.size} epochs")
+        return None
+    loss = _arr(s.loss)
+    if loss.size >= 20 and np.all(np.isfinite(loss)):
+        recent = _median(loss[-5:])
+        if abs(recent - chance) < 0.05 * chance and _median(loss[:3]) < 1.2 * chance:
+            return Issue("STUCK_AT_CHANCE", "critical", _step_at(s.step, loss.size - 1),
+                         f"loss {recent:.3f} stays at ln({k}) = {chance:.3f}: the model predicts uniformly")
+    return None
+
+
+def _overfitting(s: RunSeries) -> Issue | None:
+    val, train = _arr(s.epoch_val_loss), _arr(s.epoch_train_loss)
+    if val.size < 4 or not np.all(np.isfinite(val)):
+        return None
+    best = int(np.argmin(val))
+    rise = val[-1] / max(val[best], 1e-12)
+    epochs_after = val.size - 1 - best
+    train_fell = train.size == val.size and np.all(np.isfinite(train)) and train[-1] < train[best]
+    gap = (val[-1] - train[-1]) / max(val[-1], 1e-12) if train.size == val.size else 0.0
+    if epochs_after >= 2 and train_fell and gap > 0.3 and rise > 1.2:
+        # confirm a trend, not one noisy epoch: most epochs since the best were worse than the best by 5%
+        worse = np.mean(val[best + 1:] > 1.05 * val[best])
+        if worse >= 0.75:
+            severity = "warning" if rise > 1.5 else "info"
+            step = _step_at(s.epoch_step, min(best + 2, val.size - 1))
+            return Issue("OVERFITTING", severity, step,
+                         f"validation loss rose from {val[best]:.3g} (epoch {best + 1}) to {val[-1]:.3g} "
+                         f"(x{rise:.2f}) while training loss fell to {train[-1]:.3g}")
+    return None
+
+
+def _underfitting(s: RunSeries) -> Issue | None:
+    tr_acc, tr_loss, v_loss = _arr(s.epoch_train_acc), _arr(s.epoch_train_loss), _arr(s.epoch_val_loss)
+    k = s.num_classes
+    if tr_acc.size < 6 or not k or not np.all(np.isfinite(tr_loss)):
+        return None
+    third = tr_acc.size // 3
+    acc_now = _median(tr_acc[-2:])
+    improving = (np.median(tr_loss[-third:][:max(1, third // 2)]) - np.median(tr_loss[-2:])) / max(
+        np.median(tr_loss[-2:]), 1e-12)
+    gap = abs(_median(v_loss[-2:]) - _median(tr_loss[-2:])) / max(_median(tr_loss[-2:]), 1e-12) if v_loss.size else 0
+    if 1.5 / k <= acc_now < 0.7 and improving < 0.02 and gap < 0.2:
+        return Issue("UNDERFITTING", "warning", _step_at(s.epoch_step, tr_acc.size - third),
+                     f"training accuracy flat at {acc_now:.2f} with training and validation loss close "
+                     f"({_median(tr_loss[-2:]):.3g} vs {_median(v_loss[-2:]):.3g}): the model cannot fit the data")
+    return None
+
+
+# -- gradients ---------------------------------------------------------------
+def _layer_matrix(d: dict[str, list[float]]) -> tuple[list[str], np.ndarray]:
+    names = list(d)
+    if not names:
+        return [], np.zeros((0, 0))
+    n = min(len(v) for v in d.values())
+    return names, np.array([_arr(d[k][:n]) for k in names])
+
+
+def _vanishing(s: RunSeries) -> Issue | None:
+    names, m = _layer_matrix(s.layer_grad_norm)
+    if len(names) >= 2 and m.shape[1] >= 2:
+        first, last = m[0], m[-1]
+        ok = np.isfinite(first) & np.isfinite(last) & (last > 0)
+        if ok.sum() >= 2:
+            ratio = first[ok] / last[ok]
+            med = float(np.median(ratio))
+            if med < VANISHING_RATIO:
+                idx = int(np.flatnonzero(ok)[min(1, ok.sum() - 1)])
+                return Issue("VANISHING_GRADIENTS", "critical" if med < VANISHING_RATIO ** 2 else "warning",
+                             _step_at(s.layer_step, idx),
+                             f"first layer {names[0]} gets {med:.1e} of the gradient norm of the last layer "
+                             f"{names[-1]} (median over {int(ok.sum())} samples)", layer=names[0])
+    gn = _finite(_arr(s.grad_norm))
+    if gn.size >= 5 and np.median(gn) < GLOBAL_NORM_TINY:
+        return Issue("VANISHING_GRADIENTS", "warning", _step_at(s.step, 4),
+                     f"global gradient norm is tiny (median {np.median(gn):.1e})")
+    return None
+
+
+def _exploding(s: RunSeries) -> Issue | None:
+    gn = _arr(s.grad_norm)
+    fin = _finite(gn)
+    if fin.size < 6:
+        return None
+    early = _median(fin[:3])
+    if early > 0:
+        over = np.flatnonzero(np.isfinite(gn) & (gn > EXPLODING_GROWTH * early))
+        if over.size:
+            i = int(over[0])
+            return Issue("EXPLODING_GRADIENTS", "critical", _step_at(s.step, i),
+                         f"gradient norm grew from {early:.3g} to {gn[i]:.3g} (x{gn[i] / early:.0f}) "
+                         f"by step {_step_at(s.step, i)}")
+    names, m = _layer_matrix(s.layer_grad_norm)
+    if len(names) >= 2 and m.shape[1] >= 2:
+        ok = np.isfinite(m[0]) & np.isfinite(m[-1]) & (m[-1] > 0)
+        if ok.sum() >= 2:
+            med = float(np.median(m[0][ok] / m[-1][ok]))
+            if med > 1 / VANISHING_RATIO:
+                return Issue("EXPLODING_GRADIENTS", "warning", _step_at(s.layer_step, 1),
+                             f"first layer {names[0]} gets {med:.1e}x the gradient norm of the last layer",
+                             layer=names[0])
+    return None
+
+
+# -- units and weights -------------------------------------------------------
+def _dead_neurons(s: RunSeries) -> Issue | None:
+    worst, worst_name, first_idx = 0.0, None, 0
+    for name, values in s.layer_dead_fraction.items():
+        v = _arr(values)
+        if v.size < 2:
+            continue
+        recent = _median(v[-3:])
+        if recent > worst:
+            worst, worst_name = recent, name
+            above = np.flatnonzero(v > DEAD_FRACTION)
+            first_idx = int(above[0]) if above.size else v.size - 1
+    if worst_name is not None and worst > DEAD_FRACTION:
+        return Issue("DEAD_NEURONS", "critical" if worst > 0.9 else "warning", _step_at(s.layer_step, first_idx),
+                     f"{worst:.0%} of the units of {worst_name} never fired over the sampled batches",
+                     layer=worst_name)
+    return None
+
+
+def _saturated(s: RunSeries) -> Issue | None:
+    worst, worst_name, first_idx = 0.0, None, 0
+    for name, values in s.layer_saturation.items():
+        v = _arr(values)
+        if v.size < 2:
+            continue
+        recent = _median(v[-3:])
+        if recent > worst:
+            worst, worst_name = recent, name
+            above = np.flatnonzero(v > SATURATION_FRACTION)
+            first_idx = int(above[0]) if above.size else v.size - 1
+    if worst_name is not None and worst > SATURATION_FRACTION:
+        return Issue("SATURATED_ACTIVATIONS", "critical" if worst > 0.8 else "warning",
+                     _step_at(s.layer_step, first_idx),
+                     f"{worst:.0%} of the outputs of {worst_name} sit at the activation's bounds", layer=worst_name)
+    return None
+
+
+def _bad_initialization(s: RunSeries) -> Issue | None:
+    if not s.init_scale_ratio:
+        return None
+    name, ratio = max(s.init_scale_ratio.items(), key=lambda kv: abs(math.log(max(kv[1], 1e-30))))
+    if ratio > INIT_OFF_FACTOR or ratio < 1 / INIT_OFF_FACTOR:
+        direction = "larger" if ratio > 1 else "smaller"
+        return Issue("BAD_INITIALIZATION", "critical" if ratio > INIT_OFF_FACTOR else "warning", 0,
+                     f"initial weights of {name} are {max(ratio, 1 / ratio):.0f}x {direction} than He/Xavier "
+                     "scale for the layer's fan-in", layer=name)
+    return None
+
+
+def _lr_decayed_too_early(s: RunSeries) -> Issue | None:
+    steps, lrs = (s.step, _arr(s.lr)) if len(s.lr) >= 4 else (s.epoch_step, _arr(s.epoch_lr))
+    if lrs.size < 3 or not np.all(np.isfinite(lrs)):
+        return None
+    peak = np.maximum.accumulate(lrs)
+    cut = np.flatnonzero(lrs < 0.1 * peak)
+    total = _total_steps(s)
+    if not cut.size or total <= 0:
+        return None
+    i = int(cut[0])
+    at = _step_at(steps, i)
+    if at > 0.3 * total:
+        return None
+    # Was the loss still falling when the LR was cut? Compare the epoch losses around the cut.
+    vloss = _arr(s.epoch_val_loss) if s.epoch_val_loss else _arr(s.epoch_train_loss)
+    final_lr = lrs[-1]
+    evidence = (f"learning rate fell to {lrs[i] / peak[i]:.0e} of its peak by step {at} "
+                f"({at / total:.0%} of the run); it ends at {final_lr:.1e}")
+    if vloss.size >= 2 and np.all(np.isfinite(vloss)):
+        evidence += f"; validation loss {vloss[0]:.3g} -> {vloss[-1]:.3g}"
+    return Issue("LR_DECAYED_TOO_EARLY", "warning", at, evidence)
+
+
+RULES = (
+    _bad_initialization, _loss_explosion, _nonfinite_gradients, _exploding, _vanishing, _dead_neurons,
+    _saturated, _no_learning, _slow_convergence, _lr_decayed_too_early, _stuck_at_chance, _loss_oscillation,
+    _overfitting, _loss_plateau, _underfitting,
+)
+
+# A symptom is not reported when a finding in this set already explains it.
+EXPLAINED_BY = {
+    "STUCK_AT_CHANCE": {"VANISHING_GRADIENTS", "SLOW_CONVERGENCE", "NO_LEARNING", "DEAD_NEURONS",
+                        "SATURATED_ACTIVATIONS", "LOSS_EXPLOSION", "NONFINITE_GRADIENTS", "BAD_INITIALIZATION",
+                        "LR_DECAYED_TOO_EARLY"},
+    "SLOW_CONVERGENCE": {"VANISHING_GRADIENTS", "DEAD_NEURONS", "SATURATED_ACTIVATIONS", "LR_DECAYED_TOO_EARLY",
+                         "LOSS_EXPLOSION"},
+    "LOSS_PLATEAU": {"LR_DECAYED_TOO_EARLY", "OVERFITTING", "STUCK_AT_CHANCE", "SLOW_CONVERGENCE",
+                     "VANISHING_GRADIENTS", "DEAD_NEURONS", "LOSS_EXPLOSION"},
+    "UNDERFITTING": {"LR_DECAYED_TOO_EARLY", "VANISHING_GRADIENTS", "DEAD_NEURONS", "SATURATED_ACTIVATIONS",
+                     "SLOW_CONVERGENCE", "STUCK_AT_CHANCE", "LOSS_EXPLOSION", "LOSS_PLATEAU"},
+    "LOSS_OSCILLATION": {"LOSS_EXPLOSION", "NONFINITE_GRADIENTS"},
+}
+
+
+def diagnose(series: RunSeries) -> list[Issue]:
+    """Apply every rule; drop symptoms a found mechanism explains; most severe first."""
+    found: dict[str, Issue] = {}
+    for rule in RULES:
+        issue = rule(series)
+        if issue is not None:
+            found[issue.code] = issue
+    for code, causes in EXPLAINED_BY.items():
+        if code in found and causes & found.keys():
+            del found[code]
+    order = {"critical": 0, "warning": 1, "info": 2}
+    return sorted(found.values(), key=lambda i: (order[i.severity], i.first_step))
