@@ -20,6 +20,7 @@ from diag.report import build_report, write_report
 from runner.checkpoint import CheckpointHook, load_checkpoint
 from runner.devices import check_precision, resolve_device, seed_everything
 from runner.errors import UserError
+from runner.hparams import log_hparams
 from runner.resume import find_resume_checkpoint
 from runner.schedulers import build_scheduler
 from runner.trainer import Trainer
@@ -129,6 +130,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             **({"lr_finder": parts["lr_finder"]} if parts["lr_finder"] else {}),
         )
         write_report(run_dir, report)
+        log_hparams(state.writer, cfg, report["metrics"])
     finally:
         state.writer.close()
         state.events.close()
