@@ -150,8 +150,8 @@ def _int(value: Any) -> int | None:
 class Thinned:
     """Keeps at most ``cap`` items of a stream, evenly spaced, plus the first and last and any pinned one."""
 
-    def __init__(self, cap: int = MAX_KEPT) -> None:
-        self.cap = max(2, cap)
+    def __init__(self, cap: int | None = None) -> None:
+        self.cap = max(2, MAX_KEPT if cap is None else cap)
         self.stride = 1
         self.count = 0
         self._kept: list[tuple[int, Any, bool]] = []
@@ -273,7 +273,8 @@ def _read_epoch_file(path: Path, fields: dict[str, tuple[str, ...]], result: Rea
         if row is None:
             unusable += 1
             continue
-        nonfinite = any(isinstance(v, float) and not math.isfinite(v) for v in row.values())
+        nonfinite = any((isinstance(v, float) and not math.isfinite(v)) or v is True for k, v in row.items()
+                        if k.endswith("_null") or isinstance(v, float))  # null is how JSON says NaN
         kept.add(row, pin=nonfinite and not pinned)
         pinned = pinned or nonfinite
     result.skip(name, unusable, "records without any known field")
@@ -674,10 +675,14 @@ def _read_events(path: Path, result: ReadResult) -> None:
         step = _int(obj.get("step"))
         if kind == "skipped_step" and step is not None and len(skipped) < MAX_KEPT:
             skipped.append(step)
-        if "nonfinite" in kind and step is not None and s.first_nonfinite_step is None:
-            s.first_nonfinite_step = step
-            layer = obj.get("layer")
-            s.first_nonfinite_layer = layer if isinstance(layer, str) else None
+        if kind == "diagnosis" and s.first_nonfinite_step is None and isinstance(obj.get("issues"), list):
+            # the live diagnosis names the layer where NaN/Inf gradients first appeared
+            for issue in obj["issues"]:
+                if isinstance(issue, dict) and issue.get("code") == "NONFINITE_GRADIENTS":
+                    s.first_nonfinite_step = _int(issue.get("first_step"))
+                    layer = issue.get("layer")
+                    s.first_nonfinite_layer = layer if isinstance(layer, str) and s.first_nonfinite_step is not None \
+                        else None
     if skipped:
         s.skipped_steps = skipped
     summary = ", ".join(f"{n} {k or '?'}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])[:5])

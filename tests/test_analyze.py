@@ -1,0 +1,404 @@
+"""``diag analyze``: run directories, seed-003 JSONL, TensorBoard logs from the runner and from
+Lightning-style writers, exit codes, and garbage input that must end in a report or a clean error."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.utils.tensorboard import SummaryWriter
+
+from diag import readers
+from diag.analyze import main
+from diag.readers import Thinned, read_path
+
+REPORT_KEYS = {"status", "issues", "metrics", "autotrainer"}
+ISSUE_KEYS = {"code", "severity", "first_step", "evidence", "recommendations"}
+
+
+def write_jsonl(path: Path, records: list[dict], extra: list[bytes] = ()) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(r).encode() for r in records] + list(extra)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def seed_records(n: int = 12, lr_drops: tuple[int, ...] = (4, 8), batches: int = 50) -> list[dict]:
+    """Seed 003 schema (no ``step`` key): a steadily improving run whose LR drops 10x at the given epochs."""
+    out, lr = [], 0.1
+    for e in range(n):
+        if e in lr_drops:
+            lr /= 10
+        out.append({"epoch": e, "loss": 2.3 * math.exp(-0.25 * e) + 0.05, "accuracy": min(0.98, 0.2 + 0.07 * e),
+                    "learning_rate": lr, "mean_grad_norm": 1.0 - 0.03 * e, "min_grad_norm": 0.5,
+                    "max_grad_norm": 2.0, "weight_update_magnitude": 0.05 * 0.9 ** e, "num_batches": batches})
+    return out
+
+
+def analyze(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main([*args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def analyze_json(capsys, *args: str) -> tuple[int, dict]:
+    rc, out, _ = analyze(capsys, *args, "--json")
+    return rc, json.loads(out)
+
+
+def check_shape(report: dict) -> None:
+    assert report.keys() >= REPORT_KEYS
+    assert report["status"] in {"healthy", "warning", "critical"}
+    assert report["autotrainer"] == {"actions": report["autotrainer"]["actions"]}
+    for issue in report["issues"]:
+        assert issue.keys() >= ISSUE_KEYS
+        assert issue["recommendations"] and all(isinstance(r, str) for r in issue["recommendations"])
+
+
+# -- a real run directory ------------------------------------------------------
+def test_run_directory_of_a_real_run(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(["trainer.max_epochs=2"], tmp_path, run_dir=run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(x) for x in (run / "train_diagnostics.jsonl").read_text().splitlines()]
+    own = json.loads((run / "report.json").read_text())
+
+    proc = run_cli(["analyze", str(run), "--json"], tmp_path, module="diag")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    check_shape(report)
+    m = report["metrics"]
+    assert m["final_train_loss"] == pytest.approx(lines[-1]["loss"])
+    assert m["initial_lr"] == pytest.approx(lines[0]["learning_rate"])
+    assert m["epochs"] == 2 and m["steps"] == lines[-1]["step"]
+    assert m["test_acc"] == pytest.approx(own["metrics"]["test_acc"])  # carried over from the run's report.json
+    assert report["input"]["kind"] == "run_dir" and report["input"]["skipped"] == {}
+    assert report["input"]["tags"]["loss"] == "train/loss"
+
+    human = run_cli(["analyze", str(run)], tmp_path, module="diag")
+    assert human.returncode == 0
+    text = human.stdout
+    order = [text.index(h) for h in ("LEARNING RATE", "LOSS", "ACCURACY", "GRADIENT NORMS", "WEIGHT UPDATES",
+                                     "DIAGNOSIS", "RECOMMENDATIONS")]
+    assert order == sorted(order)
+    assert f"constant at {lines[0]['learning_rate']:.3g} over 2 epochs: never reduced" in text
+    assert f"test : {own['metrics']['test_acc']:.4f}" in text
+    assert "classes: 10" in text
+
+
+def test_run_directory_written_by_hand(tmp_path, capsys):
+    """JSONL + runner-style TensorBoard tags + events.jsonl + config, with a corrupt event file beside them."""
+    run = tmp_path / "run"
+    write_jsonl(run / "train_diagnostics.jsonl",
+                [{**r, "step": 50 * (r["epoch"] + 1)} for r in seed_records(6, lr_drops=())])
+    write_jsonl(run / "val_diagnostics.jsonl",
+                [{"epoch": e, "step": 50 * (e + 1), "loss": 1.0 - 0.1 * e, "accuracy": 60 + 5 * e} for e in range(6)])
+    write_jsonl(run / "events.jsonl", [{"kind": "skipped_step", "step": s, "epoch": 0} for s in (7, 9, 12)])
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("data:\n  num_classes: 7\ntrainer:\n  max_epochs: 12\n")
+    w = SummaryWriter(str(run / "tb"))
+    for step in range(10, 301, 10):
+        w.add_scalar("train/loss", 2.0 / step ** 0.5, step)
+        w.add_scalar("train/grad_norm", 1.0, step)
+        w.add_scalar("train/lr", 0.1, step)
+        if step % 50 == 0:
+            for name, v in (("layers.10", 3.0), ("layers.2", 2.0), ("layers.0", 1.0)):  # model order, not sorted
+                w.add_scalar(f"grad_norm/{name}", v, step)
+                w.add_scalar(f"dead_fraction/{name}", 0.1, step)
+    w.close()
+    (run / "tb" / "events.out.tfevents.2.corrupt").write_bytes(b"\x13\x00\x00\x00\x00\x00\x00\x00junkjunkjunk")
+
+    r = read_path(run)
+    s = r.series
+    assert s.num_classes == 7
+    assert s.planned_steps == 12 * 50
+    assert s.skipped_steps == [7, 9, 12]
+    assert s.step == list(range(10, 301, 10)) and len(s.loss) == len(s.grad_norm) == len(s.lr) == 30
+    assert list(s.layer_grad_norm) == ["layers.10", "layers.2", "layers.0"]
+    assert s.layer_step == [50, 100, 150, 200, 250, 300] and s.layer_dead_fraction["layers.0"] == pytest.approx([0.1] * 6)
+    assert s.epoch_step == [50, 100, 150, 200, 250, 300]
+    assert s.epoch_val_acc == pytest.approx([0.60, 0.65, 0.70, 0.75, 0.80, 0.85])  # percent read as fraction
+    assert any("unreadable or truncated event files (events.out.tfevents.2.corrupt)" in n for n in r.notes)
+
+    rc, out, err = analyze(capsys, str(run))
+    assert rc == 0, err
+    assert "skipped steps (non-finite gradients): 3, first at step 7" in out
+    assert "first/last layer norm ratio: 3 (layers.10 vs layers.0)" in out
+    assert "classes: 7" in out
+
+
+# -- JSONL files ---------------------------------------------------------------
+def test_jsonl_seed_schema_learning_rate_analysis(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "train_diagnostics.jsonl", seed_records())
+    rc, out, err = analyze(capsys, str(path), "--num-classes", "10")
+    assert rc == 0, err
+    assert "reduced at epoch 5 (step 250): 0.1 -> 0.01 (x0.1)" in out
+    assert "reduced at epoch 9 (step 450): 0.01 -> 0.001 (x0.1)" in out
+    assert "first reduced at epoch 5 (step 250) (42% of the run)" in out
+    assert "train: initial 2.35, final 0.197, best 0.197 at epoch 12 (step 600)" in out
+    assert "DIAGNOSIS: HEALTHY" in out
+
+    rc, report = analyze_json(capsys, str(path))
+    check_shape(report)
+    m = report["metrics"]
+    assert (m["lr_reductions"], m["initial_lr"], m["final_lr"]) == (2, 0.1, pytest.approx(0.001))
+    assert m["epochs"] == 12 and m["steps"] == 600  # steps from cumulative num_batches
+    assert m["final_train_acc"] == pytest.approx(0.97)
+
+
+def test_nonfinite_literals_are_evidence_of_explosion(tmp_path, capsys):
+    recs = seed_records(10, lr_drops=())
+    path = write_jsonl(tmp_path / "train.jsonl", recs[:6],
+                       extra=[b'{"epoch": 6, "loss": Infinity, "learning_rate": 0.1, "num_batches": 50}',
+                              b'{"epoch": 7, "loss": NaN, "learning_rate": 0.1, "num_batches": 50}',
+                              b'{"epoch": 8, "loss": null, "learning_rate": 0.1, "num_batches": 50}'])
+    rc, report = analyze_json(capsys, str(path))
+    assert rc == 0
+    check_shape(report)
+    explosion = [i for i in report["issues"] if i["code"] == "LOSS_EXPLOSION"]
+    assert explosion and explosion[0]["severity"] == "critical" and explosion[0]["first_step"] == 350
+    assert report["status"] == "critical"
+    assert report["metrics"]["nonfinite_loss_values"] == 3
+    assert report["metrics"]["final_train_loss"] is None  # NaN is not valid JSON: written as null
+
+    rc, out, _ = analyze(capsys, str(path))
+    assert "train: 3 non-finite value(s), first inf at epoch 7 (step 350)" in out
+    assert "CRITICAL LOSS_EXPLOSION (first seen at step 350)" in out
+    assert "  - Reduce the learning rate by 10-100x (optimizer.lr)" in out
+
+
+@pytest.mark.parametrize(("fail_on", "sick_rc", "healthy_rc"), [(None, 0, 0), ("critical", 1, 0), ("warning", 1, 0)])
+def test_fail_on_sets_the_exit_code(tmp_path, capsys, fail_on, sick_rc, healthy_rc):
+    healthy = write_jsonl(tmp_path / "healthy.jsonl", seed_records())
+    sick = write_jsonl(tmp_path / "sick.jsonl", seed_records(8, lr_drops=()),
+                       extra=[b'{"epoch": 8, "loss": NaN, "num_batches": 50}'])
+    extra = ["--fail-on", fail_on] if fail_on else []
+    assert analyze(capsys, str(sick), *extra)[0] == sick_rc
+    assert analyze(capsys, str(healthy), *extra)[0] == healthy_rc
+
+
+def test_fail_on_warning_but_not_critical_for_a_warning(tmp_path, capsys):
+    """A warning-level finding (overfitting) fails --fail-on warning and passes --fail-on critical."""
+    path = tmp_path / "run"
+    write_jsonl(path / "train_diagnostics.jsonl",
+                [{"epoch": e, "step": 20 * (e + 1), "loss": 1.0 * 0.7 ** e, "accuracy": 0.5 + 0.05 * e,
+                  "learning_rate": 1e-3} for e in range(10)])
+    write_jsonl(path / "val_diagnostics.jsonl",
+                [{"epoch": e, "step": 20 * (e + 1), "loss": v, "accuracy": 0.8}
+                 for e, v in enumerate([1.0, 0.8, 0.6, 0.5, 0.55, 0.65, 0.75, 0.85, 0.95, 1.05])])
+    rc, report = analyze_json(capsys, str(path), "--fail-on", "warning")
+    assert [i["code"] for i in report["issues"]] == ["OVERFITTING"] and report["status"] == "warning"
+    assert rc == 1
+    assert analyze(capsys, str(path), "--fail-on", "critical")[0] == 0
+
+
+def test_malformed_lines_are_skipped_and_counted(tmp_path, capsys):
+    good = seed_records(6, lr_drops=())
+    junk = [b'{"epoch": 9, "loss": 0.', b"\x00\xff\xfe binary \x89PNG", b"[1, 2, 3]", b"",
+            b'{"no_known_field": 1}', b"x" * (readers.MAX_LINE_BYTES + 10)]
+    path = write_jsonl(tmp_path / "run" / "train_diagnostics.jsonl", good[:3], extra=junk)
+    with path.open("ab") as fh:
+        fh.write(b"\n".join(json.dumps(r).encode() for r in good[3:]) + b"\n")
+    rc, out, err = analyze(capsys, str(path.parent))
+    assert rc == 0, err
+    assert "skipped 4 malformed lines in train_diagnostics.jsonl" in out  # truncated, binary, list, over-long
+    assert "skipped 1 records without any known field in train_diagnostics.jsonl" in out
+    rc, report = analyze_json(capsys, str(path.parent))
+    assert report["metrics"]["epochs"] == 6
+    assert report["input"]["skipped"] == {"train_diagnostics.jsonl": 5}
+    assert report["metrics"]["final_train_loss"] == pytest.approx(good[-1]["loss"])
+
+
+def test_huge_file_is_streamed_and_thinned(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(readers, "MAX_KEPT", 200)
+    n = 5000
+    recs = [{"epoch": e, "step": e + 1, "loss": 3.0 / (1 + e) if e != 1234 else None, "learning_rate": 0.01}
+            for e in range(n)]
+    path = write_jsonl(tmp_path / "train.jsonl", recs)
+    r = read_path(path)
+    s = r.series
+    assert len(s.epoch_step) <= 202
+    assert s.epoch_step[0] == 1 and s.epoch_step[-1] == n  # first and last kept
+    assert 1235 in s.epoch_step and math.isnan(s.epoch_train_loss[s.epoch_step.index(1235)])  # first NaN kept
+    assert f"train.jsonl: kept {len(s.epoch_step)} of 5,000 records (evenly spaced)" in r.notes
+
+
+def test_thinned_keeps_a_bounded_even_sample():
+    t = Thinned(cap=100)
+    for i in range(10_000):
+        t.add(i, pin=(i == 4321))
+    kept = t.items()
+    assert len(kept) <= 102 and kept[0] == 0 and kept[-1] == 9999 and 4321 in kept
+    gaps = {b - a for a, b in zip(kept, kept[1:]) if 4321 not in (a, b)} - {9999 - kept[-2]}
+    assert gaps == {t.stride}
+
+
+# -- TensorBoard ---------------------------------------------------------------
+def write_lightning_logs(logdir: Path, val_losses: list[float], train_tag: str = "train_loss") -> None:
+    """What a LightningModule with self.log(..., on_step=True, on_epoch=True) and LearningRateMonitor writes."""
+    w = SummaryWriter(str(logdir))
+    steps_per_epoch, step = 20, 0
+    for epoch, vloss in enumerate(val_losses):
+        lr = 1e-3 if epoch < 6 else 1e-4
+        w.add_scalar("lr-Adam", lr, step)
+        w.add_scalar("lr-Adam-momentum", 0.9, step)
+        epoch_losses = []
+        for _ in range(steps_per_epoch):
+            loss = 1.0 * 0.75 ** (step / steps_per_epoch)
+            epoch_losses.append(loss)
+            if step % 5 == 4:
+                w.add_scalar(f"{train_tag}_step", loss, step)
+                w.add_scalar("epoch", epoch, step)
+            step += 1
+        w.add_scalar("val_loss", vloss, step - 1)
+        w.add_scalar("val_acc", 0.8, step - 1)
+        w.add_scalar(f"{train_tag}_epoch", sum(epoch_losses) / len(epoch_losses), step - 1)
+        w.add_scalar("train_acc_epoch", 0.5 + 0.04 * epoch, step - 1)
+        w.add_scalar("epoch", epoch, step - 1)
+    w.close()
+
+
+OVERFIT_VAL = [1.0, 0.8, 0.6, 0.5, 0.55, 0.65, 0.75, 0.85, 0.95, 1.05]
+
+
+def test_lightning_style_tensorboard_logs(tmp_path, capsys):
+    logs = tmp_path / "lightning_logs" / "version_0"
+    write_lightning_logs(logs, OVERFIT_VAL)
+    rc, report = analyze_json(capsys, str(tmp_path / "lightning_logs"))
+    assert rc == 0
+    check_shape(report)
+    assert report["input"]["tags"] == {"loss": "train_loss_step", "lr": "lr-Adam", "train_loss_epoch":
+                                       "train_loss_epoch", "train_acc": "train_acc_epoch", "val_loss": "val_loss",
+                                       "val_acc": "val_acc", "epoch": "epoch"}
+    codes = [i["code"] for i in report["issues"]]
+    assert codes == ["OVERFITTING"], report["issues"]
+    m = report["metrics"]
+    assert m["best_val_loss"] == pytest.approx(0.5) and m["final_val_loss"] == pytest.approx(1.05)
+    assert m["epochs"] == 10 and m["lr_reductions"] == 1 and m["final_lr"] == pytest.approx(1e-4)
+
+    rc, out, _ = analyze(capsys, str(logs))
+    assert "reduced at epoch 7 (step 139): 0.001 -> 0.0001 (x0.1)" in out
+    assert "val  : initial 1, final 1.05, best 0.5 at epoch 4 (step 79)" in out
+    assert "WARNING  OVERFITTING" in out
+
+
+def test_newest_of_several_runs_is_analyzed(tmp_path, capsys):
+    write_lightning_logs(tmp_path / "logs" / "version_0", [1.0] * 5)
+    write_lightning_logs(tmp_path / "logs" / "version_1", OVERFIT_VAL)
+    r = read_path(tmp_path / "logs")
+    assert len(r.series.epoch_step) == 10
+    assert any("2 runs of event files under logs; analyzed the newest, version_1" in n for n in r.notes)
+
+
+def test_tag_map_for_other_names(tmp_path, capsys):
+    w = SummaryWriter(str(tmp_path / "tb"))
+    for step in range(1, 41):
+        w.add_scalar("metrics/objective", 5.0 / step, step)
+        w.add_scalar("opt/step_size", 0.5 if step < 30 else 0.05, step)
+        w.add_scalar("health/g/conv1", 1e-9, step)
+        w.add_scalar("health/g/fc", 1.0, step)
+    w.close()
+    rc, out, err = analyze(capsys, str(tmp_path / "tb"))
+    assert rc == 2 and err.strip() == f"diag analyze: no training records found in {tmp_path / 'tb'}"
+
+    tags = "loss=metrics/objective,lr=opt/step_size,layer_grad_norm=health/g/"
+    rc, report = analyze_json(capsys, str(tmp_path / "tb"), "--tags", tags)
+    assert rc == 0
+    assert report["metrics"]["initial_train_loss"] == pytest.approx(5.0)
+    assert report["metrics"]["lr_reductions"] == 1
+    vanishing = [i for i in report["issues"] if i["code"] == "VANISHING_GRADIENTS"]
+    assert vanishing and vanishing[0]["layer"] == "conv1"
+
+    rc, out, err = analyze(capsys, str(tmp_path / "tb"), "--tags", "loss=nope/missing,lr=opt/step_size")
+    assert rc == 0 and "tag 'nope/missing' for loss not found" in out
+
+    rc, _, err = analyze(capsys, str(tmp_path / "tb"), "--tags", "los=metrics/objective")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--tags key 'los' is unknown" in err
+
+
+# -- errors and garbage --------------------------------------------------------
+def test_missing_path_exits_2_with_one_line(tmp_path):
+    proc = run_cli(["analyze", str(tmp_path / "nope")], tmp_path, module="diag")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"diag analyze: no such file or directory: {tmp_path / 'nope'}"]
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n\n", b"\x00" * 4096, b'{"epoch": 0, "loss": 1.',
+                                     b"null\n[]\n42\n"])
+def test_nothing_usable_is_a_clean_error(tmp_path, capsys, content):
+    path = tmp_path / "train_diagnostics.jsonl"
+    path.write_bytes(content)
+    rc, out, err = analyze(capsys, str(path))
+    assert rc == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"diag analyze: no training records found in {path}")
+
+
+def test_corrupt_event_files_only(tmp_path, capsys):
+    tb = tmp_path / "tb"
+    tb.mkdir()
+    (tb / "events.out.tfevents.1.host").write_bytes(bytes(range(256)) * 20)
+    (tb / "events.out.tfevents.2.host").write_bytes(b"")
+    rc, out, err = analyze(capsys, str(tb))
+    assert rc == 2 and "no training records found" in err and "skipped 1 unreadable lines/files" in err
+
+
+def _event_file_bytes(directory: Path) -> bytes:
+    w = SummaryWriter(str(directory))
+    for step in range(30):
+        w.add_scalar("train/loss", 1.0 / (step + 1), step)
+        w.add_scalar("val/loss", 1.0 / (step + 1), step)
+    w.close()
+    return next(directory.glob("events.out.tfevents.*")).read_bytes()
+
+
+SCHEMA_KEYS = ["epoch", "step", "loss", "accuracy", "learning_rate", "mean_grad_norm", "min_grad_norm",
+               "max_grad_norm", "weight_update_magnitude", "num_batches", "skipped_steps", "val_loss"]
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-10**30, max_value=10**30) | st.floats() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8)
+RECORD = st.dictionaries(st.sampled_from(SCHEMA_KEYS), JSONISH | st.floats(), max_size=8)
+LINE = st.one_of(
+    RECORD.map(lambda r: json.dumps(r).encode()),
+    RECORD.map(lambda r: json.dumps(r).encode()).flatmap(lambda b: st.integers(0, len(b)).map(lambda k: b[:k])),
+    JSONISH.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=64),
+    st.just(b"[" * 5000),  # nesting deep enough to trip the JSON parser's recursion limit
+)
+
+
+def test_generated_garbage_gives_a_report_or_a_clean_error(tmp_path, capsys):
+    good_events = _event_file_bytes(tmp_path / "seed_tb")
+
+    @settings(max_examples=60, deadline=timedelta(seconds=20), suppress_health_check=[HealthCheck.too_slow],
+              database=None)
+    @given(train=st.lists(LINE, max_size=30), val=st.lists(LINE, max_size=10),
+           events=st.one_of(st.binary(max_size=600), st.integers(0, len(good_events)).map(lambda k: good_events[:k]),
+                            st.tuples(st.integers(0, len(good_events) - 1), st.binary(min_size=1, max_size=8)).map(
+                                lambda t: good_events[:t[0]] + t[1] + good_events[t[0] + len(t[1]):])),
+           as_file=st.booleans())
+    def check(train: list[bytes], val: list[bytes], events: bytes, as_file: bool) -> None:
+        run = Path(tempfile.mkdtemp(dir=tmp_path))
+        (run / "train_diagnostics.jsonl").write_bytes(b"\n".join(train))
+        (run / "val_diagnostics.jsonl").write_bytes(b"\n".join(val))
+        (run / "tb").mkdir()
+        (run / "tb" / "events.out.tfevents.1.junk").write_bytes(events)
+        target = run / "train_diagnostics.jsonl" if as_file else run
+        rc = main([str(target), "--json", "--num-classes", "10"])
+        out = capsys.readouterr()
+        assert rc in (0, 2)
+        if rc == 0:
+            report = json.loads(out.out)
+            check_shape(report)
+        else:
+            assert out.out == "" and len(out.err.strip().splitlines()) == 1
+
+    check()
