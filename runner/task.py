@@ -58,6 +58,10 @@ def setup(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     model = instantiate(cfg.model).to(device)
     if cfg.trainer.get("channels_last") and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
         model = model.to(memory_format=torch.channels_last)
+    if cfg.trainer.get("compile"):
+        from runner.models.compile import maybe_compile
+
+        model = maybe_compile(model, True, device)
     auto_lr = cfg.optimizer.lr == "auto"
     optimizer = instantiate(cfg.optimizer, lr=1e-3 if auto_lr else cfg.optimizer.lr)(params=model.parameters())
     generator = torch.Generator().manual_seed(int(cfg.seed))
