@@ -100,7 +100,9 @@ def test_run_directory_written_by_hand(tmp_path, capsys):
                 [{**r, "step": 50 * (r["epoch"] + 1)} for r in seed_records(6, lr_drops=())])
     write_jsonl(run / "val_diagnostics.jsonl",
                 [{"epoch": e, "step": 50 * (e + 1), "loss": 1.0 - 0.1 * e, "accuracy": 60 + 5 * e} for e in range(6)])
-    write_jsonl(run / "events.jsonl", [{"kind": "skipped_step", "step": s, "epoch": 0} for s in (7, 9, 12)])
+    write_jsonl(run / "events.jsonl", [*({"kind": "skipped_step", "step": s, "epoch": 0} for s in (7, 9, 12)),
+                                       {"kind": "diagnosis", "step": 50, "issues": [
+                                           {"code": "NONFINITE_GRADIENTS", "first_step": 7, "layer": "layers.0"}]}])
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text("data:\n  num_classes: 7\ntrainer:\n  max_epochs: 12\n")
     w = SummaryWriter(str(run / "tb"))
@@ -132,6 +134,7 @@ def test_run_directory_written_by_hand(tmp_path, capsys):
     assert "skipped steps (non-finite gradients): 3, first at step 7" in out
     assert "first/last layer norm ratio: 3 (layers.10 vs layers.0)" in out
     assert "classes: 7" in out
+    assert "first non-finite gradient in layer layers.0 at step 7" in out
 
 
 # -- JSONL files ---------------------------------------------------------------
@@ -287,6 +290,24 @@ def test_lightning_style_tensorboard_logs(tmp_path, capsys):
     assert "reduced at epoch 7 (step 139): 0.001 -> 0.0001 (x0.1)" in out
     assert "val  : initial 1, final 1.05, best 0.5 at epoch 4 (step 79)" in out
     assert "WARNING  OVERFITTING" in out
+
+
+def test_keras_style_train_and_validation_folders(tmp_path, capsys):
+    """TF2/Keras writes tensor-based scalars into logs/train and logs/validation: one run, two folders."""
+    for split, losses in (("train", [2.0, 1.5, 1.0, 0.7, 0.5, 0.4]), ("validation", [2.1, 1.6, 1.2, 1.0, 0.9, 0.85])):
+        w = SummaryWriter(str(tmp_path / "logs" / split))
+        for e, loss in enumerate(losses):
+            w.add_scalar("epoch_loss", loss, e, new_style=True)
+            w.add_scalar("epoch_accuracy", 0.5 + 0.05 * e, e, new_style=True)
+            if split == "train":
+                w.add_scalar("epoch_learning_rate", 0.01 if e < 3 else 0.001, e, new_style=True)
+        w.close()
+    rc, report = analyze_json(capsys, str(tmp_path / "logs"))
+    assert rc == 0
+    assert report["input"]["tags"]["val_loss"] == "validation/epoch_loss"
+    m = report["metrics"]
+    assert (m["initial_train_loss"], m["best_val_loss"], m["lr_reductions"]) == (2.0, pytest.approx(0.85), 1)
+    assert m["final_val_acc"] == pytest.approx(0.75)
 
 
 def test_newest_of_several_runs_is_analyzed(tmp_path, capsys):
