@@ -148,10 +148,12 @@ def _int(value: Any) -> int | None:
 
 
 class Thinned:
-    """Keeps at most ``cap`` items of a stream, evenly spaced, plus the first and last and any pinned one."""
+    """Keeps about ``cap`` items of a stream: the first tenth verbatim (the start is where rules look
+    for a baseline), the rest evenly spaced, plus the last item and any pinned one."""
 
     def __init__(self, cap: int | None = None) -> None:
         self.cap = max(2, MAX_KEPT if cap is None else cap)
+        self.head = self.cap // 10
         self.stride = 1
         self.count = 0
         self._kept: list[tuple[int, Any, bool]] = []
@@ -160,6 +162,7 @@ class Thinned:
     def add(self, item: Any, pin: bool = False) -> None:
         i = self.count
         self.count += 1
+        pin = pin or i < self.head
         self._last = (i, item, pin)
         if pin or i % self.stride == 0:
             self._kept.append((i, item, pin))
