@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -356,6 +357,15 @@ def _usage_error(message: str) -> int:
     return EXIT_USAGE
 
 
+def _emit(text: str) -> None:
+    """Print to stdout; a reader that went away (``| head``) is not an error."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def run(args: argparse.Namespace) -> int:
     """Read, diagnose, print; the exit code follows ``--fail-on``."""
     try:
@@ -378,9 +388,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         for note in result.notes:
             print(f"diag analyze: {note}", file=sys.stderr)
-        print(json.dumps(report, indent=2, allow_nan=False))
-    else:
-        print(render_human(result, report))
+    _emit(json.dumps(report, indent=2, allow_nan=False) if args.json else render_human(result, report))
     if args.fail_on and STATUS_LEVEL.get(report["status"], 0) >= FAIL_LEVEL[args.fail_on]:
         return EXIT_FAIL
     return 0

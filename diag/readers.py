@@ -739,14 +739,28 @@ def is_run_dir(path: Path) -> bool:
     return any((path / n).exists() for n in (TRAIN_JSONL, VAL_JSONL, "report.json", "events.jsonl", "tb"))
 
 
+def _child_runs(path: Path) -> list[Path]:
+    """Run directories directly inside ``path`` (a multirun sweep folder, an ``outputs/runs`` folder)."""
+    try:
+        children = sorted(path.iterdir())[:MAX_EVENT_DIRS]
+    except OSError:
+        return []
+    return [c for c in children if c.is_dir() and is_run_dir(c)]
+
+
 def read_path(path: Path, tag_map: dict[str, str] | None = None, num_classes: int | None = None) -> ReadResult:
     """Read a run directory, a JSONL file or TensorBoard logs; raises :class:`ReadError` for unusable paths."""
     path = Path(path)
     if not path.exists():
         raise ReadError(f"no such file or directory: {path}")
     if path.is_dir():
+        runs = [] if is_run_dir(path) else _child_runs(path)
         if is_run_dir(path):
             result = read_run_dir(path, tag_map)
+        elif runs:
+            shown = ", ".join(r.name for r in runs[:3]) + (", ..." if len(runs) > 3 else "")
+            raise ReadError(f"{path} holds {len(runs)} run directories ({shown}): analyze one of them, "
+                            f"e.g. diag analyze {runs[0]}")
         elif find_event_dirs(path):
             result = read_tensorboard(path, tag_map)
         else:

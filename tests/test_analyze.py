@@ -364,6 +364,15 @@ def test_nothing_usable_is_a_clean_error(tmp_path, capsys, content):
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"diag analyze: no training records found in {path}")
 
 
+def test_a_folder_of_runs_asks_for_one(tmp_path, capsys):
+    for name in ("0", "1"):
+        write_jsonl(tmp_path / "sweep" / name / "train_diagnostics.jsonl", seed_records(3))
+    rc, out, err = analyze(capsys, str(tmp_path / "sweep"))
+    assert rc == 2 and out == ""
+    assert err.strip() == (f"diag analyze: {tmp_path / 'sweep'} holds 2 run directories (0, 1): analyze one of "
+                           f"them, e.g. diag analyze {tmp_path / 'sweep' / '0'}")
+
+
 def test_corrupt_event_files_only(tmp_path, capsys):
     tb = tmp_path / "tb"
     tb.mkdir()
@@ -407,11 +416,14 @@ def test_generated_garbage_gives_a_report_or_a_clean_error(tmp_path, capsys):
            events=st.one_of(st.binary(max_size=600), st.integers(0, len(good_events)).map(lambda k: good_events[:k]),
                             st.tuples(st.integers(0, len(good_events) - 1), st.binary(min_size=1, max_size=8)).map(
                                 lambda t: good_events[:t[0]] + t[1] + good_events[t[0] + len(t[1]):])),
-           as_file=st.booleans())
-    def check(train: list[bytes], val: list[bytes], events: bytes, as_file: bool) -> None:
+           side=st.lists(LINE | st.binary(max_size=40), min_size=3, max_size=3), as_file=st.booleans())
+    def check(train: list[bytes], val: list[bytes], events: bytes, side: list[bytes], as_file: bool) -> None:
         run = Path(tempfile.mkdtemp(dir=tmp_path))
         (run / "train_diagnostics.jsonl").write_bytes(b"\n".join(train))
         (run / "val_diagnostics.jsonl").write_bytes(b"\n".join(val))
+        (run / ".hydra").mkdir()
+        for name, content in zip(("events.jsonl", "report.json", ".hydra/config.yaml"), side):
+            (run / name).write_bytes(content)
         (run / "tb").mkdir()
         (run / "tb" / "events.out.tfevents.1.junk").write_bytes(events)
         target = run / "train_diagnostics.jsonl" if as_file else run
