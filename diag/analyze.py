@@ -15,6 +15,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -384,11 +385,15 @@ def run(args: argparse.Namespace) -> int:
         skipped = sum(result.skipped.values())
         return _usage_error(f"no training records found in {args.path}"
                             + (f" (skipped {skipped} unreadable lines/files)" if skipped else ""))
-    report = analyze(result)
+    # Hostile magnitudes (1e308) overflow in arithmetic; the result is inf/nan, which is what we report.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        report = analyze(result)
+        text = json.dumps(report, indent=2, allow_nan=False) if args.json else render_human(result, report)
     if args.json:
         for note in result.notes:
             print(f"diag analyze: {note}", file=sys.stderr)
-    _emit(json.dumps(report, indent=2, allow_nan=False) if args.json else render_human(result, report))
+    _emit(text)
     if args.fail_on and STATUS_LEVEL.get(report["status"], 0) >= FAIL_LEVEL[args.fail_on]:
         return EXIT_FAIL
     return 0

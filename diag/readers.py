@@ -237,23 +237,24 @@ _VAL_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 def _row(obj: dict[str, Any], fields: dict[str, tuple[str, ...]], index: int, cum_steps: int | None,
-         bad_values: list[int]) -> dict[str, Any] | None:
+         bad_values: list[int], name: str) -> dict[str, Any] | None:
     row: dict[str, Any] = {"epoch": _int(obj.get("epoch")), "step": _int(obj.get("step")), "cum_steps": cum_steps,
-                           "skipped": _int(obj.get("skipped_steps")), "index": index}
+                           "skipped": _int(obj.get("skipped_steps")), "index": index, "file": name}
     if row["epoch"] is None:
         row["epoch"] = index
     usable = False
     for key, names in fields.items():
-        for name in names:
-            if name in obj:
-                raw = obj[name]
+        for field_name in names:
+            if field_name in obj:
+                raw = obj[field_name]
                 value = _num(raw)
                 if value is None and raw is not None:
-                    bad_values[0] += 1  # a string or object where a number belongs
+                    bad_values[0] += 1  # a string or object where a number belongs: as if absent
+                    break
                 row[key] = value
                 # null in a file that also has numbers means "not finite" (JSON has no NaN)
                 row[key + "_null"] = raw is None
-                usable = usable or value is not None or raw is None
+                usable = True
                 break
     return row if usable else None
 
@@ -272,7 +273,7 @@ def _read_epoch_file(path: Path, fields: dict[str, tuple[str, ...]], result: Rea
             have_batches = False
         else:
             cum += nb
-        row = _row(obj, fields, i, cum if have_batches else None, bad_values)
+        row = _row(obj, fields, i, cum if have_batches else None, bad_values, name)
         if row is None:
             unusable += 1
             continue
@@ -293,13 +294,36 @@ def _read_epoch_file(path: Path, fields: dict[str, tuple[str, ...]], result: Rea
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def _column(rows: list[dict[str, Any]], key: str) -> list[float]:
-    """Values of ``key``; empty when no row has it; null among numbers is non-finite (NaN)."""
-    if not any(key in r and (r[key] is not None or r.get(key + "_null")) for r in rows):
-        return []
+def _column(rows: list[dict[str, Any]], key: str, result: ReadResult | None = None,
+            name: str = "") -> list[float]:
+    """Values of ``key``; empty when no row has a number for it.
+
+    ``null`` among numbers is non-finite (NaN: JSON has no NaN, so collectors write null). A
+    record that lacks the key altogether says nothing about it: the previous value carries
+    over (the next one at the start), and a note says how many were filled.
+    """
     if not any(r.get(key) is not None for r in rows):
-        return []  # present but always null: the quantity was not measured
-    return [math.nan if r.get(key) is None else float(r[key]) for r in rows]
+        return []  # absent, or present but always null: the quantity was not measured
+    out: list[float | None] = []
+    missing = 0
+    for r in rows:
+        if key in r:
+            out.append(math.nan if r[key] is None else float(r[key]))
+        else:
+            out.append(None)
+            missing += 1
+    if missing:
+        if result is not None:
+            label = (_VAL_FIELDS if name.startswith("val") else _TRAIN_FIELDS).get(key, (key,))[0]
+            result.notes.append(f"{missing} records in {name} lack {label}: filled from the neighbouring record")
+        first = next(v for v in out if v is not None)
+        prev = first
+        for i, v in enumerate(out):
+            if v is None:
+                out[i] = prev
+            else:
+                prev = v
+    return [float(v) for v in out]
 
 
 def _fraction(values: list[float], what: str, result: ReadResult) -> list[float]:
@@ -337,19 +361,21 @@ def _apply_epochs(rows: list[dict[str, Any]], val_rows: list[dict[str, Any]], re
         result.notes.append("no step counts in the records: steps are counted in epochs")
     s.epoch_step = steps
     if rows:
-        s.epoch_train_loss = _column(rows, "loss")
-        s.epoch_train_acc = _fraction(_column(rows, "acc"), "train accuracy", result)
-        s.epoch_lr = _column(rows, "lr")
-        s.epoch_weight_update = _column(rows, "update")
-        result.epoch_grad_mean = _column(rows, "grad_mean")
-        result.epoch_grad_min = _column(rows, "grad_min")
-        result.epoch_grad_max = _column(rows, "grad_max")
-        s.epoch_val_loss = _column(rows, "val_loss")
-        s.epoch_val_acc = _fraction(_column(rows, "val_acc"), "validation accuracy", result)
+        tn = rows[0]["file"]
+        s.epoch_train_loss = _column(rows, "loss", result, tn)
+        s.epoch_train_acc = _fraction(_column(rows, "acc", result, tn), "train accuracy", result)
+        s.epoch_lr = _column(rows, "lr", result, tn)
+        s.epoch_weight_update = _column(rows, "update", result, tn)
+        result.epoch_grad_mean = _column(rows, "grad_mean", result, tn)
+        result.epoch_grad_min = _column(rows, "grad_min", result, tn)
+        result.epoch_grad_max = _column(rows, "grad_max", result, tn)
+        s.epoch_val_loss = _column(rows, "val_loss", result, tn)
+        s.epoch_val_acc = _fraction(_column(rows, "val_acc", result, tn), "validation accuracy", result)
     if val_rows:
         epochs = [r["epoch"] for r in base]
         vepochs = [r["epoch"] for r in val_rows]
-        vloss, vacc = _column(val_rows, "val_loss"), _column(val_rows, "val_acc")
+        vn = val_rows[0]["file"]
+        vloss, vacc = _column(val_rows, "val_loss", result, vn), _column(val_rows, "val_acc", result, vn)
         if vloss:
             s.epoch_val_loss = _asof(epochs, vepochs, vloss)
         if vacc:

@@ -219,6 +219,20 @@ def test_malformed_lines_are_skipped_and_counted(tmp_path, capsys):
     assert report["metrics"]["final_train_loss"] == pytest.approx(good[-1]["loss"])
 
 
+def test_missing_or_non_numeric_values_are_not_explosions(tmp_path, capsys):
+    recs = seed_records(12, lr_drops=())
+    del recs[5]["loss"]
+    recs[7]["loss"] = "n/a"
+    path = write_jsonl(tmp_path / "train_diagnostics.jsonl", recs)
+    rc, out, err = analyze(capsys, str(path))
+    assert rc == 0, err
+    assert "2 records in train_diagnostics.jsonl lack loss: filled from the neighbouring record" in out
+    assert "skipped 1 non-numeric values in train_diagnostics.jsonl" in out
+    assert "LOSS_EXPLOSION" not in out and "non-finite" not in out
+    r = read_path(path)
+    assert r.series.epoch_train_loss[5] == r.series.epoch_train_loss[4] == pytest.approx(recs[4]["loss"])
+
+
 def test_huge_file_is_streamed_and_thinned(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(readers, "MAX_KEPT", 200)
     n = 5000
