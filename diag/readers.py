@@ -524,7 +524,9 @@ _SPLIT_DIRS = {"train", "training", "validation", "val", "valid", "eval", "test"
 def load_scalars(root: Path, result: ReadResult) -> dict[str, tuple[list[int], list[float]]]:
     """Scalars of one run under ``root``; several runs side by side: the newest, said in a note."""
     if root.is_file():
-        return _load_event_dir(root, result)
+        loaded = _load_event_dir(root, result)
+        result.read.append(f"{root.name}: {len(loaded)} scalar tags")
+        return loaded
     dirs = find_event_dirs(root)
     if not dirs:
         return {}

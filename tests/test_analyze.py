@@ -93,6 +93,20 @@ def test_run_directory_of_a_real_run(tmp_path):
     assert "classes: 10" in text
 
 
+def test_analyzer_finds_what_the_live_diagnosis_found(tmp_path):
+    """A learning rate far too high: the analyzer, reading only the files, reaches the live run's verdict."""
+    run = tmp_path / "run"
+    proc = run_cli(["trainer.max_epochs=6", "optimizer.lr=0.5"], tmp_path, run_dir=run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    own = json.loads((run / "report.json").read_text())
+    assert own["status"] == "critical"  # the fault is real
+    proc = run_cli(["analyze", str(run), "--json", "--fail-on", "critical"], tmp_path, module="diag")
+    report = json.loads(proc.stdout)
+    live_critical = {i["code"] for i in own["issues"] if i["severity"] == "critical"}
+    assert live_critical <= {i["code"] for i in report["issues"]}
+    assert report["status"] == "critical" and proc.returncode == 1
+
+
 def test_run_directory_written_by_hand(tmp_path, capsys):
     """JSONL + runner-style TensorBoard tags + events.jsonl + config, with a corrupt event file beside them."""
     run = tmp_path / "run"
@@ -324,6 +338,14 @@ def test_keras_style_train_and_validation_folders(tmp_path, capsys):
     m = report["metrics"]
     assert (m["initial_train_loss"], m["best_val_loss"], m["lr_reductions"]) == (2.0, pytest.approx(0.85), 1)
     assert m["final_val_acc"] == pytest.approx(0.75)
+
+
+def test_a_single_event_file(tmp_path, capsys):
+    write_lightning_logs(tmp_path / "v0", OVERFIT_VAL)
+    event_file = next((tmp_path / "v0").glob("events.out.tfevents.*"))
+    rc, report = analyze_json(capsys, str(event_file))
+    assert rc == 0 and report["input"]["read"] == [f"{event_file.name}: 8 scalar tags"]
+    assert report["metrics"]["best_val_loss"] == pytest.approx(0.5)
 
 
 def test_newest_of_several_runs_is_analyzed(tmp_path, capsys):
