@@ -384,7 +384,7 @@ def _apply_epochs(rows: list[dict[str, Any]], val_rows: list[dict[str, Any]], re
     prev = 0
     for r, st in zip(rows, steps):
         if r.get("skipped") is not None and r["skipped"] > prev:
-            s.skipped_steps.extend([st] * min(r["skipped"] - prev, MAX_KEPT))
+            s.skipped_steps.extend([st] * min(r["skipped"] - prev, MAX_KEPT - len(s.skipped_steps)))
             prev = r["skipped"]
 
 
@@ -603,7 +603,7 @@ def apply_scalars(scalars: dict[str, tuple[list[int], list[float]]], result: Rea
         prev = 0.0
         for st, v in zip(*get("skipped_steps")):
             if math.isfinite(v) and v > prev:
-                s.skipped_steps.extend([st] * int(min(v - prev, MAX_KEPT)))
+                s.skipped_steps.extend([st] * int(min(v - prev, MAX_KEPT - len(s.skipped_steps))))
                 prev = v
     # per-layer families on one grid
     families = {role: _layers((tag_map[role],) if role in tag_map else LAYER_PREFIXES[role], scalars)
@@ -702,7 +702,8 @@ def _read_events(path: Path, result: ReadResult) -> None:
     kinds: dict[str, int] = {}
     for obj in iter_jsonl(path, result, "events.jsonl"):
         kind = str(obj.get("kind", ""))[:40]
-        kinds[kind] = kinds.get(kind, 0) + 1
+        label = kind if kind in kinds or len(kinds) < 20 else "other"  # bounded, whatever the file holds
+        kinds[label] = kinds.get(label, 0) + 1
         step = _int(obj.get("step"))
         if kind == "skipped_step" and step is not None and len(skipped) < MAX_KEPT:
             skipped.append(step)

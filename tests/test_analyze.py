@@ -247,6 +247,12 @@ def test_missing_or_non_numeric_values_are_not_explosions(tmp_path, capsys):
     assert r.series.epoch_train_loss[5] == r.series.epoch_train_loss[4] == pytest.approx(recs[4]["loss"])
 
 
+def test_absurd_skipped_step_counts_stay_bounded(tmp_path):
+    recs = [{**r, "step": 50 * (r["epoch"] + 1), "skipped_steps": 10**12 * (r["epoch"] + 1)} for r in seed_records(50)]
+    r = read_path(write_jsonl(tmp_path / "train.jsonl", recs))
+    assert len(r.series.skipped_steps) == readers.MAX_KEPT and r.series.skipped_steps[0] == 50
+
+
 def test_huge_file_is_streamed_and_thinned(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(readers, "MAX_KEPT", 200)
     n = 5000
