@@ -166,7 +166,9 @@ class TrainingHistory:
     def _significant_drop(prev: np.ndarray, last: np.ndarray) -> tuple[float, float]:
         """Relative drop of the window mean, and three standard errors of it (more than noise alone gives)."""
         m_prev, m_last = float(prev.mean()), float(last.mean())
-        se = math.sqrt(prev.var() / prev.size + last.var() / last.size)
+        # Step-to-step noise from first differences, so a smooth trend inside a window is not noise.
+        noise_var = float(np.var(np.diff(np.concatenate([prev, last])))) / 2.0
+        se = math.sqrt(noise_var / prev.size + noise_var / last.size)
         return -_rel(m_last, m_prev), 3.0 * se / max(abs(m_prev), 1e-12)
 
     # ------------------------------------------------------------------ detectors
