@@ -24,7 +24,7 @@ from runner.errors import UserError
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {"min_lr": 1e-7, "max_lr": 10.0, "num_steps": 100, "method": "valley",
+DEFAULTS: dict[str, Any] = {"min_lr": 1e-7, "max_lr": 10.0, "num_steps": 100, "method": "minimum/10",
                             "smooth": 0.98, "diverge_factor": 4.0}
 
 

@@ -1,0 +1,245 @@
+"""The LR range test: seed API, torch mode with state restored, divergence stop, the runner's lr_find and lr=auto."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from tbparse import SummaryReader
+
+from diag.lr_finder import LearningRateFinder, smooth_losses, valley_index
+from tests.conftest import run_cli
+
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: extra threads only contend on a shared 2-core box
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The in-process range tests run single-threaded too (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- seed API -------------------------------------------------------------------
+def quadratic_train_fn(curvatures: np.ndarray):
+    """One gradient step on 0.5 * sum(h * w^2) per call: stable below lr = 2 / max(h), explosive above."""
+    state = {"w": np.full_like(curvatures, 3.0)}
+
+    def train_fn(lr: float) -> float:
+        w = state["w"]
+        loss = float(0.5 * np.sum(curvatures * w * w))
+        state["w"] = w - lr * curvatures * w
+        return loss
+
+    return train_fn
+
+
+def test_seed_api_range_test_on_a_quadratic_stops_at_divergence_and_suggests_a_stable_lr():
+    h = np.linspace(0.1, 2.0, 20)  # stable for lr < 1
+    finder = LearningRateFinder(min_lr=1e-4, max_lr=100.0, num_steps=100)
+    result = finder.range_test(quadratic_train_fn(h))
+    assert set(result) >= {"suggested_lr", "lrs", "losses", "method"}
+    assert result["method"] == "min10"
+    n = len(result["lrs"])
+    assert 10 < n < 100 and "diverged" in result["stop_reason"]
+    assert result["lrs"][-1] > 1.0  # it went past the stability limit before stopping
+    assert result["lrs"] == sorted(result["lrs"]) and result["lrs"][0] == pytest.approx(1e-4)
+    for method, lr in result["suggestions"].items():
+        assert 1e-4 <= lr < 1.0, method  # every rule stays below the divergence point
+    assert finder.lrs == result["lrs"] and finder.losses == result["losses"]
+
+
+def test_seed_api_rules_on_a_known_curve():
+    # loss flat, then a sigmoid drop centred at lr=1e-2, then a rise: steepest at 1e-2, minimum near 1e-1
+    lrs = np.exp(np.linspace(np.log(1e-6), np.log(10.0), 200))
+    x = np.log10(lrs)
+    curve = 2.0 - 1.5 / (1 + np.exp(-4 * (x + 2))) + 0.6 * np.clip(x + 1, 0, None) ** 2
+    results = {m: None for m in ("steepest", "min10", "valley")}
+    for method in results:
+        values = iter(curve)
+        finder = LearningRateFinder(min_lr=1e-6, max_lr=10.0, num_steps=200, method=method, smooth=0.0,
+                                    diverge_factor=100)
+        results[method] = finder.range_test(lambda lr, it=values: float(next(it)))
+        assert results[method]["method"] == method
+    lr_min = lrs[np.argmin(curve)]
+    assert results["min10"]["suggested_lr"] == pytest.approx(lr_min / 10, rel=0.05)
+    # steepest descent is at 1e-2; the seed's margin moves it left by a tenth of the curve (~0.8 decades)
+    assert 1e-3 < results["steepest"]["suggested_lr"] < 1e-2
+    # the curve falls all the way from the first kept point (skip_start = 20) to its minimum, so
+    # valley lands halfway along that descent in log-LR
+    midpoint = math.sqrt(lrs[20] * lr_min)
+    assert midpoint / 2 < results["valley"]["suggested_lr"] < midpoint * 2
+    assert results["steepest"]["suggestions"] == results["min10"]["suggestions"]
+
+
+def test_seed_api_fallback_with_fewer_than_ten_points_and_method_aliases():
+    finder = LearningRateFinder(min_lr=1e-5, max_lr=1.0, num_steps=5, method="minimum/10")
+    result = finder.range_test(lambda lr: 1.0)
+    assert result["suggested_lr"] == pytest.approx(1e-4) and result["method"].startswith("fallback")
+    assert finder.method == "min10"
+    with pytest.raises(ValueError, match="unknown LR finder method"):
+        LearningRateFinder(method="fastest")
+    with pytest.raises(ValueError, match="min_lr"):
+        LearningRateFinder(min_lr=1.0, max_lr=0.1)
+
+
+def test_smoothing_is_bias_corrected_and_valley_finds_the_longest_descent():
+    assert smooth_losses([5.0, 5.0, 5.0], 0.98) == pytest.approx([5.0, 5.0, 5.0])  # no pull towards zero
+    losses = np.array([3, 2.9, 2.5, 2.0, 1.5, 1.0, 0.8, 0.7, 2.0, 0.5])
+    # longest strictly decreasing run is 3 → 0.5 (length 9, skipping the 2.0 spike); valley sits a third in
+    assert valley_index(losses) == 4
+
+
+# -- torch mode -------------------------------------------------------------------
+def _problem(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(512, 16, generator=g)
+    y = (x[:, :4].sum(1) > 0).long() + (x[:, 4] > 0.5).long()
+    batches = [(x[i:i + 64], y[i:i + 64]) for i in range(0, 512, 64)]
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                torch.nn.Dropout(0.1), torch.nn.Linear(32, 3))
+    return model, batches
+
+
+def _state_equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_state_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_state_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_torch_range_test_restores_model_optimizer_grads_and_rng():
+    model, batches = _problem()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    # one real step first, so the optimizer has moments and the parameters have gradients to protect
+    loss = torch.nn.functional.cross_entropy(model(batches[0][0]), batches[0][1])
+    loss.backward()
+    opt.step()
+    model.eval()
+    before_model = copy.deepcopy(model.state_dict())
+    before_opt = copy.deepcopy(opt.state_dict())
+    before_grads = [p.grad.clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+
+    finder = LearningRateFinder(min_lr=1e-6, max_lr=10.0, num_steps=80)
+    result = finder.range_test(model=model, optimizer=opt, batches=batches,
+                               loss_fn=torch.nn.functional.cross_entropy)
+
+    assert result["num_steps_run"] > 10
+    assert 1e-6 <= result["suggested_lr"] <= 10.0
+    assert all(1e-6 <= lr <= 10.0 for lr in result["suggestions"].values())
+    assert result["losses"][0] > min(result["losses"])  # it learned something along the way
+    assert _state_equal(model.state_dict(), before_model)
+    assert _state_equal(opt.state_dict(), before_opt)
+    assert opt.param_groups[0]["lr"] == 1e-3
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), before_grads))
+    assert not model.training
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_torch_range_test_restores_a_grad_scaler_and_a_loader_generator():
+    model, batches = _problem(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    before_scaler = copy.deepcopy(scaler.state_dict())
+
+    class Loader:  # a re-iterable loader with its own data-order generator, like runner.data.loader.TensorLoader
+        def __init__(self):
+            self.generator = torch.Generator().manual_seed(7)
+
+        def __iter__(self):
+            for i in torch.randperm(len(batches), generator=self.generator).tolist():
+                yield batches[i]
+
+    loader = Loader()
+    gen_state = loader.generator.get_state()
+    finder = LearningRateFinder(min_lr=1e-5, max_lr=1.0, num_steps=30)
+    result = finder.range_test_torch(model, opt, loader, torch.nn.functional.cross_entropy, scaler=scaler,
+                                     autocast_dtype=torch.bfloat16)
+    assert result["num_steps_run"] == 30  # 30 steps from an 8-batch loader: it was re-iterated
+    assert scaler.state_dict() == before_scaler
+    assert torch.equal(loader.generator.get_state(), gen_state)
+
+
+def test_divergence_stop_triggers_with_an_absurd_learning_rate():
+    model, batches = _problem(2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    finder = LearningRateFinder(min_lr=1.0, max_lr=1e8, num_steps=100, smooth=0.9)
+    result = finder.range_test_torch(model, opt, batches, torch.nn.functional.cross_entropy)
+    assert result["num_steps_run"] < 60
+    assert "diverged" in result["stop_reason"] or "non-finite" in result["stop_reason"]
+    assert all(math.isfinite(v) for v in result["losses"])
+
+
+def test_plot_writes_a_readable_png(tmp_path):
+    model, batches = _problem(3)
+    opt = torch.optim.Adam(model.parameters())
+    finder = LearningRateFinder(num_steps=60)
+    result = finder.range_test_torch(model, opt, batches, torch.nn.functional.cross_entropy)
+    path = finder.plot(tmp_path / "sub" / "lr.png", result)
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert image.shape[0] > 300 and image.shape[1] > 500
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+
+
+# -- the runner --------------------------------------------------------------------
+def test_mode_lr_find_end_to_end(tmp_path):
+    run_dir = tmp_path / "lrf"
+    proc = run_cli(["mode=lr_find", "model=cnn", "lr_find.num_steps=40", "diag=off"], tmp_path, run_dir=run_dir,
+                   env=SINGLE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads((run_dir / "lr_find.json").read_text())
+    assert data["method"] == "min10" and len(data["lrs"]) == data["num_steps_run"] <= 40
+    assert 1e-7 <= data["suggested_lr"] <= 10
+    assert (run_dir / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    m = re.search(r"suggested learning rate: (\S+) \(method: min10", proc.stdout)
+    assert m and float(m.group(1)) == pytest.approx(data["suggested_lr"], rel=1e-2)
+    command = re.search(r"train with it: (python -m runner .*)", proc.stdout).group(1)
+    assert "model=cnn" in command and "lr_find.num_steps=40" in command and "mode=" not in command
+    assert command.endswith(f"optimizer.lr={data['suggested_lr']:.3g}")
+    scalars = SummaryReader(str(run_dir / "tb")).scalars
+    for tag in ("lr_find/loss", "lr_find/smoothed_loss", "lr_find/lr"):
+        assert len(scalars[scalars.tag == tag]) == data["num_steps_run"]
+    lrs = scalars[scalars.tag == "lr_find/lr"].sort_values("step")["value"].to_numpy()
+    assert np.allclose(lrs, data["lrs"], rtol=1e-5)
+
+
+def test_optimizer_lr_auto_trains_with_the_suggestion(tmp_path):
+    run_dir = tmp_path / "auto"
+    proc = run_cli(["optimizer.lr=auto", "lr_find.num_steps=30", "trainer.max_epochs=1", "diag=off",
+                    "trainer.log_every_n_steps=1"], tmp_path, run_dir=run_dir, env=SINGLE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((run_dir / "report.json").read_text())
+    finder = report["lr_finder"]
+    assert finder["method"] == "min10" and finder["num_steps_run"] <= 30
+    assert (run_dir / "lr_find.png").exists() and (run_dir / "lr_find.json").exists()
+    scalars = SummaryReader(str(run_dir / "tb")).scalars
+    train_lr = scalars[scalars.tag == "train/lr"]["value"].to_numpy()
+    assert len(train_lr) and np.allclose(train_lr, finder["suggested_lr"], rtol=1e-6)
+    hp = SummaryReader(str(run_dir / "tb")).hparams
+    assert float(hp[hp.tag == "optimizer.lr"]["value"].iloc[0]) == pytest.approx(finder["suggested_lr"])
+
+
+@pytest.mark.parametrize("override, key", [("lr_find.method=fastest", "lr_find.method"),
+                                           ("lr_find.min_lr=50", "lr_find.min_lr"),
+                                           ("lr_find.num_steps=3", "lr_find.num_steps")])
+def test_bad_lr_find_config_is_one_line_and_exit_2(tmp_path, override, key):
+    proc = run_cli(["mode=lr_find", override], tmp_path, env=SINGLE_THREAD)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0]
+    assert "Traceback" not in proc.stderr
