@@ -68,15 +68,17 @@ def _loss_explosion(s: RunSeries) -> Issue | None:
         i = int(bad[0])
         return Issue("LOSS_EXPLOSION", "critical", _step_at(s.step, i),
                      f"training loss became non-finite ({loss[i]}) at step {_step_at(s.step, i)}")
-    start = _median(s.loss[:3])
+    chance = _chance_loss(s)
+    first = loss[0] if np.isfinite(loss[0]) else math.inf
+    start = min(first, chance) if chance else _median(s.loss[:3])  # the first sample may already be blown up
     if not (start > 0):
         return None
     over = np.flatnonzero(loss > EXPLOSION_GROWTH * start)
     if over.size:
         i = int(over[0])
         return Issue("LOSS_EXPLOSION", "critical", _step_at(s.step, i),
-                     f"training loss grew from {start:.3g} to {loss[i]:.3g} (x{loss[i] / start:.0f}) "
-                     f"by step {_step_at(s.step, i)}")
+                     f"training loss reached {loss[i]:.3g}, x{loss[i] / start:.0f} its starting level "
+                     f"{start:.3g}, by step {_step_at(s.step, i)}")
     return None
 
 
@@ -112,22 +114,30 @@ def _trend(values: np.ndarray) -> float:
 
 
 def _loss_oscillation(s: RunSeries) -> Issue | None:
+    """Windows of sampled loss that swing by a sizeable share of the chance-level loss, with no downward trend."""
     loss = _arr(s.loss)
-    if loss.size < 12 or not np.all(np.isfinite(loss)):
+    w = 8
+    if loss.size < w + 2 or not np.all(np.isfinite(loss)):
         return None
-    chance = _chance_loss(s)
-    # Look at the latest half of the run: it should trend down, or be low and quiet.
-    w = loss[loss.size // 2:]
-    rel_change = _trend(w)
-    diffs = np.diff(w)
-    swing = float(np.std(diffs) / max(np.mean(w), 1e-12))
-    sign_flips = float(np.mean(np.sign(diffs[1:]) != np.sign(diffs[:-1]))) if diffs.size > 2 else 0.0
-    high = chance is None or np.mean(w) > 0.25 * chance
-    if swing > 0.15 and sign_flips > 0.4 and rel_change > -0.2 and high:
-        i = loss.size // 2
-        return Issue("LOSS_OSCILLATION", "warning", _step_at(s.step, i),
-                     f"loss swings by {swing:.0%} of its level between samples with no downward trend "
-                     f"(change over the window {rel_change:+.0%}, mean {np.mean(w):.3g})")
+    scale = _chance_loss(s) or _median(loss[:3])
+    if not scale > 0:
+        return None
+    for end in range(w, loss.size + 1):
+        win = loss[end - w:end]
+        amplitude = (win.max() - win.min()) / scale
+        quarter = w // 4
+        trend = (np.mean(win[-quarter:]) - np.mean(win[:quarter])) / max(win.max() - win.min(), 1e-12)
+        moves = np.diff(win)
+        big = moves[np.abs(moves) > 0.25 * (win.max() - win.min())]
+        reversals = int(np.sum(np.sign(big[1:]) != np.sign(big[:-1]))) if big.size > 1 else 0
+        spike = win[int(np.argmax(win)):].size > 1 and win.max() > 3 * win[: int(np.argmax(win)) + 1].min()
+        if amplitude > 0.1 and trend > -0.5 and win.min() < 0.9 * scale and (reversals >= 2 or (
+                spike and amplitude > 0.15)):
+            i = end - 1
+            return Issue("LOSS_OSCILLATION", "warning", _step_at(s.step, i),
+                         f"loss swung between {win.min():.3g} and {win.max():.3g} over steps "
+                         f"{_step_at(s.step, end - w)}-{_step_at(s.step, i)} ({reversals} reversals, no downward "
+                         "trend)")
     return None
 
 
@@ -212,23 +222,24 @@ def _stuck_at_chance(s: RunSeries) -> Issue | None:
 
 
 def _overfitting(s: RunSeries) -> Issue | None:
+    """Validation loss stops improving (or rises) while training keeps fitting, with a real accuracy gap."""
     val, train = _arr(s.epoch_val_loss), _arr(s.epoch_train_loss)
-    if val.size < 4 or not np.all(np.isfinite(val)):
+    vacc, tacc = _arr(s.epoch_val_acc), _arr(s.epoch_train_acc)
+    n = min(val.size, train.size)
+    if n < 4 or not np.all(np.isfinite(val[:n])) or not np.all(np.isfinite(train[:n])):
         return None
-    best = int(np.argmin(val))
-    rise = val[-1] / max(val[best], 1e-12)
-    epochs_after = val.size - 1 - best
-    train_fell = train.size == val.size and np.all(np.isfinite(train)) and train[-1] < train[best]
-    gap = (val[-1] - train[-1]) / max(val[-1], 1e-12) if train.size == val.size else 0.0
-    if epochs_after >= 2 and train_fell and gap > 0.3 and rise > 1.2:
-        # confirm a trend, not one noisy epoch: most epochs since the best were worse than the best by 5%
-        worse = np.mean(val[best + 1:] > 1.05 * val[best])
-        if worse >= 0.75:
-            severity = "warning" if rise > 1.5 else "info"
-            step = _step_at(s.epoch_step, min(best + 2, val.size - 1))
-            return Issue("OVERFITTING", severity, step,
-                         f"validation loss rose from {val[best]:.3g} (epoch {best + 1}) to {val[-1]:.3g} "
-                         f"(x{rise:.2f}) while training loss fell to {train[-1]:.3g}")
+    for e in range(3, n):
+        best = int(np.argmin(val[: e + 1]))
+        since = e - best
+        if since < 3 or not train[e] < 0.7 * train[best]:
+            continue  # validation improved recently, or training is not fitting further either
+        rise = val[e] / max(val[best], 1e-12)
+        acc_gap = (tacc[e] - vacc[e]) if vacc.size > e and tacc.size > e else 0.0
+        if rise > 1.05 and (acc_gap > 0.08 or rise > 1.5):
+            severity = "warning" if (rise > 1.3 or acc_gap > 0.08) else "info"
+            return Issue("OVERFITTING", severity, _step_at(s.epoch_step, e),
+                         f"validation loss {val[best]:.3g} at epoch {best + 1} rose to {val[e]:.3g} by epoch {e + 1} "
+                         f"while training loss fell to {train[e]:.3g} (accuracy gap {acc_gap:.2f})")
     return None
 
 
@@ -354,26 +365,31 @@ def _bad_initialization(s: RunSeries) -> Issue | None:
 
 
 def _lr_decayed_too_early(s: RunSeries) -> Issue | None:
+    """The LR fell below half its peak in the first 30% of the run while the loss was still falling fast."""
     steps, lrs = (s.step, _arr(s.lr)) if len(s.lr) >= 4 else (s.epoch_step, _arr(s.epoch_lr))
-    if lrs.size < 3 or not np.all(np.isfinite(lrs)):
+    total = _total_steps(s)
+    if lrs.size < 3 or not np.all(np.isfinite(lrs)) or total <= 0:
         return None
     peak = np.maximum.accumulate(lrs)
-    cut = np.flatnonzero(lrs < 0.1 * peak)
-    total = _total_steps(s)
-    if not cut.size or total <= 0:
+    cut = np.flatnonzero(lrs < 0.5 * peak)
+    if not cut.size:
         return None
     i = int(cut[0])
     at = _step_at(steps, i)
     if at > 0.3 * total:
         return None
-    # Was the loss still falling when the LR was cut? Compare the epoch losses around the cut.
-    vloss = _arr(s.epoch_val_loss) if s.epoch_val_loss else _arr(s.epoch_train_loss)
-    final_lr = lrs[-1]
-    evidence = (f"learning rate fell to {lrs[i] / peak[i]:.0e} of its peak by step {at} "
-                f"({at / total:.0%} of the run); it ends at {final_lr:.1e}")
-    if vloss.size >= 2 and np.all(np.isfinite(vloss)):
-        evidence += f"; validation loss {vloss[0]:.3g} -> {vloss[-1]:.3g}"
-    return Issue("LR_DECAYED_TOO_EARLY", "warning", at, evidence)
+    loss_steps, loss = np.asarray(s.step, float), _arr(s.loss)
+    before = loss[(loss_steps <= at) & np.isfinite(loss)]
+    if before.size < 4:
+        return None
+    recent, earlier = np.median(before[-2:]), np.median(before[-4:-2])
+    still_falling = recent < 0.8 * earlier
+    if not still_falling:
+        return None
+    return Issue("LR_DECAYED_TOO_EARLY", "warning", at,
+                 f"learning rate was cut to {lrs[i] / peak[i]:.2g} of its peak at step {at} ({at / total:.0%} of "
+                 f"the run) while the loss was still falling ({earlier:.3g} -> {recent:.3g}); it ends at "
+                 f"{lrs[-1]:.1e}")
 
 
 RULES = (
@@ -394,7 +410,14 @@ EXPLAINED_BY = {
     "UNDERFITTING": {"LR_DECAYED_TOO_EARLY", "VANISHING_GRADIENTS", "DEAD_NEURONS", "SATURATED_ACTIVATIONS",
                      "SLOW_CONVERGENCE", "STUCK_AT_CHANCE", "LOSS_EXPLOSION", "LOSS_PLATEAU"},
     "LOSS_OSCILLATION": {"LOSS_EXPLOSION", "NONFINITE_GRADIENTS"},
+    "NO_LEARNING": {"LR_DECAYED_TOO_EARLY", "DEAD_NEURONS"},
 }
+
+
+# After a blow-up these follow from it (dead units, frozen weights, chance-level loss) and are not reported.
+CONSEQUENCES_OF_BLOWUP = {"NO_LEARNING", "DEAD_NEURONS", "SLOW_CONVERGENCE", "STUCK_AT_CHANCE", "LOSS_PLATEAU",
+                          "UNDERFITTING", "LOSS_OSCILLATION", "SATURATED_ACTIVATIONS", "VANISHING_GRADIENTS",
+                          "OVERFITTING"}
 
 
 def diagnose(series: RunSeries) -> list[Issue]:
@@ -404,6 +427,11 @@ def diagnose(series: RunSeries) -> list[Issue]:
         issue = rule(series)
         if issue is not None:
             found[issue.code] = issue
+    blowups = [found[c].first_step for c in ("LOSS_EXPLOSION", "NONFINITE_GRADIENTS") if c in found]
+    if blowups:
+        for code in CONSEQUENCES_OF_BLOWUP & found.keys():
+            if found[code].first_step >= min(blowups):
+                del found[code]
     for code, causes in EXPLAINED_BY.items():
         if code in found and causes & found.keys():
             del found[code]

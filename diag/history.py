@@ -73,9 +73,9 @@ class TrainingHistory:
     lr: InitVar[Sequence[float] | None] = None
 
     def __post_init__(self, lr: Sequence[float] | None) -> None:
-        if lr is not None and not isinstance(lr, property):
-            if self.learning_rate:
-                raise TypeError("pass either lr or learning_rate, not both")
+        if lr is not None:
+            if self.learning_rate and list(lr) != list(self.learning_rate):
+                raise TypeError("lr and learning_rate are the same field; they disagree")
             self.learning_rate = list(lr)
         if not self.step and self.loss:
             self.step = list(range(len(self.loss)))
@@ -126,9 +126,6 @@ class TrainingHistory:
         if kwargs.get("val_loss") is not None:
             self.val_loss.append(_scalar(kwargs["val_loss"]))
             self.val_step.append(step)
-
-    def __len__(self) -> int:
-        return len(self.loss)
 
     # ------------------------------------------------------------------ curves
     def smoothed_loss(self, window: int = 100) -> list[float]:
@@ -183,12 +180,12 @@ class TrainingHistory:
         start = self._start(self._window(None))
         if not start > 0 or a.size < 5:
             return None
-        # A rolling median of 5 so one spike is not an explosion.
-        k = 5
-        rolled = np.array([np.median(a[max(0, i - k + 1):i + 1]) for i in range(a.size)])
+        # A rolling median of 5 so one spike is not an explosion; rolled[j] covers steps j..j+4.
+        rolled = np.median(np.lib.stride_tricks.sliding_window_view(a, 5), axis=1)
         grown = _first_index(rolled > EXPLOSION_FACTOR * start)
         if grown is None:
             return None
+        grown += 4
         return self._issue("LOSS_EXPLOSION", grown,
                            f"loss rose from {start:.4g} to {a.max():.4g} "
                            f"(x{a.max() / start:.0f}); above x{EXPLOSION_FACTOR:.0f} at step {self.step[grown]}")
@@ -257,21 +254,27 @@ class TrainingHistory:
                            f"loss moved {-drop:+.2%} from {start:.4g} over {len(self.loss)} steps")
 
     def _aligned_train_loss(self) -> np.ndarray:
-        """For each validation point, the mean training loss since the previous validation point."""
-        steps = np.asarray(self.step, dtype=np.int64)
-        loss = np.asarray(self.loss, dtype=np.float64)
-        out, prev = [], -np.inf
-        for vs in self.val_step:
-            mask = (steps > prev) & (steps <= vs) & np.isfinite(loss)
-            if not mask.any():  # no train step in between: take the latest one at or before vs
-                mask = (steps <= vs) & np.isfinite(loss)
-                idx = np.flatnonzero(mask)
-                mask = np.zeros_like(mask)
-                if idx.size:
-                    mask[idx[-1]] = True
-            out.append(float(loss[mask].mean()) if mask.any() else math.nan)
-            prev = vs
-        return np.asarray(out)
+        """For each validation point, the mean finite training loss since the previous validation point.
+
+        When no training step lies in between, the latest training loss at or
+        before the validation step stands in; none at all gives NaN.
+        """
+        order = np.argsort(np.asarray(self.step, dtype=np.int64), kind="stable")
+        steps = np.asarray(self.step, dtype=np.int64)[order]
+        loss = np.asarray(self.loss, dtype=np.float64)[order]
+        finite = np.isfinite(loss)
+        csum = np.concatenate([[0.0], np.cumsum(np.where(finite, loss, 0.0))])
+        ccount = np.concatenate([[0], np.cumsum(finite)])
+        ends = np.searchsorted(steps, np.asarray(self.val_step, dtype=np.int64), side="right")
+        starts = np.concatenate([[0], ends[:-1]])
+        out = np.full(len(ends), math.nan)
+        for i, (a, b) in enumerate(zip(starts, ends)):
+            count = ccount[b] - ccount[a]
+            if count:
+                out[i] = (csum[b] - csum[a]) / count
+            elif ccount[b]:  # the latest finite loss at or before this validation step
+                out[i] = loss[np.flatnonzero(finite[:b])[-1]]
+        return out
 
     def detect_overfitting(self, min_points: int = 5) -> Issue | None:
         """Validation loss rose above its best while the training loss of the same stretch kept falling.

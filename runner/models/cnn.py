@@ -22,6 +22,7 @@ class CNN(nn.Module):
         activation: str = "relu",
         init: str = "default",
         init_std: float = 0.01,
+        init_scale: float = 1.0,
         bias_init: float | None = None,
         batchnorm: bool = True,
         dropout: float = 0.0,
@@ -42,7 +43,7 @@ class CNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(c_in, num_classes)
-        init_weights(self, init, init_std, bias_init, activation)
+        init_weights(self, init, init_std, bias_init, activation, init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x)).flatten(1)

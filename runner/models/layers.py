@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -35,11 +36,13 @@ def init_weights(
     std: float = 0.01,
     bias: float | None = None,
     activation: str = "relu",
+    scale: float = 1.0,
 ) -> None:
     """Initialise every Linear/Conv weight in ``module``; ``bias`` (when set) fills every bias.
 
     ``default`` keeps PyTorch's own initialisation; ``normal`` draws N(0, std)
-    whatever the fan-in, which is how the bad-initialisation faults are made.
+    whatever the fan-in; ``scale`` multiplies the result. The bad-initialisation
+    faults are made with these two.
     """
     if init not in INITS:
         raise ValueError(f"model.init={init!r}: choose one of {', '.join(INITS)}")
@@ -54,6 +57,9 @@ def init_weights(
             nn.init.xavier_normal_(m.weight, gain=nn.init.calculate_gain(gain_name))
         elif init == "normal":
             nn.init.normal_(m.weight, 0.0, std)
+        if scale != 1.0:
+            with torch.no_grad():
+                m.weight.mul_(scale)
         if m.bias is not None and bias is not None:
             nn.init.constant_(m.bias, bias)
         elif m.bias is not None and init in ("he", "xavier"):

@@ -22,6 +22,7 @@ class MLP(nn.Module):
         activation: str = "relu",
         init: str = "default",
         init_std: float = 0.01,
+        init_scale: float = 1.0,
         bias_init: float | None = None,
         batchnorm: bool = False,
         dropout: float = 0.0,
@@ -39,7 +40,7 @@ class MLP(nn.Module):
             width = int(h)
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
-        init_weights(self, init, init_std, bias_init, activation)
+        init_weights(self, init, init_std, bias_init, activation, init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

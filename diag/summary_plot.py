@@ -1,0 +1,105 @@
+"""``summary.png``: one page a person reads faster than the numbers.
+
+Loss (train samples, validation per epoch), learning rate, global gradient
+norm, a layer × step heat map of gradient norms, dead/saturated fractions per
+layer, and accuracy; the diagnosis in the title.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from diag.codes import Issue
+from diag.series import RunSeries
+
+
+def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = None) -> Path:
+    """Draw the summary figure of ``series`` to ``path`` (PNG) and return the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = series
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    (ax_loss, ax_lr, ax_gn), (ax_heat, ax_units, ax_acc) = axes
+
+    def finite_xy(x, y):
+        x, y = np.asarray(x, float), np.asarray([np.nan if v is None else v for v in y], float)
+        n = min(len(x), len(y))
+        return x[:n], y[:n]
+
+    x, y = finite_xy(s.step, s.loss)
+    ax_loss.plot(x, y, lw=1, label="train (sampled)")
+    ex, ev = finite_xy(s.epoch_step, s.epoch_val_loss)
+    if ev.size:
+        ax_loss.plot(ex, ev, "o-", ms=3, label="validation")
+    bad = x[~np.isfinite(y)]
+    if bad.size:
+        ax_loss.axvline(bad[0], color="red", ls="--", lw=1, label=f"non-finite from step {int(bad[0])}")
+    fin = y[np.isfinite(y)]
+    if fin.size and fin.min() > 0 and fin.max() / fin.min() > 50:
+        ax_loss.set_yscale("log")
+    ax_loss.set(title="loss", xlabel="step")
+    ax_loss.legend(fontsize=8)
+
+    x, y = finite_xy(s.step, s.lr)
+    ax_lr.plot(x, y, color="tab:green")
+    if y.size and np.nanmin(y) > 0:
+        ax_lr.set_yscale("log")
+    ax_lr.set(title="learning rate", xlabel="step")
+
+    x, y = finite_xy(s.step, s.grad_norm)
+    ax_gn.plot(x, y, color="tab:orange")
+    if np.isfinite(y).any() and np.nanmin(np.where(np.isfinite(y), y, np.nan)) > 0:
+        ax_gn.set_yscale("log")
+    ax_gn.set(title="global gradient norm (before clipping)", xlabel="step")
+
+    names = list(s.layer_grad_norm)
+    if names:
+        n = min(len(v) for v in s.layer_grad_norm.values())
+        m = np.array([[v if v is not None and v > 0 and np.isfinite(v) else np.nan for v in s.layer_grad_norm[k][:n]]
+                      for k in names])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            im = ax_heat.imshow(np.log10(m), aspect="auto", cmap="viridis", interpolation="nearest",
+                                extent=(s.layer_step[0] if s.layer_step else 0,
+                                        s.layer_step[n - 1] if s.layer_step else n, len(names) - 0.5, -0.5))
+        ax_heat.set_yticks(range(len(names)), names, fontsize=7)
+        fig.colorbar(im, ax=ax_heat, label="log10 gradient norm")
+    else:
+        ax_heat.text(0.5, 0.5, "no per-layer samples", ha="center", va="center", transform=ax_heat.transAxes)
+    ax_heat.set(title="gradient norm by layer (input at top)", xlabel="step")
+
+    plotted = False
+    for name, values in s.layer_dead_fraction.items():
+        ax_units.plot(s.layer_step[: len(values)], values, label=f"dead {name}")
+        plotted = True
+    for name, values in s.layer_saturation.items():
+        ax_units.plot(s.layer_step[: len(values)], values, ls="--", label=f"saturated {name}")
+        plotted = True
+    ax_units.set(title="unit health (fraction of units)", xlabel="step", ylim=(-0.02, 1.02))
+    if plotted:
+        ax_units.legend(fontsize=7)
+    else:
+        ax_units.text(0.5, 0.5, "no activation samples", ha="center", va="center", transform=ax_units.transAxes)
+
+    ex, ta = finite_xy(s.epoch_step, s.epoch_train_acc)
+    ax_acc.plot(ex, ta, "o-", ms=3, label="train")
+    ex, va = finite_xy(s.epoch_step, s.epoch_val_acc)
+    ax_acc.plot(ex, va, "o-", ms=3, label="validation")
+    if s.num_classes:
+        ax_acc.axhline(1 / s.num_classes, color="grey", ls=":", label="chance")
+    ax_acc.set(title="accuracy", xlabel="step", ylim=(0, 1.02))
+    ax_acc.legend(fontsize=8)
+
+    issues = issues or []
+    title = "healthy: no issues found" if not issues else "; ".join(f"{i.code} ({i.severity})" for i in issues)
+    fig.suptitle(title, color="black" if not issues else ("red" if any(
+        i.severity == "critical" for i in issues) else "darkorange"), fontsize=13)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
