@@ -175,9 +175,9 @@ class ActivationMonitor:
         if kind is not None:
             self.kinds[layer_name] = kind
         kind = self.kinds.get(layer_name)
+        values = as_numpy(activations)
         if kind is None:
             # Infer from everything seen in the window, so one batch cannot mislabel the layer.
-            values = as_numpy(activations)
             finite = values[np.isfinite(values)] if values.size else values
             window = self.history[layer_name]
             if finite.size:
@@ -185,7 +185,7 @@ class ActivationMonitor:
                 hi = max([float(finite.max())] + [s.max_val for s in window])
                 zeros = bool(np.any(finite == 0)) or any(s.num_zeros for s in window)
                 kind = infer_kind(lo, hi, zeros)
-        stats = ActivationStats.from_activations(activations, kind, self.unit_axis)
+        stats = ActivationStats.from_activations(values, kind, self.unit_axis)
         self.history[layer_name].append(stats)
         return stats
 

@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from diag import (
@@ -537,3 +539,31 @@ def test_debugger_report_includes_dead_units_and_healthy_negative():
     assert report["issues"] == ["DEAD_NEURONS"] and report["status"] == "warning"
     assert report["activation_issues"]["fc1"][0].startswith("Dead: 80%")
     assert well.report()["issues"] == [] and well.report()["status"] == "healthy"
+
+
+# ---------------------------------------------------------------- properties on arbitrary inputs
+
+finite_or_not = st.floats(allow_nan=True, allow_infinity=True, width=32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(finite_or_not, min_size=0, max_size=20), min_size=1, max_size=4))
+def test_gradient_stats_match_numpy_over_the_finite_entries(chunks):
+    arrays = [np.asarray(c, dtype=np.float32) for c in chunks]
+    stats = GradientStats.from_gradients(arrays)
+    flat = np.concatenate(arrays).astype(np.float64)
+    finite = flat[np.isfinite(flat)]
+    assert stats.total_elements == flat.size
+    assert (stats.num_nans, stats.num_infs) == (int(np.isnan(flat).sum()), int(np.isinf(flat).sum()))
+    assert stats.norm == pytest.approx(float(np.linalg.norm(finite)) if finite.size else 0.0, rel=1e-9)
+    nonzero = np.abs(finite[finite != 0])
+    assert stats.min_val == (float(nonzero.min()) if nonzero.size else 0.0)
+    assert GradientStats.from_gradients([torch.from_numpy(a) for a in arrays]) == stats
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=30), st.floats(1e-3, 1e3))
+def test_clipped_norm_never_exceeds_max_norm(values, max_norm):
+    clipped, norm = clip_gradients([np.asarray(values, dtype=np.float64)], max_norm=max_norm)
+    assert norm == pytest.approx(float(np.linalg.norm(values)), rel=1e-9, abs=1e-12)
+    assert float(np.linalg.norm(clipped[0])) <= max_norm * (1 + 1e-9) or norm <= max_norm
