@@ -122,6 +122,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     state.writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1 if state.step else None)
     try:
         log.info("run directory: %s", run_dir)
+        state.events.write("fit_start", step=state.step, epoch=state.epoch, max_epochs=trainer.max_epochs,
+                           resumed=state.step > 0)
         trainer.fit(state, parts["train_loader"], parts["val_loader"], hooks)
         test = trainer.evaluate(state.model, parts["data"].loader("test", device=parts["device"]))
         state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
@@ -134,6 +136,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             **({"lr_finder": parts["lr_finder"]} if parts["lr_finder"] else {}),
         )
         write_report(run_dir, report)
+        state.events.write("fit_end", step=state.step, status=report["status"],
+                           test_acc=report["metrics"].get("test_acc"))
         log_hparams(state.writer, cfg, report["metrics"])
     finally:
         state.writer.close()
