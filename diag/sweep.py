@@ -3,8 +3,8 @@
 A sweep directory holds one run directory per job (Hydra's ``<sweep>/<job
 number>/``). Each run contributes its overrides (``.hydra/overrides.yaml``) and
 its ``report.json`` (status, diagnosis codes, metrics). A run without a report
-failed before finishing; a run whose validation loss went non-finite, or that
-was diagnosed with ``LOSS_EXPLOSION``/``NONFINITE_GRADIENTS``, diverged. The
+failed before finishing; a run whose training, validation or test loss went
+non-finite, or that was diagnosed with ``LOSS_EXPLOSION``/``NONFINITE_GRADIENTS``, diverged. The
 best run is the lowest best validation loss among the runs that did not.
 
 The runner calls :func:`summarize` at the end of every multirun (a Hydra
@@ -99,8 +99,10 @@ def read_run(run_dir: Path) -> SweepRun:
     run.test_acc = _finite(m.get("test_acc"))
     run.epochs = m.get("epochs")
     ran = bool(m.get("epochs"))
-    run.diverged = (ran and (run.best_val_loss is None or run.final_val_loss is None)) or any(
-        c in DIVERGED_CODES for c in run.codes)
+    # report.json writes NaN/Inf as null: a loss that trained but is null went non-finite
+    nonfinite = any(k in m and _finite(m[k]) is None for k in ("final_train_loss", "best_val_loss",
+                                                                  "final_val_loss", "test_loss"))
+    run.diverged = (ran and nonfinite) or any(c in DIVERGED_CODES for c in run.codes)
     return run
 
 

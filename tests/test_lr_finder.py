@@ -10,10 +10,10 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from tbparse import SummaryReader
 
 from diag.lr_finder import LearningRateFinder, smooth_losses, valley_index
-from tests.conftest import run_cli
 
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: extra threads only contend on a shared 2-core box
 

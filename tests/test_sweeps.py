@@ -1,0 +1,113 @@
+"""LR sweeps for real: basic multirun, Optuna, the joblib launcher, hparams in each run, the sweep summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import yaml
+from conftest import run_cli
+from tbparse import SummaryReader
+
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: extra threads only contend on a shared 2-core box
+TINY = ["trainer.max_epochs=1", "diag=off", "data.subset=256"]
+
+
+def only_sweep_dir(tmp_path: Path) -> Path:
+    dirs = list((tmp_path / "multirun").iterdir())
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def check_runs(sweep: Path, n: int, optimizer: str = "Adam") -> list[Path]:
+    """Every job wrote its own complete run directory with hparams in its own event file."""
+    runs = [sweep / str(i) for i in range(n)]
+    for run in runs:
+        assert (run / ".hydra" / "overrides.yaml").exists()
+        report = json.loads((run / "report.json").read_text())
+        assert report["metrics"]["epochs"] == 1
+        event_files = list((run / "tb").rglob("events.out.tfevents.*"))
+        assert [f.parent for f in event_files] == [run / "tb"] * len(event_files)  # no stray sub-run
+        reader = SummaryReader(str(run / "tb"))
+        hp = dict(zip(reader.hparams["tag"], reader.hparams["value"]))
+        lr = next(o.split("=", 1)[1] for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+                  if o.startswith("optimizer.lr="))
+        assert float(hp["optimizer.lr"]) == pytest.approx(float(lr))
+        assert hp["model"] == "MLP" and hp["optimizer"] == optimizer
+        scalars = reader.scalars
+        best = scalars[scalars.tag == "hparams/best_val_loss"]["value"]
+        if report["metrics"]["best_val_loss"] is not None:
+            assert float(best.iloc[0]) == pytest.approx(report["metrics"]["best_val_loss"], rel=1e-5)
+    return runs
+
+
+def check_summary(sweep: Path, runs: list[Path]) -> str:
+    md = (sweep / "sweep.md").read_text()
+    for run in runs:
+        assert f"| {run.name} |" in md
+    assert "best run:" in md
+    image = matplotlib.image.imread(sweep / "sweep.png")
+    assert image.shape[0] > 300 and image[..., :3].std() > 0.05
+    return md
+
+
+@pytest.mark.slow
+def test_basic_lr_sweep_runs_summarises_and_marks_divergence(tmp_path):
+    proc = run_cli(["-m", "optimizer.lr=1e-3,1e-1,1e3", "optimizer=sgd", *TINY], tmp_path, env=SINGLE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_sweep_dir(tmp_path)
+    runs = check_runs(sweep, 3, optimizer="SGD")
+    md = check_summary(sweep, runs)
+    # the callback printed the table at the end of the multirun and named the best run
+    assert "best run: 1 (optimizer.lr=0.1)" in proc.stdout
+    assert "diverged: 2" in proc.stdout and "Diverged: 2" in md
+    # the CLI reads the same directory back
+    cli = run_cli(["sweep", str(sweep), "--json", "--no-write"], tmp_path, module="diag")
+    assert cli.returncode == 0, cli.stderr
+    summary = json.loads(cli.stdout)
+    assert [r["name"] for r in summary["runs"]] == ["0", "1", "2"]
+    assert [r["lr"] for r in summary["runs"]] == [1e-3, 1e-1, 1e3]
+    assert summary["runs"][2]["diverged"] and not summary["runs"][1]["diverged"]
+    assert summary["best"]["name"] == "1"
+    assert summary["common_overrides"][:1] == ["optimizer=sgd"]
+
+
+@pytest.mark.slow
+def test_optuna_sweep_three_trials(tmp_path):
+    proc = run_cli(["-m", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=3", *TINY], tmp_path,
+                   env=SINGLE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_sweep_dir(tmp_path)
+    runs = check_runs(sweep, 3)
+    assert not (sweep / "3").exists()
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    best_loss = min(json.loads((r / "report.json").read_text())["metrics"]["best_val_loss"] or 1e3 for r in runs)
+    assert results["best_value"] == pytest.approx(best_loss, rel=1e-6)
+    lrs = [float(yaml.safe_load((r / ".hydra" / "overrides.yaml").read_text())[0].split("=")[1]) for r in runs]
+    assert all(1e-5 <= lr <= 1.0 for lr in lrs) and len(set(lrs)) == 3
+    md = check_summary(sweep, runs)
+    assert "Optuna: best params" in md
+
+
+@pytest.mark.slow
+def test_joblib_launcher_two_parallel_jobs(tmp_path):
+    proc = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-3,1e-2", *TINY],
+                   tmp_path, env=SINGLE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    sweep = only_sweep_dir(tmp_path)
+    runs = check_runs(sweep, 2)
+    check_summary(sweep, runs)
+    losses = [json.loads((r / "report.json").read_text())["metrics"]["best_val_loss"] for r in runs]
+    assert losses[0] != losses[1]
+
+
+def test_diag_sweep_on_a_missing_directory_is_one_line_and_exit_2(tmp_path):
+    proc = run_cli(["sweep", str(tmp_path / "nope")], tmp_path, module="diag")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("diag sweep:") and len(proc.stderr.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    proc = run_cli(["sweep", str(tmp_path / "empty")], tmp_path, module="diag")
+    assert proc.returncode == 2 and "no run directories" in proc.stderr
