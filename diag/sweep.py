@@ -266,14 +266,16 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
         ax.plot([x for x, _ in ok], [r.best_val_loss for _, r in ok], "o-", color="tab:blue", label="best val loss")
         fin = [(x, r.final_val_loss) for x, r in ok if r.final_val_loss is not None]
         ax.plot([x for x, _ in fin], [y for _, y in fin], "o", mfc="none", color="tab:orange", label="final val loss")
-    values = [v for r in runs for v in (r.best_val_loss, r.final_val_loss) if v is not None and v > 0]
-    top = max(values) * 2 if values else 10.0
+    # the y range follows the healthy runs; diverged and failed runs sit in a band above them
+    values = [v for _, r in ok for v in (r.best_val_loss, r.final_val_loss) if v is not None and v > 0]
+    top = max(values) * 3 if values else 10.0
     bad = [(x, r) for x, r in zip(xs, runs) if r.diverged or r.status == "failed"]
     for x, r in bad:
-        y = r.best_val_loss if r.best_val_loss is not None else top
-        ax.plot([x], [y], "x", color="tab:red", markersize=11, markeredgewidth=2.5)
-        ax.annotate("diverged" if r.diverged else "failed", (x, y), textcoords="offset points", xytext=(0, 8),
-                    ha="center", fontsize=8, color="tab:red")
+        ax.plot([x], [top], "x", color="tab:red", markersize=11, markeredgewidth=2.5)
+        label = "failed" if r.status == "failed" else "diverged" + (
+            f"\n(best {r.best_val_loss:.2g})" if r.best_val_loss is not None else "")
+        ax.annotate(label, (x, top), textcoords="offset points", xytext=(0, -22), ha="center", fontsize=8,
+                    color="tab:red")
     if bad:
         ax.plot([], [], "x", color="tab:red", markeredgewidth=2.5, label="diverged / failed")
     if best is not None:
@@ -288,7 +290,7 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
         ax.set_xlabel("run")
     if values:
         ax.set_yscale("log")
-        ax.set_ylim(min(values) / 1.5, top * 2.5)
+        ax.set_ylim(min(values) / 1.5, top * 2)
     ax.set_ylabel("validation loss")
     ax.set_title(f"Sweep: {len(runs)} runs", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
