@@ -9,8 +9,29 @@ paths visit the same examples in the same order for the same generator.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
+
+
+@contextmanager
+def single_thread(enabled: bool = True) -> Iterator[None]:
+    """Run the enclosed CPU tensor ops on one intra-op thread, then restore the thread count.
+
+    Assembling a batch (gather, crop, normalise) is small and memory-bound: fanning it out
+    over OpenMP threads saves little on an idle machine and costs 10x or more when the cores
+    are shared (threads spin at barriers), so the CPU fast path keeps it on one thread and
+    leaves every thread to the model.
+    """
+    previous = torch.get_num_threads()
+    if not enabled or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def epoch_order(n: int, shuffle: bool, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> torch.Tensor:
@@ -78,13 +99,19 @@ class TensorLoader:
         order = epoch_order(len(self.labels), self.shuffle, self.generator, self.rank, self.world_size)
         return order.to(self.device)
 
+    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[idx]
+        if self.augment is not None:
+            x = self.augment(x, self.generator)
+        return torch.addcmul(-self.shift, x.float(), self.scale), self.labels[idx]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self._order()
+        on_cpu = self.device.type == "cpu"
+        with single_thread(on_cpu):
+            order = self._order()
         n, bs = len(order), self.batch_size
         stop = n - n % bs if self.drop_last else n
         for start in range(0, stop, bs):
-            idx = order[start:start + bs]
-            x = self.images[idx]
-            if self.augment is not None:
-                x = self.augment(x, self.generator)
-            yield torch.addcmul(-self.shift, x.float(), self.scale), self.labels[idx]
+            with single_thread(on_cpu):
+                batch = self._batch(order[start:start + bs])
+            yield batch

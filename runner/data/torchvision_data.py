@@ -63,8 +63,11 @@ class TorchvisionDataModule(ImageDataModule):
     folder = ""  # where the files live, relative to root
     files: tuple[str, ...] = ()  # what must be in that folder
     gz_ok = False  # the idx files may be given gzip-compressed, as they are published
+    shape = (1, 28, 10)  # in_channels, image_size, num_classes (conf/data/*.yaml states them too)
 
     def __init__(self, root: str | None = None, download: bool = False, cache: bool = True, **kwargs) -> None:
+        for key, value in zip(("in_channels", "image_size", "num_classes"), self.shape):
+            kwargs.setdefault(key, value)
         super().__init__(root=root, download=download, **kwargs)
         self.cache = bool(cache)
 
@@ -239,6 +242,7 @@ class CIFAR10DataModule(TorchvisionDataModule):
     files = (*(n for n, _ in datasets.CIFAR10.train_list), *(n for n, _ in datasets.CIFAR10.test_list),
              datasets.CIFAR10.meta["filename"])
     standard_padding, standard_flip = 4, True
+    shape = (3, 32, 10)
 
 
 class CIFAR100DataModule(CIFAR10DataModule):
@@ -249,3 +253,4 @@ class CIFAR100DataModule(CIFAR10DataModule):
     folder = datasets.CIFAR100.base_folder
     files = (*(n for n, _ in datasets.CIFAR100.train_list), *(n for n, _ in datasets.CIFAR100.test_list),
              datasets.CIFAR100.meta["filename"])
+    shape = (3, 32, 100)
