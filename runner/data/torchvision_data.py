@@ -123,10 +123,13 @@ class TorchvisionDataModule(ImageDataModule):
         try:
             return self.dataset_cls(str(self.root_path()), train=train, transform=transform, download=download)
         except READ_ERRORS as exc:
-            what = "could not be downloaded" if download else "could not be read (corrupt or wrong format?)"
             detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            raise UserError(f"data={self.name}: the files in {self.data_folder().resolve()} {what} "
-                            f"({detail}): {self._fixes()}") from None
+            folder = self.data_folder().resolve()
+            if download:
+                raise UserError(f"data={self.name}: could not download into {folder} ({detail}): check the "
+                                f"network connection, or copy the files into {folder} yourself") from None
+            raise UserError(f"data={self.name}: the files in {folder} could not be read (corrupt or wrong "
+                            f"format?) ({detail}): {self._fixes()}") from None
 
     # -- decoding and cache ------------------------------------------------------
     def _fingerprint(self) -> list[str]:
