@@ -70,10 +70,13 @@ def _loss_explosion(s: RunSeries) -> Issue | None:
                      f"training loss became non-finite ({loss[i]}) at step {_step_at(s.step, i)}")
     chance = _chance_loss(s)
     first = loss[0] if np.isfinite(loss[0]) else math.inf
-    start = min(first, chance) if chance else _median(s.loss[:3])  # the first sample may already be blown up
-    if not (start > 0):
+    # With a known chance level the first sample may itself be blown up; without one it is the baseline.
+    start = min(first, chance) if chance else first
+    if not (0 < start < math.inf):
         return None
     over = np.flatnonzero(loss > EXPLOSION_GROWTH * start)
+    if not chance:
+        over = over[over > 0]
     if over.size:
         i = int(over[0])
         return Issue("LOSS_EXPLOSION", "critical", _step_at(s.step, i),

@@ -153,6 +153,7 @@ class DiagnosticsHook(Hook):
             rows.append(torch.stack(torch._foreach_norm(self._snapshot)))
         values = torch.stack(rows).tolist()  # one host read for all layers
         s.layer_step.append(state.step)
+        self._snapshot_read = self._snapshot is not None
         for name, v in zip(self._layer_names, values[0]):
             s.layer_grad_norm.setdefault(name, []).append(v)
         if self._snapshot is not None:
@@ -181,6 +182,8 @@ class DiagnosticsHook(Hook):
                 self._window_samples = 0
         if state.writer is not None and state.is_rank_zero and self.layer_scalars:
             w, step = state.writer, state.step
+            if self._snapshot_read:
+                w.add_scalar("train/update_ratio", s.update_ratio[-1], step)
             for name in self._layer_names:
                 w.add_scalar(f"grad_norm/{name}", s.layer_grad_norm[name][-1], step)
                 if name in s.layer_update_ratio:
