@@ -1,0 +1,335 @@
+"""What the runner's loop and its diagnostics cost per step, side by side with a hand-written loop and Lightning.
+
+Two workloads: an MLP on the 8x8 digits (tiny steps, where per-step overhead
+shows) and the small CNN (``model=cnn``) on seeded synthetic 28x28 inputs
+(``data=synthetic``, batch 128). For each, five ways of training the same model
+on the same batches are timed, interleaved and repeated:
+
+1. ``hand loop``   a hand-written PyTorch loop: forward, cross-entropy, zero_grad, backward,
+                   ``clip_grad_norm_``, ``step``;
+2. ``runner, diag=off``      :meth:`runner.trainer.Trainer.fit` with the hooks every run gets
+                   (TensorBoard scalars, per-epoch JSONL, checkpoints) and a real SummaryWriter;
+3. ``runner, diag=default``  the same plus the live :class:`diag.live.DiagnosticsHook` as configured
+                   in ``conf/diag/default.yaml``;
+4. ``runner, diag=full``     ``conf/diag/full.yaml`` (everything sampled more often, histograms);
+5. ``lightning``   PyTorch Lightning's ``Trainer`` on a ``LightningModule`` wrapping the same model and
+                   optimizer (norm clipping, loss logged with ``self.log`` to its TensorBoard logger),
+                   and ``lightning, bare`` (no logger, nothing logged) when ``pytorch-lightning`` is
+                   installed (``pip install -e ".[bench]"``).
+
+Every variant is built fresh each round from the same composed config and seed
+(``runner.task.setup``: same model weights, optimizer, clipping and data tensors) and
+consumes the same batches from the runner's ``TensorLoader``, through a loader wrapper
+that notes the time each batch is asked for. A round times ``--steps`` steps after
+``--warmup`` steps; the validation pass and epoch-end work after them are not timed.
+The order of variants rotates every round; the table gives the median steps/s over
+rounds and the median over rounds of each variant's ratio to the hand loop of the same round.
+
+    python bench/overhead.py            # both workloads, 7 rounds (about 4 minutes on 2 CPU cores)
+    python bench/overhead.py --quick    # smoke test: 1 round, a few steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WORKLOADS: dict[str, list[str]] = {
+    "mlp/digits": ["data=digits", "model=mlp"],  # batch 64, 8x8, hidden [128, 128]
+    "cnn/synthetic28": ["data=synthetic", "model=cnn", "data.batch_size=128"],  # 1x28x28, channels [32, 64]
+}
+COMMON = ["optimizer=adam", "scheduler=none", "trainer.clip.max_norm=1.0", "trainer.max_epochs=1"]
+# (steps, warmup) per round at the default setting and with --quick
+STEPS = {"mlp/digits": (600, 50), "cnn/synthetic28": (60, 8)}
+QUICK_STEPS = {"mlp/digits": (20, 3), "cnn/synthetic28": (4, 1)}
+DIAG = {"runner, diag=off": "off", "runner, diag=default": "default", "runner, diag=full": "full"}
+TARGETS = [  # (variant, workloads, minimum ratio to the hand loop, label)
+    ("runner, diag=off", ("mlp/digits", "cnn/synthetic28"), 0.98, "(2) >= 0.98 x hand loop"),
+    ("runner, diag=default", ("cnn/synthetic28",), 0.97, "(3) >= 0.97 x hand loop on the CNN"),
+]
+
+
+# -- the timed batches ---------------------------------------------------------------
+class TimedBatches:
+    """Yields ``n`` batches cycling over ``loader`` and notes ``perf_counter()`` as each is asked for.
+
+    ``times[k]`` is when batch ``k`` was requested, i.e. when step ``k - 1`` had finished, so
+    ``times[w + s] - times[w]`` spans ``s`` whole steps in any loop that pulls batches one by one.
+    """
+
+    def __init__(self, loader, n: int) -> None:
+        self.loader, self.n = loader, n
+        self.times: list[float] = []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Any]:
+        self.times.clear()
+        clock, times = time.perf_counter, self.times
+        produced = 0
+        while True:
+            for batch in self.loader:
+                if produced == self.n:
+                    times.append(clock())
+                    return
+                times.append(clock())
+                produced += 1
+                yield batch
+
+    def rate(self, warmup: int, steps: int) -> float:
+        """Steps per second over ``steps`` steps after ``warmup`` (needs ``warmup + steps + 1`` requests)."""
+        end = min(warmup + steps, len(self.times) - 1)
+        if end <= warmup:
+            raise RuntimeError(f"only {len(self.times)} batches were requested; need {warmup + steps + 1}")
+        return (end - warmup) / (self.times[end] - self.times[warmup])
+
+
+# -- building ----------------------------------------------------------------------
+def compose_cfg(overrides: list[str], run_dir: Path):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*overrides, "seed=0"])
+    with open_dict(cfg):
+        cfg.trainer.progress = False
+        cfg.paths.log_dir = str(run_dir.parent)
+    return cfg
+
+
+def build(workload: str, diag: str, run_dir: Path) -> dict[str, Any]:
+    """The runner's own set-up (model, optimizer, loaders, trainer, hooks) for one workload and diag level."""
+    from runner.task import setup
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = compose_cfg([*WORKLOADS[workload], *COMMON, f"diag={diag}"], run_dir)
+    with contextlib.redirect_stdout(io.StringIO()):
+        parts = setup(cfg, run_dir)
+    parts["cfg"] = cfg
+    return parts
+
+
+# -- the variants: each runs `n` batches and returns the TimedBatches it consumed ------------
+def hand_loop(parts: dict[str, Any], n: int, clip: float) -> TimedBatches:
+    """What a person writes: nothing but forward, loss, backward, clip and step."""
+    model, opt = parts["model"], parts["state"].optimizer
+    batches = TimedBatches(parts["train_loader"], n)
+    params = list(model.parameters())
+    model.train()
+    for x, y in batches:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+    return batches
+
+
+def runner_loop(parts: dict[str, Any], n: int, clip: float) -> TimedBatches:
+    """The runner's real loop and hooks, with a SummaryWriter as ``runner.task.run`` opens one."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    state, trainer, hooks = parts["state"], parts["trainer"], parts["hooks"]
+    batches = TimedBatches(parts["train_loader"], n)
+    state.writer = SummaryWriter(str(state.run_dir / "tb"))
+    try:
+        trainer.fit(state, batches, parts["val_loader"], hooks)
+    finally:
+        state.writer.close()
+        state.events.close()
+    return batches
+
+
+def lightning_available() -> bool:
+    try:
+        import pytorch_lightning  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def lightning_loop(parts: dict[str, Any], n: int, clip: float, log: bool = True) -> TimedBatches:
+    """PyTorch Lightning's Trainer on a LightningModule around the same model and optimizer."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    class Module(pl.LightningModule):
+        def __init__(self, model, optimizer):
+            super().__init__()
+            self.model, self._optimizer = model, optimizer
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.cross_entropy(self.model(x), y)
+            if log:
+                self.log("train/loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return self._optimizer
+
+    batches = TimedBatches(parts["train_loader"], n)
+    run_dir = parts["state"].run_dir
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, gradient_clip_val=clip, gradient_clip_algorithm="norm",
+        logger=TensorBoardLogger(str(run_dir), name="lightning") if log else False, log_every_n_steps=10,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(run_dir),
+    )
+    trainer.fit(Module(parts["model"], parts["state"].optimizer), train_dataloaders=batches)
+    return batches
+
+
+def variants(with_lightning: bool) -> dict[str, tuple[str, Callable[..., TimedBatches]]]:
+    """name -> (diag level to build with, loop)."""
+    out: dict[str, tuple[str, Callable[..., TimedBatches]]] = {"hand loop": ("off", hand_loop)}
+    for name, level in DIAG.items():
+        out[name] = (level, runner_loop)
+    if with_lightning:
+        out["lightning"] = ("off", lightning_loop)
+        out["lightning, bare"] = ("off", lambda p, n, c: lightning_loop(p, n, c, log=False))
+    return out
+
+
+# -- measuring ---------------------------------------------------------------------
+def measure(workload: str, rounds: int, steps: int, warmup: int, with_lightning: bool, root: Path,
+            progress: bool = True) -> dict[str, dict[str, list[float]]]:
+    """Per variant: the steps/s of each round and its ratio to the same round's hand loop."""
+    vs = variants(with_lightning)
+    names = list(vs)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    clip = 1.0
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate: no variant always goes first
+        this_round: dict[str, float] = {}
+        for name in order:
+            level, loop = vs[name]
+            run_dir = root / workload.replace("/", "_") / f"r{r}_{name.replace(', ', '_').replace('=', '-')}"
+            parts = build(workload, level, run_dir)
+            batches = loop(parts, warmup + steps + 1, clip)
+            this_round[name] = batches.rate(warmup, steps)
+            del parts
+        for name in names:
+            rates[name].append(this_round[name])
+            ratios[name].append(this_round[name] / this_round["hand loop"])
+        if progress:
+            print(f"  {workload} round {r + 1}/{rounds}: "
+                  + ", ".join(f"{n} {this_round[n]:.0f}/s" for n in names), file=sys.stderr, flush=True)
+    return {name: {"rates": rates[name], "ratios": ratios[name]} for name in names}
+
+
+def table(results: dict[str, dict[str, dict[str, list[float]]]], with_lightning: bool) -> list[str]:
+    lines = ["| workload | loop | steps/s (median) | ratio to hand loop (median) | ratio range over rounds |",
+             "|---|---|---|---|---|"]
+    for workload, res in results.items():
+        for name, r in res.items():
+            ratio = statistics.median(r["ratios"])
+            lo, hi = min(r["ratios"]), max(r["ratios"])
+            lines.append(f"| {workload} | {name} | {statistics.median(r['rates']):.1f} | {ratio:.3f} | "
+                         f"{lo:.3f} - {hi:.3f} |")
+        if not with_lightning:
+            lines.append(f"| {workload} | lightning | pytorch-lightning not installed | - | - |")
+    return lines
+
+
+def verdicts(results: dict[str, dict[str, dict[str, list[float]]]], with_lightning: bool) -> list[str]:
+    out = []
+    for variant, workloads, minimum, label in TARGETS:
+        for w in workloads:
+            if w in results:
+                got = statistics.median(results[w][variant]["ratios"])
+                out.append(f"- {label}, {w}: {got:.3f} -> {'met' if got >= minimum else 'MISSED'}")
+    for w, res in results.items():
+        if not with_lightning:
+            out.append(f"- (3) ahead of (5), {w}: pytorch-lightning not installed")
+            continue
+        mine = statistics.median(res["runner, diag=default"]["ratios"])
+        for name in ("lightning", "lightning, bare"):
+            theirs = statistics.median(res[name]["ratios"])
+            out.append(f"- (3) ahead of ({name}), {w}: {mine:.3f} vs {theirs:.3f} -> "
+                       f"{'met' if mine > theirs else 'MISSED'}")
+    return out
+
+
+def quiet() -> contextlib.ExitStack:
+    """Silence the runner's epoch lines and Lightning's banners while timing."""
+    stack = contextlib.ExitStack()
+    for name in ("runner", "diag", "lightning", "pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        previous = logger.level
+        logger.setLevel(logging.ERROR)
+        stack.callback(logger.setLevel, previous)
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    return stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1 round, a few steps per variant")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7; 1 with --quick)")
+    ap.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (default 1: OpenMP threads spin at barriers when the cores "
+                         "are shared, which swamps the per-step differences this measures)")
+    ap.add_argument("--no-lightning", action="store_true", help="skip Lightning even when it is installed")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "overhead.md")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    rounds = args.rounds or (1 if args.quick else 7)
+    installed = lightning_available()
+    with_lightning = installed and not args.no_lightning
+    results: dict[str, dict[str, dict[str, list[float]]]] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp, quiet():
+        for workload in args.workloads:
+            steps, warmup = (QUICK_STEPS if args.quick else STEPS)[workload]
+            results[workload] = measure(workload, rounds, steps, warmup, with_lightning, Path(tmp))
+    lines = table(results, with_lightning)
+    settings = ", ".join(f"{w}: {(QUICK_STEPS if args.quick else STEPS)[w][0]} timed steps after "
+                         f"{(QUICK_STEPS if args.quick else STEPS)[w][1]} warm-up" for w in args.workloads)
+    if not installed:
+        lightning_note = "pytorch-lightning not installed (pip install -e \".[bench]\")"
+    elif args.no_lightning:
+        lightning_note = "lightning skipped (--no-lightning)"
+    else:
+        import pytorch_lightning
+
+        lightning_note = f"pytorch-lightning {pytorch_lightning.__version__}"
+    header = [
+        f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), {platform.processor() or platform.machine()}, "
+        f"{lightning_note}; Adam, clip_grad_norm 1.0; {rounds} interleaved round(s); {settings}"
+        + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
+        "",
+    ]
+    out = header + lines + ["", *verdicts(results, with_lightning)]
+    text = "\n".join(out)
+    print(text)
+    print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(f"# bench/overhead.py\n\n`python bench/overhead.py{' --quick' if args.quick else ''}`\n\n"
+                        + text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
