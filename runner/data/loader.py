@@ -1,7 +1,7 @@
 """The fast tensor data path: whole splits live on the device as uint8, batches are index slices.
 
 No per-sample Python or PIL work in the hot loop: one ``randperm`` per epoch,
-one gather, batched augmentation on the uint8 batch, one fused normalise.
+one row gather, batched augmentation on the uint8 batch, an in-place normalise.
 :func:`epoch_order` is shared with the classic ``DataLoader`` path so both
 paths visit the same examples in the same order for the same generator.
 """
@@ -100,10 +100,13 @@ class TensorLoader:
         return order.to(self.device)
 
     def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[idx]
+        # index_select copies whole rows (memcpy); ``images[idx]`` goes through the generic
+        # element-wise indexing kernel and is ~20x slower on CPU. Likewise float().mul_().sub_()
+        # beats a broadcast addcmul by ~3x.
+        x = self.images.index_select(0, idx)
         if self.augment is not None:
             x = self.augment(x, self.generator)
-        return torch.addcmul(-self.shift, x.float(), self.scale), self.labels[idx]
+        return x.float().mul_(self.scale).sub_(self.shift), self.labels.index_select(0, idx)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         on_cpu = self.device.type == "cpu"
