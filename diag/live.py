@@ -252,6 +252,26 @@ class DiagnosticsHook(Hook):
                             f"Try: {issue.recommendations[0]}")
                     (log.warning if issue.severity == "critical" else log.info)(line)
 
+    def reset(self, step: int) -> None:
+        """Start a fresh series at ``step``, keeping ``num_classes`` and ``planned_steps``.
+
+        For a policy that changed the run (rolled it back, re-tuned its LR): the
+        history before the change describes a run that no longer exists, and
+        would re-diagnose the symptom that was just treated.
+        """
+        s = self.series
+        self.series = RunSeries(num_classes=s.num_classes, planned_steps=s.planned_steps)
+        self.series_start = step
+        self.issues = []
+        self.detected_at = {}
+        self._loss_sum = self._gsum = self._gcount = None
+        self._n = 0
+        self._snapshot = None
+        self._dead = {}
+        self._window_samples = 0
+        if getattr(self, "recorder", None) is not None:
+            self.recorder.reset_window()
+
     def _as_dict(self, issue: Issue) -> dict[str, Any]:
         d = issue.to_dict()
         d["detected_step"] = self.detected_at.get(issue.code, issue.first_step)

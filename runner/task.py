@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,12 @@ log = logging.getLogger(__name__)
 
 
 def build_hooks(cfg: DictConfig) -> list[Hook]:
-    """Instantiate ``trainer.hooks`` then ``diag.hooks`` (dicts of ``_target_`` nodes; null entries are off)."""
+    """Instantiate ``trainer.hooks``, ``diag.hooks`` then ``autotrainer.hooks`` (it reads the diagnosis).
+
+    Each is a dict of ``_target_`` nodes; null entries are off.
+    """
     hooks: list[Hook] = []
-    for group in ("trainer.hooks", "diag.hooks"):
+    for group in ("trainer.hooks", "diag.hooks", "autotrainer.hooks"):
         node = OmegaConf.select(cfg, group, default=None)
         for name, spec in (node or {}).items():
             if spec is None:
@@ -110,10 +114,24 @@ def setup(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> float:
-    """Train, test and report one configuration; return the best validation loss (the sweep objective)."""
+    """Train, test and report; with ``autotrainer=default`` guided restarts run as ``attempt-N/`` inside ``run_dir``."""
+    from runner.autotrainer import autotrainer_enabled, run_attempts
+
+    if autotrainer_enabled(cfg):
+        return run_attempts(cfg, Path(run_dir), run_attempt)
+    return run_attempt(cfg, run_dir)
+
+
+def run_attempt(cfg: DictConfig, run_dir: Path, prepare: Callable[[dict[str, Any]], None] | None = None) -> float:
+    """Train, test and report one configuration; return the best validation loss (the sweep objective).
+
+    ``prepare(parts)`` runs once everything is built, before training (the AutoTrainer joins its session there).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     parts = setup(cfg, run_dir)
+    if prepare is not None:
+        prepare(parts)
     state: FitState = parts["state"]
     trainer: Trainer = parts["trainer"]
     hooks: HookList = parts["hooks"]

@@ -1,0 +1,566 @@
+"""The AutoTrainer: a policy that reads the live diagnosis and repairs a sick run.
+
+Seed 001 (exercise 8.12) sketches it: cut the LR and retry on explosion, raise
+it on a plateau. Here it is a :class:`~diag.hooks.Hook` placed after the
+:class:`~diag.live.DiagnosticsHook`. Every ``check_every`` steps and at each
+epoch end it reads ``state.report["issues"]`` and takes at most one action:
+
+* **online repairs** (no restart) act on the optimizer through the scheduler:
+  roll back to an in-memory snapshot and cut the LR (explosions), cut the LR
+  (oscillation), raise it (slow convergence), restore it (LR decayed too early);
+* **guided restarts** for what no LR fixes (vanishing gradients, saturated or
+  dead units, bad initialisation): the hook stops the fit and asks for a config
+  change; :func:`run_attempts` re-runs the task as ``attempt-N/`` in the run
+  directory.
+
+Cooldowns, per-code and total limits, a restart count and a time budget bound
+it; when it gives up it says so and why. Each action is a console line,
+TensorBoard text and marker scalar, an ``events.jsonl`` line and an entry of
+``report.json -> autotrainer.actions``. It belongs to the runner, not to diag,
+because it drives the optimizer and the run itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from diag.hooks import EventLog, FitState, Hook
+from diag.live import DiagnosticsHook
+from diag.report import write_report
+from runner.errors import UserError
+
+log = logging.getLogger("runner.autotrainer")
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+# Optimizer param-group keys that hold a learning rate (OneCycleLR keeps its schedule in initial/max/min_lr).
+GROUP_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
+# Scheduler attributes that hold learning rates: the schedule is computed from them.
+SCHEDULER_LR_LISTS = ("base_lrs", "min_lrs", "max_lrs", "_last_lr")
+SCHEDULER_LR_NUMBERS = ("eta_min", "default_min_lr")
+ONLINE_ACTIONS = ("rollback", "scale_lr", "raise_lr", "restore_lr")
+
+
+# -- learning rates through the scheduler -------------------------------------------
+def _scale(value: Any, factor: float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        return value
+    return value * factor
+
+
+def _schedulers(scheduler: Any) -> Iterable[Any]:
+    """The scheduler and, for SequentialLR/ChainedScheduler, the ones it wraps."""
+    if scheduler is None:
+        return
+    yield scheduler
+    for inner in getattr(scheduler, "_schedulers", None) or ():
+        yield from _schedulers(inner)
+
+
+def scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) -> None:
+    """Multiply every learning rate the optimizer and its scheduler hold by ``factor``.
+
+    Writing only ``group["lr"]`` would be overwritten at the next ``scheduler.step()``
+    (LambdaLR and OneCycleLR recompute from their base values). Scaling the base
+    values too (``base_lrs``, ``initial_lr``, OneCycleLR's ``max_lr``/``min_lr``,
+    plateau ``min_lrs``, cosine ``eta_min``) makes the schedule continue, scaled.
+    """
+    for group in optimizer.param_groups:
+        for key in GROUP_LR_KEYS:
+            if key in group:
+                group[key] = _scale(group[key], factor)
+    for sched in _schedulers(scheduler):
+        attrs = vars(sched)
+        for key in SCHEDULER_LR_LISTS:
+            if isinstance(attrs.get(key), list):
+                attrs[key] = [_scale(v, factor) for v in attrs[key]]
+        for key in SCHEDULER_LR_NUMBERS:
+            if key in attrs:
+                attrs[key] = _scale(attrs[key], factor)
+
+
+# -- snapshots ----------------------------------------------------------------------
+def _to_cpu(obj: Any) -> Any:
+    """A deep copy with every tensor cloned to the CPU (snapshots must not alias live tensors or fill the GPU)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+@dataclass
+class Snapshot:
+    """Model, optimizer, scheduler and scaler state at ``step``, held in memory for a rollback."""
+
+    step: int
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    scaler: dict[str, Any]
+
+    @classmethod
+    def take(cls, state: FitState) -> Snapshot:
+        scaler = state.scaler.state_dict() if state.scaler is not None and state.scaler.is_enabled() else {}
+        return cls(step=state.step, model=_to_cpu(state.model.state_dict()),
+                   optimizer=_to_cpu(state.optimizer.state_dict()),
+                   scheduler=_to_cpu(state.scheduler.state_dict()) if state.scheduler is not None else None,
+                   scaler=copy.deepcopy(scaler))
+
+    def restore(self, state: FitState) -> None:
+        state.model.load_state_dict(self.model)  # copies into the live parameters: references stay valid
+        state.optimizer.load_state_dict(copy.deepcopy(self.optimizer))
+        if state.scheduler is not None and self.scheduler is not None:
+            state.scheduler.load_state_dict(copy.deepcopy(self.scheduler))
+        if self.scaler and state.scaler is not None:
+            state.scaler.load_state_dict(copy.deepcopy(self.scaler))
+
+
+# -- config changes for restarts -----------------------------------------------------
+def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"init": "he"}}`` -> ``{"model.init": "he"}`` (the override spelling)."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def with_changes(cfg: DictConfig, changes: Mapping[str, Any]) -> DictConfig:
+    """A copy of ``cfg`` with dotted ``changes`` applied (a restart never resumes the previous attempt)."""
+    new = copy.deepcopy(cfg)
+    with open_dict(new):
+        for key, value in changes.items():
+            OmegaConf.update(new, key, value, merge=False)
+        if OmegaConf.select(new, "trainer.resume", default=None) is not None:
+            new.trainer.resume = None
+    return new
+
+
+def diagnostics_enabled(cfg: DictConfig) -> bool:
+    """Whether ``diag.hooks`` builds a :class:`DiagnosticsHook` (what the AutoTrainer reads)."""
+    hooks = OmegaConf.select(cfg, "diag.hooks", default=None) or {}
+    return any(spec is not None and str(spec.get("_target_", "")).endswith("DiagnosticsHook")
+               for spec in hooks.values())
+
+
+def autotrainer_enabled(cfg: DictConfig) -> bool:
+    """``autotrainer=default`` puts a hook under ``autotrainer.hooks``; ``autotrainer=off`` leaves it empty."""
+    hooks = OmegaConf.select(cfg, "autotrainer.hooks", default=None) or {}
+    return any(spec is not None for spec in hooks.values())
+
+
+def check_config(cfg: DictConfig) -> None:
+    """The AutoTrainer acts on the live diagnosis: refuse to start without one."""
+    if autotrainer_enabled(cfg) and not diagnostics_enabled(cfg):
+        raise UserError("autotrainer=default reads the live diagnosis but diag has no DiagnosticsHook "
+                        "(diag=off): use diag=default or diag=full, or autotrainer=off")
+
+
+# -- the policy -------------------------------------------------------------------------
+@dataclass
+class Session:
+    """What carries over between attempts of one run: the action list, restarts used, time spent."""
+
+    started: float = field(default_factory=time.perf_counter)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    attempt: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    gave_up: list[str] = field(default_factory=list)
+
+
+class AutoTrainer(Hook):
+    """Reads ``state.report["issues"]`` and repairs the run online or asks for a guided restart.
+
+    ``online`` maps a code to ``{action, lr_factor, ...}`` (actions: ``rollback``,
+    ``scale_lr``, ``raise_lr``, ``restore_lr``); ``restarts`` maps a code to
+    ``{changes: {model: {...}}, lr_factor}``. ``priority`` decides which code is
+    treated first when several are present (root causes before symptoms).
+    """
+
+    def __init__(self, online: Mapping[str, Mapping[str, Any]], restarts: Mapping[str, Mapping[str, Any]],
+                 priority: list[str], check_every: int = 10, min_severity: str = "warning",
+                 restart_min_severity: str = "critical", cooldown_steps: int = 50, max_actions: int = 8,
+                 max_per_code: int = 3, snapshot_every: int = 25, keep_snapshots: int = 3,
+                 rollback_margin: int = 10, clip_max_norm: float = 1.0, max_restarts: int = 2,
+                 time_budget: float = 2.5) -> None:
+        self.online = {k: dict(v) for k, v in _plain(online).items()}
+        self.restarts = {k: dict(v) for k, v in _plain(restarts).items()}
+        self.priority = list(priority)
+        self.check_every = max(1, int(check_every))
+        self.min_severity = SEVERITY_RANK[min_severity]
+        self.restart_min_severity = SEVERITY_RANK[restart_min_severity]
+        self.cooldown_steps = int(cooldown_steps)
+        self.max_actions = int(max_actions)
+        self.max_per_code = int(max_per_code)
+        self.snapshot_every = max(1, int(snapshot_every))
+        self.keep_snapshots = max(1, int(keep_snapshots))
+        self.rollback_margin = int(rollback_margin)
+        self.clip_max_norm = float(clip_max_norm)
+        self.max_restarts = int(max_restarts)
+        self.time_budget = float(time_budget)
+        self.session = Session()
+        self.cfg: DictConfig | None = None
+        self.diagnostics: DiagnosticsHook | None = None
+        self.snapshots: list[Snapshot] = []
+        self.last_acted: dict[str, int] = {}
+        self.restart_request: dict[str, Any] | None = None
+        self.lr_peak = 0.0
+        self.lr_scale = 1.0  # product of this attempt's online LR factors (a restart keeps it)
+        self.clip_turned_on = False
+        self._t0 = time.perf_counter()
+
+    # -- wiring ------------------------------------------------------------------------
+    def bind(self, hooks: Iterable[Hook], cfg: DictConfig, session: Session) -> None:
+        """Find the diagnostics hook this policy reads and join the run's session (called by :func:`run_attempts`)."""
+        self.diagnostics = next((h for h in hooks if isinstance(h, DiagnosticsHook)), None)
+        if self.diagnostics is None:
+            raise UserError("autotrainer=default needs the live diagnosis: use diag=default or diag=full")
+        self.cfg, self.session = cfg, session
+
+    @property
+    def actions(self) -> list[dict[str, Any]]:
+        return self.session.actions
+
+    def _counted(self) -> list[dict[str, Any]]:
+        return [a for a in self.actions if a["action"] != "give_up"]
+
+    # -- events --------------------------------------------------------------------------
+    def on_fit_start(self, state: FitState) -> None:
+        self._t0 = time.perf_counter()
+        state.report["actions"] = self.actions
+        self.lr_peak = state.current_lr
+        self.snapshots = [Snapshot.take(state)]
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        if self.restart_request is not None:
+            return
+        if state.step % self.check_every == 0:
+            self._check(state)
+        if state.step % self.snapshot_every == 0 and self.restart_request is None:
+            self._maybe_snapshot(state)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        if self.restart_request is None:
+            self._check(state)
+
+    def on_fit_end(self, state: FitState) -> None:
+        """Say how each action of this attempt turned out, from the final diagnosis and test accuracy."""
+        final = {i["code"] for i in state.report.get("issues", [])}
+        acc = state.metrics.get("test/acc")
+        tail = f"test_acc {acc:.3f}" if acc is not None and math.isfinite(acc) else "no test accuracy"
+        for a in self.actions:
+            if a.get("attempt") == self.session.attempt and a["action"] in ONLINE_ACTIONS and \
+                    a["outcome"] == "applied":
+                later = [b for b in self.actions if b is not a and b["code"] == a["code"] and b["step"] > a["step"]
+                         and b.get("attempt") == a["attempt"]]
+                a["outcome"] = (f"recurred: acted again at step {later[0]['step']}" if later else
+                                f"{a['code']} still present at the end ({tail})" if a["code"] in final else
+                                f"resolved: {a['code']} not present at the end ({tail})")
+            if a["action"] == "restart" and a.get("next_attempt") == self.session.attempt:
+                a["outcome"] = (f"attempt-{self.session.attempt} ended {_status(state)}"
+                                + (f" with {', '.join(sorted(final))}" if final else "") + f", {tail}")
+        if self.restart_request is None:
+            return
+        for a in self.actions:
+            if a["action"] == "restart" and a.get("attempt") == self.session.attempt:
+                a["outcome"] = f"restarting as attempt-{self.session.attempt + 1}"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"actions": self.actions, "last_acted": dict(self.last_acted), "gave_up": list(self.session.gave_up)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.session.actions[:] = list(state.get("actions", []))
+        self.last_acted = dict(state.get("last_acted", {}))
+        self.session.gave_up[:] = list(state.get("gave_up", []))
+
+    # -- snapshots -------------------------------------------------------------------------
+    def _healthy_now(self, state: FitState) -> bool:
+        """A snapshot is worth keeping only with finite loss and gradients and no blow-up diagnosed."""
+        if any(i["code"] in self._rollback_codes() for i in state.report.get("issues", [])):
+            return False
+        if state.step_skipped or state.loss is None or state.grad_norm is None:
+            return False
+        return bool(torch.isfinite(state.loss).all() & torch.isfinite(state.grad_norm).all())  # one host read
+
+    def _rollback_codes(self) -> set[str]:
+        return {c for c, spec in self.online.items() if spec.get("action") == "rollback"}
+
+    def _maybe_snapshot(self, state: FitState) -> None:
+        if not self._healthy_now(state):
+            return
+        self.snapshots.append(Snapshot.take(state))
+        # the first (the baseline after fit start or the last action) is always kept: the rollback of last resort
+        if len(self.snapshots) > self.keep_snapshots + 1:
+            del self.snapshots[1]
+
+    # -- deciding ------------------------------------------------------------------------------
+    def _check(self, state: FitState) -> None:
+        self.lr_peak = max(self.lr_peak, state.current_lr)
+        issues = {i["code"]: i for i in state.report.get("issues", [])
+                  if SEVERITY_RANK.get(i.get("severity"), 0) >= self.min_severity}
+        for code in self.priority:
+            issue = issues.get(code)
+            if issue is None or code in self.session.gave_up:
+                continue
+            if self.online.get(code) is None and self.restarts.get(code) is None:
+                continue
+            if state.step - self.last_acted.get(code, -10**9) < self.cooldown_steps:
+                continue  # the last action on this code has not had time to show its effect
+            if code in self.restarts and SEVERITY_RANK[issue["severity"]] < self.restart_min_severity:
+                continue
+            reason = self._limit_reached(code)
+            if reason:
+                self._give_up(state, issue, reason)
+                continue
+            done = self._restart(state, issue) if code in self.restarts else self._online(state, issue)
+            if done:
+                return  # one action per check: let it show its effect before the next
+
+    def _limit_reached(self, code: str) -> str | None:
+        counted = self._counted()
+        if len(counted) >= self.max_actions:
+            return f"the limit of {self.max_actions} actions per run is reached"
+        spec = self.online.get(code) or {}
+        limit = int(spec.get("max_times", self.max_per_code))
+        done = sum(a["code"] == code for a in counted)
+        if done >= limit:
+            return f"{code} was already treated {done} times (limit {limit})"
+        return None
+
+    def _give_up(self, state: FitState, issue: dict[str, Any], reason: str) -> None:
+        """Once per code: say that nothing more will be tried for it, and why."""
+        self.session.gave_up.append(issue["code"])
+        self._record(state, issue, "give_up", state.current_lr, state.current_lr, {},
+                     f"giving up on {issue['code']}: {reason}", outcome=f"gave up: {reason}")
+
+    # -- online repairs ----------------------------------------------------------------------------
+    def _online(self, state: FitState, issue: dict[str, Any]) -> bool:
+        code = issue["code"]
+        spec = self.online[code]
+        kind = spec["action"]
+        lr_before = state.current_lr
+        changes: dict[str, Any] = {}
+        if kind == "rollback":
+            snap = self._rollback_target(int(issue.get("first_step") or state.step))
+            snap.restore(state)
+            self.snapshots = [s for s in self.snapshots if s.step <= snap.step]
+            factor = float(spec.get("lr_factor", 0.1))
+            detail = f"rolled back to step {snap.step}"
+            if spec.get("clip", True) and state.loop is not None and getattr(state.loop, "clip_max_norm", 0) is None:
+                state.loop.clip_max_norm = self.clip_max_norm
+                self.clip_turned_on = True
+                changes["trainer.clip.max_norm"] = self.clip_max_norm
+                detail += f", gradient clipping on (max_norm {self.clip_max_norm:g})"
+        elif kind == "scale_lr":
+            factor = float(spec["lr_factor"])
+            detail = ""
+        elif kind == "raise_lr":
+            factor = self._raise_factor(spec)
+            detail = ""
+        elif kind == "restore_lr":
+            if lr_before <= 0 or self.lr_peak <= lr_before * 1.01:
+                return False  # nothing to restore: the LR is already at its last good level
+            factor = self.lr_peak / lr_before
+            detail = f"restored to the peak {self.lr_peak:.3g} the schedule cut it from"
+        else:
+            raise ValueError(f"autotrainer.online.{code}.action={kind!r}: choose one of {', '.join(ONLINE_ACTIONS)}")
+        scale_lr(state.optimizer, state.scheduler, factor)
+        self.lr_scale *= factor
+        lr_after = state.current_lr
+        state.lr = lr_after
+        changes["lr_factor"] = round(factor, 6)
+        detail = ", ".join(p for p in (detail, f"lr {lr_before:.3g} -> {lr_after:.3g} (x{factor:.3g}) "
+                                       "through the scheduler") if p)
+        # a fresh start for the diagnosis and the snapshots: what came before describes another LR
+        self.diagnostics.reset(state.step)
+        state.report["issues"] = []
+        self.snapshots = [Snapshot.take(state)]
+        self.lr_peak = lr_after
+        self._record(state, issue, kind, lr_before, lr_after, changes, detail, outcome="applied")
+        return True
+
+    def _rollback_target(self, first_step: int) -> Snapshot:
+        """The newest snapshot taken safely before the problem began (else the oldest one kept)."""
+        before = [s for s in self.snapshots if s.step <= first_step - self.rollback_margin]
+        return before[-1] if before else self.snapshots[0]
+
+    def _raise_factor(self, spec: Mapping[str, Any]) -> float:
+        """``lr_factor``, or enough to bring the measured update ratio up to ``target_update_ratio``.
+
+        A too-low LR shows as weights that barely move; the step needed is read
+        from how far they are from a healthy ‖Δw‖/‖w‖ (about 1e-3), bounded by
+        ``max_factor`` so one raise cannot overshoot wildly.
+        """
+        factor = float(spec.get("lr_factor", 10.0))
+        target = spec.get("target_update_ratio")
+        ratios = [r for r in (self.diagnostics.series.update_ratio[-3:] if self.diagnostics else [])
+                  if r is not None and math.isfinite(r) and r > 0]
+        if target and ratios:
+            measured = sorted(ratios)[len(ratios) // 2]
+            factor = max(factor, min(float(spec.get("max_factor", 100.0)), float(target) / measured))
+        return factor
+
+    # -- guided restarts -----------------------------------------------------------------------------
+    def _restart(self, state: FitState, issue: dict[str, Any]) -> bool:
+        code = issue["code"]
+        spec = self.restarts[code]
+        wanted = flatten(spec.get("changes") or {})
+        cfg = self.cfg
+        fix = {key: value for key, value in wanted.items() if cfg is not None
+               and OmegaConf.select(cfg, key, default="__missing__") not in ("__missing__", value)}
+        reason = self._restart_refused(state, fix, wanted)
+        if reason:
+            self._give_up(state, issue, reason)
+            return False
+        # the new attempt keeps what this one learned online: the LR scale and clipping
+        changes = dict(fix)
+        lr_before = state.current_lr
+        lr_factor = float(spec.get("lr_factor") or 1.0)
+        base_lr = OmegaConf.select(cfg, "optimizer.lr")
+        if isinstance(base_lr, (int, float)) and (lr_factor != 1.0 or self.lr_scale != 1.0):
+            changes["optimizer.lr"] = float(f"{base_lr * self.lr_scale * lr_factor:.6g}")
+        lr_after = float(changes.get("optimizer.lr", base_lr)) if isinstance(base_lr, (int, float)) else lr_before
+        if self.clip_turned_on:
+            changes["trainer.clip.max_norm"] = self.clip_max_norm
+        self.restart_request = {"code": code, "changes": changes}
+        state.stop_training = True
+        text = ", ".join(f"{k}={v}" for k, v in changes.items())
+        state.stop_reason = f"autotrainer: {code} needs a guided restart with {text}"
+        detail = f"restart as attempt-{self.session.attempt + 1} with {text}"
+        self._record(state, issue, "restart", lr_before, lr_after, changes, detail, outcome="pending",
+                     next_attempt=self.session.attempt + 1)
+        return True
+
+    def _restart_refused(self, state: FitState, changes: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+        if self.cfg is None:
+            return "no config to restart from (the hook was not started by runner.task.run)"
+        if not changes:
+            keys = ", ".join(wanted) or "nothing"
+            return f"the fix ({keys}) is already in this config or does not apply to this model"
+        if self.session.attempt >= self.max_restarts:
+            return f"the limit of {self.max_restarts} restarts is reached"
+        elapsed_here = time.perf_counter() - self._t0
+        progress = state.step / max(state.max_steps, 1)
+        attempt_time = elapsed_here / max(progress, 1e-3)  # a full attempt at the pace measured so far
+        spent = time.perf_counter() - self.session.started
+        if spent + attempt_time > self.time_budget * attempt_time:
+            return (f"another attempt (~{attempt_time:.0f}s) would exceed the time budget of "
+                    f"{self.time_budget:g}x one attempt ({spent:.0f}s spent)")
+        return None
+
+    # -- recording -------------------------------------------------------------------------------------
+    def _record(self, state: FitState, issue: dict[str, Any], action: str, lr_before: float, lr_after: float,
+                changes: dict[str, Any], detail: str, outcome: str, **extra: Any) -> None:
+        if action != "give_up":
+            self.last_acted[issue["code"]] = state.step
+        entry = {"step": state.step, "epoch": state.epoch, "attempt": self.session.attempt, "code": issue["code"],
+                 "severity": issue.get("severity"), "evidence": issue.get("evidence", ""), "action": action,
+                 "lr_before": lr_before, "lr_after": lr_after, "changes": changes, "detail": detail,
+                 "outcome": outcome, **extra}
+        self.actions.append(entry)
+        state.events.write("autotrainer", **entry)
+        line = f"autotrainer: step {state.step} {issue['code']} -> {action}: {detail}"
+        log.warning(line)
+        if state.writer is not None and state.is_rank_zero:
+            state.writer.add_text("autotrainer", line, state.step)
+            state.writer.add_scalar("autotrainer/action", len(self._counted()), state.step)
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return dict(node or {})
+
+
+def _status(state: FitState) -> str:
+    from diag.report import status_of
+
+    return status_of(state.report.get("issues", []))
+
+
+# -- the attempt loop ------------------------------------------------------------------------------------
+RunAttempt = Callable[..., float]
+
+
+def run_attempts(cfg: DictConfig, run_dir: Path, run_attempt: RunAttempt) -> float:
+    """Run the task, and again as ``attempt-N/`` for each guided restart the AutoTrainer asks for.
+
+    ``run_attempt(cfg, run_dir, prepare=...)`` is one full run (``runner.task``);
+    ``prepare(parts)`` is called once everything is built so the policy can find
+    the diagnostics and join this session. The top-level ``report.json`` ends up
+    with the final attempt's metrics and the whole action list.
+    """
+    check_config(cfg)
+    run_dir = Path(run_dir)
+    session = Session()
+    current: dict[str, Any] = {}
+
+    def prepare(parts: dict[str, Any]) -> None:
+        hooks = list(parts["hooks"])
+        policy = next((h for h in hooks if isinstance(h, AutoTrainer)), None)
+        if policy is not None:
+            policy.bind(hooks, attempt_cfg, session)
+        current.update(policy=policy, state=parts["state"])
+
+    attempt_cfg, attempt_dir = cfg, run_dir
+    while True:
+        t0 = time.perf_counter()
+        objective = run_attempt(attempt_cfg, attempt_dir, prepare=prepare)
+        policy: AutoTrainer | None = current.get("policy")
+        state: FitState = current["state"]
+        if session.attempt == 0 and state.run_dir is not None:
+            run_dir = attempt_dir = Path(state.run_dir)  # trainer.resume=auto may have continued an earlier run
+        request = policy.restart_request if policy is not None else None
+        session.attempts.append({
+            "attempt": session.attempt, "dir": str(attempt_dir.relative_to(run_dir)) if attempt_dir != run_dir else ".",
+            "changes": dict(request["changes"]) if request else {}, "status": _status(state),
+            "codes": [i["code"] for i in state.report.get("issues", [])], "steps": state.step,
+            "test_acc": state.metrics.get("test/acc"), "wall_time": round(time.perf_counter() - t0, 2)})
+        if request is None:
+            break
+        session.attempt += 1
+        attempt_cfg = with_changes(attempt_cfg, request["changes"])
+        attempt_dir = run_dir / f"attempt-{session.attempt}"
+        _write_hydra_dir(attempt_dir, attempt_cfg, request["changes"])
+        log.warning("autotrainer: attempt-%d in %s with %s", session.attempt, attempt_dir,
+                    ", ".join(f"{k}={v}" for k, v in request["changes"].items()))
+    if session.attempt:
+        _write_top_report(run_dir, attempt_dir, session)
+    return objective
+
+
+def _write_hydra_dir(attempt_dir: Path, cfg: DictConfig, changes: Mapping[str, Any]) -> None:
+    """Make ``attempt-N/`` a full run directory: its config and the overrides that made it differ."""
+    hydra_dir = attempt_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, hydra_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create([f"{k}={v}" for k, v in changes.items()]), hydra_dir / "overrides.yaml")
+
+
+def _write_top_report(run_dir: Path, final_dir: Path, session: Session) -> None:
+    """The run directory's report: the final attempt's diagnosis and metrics, every action, every attempt."""
+    import json
+
+    report = json.loads((final_dir / "report.json").read_text(encoding="utf-8"))
+    report["autotrainer"] = {"actions": session.actions, "attempts": session.attempts,
+                             "final_attempt": session.attempts[-1]["dir"]}
+    write_report(run_dir, report)
+    events = EventLog(run_dir / "events.jsonl")
+    events.write("autotrainer", action="attempts_done", final_attempt=session.attempts[-1]["dir"],
+                 attempts=session.attempts)
+    events.close()
