@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from runner.data.augment import RandomCropFlip
 from runner.data.loader import TensorLoader
 from runner.errors import UserError
+
+if TYPE_CHECKING:
+    from runner.data.dataloader_path import ClassicLoader
 
 AUGMENTATIONS = ("none", "standard")
 LOADERS = ("tensor", "dataloader")
@@ -216,7 +219,7 @@ class ImageDataModule:
         generator: torch.Generator | None = None,
         rank: int = 0,
         world_size: int = 1,
-    ):
+    ) -> TensorLoader | ClassicLoader:
         """A loader for ``train``, ``val`` or ``test``; only ``train`` shuffles and augments.
 
         Returns a :class:`TensorLoader` (``data.loader=tensor``) or a
