@@ -177,6 +177,7 @@ class Session:
     """What carries over between attempts of one run: the action list, restarts used, time spent."""
 
     started: float = field(default_factory=time.perf_counter)
+    attempt_started: float = field(default_factory=time.perf_counter)
     actions: list[dict[str, Any]] = field(default_factory=list)
     attempt: int = 0
     attempts: list[dict[str, Any]] = field(default_factory=list)
@@ -319,6 +320,10 @@ class AutoTrainer(Hook):
                 continue
             if self.online.get(code) is None and self.restarts.get(code) is None:
                 continue
+            after = (self.online.get(code) or {}).get("after")
+            if after and not any(a["code"] in after and a.get("attempt") == self.session.attempt
+                                 for a in self._counted()):
+                continue  # a symptom treated only as the aftermath of another repair
             if state.step - self.last_acted.get(code, -10**9) < self.cooldown_steps:
                 continue  # the last action on this code has not had time to show its effect
             if code in self.restarts and SEVERITY_RANK[issue["severity"]] < self.restart_min_severity:
@@ -356,7 +361,8 @@ class AutoTrainer(Hook):
         lr_before = state.current_lr
         changes: dict[str, Any] = {}
         if kind == "rollback":
-            snap = self._rollback_target(int(issue.get("first_step") or state.step))
+            snap = (self.snapshots[0] if spec.get("to") == "baseline" else
+                    self._rollback_target(int(issue.get("first_step") or state.step)))
             snap.restore(state)
             self.snapshots = [s for s in self.snapshots if s.step <= snap.step]
             factor = float(spec.get("lr_factor", 0.1))
@@ -370,6 +376,8 @@ class AutoTrainer(Hook):
             factor = float(spec["lr_factor"])
             detail = ""
         elif kind == "raise_lr":
+            if not self._gradient_reaches_first_layer():
+                return False  # no LR moves weights that get no gradient: wait for the mechanism's diagnosis
             factor = self._raise_factor(spec)
             detail = ""
         elif kind == "restore_lr":
@@ -398,6 +406,14 @@ class AutoTrainer(Hook):
         """The newest snapshot taken safely before the problem began (else the oldest one kept)."""
         before = [s for s in self.snapshots if s.step <= first_step - self.rollback_margin]
         return before[-1] if before else self.snapshots[0]
+
+    def _gradient_reaches_first_layer(self) -> bool:
+        """False when the first layer's recent gradient norms are zero (dead or blocked units, not a low LR)."""
+        norms = self.diagnostics.series.layer_grad_norm if self.diagnostics else {}
+        if not norms:
+            return True
+        recent = [v for v in next(iter(norms.values()))[-3:] if v is not None and math.isfinite(v)]
+        return not recent or max(recent) > 0.0
 
     def _raise_factor(self, spec: Mapping[str, Any]) -> float:
         """``lr_factor``, or enough to bring the measured update ratio up to ``target_update_ratio``.
@@ -454,10 +470,11 @@ class AutoTrainer(Hook):
             return f"the fix ({keys}) is already in this config or does not apply to this model"
         if self.session.attempt >= self.max_restarts:
             return f"the limit of {self.max_restarts} restarts is reached"
-        elapsed_here = time.perf_counter() - self._t0
+        now = time.perf_counter()
         progress = state.step / max(state.max_steps, 1)
-        attempt_time = elapsed_here / max(progress, 1e-3)  # a full attempt at the pace measured so far
-        spent = time.perf_counter() - self.session.started
+        setup_time = max(0.0, self._t0 - self.session.attempt_started)
+        attempt_time = setup_time + (now - self._t0) / max(progress, 1e-3)  # set-up, then the fit at this pace
+        spent = now - self.session.started
         if spent + attempt_time > self.time_budget * attempt_time:
             return (f"another attempt (~{attempt_time:.0f}s) would exceed the time budget of "
                     f"{self.time_budget:g}x one attempt ({spent:.0f}s spent)")
@@ -519,7 +536,7 @@ def run_attempts(cfg: DictConfig, run_dir: Path, run_attempt: RunAttempt) -> flo
 
     attempt_cfg, attempt_dir = cfg, run_dir
     while True:
-        t0 = time.perf_counter()
+        t0 = session.attempt_started = time.perf_counter()
         objective = run_attempt(attempt_cfg, attempt_dir, prepare=prepare)
         policy: AutoTrainer | None = current.get("policy")
         state: FitState = current["state"]

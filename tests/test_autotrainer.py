@@ -1,0 +1,202 @@
+"""The AutoTrainer repairs sick runs of the real runner, keeps schedules' shape, respects its limits.
+
+Runs are the real runner on digits, composed in-process; every run directory is in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from diag.hooks import FitState
+from diag.live import DiagnosticsHook
+from runner.autotrainer import AutoTrainer, Session, scale_lr
+from runner.errors import UserError
+from runner.schedulers import warmup_cosine
+from runner.task import run
+from tests.conftest import ROOT, compose_cfg
+
+DEFAULT = OmegaConf.load(ROOT / "conf" / "autotrainer" / "default.yaml").hooks.autotrainer
+
+
+def run_dir_of(overrides: list[str], tmp_path: Path, name: str = "run") -> Path:
+    cfg = compose_cfg(overrides, tmp_path)
+    out = tmp_path / name
+    run(cfg, out)
+    return out
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def events(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / "events.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["kind"] == kind]
+
+
+# -- the scheduler keeps its shape ---------------------------------------------------------
+SCHEDULES = {
+    "cosine": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=20, eta_min=1e-3),
+    "step": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=4, gamma=0.5),
+    "onecycle": lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.5, total_steps=30),
+    "warmup_cosine": lambda o: warmup_cosine(o, total_steps=30, warmup_steps=5),
+    "plateau": lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, patience=1, factor=0.5, min_lr=1e-4),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_lr_cut_scales_the_schedule_instead_of_being_overwritten(name: str) -> None:
+    """lr(t) after a x0.1 cut equals 0.1 x lr(t) of the same schedule left alone, at every later step."""
+    def make():
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.2, momentum=0.9)
+        return opt, SCHEDULES[name](opt)
+
+    (ref_opt, ref), (cut_opt, cut) = make(), make()
+    metrics = [1.0, 0.9, 0.9, 0.9, 0.95, 0.8, 0.8, 0.8, 0.8, 0.8] * 3  # plateaus for ReduceLROnPlateau
+
+    def step(opt: torch.optim.Optimizer, sched, t: int) -> None:
+        opt.step()  # a no-op without gradients; keeps torch's optimizer-before-scheduler order
+        sched.step(metrics[t]) if name == "plateau" else sched.step()
+
+    for t in range(6):
+        step(ref_opt, ref, t)
+        step(cut_opt, cut, t)
+    scale_lr(cut_opt, cut, 0.1)
+    assert cut_opt.param_groups[0]["lr"] == pytest.approx(0.1 * ref_opt.param_groups[0]["lr"])
+    seen = set()
+    for t in range(6, 25):
+        step(ref_opt, ref, t)
+        step(cut_opt, cut, t)
+        lr_ref, lr_cut = ref_opt.param_groups[0]["lr"], cut_opt.param_groups[0]["lr"]
+        seen.add(round(lr_ref, 9))
+        assert lr_cut == pytest.approx(0.1 * lr_ref, rel=1e-6), (name, t)
+    assert len(seen) > 1, "the schedule must have moved after the cut for this test to mean anything"
+
+
+# -- the policy's limits and cooldowns (real model, optimizer and diagnostics hook) ---------------------------
+def policy_state(**overrides) -> tuple[AutoTrainer, FitState]:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = FitState(model=model, optimizer=opt, max_steps=1000, num_classes=2)
+    state.loss, state.grad_norm = torch.tensor(0.5), torch.tensor(1.0)
+    spec = {**OmegaConf.to_container(DEFAULT, resolve=True), **overrides}
+    spec.pop("_target_")
+    policy = AutoTrainer(**spec)
+    diagnostics = DiagnosticsHook()
+    diagnostics.on_fit_start(state)
+    policy.bind([diagnostics], compose_cfg([]), Session())
+    policy.on_fit_start(state)
+    return policy, state
+
+
+def drive(policy: AutoTrainer, state: FitState, code: str, steps: int, severity: str = "warning") -> None:
+    """A diagnosis that keeps reporting ``code`` at every step (as a sick run would)."""
+    for step in range(1, steps + 1):
+        state.step = step
+        state.report["issues"] = [{"code": code, "severity": severity, "first_step": step, "evidence": "test",
+                                   "recommendations": []}]
+        policy.on_train_batch_end(state)
+
+
+def test_cooldown_and_per_code_limit_then_one_give_up() -> None:
+    policy, state = policy_state(cooldown_steps=50, max_per_code=3)
+    drive(policy, state, "LOSS_OSCILLATION", 400)
+    acted = [a for a in policy.actions if a["action"] == "scale_lr"]
+    assert [a["step"] for a in acted] == [10, 60, 110]  # check_every=10, then never within 50 steps
+    assert state.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3)
+    assert [a["lr_after"] / a["lr_before"] for a in acted] == pytest.approx([0.5] * 3)
+    give_up = [a for a in policy.actions if a["action"] == "give_up"]
+    assert len(give_up) == 1 and give_up[0]["step"] == 160 and "limit 3" in give_up[0]["outcome"]
+
+
+def test_total_action_limit_holds_across_codes() -> None:
+    policy, state = policy_state(cooldown_steps=10, max_actions=2)
+    drive(policy, state, "LOSS_OSCILLATION", 50)
+    drive(policy, state, "SLOW_CONVERGENCE", 50)
+    counted = [a for a in policy.actions if a["action"] != "give_up"]
+    assert len(counted) == 2
+    assert any("limit of 2 actions" in a["outcome"] for a in policy.actions if a["action"] == "give_up")
+
+
+def test_restart_refused_when_restarts_are_used_up() -> None:
+    policy, state = policy_state(max_restarts=1)
+    policy.session.attempt = 1
+    drive(policy, state, "VANISHING_GRADIENTS", 30, severity="critical")
+    assert policy.restart_request is None and not state.stop_training
+    assert [a["action"] for a in policy.actions] == ["give_up"]
+    assert "1 restarts" in policy.actions[0]["outcome"]
+
+
+def test_warning_never_triggers_a_restart() -> None:
+    policy, state = policy_state()
+    drive(policy, state, "DEAD_NEURONS", 100, severity="warning")
+    assert policy.actions == [] and policy.restart_request is None
+
+
+def test_autotrainer_without_diagnostics_is_a_user_error(tmp_path: Path) -> None:
+    cfg = compose_cfg(["autotrainer=default", "diag=off"], tmp_path)
+    with pytest.raises(UserError, match="diag"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+# -- real runs -------------------------------------------------------------------------------
+def test_healthy_run_gets_no_action(tmp_path: Path) -> None:
+    out = run_dir_of(["autotrainer=default", "trainer.max_epochs=6"], tmp_path)
+    report = read(out / "report.json")
+    assert report["autotrainer"]["actions"] == []
+    assert events(out, "autotrainer") == []
+    assert not (out / "attempt-1").exists()
+    assert report["metrics"]["test_acc"] > 0.9
+
+
+@pytest.mark.slow
+def test_exploding_lr_is_rolled_back_and_ends_finite_and_accurate(tmp_path: Path) -> None:
+    out = run_dir_of(["autotrainer=default", "optimizer=sgd", "optimizer.lr=5", "trainer.max_epochs=12"], tmp_path)
+    report = read(out / "report.json")
+    actions = report["autotrainer"]["actions"]
+    first = actions[0]
+    assert first["code"] in ("LOSS_EXPLOSION", "NONFINITE_GRADIENTS") and first["action"] == "rollback"
+    assert first["lr_before"] == pytest.approx(5.0) and first["lr_after"] == pytest.approx(0.5)
+    assert first["changes"]["trainer.clip.max_norm"] == 1.0
+    assert "rolled back to step" in first["detail"]
+    logged = events(out, "autotrainer")
+    assert logged[0]["action"] == "rollback" and logged[0]["step"] == first["step"]
+    final_dir = out / report["autotrainer"].get("final_attempt", ".")
+    weights = torch.load(final_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(bool(torch.isfinite(w).all()) for w in weights.values())
+    assert report["metrics"]["test_acc"] > 0.9
+    assert math.isfinite(report["metrics"]["final_train_loss"])
+    assert "## AutoTrainer" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Path) -> None:
+    fault = ["model.activation=sigmoid", "model.hidden=[64,64,64,64,64,64,64,64]", "optimizer=sgd",
+             "optimizer.lr=0.05"]
+    out = run_dir_of(["autotrainer=default", "trainer.max_epochs=8", *fault], tmp_path)
+    report = read(out / "report.json")
+    restart = next(a for a in report["autotrainer"]["actions"] if a["action"] == "restart")
+    assert restart["code"] in ("VANISHING_GRADIENTS", "SATURATED_ACTIVATIONS")
+    assert restart["changes"] == {"model.activation": "relu", "model.init": "he", "model.batchnorm": True}
+    assert restart["outcome"].startswith("attempt-1 ended")
+    attempt = out / "attempt-1"
+    for name in ("report.json", "report.md", "events.jsonl", "checkpoints/last.pt", ".hydra/config.yaml"):
+        assert (attempt / name).is_file(), name
+    cfg = OmegaConf.load(attempt / ".hydra" / "config.yaml")
+    assert (cfg.model.activation, cfg.model.init, cfg.model.batchnorm) == ("relu", "he", True)
+    assert list(OmegaConf.load(attempt / ".hydra" / "overrides.yaml")) == [
+        "model.activation=relu", "model.init=he", "model.batchnorm=True"]
+    inner = read(attempt / "report.json")
+    assert report["metrics"] == inner["metrics"]  # the top level shows the final attempt
+    assert [a["dir"] for a in report["autotrainer"]["attempts"]] == [".", "attempt-1"]
+    assert report["autotrainer"]["attempts"][0]["steps"] < inner["metrics"]["steps"]  # attempt 0 stopped early
+    assert report["metrics"]["test_acc"] > 0.9
+    assert events(out, "autotrainer")[0]["action"] == "restart"
+    assert "fit_end" in {e["kind"] for e in map(json.loads, (attempt / "events.jsonl").read_text().splitlines())}
