@@ -30,7 +30,7 @@ class EpochJSONL(Hook):
         if state.run_dir is not None and state.is_rank_zero:
             # A resumed run continues the files: drop lines past the resume point.
             for name in (self.train_file, self.val_file):
-                _truncate_after(Path(state.run_dir) / name, state.epoch if state.step else -1)
+                _truncate_after(Path(state.run_dir) / name, state.step)
 
     def _begin_epoch(self, state: FitState) -> None:
         self._start = [p.detach().clone() for p in state.model.parameters()]
@@ -40,6 +40,9 @@ class EpochJSONL(Hook):
     def on_train_batch_end(self, state: FitState) -> None:
         if self._start is None:
             self._begin_epoch(state)
+        elif self._start[0].device != state.grad_norm.device:  # restored from a checkpoint on the CPU
+            self._start = [t.to(state.grad_norm.device) for t in self._start]
+            self._stats = self._stats.to(state.grad_norm.device) if self._stats is not None else None
         n = state.grad_norm.float()
         if self._stats is None:
             self._stats = torch.stack([n, n, n])
@@ -87,19 +90,31 @@ class EpochJSONL(Hook):
         self._start = None
 
 
+    def state_dict(self) -> dict[str, Any]:
+        """Mid-epoch accumulators, so an epoch resumed from a step checkpoint logs the whole epoch."""
+        return {"start": [t.detach().cpu() for t in self._start] if self._start is not None else None,
+                "stats": self._stats.detach().cpu() if self._stats is not None else None,
+                "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._start = state.get("start")
+        self._stats = state.get("stats")
+        self._batches = int(state.get("batches", 0))
+
+
 def _append(path: Path, record: dict[str, Any]) -> None:
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
 
 
-def _truncate_after(path: Path, epoch: int) -> None:
-    """Keep only lines whose epoch is <= ``epoch`` (all of them go when ``epoch`` is -1)."""
+def _truncate_after(path: Path, step: int) -> None:
+    """Keep only lines written at or before ``step`` (all of them go when starting fresh at step 0)."""
     if not path.exists():
         return
     kept = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            if json.loads(line).get("epoch", -1) <= epoch:
+            if step and json.loads(line).get("step", step + 1) <= step:
                 kept.append(line)
         except (ValueError, AttributeError):
             continue

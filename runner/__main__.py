@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from runner.errors import UserError
+from runner import distributed
+from runner.errors import Interrupted, UserError
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     """The Hydra task: one line and exit code 2 for user errors, the objective value otherwise."""
     try:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        distributed.publish_run_dir(run_dir)  # rank 0 under torchrun: the other ranks wait for this
         if cfg.get("mode") == "lr_find":
+            distributed.require_single_process("mode=lr_find")
             from runner.lr_find import run as run_lr_find
 
             return run_lr_find(cfg, run_dir)
@@ -27,6 +31,27 @@ def main(cfg: DictConfig) -> float:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+def main() -> None:
+    """``python -m runner`` / ``runner``: agree on one run directory across torchrun's ranks, then run Hydra."""
+    # conf/hydra/launcher/submitit_*.yaml extend the plugin's schemas of the same name on purpose
+    # (the knobs are checked against them); Hydra 1.3 still merges them but announces a deprecation.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore")
+    try:
+        sys.argv = distributed.share_run_dir(sys.argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    try:
+        hydra_main()  # raises SystemExit when the run fails
+    except BaseException:
+        distributed.teardown()
+        raise
+    distributed.teardown(barrier=True)
 
 
 if __name__ == "__main__":

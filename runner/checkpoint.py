@@ -20,16 +20,24 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
 
     A crash mid-write leaves the previous checkpoint intact.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        kept = " (the previous checkpoint is intact)" if path.exists() else ""
+        raise UserError(f"cannot write checkpoint {path}: {exc.strerror or exc}{kept}; free disk space or "
+                        "point paths.log_dir at a writable directory") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -54,22 +62,50 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
+def inside(run_dir: Path, name: str, key: str) -> Path:
+    """``run_dir / name``, refusing names from configs that would escape the run directory."""
+    root = Path(run_dir).resolve()
+    target = (root / name).resolve()
+    if target != root and root not in target.parents:
+        raise UserError(f"{key}={name!r} points outside the run directory {root}: use a relative name "
+                        "without '..'")
+    return target
+
+
 class CheckpointHook(Hook):
-    """Saves ``checkpoints/last.pt`` every epoch and ``best.pt`` when validation loss improves."""
+    """Saves ``checkpoints/last.pt`` every epoch (and every ``every_n_steps``), ``best.pt`` on better val loss."""
 
     def __init__(self, dirname: str = "checkpoints", save_last: bool = True, save_best: bool = True,
-                 monitor: str = "val/loss") -> None:
+                 monitor: str = "val/loss", every_n_steps: int | None = None) -> None:
         self.dirname = dirname
+        self.every_n_steps = int(every_n_steps) if every_n_steps else None
         self.save_last = save_last
         self.save_best = save_best
         self.monitor = monitor
         self.best = float("inf")
         self.hooks: Hook | None = None  # set by the runner so hook states go into the checkpoint
 
+    def on_fit_start(self, state: FitState) -> None:
+        if state.run_dir is not None:
+            inside(state.run_dir, self.dirname, "trainer.hooks.checkpoint.dirname")
+
+    def save_now(self, state: FitState, mid_epoch: bool = True) -> Path | None:
+        """Write ``last.pt`` for the current step (used between epochs and on interruption)."""
+        if state.run_dir is None or not state.is_rank_zero:
+            return None
+        path = inside(state.run_dir, self.dirname, "trainer.hooks.checkpoint.dirname") / "last.pt"
+        hooks_state = self.hooks.state_dict() if self.hooks else {}
+        save_atomic(state.loop.checkpoint_payload(state, hooks_state, mid_epoch=mid_epoch), path)
+        return path
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        if self.every_n_steps and state.step % self.every_n_steps == 0 and state.batch_idx + 1 < state.steps_per_epoch:
+            self.save_now(state, mid_epoch=True)
+
     def on_epoch_end(self, state: FitState) -> None:
         if state.run_dir is None or not state.is_rank_zero:
             return
-        folder = Path(state.run_dir) / self.dirname
+        folder = inside(state.run_dir, self.dirname, "trainer.hooks.checkpoint.dirname")
         payload = state.loop.checkpoint_payload(state, self.hooks.state_dict() if self.hooks else {})
         if self.save_last:
             save_atomic(payload, folder / "last.pt")

@@ -10,3 +10,14 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+class Interrupted(Exception):
+    """A run stopped by SIGINT/SIGTERM after saving its state; the message says how to resume.
+
+    Exit codes follow the shell convention: 130 for SIGINT, 143 for SIGTERM.
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

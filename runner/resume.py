@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from runner.errors import UserError
@@ -26,3 +27,30 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
         raise UserError(f"trainer.resume={resume}: no checkpoint at {path}; give a .pt file, a run directory "
                         "with checkpoints/last.pt, or trainer.resume=auto")
     return path
+
+
+def _task_overrides(overrides: list[str]) -> list[str]:
+    return sorted(o for o in overrides if not o.startswith(("trainer.resume=", "hydra.", "paths.log_dir=")))
+
+
+def previous_unfinished_run(run_dir: Path, log_dir: Path, overrides: list[str]) -> Path | None:
+    """The newest earlier run under ``log_dir/runs`` launched with the same overrides, with a checkpoint
+    and no finished report: what ``trainer.resume=auto`` continues after a crash or a kill."""
+    runs = Path(log_dir) / "runs"
+    if not runs.is_dir():
+        return None
+    want = _task_overrides(overrides)
+    for candidate in sorted(runs.iterdir(), reverse=True):
+        if candidate.resolve() == Path(run_dir).resolve() or not (candidate / "checkpoints" / "last.pt").is_file():
+            continue
+        try:
+            import yaml
+
+            theirs = yaml.safe_load((candidate / ".hydra" / "overrides.yaml").read_text()) or []
+            report = candidate / "report.json"
+            finished = report.is_file() and json.loads(report.read_text()).get("completed", False)
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        if not finished and _task_overrides([str(o) for o in theirs]) == want:
+            return candidate
+    return None

@@ -18,11 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from diag.hooks import EventLog, FitState, Hook, HookList
 from diag.report import build_report, write_report
+from runner import distributed
 from runner.checkpoint import CheckpointHook, load_checkpoint
 from runner.devices import check_precision, resolve_device, seed_everything
-from runner.errors import UserError
+from runner.errors import Interrupted, UserError
+from runner.interrupts import exit_code, stop_on_signals
 from runner.hparams import log_hparams
-from runner.resume import find_resume_checkpoint
+from runner.resume import find_resume_checkpoint, previous_unfinished_run
 from runner.schedulers import build_scheduler
 from runner.trainer import Trainer
 from runner.validation import validate
@@ -53,6 +55,10 @@ def setup(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     validate(cfg)
     seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
     device = resolve_device(cfg.trainer.device)
+    ddp = distributed.start(str(cfg.trainer.get("strategy", "auto")))
+    if ddp:
+        device = distributed.device_for_rank(device)
+    rank, world_size = distributed.get_rank(), distributed.get_world_size()
     precision = str(cfg.trainer.precision)
     check_precision(precision, device)
     data = instantiate(cfg.data)
@@ -69,13 +75,20 @@ def setup(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     auto_lr = cfg.optimizer.lr == "auto"
     optimizer = instantiate(cfg.optimizer, lr=1e-3 if auto_lr else cfg.optimizer.lr)(params=model.parameters())
     generator = torch.Generator().manual_seed(int(cfg.seed))
-    train_loader = data.loader("train", device=device, generator=generator)
-    val_loader = data.loader("val", device=device)
+    train_loader = data.loader("train", device=device, generator=generator, rank=rank, world_size=world_size)
+    val_loader = data.loader("val", device=device, rank=rank, world_size=world_size)
+    if ddp:
+        distributed.check_same_steps(len(train_loader))
+        log.info(distributed.describe(data.batch_size, len(train_loader)))
     lr_finder_result = None
     if auto_lr and payload is None:
         from runner.lr_find import auto_lr as find_lr
 
-        lr_finder_result = find_lr(cfg, model, optimizer, train_loader, device, run_dir)
+        # rank 0 finds the LR (and writes its plot); every rank trains with it, data order in step
+        if rank == 0:
+            lr_finder_result = find_lr(cfg, model, optimizer, train_loader, device, run_dir)
+        lr_finder_result, data_rng = distributed.broadcast_object((lr_finder_result, generator.get_state()))
+        generator.set_state(data_rng)
         for group in optimizer.param_groups:
             group["lr"] = lr_finder_result["suggested_lr"]
     max_epochs = int(cfg.trainer.max_epochs)
@@ -89,8 +102,9 @@ def setup(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         clip_max_norm=clip.get("max_norm"),
         clip_value=clip.get("value"),
         log_every_n_steps=int(cfg.trainer.log_every_n_steps),
-        progress=bool(cfg.trainer.progress),
+        progress=bool(cfg.trainer.progress) and rank == 0,
         nonfinite_guard=bool(cfg.trainer.get("nonfinite_guard", True)),
+        max_consecutive_skips=int(cfg.trainer.get("max_consecutive_skips") or 0),
         scheduler_interval=interval,
         scheduler_monitor=monitor,
     )
@@ -99,8 +113,8 @@ def setup(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if isinstance(h, CheckpointHook):
             h.hooks = hooks
     state = FitState(model=model, optimizer=optimizer, scheduler=scheduler, run_dir=run_dir,
-                     events=EventLog(run_dir / "events.jsonl"), num_classes=data.num_classes,
-                     generator=generator)
+                     events=EventLog(run_dir / "events.jsonl" if rank == 0 else None), num_classes=data.num_classes,
+                     generator=generator, is_rank_zero=rank == 0)
     if payload is not None:
         try:
             trainer.restore(state, payload, hooks)
@@ -109,8 +123,11 @@ def setup(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                             f"({str(exc).splitlines()[0][:160]}): resume with the model and optimizer it was "
                             "trained with") from None
         log.info("resumed from %s at epoch %d (step %d)", resume_path, state.epoch + 1, state.step)
+    if ddp:  # after restore: every rank loaded the checkpoint; wrapping also broadcasts rank 0's weights
+        trainer.ddp_model = distributed.wrap(model, device)
     return {"lr_finder": lr_finder_result, "data": data, "model": model, "trainer": trainer, "hooks": hooks, "state": state,
-            "train_loader": train_loader, "val_loader": val_loader, "device": device}
+            "train_loader": train_loader, "val_loader": val_loader, "device": device,
+            "rank": rank, "world_size": world_size}
 
 
 def run(cfg: DictConfig, run_dir: Path) -> float:
@@ -127,7 +144,7 @@ def run_attempt(cfg: DictConfig, run_dir: Path, prepare: Callable[[dict[str, Any
 
     ``prepare(parts)`` runs once everything is built, before training (the AutoTrainer joins its session there).
     """
-    run_dir = Path(run_dir)
+    run_dir = continue_previous_run(cfg, Path(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     parts = setup(cfg, run_dir)
     if prepare is not None:
@@ -137,13 +154,20 @@ def run_attempt(cfg: DictConfig, run_dir: Path, prepare: Callable[[dict[str, Any
     hooks: HookList = parts["hooks"]
     from torch.utils.tensorboard import SummaryWriter
 
-    state.writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1 if state.step else None)
+    if state.is_rank_zero:  # only rank 0 writes TensorBoard (and every other file of the run)
+        state.writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1 if state.step else None)
     try:
         log.info("run directory: %s", run_dir)
         state.events.write("fit_start", step=state.step, epoch=state.epoch, max_epochs=trainer.max_epochs,
-                           resumed=state.step > 0)
-        trainer.fit(state, parts["train_loader"], parts["val_loader"], hooks)
-        test = trainer.evaluate(state.model, parts["data"].loader("test", device=parts["device"]))
+                           resumed=state.step > 0, world_size=parts["world_size"])
+        with stop_on_signals(trainer):
+            trainer.fit(state, parts["train_loader"], parts["val_loader"], hooks)
+        if trainer.interrupted:
+            raise interrupted(cfg, state, trainer, hooks, run_dir)
+        if parts["world_size"] > 1:
+            distributed.check_weights_in_sync(state.model)
+        test = trainer.evaluate(state.model, parts["data"].loader("test", device=parts["device"], rank=parts["rank"],
+                                                                  world_size=parts["world_size"]))
         state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
         hooks.on_fit_end(state)
         report = build_report(
@@ -151,18 +175,65 @@ def run_attempt(cfg: DictConfig, run_dir: Path, prepare: Callable[[dict[str, Any
             metrics=final_metrics(state, trainer),
             actions=state.report.get("actions", []),
             diagnosed="issues" in state.report,
+            completed=True,
             **({"lr_finder": parts["lr_finder"]} if parts["lr_finder"] else {}),
         )
-        write_report(run_dir, report)
+        if state.is_rank_zero:
+            write_report(run_dir, report)
         state.events.write("fit_end", step=state.step, status=report["status"],
                            test_acc=report["metrics"].get("test_acc"))
-        log_hparams(state.writer, cfg, report["metrics"])
+        if state.writer is not None:
+            log_hparams(state.writer, cfg, report["metrics"])
     finally:
-        state.writer.close()
+        if state.writer is not None:
+            state.writer.close()
         state.events.close()
     print_summary(report, run_dir)
     best = trainer.best_val_loss
     return best if math.isfinite(best) else float(cfg.get("objective_penalty", 1e3))
+
+
+def continue_previous_run(cfg: DictConfig, run_dir: Path) -> Path:
+    """With ``trainer.resume=auto``, the same command continues an earlier unfinished run in its own directory.
+
+    This launch's fresh Hydra directory then only keeps its config and log.
+    """
+    if cfg.trainer.get("resume") != "auto" or (run_dir / "checkpoints" / "last.pt").is_file():
+        return run_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return run_dir
+    previous = previous_unfinished_run(run_dir, Path(cfg.paths.log_dir), list(HydraConfig.get().overrides.task))
+    if previous is None:
+        return run_dir
+    log.info("trainer.resume=auto: continuing %s (this launch's %s keeps only its Hydra config and log)",
+             previous, run_dir)
+    return previous
+
+
+def interrupted(cfg: DictConfig, state: FitState, trainer: Trainer, hooks: HookList, run_dir: Path) -> Interrupted:
+    """Save a mid-epoch checkpoint and the report so far; build the exit that says how to resume."""
+    name = trainer.interrupted or "SIGINT"
+    saved = None
+    for h in hooks:
+        if isinstance(h, CheckpointHook):
+            saved = h.save_now(state, mid_epoch=True)
+    report = build_report(issues=state.report.get("issues", []), metrics=final_metrics(state, trainer),
+                          actions=state.report.get("actions", []), diagnosed="issues" in state.report,
+                          completed=False, interrupted=name)
+    if state.is_rank_zero:
+        write_report(run_dir, report)
+    state.events.write("interrupted", step=state.step, epoch=state.epoch, signal=name,
+                       checkpoint=str(saved) if saved else None)
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    again = " ".join(o for o in overrides if not o.startswith("trainer.resume="))
+    where = f"checkpoint saved to {saved}" if saved else "no checkpoint hook configured: nothing saved"
+    return Interrupted(f"interrupted by {name} at step {state.step} (epoch {state.epoch + 1}); {where}\n"
+                       f"resume with: python -m runner {again} trainer.resume=auto".replace("  ", " "),
+                       exit_code(name))
 
 
 def final_metrics(state: FitState, trainer: Trainer) -> dict[str, Any]:

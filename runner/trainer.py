@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from diag.gradients import global_grad_norm
 from diag.hooks import FitState, Hook
+from runner import distributed
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Trainer:
         nonfinite_guard: bool = True,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str | None = None,
+        max_consecutive_skips: int = 100,
     ) -> None:
         self.max_epochs = int(max_epochs)
         self.max_steps = int(max_steps) if max_steps else None
@@ -57,6 +59,15 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.best_val_loss = math.inf
         self.start_epoch = 0
+        self.resume_batch = 0  # batches of start_epoch already done (a mid-epoch checkpoint)
+        self.interrupted: str | None = None  # set by a signal handler: finish the step, then stop
+        self.max_consecutive_skips = max_consecutive_skips
+        self._consecutive_skips = 0
+        self._epoch_rng: torch.Tensor | None = None  # data RNG at the start of the current epoch
+        self._acc: list = []  # this epoch's on-device [loss_sum, correct, seen]
+        # The DistributedDataParallel wrapper of the model under DDP (training forwards go through it
+        # so backward averages gradients across ranks); hooks, evaluation and checkpoints use the bare model.
+        self.ddp_model: torch.nn.Module | None = None
 
     # -- one step ------------------------------------------------------------
     def _autocast(self):
@@ -67,8 +78,9 @@ class Trainer:
     def training_step(self, state: FitState, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Forward, backward, unscale, clip, step; returns the logits. Sets loss/grad_norm/step_skipped."""
         model, opt, scaler = state.model, state.optimizer, self.scaler
+        forward = model if self.ddp_model is None else self.ddp_model
         with self._autocast():
-            logits = model(x)
+            logits = forward(x)
             loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -94,9 +106,14 @@ class Trainer:
             skipped = False
         if not skipped and state.scheduler is not None and self.scheduler_interval == "step":
             state.scheduler.step()
-        state.loss = loss.detach()
+        state.loss = distributed.mean_over_ranks(loss.detach())  # hooks log and diagnose the global loss
         state.grad_norm = grad_norm.detach()
         state.step_skipped = skipped
+        self._consecutive_skips = self._consecutive_skips + 1 if skipped else 0
+        if self.max_consecutive_skips and self._consecutive_skips >= self.max_consecutive_skips:
+            state.stop_training = True
+            state.stop_reason = (f"{self._consecutive_skips} consecutive steps had non-finite gradients; the weights "
+                                 "are those of the last good step: lower optimizer.lr or set trainer.clip.max_norm")
         if skipped:
             state.skipped_steps += 1
             state.events.write("skipped_step", step=state.step, epoch=state.epoch,
@@ -119,9 +136,11 @@ class Trainer:
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
         model.train(was_training)
+        # under DDP each rank saw its own strided shard: sums over ranks cover the split exactly once
+        loss_total, correct_total, count = distributed.sum_over_ranks(loss_sum, correct, count, device=self.device)
         if count == 0:
             return {"loss": math.nan, "acc": math.nan}
-        return {"loss": float(loss_sum) / count, "acc": float(correct) / count}
+        return {"loss": loss_total / count, "acc": correct_total / count}
 
     def fit(self, state: FitState, train_loader, val_loader, hooks: Hook) -> FitState:
         """Train until ``max_epochs``/``max_steps`` or a hook sets ``state.stop_training``."""
@@ -139,12 +158,20 @@ class Trainer:
         for epoch in epoch_bar:
             state.epoch = epoch
             t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=self.device)
-            correct = torch.zeros((), device=self.device, dtype=torch.long)
-            seen = 0
+            skip = self.resume_batch if epoch == self.start_epoch else 0
+            if state.generator is not None:
+                self._epoch_rng = state.generator.get_state()  # replaying it rebuilds this epoch's order
+            if skip and self._acc:
+                loss_sum, correct, seen = self._acc
+            else:
+                loss_sum = torch.zeros((), device=self.device)
+                correct = torch.zeros((), device=self.device, dtype=torch.long)
+                seen = 0
             batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{self.max_epochs}", leave=False,
                            disable=not self.progress, dynamic_ncols=True)
             for batch_idx, (x, y) in enumerate(batches):
+                if batch_idx < skip:
+                    continue  # done before the checkpoint this run resumed from
                 state.batch_idx = batch_idx
                 state.batch_size = len(y)
                 logits = self.training_step(state, x, y)
@@ -153,13 +180,18 @@ class Trainer:
                 loss_sum += state.loss * len(y)
                 correct += (logits.detach().argmax(1) == y).sum()
                 seen += len(y)
+                self._acc = [loss_sum, correct, seen]
                 hooks.on_train_batch_end(state)
                 if self.progress and state.step % self.log_every_n_steps == 0:
                     batches.set_postfix(loss=f"{float(state.loss):.4f}", refresh=False)
-                if state.stop_training or (self.max_steps and state.step >= self.max_steps):
+                if self.interrupted or state.stop_training or (self.max_steps and state.step >= self.max_steps):
                     break
-            state.metrics["train/loss"] = float(loss_sum) / max(seen, 1)
-            state.metrics["train/acc"] = float(correct) / max(seen, 1)
+            if self.interrupted:
+                break  # a signal: no validation, the caller checkpoints mid-epoch and reports
+            loss_total, correct_total, seen_total = distributed.sum_over_ranks(loss_sum, correct, seen,
+                                                                               device=self.device)
+            state.metrics["train/loss"] = loss_total / max(seen_total, 1)
+            state.metrics["train/acc"] = correct_total / max(seen_total, 1)
             state.metrics["train/epoch_time"] = time.perf_counter() - t0
             val = self.evaluate(model, val_loader)
             state.metrics["val/loss"], state.metrics["val/acc"] = val["loss"], val["acc"]
@@ -172,6 +204,9 @@ class Trainer:
                                   **{k: v for k, v in state.metrics.items() if not k.startswith("test/")}})
             hooks.on_epoch_end(state)
             self._log_epoch(state, epoch)
+            if distributed.get_world_size() > 1:  # rank 0's stop decision holds for every rank
+                state.stop_training, state.stop_reason = distributed.broadcast_object(
+                    (state.stop_training, state.stop_reason))
             if state.stop_training or (self.max_steps and state.step >= self.max_steps):
                 if state.stop_reason:
                     log.warning("stopping: %s", state.stop_reason)
@@ -203,9 +238,20 @@ class Trainer:
         else:
             log.info(line)
 
-    def checkpoint_payload(self, state: FitState, hooks_state: dict[str, Any]) -> dict[str, Any]:
-        """Everything needed to continue exactly where this epoch ended (``weights_only``-loadable)."""
+    def checkpoint_payload(self, state: FitState, hooks_state: dict[str, Any],
+                           mid_epoch: bool = False) -> dict[str, Any]:
+        """Everything needed to continue exactly here (``weights_only``-loadable).
+
+        ``mid_epoch`` checkpoints also keep the data RNG of the epoch's start, the
+        number of batches done and the epoch's running sums, so a resume replays
+        the same order and skips what was done.
+        """
+        acc = self._acc if mid_epoch and self._acc else None
         return {
+            "mid_epoch": mid_epoch,
+            "batch_in_epoch": state.batch_idx + 1 if mid_epoch else 0,
+            "epoch_rng": self._epoch_rng if mid_epoch else None,
+            "epoch_acc": [acc[0].detach().cpu(), acc[1].detach().cpu(), int(acc[2])] if acc else None,
             "model": state.model.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
@@ -236,4 +282,12 @@ class Trainer:
         state.history = list(payload.get("history", []))
         self.best_val_loss = float(payload.get("best_val_loss", math.inf))
         self.start_epoch = state.epoch + 1
+        if payload.get("mid_epoch"):
+            self.start_epoch = state.epoch
+            self.resume_batch = int(payload["batch_in_epoch"])
+            if state.generator is not None and payload.get("epoch_rng") is not None:
+                state.generator.set_state(payload["epoch_rng"])
+            if payload.get("epoch_acc"):
+                loss_sum, correct, seen = payload["epoch_acc"]
+                self._acc = [loss_sum.to(self.device), correct.to(self.device), int(seen)]
         hooks.load_state_dict(payload.get("hooks", {}))

@@ -1,0 +1,205 @@
+"""Data-parallel training through torchrun (2 gloo processes on CPU) and sweeps through submitit.
+
+The DDP runs are checked against a single-process reconstruction of the same training:
+with equal per-rank batches, DDP's averaged gradient is the gradient of the mean loss over
+the union of the ranks' batches, so training on the concatenated shards must end with the
+same weights, and the epoch's train loss/accuracy must be the ones over both shards.
+Validation and test metrics must equal a plain evaluation over the whole split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ROOT, compose_cfg, run_cli
+from hydra.utils import instantiate
+
+from runner import distributed
+from runner.devices import seed_everything
+from runner.errors import UserError
+from runner.trainer import Trainer
+
+CHECKSUM = re.compile(r"weights sha256 by rank: 0=([0-9a-f]{64}) 1=([0-9a-f]{64}) \(in sync\)")
+
+
+def torchrun(args: list[str], tmp_path: Path, nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=N -m runner ...`` with outputs in tmp_path."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "runner", "trainer.strategy=ddp", f"paths.log_dir={tmp_path}", "trainer.progress=false", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def reconstruct(tmp_path: Path, epochs: int, world_size: int) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """Train in one process on the concatenation of every rank's shard, step for step; per-epoch train metrics."""
+    cfg = compose_cfg([f"trainer.max_epochs={epochs}"], tmp_path)
+    seed_everything(int(cfg.seed))
+    data = instantiate(cfg.data)
+    data.setup()
+    model = instantiate(cfg.model)
+    opt = instantiate(cfg.optimizer, lr=cfg.optimizer.lr)(params=model.parameters())
+    loaders = [data.loader("train", generator=torch.Generator().manual_seed(int(cfg.seed)), rank=r,
+                           world_size=world_size) for r in range(world_size)]
+    history = []
+    for _ in range(epochs):
+        loss_sum = correct = seen = 0.0
+        for batches in zip(*loaders):
+            x = torch.cat([b[0] for b in batches])
+            y = torch.cat([b[1] for b in batches])
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += float((logits.argmax(1) == y).sum())
+            seen += len(y)
+        history.append({"loss": loss_sum / seen, "accuracy": correct / seen})
+    return model, history
+
+
+def full_split_metrics(tmp_path: Path, state_dict: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Loss and accuracy of the given weights over the whole val and test splits, in one process."""
+    cfg = compose_cfg([], tmp_path)
+    data = instantiate(cfg.data)
+    data.setup()
+    model = instantiate(cfg.model)
+    model.load_state_dict(state_dict)
+    trainer = Trainer(max_epochs=1)
+    return {split: trainer.evaluate(model, data.loader(split)) for split in ("val", "test")}
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_weights_close(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(state_dict[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(tmp_path):
+    res = torchrun(["trainer.max_epochs=1"], tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1, runs  # ${now:...} resolved once, by rank 0, for every rank
+    run = runs[0]
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
+    logs = list(run.glob("*.log"))
+    assert len(logs) == 1
+    log_text = logs[0].read_text()
+    assert log_text.count("epoch   1/1") == 1 and log_text.count("test accuracy") == 1  # rank 0 alone writes it
+    events = jsonl(run / "events.jsonl")
+    assert [e["kind"] for e in events if e["kind"] in ("fit_start", "fit_end")] == ["fit_start", "fit_end"]
+    assert events[0]["world_size"] == 2
+    assert "2 process(es) x batch 64 = effective batch size 128" in res.stdout
+
+    # both ranks end with the weights rank 0 checkpointed
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    sums = CHECKSUM.search(log_text)
+    assert sums, log_text
+    assert sums.group(1) == sums.group(2) == distributed.weights_checksum(ckpt["model"])
+
+    # ... which are the weights of the same training on both shards at once
+    model, history = reconstruct(tmp_path, epochs=1, world_size=2)
+    assert_weights_close(model, ckpt["model"])
+    train = jsonl(run / "train_diagnostics.jsonl")
+    assert len(train) == 1 and train[0]["num_batches"] == 10
+    assert train[0]["loss"] == pytest.approx(history[0]["loss"], rel=1e-5)
+    assert train[0]["accuracy"] == pytest.approx(history[0]["accuracy"], abs=1e-9)
+
+    # validation and test metrics cover each split exactly once
+    exact = full_split_metrics(tmp_path, ckpt["model"])
+    val = jsonl(run / "val_diagnostics.jsonl")[-1]
+    assert val["loss"] == pytest.approx(exact["val"]["loss"], rel=1e-6)
+    assert val["accuracy"] == pytest.approx(exact["val"]["acc"], abs=1e-12)
+    report = json.loads((run / "report.json").read_text())
+    assert report["metrics"]["test_loss"] == pytest.approx(exact["test"]["loss"], rel=1e-6)
+    assert report["metrics"]["test_acc"] == pytest.approx(exact["test"]["acc"], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_ddp_resume_loads_the_checkpoint_on_every_rank(tmp_path):
+    run = tmp_path / "run"
+    first = torchrun(["trainer.max_epochs=1", f"hydra.run.dir={run}"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = torchrun(["trainer.max_epochs=2", "trainer.resume=auto", f"hydra.run.dir={run}"], tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stdout and "at epoch 2 (step 10)" in second.stdout
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["run"]
+
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 20
+    # A rank that skipped the checkpoint would step with fresh Adam moments and drift from rank 0.
+    sums = CHECKSUM.search(second.stdout)
+    assert sums and sums.group(1) == sums.group(2) == distributed.weights_checksum(ckpt["model"])
+    model, history = reconstruct(tmp_path, epochs=2, world_size=2)
+    assert_weights_close(model, ckpt["model"])
+    train = jsonl(run / "train_diagnostics.jsonl")
+    assert [r["epoch"] for r in train] == [0, 1]
+    assert [r["loss"] for r in train] == pytest.approx([h["loss"] for h in history], rel=1e-5)
+    starts = [e for e in jsonl(run / "events.jsonl") if e["kind"] == "fit_start"]
+    assert [e["resumed"] for e in starts] == [False, True]
+
+
+@pytest.mark.slow
+def test_ddp_strategy_without_torchrun_is_world_size_one(tmp_path):
+    run = tmp_path / "run"
+    res = run_cli(["trainer.strategy=ddp", "trainer.max_epochs=1"], tmp_path, run_dir=run)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "1 process(es) x batch 64 = effective batch size 64" in res.stdout
+    assert (run / "report.json").is_file()
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    model, history = reconstruct(tmp_path, epochs=1, world_size=1)  # plain single-process training
+    assert_weights_close(model, ckpt["model"])
+    assert jsonl(run / "train_diagnostics.jsonl")[0]["loss"] == pytest.approx(history[0]["loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_a_two_job_sweep(tmp_path):
+    res = run_cli(["-m", "hydra/launcher=submitit_local", "optimizer.lr=1e-3,3e-3", "trainer.max_epochs=1"],
+                  tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert "validated against ConfigStore" not in res.stderr
+    sweeps = list((tmp_path / "multirun").iterdir())
+    assert len(sweeps) == 1
+    sweep = sweeps[0]
+    lrs = []
+    for job in ("0", "1"):
+        report = json.loads((sweep / job / "report.json").read_text())
+        assert 0 < report["metrics"]["test_acc"] <= 1
+        lrs += [o for o in (sweep / job / ".hydra" / "overrides.yaml").read_text().split() if "optimizer.lr" in o]
+    assert lrs == ["optimizer.lr=0.001", "optimizer.lr=0.003"]
+    # the jobs ran as submitit jobs (their own processes, with submitit's logs), not in the launcher
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2
+    assert (sweep / "sweep.md").is_file()
+
+
+def test_strategy_and_torchrun_misuse_are_user_errors(monkeypatch):
+    with pytest.raises(UserError, match="trainer.strategy='dp'"):
+        distributed.start("dp")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="multirun under torchrun"):
+        distributed.share_run_dir(["runner", "-m", "optimizer.lr=1e-3,1e-2"])
+    with pytest.raises(UserError, match="mode=lr_find runs in one process"):
+        distributed.require_single_process("mode=lr_find")
+    assert not distributed.is_initialized()
+
+
+def test_weights_checksum_tracks_every_byte():
+    a = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.zeros(2, dtype=torch.bfloat16)}
+    b = {k: v.clone() for k, v in a.items()}
+    assert distributed.weights_checksum(a) == distributed.weights_checksum(b)
+    b["w"][1, 2] = torch.nextafter(b["w"][1, 2], torch.tensor(100.0))
+    assert distributed.weights_checksum(a) != distributed.weights_checksum(b)

@@ -1,0 +1,230 @@
+"""Reliability: each fault is provoked for real (SIGKILL, SIGTERM, SIGINT, truncated and malicious checkpoints,
+NaN batches, a full disk, hostile paths) and what is kept is checked.
+
+The README's "Reliability" section is generated from these test names by ``bench/reliability_report.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import run_cli
+from diag.hooks import EventLog, FitState, HookList
+from runner.checkpoint import load_checkpoint, save_atomic
+from runner.errors import UserError
+from runner.trainer import Trainer
+
+# A run long enough to be killed mid-epoch, deterministic so an uninterrupted twin gives the same weights.
+LONG = ["model=cnn", "model.channels=[16,32]", "trainer.max_epochs=6", "trainer.deterministic=true",
+        "trainer.checkpoint.every_n_steps=3", "model.dropout=0.1", "scheduler=cosine"]
+
+
+def _start(args: list[str], log_dir: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "runner", *args, f"paths.log_dir={log_dir}", "trainer.progress=false"]
+    return subprocess.Popen(cmd, cwd=log_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_for_mid_epoch_checkpoint(log_dir: Path, proc: subprocess.Popen, timeout: float = 120) -> Path:
+    """Block until some run under log_dir has a checkpoint written inside an epoch after the first one."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        for ckpt in log_dir.glob("runs/*/checkpoints/last.pt"):
+            events = ckpt.parents[1] / "train_diagnostics.jsonl"
+            if events.exists() and events.read_text().count("\n") >= 1:
+                return ckpt.parents[1]
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared in time")
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_same_command_with_resume_auto_matches_uninterrupted_run(tmp_path):
+    straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
+    straight_dir.mkdir()
+    killed_dir.mkdir()
+    ref = run_cli([*LONG, "trainer.resume=auto"], straight_dir)
+    assert ref.returncode == 0, ref.stderr
+    (reference,) = list(straight_dir.glob("runs/*"))
+
+    proc = _start([*LONG, "trainer.resume=auto"], killed_dir)
+    run = _wait_for_mid_epoch_checkpoint(killed_dir, proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (run / "report.json").exists()  # it really died before finishing
+    payload = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert payload["step"] < 6 * 20
+
+    again = run_cli([*LONG, "trainer.resume=auto"], killed_dir)  # the very same command
+    assert again.returncode == 0, again.stderr
+    assert "continuing" in again.stdout and str(run) in again.stdout
+    assert json.loads((run / "report.json").read_text())["completed"] is True
+    a, b = _weights(reference), _weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra = json.loads((reference / "report.json").read_text())["metrics"]
+    rb = json.loads((run / "report.json").read_text())["metrics"]
+    assert ra["test_acc"] == rb["test_acc"] and ra["steps"] == rb["steps"]
+    epochs = [json.loads(x)["epoch"] for x in (run / "train_diagnostics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(6))  # continuous, no duplicates after the resume point
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("val/loss")]
+    assert steps == sorted(set(steps)) and len(steps) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_save_a_checkpoint_write_the_report_and_say_how_to_resume(tmp_path, sig, code):
+    proc = _start(LONG, tmp_path)
+    run = _wait_for_mid_epoch_checkpoint(tmp_path, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "resume with: python -m runner" in err and "trainer.resume=auto" in err
+    assert "Traceback" not in err
+    report = json.loads((run / "report.json").read_text())
+    assert report["completed"] is False and report["interrupted"] == sig.name
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["mid_epoch"] and ckpt["step"] == report["metrics"]["steps"]
+    kinds = [json.loads(x)["kind"] for x in (run / "events.jsonl").read_text().splitlines()]
+    assert "interrupted" in kinds
+
+
+def _tiny_run(tmp_path) -> Path:
+    run = tmp_path / "run"
+    res = run_cli(["trainer.max_epochs=1", "diag=off"], tmp_path, run_dir=run)
+    assert res.returncode == 0, res.stderr
+    return run
+
+
+def test_truncated_checkpoint_is_refused_with_one_line(tmp_path):
+    run = _tiny_run(tmp_path)
+    ckpt = run / "checkpoints" / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    res = run_cli([f"trainer.resume={ckpt}"], tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and str(ckpt) in res.stderr and "corrupt" in res.stderr
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": _Payload()}, evil)
+    res = run_cli([f"trainer.resume={evil}"], tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "refused" in res.stderr and str(evil) in res.stderr
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_checkpoint_from_a_different_model_is_refused(tmp_path):
+    run = _tiny_run(tmp_path)
+    res = run_cli(["model=cnn", f"trainer.resume={run}"], tmp_path)
+    assert res.returncode == 2
+    assert "does not fit this config" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_nan_batches_never_change_the_weights_and_are_counted(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    trainer = Trainer(max_epochs=1, progress=False)
+    trainer._params = list(model.parameters())
+    state = FitState(model=model, optimizer=opt, events=EventLog(tmp_path / "events.jsonl"))
+    y = torch.randint(0, 3, (8,))
+    for i in range(6):
+        x = torch.randn(8, 16)
+        if i % 2:
+            x[3, 5] = float("nan")
+            before = [p.detach().clone() for p in model.parameters()]
+        trainer.training_step(state, x, y)
+        if i % 2:
+            assert state.step_skipped
+            assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert state.skipped_steps == 3
+    assert sum(json.loads(x)["kind"] == "skipped_step" for x in (tmp_path / "events.jsonl").open()) == 3
+
+
+def test_a_run_that_keeps_producing_nan_stops_with_a_clear_reason(tmp_path):
+    model = nn.Linear(4, 2)
+    trainer = Trainer(max_epochs=3, progress=False, max_consecutive_skips=5)
+    state = FitState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    before = model.weight.detach().clone()
+    nan_batches = [(torch.full((4, 4), float("nan")), torch.zeros(4, dtype=torch.long))] * 20
+    val = [(torch.randn(4, 4), torch.zeros(4, dtype=torch.long))]
+    trainer.fit(state, nan_batches, val, HookList())
+    assert state.stop_training and "consecutive steps had non-finite gradients" in state.stop_reason
+    assert state.step == 5 and torch.equal(before, model.weight)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_disk_full_gives_a_clear_error_and_keeps_the_last_good_checkpoint(small_disk):
+    path = small_disk / "checkpoints" / "last.pt"
+    save_atomic({"model": {"w": torch.ones(10)}, "step": 1}, path)
+    with open(small_disk / "filler", "wb") as fh:  # fill the disk
+        try:
+            fh.write(b"\0" * (1 << 20))
+        except OSError:
+            pass
+    with pytest.raises(UserError, match=r"cannot write checkpoint .*previous checkpoint is intact"):
+        save_atomic({"model": {"w": torch.zeros(20000)}, "step": 2}, path)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_unwritable_run_directory_exits_2_with_the_path(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").write_text("a file where the checkpoint folder should be")
+    res = run_cli(["trainer.max_epochs=1", "diag=off"], tmp_path, run_dir=run)
+    assert res.returncode == 2
+    assert "cannot write checkpoint" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_config_names_cannot_escape_the_run_directory(tmp_path):
+    res = run_cli(["trainer.max_epochs=1", "trainer.hooks.checkpoint.dirname=../../escaped"], tmp_path,
+                  run_dir=tmp_path / "run")
+    assert res.returncode == 2 and "points outside the run directory" in res.stderr
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("trainer.device=cuda", "trainer.device=cuda"),
+    ("data.val_fraction=0", "data.val_fraction=0"),
+    ("trainer.max_epochs=0.5", "trainer.max_epochs=0.5"),
+    ("optimizer.lr=0", "optimizer.lr=0"),
+])
+def test_more_bad_configuration_exits_2_before_training(tmp_path, override, needle):
+    res = run_cli([override], tmp_path)
+    assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
+    assert not list(tmp_path.glob("runs/*/train_diagnostics.jsonl"))  # nothing was trained
