@@ -7,6 +7,7 @@ compute; it hands them a :class:`diag.hooks.FitState`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -24,6 +25,7 @@ from runner import distributed
 log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_FULL_PRECISION = contextlib.nullcontext()
 
 
 class Trainer:
@@ -71,9 +73,9 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast(
-            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
-        )
+        if self.autocast_dtype is None:
+            return _FULL_PRECISION  # not a disabled torch.autocast built and entered every step
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def training_step(self, state: FitState, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Forward, backward, unscale, clip, step; returns the logits. Sets loss/grad_norm/step_skipped."""
@@ -83,8 +85,12 @@ class Trainer:
             logits = forward(x)
             loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)  # real units before clipping or measuring (a no-op without fp16)
+        amp_scaling = scaler.is_enabled()
+        if amp_scaling:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)  # real units before clipping or measuring
+        else:
+            loss.backward()
         params = self._params
         if self.clip_max_norm is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_max_norm, foreach=True)
@@ -94,12 +100,12 @@ class Trainer:
             grad_norm = global_grad_norm(params)
             if self.clip_value is not None:
                 torch.nn.utils.clip_grad_value_(params, self.clip_value, foreach=True)
-        if scaler.is_enabled():
+        if amp_scaling:
             scale_before = scaler.get_scale()
             scaler.step(opt)  # skips the update itself when gradients hold inf/NaN
             scaler.update()
             skipped = scaler.get_scale() < scale_before
-        elif self.nonfinite_guard and not bool(torch.isfinite(grad_norm)):
+        elif self.nonfinite_guard and not math.isfinite(grad_norm.item()):  # one read, not isfinite + bool
             skipped = True  # a NaN/Inf batch never changes the weights
         else:
             opt.step()
