@@ -581,3 +581,7 @@ def _write_top_report(run_dir: Path, final_dir: Path, session: Session) -> None:
     events.write("autotrainer", action="attempts_done", final_attempt=session.attempts[-1]["dir"],
                  attempts=session.attempts)
     events.close()
+    acc = report.get("metrics", {}).get("test_acc")
+    log.warning("autotrainer: %d attempts, final %s (test accuracy %s, status %s); every action in %s",
+                len(session.attempts), session.attempts[-1]["dir"], f"{acc:.4f}" if acc is not None else "n/a",
+                report.get("status"), run_dir / "report.json")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tbparse import SummaryReader
 
 from diag.hooks import FitState
 from diag.live import DiagnosticsHook
@@ -174,6 +175,11 @@ def test_exploding_lr_is_rolled_back_and_ends_finite_and_accurate(tmp_path: Path
     assert report["metrics"]["test_acc"] > 0.9
     assert math.isfinite(report["metrics"]["final_train_loss"])
     assert "## AutoTrainer" in (out / "report.md").read_text()
+    tb = SummaryReader(str(out / "tb"))
+    markers = tb.scalars[tb.scalars.tag == "autotrainer/action"]
+    assert markers.step.tolist()[0] == first["step"] and markers.value.tolist() == list(range(1, len(markers) + 1))
+    texts = tb.text[tb.text.tag.str.startswith("autotrainer")]
+    assert "rollback" in texts.value.tolist()[0] and texts.step.tolist()[0] == first["step"]
 
 
 @pytest.mark.slow
