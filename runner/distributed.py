@@ -24,12 +24,15 @@ import hashlib
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from runner.errors import UserError
+
+if TYPE_CHECKING:
+    from diag.hooks import FitState
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +250,67 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def _to_cpu(obj: Any) -> Any:
+    """CPU copies of every tensor in a nested state dict (pickled GPU tensors would land on rank 0's GPU)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def broadcast_training_state(state: FitState) -> None:
+    """Every rank continues from rank 0's training state (collective: every rank calls it at the same step).
+
+    Weights are broadcast in place; optimizer (moments, LR of each group), scheduler, grad scaler,
+    the loop's clipping and the stop flag travel as one object. This is what makes a rollback or an
+    LR change decided on rank 0 the same change on every rank.
+    """
+    if get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in state.model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+    rest = None
+    if is_rank_zero():
+        rest = _to_cpu({
+            "optimizer": state.optimizer.state_dict() if state.optimizer is not None else None,
+            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+            "clip_max_norm": getattr(state.loop, "clip_max_norm", None),
+            "stop": (state.stop_training, state.stop_reason),
+        })
+    rest = broadcast_object(rest)
+    if is_rank_zero():
+        return
+    if rest["optimizer"] is not None:
+        state.optimizer.load_state_dict(rest["optimizer"])
+    if rest["scheduler"] is not None:
+        state.scheduler.load_state_dict(rest["scheduler"])
+    if rest["scaler"] is not None:
+        state.scaler.load_state_dict(rest["scaler"])
+    if state.loop is not None and hasattr(state.loop, "clip_max_norm"):
+        state.loop.clip_max_norm = rest["clip_max_norm"]
+    state.stop_training, state.stop_reason = rest["stop"]
+    state.lr = state.current_lr
+
+
+def follow_rank_zero(state: FitState, decision: T | None) -> T | None:
+    """Rank 0's ``decision`` on every rank and, when it is not None, rank 0's training state too.
+
+    For policies such as the AutoTrainer: rank 0 decides and acts (its inputs, such as wall
+    time or activation statistics of its own batches, may differ on other ranks), passes what it
+    decided (None: nothing), and every rank returns with the same weights, optimizer and LR.
+    Collective: every rank calls it at the same step.
+    """
+    decision = broadcast_object(decision if is_rank_zero() else None)
+    if decision is not None:
+        broadcast_training_state(state)
+    return decision
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:

@@ -186,6 +186,69 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path):
     assert (sweep / "sweep.md").is_file()
 
 
+def _rank_zero_decides(rank: int, port: int, out: str) -> None:
+    """One gloo rank: diverge from the other rank, then follow rank 0's AutoTrainer-style rollback + LR cut."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    from diag.hooks import FitState
+    from runner.autotrainer import Snapshot, scale_lr
+
+    distributed.init_process_group()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100)
+    loop = Trainer(max_epochs=1)
+    state = FitState(model=model, optimizer=opt, scheduler=sched, scaler=loop.scaler, loop=loop,
+                     is_rank_zero=rank == 0)
+    snapshot = Snapshot.take(state)
+    gen = torch.Generator().manual_seed(100 + rank)  # each rank trains on different data: states diverge
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        sched.step()
+
+    for _ in range(3):
+        step(torch.randn(16, 4, generator=gen), torch.randint(0, 3, (16,), generator=gen))
+    decision = None
+    if rank == 0:  # the decision, taken where only rank 0 looks
+        snapshot.restore(state)
+        scale_lr(opt, sched, 0.1)
+        loop.clip_max_norm = 1.0
+        decision = {"action": "rollback", "lr_factor": 0.1}
+    decision = distributed.follow_rank_zero(state, decision)
+    after_decision = distributed.weights_checksum(model.state_dict())
+    shared = torch.Generator().manual_seed(7)  # the same batch on both ranks from here on
+    step(torch.randn(16, 4, generator=shared), torch.randint(0, 3, (16,), generator=shared))
+    Path(out, f"rank{rank}.json").write_text(json.dumps({
+        "decision": decision, "lr": opt.param_groups[0]["lr"], "initial_lr": opt.param_groups[0]["initial_lr"],
+        "base_lrs": sched.base_lrs, "clip": loop.clip_max_norm, "after_decision": after_decision,
+        "snapshot": distributed.weights_checksum(snapshot.model),
+        "after_step": distributed.weights_checksum(model.state_dict())}))
+    distributed.teardown(barrier=True)
+
+
+@pytest.mark.slow
+def test_a_decision_on_rank_zero_is_applied_on_every_rank(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_rank_zero_decides, args=(port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["decision"] == r1["decision"] == {"action": "rollback", "lr_factor": 0.1}
+    assert r0["lr"] == r1["lr"] == pytest.approx(1e-4)
+    assert r0["base_lrs"] == r1["base_lrs"] == [pytest.approx(1e-4)] and r1["initial_lr"] == pytest.approx(1e-4)
+    assert r0["clip"] == r1["clip"] == 1.0
+    assert r0["after_decision"] == r1["after_decision"] == r0["snapshot"]  # both rolled back to rank 0's snapshot
+    assert r0["after_step"] == r1["after_step"]  # same optimizer moments too: the next step agrees bit for bit
+
+
 def test_strategy_and_torchrun_misuse_are_user_errors(monkeypatch):
     with pytest.raises(UserError, match="trainer.strategy='dp'"):
         distributed.start("dp")
