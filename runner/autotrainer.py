@@ -226,12 +226,16 @@ class AutoTrainer(Hook):
         self._t0 = time.perf_counter()
 
     # -- wiring ------------------------------------------------------------------------
-    def bind(self, hooks: Iterable[Hook], cfg: DictConfig, session: Session) -> None:
-        """Find the diagnostics hook this policy reads and join the run's session (called by :func:`run_attempts`)."""
+    def bind(self, hooks: Iterable[Hook], cfg: DictConfig | None = None, session: Session | None = None) -> None:
+        """Find the diagnostics hook this policy reads and join the run's session (done by :func:`run_attempts`).
+
+        In a hand-written loop call ``bind(hooks)``: online repairs work; a restart needs ``cfg``.
+        """
         self.diagnostics = next((h for h in hooks if isinstance(h, DiagnosticsHook)), None)
         if self.diagnostics is None:
             raise UserError("autotrainer=default needs the live diagnosis: use diag=default or diag=full")
-        self.cfg, self.session = cfg, session
+        self.cfg = cfg
+        self.session = session or self.session
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -242,6 +246,8 @@ class AutoTrainer(Hook):
 
     # -- events --------------------------------------------------------------------------
     def on_fit_start(self, state: FitState) -> None:
+        if self.diagnostics is None:
+            raise RuntimeError("AutoTrainer reads a DiagnosticsHook: call bind(hooks) before fitting")
         self._t0 = time.perf_counter()
         state.report["actions"] = self.actions
         self.lr_peak = state.current_lr
