@@ -183,8 +183,8 @@ class Trainer:
                 logits = self.training_step(state, x, y)
                 state.step += 1
                 state.lr = state.current_lr
-                loss_sum += state.loss * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
+                loss_sum.add_(state.loss, alpha=len(y))  # one op, not a product and a sum
+                correct += (logits.argmax(1) == y).sum()  # argmax has no graph: no detach needed
                 seen += len(y)
                 self._acc = [loss_sum, correct, seen]
                 hooks.on_train_batch_end(state)
