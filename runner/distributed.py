@@ -222,11 +222,17 @@ def share_run_dir(argv: list[str]) -> list[str]:
 
 
 def publish_run_dir(run_dir: os.PathLike[str] | str) -> None:
-    """On rank 0 after :func:`share_run_dir`: send the resolved run directory to the waiting ranks (once)."""
+    """First thing in the Hydra task on every rank, after :func:`share_run_dir`.
+
+    Rank 0 sends the resolved run directory to the waiting ranks (once); the other ranks,
+    whose logging Hydra has just configured, stop writing to the run's log file.
+    """
     global _publish_pending
     if _publish_pending:
         _publish_pending = False
         broadcast_object(str(run_dir))
+    if is_initialized():
+        _quiet_other_ranks()
 
 
 # -- collectives ---------------------------------------------------------------------

@@ -144,7 +144,9 @@ def run_attempt(cfg: DictConfig, run_dir: Path, prepare: Callable[[dict[str, Any
 
     ``prepare(parts)`` runs once everything is built, before training (the AutoTrainer joins its session there).
     """
-    run_dir = continue_previous_run(cfg, Path(run_dir))
+    # rank 0 picks the directory to continue; under torchrun every rank follows it
+    chosen = str(continue_previous_run(cfg, Path(run_dir))) if distributed.is_rank_zero() else None
+    run_dir = Path(distributed.broadcast_object(chosen))
     run_dir.mkdir(parents=True, exist_ok=True)
     parts = setup(cfg, run_dir)
     if prepare is not None:
