@@ -206,3 +206,20 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
     assert report["metrics"]["test_acc"] > 0.9
     assert events(out, "autotrainer")[0]["action"] == "restart"
     assert "fit_end" in {e["kind"] for e in map(json.loads, (attempt / "events.jsonl").read_text().splitlines())}
+
+
+@pytest.mark.slow
+def test_oscillation_cut_keeps_the_cosine_schedule_in_a_real_run(tmp_path: Path) -> None:
+    """Read back from TensorBoard: after the x0.5 cut every LR is 0.5 x the closed-form cosine of its epoch."""
+    out = run_dir_of(["autotrainer=default", "optimizer=adam", "optimizer.lr=0.03", "data.batch_size=16",
+                      "scheduler=cosine", "trainer.max_epochs=6"], tmp_path)
+    cut = next(a for a in read(out / "report.json")["autotrainer"]["actions"] if a["action"] == "scale_lr")
+    assert cut["code"] == "LOSS_OSCILLATION" and cut["lr_after"] == pytest.approx(0.5 * cut["lr_before"])
+    cosine = [0.03 * (1 + math.cos(math.pi * e / 6)) / 2 for e in range(7)]
+    scalars = SummaryReader(str(out / "tb")).scalars
+    lrs = scalars[scalars.tag == "train/lr"]
+    before = lrs[lrs.step < cut["step"]].value.tolist()
+    after = lrs[lrs.step > cut["step"]].value.tolist()
+    assert all(min(abs(v - c) for c in cosine) < 1e-9 for v in before)
+    assert all(min(abs(v - 0.5 * c) for c in cosine) < 1e-9 for v in after)
+    assert len({round(v, 12) for v in after}) >= 3  # the schedule kept decaying, scaled
