@@ -198,7 +198,7 @@ class AutoTrainer(Hook):
                  restart_min_severity: str = "critical", cooldown_steps: int = 50, max_actions: int = 8,
                  max_per_code: int = 3, snapshot_every: int = 25, keep_snapshots: int = 3,
                  rollback_margin: int = 10, clip_max_norm: float = 1.0, max_restarts: int = 2,
-                 time_budget: float = 2.5) -> None:
+                 time_budget: float = 2.5, plot_stopped_attempts: bool = False) -> None:
         self.online = {k: dict(v) for k, v in _plain(online).items()}
         self.restarts = {k: dict(v) for k, v in _plain(restarts).items()}
         self.priority = list(priority)
@@ -214,6 +214,7 @@ class AutoTrainer(Hook):
         self.clip_max_norm = float(clip_max_norm)
         self.max_restarts = int(max_restarts)
         self.time_budget = float(time_budget)
+        self.plot_stopped_attempts = bool(plot_stopped_attempts)
         self.session = Session()
         self.cfg: DictConfig | None = None
         self.diagnostics: DiagnosticsHook | None = None
@@ -464,6 +465,9 @@ class AutoTrainer(Hook):
         text = ", ".join(f"{k}={v}" for k, v in changes.items())
         state.stop_reason = f"autotrainer: {code} needs a guided restart with {text}"
         detail = f"restart as attempt-{self.session.attempt + 1} with {text}"
+        if not self.plot_stopped_attempts and self.diagnostics is not None and self.diagnostics.summary_png:
+            self.diagnostics.summary_png = False  # seconds on a small run; the curves stay in tb/
+            detail += " (no summary.png for the stopped attempt)"
         self._record(state, issue, "restart", lr_before, lr_after, changes, detail, outcome="pending",
                      next_attempt=self.session.attempt + 1)
         return True

@@ -193,8 +193,10 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
     assert restart["changes"] == {"model.activation": "relu", "model.init": "he", "model.batchnorm": True}
     assert restart["outcome"].startswith("attempt-1 ended")
     attempt = out / "attempt-1"
-    for name in ("report.json", "report.md", "events.jsonl", "checkpoints/last.pt", ".hydra/config.yaml"):
-        assert (attempt / name).is_file(), name
+    assert not (out / "summary.png").exists()  # plot_stopped_attempts=false: the stopped attempt skips it
+    for name in ("report.json", "report.md", "events.jsonl", "checkpoints/last.pt", ".hydra/config.yaml",
+                 "summary.png", "tb"):
+        assert (attempt / name).exists(), name
     cfg = OmegaConf.load(attempt / ".hydra" / "config.yaml")
     assert (cfg.model.activation, cfg.model.init, cfg.model.batchnorm) == ("relu", "he", True)
     assert list(OmegaConf.load(attempt / ".hydra" / "overrides.yaml")) == [
