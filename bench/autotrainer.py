@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from fault_suite import FAULTS, HEALTHY, run_case
+from fault_suite import FAULTS, HEALTHY, ROOT, run_case
 
 BASELINE = "mlp_adam"
 # Why no learning-rate or architecture fix can reach the baseline on these (they stay in the denominator).
@@ -47,6 +47,19 @@ def fastest(a: dict | None, b: dict) -> dict:
     if a is None:
         return b
     return {**a, "wall_time": min(a["wall_time"], b["wall_time"]), "cpu_time": min(a["cpu_time"], b["cpu_time"])}
+
+
+def suite_defaults() -> str:
+    """The defaults every case inherits (the baseline's recipe), so a table can be read against them."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config")
+    sched = (cfg.scheduler.get("_target_") or "none").rsplit(".", 1)[-1]
+    return (f"defaults: {cfg.data._target_.rsplit('.', 1)[-1]}, {cfg.model._target_.rsplit('.', 1)[-1]} "
+            f"hidden={list(cfg.model.get('hidden', []))} dropout={cfg.model.get('dropout')}, "
+            f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} lr={cfg.optimizer.lr}, scheduler {sched}, "
+            f"{cfg.trainer.max_epochs} epochs")
 
 
 def summarize(actions: list[dict]) -> str:
@@ -124,6 +137,7 @@ def main() -> None:
             "(cases that train for more steps than the baseline, e.g. lr_too_high's 4x, weigh on this one)",
         ]
     total.append(f"healthy runs with any action: {acted_healthy}/{len(healthy)} (target 0)")
+    total.append(suite_defaults())
     text = "\n".join(header + rows) + "\n\n" + "\n".join(total) + "\n"
     print()
     print(text)
