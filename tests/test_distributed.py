@@ -27,20 +27,26 @@ from runner.devices import seed_everything
 from runner.errors import UserError
 from runner.trainer import Trainer
 
+# What the reconstruction assumes, pinned so that changes of the defaults do not change these runs
+# (no dropout: each rank draws its own masks; no schedule; Adam at a fixed LR; 10 steps per epoch on 2 ranks).
+PINNED = ["data=digits", "data.batch_size=64", "model=mlp", "model.hidden=[64,64]", "model.dropout=0.0",
+          "optimizer=adam", "optimizer.lr=1e-3", "scheduler=none", "trainer.clip.max_norm=null",
+          "trainer.precision=32"]
 CHECKSUM = re.compile(r"weights sha256 by rank: 0=([0-9a-f]{64}) 1=([0-9a-f]{64}) \(in sync\)")
 
 
 def torchrun(args: list[str], tmp_path: Path, nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
     """``python -m torch.distributed.run --standalone --nproc_per_node=N -m runner ...`` with outputs in tmp_path."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "runner", "trainer.strategy=ddp", f"paths.log_dir={tmp_path}", "trainer.progress=false", *args]
+           "-m", "runner", "trainer.strategy=ddp", f"paths.log_dir={tmp_path}", "trainer.progress=false", *PINNED,
+           *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def reconstruct(tmp_path: Path, epochs: int, world_size: int) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """Train in one process on the concatenation of every rank's shard, step for step; per-epoch train metrics."""
-    cfg = compose_cfg([f"trainer.max_epochs={epochs}"], tmp_path)
+    cfg = compose_cfg([*PINNED, f"trainer.max_epochs={epochs}"], tmp_path)
     seed_everything(int(cfg.seed))
     data = instantiate(cfg.data)
     data.setup()
@@ -68,7 +74,7 @@ def reconstruct(tmp_path: Path, epochs: int, world_size: int) -> tuple[torch.nn.
 
 def full_split_metrics(tmp_path: Path, state_dict: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """Loss and accuracy of the given weights over the whole val and test splits, in one process."""
-    cfg = compose_cfg([], tmp_path)
+    cfg = compose_cfg(PINNED, tmp_path)
     data = instantiate(cfg.data)
     data.setup()
     model = instantiate(cfg.model)
@@ -156,7 +162,7 @@ def test_ddp_resume_loads_the_checkpoint_on_every_rank(tmp_path):
 @pytest.mark.slow
 def test_ddp_strategy_without_torchrun_is_world_size_one(tmp_path):
     run = tmp_path / "run"
-    res = run_cli(["trainer.strategy=ddp", "trainer.max_epochs=1"], tmp_path, run_dir=run)
+    res = run_cli([*PINNED, "trainer.strategy=ddp", "trainer.max_epochs=1"], tmp_path, run_dir=run)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "1 process(es) x batch 64 = effective batch size 64" in res.stdout
     assert (run / "report.json").is_file()
@@ -167,9 +173,11 @@ def test_ddp_strategy_without_torchrun_is_world_size_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_submitit_local_runs_a_two_job_sweep(tmp_path):
-    res = run_cli(["-m", "hydra/launcher=submitit_local", "optimizer.lr=1e-3,3e-3", "trainer.max_epochs=1"],
-                  tmp_path)
+def test_submitit_local_runs_a_two_job_sweep_of_ddp_jobs(tmp_path):
+    """Each job of the sweep is a submitit job of 2 tasks: the SLURM path (ranks from submitit, no torchrun)."""
+    res = run_cli(["-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
+                   *(o for o in PINNED if not o.startswith("optimizer.lr=")),
+                   "optimizer.lr=1e-3,3e-3", "trainer.max_epochs=1"], tmp_path)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert "validated against ConfigStore" not in res.stderr
     sweeps = list((tmp_path / "multirun").iterdir())
@@ -180,10 +188,16 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path):
         report = json.loads((sweep / job / "report.json").read_text())
         assert 0 < report["metrics"]["test_acc"] <= 1
         lrs += [o for o in (sweep / job / ".hydra" / "overrides.yaml").read_text().split() if "optimizer.lr" in o]
+        log_text = (sweep / job / "__main__.log").read_text()
+        assert "2 process(es) x batch 64 = effective batch size 128" in log_text and CHECKSUM.search(log_text)
+        assert len(list((sweep / job / "tb").glob("events.out.tfevents.*"))) == 1
     assert lrs == ["optimizer.lr=0.001", "optimizer.lr=0.003"]
-    # the jobs ran as submitit jobs (their own processes, with submitit's logs), not in the launcher
-    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2
+    # the jobs ran as submitit jobs (2 tasks each, in their own processes, with submitit's logs)
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 4
     assert (sweep / "sweep.md").is_file()
+    # job 0 is the torchrun test's configuration: the same data-parallel training
+    model, _ = reconstruct(tmp_path, epochs=1, world_size=2)
+    assert_weights_close(model, torch.load(sweep / "0" / "checkpoints" / "last.pt", weights_only=True)["model"])
 
 
 def _rank_zero_decides(rank: int, port: int, out: str) -> None:
