@@ -135,6 +135,9 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     from runner.autotrainer import autotrainer_enabled, run_attempts
 
     if autotrainer_enabled(cfg):
+        if distributed.launched_world_size() > 1:  # until its decisions go through distributed.follow_rank_zero
+            raise UserError("autotrainer=default does not support data-parallel runs yet (each rank would repair "
+                            "on its own): run it in one process, or use autotrainer=off under torchrun")
         return run_attempts(cfg, Path(run_dir), run_attempt)
     return run_attempt(cfg, run_dir)
 

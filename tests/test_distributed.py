@@ -263,10 +263,14 @@ def test_a_decision_on_rank_zero_is_applied_on_every_rank(tmp_path):
     assert r0["after_step"] == r1["after_step"]  # same optimizer moments too: the next step agrees bit for bit
 
 
-def test_strategy_and_torchrun_misuse_are_user_errors(monkeypatch):
+def test_strategy_and_torchrun_misuse_are_user_errors(monkeypatch, tmp_path):
+    from runner.task import run
+
     with pytest.raises(UserError, match="trainer.strategy='dp'"):
         distributed.start("dp")
     monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="autotrainer=default does not support data-parallel runs"):
+        run(compose_cfg(["autotrainer=default"], tmp_path), tmp_path / "run")
     with pytest.raises(UserError, match="multirun under torchrun"):
         distributed.share_run_dir(["runner", "-m", "optimizer.lr=1e-3,1e-2"])
     with pytest.raises(UserError, match="mode=lr_find runs in one process"):
