@@ -1,0 +1,54 @@
+"""bench/overhead.py and bench/time_to_accuracy.py run end to end with --quick and write their tables.
+
+Benchmarks are not tests: nothing here asserts a time or a ratio, only that each script
+still runs against the current runner, prints every row and writes its markdown.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def _rows(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("| ") and not line.startswith("| workload")
+            and not line.startswith("| run ")]
+
+
+def test_overhead_quick_times_every_loop_on_both_workloads(tmp_path):
+    out = tmp_path / "overhead.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "overhead.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(proc.stdout)
+    loops = {(r[0], r[1]) for r in rows}
+    for workload in ("mlp/digits", "cnn/synthetic28"):
+        for loop in ("hand loop", "runner, diag=off", "runner, diag=default", "runner, diag=full", "lightning"):
+            assert (workload, loop) in loops, proc.stdout
+    for r in rows:
+        if r[2] != "pytorch-lightning not installed":
+            assert float(r[2]) > 0 and float(r[3]) > 0, r  # steps/s and the ratio to the hand loop
+    hand = [r for r in rows if r[1] == "hand loop"]
+    assert all(r[3] == "1.000" for r in hand)
+    assert "(2) >= 0.98" in proc.stdout and "(3) ahead of" in proc.stdout
+    assert out.read_text().count("| mlp/digits |") >= 5  # the markdown file holds the same table
+    assert list(tmp_path.iterdir()) == [out]  # run directories went to a temporary folder
+
+
+def test_time_to_accuracy_quick_times_the_dry_run_and_a_training_run(tmp_path):
+    out = tmp_path / "tta.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "time_to_accuracy.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r[0]: r for r in _rows(proc.stdout)}
+    dry = rows["start-up only (trainer.max_epochs=0)"]
+    assert float(dry[1]) > 0 and dry[6] == "0 (0)"  # the dry run built, tested and exited without a step
+    default = rows["mlp/digits (the default run)"]
+    assert 0 < float(default[1]) <= float(default[2]) <= float(default[3])  # start-up <= trained <= exit
+    assert 0.0 <= float(default[5]) <= 1.0 and default[6].startswith("1 (")
+    assert any(name.startswith("floor:") for name in rows)
+    assert "start-up (to the first step)" in proc.stdout
+    assert out.read_text().startswith("# bench/time_to_accuracy.py")
