@@ -15,6 +15,8 @@ import torch
 
 from diag.hooks import FitState, Hook, finite_or_none
 
+FOLD_EVERY = 64  # steps of gradient norms reduced together (one stack and three reductions)
+
 
 class EpochJSONL(Hook):
     """Appends one line per epoch to the train and validation JSONL files in the run directory."""
@@ -24,6 +26,7 @@ class EpochJSONL(Hook):
         self.val_file = val_file
         self._start: list[torch.Tensor] | None = None
         self._stats: torch.Tensor | None = None  # [sum, min, max] of grad norms this epoch
+        self._pending: list[torch.Tensor] = []  # norms of the last steps, folded into _stats every FOLD_EVERY
         self._batches = 0
 
     def on_fit_start(self, state: FitState) -> None:
@@ -35,6 +38,7 @@ class EpochJSONL(Hook):
     def _begin_epoch(self, state: FitState) -> None:
         self._start = [p.detach().clone() for p in state.model.parameters()]
         self._stats = None
+        self._pending = []
         self._batches = 0
 
     def on_train_batch_end(self, state: FitState) -> None:
@@ -43,13 +47,24 @@ class EpochJSONL(Hook):
         elif self._start[0].device != state.grad_norm.device:  # restored from a checkpoint on the CPU
             self._start = [t.to(state.grad_norm.device) for t in self._start]
             self._stats = self._stats.to(state.grad_norm.device) if self._stats is not None else None
-        n = state.grad_norm.float()
-        if self._stats is None:
-            self._stats = torch.stack([n, n, n])
-        else:
-            self._stats = torch.stack([self._stats[0] + n, torch.minimum(self._stats[1], n),
-                                       torch.maximum(self._stats[2], n)])
+        # No device op per step (this used to be 9): keep the step's norm, reduce FOLD_EVERY of them at once.
+        self._pending.append(state.grad_norm)
+        if len(self._pending) >= FOLD_EVERY:
+            self._fold()
         self._batches += 1
+
+    def _fold(self) -> None:
+        """Fold the pending per-step norms into ``_stats`` = [sum, min, max] (NaN/Inf propagate as before)."""
+        if not self._pending:
+            return
+        v = torch.stack(self._pending).float()
+        self._pending = []
+        part = torch.stack([v.sum(), v.min(), v.max()])
+        if self._stats is None:
+            self._stats = part
+        else:
+            s = self._stats.to(part.device)
+            self._stats = torch.stack([s[0] + part[0], torch.minimum(s[1], part[1]), torch.maximum(s[2], part[2])])
 
     @torch.no_grad()
     def on_epoch_end(self, state: FitState) -> None:
@@ -62,6 +77,7 @@ class EpochJSONL(Hook):
             delta = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(params, self._start))))
             weight = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._start)))
             update = float(delta / weight.clamp_min(1e-12))
+        self._fold()
         s = self._stats.tolist() if self._stats is not None else [float("nan")] * 3
         m = state.metrics
         train = {
@@ -92,6 +108,7 @@ class EpochJSONL(Hook):
 
     def state_dict(self) -> dict[str, Any]:
         """Mid-epoch accumulators, so an epoch resumed from a step checkpoint logs the whole epoch."""
+        self._fold()
         return {"start": [t.detach().cpu() for t in self._start] if self._start is not None else None,
                 "stats": self._stats.detach().cpu() if self._stats is not None else None,
                 "batches": self._batches}
@@ -99,6 +116,7 @@ class EpochJSONL(Hook):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._start = state.get("start")
         self._stats = state.get("stats")
+        self._pending = []
         self._batches = int(state.get("batches", 0))
 
 
