@@ -62,9 +62,9 @@ class DiagnosticsHook(Hook):
         self.series = RunSeries()
         self.issues: list[Issue] = []
         self.detected_at: dict[str, int] = {}
-        self._loss_sum: torch.Tensor | None = None
-        self._gsum: torch.Tensor | None = None
-        self._gcount: torch.Tensor | None = None
+        # the last _n steps' loss and gradient norm (device scalars), reduced every scalar_every steps
+        self._losses: list[torch.Tensor] = []
+        self._norms: list[torch.Tensor] = []
         self._n = 0
         self._snapshot: list[torch.Tensor] | None = None
         self._window_samples = 0
@@ -98,13 +98,9 @@ class DiagnosticsHook(Hook):
 
     # -- every step (device arithmetic only) -----------------------------------
     def on_train_batch_end(self, state: FitState) -> None:
-        loss = state.loss.float()
-        norm = state.grad_norm.float()
-        finite = torch.isfinite(norm)
-        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
-        g = torch.where(finite, norm, torch.zeros_like(norm))
-        self._gsum = g if self._gsum is None else self._gsum + g
-        self._gcount = finite.float() if self._gcount is None else self._gcount + finite.float()
+        # No device op per step (this used to be 10): the interval's values are reduced in _read_scalars.
+        self._losses.append(state.loss)
+        self._norms.append(state.grad_norm)
         self._n += 1
         step = state.step
         if state.step_skipped:
@@ -131,13 +127,17 @@ class DiagnosticsHook(Hook):
     def _read_scalars(self, state: FitState) -> None:
         if not self._n:
             return
-        loss_sum, gsum, gcount = torch.stack([self._loss_sum, self._gsum, self._gcount]).tolist()
+        losses = torch.stack(self._losses[-self._n:]).float()
+        norms = torch.stack(self._norms[-self._n:]).float()
+        finite = torch.isfinite(norms)  # the mean norm is over finite steps; a loss sum keeps its NaN/Inf
+        loss_sum, gsum, gcount = torch.stack([losses.sum(), torch.where(finite, norms, 0.0).sum(),
+                                              finite.sum().float()]).tolist()
         s = self.series
         s.step.append(state.step)
         s.loss.append(loss_sum / self._n)
         s.grad_norm.append(gsum / gcount if gcount else math.inf)
         s.lr.append(state.current_lr)
-        self._loss_sum = self._gsum = self._gcount = None
+        self._losses, self._norms = [], []
         self._n = 0
 
     @torch.no_grad()
@@ -264,7 +264,7 @@ class DiagnosticsHook(Hook):
         self.series_start = step
         self.issues = []
         self.detected_at = {}
-        self._loss_sum = self._gsum = self._gcount = None
+        self._losses, self._norms = [], []
         self._n = 0
         self._snapshot = None
         self._dead = {}
