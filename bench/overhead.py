@@ -250,7 +250,8 @@ def measure(workload: str, rounds: int, steps: int, warmup: int, with_lightning:
     return out
 
 
-def table(results: dict[str, dict[str, dict[str, list[float]]]], with_lightning: bool) -> list[str]:
+def table(results: dict[str, dict[str, dict[str, list[float]]]], with_lightning: bool,
+          why_not: str = "pytorch-lightning not installed") -> list[str]:
     med = statistics.median
     lines = ["| workload | loop | steps/s (CPU time) | ratio to hand loop (CPU) | CPU ratio range | "
              "steps/s (wall) | ratio to hand loop (wall) |",
@@ -261,11 +262,12 @@ def table(results: dict[str, dict[str, dict[str, list[float]]]], with_lightning:
                          f"{min(r['cpu_ratio']):.3f} - {max(r['cpu_ratio']):.3f} | {med(r['wall']):.1f} | "
                          f"{med(r['wall_ratio']):.3f} |")
         if not with_lightning:
-            lines.append(f"| {workload} | lightning | pytorch-lightning not installed | - | - | - | - |")
+            lines.append(f"| {workload} | lightning | {why_not} | - | - | - | - |")
     return lines
 
 
-def verdicts(results: dict[str, dict[str, dict[str, list[float]]]], with_lightning: bool) -> list[str]:
+def verdicts(results: dict[str, dict[str, dict[str, list[float]]]], with_lightning: bool,
+             why_not: str = "pytorch-lightning not installed") -> list[str]:
     """Targets, judged on the CPU-time ratios (wall-time ratios in brackets)."""
     med = statistics.median
     out = []
@@ -276,7 +278,7 @@ def verdicts(results: dict[str, dict[str, dict[str, list[float]]]], with_lightni
                 out.append(f"- {label}, {w}: {got:.3f} (wall {wall:.3f}) -> {'met' if got >= minimum else 'MISSED'}")
     for w, res in results.items():
         if not with_lightning:
-            out.append(f"- (3) ahead of (5), {w}: pytorch-lightning not installed")
+            out.append(f"- (3) ahead of (5), {w}: {why_not}")
             continue
         mine = med(res["runner, diag=default"]["cpu_ratio"])
         for name in ("lightning", "lightning, bare"):
@@ -320,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         for workload in args.workloads:
             steps, warmup = (QUICK_STEPS if args.quick else STEPS)[workload]
             results[workload] = measure(workload, rounds, steps, warmup, with_lightning, Path(tmp))
-    lines = table(results, with_lightning)
+    why_not = "skipped (--no-lightning)" if installed else "pytorch-lightning not installed"
+    lines = table(results, with_lightning, why_not)
     settings = ", ".join(f"{w}: {(QUICK_STEPS if args.quick else STEPS)[w][0]} timed steps after "
                          f"{(QUICK_STEPS if args.quick else STEPS)[w][1]} warm-up" for w in args.workloads)
     if not installed:
@@ -337,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
         "",
     ]
-    out = header + lines + ["", *verdicts(results, with_lightning)]
+    out = header + lines + ["", *verdicts(results, with_lightning, why_not)]
     text = "\n".join(out)
     print(text)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
