@@ -80,7 +80,7 @@ def _loss_explosion(s: RunSeries) -> Issue | None:
     if over.size:
         i = int(over[0])
         return Issue("LOSS_EXPLOSION", "critical", _step_at(s.step, i),
-                     f"training loss reached {loss[i]:.3g}, x{loss[i] / start:.0f} its starting level "
+                     f"training loss reached {loss[i]:.3g}, x{loss[i] / start:.2g} its starting level "
                      f"{start:.3g}, by step {_step_at(s.step, i)}")
     return None
 
@@ -304,7 +304,7 @@ def _exploding(s: RunSeries) -> Issue | None:
         if over.size:
             i = int(over[0])
             return Issue("EXPLODING_GRADIENTS", "critical", _step_at(s.step, i),
-                         f"gradient norm grew from {early:.3g} to {gn[i]:.3g} (x{gn[i] / early:.0f}) "
+                         f"gradient norm grew from {early:.3g} to {gn[i]:.3g} (x{gn[i] / early:.2g}) "
                          f"by step {_step_at(s.step, i)}")
     names, m = _layer_matrix(s.layer_grad_norm)
     if len(names) >= 2 and m.shape[1] >= 2:
