@@ -39,9 +39,9 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
     bad = x[~np.isfinite(y)]
     if bad.size:
         ax_loss.axvline(bad[0], color="red", ls="--", lw=1, label=f"non-finite from step {int(bad[0])}")
-    fin = y[np.isfinite(y)]
+    fin = np.concatenate([y[np.isfinite(y)], ev[np.isfinite(ev)]])
     if fin.size and fin.min() > 0 and fin.max() / fin.min() > 50:
-        ax_loss.set_yscale("log")
+        ax_loss.set_yscale("log")  # a blow-up would flatten everything else on a linear axis
     ax_loss.set(title="loss", xlabel="step")
     ax_loss.legend(fontsize=8)
 
@@ -52,7 +52,12 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
     ax_lr.set(title="learning rate", xlabel="step")
 
     x, y = finite_xy(s.step, s.grad_norm)
-    ax_gn.plot(x, y, color="tab:orange")
+    ax_gn.plot(x, y, ".-", color="tab:orange", ms=3)
+    if s.skipped_steps:
+        for st in s.skipped_steps[:200]:
+            ax_gn.axvline(st, color="red", alpha=0.15, lw=1)
+        ax_gn.plot([], [], color="red", alpha=0.5, label=f"{len(s.skipped_steps)} skipped steps (NaN/Inf)")
+        ax_gn.legend(fontsize=8)
     if np.isfinite(y).any() and np.nanmin(np.where(np.isfinite(y), y, np.nan)) > 0:
         ax_gn.set_yscale("log")
     ax_gn.set(title="global gradient norm (before clipping)", xlabel="step")
@@ -70,12 +75,13 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
         fig.colorbar(im, ax=ax_heat, label="log10 gradient norm")
     else:
         ax_heat.text(0.5, 0.5, "no per-layer samples", ha="center", va="center", transform=ax_heat.transAxes)
-    ax_heat.set(title="gradient norm by layer (input at top)", xlabel="step")
+    ax_heat.set(title="grad norm by layer (input on top; blank = NaN/Inf)", xlabel="step")
 
     plotted = False
     for name, values in s.layer_dead_fraction.items():
-        ax_units.plot(s.layer_step[: len(values)], values, label=f"dead {name}")
-        plotted = True
+        if np.isfinite(np.asarray(values, float)).any():
+            ax_units.plot(s.layer_step[: len(values)], values, ".-", ms=3, label=f"dead {name}")
+            plotted = True
     for name, values in s.layer_saturation.items():
         ax_units.plot(s.layer_step[: len(values)], values, ls="--", label=f"saturated {name}")
         plotted = True
