@@ -371,6 +371,7 @@ class AutoTrainer(Hook):
             snap = (self.snapshots[0] if spec.get("to") == "baseline" else
                     self._rollback_target(int(issue.get("first_step") or state.step)))
             snap.restore(state)
+            lr_before = state.current_lr  # the restored state's LR (the schedule is back at the snapshot's step)
             self.snapshots = [s for s in self.snapshots if s.step <= snap.step]
             factor = float(spec.get("lr_factor", 0.1))
             detail = f"rolled back to step {snap.step}"
