@@ -25,6 +25,7 @@ from diag.codes import Issue
 from diag.diagnosis import diagnose
 from diag.hooks import FitState, Hook
 from diag.series import RunSeries
+from diag.tensorboard import write_scalars
 
 log = logging.getLogger("diag")
 
@@ -181,18 +182,19 @@ class DiagnosticsHook(Hook):
                 self.recorder.reset_window()
                 self._window_samples = 0
         if state.writer is not None and state.is_rank_zero and self.layer_scalars:
-            w, step = state.writer, state.step
+            scalars: dict[str, float] = {}  # one TensorBoard event for all of them
             if self._snapshot_read:
-                w.add_scalar("train/update_ratio", s.update_ratio[-1], step)
+                scalars["train/update_ratio"] = s.update_ratio[-1]
             for name in self._layer_names:
-                w.add_scalar(f"grad_norm/{name}", s.layer_grad_norm[name][-1], step)
+                scalars[f"grad_norm/{name}"] = s.layer_grad_norm[name][-1]
                 if name in s.layer_update_ratio:
-                    w.add_scalar(f"update_ratio/{name}", s.layer_update_ratio[name][-1], step)
+                    scalars[f"update_ratio/{name}"] = s.layer_update_ratio[name][-1]
             for name in acts:
                 if name in self._dead:
-                    w.add_scalar(f"dead_fraction/{name}", s.layer_dead_fraction[name][-1], step)
+                    scalars[f"dead_fraction/{name}"] = s.layer_dead_fraction[name][-1]
                 if name in s.layer_saturation:
-                    w.add_scalar(f"saturation/{name}", s.layer_saturation[name][-1], step)
+                    scalars[f"saturation/{name}"] = s.layer_saturation[name][-1]
+            write_scalars(state.writer, scalars, state.step)
 
     @torch.no_grad()
     def _locate_nonfinite(self, state: FitState) -> None:
