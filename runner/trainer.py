@@ -83,7 +83,7 @@ class Trainer:
         forward = model if self.ddp_model is None else self.ddp_model
         with self._autocast():
             logits = forward(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits if logits.dtype == torch.float32 else logits.float(), y)
         opt.zero_grad(set_to_none=True)
         amp_scaling = scaler.is_enabled()
         if amp_scaling:
@@ -113,7 +113,7 @@ class Trainer:
         if not skipped and state.scheduler is not None and self.scheduler_interval == "step":
             state.scheduler.step()
         state.loss = distributed.mean_over_ranks(loss.detach())  # hooks log and diagnose the global loss
-        state.grad_norm = grad_norm.detach()
+        state.grad_norm = grad_norm  # computed under no_grad (clip_grad_norm_ / global_grad_norm): no detach
         state.step_skipped = skipped
         self._consecutive_skips = self._consecutive_skips + 1 if skipped else 0
         if self.max_consecutive_skips and self._consecutive_skips >= self.max_consecutive_skips:
