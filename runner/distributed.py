@@ -20,6 +20,7 @@ its own directory. :func:`share_run_dir` (before Hydra composes) and
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -163,6 +164,9 @@ def teardown(barrier: bool = False) -> None:
     """
     if not is_initialized():
         return
+    # A DDP wrapper left in a reference cycle would outlive the group and be torn down with the
+    # interpreter, racing gloo's threads (an intermittent "terminate called" abort on exit): free it now.
+    gc.collect()
     if barrier and get_world_size() > 1:
         dist.barrier()
     dist.destroy_process_group()
