@@ -65,7 +65,7 @@ def check_shape(report: dict) -> None:
 # -- a real run directory ------------------------------------------------------
 def test_run_directory_of_a_real_run(tmp_path):
     run = tmp_path / "run"
-    proc = run_cli(["trainer.max_epochs=2"], tmp_path, run_dir=run)
+    proc = run_cli(["trainer.max_epochs=2", "scheduler=none"], tmp_path, run_dir=run)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(x) for x in (run / "train_diagnostics.jsonl").read_text().splitlines()]
     own = json.loads((run / "report.json").read_text())
