@@ -1,0 +1,188 @@
+"""The rules engine on synthetic series where the answer is known, each with a negative case."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from diag.activation_hooks import ActivationRecorder
+from diag.codes import CODES, Issue
+from diag.diagnosis import diagnose
+from diag.live import init_scale_ratios
+from diag.series import RunSeries
+
+LN10 = math.log(10)
+
+
+def healthy(n: int = 40, seed: int = 0) -> RunSeries:
+    """A converging 10-class run: loss decays from ln(10), val tracks train, weights move steadily."""
+    rng = np.random.default_rng(seed)
+    steps = list(range(10, 10 * n + 1, 10))
+    loss = LN10 * np.exp(-np.arange(n) / 8) + 0.05 + rng.normal(0, 0.01, n)
+    epochs = n // 4
+    e_steps = steps[3::4][:epochs]
+    tr = LN10 * np.exp(-np.arange(epochs) * 4 / 8) + 0.05
+    return RunSeries(
+        num_classes=10, step=steps, loss=list(loss), grad_norm=list(1.0 + rng.normal(0, 0.1, n)),
+        lr=[1e-3] * n, update_ratio=[1e-3] * 8, layer_step=steps[::5][:8],
+        layer_grad_norm={"fc1": [0.5] * 8, "fc2": [0.8] * 8, "fc3": [1.0] * 8},
+        layer_dead_fraction={"act1": [0.05] * 8}, layer_saturation={},
+        epoch_step=e_steps, epoch_train_loss=list(tr), epoch_val_loss=list(tr * 1.1 + 0.02),
+        epoch_train_acc=list(np.linspace(0.5, 0.99, epochs)), epoch_val_acc=list(np.linspace(0.5, 0.97, epochs)),
+        epoch_lr=[1e-3] * epochs, planned_steps=10 * n,
+    )
+
+
+def codes(series: RunSeries) -> set[str]:
+    return {i.code for i in diagnose(series)}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_healthy_series_has_no_issue(seed):
+    assert codes(healthy(seed=seed)) == set()
+
+
+def test_nan_loss_is_an_explosion_at_its_step():
+    s = healthy()
+    s.loss[12] = math.nan
+    (issue,) = [i for i in diagnose(s) if i.code == "LOSS_EXPLOSION"]
+    assert issue.severity == "critical" and issue.first_step == s.step[12]
+
+
+def test_loss_growing_tenfold_is_an_explosion_but_a_fast_early_drop_is_not():
+    s = healthy()
+    s.loss[20:] = [30.0] * (len(s.loss) - 20)
+    assert "LOSS_EXPLOSION" in codes(s)
+    fast = RunSeries(step=list(range(10, 130, 10)), loss=[10, 0.5, 0.4, 0.35, 0.3, 0.28, 0.25, 0.2, 0.19, 0.18,
+                                                          0.17, 0.16])
+    assert "LOSS_EXPLOSION" not in codes(fast)
+
+
+def test_many_skipped_steps_are_nonfinite_gradients_a_few_fp16_startup_skips_are_not():
+    s = healthy()
+    s.skipped_steps = [3, 4, 5]  # GradScaler finding its scale
+    assert "NONFINITE_GRADIENTS" not in codes(s)
+    s.skipped_steps = [3, 4, 5, 150, 151, 152]
+    s.first_nonfinite_layer = "fc1"
+    (issue,) = [i for i in diagnose(s) if i.code == "NONFINITE_GRADIENTS"]
+    assert issue.layer == "fc1"
+
+
+def test_vanishing_gradients_from_first_to_last_layer_ratio():
+    s = healthy()
+    s.layer_grad_norm = {"fc1": [1e-7] * 8, "fc2": [1e-4] * 8, "fc3": [1.0] * 8}
+    (issue,) = [i for i in diagnose(s) if i.code == "VANISHING_GRADIENTS"]
+    assert issue.layer == "fc1" and "1.0e-07" in issue.evidence
+
+
+def test_growing_gradient_norm_is_exploding():
+    s = healthy()
+    s.grad_norm[25:] = [1e4] * (len(s.grad_norm) - 25)
+    assert "EXPLODING_GRADIENTS" in codes(s)
+
+
+def test_dead_units_above_half_of_a_layer():
+    s = healthy()
+    s.layer_dead_fraction = {"act1": [0.1, 0.7, 0.95, 0.97, 0.97, 0.98, 0.98, 0.98]}
+    (issue,) = [i for i in diagnose(s) if i.code == "DEAD_NEURONS"]
+    assert issue.severity == "critical" and issue.first_step == s.layer_step[1]
+    s.layer_dead_fraction = {"act1": [0.2] * 8}
+    assert "DEAD_NEURONS" not in codes(s)
+
+
+def test_saturation_is_reported_only_where_measured():
+    s = healthy()
+    s.layer_saturation = {"sig1": [0.9] * 8}
+    assert "SATURATED_ACTIVATIONS" in codes(s)
+    s.layer_saturation = {"sig1": [0.05] * 8}
+    assert "SATURATED_ACTIVATIONS" not in codes(s)
+
+
+def test_init_scale_far_from_he_is_bad_initialization():
+    s = healthy()
+    s.init_scale_ratio = {"fc1": 0.4, "fc2": 100.0}
+    (issue,) = [i for i in diagnose(s) if i.code == "BAD_INITIALIZATION"]
+    assert issue.layer == "fc2" and issue.severity == "critical"
+    s.init_scale_ratio = {"fc1": 0.4, "fc2": 1.0}  # PyTorch's default init sits near 0.4x He: fine
+    assert "BAD_INITIALIZATION" not in codes(s)
+
+
+def test_tiny_updates_with_flat_loss_are_slow_convergence_and_no_learning():
+    s = healthy()
+    s.loss = [LN10 - 0.001 * i for i in range(len(s.loss))]
+    s.update_ratio = [1e-8] * 8
+    s.epoch_val_acc = [0.1] * len(s.epoch_val_acc)
+    s.epoch_val_loss = [LN10] * len(s.epoch_val_loss)
+    found = codes(s)
+    assert {"SLOW_CONVERGENCE", "NO_LEARNING"} <= found
+    assert "STUCK_AT_CHANCE" not in found  # explained by weights that do not move
+
+
+def test_chance_level_with_moving_weights_is_stuck_at_chance():
+    s = healthy()
+    s.loss = [LN10 + 0.01 * math.sin(i) for i in range(len(s.loss))]
+    s.epoch_val_acc = [0.1] * len(s.epoch_val_acc)
+    s.epoch_val_loss = [LN10] * len(s.epoch_val_loss)
+    s.epoch_train_loss = [LN10] * len(s.epoch_train_loss)
+    assert "STUCK_AT_CHANCE" in codes(s) and "SLOW_CONVERGENCE" not in codes(s)
+
+
+def test_swinging_loss_is_oscillation_a_noisy_descent_is_not():
+    s = healthy()
+    s.loss = [0.3 + (0.6 if i % 2 else 0.0) for i in range(len(s.loss))]
+    assert "LOSS_OSCILLATION" in codes(s)
+    assert "LOSS_OSCILLATION" not in codes(healthy())
+
+
+def test_val_rising_while_train_falls_is_overfitting():
+    s = healthy()
+    n = len(s.epoch_val_loss)
+    s.epoch_train_loss = list(np.geomspace(1.0, 0.001, n))
+    s.epoch_val_loss = [0.8, 0.6, 0.5] + [0.5 + 0.1 * i for i in range(1, n - 2)]
+    s.epoch_train_acc = [1.0] * n
+    s.epoch_val_acc = [0.8] * n
+    (issue,) = [i for i in diagnose(s) if i.code == "OVERFITTING"]
+    assert issue.first_step == s.epoch_step[5]
+
+
+def test_lr_cut_early_while_loss_falls_is_decayed_too_early_but_a_late_cut_is_not():
+    s = healthy()
+    s.lr = [1e-3] * 5 + [1e-5] * (len(s.lr) - 5)
+    assert "LR_DECAYED_TOO_EARLY" in codes(s)
+    s.lr = [1e-3] * 35 + [1e-4] * (len(s.lr) - 35)
+    assert "LR_DECAYED_TOO_EARLY" not in codes(s)
+
+
+def test_every_issue_uses_the_vocabulary_with_recommendations():
+    with pytest.raises(ValueError):
+        Issue("NOT_A_CODE", "warning", 0, "x")
+    issue = Issue("DEAD_NEURONS", "warning", 3, "x")
+    assert issue.recommendations == CODES["DEAD_NEURONS"]["recommendations"]
+    assert len(CODES) == 15
+
+
+def test_activation_recorder_counts_dead_relu_units_and_ignores_relu_saturation():
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3), nn.Sigmoid())
+    with torch.no_grad():
+        model[0].bias[:3] = -100.0  # three of six units can never fire
+        model[2].weight.mul_(100)  # push the sigmoid to its bounds
+    rec = ActivationRecorder(model)
+    rec.attach()
+    model(torch.randn(64, 4))
+    stats = rec.collect()
+    rec.detach()
+    assert stats["1"]["dead_fraction"] == pytest.approx(0.5)
+    assert "saturation" not in stats["1"]  # ReLU is unbounded: no saturation measure
+    assert stats["3"]["saturation"] > 0.5
+    assert not rec._handles  # detached: no cost on later forwards
+
+
+def test_init_scale_ratio_uses_fan_in_of_torch_layouts():
+    lin = nn.Linear(400, 10)  # weight (out=10, in=400): fan-in is 400, not 10
+    nn.init.kaiming_normal_(lin.weight)
+    ratios = init_scale_ratios({"lin": lin.weight})
+    assert ratios["lin"] == pytest.approx(1.0, rel=0.1)
