@@ -22,8 +22,8 @@ from runner import distributed
 from runner.checkpoint import CheckpointHook, load_checkpoint
 from runner.devices import check_precision, resolve_device, seed_everything
 from runner.errors import Interrupted, UserError
-from runner.interrupts import exit_code, stop_on_signals
 from runner.hparams import log_hparams
+from runner.interrupts import exit_code, stop_on_signals
 from runner.resume import find_resume_checkpoint, previous_unfinished_run
 from runner.schedulers import build_scheduler
 from runner.trainer import Trainer
