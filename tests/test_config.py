@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import CONF, compose_cfg
 from hydra.utils import instantiate
 
-from conftest import CONF, compose_cfg
 from runner.schedulers import build_scheduler
 from runner.task import build_hooks
 from runner.validation import validate

@@ -44,9 +44,15 @@ def torchrun(args: list[str], tmp_path: Path, nproc: int = 2, timeout: float = 2
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def reconstruct(tmp_path: Path, epochs: int, world_size: int) -> tuple[torch.nn.Module, list[dict[str, float]]]:
-    """Train in one process on the concatenation of every rank's shard, step for step; per-epoch train metrics."""
-    cfg = compose_cfg([*PINNED, f"trainer.max_epochs={epochs}"], tmp_path)
+def reconstruct(tmp_path: Path, epochs: int, world_size: int,
+                overrides: tuple[str, ...] = ()) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """Replay DDP in one process, step for step: each rank's batch through the model, the mean of the ranks'
+    losses backward (DDP averages the ranks' gradients), one optimizer step; per-epoch train metrics.
+
+    Buffers (BatchNorm running statistics) end as rank 0's: each rank's forward starts from the
+    same buffers (DDP broadcasts rank 0's), and rank 0's forward runs last.
+    """
+    cfg = compose_cfg([*PINNED, *overrides, f"trainer.max_epochs={epochs}"], tmp_path)
     seed_everything(int(cfg.seed))
     data = instantiate(cfg.data)
     data.setup()
@@ -58,23 +64,28 @@ def reconstruct(tmp_path: Path, epochs: int, world_size: int) -> tuple[torch.nn.
     for _ in range(epochs):
         loss_sum = correct = seen = 0.0
         for batches in zip(*loaders):
-            x = torch.cat([b[0] for b in batches])
-            y = torch.cat([b[1] for b in batches])
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            start = [b.detach().clone() for b in model.buffers()]
+            losses = []
+            for x, y in reversed(batches):
+                with torch.no_grad():
+                    for buf, saved in zip(model.buffers(), start):
+                        buf.copy_(saved)
+                logits = model(x)
+                losses.append(F.cross_entropy(logits, y))
+                loss_sum += float(losses[-1].detach()) * len(y)
+                correct += float((logits.argmax(1) == y).sum())
+                seen += len(y)
             opt.zero_grad()
-            loss.backward()
+            torch.stack(losses).mean().backward()
             opt.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += float((logits.argmax(1) == y).sum())
-            seen += len(y)
         history.append({"loss": loss_sum / seen, "accuracy": correct / seen})
     return model, history
 
 
-def full_split_metrics(tmp_path: Path, state_dict: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+def full_split_metrics(tmp_path: Path, state_dict: dict[str, torch.Tensor],
+                       overrides: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
     """Loss and accuracy of the given weights over the whole val and test splits, in one process."""
-    cfg = compose_cfg(PINNED, tmp_path)
+    cfg = compose_cfg([*PINNED, *overrides], tmp_path)
     data = instantiate(cfg.data)
     data.setup()
     model = instantiate(cfg.model)

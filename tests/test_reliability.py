@@ -6,6 +6,7 @@ The README's "Reliability" section is generated from these test names by ``bench
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from torch import nn
 
-from conftest import run_cli
 from diag.hooks import EventLog, FitState, HookList
 from runner.checkpoint import load_checkpoint, save_atomic
 from runner.errors import UserError
@@ -191,11 +192,8 @@ def small_disk(tmp_path):
 def test_disk_full_gives_a_clear_error_and_keeps_the_last_good_checkpoint(small_disk):
     path = small_disk / "checkpoints" / "last.pt"
     save_atomic({"model": {"w": torch.ones(10)}, "step": 1}, path)
-    with open(small_disk / "filler", "wb") as fh:  # fill the disk
-        try:
-            fh.write(b"\0" * (1 << 20))
-        except OSError:
-            pass
+    with open(small_disk / "filler", "wb") as fh, contextlib.suppress(OSError):  # fill the disk
+        fh.write(b"\0" * (1 << 20))
     with pytest.raises(UserError, match=r"cannot write checkpoint .*previous checkpoint is intact"):
         save_atomic({"model": {"w": torch.zeros(20000)}, "step": 2}, path)
     assert load_checkpoint(path)["step"] == 1

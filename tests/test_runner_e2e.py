@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 CONTRACT = [".hydra/config.yaml", ".hydra/overrides.yaml", "train_diagnostics.jsonl", "val_diagnostics.jsonl",
             "events.jsonl", "report.json", "report.md", "summary.png", "checkpoints/last.pt", "checkpoints/best.pt"]
