@@ -128,7 +128,7 @@ def main() -> None:
             f"faulty runs within 2 points of the baseline ({base_acc:.3f}): {repaired}/{len(faulty)} "
             f"({repaired / len(faulty):.0%}; target >= 85%)",
             f"  of which fixable by any training change: {repaired_fixable}/{len(fixable)}; unreachable by design: "
-            + "; ".join(f"{n} ({why})" for n, why in UNREACHABLE.items() if n in results),
+            + ("; ".join(f"{n} ({why})" for n, why in UNREACHABLE.items() if n in results) or "none run"),
             f"time with AutoTrainer over the same run without it: mean {sum(ratio_same) / len(ratio_same):.2f}x "
             f"(max {max(ratio_same):.2f}x; target <= 1.5x)",
             f"CPU time with AutoTrainer over the same run without it: mean {sum(cpu_same) / len(cpu_same):.2f}x "
