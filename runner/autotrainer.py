@@ -468,7 +468,7 @@ class AutoTrainer(Hook):
         detail = f"restart as attempt-{self.session.attempt + 1} with {text}"
         if not self.plot_stopped_attempts and self.diagnostics is not None and self.diagnostics.summary_png:
             self.diagnostics.summary_png = False  # seconds on a small run; the curves stay in tb/
-            detail += " (no summary.png for the stopped attempt)"
+            detail += "; no summary.png for the stopped attempt"
         self._record(state, issue, "restart", lr_before, lr_after, changes, detail, outcome="pending",
                      next_attempt=self.session.attempt + 1)
         return True
@@ -546,6 +546,7 @@ def run_attempts(cfg: DictConfig, run_dir: Path, run_attempt: RunAttempt) -> flo
         current.update(policy=policy, state=parts["state"])
 
     attempt_cfg, attempt_dir = cfg, run_dir
+    made_by: dict[str, Any] = {}  # the config changes that made the current attempt
     while True:
         t0 = session.attempt_started = time.perf_counter()
         objective = run_attempt(attempt_cfg, attempt_dir, prepare=prepare)
@@ -556,13 +557,14 @@ def run_attempts(cfg: DictConfig, run_dir: Path, run_attempt: RunAttempt) -> flo
         request = policy.restart_request if policy is not None else None
         session.attempts.append({
             "attempt": session.attempt, "dir": str(attempt_dir.relative_to(run_dir)) if attempt_dir != run_dir else ".",
-            "changes": dict(request["changes"]) if request else {}, "status": _status(state),
+            "changes": dict(made_by), "stopped_for": request["code"] if request else None, "status": _status(state),
             "codes": [i["code"] for i in state.report.get("issues", [])], "steps": state.step,
             "test_acc": state.metrics.get("test/acc"), "wall_time": round(time.perf_counter() - t0, 2)})
         if request is None:
             break
         session.attempt += 1
-        attempt_cfg = with_changes(attempt_cfg, request["changes"])
+        made_by = request["changes"]
+        attempt_cfg = with_changes(attempt_cfg, made_by)
         attempt_dir = run_dir / f"attempt-{session.attempt}"
         _write_hydra_dir(attempt_dir, attempt_cfg, request["changes"])
         log.warning("autotrainer: attempt-%d in %s with %s", session.attempt, attempt_dir,

@@ -203,7 +203,10 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
         "model.activation=relu", "model.init=he", "model.batchnorm=True"]
     inner = read(attempt / "report.json")
     assert report["metrics"] == inner["metrics"]  # the top level shows the final attempt
-    assert [a["dir"] for a in report["autotrainer"]["attempts"]] == [".", "attempt-1"]
+    attempts = report["autotrainer"]["attempts"]
+    assert [a["dir"] for a in attempts] == [".", "attempt-1"] and report["autotrainer"]["final_attempt"] == "attempt-1"
+    assert attempts[0]["changes"] == {} and attempts[1]["changes"] == restart["changes"]
+    assert attempts[0]["stopped_for"] == restart["code"] and attempts[1]["stopped_for"] is None
     assert report["autotrainer"]["attempts"][0]["steps"] < inner["metrics"]["steps"]  # attempt 0 stopped early
     assert report["metrics"]["test_acc"] > 0.9
     assert events(out, "autotrainer")[0]["action"] == "restart"
