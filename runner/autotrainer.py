@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from diag.codes import CODES
 from diag.hooks import EventLog, FitState, Hook
 from diag.live import DiagnosticsHook
 from diag.report import write_report
@@ -164,11 +165,32 @@ def autotrainer_enabled(cfg: DictConfig) -> bool:
     return any(spec is not None for spec in hooks.values())
 
 
+def validate_policy(online: Mapping[str, Any], restarts: Mapping[str, Any], priority: Iterable[str],
+                    key: str = "autotrainer.hooks.autotrainer") -> None:
+    """A typo in the policy table is a config error, found before any work rather than mid-run."""
+    for where, codes in (("online", online), ("restarts", restarts), ("priority", priority)):
+        for code in codes:
+            if code not in CODES:
+                raise UserError(f"{key}.{where}: {code!r} is not a diagnosis code (see diag/codes.py)")
+    for code, spec in online.items():
+        action = (spec or {}).get("action")
+        if action not in ONLINE_ACTIONS:
+            raise UserError(f"{key}.online.{code}.action={action!r} is not valid: choose one of "
+                            f"{', '.join(ONLINE_ACTIONS)}")
+    both = set(online) & set(restarts)
+    if both:
+        raise UserError(f"{key}: {', '.join(sorted(both))} is both in online and in restarts: choose one")
+
+
 def check_config(cfg: DictConfig) -> None:
-    """The AutoTrainer acts on the live diagnosis: refuse to start without one."""
+    """Before any work: the AutoTrainer acts on the live diagnosis, and its policy table must be valid."""
     if autotrainer_enabled(cfg) and not diagnostics_enabled(cfg):
         raise UserError("autotrainer=default reads the live diagnosis but diag has no DiagnosticsHook "
                         "(diag=off): use diag=default or diag=full, or autotrainer=off")
+    for name, spec in (OmegaConf.select(cfg, "autotrainer.hooks", default=None) or {}).items():
+        if spec is not None and str(spec.get("_target_", "")).endswith("AutoTrainer"):
+            validate_policy(_plain(spec.get("online")), _plain(spec.get("restarts")), spec.get("priority") or [],
+                            key=f"autotrainer.hooks.{name}")
 
 
 # -- the policy -------------------------------------------------------------------------
@@ -202,6 +224,7 @@ class AutoTrainer(Hook):
         self.online = {k: dict(v) for k, v in _plain(online).items()}
         self.restarts = {k: dict(v) for k, v in _plain(restarts).items()}
         self.priority = list(priority)
+        validate_policy(self.online, self.restarts, self.priority)
         self.check_every = max(1, int(check_every))
         self.min_severity = SEVERITY_RANK[min_severity]
         self.restart_min_severity = SEVERITY_RANK[restart_min_severity]
@@ -393,8 +416,8 @@ class AutoTrainer(Hook):
                 return False  # nothing to restore: the LR is already at its last good level
             factor = self.lr_peak / lr_before
             detail = f"restored to the peak {self.lr_peak:.3g} the schedule cut it from"
-        else:
-            raise ValueError(f"autotrainer.online.{code}.action={kind!r}: choose one of {', '.join(ONLINE_ACTIONS)}")
+        else:  # unreachable: _validate checked the table
+            raise AssertionError(kind)
         scale_lr(state.optimizer, state.scheduler, factor)
         self.lr_scale *= factor
         lr_after = state.current_lr

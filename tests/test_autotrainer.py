@@ -140,6 +140,17 @@ def test_warning_never_triggers_a_restart() -> None:
     assert policy.actions == [] and policy.restart_request is None
 
 
+@pytest.mark.parametrize("override, named", [
+    ("autotrainer.hooks.autotrainer.online.LOSS_OSCILLATION.action=halve", "online.LOSS_OSCILLATION.action"),
+    ("+autotrainer.hooks.autotrainer.restarts.NOT_A_CODE.changes.model.init=he", "NOT_A_CODE"),
+])
+def test_a_typo_in_the_policy_table_is_a_user_error(tmp_path: Path, override: str, named: str) -> None:
+    cfg = compose_cfg(["autotrainer=default", override], tmp_path)
+    with pytest.raises(UserError, match=named):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
 def test_autotrainer_without_diagnostics_is_a_user_error(tmp_path: Path) -> None:
     cfg = compose_cfg(["autotrainer=default", "diag=off"], tmp_path)
     with pytest.raises(UserError, match="diag"):
