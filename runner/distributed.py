@@ -315,6 +315,20 @@ def broadcast_training_state(state: FitState) -> None:
     state.lr = state.current_lr
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank.
+
+    DDP sends rank 0's buffers at the start of each training forward, but that forward then
+    updates them from the rank's own batch; before evaluating or comparing weights, every rank
+    takes rank 0's, which are the ones its checkpoints hold.
+    """
+    if get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def follow_rank_zero(state: FitState, decision: T | None) -> T | None:
     """Rank 0's ``decision`` on every rank and, when it is not None, rank 0's training state too.
 

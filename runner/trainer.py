@@ -130,6 +130,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, loader) -> dict[str, float]:
         """Mean loss and accuracy over a whole split (one host sync at the end)."""
+        distributed.broadcast_buffers(model)  # under DDP: every rank evaluates rank 0's model, BatchNorm stats too
         was_training = model.training
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
