@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 # Hydra flags that print something and exit without running the task (rank 0 would never publish).
 _INFO_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
-               "--version", "-p", "--package", "-r", "--resolve"}
+               "--version"}
 _MULTIRUN_FLAGS = {"-m", "--multirun"}
 _publish_pending = False  # rank 0 owes the waiting ranks its run directory
 
@@ -394,7 +394,12 @@ def weights_checksum(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 
 def check_weights_in_sync(model: torch.nn.Module) -> list[str]:
-    """Gather every rank's weight checksum and log them (rank 0); an error line if any differ."""
+    """Gather every rank's weight checksum and log them (rank 0); an error line if any differ.
+
+    Buffers are rank 0's by convention (:func:`broadcast_buffers`), so a difference means the
+    parameters themselves diverged: a rank stepped differently.
+    """
+    broadcast_buffers(model)
     sums = all_gather_object(weights_checksum(model.state_dict()))
     if get_world_size() > 1 and is_rank_zero():
         line = "weights sha256 by rank: " + " ".join(f"{r}={s}" for r, s in enumerate(sums))
