@@ -1,10 +1,10 @@
 """Data-parallel training through torchrun (2 gloo processes on CPU) and sweeps through submitit.
 
-The DDP runs are checked against a single-process reconstruction of the same training:
-with equal per-rank batches, DDP's averaged gradient is the gradient of the mean loss over
-the union of the ranks' batches, so training on the concatenated shards must end with the
-same weights, and the epoch's train loss/accuracy must be the ones over both shards.
-Validation and test metrics must equal a plain evaluation over the whole split.
+The DDP runs are checked against a single-process replay of the same training: every rank's
+shard of each step through one model, the ranks' gradients averaged, one optimizer step. The
+run must end with the replay's weights on every rank, its epoch train loss/accuracy must be the
+ones over all shards, and validation and test metrics must equal a plain evaluation of the
+checkpoint over the whole split.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def torchrun(args: list[str], tmp_path: Path, nproc: int = 2, timeout: float = 2
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "runner", "trainer.strategy=ddp", f"paths.log_dir={tmp_path}", "trainer.progress=false", *PINNED,
            *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env)
 
 
