@@ -11,10 +11,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from runner import distributed
+from runner.conf_dir import CONF_DIR
 from runner.errors import Interrupted, UserError
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     """The Hydra task: one line and exit code 2 for user errors, the objective value otherwise."""
     try:

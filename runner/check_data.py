@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from runner.conf_dir import CONF_DIR
 from runner.data.datamodule import SPLITS, ImageDataModule
 from runner.errors import UserError
 
@@ -181,7 +182,7 @@ def format_report(report: dict[str, Any], out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     """The Hydra task: print the report, or one line and exit code 2 for user errors."""
     try:
