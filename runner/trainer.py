@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _FULL_PRECISION = contextlib.nullcontext()
+ACC_FOLD_EVERY = 16  # steps whose train loss/accuracy are summed together (see Trainer._fold_pending)
 
 
 class Trainer:
@@ -67,6 +68,7 @@ class Trainer:
         self._consecutive_skips = 0
         self._epoch_rng: torch.Tensor | None = None  # data RNG at the start of the current epoch
         self._acc: list = []  # this epoch's on-device [loss_sum, correct, seen]
+        self._pending: list = []  # (loss, logits, labels) of steps not yet added to _acc (see _fold_pending)
         # The DistributedDataParallel wrapper of the model under DDP (training forwards go through it
         # so backward averages gradients across ranks); hooks, evaluation and checkpoints use the bare model.
         self.ddp_model: torch.nn.Module | None = None
@@ -184,15 +186,19 @@ class Trainer:
                 logits = self.training_step(state, x, y)
                 state.step += 1
                 state.lr = state.current_lr
-                loss_sum.add_(state.loss, alpha=len(y))  # one op, not a product and a sum
-                correct += (logits.argmax(1) == y).sum()  # argmax has no graph: no detach needed
+                # train loss/accuracy: buffered, and summed in one go every ACC_FOLD_EVERY steps
+                # (5 small ops per step cost ~25 us on a CPU step of ~800 us)
+                self._pending.append((state.loss, logits, y))
                 seen += len(y)
                 self._acc = [loss_sum, correct, seen]
+                if len(self._pending) >= ACC_FOLD_EVERY:
+                    self._fold_pending()
                 hooks.on_train_batch_end(state)
                 if self.progress and state.step % self.log_every_n_steps == 0:
                     batches.set_postfix(loss=f"{float(state.loss):.4f}", refresh=False)
                 if self.interrupted or state.stop_training or (self.max_steps and state.step >= self.max_steps):
                     break
+            self._fold_pending()
             if self.interrupted:
                 break  # a signal: no validation, the caller checkpoints mid-epoch and reports
             loss_total, correct_total, seen_total = distributed.sum_over_ranks(loss_sum, correct, seen,
@@ -220,6 +226,22 @@ class Trainer:
                 break
         epoch_bar.close()
         return state
+
+    @torch.no_grad()
+    def _fold_pending(self) -> None:
+        """Add the buffered steps' loss x batch size and correct predictions to ``_acc`` (in place)."""
+        pending, self._pending = self._pending, []
+        if not pending or not self._acc:
+            return
+        loss_sum, correct = self._acc[0], self._acc[1]
+        losses, logits, labels = zip(*pending)
+        sizes = {len(y) for y in labels}
+        if len(sizes) == 1:
+            loss_sum.add_(torch.stack(losses).sum(), alpha=sizes.pop())
+        else:
+            for loss, y in zip(losses, labels):
+                loss_sum.add_(loss, alpha=len(y))
+        correct += (torch.cat(logits).argmax(1) == torch.cat(labels)).sum()
 
     def _step_epoch_scheduler(self, state: FitState) -> None:
         sched = state.scheduler
@@ -253,6 +275,7 @@ class Trainer:
         number of batches done and the epoch's running sums, so a resume replays
         the same order and skips what was done.
         """
+        self._fold_pending()
         acc = self._acc if mid_epoch and self._acc else None
         return {
             "mid_epoch": mid_epoch,
