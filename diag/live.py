@@ -128,11 +128,10 @@ class DiagnosticsHook(Hook):
     def _read_scalars(self, state: FitState) -> None:
         if not self._n:
             return
-        losses = torch.stack(self._losses[-self._n:]).float()
-        norms = torch.stack(self._norms[-self._n:]).float()
-        finite = torch.isfinite(norms)  # the mean norm is over finite steps; a loss sum keeps its NaN/Inf
-        loss_sum, gsum, gcount = torch.stack([losses.sum(), torch.where(finite, norms, 0.0).sum(),
-                                              finite.sum().float()]).tolist()
+        n = self._n
+        values = torch.stack(self._losses[-n:] + self._norms[-n:]).tolist()  # one device op, one host read
+        finite = [g for g in values[n:] if math.isfinite(g)]  # the mean norm is over finite steps
+        loss_sum, gsum, gcount = sum(values[:n]), sum(finite), len(finite)  # a loss sum keeps its NaN/Inf
         s = self.series
         s.step.append(state.step)
         s.loss.append(loss_sum / self._n)

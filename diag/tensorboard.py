@@ -63,8 +63,9 @@ class TensorBoardScalars(Hook):
         if not self._count:
             return
         w, step = state.writer, state.step
-        sums = torch.stack([torch.stack(self._losses).float().sum(),
-                            torch.stack(self._norms).float().sum()]).tolist()  # the one host read per interval
+        values = torch.stack(self._losses + self._norms).tolist()  # the one device op and host read per interval
+        n = len(self._losses)
+        sums = [sum(values[:n]), sum(values[n:])]  # NaN/Inf propagate as in a device sum
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
         write_scalars(w, {"train/loss": sums[0] / self._count, "train/grad_norm": sums[1] / self._count,
                           "train/lr": state.current_lr, "train/samples_per_sec": self._samples / elapsed,
