@@ -18,6 +18,12 @@ it; when it gives up it says so and why. Each action is a console line,
 TensorBoard text and marker scalar, an ``events.jsonl`` line and an entry of
 ``report.json -> autotrainer.actions``. It belongs to the runner, not to diag,
 because it drives the optimizer and the run itself.
+
+Under data-parallel training rank 0 alone decides (its inputs, such as activation
+statistics of its own batches or wall time, may differ on other ranks); at every
+check each rank then calls :func:`runner.distributed.follow_rank_zero`, so every
+rank continues with rank 0's weights, optimizer, schedule and clipping, adopts its
+action list and restart request, and starts the same next attempt.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from diag.codes import CODES
 from diag.hooks import EventLog, FitState, Hook
 from diag.live import DiagnosticsHook
 from diag.report import write_report
+from runner import distributed
 from runner.errors import UserError
 
 log = logging.getLogger("runner.autotrainer")
@@ -275,14 +282,15 @@ class AutoTrainer(Hook):
         self._t0 = time.perf_counter()
         state.report["actions"] = self.actions
         self.lr_peak = state.current_lr
-        self.snapshots = [Snapshot.take(state)]
+        # only the deciding rank ever rolls back (a rollback reaches the others through follow_rank_zero)
+        self.snapshots = [Snapshot.take(state)] if distributed.is_rank_zero() else []
 
     def on_train_batch_end(self, state: FitState) -> None:
         if self.restart_request is not None:
             return
         if state.step % self.check_every == 0:
             self._check(state)
-        if state.step % self.snapshot_every == 0 and self.restart_request is None:
+        if state.step % self.snapshot_every == 0 and self.restart_request is None and distributed.is_rank_zero():
             self._maybe_snapshot(state)
 
     def on_epoch_end(self, state: FitState) -> None:
@@ -341,7 +349,43 @@ class AutoTrainer(Hook):
 
     # -- deciding ------------------------------------------------------------------------------
     def _check(self, state: FitState) -> None:
+        """Decide; under DDP rank 0 decides and every rank follows (a collective: same step on every rank)."""
         self.lr_peak = max(self.lr_peak, state.current_lr)
+        if distributed.get_world_size() == 1:
+            self._decide(state)
+            return
+        decision = None
+        if distributed.is_rank_zero():
+            before = len(self.actions)
+            self._decide(state)
+            new = self.actions[before:]
+            if new:
+                decision = {"actions": self.actions, "last_acted": self.last_acted, "gave_up": self.session.gave_up,
+                            "lr_scale": self.lr_scale, "lr_peak": self.lr_peak,
+                            "clip_turned_on": self.clip_turned_on, "restart_request": self.restart_request,
+                            "stop": (state.stop_training, state.stop_reason),
+                            "fresh_start": any(a["action"] in ONLINE_ACTIONS for a in new)}
+        # weights, optimizer, scheduler, scaler and clipping too, when rank 0 acted
+        decision = distributed.follow_rank_zero(state, decision)
+        if decision is not None and not distributed.is_rank_zero():
+            self._adopt(state, decision)
+
+    def _adopt(self, state: FitState, decision: dict[str, Any]) -> None:
+        """On a rank other than 0: take on what rank 0 decided, as if this rank had acted itself."""
+        self.session.actions[:] = decision["actions"]  # in place: state.report["actions"] is this list
+        self.last_acted = dict(decision["last_acted"])
+        self.session.gave_up[:] = decision["gave_up"]
+        self.lr_scale = float(decision["lr_scale"])
+        self.lr_peak = float(decision["lr_peak"])
+        self.clip_turned_on = bool(decision["clip_turned_on"])
+        self.restart_request = decision["restart_request"]
+        state.stop_training, state.stop_reason = decision["stop"]
+        state.lr = state.current_lr
+        if decision["fresh_start"] and self.diagnostics is not None:  # as rank 0 did after its online repair
+            self.diagnostics.reset(state.step)
+            state.report["issues"] = []
+
+    def _decide(self, state: FitState) -> None:
         issues = {i["code"]: i for i in state.report.get("issues", [])
                   if SEVERITY_RANK.get(i.get("severity"), 0) >= self.min_severity}
         for code in self.priority:
@@ -586,13 +630,15 @@ def run_attempts(cfg: DictConfig, run_dir: Path, run_attempt: RunAttempt) -> flo
         if request is None:
             break
         session.attempt += 1
-        made_by = request["changes"]
+        made_by = request["changes"]  # rank 0's request: under DDP every rank starts the same attempt
         attempt_cfg = with_changes(attempt_cfg, made_by)
         attempt_dir = run_dir / f"attempt-{session.attempt}"
+        if not distributed.is_rank_zero():
+            continue
         _write_hydra_dir(attempt_dir, attempt_cfg, request["changes"])
         log.warning("autotrainer: attempt-%d in %s with %s", session.attempt, attempt_dir,
                     ", ".join(f"{k}={v}" for k, v in request["changes"].items()))
-    if session.attempt:
+    if session.attempt and distributed.is_rank_zero():
         _write_top_report(run_dir, attempt_dir, session)
     return objective
 

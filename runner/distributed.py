@@ -408,3 +408,19 @@ def check_weights_in_sync(model: torch.nn.Module) -> list[str]:
         else:
             log.error("%s: ranks diverged", line)
     return sums
+
+
+def check_lr_in_sync(optimizer: torch.optim.Optimizer) -> list[list[float]]:
+    """Gather every rank's learning rates (one per param group) and log them (rank 0); an error line if any differ.
+
+    Equal weights now do not mean equal steps later: a policy that changed the LR on one rank only
+    (an AutoTrainer decision not followed) shows here.
+    """
+    lrs = all_gather_object([float(g["lr"]) for g in optimizer.param_groups])
+    if get_world_size() > 1 and is_rank_zero():
+        line = "lr by rank: " + " ".join(f"{r}={','.join(f'{v:.6g}' for v in lr)}" for r, lr in enumerate(lrs))
+        if all(lr == lrs[0] for lr in lrs):
+            log.info("%s (in sync)", line)
+        else:
+            log.error("%s: ranks diverged", line)
+    return lrs

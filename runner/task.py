@@ -134,10 +134,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     """Train, test and report; with ``autotrainer=default`` guided restarts run as ``attempt-N/`` inside ``run_dir``."""
     from runner.autotrainer import autotrainer_enabled, run_attempts
 
-    if autotrainer_enabled(cfg):
-        if distributed.launched_world_size() > 1:  # until its decisions go through distributed.follow_rank_zero
-            raise UserError("autotrainer=default does not support data-parallel runs yet (each rank would repair "
-                            "on its own): run it in one process, or use autotrainer=off under torchrun")
+    if autotrainer_enabled(cfg):  # under DDP rank 0 decides and every rank follows (distributed.follow_rank_zero)
         return run_attempts(cfg, Path(run_dir), run_attempt)
     return run_attempt(cfg, run_dir)
 
@@ -171,6 +168,7 @@ def run_attempt(cfg: DictConfig, run_dir: Path, prepare: Callable[[dict[str, Any
             raise interrupted(cfg, state, trainer, hooks, run_dir)
         if parts["world_size"] > 1:
             distributed.check_weights_in_sync(state.model)
+            distributed.check_lr_in_sync(state.optimizer)
         test = trainer.evaluate(state.model, parts["data"].loader("test", device=parts["device"], rank=parts["rank"],
                                                                   world_size=parts["world_size"]))
         state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]

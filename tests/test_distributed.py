@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, compose_cfg, run_cli
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from runner import distributed
 from runner.devices import seed_everything
@@ -284,14 +285,10 @@ def test_a_decision_on_rank_zero_is_applied_on_every_rank(tmp_path):
     assert r0["after_step"] == r1["after_step"]  # same optimizer moments too: the next step agrees bit for bit
 
 
-def test_strategy_and_torchrun_misuse_are_user_errors(monkeypatch, tmp_path):
-    from runner.task import run
-
+def test_strategy_and_torchrun_misuse_are_user_errors(monkeypatch):
     with pytest.raises(UserError, match="trainer.strategy='dp'"):
         distributed.start("dp")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(UserError, match="autotrainer=default does not support data-parallel runs"):
-        run(compose_cfg(["autotrainer=default"], tmp_path), tmp_path / "run")
     with pytest.raises(UserError, match="multirun under torchrun"):
         distributed.share_run_dir(["runner", "-m", "optimizer.lr=1e-3,1e-2"])
     with pytest.raises(UserError, match="mode=lr_find runs in one process"):
@@ -305,3 +302,61 @@ def test_weights_checksum_tracks_every_byte():
     assert distributed.weights_checksum(a) == distributed.weights_checksum(b)
     b["w"][1, 2] = torch.nextafter(b["w"][1, 2], torch.tensor(100.0))
     assert distributed.weights_checksum(a) != distributed.weights_checksum(b)
+
+
+# -- the AutoTrainer under DDP: rank 0 decides, every rank follows ---------------------------------------
+LR_BY_RANK = re.compile(r"lr by rank: 0=(\S+) 1=(\S+) \(in sync\)")
+
+
+@pytest.mark.slow
+def test_ddp_autotrainer_rollback_and_lr_cut_are_the_same_on_every_rank(tmp_path):
+    """SGD at lr=20 explodes at once: rank 0 rolls back and cuts the LR, rank 1 follows at the same step."""
+    res = torchrun(["autotrainer=default", "optimizer=sgd", "optimizer.lr=20", "trainer.max_epochs=3"], tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    run = next((tmp_path / "runs").iterdir())
+    report = json.loads((run / "report.json").read_text())
+    actions = report["autotrainer"]["actions"]
+    first = actions[0]
+    assert first["code"] in ("LOSS_EXPLOSION", "NONFINITE_GRADIENTS") and first["action"] == "rollback"
+    assert first["lr_before"] == pytest.approx(20) and first["lr_after"] == pytest.approx(2)
+    assert first["changes"]["trainer.clip.max_norm"] == 1.0
+    # one decision per check, by rank 0 alone: rank 1 logs its warnings to the console too, and would have
+    # printed its own action line had it decided on its own
+    line = f"autotrainer: step {first['step']} {first['code']} -> rollback"
+    assert res.stdout.count(line) == 1, res.stdout
+    assert [e["step"] for e in jsonl(run / "events.jsonl") if e["kind"] == "autotrainer"] == [a["step"] for a in actions]
+
+    # every rank ends with rank 0's weights and rank 0's (cut) learning rate
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    sums = CHECKSUM.search(res.stdout)
+    assert sums and sums.group(1) == sums.group(2) == distributed.weights_checksum(ckpt["model"]), res.stdout
+    lrs = LR_BY_RANK.search(res.stdout)
+    assert lrs, res.stdout
+    final_lr = [a for a in actions if a["action"] != "give_up"][-1]["lr_after"]  # scheduler=none: the last cut
+    assert float(lrs.group(1)) == float(lrs.group(2)) == pytest.approx(final_lr, rel=1e-5)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(final_lr)
+    assert all(bool(torch.isfinite(w).all()) for w in ckpt["model"].values())
+
+
+@pytest.mark.slow
+def test_ddp_autotrainer_guided_restart_runs_the_same_attempt_on_every_rank(tmp_path):
+    """A deep sigmoid MLP: rank 0 asks for a restart with ReLU/He/BatchNorm; both ranks train attempt-1 with it."""
+    res = torchrun(["autotrainer=default", "model.activation=sigmoid", "model.hidden=[64,64,64,64,64,64,64,64]",
+                    "optimizer=sgd", "optimizer.lr=0.05", "trainer.max_epochs=8"], tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    run = next((tmp_path / "runs").iterdir())
+    report = json.loads((run / "report.json").read_text())
+    restart = next(a for a in report["autotrainer"]["actions"] if a["action"] == "restart")
+    assert restart["changes"] == {"model.activation": "relu", "model.init": "he", "model.batchnorm": True}
+    assert [a["dir"] for a in report["autotrainer"]["attempts"]] == [".", "attempt-1"]
+    assert res.stdout.count("autotrainer: attempt-1 in ") == 1  # rank 0 alone writes attempt-1/.hydra and says so
+    cfg = OmegaConf.load(run / "attempt-1" / ".hydra" / "config.yaml")
+    assert (cfg.model.activation, cfg.model.init, cfg.model.batchnorm) == ("relu", "he", True)
+    # both attempts end in sync; attempt-1's weights are those of the changed model (BatchNorm buffers)
+    sums = CHECKSUM.findall(res.stdout)
+    assert len(sums) == 2 and all(a == b for a, b in sums), res.stdout
+    ckpt = torch.load(run / "attempt-1" / "checkpoints" / "last.pt", weights_only=True)
+    assert sums[1][0] == distributed.weights_checksum(ckpt["model"])
+    assert any(k.endswith("running_mean") for k in ckpt["model"])
+    assert len(LR_BY_RANK.findall(res.stdout)) == 2
+    assert report["metrics"]["test_acc"] > 0.9
