@@ -319,40 +319,36 @@ def _exploding(s: RunSeries) -> Issue | None:
 
 
 # -- units and weights -------------------------------------------------------
-def _dead_neurons(s: RunSeries) -> Issue | None:
-    worst, worst_name, first_idx = 0.0, None, 0
-    for name, values in s.layer_dead_fraction.items():
+def _worst_layer(per_layer: dict[str, list[float]], threshold: float) -> tuple[str, float, int] | None:
+    """The layer whose recent fraction is highest, if above ``threshold``: (name, fraction, first index above)."""
+    worst: tuple[str, float, int] | None = None
+    for name, values in per_layer.items():
         v = _arr(values)
         if v.size < 2:
             continue
         recent = _median(v[-3:])
-        if recent > worst:
-            worst, worst_name = recent, name
-            above = np.flatnonzero(v > DEAD_FRACTION)
-            first_idx = int(above[0]) if above.size else v.size - 1
-    if worst_name is not None and worst > DEAD_FRACTION:
-        return Issue("DEAD_NEURONS", "critical" if worst > 0.9 else "warning", _step_at(s.layer_step, first_idx),
-                     f"{worst:.0%} of the units of {worst_name} never fired over the sampled batches",
-                     layer=worst_name)
-    return None
+        if recent > threshold and (worst is None or recent > worst[1]):
+            above = np.flatnonzero(v > threshold)
+            worst = (name, recent, int(above[0]) if above.size else v.size - 1)
+    return worst
+
+
+def _dead_neurons(s: RunSeries) -> Issue | None:
+    found = _worst_layer(s.layer_dead_fraction, DEAD_FRACTION)
+    if found is None:
+        return None
+    name, frac, idx = found
+    return Issue("DEAD_NEURONS", "critical" if frac > 0.9 else "warning", _step_at(s.layer_step, idx),
+                 f"{frac:.0%} of the units of {name} never fired over the sampled batches", layer=name)
 
 
 def _saturated(s: RunSeries) -> Issue | None:
-    worst, worst_name, first_idx = 0.0, None, 0
-    for name, values in s.layer_saturation.items():
-        v = _arr(values)
-        if v.size < 2:
-            continue
-        recent = _median(v[-3:])
-        if recent > worst:
-            worst, worst_name = recent, name
-            above = np.flatnonzero(v > SATURATION_FRACTION)
-            first_idx = int(above[0]) if above.size else v.size - 1
-    if worst_name is not None and worst > SATURATION_FRACTION:
-        return Issue("SATURATED_ACTIVATIONS", "critical" if worst > 0.8 else "warning",
-                     _step_at(s.layer_step, first_idx),
-                     f"{worst:.0%} of the outputs of {worst_name} sit at the activation's bounds", layer=worst_name)
-    return None
+    found = _worst_layer(s.layer_saturation, SATURATION_FRACTION)
+    if found is None:
+        return None
+    name, frac, idx = found
+    return Issue("SATURATED_ACTIVATIONS", "critical" if frac > 0.8 else "warning", _step_at(s.layer_step, idx),
+                 f"{frac:.0%} of the outputs of {name} sit at the activation's bounds", layer=name)
 
 
 def _bad_initialization(s: RunSeries) -> Issue | None:

@@ -166,8 +166,10 @@ def test_every_issue_uses_the_vocabulary_with_recommendations():
 
 
 def test_activation_recorder_counts_dead_relu_units_and_ignores_relu_saturation():
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3), nn.Sigmoid())
     with torch.no_grad():
+        model[0].bias[3:] = 5.0  # the other three always fire
         model[0].bias[:3] = -100.0  # three of six units can never fire
         model[2].weight.mul_(100)  # push the sigmoid to its bounds
     rec = ActivationRecorder(model)
