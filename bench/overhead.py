@@ -282,6 +282,11 @@ def verdicts(results: dict[str, dict[str, dict[str, list[float]]]], with_lightni
             if w in results:
                 got, wall = med(results[w][variant]["cpu_ratio"]), med(results[w][variant]["wall_ratio"])
                 out.append(f"- {label}, {w}: {got:.3f} (wall {wall:.3f}) -> {'met' if got >= minimum else 'MISSED'}")
+    if "cnn/synthetic28" in results:  # issue 4: what diag=default adds over diag=off, paired by round
+        res = results["cnn/synthetic28"]
+        cost = med([o / d - 1 for d, o in zip(res["runner, diag=default"]["cpu"], res["runner, diag=off"]["cpu"])])
+        out.append(f"- diag=default costs {cost:+.1%} of step time over diag=off on the CNN (target <= 3%) -> "
+                   f"{'met' if cost <= 0.03 else 'MISSED'}")
     for w, res in results.items():
         if not with_lightning:
             out.append(f"- (3) ahead of (5), {w}: {why_not}")
