@@ -21,7 +21,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--only", nargs="*", help="case names to run")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "faults.md")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="markdown file for the table (default: bench/results/faults.md for the full suite)")
     args = ap.parse_args()
     logging.disable(logging.INFO)
     cases = [(n, code, o) for n, (code, o) in FAULTS.items()] + [(n, None, o) for n, o in HEALTHY.items()]
@@ -58,8 +59,10 @@ def main() -> None:
     text = "\n".join(header + rows) + "\n\n" + "\n".join(total) + "\n"
     print()
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    out = args.out or (None if args.only else Path(__file__).parent / "results" / "faults.md")
+    if out is not None:  # a partial run never overwrites the full suite's table
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
 
 
 if __name__ == "__main__":
