@@ -276,6 +276,8 @@ class Trainer:
         the same order and skips what was done.
         """
         self._fold_pending()
+        if mid_epoch:
+            self._fold_pending()  # buffered steps belong in the sums the resumed epoch continues from
         acc = self._acc if mid_epoch and self._acc else None
         return {
             "mid_epoch": mid_epoch,

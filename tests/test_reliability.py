@@ -79,8 +79,10 @@ def test_sigkill_mid_epoch_then_same_command_with_resume_auto_matches_uninterrup
     ra = json.loads((reference / "report.json").read_text())["metrics"]
     rb = json.loads((run / "report.json").read_text())["metrics"]
     assert ra["test_acc"] == rb["test_acc"] and ra["steps"] == rb["steps"]
-    epochs = [json.loads(x)["epoch"] for x in (run / "train_diagnostics.jsonl").read_text().splitlines()]
-    assert epochs == list(range(12))  # continuous, no duplicates after the resume point
+    lines = [json.loads(x) for x in (run / "train_diagnostics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == list(range(12))  # continuous, no duplicates after the resume point
+    ref_lines = [json.loads(x) for x in (reference / "train_diagnostics.jsonl").read_text().splitlines()]
+    assert [x["loss"] for x in lines] == pytest.approx([x["loss"] for x in ref_lines], rel=1e-5)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
