@@ -8,6 +8,11 @@ epoch end it reads ``state.report["issues"]`` and takes at most one action:
 * **online repairs** (no restart) act on the optimizer through the scheduler:
   roll back to an in-memory snapshot and cut the LR (explosions), cut the LR
   (oscillation), raise it (slow convergence), restore it (LR decayed too early);
+  or regularise (overfitting: back to the best-validation weights, weight decay
+  in the optimizer's groups and dropout raised in place);
+* **early stopping**: the weights of the best validation loss are kept in memory
+  (model only, taken when it improves); a run that ends overfitting is tested
+  with them, not with its last weights;
 * **guided restarts** for what no LR fixes (vanishing gradients, saturated or
   dead units, bad initialisation): the hook stops the fit and asks for a config
   change; :func:`run_attempts` re-runs the task as ``attempt-N/`` in the run
@@ -55,7 +60,7 @@ GROUP_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
 # Scheduler attributes that hold learning rates: the schedule is computed from them.
 SCHEDULER_LR_LISTS = ("base_lrs", "min_lrs", "max_lrs", "_last_lr")
 SCHEDULER_LR_NUMBERS = ("eta_min", "default_min_lr")
-ONLINE_ACTIONS = ("rollback", "scale_lr", "raise_lr", "restore_lr")
+ONLINE_ACTIONS = ("rollback", "scale_lr", "raise_lr", "restore_lr", "regularize")
 
 
 # -- learning rates through the scheduler -------------------------------------------
@@ -135,6 +140,36 @@ class Snapshot:
             state.scaler.load_state_dict(copy.deepcopy(self.scaler))
 
 
+@dataclass
+class BestWeights:
+    """The model weights of the best validation loss so far (early stopping keeps these, not the optimizer)."""
+
+    step: int
+    epoch: int
+    val_loss: float
+    val_acc: float | None
+    model: dict[str, Any]
+
+    @classmethod
+    def take(cls, state: FitState) -> BestWeights:
+        acc = state.metrics.get("val/acc")
+        return cls(step=state.step, epoch=state.epoch, val_loss=float(state.metrics["val/loss"]),
+                   val_acc=float(acc) if acc is not None else None, model=_to_cpu(state.model.state_dict()))
+
+    def restore(self, state: FitState) -> None:
+        state.model.load_state_dict(self.model)
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> list[tuple[float, float]]:
+    """Raise every ``nn.Dropout``'s probability to at least ``p``, in place; the (before, after) of each changed."""
+    changed = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p < p:
+            changed.append((module.p, p))
+            module.p = p
+    return changed
+
+
 # -- config changes for restarts -----------------------------------------------------
 def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"model": {"init": "he"}}`` -> ``{"model.init": "he"}`` (the override spelling)."""
@@ -173,9 +208,10 @@ def autotrainer_enabled(cfg: DictConfig) -> bool:
 
 
 def validate_policy(online: Mapping[str, Any], restarts: Mapping[str, Any], priority: Iterable[str],
-                    key: str = "autotrainer.hooks.autotrainer") -> None:
+                    key: str = "autotrainer.hooks.autotrainer", restore_codes: Iterable[str] = ()) -> None:
     """A typo in the policy table is a config error, found before any work rather than mid-run."""
-    for where, codes in (("online", online), ("restarts", restarts), ("priority", priority)):
+    for where, codes in (("online", online), ("restarts", restarts), ("priority", priority),
+                         ("restore_best.codes", restore_codes)):
         for code in codes:
             if code not in CODES:
                 raise UserError(f"{key}.{where}: {code!r} is not a diagnosis code (see diag/codes.py)")
@@ -184,6 +220,8 @@ def validate_policy(online: Mapping[str, Any], restarts: Mapping[str, Any], prio
         if action not in ONLINE_ACTIONS:
             raise UserError(f"{key}.online.{code}.action={action!r} is not valid: choose one of "
                             f"{', '.join(ONLINE_ACTIONS)}")
+        if action == "regularize" and not any((spec or {}).get(k) for k in ("weight_decay", "dropout")):
+            raise UserError(f"{key}.online.{code}: regularize needs weight_decay and/or dropout")
     both = set(online) & set(restarts)
     if both:
         raise UserError(f"{key}: {', '.join(sorted(both))} is both in online and in restarts: choose one")
@@ -197,7 +235,8 @@ def check_config(cfg: DictConfig) -> None:
     for name, spec in (OmegaConf.select(cfg, "autotrainer.hooks", default=None) or {}).items():
         if spec is not None and str(spec.get("_target_", "")).endswith("AutoTrainer"):
             validate_policy(_plain(spec.get("online")), _plain(spec.get("restarts")), spec.get("priority") or [],
-                            key=f"autotrainer.hooks.{name}")
+                            key=f"autotrainer.hooks.{name}",
+                            restore_codes=_plain(spec.get("restore_best")).get("codes") or [])
 
 
 # -- the policy -------------------------------------------------------------------------
@@ -217,7 +256,7 @@ class AutoTrainer(Hook):
     """Reads ``state.report["issues"]`` and repairs the run online or asks for a guided restart.
 
     ``online`` maps a code to ``{action, lr_factor, ...}`` (actions: ``rollback``,
-    ``scale_lr``, ``raise_lr``, ``restore_lr``); ``restarts`` maps a code to
+    ``scale_lr``, ``raise_lr``, ``restore_lr``, ``regularize``); ``restarts`` maps a code to
     ``{changes: {model: {...}}, lr_factor}``. ``priority`` decides which code is
     treated first when several are present (root causes before symptoms).
     """
@@ -227,11 +266,14 @@ class AutoTrainer(Hook):
                  restart_min_severity: str = "critical", cooldown_steps: int = 50, max_actions: int = 8,
                  max_per_code: int = 3, snapshot_every: int = 25, keep_snapshots: int = 3,
                  rollback_margin: int = 10, clip_max_norm: float = 1.0, max_restarts: int = 2,
-                 time_budget: float = 2.5, plot_stopped_attempts: bool = False) -> None:
+                 time_budget: float = 2.5, plot_stopped_attempts: bool = False,
+                 restore_best: Mapping[str, Any] | None = None) -> None:
         self.online = {k: dict(v) for k, v in _plain(online).items()}
         self.restarts = {k: dict(v) for k, v in _plain(restarts).items()}
         self.priority = list(priority)
-        validate_policy(self.online, self.restarts, self.priority)
+        restore = _plain(restore_best)
+        self.restore_codes = set(restore.get("codes") or [])
+        validate_policy(self.online, self.restarts, self.priority, restore_codes=self.restore_codes)
         self.check_every = max(1, int(check_every))
         self.min_severity = SEVERITY_RANK[min_severity]
         self.restart_min_severity = SEVERITY_RANK[restart_min_severity]
@@ -245,10 +287,17 @@ class AutoTrainer(Hook):
         self.max_restarts = int(max_restarts)
         self.time_budget = float(time_budget)
         self.plot_stopped_attempts = bool(plot_stopped_attempts)
+        self.restore_min_rise = float(restore.get("min_rise", 0.05))
+        self.restore_keep_acc = bool(restore.get("unless_val_acc_drops", True))
         self.session = Session()
         self.cfg: DictConfig | None = None
         self.diagnostics: DiagnosticsHook | None = None
         self.snapshots: list[Snapshot] = []
+        self.best: BestWeights | None = None  # best validation loss of this attempt (early stopping)
+        self.keep_best = bool(self.restore_codes) or any(
+            (spec or {}).get("action") == "regularize" and spec.get("rollback", True) for spec in self.online.values())
+        self.seen_codes: set[str] = set()  # codes diagnosed at min_severity or above during this attempt
+        self.dropout: float | None = None  # set by a regularize action (other DDP ranks apply it too)
         self.last_acted: dict[str, int] = {}
         self.restart_request: dict[str, Any] | None = None
         self.lr_peak = 0.0
@@ -284,6 +333,7 @@ class AutoTrainer(Hook):
         self.lr_peak = state.current_lr
         # only the deciding rank ever rolls back (a rollback reaches the others through follow_rank_zero)
         self.snapshots = [Snapshot.take(state)] if distributed.is_rank_zero() else []
+        self.best = None
 
     def on_train_batch_end(self, state: FitState) -> None:
         if self.restart_request is not None:
@@ -293,9 +343,17 @@ class AutoTrainer(Hook):
         if state.step % self.snapshot_every == 0 and self.restart_request is None and distributed.is_rank_zero():
             self._maybe_snapshot(state)
 
+    def on_validation_end(self, state: FitState) -> None:
+        """Keep the weights of the best validation loss (a CPU copy, only when it improves)."""
+        loss = state.metrics.get("val/loss")
+        if not self.keep_best or not distributed.is_rank_zero() or loss is None or not math.isfinite(loss):
+            return
+        if self.best is None or loss < self.best.val_loss:
+            self.best = BestWeights.take(state)
+
     def on_epoch_end(self, state: FitState) -> None:
         if self.restart_request is None:
-            self._check(state)
+            self._check(state, epoch_end=True)
 
     def on_fit_end(self, state: FitState) -> None:
         """Say how each action of this attempt turned out, from the final diagnosis and test accuracy."""
@@ -303,6 +361,9 @@ class AutoTrainer(Hook):
         acc = state.metrics.get("test/acc")
         tail = f"test_acc {acc:.3f}" if acc is not None and math.isfinite(acc) else "no test accuracy"
         for a in self.actions:
+            if a.get("attempt") == self.session.attempt and a["action"] == "restore_best":
+                a["outcome"] = f"tested with the epoch-{a['best_epoch']} weights ({tail})"
+                continue
             if a.get("attempt") == self.session.attempt and a["action"] in ONLINE_ACTIONS and \
                     a["outcome"] == "applied":
                 later = [b for b in self.actions if b is not a and b["code"] == a["code"] and b["step"] > a["step"]
@@ -348,21 +409,22 @@ class AutoTrainer(Hook):
             del self.snapshots[1]
 
     # -- deciding ------------------------------------------------------------------------------
-    def _check(self, state: FitState) -> None:
+    def _check(self, state: FitState, epoch_end: bool = False) -> None:
         """Decide; under DDP rank 0 decides and every rank follows (a collective: same step on every rank)."""
         self.lr_peak = max(self.lr_peak, state.current_lr)
         if distributed.get_world_size() == 1:
-            self._decide(state)
+            self._decide(state, epoch_end)
             return
         decision = None
         if distributed.is_rank_zero():
             before = len(self.actions)
-            self._decide(state)
+            self._decide(state, epoch_end)
             new = self.actions[before:]
             if new:
                 decision = {"actions": self.actions, "last_acted": self.last_acted, "gave_up": self.session.gave_up,
                             "lr_scale": self.lr_scale, "lr_peak": self.lr_peak,
                             "clip_turned_on": self.clip_turned_on, "restart_request": self.restart_request,
+                            "dropout": self.dropout,
                             "stop": (state.stop_training, state.stop_reason),
                             "fresh_start": any(a["action"] in ONLINE_ACTIONS for a in new)}
         # weights, optimizer, scheduler, scaler and clipping too, when rank 0 acted
@@ -379,15 +441,24 @@ class AutoTrainer(Hook):
         self.lr_peak = float(decision["lr_peak"])
         self.clip_turned_on = bool(decision["clip_turned_on"])
         self.restart_request = decision["restart_request"]
+        if decision.get("dropout") is not None:  # a module attribute: not part of the broadcast training state
+            self.dropout = float(decision["dropout"])
+            set_dropout(state.model, self.dropout)
         state.stop_training, state.stop_reason = decision["stop"]
         state.lr = state.current_lr
         if decision["fresh_start"] and self.diagnostics is not None:  # as rank 0 did after its online repair
             self.diagnostics.reset(state.step)
             state.report["issues"] = []
 
-    def _decide(self, state: FitState) -> None:
+    def _decide(self, state: FitState, epoch_end: bool = False) -> None:
         issues = {i["code"]: i for i in state.report.get("issues", [])
                   if SEVERITY_RANK.get(i.get("severity"), 0) >= self.min_severity}
+        self.seen_codes.update(issues)
+        self._treat(state, issues)
+        if epoch_end and self.restart_request is None and self._last_epoch(state):
+            self._restore_best(state, issues)
+
+    def _treat(self, state: FitState, issues: dict[str, dict[str, Any]]) -> None:
         for code in self.priority:
             issue = issues.get(code)
             if issue is None or code in self.session.gave_up:
@@ -409,6 +480,50 @@ class AutoTrainer(Hook):
             done = self._restart(state, issue) if code in self.restarts else self._online(state, issue)
             if done:
                 return  # one action per check: let it show its effect before the next
+
+    @staticmethod
+    def _last_epoch(state: FitState) -> bool:
+        """Whether the loop stops after this epoch end (the test evaluation comes next)."""
+        loop = state.loop
+        if state.stop_training:
+            return True
+        if loop is None:
+            return False
+        if getattr(loop, "max_steps", None) and state.step >= loop.max_steps:
+            return True
+        return state.epoch >= int(getattr(loop, "max_epochs", 0)) - 1
+
+    def _restore_best(self, state: FitState, issues: dict[str, dict[str, Any]]) -> None:
+        """Early stopping: a run that overfitted and ends with validation loss well above its best is tested
+        with the best weights. Not when those had a lower validation accuracy than the last ones (on a small
+        set a rising loss can be overconfidence on examples still classified right)."""
+        best, loss = self.best, state.metrics.get("val/loss")
+        seen = sorted(self.seen_codes & self.restore_codes)
+        if best is None or not seen or loss is None or not math.isfinite(loss):
+            return
+        if loss <= best.val_loss * (1 + self.restore_min_rise):
+            return
+        acc = state.metrics.get("val/acc")
+        if self.restore_keep_acc and acc is not None and best.val_acc is not None and best.val_acc < acc:
+            log.info("autotrainer: keeping the last weights: val loss %.3g is above its best %.3g (epoch %d), "
+                     "but val accuracy %.3f is above that epoch's %.3f", loss, best.val_loss, best.epoch + 1,
+                     acc, best.val_acc)
+            return
+        code = seen[0]
+        issue = issues.get(code) or {"code": code, "severity": "warning",
+                                     "evidence": f"{code} was diagnosed during this run"}
+        best.restore(state)
+        detail = (f"tested with the best-validation weights of epoch {best.epoch + 1} (step {best.step}): val loss "
+                  f"{best.val_loss:.4g} instead of {loss:.4g}")
+        if acc is not None and best.val_acc is not None:
+            detail += f", val acc {best.val_acc:.3f} instead of {acc:.3f}"
+        state.metrics["val/loss"] = best.val_loss  # the report's final val metrics describe the weights tested
+        if best.val_acc is not None:
+            state.metrics["val/acc"] = best.val_acc
+        self._record(state, issue, "restore_best", state.current_lr, state.current_lr,
+                     {"weights": f"epoch {best.epoch + 1}"}, detail, outcome="applied",
+                     best_epoch=best.epoch + 1, best_step=best.step, best_val_loss=best.val_loss,
+                     last_val_loss=float(loss))
 
     def _limit_reached(self, code: str) -> str | None:
         counted = self._counted()
@@ -460,15 +575,22 @@ class AutoTrainer(Hook):
                 return False  # nothing to restore: the LR is already at its last good level
             factor = self.lr_peak / lr_before
             detail = f"restored to the peak {self.lr_peak:.3g} the schedule cut it from"
+        elif kind == "regularize":
+            factor = 1.0
+            detail = self._regularize(state, spec, changes)
+            if not detail:
+                return False  # already as regularised as the policy would make it
         else:  # unreachable: _validate checked the table
             raise AssertionError(kind)
-        scale_lr(state.optimizer, state.scheduler, factor)
+        if factor != 1.0:
+            scale_lr(state.optimizer, state.scheduler, factor)
         self.lr_scale *= factor
         lr_after = state.current_lr
         state.lr = lr_after
-        changes["lr_factor"] = round(factor, 6)
-        detail = ", ".join(p for p in (detail, f"lr {lr_before:.3g} -> {lr_after:.3g} (x{factor:.3g}) "
-                                       "through the scheduler") if p)
+        if factor != 1.0:
+            changes["lr_factor"] = round(factor, 6)
+            detail = ", ".join(p for p in (detail, f"lr {lr_before:.3g} -> {lr_after:.3g} (x{factor:.3g}) "
+                                           "through the scheduler") if p)
         # a fresh start for the diagnosis and the snapshots: what came before describes another LR
         self.diagnostics.reset(state.step)
         state.report["issues"] = []
@@ -476,6 +598,39 @@ class AutoTrainer(Hook):
         self.lr_peak = lr_after
         self._record(state, issue, kind, lr_before, lr_after, changes, detail, outcome="applied")
         return True
+
+    def _regularize(self, state: FitState, spec: Mapping[str, Any], changes: dict[str, Any]) -> str:
+        """Back to the best-validation weights, then weight decay and dropout up; '' when nothing would change."""
+        parts = []
+        wd = spec.get("weight_decay")
+        if wd:
+            factor = float(spec.get("weight_decay_factor", 10.0))
+            before = [float(g.get("weight_decay") or 0.0) for g in state.optimizer.param_groups]
+            decays = any(b > 0 for b in before)
+            # up to weight_decay, or x factor where it is already set; groups left at 0 on purpose while
+            # others decay (norms, biases) stay at 0
+            after = [max(float(wd), b * factor) if b > 0 or not decays else 0.0 for b in before]
+            for group, value in zip(state.optimizer.param_groups, after):
+                group["weight_decay"] = value
+            if after != before:
+                changes["optimizer.weight_decay"] = float(f"{max(after):.6g}")
+                parts.append(f"weight decay {max(before):.3g} -> {max(after):.3g} in the optimizer's param groups")
+        p = spec.get("dropout")
+        if p:
+            changed = set_dropout(state.model, float(p))
+            if changed:
+                self.dropout = float(p)
+                changes["model.dropout"] = float(p)
+                parts.append(f"dropout {min(b for b, _ in changed):.2g} -> {float(p):.2g} in "
+                             f"{len(changed)} layer{'s' if len(changed) > 1 else ''}")
+        if not parts:
+            return ""
+        if spec.get("rollback", True) and self.best is not None and self.best.step < state.step:
+            self.best.restore(state)
+            changes["weights"] = f"epoch {self.best.epoch + 1}"
+            parts.insert(0, f"back to the best-validation weights of epoch {self.best.epoch + 1} "
+                            f"(val loss {self.best.val_loss:.4g})")
+        return ", ".join(parts)
 
     def _rollback_target(self, first_step: int) -> Snapshot:
         """The newest snapshot taken safely before the problem began (else the oldest one kept)."""

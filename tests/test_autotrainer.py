@@ -140,12 +140,36 @@ def test_warning_never_triggers_a_restart() -> None:
     assert policy.actions == [] and policy.restart_request is None
 
 
+def test_regularize_raises_weight_decay_and_dropout_in_place() -> None:
+    """Weight decay up to the policy's value (x factor where set; groups at 0 among decaying ones stay 0), dropout up."""
+    policy, state = policy_state()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(8, 2))
+    state.model = model
+    state.optimizer = torch.optim.Adam([{"params": model[0].parameters(), "weight_decay": 0.0},
+                                        {"params": model[3].parameters(), "weight_decay": 0.0}], lr=1e-3)
+    drive(policy, state, "OVERFITTING", 10)
+    (action,) = policy.actions
+    assert action["action"] == "regularize" and action["code"] == "OVERFITTING"
+    assert [g["weight_decay"] for g in state.optimizer.param_groups] == [1e-2, 1e-2]
+    assert model[2].p == 0.5 and state.optimizer.param_groups[0]["lr"] == 1e-3  # the LR is left alone
+    assert action["changes"] == {"optimizer.weight_decay": 1e-2, "model.dropout": 0.5}
+
+    policy, state = policy_state()
+    state.optimizer = torch.optim.AdamW([{"params": state.model[0].parameters(), "weight_decay": 0.05},
+                                         {"params": state.model[2].parameters(), "weight_decay": 0.0}], lr=1e-3)
+    drive(policy, state, "OVERFITTING", 10)
+    assert [g["weight_decay"] for g in state.optimizer.param_groups] == pytest.approx([0.5, 0.0])
+
+
 @pytest.mark.parametrize("override, named", [
+    ("autotrainer.hooks.autotrainer.online.OVERFITTING.weight_decay=0 autotrainer.hooks.autotrainer.online."
+     "OVERFITTING.dropout=null", "regularize needs"),
+    ("autotrainer.hooks.autotrainer.restore_best.codes=[OVERFITING]", "OVERFITING"),
     ("autotrainer.hooks.autotrainer.online.LOSS_OSCILLATION.action=halve", "online.LOSS_OSCILLATION.action"),
     ("+autotrainer.hooks.autotrainer.restarts.NOT_A_CODE.changes.model.init=he", "NOT_A_CODE"),
 ])
 def test_a_typo_in_the_policy_table_is_a_user_error(tmp_path: Path, override: str, named: str) -> None:
-    cfg = compose_cfg(["autotrainer=default", override], tmp_path)
+    cfg = compose_cfg(["autotrainer=default", *override.split()], tmp_path)
     with pytest.raises(UserError, match=named):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before any work
@@ -166,6 +190,73 @@ def test_healthy_run_gets_no_action(tmp_path: Path) -> None:
     assert events(out, "autotrainer") == []
     assert not (out / "attempt-1").exists()
     assert report["metrics"]["test_acc"] > 0.9
+
+
+def test_healthy_run_is_untouched_by_the_best_weights_kept_for_early_stopping(tmp_path: Path) -> None:
+    """Keeping the best-validation weights copies them, nothing more: the same run with and without it."""
+    common = ["trainer.max_epochs=4", "trainer.deterministic=true"]
+    on = read(run_dir_of(["autotrainer=default", *common], tmp_path, "on") / "report.json")
+    off = read(run_dir_of(common, tmp_path, "off") / "report.json")
+    assert on["autotrainer"]["actions"] == []
+    for key in ("test_loss", "test_acc", "final_val_loss", "best_val_loss", "final_train_loss"):
+        assert on["metrics"][key] == off["metrics"][key], key
+
+
+OVERFIT = ["data.subset=64", "data.batch_size=16", "model.hidden=[512,512]", "trainer.max_epochs=60"]
+
+
+def test_overfitting_run_is_regularized_online(tmp_path: Path) -> None:
+    out = run_dir_of(["autotrainer=default", *OVERFIT], tmp_path)
+    report = read(out / "report.json")
+    acted = [a for a in report["autotrainer"]["actions"] if a["action"] == "regularize"]
+    assert len(acted) == 1 and acted[0]["code"] == "OVERFITTING" and acted[0]["outcome"] != "applied"
+    changes = acted[0]["changes"]
+    assert changes["optimizer.weight_decay"] == 1e-2 and changes["model.dropout"] == 0.5
+    assert acted[0]["lr_before"] == acted[0]["lr_after"]  # regularising leaves the schedule alone
+    if "weights" in changes:  # rolled back to the best-validation weights of an earlier epoch
+        assert "best-validation weights" in acted[0]["detail"]
+    assert not (out / "attempt-1").exists()  # online: no restart
+    logged = events(out, "autotrainer")
+    assert logged[0]["action"] == "regularize" and logged[0]["step"] == acted[0]["step"]
+    assert "OVERFITTING → regularize" in (out / "report.md").read_text()
+    tb = SummaryReader(str(out / "tb"))
+    assert tb.scalars[tb.scalars.tag == "autotrainer/action"].step.tolist()[0] == acted[0]["step"]
+    # without the AutoTrainer the same run's best validation loss is worse
+    plain = read(run_dir_of(OVERFIT, tmp_path, "plain") / "report.json")
+    assert report["metrics"]["best_val_loss"] < plain["metrics"]["best_val_loss"]
+
+
+def test_run_that_ends_overfitting_is_tested_with_its_best_validation_weights(tmp_path: Path) -> None:
+    """Early stopping alone (regularize off): the weights tested are best.pt's, the best validation loss."""
+    out = run_dir_of(["autotrainer=default", *OVERFIT, "~autotrainer.hooks.autotrainer.online.OVERFITTING",
+                      "autotrainer.hooks.autotrainer.restore_best.unless_val_acc_drops=false"], tmp_path)
+    report = read(out / "report.json")
+    (restore,) = [a for a in report["autotrainer"]["actions"] if a["action"] == "restore_best"]
+    assert restore["code"] == "OVERFITTING" and restore["step"] == report["metrics"]["steps"]
+    assert restore["last_val_loss"] > 1.05 * restore["best_val_loss"]
+    assert restore["outcome"].startswith(f"tested with the epoch-{restore['best_epoch']} weights (test_acc")
+    m = report["metrics"]
+    assert restore["best_val_loss"] == pytest.approx(m["best_val_loss"], rel=1e-9)
+    assert m["final_val_loss"] == pytest.approx(m["best_val_loss"], rel=1e-9)  # the final val metrics: weights tested
+    # best.pt (saved by the checkpoint hook on the best val loss) holds the same weights: evaluate them again
+    from hydra.utils import instantiate
+
+    from runner.trainer import Trainer
+
+    cfg = compose_cfg(OVERFIT, tmp_path)
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] + 1 == restore["best_epoch"]
+    data = instantiate(cfg.data)
+    data.setup()
+    model = instantiate(cfg.model)
+    model.load_state_dict(best["model"])
+    trainer = Trainer(max_epochs=1, progress=False)
+    assert trainer.evaluate(model, data.loader("val", device=torch.device("cpu")))["loss"] == pytest.approx(
+        m["best_val_loss"], rel=1e-5)
+    test = trainer.evaluate(model, data.loader("test", device=torch.device("cpu")))
+    assert test["loss"] == pytest.approx(m["test_loss"], rel=1e-5) and test["acc"] == pytest.approx(m["test_acc"])
+    assert events(out, "autotrainer")[-1]["action"] == "restore_best"
+    assert "OVERFITTING → restore_best" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow
