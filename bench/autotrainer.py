@@ -28,7 +28,10 @@ BASELINE = "mlp_adam"
 # Why no learning-rate or architecture fix can reach the baseline on these (they stay in the denominator).
 UNREACHABLE = {
     "random_labels": "every training label is random: there is no signal to learn",
-    "overfit_tiny_subset": "trains on 64 examples: the data, not the optimizer, bounds accuracy",
+    # regularize and early stopping act on it, but no recipe tried on these 64 examples (dropout, weight decay,
+    # width, LR, SGD, tanh; seeds 42, 7, 1) tested above 0.87; shifted-digit augmentation gave 0.38-0.46
+    "overfit_tiny_subset": "trains on 64 examples: regularising treats the overfitting, but the data bounds "
+                           "accuracy (no recipe tried tested above 0.87)",
 }
 QUICK = ["lr_far_too_high", "deep_sigmoid", BASELINE]
 
