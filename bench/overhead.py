@@ -3,7 +3,7 @@
 Two workloads: an MLP on the 8x8 digits (tiny steps, where per-step overhead
 shows) and the small CNN (``model=cnn``) on seeded synthetic 28x28 inputs
 (``data=synthetic``, batch 128). For each, five ways of training the same model
-on the same batches are timed, interleaved and repeated:
+on the same batches (the configs' fused Adam) are timed, interleaved and repeated:
 
 1. ``hand loop``   a hand-written PyTorch loop: forward, cross-entropy, zero_grad, backward,
                    ``clip_grad_norm_``, ``step``;
@@ -15,7 +15,9 @@ on the same batches are timed, interleaved and repeated:
 5. ``lightning``   PyTorch Lightning's ``Trainer`` on a ``LightningModule`` wrapping the same model and
                    optimizer (norm clipping, loss logged with ``self.log`` to its TensorBoard logger),
                    and ``lightning, bare`` (no logger, nothing logged) when ``pytorch-lightning`` is
-                   installed (``pip install -e ".[bench]"``).
+                   installed (``pip install -e ".[bench]"``);
+6. ``hand loop, unfused Adam``  the hand loop again with ``optimizer.fused=false`` (torch's default
+                   per-parameter Adam): what the configs' ``fused: true`` saves every loop above.
 
 Every variant is built fresh each round from the same composed config and seed
 (``runner.task.setup``: same model weights, optimizer, clipping and data tensors) and
@@ -65,6 +67,7 @@ STEPS = {"mlp/digits": (600, 50), "cnn/synthetic28": (60, 8)}
 QUICK_STEPS = {"mlp/digits": (20, 3), "cnn/synthetic28": (4, 1)}
 ROUNDS = {"mlp/digits": 7, "cnn/synthetic28": 11}  # the CNN's rounds are short and noisier: more of them
 DIAG = {"runner, diag=off": "off", "runner, diag=default": "default", "runner, diag=full": "full"}
+UNFUSED = "hand loop, unfused Adam"
 TARGETS = [  # (variant, workloads, minimum ratio to the hand loop, label)
     ("runner, diag=off", ("mlp/digits", "cnn/synthetic28"), 0.98, "(2) >= 0.98 x hand loop"),
     ("runner, diag=default", ("cnn/synthetic28",), 0.97, "(3) >= 0.97 x hand loop on the CNN"),
@@ -126,12 +129,12 @@ def compose_cfg(overrides: list[str], run_dir: Path):
     return cfg
 
 
-def build(workload: str, diag: str, run_dir: Path) -> dict[str, Any]:
+def build(workload: str, diag: str, run_dir: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """The runner's own set-up (model, optimizer, loaders, trainer, hooks) for one workload and diag level."""
     from runner.task import setup
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = compose_cfg([*WORKLOADS[workload], *COMMON, f"diag={diag}"], run_dir)
+    cfg = compose_cfg([*WORKLOADS[workload], *COMMON, f"diag={diag}", *extra], run_dir)
     with contextlib.redirect_stdout(io.StringIO()):
         parts = setup(cfg, run_dir)
     parts["cfg"] = cfg
@@ -209,14 +212,19 @@ def lightning_loop(parts: dict[str, Any], n: int, clip: float, log: bool = True)
     return batches
 
 
-def variants(with_lightning: bool) -> dict[str, tuple[str, Callable[..., TimedBatches]]]:
-    """name -> (diag level to build with, loop)."""
-    out: dict[str, tuple[str, Callable[..., TimedBatches]]] = {"hand loop": ("off", hand_loop)}
+Variant = tuple[str, Callable[..., TimedBatches], tuple[str, ...]]
+
+
+def variants(with_lightning: bool) -> dict[str, Variant]:
+    """name -> (diag level to build with, loop, extra overrides)."""
+    out: dict[str, Variant] = {"hand loop": ("off", hand_loop, ())}
     for name, level in DIAG.items():
-        out[name] = (level, runner_loop)
+        out[name] = (level, runner_loop, ())
     if with_lightning:
-        out["lightning"] = ("off", lightning_loop)
-        out["lightning, bare"] = ("off", lambda p, n, c: lightning_loop(p, n, c, log=False))
+        out["lightning"] = ("off", lightning_loop, ())
+        out["lightning, bare"] = ("off", lambda p, n, c: lightning_loop(p, n, c, log=False), ())
+    # what the configs' `fused: true` buys: the same hand loop with torch's default Adam implementation
+    out[UNFUSED] = ("off", hand_loop, ("optimizer.fused=false",))
     return out
 
 
@@ -236,9 +244,9 @@ def measure(workload: str, rounds: int, steps: int, warmup: int, with_lightning:
         order = names[r % len(names):] + names[:r % len(names)]  # rotate: no variant always goes first
         this_round: dict[str, tuple[float, float]] = {}
         for name in order:
-            level, loop = vs[name]
+            level, loop, extra = vs[name]
             run_dir = root / workload.replace("/", "_") / f"r{r}_{name.replace(', ', '_').replace('=', '-')}"
-            parts = build(workload, level, run_dir)
+            parts = build(workload, level, run_dir, extra)
             batches = loop(parts, warmup + steps + 1, clip)
             this_round[name] = batches.rate(warmup, steps)
             del parts
@@ -358,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         lightning_note = f"pytorch-lightning {pytorch_lightning.__version__}"
     header = [
         f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), {platform.processor() or platform.machine()}, "
-        f"{lightning_note}; Adam, clip_grad_norm 1.0; interleaved rounds after "
+        f"{lightning_note}; fused Adam, clip_grad_norm 1.0; interleaved rounds after "
         f"{0 if args.quick else 1} discarded; {settings}"
         + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
         "",

@@ -30,6 +30,10 @@ class EpochJSONL(Hook):
         self._batches = 0
 
     def on_fit_start(self, state: FitState) -> None:
+        if self._start is not None:  # restored from a checkpoint (on the CPU): to where the model trains
+            device = next(state.model.parameters()).device
+            self._start = [t.to(device) for t in self._start]
+            self._stats = self._stats.to(device) if self._stats is not None else None
         if state.run_dir is not None and state.is_rank_zero:
             # A resumed run continues the files: drop lines past the resume point.
             for name in (self.train_file, self.val_file):
@@ -44,9 +48,6 @@ class EpochJSONL(Hook):
     def on_train_batch_end(self, state: FitState) -> None:
         if self._start is None:
             self._begin_epoch(state)
-        elif self._start[0].device != state.grad_norm.device:  # restored from a checkpoint on the CPU
-            self._start = [t.to(state.grad_norm.device) for t in self._start]
-            self._stats = self._stats.to(state.grad_norm.device) if self._stats is not None else None
         # No device op per step (this used to be 9): keep the step's norm, reduce FOLD_EVERY of them at once.
         self._pending.append(state.grad_norm)
         if len(self._pending) >= FOLD_EVERY:

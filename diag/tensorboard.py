@@ -37,62 +37,70 @@ class TensorBoardScalars(Hook):
 
     def __init__(self, every_n_steps: int = 10, write_every: int = 10) -> None:
         self.every_n_steps = max(1, int(every_n_steps))
-        self.write_every = max(1, int(write_every))  # logging intervals handed to the writer at once
-        self._events: list[tuple[dict[str, float], int, float]] = []
+        self.write_every = max(1, int(write_every))  # logging intervals read and handed to the writer at once
         self._writer = None
-        self._reset()
+        self._values: list[torch.Tensor] = []  # (loss, grad_norm) of every step since the last write
+        # per closed interval: its steps, samples, seconds, last step, LR, skipped steps, wall time
+        self._intervals: list[tuple[int, int, float, int, float, int, float]] = []
+        self._open()
 
-    def _reset(self) -> None:
-        self._losses: list[torch.Tensor] = []  # this interval's device scalars, reduced at the flush
-        self._norms: list[torch.Tensor] = []
+    def _open(self) -> None:
         self._count = 0
         self._samples = 0
         self._t0 = time.perf_counter()
 
     def on_fit_start(self, state: FitState) -> None:
-        self._reset()
+        self._values, self._intervals = [], []
+        self._open()
 
     def on_train_batch_end(self, state: FitState) -> None:
         if state.writer is None:
             return
-        self._losses.append(state.loss)  # no device op per step (this used to be 4): summed at the flush
-        self._norms.append(state.grad_norm)
+        self._values += (state.loss, state.grad_norm)  # no device op per step: read at the write
         self._count += 1
         self._samples += state.batch_size
         if state.step % self.every_n_steps == 0:
             self._flush(state)
 
     def _flush(self, state: FitState) -> None:
+        """Close the current logging interval (host numbers only); write when ``write_every`` are closed."""
         if not self._count:
             return
-        w, step = state.writer, state.step
-        values = torch.stack(self._losses + self._norms).tolist()  # the one device op and host read per interval
-        n = len(self._losses)
-        sums = [sum(values[:n]), sum(values[n:])]  # NaN/Inf propagate as in a device sum
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
-        self._events.append(({"train/loss": sums[0] / self._count, "train/grad_norm": sums[1] / self._count,
-                              "train/lr": state.current_lr, "train/samples_per_sec": self._samples / elapsed,
-                              "train/skipped_steps": state.skipped_steps}, step, time.time()))
-        self._writer = w
-        if len(self._events) >= self.write_every:
-            self._write_events(w)
-        self._reset()
+        self._intervals.append((self._count, self._samples, elapsed, state.step, state.current_lr,
+                                state.skipped_steps, time.time()))
+        self._writer = state.writer
+        if len(self._intervals) >= self.write_every:
+            self._write_events(state.writer)
+        self._open()
 
     def _write_events(self, writer) -> None:
-        """Hand the buffered intervals to the writer together (their own steps and wall times).
+        """Read the buffered steps in one device op and hand the closed intervals to the writer together.
 
-        Each event handed over on its own wakes the writer's thread, which then fights the loop
-        for the GIL: ~250 us per event on a 2-core CPU box, 3% of a small MLP's step at
-        every_n_steps=10. In a batch the thread wakes once. TensorBoard itself flushes files
-        every 2 minutes, so a few intervals' delay is not visible.
+        One ``stack().tolist()`` per ``write_every`` intervals is the only host read. Each event
+        handed over on its own wakes the writer's thread, which then fights the loop for the GIL:
+        ~250 us per event on a 2-core CPU box, 3% of a small MLP's step at every_n_steps=10. In a
+        batch the thread wakes once. TensorBoard itself flushes files every 2 minutes, so a few
+        intervals' delay is not visible.
         """
-        for scalars, step, walltime in self._events:
+        if not self._intervals:
+            return
+        closed = 2 * sum(interval[0] for interval in self._intervals)
+        values = torch.stack(self._values[:closed]).tolist()
+        del self._values[:closed]
+        at = 0
+        for count, samples, elapsed, step, lr, skipped, walltime in self._intervals:
+            chunk = values[at:at + 2 * count]
+            at += 2 * count
+            scalars = {"train/loss": sum(chunk[0::2]) / count,  # NaN/Inf propagate as in a device sum
+                       "train/grad_norm": sum(chunk[1::2]) / count, "train/lr": lr,
+                       "train/samples_per_sec": samples / elapsed, "train/skipped_steps": skipped}
             write_scalars(writer, scalars, step, walltime)
-        self._events = []
+        self._intervals = []
 
     def state_dict(self) -> dict:
         """Nothing to keep; but whatever is checkpointed (an interrupt too) is first written to TensorBoard."""
-        if self._events and self._writer is not None:
+        if self._intervals and self._writer is not None:
             self._write_events(self._writer)
         return {}
 

@@ -74,6 +74,11 @@ class Trainer:
         self.ddp_model: torch.nn.Module | None = None
 
     # -- one step ------------------------------------------------------------
+    def attach(self, model: torch.nn.Module) -> None:
+        """Note what every step needs of the model and the process group, once rather than per step."""
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._world_size = distributed.get_world_size()
+
     def _autocast(self):
         if self.autocast_dtype is None:
             return _FULL_PRECISION  # not a disabled torch.autocast built and entered every step
@@ -114,7 +119,8 @@ class Trainer:
             skipped = False
         if not skipped and state.scheduler is not None and self.scheduler_interval == "step":
             state.scheduler.step()
-        state.loss = distributed.mean_over_ranks(loss.detach())  # hooks log and diagnose the global loss
+        # hooks log and diagnose the global loss (an all-reduce under DDP; the loss itself otherwise)
+        state.loss = distributed.mean_over_ranks(loss.detach()) if self._world_size > 1 else loss.detach()
         state.grad_norm = grad_norm  # computed under no_grad (clip_grad_norm_ / global_grad_norm): no detach
         state.step_skipped = skipped
         self._consecutive_skips = self._consecutive_skips + 1 if skipped else 0
@@ -154,7 +160,7 @@ class Trainer:
     def fit(self, state: FitState, train_loader, val_loader, hooks: Hook) -> FitState:
         """Train until ``max_epochs``/``max_steps`` or a hook sets ``state.stop_training``."""
         model = state.model
-        self._params = [p for p in model.parameters() if p.requires_grad]
+        self.attach(model)
         state.scaler = self.scaler
         state.loop = self
         state.steps_per_epoch = len(train_loader)
@@ -176,22 +182,24 @@ class Trainer:
                 loss_sum = torch.zeros((), device=self.device)
                 correct = torch.zeros((), device=self.device, dtype=torch.long)
                 seen = 0
+            self._acc = acc = [loss_sum, correct, seen]  # the epoch's running sums (a checkpoint keeps them)
+            pending = self._pending
             batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{self.max_epochs}", leave=False,
-                           disable=not self.progress, dynamic_ncols=True)
+                           disable=not self.progress, dynamic_ncols=True) if self.progress else train_loader
             for batch_idx, (x, y) in enumerate(batches):
                 if batch_idx < skip:
                     continue  # done before the checkpoint this run resumed from
                 state.batch_idx = batch_idx
-                state.batch_size = len(y)
+                state.batch_size = n = y.shape[0]
                 logits = self.training_step(state, x, y)
                 state.step += 1
                 state.lr = state.current_lr
                 # train loss/accuracy: buffered, and summed in one go every ACC_FOLD_EVERY steps
                 # (5 small ops per step cost ~25 us on a CPU step of ~800 us)
-                self._pending.append((state.loss, logits, y))
-                seen += len(y)
-                self._acc = [loss_sum, correct, seen]
-                if len(self._pending) >= ACC_FOLD_EVERY:
+                pending.append((state.loss, logits, y))
+                seen += n
+                acc[2] = seen
+                if len(pending) >= ACC_FOLD_EVERY:
                     self._fold_pending()
                 hooks.on_train_batch_end(state)
                 if self.progress and state.step % self.log_every_n_steps == 0:
@@ -217,7 +225,7 @@ class Trainer:
                                   **{k: v for k, v in state.metrics.items() if not k.startswith("test/")}})
             hooks.on_epoch_end(state)
             self._log_epoch(state, epoch)
-            if distributed.get_world_size() > 1:  # rank 0's stop decision holds for every rank
+            if self._world_size > 1:  # rank 0's stop decision holds for every rank
                 state.stop_training, state.stop_reason = distributed.broadcast_object(
                     (state.stop_training, state.stop_reason))
             if state.stop_training or (self.max_steps and state.step >= self.max_steps):
@@ -230,7 +238,8 @@ class Trainer:
     @torch.no_grad()
     def _fold_pending(self) -> None:
         """Add the buffered steps' loss x batch size and correct predictions to ``_acc`` (in place)."""
-        pending, self._pending = self._pending, []
+        pending = tuple(self._pending)
+        self._pending.clear()  # in place: the loop holds this list
         if not pending or not self._acc:
             return
         loss_sum, correct = self._acc[0], self._acc[1]
@@ -275,9 +284,7 @@ class Trainer:
         number of batches done and the epoch's running sums, so a resume replays
         the same order and skips what was done.
         """
-        self._fold_pending()
-        if mid_epoch:
-            self._fold_pending()  # buffered steps belong in the sums the resumed epoch continues from
+        self._fold_pending()  # buffered steps belong in the sums a resumed epoch continues from
         acc = self._acc if mid_epoch and self._acc else None
         return {
             "mid_epoch": mid_epoch,

@@ -19,7 +19,7 @@ def _setup(max_norm=1.0, lr=0.1, scale=2.0**12):
     trainer = Trainer(max_epochs=1, precision="fp16", clip_max_norm=max_norm, progress=False,
                       scheduler_interval="step")
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=scale)
-    trainer._params = list(model.parameters())
+    trainer.attach(model)
     state = FitState(model=model, optimizer=opt, scheduler=sched)
     return model, opt, sched, trainer, state
 
@@ -54,7 +54,7 @@ def test_nonfinite_guard_skips_fp32_steps():
     model = nn.Linear(4, 2)
     opt = torch.optim.Adam(model.parameters())
     trainer = Trainer(max_epochs=1, progress=False)
-    trainer._params = list(model.parameters())
+    trainer.attach(model)
     state = FitState(model=model, optimizer=opt)
     before = model.weight.detach().clone()
     x = torch.full((4, 4), float("nan"))

@@ -151,7 +151,7 @@ def test_nan_batches_never_change_the_weights_and_are_counted(tmp_path):
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     trainer = Trainer(max_epochs=1, progress=False)
-    trainer._params = list(model.parameters())
+    trainer.attach(model)
     state = FitState(model=model, optimizer=opt, events=EventLog(tmp_path / "events.jsonl"))
     y = torch.randint(0, 3, (8,))
     for i in range(6):

@@ -1,0 +1,126 @@
+"""What the per-step savings must not change: logged values, hook order, activation statistics, fused optimizers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from diag.activation_hooks import ActivationRecorder
+from diag.hooks import FitState, Hook, HookList
+from diag.tensorboard import TensorBoardScalars
+from conftest import ROOT
+
+
+def _scalars(tb_dir) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_intervals_written_in_batches_hold_each_intervals_mean(tmp_path):
+    """Steps are read from the device only every write_every intervals; each interval keeps its own mean."""
+    model = nn.Linear(2, 2)
+    state = FitState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    state.writer = SummaryWriter(str(tmp_path))
+    state.batch_size = 8
+    hook = TensorBoardScalars(every_n_steps=4, write_every=3)
+    hook.on_fit_start(state)
+    losses = [float(k) for k in range(1, 23)]
+    for k, loss in enumerate(losses, start=1):
+        state.step = k
+        state.loss, state.grad_norm = torch.tensor(loss), torch.tensor(2 * loss)
+        hook.on_train_batch_end(state)
+        if k == 9:  # a checkpoint hands what is buffered to the writer
+            hook.state_dict()
+    state.epoch = 0
+    hook.on_epoch_end(state)  # closes the last, shorter interval (steps 21-22)
+    state.writer.close()
+    got = _scalars(tmp_path)
+    want_steps = [4, 8, 12, 16, 20, 22]
+    assert [s for s, _ in got["train/loss"]] == want_steps
+    bounds = [0, 4, 8, 12, 16, 20, 22]
+    for (step, value), lo, hi in zip(got["train/loss"], bounds, bounds[1:]):
+        assert value == pytest.approx(sum(losses[lo:hi]) / (hi - lo)), step
+    assert [v for _, v in got["train/grad_norm"]] == pytest.approx([2 * v for _, v in got["train/loss"]])
+    assert [v for _, v in got["train/lr"]] == pytest.approx([0.1] * 6)
+
+
+def test_tensorboard_interval_with_a_nan_step_logs_nan(tmp_path):
+    model = nn.Linear(2, 2)
+    state = FitState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    state.writer = SummaryWriter(str(tmp_path))
+    state.batch_size = 8
+    hook = TensorBoardScalars(every_n_steps=2, write_every=1)
+    hook.on_fit_start(state)
+    for k, loss in enumerate([1.0, float("nan"), 3.0, 5.0], start=1):
+        state.step = k
+        state.loss, state.grad_norm = torch.tensor(loss), torch.tensor(1.0)
+        hook.on_train_batch_end(state)
+    state.writer.close()
+    values = [v for _, v in _scalars(tmp_path)["train/loss"]]
+    assert math.isnan(values[0]) and values[1] == pytest.approx(4.0)
+
+
+class _Calls(Hook):
+    def __init__(self, name: str, log: list) -> None:
+        self.name, self.log = name, log
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        self.log.append(self.name)
+
+
+class _EpochOnly(Hook):
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.log.append("epoch")
+
+
+def test_hooklist_calls_per_step_hooks_in_order_and_others_only_for_their_events():
+    log: list = []
+    hooks = HookList([_Calls("a", log), _EpochOnly(log), _Calls("b", log)])
+    state = FitState(model=nn.Linear(1, 1), optimizer=None)
+    hooks.on_train_batch_end(state)
+    hooks.on_epoch_end(state)
+    assert log == ["a", "b", "epoch"]
+    assert len(hooks._on_batch_end) == 2
+
+
+def test_activation_statistics_match_the_full_computation_on_a_conv_map():
+    """Dead units from one amax pass equal (out > 0).any(); std and saturation from the subsample are close."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.Conv2d(16, 8, 3), nn.Tanh())
+    with torch.no_grad():
+        model[0].bias[:5] = -100.0  # channels 0-4 never fire
+    rec = ActivationRecorder(model)
+    outs = {}
+    handles = [model[1].register_forward_hook(lambda m, i, o: outs.__setitem__("relu", o.detach())),
+               model[3].register_forward_hook(lambda m, i, o: outs.__setitem__("tanh", o.detach()))]
+    rec.attach()
+    model(torch.randn(64, 1, 28, 28) * 3)
+    stats = rec.collect()
+    rec.detach()
+    for h in handles:
+        h.remove()
+    relu, tanh = outs["relu"], outs["tanh"]
+    assert torch.equal(rec.fired["1"], (relu > 0).any(dim=(0, 2, 3)))
+    assert stats["1"]["dead_fraction"] == pytest.approx(5 / 16)
+    assert stats["1"]["std"] == pytest.approx(relu.std().item(), rel=0.02)
+    assert stats["3"]["std"] == pytest.approx(tanh.std().item(), rel=0.02)
+    full_sat = ((tanh <= -0.98) | (tanh >= 0.98)).float().mean().item()
+    assert stats["3"]["saturation"] == pytest.approx(full_sat, abs=0.01)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_optimizer_configs_build_fused_optimizers(name):
+    cfg = OmegaConf.load(ROOT / "conf" / "optimizer" / f"{name}.yaml")
+    opt = instantiate(cfg)(params=nn.Linear(3, 2).parameters())
+    assert opt.defaults["fused"] is True
