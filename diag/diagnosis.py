@@ -241,7 +241,8 @@ def _overfitting(s: RunSeries) -> Issue | None:
         if rise > 1.05 and (acc_gap > 0.08 or rise > 1.5):
             severity = "warning" if (rise > 1.3 or acc_gap > 0.08) else "info"
             return Issue("OVERFITTING", severity, _step_at(s.epoch_step, e),
-                         f"validation loss {val[best]:.3g} at epoch {best + 1} rose to {val[e]:.3g} by epoch {e + 1} "
+                         f"validation loss {val[best]:.3g} at epoch {best + 1 + s.epoch_offset} rose to {val[e]:.3g} "
+                         f"by epoch {e + 1 + s.epoch_offset} "
                          f"while training loss fell to {train[e]:.3g} (accuracy gap {acc_gap:.2f})")
     return None
 

@@ -261,7 +261,8 @@ class DiagnosticsHook(Hook):
         would re-diagnose the symptom that was just treated.
         """
         s = self.series
-        self.series = RunSeries(num_classes=s.num_classes, planned_steps=s.planned_steps)
+        self.series = RunSeries(num_classes=s.num_classes, planned_steps=s.planned_steps,
+                                epoch_offset=s.epoch_offset + len(s.epoch_step))  # evidence names real epochs
         self.series_start = step
         self.issues = []
         self.detected_at = {}

@@ -23,6 +23,7 @@ class RunSeries:
     skipped_steps: list[int] = field(default_factory=list)  # steps whose update was skipped (non-finite grads)
     # one value per epoch
     epoch_step: list[int] = field(default_factory=list)
+    epoch_offset: int = 0  # epochs completed before this series began (a live series restarted mid-run)
     epoch_train_loss: list[float] = field(default_factory=list)
     epoch_train_acc: list[float] = field(default_factory=list)
     epoch_val_loss: list[float] = field(default_factory=list)

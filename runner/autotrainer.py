@@ -454,15 +454,18 @@ class AutoTrainer(Hook):
         issues = {i["code"]: i for i in state.report.get("issues", [])
                   if SEVERITY_RANK.get(i.get("severity"), 0) >= self.min_severity}
         self.seen_codes.update(issues)
-        self._treat(state, issues)
-        if epoch_end and self.restart_request is None and self._last_epoch(state):
+        final = epoch_end and self._last_epoch(state)
+        self._treat(state, issues, final)
+        if final and self.restart_request is None:
             self._restore_best(state, issues)
 
-    def _treat(self, state: FitState, issues: dict[str, dict[str, Any]]) -> None:
+    def _treat(self, state: FitState, issues: dict[str, dict[str, Any]], final: bool = False) -> None:
         for code in self.priority:
             issue = issues.get(code)
             if issue is None or code in self.session.gave_up:
                 continue
+            if final and (self.online.get(code) or {}).get("action") == "regularize":
+                continue  # no steps left to regularise: early stopping (restore_best) picks the weights tested
             if self.online.get(code) is None and self.restarts.get(code) is None:
                 continue
             after = (self.online.get(code) or {}).get("after")

@@ -147,6 +147,10 @@ def test_val_rising_while_train_falls_is_overfitting():
     s.epoch_val_acc = [0.8] * n
     (issue,) = [i for i in diagnose(s) if i.code == "OVERFITTING"]
     assert issue.first_step == s.epoch_step[5]
+    assert "at epoch 3 rose to" in issue.evidence and "by epoch 6 " in issue.evidence
+    s.epoch_offset = 4  # a live series restarted after 4 epochs (an AutoTrainer rollback) names the run's epochs
+    (issue,) = [i for i in diagnose(s) if i.code == "OVERFITTING"]
+    assert "at epoch 7 rose to" in issue.evidence and "by epoch 10 " in issue.evidence
 
 
 def test_lr_cut_early_while_loss_falls_is_decayed_too_early_but_a_late_cut_is_not():
@@ -188,3 +192,15 @@ def test_init_scale_ratio_uses_fan_in_of_torch_layouts():
     nn.init.kaiming_normal_(lin.weight)
     ratios = init_scale_ratios({"lin": lin.weight})
     assert ratios["lin"] == pytest.approx(1.0, rel=0.1)
+
+
+def test_a_reset_live_series_counts_the_epochs_before_it():
+    from diag.live import DiagnosticsHook
+
+    hook = DiagnosticsHook()
+    hook.series.epoch_step = [10, 20, 30]
+    hook.reset(35)
+    assert hook.series.epoch_offset == 3 and hook.series.epoch_step == []
+    hook.series.epoch_step = [40, 50]
+    hook.reset(55)
+    assert hook.series.epoch_offset == 5

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import ROOT
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -15,7 +16,6 @@ from torch.utils.tensorboard import SummaryWriter
 from diag.activation_hooks import ActivationRecorder
 from diag.hooks import FitState, Hook, HookList
 from diag.tensorboard import TensorBoardScalars
-from conftest import ROOT
 
 
 def _scalars(tb_dir) -> dict[str, list[tuple[int, float]]]:
