@@ -231,13 +231,18 @@ def _overfitting(s: RunSeries) -> Issue | None:
     n = min(val.size, train.size)
     if n < 4 or not np.all(np.isfinite(val[:n])) or not np.all(np.isfinite(train[:n])):
         return None
+    # only a model that fits its training data can overfit it: not one near chance (a chaotic high-LR run's
+    # validation loss swings too), nor one that does better on validation than on training examples
+    fitting_below = 0.5 * math.log(s.num_classes) if s.num_classes else math.inf
     for e in range(3, n):
         best = int(np.argmin(val[: e + 1]))
         since = e - best
-        if since < 3 or not train[e] < 0.7 * train[best]:
-            continue  # validation improved recently, or training is not fitting further either
+        if since < 3 or not train[e] < 0.7 * train[best] or not train[e] < fitting_below:
+            continue  # validation improved recently, or training is not fitting (further) either
         rise = val[e] / max(val[best], 1e-12)
         acc_gap = (tacc[e] - vacc[e]) if vacc.size > e and tacc.size > e else 0.0
+        if acc_gap < 0:
+            continue
         if rise > 1.05 and (acc_gap > 0.08 or rise > 1.5):
             severity = "warning" if (rise > 1.3 or acc_gap > 0.08) else "info"
             return Issue("OVERFITTING", severity, _step_at(s.epoch_step, e),

@@ -153,6 +153,20 @@ def test_val_rising_while_train_falls_is_overfitting():
     assert "at epoch 7 rose to" in issue.evidence and "by epoch 10 " in issue.evidence
 
 
+def test_a_model_near_chance_or_better_on_validation_is_not_overfitting():
+    """A chaotic high-LR run: validation loss swings up while training loss dips, but nothing is fitted."""
+    s = healthy()
+    n = len(s.epoch_val_loss)
+    s.epoch_train_loss = [3.2, 3.0, 4.0, 2.3] + [2.2] * (n - 4)  # at ln(10) = 2.30: at chance
+    s.epoch_val_loss = [3.7, 1.7, 2.8, 3.7] + [2.8] * (n - 4)
+    s.epoch_train_acc, s.epoch_val_acc = [0.15] * n, [0.2] * n
+    assert "OVERFITTING" not in codes(s)
+    s.epoch_train_loss = list(np.geomspace(1.0, 0.001, n))  # fitting, but validation accuracy is the higher
+    s.epoch_val_loss = [0.8, 0.6, 0.5] + [0.5 + 0.1 * i for i in range(1, n - 2)]
+    s.epoch_train_acc, s.epoch_val_acc = [0.90] * n, [0.95] * n
+    assert "OVERFITTING" not in codes(s)
+
+
 def test_lr_cut_early_while_loss_falls_is_decayed_too_early_but_a_late_cut_is_not():
     s = healthy()
     s.lr = [1e-3] * 5 + [1e-5] * (len(s.lr) - 5)
