@@ -229,7 +229,7 @@ class Trainer:
                 state.stop_training, state.stop_reason = distributed.broadcast_object(
                     (state.stop_training, state.stop_reason))
             if state.stop_training or (self.max_steps and state.step >= self.max_steps):
-                if state.stop_reason:
+                if state.stop_reason and state.is_rank_zero:  # every rank stops; one says why
                     log.warning("stopping: %s", state.stop_reason)
                 break
         epoch_bar.close()

@@ -360,3 +360,16 @@ def test_ddp_autotrainer_guided_restart_runs_the_same_attempt_on_every_rank(tmp_
     assert any(k.endswith("running_mean") for k in ckpt["model"])
     assert len(LR_BY_RANK.findall(res.stdout)) == 2
     assert report["metrics"]["test_acc"] > 0.9
+
+
+def test_ddp_stop_decision_holds_on_every_rank_and_is_said_once(tmp_path):
+    """NaN gradients on every step: both ranks stop after the same skipped steps; one `stopping:` line."""
+    res = torchrun(["optimizer=sgd", "optimizer.lr=1e30", "trainer.max_consecutive_skips=3",
+                    "trainer.max_epochs=2"], tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert out.count("stopping: 3 consecutive steps had non-finite gradients") == 1, out[-3000:]
+    sums = CHECKSUM.search(res.stdout)
+    assert sums and sums.group(1) == sums.group(2), res.stdout
+    run = next((tmp_path / "runs").iterdir())
+    assert len(jsonl(run / "train_diagnostics.jsonl")) == 1  # stopped in the first epoch on both ranks
