@@ -90,6 +90,7 @@ class FitState:
     stop_reason: str = ""
     generator: torch.Generator | None = None  # the data-order RNG, saved with checkpoints
     loop: Any = None  # the loop driving this fit, for hooks that checkpoint or act on it
+    annotations: list[tuple[int, str]] = field(default_factory=list)  # (step, label) marked on summary.png
 
     @property
     def current_lr(self) -> float:

@@ -61,6 +61,7 @@ class DiagnosticsHook(Hook):
         self.summary_png = summary_png
         self.console = console
         self.series = RunSeries()
+        self._past: list[RunSeries] = []  # segments before each reset: the figure shows the whole run
         self.issues: list[Issue] = []
         self.detected_at: dict[str, int] = {}
         # the last _n steps' loss and gradient norm (device scalars), reduced every scalar_every steps
@@ -261,6 +262,7 @@ class DiagnosticsHook(Hook):
         would re-diagnose the symptom that was just treated.
         """
         s = self.series
+        self._past.append(s)
         self.series = RunSeries(num_classes=s.num_classes, planned_steps=s.planned_steps,
                                 epoch_offset=s.epoch_offset + len(s.epoch_step))  # evidence names real epochs
         self.series_start = step
@@ -294,14 +296,17 @@ class DiagnosticsHook(Hook):
         if self.summary_png and state.run_dir is not None and state.is_rank_zero:
             from diag.summary_plot import plot_summary
 
-            plot_summary(self.series, Path(state.run_dir) / "summary.png", self.issues)
+            plot_summary(RunSeries.concat([*self._past, self.series]), Path(state.run_dir) / "summary.png",
+                         self.issues, annotations=state.annotations)
 
     def state_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {"series": asdict(self.series), "detected_at": dict(self.detected_at)}
+        return {"series": asdict(self.series), "past": [asdict(p) for p in self._past],
+                "detected_at": dict(self.detected_at)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "series" in state:
             self.series = RunSeries(**state["series"])
+        self._past = [RunSeries(**p) for p in state.get("past", [])]
         self.detected_at = dict(state.get("detected_at", {}))

@@ -8,7 +8,8 @@ which each epoch ended. Per-layer dicts map a layer name to values sampled at
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -44,3 +45,35 @@ class RunSeries:
     init_scale_ratio: dict[str, float] = field(default_factory=dict)
     # how many steps the run is planned to take (for "found within the first third")
     planned_steps: int | None = None
+
+    @classmethod
+    def concat(cls, parts: list[RunSeries]) -> RunSeries:
+        """One series from consecutive segments of a run (a live series restarted after a repair), for plotting.
+
+        Lists are joined; each per-layer list is padded with NaN to its segment's ``layer_step`` so that
+        the joined lists stay aligned with the joined steps. Scalars come from the first segment that
+        has them, ``num_classes`` and ``planned_steps`` from the last.
+        """
+        parts = [p for p in parts if p is not None]
+        if len(parts) == 1:
+            return parts[0]
+        out = cls(num_classes=parts[-1].num_classes, planned_steps=parts[-1].planned_steps,
+                  epoch_offset=parts[0].epoch_offset)
+        for f in fields(cls):
+            values = [getattr(p, f.name) for p in parts]
+            if f.name.startswith("layer_") and f.name != "layer_step":
+                merged: dict[str, list[float]] = {}
+                done = 0
+                for p, d in zip(parts, values):
+                    n = len(p.layer_step)
+                    for key in [*merged, *(k for k in d if k not in merged)]:  # layer order kept
+                        got = list(d.get(key, []))[:n]
+                        merged.setdefault(key, [math.nan] * done).extend(got + [math.nan] * (n - len(got)))
+                    done += n
+                setattr(out, f.name, merged)
+            elif isinstance(values[0], list):
+                setattr(out, f.name, [v for segment in values for v in segment])
+            elif f.name in ("first_nonfinite_step", "first_nonfinite_layer", "init_scale_ratio"):
+                setattr(out, f.name, next((v for v in values if v), values[0]))
+        return out
+

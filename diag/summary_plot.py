@@ -15,8 +15,13 @@ from diag.codes import Issue
 from diag.series import RunSeries
 
 
-def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = None) -> Path:
-    """Draw the summary figure of ``series`` to ``path`` (PNG) and return the path."""
+def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = None,
+                 annotations: list[tuple[int, str]] | None = None) -> Path:
+    """Draw the summary figure of ``series`` to ``path`` (PNG) and return the path.
+
+    ``annotations`` are (step, label) pairs, such as the AutoTrainer's actions, drawn as labelled
+    vertical lines on the loss and learning-rate panels: what changed the run, where.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,6 +104,18 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
         ax_acc.axhline(1 / s.num_classes, color="grey", ls=":", label="chance")
     ax_acc.set(title="accuracy", xlabel="step", ylim=(0, 1.02))
     ax_acc.legend(fontsize=8)
+
+    if s.step:  # every panel on the run's step axis, so a change in one lines up with the others
+        for ax in (ax_heat, ax_units, ax_acc):
+            ax.set_xlim(ax_loss.get_xlim())
+    for ax in (ax_loss, ax_lr):
+        lo, hi = ax.get_xlim()
+        for k, (step, label) in enumerate(annotations or []):
+            ax.axvline(step, color="tab:purple", ls=":", lw=1.2)
+            right = step > lo + 0.8 * (hi - lo)  # near the right edge: label to the left of the line
+            ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), xytext=(-2 if right else 2,
+                        -10 - 9 * (k % 3)), textcoords="offset points", fontsize=7, color="tab:purple",
+                        ha="right" if right else "left")
 
     issues = issues or []
     title = "healthy: no issues found" if not issues else "; ".join(f"{i.code} ({i.severity})" for i in issues)

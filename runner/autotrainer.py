@@ -368,7 +368,8 @@ class AutoTrainer(Hook):
                     a["outcome"] == "applied":
                 later = [b for b in self.actions if b is not a and b["code"] == a["code"] and b["step"] > a["step"]
                          and b.get("attempt") == a["attempt"]]
-                a["outcome"] = (f"recurred: acted again at step {later[0]['step']}" if later else
+                again = "gave up" if later and later[0]["action"] == "give_up" else "acted again"
+                a["outcome"] = (f"recurred: {again} at step {later[0]['step']}" if later else
                                 f"{a['code']} still present at the end ({tail})" if a["code"] in final else
                                 f"resolved: {a['code']} not present at the end ({tail})")
             if a["action"] == "restart" and a.get("next_attempt") == self.session.attempt:
@@ -727,6 +728,8 @@ class AutoTrainer(Hook):
                  "outcome": outcome, **extra}
         self.actions.append(entry)
         state.events.write("autotrainer", **entry)
+        if action != "give_up":
+            state.annotations.append((state.step, action))
         line = f"autotrainer: step {state.step} {issue['code']} -> {action}: {detail}"
         log.warning(line)
         if state.writer is not None and state.is_rank_zero:

@@ -218,3 +218,35 @@ def test_a_reset_live_series_counts_the_epochs_before_it():
     hook.series.epoch_step = [40, 50]
     hook.reset(55)
     assert hook.series.epoch_offset == 5
+
+
+def test_concat_joins_segments_and_keeps_layers_aligned_with_their_steps():
+    a = RunSeries(num_classes=10, step=[10, 20], loss=[2.3, 2.0], epoch_step=[20], epoch_val_loss=[2.1],
+                  layer_step=[10, 20], layer_grad_norm={"fc1": [1.0, 1.1], "fc2": [2.0, 2.1]},
+                  layer_dead_fraction={"act1": [0.5]}, first_nonfinite_step=15)
+    b = RunSeries(num_classes=10, step=[30], loss=[1.5], epoch_step=[30], epoch_val_loss=[1.6], epoch_offset=1,
+                  layer_step=[30], layer_grad_norm={"fc2": [3.0], "fc1": [3.1]}, layer_dead_fraction={})
+    c = RunSeries.concat([a, b])
+    assert c.step == [10, 20, 30] and c.loss == [2.3, 2.0, 1.5] and c.epoch_val_loss == [2.1, 1.6]
+    assert list(c.layer_grad_norm) == ["fc1", "fc2"]  # the model's layer order, as the heat map shows it
+    assert c.layer_grad_norm == {"fc1": [1.0, 1.1, 3.1], "fc2": [2.0, 2.1, 3.0]}
+    dead = c.layer_dead_fraction["act1"]
+    assert dead[0] == 0.5 and math.isnan(dead[1]) and math.isnan(dead[2]) and len(dead) == len(c.layer_step)
+    assert c.first_nonfinite_step == 15 and c.num_classes == 10 and c.epoch_offset == 0
+    assert RunSeries.concat([b]) is b
+
+
+def test_a_reset_hook_keeps_the_earlier_segment_for_the_figure_and_checkpoints(tmp_path):
+    from diag.live import DiagnosticsHook
+    from diag.summary_plot import plot_summary
+
+    hook = DiagnosticsHook()
+    hook.series = RunSeries(num_classes=10, step=[10, 20], loss=[2.3, 40.0], lr=[1.0, 1.0])
+    hook.reset(20)
+    hook.series.step, hook.series.loss, hook.series.lr = [30, 40], [1.0, 0.5], [0.1, 0.1]
+    restored = DiagnosticsHook()
+    restored.load_state_dict(hook.state_dict())
+    whole = RunSeries.concat([*restored._past, restored.series])
+    assert whole.step == [10, 20, 30, 40] and whole.loss == [2.3, 40.0, 1.0, 0.5]
+    out = plot_summary(whole, tmp_path / "summary.png", annotations=[(20, "rollback"), (40, "restore_best")])
+    assert out.stat().st_size > 10_000
