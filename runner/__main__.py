@@ -33,7 +33,8 @@ def hydra_main(cfg: DictConfig) -> float:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except Interrupted as exc:
-        print(str(exc), file=sys.stderr)
+        if distributed.is_rank_zero():  # every rank stops; rank 0 saved the checkpoint and says where
+            print(str(exc), file=sys.stderr)
         sys.exit(exc.exit_code)
 
 

@@ -368,6 +368,15 @@ def sum_over_ranks(*values: torch.Tensor | float, device: torch.device | str = "
     return packed.tolist()
 
 
+def max_over_ranks(value: int, device: torch.device | str = "cpu") -> int:
+    """The largest of an integer over all ranks (one collective): e.g. any rank's pending signal."""
+    if get_world_size() == 1:
+        return int(value)
+    t = torch.tensor(int(value), dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 # -- checks the loop relies on -------------------------------------------------------
 def check_same_steps(steps_per_epoch: int) -> None:
     """Every rank must take the same number of optimizer steps, or DDP's all-reduce hangs."""

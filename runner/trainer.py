@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import sys
 import time
 from typing import Any
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 AUTOCAST_DTYPES = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _FULL_PRECISION = contextlib.nullcontext()
 ACC_FOLD_EVERY = 16  # steps whose train loss/accuracy are summed together (see Trainer._fold_pending)
+# Under DDP the ranks agree every this many steps (and at each epoch's end) whether any of them got
+# SIGINT/SIGTERM, so all stop after the same step instead of one waiting in an all-reduce for the other.
+SIGNAL_SYNC_EVERY = 8
 
 
 class Trainer:
@@ -204,10 +208,14 @@ class Trainer:
                 hooks.on_train_batch_end(state)
                 if self.progress and state.step % self.log_every_n_steps == 0:
                     batches.set_postfix(loss=f"{float(state.loss):.4f}", refresh=False)
-                if self.interrupted or state.stop_training or (self.max_steps and state.step >= self.max_steps):
+                if self._world_size > 1:
+                    signalled = state.step % SIGNAL_SYNC_EVERY == 0 and self._agree_on_signal()
+                else:
+                    signalled = self.interrupted
+                if signalled or state.stop_training or (self.max_steps and state.step >= self.max_steps):
                     break
             self._fold_pending()
-            if self.interrupted:
+            if self._agree_on_signal() if self._world_size > 1 else self.interrupted:
                 break  # a signal: no validation, the caller checkpoints mid-epoch and reports
             loss_total, correct_total, seen_total = distributed.sum_over_ranks(loss_sum, correct, seen,
                                                                                device=self.device)
@@ -233,7 +241,18 @@ class Trainer:
                     log.warning("stopping: %s", state.stop_reason)
                 break
         epoch_bar.close()
+        if self._world_size > 1:  # the caller stops (or tests and reports) on every rank alike
+            self.interrupted = self._agree_on_signal()
         return state
+
+    def _agree_on_signal(self) -> str | None:
+        """Under DDP (a collective: every rank calls it at the same step): the signal any rank got, now every rank's."""
+        got = distributed.max_over_ranks(signal.Signals[self.interrupted].value if self.interrupted else 0,
+                                         device=self.device)
+        if not got:
+            return None  # a signal arriving during the collective is still set here: the next one shares it
+        self.interrupted = signal.Signals(got).name
+        return self.interrupted
 
     @torch.no_grad()
     def _fold_pending(self) -> None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -373,3 +375,57 @@ def test_ddp_stop_decision_holds_on_every_rank_and_is_said_once(tmp_path):
     assert sums and sums.group(1) == sums.group(2), res.stdout
     run = next((tmp_path / "runs").iterdir())
     assert len(jsonl(run / "train_diagnostics.jsonl")) == 1  # stopped in the first epoch on both ranks
+
+
+def _children(pid: int) -> list[int]:
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(k) for k in kids]
+
+
+def _worker_with_rank(root_pid: int, rank: int) -> int | None:
+    """The torchrun worker process whose environment says RANK=<rank> (a child of torchrun's agent)."""
+    for pid in _children(root_pid):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env:
+            return pid
+        found = _worker_with_rank(pid, rank)
+        if found:
+            return found
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker through /proc (Linux)")
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    """SIGTERM reaches rank 1 only: the ranks agree on it, stop together, rank 0 saves; nobody hangs in an all-reduce."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "runner",
+           "trainer.strategy=ddp", f"paths.log_dir={tmp_path}", "trainer.progress=false", *PINNED,
+           "trainer.max_epochs=500", "diag=off", f"hydra.run.dir={run}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoints" / "last.pt").exists():  # training is under way (an epoch is done)
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.2)
+        rank1 = _worker_with_rank(proc.pid, 1)
+        assert rank1 is not None
+        os.kill(rank1, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)  # the old behaviour: rank 0 waited in an all-reduce
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert out.count("interrupted by SIGTERM at step") == 1, out[-3000:]  # rank 0 says it, with where it saved
+    assert "checkpoints/last.pt" in out.split("interrupted by SIGTERM at step")[1].splitlines()[0]
+    report = json.loads((run / "report.json").read_text())
+    assert report["interrupted"] == "SIGTERM"
+    step = report["metrics"]["steps"]
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["mid_epoch"] and ckpt["step"] == step
+    assert 0 < step < 500 * 10
+    assert [e for e in jsonl(run / "events.jsonl") if e["kind"] == "interrupted"][0]["step"] == step
