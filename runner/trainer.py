@@ -208,14 +208,11 @@ class Trainer:
                 hooks.on_train_batch_end(state)
                 if self.progress and state.step % self.log_every_n_steps == 0:
                     batches.set_postfix(loss=f"{float(state.loss):.4f}", refresh=False)
-                if self._world_size > 1:
-                    signalled = state.step % SIGNAL_SYNC_EVERY == 0 and self._agree_on_signal()
-                else:
-                    signalled = self.interrupted
+                signalled = self._stop_signal(sync=state.step % SIGNAL_SYNC_EVERY == 0)
                 if signalled or state.stop_training or (self.max_steps and state.step >= self.max_steps):
                     break
             self._fold_pending()
-            if self._agree_on_signal() if self._world_size > 1 else self.interrupted:
+            if self._stop_signal(sync=True):
                 break  # a signal: no validation, the caller checkpoints mid-epoch and reports
             loss_total, correct_total, seen_total = distributed.sum_over_ranks(loss_sum, correct, seen,
                                                                                device=self.device)
@@ -244,6 +241,12 @@ class Trainer:
         if self._world_size > 1:  # the caller stops (or tests and reports) on every rank alike
             self.interrupted = self._agree_on_signal()
         return state
+
+    def _stop_signal(self, sync: bool) -> str | None:
+        """The signal to stop on: this process's; under DDP, at sync points only, the one any rank got."""
+        if self._world_size == 1:
+            return self.interrupted
+        return self._agree_on_signal() if sync else None
 
     def _agree_on_signal(self) -> str | None:
         """Under DDP (a collective: every rank calls it at the same step): the signal any rank got, now every rank's."""
