@@ -284,12 +284,13 @@ class LearningRateFinder:
             bottom = min(min(raw), min(smoothed))
             ax.set_ylim(bottom - 0.05 * (top - bottom), top)
             styles = {"valley": ("o", "tab:green"), "steepest": ("s", "tab:orange"), "min10": ("^", "tab:purple")}
-            for name, lr in res["suggestions"].items():
-                if name == res["method"]:
-                    continue
+            others = [(n, lr) for n, lr in res["suggestions"].items() if n != res["method"]]
+            for k, (name, lr) in enumerate(others):
                 marker, color = styles[name]
+                # hollow, the first one larger: two methods that agree stay visible on one point
                 ax.plot([lr], [np.interp(np.log(lr), np.log(lrs), smoothed)], marker, color=color,
-                        markersize=7, alpha=0.7, label=f"{name}: {lr:.2e}")
+                        markersize=12 - 4 * k, markerfacecolor="none", markeredgewidth=2,
+                        label=f"{name}: {lr:.2e}")
             ax.axvline(res["suggested_lr"], color="tab:red", linestyle="--", linewidth=1.5,
                        label=f"suggested ({res['method']}): {res['suggested_lr']:.2e}")
             ax.plot([res["suggested_lr"]], [np.interp(np.log(res["suggested_lr"]), np.log(lrs), smoothed)],
