@@ -116,6 +116,35 @@ def _trend(values: np.ndarray) -> float:
     return float(slope * v.size / np.mean(np.abs(v)))  # change over the window, as a fraction of its mean
 
 
+def oscillating_windows(loss: np.ndarray, scale: float, w: int = 8) -> np.ndarray:
+    """For each window of ``w`` consecutive loss samples: does it swing without trending down?
+
+    A window swings when its range is over 10% of ``scale`` (the chance-level loss), its end is not
+    well below its start, it dips below 0.9 x scale, and its big moves (over a quarter of the range)
+    reverse direction at least twice, or it holds a spike (x3 over the minimum before it). All
+    windows at once (``sliding_window_view``): the live diagnosis rescans the run's whole history,
+    and a Python loop over windows cost ~16 us per sample, 0.16 s per diagnosis at 10k samples.
+    """
+    W = np.lib.stride_tricks.sliding_window_view(loss, w)
+    hi, lo = W.max(axis=1), W.min(axis=1)
+    span = hi - lo
+    amplitude = span / scale
+    quarter = w // 4
+    trend = (W[:, -quarter:].mean(axis=1) - W[:, :quarter].mean(axis=1)) / np.maximum(span, 1e-12)
+    moves = np.diff(W, axis=1)
+    sign = np.sign(moves)
+    big = np.abs(moves) > 0.25 * span[:, None]
+    # each big move against the previous big move in its window (moves in between that are not big are skipped)
+    last_big = np.maximum.accumulate(np.where(big, np.arange(w - 1), -1), axis=1)
+    prev = np.concatenate([np.full((len(W), 1), -1), last_big[:, :-1]], axis=1)
+    prev_sign = np.take_along_axis(sign, np.maximum(prev, 0), axis=1)
+    reversals = np.sum(big & (prev >= 0) & (prev_sign != sign), axis=1)
+    top = W.argmax(axis=1)
+    low_before_top = np.take_along_axis(np.minimum.accumulate(W, axis=1), top[:, None], axis=1)[:, 0]
+    spike = (top < w - 1) & (hi > 3 * low_before_top)
+    return (amplitude > 0.1) & (trend > -0.5) & (lo < 0.9 * scale) & ((reversals >= 2) | (spike & (amplitude > 0.15)))
+
+
 def _loss_oscillation(s: RunSeries) -> Issue | None:
     """Windows of sampled loss that swing by a sizeable share of the chance-level loss, with no downward trend."""
     loss = _arr(s.loss)
@@ -125,23 +154,17 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
     scale = _chance_loss(s) or _median(loss[:3])
     if not scale > 0:
         return None
-    for end in range(w, loss.size + 1):
-        win = loss[end - w:end]
-        amplitude = (win.max() - win.min()) / scale
-        quarter = w // 4
-        trend = (np.mean(win[-quarter:]) - np.mean(win[:quarter])) / max(win.max() - win.min(), 1e-12)
-        moves = np.diff(win)
-        big = moves[np.abs(moves) > 0.25 * (win.max() - win.min())]
-        reversals = int(np.sum(np.sign(big[1:]) != np.sign(big[:-1]))) if big.size > 1 else 0
-        spike = win[int(np.argmax(win)):].size > 1 and win.max() > 3 * win[: int(np.argmax(win)) + 1].min()
-        if amplitude > 0.1 and trend > -0.5 and win.min() < 0.9 * scale and (reversals >= 2 or (
-                spike and amplitude > 0.15)):
-            i = end - 1
-            return Issue("LOSS_OSCILLATION", "warning", _step_at(s.step, i),
-                         f"loss swung between {win.min():.3g} and {win.max():.3g} over steps "
-                         f"{_step_at(s.step, end - w)}-{_step_at(s.step, i)} ({reversals} reversals, no downward "
-                         "trend)")
-    return None
+    hits = np.flatnonzero(oscillating_windows(loss, scale, w))
+    if not hits.size:
+        return None
+    first = int(hits[0])
+    win, i = loss[first:first + w], first + w - 1
+    moves = np.diff(win)
+    big = moves[np.abs(moves) > 0.25 * (win.max() - win.min())]
+    reversals = int(np.sum(np.sign(big[1:]) != np.sign(big[:-1]))) if big.size > 1 else 0
+    return Issue("LOSS_OSCILLATION", "warning", _step_at(s.step, i),
+                 f"loss swung between {win.min():.3g} and {win.max():.3g} over steps "
+                 f"{_step_at(s.step, first)}-{_step_at(s.step, i)} ({reversals} reversals, no downward trend)")
 
 
 def _weights_moving(s: RunSeries) -> float:

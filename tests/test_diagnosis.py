@@ -250,3 +250,41 @@ def test_a_reset_hook_keeps_the_earlier_segment_for_the_figure_and_checkpoints(t
     assert whole.step == [10, 20, 30, 40] and whole.loss == [2.3, 40.0, 1.0, 0.5]
     out = plot_summary(whole, tmp_path / "summary.png", annotations=[(20, "rollback"), (40, "restore_best")])
     assert out.stat().st_size > 10_000
+
+
+def _oscillating_reference(loss: np.ndarray, scale: float, w: int = 8) -> list[bool]:
+    """The rule as first written: one window at a time."""
+    out = []
+    for end in range(w, loss.size + 1):
+        win = loss[end - w:end]
+        amplitude = (win.max() - win.min()) / scale
+        trend = (np.mean(win[-(w // 4):]) - np.mean(win[:w // 4])) / max(win.max() - win.min(), 1e-12)
+        moves = np.diff(win)
+        big = moves[np.abs(moves) > 0.25 * (win.max() - win.min())]
+        reversals = int(np.sum(np.sign(big[1:]) != np.sign(big[:-1]))) if big.size > 1 else 0
+        spike = win[int(np.argmax(win)):].size > 1 and win.max() > 3 * win[: int(np.argmax(win)) + 1].min()
+        out.append(bool(amplitude > 0.1 and trend > -0.5 and win.min() < 0.9 * scale
+                        and (reversals >= 2 or (spike and amplitude > 0.15))))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_vectorised_oscillation_windows_equal_the_one_window_at_a_time_rule(seed):
+    from diag.diagnosis import oscillating_windows
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(10, 300))
+    kind = seed % 4
+    if kind == 0:  # noisy descent
+        loss = LN10 * np.exp(-np.arange(n) / 50) + rng.normal(0, 0.05, n)
+    elif kind == 1:  # swings
+        loss = 1.2 + rng.choice([-0.6, 0.6], n) + rng.normal(0, 0.05, n)
+    elif kind == 2:  # spikes on a plateau, plateaus with repeated values
+        loss = np.round(np.full(n, 0.5) + rng.normal(0, 0.02, n), 2)
+        loss[rng.integers(0, n, max(1, n // 20))] *= 5
+    else:
+        loss = np.abs(rng.normal(1.0, 0.8, n))
+    loss = np.abs(loss) + 1e-3
+    got = oscillating_windows(loss, LN10)
+    assert got.tolist() == _oscillating_reference(loss, LN10)
+    assert kind != 1 or got.any()
