@@ -49,11 +49,16 @@ class DiagnosticsHook(Hook):
     """Collects a :class:`RunSeries` during training and diagnoses it as it grows."""
 
     def __init__(self, scalar_every: int = 10, layer_every: int = 25, diagnose_every: int = 50,
+                 diagnose_gap: float = 0.02,
                  histogram_every: int = 0, dead_window: int = 4, activations: bool = True,
                  layer_scalars: bool = True, summary_png: bool = True, console: bool = True) -> None:
         self.scalar_every = max(1, int(scalar_every))
         self.layer_every = max(1, int(layer_every))
         self.diagnose_every = max(1, int(diagnose_every))
+        # The rules rescan the whole history: on a long run diagnose at most once per this share of the steps
+        # so far (a finding then waits at most 2% of the run; the total cost stays O(n log n), not O(n^2)).
+        self.diagnose_gap = float(diagnose_gap)
+        self._diagnosed_at = -(10**9)
         self.histogram_every = int(histogram_every)
         self.dead_window = max(1, int(dead_window))
         self.watch_activations = activations
@@ -232,7 +237,10 @@ class DiagnosticsHook(Hook):
         self._diagnose(state)
 
     # -- diagnosis ---------------------------------------------------------------
-    def _diagnose(self, state: FitState) -> None:
+    def _diagnose(self, state: FitState, final: bool = False) -> None:
+        if not final and state.step - self._diagnosed_at < self.diagnose_gap * state.step:
+            return
+        self._diagnosed_at = state.step
         issues = diagnose(self.series)
         before = {i.code: i.severity for i in self.issues}
         after = {i.code: i.severity for i in issues}
@@ -288,7 +296,7 @@ class DiagnosticsHook(Hook):
 
     def on_fit_end(self, state: FitState) -> None:
         self._read_scalars(state)
-        self._diagnose(state)
+        self._diagnose(state, final=True)
         if self.recorder is not None:
             self.recorder.detach()
         if state.writer is not None and state.is_rank_zero:

@@ -288,3 +288,21 @@ def test_vectorised_oscillation_windows_equal_the_one_window_at_a_time_rule(seed
     got = oscillating_windows(loss, LN10)
     assert got.tolist() == _oscillating_reference(loss, LN10)
     assert kind != 1 or got.any()
+
+
+def test_long_runs_are_diagnosed_at_most_once_per_gap_share_of_the_steps_so_far():
+    from diag.hooks import FitState
+    from diag.live import DiagnosticsHook
+
+    hook = DiagnosticsHook(diagnose_gap=0.02)
+    hook.series = healthy()
+    state = FitState(model=nn.Linear(2, 2))
+    ran = []
+    for step in (50, 100, 1000, 1010, 1019, 1020, 1030, 1041):
+        state.step = step
+        hook._diagnose(state)
+        ran.append(hook._diagnosed_at == step)
+    assert ran == [True, True, True, False, False, False, True, False]  # after 1000: 2% of 1020 is 20.4, etc.
+    state.step = 1042
+    hook._diagnose(state, final=True)  # the report at the end is always current
+    assert hook._diagnosed_at == 1042 and "issues" in state.report
