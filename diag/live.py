@@ -308,9 +308,8 @@ class DiagnosticsHook(Hook):
                          self.issues, annotations=state.annotations)
 
     def state_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return {"series": asdict(self.series), "past": [asdict(p) for p in self._past],
+        """The series so far (every checkpoint, every epoch: list copies, not ``asdict``'s deep copy per float)."""
+        return {"series": self.series.to_dict(), "past": [p.to_dict() for p in self._past],
                 "detected_at": dict(self.detected_at)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

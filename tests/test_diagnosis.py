@@ -306,3 +306,19 @@ def test_long_runs_are_diagnosed_at_most_once_per_gap_share_of_the_steps_so_far(
     state.step = 1042
     hook._diagnose(state, final=True)  # the report at the end is always current
     assert hook._diagnosed_at == 1042 and "issues" in state.report
+
+
+def test_series_to_dict_equals_asdict_is_a_copy_and_loads_with_weights_only(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    s = RunSeries(**json.loads(json.dumps(asdict(healthy()), default=float)))  # host floats, as a live run has
+    s.init_scale_ratio = {"fc1": 1.1}
+    d = s.to_dict()
+    assert d == asdict(s)
+    d["loss"].append(99.0)
+    d["layer_grad_norm"]["fc1"].append(99.0)
+    assert s.loss[-1] != 99.0 and s.layer_grad_norm["fc1"][-1] != 99.0
+    torch.save({"series": s.to_dict()}, tmp_path / "c.pt")
+    back = RunSeries(**torch.load(tmp_path / "c.pt", weights_only=True)["series"])
+    assert back == s
