@@ -57,8 +57,10 @@ class DiagnosticsHook(Hook):
         self.diagnose_every = max(1, int(diagnose_every))
         # The rules rescan the whole history: on a long run diagnose at most once per this share of the steps
         # so far (a finding then waits at most 2% of the run; the total cost stays O(n log n), not O(n^2)).
+        # Step-driven and epoch-end diagnoses keep separate clocks: an epoch end brings new evidence (its
+        # validation metrics) even at the step a step-driven diagnosis just ran.
         self.diagnose_gap = float(diagnose_gap)
-        self._diagnosed_at = -(10**9)
+        self._diagnosed_at = {"step": -(10**9), "epoch": -(10**9)}
         self.histogram_every = int(histogram_every)
         self.dead_window = max(1, int(dead_window))
         self.watch_activations = activations
@@ -119,7 +121,7 @@ class DiagnosticsHook(Hook):
         if step % self.scalar_every == 0:
             self._read_scalars(state)
         if step % self.diagnose_every == 0:
-            self._diagnose(state)
+            self._diagnose(state, "step")
         if self.histogram_every and step % self.histogram_every == 0:
             self._histograms(state)
         self._arm_if_next_is_sampled(step)
@@ -234,13 +236,15 @@ class DiagnosticsHook(Hook):
 
     def on_epoch_end(self, state: FitState) -> None:
         self._read_scalars(state)
-        self._diagnose(state)
+        self._diagnose(state, "epoch")
 
     # -- diagnosis ---------------------------------------------------------------
-    def _diagnose(self, state: FitState, final: bool = False) -> None:
-        if not final and state.step - self._diagnosed_at < self.diagnose_gap * state.step:
-            return
-        self._diagnosed_at = state.step
+    def _diagnose(self, state: FitState, when: str = "final") -> None:
+        """Run the rules (``when``: "step", "epoch" or "final"; the last always runs)."""
+        if when != "final":
+            if state.step - self._diagnosed_at[when] < self.diagnose_gap * state.step:
+                return
+            self._diagnosed_at[when] = state.step
         issues = diagnose(self.series)
         before = {i.code: i.severity for i in self.issues}
         after = {i.code: i.severity for i in issues}
@@ -296,7 +300,7 @@ class DiagnosticsHook(Hook):
 
     def on_fit_end(self, state: FitState) -> None:
         self._read_scalars(state)
-        self._diagnose(state, final=True)
+        self._diagnose(state, "final")
         if self.recorder is not None:
             self.recorder.detach()
         if state.writer is not None and state.is_rank_zero:

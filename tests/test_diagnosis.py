@@ -300,12 +300,14 @@ def test_long_runs_are_diagnosed_at_most_once_per_gap_share_of_the_steps_so_far(
     ran = []
     for step in (50, 100, 1000, 1010, 1019, 1020, 1030, 1041):
         state.step = step
-        hook._diagnose(state)
-        ran.append(hook._diagnosed_at == step)
+        hook._diagnose(state, "step")
+        ran.append(hook._diagnosed_at["step"] == step)
     assert ran == [True, True, True, False, False, False, True, False]  # after 1000: 2% of 1020 is 20.4, etc.
-    state.step = 1042
-    hook._diagnose(state, final=True)  # the report at the end is always current
-    assert hook._diagnosed_at == 1042 and "issues" in state.report
+    hook._diagnose(state, "epoch")  # an epoch end brings new evidence: its own clock
+    assert hook._diagnosed_at["epoch"] == 1041
+    state.report.clear()
+    hook._diagnose(state, "final")  # the report at the end is always current
+    assert "issues" in state.report
 
 
 def test_series_to_dict_equals_asdict_is_a_copy_and_loads_with_weights_only(tmp_path):
