@@ -52,12 +52,14 @@ class RunSeries:
         ``dataclasses.asdict`` deep-copies float by float: 7 ms per checkpoint after 300 short epochs,
         growing with the run. Copying each list whole costs a small fraction of that.
         """
-        out: dict = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, list) else (
-                {k: list(x) if isinstance(x, list) else x for k, x in v.items()} if isinstance(v, dict) else v)
-        return out
+        def copy(v):
+            if isinstance(v, list):
+                return list(v)
+            if isinstance(v, dict):  # per-layer lists, or init_scale_ratio's numbers
+                return {k: copy(x) for k, x in v.items()}
+            return v
+
+        return {f.name: copy(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def concat(cls, parts: list[RunSeries]) -> RunSeries:
@@ -67,7 +69,6 @@ class RunSeries:
         the joined lists stay aligned with the joined steps. Scalars come from the first segment that
         has them, ``num_classes`` and ``planned_steps`` from the last.
         """
-        parts = [p for p in parts if p is not None]
         if len(parts) == 1:
             return parts[0]
         out = cls(num_classes=parts[-1].num_classes, planned_steps=parts[-1].planned_steps,
@@ -86,7 +87,9 @@ class RunSeries:
                 setattr(out, f.name, merged)
             elif isinstance(values[0], list):
                 setattr(out, f.name, [v for segment in values for v in segment])
-            elif f.name in ("first_nonfinite_step", "first_nonfinite_layer", "init_scale_ratio"):
-                setattr(out, f.name, next((v for v in values if v), values[0]))
+            elif f.name in ("first_nonfinite_step", "first_nonfinite_layer"):
+                setattr(out, f.name, next((v for v in values if v is not None), None))
+            elif f.name == "init_scale_ratio":  # measured at initialisation: the first segment's
+                setattr(out, f.name, values[0])
         return out
 

@@ -24,14 +24,20 @@ def _scalars(tb_dir) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def test_tensorboard_intervals_written_in_batches_hold_each_intervals_mean(tmp_path):
-    """Steps are read from the device only every write_every intervals; each interval keeps its own mean."""
+def _tensorboard_hook(tmp_path, every_n_steps: int, write_every: int) -> tuple[FitState, TensorBoardScalars]:
+    """A started TensorBoardScalars hook on a real SummaryWriter in tmp_path (SGD at lr 0.1, batches of 8)."""
     model = nn.Linear(2, 2)
     state = FitState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     state.writer = SummaryWriter(str(tmp_path))
     state.batch_size = 8
-    hook = TensorBoardScalars(every_n_steps=4, write_every=3)
+    hook = TensorBoardScalars(every_n_steps=every_n_steps, write_every=write_every)
     hook.on_fit_start(state)
+    return state, hook
+
+
+def test_tensorboard_intervals_written_in_batches_hold_each_intervals_mean(tmp_path):
+    """Steps are read from the device only every write_every intervals; each interval keeps its own mean."""
+    state, hook = _tensorboard_hook(tmp_path, every_n_steps=4, write_every=3)
     losses = [float(k) for k in range(1, 23)]
     for k, loss in enumerate(losses, start=1):
         state.step = k
@@ -53,12 +59,7 @@ def test_tensorboard_intervals_written_in_batches_hold_each_intervals_mean(tmp_p
 
 
 def test_tensorboard_interval_with_a_nan_step_logs_nan(tmp_path):
-    model = nn.Linear(2, 2)
-    state = FitState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    state.writer = SummaryWriter(str(tmp_path))
-    state.batch_size = 8
-    hook = TensorBoardScalars(every_n_steps=2, write_every=1)
-    hook.on_fit_start(state)
+    state, hook = _tensorboard_hook(tmp_path, every_n_steps=2, write_every=1)
     for k, loss in enumerate([1.0, float("nan"), 3.0, 5.0], start=1):
         state.step = k
         state.loss, state.grad_norm = torch.tensor(loss), torch.tensor(1.0)
