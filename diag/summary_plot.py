@@ -68,14 +68,15 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
     ax_gn.set(title="global gradient norm (before clipping)", xlabel="step")
 
     names = list(s.layer_grad_norm)
-    if names:
-        n = min(len(v) for v in s.layer_grad_norm.values())
+    n = min((len(v) for v in s.layer_grad_norm.values()), default=0)
+    if n:
         m = np.array([[v if v is not None and v > 0 and np.isfinite(v) else np.nan for v in s.layer_grad_norm[k][:n]]
                       for k in names])
+        steps = s.layer_step[:n] if len(s.layer_step) >= n else list(range(n))
+        half = ((steps[-1] - steps[0]) / (2 * (n - 1)) if n > 1 else 0) or 0.5  # cells centred on their steps
         with np.errstate(divide="ignore", invalid="ignore"):
             im = ax_heat.imshow(np.log10(m), aspect="auto", cmap="viridis", interpolation="nearest",
-                                extent=(s.layer_step[0] if s.layer_step else 0,
-                                        s.layer_step[n - 1] if s.layer_step else n, len(names) - 0.5, -0.5))
+                                extent=(steps[0] - half, steps[-1] + half, len(names) - 0.5, -0.5))
         ax_heat.set_yticks(range(len(names)), names, fontsize=7)
         fig.colorbar(im, ax=ax_heat, label="log10 gradient norm")
     else:

@@ -324,3 +324,19 @@ def test_series_to_dict_equals_asdict_is_a_copy_and_loads_with_weights_only(tmp_
     torch.save({"series": s.to_dict()}, tmp_path / "c.pt")
     back = RunSeries(**torch.load(tmp_path / "c.pt", weights_only=True)["series"])
     assert back == s
+
+
+@pytest.mark.parametrize("layer_steps", [[25], [25, 50, 75]])
+def test_summary_heat_map_of_a_short_run_draws_without_warnings(tmp_path, layer_steps):
+    """A run with one per-layer sample (two epochs of digits) used to set identical x limits."""
+    import warnings
+
+    from diag.summary_plot import plot_summary
+
+    k = len(layer_steps)
+    series = RunSeries(num_classes=10, step=[10, 20, 30], loss=[2.3, 2.0, 1.8], lr=[1e-3] * 3, grad_norm=[1.0] * 3,
+                       layer_step=layer_steps, layer_grad_norm={"fc1": [0.5] * k, "fc2": [1.5] * k})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = plot_summary(series, tmp_path / "summary.png")
+    assert out.stat().st_size > 10_000
