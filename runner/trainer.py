@@ -33,6 +33,11 @@ ACC_FOLD_EVERY = 16  # steps whose train loss/accuracy are summed together (see 
 SIGNAL_SYNC_EVERY = 8
 
 
+def _duration(seconds: float) -> str:
+    """Epoch time as a person reads it: ``45ms`` for tiny epochs (``0.0s`` looked like a broken clock), ``12.3s``."""
+    return f"{seconds * 1e3:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
+
+
 class Trainer:
     """Runs epochs of optimizer steps with the configured precision, clipping and schedule."""
 
@@ -289,7 +294,7 @@ class Trainer:
         m = state.metrics
         line = (f"epoch {epoch + 1:>3}/{self.max_epochs}  train_loss {m['train/loss']:.4f}  "
                 f"train_acc {m['train/acc']:.3f}  val_loss {m['val/loss']:.4f}  val_acc {m['val/acc']:.3f}  "
-                f"lr {state.current_lr:.2e}  {m['train/epoch_time']:.1f}s")
+                f"lr {state.current_lr:.2e}  {_duration(m['train/epoch_time'])}")
         if state.skipped_steps:
             line += f"  skipped {state.skipped_steps}"
         if self.progress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -26,6 +27,8 @@ def test_run_leaves_the_contract(tmp_path):
     for rel in CONTRACT:
         assert (run / rel).exists(), rel
     assert "test accuracy" in res.stdout and str(run) in res.stdout and "tensorboard --logdir" in res.stdout
+    epochs = re.findall(r"epoch +(\d)/2 .* val_acc [01]\.\d{3} .* (\d+ms|\d+\.\ds)\n", res.stdout)
+    assert [e[0] for e in epochs] == ["1", "2"] and "0.0s" not in res.stdout, res.stdout
     tags = scalars(run / "tb")
     for tag in ("train/loss", "train/lr", "train/grad_norm", "val/loss", "val/acc", "train/samples_per_sec",
                 "train/skipped_steps", "test/acc"):
