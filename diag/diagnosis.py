@@ -172,6 +172,25 @@ def _weights_moving(s: RunSeries) -> float:
     return _median(s.update_ratio)
 
 
+def _at_peak_lr(ratios: Sequence[float], ratio_steps: Sequence[int], steps: Sequence[int],
+                lrs: Sequence[float]) -> float:
+    """Median update ratio as it would be at the run's peak LR: the steps a schedule shrank, scaled back up.
+
+    Weights that stop moving because a schedule annealed the LR to ~0 (a plateau
+    scheduler cutting again and again after the model converged) are the
+    schedule's doing, not a model that cannot learn.
+    """
+    upd, lr = _arr(ratios), _arr(lrs)
+    n = min(upd.size, len(ratio_steps))
+    if n == 0 or lr.size == 0 or len(steps) != lr.size or not np.isfinite(lr).any() or np.nanmax(lr) <= 0:
+        return _median(upd)
+    lr_then = np.interp(np.asarray(ratio_steps[:n], float), np.asarray(steps, float), lr)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.where(lr_then > 0, upd[:n] * (np.nanmax(lr) / lr_then), math.inf)  # LR 0: would move
+    scaled = scaled[~np.isnan(scaled)]
+    return float(np.median(scaled)) if scaled.size else math.nan
+
+
 def _slow_convergence(s: RunSeries) -> Issue | None:
     loss = _arr(s.loss)
     if loss.size < 8 or not np.all(np.isfinite(loss)):
@@ -192,12 +211,14 @@ def _slow_convergence(s: RunSeries) -> Issue | None:
 
 def _no_learning(s: RunSeries) -> Issue | None:
     ratio = _weights_moving(s)
-    if len(s.update_ratio) >= 3 and ratio < NO_LEARNING_RATIO:
+    if (len(s.update_ratio) >= 3 and ratio < NO_LEARNING_RATIO
+            and _at_peak_lr(s.update_ratio, s.layer_step, s.step, s.lr) < NO_LEARNING_RATIO):
         return Issue("NO_LEARNING", "critical" if ratio < NO_LEARNING_RATIO / 100 else "warning",
                      _step_at(s.layer_step or s.step, 2),
                      f"weights change by {ratio:.1e} of their norm per step (median): training is not moving them")
     upd = _finite(_arr(s.epoch_weight_update))
-    if upd.size >= 2 and np.median(upd) < NO_LEARNING_RATIO:
+    if (upd.size >= 2 and np.median(upd) < NO_LEARNING_RATIO
+            and _at_peak_lr(s.epoch_weight_update, s.epoch_step, s.epoch_step, s.epoch_lr) < NO_LEARNING_RATIO):
         return Issue("NO_LEARNING", "warning", _step_at(s.epoch_step, 1),
                      f"weights changed by {np.median(upd):.1e} of their norm per epoch (median)")
     return None
@@ -460,8 +481,23 @@ def diagnose(series: RunSeries) -> list[Issue]:
         for code in CONSEQUENCES_OF_BLOWUP & found.keys():
             if found[code].first_step >= min(blowups):
                 del found[code]
+    order = {"critical": 0, "warning": 1, "info": 2}
     for code, causes in EXPLAINED_BY.items():
         if code in found and causes & found.keys():
-            del found[code]
-    order = {"critical": 0, "warning": 1, "info": 2}
+            symptom = found.pop(code)
+            for cause in causes & found.keys():
+                _inherit_severity(found[cause], symptom, order)
     return sorted(found.values(), key=lambda i: (order[i.severity], i.first_step))
+
+
+def _inherit_severity(cause: Issue, symptom: Issue, order: dict[str, int]) -> None:
+    """A cause is as bad as the worst symptom it explains (and says so).
+
+    Six sigmoid layers that leave a run at chance show vanishing gradients at a
+    ratio that alone reads as a warning; the run is lost all the same. Only
+    causes found at warning or above are raised, so an info-level hint never
+    turns into an alarm because something else it could explain was seen.
+    """
+    if order[cause.severity] <= order["warning"] and order[symptom.severity] < order[cause.severity]:
+        cause.severity = symptom.severity
+        cause.evidence += f"; it explains {symptom.code} ({symptom.severity}): {symptom.evidence}"

@@ -340,3 +340,47 @@ def test_summary_heat_map_of_a_short_run_draws_without_warnings(tmp_path, layer_
         warnings.simplefilter("error")
         out = plot_summary(series, tmp_path / "summary.png")
     assert out.stat().st_size > 10_000
+
+
+def _at_chance(s: RunSeries) -> RunSeries:
+    s.loss = [LN10 + 0.01 * math.sin(i) for i in range(len(s.loss))]
+    s.epoch_val_acc = [0.1] * len(s.epoch_val_acc)
+    s.epoch_val_loss = [LN10] * len(s.epoch_val_loss)
+    s.epoch_train_loss = [LN10] * len(s.epoch_train_loss)
+    return s
+
+
+def test_a_cause_is_as_severe_as_the_chance_level_run_it_explains():
+    """Six sigmoid layers: a first/last gradient ratio that alone is a warning, and the run never leaves chance."""
+    s = healthy()
+    s.layer_grad_norm = {"fc1": [1e-4] * 8, "fc2": [1e-2] * 8, "fc3": [1.0] * 8}
+    (alone,) = [i for i in diagnose(s) if i.code == "VANISHING_GRADIENTS"]
+    assert alone.severity == "warning" and "STUCK_AT_CHANCE" not in alone.evidence
+    found = {i.code: i for i in diagnose(_at_chance(s))}
+    assert "STUCK_AT_CHANCE" not in found  # explained, so not listed on its own
+    assert found["VANISHING_GRADIENTS"].severity == "critical"
+    assert "it explains STUCK_AT_CHANCE (critical)" in found["VANISHING_GRADIENTS"].evidence
+
+
+def test_an_info_level_cause_is_not_raised_by_what_it_could_explain():
+    from diag.diagnosis import _inherit_severity
+
+    cause = Issue("OVERFITTING", "info", 40, "val loss up 5%")
+    _inherit_severity(cause, Issue("LOSS_PLATEAU", "warning", 50, "flat"), {"critical": 0, "warning": 1, "info": 2})
+    assert cause.severity == "info" and cause.evidence == "val loss up 5%"
+
+
+def test_weights_stilled_by_a_schedule_are_not_no_learning_a_tiny_constant_lr_is():
+    """A plateau scheduler cutting the LR 10x every few epochs after the model converged (as after a restore_lr)."""
+    s = healthy()
+    n, e = len(s.step), len(s.epoch_step)
+    s.loss = [0.12 + 0.005 * math.sin(i) for i in range(n)]  # a segment that starts converged
+    s.epoch_train_loss, s.epoch_val_loss = [0.1] * e, [0.12] * e
+    s.epoch_train_acc, s.epoch_val_acc = [0.98] * e, [0.96] * e
+    s.lr = [1e-3 if i < 8 else 1e-3 * 0.1 ** ((i - 5) // 3) for i in range(n)]
+    s.update_ratio = [1e-3 * lr / 1e-3 for lr in np.interp(s.layer_step, s.step, s.lr)]
+    assert np.median(s.update_ratio) < 1e-6  # most samples come after the cuts
+    assert "NO_LEARNING" not in codes(s) and "LR_DECAYED_TOO_EARLY" not in codes(s)
+    s.lr = [1e-9] * len(s.step)  # the same tiny steps with no schedule behind them
+    s.update_ratio = [1e-8] * 8
+    assert "NO_LEARNING" in codes(s)
