@@ -447,6 +447,8 @@ RULES = (
     _overfitting, _loss_plateau, _underfitting,
 )
 
+RANK = {"critical": 0, "warning": 1, "info": 2}  # most severe first
+
 # A symptom is not reported when a finding in this set already explains it.
 EXPLAINED_BY = {
     "STUCK_AT_CHANCE": {"VANISHING_GRADIENTS", "SLOW_CONVERGENCE", "NO_LEARNING", "DEAD_NEURONS",
@@ -481,16 +483,15 @@ def diagnose(series: RunSeries) -> list[Issue]:
         for code in CONSEQUENCES_OF_BLOWUP & found.keys():
             if found[code].first_step >= min(blowups):
                 del found[code]
-    order = {"critical": 0, "warning": 1, "info": 2}
     for code, causes in EXPLAINED_BY.items():
         if code in found and causes & found.keys():
             symptom = found.pop(code)
             for cause in causes & found.keys():
-                _inherit_severity(found[cause], symptom, order)
-    return sorted(found.values(), key=lambda i: (order[i.severity], i.first_step))
+                _inherit_severity(found[cause], symptom)
+    return sorted(found.values(), key=lambda i: (RANK[i.severity], i.first_step))
 
 
-def _inherit_severity(cause: Issue, symptom: Issue, order: dict[str, int]) -> None:
+def _inherit_severity(cause: Issue, symptom: Issue) -> None:
     """A cause is as bad as the worst symptom it explains (and says so).
 
     Six sigmoid layers that leave a run at chance show vanishing gradients at a
@@ -498,6 +499,6 @@ def _inherit_severity(cause: Issue, symptom: Issue, order: dict[str, int]) -> No
     causes found at warning or above are raised, so an info-level hint never
     turns into an alarm because something else it could explain was seen.
     """
-    if order[cause.severity] <= order["warning"] and order[symptom.severity] < order[cause.severity]:
+    if RANK[cause.severity] <= RANK["warning"] and RANK[symptom.severity] < RANK[cause.severity]:
         cause.severity = symptom.severity
         cause.evidence += f"; it explains {symptom.code} ({symptom.severity}): {symptom.evidence}"

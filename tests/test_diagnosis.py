@@ -366,7 +366,7 @@ def test_an_info_level_cause_is_not_raised_by_what_it_could_explain():
     from diag.diagnosis import _inherit_severity
 
     cause = Issue("OVERFITTING", "info", 40, "val loss up 5%")
-    _inherit_severity(cause, Issue("LOSS_PLATEAU", "warning", 50, "flat"), {"critical": 0, "warning": 1, "info": 2})
+    _inherit_severity(cause, Issue("LOSS_PLATEAU", "warning", 50, "flat"))
     assert cause.severity == "info" and cause.evidence == "val loss up 5%"
 
 
