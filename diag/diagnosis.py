@@ -28,8 +28,10 @@ EXPLODING_GROWTH = 100.0  # gradient norm 100x its early median
 DEAD_FRACTION = 0.5
 SATURATION_FRACTION = 0.3
 INIT_OFF_FACTOR = 10.0
+INIT_LOSS_FACTOR = 2.0  # a first loss above this x ln(classes): the initial outputs are far from uniform
 NO_LEARNING_RATIO = 1e-6  # per-step ‖Δw‖/‖w‖
-SLOW_RATIO = 1e-4
+SLOW_RATIO = 1e-3  # healthy runs move their weights by 1e-3 to 1e-2 per step early on
+UNIFORM_LOSS = 0.95  # a loss within 5% of ln(classes): predictions near uniform, whatever the accuracy
 
 
 def _arr(values: Sequence[float]) -> np.ndarray:
@@ -202,7 +204,9 @@ def _slow_convergence(s: RunSeries) -> Issue | None:
     ratio = _weights_moving(s)
     chance = _chance_loss(s)
     still_high = chance is None or now > 0.5 * chance
-    if progress < 0.1 and still_high and (math.isnan(ratio) or ratio < SLOW_RATIO):
+    # judged at the peak LR: a warmup's small first steps are the schedule's, not an LR set too low
+    at_peak = _at_peak_lr(s.update_ratio, s.layer_step, s.step, s.lr)
+    if progress < 0.1 and still_high and (math.isnan(ratio) or at_peak < SLOW_RATIO):
         return Issue("SLOW_CONVERGENCE", "warning", _step_at(s.step, loss.size - 1),
                      f"loss moved only {progress:.1%} ({start:.3g} -> {now:.3g}) over {s.step[-1]} steps"
                      + (f"; weights change by {ratio:.1e} of their norm per step" if not math.isnan(ratio) else ""))
@@ -253,8 +257,14 @@ def _stuck_at_chance(s: RunSeries) -> Issue | None:
     vloss = _arr(s.epoch_val_loss) if s.epoch_val_loss else _arr(s.epoch_train_loss)
     if acc.size >= 2:
         recent_acc, recent_loss = _median(acc[-2:]), _median(vloss[-2:])
-        if recent_acc < 1.5 / k and recent_loss > 0.85 * chance:
-            idx = next((i for i in range(1, acc.size) if acc[i] < 1.5 / k and acc[i - 1] < 1.5 / k), acc.size - 1)
+        # accuracy at chance with a loss near ln(k); or a loss so close to ln(k) that the predictions are
+        # near uniform, whatever a few lucky argmaxes make of the accuracy (0.18 on 10 classes at 0.994 ln 10).
+        # Not a loss well above ln(k): that is confidently wrong (a bad init, a blow-up), not uniform.
+        n = min(acc.size, vloss.size)
+        uniform = np.abs(vloss[:n] / chance - 1) < 1 - UNIFORM_LOSS
+        at_chance = (acc[:n] < 1.5 / k) & (vloss[:n] > 0.85 * chance) | uniform
+        if (recent_acc < 1.5 / k and recent_loss > 0.85 * chance) or abs(recent_loss / chance - 1) < 1 - UNIFORM_LOSS:
+            idx = next((i for i in range(1, n) if at_chance[i] and at_chance[i - 1]), acc.size - 1)
             return Issue("STUCK_AT_CHANCE", "critical", _step_at(s.epoch_step, idx),
                          f"accuracy {recent_acc:.3f} vs chance {1 / k:.3f} and loss {recent_loss:.3f} vs "
                          f"ln({k}) = {chance:.3f} after {acc.size} epochs")
@@ -402,14 +412,21 @@ def _saturated(s: RunSeries) -> Issue | None:
 
 
 def _bad_initialization(s: RunSeries) -> Issue | None:
-    if not s.init_scale_ratio:
-        return None
-    name, ratio = max(s.init_scale_ratio.items(), key=lambda kv: abs(math.log(max(kv[1], 1e-30))))
-    if ratio > INIT_OFF_FACTOR or ratio < 1 / INIT_OFF_FACTOR:
-        direction = "larger" if ratio > 1 else "smaller"
-        return Issue("BAD_INITIALIZATION", "critical" if ratio > INIT_OFF_FACTOR else "warning", 0,
-                     f"initial weights of {name} are {max(ratio, 1 / ratio):.0f}x {direction} than He/Xavier "
-                     "scale for the layer's fan-in", layer=name)
+    """Weights far from He/Xavier scale, or (TheDeepChecker's and Karpathy's first check) a first loss far above ln(k)."""
+    name, ratio = None, 1.0
+    if s.init_scale_ratio:
+        name, ratio = max(s.init_scale_ratio.items(), key=lambda kv: abs(math.log(max(kv[1], 1e-30))))
+        if ratio > INIT_OFF_FACTOR or ratio < 1 / INIT_OFF_FACTOR:
+            direction = "larger" if ratio > 1 else "smaller"
+            return Issue("BAD_INITIALIZATION", "critical" if ratio > INIT_OFF_FACTOR else "warning", 0,
+                         f"initial weights of {name} are {max(ratio, 1 / ratio):.0f}x {direction} than He/Xavier "
+                         "scale for the layer's fan-in", layer=name)
+    chance, first = _chance_loss(s), s.initial_loss
+    if chance and first is not None and math.isfinite(first) and first > INIT_LOSS_FACTOR * chance:
+        scale = f"; the weights furthest from He/Xavier scale are {name}'s, {ratio:.1f}x" if name else ""
+        return Issue("BAD_INITIALIZATION", "warning", 0,
+                     f"the first loss is {first:.3g}, {first / chance:.1f}x ln({s.num_classes}) = {chance:.3g}: the "
+                     f"initial outputs are far from uniform{scale}", layer=name)
     return None
 
 

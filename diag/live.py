@@ -141,6 +141,8 @@ class DiagnosticsHook(Hook):
         finite = [g for g in values[n:] if math.isfinite(g)]  # the mean norm is over finite steps
         loss_sum, gsum, gcount = sum(values[:n]), sum(finite), len(finite)  # a loss sum keeps its NaN/Inf
         s = self.series
+        if state.step == n and not self._past:  # this interval began at the run's first step
+            s.initial_loss = values[0]
         s.step.append(state.step)
         s.loss.append(loss_sum / self._n)
         s.grad_norm.append(gsum / gcount if gcount else math.inf)

@@ -43,6 +43,8 @@ class RunSeries:
     first_nonfinite_layer: str | None = None
     # weight scale versus He/Xavier at initialisation: layer -> actual_std / expected_std
     init_scale_ratio: dict[str, float] = field(default_factory=dict)
+    # the first step's loss, computed on the initial weights (a classifier starts near ln(classes))
+    initial_loss: float | None = None
     # how many steps the run is planned to take (for "found within the first third")
     planned_steps: int | None = None
 
@@ -87,7 +89,7 @@ class RunSeries:
                 setattr(out, f.name, merged)
             elif isinstance(values[0], list):
                 setattr(out, f.name, [v for segment in values for v in segment])
-            elif f.name in ("first_nonfinite_step", "first_nonfinite_layer"):
+            elif f.name in ("first_nonfinite_step", "first_nonfinite_layer", "initial_loss"):
                 setattr(out, f.name, next((v for v in values if v is not None), None))
             elif f.name == "init_scale_ratio":  # measured at initialisation: the first segment's
                 setattr(out, f.name, values[0])

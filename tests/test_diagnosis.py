@@ -384,3 +384,36 @@ def test_weights_stilled_by_a_schedule_are_not_no_learning_a_tiny_constant_lr_is
     s.lr = [1e-9] * len(s.step)  # the same tiny steps with no schedule behind them
     s.update_ratio = [1e-8] * 8
     assert "NO_LEARNING" in codes(s)
+
+
+def test_a_loss_within_5pct_of_ln_k_is_stuck_at_chance_whatever_the_accuracy():
+    """Five sigmoid layers: val loss 0.994 ln 10 after 20 epochs, accuracy 0.18 from a few lucky argmaxes."""
+    s = _at_chance(healthy())
+    s.epoch_val_acc = [0.1] * (len(s.epoch_val_acc) - 2) + [0.18, 0.18]
+    s.epoch_val_loss = [0.994 * LN10] * len(s.epoch_val_loss)
+    assert "STUCK_AT_CHANCE" in codes(s)
+    s.epoch_val_loss = [1.8 * LN10] * len(s.epoch_val_loss)  # confidently wrong is not uniform
+    assert "STUCK_AT_CHANCE" not in codes(s)
+
+
+def test_weights_barely_moving_with_a_flat_loss_is_slow_but_not_during_a_warmup():
+    """An 8-layer tanh MLP under SGD 0.01: 3.7e-4 of the weights per step, loss at ln 10 for a quarter of the run."""
+    s = healthy()
+    n = len(s.step)
+    s.loss = [LN10 - 0.001 * i for i in range(n)]
+    s.update_ratio = [3.7e-4] * 8
+    found = codes(s)
+    assert "SLOW_CONVERGENCE" in found
+    # a warmup from 1e-5 to 1e-3: steps that would be a healthy 5e-3 at the peak LR, smaller before it
+    s.lr = list(np.geomspace(1e-5, 1e-3, n))
+    s.update_ratio = [5e-3 * lr / 1e-3 for lr in np.interp(s.layer_step, s.step, s.lr)]
+    assert np.median(s.update_ratio) < 1e-3 and "SLOW_CONVERGENCE" not in codes(s)
+
+
+def test_a_first_loss_far_above_ln_k_is_bad_initialization():
+    s = healthy()
+    s.initial_loss = 7.1
+    (issue,) = [i for i in diagnose(s) if i.code == "BAD_INITIALIZATION"]
+    assert issue.severity == "warning" and "3.1x ln(10)" in issue.evidence
+    s.initial_loss = 2.35
+    assert "BAD_INITIALIZATION" not in codes(s)

@@ -121,3 +121,18 @@ def test_multirun_makes_one_directory_per_run(tmp_path):
     lrs = sorted(json.loads((r.parent / ".hydra/overrides.yaml").read_text().count("0.1") and "1" or "0")
                  for r in reports)
     assert len(lrs) == 2
+
+
+def test_weights_ten_times_too_large_show_in_the_first_loss(tmp_path):
+    """model.init_scale=10 on the CNN (4x He scale, hidden by batch norm except at the head): the first loss, read
+    live from the run's first step, is far above ln(10), and the report says so."""
+    run = tmp_path / "run"
+    res = run_cli(["model=cnn", "model.init_scale=10", "trainer.max_epochs=1"], tmp_path, run_dir=run)
+    assert res.returncode == 0, res.stderr
+    report = json.loads((run / "report.json").read_text())
+    (issue,) = [i for i in report["issues"] if i["code"] == "BAD_INITIALIZATION"]
+    first = float(re.search(r"the first loss is ([\d.]+)", issue["evidence"]).group(1))
+    assert first > 2 * 2.302585, issue
+    ok = run_cli(["model=cnn", "trainer.max_epochs=1"], tmp_path, run_dir=tmp_path / "ok")
+    assert ok.returncode == 0, ok.stderr
+    assert "BAD_INITIALIZATION" not in (tmp_path / "ok" / "report.json").read_text()
