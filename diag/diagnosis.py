@@ -316,10 +316,23 @@ def _underfitting(s: RunSeries) -> Issue | None:
     improving = (np.median(tr_loss[-third:][:max(1, third // 2)]) - np.median(tr_loss[-2:])) / max(
         np.median(tr_loss[-2:]), 1e-12)
     gap = abs(_median(v_loss[-2:]) - _median(tr_loss[-2:])) / max(_median(tr_loss[-2:]), 1e-12) if v_loss.size else 0
-    if 1.5 / k <= acc_now < 0.7 and improving < 0.02 and gap < 0.2:
+    if not (1.5 / k <= acc_now < 0.7 and gap < 0.2):
+        return None
+    if improving < 0.02:
         return Issue("UNDERFITTING", "warning", _step_at(s.epoch_step, tr_acc.size - third),
                      f"training accuracy flat at {acc_now:.2f} with training and validation loss close "
                      f"({_median(tr_loss[-2:]):.3g} vs {_median(v_loss[-2:]):.3g}): the model cannot fit the data")
+    # judged once the run is over (mid-run, still learning is the normal case): a loss that fell by a tenth or
+    # more over the second half, with the model still far from fitting, was stopped (or annealed) too soon
+    finished = bool(s.planned_steps) and bool(s.epoch_step) and s.epoch_step[-1] >= s.planned_steps
+    half = tr_loss.size // 2
+    second_half = (_median(tr_loss[half - 1:half + 1]) - _median(tr_loss[-2:])) / max(_median(tr_loss[-2:]), 1e-12)
+    if finished and second_half > 0.1:
+        return Issue("UNDERFITTING", "warning", _step_at(s.epoch_step, tr_acc.size - 1),
+                     f"training accuracy {acc_now:.2f} when the run ended, with the training loss down "
+                     f"{second_half:.0%} over its second half ({_median(tr_loss[half - 1:half + 1]):.3g} -> "
+                     f"{_median(tr_loss[-2:]):.3g}): the run stopped while the model was still learning; train longer "
+                     "or raise the learning rate")
     return None
 
 

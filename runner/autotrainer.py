@@ -537,7 +537,7 @@ class AutoTrainer(Hook):
         limit = int(spec.get("max_times", self.max_per_code))
         done = sum(a["code"] == code for a in counted)
         if done >= limit:
-            return f"{code} was already treated {done} times (limit {limit})"
+            return f"{code} was already treated {'once' if done == 1 else f'{done} times'} (limit {limit})"
         return None
 
     def _give_up(self, state: FitState, issue: dict[str, Any], reason: str) -> None:

@@ -1,4 +1,4 @@
-"""bench/overhead.py and bench/time_to_accuracy.py run end to end with --quick and write their tables.
+"""bench/overhead.py, bench/time_to_accuracy.py and bench/holdout.py run end to end with --quick and write their tables.
 
 Benchmarks are not tests: nothing here asserts a time or a ratio, only that each script
 still runs against the current runner, prints every row and writes its markdown.
@@ -52,3 +52,17 @@ def test_time_to_accuracy_quick_times_the_dry_run_and_a_training_run(tmp_path):
     assert any(name.startswith("floor:") for name in rows)
     assert "start-up (to the first step)" in proc.stdout
     assert out.read_text().startswith("# bench/time_to_accuracy.py")
+
+
+def test_holdout_quick_checks_a_fault_and_a_healthy_run_with_and_without_the_autotrainer(tmp_path):
+    out = tmp_path / "holdout.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "holdout.py"), "--quick", "--autotrainer",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r[0]: r for r in _rows(out.read_text()) if r[0] != "case"}
+    assert set(rows) == {"adam_lr1", "seed1"}, out.read_text()
+    assert rows["adam_lr1"][5] == "found" and "LOSS_EXPLOSION" in rows["adam_lr1"][2]  # Adam at lr 1 blows up
+    assert "rollback(LOSS_EXPLOSION)" in rows["adam_lr1"][7]
+    assert rows["seed1"][5] == "clean" and rows["seed1"][7] == "-" and rows["seed1"][8] == "left alone"
+    assert "faults named in the final report: 1/1" in proc.stdout and "healthy runs it acted on: 0/1" in proc.stdout
+    assert list(tmp_path.iterdir()) == [out]  # run directories went to a temporary folder

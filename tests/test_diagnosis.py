@@ -417,3 +417,19 @@ def test_a_first_loss_far_above_ln_k_is_bad_initialization():
     assert issue.severity == "warning" and "3.1x ln(10)" in issue.evidence
     s.initial_loss = 2.35
     assert "BAD_INITIALIZATION" not in codes(s)
+
+
+def test_a_run_that_ends_still_learning_far_from_fitting_is_underfitting_but_not_mid_run():
+    """8 tanh layers under SGD 0.01: the loss sat at ln 10 for a quarter of the run, was still falling fast when the
+    cosine schedule ran out, and training accuracy ended at 0.55."""
+    s = healthy()
+    e = len(s.epoch_step)
+    s.epoch_train_loss = list(np.linspace(LN10, 1.3, e))
+    s.epoch_val_loss = [x * 1.02 for x in s.epoch_train_loss]
+    s.epoch_train_acc = list(np.linspace(0.1, 0.55, e))
+    s.epoch_val_acc = list(np.linspace(0.1, 0.51, e))
+    s.planned_steps = s.epoch_step[-1]
+    (issue,) = [i for i in diagnose(s) if i.code == "UNDERFITTING"]
+    assert "still learning" in issue.evidence and issue.severity == "warning"
+    s.planned_steps = 2 * s.epoch_step[-1]  # the same numbers halfway through a longer run
+    assert "UNDERFITTING" not in codes(s)
