@@ -17,7 +17,11 @@ on the same batches (the configs' fused Adam) are timed, interleaved and repeate
                    and ``lightning, bare`` (no logger, nothing logged) when ``pytorch-lightning`` is
                    installed (``pip install -e ".[bench]"``);
 6. ``hand loop, unfused Adam``  the hand loop again with ``optimizer.fused=false`` (torch's default
-                   per-parameter Adam): what the configs' ``fused: true`` saves every loop above.
+                   per-parameter Adam): what the configs' ``fused: true`` saves every loop above;
+7. on the MLP, where diag=off's own cost goes: ``runner, diag=off, no TensorBoard hook``
+                   (``trainer.hooks.tensorboard=null``) and ``runner, no hooks, no non-finite guard``
+                   (every hook null, ``trainer.nonfinite_guard=false``: the loop's train loss/accuracy
+                   and bookkeeping alone).
 
 Every variant is built fresh each round from the same composed config and seed
 (``runner.task.setup``: same model weights, optimizer, clipping and data tensors) and
@@ -68,6 +72,9 @@ QUICK_STEPS = {"mlp/digits": (20, 3), "cnn/synthetic28": (4, 1)}
 ROUNDS = {"mlp/digits": 7, "cnn/synthetic28": 11}  # the CNN's rounds are short and noisier: more of them
 DIAG = {"runner, diag=off": "off", "runner, diag=default": "default", "runner, diag=full": "full"}
 UNFUSED = "hand loop, unfused Adam"
+NO_TB = "runner, diag=off, no TensorBoard hook"
+BARE = "runner, no hooks, no non-finite guard"
+DECOMPOSE_ON = ("mlp/digits",)  # tiny steps: where diag=off's own per-step cost shows
 TARGETS = [  # (variant, workloads, minimum ratio to the hand loop, label)
     ("runner, diag=off", ("mlp/digits", "cnn/synthetic28"), 0.98, "(2) >= 0.98 x hand loop"),
     ("runner, diag=default", ("cnn/synthetic28",), 0.97, "(3) >= 0.97 x hand loop on the CNN"),
@@ -215,11 +222,15 @@ def lightning_loop(parts: dict[str, Any], n: int, clip: float, log: bool = True)
 Variant = tuple[str, Callable[..., TimedBatches], tuple[str, ...]]
 
 
-def variants(with_lightning: bool) -> dict[str, Variant]:
+def variants(with_lightning: bool, workload: str = "") -> dict[str, Variant]:
     """name -> (diag level to build with, loop, extra overrides)."""
     out: dict[str, Variant] = {"hand loop": ("off", hand_loop, ())}
     for name, level in DIAG.items():
         out[name] = (level, runner_loop, ())
+    if workload in DECOMPOSE_ON:  # where diag=off's cost goes: without its TensorBoard hook; with nothing at all
+        out[NO_TB] = ("off", runner_loop, ("trainer.hooks.tensorboard=null",))
+        out[BARE] = ("off", runner_loop, ("trainer.hooks.tensorboard=null", "trainer.hooks.epoch_jsonl=null",
+                                          "trainer.hooks.checkpoint=null", "trainer.nonfinite_guard=false"))
     if with_lightning:
         out["lightning"] = ("off", lightning_loop, ())
         out["lightning, bare"] = ("off", lambda p, n, c: lightning_loop(p, n, c, log=False), ())
@@ -236,7 +247,7 @@ def measure(workload: str, rounds: int, steps: int, warmup: int, with_lightning:
     The first ``discard`` rounds are run and thrown away: whoever goes first in a fresh process pays
     one-time costs (oneDNN kernels, first imports, allocator growth) that are not per-step costs.
     """
-    vs = variants(with_lightning)
+    vs = variants(with_lightning, workload)
     names = list(vs)
     out = {name: {"wall": [], "cpu": [], "wall_ratio": [], "cpu_ratio": []} for name in names}
     clip = 1.0
