@@ -31,7 +31,7 @@ INIT_OFF_FACTOR = 10.0
 INIT_LOSS_FACTOR = 2.0  # a first loss above this x ln(classes): the initial outputs are far from uniform
 NO_LEARNING_RATIO = 1e-6  # per-step ‖Δw‖/‖w‖
 SLOW_RATIO = 1e-3  # healthy runs move their weights by 1e-3 to 1e-2 per step early on
-UNIFORM_LOSS = 0.95  # a loss within 5% of ln(classes): predictions near uniform, whatever the accuracy
+UNIFORM_BAND = 0.05  # a loss within 5% of ln(classes): predictions near uniform, whatever the accuracy
 
 
 def _arr(values: Sequence[float]) -> np.ndarray:
@@ -257,14 +257,16 @@ def _stuck_at_chance(s: RunSeries) -> Issue | None:
     vloss = _arr(s.epoch_val_loss) if s.epoch_val_loss else _arr(s.epoch_train_loss)
     if acc.size >= 2:
         recent_acc, recent_loss = _median(acc[-2:]), _median(vloss[-2:])
-        # accuracy at chance with a loss near ln(k); or a loss so close to ln(k) that the predictions are
-        # near uniform, whatever a few lucky argmaxes make of the accuracy (0.18 on 10 classes at 0.994 ln 10).
-        # Not a loss well above ln(k): that is confidently wrong (a bad init, a blow-up), not uniform.
-        n = min(acc.size, vloss.size)
-        uniform = np.abs(vloss[:n] / chance - 1) < 1 - UNIFORM_LOSS
-        at_chance = (acc[:n] < 1.5 / k) & (vloss[:n] > 0.85 * chance) | uniform
-        if (recent_acc < 1.5 / k and recent_loss > 0.85 * chance) or abs(recent_loss / chance - 1) < 1 - UNIFORM_LOSS:
-            idx = next((i for i in range(1, n) if at_chance[i] and at_chance[i - 1]), acc.size - 1)
+        def at_chance(a: float, loss: float) -> bool:
+            # accuracy at chance with a loss near ln(k); or a loss so close to ln(k) that the predictions are
+            # near uniform, whatever a few lucky argmaxes make of the accuracy (0.18 on 10 classes at 0.994 ln 10).
+            # Not a loss well above ln(k): that is confidently wrong (a bad init, a blow-up), not uniform.
+            return bool((a < 1.5 / k and loss > 0.85 * chance) or abs(loss / chance - 1) < UNIFORM_BAND)
+
+        if at_chance(recent_acc, recent_loss):
+            both = list(zip(acc, vloss))
+            idx = next((i for i in range(1, len(both)) if at_chance(*both[i]) and at_chance(*both[i - 1])),
+                       acc.size - 1)
             return Issue("STUCK_AT_CHANCE", "critical", _step_at(s.epoch_step, idx),
                          f"accuracy {recent_acc:.3f} vs chance {1 / k:.3f} and loss {recent_loss:.3f} vs "
                          f"ln({k}) = {chance:.3f} after {acc.size} epochs")
