@@ -191,7 +191,9 @@ def run_attempt(cfg: DictConfig, run_dir: Path, prepare: Callable[[dict[str, Any
         if state.writer is not None:
             state.writer.close()
         state.events.close()
-    print_summary(report, run_dir)
+    # an AutoTrainer that stopped this attempt for a guided restart: its numbers are not the run's result
+    restart = next((r for r in (getattr(h, "restart_request", None) for h in hooks) if r), None)
+    print_summary(report, run_dir, restart)
     best = trainer.best_val_loss
     return best if math.isfinite(best) else float(cfg.get("objective_penalty", 1e3))
 
@@ -255,16 +257,25 @@ def final_metrics(state: FitState, trainer: Trainer) -> dict[str, Any]:
     }
 
 
-def print_summary(report: dict[str, Any], run_dir: Path) -> None:
-    """The last lines a user sees: accuracy, status, where things are, how to look at them."""
+def print_summary(report: dict[str, Any], run_dir: Path, restart: dict[str, Any] | None = None) -> None:
+    """The last lines a user sees: accuracy, status, where things are, how to look at them.
+
+    An attempt the AutoTrainer stopped for a guided restart gets one line instead: the run goes on, and
+    the block that reads like a final result comes once, from the attempt that ends it.
+    """
     m = report["metrics"]
     acc = m.get("test_acc")
+    accuracy = f"test accuracy {acc:.4f}" if acc is not None else "test accuracy n/a"
+    diagnosis = report["status"] + (": " + ", ".join(i["code"] for i in report["issues"]) if report["issues"] else "")
+    if restart:
+        log.info("attempt stopped for a guided restart (%s): %s, diagnosis %s; its files are in %s",
+                 restart["code"], accuracy, diagnosis, run_dir)
+        return
     lines = [
         "",
-        f"test accuracy {acc:.4f}" if acc is not None else "test accuracy n/a",
+        accuracy,
         f"best val loss {m['best_val_loss']:.4f}" if m.get("best_val_loss") is not None else "best val loss n/a",
-        f"diagnosis     {report['status']}"
-        + (": " + ", ".join(i["code"] for i in report["issues"]) if report["issues"] else ""),
+        f"diagnosis     {diagnosis}",
         f"run directory {run_dir}",
         f"tensorboard   tensorboard --logdir {run_dir / 'tb'}",
         f"analyze       python -m diag analyze {run_dir}",

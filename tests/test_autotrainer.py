@@ -6,6 +6,7 @@ Runs are the real runner on digits, composed in-process; every run directory is 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -285,10 +286,15 @@ def test_exploding_lr_is_rolled_back_and_ends_finite_and_accurate(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Path) -> None:
+def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Path, caplog) -> None:
     fault = ["model.activation=sigmoid", "model.hidden=[64,64,64,64,64,64,64,64]", "optimizer=sgd",
              "optimizer.lr=0.05"]
+    caplog.set_level(logging.INFO, logger="runner")
     out = run_dir_of(["autotrainer=default", "trainer.max_epochs=8", *fault], tmp_path)
+    said = [r.getMessage() for r in caplog.records]
+    stopped = [m for m in said if m.startswith("attempt stopped for a guided restart")]
+    assert len(stopped) == 1 and f"its files are in {out}" in stopped[0], said
+    assert sum("test accuracy" in m and "best val loss" in m for m in said) == 1  # one final block: attempt-1's
     report = read(out / "report.json")
     restart = next(a for a in report["autotrainer"]["actions"] if a["action"] == "restart")
     assert restart["code"] in ("VANISHING_GRADIENTS", "SATURATED_ACTIVATIONS")
