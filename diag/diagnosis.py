@@ -204,9 +204,9 @@ def _slow_convergence(s: RunSeries) -> Issue | None:
     ratio = _weights_moving(s)
     chance = _chance_loss(s)
     still_high = chance is None or now > 0.5 * chance
-    # judged at the peak LR: a warmup's small first steps are the schedule's, not an LR set too low
-    at_peak = _at_peak_lr(s.update_ratio, s.layer_step, s.step, s.lr)
-    if progress < 0.1 and still_high and (math.isnan(ratio) or at_peak < SLOW_RATIO):
+    # weights judged at the peak LR: a warmup's small first steps are the schedule's, not an LR set too low
+    if progress < 0.1 and still_high and (
+            math.isnan(ratio) or _at_peak_lr(s.update_ratio, s.layer_step, s.step, s.lr) < SLOW_RATIO):
         return Issue("SLOW_CONVERGENCE", "warning", _step_at(s.step, loss.size - 1),
                      f"loss moved only {progress:.1%} ({start:.3g} -> {now:.3g}) over {s.step[-1]} steps"
                      + (f"; weights change by {ratio:.1e} of their norm per step" if not math.isnan(ratio) else ""))
