@@ -58,6 +58,19 @@ def test_tensorboard_intervals_written_in_batches_hold_each_intervals_mean(tmp_p
     assert [v for _, v in got["train/lr"]] == pytest.approx([0.1] * 6)
 
 
+def test_tensorboard_intervals_are_on_disk_once_handed_to_the_writer(tmp_path):
+    """TensorBoard shows a live run: each batch of intervals is on disk while the writer is still open."""
+    state, hook = _tensorboard_hook(tmp_path, every_n_steps=5, write_every=2)
+    for k in range(1, 21):
+        state.step = k
+        state.loss, state.grad_norm = torch.tensor(float(k)), torch.tensor(1.0)
+        hook.on_train_batch_end(state)
+    try:
+        assert [s for s, _ in _scalars(tmp_path)["train/loss"]] == [5, 10, 15, 20]  # the writer is still open
+    finally:
+        state.writer.close()
+
+
 def test_tensorboard_interval_with_a_nan_step_logs_nan(tmp_path):
     state, hook = _tensorboard_hook(tmp_path, every_n_steps=2, write_every=1)
     for k, loss in enumerate([1.0, float("nan"), 3.0, 5.0], start=1):
