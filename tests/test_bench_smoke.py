@@ -6,9 +6,11 @@ still runs against the current runner, prints every row and writes its markdown.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
@@ -38,6 +40,20 @@ def test_overhead_quick_times_every_loop_on_both_workloads(tmp_path):
     assert "(2) >= 0.98" in proc.stdout and "(3) ahead of" in proc.stdout
     assert out.read_text().count("| mlp/digits |") >= 5  # the markdown file holds the same table
     assert list(tmp_path.iterdir()) == [out]  # run directories went to a temporary folder
+
+
+def test_overhead_keeps_lightnings_environment_to_the_lightning_rows():
+    """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (every torch.cuda.is_available() then asks NVML):
+    the bench undoes it for the other loops and sets it around Lightning's only."""
+    pytest.importorskip("pytorch_lightning")
+    code = ("import os, sys; sys.path.insert(0, 'bench'); import overhead as ov; "
+            "assert ov.lightning_available(); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK')); "
+            "ctx = ov.lightning_env(); ctx.__enter__(); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK')); "
+            "ctx.__exit__(None, None, None); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_NVML_BASED_CUDA_CHECK"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["None", "1", "None"]
 
 
 def test_time_to_accuracy_quick_times_the_dry_run_and_a_training_run(tmp_path):
