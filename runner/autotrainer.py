@@ -222,6 +222,11 @@ def validate_policy(online: Mapping[str, Any], restarts: Mapping[str, Any], prio
                             f"{', '.join(ONLINE_ACTIONS)}")
         if action == "regularize" and not any((spec or {}).get(k) for k in ("weight_decay", "dropout")):
             raise UserError(f"{key}.online.{code}: regularize needs weight_decay and/or dropout")
+    for code, spec in restarts.items():
+        severity = (spec or {}).get("min_severity", "critical")
+        if severity not in SEVERITY_RANK:
+            raise UserError(f"{key}.restarts.{code}.min_severity={severity!r} is not valid: choose one of "
+                            f"{', '.join(SEVERITY_RANK)}")
     both = set(online) & set(restarts)
     if both:
         raise UserError(f"{key}: {', '.join(sorted(both))} is both in online and in restarts: choose one")
@@ -475,7 +480,7 @@ class AutoTrainer(Hook):
                 continue  # a symptom treated only as the aftermath of another repair
             if state.step - self.last_acted.get(code, -10**9) < self.cooldown_steps:
                 continue  # the last action on this code has not had time to show its effect
-            if code in self.restarts and SEVERITY_RANK[issue["severity"]] < self.restart_min_severity:
+            if code in self.restarts and SEVERITY_RANK[issue["severity"]] < self._restart_floor(code):
                 continue
             reason = self._limit_reached(code)
             if reason:
@@ -484,6 +489,11 @@ class AutoTrainer(Hook):
             done = self._restart(state, issue) if code in self.restarts else self._online(state, issue)
             if done:
                 return  # one action per check: let it show its effect before the next
+
+    def _restart_floor(self, code: str) -> int:
+        """The severity a finding needs to restart the run: ``restarts.<CODE>.min_severity`` or ``restart_min_severity``."""
+        severity = self.restarts[code].get("min_severity")
+        return self.restart_min_severity if severity is None else SEVERITY_RANK[severity]
 
     @staticmethod
     def _last_epoch(state: FitState) -> bool:

@@ -82,7 +82,7 @@ def test_lr_cut_scales_the_schedule_instead_of_being_overwritten(name: str) -> N
 
 
 # -- the policy's limits and cooldowns (real model, optimizer and diagnostics hook) ---------------------------
-def policy_state(**overrides) -> tuple[AutoTrainer, FitState]:
+def policy_state(cfg: tuple[str, ...] = (), **overrides) -> tuple[AutoTrainer, FitState]:
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     state = FitState(model=model, optimizer=opt, max_steps=1000, num_classes=2)
@@ -92,7 +92,7 @@ def policy_state(**overrides) -> tuple[AutoTrainer, FitState]:
     policy = AutoTrainer(**spec)
     diagnostics = DiagnosticsHook()
     diagnostics.on_fit_start(state)
-    policy.bind([diagnostics], compose_cfg([]), Session())
+    policy.bind([diagnostics], compose_cfg(list(cfg)), Session())
     policy.on_fit_start(state)
     return policy, state
 
@@ -141,6 +141,20 @@ def test_warning_never_triggers_a_restart() -> None:
     assert policy.actions == [] and policy.restart_request is None
 
 
+def test_a_bad_init_restarts_at_a_warning_as_the_policy_table_says() -> None:
+    """restarts.BAD_INITIALIZATION.min_severity=warning: found at the first steps, a restart costs almost nothing."""
+    policy, state = policy_state(cfg=("model.init_scale=10",))
+    drive(policy, state, "BAD_INITIALIZATION", 20, severity="warning")
+    (action,) = policy.actions
+    assert (action["action"], action["step"]) == ("restart", 10) and state.stop_training
+    assert policy.restart_request["changes"]["model.init_scale"] == 1.0
+
+    policy, state = policy_state(cfg=("model.init_scale=10",), restarts={
+        **OmegaConf.to_container(DEFAULT.restarts), "BAD_INITIALIZATION": {"changes": {"model": {"init_scale": 1.0}}}})
+    drive(policy, state, "BAD_INITIALIZATION", 20, severity="warning")  # without min_severity: critical only
+    assert policy.actions == [] and policy.restart_request is None
+
+
 def test_regularize_raises_weight_decay_and_dropout_in_place() -> None:
     """Weight decay up to the policy's value (x factor where set; groups at 0 among decaying ones stay 0), dropout up."""
     policy, state = policy_state()
@@ -168,6 +182,8 @@ def test_regularize_raises_weight_decay_and_dropout_in_place() -> None:
     ("autotrainer.hooks.autotrainer.restore_best.codes=[OVERFITING]", "OVERFITING"),
     ("autotrainer.hooks.autotrainer.online.LOSS_OSCILLATION.action=halve", "online.LOSS_OSCILLATION.action"),
     ("+autotrainer.hooks.autotrainer.restarts.NOT_A_CODE.changes.model.init=he", "NOT_A_CODE"),
+    ("autotrainer.hooks.autotrainer.restarts.BAD_INITIALIZATION.min_severity=warn",
+     "restarts.BAD_INITIALIZATION.min_severity='warn' is not valid"),
 ])
 def test_a_typo_in_the_policy_table_is_a_user_error(tmp_path: Path, override: str, named: str) -> None:
     cfg = compose_cfg(["autotrainer=default", *override.split()], tmp_path)
