@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from diag.codes import SEVERITY_RANK
 from diag.diagnosis import diagnose
 from diag.readers import ReadError, ReadResult, parse_tag_map, read_path, tag_roles
-from diag.report import SEVERITY_ORDER, build_report
+from diag.report import build_report
 
 EXIT_FAIL = 1  # the status reached --fail-on
 EXIT_USAGE = 2  # nothing could be analyzed: missing path, no data, bad --tags
@@ -325,7 +326,7 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
         out.append(f"  (the run's own report.json says: {live['status']}"
                    + (f": {', '.join(str(c) for c in codes)}" if codes else "") + ")")
     recs: list[str] = []
-    for issue in sorted(issues, key=lambda i: -SEVERITY_ORDER.get(i["severity"], 0)):
+    for issue in sorted(issues, key=lambda i: -SEVERITY_RANK.get(i["severity"], 0)):
         for rec in issue.get("recommendations", []):
             if rec not in recs:
                 recs.append(rec)

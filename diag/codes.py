@@ -98,6 +98,7 @@ CODES: dict[str, dict[str, Any]] = {
 }
 
 SEVERITIES = ("info", "warning", "critical")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}  # higher is worse
 
 
 @dataclass

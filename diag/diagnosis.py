@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from diag.codes import Issue
+from diag.codes import SEVERITY_RANK, Issue
 from diag.series import RunSeries
 
 # Thresholds: ratios and fractions, never absolute loss values.
@@ -479,8 +479,6 @@ RULES = (
     _overfitting, _loss_plateau, _underfitting,
 )
 
-RANK = {"critical": 0, "warning": 1, "info": 2}  # most severe first
-
 # A symptom is not reported when a finding in this set already explains it.
 EXPLAINED_BY = {
     "STUCK_AT_CHANCE": {"VANISHING_GRADIENTS", "SLOW_CONVERGENCE", "NO_LEARNING", "DEAD_NEURONS",
@@ -520,7 +518,7 @@ def diagnose(series: RunSeries) -> list[Issue]:
             symptom = found.pop(code)
             for cause in causes & found.keys():
                 _inherit_severity(found[cause], symptom)
-    return sorted(found.values(), key=lambda i: (RANK[i.severity], i.first_step))
+    return sorted(found.values(), key=lambda i: (-SEVERITY_RANK[i.severity], i.first_step))
 
 
 def _inherit_severity(cause: Issue, symptom: Issue) -> None:
@@ -531,6 +529,6 @@ def _inherit_severity(cause: Issue, symptom: Issue) -> None:
     causes found at warning or above are raised, so an info-level hint never
     turns into an alarm because something else it could explain was seen.
     """
-    if RANK[cause.severity] <= RANK["warning"] and RANK[symptom.severity] < RANK[cause.severity]:
+    if SEVERITY_RANK[cause.severity] >= SEVERITY_RANK["warning"] and SEVERITY_RANK[symptom.severity] > SEVERITY_RANK[cause.severity]:
         cause.severity = symptom.severity
         cause.evidence += f"; it explains {symptom.code} ({symptom.severity}): {symptom.evidence}"

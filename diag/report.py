@@ -14,12 +14,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+from diag.codes import SEVERITY_RANK
 
 
 def status_of(issues: list[dict[str, Any]]) -> str:
     """``critical`` if any issue is, else ``warning`` if any warning, else ``healthy``."""
-    worst = max((SEVERITY_ORDER.get(i.get("severity", "info"), 0) for i in issues), default=0)
+    worst = max((SEVERITY_RANK.get(i.get("severity", "info"), 0) for i in issues), default=0)
     return {0: "healthy", 1: "warning", 2: "critical"}[worst]
 
 

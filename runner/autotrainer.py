@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from diag.codes import CODES
+from diag.codes import CODES, SEVERITY_RANK
 from diag.hooks import EventLog, FitState, Hook
 from diag.live import DiagnosticsHook
 from diag.report import write_report
@@ -54,7 +54,6 @@ from runner.errors import UserError
 
 log = logging.getLogger("runner.autotrainer")
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 # Optimizer param-group keys that hold a learning rate (OneCycleLR keeps its schedule in initial/max/min_lr).
 GROUP_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
 # Scheduler attributes that hold learning rates: the schedule is computed from them.
