@@ -307,6 +307,7 @@ class AutoTrainer(Hook):
         self.lr_peak = 0.0
         self.lr_scale = 1.0  # product of this attempt's online LR factors (a restart keeps it)
         self.clip_turned_on = False
+        self._restored: dict[str, Any] | None = None  # a checkpoint's state_dict, applied at fit start
         self._t0 = time.perf_counter()
 
     # -- wiring ------------------------------------------------------------------------
@@ -335,9 +336,10 @@ class AutoTrainer(Hook):
         self._t0 = time.perf_counter()
         state.report["actions"] = self.actions
         self.lr_peak = state.current_lr
+        self.best = None
+        self._resume(state)  # after a checkpoint: its repairs first, then the rollback baseline includes them
         # only the deciding rank ever rolls back (a rollback reaches the others through follow_rank_zero)
         self.snapshots = [Snapshot.take(state)] if distributed.is_rank_zero() else []
-        self.best = None
 
     def on_train_batch_end(self, state: FitState) -> None:
         if self.restart_request is not None:
@@ -386,12 +388,47 @@ class AutoTrainer(Hook):
                 a["outcome"] = f"restarting as attempt-{self.session.attempt + 1}"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"actions": self.actions, "last_acted": dict(self.last_acted), "gave_up": list(self.session.gave_up)}
+        """The actions so far and the repairs that live outside the optimizer's and model's state dicts
+        (clipping is the loop's, dropout a module attribute), so a resumed run keeps them."""
+        best = self.best
+        return {"actions": self.actions, "last_acted": dict(self.last_acted), "gave_up": list(self.session.gave_up),
+                "lr_scale": self.lr_scale, "lr_peak": self.lr_peak, "clip_turned_on": self.clip_turned_on,
+                "dropout": self.dropout, "seen_codes": sorted(self.seen_codes),
+                "best": None if best is None else {"step": best.step, "epoch": best.epoch, "val_loss": best.val_loss,
+                                                   "val_acc": best.val_acc, "model": best.model}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.session.actions[:] = list(state.get("actions", []))
-        self.last_acted = dict(state.get("last_acted", {}))
-        self.session.gave_up[:] = list(state.get("gave_up", []))
+        """Held until :meth:`on_fit_start`: the session is joined and the loop known only then."""
+        self._restored = dict(state)
+
+    def _resume(self, state: FitState) -> None:
+        """Carry a checkpoint's actions and repairs into this fit, and say which repairs still hold."""
+        saved, self._restored = self._restored, None
+        if not saved:
+            return
+        if not self.session.actions:  # a fresh session (this launch has not acted yet): the checkpoint's story
+            self.session.actions[:] = list(saved.get("actions", []))
+            self.session.gave_up[:] = list(saved.get("gave_up", []))
+        self.last_acted = dict(saved.get("last_acted", {}))
+        self.lr_scale = float(saved.get("lr_scale", 1.0))
+        self.lr_peak = max(self.lr_peak, float(saved.get("lr_peak", 0.0)))
+        self.seen_codes = set(saved.get("seen_codes", []))
+        held = []
+        if saved.get("clip_turned_on") and state.loop is not None and getattr(state.loop, "clip_max_norm", 0) is None:
+            state.loop.clip_max_norm = self.clip_max_norm
+            self.clip_turned_on = True
+            held.append(f"gradient clipping (max_norm {self.clip_max_norm:g})")
+        if saved.get("dropout") is not None:
+            self.dropout = float(saved["dropout"])
+            if set_dropout(state.model, self.dropout):
+                held.append(f"dropout {self.dropout:g}")
+        best = saved.get("best")
+        if best is not None and distributed.is_rank_zero():
+            self.best = BestWeights(step=int(best["step"]), epoch=int(best["epoch"]), val_loss=float(best["val_loss"]),
+                                    val_acc=None if best["val_acc"] is None else float(best["val_acc"]),
+                                    model=best["model"])
+        if held:
+            log.warning("autotrainer: resumed with its earlier repairs: %s", ", ".join(held))
 
     # -- snapshots -------------------------------------------------------------------------
     def _healthy_now(self, state: FitState) -> bool:

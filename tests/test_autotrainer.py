@@ -176,6 +176,40 @@ def test_regularize_raises_weight_decay_and_dropout_in_place() -> None:
     assert [g["weight_decay"] for g in state.optimizer.param_groups] == pytest.approx([0.5, 0.0])
 
 
+def test_a_checkpoint_carries_the_repairs_that_live_outside_model_and_optimizer(tmp_path: Path, caplog) -> None:
+    """Clipping (the loop's), dropout (a module attribute), the best-validation weights and the action list
+    survive a save through torch.save/torch.load(weights_only=True) into a freshly built policy and model."""
+    from runner.trainer import Trainer
+
+    policy, state = policy_state()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(8, 2))
+    state.model, state.optimizer = model, torch.optim.Adam(model.parameters(), lr=1e-3)
+    state.loop = Trainer(max_epochs=1, progress=False)
+    state.metrics.update({"val/loss": 0.4, "val/acc": 0.9})
+    policy.on_validation_end(state)  # the best-validation weights so far
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    drive(policy, state, "OVERFITTING", 10)  # regularize: dropout 0.1 -> 0.5
+    state.loss = torch.tensor(float("nan"))
+    drive(policy, state, "LOSS_EXPLOSION", 10)  # rollback: clipping turned on
+    assert [a["action"] for a in policy.actions] == ["regularize", "rollback"] and state.loop.clip_max_norm == 1.0
+    torch.save(policy.state_dict(), tmp_path / "hooks.pt")
+
+    resumed, fresh = policy_state()  # a new process: config-built model (dropout 0.1), loop without clipping
+    fresh.model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.1),
+                                      torch.nn.Linear(8, 2))
+    fresh.loop = Trainer(max_epochs=1, progress=False)
+    resumed.load_state_dict(torch.load(tmp_path / "hooks.pt", weights_only=True))
+    with caplog.at_level(logging.WARNING, logger="runner.autotrainer"):
+        resumed.on_fit_start(fresh)
+    assert fresh.loop.clip_max_norm == 1.0 and fresh.model[2].p == 0.5
+    assert [a["action"] for a in resumed.actions] == ["regularize", "rollback"] and fresh.report["actions"] is \
+        resumed.actions
+    assert resumed.best is not None and resumed.best.val_loss == 0.4 and resumed.best.val_acc == 0.9
+    assert all(torch.equal(resumed.best.model[k], v) for k, v in best.items())
+    assert resumed.seen_codes == {"OVERFITTING", "LOSS_EXPLOSION"}
+    assert "resumed with its earlier repairs: gradient clipping (max_norm 1), dropout 0.5" in caplog.text
+
+
 @pytest.mark.parametrize("override, named", [
     ("autotrainer.hooks.autotrainer.online.OVERFITTING.weight_decay=0 autotrainer.hooks.autotrainer.online."
      "OVERFITTING.dropout=null", "regularize needs"),
@@ -299,6 +333,24 @@ def test_exploding_lr_is_rolled_back_and_ends_finite_and_accurate(tmp_path: Path
     assert markers.step.tolist()[0] == first["step"] and markers.value.tolist() == list(range(1, len(markers) + 1))
     texts = tb.text[tb.text.tag.str.startswith("autotrainer")]
     assert "rollback" in texts.value.tolist()[0] and texts.step.tolist()[0] == first["step"]
+
+
+def test_a_resumed_run_keeps_its_actions_and_its_clipping(tmp_path: Path, caplog) -> None:
+    """The first launch stops after 2 of 4 epochs (as a killed job would, with its epoch checkpoint)."""
+    exploding = ["autotrainer=default", "optimizer=sgd", "optimizer.lr=5", "trainer.max_epochs=4"]
+    out = run_dir_of([*exploding, "trainer.max_steps=40"], tmp_path)
+    (first,) = read(out / "report.json")["autotrainer"]["actions"]
+    assert first["action"] == "rollback" and first["changes"]["trainer.clip.max_norm"] == 1.0
+    with caplog.at_level(logging.INFO):
+        run(compose_cfg([*exploding, "trainer.resume=auto"], tmp_path), out)
+    assert "resumed from" in caplog.text
+    assert "autotrainer: resumed with its earlier repairs: gradient clipping (max_norm 1)" in caplog.text
+    report = read(out / "report.json")
+    actions = report["autotrainer"]["actions"]
+    assert actions[0]["step"] == first["step"] and actions[0]["action"] == "rollback"
+    assert actions[0]["outcome"] != "applied"  # judged at the end of the resumed run
+    assert report["metrics"]["steps"] == 80 and report["metrics"]["test_acc"] > 0.9  # 20 steps per epoch
+    assert f"step {first['step']}: {first['code']} → rollback" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow
