@@ -24,7 +24,7 @@ import numpy as np
 from diag.codes import SEVERITY_RANK
 from diag.diagnosis import diagnose
 from diag.readers import ReadError, ReadResult, parse_tag_map, read_path, tag_roles
-from diag.report import build_report
+from diag.report import action_line, build_report
 
 EXIT_FAIL = 1  # the status reached --fail-on
 EXIT_USAGE = 2  # nothing could be analyzed: missing path, no data, bad --tags
@@ -315,10 +315,18 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
     out += ["", f"DIAGNOSIS: {report['status'].upper()}"]
     if not issues:
         out.append("  no issues found")
+    treated: dict[str, dict[str, Any]] = {}
+    for a in r.actions:
+        if a.get("action") != "give_up":
+            treated.setdefault(str(a.get("code")), a)
     for issue in issues:
         where = f" [{issue['layer']}]" if issue.get("layer") else ""
         out.append(f"  {issue['severity'].upper():8} {issue['code']}{where} (first seen at step "
                    f"{issue['first_step']}): {issue['evidence']}")
+        if issue["code"] in treated:
+            a = treated[issue["code"]]
+            out.append(f"           the AutoTrainer treated it at step {a.get('step')} ({a.get('action')}): "
+                       "see AUTOTRAINER below")
     live = r.live_report
     if isinstance(live, dict) and isinstance(live.get("status"), str):
         codes = [i.get("code") for i in live.get("issues", []) if isinstance(i, dict)] \
@@ -332,6 +340,14 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
                 recs.append(rec)
     out += ["", "RECOMMENDATIONS"]
     out += [f"  - {rec}" for rec in recs] or ["  none: keep going"]
+    if r.actions:  # what was already changed, so the recommendations above are not applied twice
+        out += ["", "AUTOTRAINER (what it already changed in this run)"]
+        out += [f"  - {action_line(a)}" for a in r.actions]
+        final = (live.get("autotrainer") or {}).get("final_attempt") if isinstance(live, dict) and \
+            isinstance(live.get("autotrainer"), dict) else None
+        if isinstance(final, str) and final not in (".", ""):
+            out.append(f"  the series above are the first attempt's; the final one is {final}: "
+                       f"python -m diag analyze {Path(r.path) / final}")
     return "\n".join(out)
 
 

@@ -70,11 +70,15 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
     actions = report.get("autotrainer", {}).get("actions", [])
     if actions:
         lines += ["## AutoTrainer", ""]
-        for a in actions:
-            lines.append(f"- step {a.get('step')}: {a.get('code')} → {a.get('action')} "
-                         f"({a.get('detail', '')}) — {a.get('outcome', '')}")
+        lines += [f"- {action_line(a)}" for a in actions]
         lines.append("")
     return "\n".join(lines)
+
+
+def action_line(action: dict[str, Any]) -> str:
+    """One AutoTrainer action as people read it (report.md, ``diag analyze``): step, code, what, how it went."""
+    return (f"step {action.get('step')}: {action.get('code')} → {action.get('action')} "
+            f"({action.get('detail', '')}) — {action.get('outcome', '')}")
 
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:

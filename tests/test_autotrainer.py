@@ -21,7 +21,7 @@ from runner.autotrainer import AutoTrainer, Session, scale_lr
 from runner.errors import UserError
 from runner.schedulers import warmup_cosine
 from runner.task import run
-from tests.conftest import ROOT, compose_cfg
+from tests.conftest import ROOT, compose_cfg, run_cli
 
 DEFAULT = OmegaConf.load(ROOT / "conf" / "autotrainer" / "default.yaml").hooks.autotrainer
 
@@ -351,6 +351,20 @@ def test_a_resumed_run_keeps_its_actions_and_its_clipping(tmp_path: Path, caplog
     assert actions[0]["outcome"] != "applied"  # judged at the end of the resumed run
     assert report["metrics"]["steps"] == 80 and report["metrics"]["test_acc"] > 0.9  # 20 steps per epoch
     assert f"step {first['step']}: {first['code']} → rollback" in (out / "report.md").read_text()
+
+
+def test_diag_analyze_says_what_the_autotrainer_already_changed(tmp_path: Path, capsys) -> None:
+    from diag.analyze import main as analyze
+
+    out = tmp_path / "run"  # the real CLI: Hydra writes .hydra/config.yaml, where analyze learns the 10 classes
+    run_cli(["autotrainer=default", "optimizer=sgd", "optimizer.lr=5", "trainer.max_epochs=2"], tmp_path, run_dir=out)
+    (action,) = read(out / "report.json")["autotrainer"]["actions"]
+    assert analyze([str(out)]) == 0
+    text = capsys.readouterr().out
+    diagnosis, tail = text.split("DIAGNOSIS:")[1].split("AUTOTRAINER (what it already changed in this run)")
+    assert f"the AutoTrainer treated it at step {action['step']} (rollback)" in diagnosis  # under LOSS_EXPLOSION
+    assert f"step {action['step']}: {action['code']} → rollback (rolled back to step" in tail
+    assert "gradient clipping on (max_norm 1)" in tail and action["outcome"] in tail
 
 
 @pytest.mark.slow
