@@ -18,6 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
 
 RUNNER_KEYS = ("interval", "monitor")
+# State-dict keys that fix where a scheduler's schedule ends (CosineAnnealingLR, OneCycleLR); derived from
+# trainer.max_epochs/max_steps when the config leaves them out.
+HORIZON_KEYS = ("T_max", "total_steps")
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int | float = 0.05,
@@ -54,3 +57,17 @@ def build_scheduler(cfg: DictConfig | None, optimizer: torch.optim.Optimizer, st
     if "total_steps" in params and "total_steps" not in factory.keywords:
         kwargs["total_steps"] = max(1, steps_per_epoch * max_epochs if interval == "step" else max_epochs)
     return factory(optimizer, **kwargs), interval, monitor
+
+
+def horizon_change(scheduler: Any, saved: dict[str, Any] | None) -> str | None:
+    """How a checkpoint's schedule ends differently from the one this config built; None when they agree.
+
+    Loading the saved state keeps the saved end: past it OneCycleLR raises and a cosine rises again (or,
+    recursively, stays at its minimum), so a changed horizon cannot resume as the user meant it.
+    """
+    if scheduler is None or not saved:
+        return None
+    fresh = scheduler.state_dict()
+    changed = [f"{k}={saved[k]} (this config: {fresh[k]})" for k in HORIZON_KEYS
+               if k in fresh and k in saved and saved[k] != fresh[k]]
+    return f"{type(scheduler).__name__} {', '.join(changed)}" if changed else None

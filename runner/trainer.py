@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 from diag.gradients import global_grad_norm
 from diag.hooks import FitState, Hook
 from runner import distributed
+from runner.errors import UserError
+from runner.schedulers import horizon_change
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +339,11 @@ class Trainer:
         """Load a :meth:`checkpoint_payload` into the built objects; training resumes at the next epoch."""
         state.model.load_state_dict(payload["model"])
         state.optimizer.load_state_dict(payload["optimizer"])
+        changed = horizon_change(state.scheduler, payload.get("scheduler"))
+        if changed:
+            raise UserError(f"trainer.resume: the checkpoint's LR schedule was built for another run length, "
+                            f"{changed}: resume with the trainer.max_epochs/max_steps it was started with (a "
+                            "schedule under way cannot be stretched: OneCycle stops, a cosine climbs back)")
         if state.scheduler is not None and payload.get("scheduler") is not None:
             state.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])

@@ -146,6 +146,26 @@ def test_checkpoint_from_a_different_model_is_refused(tmp_path):
     assert "does not fit this config" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize("scheduler, named", [("cosine", "CosineAnnealingLR T_max=1 (this config: 3)"),
+                                               ("onecycle", "OneCycleLR total_steps=20 (this config: 60)")])
+def test_resuming_with_another_run_length_is_refused_before_the_schedule_breaks(tmp_path, scheduler, named):
+    """Past its saved end OneCycleLR raises mid-run and a cosine climbs back: say so up front, lose nothing."""
+    run = tmp_path / "run"
+    assert run_cli(["trainer.max_epochs=1", "diag=off", f"scheduler={scheduler}"], tmp_path, run_dir=run).returncode == 0
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    report = (run / "report.json").read_bytes()
+    res = run_cli(["trainer.max_epochs=3", "diag=off", f"scheduler={scheduler}", "trainer.resume=auto"], tmp_path,
+                  run_dir=run)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+    assert "trainer.resume" in res.stderr and named in res.stderr and "trainer.max_epochs" in res.stderr
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+    assert (run / "report.json").read_bytes() == report
+    same = run_cli(["trainer.max_epochs=1", "diag=off", f"scheduler={scheduler}", "trainer.resume=auto"], tmp_path,
+                   run_dir=run)
+    assert same.returncode == 0 and "resumed from" in same.stdout, same.stderr
+
+
 def test_nan_batches_never_change_the_weights_and_are_counted(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
