@@ -316,10 +316,12 @@ class DiagnosticsHook(Hook):
     def state_dict(self) -> dict[str, Any]:
         """The series so far (every checkpoint, every epoch: list copies, not ``asdict``'s deep copy per float)."""
         return {"series": self.series.to_dict(), "past": [p.to_dict() for p in self._past],
-                "detected_at": dict(self.detected_at)}
+                "detected_at": dict(self.detected_at), "issues": [i.to_dict() for i in self.issues]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "series" in state:
             self.series = RunSeries(**state["series"])
         self._past = [RunSeries(**p) for p in state.get("past", [])]
         self.detected_at = dict(state.get("detected_at", {}))
+        # what was already announced: a resumed run says only what is new (no second console line or event)
+        self.issues = [Issue(**i) for i in state.get("issues", [])]

@@ -88,6 +88,21 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert epochs == [0, 1]  # the resumed log continues without duplicates
 
 
+def test_a_resumed_run_announces_only_new_findings(tmp_path):
+    """The live diagnosis is saved with its findings: after a resume, no second console line or event for them."""
+    sick, run = ["optimizer=sgd", "optimizer.lr=5", "trainer.max_epochs=4"], tmp_path / "run"
+    first = run_cli([*sick, "trainer.max_steps=40"], tmp_path, run_dir=run)
+    assert first.returncode == 0 and "diag: LOSS_EXPLOSION" in first.stdout + first.stderr
+    second = run_cli([*sick, "trainer.resume=auto"], tmp_path, run_dir=run)
+    assert second.returncode == 0 and "resumed from" in second.stdout, second.stderr
+    assert "diag: LOSS_EXPLOSION" not in second.stdout + second.stderr
+    added = [c for line in (run / "events.jsonl").read_text().splitlines()
+             if (e := json.loads(line))["kind"] == "diagnosis" for c in e["added"]]
+    assert added.count("LOSS_EXPLOSION") == 1
+    report = json.loads((run / "report.json").read_text())
+    assert report["metrics"]["steps"] == 80 and "LOSS_EXPLOSION" in [i["code"] for i in report["issues"]]
+
+
 @pytest.mark.parametrize("override, needle", [
     ("optimizer.lr=-1", "optimizer.lr=-1"),
     ("optimizer.lr=abc", "optimizer.lr='abc'"),
