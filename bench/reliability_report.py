@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = [
     "tests/test_reliability.py",
     "tests/test_runner_e2e.py::test_resume_matches_an_uninterrupted_run",
+    "tests/test_runner_e2e.py::test_a_resumed_run_announces_only_new_findings",
+    "tests/test_autotrainer.py::test_a_resumed_run_keeps_its_actions_and_its_clipping",
     "tests/test_runner_e2e.py::test_bad_input_exits_2_with_one_line",
     "tests/test_runner_e2e.py::test_unknown_group_option_lists_choices",
     "tests/test_amp.py",
