@@ -1,4 +1,4 @@
-"""bench/overhead.py, bench/time_to_accuracy.py and bench/holdout.py run end to end with --quick and write their tables.
+"""bench/overhead.py, bench/instructions.py, bench/time_to_accuracy.py and bench/holdout.py run end to end with --quick.
 
 Benchmarks are not tests: nothing here asserts a time or a ratio, only that each script
 still runs against the current runner, prints every row and writes its markdown.
@@ -84,3 +84,24 @@ def test_holdout_quick_checks_a_fault_and_a_healthy_run_with_and_without_the_aut
     assert rows["seed1"][5] == "clean" and rows["seed1"][7] == "-" and rows["seed1"][8] == "left alone"
     assert "faults named in the final report: 1/1" in proc.stdout and "healthy runs it acted on: 0/1" in proc.stdout
     assert list(tmp_path.iterdir()) == [out]  # run directories went to a temporary folder
+
+
+def test_instructions_quick_counts_the_hand_loop_and_diag_off_on_both_workloads(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import instructions
+
+    why_not = instructions.perf_works()
+    if why_not:
+        pytest.skip(why_not)
+    out = tmp_path / "instructions.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "instructions.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {(r[0], r[1]): r for r in _rows(proc.stdout)}
+    assert set(rows) == {(w, loop) for w in ("mlp/digits", "cnn/synthetic28")
+                         for loop in ("hand loop", "runner, diag=off")}, proc.stdout
+    for r in rows.values():
+        assert r[2].endswith("M") and float(r[2][:-1]) > 1  # millions of instructions per step
+    assert all(rows[(w, "hand loop")][3] == "1.0000" for w in ("mlp/digits", "cnn/synthetic28"))
+    assert "instructions per step over the hand loop" in proc.stdout
+    assert out.read_text().startswith("# bench/instructions.py") and list(tmp_path.iterdir()) == [out]
