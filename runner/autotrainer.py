@@ -406,8 +406,10 @@ class AutoTrainer(Hook):
         saved, self._restored = self._restored, None
         if not saved:
             return
-        if not self.session.actions:  # a fresh session (this launch has not acted yet): the checkpoint's story
-            self.session.actions[:] = list(saved.get("actions", []))
+        actions = list(saved.get("actions", []))
+        if [_key(a) for a in actions[:len(self.actions)]] == [_key(a) for a in self.actions]:
+            # the checkpoint's story continues this launch's (a fresh session, or earlier attempts replayed)
+            self.session.actions[:] = actions
             self.session.gave_up[:] = list(saved.get("gave_up", []))
         self.last_acted = dict(saved.get("last_acted", {}))
         self.lr_scale = float(saved.get("lr_scale", 1.0))
@@ -429,6 +431,13 @@ class AutoTrainer(Hook):
                                     model=best["model"])
         if held:
             log.warning("autotrainer: resumed with its earlier repairs: %s", ", ".join(held))
+        asked = [a for a in self.actions if a["action"] == "restart" and a.get("attempt") == self.session.attempt]
+        if asked:  # this attempt had already asked for its restart when it was saved: go on to the next one
+            a = asked[-1]
+            self.restart_request = {"code": a["code"], "changes": dict(a["changes"])}
+            state.stop_training = True
+            state.stop_reason = (f"autotrainer: attempt-{self.session.attempt} had asked at step {a['step']} for "
+                                 f"a guided restart ({a['code']}); going on to attempt-{self.session.attempt + 1}")
 
     # -- snapshots -------------------------------------------------------------------------
     def _healthy_now(self, state: FitState) -> bool:
@@ -783,6 +792,11 @@ class AutoTrainer(Hook):
             state.writer.add_scalar("autotrainer/action", len(self._counted()), state.step)
 
 
+def _key(action: Mapping[str, Any]) -> tuple:
+    """What identifies an action across a checkpoint (its outcome is rewritten as the run goes on)."""
+    return action.get("attempt"), action.get("step"), action.get("code"), action.get("action")
+
+
 def _plain(node: Any) -> dict[str, Any]:
     if isinstance(node, DictConfig):
         return OmegaConf.to_container(node, resolve=True)
@@ -840,6 +854,10 @@ def run_attempts(cfg: DictConfig, run_dir: Path, run_attempt: RunAttempt) -> flo
         made_by = request["changes"]  # rank 0's request: under DDP every rank starts the same attempt
         attempt_cfg = with_changes(attempt_cfg, made_by)
         attempt_dir = run_dir / f"attempt-{session.attempt}"
+        own = attempt_dir / "checkpoints" / "last.pt"
+        if cfg.trainer.get("resume") == "auto" and own.is_file():  # relaunched after a kill during this attempt
+            with open_dict(attempt_cfg):
+                attempt_cfg.trainer.resume = str(own)
         if not distributed.is_rank_zero():
             continue
         _write_hydra_dir(attempt_dir, attempt_cfg, request["changes"])

@@ -178,6 +178,10 @@ class Trainer:
         total = self.max_epochs * state.steps_per_epoch
         state.max_steps = min(total, self.max_steps) if self.max_steps else total
         hooks.on_fit_start(state)
+        if state.stop_training:  # a hook stopped the fit before its first step (e.g. a restart already asked for)
+            if state.stop_reason and state.is_rank_zero:
+                log.warning("stopping: %s", state.stop_reason)
+            return state
         model.train()
         epoch_bar = tqdm(range(self.start_epoch, self.max_epochs), desc="epochs", disable=not self.progress,
                          leave=False, dynamic_ncols=True, initial=self.start_epoch, total=self.max_epochs)

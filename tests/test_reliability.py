@@ -109,6 +109,38 @@ def test_sigterm_and_sigint_save_a_checkpoint_write_the_report_and_say_how_to_re
     assert "interrupted" in kinds
 
 
+@pytest.mark.slow
+def test_a_run_killed_during_an_autotrainer_restart_continues_that_attempt(tmp_path):
+    """SIGTERM while attempt-1 trains; the same command with resume=auto goes straight on to attempt-1 (its
+    restart already asked for) and continues it from its own checkpoint, with the one restart recorded once."""
+    sick = ["autotrainer=default", "model.activation=sigmoid", "model.hidden=[64,64,64,64,64,64,64,64]",
+            "optimizer=sgd", "optimizer.lr=0.05", "trainer.checkpoint.every_n_steps=20", f"hydra.run.dir={tmp_path / 'run'}"]
+    run = tmp_path / "run"
+    proc = _start(sick, tmp_path)
+    deadline = time.time() + 120
+    while not (run / "attempt-1" / "checkpoints" / "last.pt").is_file():
+        assert proc.poll() is None and time.time() < deadline, "attempt-1 never saved a checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    killed_at = load_checkpoint(run / "attempt-1" / "checkpoints" / "last.pt")["step"]
+    assert 0 < killed_at < 400
+
+    again = run_cli([*sick, "trainer.resume=auto"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "had asked at step" in again.stdout + again.stderr and "going on to attempt-1" in again.stdout + again.stderr
+    assert f"resumed from {run / 'attempt-1' / 'checkpoints' / 'last.pt'}" in again.stdout + again.stderr
+    report = json.loads((run / "report.json").read_text())
+    restarts = [a for a in report["autotrainer"]["actions"] if a["action"] == "restart"]
+    assert len(restarts) == 1 and restarts[0]["attempt"] == 0
+    assert report["completed"] is True and report["autotrainer"]["final_attempt"] == "attempt-1"
+    starts = [e for e in map(json.loads, (run / "attempt-1" / "events.jsonl").read_text().splitlines())
+              if e["kind"] == "fit_start"]
+    assert [(e["resumed"], e["step"]) for e in starts] == [(False, 0), (True, killed_at)]
+    assert report["metrics"]["steps"] == 400 and report["metrics"]["test_acc"] > 0.9
+
+
 def _tiny_run(tmp_path) -> Path:
     run = tmp_path / "run"
     res = run_cli(["trainer.max_epochs=1", "diag=off"], tmp_path, run_dir=run)
