@@ -104,7 +104,7 @@ class Hook:
     """Base class: override the events you need. All default to doing nothing."""
 
     def on_fit_start(self, state: FitState) -> None:
-        """Once, after everything is built and before the first step."""
+        """Once, after everything is built and before the first step (``stop_training`` set here: no step at all)."""
 
     def on_train_batch_end(self, state: FitState) -> None:
         """After every optimizer step (or skipped step): keep it cheap, no host syncs."""
