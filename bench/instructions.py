@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import write_results  # bench/ is on sys.path: this script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
 # user-space instructions: the kernel's share moves with page faults (glibc returns and re-maps the CNN's
 # activation buffers a varying number of times: 0.2-1.1 M faults in the same 50 steps), not with the loop
@@ -78,7 +80,6 @@ def count(workload: str, loop: str, steps: int) -> dict[str, float]:
 
 def child(workload: str, loop: str, steps: int) -> int:
     """Build and train ``steps`` steps of one loop, as bench/overhead.py times it."""
-    sys.path.insert(0, str(ROOT / "bench"))
     import overhead
     import torch
 
@@ -92,7 +93,6 @@ def child(workload: str, loop: str, steps: int) -> int:
 
 
 def loops_of(workload: str, quick: bool, lightning: bool) -> list[str]:
-    sys.path.insert(0, str(ROOT / "bench"))
     import overhead
 
     names = list(overhead.variants(lightning, workload))
@@ -156,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     if why_not:
         print(f"bench/instructions.py: {why_not}", file=sys.stderr)
         return 1
-    sys.path.insert(0, str(ROOT / "bench"))
     import overhead
 
     lightning = not args.no_lightning and overhead.lightning_available()
@@ -174,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(header + table(results) + ["", *summary(results)])
     print(text)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(f"# bench/instructions.py\n\n`python bench/instructions.py{' --quick' if args.quick else ''}`"
-                        f"\n\n{text}\n", encoding="utf-8")
+    write_results(args.out, "instructions.py", text, args.quick)
     return 0
 
 

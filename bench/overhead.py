@@ -60,6 +60,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from results_file import write_results  # bench/ is on sys.path: this script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -421,9 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(out)
     print(text)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(f"# bench/overhead.py\n\n`python bench/overhead.py{' --quick' if args.quick else ''}`\n\n"
-                        + text + "\n", encoding="utf-8")
+    write_results(args.out, "overhead.py", text, args.quick)
     return 0
 
 

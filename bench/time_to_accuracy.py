@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results_file import write_results  # bench/ is on sys.path: this script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
 
 RUNS: dict[str, list[str]] = {
@@ -158,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines + notes)
     print(text)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(f"# bench/time_to_accuracy.py\n\n`python bench/time_to_accuracy.py"
-                        f"{' --quick' if args.quick else ''}`\n\n{text}\n", encoding="utf-8")
+    write_results(args.out, "time_to_accuracy.py", text, args.quick)
     return 0
 
 

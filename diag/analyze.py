@@ -343,8 +343,8 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
     if r.actions:  # what was already changed, so the recommendations above are not applied twice
         out += ["", "AUTOTRAINER (what it already changed in this run)"]
         out += [f"  - {action_line(a)}" for a in r.actions]
-        final = (live.get("autotrainer") or {}).get("final_attempt") if isinstance(live, dict) and \
-            isinstance(live.get("autotrainer"), dict) else None
+        at = live.get("autotrainer") if isinstance(live, dict) else None
+        final = at.get("final_attempt") if isinstance(at, dict) else None
         if isinstance(final, str) and final not in (".", ""):
             out.append(f"  the series above are the first attempt's; the final one is {final}: "
                        f"python -m diag analyze {Path(r.path) / final}")

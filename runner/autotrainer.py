@@ -390,12 +390,10 @@ class AutoTrainer(Hook):
     def state_dict(self) -> dict[str, Any]:
         """The actions so far and the repairs that live outside the optimizer's and model's state dicts
         (clipping is the loop's, dropout a module attribute), so a resumed run keeps them."""
-        best = self.best
         return {"actions": self.actions, "last_acted": dict(self.last_acted), "gave_up": list(self.session.gave_up),
                 "lr_scale": self.lr_scale, "lr_peak": self.lr_peak, "clip_turned_on": self.clip_turned_on,
                 "dropout": self.dropout, "seen_codes": sorted(self.seen_codes),
-                "best": None if best is None else {"step": best.step, "epoch": best.epoch, "val_loss": best.val_loss,
-                                                   "val_acc": best.val_acc, "model": best.model}}
+                "best": None if self.best is None else dict(vars(self.best))}  # its fields; the weights not copied
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Held until :meth:`on_fit_start`: the session is joined and the loop known only then."""
@@ -424,11 +422,8 @@ class AutoTrainer(Hook):
             self.dropout = float(saved["dropout"])
             if set_dropout(state.model, self.dropout):
                 held.append(f"dropout {self.dropout:g}")
-        best = saved.get("best")
-        if best is not None and distributed.is_rank_zero():
-            self.best = BestWeights(step=int(best["step"]), epoch=int(best["epoch"]), val_loss=float(best["val_loss"]),
-                                    val_acc=None if best["val_acc"] is None else float(best["val_acc"]),
-                                    model=best["model"])
+        if saved.get("best") is not None and distributed.is_rank_zero():
+            self.best = BestWeights(**saved["best"])
         if held:
             log.warning("autotrainer: resumed with its earlier repairs: %s", ", ".join(held))
         asked = [a for a in self.actions if a["action"] == "restart" and a.get("attempt") == self.session.attempt]
