@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 from runner.errors import UserError
@@ -54,3 +56,17 @@ def previous_unfinished_run(run_dir: Path, log_dir: Path, overrides: list[str]) 
         if not finished and _task_overrides([str(o) for o in theirs]) == want:
             return candidate
     return None
+
+
+def resume_command(hydra_overrides: list[str], task_overrides: list[str], run_dir: Path) -> str:
+    """The shell command that continues this run in its own directory, whatever chose that directory.
+
+    It names the directory (``hydra.run.dir``): a run with its own ``hydra.run.dir``, one that
+    ``trainer.resume=auto`` had continued, a multirun job and an AutoTrainer attempt (``attempt-N/``,
+    continued from the run directory above it) all resume where they stopped. Quoted for a POSIX shell.
+    """
+    run_dir = Path(run_dir)
+    top = run_dir.parent if re.fullmatch(r"attempt-\d+", run_dir.name) else run_dir
+    keep = [o for o in hydra_overrides if not o.startswith(("hydra.mode=", "hydra.run.dir=", "hydra.sweep."))]
+    keep += [o for o in task_overrides if not o.startswith("trainer.resume=")]
+    return shlex.join(["python", "-m", "runner", *keep, f"hydra.run.dir={top.resolve()}", "trainer.resume=auto"])

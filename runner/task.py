@@ -24,7 +24,7 @@ from runner.devices import check_precision, resolve_device, seed_everything
 from runner.errors import Interrupted, UserError
 from runner.hparams import log_hparams
 from runner.interrupts import exit_code, stop_on_signals
-from runner.resume import find_resume_checkpoint, previous_unfinished_run
+from runner.resume import find_resume_checkpoint, previous_unfinished_run, resume_command
 from runner.schedulers import build_scheduler
 from runner.trainer import Trainer
 from runner.validation import validate
@@ -233,12 +233,11 @@ def interrupted(cfg: DictConfig, state: FitState, trainer: Trainer, hooks: HookL
                        checkpoint=str(saved) if saved else None)
     from hydra.core.hydra_config import HydraConfig
 
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    again = " ".join(o for o in overrides if not o.startswith("trainer.resume="))
+    given = HydraConfig.get().overrides if HydraConfig.initialized() else None
+    again = resume_command(list(given.hydra) if given else [], list(given.task) if given else [], run_dir)
     where = f"checkpoint saved to {saved}" if saved else "no checkpoint hook configured: nothing saved"
     return Interrupted(f"interrupted by {name} at step {state.step} (epoch {state.epoch + 1}); {where}\n"
-                       f"resume with: python -m runner {again} trainer.resume=auto".replace("  ", " "),
-                       exit_code(name))
+                       f"resume with: {again}", exit_code(name))
 
 
 def final_metrics(state: FitState, trainer: Trainer) -> dict[str, Any]:

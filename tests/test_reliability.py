@@ -110,6 +110,34 @@ def test_sigterm_and_sigint_save_a_checkpoint_write_the_report_and_say_how_to_re
 
 
 @pytest.mark.slow
+def test_the_printed_resume_command_run_in_a_shell_continues_the_same_run_directory(tmp_path):
+    """A run with its own hydra.run.dir (with a space in it) is interrupted; the command it prints, pasted into
+    a shell from another directory, continues that very directory instead of starting a fresh run."""
+    run = tmp_path / "my run"
+    proc = _start(["trainer.max_epochs=40", "trainer.checkpoint.every_n_steps=5", "model.hidden=[64,64]",
+                   f"hydra.run.dir={run}"], tmp_path)
+    deadline = time.time() + 120
+    while not (run / "train_diagnostics.jsonl").is_file() or not (run / "checkpoints" / "last.pt").is_file():
+        assert proc.poll() is None and time.time() < deadline, "the run never saved a checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    (command,) = [line.split("resume with: ", 1)[1] for line in err.splitlines() if "resume with: " in line]
+    stopped_at = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = subprocess.run(command.replace("python", sys.executable, 1), shell=True, cwd=elsewhere,
+                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resumed from {run / 'checkpoints' / 'last.pt'}" in again.stdout + again.stderr
+    report = json.loads((run / "report.json").read_text())
+    assert report["completed"] is True and report["metrics"]["steps"] > stopped_at
+    assert not list(tmp_path.glob("runs/*/checkpoints"))  # no second run started anywhere
+
+
+@pytest.mark.slow
 def test_a_run_killed_during_an_autotrainer_restart_continues_that_attempt(tmp_path):
     """SIGTERM while attempt-1 trains; the same command with resume=auto goes straight on to attempt-1 (its
     restart already asked for) and continues it from its own checkpoint, with the one restart recorded once."""
