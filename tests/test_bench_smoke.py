@@ -1,4 +1,5 @@
-"""bench/overhead.py, bench/instructions.py, bench/time_to_accuracy.py and bench/holdout.py run end to end with --quick.
+"""bench/overhead.py, bench/instructions.py, bench/time_to_accuracy.py, bench/holdout.py and bench/autotrainer.py
+run end to end with --quick.
 
 Benchmarks are not tests: nothing here asserts a time or a ratio, only that each script
 still runs against the current runner, prints every row and writes its markdown.
@@ -85,6 +86,24 @@ def test_holdout_quick_checks_a_fault_and_a_healthy_run_with_and_without_the_aut
     assert rows["seed1"][5] == "clean" and rows["seed1"][7] == "-" and rows["seed1"][8] == "left alone"
     assert "faults named in the final report: 1/1" in proc.stdout and "healthy runs it acted on: 0/1" in proc.stdout
     assert list(tmp_path.iterdir()) == [out]  # run directories went to a temporary folder
+
+
+@pytest.mark.slow
+def test_autotrainer_quick_repairs_an_explosion_and_measures_the_data_ceiling_of_random_labels(tmp_path):
+    out = tmp_path / "autotrainer.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "autotrainer.py"), "--quick", "--repeat", "1",
+                           "--only", "lr_far_too_high", "random_labels", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r[0]: r for r in _rows(out.read_text()) if r[0] != "case"}
+    assert set(rows) == {"mlp_adam", "lr_far_too_high", "random_labels"}, out.read_text()
+    assert float(rows["lr_far_too_high"][5]) > 0.95  # the whole digits training split: an SVM gets ~0.99
+    assert "rollback(LOSS_EXPLOSION)" in rows["lr_far_too_high"][10]
+    assert float(rows["random_labels"][5]) < 0.2  # random labels: nothing any classifier can learn
+    assert rows["random_labels"][11].startswith("bounded by its data")
+    assert rows["mlp_adam"][5] == "-" and rows["mlp_adam"][11] == "left alone"
+    assert "bounded by their data" in proc.stdout and "random_labels (RBF SVM" in proc.stdout
+    assert list(tmp_path.iterdir()) == [out]
 
 
 def test_instructions_quick_counts_the_hand_loop_and_diag_off_on_both_workloads(tmp_path):
