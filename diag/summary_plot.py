@@ -70,18 +70,23 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
     names = list(s.layer_grad_norm)
     n = min((len(v) for v in s.layer_grad_norm.values()), default=0)
     if n:
-        m = np.array([[v if v is not None and v > 0 and np.isfinite(v) else np.nan for v in s.layer_grad_norm[k][:n]]
+        m = np.array([[v if v is not None and v >= 0 and np.isfinite(v) else np.nan for v in s.layer_grad_norm[k][:n]]
                       for k in names])
         steps = s.layer_step[:n] if len(s.layer_step) >= n else list(range(n))
         half = ((steps[-1] - steps[0]) / (2 * (n - 1)) if n > 1 else 0) or 0.5  # cells centred on their steps
         with np.errstate(divide="ignore", invalid="ignore"):
-            im = ax_heat.imshow(np.log10(m), aspect="auto", cmap="viridis", interpolation="nearest",
-                                extent=(steps[0] - half, steps[-1] + half, len(names) - 0.5, -0.5))
+            logs = np.log10(m)  # an exact 0 (no gradient reaches the layer) is -inf: drawn black, below the scale
+        finite = logs[np.isfinite(logs)]
+        logs[np.isneginf(logs)] = (finite.min() if finite.size else 0.0) - 1.0  # imshow would mask -inf as bad
+        cmap = plt.get_cmap("viridis").with_extremes(under="black")
+        im = ax_heat.imshow(logs, aspect="auto", cmap=cmap, interpolation="nearest",
+                            vmin=finite.min() if finite.size else None, vmax=finite.max() if finite.size else None,
+                            extent=(steps[0] - half, steps[-1] + half, len(names) - 0.5, -0.5))
         ax_heat.set_yticks(range(len(names)), names, fontsize=7)
         fig.colorbar(im, ax=ax_heat, label="log10 gradient norm")
     else:
         ax_heat.text(0.5, 0.5, "no per-layer samples", ha="center", va="center", transform=ax_heat.transAxes)
-    ax_heat.set(title="grad norm by layer (input on top; blank = NaN/Inf)", xlabel="step")
+    ax_heat.set(title="grad norm by layer, input on top\n(black = 0, blank = NaN/Inf)", xlabel="step")
 
     plotted = False
     for name, values in s.layer_dead_fraction.items():

@@ -342,6 +342,23 @@ def test_summary_heat_map_of_a_short_run_draws_without_warnings(tmp_path, layer_
     assert out.stat().st_size > 10_000
 
 
+def test_summary_heat_map_draws_a_zero_gradient_black_not_blank_like_a_missing_sample(tmp_path):
+    """A layer whose gradient is exactly 0 (no gradient reaches it) is a finding, not a gap: the heat map used
+    to draw it blank, as if it were NaN/Inf."""
+    import matplotlib.image as mpimg
+
+    from diag.summary_plot import plot_summary
+
+    def black_pixels(value):
+        series = RunSeries(num_classes=10, step=[10, 20, 30], loss=[2.3, 2.0, 1.8], lr=[1e-3] * 3,
+                           grad_norm=[1.0] * 3, layer_step=[10, 20, 30],
+                           layer_grad_norm={"fc1": [0.5, value, 0.4], "fc2": [1.5, 1.2, 1.1]})
+        rgb = mpimg.imread(plot_summary(series, tmp_path / f"summary_{value}.png"))[..., :3]
+        return int((rgb.sum(axis=-1) == 0).sum())
+
+    assert black_pixels(0.0) > black_pixels(None) + 1000  # one cell of the heat map, at least 1000 pixels
+
+
 def _at_chance(s: RunSeries) -> RunSeries:
     s.loss = [LN10 + 0.01 * math.sin(i) for i in range(len(s.loss))]
     s.epoch_val_acc = [0.1] * len(s.epoch_val_acc)
