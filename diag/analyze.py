@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -315,18 +316,23 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
     out += ["", f"DIAGNOSIS: {report['status'].upper()}"]
     if not issues:
         out.append("  no issues found")
-    treated: dict[str, dict[str, Any]] = {}
-    for a in r.actions:
-        if a.get("action") != "give_up":
-            treated.setdefault(str(a.get("code")), a)
+    # the series analyzed are one attempt's (the top directory holds the first): its actions, in step order
+    own = re.fullmatch(r"attempt-(\d+)", Path(r.path).name)
+    acted = sorted((a for a in r.actions if a.get("action") != "give_up" and isinstance(a.get("step"), int)
+                    and a.get("attempt", 0) == (int(own.group(1)) if own else 0)), key=lambda a: a["step"])
     for issue in issues:
         where = f" [{issue['layer']}]" if issue.get("layer") else ""
         out.append(f"  {issue['severity'].upper():8} {issue['code']}{where} (first seen at step "
                    f"{issue['first_step']}): {issue['evidence']}")
-        if issue["code"] in treated:
-            a = treated[issue["code"]]
-            out.append(f"           the AutoTrainer treated it at step {a.get('step')} ({a.get('action')}): "
+        same = next((a for a in acted if a.get("code") == issue["code"]), None)
+        # an action resets the live diagnosis: a finding already there when it acted was acted on too
+        later = next((a for a in acted if a["step"] >= issue["first_step"]), None)
+        if same is not None:
+            out.append(f"           the AutoTrainer treated it at step {same['step']} ({same.get('action')}): "
                        "see AUTOTRAINER below")
+        elif later is not None:
+            out.append(f"           present when the AutoTrainer acted at step {later['step']} ({later.get('action')} "
+                       f"for {later.get('code')}): see AUTOTRAINER below")
     live = r.live_report
     if isinstance(live, dict) and isinstance(live.get("status"), str):
         codes = [i.get("code") for i in live.get("issues", []) if isinstance(i, dict)] \

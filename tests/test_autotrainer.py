@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -357,12 +358,18 @@ def test_diag_analyze_says_what_the_autotrainer_already_changed(tmp_path: Path, 
     from diag.analyze import main as analyze
 
     out = tmp_path / "run"  # the real CLI: Hydra writes .hydra/config.yaml, where analyze learns the 10 classes
-    run_cli(["autotrainer=default", "optimizer=sgd", "optimizer.lr=5", "trainer.max_epochs=2"], tmp_path, run_dir=out)
+    run_cli(["autotrainer=default", "optimizer=sgd", "optimizer.lr=20", "trainer.max_epochs=2"], tmp_path, run_dir=out)
     (action,) = read(out / "report.json")["autotrainer"]["actions"]
     assert analyze([str(out)]) == 0
     text = capsys.readouterr().out
     diagnosis, tail = text.split("DIAGNOSIS:")[1].split("AUTOTRAINER (what it already changed in this run)")
     assert f"the AutoTrainer treated it at step {action['step']} (rollback)" in diagnosis  # under LOSS_EXPLOSION
+    # every finding already there when it acted (e.g. NONFINITE_GRADIENTS beside the explosion) says so
+    lines = diagnosis.splitlines()
+    found = [(i, int(m.group(1))) for i, line in enumerate(lines) if (m := re.search(r"first seen at step (\d+)", line))]
+    assert found and all(lines[i + 1].strip().startswith(("the AutoTrainer treated it", "present when the AutoTrainer"))
+                         for i, first in found if first <= action["step"])
+    assert f"present when the AutoTrainer acted at step {action['step']} (rollback for LOSS_EXPLOSION)" in diagnosis
     assert f"step {action['step']}: {action['code']} → rollback (rolled back to step" in tail
     assert "gradient clipping on (max_norm 1)" in tail and action["outcome"] in tail
 
