@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 _SEEN: dict[str, tuple[float, str]] = {}  # by the data config: most cases of a suite share it
 
+
 def data_ceiling(overrides: list[str], config_dir: str) -> tuple[float, str]:
     """(best test accuracy of the classical classifiers, its name) on the data ``overrides`` configure."""
     from hydra import compose, initialize_config_dir

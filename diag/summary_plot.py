@@ -77,10 +77,10 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
         with np.errstate(divide="ignore", invalid="ignore"):
             logs = np.log10(m)  # an exact 0 (no gradient reaches the layer) is -inf: drawn black, below the scale
         finite = logs[np.isfinite(logs)]
-        logs[np.isneginf(logs)] = (finite.min() if finite.size else 0.0) - 1.0  # imshow would mask -inf as bad
-        cmap = plt.get_cmap("viridis").with_extremes(under="black")
-        im = ax_heat.imshow(logs, aspect="auto", cmap=cmap, interpolation="nearest",
-                            vmin=finite.min() if finite.size else None, vmax=finite.max() if finite.size else None,
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        logs[np.isneginf(logs)] = lo - 1.0  # below the scale (imshow would mask -inf as bad, i.e. blank)
+        im = ax_heat.imshow(logs, aspect="auto", cmap=plt.get_cmap("viridis").with_extremes(under="black"),
+                            interpolation="nearest", vmin=lo, vmax=hi,
                             extent=(steps[0] - half, steps[-1] + half, len(names) - 0.5, -0.5))
         ax_heat.set_yticks(range(len(names)), names, fontsize=7)
         fig.colorbar(im, ax=ax_heat, label="log10 gradient norm")
