@@ -14,6 +14,12 @@ from omegaconf import DictConfig, open_dict
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: one thread each, in-process and in the CLI runs
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 def compose_cfg(overrides: list[str] | None = None, tmp_path: Path | None = None) -> DictConfig:
     """Compose ``conf/config.yaml`` with overrides, as the CLI would (hydra node resolved for paths)."""

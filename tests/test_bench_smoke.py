@@ -89,16 +89,14 @@ def test_holdout_quick_checks_a_fault_and_a_healthy_run_with_and_without_the_aut
 
 
 @pytest.mark.slow
-def test_autotrainer_quick_repairs_an_explosion_and_measures_the_data_ceiling_of_random_labels(tmp_path):
+def test_autotrainer_quick_measures_the_data_ceiling_of_random_labels(tmp_path):
     out = tmp_path / "autotrainer.md"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "autotrainer.py"), "--quick", "--repeat", "1",
-                           "--only", "lr_far_too_high", "random_labels", "--out", str(out)],
+                           "--only", "random_labels", "--out", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r for r in _rows(out.read_text()) if r[0] != "case"}
-    assert set(rows) == {"mlp_adam", "lr_far_too_high", "random_labels"}, out.read_text()
-    assert float(rows["lr_far_too_high"][5]) > 0.95  # the whole digits training split: an SVM gets ~0.99
-    assert "rollback(LOSS_EXPLOSION)" in rows["lr_far_too_high"][10]
+    assert set(rows) == {"mlp_adam", "random_labels"}, out.read_text()
     assert float(rows["random_labels"][5]) < 0.2  # random labels: nothing any classifier can learn
     assert rows["random_labels"][11].startswith("bounded by its data")
     assert rows["mlp_adam"][5] == "-" and rows["mlp_adam"][11] == "left alone"
