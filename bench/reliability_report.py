@@ -29,7 +29,8 @@ TESTS = [
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *TESTS], cwd=ROOT, capture_output=True, text=True)
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", f"--junitxml={xml}",
+                        *TESTS], cwd=ROOT, capture_output=True, text=True)
         cases = ET.parse(xml).getroot().iter("testcase")
         lines = []
         for case in cases:
