@@ -27,17 +27,20 @@ on the same batches (the configs' fused Adam) are timed, interleaved and repeate
 
 Every variant is built fresh each round from the same composed config and seed
 (``runner.task.setup``: same model weights, optimizer, clipping and data tensors) and
-consumes the same batches from the runner's ``TensorLoader``, through a loader wrapper
-that notes the clocks each time a batch is asked for. A round times a fixed number of
-steps after a warm-up; the validation pass and epoch-end work after them are not timed.
-The order of variants rotates every round; the table gives the median steps/s over
-rounds and the median over rounds of each variant's ratio to the hand loop of the same round.
+consumes the same batches from the runner's ``TensorLoader``. It runs in lockstep with a hand
+loop built the same way (:class:`LockstepBatches`): each time the variant asks for a batch, one
+step of the hand loop runs first, timed apart, so the two alternate step by step and whatever the
+neighbours do to the machine falls on both alike. A variant's ratio is its partner's time over its
+own over the same steps; the ``hand loop`` row is a hand loop beside a hand loop, so its ratio is
+the instrument's own error. A round times a fixed number of steps after a warm-up; the validation
+pass and epoch-end work after them are not timed. The order of variants rotates every round; the
+table gives the median steps/s over rounds and the median over rounds of each variant's ratio.
 
 Two clocks: this process's CPU time (the targets are judged on it: on a shared 2-core
 machine wall time mostly measures what the neighbours are doing) and wall time. Torch
 runs on one intra-op thread unless ``--threads`` says otherwise.
 
-    python bench/overhead.py            # both workloads, 7 + 11 rounds (about 5 minutes on 2 CPU cores)
+    python bench/overhead.py            # both workloads, 7 rounds each (about 20 minutes on 2 slow CPU cores)
     python bench/overhead.py --quick    # smoke test: 1 round, a few steps
 """
 
@@ -71,9 +74,9 @@ WORKLOADS: dict[str, list[str]] = {
 }
 COMMON = ["optimizer=adam", "scheduler=none", "trainer.clip.max_norm=1.0", "trainer.max_epochs=1"]
 # (steps, warmup) per round at the default setting and with --quick
-STEPS = {"mlp/digits": (600, 50), "cnn/synthetic28": (60, 8)}
+STEPS = {"mlp/digits": (600, 50), "cnn/synthetic28": (30, 5)}
 QUICK_STEPS = {"mlp/digits": (20, 3), "cnn/synthetic28": (4, 1)}
-ROUNDS = {"mlp/digits": 7, "cnn/synthetic28": 11}  # the CNN's rounds are short and noisier: more of them
+ROUNDS = {"mlp/digits": 7, "cnn/synthetic28": 7}
 DIAG = {"runner, diag=off": "off", "runner, diag=default": "default", "runner, diag=full": "full"}
 UNFUSED = "hand loop, unfused Adam"
 NO_TB = "runner, diag=off, no TensorBoard hook"
@@ -423,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 round, a few steps per variant")
     ap.add_argument("--rounds", type=int, default=None,
-                    help="interleaved rounds (default 7 for the MLP, 11 for the CNN; 1 with --quick)")
+                    help="interleaved rounds (default 7; 1 with --quick)")
     ap.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (default 1: OpenMP threads spin at barriers when the cores "
@@ -456,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         lightning_note = f"pytorch-lightning {pytorch_lightning.__version__}"
     header = [
         f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), {platform.processor() or platform.machine()}, "
-        f"{lightning_note}; fused Adam, clip_grad_norm 1.0; interleaved rounds after "
+        f"{lightning_note}; fused Adam, clip_grad_norm 1.0; each loop in lockstep with a hand loop; rounds after "
         f"{0 if args.quick else 1} discarded; {settings}"
         + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
         "",
