@@ -99,11 +99,11 @@ def cycle_batches(loader) -> Iterator[Any]:
 class LockstepBatches:
     """Yields ``n`` batches cycling over ``loader``; before each, runs one step of a partner loop, timed apart.
 
-    Any loop that pulls batches one by one can be timed by it. ``own_cpu[k]``/``own_wall[k]`` span
-    from batch ``k`` being handed over to batch ``k + 1`` being asked for: step ``k`` of the loop under
-    test with whatever it does after it (hooks, bookkeeping) and the fetch of the next batch.
-    ``partner_cpu[k]``/``partner_wall[k]`` span one step of ``partner`` (the hand loop, its own batch
-    fetch included), run right before batch ``k`` is handed over. The two loops thus alternate step by
+    Any loop that pulls batches one by one can be timed by it. When the loop asks for batch ``k``, one
+    step of ``partner`` (the hand loop, its own batch fetch included) runs first: ``partner_cpu[k]``/
+    ``partner_wall[k]``. Then batch ``k`` is fetched and handed over; ``own_cpu[k]``/``own_wall[k]``
+    span from that fetch to the loop asking for batch ``k + 1``: the fetch and step ``k`` with whatever
+    the loop does after it (hooks, bookkeeping). The two loops thus alternate step by
     step, so a neighbour that slows the machine for a second slows both alike, and their ratio is paired
     at the finest grain there is; whole-round interleaving left ratios spread over 0.71-1.04 here.
     ``cpu`` is this process's CPU time (all its threads, TensorBoard's writer thread included).
@@ -124,6 +124,7 @@ class LockstepBatches:
             times.clear()
         wall_clock, cpu_clock, partner = time.perf_counter, time.process_time, self.partner
         source = cycle_batches(self.loader)
+        started = (0.0, 0.0)  # the clocks as the previous batch was handed over
         for k in range(self.n + 1):
             wall, cpu = wall_clock(), cpu_clock()
             if k:
