@@ -40,7 +40,7 @@ Two clocks: this process's CPU time (the targets are judged on it: on a shared 2
 machine wall time mostly measures what the neighbours are doing) and wall time. Torch
 runs on one intra-op thread unless ``--threads`` says otherwise.
 
-    python bench/overhead.py            # both workloads, 7 rounds each (about 20 minutes on 2 slow CPU cores)
+    python bench/overhead.py            # both workloads, 7 rounds each (about 16 minutes on 2 slow CPU cores)
     python bench/overhead.py --quick    # smoke test: 1 round, a few steps
 """
 
