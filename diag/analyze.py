@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 from diag.codes import SEVERITY_RANK
 from diag.diagnosis import diagnose
-from diag.readers import ReadError, ReadResult, parse_tag_map, read_path, tag_roles
+from diag.readers import ReadError, ReadResult, attempt_number, parse_tag_map, read_path, tag_roles
 from diag.report import action_line, build_report
 
 EXIT_FAIL = 1  # the status reached --fail-on
@@ -317,9 +316,9 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
     if not issues:
         out.append("  no issues found")
     # the series analyzed are one attempt's (the top directory holds the first): its actions, in step order
-    own = re.fullmatch(r"attempt-(\d+)", Path(r.path).name)
+    own = attempt_number(Path(r.path)) or 0
     acted = sorted((a for a in r.actions if a.get("action") != "give_up" and isinstance(a.get("step"), int)
-                    and a.get("attempt", 0) == (int(own.group(1)) if own else 0)), key=lambda a: a["step"])
+                    and a.get("attempt", 0) == own), key=lambda a: a["step"])
     for issue in issues:
         where = f" [{issue['layer']}]" if issue.get("layer") else ""
         out.append(f"  {issue['severity'].upper():8} {issue['code']}{where} (first seen at step "

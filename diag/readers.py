@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -766,6 +767,12 @@ def read_run_dir(run: Path, tag_map: dict[str, str] | None = None) -> ReadResult
 def is_run_dir(path: Path) -> bool:
     """A directory laid out as DESIGN.md's run directory (any of its files will do)."""
     return any((path / n).exists() for n in (TRAIN_JSONL, VAL_JSONL, "report.json", "events.jsonl", "tb"))
+
+
+def attempt_number(path: Path) -> int | None:
+    """N when ``path`` is an AutoTrainer attempt directory ``attempt-N/`` inside a run directory, else None."""
+    match = re.fullmatch(r"attempt-(\d+)", Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 def _child_runs(path: Path) -> list[Path]:

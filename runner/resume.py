@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from pathlib import Path
 
@@ -65,8 +64,11 @@ def resume_command(hydra_overrides: list[str], task_overrides: list[str], run_di
     ``trainer.resume=auto`` had continued, a multirun job and an AutoTrainer attempt (``attempt-N/``,
     continued from the run directory above it) all resume where they stopped. Quoted for a POSIX shell.
     """
+    # imported here, not at start-up: only an interrupted run needs it
+    from diag.readers import attempt_number
+
     run_dir = Path(run_dir)
-    top = run_dir.parent if re.fullmatch(r"attempt-\d+", run_dir.name) else run_dir
+    top = run_dir.parent if attempt_number(run_dir) is not None else run_dir
     keep = [o for o in hydra_overrides if not o.startswith(("hydra.mode=", "hydra.run.dir=", "hydra.sweep."))]
     keep += [o for o in task_overrides if not o.startswith("trainer.resume=")]
     return shlex.join(["python", "-m", "runner", *keep, f"hydra.run.dir={top.resolve()}", "trainer.resume=auto"])
