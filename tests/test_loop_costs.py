@@ -138,3 +138,27 @@ def test_optimizer_configs_build_fused_optimizers(name):
     cfg = OmegaConf.load(ROOT / "conf" / "optimizer" / f"{name}.yaml")
     opt = instantiate(cfg)(params=nn.Linear(3, 2).parameters())
     assert opt.defaults["fused"] is True
+
+
+@pytest.mark.parametrize("fold_samples", [1, 50, 4096])
+def test_buffered_train_loss_and_accuracy_are_the_epochs_exact_figures(monkeypatch, fold_samples):
+    """However often the buffered steps are folded (every step, mid-batch bounds, once), and with a short last
+    batch, train/loss and train/acc are the sample-weighted means over the epoch (lr 0: the model stays put)."""
+    import runner.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "ACC_FOLD_SAMPLES", fold_samples)
+    torch.manual_seed(0)
+    x, y = torch.randn(203, 6), torch.randint(0, 4, (203,))
+    data = torch.utils.data.TensorDataset(x, y)
+    loader = torch.utils.data.DataLoader(data, batch_size=16)  # 12 batches of 16 and one of 11
+    model = nn.Linear(6, 4)
+    state = FitState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.0))
+    trainer_module.Trainer(max_epochs=2, progress=False).fit(state, loader, loader, HookList())
+    with torch.no_grad():
+        logits = model(x)
+    loss = nn.functional.cross_entropy(logits, y).item()
+    acc = (logits.argmax(1) == y).sum().item() / len(y)
+    assert state.metrics["train/loss"] == pytest.approx(loss, rel=1e-5)
+    assert state.metrics["train/acc"] == pytest.approx(acc, abs=1e-9)
+    assert [h["train/acc"] for h in state.history] == pytest.approx([acc, acc], abs=1e-9)  # epoch 2 starts afresh
+    assert 0.1 < acc < 0.9  # a value that a wrong count would change
