@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(header + table(results) + ["", *summary(results)])
     print(text)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    write_results(args.out, "instructions.py", text, args.quick)
+    write_results(args.out, "instructions.py", text, argv)
     return 0
 
 

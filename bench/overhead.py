@@ -435,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                          "are shared, which swamps the per-step differences this measures)")
     ap.add_argument("--no-lightning", action="store_true", help="skip Lightning even when it is installed")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "overhead.md")
+    argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     rounds_of = {w: args.rounds or (1 if args.quick else ROUNDS[w]) for w in WORKLOADS}
@@ -470,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(out)
     print(text)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    write_results(args.out, "overhead.py", text, args.quick)
+    write_results(args.out, "overhead.py", text, argv)
     return 0
 
 

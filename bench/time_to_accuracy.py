@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, 1 epoch per training run")
     ap.add_argument("--repeats", type=int, default=None, help="runs per row (default 5; 1 with --quick)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "time_to_accuracy.md")
+    argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 5)
     env = dict(os.environ)
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines + notes)
     print(text)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    write_results(args.out, "time_to_accuracy.py", text, args.quick)
+    write_results(args.out, "time_to_accuracy.py", text, argv)
     return 0
 
 

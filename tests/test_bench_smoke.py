@@ -101,7 +101,8 @@ def test_time_to_accuracy_quick_times_the_dry_run_and_a_training_run(tmp_path):
     assert 0.0 <= float(default[5]) <= 1.0 and default[6].startswith("1 (")
     assert any(name.startswith("floor:") for name in rows)
     assert "start-up (to the first step)" in proc.stdout
-    assert out.read_text().startswith("# bench/time_to_accuracy.py")
+    # the file names the command that made it, arguments included, but not where the file went
+    assert out.read_text().startswith("# bench/time_to_accuracy.py\n\n`python bench/time_to_accuracy.py --quick`\n")
 
 
 def test_holdout_quick_checks_a_fault_and_a_healthy_run_with_and_without_the_autotrainer(tmp_path):
@@ -153,3 +154,13 @@ def test_instructions_quick_counts_the_hand_loop_and_diag_off_on_both_workloads(
     assert all(rows[(w, "hand loop")][3] == "1.0000" for w in ("mlp/digits", "cnn/synthetic28"))
     assert "instructions per step over the hand loop" in proc.stdout
     assert out.read_text().startswith("# bench/instructions.py") and list(tmp_path.iterdir()) == [out]
+
+
+def test_results_files_name_the_command_with_its_arguments_but_not_the_output_path():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from results_file import command_line
+
+    assert (command_line("overhead.py", ["--workloads", "cnn/synthetic28", "--out", "x.md", "--rounds", "20"])
+            == "python bench/overhead.py --workloads cnn/synthetic28 --rounds 20")
+    assert command_line("overhead.py", ["--out=a b.md", "--quick"]) == "python bench/overhead.py --quick"
+    assert command_line("lr_finder.py", ["--tag", "a b"]) == "python bench/lr_finder.py --tag 'a b'"
