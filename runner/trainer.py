@@ -215,9 +215,9 @@ class Trainer:
                 logits = self.training_step(state, x, y)
                 state.step += 1
                 state.lr = state.current_lr
-                # train loss/accuracy: buffered, and summed in one go every ACC_FOLD_SAMPLES samples
-                # (5 small ops per step cost ~25 us on a CPU step of ~800 us). Detached: buffered logits
-                # would otherwise keep each step's autograd graph alive until the fold (~2% of an MLP step)
+                # train loss/accuracy: buffered, and summed in one go every ACC_FOLD_SAMPLES samples (why:
+                # see there). Detached: buffered logits would otherwise keep each step's autograd graph
+                # alive until the fold (~2% of an MLP step)
                 pending.append((state.loss, logits.detach(), y))
                 seen += n
                 acc[2] = seen
