@@ -193,20 +193,22 @@ def hand_step(model: torch.nn.Module, opt: torch.optim.Optimizer, params: list, 
     opt.step()
 
 
-def hand_loop(parts: dict[str, Any], batches: LockstepBatches, clip: float) -> None:
-    model, opt = parts["model"], parts["state"].optimizer
-    params = list(model.parameters())
+def hand_parts(parts: dict[str, Any]) -> tuple[torch.nn.Module, torch.optim.Optimizer, list]:
+    """The built model (in training mode), its optimizer and its parameter list, as a hand loop holds them."""
+    model = parts["model"]
     model.train()
+    return model, parts["state"].optimizer, list(model.parameters())
+
+
+def hand_loop(parts: dict[str, Any], batches: LockstepBatches, clip: float) -> None:
+    model, opt, params = hand_parts(parts)
     for x, y in batches:
         hand_step(model, opt, params, clip, x, y)
 
 
 def hand_partner(parts: dict[str, Any], clip: float) -> Callable[[], None]:
     """One hand-loop step on its own model, optimizer and batches per call: the pace every loop is held to."""
-    model, opt = parts["model"], parts["state"].optimizer
-    params = list(model.parameters())
-    model.train()
-
+    model, opt, params = hand_parts(parts)
     source = cycle_batches(parts["train_loader"])
 
     def step() -> None:
