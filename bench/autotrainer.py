@@ -27,7 +27,9 @@ from pathlib import Path
 
 import torch
 from data_ceiling import data_ceiling
-from fault_suite import FAULTS, HEALTHY, ROOT, run_case
+from fault_suite import FAULTS, HEALTHY, run_case
+
+from runner.conf_dir import CONF_DIR
 
 BASELINE = "mlp_adam"
 QUICK = ["lr_far_too_high", "deep_sigmoid", BASELINE]
@@ -53,7 +55,7 @@ def suite_defaults() -> str:
     """The defaults every case inherits (the baseline's recipe), so a table can be read against them."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config")
     sched = (cfg.scheduler.get("_target_") or "none").rsplit(".", 1)[-1]
     return (f"defaults: {cfg.data._target_.rsplit('.', 1)[-1]}, {cfg.model._target_.rsplit('.', 1)[-1]} "
@@ -105,7 +107,7 @@ def main() -> None:
             actions = fixed["autotrainer"]["actions"]
             within = acc_on >= base_acc - 0.02
             if expected:
-                ceilings[name] = data_ceiling(overrides, str(ROOT / "conf"))  # the data: seed-free
+                ceilings[name] = data_ceiling(overrides, CONF_DIR)  # the data: seed-free
             ceiling = ceilings.get(name, (None, ""))[0]
             if not expected:
                 verdict = "left alone" if not actions else "ACTED ON HEALTHY RUN"

@@ -35,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from runner.conf_dir import CONF_DIR  # noqa: E402
+
+CONF = Path(CONF_DIR)
 
 
 def write_mnist(root: Path, n_train: int, n_test: int, seed: int = 0) -> None:

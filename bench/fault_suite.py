@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from runner.conf_dir import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -29,8 +31,8 @@ FAULTS: dict[str, tuple[str, list[str]]] = {
     "overfit_tiny_subset": ("OVERFITTING", ["data.subset=64", "data.batch_size=16", "model.hidden=[512,512]",
                                             "trainer.max_epochs=60"]),
     "plateau_patience_0": ("LR_DECAYED_TOO_EARLY", ["optimizer=sgd", "optimizer.lr=0.1",
-                                                    "scheduler=plateau", "scheduler.patience=0",
-                                                    "scheduler.factor=0.1"]),
+                                                    "scheduler=plateau", "scheduler.lr_scheduler.patience=0",
+                                                    "scheduler.lr_scheduler.factor=0.1"]),
     "init_x100": ("BAD_INITIALIZATION", ["model.init_scale=100"]),
 }
 
@@ -51,7 +53,7 @@ def run_case(overrides: list[str], run_dir: Path, seed: int = 42) -> dict:
 
     from runner.task import run
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*overrides, f"seed={seed}"])
     with open_dict(cfg):
         cfg.trainer.progress = False

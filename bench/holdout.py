@@ -33,7 +33,9 @@ import tempfile
 from pathlib import Path
 
 from data_ceiling import data_ceiling
-from fault_suite import ROOT, run_case
+from fault_suite import run_case
+
+from runner.conf_dir import CONF_DIR
 
 EXPLODES = {"LOSS_EXPLOSION", "NONFINITE_GRADIENTS"}
 # name: (acceptable codes, or None for a healthy run; overrides; seed)
@@ -58,9 +60,9 @@ CASES: dict[str, tuple[set[str] | None, list[str], int]] = {
     "cnn_init10": ({"BAD_INITIALIZATION"}, ["model=cnn", "model.init_scale=10"], 7),
     "cnn_random_labels": ({"STUCK_AT_CHANCE"}, ["model=cnn", "data.label_noise=1.0"], 3),
     "step_gamma0.01": ({"LR_DECAYED_TOO_EARLY"}, ["optimizer=sgd", "optimizer.lr=0.1", "scheduler=step",
-                                                  "scheduler.step_size=2", "scheduler.gamma=0.01"], 10),
-    "plateau0_adam": ({"LR_DECAYED_TOO_EARLY"}, ["scheduler=plateau", "scheduler.patience=0",
-                                                 "scheduler.factor=0.1"], 1),
+                                                  "scheduler.lr_scheduler.step_size=2", "scheduler.lr_scheduler.gamma=0.01"], 10),
+    "plateau0_adam": ({"LR_DECAYED_TOO_EARLY"}, ["scheduler=plateau", "scheduler.lr_scheduler.patience=0",
+                                                 "scheduler.lr_scheduler.factor=0.1"], 1),
     "subset128_wide_long": ({"OVERFITTING"}, ["data.subset=128", "model.hidden=[1024,1024]",
                                               "trainer.max_epochs=80", "data.batch_size=16"], 11),
     "seed1": (None, [], 1),
@@ -72,7 +74,7 @@ CASES: dict[str, tuple[set[str] | None, list[str], int]] = {
     "adamw_warmup_cosine": (None, ["optimizer=adamw", "scheduler=warmup_cosine"], 42),
     "cnn_warmup_cosine": (None, ["model=cnn", "scheduler=warmup_cosine"], 21),
     "onecycle": (None, ["scheduler=onecycle"], 27),
-    "plateau_patience3": (None, ["scheduler=plateau", "scheduler.patience=3"], 33),
+    "plateau_patience3": (None, ["scheduler=plateau", "scheduler.lr_scheduler.patience=3"], 33),
     "deep6_relu": (None, ["model.hidden=[128,128,128,128,128,128]"], 14),
     "cnn_no_batchnorm": (None, ["model=cnn", "model.batchnorm=false"], 12),
     "dropout0.5": (None, ["model.dropout=0.5"], 22),
@@ -136,7 +138,7 @@ def main() -> None:
                     ok = acc_with is not None and acc_with >= baseline - 0.02
                     tally["repaired"] += ok
                     outcome = "repaired" if ok else "not repaired"
-                    ceiling, by = data_ceiling(overrides, str(ROOT / "conf"))
+                    ceiling, by = data_ceiling(overrides, CONF_DIR)
                     if ceiling < baseline - 0.02:  # no training change can reach the bar on this data
                         tally["bounded"] += 1
                         outcome += f", bounded by its data ({by} on its training examples: {ceiling:.3f})"

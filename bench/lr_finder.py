@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diag.lr_finder import METHODS  # noqa: E402
+from runner.conf_dir import CONF_DIR
 from runner.task import run as run_task  # noqa: E402
 
 TASKS: dict[str, list[str]] = {
@@ -48,7 +49,7 @@ QUICK_GRID = [1e-3, 1e-2, 1e-1]
 
 def make_cfg(overrides: list[str], log_dir: Path) -> DictConfig:
     """Compose ``conf/config.yaml`` as the CLI would, with outputs in ``log_dir`` and no diagnostics."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=["diag=off", *overrides])
     with open_dict(cfg):
         cfg.trainer.progress = False

@@ -10,8 +10,8 @@ on the same batches (the configs' fused Adam) are timed, interleaved and repeate
 2. ``runner, diag=off``      :meth:`runner.trainer.Trainer.fit` with the hooks every run gets
                    (TensorBoard scalars, per-epoch JSONL, checkpoints) and a real SummaryWriter;
 3. ``runner, diag=default``  the same plus the live :class:`diag.live.DiagnosticsHook` as configured
-                   in ``conf/diag/default.yaml``;
-4. ``runner, diag=full``     ``conf/diag/full.yaml`` (everything sampled more often, histograms);
+                   in ``runner/conf/diag/default.yaml``;
+4. ``runner, diag=full``     ``runner/conf/diag/full.yaml`` (everything sampled more often, histograms);
 5. ``lightning``   PyTorch Lightning's ``Trainer`` on a ``LightningModule`` wrapping the same model and
                    optimizer (norm clipping, loss logged with ``self.log`` to its TensorBoard logger),
                    and ``lightning, bare`` (no logger, nothing logged) when ``pytorch-lightning`` is
@@ -21,7 +21,7 @@ on the same batches (the configs' fused Adam) are timed, interleaved and repeate
 7. on the MLP, where diag=off's own cost goes: ``runner, diag=off, TensorBoard every 50 steps``
                    (``trainer.log_every_n_steps=50``, Lightning's default, instead of 10),
                    ``runner, diag=off, no TensorBoard hook``
-                   (``trainer.hooks.tensorboard=null``) and ``runner, no hooks, no non-finite guard``
+                   (``callbacks.tensorboard=null``) and ``runner, no hooks, no non-finite guard``
                    (every hook null, ``trainer.nonfinite_guard=false``: the loop's train loss/accuracy
                    and bookkeeping alone).
 
@@ -64,6 +64,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from results_file import write_results  # bench/ is on sys.path: this script's folder
+
+from runner.conf_dir import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -162,7 +164,7 @@ def compose_cfg(overrides: list[str], run_dir: Path):
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*overrides, "seed=0"])
     with open_dict(cfg):
         cfg.trainer.progress = False
@@ -309,9 +311,9 @@ def variants(with_lightning: bool, workload: str = "") -> dict[str, Variant]:
         out[name] = (level, runner_loop, ())
     if workload in DECOMPOSE_ON:  # where diag=off's cost goes: without its TensorBoard hook; with nothing at all
         out[TB50] = ("off", runner_loop, ("trainer.log_every_n_steps=50",))  # Lightning's default interval
-        out[NO_TB] = ("off", runner_loop, ("trainer.hooks.tensorboard=null",))
-        out[BARE] = ("off", runner_loop, ("trainer.hooks.tensorboard=null", "trainer.hooks.epoch_jsonl=null",
-                                          "trainer.hooks.checkpoint=null", "trainer.nonfinite_guard=false"))
+        out[NO_TB] = ("off", runner_loop, ("callbacks.tensorboard=null",))
+        out[BARE] = ("off", runner_loop, ("callbacks.tensorboard=null", "callbacks.epoch_jsonl=null",
+                                          "callbacks.checkpoint=null", "trainer.nonfinite_guard=false"))
     if with_lightning:
         out["lightning"] = ("off", lightning_loop, ())
         out["lightning, bare"] = ("off", lambda p, b, c: lightning_loop(p, b, c, log=False), ())

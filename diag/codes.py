@@ -80,7 +80,7 @@ CODES: dict[str, dict[str, Any]] = {
     },
     "LR_DECAYED_TOO_EARLY": {
         "meaning": "the schedule cut the learning rate before loss settled",
-        "recommendations": ["Increase the plateau patience (scheduler.patience=5) or the factor (scheduler.factor=0.5)",
+        "recommendations": ["Increase the plateau patience (scheduler.lr_scheduler.patience=5) or the factor (scheduler.lr_scheduler.factor=0.5)",
                             "Switch to a cosine or one-cycle schedule (scheduler=cosine)",
                             "Increase the initial learning rate"],
     },

@@ -3,21 +3,25 @@
 A loop (the runner's, a hand-written one, a Lightning callback) owns a
 :class:`FitState` and calls the five events of every :class:`Hook` it was
 given. Hooks read the state; they never drive the loop except through the
-few fields meant for it (``stop_training`` and the ``report`` they fill).
-Keeping this small is what lets diagnostics plug into any loop.
+few fields meant for it (``stop_training``, the ``issues`` and ``actions`` they
+fill) and the loop's own setters (:class:`Loop`). Keeping this small is what lets
+diagnostics plug into any loop.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+
+log = logging.getLogger("diag")
 
 
 class EventLog:
@@ -54,6 +58,15 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+class Loop(Protocol):
+    """What a hook may ask of the loop driving the fit (the runner's ``Trainer`` is one)."""
+
+    clip_max_norm: float | None
+
+    def set_clip(self, max_norm: float | None) -> None:
+        """Clip the global gradient norm to ``max_norm`` from the next step on (None: no clipping)."""
+
+
 @dataclass
 class FitState:
     """What a loop hands its hooks. Tensors stay on the device; hooks decide when to read them.
@@ -85,11 +98,14 @@ class FitState:
     skipped_steps: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
-    report: dict[str, Any] = field(default_factory=dict)
+    # The live diagnosis (report.json's issue dicts; None until a diagnosing hook first ran) and the
+    # repairs a policy took: written by hooks, read by the loop's owner for the report.
+    issues: list[dict[str, Any]] | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
     stop_training: bool = False
     stop_reason: str = ""
     generator: torch.Generator | None = None  # the data-order RNG, saved with checkpoints
-    loop: Any = None  # the loop driving this fit, for hooks that checkpoint or act on it
+    loop: Loop | None = None  # the loop driving this fit, for hooks that act on its settings
     annotations: list[tuple[int, str]] = field(default_factory=list)  # (step, label) marked on summary.png
 
     @property
@@ -127,19 +143,36 @@ class Hook:
 
 
 class HookList(Hook):
-    """Calls a sequence of hooks in order; itself a :class:`Hook`.
+    """Calls named hooks in order; itself a :class:`Hook`.
 
-    The per-step event goes only to hooks that override it (bound methods listed
-    once here), so a hook with nothing to do per step costs the loop nothing.
+    Hooks are named (the runner uses their config names) so that a checkpoint's hook states find
+    their hooks again when a hook is added or removed between runs. The per-step event goes only to
+    hooks that override it (bound methods listed once here), so a hook with nothing to do per step
+    costs the loop nothing.
     """
 
-    def __init__(self, hooks: Iterable[Hook] = ()) -> None:
-        self.hooks = tuple(hooks)
+    def __init__(self, hooks: Mapping[str, Hook] | Iterable[Hook] = ()) -> None:
+        if isinstance(hooks, Mapping):
+            named = dict(hooks)
+        else:
+            named = {}
+            for h in hooks:
+                base = type(h).__name__
+                name, n = base, 1
+                while name in named:
+                    n += 1
+                    name = f"{base}-{n}"
+                named[name] = h
+        self.named = named
+        self.hooks = tuple(named.values())
         self._on_batch_end = tuple(h.on_train_batch_end for h in self.hooks
                                    if type(h).on_train_batch_end is not Hook.on_train_batch_end)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Hook]:
         return iter(self.hooks)
+
+    def __len__(self) -> int:
+        return len(self.hooks)
 
     def on_fit_start(self, state: FitState) -> None:
         for h in self.hooks:
@@ -162,13 +195,31 @@ class HookList(Hook):
             h.on_fit_end(state)
 
     def state_dict(self) -> dict[str, Any]:
-        return {f"{i}:{type(h).__name__}": h.state_dict() for i, h in enumerate(self.hooks)}
+        """Each hook's state under its name (hooks with nothing to keep are left out)."""
+        return {name: sd for name, h in self.named.items() if (sd := h.state_dict())}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for i, h in enumerate(self.hooks):
-            key = f"{i}:{type(h).__name__}"
-            if key in state:
-                h.load_state_dict(state[key])
+    def load_state_dict(self, state: dict[str, Any]) -> list[str]:
+        """Give each hook its saved state; warn about saved states no hook takes. Returns those names.
+
+        A checkpoint written before hooks were named keys them ``"<index>:<class>"``; those are
+        matched by class.
+        """
+        by_class = {key.split(":", 1)[1]: value for key, value in state.items()
+                    if ":" in key and key.split(":", 1)[0].isdigit()}
+        used: set[str] = set()
+        for name, h in self.named.items():
+            if name in state:
+                h.load_state_dict(state[name])
+                used.add(name)
+            elif type(h).__name__ in by_class:
+                h.load_state_dict(by_class[type(h).__name__])
+                used.update(k for k in state if k.endswith(":" + type(h).__name__))
+        unmatched = [k for k, v in state.items() if k not in used and v]
+        if unmatched:
+            log.warning("resume: the checkpoint holds state for hook(s) %s, which this run does not have; "
+                        "that state is not restored (run with the hooks it was saved with to keep it)",
+                        ", ".join(unmatched))
+        return unmatched
 
 
 def finite_or_none(value: float) -> float | None:

@@ -253,12 +253,12 @@ class DiagnosticsHook(Hook):
         for issue in issues:
             self.detected_at.setdefault(issue.code, state.step)
         self.issues = issues
-        state.report["issues"] = [self._as_dict(i) for i in issues]
+        state.issues = [self._as_dict(i) for i in issues]
         if before == after:
             return
         added = [c for c in after if c not in before]
         state.events.write("diagnosis", step=state.step, epoch=state.epoch, added=added,
-                           removed=[c for c in before if c not in after], issues=state.report["issues"])
+                           removed=[c for c in before if c not in after], issues=state.issues)
         if state.writer is not None and state.is_rank_zero:
             state.writer.add_text("diagnosis", self.markdown(), state.step)
         if self.console and state.is_rank_zero:

@@ -194,16 +194,13 @@ def with_changes(cfg: DictConfig, changes: Mapping[str, Any]) -> DictConfig:
 
 
 def diagnostics_enabled(cfg: DictConfig) -> bool:
-    """Whether ``diag.hooks`` builds a :class:`DiagnosticsHook` (what the AutoTrainer reads)."""
-    hooks = OmegaConf.select(cfg, "diag.hooks", default=None) or {}
-    return any(spec is not None and str(spec.get("_target_", "")).endswith("DiagnosticsHook")
-               for spec in hooks.values())
+    """Whether ``callbacks.diagnostics`` builds the live diagnosis (what the AutoTrainer reads)."""
+    return OmegaConf.select(cfg, "callbacks.diagnostics", default=None) is not None
 
 
 def autotrainer_enabled(cfg: DictConfig) -> bool:
-    """``autotrainer=default`` puts a hook under ``autotrainer.hooks``; ``autotrainer=off`` leaves it empty."""
-    hooks = OmegaConf.select(cfg, "autotrainer.hooks", default=None) or {}
-    return any(spec is not None for spec in hooks.values())
+    """``autotrainer=default`` fills ``callbacks.autotrainer``; ``autotrainer=off`` sets it to null."""
+    return OmegaConf.select(cfg, "callbacks.autotrainer", default=None) is not None
 
 
 def validate_policy(online: Mapping[str, Any], restarts: Mapping[str, Any], priority: Iterable[str],
@@ -236,11 +233,10 @@ def check_config(cfg: DictConfig) -> None:
     if autotrainer_enabled(cfg) and not diagnostics_enabled(cfg):
         raise UserError("autotrainer=default reads the live diagnosis but diag has no DiagnosticsHook "
                         "(diag=off): use diag=default or diag=full, or autotrainer=off")
-    for name, spec in (OmegaConf.select(cfg, "autotrainer.hooks", default=None) or {}).items():
-        if spec is not None and str(spec.get("_target_", "")).endswith("AutoTrainer"):
-            validate_policy(_plain(spec.get("online")), _plain(spec.get("restarts")), spec.get("priority") or [],
-                            key=f"autotrainer.hooks.{name}",
-                            restore_codes=_plain(spec.get("restore_best")).get("codes") or [])
+    spec = OmegaConf.select(cfg, "callbacks.autotrainer", default=None)
+    if spec is not None:
+        validate_policy(_plain(spec.get("online")), _plain(spec.get("restarts")), spec.get("priority") or [],
+                        key="callbacks.autotrainer", restore_codes=_plain(spec.get("restore_best")).get("codes") or [])
 
 
 # -- the policy -------------------------------------------------------------------------

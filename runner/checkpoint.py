@@ -87,13 +87,13 @@ class CheckpointHook(Hook):
 
     def on_fit_start(self, state: FitState) -> None:
         if state.run_dir is not None:
-            inside(state.run_dir, self.dirname, "trainer.hooks.checkpoint.dirname")
+            inside(state.run_dir, self.dirname, "callbacks.checkpoint.dirname")
 
     def save_now(self, state: FitState, mid_epoch: bool = True) -> Path | None:
         """Write ``last.pt`` for the current step (used between epochs and on interruption)."""
         if state.run_dir is None or not state.is_rank_zero:
             return None
-        path = inside(state.run_dir, self.dirname, "trainer.hooks.checkpoint.dirname") / "last.pt"
+        path = inside(state.run_dir, self.dirname, "callbacks.checkpoint.dirname") / "last.pt"
         hooks_state = self.hooks.state_dict() if self.hooks else {}
         save_atomic(state.loop.checkpoint_payload(state, hooks_state, mid_epoch=mid_epoch), path)
         return path
@@ -105,7 +105,7 @@ class CheckpointHook(Hook):
     def on_epoch_end(self, state: FitState) -> None:
         if state.run_dir is None or not state.is_rank_zero:
             return
-        folder = inside(state.run_dir, self.dirname, "trainer.hooks.checkpoint.dirname")
+        folder = inside(state.run_dir, self.dirname, "callbacks.checkpoint.dirname")
         payload = state.loop.checkpoint_payload(state, self.hooks.state_dict() if self.hooks else {})
         if self.save_last:
             save_atomic(payload, folder / "last.pt")

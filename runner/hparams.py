@@ -28,7 +28,7 @@ BASE_HPARAMS: tuple[tuple[str, str], ...] = (
     ("model", "model._target_"),
     ("data", "data._target_"),
     ("data.batch_size", "data.batch_size"),
-    ("scheduler", "scheduler._target_"),
+    ("scheduler", "scheduler.lr_scheduler._target_"),
     ("trainer.max_epochs", "trainer.max_epochs"),
     ("trainer.precision", "trainer.precision"),
     ("seed", "seed"),

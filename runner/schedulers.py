@@ -1,9 +1,9 @@
-"""LR schedulers from ``conf/scheduler/*.yaml``, completed with the optimizer at the call site.
+"""LR schedulers from ``runner/conf/scheduler/*.yaml``, completed with the optimizer at the call site.
 
-Each scheduler config is a ``_partial_`` torch scheduler plus two runner keys:
-``interval`` (``step`` or ``epoch``: when the loop calls ``step()``) and
-``monitor`` (the metric a plateau scheduler steps on). ``total_steps`` is filled
-in here when the scheduler asks for it and the config left it out.
+Each scheduler config holds the loop's two settings, ``interval`` (``step`` or ``epoch``: when the
+loop calls ``step()``) and ``monitor`` (the metric a plateau scheduler steps on), beside
+``lr_scheduler``, a ``_partial_`` torch scheduler node. ``total_steps`` is filled in here when the
+scheduler asks for it and the config left it out.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LambdaLR
 
-RUNNER_KEYS = ("interval", "monitor")
 # State-dict keys that fix where a scheduler's schedule ends (CosineAnnealingLR, OneCycleLR); derived from
 # trainer.max_epochs/max_steps when the config leaves them out.
 HORIZON_KEYS = ("T_max", "total_steps")
@@ -44,19 +43,16 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 def build_scheduler(cfg: DictConfig | None, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
                     max_epochs: int) -> tuple[Any, str, str | None]:
     """Return ``(scheduler or None, interval, monitor)``."""
-    if cfg is None or cfg.get("_target_") is None:
+    node = cfg.get("lr_scheduler") if cfg is not None else None
+    if node is None:
         return None, "epoch", None
     interval = cfg.get("interval", "epoch")
-    monitor = cfg.get("monitor")
-    node = OmegaConf.to_container(cfg, resolve=True)
-    for key in RUNNER_KEYS:
-        node.pop(key, None)
     factory = instantiate(node)
     kwargs: dict[str, Any] = {}
     params = inspect.signature(factory.func).parameters
     if "total_steps" in params and "total_steps" not in factory.keywords:
         kwargs["total_steps"] = max(1, steps_per_epoch * max_epochs if interval == "step" else max_epochs)
-    return factory(optimizer, **kwargs), interval, monitor
+    return factory(optimizer, **kwargs), interval, cfg.get("monitor")
 
 
 def horizon_change(scheduler: Any, saved: dict[str, Any] | None) -> str | None:

@@ -1,6 +1,6 @@
 """Write the sweep summary (``sweep.md``, ``sweep.png``) when a multirun ends, so a sweep ends with an answer.
 
-Registered in ``conf/hydra/default.yaml`` under ``hydra.callbacks``. It runs in
+Registered in ``runner/conf/hydra/default.yaml`` under ``hydra.callbacks``. It runs in
 the launching process after every job has finished, whatever the sweeper
 (basic, Optuna) or launcher (basic, joblib).
 """

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "runner" / "conf"
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: one thread each, in-process and in the CLI runs
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -24,7 +24,7 @@ from runner.schedulers import warmup_cosine
 from runner.task import run
 from tests.conftest import ROOT, compose_cfg, run_cli
 
-DEFAULT = OmegaConf.load(ROOT / "conf" / "autotrainer" / "default.yaml").hooks.autotrainer
+DEFAULT = OmegaConf.load(ROOT / "runner" / "conf" / "autotrainer" / "default.yaml")
 
 
 def run_dir_of(overrides: list[str], tmp_path: Path, name: str = "run") -> Path:
@@ -212,12 +212,12 @@ def test_a_checkpoint_carries_the_repairs_that_live_outside_model_and_optimizer(
 
 
 @pytest.mark.parametrize("override, named", [
-    ("autotrainer.hooks.autotrainer.online.OVERFITTING.weight_decay=0 autotrainer.hooks.autotrainer.online."
+    ("callbacks.autotrainer.online.OVERFITTING.weight_decay=0 callbacks.autotrainer.online."
      "OVERFITTING.dropout=null", "regularize needs"),
-    ("autotrainer.hooks.autotrainer.restore_best.codes=[OVERFITING]", "OVERFITING"),
-    ("autotrainer.hooks.autotrainer.online.LOSS_OSCILLATION.action=halve", "online.LOSS_OSCILLATION.action"),
-    ("+autotrainer.hooks.autotrainer.restarts.NOT_A_CODE.changes.model.init=he", "NOT_A_CODE"),
-    ("autotrainer.hooks.autotrainer.restarts.BAD_INITIALIZATION.min_severity=warn",
+    ("callbacks.autotrainer.restore_best.codes=[OVERFITING]", "OVERFITING"),
+    ("callbacks.autotrainer.online.LOSS_OSCILLATION.action=halve", "online.LOSS_OSCILLATION.action"),
+    ("+callbacks.autotrainer.restarts.NOT_A_CODE.changes.model.init=he", "NOT_A_CODE"),
+    ("callbacks.autotrainer.restarts.BAD_INITIALIZATION.min_severity=warn",
      "restarts.BAD_INITIALIZATION.min_severity='warn' is not valid"),
 ])
 def test_a_typo_in_the_policy_table_is_a_user_error(tmp_path: Path, override: str, named: str) -> None:
@@ -280,8 +280,8 @@ def test_overfitting_run_is_regularized_online(tmp_path: Path) -> None:
 
 def test_run_that_ends_overfitting_is_tested_with_its_best_validation_weights(tmp_path: Path) -> None:
     """Early stopping alone (regularize off): the weights tested are best.pt's, the best validation loss."""
-    out = run_dir_of(["autotrainer=default", *OVERFIT, "~autotrainer.hooks.autotrainer.online.OVERFITTING",
-                      "autotrainer.hooks.autotrainer.restore_best.unless_val_acc_drops=false"], tmp_path)
+    out = run_dir_of(["autotrainer=default", *OVERFIT, "~callbacks.autotrainer.online.OVERFITTING",
+                      "callbacks.autotrainer.restore_best.unless_val_acc_drops=false"], tmp_path)
     report = read(out / "report.json")
     (restore,) = [a for a in report["autotrainer"]["actions"] if a["action"] == "restore_best"]
     assert restore["code"] == "OVERFITTING" and restore["step"] == report["metrics"]["steps"]

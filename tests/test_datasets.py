@@ -190,7 +190,7 @@ def test_both_loader_paths_give_the_same_batches(tmp_path, name):
             for (xa, ya), (xb, yb) in zip(batches_a, batches_b):
                 assert torch.equal(ya, yb)
                 torch.testing.assert_close(xa, xb, atol=1e-5, rtol=0)
-    # normalised with the published per-channel statistics from conf/data/<name>.yaml
+    # normalised with the published per-channel statistics from runner/conf/data/<name>.yaml
     cfg = compose_cfg([f"data={name}"])
     assert fast.mean.tolist() == pytest.approx(list(cfg.data.mean))
     assert fast.std.tolist() == pytest.approx(list(cfg.data.std))

@@ -305,9 +305,9 @@ def test_long_runs_are_diagnosed_at_most_once_per_gap_share_of_the_steps_so_far(
     assert ran == [True, True, True, False, False, False, True, False]  # after 1000: 2% of 1020 is 20.4, etc.
     hook._diagnose(state, "epoch")  # an epoch end brings new evidence: its own clock
     assert hook._diagnosed_at["epoch"] == 1041
-    state.report.clear()
+    state.issues = None
     hook._diagnose(state, "final")  # the report at the end is always current
-    assert "issues" in state.report
+    assert state.issues is not None
 
 
 def test_series_to_dict_equals_asdict_is_a_copy_and_loads_with_weights_only(tmp_path):

@@ -135,7 +135,7 @@ def test_activation_statistics_match_the_full_computation_on_a_conv_map():
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
 def test_optimizer_configs_build_fused_optimizers(name):
-    cfg = OmegaConf.load(ROOT / "conf" / "optimizer" / f"{name}.yaml")
+    cfg = OmegaConf.load(ROOT / "runner" / "conf" / "optimizer" / f"{name}.yaml")
     opt = instantiate(cfg)(params=nn.Linear(3, 2).parameters())
     assert opt.defaults["fused"] is True
 

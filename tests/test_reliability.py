@@ -27,7 +27,7 @@ from runner.trainer import Trainer
 
 # A run long enough to be killed mid-epoch, deterministic so an uninterrupted twin gives the same weights.
 LONG = ["model=cnn", "model.channels=[16,32]", "trainer.max_epochs=12", "trainer.deterministic=true",
-        "trainer.checkpoint.every_n_steps=3", "model.dropout=0.1", "scheduler=cosine"]
+        "callbacks.checkpoint.every_n_steps=3", "model.dropout=0.1", "scheduler=cosine"]
 
 
 def _start(args: list[str], log_dir: Path) -> subprocess.Popen:
@@ -114,7 +114,7 @@ def test_the_printed_resume_command_run_in_a_shell_continues_the_same_run_direct
     """A run with its own hydra.run.dir (with a space in it) is interrupted; the command it prints, pasted into
     a shell from another directory, continues that very directory instead of starting a fresh run."""
     run = tmp_path / "my run"
-    proc = _start(["trainer.max_epochs=40", "trainer.checkpoint.every_n_steps=5", "model.hidden=[64,64]",
+    proc = _start(["trainer.max_epochs=40", "callbacks.checkpoint.every_n_steps=5", "model.hidden=[64,64]",
                    f"hydra.run.dir={run}"], tmp_path)
     deadline = time.time() + 120
     while not (run / "train_diagnostics.jsonl").is_file() or not (run / "checkpoints" / "last.pt").is_file():
@@ -142,7 +142,7 @@ def test_a_run_killed_during_an_autotrainer_restart_continues_that_attempt(tmp_p
     """SIGTERM while attempt-1 trains; the same command with resume=auto goes straight on to attempt-1 (its
     restart already asked for) and continues it from its own checkpoint, with the one restart recorded once."""
     sick = ["autotrainer=default", "model.activation=sigmoid", "model.hidden=[64,64,64,64,64,64,64,64]",
-            "optimizer=sgd", "optimizer.lr=0.05", "trainer.checkpoint.every_n_steps=20", f"hydra.run.dir={tmp_path / 'run'}"]
+            "optimizer=sgd", "optimizer.lr=0.05", "callbacks.checkpoint.every_n_steps=20", f"hydra.run.dir={tmp_path / 'run'}"]
     run = tmp_path / "run"
     proc = _start(sick, tmp_path)
     deadline = time.time() + 120
@@ -291,7 +291,7 @@ def test_unwritable_run_directory_exits_2_with_the_path(tmp_path):
 
 
 def test_config_names_cannot_escape_the_run_directory(tmp_path):
-    res = run_cli(["trainer.max_epochs=1", "trainer.hooks.checkpoint.dirname=../../escaped"], tmp_path,
+    res = run_cli(["trainer.max_epochs=1", "callbacks.checkpoint.dirname=../../escaped"], tmp_path,
                   run_dir=tmp_path / "run")
     assert res.returncode == 2 and "points outside the run directory" in res.stderr
     assert not (tmp_path.parent / "escaped").exists()

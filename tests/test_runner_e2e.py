@@ -75,7 +75,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     common = ["trainer.deterministic=true", "scheduler=cosine", "model.dropout=0.1"]
     straight = run_cli([*common, "trainer.max_epochs=2"], tmp_path, run_dir=tmp_path / "a")
     assert straight.returncode == 0, straight.stderr
-    first = run_cli([*common, "trainer.max_epochs=1", "scheduler.T_max=2"], tmp_path, run_dir=tmp_path / "b")
+    first = run_cli([*common, "trainer.max_epochs=1", "scheduler.lr_scheduler.T_max=2"], tmp_path, run_dir=tmp_path / "b")
     assert first.returncode == 0, first.stderr
     second = run_cli([*common, "trainer.max_epochs=2", "trainer.resume=auto"], tmp_path, run_dir=tmp_path / "b")
     assert second.returncode == 0, second.stderr

@@ -1,1 +1,1 @@
-"""Models the runner builds from ``conf/model/*.yaml``."""
+"""Models the runner builds from ``runner/conf/model/*.yaml``."""
