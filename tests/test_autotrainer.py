@@ -18,10 +18,10 @@ from tbparse import SummaryReader
 
 from diag.hooks import FitState
 from diag.live import DiagnosticsHook
+from runner.app import run
 from runner.autotrainer import AutoTrainer, Session, scale_lr
 from runner.errors import UserError
 from runner.schedulers import warmup_cosine
-from runner.task import run
 from tests.conftest import ROOT, compose_cfg, run_cli
 
 DEFAULT = OmegaConf.load(ROOT / "runner" / "conf" / "autotrainer" / "default.yaml")
