@@ -39,7 +39,7 @@ def test_experiment_composes_and_builds(name):
     if name in EXPECTED:
         data_cls, model_target = EXPECTED[name]
         assert cfg.data._target_.endswith(data_cls) and cfg.model._target_.endswith(model_target)
-    assert cfg.data.augmentation == "standard" and cfg.scheduler._target_ and cfg.trainer.max_epochs > 1
+    assert cfg.data.augmentation == "standard" and cfg.scheduler.lr_scheduler._target_ and cfg.trainer.max_epochs > 1
     model = instantiate(cfg.model)
     x = torch.randn(2, cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size)
     assert model(x).shape == (2, cfg.data.num_classes)

@@ -1,0 +1,124 @@
+"""One object that records loss, gradients and activations each step and reports on them (seed 000/001).
+
+``step`` accepts seed 000's ``step(step, loss, gradients, learning_rate,
+activations=None, val_loss=None)`` and seed 001's ``step(loss, gradients,
+activations, lr)``, positionally or by keyword.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from diag.activations import ActivationMonitor
+from diag.codes import CODES, Issue
+from diag.gradient_stats import GradientStats
+from diag.history import TrainingHistory
+
+_FORM_000 = ("step", "loss", "gradients", "learning_rate", "activations", "val_loss")
+_FORM_001 = ("loss", "gradients", "activations", "lr", "val_loss")
+
+
+def _looks_like_gradients(value: Any) -> bool:
+    """Gradients (a list, a mapping, a module, an array with more than one entry) rather than a loss."""
+    if isinstance(value, (list, tuple, Mapping, torch.nn.Module)):
+        return True
+    if isinstance(value, torch.Tensor):
+        return value.numel() > 1
+    return isinstance(value, np.ndarray) and value.size > 1
+
+
+class TrainingDebugger:
+    """History, gradient statistics and activation monitoring behind one ``step`` call."""
+
+    def __init__(self, gradient_window: int = 100, activation_window: int = 100) -> None:
+        self.history = TrainingHistory()
+        self.activation_monitor = ActivationMonitor(window_size=activation_window)
+        self.gradient_history: deque[GradientStats] = deque(maxlen=gradient_window)
+
+    @property
+    def gradient_stats(self) -> list[GradientStats]:
+        """Seed 001's name for the recent gradient statistics."""
+        return list(self.gradient_history)
+
+    def step(self, *args: Any, **kwargs: Any) -> None:
+        """Record one training step (either documented form; ``lr`` and ``learning_rate`` are aliases).
+
+        ``gradients`` is a list of arrays/tensors, a ``{name: grad}`` mapping or
+        a module (its ``.grad`` fields). ``activations`` maps a layer name to its
+        outputs. Without a step number, the step is one past the last.
+        """
+        if "lr" in kwargs:
+            if "learning_rate" in kwargs:
+                raise TypeError("pass either lr or learning_rate, not both")
+            kwargs["learning_rate"] = kwargs.pop("lr")
+        use_001 = bool(args) and ("step" in kwargs or (len(args) >= 2 and _looks_like_gradients(args[1]))
+                                  or (len(args) == 1 and "loss" not in kwargs and "gradients" in kwargs))
+        names = tuple("learning_rate" if n == "lr" else n for n in (_FORM_001 if use_001 else _FORM_000))
+        if len(args) > len(names):
+            raise TypeError(f"step() takes at most {len(names)} positional arguments")
+        for name, value in zip(names, args):
+            if name in kwargs:
+                raise TypeError(f"step() got multiple values for argument {name!r}")
+            kwargs[name] = value
+        unknown = set(kwargs) - set(_FORM_000)
+        if unknown:
+            raise TypeError(f"step() got unexpected arguments {sorted(unknown)}")
+        missing = [n for n in ("loss", "gradients", "learning_rate") if kwargs.get(n) is None]
+        if missing:
+            raise TypeError(f"step() missing {missing}")
+
+        grad_stats = GradientStats.from_gradients(kwargs["gradients"])
+        self.gradient_history.append(grad_stats)
+        self.history.record(step=kwargs.get("step"), loss=kwargs["loss"], grad_norm=grad_stats.global_norm,
+                            lr=kwargs["learning_rate"], val_loss=kwargs.get("val_loss"))
+        for name, act in (kwargs.get("activations") or {}).items():
+            self.activation_monitor.record(name, act)
+
+    def report(self) -> dict[str, Any]:
+        """Seed 000's report (status, issues, recommendations, gradient_healthy, activation_issues),
+        with activation findings folded into the codes and ``details`` carrying the evidence."""
+        diagnosis = self.history.diagnose()
+        recent = list(self.gradient_history)[-10:]
+        gradient_messages = [m for g in recent for m in g.is_healthy()[1]]
+        activation_issues = self.activation_monitor.diagnose()
+
+        details = list(diagnosis["details"])
+        codes = list(diagnosis["issues"])
+        step = self.history.step[-1] if self.history.step else 0
+        for code, prefix in (("DEAD_NEURONS", "Dead"), ("SATURATED_ACTIVATIONS", "Saturated")):
+            layers = {layer: m for layer, msgs in activation_issues.items() for m in msgs if m.startswith(prefix)}
+            if layers and code not in codes:
+                codes.append(code)
+                details.append(Issue(code=code, severity="warning", first_step=int(step),
+                                     evidence="; ".join(f"{k}: {v}" for k, v in layers.items())).to_dict())
+        recommendations = list(diagnosis["recommendations"])
+        for code in codes:
+            recommendations += [r for r in CODES[code]["recommendations"] if r not in recommendations]
+        status = diagnosis["status"]
+        if status == "healthy" and codes:
+            status = "warning"
+        return {
+            "status": status,
+            "issues": codes,
+            "recommendations": recommendations,
+            "gradient_healthy": not gradient_messages,
+            "gradient_issues": list(dict.fromkeys(gradient_messages)),
+            "activation_issues": activation_issues,
+            "details": details,
+        }
+
+    def quick_check(self) -> bool:
+        """Cheap per-step check: False on a non-finite recent loss or NaN/Inf/huge latest gradients."""
+        if any(not math.isfinite(v) for v in self.history.loss[-5:]):
+            return False
+        if self.gradient_history:
+            latest = self.gradient_history[-1]
+            if latest.num_nans > 0 or latest.num_infs > 0 or latest.norm > 1000:
+                return False
+        return True

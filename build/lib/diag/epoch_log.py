@@ -1,0 +1,141 @@
+"""Per-epoch JSONL diagnostics (seed 003 schema): ``train_diagnostics.jsonl`` and ``val_diagnostics.jsonl``.
+
+One JSON object per epoch, flushed as written. Gradient-norm min/mean/max are
+accumulated on the device; the weight update ‖Δw‖/‖w‖ compares the weights
+with a copy taken at the start of the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diag.hooks import FitState, Hook, finite_or_none
+
+FOLD_EVERY = 64  # steps of gradient norms reduced together (one stack and three reductions)
+
+
+class EpochJSONL(Hook):
+    """Appends one line per epoch to the train and validation JSONL files in the run directory."""
+
+    def __init__(self, train_file: str = "train_diagnostics.jsonl", val_file: str = "val_diagnostics.jsonl") -> None:
+        self.train_file = train_file
+        self.val_file = val_file
+        self._start: list[torch.Tensor] | None = None
+        self._stats: torch.Tensor | None = None  # [sum, min, max] of grad norms this epoch
+        self._pending: list[torch.Tensor] = []  # norms of the last steps, folded into _stats every FOLD_EVERY
+        self._batches = 0
+
+    def on_fit_start(self, state: FitState) -> None:
+        if self._start is not None:  # restored from a checkpoint (on the CPU): to where the model trains
+            device = next(state.model.parameters()).device
+            self._start = [t.to(device) for t in self._start]
+            self._stats = self._stats.to(device) if self._stats is not None else None
+        if state.run_dir is not None and state.is_rank_zero:
+            # A resumed run continues the files: drop lines past the resume point.
+            for name in (self.train_file, self.val_file):
+                _truncate_after(Path(state.run_dir) / name, state.step)
+
+    def _begin_epoch(self, state: FitState) -> None:
+        self._start = [p.detach().clone() for p in state.model.parameters()]
+        self._stats = None
+        self._pending = []
+        self._batches = 0
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        if self._start is None:
+            self._begin_epoch(state)
+        # No device op per step (this used to be 9): keep the step's norm, reduce FOLD_EVERY of them at once.
+        assert state.grad_norm is not None  # a train step sets it before this hook
+        self._pending.append(state.grad_norm)
+        if len(self._pending) >= FOLD_EVERY:
+            self._fold()
+        self._batches += 1
+
+    def _fold(self) -> None:
+        """Fold the pending per-step norms into ``_stats`` = [sum, min, max] (NaN/Inf propagate as before)."""
+        if not self._pending:
+            return
+        v = torch.stack(self._pending).float()
+        self._pending = []
+        part = torch.stack([v.sum(), v.min(), v.max()])
+        if self._stats is None:
+            self._stats = part
+        else:
+            s = self._stats.to(part.device)
+            self._stats = torch.stack([s[0] + part[0], torch.minimum(s[1], part[1]), torch.maximum(s[2], part[2])])
+
+    @torch.no_grad()
+    def on_epoch_end(self, state: FitState) -> None:
+        if state.run_dir is None or not state.is_rank_zero:
+            self._start = None
+            return
+        params: list[torch.Tensor] = list(state.model.parameters())
+        update = None
+        if self._start is not None:
+            delta = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(params, self._start))))
+            weight = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._start)))
+            update = float(delta / weight.clamp_min(1e-12))
+        self._fold()
+        s = self._stats.tolist() if self._stats is not None else [float("nan")] * 3
+        m = state.metrics
+        train = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "loss": finite_or_none(m.get("train/loss", float("nan"))),
+            "accuracy": finite_or_none(m.get("train/acc", float("nan"))),
+            "learning_rate": state.current_lr,
+            "mean_grad_norm": finite_or_none(s[0] / max(self._batches, 1)),
+            "min_grad_norm": finite_or_none(s[1]),
+            "max_grad_norm": finite_or_none(s[2]),
+            "weight_update_magnitude": finite_or_none(update) if update is not None else None,
+            "num_batches": self._batches,
+            "skipped_steps": state.skipped_steps,
+            "epoch_time": m.get("train/epoch_time"),
+        }
+        val = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "loss": finite_or_none(m.get("val/loss", float("nan"))),
+            "accuracy": finite_or_none(m.get("val/acc", float("nan"))),
+        }
+        run = Path(state.run_dir)
+        _append(run / self.train_file, train)
+        _append(run / self.val_file, val)
+        self._start = None
+
+
+    def state_dict(self) -> dict[str, Any]:
+        """Mid-epoch accumulators, so an epoch resumed from a step checkpoint logs the whole epoch."""
+        self._fold()
+        return {"start": [t.detach().cpu() for t in self._start] if self._start is not None else None,
+                "stats": self._stats.detach().cpu() if self._stats is not None else None,
+                "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._start = state.get("start")
+        self._stats = state.get("stats")
+        self._pending = []
+        self._batches = int(state.get("batches", 0))
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    """Keep only lines written at or before ``step`` (all of them go when starting fresh at step 0)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if step and json.loads(line).get("step", step + 1) <= step:
+                kept.append(line)
+        except (ValueError, AttributeError):
+            continue
+    path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")

@@ -1,0 +1,153 @@
+"""Global gradient statistics and clipping by global norm (seed 000 ``GradientStats``, ``clip_gradients``).
+
+Everything here accepts NumPy arrays and torch tensors alike. Non-finite
+entries are counted, never folded into the other statistics: one NaN must not
+turn the norm, mean and std into NaN and hide how large the finite part is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import numpy as np
+import torch
+
+ArrayLike = Any  # np.ndarray | torch.Tensor | a number | a nested sequence of numbers
+G = TypeVar("G")
+
+# Thresholds of the seed's ``is_healthy`` (seed 000); shared with TrainingHistory's gradient rules.
+MAX_HEALTHY_NORM = 1000.0
+MIN_HEALTHY_NORM = 1e-8
+
+
+def as_numpy(x: ArrayLike) -> np.ndarray:
+    """A NumPy view or copy of ``x``: tensors are detached and moved to the CPU first.
+
+    bfloat16 and the float8 types have no NumPy equivalent, so such tensors are widened to float32.
+    """
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+            t = t.float()
+        return t.cpu().numpy()
+    return np.asarray(x)
+
+
+def gradient_list(gradients: Any) -> list[ArrayLike]:
+    """The gradient arrays in ``gradients``: a sequence, a ``{name: grad}`` mapping, or a module.
+
+    ``None`` entries (parameters that received no gradient) are dropped; for a
+    module, the ``.grad`` of each parameter is read.
+    """
+    if isinstance(gradients, torch.nn.Module):
+        return [p.grad for p in gradients.parameters() if p.grad is not None]
+    if isinstance(gradients, Mapping):
+        gradients = gradients.values()
+    if isinstance(gradients, (np.ndarray, torch.Tensor)):
+        return [gradients]
+    return [g for g in gradients if g is not None]
+
+
+@dataclass
+class GradientStats:
+    """Statistics of all gradient entries of one step, over the finite entries.
+
+    ``norm`` is the L2 norm of the finite entries; ``num_nans``/``num_infs``
+    say whether the true global norm is non-finite. ``min_val`` is the smallest
+    non-zero magnitude (0.0 when every finite entry is zero).
+    """
+
+    norm: float = 0.0
+    max_val: float = 0.0
+    min_val: float = 0.0
+    mean: float = 0.0
+    std: float = 0.0
+    num_zeros: int = 0
+    num_nans: int = 0
+    num_infs: int = 0
+    total_elements: int = 0
+
+    @classmethod
+    def from_gradients(cls, gradients: Iterable[ArrayLike] | Mapping[str, ArrayLike] | torch.nn.Module
+                       ) -> GradientStats:
+        """Compute the statistics of a list of gradient arrays/tensors (or a mapping, or a module's grads)."""
+        arrays = [as_numpy(g).astype(np.float64, copy=False).ravel() for g in gradient_list(gradients)]
+        total = sum(a.size for a in arrays)
+        if total == 0:
+            return cls()
+        num_nans = sum(int(np.isnan(a).sum()) for a in arrays)
+        num_infs = sum(int(np.isinf(a).sum()) for a in arrays)
+        finite = [a[np.isfinite(a)] for a in arrays] if num_nans + num_infs else arrays
+        count = sum(a.size for a in finite)
+        if count == 0:
+            return cls(num_nans=num_nans, num_infs=num_infs, total_elements=total)
+        mean = sum(float(a.sum()) for a in finite) / count
+        var = sum(float(np.square(a - mean).sum()) for a in finite) / count
+        max_val = max((float(np.abs(a).max()) for a in finite if a.size), default=0.0)
+        nonzero_mins = [float(np.abs(a[a != 0]).min()) for a in finite if np.any(a != 0)]
+        return cls(
+            norm=math.sqrt(sum(float(np.square(a).sum()) for a in finite)),
+            max_val=max_val,
+            min_val=min(nonzero_mins, default=0.0),
+            mean=mean,
+            std=math.sqrt(var),
+            num_zeros=sum(int((a == 0).sum()) for a in finite),
+            num_nans=num_nans,
+            num_infs=num_infs,
+            total_elements=total,
+        )
+
+    @property
+    def global_norm(self) -> float:
+        """The norm as torch's ``clip_grad_norm_`` would return it: NaN/Inf when any entry is."""
+        if self.num_nans:
+            return math.nan
+        if self.num_infs:
+            return math.inf
+        return self.norm
+
+    def is_healthy(self) -> tuple[bool, list[str]]:
+        """``(healthy, messages)``: non-finite entries, or a norm outside [1e-8, 1000] (seed 000)."""
+        issues = []
+        if self.num_nans > 0:
+            issues.append(f"NaN gradients: {self.num_nans}")
+        if self.num_infs > 0:
+            issues.append(f"Inf gradients: {self.num_infs}")
+        if self.norm > MAX_HEALTHY_NORM:
+            issues.append(f"Norm too large: {self.norm:.2f}")
+        if self.norm < MIN_HEALTHY_NORM:
+            issues.append(f"Norm too small: {self.norm:.2e}")
+        return len(issues) == 0, issues
+
+
+def _squared_norm(g: ArrayLike) -> float:
+    if isinstance(g, torch.Tensor):
+        return float(torch.linalg.vector_norm(g.detach(), dtype=torch.float64) ** 2) if g.numel() else 0.0
+    a = np.asarray(g, dtype=np.float64)
+    return float(np.square(a).sum())
+
+
+def clip_gradients(gradients: Sequence[G], max_norm: float = 1.0) -> tuple[list[G], float]:
+    """Scale all gradients by one factor so that their global L2 norm is at most ``max_norm``.
+
+    Returns ``(clipped, original_norm)``; each clipped gradient has the type,
+    dtype and device of its input. When the norm is NaN/Inf nothing is scaled
+    (scaling cannot repair NaN and would silently zero an Inf step): the
+    gradients come back unchanged with the non-finite norm, so the caller can
+    skip the step.
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm}")
+    grads = gradient_list(gradients)
+    total_norm = math.sqrt(sum(_squared_norm(g) for g in grads))
+    if not math.isfinite(total_norm):
+        clipped = [g.clone() if isinstance(g, torch.Tensor) else np.array(g, copy=True) for g in grads]
+    else:
+        clip_coef = min(1.0, max_norm / (total_norm + 1e-6))
+        clipped = [g * clip_coef if isinstance(g, (torch.Tensor, np.ndarray)) else np.asarray(g) * clip_coef
+                   for g in grads]
+    # a tensor comes back a tensor and an array an array; mypy cannot carry G through the isinstance checks
+    return cast("list[G]", clipped), total_norm

@@ -1,0 +1,329 @@
+"""Live diagnosis inside any loop that speaks the hook protocol.
+
+Per step, only device arithmetic: the loss and the global gradient norm are
+added to on-device accumulators. Every ``scalar_every`` steps those are read
+(one host sync); every ``layer_every`` steps the hook measures per-layer
+gradient norms and update ratios (one ``_foreach_norm``), and watches
+activations on the next forward pass. Every ``diagnose_every`` steps and at
+each epoch end the rules in :mod:`diag.diagnosis` run on what was collected;
+changes go to ``events.jsonl``, TensorBoard text and, for critical findings,
+one console line. At the end: ``report`` issues and ``summary.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from diag.activation_hooks import ActivationRecorder
+from diag.codes import Issue
+from diag.diagnosis import diagnose
+from diag.hooks import FitState, Hook
+from diag.series import RunSeries
+from diag.tensorboard import write_scalars
+
+log = logging.getLogger("diag")
+
+
+def weight_layers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Weights of Linear/Conv layers by module name, input side first (what gradient flow is read on)."""
+    return {name: m.weight for name, m in model.named_modules()
+            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.weight.requires_grad}
+
+
+def init_scale_ratios(layers: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per layer: weight std over the He-normal std for its fan-in (PyTorch's default init gives ~0.4)."""
+    out = {}
+    for name, w in layers.items():
+        fan_in = w[0].numel()  # (out, in, *kernel): everything but the output dimension
+        out[name] = float(w.detach().float().std()) / math.sqrt(2.0 / fan_in)
+    return out
+
+
+class DiagnosticsHook(Hook):
+    """Collects a :class:`RunSeries` during training and diagnoses it as it grows."""
+
+    def __init__(self, scalar_every: int = 10, layer_every: int = 25, diagnose_every: int = 50,
+                 diagnose_gap: float = 0.02,
+                 histogram_every: int = 0, dead_window: int = 4, activations: bool = True,
+                 layer_scalars: bool = True, summary_png: bool = True, console: bool = True) -> None:
+        self.scalar_every = max(1, int(scalar_every))
+        self.layer_every = max(1, int(layer_every))
+        self.diagnose_every = max(1, int(diagnose_every))
+        # The rules rescan the whole history: on a long run diagnose at most once per this share of the steps
+        # so far (a finding then waits at most 2% of the run; the total cost stays O(n log n), not O(n^2)).
+        # Step-driven and epoch-end diagnoses keep separate clocks: an epoch end brings new evidence (its
+        # validation metrics) even at the step a step-driven diagnosis just ran.
+        self.diagnose_gap = float(diagnose_gap)
+        self._diagnosed_at = {"step": -(10**9), "epoch": -(10**9)}
+        self.histogram_every = int(histogram_every)
+        self.dead_window = max(1, int(dead_window))
+        self.watch_activations = activations
+        self.layer_scalars = layer_scalars
+        self.summary_png = summary_png
+        self.console = console
+        self.series = RunSeries()
+        self._past: list[RunSeries] = []  # segments before each reset: the figure shows the whole run
+        self.issues: list[Issue] = []
+        self.detected_at: dict[str, int] = {}
+        # the last _n steps' loss and gradient norm (device scalars), reduced every scalar_every steps
+        self._losses: list[torch.Tensor] = []
+        self._norms: list[torch.Tensor] = []
+        self._n = 0
+        self._snapshot: list[torch.Tensor] | None = None
+        self._window_samples = 0
+        self._dead: dict[str, float] = {}
+
+    # -- set-up --------------------------------------------------------------
+    def on_fit_start(self, state: FitState) -> None:
+        self.layers = weight_layers(state.model)
+        self._layer_names = list(self.layers)
+        self._weights = list(self.layers.values())
+        self.recorder = ActivationRecorder(state.model) if self.watch_activations else None
+        self.series.num_classes = state.num_classes
+        self.series.planned_steps = state.max_steps
+        if state.step == 0:
+            self.series.init_scale_ratio = init_scale_ratios(self.layers)
+        if state.writer is not None and state.is_rank_zero:
+            state.writer.add_custom_scalars({
+                "Training": {
+                    "loss": ["Multiline", ["train/loss", "val/loss"]],
+                    "accuracy": ["Multiline", ["train/acc", "val/acc"]],
+                    "learning rate": ["Multiline", ["train/lr"]],
+                    "gradient norm": ["Multiline", ["train/grad_norm", r"grad_norm/.*"]],
+                },
+                "Layer health": {
+                    "update ratio": ["Multiline", [r"update_ratio/.*"]],
+                    "dead fraction": ["Multiline", [r"dead_fraction/.*"]],
+                    "saturation": ["Multiline", [r"saturation/.*"]],
+                },
+            })
+        self._arm_if_next_is_sampled(state.step)
+
+    # -- every step (device arithmetic only) -----------------------------------
+    def on_train_batch_end(self, state: FitState) -> None:
+        # No device op per step (this used to be 10): the interval's values are reduced in _read_scalars.
+        loss, grad_norm = state.loss, state.grad_norm
+        assert loss is not None and grad_norm is not None  # a train step sets both before this hook
+        self._losses.append(loss)
+        self._norms.append(grad_norm)
+        self._n += 1
+        step = state.step
+        if state.step_skipped:
+            self.series.skipped_steps.append(step)
+            if self.series.first_nonfinite_step is None:
+                self._locate_nonfinite(state)
+        if step % self.layer_every == 0:
+            self._sample_layers(state)
+        if step % self.scalar_every == 0:
+            self._read_scalars(state)
+        if step % self.diagnose_every == 0:
+            self._diagnose(state, "step")
+        if self.histogram_every and step % self.histogram_every == 0:
+            self._histograms(state)
+        self._arm_if_next_is_sampled(step)
+
+    def _arm_if_next_is_sampled(self, step: int) -> None:
+        """Snapshot weights and attach activation hooks right before a sampled step's forward pass."""
+        if (step + 1) % self.layer_every == 0:
+            self._snapshot = [w.detach().clone() for w in self._weights]
+            if self.recorder is not None:
+                self.recorder.attach()
+
+    def _read_scalars(self, state: FitState) -> None:
+        if not self._n:
+            return
+        n = self._n
+        values = torch.stack(self._losses[-n:] + self._norms[-n:]).tolist()  # one device op, one host read
+        finite = [g for g in values[n:] if math.isfinite(g)]  # the mean norm is over finite steps
+        loss_sum, gsum, gcount = sum(values[:n]), sum(finite), len(finite)  # a loss sum keeps its NaN/Inf
+        s = self.series
+        if state.step == n and not self._past:  # this interval began at the run's first step
+            s.initial_loss = values[0]
+        s.step.append(state.step)
+        s.loss.append(loss_sum / self._n)
+        s.grad_norm.append(gsum / gcount if gcount else math.inf)
+        s.lr.append(state.current_lr)
+        self._losses, self._norms = [], []
+        self._n = 0
+
+    @torch.no_grad()
+    def _sample_layers(self, state: FitState) -> None:
+        s = self.series
+        grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self._weights]
+        if not grads:
+            return
+        gnorms = torch._foreach_norm(grads)
+        rows = [torch.stack(gnorms)]
+        if self._snapshot is not None:
+            rows.append(torch.stack(torch._foreach_norm(torch._foreach_sub(self._weights, self._snapshot))))
+            rows.append(torch.stack(torch._foreach_norm(self._snapshot)))
+        values = torch.stack(rows).tolist()  # one host read for all layers
+        s.layer_step.append(state.step)
+        self._snapshot_read = self._snapshot is not None
+        for name, v in zip(self._layer_names, values[0]):
+            s.layer_grad_norm.setdefault(name, []).append(v)
+        if self._snapshot is not None:
+            deltas, norms = values[1], values[2]
+            for name, d, w in zip(self._layer_names, deltas, norms):
+                s.layer_update_ratio.setdefault(name, []).append(d / w if w > 0 else math.nan)
+            total_w = math.sqrt(sum(w * w for w in norms))
+            s.update_ratio.append(math.sqrt(sum(d * d for d in deltas)) / total_w if total_w > 0 else math.nan)
+            self._snapshot = None
+        acts = {}
+        if self.recorder is not None:
+            self._window_samples += 1
+            acts = self.recorder.collect()
+            self.recorder.detach()
+            window_done = self._window_samples >= self.dead_window
+            for name, entry in acts.items():
+                if "saturation" in entry:
+                    s.layer_saturation.setdefault(name, []).append(entry["saturation"])
+                s.layer_activation_std.setdefault(name, []).append(entry["std"])
+                if "dead_fraction" in entry:
+                    if window_done:  # a unit is dead only if it stayed silent for the whole window
+                        self._dead[name] = entry["dead_fraction"]
+                    s.layer_dead_fraction.setdefault(name, []).append(self._dead.get(name, math.nan))
+            if window_done:
+                self.recorder.reset_window()
+                self._window_samples = 0
+        if state.writer is not None and state.is_rank_zero and self.layer_scalars:
+            scalars: dict[str, float] = {}  # one TensorBoard event for all of them
+            if self._snapshot_read:
+                scalars["train/update_ratio"] = s.update_ratio[-1]
+            for name in self._layer_names:
+                scalars[f"grad_norm/{name}"] = s.layer_grad_norm[name][-1]
+                if name in s.layer_update_ratio:
+                    scalars[f"update_ratio/{name}"] = s.layer_update_ratio[name][-1]
+            for name in acts:
+                if name in self._dead:
+                    scalars[f"dead_fraction/{name}"] = s.layer_dead_fraction[name][-1]
+                if name in s.layer_saturation:
+                    scalars[f"saturation/{name}"] = s.layer_saturation[name][-1]
+            write_scalars(state.writer, scalars, state.step)
+
+    @torch.no_grad()
+    def _locate_nonfinite(self, state: FitState) -> None:
+        """On the first skipped step (rare: the loop already synced), find the first layer with NaN/Inf."""
+        self.series.first_nonfinite_step = state.step
+        for name, w in self.layers.items():
+            if w.grad is not None and not bool(torch.isfinite(w.grad).all()):
+                self.series.first_nonfinite_layer = name
+                break
+
+    def _histograms(self, state: FitState) -> None:
+        if state.writer is None or not state.is_rank_zero:
+            return
+        for name, w in self.layers.items():
+            for tag, t in (("weights", w), ("grads", w.grad)):
+                if t is None:
+                    continue
+                v = t.detach().float().flatten()
+                v = v[torch.isfinite(v)]
+                if v.numel():
+                    state.writer.add_histogram(f"{tag}/{name}", v.cpu(), state.step)
+
+    # -- epochs ----------------------------------------------------------------
+    def on_validation_end(self, state: FitState) -> None:
+        s, m = self.series, state.metrics
+        s.epoch_step.append(state.step)
+        s.epoch_train_loss.append(m.get("train/loss", math.nan))
+        s.epoch_train_acc.append(m.get("train/acc", math.nan))
+        s.epoch_val_loss.append(m.get("val/loss", math.nan))
+        s.epoch_val_acc.append(m.get("val/acc", math.nan))
+        s.epoch_lr.append(state.current_lr)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self._read_scalars(state)
+        self._diagnose(state, "epoch")
+
+    # -- diagnosis ---------------------------------------------------------------
+    def _diagnose(self, state: FitState, when: str = "final") -> None:
+        """Run the rules (``when``: "step", "epoch" or "final"; the last always runs)."""
+        if when != "final":
+            if state.step - self._diagnosed_at[when] < self.diagnose_gap * state.step:
+                return
+            self._diagnosed_at[when] = state.step
+        issues = diagnose(self.series)
+        before = {i.code: i.severity for i in self.issues}
+        after = {i.code: i.severity for i in issues}
+        for issue in issues:
+            self.detected_at.setdefault(issue.code, state.step)
+        self.issues = issues
+        state.issues = [self._as_dict(i) for i in issues]
+        if before == after:
+            return
+        added = [c for c in after if c not in before]
+        state.events.write("diagnosis", step=state.step, epoch=state.epoch, added=added,
+                           removed=[c for c in before if c not in after], issues=state.issues)
+        if state.writer is not None and state.is_rank_zero:
+            state.writer.add_text("diagnosis", self.markdown(), state.step)
+        if self.console and state.is_rank_zero:
+            for issue in issues:
+                if issue.code in added:
+                    line = (f"diag: {issue.code} ({issue.severity}) at step {state.step}: {issue.evidence}. "
+                            f"Try: {issue.recommendations[0]}")
+                    (log.warning if issue.severity == "critical" else log.info)(line)
+
+    def reset(self, step: int) -> None:
+        """Start a fresh series at ``step``, keeping ``num_classes`` and ``planned_steps``.
+
+        For a policy that changed the run (rolled it back, re-tuned its LR): the
+        history before the change describes a run that no longer exists, and
+        would re-diagnose the symptom that was just treated.
+        """
+        s = self.series
+        self._past.append(s)
+        self.series = RunSeries(num_classes=s.num_classes, planned_steps=s.planned_steps,
+                                epoch_offset=s.epoch_offset + len(s.epoch_step))  # evidence names real epochs
+        self.issues = []
+        self.detected_at = {}
+        self._losses, self._norms = [], []
+        self._n = 0
+        self._snapshot = None
+        self._dead = {}
+        self._window_samples = 0
+        recorder: ActivationRecorder | None = getattr(self, "recorder", None)  # set by on_fit_start
+        if recorder is not None:
+            recorder.reset_window()
+
+    def _as_dict(self, issue: Issue) -> dict[str, Any]:
+        d = issue.to_dict()
+        d["detected_step"] = self.detected_at.get(issue.code, issue.first_step)
+        return d
+
+    def markdown(self) -> str:
+        if not self.issues:
+            return "**healthy**: no issues"
+        return "\n".join(f"- **{i.code}** ({i.severity}, step {i.first_step}): {i.evidence}" for i in self.issues)
+
+    def on_fit_end(self, state: FitState) -> None:
+        self._read_scalars(state)
+        self._diagnose(state, "final")
+        if self.recorder is not None:
+            self.recorder.detach()
+        if state.writer is not None and state.is_rank_zero:
+            state.writer.add_text("diagnosis/final", self.markdown(), state.step)
+        if self.summary_png and state.run_dir is not None and state.is_rank_zero:
+            from diag.summary_plot import plot_summary
+
+            plot_summary(RunSeries.concat([*self._past, self.series]), Path(state.run_dir) / "summary.png",
+                         self.issues, annotations=state.annotations)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The series so far (every checkpoint, every epoch: list copies, not ``asdict``'s deep copy per float)."""
+        return {"series": self.series.to_dict(), "past": [p.to_dict() for p in self._past],
+                "detected_at": dict(self.detected_at), "issues": [i.to_dict() for i in self.issues]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "series" in state:
+            self.series = RunSeries(**state["series"])
+        self._past = [RunSeries(**p) for p in state.get("past", [])]
+        self.detected_at = dict(state.get("detected_at", {}))
+        # what was already announced: a resumed run says only what is new (no second console line or event)
+        self.issues = [Issue(**i) for i in state.get("issues", [])]

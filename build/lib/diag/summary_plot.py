@@ -1,0 +1,134 @@
+"""``summary.png``: one page a person reads faster than the numbers.
+
+Loss (train samples, validation per epoch), learning rate, global gradient
+norm, a layer × step heat map of gradient norms, dead/saturated fractions per
+layer, and accuracy; the diagnosis in the title.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from diag.codes import Issue
+from diag.series import RunSeries
+
+
+def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = None,
+                 annotations: list[tuple[int, str]] | None = None) -> Path:
+    """Draw the summary figure of ``series`` to ``path`` (PNG) and return the path.
+
+    ``annotations`` are (step, label) pairs, such as the AutoTrainer's actions, drawn as labelled
+    vertical lines on the loss and learning-rate panels: what changed the run, where.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = series
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    (ax_loss, ax_lr, ax_gn), (ax_heat, ax_units, ax_acc) = axes
+
+    def finite_xy(x, y):
+        x, y = np.asarray(x, float), np.asarray([np.nan if v is None else v for v in y], float)
+        n = min(len(x), len(y))
+        return x[:n], y[:n]
+
+    x, y = finite_xy(s.step, s.loss)
+    ax_loss.plot(x, y, lw=1, label="train (sampled)")
+    ex, ev = finite_xy(s.epoch_step, s.epoch_val_loss)
+    if ev.size:
+        ax_loss.plot(ex, ev, "o-", ms=3, label="validation")
+    bad = x[~np.isfinite(y)]
+    if bad.size:
+        ax_loss.axvline(bad[0], color="red", ls="--", lw=1, label=f"non-finite from step {int(bad[0])}")
+    fin = np.concatenate([y[np.isfinite(y)], ev[np.isfinite(ev)]])
+    if fin.size and fin.min() > 0 and fin.max() / fin.min() > 50:
+        ax_loss.set_yscale("log")  # a blow-up would flatten everything else on a linear axis
+    ax_loss.set(title="loss", xlabel="step")
+    ax_loss.legend(fontsize=8)
+
+    x, y = finite_xy(s.step, s.lr)
+    ax_lr.plot(x, y, color="tab:green")
+    if y.size and np.nanmin(y) > 0:
+        ax_lr.set_yscale("log")
+    ax_lr.set(title="learning rate", xlabel="step")
+
+    x, y = finite_xy(s.step, s.grad_norm)
+    ax_gn.plot(x, y, ".-", color="tab:orange", ms=3)
+    if s.skipped_steps:
+        for st in s.skipped_steps[:200]:
+            ax_gn.axvline(st, color="red", alpha=0.15, lw=1)
+        ax_gn.plot([], [], color="red", alpha=0.5, label=f"{len(s.skipped_steps)} skipped steps (NaN/Inf)")
+        ax_gn.legend(fontsize=8)
+    if np.isfinite(y).any() and np.nanmin(np.where(np.isfinite(y), y, np.nan)) > 0:
+        ax_gn.set_yscale("log")
+    ax_gn.set(title="global gradient norm (before clipping)", xlabel="step")
+
+    names = list(s.layer_grad_norm)
+    n = min((len(v) for v in s.layer_grad_norm.values()), default=0)
+    if n:
+        m = np.array([[v if v is not None and v >= 0 and np.isfinite(v) else np.nan for v in s.layer_grad_norm[k][:n]]
+                      for k in names])
+        steps = s.layer_step[:n] if len(s.layer_step) >= n else list(range(n))
+        half = ((steps[-1] - steps[0]) / (2 * (n - 1)) if n > 1 else 0) or 0.5  # cells centred on their steps
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log10(m)  # an exact 0 (no gradient reaches the layer) is -inf: drawn black, below the scale
+        finite = logs[np.isfinite(logs)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        logs[np.isneginf(logs)] = lo - 1.0  # below the scale (imshow would mask -inf as bad, i.e. blank)
+        im = ax_heat.imshow(logs, aspect="auto", cmap=plt.get_cmap("viridis").with_extremes(under="black"),
+                            interpolation="nearest", vmin=lo, vmax=hi,
+                            extent=(steps[0] - half, steps[-1] + half, len(names) - 0.5, -0.5))
+        ax_heat.set_yticks(range(len(names)), names, fontsize=7)
+        fig.colorbar(im, ax=ax_heat, label="log10 gradient norm")
+    else:
+        ax_heat.text(0.5, 0.5, "no per-layer samples", ha="center", va="center", transform=ax_heat.transAxes)
+    ax_heat.set(title="grad norm by layer, input on top\n(black = 0, blank = NaN/Inf)", xlabel="step")
+
+    plotted = False
+    for name, values in s.layer_dead_fraction.items():
+        if np.isfinite(np.asarray(values, float)).any():
+            ax_units.plot(s.layer_step[: len(values)], values, ".-", ms=3, label=f"dead {name}")
+            plotted = True
+    for name, values in s.layer_saturation.items():
+        ax_units.plot(s.layer_step[: len(values)], values, ls="--", label=f"saturated {name}")
+        plotted = True
+    ax_units.set(title="unit health (fraction of units)", xlabel="step", ylim=(-0.02, 1.02))
+    if plotted:
+        ax_units.legend(fontsize=7)
+    else:
+        ax_units.text(0.5, 0.5, "no activation samples", ha="center", va="center", transform=ax_units.transAxes)
+
+    ex, ta = finite_xy(s.epoch_step, s.epoch_train_acc)
+    ax_acc.plot(ex, ta, "o-", ms=3, label="train")
+    ex, va = finite_xy(s.epoch_step, s.epoch_val_acc)
+    ax_acc.plot(ex, va, "o-", ms=3, label="validation")
+    if s.num_classes:
+        ax_acc.axhline(1 / s.num_classes, color="grey", ls=":", label="chance")
+    ax_acc.set(title="accuracy", xlabel="step", ylim=(0, 1.02))
+    ax_acc.legend(fontsize=8)
+
+    if s.step:  # every panel on the run's step axis, so a change in one lines up with the others
+        for ax in (ax_heat, ax_units, ax_acc):
+            ax.set_xlim(ax_loss.get_xlim())
+    for ax in (ax_loss, ax_lr):
+        lo, hi = ax.get_xlim()
+        for k, (step, label) in enumerate(annotations or []):
+            ax.axvline(step, color="tab:purple", ls=":", lw=1.2)
+            right = step > lo + 0.8 * (hi - lo)  # near the right edge: label to the left of the line
+            ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), xytext=(-2 if right else 2,
+                        -10 - 9 * (k % 3)), textcoords="offset points", fontsize=7, color="tab:purple",
+                        ha="right" if right else "left")
+
+    issues = issues or []
+    title = "healthy: no issues found" if not issues else "; ".join(f"{i.code} ({i.severity})" for i in issues)
+    fig.suptitle(title, color="black" if not issues else ("red" if any(
+        i.severity == "critical" for i in issues) else "darkorange"), fontsize=13)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,328 @@
+"""``python -m diag sweep SWEEP_DIR``: one table for a multirun, the best run named, ``sweep.md`` and ``sweep.png``.
+
+A sweep directory holds one run directory per job (Hydra's ``<sweep>/<job
+number>/``). Each run contributes its overrides (``.hydra/overrides.yaml``) and
+its ``report.json`` (status, diagnosis codes, metrics). A run without a report
+failed before finishing; a run whose training, validation or test loss went
+non-finite, or that was diagnosed with ``LOSS_EXPLOSION``/``NONFINITE_GRADIENTS``, diverged. The
+best run is the lowest best validation loss among the runs that did not.
+
+The runner calls :func:`summarize` at the end of every multirun (a Hydra
+callback), so the summary is there without asking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DIVERGED_CODES = ("LOSS_EXPLOSION", "NONFINITE_GRADIENTS")
+LR_KEY = "optimizer.lr"
+EXIT_USAGE = 2
+
+
+@dataclass
+class SweepRun:
+    """What the summary knows about one run directory."""
+
+    path: Path
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    lr: float | None = None
+    status: str = "failed"
+    codes: list[str] = field(default_factory=list)
+    best_val_loss: float | None = None
+    final_val_loss: float | None = None
+    val_acc: float | None = None
+    test_acc: float | None = None
+    epochs: int | None = None
+    diverged: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _load_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def _as_float(text: Any) -> float | None:
+    try:
+        return _finite(float(text))
+    except (TypeError, ValueError):
+        return None
+
+
+def read_run(run_dir: Path) -> SweepRun:
+    """One run directory → :class:`SweepRun` (a missing report means the run failed)."""
+    run = SweepRun(path=run_dir, name=run_dir.name)
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if overrides_file.exists():
+        run.overrides = [str(o) for o in (_load_yaml(overrides_file) or [])]
+    for o in run.overrides:
+        key, _, value = o.partition("=")
+        if key.lstrip("+~") == LR_KEY:
+            run.lr = _as_float(value)
+    report_file = run_dir / "report.json"
+    report: dict[str, Any] = {}
+    if report_file.exists():
+        try:
+            report = json.loads(report_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{report_file} is not valid JSON ({exc})") from None
+    if run.lr is None:
+        run.lr = _lr_from_config(run_dir, report)
+    if not report:
+        return run
+    m = report.get("metrics", {})
+    run.status = str(report.get("status", "unknown"))
+    run.codes = [str(i.get("code")) for i in report.get("issues", [])]
+    run.best_val_loss = _finite(m.get("best_val_loss"))
+    run.final_val_loss = _finite(m.get("final_val_loss"))
+    run.val_acc = _finite(m.get("final_val_acc"))
+    run.test_acc = _finite(m.get("test_acc"))
+    run.epochs = m.get("epochs")
+    ran = bool(m.get("epochs"))
+    # report.json writes NaN/Inf as null: a loss that trained but is null went non-finite
+    nonfinite = any(k in m and _finite(m[k]) is None for k in ("final_train_loss", "best_val_loss",
+                                                                  "final_val_loss", "test_loss"))
+    run.diverged = (ran and nonfinite) or any(c in DIVERGED_CODES for c in run.codes)
+    return run
+
+
+def _lr_from_config(run_dir: Path, report: dict[str, Any]) -> float | None:
+    """The LR when it was not overridden: the composed config's value, or the finder's for ``lr=auto``."""
+    finder = report.get("lr_finder") or {}
+    if _finite(finder.get("suggested_lr")) is not None:
+        return float(finder["suggested_lr"])
+    config_file = run_dir / ".hydra" / "config.yaml"
+    if config_file.exists():
+        cfg = _load_yaml(config_file) or {}
+        return _as_float((cfg.get("optimizer") or {}).get("lr"))
+    return None
+
+
+def _job_order(path: Path) -> tuple[int, str]:
+    return (int(path.name), "") if path.name.isdigit() else (sys.maxsize, str(path))
+
+
+def find_runs(sweep_dir: Path) -> list[Path]:
+    """Run directories under ``sweep_dir``: those with a ``.hydra`` folder or a ``report.json``."""
+    found = {p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()}
+    found |= {p.parent for p in sweep_dir.rglob("report.json")}
+    found.discard(sweep_dir)
+    return sorted(found, key=_job_order)
+
+
+def _short(override: str) -> str:
+    """``optimizer.lr=0.0457056309980145`` → ``optimizer.lr=0.04571``: long floats are noise in a table."""
+    key, sep, value = override.partition("=")
+    num = _as_float(value)
+    return f"{key}={num:.4g}" if sep and num is not None and len(value) > 8 else override
+
+
+def summarize(sweep_dir: str | Path, write: bool = True) -> dict[str, Any]:
+    """Read every run, pick the best, and (``write``) put ``sweep.md`` and ``sweep.png`` in ``sweep_dir``."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ValueError(f"{sweep_dir} is not a directory: pass a multirun sweep directory "
+                         "(e.g. outputs/multirun/<timestamp>)")
+    runs = [read_run(p) for p in find_runs(sweep_dir)]
+    if not runs:
+        raise ValueError(f"no run directories in {sweep_dir}: expected <sweep>/<job>/.hydra or report.json")
+    common = [o for o in runs[0].overrides if all(o in r.overrides for r in runs)] if len(runs) > 1 else []
+    candidates = [r for r in runs if r.best_val_loss is not None and not r.diverged]
+    # every candidate has a best_val_loss: the inf is never used
+    best = (min(candidates, key=lambda r: math.inf if r.best_val_loss is None else r.best_val_loss)
+            if candidates else None)
+    summary = {
+        "sweep_dir": str(sweep_dir),
+        "runs": [r.to_dict() for r in runs],
+        "common_overrides": common,
+        "best": best.to_dict() if best else None,
+        "optuna": _optuna_result(sweep_dir),
+    }
+    summary["table"] = render_table(runs, common)
+    if write:
+        (sweep_dir / "sweep.md").write_text(render_markdown(summary, runs, best), encoding="utf-8")
+        plot_sweep(runs, best, sweep_dir / "sweep.png")
+        summary["written"] = [str(sweep_dir / "sweep.md"), str(sweep_dir / "sweep.png")]
+    return summary
+
+
+def _optuna_result(sweep_dir: Path) -> dict[str, Any] | None:
+    path = sweep_dir / "optimization_results.yaml"
+    if not path.exists():
+        return None
+    data = _load_yaml(path) or {}
+    return {"best_params": data.get("best_params"), "best_value": data.get("best_value")}
+
+
+def _fmt(v: float | None, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _rows(runs: list[SweepRun], common: list[str]) -> list[list[str]]:
+    rows = []
+    for r in runs:
+        varying = " ".join(_short(o) for o in r.overrides if o not in common) or "(none)"
+        status = "diverged" if r.diverged else r.status
+        rows.append([r.name, varying, _fmt(r.lr, ".3g"), status, ",".join(r.codes) or "-",
+                     _fmt(r.best_val_loss), _fmt(r.val_acc), _fmt(r.test_acc), "-" if r.epochs is None else str(r.epochs)])
+    return rows
+
+
+HEADER = ["run", "overrides", "lr", "status", "codes", "best val loss", "val acc", "test acc", "epochs"]
+
+
+def render_table(runs: list[SweepRun], common: list[str]) -> str:
+    """A fixed-width text table, one line per run."""
+    rows = [HEADER, *_rows(runs, common)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _best_line(best: SweepRun | None, common: list[str]) -> str:
+    if best is None:
+        return "best run: none (every run failed or diverged)"
+    what = " ".join(_short(o) for o in best.overrides if o not in common) or best.name
+    return (f"best run: {best.name} ({what}): best val loss {_fmt(best.best_val_loss)}, "
+            f"val acc {_fmt(best.val_acc)}, test acc {_fmt(best.test_acc)} — {best.path}")
+
+
+def render_text(summary: dict[str, Any]) -> str:
+    """What the CLI and the end-of-multirun callback print."""
+    runs = [SweepRun(**{**r, "path": Path(r["path"])}) for r in summary["runs"]]
+    best = SweepRun(**{**summary["best"], "path": Path(summary["best"]["path"])}) if summary["best"] else None
+    lines = [f"sweep {summary['sweep_dir']}: {len(runs)} runs"]
+    if summary["common_overrides"]:
+        lines.append("common overrides: " + " ".join(summary["common_overrides"]))
+    lines += ["", summary["table"], "", _best_line(best, summary["common_overrides"])]
+    diverged = [r.name for r in runs if r.diverged]
+    failed = [r.name for r in runs if r.status == "failed"]
+    if diverged:
+        lines.append("diverged: " + ", ".join(diverged))
+    if failed:
+        lines.append("failed (no report.json): " + ", ".join(failed))
+    if summary.get("optuna"):
+        lines.append(f"optuna: best params {summary['optuna']['best_params']}, best value "
+                     f"{summary['optuna']['best_value']}")
+    if summary.get("written"):
+        lines.append("wrote " + ", ".join(summary["written"]))
+    return "\n".join(lines)
+
+
+def render_markdown(summary: dict[str, Any], runs: list[SweepRun], best: SweepRun | None) -> str:
+    """``sweep.md``: the same table as the CLI, as Markdown, with the best run and the plot."""
+    common = summary["common_overrides"]
+    lines = [f"# Sweep summary: {Path(summary['sweep_dir']).name}", "", f"{len(runs)} runs in `{summary['sweep_dir']}`.", ""]
+    if common:
+        lines += ["Common overrides: " + " ".join(f"`{o}`" for o in common), ""]
+    lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for row in _rows(runs, common):
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    lines += ["", "**" + _best_line(best, common) + "**", ""]
+    diverged = [r.name for r in runs if r.diverged]
+    if diverged:
+        lines += ["Diverged: " + ", ".join(diverged) + " (marked ✕ in the plot).", ""]
+    if summary.get("optuna"):
+        lines += [f"Optuna: best params `{summary['optuna']['best_params']}`, best value "
+                  f"{summary['optuna']['best_value']}.", ""]
+    lines += ["![best and final validation loss against learning rate](sweep.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
+    """Best and final validation loss against LR (log axes); diverged runs marked along the top, best starred.
+
+    Without LRs (a sweep over something else) the x axis is the run name.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    by_lr = all(r.lr is not None for r in runs)
+    xs: list[float] = [r.lr if by_lr and r.lr is not None else i for i, r in enumerate(runs)]  # by_lr: every lr is set
+    ok = sorted((x, r) for x, r in zip(xs, runs) if r.best_val_loss is not None and not r.diverged)
+    if ok:
+        best_losses = [r.best_val_loss for _, r in ok if r.best_val_loss is not None]  # every run in ok has one
+        ax.plot([x for x, _ in ok], best_losses, "o-", color="tab:blue", label="best val loss")
+        fin = [(x, r.final_val_loss) for x, r in ok if r.final_val_loss is not None]
+        ax.plot([x for x, _ in fin], [y for _, y in fin], "o", mfc="none", color="tab:orange", label="final val loss")
+    # the y range follows the healthy runs; diverged and failed runs sit in a band above them
+    values = [v for _, r in ok for v in (r.best_val_loss, r.final_val_loss) if v is not None and v > 0]
+    top = max(values) * 3 if values else 10.0
+    bad = [(x, r) for x, r in zip(xs, runs) if r.diverged or r.status == "failed"]
+    for x, r in bad:
+        ax.plot([x], [top], "x", color="tab:red", markersize=11, markeredgewidth=2.5)
+        label = "failed" if r.status == "failed" else "diverged" + (
+            f"\n(best {r.best_val_loss:.2g})" if r.best_val_loss is not None else "")
+        ax.annotate(label, (x, top), textcoords="offset points", xytext=(0, -22), ha="center", fontsize=8,
+                    color="tab:red")
+    if bad:
+        ax.plot([], [], "x", color="tab:red", markeredgewidth=2.5, label="diverged / failed")
+    if best is not None and best.best_val_loss is not None:  # the best run is one with a validation loss
+        bx = best.lr if by_lr and best.lr is not None else runs.index(next(r for r in runs if r.path == best.path))
+        ax.plot([bx], [best.best_val_loss], "*", color="gold", markeredgecolor="black", markersize=16,
+                label=f"best: {best.name}" + (f" (lr {best.lr:.3g})" if best.lr is not None else ""))
+    if by_lr:
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (log scale)")
+    else:
+        ax.set_xticks(range(len(runs)), [r.name for r in runs])
+        ax.set_xlabel("run")
+    if values:
+        ax.set_yscale("log")
+        ax.set_ylim(min(values) / 1.5, top * 2)
+    ax.set_ylabel("validation loss")
+    ax.set_title(f"Sweep: {len(runs)} runs", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``sweep`` on the ``diag`` command's subparsers."""
+    p = subparsers.add_parser(
+        "sweep", help="summarise a multirun sweep directory: table, best run, sweep.md and sweep.png",
+        description="Compare the runs of a sweep: overrides, status and diagnosis codes, validation loss and "
+                    "accuracy; names the best run and writes sweep.md and sweep.png into the sweep directory.")
+    p.add_argument("sweep_dir", help="a multirun sweep directory, e.g. outputs/multirun/<timestamp>")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-write", action="store_true", help="only print; do not write sweep.md / sweep.png")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Summarise, print, write; a missing or empty directory is a one-line error with exit code 2."""
+    try:
+        summary = summarize(args.sweep_dir, write=not args.no_write)
+    except ValueError as exc:
+        print(f"diag sweep: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(summary, indent=2) if args.json else render_text(summary))
+    return 0

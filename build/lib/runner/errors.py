@@ -1,0 +1,23 @@
+"""User errors: bad config values or input files, reported in one line without a traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Something the user can fix: the message names the key or file and the fix.
+
+    The entry point prints ``error: <message>`` and exits with code 2.
+    """
+
+    exit_code = 2
+
+
+class Interrupted(Exception):
+    """A run stopped by SIGINT/SIGTERM after saving its state; the message says how to resume.
+
+    Exit codes follow the shell convention: 130 for SIGINT, 143 for SIGTERM.
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -1,0 +1,1 @@
+"""Models the runner builds from ``runner/conf/model/*.yaml``."""
