@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import hydra
@@ -12,7 +11,7 @@ from omegaconf import DictConfig
 
 from runner import distributed
 from runner.conf_dir import CONF_DIR
-from runner.errors import Interrupted, UserError
+from runner.errors import Interrupted, UserError, report_error
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -25,7 +24,7 @@ def hydra_main(cfg: DictConfig) -> float:
 
         return app.run(cfg, run_dir)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        report_error(exc)
         sys.exit(exc.exit_code)
     except Interrupted as exc:
         if distributed.is_rank_zero():  # every rank stops; rank 0 saved the checkpoint and says where
@@ -35,13 +34,10 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """``python -m runner`` / ``runner``: agree on one run directory across torchrun's ranks, then run Hydra."""
-    # conf/hydra/launcher/submitit_*.yaml extend the plugin's schemas of the same name on purpose
-    # (the knobs are checked against them); Hydra 1.3 still merges them but announces a deprecation.
-    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore")
     try:
         sys.argv = distributed.share_run_dir(sys.argv)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        report_error(exc)
         sys.exit(exc.exit_code)
     try:
         hydra_main()  # raises SystemExit when the run fails

@@ -1,9 +1,9 @@
 """``python -m runner.check_data data=cifar10``: look at the data before spending a run on it.
 
-Composes the same config tree as ``python -m runner`` (so every ``data.*``
-override works) and prints a sanity report: split sizes, class balance, label
-range, pixel mean/std after normalisation, and whether the train and val
-transforms really differ (seed 003: validation must never be augmented). It
+Composes its own root config (``runner/conf/check_data.yaml``) over the same ``data``
+group as ``python -m runner`` (so every ``data.*`` override works) and prints a sanity
+report: split sizes, class balance, label range, pixel mean/std after normalisation, and
+whether the train and val transforms really differ (validation must never be augmented). It
 writes sample grids of train and val images to TensorBoard and to
 ``samples.png``, and the numbers to ``data_report.json``, in its output
 directory (``${paths.log_dir}/check_data/<time>`` unless ``hydra.run.dir`` is given).
@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from runner.conf_dir import CONF_DIR
 from runner.data.datamodule import SPLITS, ImageDataModule
-from runner.errors import UserError
+from runner.errors import UserError, report_error
 
 GRID = 32  # sample images per grid
 IMBALANCE_WARN = 1.5  # largest/smallest class count in a split
@@ -182,7 +182,7 @@ def format_report(report: dict[str, Any], out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="check_data")
 def main(cfg: DictConfig) -> None:
     """The Hydra task: print the report, or one line and exit code 2 for user errors."""
     try:
@@ -190,11 +190,9 @@ def main(cfg: DictConfig) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         print(format_report(check(cfg, out_dir), out_dir))
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        report_error(exc)
         sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":
-    if not any(arg.startswith("hydra.run.dir=") for arg in sys.argv[1:]):
-        sys.argv.append("hydra.run.dir=${paths.log_dir}/check_data/${now:%Y-%m-%d_%H-%M-%S_%f}")
     main()

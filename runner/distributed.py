@@ -220,7 +220,7 @@ def share_run_dir(argv: list[str]) -> list[str]:
         return argv
     if any(a in _MULTIRUN_FLAGS for a in args):
         raise UserError("-m/--multirun under torchrun would run the whole sweep on every rank: drop -m, or sweep "
-                        "DDP jobs with hydra/launcher=submitit_slurm hydra.launcher.tasks_per_node=N "
+                        "DDP jobs with hydra/launcher=slurm hydra.launcher.tasks_per_node=N "
                         "trainer.strategy=ddp")
     init_process_group()
     if get_rank() == 0:

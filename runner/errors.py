@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class UserError(Exception):
     """Something the user can fix: the message names the key or file and the fix.
@@ -21,3 +23,9 @@ class Interrupted(Exception):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def report_error(exc: UserError) -> None:
+    """``error: <message>`` on stderr, one line per problem the error lists."""
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        print(f"error: {line}", file=sys.stderr)

@@ -28,36 +28,45 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {"min_lr": 1e-7, "max_lr": 10.0, "num_steps": 100, "method": "minimum/10",
-                            "smooth": 0.98, "diverge_factor": 4.0}
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _num(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"lr_find.{key}={value!r} is not valid: a number (e.g. `python -m runner lr_find.{key}=...`)")
-    return float(value)
+def lr_find_errors(cfg: DictConfig) -> list[str]:
+    """Every bad value of the ``lr_find`` block, one message each (checked before any work)."""
+    node = OmegaConf.to_container(cfg.lr_find, resolve=True) if cfg.get("lr_find") else {}
+    assert isinstance(node, dict)
+    errors = []
+    for key in ("min_lr", "max_lr", "smooth", "diverge_factor"):
+        if not _number(node.get(key)):
+            errors.append(f"lr_find.{key}={node.get(key)!r} is not valid: a number "
+                          f"(e.g. `python -m runner lr_find.{key}=...`)")
+    if not errors:
+        if not 0 < node["min_lr"] < node["max_lr"]:
+            errors.append(f"lr_find.min_lr={node['min_lr']:g} and lr_find.max_lr={node['max_lr']:g}: "
+                          "need 0 < min_lr < max_lr")
+        if not 0 <= node["smooth"] < 1:
+            errors.append(f"lr_find.smooth={node['smooth']:g} is not valid: an EMA coefficient in [0, 1), e.g. 0.98")
+        if node["diverge_factor"] <= 1:
+            errors.append(f"lr_find.diverge_factor={node['diverge_factor']:g} is not valid: a number > 1, e.g. 4")
+    steps = node.get("num_steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 10:
+        errors.append(f"lr_find.num_steps={steps!r} is not valid: a whole number >= 10 (100 is typical)")
+    method = str(node.get("method"))
+    if ALIASES.get(method, method) not in METHODS:
+        errors.append(f"lr_find.method={method!r} is not valid: choose one of valley, steepest, minimum/10")
+    return errors
 
 
 def build_finder(cfg: DictConfig) -> LearningRateFinder:
-    """The finder from the ``lr_find`` config block, with every bad value named as a :class:`UserError`."""
-    node = {**DEFAULTS, **(OmegaConf.to_container(cfg.lr_find, resolve=True) if cfg.get("lr_find") else {})}
-    min_lr, max_lr = _num("min_lr", node["min_lr"]), _num("max_lr", node["max_lr"])
-    if not 0 < min_lr < max_lr:
-        raise UserError(f"lr_find.min_lr={min_lr:g} and lr_find.max_lr={max_lr:g}: need 0 < min_lr < max_lr")
-    steps = node["num_steps"]
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 10:
-        raise UserError(f"lr_find.num_steps={steps!r} is not valid: a whole number >= 10 (100 is typical)")
-    method = str(node["method"])
-    if ALIASES.get(method, method) not in METHODS:
-        raise UserError(f"lr_find.method={method!r} is not valid: choose one of valley, steepest, minimum/10")
-    smooth = _num("smooth", node["smooth"])
-    if not 0 <= smooth < 1:
-        raise UserError(f"lr_find.smooth={smooth:g} is not valid: an EMA coefficient in [0, 1), e.g. 0.98")
-    factor = _num("diverge_factor", node["diverge_factor"])
-    if factor <= 1:
-        raise UserError(f"lr_find.diverge_factor={factor:g} is not valid: a number > 1, e.g. 4")
-    return LearningRateFinder(min_lr=min_lr, max_lr=max_lr, num_steps=steps, method=method, smooth=smooth,
-                              diverge_factor=factor)
+    """The finder from the ``lr_find`` config block (its YAML holds the defaults); bad values: :class:`UserError`."""
+    errors = lr_find_errors(cfg)
+    if errors:
+        raise UserError("\n".join(errors))
+    node = cfg.lr_find
+    return LearningRateFinder(min_lr=float(node.min_lr), max_lr=float(node.max_lr), num_steps=int(node.num_steps),
+                              method=str(node.method), smooth=float(node.smooth),
+                              diverge_factor=float(node.diverge_factor))
 
 
 def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
@@ -165,7 +174,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     if cfg.optimizer.lr == "auto":  # the finder sets the LR itself; don't run it twice
         cfg = cfg.copy()
         with open_dict(cfg):
-            cfg.optimizer.lr = DEFAULTS["min_lr"]
+            cfg.optimizer.lr = float(cfg.lr_find.min_lr)
     r = build(cfg, run_dir)
     try:
         result = find(r)

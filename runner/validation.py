@@ -1,6 +1,7 @@
 """Checks the composed config before any work, so a typo costs a second, not a run.
 
-Each failure is a :class:`UserError` naming the key, the bad value and what is allowed.
+Every check of a config value lives here and all of them run: the :class:`UserError` raised lists
+every bad value at once, one line each naming the key, the bad value and what is allowed.
 """
 
 from __future__ import annotations
@@ -30,21 +31,30 @@ def _fail(key: str, value: Any, allowed: str) -> UserError:
     return UserError(f"{key}={value!r} is not valid: {allowed} (e.g. `python -m runner {key}=...`)")
 
 
-def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], allowed: str, optional: bool = False) -> None:
-    value = _get(cfg, key)
-    if value is None and optional:
-        return
-    if not ok(value):
-        raise _fail(key, value, allowed)
-
-
 def validate(cfg: DictConfig) -> None:
-    """Raise :class:`UserError` for the first invalid value found; return silently otherwise."""
+    """Raise one :class:`UserError` listing every invalid value (a line each); return silently otherwise."""
+    errors = config_errors(cfg)
+    if errors:
+        raise UserError("\n".join(errors))
+
+
+def config_errors(cfg: DictConfig) -> list[str]:
+    """One message per invalid value of the composed config, in the order of the config tree."""
+    errors: list[str] = []
+
+    def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], allowed: str, optional: bool = False) -> None:
+        value = _get(cfg, key)
+        if value is None and optional:
+            return
+        if not ok(value):
+            errors.append(str(_fail(key, value, allowed)))
+
     _check(cfg, "mode", lambda v: v in MODES, f"choose one of {', '.join(MODES)}")
     _check(cfg, "seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
     lr = _get(cfg, "optimizer.lr")
     if not (lr == "auto" or (_is_number(lr) and lr > 0)):
-        raise _fail("optimizer.lr", lr, "a positive number such as 1e-3, or 'auto' to run the LR finder first")
+        errors.append(str(_fail("optimizer.lr", lr, "a positive number such as 1e-3, or 'auto' to run the LR "
+                                "finder first")))
     for key in ("optimizer.weight_decay", "optimizer.momentum"):
         _check(cfg, key, lambda v: _is_number(v) and v >= 0, "a number >= 0", optional=True)
     t = "trainer."
@@ -68,6 +78,17 @@ def validate(cfg: DictConfig) -> None:
            optional=True)
     _check(cfg, "data.subset", lambda v: isinstance(v, int) and v > 0, "a positive number of examples, or null",
            optional=True)
-    interval = _get(cfg, "scheduler.interval")
-    if interval not in (None, "step", "epoch"):
-        raise _fail("scheduler.interval", interval, "step or epoch")
+    _check(cfg, "scheduler.interval", lambda v: v in ("step", "epoch"), "step or epoch", optional=True)
+    _check(cfg, "data.augmentation", lambda v: v in ("none", "standard"), "choose none or standard", optional=True)
+    _check(cfg, "data.loader", lambda v: v in ("tensor", "dataloader"),
+           "choose tensor (fast, on-device) or dataloader (torch DataLoader with workers)", optional=True)
+    from runner.lr_find import lr_find_errors  # the LR finder's block: checked even when training
+
+    errors += lr_find_errors(cfg)
+    from runner.autotrainer import check_config
+
+    try:
+        check_config(cfg)
+    except UserError as exc:
+        errors.append(str(exc))
+    return errors

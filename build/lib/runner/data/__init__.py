@@ -1,1 +1,0 @@
-"""Datasets the runner builds from ``runner/conf/data/*.yaml``: tensors in memory, batched on the device."""

@@ -1,1 +1,0 @@
-"""Models the runner builds from ``runner/conf/model/*.yaml``."""
