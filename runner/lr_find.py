@@ -15,7 +15,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from diag.hooks import FitState
 from diag.lr_finder import ALIASES, METHODS, LearningRateFinder, cycle_batches
@@ -164,18 +164,8 @@ def train_command(overrides: list[str], lr: float) -> str:
     return " ".join(["python -m runner", *(shlex.quote(o) for o in keep), f"optimizer.lr={lr:.3g}"])
 
 
-def run(cfg: DictConfig, run_dir: Path) -> float:
-    """``python -m runner mode=lr_find``: range test on the configured setup; prints and returns the suggestion."""
-    from runner.train import build
-
-    build_finder(cfg)  # a bad lr_find block fails before any data is loaded
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.optimizer.lr == "auto":  # the finder sets the LR itself; don't run it twice
-        cfg = cfg.copy()
-        with open_dict(cfg):
-            cfg.optimizer.lr = float(cfg.lr_find.min_lr)
-    r = build(cfg, run_dir)
+def run(r: Run) -> float:
+    """``python -m runner mode=lr_find``: the range test on a built run; prints and returns the suggestion."""
     try:
         result = find(r)
     finally:
@@ -184,6 +174,6 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     print(f"suggested learning rate: {lr:.3g} (method: {result['method']}; "
           + ", ".join(f"{k} {v:.3g}" for k, v in result["suggestions"].items()) + ")")
     print(f"range test: {result['num_steps_run']} steps from {result['min_lr']:.1e}, {result['stop_reason']}")
-    print(f"plot: {run_dir / 'lr_find.png'}")
+    print(f"plot: {r.run_dir / 'lr_find.png'}")
     print(f"train with it: {train_command(task_overrides(), lr)}")
     return float(lr)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, compose_cfg, run_cli
 from omegaconf import OmegaConf
 from tbparse import SummaryReader
 
@@ -22,7 +23,6 @@ from runner.app import run
 from runner.autotrainer import AutoTrainer, Session, scale_lr
 from runner.errors import UserError
 from runner.schedulers import warmup_cosine
-from tests.conftest import ROOT, compose_cfg, run_cli
 
 DEFAULT = OmegaConf.load(ROOT / "runner" / "conf" / "autotrainer" / "default.yaml")
 

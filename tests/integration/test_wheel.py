@@ -7,11 +7,9 @@ import os
 import subprocess
 import sys
 import venv
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT
 
 
 @pytest.mark.slow

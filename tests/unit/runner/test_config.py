@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONF, compose_cfg
+from helpers import CONF, compose_cfg
 from hydra.utils import instantiate
 
 from runner.schedulers import build_scheduler

@@ -7,9 +7,9 @@ import re
 
 import pytest
 import torch
-from conftest import CONF, compose_cfg
+from helpers import CONF, compose_cfg
+from helpers.datasets import write_cifar10, write_cifar100, write_mnist
 from hydra.utils import instantiate
-from test_datasets import write_cifar10, write_cifar100, write_mnist
 
 from runner.app import run
 from runner.validation import validate

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

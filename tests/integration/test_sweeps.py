@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import yaml
-from conftest import run_cli
+from helpers import run_cli
 from tbparse import SummaryReader
 
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: extra threads only contend on a shared 2-core box
@@ -76,6 +76,7 @@ def test_basic_lr_sweep_runs_summarises_and_marks_divergence(tmp_path):
 
 @pytest.mark.slow
 def test_optuna_sweep_three_trials(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")  # an optional plugin (the sweep extra)
     proc = run_cli(["-m", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=3", *TINY], tmp_path,
                    env=SINGLE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -93,6 +94,7 @@ def test_optuna_sweep_three_trials(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_launcher_two_parallel_jobs(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")  # an optional plugin (the sweep extra)
     proc = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-3,1e-2", *TINY],
                    tmp_path, env=SINGLE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from helpers import run_cli
 from torch import nn
 
 from diag.hooks import EventLog, FitState, HookList

@@ -12,7 +12,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
+
+
+@pytest.fixture
+def bench_modules(monkeypatch):
+    """The bench scripts' folder on sys.path for this test only (the scripts import each other by name)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
 
 
 def _rows(text: str) -> list[list[str]]:
@@ -44,10 +50,9 @@ def test_overhead_quick_times_every_loop_on_both_workloads(tmp_path):
     assert list(tmp_path.iterdir()) == [out]  # run directories went to a temporary folder
 
 
-def test_lockstep_runs_the_partners_step_before_fetching_each_batch_and_times_both():
+def test_lockstep_runs_the_partners_step_before_fetching_each_batch_and_times_both(bench_modules):
     """One partner step per batch, and the batch fetched after it, right before the loop's own step
     (fetched before it, a hand loop measured 0.982 of an identical partner)."""
-    sys.path.insert(0, str(ROOT / "bench"))
     import overhead
 
     calls: list[str] = []
@@ -135,8 +140,7 @@ def test_autotrainer_quick_measures_the_data_ceiling_of_random_labels(tmp_path):
     assert list(tmp_path.iterdir()) == [out]
 
 
-def test_instructions_quick_counts_the_hand_loop_and_diag_off_on_both_workloads(tmp_path):
-    sys.path.insert(0, str(ROOT / "bench"))
+def test_instructions_quick_counts_the_hand_loop_and_diag_off_on_both_workloads(bench_modules, tmp_path):
     import instructions
 
     why_not = instructions.perf_works()
@@ -156,8 +160,7 @@ def test_instructions_quick_counts_the_hand_loop_and_diag_off_on_both_workloads(
     assert out.read_text().startswith("# bench/instructions.py") and list(tmp_path.iterdir()) == [out]
 
 
-def test_results_files_name_the_command_with_its_arguments_but_not_the_output_path():
-    sys.path.insert(0, str(ROOT / "bench"))
+def test_results_files_name_the_command_with_its_arguments_but_not_the_output_path(bench_modules):
     from results_file import command_line
 
     assert (command_line("overhead.py", ["--workloads", "cnn/synthetic28", "--out", "x.md", "--rounds", "20"])

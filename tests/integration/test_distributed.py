@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, compose_cfg, run_cli
+from helpers import ROOT, compose_cfg, run_cli
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -199,6 +199,7 @@ def test_ddp_strategy_without_torchrun_is_world_size_one(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep_of_ddp_jobs(tmp_path):
     """Each job of the sweep is a submitit job of 2 tasks: the SLURM path (ranks from submitit, no torchrun)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # an optional plugin (the sweep extra)
     res = run_cli(["-m", "hydra/launcher=slurm_local", "hydra.launcher.tasks_per_node=2",
                    *(o for o in PINNED if not o.startswith("optimizer.lr=")),
                    "optimizer.lr=1e-3,3e-3", "trainer.max_epochs=1"], tmp_path)

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_data_pipeline_bench_quick_prints_a_ratio_per_row(tmp_path):

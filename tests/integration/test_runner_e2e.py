@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import run_cli
+from helpers import run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 CONTRACT = [".hydra/config.yaml", ".hydra/overrides.yaml", "train_diagnostics.jsonl", "val_diagnostics.jsonl",

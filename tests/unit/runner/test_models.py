@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
+from helpers import compose_cfg, run_cli
 from hydra.utils import instantiate
 from torch import nn
 

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from helpers import run_cli
 from tbparse import SummaryReader
 
 from diag.lr_finder import LearningRateFinder, smooth_losses, valley_index

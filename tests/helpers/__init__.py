@@ -1,0 +1,40 @@
+"""What tests share: compose the real config tree, run the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from runner.conf_dir import CONF_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = Path(CONF_DIR)
+
+
+def compose_cfg(overrides: list[str] | None = None, tmp_path: Path | None = None) -> DictConfig:
+    """Compose ``runner/conf/config.yaml`` with overrides, as the CLI would (hydra node resolved for paths)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides or []))
+    with open_dict(cfg):
+        cfg.trainer.progress = False
+        if tmp_path is not None:
+            cfg.paths.log_dir = str(tmp_path)
+            cfg.paths.data_dir = str(tmp_path / "data")
+    return cfg
+
+
+def run_cli(args: list[str], tmp_path: Path, module: str = "runner", run_dir: Path | None = None,
+            timeout: float = 300, env: dict[str, str] | None = None, extra: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> ...`` for real with every output under ``tmp_path``."""
+    cmd = [sys.executable, "-m", module, *args]
+    if module == "runner" and extra:
+        cmd += [f"paths.log_dir={tmp_path}", "trainer.progress=false"]
+        if run_dir is not None:
+            cmd.append(f"hydra.run.dir={run_dir}")
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=full_env)
