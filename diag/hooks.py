@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import torch
 
@@ -32,7 +32,7 @@ class EventLog:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._fh = None
+        self._fh: TextIO | None = None
 
     def write(self, kind: str, **fields: Any) -> dict[str, Any]:
         record = {"kind": kind, "time": round(time.time(), 3), **fields}
@@ -165,6 +165,7 @@ class HookList(Hook):
                 named[name] = h
         self.named = named
         self.hooks = tuple(named.values())
+        self.unmatched: list[str] = []  # names of saved hook states the last load found no hook for
         self._on_batch_end = tuple(h.on_train_batch_end for h in self.hooks
                                    if type(h).on_train_batch_end is not Hook.on_train_batch_end)
 
@@ -198,8 +199,8 @@ class HookList(Hook):
         """Each hook's state under its name (hooks with nothing to keep are left out)."""
         return {name: sd for name, h in self.named.items() if (sd := h.state_dict())}
 
-    def load_state_dict(self, state: dict[str, Any]) -> list[str]:
-        """Give each hook its saved state; warn about saved states no hook takes. Returns those names.
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Give each hook its saved state; warn about saved states no hook takes (kept in ``unmatched``).
 
         A checkpoint written before hooks were named keys them ``"<index>:<class>"``; those are
         matched by class.
@@ -214,12 +215,11 @@ class HookList(Hook):
             elif type(h).__name__ in by_class:
                 h.load_state_dict(by_class[type(h).__name__])
                 used.update(k for k in state if k.endswith(":" + type(h).__name__))
-        unmatched = [k for k, v in state.items() if k not in used and v]
-        if unmatched:
+        self.unmatched = [k for k, v in state.items() if k not in used and v]
+        if self.unmatched:
             log.warning("resume: the checkpoint holds state for hook(s) %s, which this run does not have; "
                         "that state is not restored (run with the hooks it was saved with to keep it)",
-                        ", ".join(unmatched))
-        return unmatched
+                        ", ".join(self.unmatched))
 
 
 def finite_or_none(value: float) -> float | None:

@@ -73,6 +73,7 @@ def check(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     moments = {"train": _moments(train_loader, data.in_channels),
                "val": _moments(data.loader("val"), data.in_channels)}
     val_a, val_b = next(iter(data.loader("val")))[0], next(iter(data.loader("val")))[0]
+    assert data.val is not None, "setup() made the splits"
     probe = data.val.images[:64]
     train_view, val_view = _views(data, probe)
     changed = int((train_view != val_view).flatten(1).any(1).sum())

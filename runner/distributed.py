@@ -277,25 +277,24 @@ def broadcast_training_state(state: FitState) -> None:
     """
     if get_world_size() == 1:
         return
-    from diag.training_state import apply, capture
+    from diag.training_state import TrainingState, apply, capture
 
     with torch.no_grad():
         for tensor in state.model.state_dict().values():
             dist.broadcast(tensor, src=0)
-    rest = None
+    rest: tuple[TrainingState, float | None, tuple[bool, str]] | None = None
     if is_rank_zero():
         saved = capture(state.model, state.optimizer, state.scheduler, state.scaler)
         saved.model = {}  # the weights went by broadcast, in place
-        rest = {"training": saved,
-                "clip_max_norm": state.loop.clip_max_norm if state.loop is not None else None,
-                "stop": (state.stop_training, state.stop_reason)}
+        rest = (saved, state.loop.clip_max_norm if state.loop is not None else None,
+                (state.stop_training, state.stop_reason))
     rest = broadcast_object(rest)
-    if is_rank_zero():
+    if is_rank_zero() or rest is None:
         return
-    apply(rest["training"], None, state.optimizer, state.scheduler, state.scaler)
+    training, clip_max_norm, (state.stop_training, state.stop_reason) = rest
+    apply(training, None, state.optimizer, state.scheduler, state.scaler)
     if state.loop is not None:
-        state.loop.set_clip(rest["clip_max_norm"])
-    state.stop_training, state.stop_reason = rest["stop"]
+        state.loop.set_clip(clip_max_norm)
     state.lr = state.current_lr
 
 

@@ -29,9 +29,10 @@ def stop_on_signals(loop: Any) -> Iterator[None]:
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS}
 
-    def handler(signum: int, _frame) -> None:
-        loop.interrupted = signal.Signals(signum).name
-        signal.signal(signum, previous[signum])
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum)
+        loop.interrupted = name.name
+        signal.signal(name, previous[name])
 
     for s in SIGNALS:
         signal.signal(s, handler)

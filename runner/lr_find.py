@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,11 +84,11 @@ def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
     state.model.train()
 
     def step(lr: float) -> float:
-        for group in state.optimizer.param_groups:
+        for group in r.optimizer.param_groups:
             group["lr"] = lr
         x, y = next(batches)
         trainer.training_step(probe, x, y)
-        return float(probe.loss)  # one host read per step: the stop rule needs it
+        return probe.loss.item() if probe.loss is not None else math.nan  # one host read: the stop rule needs it
 
     try:
         return finder.range_test(step)
@@ -144,7 +145,8 @@ def auto_lr(r: Run) -> dict[str, Any]:
     result, data_rng = distributed.broadcast_object((result, generator.get_state() if generator else None))
     if generator is not None and data_rng is not None:
         generator.set_state(data_rng)
-    for group in r.state.optimizer.param_groups:
+    assert result is not None, "rank 0 found it"
+    for group in r.optimizer.param_groups:
         group["lr"] = result["suggested_lr"]
     return result
 

@@ -29,11 +29,15 @@ def final_metrics(state: FitState, best_val_loss: float) -> dict[str, Any]:
 
 
 def report_run(state: FitState, run_dir: Path, best_val_loss: float, completed: bool = True,
-               **extra: Any) -> dict[str, Any]:
+               interrupted: str | None = None, lr_finder: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the report from the state the hooks filled; rank 0 writes it into ``run_dir``."""
+    extra: dict[str, Any] = {"completed": completed}
+    if interrupted:
+        extra["interrupted"] = interrupted
+    if lr_finder:
+        extra["lr_finder"] = lr_finder
     report = build_report(issues=state.issues or [], metrics=final_metrics(state, best_val_loss),
-                          actions=state.actions, diagnosed=state.issues is not None, completed=completed,
-                          **extra)
+                          actions=state.actions, diagnosed=state.issues is not None, **extra)
     if state.is_rank_zero:
         write_report(run_dir, report)
     return report

@@ -44,7 +44,7 @@ def build_scheduler(cfg: DictConfig | None, optimizer: torch.optim.Optimizer, st
                     max_epochs: int) -> Any:
     """The torch scheduler of ``cfg.lr_scheduler`` for ``optimizer``, or None; the loop reads ``interval``/``monitor``."""
     node = cfg.get("lr_scheduler") if cfg is not None else None
-    if node is None:
+    if cfg is None or node is None:
         return None
     interval = cfg.get("interval", "epoch")
     factory = instantiate(node)

@@ -41,6 +41,8 @@ class Run:
     cfg: DictConfig
     run_dir: Path
     data: Any  # a runner.data.datamodule.ImageDataModule
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
     trainer: Trainer
     hooks: HookList
     state: FitState
@@ -71,7 +73,7 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
     chosen = None
     if distributed.is_rank_zero():
         chosen = str(continue_previous_run(cfg.trainer.get("resume"), Path(run_dir), Path(cfg.paths.log_dir)))
-    run_dir = Path(distributed.broadcast_object(chosen))
+    run_dir = Path(distributed.broadcast_object(chosen) or run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     r = build(cfg, run_dir, session)
     state, trainer = r.state, r.trainer
@@ -89,13 +91,12 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
             raise interrupted(state, trainer, r.hooks, run_dir)
         if r.world_size > 1:
             distributed.check_weights_in_sync(state.model)
-            distributed.check_lr_in_sync(state.optimizer)
+            distributed.check_lr_in_sync(r.optimizer)
         test = trainer.evaluate(state.model, r.data.loader("test", device=r.device, rank=r.rank,
                                                            world_size=r.world_size))
         state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
         r.hooks.on_fit_end(state)
-        report = report_run(state, run_dir, trainer.best_val_loss,
-                            **({"lr_finder": r.lr_finder} if r.lr_finder else {}))
+        report = report_run(state, run_dir, trainer.best_val_loss, lr_finder=r.lr_finder)
         state.events.write("fit_end", step=state.step, status=report["status"],
                            test_acc=report["metrics"].get("test_acc"))
         if state.writer is not None:
@@ -138,7 +139,8 @@ def build(cfg: DictConfig, run_dir: Path, session: Any = None) -> Run:
     state = FitState(model=model, optimizer=optimizer, run_dir=run_dir, num_classes=data.num_classes,
                      events=EventLog(run_dir / "events.jsonl" if rank == 0 else None),
                      generator=generator, is_rank_zero=rank == 0)
-    r = Run(cfg=cfg, run_dir=run_dir, data=data, trainer=trainer, hooks=HookList(), state=state,
+    r = Run(cfg=cfg, run_dir=run_dir, data=data, model=model, optimizer=optimizer, trainer=trainer,
+            hooks=HookList(), state=state,
             train_loader=train_loader, val_loader=val_loader, device=device, rank=rank, world_size=world_size)
     if auto_lr and payload is None:
         from runner.lr_find import auto_lr as find_lr  # the finder: only when asked for

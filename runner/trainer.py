@@ -113,6 +113,7 @@ class Trainer:
     def training_step(self, state: FitState, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Forward, backward, unscale, clip, step; returns the logits. Sets loss/grad_norm/step_skipped."""
         model, opt, scaler = state.model, state.optimizer, self.scaler
+        assert opt is not None, "FitState.optimizer is set by the task before fitting"
         forward = model if self.ddp_model is None else self.ddp_model
         with self._autocast():
             logits = forward(x)
@@ -178,10 +179,10 @@ class Trainer:
             count += len(y)
         model.train(was_training)
         # under DDP each rank saw its own strided shard: sums over ranks cover the split exactly once
-        loss_total, correct_total, count = distributed.sum_over_ranks(loss_sum, correct, count, device=self.device)
-        if count == 0:
+        loss_total, correct_total, total = distributed.sum_over_ranks(loss_sum, correct, count, device=self.device)
+        if total == 0:
             return {"loss": math.nan, "acc": math.nan}
-        return {"loss": loss_total / count, "acc": correct_total / count}
+        return {"loss": loss_total / total, "acc": correct_total / total}
 
     def fit(self, state: FitState, train_loader, val_loader, hooks: Hook) -> FitState:
         """Train until ``max_epochs``/``max_steps`` or a hook sets ``state.stop_training``."""
@@ -236,7 +237,7 @@ class Trainer:
                     self._fold_pending()
                     fold_at = seen + ACC_FOLD_SAMPLES
                 hooks.on_train_batch_end(state)
-                if self.progress and state.step % self.log_every_n_steps == 0:
+                if self.progress and state.step % self.log_every_n_steps == 0 and state.loss is not None:
                     batches.set_postfix(loss=f"{float(state.loss):.4f}", refresh=False)
                 signalled = self._stop_signal(sync=state.step % SIGNAL_SYNC_EVERY == 0)
                 if signalled or state.stop_training or (self.max_steps and state.step >= self.max_steps):
