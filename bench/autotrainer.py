@@ -11,7 +11,7 @@ over the healthy baseline's wall time; the actions taken; and, for a faulty
 case, its data ceiling (``bench/data_ceiling.py``: the best classical classifier
 fit on the very training examples the case trains on). A case whose ceiling is
 more than 2 points below the baseline is bounded by its data: no training repair
-can reach the baseline there. Targets (issue 6): at least 85% of faulty runs
+can reach the baseline there. Targets: at least 85% of faulty runs
 within 2 points of the baseline, time cost at most 1.5x on average, no action
 on a healthy run. Times are the fastest of ``--repeat`` interleaved runs (the
 machine is shared). ``--quick`` is a smoke test: 5 epochs, three cases unless ``--only``.

@@ -19,9 +19,8 @@ is marked "bounded by its data" when the best classical classifier fit on its ow
 training examples (``bench/data_ceiling.py``) tests more than 2 points below that
 bar: no training change can reach it there.
 
-These cases were first run after the rules were written; the misses they showed
-(the README lists them) were then fixed, so the suite is a regression check now,
-no longer unseen.
+The rules have been corrected on these cases' misses (the README lists them), so
+the suite is a regression check, not unseen data.
 """
 
 from __future__ import annotations

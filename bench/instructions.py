@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # user-space instructions: the kernel's share moves with page faults (glibc returns and re-maps the CNN's
 # activation buffers a varying number of times: 0.2-1.1 M faults in the same 50 steps), not with the loop
 EVENTS = {"instructions": "instructions:u", "cycles": "cycles"}
-# (short, long) steps per child: short is past the first steps' one-time costs; CNN steps are ~40 ms each
+# (short, long) steps per child: short is past the first steps' one-time costs; CNN steps are far longer than the MLP's
 STEPS = {"mlp/digits": (100, 1100), "cnn/synthetic28": (10, 50)}
 QUICK_STEPS = {"mlp/digits": (20, 120), "cnn/synthetic28": (3, 8)}
 QUICK_LOOPS = ("hand loop", "runner, diag=off")

@@ -141,10 +141,9 @@ class LockstepBatches:
                 self.partner_wall.append(wall_after - wall)
                 self.partner_cpu.append(cpu_after - cpu)
             started = (wall_clock(), cpu_clock())
-            # fetched right after the partner's step, as the partner fetches its own: with this loop's fetch
-            # right before the partner's step instead, a hand loop measured 0.982 of an identical partner.
-            # Not because its batch waited (a hand loop that fetches a batch ahead, as Lightning does,
-            # measures 1.004 here); the cause was not found
+            # fetched right after the partner's step, as the partner fetches its own: a fetch right before the
+            # partner's step makes a loop measure below an identical partner (not because its batch waits:
+            # fetching a batch ahead, as Lightning does, does not; the cause is not known)
             yield next(source)
 
     def rates(self, warmup: int, steps: int) -> dict[str, float]:
@@ -234,9 +233,8 @@ def runner_loop(parts: Run, batches: LockstepBatches, clip: float) -> None:
 
 # What importing Lightning sets in os.environ (noted by lightning_available, which then undoes it).
 # lightning_fabric sets PYTORCH_NVML_BASED_CUDA_CHECK=1, after which each torch.cuda.is_available() asks
-# NVML (~15 us instead of ~1 us here) and torch's optimizers ask several times per step: every loop in
-# the process would pay ~60-80 us per step (the MLP's hand loop ran at ~1280 steps/s instead of ~1425).
-# Only the Lightning rows run with it.
+# NVML, a much slower check than the default, and torch's optimizers ask several times per step: every
+# loop in the process would be slowed by it. Only the Lightning rows run with it.
 _LIGHTNING_ENV: dict[str, str] = {}
 
 
@@ -388,7 +386,7 @@ def verdicts(results: dict[str, dict[str, dict[str, list[float]]]], with_lightni
             if w in results:
                 got, wall = med(results[w][variant]["cpu_ratio"]), med(results[w][variant]["wall_ratio"])
                 out.append(f"- {label}, {w}: {got:.3f} (wall {wall:.3f}) -> {'met' if got >= minimum else 'MISSED'}")
-    if "cnn/synthetic28" in results:  # issue 4: what diag=default adds over diag=off, paired by round
+    if "cnn/synthetic28" in results:  # the <= 3% target: what diag=default adds over diag=off, paired by round
         res = results["cnn/synthetic28"]
         cost = med([o / d - 1 for d, o in zip(res["runner, diag=default"]["cpu_ratio"],
                                                res["runner, diag=off"]["cpu_ratio"])])
@@ -407,7 +405,7 @@ def verdicts(results: dict[str, dict[str, dict[str, list[float]]]], with_lightni
                 verdict = "met"
             elif d < 0 and wins <= 0.25 * len(diffs):
                 verdict = "MISSED"
-            else:  # ahead in some rounds, behind in others: the difference is below this machine's noise
+            else:  # ahead in some rounds, behind in others: the difference is below the measurement noise
                 verdict = "tie (ahead in too few rounds to call)"
             out.append(f"- (3) ahead of ({name}), {w}: {med(mine_rounds):.3f} vs {med(theirs_rounds):.3f}, "
                        f"ahead in {wins}/{len(diffs)} rounds, median paired difference {d:+.3f} -> {verdict}")

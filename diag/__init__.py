@@ -1,4 +1,4 @@
-"""Training diagnostics for any PyTorch loop: the seed toolkit, the diagnosis vocabulary and the hook protocol.
+"""Training diagnostics for any PyTorch loop: the documented toolkit API, the diagnosis vocabulary and the hook protocol.
 
 Names are imported on first use (PEP 562), so ``import diag`` stays cheap for
 the analyzer CLI, and ``LearningRateFinder`` resolves even though its module

@@ -54,7 +54,7 @@ class ActivationRecorder:
             out = out.detach()
             if relu_like:
                 # a unit fired if its largest output over the batch (and positions) is positive: one
-                # reduction pass, ~25x cheaper than (out > 0).any() on a conv map (a NaN channel counts
+                # reduction pass, far cheaper than (out > 0).any() on a conv map (no boolean map) (a NaN channel counts
                 # as silent, and findings after a blow-up are suppressed anyway)
                 fired = out.amax(dim=(0, *range(2, out.dim()))) > 0
                 prev = self.fired.get(name)

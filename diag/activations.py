@@ -1,9 +1,9 @@
-"""Activation health per layer: dead units, saturation, vanishing and exploding scale (seed 000/001).
+"""Activation health per layer: dead units, saturation, vanishing and exploding scale.
 
 Saturation depends on the activation function: only bounded ones saturate
 (sigmoid near 0 or 1, tanh near -1 or +1). Counting ``|x| > 0.99`` for a ReLU
-layer, as the seed did, calls every healthy unit with a large output
-saturated. The kind is given explicitly or inferred from the value range.
+layer would call every healthy unit with a large output saturated. The kind
+is given explicitly or inferred from the value range.
 
 A dead unit is one that never fires (never outputs a positive value) over the
 whole monitoring window, which is not the same as a layer with many zeros: a
@@ -25,7 +25,7 @@ from diag.gradient_stats import ArrayLike, as_numpy
 # Kinds of activation, by what their outputs can be.
 SIGMOID, TANH, RELU, UNBOUNDED = "sigmoid", "tanh", "relu", "unbounded"
 BOUNDED = (SIGMOID, TANH)
-SATURATION_MARGIN = 0.01  # within this of a bound counts as saturated (seed: |x| > 0.99)
+SATURATION_MARGIN = 0.01  # within this of a bound counts as saturated (for tanh: |x| > 0.99)
 
 _KIND_BY_NAME = {
     "sigmoid": SIGMOID, "hardsigmoid": SIGMOID, "logsigmoid": UNBOUNDED,
@@ -254,7 +254,7 @@ def detect_dead_neurons(activations: ArrayLike, threshold: float = 0.01) -> tupl
 
     ``activations`` is (batch, ...): every position after the batch axis is a
     neuron. A neuron is dead when ``|output| < threshold`` for all samples in
-    the batch (the seed's docstring: "always outputs near-zero"); a unit that
+    the batch (the documented definition: "always outputs near-zero"); a unit that
     fires for a few samples is alive, however rare.
     """
     values = as_numpy(activations).astype(np.float64, copy=False)

@@ -1,7 +1,7 @@
 """The fixed diagnosis vocabulary shared by the live diagnosis, the analyzer, the AutoTrainer and tests.
 
-Each code carries its meaning and the recommendations that go with it (seed
-002's symptom → fix table is the floor), and an :class:`Issue` is one finding.
+Each code carries its meaning and the recommendations that go with it, so every
+symptom found comes with its fixes, and an :class:`Issue` is one finding.
 """
 
 from __future__ import annotations

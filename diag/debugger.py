@@ -1,8 +1,8 @@
-"""One object that records loss, gradients and activations each step and reports on them (seed 000/001).
+"""One object that records loss, gradients and activations each step and reports on them (``TrainingDebugger``).
 
-``step`` accepts seed 000's ``step(step, loss, gradients, learning_rate,
-activations=None, val_loss=None)`` and seed 001's ``step(loss, gradients,
-activations, lr)``, positionally or by keyword.
+``step`` accepts both documented call forms, the step-first form ``step(step, loss,
+gradients, learning_rate, activations=None, val_loss=None)`` and the loss-first form
+``step(loss, gradients, activations, lr)``, positionally or by keyword.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class TrainingDebugger:
 
     @property
     def gradient_stats(self) -> list[GradientStats]:
-        """Seed 001's name for the recent gradient statistics."""
+        """The recent gradient statistics, under the name the loss-first API uses."""
         return list(self.gradient_history)
 
     def step(self, *args: Any, **kwargs: Any) -> None:
@@ -81,7 +81,7 @@ class TrainingDebugger:
             self.activation_monitor.record(name, act)
 
     def report(self) -> dict[str, Any]:
-        """Seed 000's report (status, issues, recommendations, gradient_healthy, activation_issues),
+        """The documented report (status, issues, recommendations, gradient_healthy, activation_issues),
         with activation findings folded into the codes and ``details`` carrying the evidence."""
         diagnosis = self.history.diagnose()
         recent = list(self.gradient_history)[-10:]

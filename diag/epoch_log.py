@@ -1,8 +1,17 @@
-"""Per-epoch JSONL diagnostics (seed 003 schema): ``train_diagnostics.jsonl`` and ``val_diagnostics.jsonl``.
+"""Per-epoch JSONL diagnostics: ``train_diagnostics.jsonl`` and ``val_diagnostics.jsonl``.
 
-One JSON object per epoch, flushed as written. Gradient-norm min/mean/max are
-accumulated on the device; the weight update ‖Δw‖/‖w‖ compares the weights
-with a copy taken at the start of the epoch.
+One JSON object per epoch, flushed as written. This is the per-epoch JSONL schema
+that ``diag analyze`` reads (non-finite values are written as ``null``):
+
+- train: ``epoch``, ``step`` (global step at the epoch's end), ``loss``, ``accuracy``,
+  ``learning_rate``, ``mean_grad_norm``, ``min_grad_norm``, ``max_grad_norm``,
+  ``weight_update_magnitude`` (‖Δw‖/‖w‖ over the epoch), ``num_batches``,
+  ``skipped_steps`` (cumulative), ``epoch_time``;
+- val: ``epoch``, ``step``, ``loss``, ``accuracy``.
+
+Readers also accept files without ``step``. Gradient-norm min/mean/max are
+accumulated on the device; the weight update compares the weights with a copy
+taken at the start of the epoch.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ class EpochJSONL(Hook):
     def on_train_batch_end(self, state: FitState) -> None:
         if self._start is None:
             self._begin_epoch(state)
-        # No device op per step (this used to be 9): keep the step's norm, reduce FOLD_EVERY of them at once.
+        # No device op per step (each costs a fixed launch overhead): keep the step's norm, reduce FOLD_EVERY at once.
         assert state.grad_norm is not None  # a train step sets it before this hook
         self._pending.append(state.grad_norm)
         if len(self._pending) >= FOLD_EVERY:
@@ -56,7 +65,7 @@ class EpochJSONL(Hook):
         self._batches += 1
 
     def _fold(self) -> None:
-        """Fold the pending per-step norms into ``_stats`` = [sum, min, max] (NaN/Inf propagate as before)."""
+        """Fold the pending per-step norms into ``_stats`` = [sum, min, max] (NaN/Inf propagate into them)."""
         if not self._pending:
             return
         v = torch.stack(self._pending).float()

@@ -1,4 +1,4 @@
-"""Global gradient statistics and clipping by global norm (seed 000 ``GradientStats``, ``clip_gradients``).
+"""Global gradient statistics and clipping by global norm (``GradientStats``, ``clip_gradients``).
 
 Everything here accepts NumPy arrays and torch tensors alike. Non-finite
 entries are counted, never folded into the other statistics: one NaN must not
@@ -18,7 +18,7 @@ import torch
 ArrayLike = Any  # np.ndarray | torch.Tensor | a number | a nested sequence of numbers
 G = TypeVar("G")
 
-# Thresholds of the seed's ``is_healthy`` (seed 000); shared with TrainingHistory's gradient rules.
+# Thresholds of the documented ``is_healthy``; shared with TrainingHistory's gradient rules.
 MAX_HEALTHY_NORM = 1000.0
 MIN_HEALTHY_NORM = 1e-8
 
@@ -110,7 +110,7 @@ class GradientStats:
         return self.norm
 
     def is_healthy(self) -> tuple[bool, list[str]]:
-        """``(healthy, messages)``: non-finite entries, or a norm outside [1e-8, 1000] (seed 000)."""
+        """``(healthy, messages)``: non-finite entries, or a norm outside [1e-8, 1000] (as documented)."""
         issues = []
         if self.num_nans > 0:
             issues.append(f"NaN gradients: {self.num_nans}")

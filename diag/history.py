@@ -1,7 +1,7 @@
-"""The per-step training record and the loss-curve diagnosis on it (seed 000/001 ``TrainingHistory``).
+"""The per-step training record and the loss-curve diagnosis on it (``TrainingHistory``).
 
-``record`` accepts both documented call forms: seed 000's
-``record(step, loss, grad_norm, lr, val_loss=None)`` and seed 001's
+``record`` accepts both documented call forms: the step-first form
+``record(step, loss, grad_norm, lr, val_loss=None)`` and the loss-first form
 ``record(loss, grad_norm, lr)`` (the step is then the next one). Validation
 losses are stored with the step they were recorded at (``val_step``), so the
 overfitting rule compares validation points with the training losses of the
@@ -60,8 +60,8 @@ def _rel(a: float, b: float) -> float:
 class TrainingHistory:
     """Metrics recorded every step, and the diagnosis of the curves they form.
 
-    ``lr`` (seed 001's field name) is an alias of ``learning_rate`` (seed 000),
-    both as a constructor argument and as an attribute.
+    ``lr`` (the loss-first API's field name) is an alias of ``learning_rate``
+    (the step-first API's), both as a constructor argument and as an attribute.
     """
 
     loss: list[float] = field(default_factory=list)
@@ -89,8 +89,8 @@ class TrainingHistory:
     def record(self, *args: Any, **kwargs: Any) -> None:
         """Record one training step, in either documented form.
 
-        Seed 000: ``record(step, loss, grad_norm, lr, val_loss=None)``;
-        seed 001: ``record(loss, grad_norm, lr)``. Keywords work in both
+        Step-first: ``record(step, loss, grad_norm, lr, val_loss=None)``;
+        loss-first: ``record(loss, grad_norm, lr)``. Keywords work in both
         (``learning_rate=`` is accepted for ``lr``). Without a step, the step
         is one past the last recorded one.
         """
@@ -353,9 +353,9 @@ class TrainingHistory:
         return sorted(found, key=lambda i: i.severity != "critical")
 
     def diagnose(self) -> dict[str, Any]:
-        """``{'status', 'issues', 'recommendations', 'details'}`` (seed 000's shape, plus evidence).
+        """``{'status', 'issues', 'recommendations', 'details'}`` (the documented shape, plus evidence).
 
-        ``issues`` is the list of codes (as in the seed), ``recommendations``
+        ``issues`` is the list of codes (as documented), ``recommendations``
         the fixes from :data:`diag.codes.CODES` for them, ``details`` one
         :meth:`Issue.to_dict` per code with severity, first step and evidence.
         """
@@ -419,6 +419,6 @@ def _set_lr(self: TrainingHistory, value: Sequence[float]) -> None:
 
 
 # Installed after the dataclass is built: ``lr`` is an init-only argument of the
-# constructor and, on instances, an alias of ``learning_rate`` (seed 001's name).
+# constructor and, on instances, an alias of ``learning_rate`` (the loss-first API's name).
 # setattr: to the type checker the class has ``lr`` only as the InitVar, not as an attribute.
-setattr(TrainingHistory, "lr", property(_get_lr, _set_lr, doc="Alias of learning_rate (seed 001's field name)."))  # noqa: B010
+setattr(TrainingHistory, "lr", property(_get_lr, _set_lr, doc="Alias of learning_rate (the loss-first API's field name)."))  # noqa: B010

@@ -1,8 +1,8 @@
-"""Weight scale at initialisation versus He and Xavier for each layer's fan-in (seed 000/001).
+"""Weight scale at initialisation versus He and Xavier for each layer's fan-in.
 
 Fan-in follows torch's layout: a ``Linear`` weight is (out, in) and a conv
 weight (out, in/groups, *kernel), so fan-in is ``shape[1]`` times the kernel
-size. The seed took ``shape[0]``, the fan-out of a torch layer, which makes
+size. ``shape[0]`` is the fan-out of a torch layer, so taking it would make
 the expected scale wrong whenever a layer is not square. Matrices used as
 ``x @ W`` (in, out) can be checked with ``layout="in_out"``.
 """

@@ -7,15 +7,15 @@ EMA, the test stops once the smoothed loss exceeds ``diverge_factor`` × its bes
 first and last points skipped, as the public finders do:
 
 - ``valley`` (fastai's default): the middle-left of the longest descending run;
-- ``steepest`` (the seed's rule): the steepest negative slope, moved a tenth of
+- ``steepest`` (the classic range-test rule): the steepest negative slope, moved a tenth of
   the curve to the left as a safety margin;
 - ``min10`` (also ``minimum/10``, the default): a tenth of the LR at the lowest
-  loss. On ``bench/lr_finder.py``'s three tasks it was the most reliable rule
+  loss. On ``bench/lr_finder.py``'s three tasks it is the most reliable rule
   (98.9-99.6% of a grid's best accuracy, against 95-98% for ``valley``, which
   lands early when the model learns during the test, and a miss for
   ``steepest``, which the smoothing lag can push past the minimum).
 
-Two entry points: the seed's ``range_test(train_fn)`` where ``train_fn(lr)``
+Two entry points: the documented ``range_test(train_fn)`` where ``train_fn(lr)``
 takes one step and returns the loss, and :meth:`LearningRateFinder.range_test_torch`
 which drives a model and optimizer itself and then restores their state (and the
 scaler's, the RNGs' and the gradients'), so the caller's model is untouched.
@@ -71,7 +71,7 @@ def valley_index(losses: np.ndarray) -> int:
 
 
 def steepest_index(lrs: np.ndarray, losses: np.ndarray) -> int:
-    """The seed's rule: steepest descent in log-LR, minus a tenth of the curve for safety."""
+    """The classic rule: steepest descent in log-LR, minus a tenth of the curve for safety."""
     grads = np.gradient(losses, np.log(lrs))
     return max(0, int(np.argmin(grads)) - len(losses) // 10)
 
@@ -145,9 +145,9 @@ class LearningRateFinder:
             return True
         return False
 
-    # -- seed API ------------------------------------------------------------
+    # -- documented public API ------------------------------------------------
     def range_test(self, train_fn: Callable[[float], float] | None = None, **torch_kwargs: Any) -> dict[str, Any]:
-        """Run the test with ``train_fn(lr) -> loss`` (seed API), or in torch mode given ``model=...`` etc."""
+        """Run the test with ``train_fn(lr) -> loss`` (documented API), or in torch mode given ``model=...`` etc."""
         if train_fn is None:
             return self.range_test_torch(**torch_kwargs)
         if torch_kwargs:
@@ -229,7 +229,7 @@ class LearningRateFinder:
         return start, end
 
     def suggest(self, method: str | None = None) -> dict[str, Any]:
-        """``{'lr', 'index', 'method'}`` for one rule; fewer than 10 points falls back to ``10 * min_lr`` (seed)."""
+        """``{'lr', 'index', 'method'}`` for one rule; fewer than 10 points falls back to ``10 * min_lr`` (as documented)."""
         name = canonical_method(method or self.method)
         if len(self.losses) < 10:
             return {"lr": self.min_lr * 10, "index": None, "method": "fallback (fewer than 10 points)"}
@@ -248,7 +248,7 @@ class LearningRateFinder:
         return {"lr": float(lr), "index": start + i, "method": name}
 
     def result(self) -> dict[str, Any]:
-        """The seed's ``suggested_lr``/``lrs``/``losses`` plus which method chose it, every rule's answer and why it stopped."""
+        """The documented ``suggested_lr``/``lrs``/``losses`` plus which method chose it, every rule's answer and why it stopped."""
         chosen = self.suggest()
         self._result = {
             "suggested_lr": chosen["lr"],

@@ -1,8 +1,8 @@
 """Turn what a run left behind into a :class:`~diag.series.RunSeries`, whoever wrote it.
 
-Three inputs are understood: a run directory (DESIGN.md: ``train_diagnostics.jsonl``,
+Three inputs are understood: a run directory (``train_diagnostics.jsonl``,
 ``val_diagnostics.jsonl``, ``tb/``, ``report.json``, ``events.jsonl``, ``.hydra/``), a
-single per-epoch JSONL file (seed 003 schema) and a folder of TensorBoard event files,
+single file in the per-epoch JSONL schema (see ``diag/epoch_log.py``) and a folder of TensorBoard event files,
 including ones written by other tools (a tag map says which tag plays which role;
 the defaults know the runner's tags and PyTorch Lightning's usual names).
 
@@ -219,7 +219,7 @@ def iter_jsonl(path: Path, result: ReadResult, name: str | None = None) -> Itera
     result.skip(name, bad)
 
 
-# Seed 003 names first, then the names other collectors use for the same quantity.
+# The per-epoch JSONL schema's names first (diag/epoch_log.py), then the names other collectors use for the same quantity.
 _TRAIN_FIELDS: dict[str, tuple[str, ...]] = {
     "loss": ("loss", "train_loss"),
     "acc": ("accuracy", "acc", "train_accuracy", "train_acc"),
@@ -729,7 +729,7 @@ def _read_events(path: Path, result: ReadResult) -> None:
 
 
 def read_run_dir(run: Path, tag_map: dict[str, str] | None = None) -> ReadResult:
-    """A run directory as DESIGN.md lays it out; each part is optional."""
+    """A run directory as the runner writes it; each part is optional."""
     result = ReadResult("run_dir", run)
     s = result.series
     rows = _read_epoch_file(run / TRAIN_JSONL, _TRAIN_FIELDS, result, TRAIN_JSONL) \
@@ -770,7 +770,7 @@ def read_run_dir(run: Path, tag_map: dict[str, str] | None = None) -> ReadResult
 
 
 def is_run_dir(path: Path) -> bool:
-    """A directory laid out as DESIGN.md's run directory (any of its files will do)."""
+    """A directory laid out as a runner's run directory (any of its files will do)."""
     return any((path / n).exists() for n in (TRAIN_JSONL, VAL_JSONL, "report.json", "events.jsonl", "tb"))
 
 

@@ -1,6 +1,6 @@
 """The final report of a run: ``report.json`` for tools and ``report.md`` for people.
 
-Shape (DESIGN.md)::
+Shape::
 
     {"status": "healthy|warning|critical",
      "issues": [{"code", "severity", "first_step", "evidence", "recommendations"}],

@@ -51,8 +51,8 @@ class RunSeries:
     def to_dict(self) -> dict:
         """Plain lists, dicts and numbers (``torch.load(weights_only=True)`` reads them back); a copy.
 
-        ``dataclasses.asdict`` deep-copies float by float: 7 ms per checkpoint after 300 short epochs,
-        growing with the run. Copying each list whole costs a small fraction of that.
+        ``dataclasses.asdict`` deep-copies float by float, a cost per checkpoint that grows with the
+        run. Copying each list whole costs a small fraction of that.
         """
         def copy(v):
             if isinstance(v, list):

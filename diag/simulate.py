@@ -1,4 +1,4 @@
-"""Synthetic training runs with a known problem, to exercise the diagnosis (seed 001 ``simulate_training``).
+"""Synthetic training runs with a known problem, to exercise the diagnosis (``simulate_training``).
 
 Each curve starts at ln(10), the cross-entropy of a 10-class model at chance,
 and carries multiplicative minibatch noise. Shapes are laid out in fractions

@@ -16,7 +16,7 @@ from diag.hooks import FitState, Hook
 def write_scalars(writer, scalars: dict[str, float], step: int, walltime: float | None = None) -> None:
     """Write several scalars of one step as ONE TensorBoard event (a Summary with a value per tag).
 
-    ``add_scalar`` builds, serialises and queues an event per tag (~20 us each on CPU); one event
+    ``add_scalar`` builds, serialises and queues an event per tag; one event
     holding all the values costs about as much as a single one, and every reader (TensorBoard,
     its EventAccumulator, tbparse) sees the same tags and values. Writers other than torch's
     ``SummaryWriter`` get plain ``add_scalar`` calls.
@@ -81,9 +81,9 @@ class TensorBoardScalars(Hook):
 
         One ``stack().tolist()`` per ``write_every`` intervals is the only host read. The writer's
         thread serialises each event in Python (pure-Python CRC, an open/append/close per record);
-        left to run beside the loop it fights it for the GIL at every torch op, which cost 1.4% of a
-        small MLP's step at every_n_steps=10. ``flush()`` lets it run alone for those ~0.3 ms per
-        ``write_every`` intervals instead: 0.5% (measured on ``bench/overhead.py``'s MLP loops).
+        left to run beside the loop it fights it for the GIL at every torch op. ``flush()`` lets it
+        run alone once per ``write_every`` intervals instead, which costs the loop less (compare on
+        ``bench/overhead.py``'s MLP loops).
         """
         if not self._intervals:
             return

@@ -31,10 +31,9 @@ log = logging.getLogger(__name__)
 AUTOCAST_DTYPES = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _FULL_PRECISION = contextlib.nullcontext()
 # Train loss/accuracy are buffered per step and summed once this many samples are waiting (see
-# Trainer._fold_pending): its ~10 small ops cost ~190 us on a 2-core EPYC whatever their size. Folding
-# every 16 steps of bench/overhead.py's batch-64 MLP left diag=off at 0.975 of the hand loop; every 64
-# steps (4096 samples), 0.980 (11 lockstep rounds each). Bounded by samples, not steps, so the logits
-# held stay small (4096 x classes floats) whatever the batch size.
+# Trainer._fold_pending): its ~10 small ops cost the same whatever their size, so folding rarely keeps
+# their share of a step small. Bounded by samples, not steps, so the logits held stay small
+# (4096 x classes floats) whatever the batch size.
 ACC_FOLD_SAMPLES = 4096
 # Under DDP the ranks agree every this many steps (and at each epoch's end) whether any of them got
 # SIGINT/SIGTERM, so all stop after the same step instead of one waiting in an all-reduce for the other.
@@ -42,7 +41,7 @@ SIGNAL_SYNC_EVERY = 8
 
 
 def _duration(seconds: float) -> str:
-    """Epoch time as a person reads it: ``45ms`` for tiny epochs (``0.0s`` looked like a broken clock), ``12.3s``."""
+    """Epoch time as a person reads it: ``45ms`` for tiny epochs (``0.0s`` would look like a broken clock), ``12.3s``."""
     return f"{seconds * 1e3:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
 
 
@@ -229,7 +228,7 @@ class Trainer:
                 state.lr = state.current_lr
                 # train loss/accuracy: buffered, and summed in one go every ACC_FOLD_SAMPLES samples (why:
                 # see there). Detached: buffered logits would otherwise keep each step's autograd graph
-                # alive until the fold (~2% of an MLP step)
+                # alive until the fold
                 pending.append((state.loss, logits.detach(), y))
                 seen += n
                 acc[2] = seen

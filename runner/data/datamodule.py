@@ -8,8 +8,8 @@ loaders: the fast on-device :class:`~runner.data.loader.TensorLoader`
 (``loader: tensor``) or the classic torch ``DataLoader`` over torchvision
 datasets with transforms (``loader: dataloader``).
 
-Seed 003's transform-separation fix is a rule here: validation is carved out of
-the training files, but only the ``train`` loader ever gets augmentation (the
+Validation is never augmented: it is carved out of the training files, but
+only the ``train`` loader ever gets augmentation (the
 classic path builds a separate dataset instance with evaluation transforms).
 """
 
@@ -265,7 +265,7 @@ class ImageDataModule:
         """The split as rows of a torchvision dataset, with this split's labels (noisy ones for train).
 
         Train and validation read the same files through separate dataset instances, so the
-        train transform (with augmentation) can never leak into validation (seed 003).
+        train transform (with augmentation) can never leak into validation.
         """
         from runner.data.dataloader_path import IndexedDataset
 

@@ -19,8 +19,8 @@ def single_thread(enabled: bool = True) -> Iterator[None]:
     """Run the enclosed CPU tensor ops on one intra-op thread, then restore the thread count.
 
     Assembling a batch (gather, crop, normalise) is small and memory-bound: fanning it out
-    over OpenMP threads saves little on an idle machine and costs 10x or more when the cores
-    are shared (threads spin at barriers), so the CPU fast path keeps it on one thread and
+    over OpenMP threads saves little on an idle machine and costs many times more when the
+    cores are shared (threads spin at barriers), so the CPU fast path keeps it on one thread and
     leaves every thread to the model.
     """
     previous = torch.get_num_threads()
@@ -101,8 +101,8 @@ class TensorLoader:
 
     def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # index_select copies whole rows (memcpy); ``images[idx]`` goes through the generic
-        # element-wise indexing kernel and is ~20x slower on CPU. Likewise float().mul_().sub_()
-        # beats a broadcast addcmul by ~3x.
+        # element-wise indexing kernel and is much slower on CPU. Likewise float().mul_().sub_()
+        # beats a broadcast addcmul.
         x = self.images.index_select(0, idx)
         if self.augment is not None:
             x = self.augment(x, self.generator)

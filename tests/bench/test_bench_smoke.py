@@ -52,7 +52,7 @@ def test_overhead_quick_times_every_loop_on_both_workloads(tmp_path):
 
 def test_lockstep_runs_the_partners_step_before_fetching_each_batch_and_times_both(bench_modules):
     """One partner step per batch, and the batch fetched after it, right before the loop's own step
-    (fetched before it, a hand loop measured 0.982 of an identical partner)."""
+    (fetched before it, a loop measures below an identical partner)."""
     import overhead
 
     calls: list[str] = []

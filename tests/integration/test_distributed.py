@@ -417,7 +417,7 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
         rank1 = _worker_with_rank(proc.pid, 1)
         assert rank1 is not None
         os.kill(rank1, signal.SIGTERM)
-        out, _ = proc.communicate(timeout=90)  # the old behaviour: rank 0 waited in an all-reduce
+        out, _ = proc.communicate(timeout=90)  # a timeout here: rank 0 waits in an all-reduce for the stopped rank
     finally:
         if proc.poll() is None:
             proc.kill()

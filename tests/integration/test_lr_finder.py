@@ -1,4 +1,4 @@
-"""The LR range test: seed API, torch mode with state restored, divergence stop, the runner's lr_find and lr=auto."""
+"""The LR range test: documented API, torch mode with state restored, divergence stop, the runner's lr_find and lr=auto."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-# -- seed API -------------------------------------------------------------------
+# -- documented API ---------------------------------------------------------------
 def quadratic_train_fn(curvatures: np.ndarray):
     """One gradient step on 0.5 * sum(h * w^2) per call: stable below lr = 2 / max(h), explosive above."""
     state = {"w": np.full_like(curvatures, 3.0)}
@@ -70,7 +70,7 @@ def test_seed_api_rules_on_a_known_curve():
         assert results[method]["method"] == method
     lr_min = lrs[np.argmin(curve)]
     assert results["min10"]["suggested_lr"] == pytest.approx(lr_min / 10, rel=0.05)
-    # steepest descent is at 1e-2; the seed's margin moves it left by a tenth of the curve (~0.8 decades)
+    # steepest descent is at 1e-2; the steepest rule's margin moves it left by a tenth of the curve (~0.8 decades)
     assert 1e-3 < results["steepest"]["suggested_lr"] < 1e-2
     # the curve falls all the way from the first kept point (skip_start = 20) to its minimum, so
     # valley lands halfway along that descent in log-LR

@@ -1,4 +1,4 @@
-"""``diag analyze``: run directories, seed-003 JSONL, TensorBoard logs from the runner and from
+"""``diag analyze``: run directories, per-epoch JSONL files, TensorBoard logs from the runner and from
 Lightning-style writers, exit codes, and garbage input that must end in a report or a clean error."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def write_jsonl(path: Path, records: list[dict], extra: list[bytes] = ()) -> Pat
 
 
 def seed_records(n: int = 12, lr_drops: tuple[int, ...] = (4, 8), batches: int = 50) -> list[dict]:
-    """Seed 003 schema (no ``step`` key): a steadily improving run whose LR drops 10x at the given epochs."""
+    """The per-epoch JSONL schema without its optional ``step`` key: a steadily improving run whose LR drops 10x at the given epochs."""
     out, lr = [], 0.1
     for e in range(n):
         if e in lr_drops:

@@ -1,6 +1,9 @@
-"""Each detector on synthetic inputs with a known answer, its negative case, and the seed defects fixed.
+"""Each detector on synthetic inputs with a known answer, its negative case, and four naive-rule defects.
 
-The four seed defects (issue 4) each have a regression test named ``test_seed_defect_*``.
+Four naive rules give wrong answers: overfitting windows counted in validation points but taken
+from the first training steps, the minimum of an empty array on all-zero gradients, ``|x| > 0.99``
+called saturation on a ReLU, and ``shape[0]`` (a torch layer's fan-out) taken as fan-in. Each has a
+regression test named ``test_seed_defect_*`` showing the naive rule's answer and the right one.
 """
 
 from __future__ import annotations
@@ -45,11 +48,11 @@ def _codes(h: TrainingHistory) -> list[str]:
 
 def test_record_accepts_every_documented_call_form():
     h = TrainingHistory()
-    h.record(0, 2.0, 1.0, 0.1)  # seed 000 positional
-    h.record(5, 1.9, 1.0, 0.1, 1.95)  # seed 000 with val_loss
-    h.record(1.8, 1.0, 0.1)  # seed 001 positional: next step
+    h.record(0, 2.0, 1.0, 0.1)  # step-first, positional
+    h.record(5, 1.9, 1.0, 0.1, 1.95)  # step-first with val_loss
+    h.record(1.8, 1.0, 0.1)  # loss-first, positional: next step
     h.record(7, loss=1.7, grad_norm=1.0, lr=0.1)  # step positional, rest by keyword
-    h.record(1.6, 1.0, lr=0.1, step=9)  # seed 001 order with a keyword step
+    h.record(1.6, 1.0, lr=0.1, step=9)  # loss-first order with a keyword step
     h.record(loss=torch.tensor(1.5), grad_norm=np.float32(1.0), learning_rate=0.1)
     assert h.step == [0, 5, 6, 7, 9, 10]
     assert h.loss == [2.0, 1.9, 1.8, 1.7, 1.6, 1.5]
@@ -170,9 +173,9 @@ def test_no_overfitting_when_validation_follows_training_down():
 def test_seed_defect_overfitting_aligns_validation_with_the_steps_it_was_recorded_at():
     """Train and validation both fall, then both rise (instability, not overfitting).
 
-    The seed compared ``loss[:n//4]`` and ``loss[-n//4:]`` with n = number of
+    The naive rule compares ``loss[:n//4]`` and ``loss[-n//4:]`` with n = number of
     validation points: the first 5 *steps* (the untrained model) against the
-    last 5, so it saw "train fell" and called this overfitting.
+    last 5, so it sees "train fell" and calls this overfitting.
     """
     def curve(s):
         return 2.3 * math.exp(-s / 30) + 0.5 + (s - 500) / 500 if s > 500 else 2.3 * math.exp(-s / 30) + 0.5
@@ -190,7 +193,7 @@ def test_seed_defect_overfitting_aligns_validation_with_the_steps_it_was_recorde
 
 
 def test_overfitting_with_few_validation_points_once_per_epoch():
-    """Ten epochs of 100 steps: the seed needed 20 validation points and never looked."""
+    """Ten epochs of 100 steps: few validation points are still enough to judge overfitting."""
     loss = [2.0 / (1 + i / 50) for i in range(1000)]
     val = {99: 1.0, 199: 0.8, 299: 0.7, 399: 0.72, 499: 0.78, 599: 0.85, 699: 0.9, 799: 0.97, 899: 1.05, 999: 1.1}
     issue = _history(loss, val=val).detect_overfitting()
@@ -246,7 +249,7 @@ def test_gradient_stats_known_values():
 
 def test_seed_defect_min_val_on_all_zero_gradients():
     zeros = [np.zeros((4, 4)), np.zeros(4)]
-    with pytest.raises(ValueError):  # what the seed did: min of an empty array
+    with pytest.raises(ValueError):  # the naive rule: min of an empty array
         np.min(np.abs(np.concatenate([g.ravel() for g in zeros])[np.concatenate([g.ravel() for g in zeros]) != 0]))
     stats = GradientStats.from_gradients(zeros)
     assert stats.min_val == 0.0 and stats.norm == 0.0 and stats.num_zeros == 20
@@ -329,7 +332,7 @@ def test_seed_defect_relu_with_large_outputs_is_not_saturated():
     rng = np.random.default_rng(0)
     batches = [np.maximum(0.0, rng.normal(0.0, 5.0, (64, 32))) for _ in range(5)]
     seed_ratio = np.mean([np.mean(np.abs(b) > 0.99) for b in batches])
-    assert seed_ratio > 0.1  # the seed would report "Saturated"
+    assert seed_ratio > 0.1  # the naive |x| > 0.99 rule would report "Saturated"
     for activation in (None, "relu", nn.ReLU()):
         monitor = _monitor_with("fc", batches, activation)
         assert monitor.diagnose() == {}
@@ -371,7 +374,7 @@ def test_dead_units_are_units_that_never_fire_not_zero_ratio():
     rng = np.random.default_rng(0)
     # Half the values are zero at any moment, yet every unit fires for some inputs: healthy.
     busy = [np.maximum(0.0, rng.normal(-0.2, 1.0, (64, 40))) for _ in range(5)]
-    assert np.mean([np.mean(b == 0) for b in busy]) > 0.5  # the seed's zero-ratio test says "Dead"
+    assert np.mean([np.mean(b == 0) for b in busy]) > 0.5  # a zero-ratio test would say "Dead"
     assert _monitor_with("fc", busy).diagnose() == {}
     # 30 of 40 units never fire: exactly 75% dead.
     dead = [b.copy() for b in busy]
@@ -423,7 +426,7 @@ def test_detect_dead_neurons_known_counts_and_negative():
     acts = np.ones((200, 10))
     acts[:, :3] = 0.0
     acts[:, 3] = 0.0
-    acts[0, 3] = 1.0  # fires for one sample out of 200: alive (the seed's mean 0.005 < 0.01 called it dead)
+    acts[0, 3] = 1.0  # fires for one sample out of 200: alive (a mean test, 0.005 < 0.01, would call it dead)
     assert detect_dead_neurons(acts, threshold=0.01) == (3, 0.3)
     assert detect_dead_neurons(torch.from_numpy(acts), threshold=0.01) == (3, 0.3)
     assert detect_dead_neurons(np.ones((5, 4))) == (0, 0.0)
@@ -440,7 +443,7 @@ def test_seed_defect_fan_in_of_a_torch_linear_weight():
     layer = nn.Linear(784, 10)  # weight shape (10, 784): fan-in is 784
     w = layer.weight.detach().numpy()
     seed_expected = math.sqrt(2.0 / w.shape[0])
-    assert w.std() < 0.1 * seed_expected  # the seed called torch's default init "too_small"
+    assert w.std() < 0.1 * seed_expected  # fan-in = shape[0] calls torch's default init "too_small"
     result = check_initialization([layer.weight])
     entry = result["layers"][0]
     assert (entry["fan_in"], entry["fan_out"]) == (784, 10)
@@ -474,7 +477,7 @@ def test_check_initialization_too_small_too_large_and_biases():
 
 def test_check_initialization_in_out_layout_and_tensor_equals_array():
     rng = np.random.default_rng(0)
-    w_in_out = rng.normal(0, math.sqrt(2.0 / 784), (784, 10))  # x @ W, as in seed 002's NumPy MLP
+    w_in_out = rng.normal(0, math.sqrt(2.0 / 784), (784, 10))  # x @ W, as a NumPy MLP lays out its weights
     assert check_initialization([w_in_out], layout="in_out")["layers"][0]["fan_in"] == 784
     assert check_initialization([w_in_out])["layers"][0]["fan_in"] == 10
     a = check_initialization([w_in_out.T])

@@ -328,7 +328,7 @@ def test_series_to_dict_equals_asdict_is_a_copy_and_loads_with_weights_only(tmp_
 
 @pytest.mark.parametrize("layer_steps", [[25], [25, 50, 75]])
 def test_summary_heat_map_of_a_short_run_draws_without_warnings(tmp_path, layer_steps):
-    """A run with one per-layer sample (two epochs of digits) used to set identical x limits."""
+    """A run with one per-layer sample (two epochs of digits) must not set identical x limits (a warning)."""
     import warnings
 
     from diag.summary_plot import plot_summary

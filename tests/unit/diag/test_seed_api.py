@@ -1,4 +1,7 @@
-"""The usage documented in seeds 000 and 001 runs as written, from the package top level."""
+"""The documented public API (both call forms) runs as written, from the package top level.
+
+``seed_000``/``seed_001`` in test names: the step-first and the loss-first call forms.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from diag import (
 
 
 class SoftmaxRegression:
-    """A NumPy model with the seed's ``train_step(x, y) -> (loss, gradients)``."""
+    """A NumPy model with the ``train_step(x, y) -> (loss, gradients)`` the usage example assumes."""
 
     def __init__(self, n_in: int, n_classes: int, rng: np.random.Generator) -> None:
         self.W = rng.normal(0.0, math.sqrt(2.0 / n_in), (n_in, n_classes))
@@ -63,7 +66,7 @@ def _blobs(rng: np.random.Generator, n: int = 2048, batch: int = 32) -> list[tup
 
 
 def test_debugger_usage_example_runs_as_written(capsys):
-    """Seed 000's "Usage Example" loop, verbatim apart from the model and optimizer it assumes."""
+    """The documented ``TrainingDebugger`` usage loop, verbatim apart from the model and optimizer it assumes."""
     rng = np.random.default_rng(0)
     dataloader = _blobs(rng)
     model = SoftmaxRegression(8, 4, rng)
@@ -79,7 +82,7 @@ def test_debugger_usage_example_runs_as_written(capsys):
             gradients=gradients,
             learning_rate=optimizer.lr,
         )
-        if step % 100 == 0:  # noqa: SIM102 (the seed text, verbatim)
+        if step % 100 == 0:  # noqa: SIM102 (the documented usage loop, verbatim)
             if not debugger.quick_check():
                 report = debugger.report()
                 print(f"Issues detected: {report['issues']}")
@@ -109,7 +112,7 @@ def test_debugger_quick_check_trips_on_nan_and_report_says_why():
 
 
 def test_debugger_step_in_seed_001_form_with_torch_tensors():
-    """Seed 001: ``step(loss, gradients, activations, lr)``, positionally and by keyword."""
+    """The loss-first form ``step(loss, gradients, activations, lr)``, positionally and by keyword."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
@@ -144,7 +147,7 @@ def test_training_history_seed_000_record_and_diagnose():
 
 
 def test_training_history_seed_001_form():
-    """Seed 001's dataclass has ``lr``; ``record(loss, grad_norm, lr)``; ``smoothed_loss``; ``detect_plateau``."""
+    """The loss-first API's dataclass has ``lr``; ``record(loss, grad_norm, lr)``; ``smoothed_loss``; ``detect_plateau``."""
     history = TrainingHistory()
     for i in range(200):
         history.record(2.0 if i < 20 else 1.0, 0.5, 0.01)
@@ -216,7 +219,7 @@ def test_simulate_training_seed_001_signature():
 
 
 def test_learning_rate_finder_seed_range_test():
-    """Seed 000's ``range_test(train_fn)`` on a loss that is best near lr = 1e-2 and explodes above 1."""
+    """The documented ``range_test(train_fn)`` on a loss that is best near lr = 1e-2 and explodes above 1."""
     def train_fn(lr: float) -> float:
         return 1.0 + (math.log10(lr) + 2.0) ** 2 if lr < 1.0 else 1e6
 

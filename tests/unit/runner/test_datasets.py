@@ -129,7 +129,7 @@ def test_both_paths_shard_identically_across_ranks(tmp_path):
     assert len(seen[0]) == len(seen[1])
 
 
-# -- seed 003: validation and test are never augmented ----------------------------------
+# -- validation and test are never augmented --------------------------------------------
 
 
 @pytest.mark.parametrize("loader_kind", ["tensor", "dataloader"])
