@@ -90,6 +90,9 @@ class Trainer:
         self.ddp_model: torch.nn.Module | None = None
 
     # -- one step ------------------------------------------------------------
+    def set_clip(self, max_norm):
+        self.clip_max_norm = max_norm
+
     def attach(self, model: torch.nn.Module) -> None:
         """Note what every step needs of the model and the process group, once rather than per step."""
         self._params = [p for p in model.parameters() if p.requires_grad]
