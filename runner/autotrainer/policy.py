@@ -242,7 +242,7 @@ class AutoTrainer(Hook):
     # -- deciding ------------------------------------------------------------------------------
     def _decide(self, state: FitState, epoch_end: bool = False) -> None:
         issues = {i["code"]: i for i in state.issues or []
-                  if SEVERITY_RANK.get(i.get("severity"), 0) >= self.settings.min_rank}
+                  if SEVERITY_RANK.get(str(i.get("severity")), 0) >= self.settings.min_rank}
         self.carried.seen_codes.update(issues)
         final = epoch_end and self._last_epoch(state)
         self._treat(state, issues, final)
@@ -283,7 +283,8 @@ class AutoTrainer(Hook):
             return True
         if loop is None:
             return False
-        if getattr(loop, "max_steps", None) and state.step >= loop.max_steps:  # type: ignore[attr-defined]
+        max_steps = getattr(loop, "max_steps", None)
+        if max_steps and state.step >= max_steps:
             return True
         return state.epoch >= int(getattr(loop, "max_epochs", 0)) - 1
 
@@ -348,7 +349,7 @@ class AutoTrainer(Hook):
         changes = carried_over(self.cfg, fix, rule, self.carried.lr_scale,
                                self.settings.clip_max_norm if self.carried.clip_turned_on else None)
         lr_before = state.current_lr
-        base_lr = OmegaConf.select(self.cfg, "optimizer.lr")
+        base_lr = OmegaConf.select(self.cfg, "optimizer.lr") if self.cfg is not None else None
         lr_after = float(changes.get("optimizer.lr", base_lr)) if isinstance(base_lr, (int, float)) else lr_before
         self.session.restart_request = {"code": code, "changes": changes}
         state.stop_training = True
