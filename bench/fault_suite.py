@@ -51,7 +51,7 @@ def run_case(overrides: list[str], run_dir: Path, seed: int = 42) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from runner.task import run
+    from runner.app import run
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*overrides, f"seed={seed}"])

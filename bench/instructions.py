@@ -88,7 +88,7 @@ def child(workload: str, loop: str, steps: int) -> int:
     level, run_loop, extra = overhead.variants(with_lightning, workload)[loop]
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp, overhead.quiet():
         parts = overhead.build(workload, level, Path(tmp) / "run", extra)
-        run_loop(parts, overhead.LockstepBatches(parts["train_loader"], steps), 1.0)
+        run_loop(parts, overhead.LockstepBatches(parts.train_loader, steps), 1.0)
     return 0
 
 

@@ -1,7 +1,7 @@
 """How good is the LR finder's suggestion? Compare it with a grid of full short runs, side by side.
 
 For each task, every learning rate of a log grid is trained for a few epochs
-(the runner's own ``runner.task.run``: Adam, cosine schedule, diagnostics off)
+(the runner's own ``runner.train.run``: Adam, cosine schedule, diagnostics off)
 and the best final validation accuracy, averaged over seeds, is the reference.
 Then a run with ``optimizer.lr=auto`` (the finder picks the LR with the
 configured method) and runs at the other methods' suggestions from the same
@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diag.lr_finder import METHODS  # noqa: E402
-from runner.conf_dir import CONF_DIR
-from runner.task import run as run_task  # noqa: E402
+from runner.app import run as run_task  # noqa: E402
+from runner.conf_dir import CONF_DIR  # noqa: E402
 
 TASKS: dict[str, list[str]] = {
     "mlp/digits": ["model=mlp"],
@@ -77,13 +77,13 @@ def torch_lr_finder_suggestion(overrides: list[str], log_dir: Path) -> str:
         return "not installed"
     from matplotlib.figure import Figure
 
-    from runner.task import setup
+    from runner.train import build
 
-    parts = setup(make_cfg(overrides, log_dir), log_dir / "torch_lr_finder")
-    batches = list(parts["train_loader"])
+    parts = build(make_cfg(overrides, log_dir), log_dir / "torch_lr_finder")
+    batches = list(parts.train_loader)
     dataset = torch.utils.data.TensorDataset(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=parts["train_loader"].batch_size, shuffle=True)
-    finder = LRFinder(parts["model"], parts["state"].optimizer, torch.nn.CrossEntropyLoss())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=parts.train_loader.batch_size, shuffle=True)
+    finder = LRFinder(parts.state.model, parts.state.optimizer, torch.nn.CrossEntropyLoss())
     finder.range_test(loader, start_lr=1e-7, end_lr=10, num_iter=100)
     _, lr = finder.plot(suggest_lr=True, ax=Figure().add_subplot())
     finder.reset()

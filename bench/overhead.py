@@ -26,7 +26,7 @@ on the same batches (the configs' fused Adam) are timed, interleaved and repeate
                    and bookkeeping alone).
 
 Every variant is built fresh each round from the same composed config and seed
-(``runner.task.setup``: same model weights, optimizer, clipping and data tensors) and
+(``runner.train.build``: same model weights, optimizer, clipping and data tensors) and
 consumes the same batches from the runner's ``TensorLoader``. It runs in lockstep with a hand
 loop built the same way (:class:`LockstepBatches`): each time the variant asks for a batch, one
 step of the hand loop runs first, timed apart, so the two alternate step by step and whatever the
@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from results_file import write_results  # bench/ is on sys.path: this script's folder
 
 from runner.conf_dir import CONF_DIR
+from runner.train import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -172,16 +173,14 @@ def compose_cfg(overrides: list[str], run_dir: Path):
     return cfg
 
 
-def build(workload: str, diag: str, run_dir: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def build(workload: str, diag: str, run_dir: Path, extra: tuple[str, ...] = ()) -> Run:
     """The runner's own set-up (model, optimizer, loaders, trainer, hooks) for one workload and diag level."""
-    from runner.task import setup
+    from runner.train import build as build_run
 
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = compose_cfg([*WORKLOADS[workload], *COMMON, f"diag={diag}", *extra], run_dir)
     with contextlib.redirect_stdout(io.StringIO()):
-        parts = setup(cfg, run_dir)
-    parts["cfg"] = cfg
-    return parts
+        return build_run(cfg, run_dir)
 
 
 # -- the variants: each trains on the batches it is given ------------------------------
@@ -195,23 +194,23 @@ def hand_step(model: torch.nn.Module, opt: torch.optim.Optimizer, params: list, 
     opt.step()
 
 
-def hand_parts(parts: dict[str, Any]) -> tuple[torch.nn.Module, torch.optim.Optimizer, list]:
+def hand_parts(parts: Run) -> tuple[torch.nn.Module, torch.optim.Optimizer, list]:
     """The built model (in training mode), its optimizer and its parameter list, as a hand loop holds them."""
-    model = parts["model"]
+    model = parts.state.model
     model.train()
-    return model, parts["state"].optimizer, list(model.parameters())
+    return model, parts.state.optimizer, list(model.parameters())
 
 
-def hand_loop(parts: dict[str, Any], batches: LockstepBatches, clip: float) -> None:
+def hand_loop(parts: Run, batches: LockstepBatches, clip: float) -> None:
     model, opt, params = hand_parts(parts)
     for x, y in batches:
         hand_step(model, opt, params, clip, x, y)
 
 
-def hand_partner(parts: dict[str, Any], clip: float) -> Callable[[], None]:
+def hand_partner(parts: Run, clip: float) -> Callable[[], None]:
     """One hand-loop step on its own model, optimizer and batches per call: the pace every loop is held to."""
     model, opt, params = hand_parts(parts)
-    source = cycle_batches(parts["train_loader"])
+    source = cycle_batches(parts.train_loader)
 
     def step() -> None:
         x, y = next(source)
@@ -220,14 +219,14 @@ def hand_partner(parts: dict[str, Any], clip: float) -> Callable[[], None]:
     return step
 
 
-def runner_loop(parts: dict[str, Any], batches: LockstepBatches, clip: float) -> None:
-    """The runner's real loop and hooks, with a SummaryWriter as ``runner.task.run`` opens one."""
+def runner_loop(parts: Run, batches: LockstepBatches, clip: float) -> None:
+    """The runner's real loop and hooks, with a SummaryWriter as ``runner.train.run`` opens one."""
     from torch.utils.tensorboard import SummaryWriter
 
-    state, trainer, hooks = parts["state"], parts["trainer"], parts["hooks"]
+    state, trainer, hooks = parts.state, parts.trainer, parts.hooks
     state.writer = SummaryWriter(str(state.run_dir / "tb"))
     try:
-        trainer.fit(state, batches, parts["val_loader"], hooks)
+        trainer.fit(state, batches, parts.val_loader, hooks)
     finally:
         state.writer.close()
         state.events.close()
@@ -270,7 +269,7 @@ def lightning_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def lightning_loop(parts: dict[str, Any], batches: LockstepBatches, clip: float, log: bool = True) -> None:
+def lightning_loop(parts: Run, batches: LockstepBatches, clip: float, log: bool = True) -> None:
     """PyTorch Lightning's Trainer on a LightningModule around the same model and optimizer."""
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import TensorBoardLogger
@@ -290,7 +289,7 @@ def lightning_loop(parts: dict[str, Any], batches: LockstepBatches, clip: float,
         def configure_optimizers(self):
             return self._optimizer
 
-    run_dir = parts["state"].run_dir
+    run_dir = parts.state.run_dir
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_epochs=1, gradient_clip_val=clip, gradient_clip_algorithm="norm",
         logger=TensorBoardLogger(str(run_dir), name="lightning") if log else False, log_every_n_steps=10,
@@ -298,7 +297,7 @@ def lightning_loop(parts: dict[str, Any], batches: LockstepBatches, clip: float,
         num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(run_dir),
     )
     with lightning_env():
-        trainer.fit(Module(parts["model"], parts["state"].optimizer), train_dataloaders=batches)
+        trainer.fit(Module(parts.state.model, parts.state.optimizer), train_dataloaders=batches)
 
 
 Variant = tuple[str, Callable[..., None], tuple[str, ...]]
@@ -345,7 +344,7 @@ def measure(workload: str, rounds: int, steps: int, warmup: int, with_lightning:
             run_dir = root / workload.replace("/", "_") / f"r{r}_{name.replace(', ', '_').replace('=', '-')}"
             partner_parts = build(workload, "off", run_dir / "partner")
             parts = build(workload, level, run_dir, extra)
-            batches = LockstepBatches(parts["train_loader"], warmup + steps + 1, hand_partner(partner_parts, clip))
+            batches = LockstepBatches(parts.train_loader, warmup + steps + 1, hand_partner(partner_parts, clip))
             loop(parts, batches, clip)
             this_round[name] = batches.rates(warmup, steps)
             del parts, partner_parts, batches

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6)
-BOUNDED = {nn.Sigmoid: (0.0, 1.0), nn.Tanh: (-1.0, 1.0), nn.Hardtanh: (-1.0, 1.0)}
-WATCHED = (*RELU_LIKE, nn.LeakyReLU, nn.GELU, nn.ELU, nn.SiLU, *BOUNDED)
+BOUNDED: dict[type[nn.Module], tuple[float, float]] = {
+    nn.Sigmoid: (0.0, 1.0), nn.Tanh: (-1.0, 1.0), nn.Hardtanh: (-1.0, 1.0)}
+WATCHED: tuple[type[nn.Module], ...] = (*RELU_LIKE, nn.LeakyReLU, nn.GELU, nn.ELU, nn.SiLU, *BOUNDED)
 SATURATION_MARGIN = 0.01  # within 1% of the range from a bound
 STAT_SAMPLE = 65536  # activation values that std and saturation are estimated from
 

@@ -141,7 +141,8 @@ class ActivationStats:
             total_elements=int(flat.size),
             activation=kind,
             num_nonfinite=int(flat.size - finite.size),
-            unit_fired=(per_unit > 0).any(axis=1) if per_unit is not None else None,
+            # per_unit is 2-D, so any(axis=1) is an array (asarray returns it as is)
+            unit_fired=np.asarray((per_unit > 0).any(axis=1)) if per_unit is not None else None,
         )
 
 

@@ -201,9 +201,10 @@ def gradient_section(r: ReadResult) -> list[str]:
         lines.append(f"  global norm over {len(s.grad_norm)} samples: initial {_fmt(st['initial'])}, "
                      f"final {_fmt(st['final'])}, min {_fmt(st['min'])}, median {_fmt(st['median'])}, "
                      f"max {_fmt(st['max'])}")
-        if st["initial"] and st["max"] is not None:
-            lines.append(f"  growth: max/initial x{st['max'] / st['initial']:.3g}, "
-                         f"final/initial x{st['final'] / st['initial']:.3g}")
+        initial, final, peak = st["initial"], st["final"], st["max"]
+        if initial and peak is not None and final is not None:  # _stats sets final and max together
+            lines.append(f"  growth: max/initial x{peak / initial:.3g}, "
+                         f"final/initial x{final / initial:.3g}")
         bad = _first_nonfinite(s.grad_norm)
         if bad is not None:
             lines.append(f"  non-finite gradient norm in {len(s.grad_norm) - _finite(s.grad_norm).size} "
@@ -245,13 +246,13 @@ def weights_section(r: ReadResult) -> list[str]:
     if s.layer_update_ratio:
         med = {n: float(np.median(f)) for n, v in s.layer_update_ratio.items() if (f := _finite(v)).size}
         if med:
-            lo = min(med, key=med.get)
-            hi = max(med, key=med.get)
+            lo = min(med, key=med.__getitem__)
+            hi = max(med, key=med.__getitem__)
             lines.append(f"  per layer: smallest {lo} {med[lo]:.3g}, largest {hi} {med[hi]:.3g}")
     for label, d in (("dead units", s.layer_dead_fraction), ("saturated units", s.layer_saturation)):
         last = {n: float(f[-1]) for n, v in d.items() if (f := _finite(v)).size}
         if last:
-            worst = max(last, key=last.get)
+            worst = max(last, key=last.__getitem__)
             lines.append(f"  {label}: worst layer {worst} {last[worst]:.0%} at the last sample")
     return lines or ["  no weight-update values recorded"]
 

@@ -34,7 +34,7 @@ SLOW_RATIO = 1e-3  # healthy runs move their weights by 1e-3 to 1e-2 per step ea
 UNIFORM_BAND = 0.05  # a loss within 5% of ln(classes): predictions near uniform, whatever the accuracy
 
 
-def _arr(values: Sequence[float]) -> np.ndarray:
+def _arr(values: Sequence[float | None] | np.ndarray) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in values], dtype=float)
 
 
@@ -42,7 +42,7 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
-def _median(values: Sequence[float]) -> float:
+def _median(values: Sequence[float | None] | np.ndarray) -> float:
     a = _finite(_arr(values))
     return float(np.median(a)) if a.size else math.nan
 
@@ -106,16 +106,6 @@ def _nonfinite_gradients(s: RunSeries) -> Issue | None:
         return Issue("NONFINITE_GRADIENTS", "critical", _step_at(s.step, i),
                      f"gradient norm was non-finite at step {_step_at(s.step, i)}")
     return None
-
-
-def _trend(values: np.ndarray) -> float:
-    """Least-squares slope of ``values`` per sample, relative to their mean."""
-    v = _finite(values)
-    if v.size < 4 or np.mean(np.abs(v)) == 0:
-        return 0.0
-    x = np.arange(v.size, dtype=float)
-    slope = np.polyfit(x, v, 1)[0]
-    return float(slope * v.size / np.mean(np.abs(v)))  # change over the window, as a fraction of its mean
 
 
 def oscillating_windows(loss: np.ndarray, scale: float, w: int = 8) -> np.ndarray:
@@ -253,6 +243,7 @@ def _stuck_at_chance(s: RunSeries) -> Issue | None:
     if chance is None:
         return None
     k = s.num_classes
+    assert k is not None  # a chance level needs the number of classes
     acc = _arr(s.epoch_val_acc) if s.epoch_val_acc else _arr(s.epoch_train_acc)
     vloss = _arr(s.epoch_val_loss) if s.epoch_val_loss else _arr(s.epoch_train_loss)
     if acc.size >= 2:
@@ -326,7 +317,7 @@ def _underfitting(s: RunSeries) -> Issue | None:
                      f"({_median(tr_loss[-2:]):.3g} vs {_median(v_loss[-2:]):.3g}): the model cannot fit the data")
     # judged once the run is over (mid-run, still learning is the normal case): a loss that fell by a tenth or
     # more over the second half, with the model still far from fitting, was stopped (or annealed) too soon
-    finished = bool(s.planned_steps) and bool(s.epoch_step) and s.epoch_step[-1] >= s.planned_steps
+    finished = bool(s.planned_steps and s.epoch_step and s.epoch_step[-1] >= s.planned_steps)
     half = tr_loss.size // 2
     second_half = (_median(tr_loss[half - 1:half + 1]) - _median(tr_loss[-2:])) / max(_median(tr_loss[-2:]), 1e-12)
     if finished and second_half > 0.1:

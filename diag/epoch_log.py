@@ -49,6 +49,7 @@ class EpochJSONL(Hook):
         if self._start is None:
             self._begin_epoch(state)
         # No device op per step (this used to be 9): keep the step's norm, reduce FOLD_EVERY of them at once.
+        assert state.grad_norm is not None  # a train step sets it before this hook
         self._pending.append(state.grad_norm)
         if len(self._pending) >= FOLD_EVERY:
             self._fold()
@@ -72,7 +73,7 @@ class EpochJSONL(Hook):
         if state.run_dir is None or not state.is_rank_zero:
             self._start = None
             return
-        params = list(state.model.parameters())
+        params: list[torch.Tensor] = list(state.model.parameters())
         update = None
         if self._start is not None:
             delta = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(params, self._start))))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -144,8 +144,10 @@ def clip_gradients(gradients: Sequence[G], max_norm: float = 1.0) -> tuple[list[
     grads = gradient_list(gradients)
     total_norm = math.sqrt(sum(_squared_norm(g) for g in grads))
     if not math.isfinite(total_norm):
-        return [g.clone() if isinstance(g, torch.Tensor) else np.array(g, copy=True) for g in grads], total_norm
-    clip_coef = min(1.0, max_norm / (total_norm + 1e-6))
-    clipped = [g * clip_coef if isinstance(g, (torch.Tensor, np.ndarray)) else np.asarray(g) * clip_coef
-               for g in grads]
-    return clipped, total_norm
+        clipped = [g.clone() if isinstance(g, torch.Tensor) else np.array(g, copy=True) for g in grads]
+    else:
+        clip_coef = min(1.0, max_norm / (total_norm + 1e-6))
+        clipped = [g * clip_coef if isinstance(g, (torch.Tensor, np.ndarray)) else np.asarray(g) * clip_coef
+                   for g in grads]
+    # a tensor comes back a tensor and an array an array; mypy cannot carry G through the isinstance checks
+    return cast("list[G]", clipped), total_norm

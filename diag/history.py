@@ -100,6 +100,7 @@ class TrainingHistory:
             kwargs["lr"] = kwargs.pop("learning_rate")
         form_000 = ("step", "loss", "grad_norm", "lr", "val_loss")
         form_001 = ("loss", "grad_norm", "lr", "val_loss")
+        names: tuple[str, ...]
         if len(args) >= 4 or (args and "step" not in kwargs
                               and any(name in kwargs for name in form_001[:len(args)])):
             names = form_000
@@ -419,4 +420,5 @@ def _set_lr(self: TrainingHistory, value: Sequence[float]) -> None:
 
 # Installed after the dataclass is built: ``lr`` is an init-only argument of the
 # constructor and, on instances, an alias of ``learning_rate`` (seed 001's name).
-TrainingHistory.lr = property(_get_lr, _set_lr, doc="Alias of learning_rate (seed 001's field name).")
+# setattr: to the type checker the class has ``lr`` only as the InitVar, not as an attribute.
+setattr(TrainingHistory, "lr", property(_get_lr, _set_lr, doc="Alias of learning_rate (seed 001's field name)."))  # noqa: B010

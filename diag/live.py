@@ -108,8 +108,10 @@ class DiagnosticsHook(Hook):
     # -- every step (device arithmetic only) -----------------------------------
     def on_train_batch_end(self, state: FitState) -> None:
         # No device op per step (this used to be 10): the interval's values are reduced in _read_scalars.
-        self._losses.append(state.loss)
-        self._norms.append(state.grad_norm)
+        loss, grad_norm = state.loss, state.grad_norm
+        assert loss is not None and grad_norm is not None  # a train step sets both before this hook
+        self._losses.append(loss)
+        self._norms.append(grad_norm)
         self._n += 1
         step = state.step
         if state.step_skipped:
@@ -279,7 +281,6 @@ class DiagnosticsHook(Hook):
         self._past.append(s)
         self.series = RunSeries(num_classes=s.num_classes, planned_steps=s.planned_steps,
                                 epoch_offset=s.epoch_offset + len(s.epoch_step))  # evidence names real epochs
-        self.series_start = step
         self.issues = []
         self.detected_at = {}
         self._losses, self._norms = [], []
@@ -287,8 +288,9 @@ class DiagnosticsHook(Hook):
         self._snapshot = None
         self._dead = {}
         self._window_samples = 0
-        if getattr(self, "recorder", None) is not None:
-            self.recorder.reset_window()
+        recorder: ActivationRecorder | None = getattr(self, "recorder", None)  # set by on_fit_start
+        if recorder is not None:
+            recorder.reset_window()
 
     def _as_dict(self, issue: Issue) -> dict[str, Any]:
         d = issue.to_dict()

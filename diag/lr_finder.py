@@ -23,7 +23,6 @@ scaler's, the RNGs' and the gradients'), so the caller's model is untouched.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from diag.training_state import TrainingState, apply, capture
 
 METHODS = ("valley", "steepest", "min10")
 ALIASES = {"minimum/10": "min10", "minimum": "min10", "steep": "steepest"}
@@ -181,7 +182,7 @@ class LearningRateFinder:
         try:
             model.train()
             params = [p for p in model.parameters() if p.requires_grad]
-            stream = _cycle(batches)
+            stream = cycle_batches(batches)
             for lr in self.schedule():
                 batch = next(stream, None)
                 if batch is None:
@@ -308,7 +309,7 @@ class LearningRateFinder:
         return path
 
 
-def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
+def cycle_batches(batches: Iterable[Any]) -> Iterator[Any]:
     """Yield batches forever from a re-iterable (a loader), or until a one-shot iterator ends."""
     while True:
         it = iter(batches)
@@ -321,31 +322,20 @@ def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
 
 
 def _snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-              scaler: torch.amp.GradScaler | None, batches: Any) -> dict[str, Any]:
+              scaler: torch.amp.GradScaler | None, batches: Any) -> tuple[TrainingState, list[Any], bool]:
     generator = getattr(batches, "generator", None)
-    return {
-        "model": copy.deepcopy(model.state_dict()),
-        "optimizer": copy.deepcopy(optimizer.state_dict()),
-        "scaler": copy.deepcopy(scaler.state_dict()) if scaler is not None else None,
-        "grads": [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()],
-        "training": model.training,
-        "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "generator": generator.get_state() if isinstance(generator, torch.Generator) else None,
-    }
+    saved = capture(model, optimizer, scaler=scaler, rng=True,
+                    generator=generator if isinstance(generator, torch.Generator) else None)
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
+    return saved, grads, model.training
 
 
-def _restore(saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler | None, batches: Any) -> None:
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    if scaler is not None and saved["scaler"]:
-        scaler.load_state_dict(saved["scaler"])
-    for p, g in zip(model.parameters(), saved["grads"]):
+def _restore(saved: tuple[TrainingState, list[Any], bool], model: torch.nn.Module,
+             optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, batches: Any) -> None:
+    state, grads, training = saved
+    generator = getattr(batches, "generator", None)
+    apply(state, model, optimizer, scaler=scaler,
+          generator=generator if isinstance(generator, torch.Generator) else None)
+    for p, g in zip(model.parameters(), grads):
         p.grad = g
-    model.train(saved["training"])
-    torch.set_rng_state(saved["rng"])
-    if saved["cuda_rng"] is not None:
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    if saved["generator"] is not None:
-        batches.generator.set_state(saved["generator"])
+    model.train(training)

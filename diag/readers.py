@@ -324,7 +324,7 @@ def _column(rows: list[dict[str, Any]], key: str, result: ReadResult | None = No
                 out[i] = prev
             else:
                 prev = v
-    return [float(v) for v in out]
+    return [float(v) for v in out if v is not None]  # every None was filled above: this drops nothing
 
 
 def _fraction(values: list[float], what: str, result: ReadResult) -> list[float]:
@@ -622,7 +622,7 @@ def apply_scalars(scalars: dict[str, tuple[list[int], list[float]]], result: Rea
     if epochs_known:
         return
     # per-epoch: the grid is where validation (else the epoch loss/accuracy) was logged
-    grid: list[int] = []
+    grid = []
     for role in ("val_loss", "train_loss_epoch", "val_acc", "train_acc"):
         grid = get(role)[0]
         if grid:
@@ -678,6 +678,12 @@ def _read_json(path: Path, result: ReadResult) -> dict[str, Any] | None:
         result.skip(path.name, 1, "unreadable files")
         return None
     return data
+
+
+def _section(cfg: dict[str, Any], key: str) -> dict[str, Any]:
+    """``cfg[key]`` when it is a mapping, else an empty one."""
+    value = cfg.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _read_config(run: Path, result: ReadResult) -> dict[str, Any]:
@@ -741,11 +747,10 @@ def read_run_dir(run: Path, tag_map: dict[str, str] | None = None) -> ReadResult
     read_tensorboard(tb, tag_map, result, epochs_known=bool(s.epoch_step))
     _fill_steps_from_epochs(result)
     cfg = _read_config(run, result)
-    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
-    model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    data, model = _section(cfg, "data"), _section(cfg, "model")
     k = _int(data.get("num_classes")) or _int(model.get("num_classes"))
     s.num_classes = k if k and k > 1 else None
-    trainer = cfg.get("trainer") if isinstance(cfg.get("trainer"), dict) else {}
+    trainer = _section(cfg, "trainer")
     max_steps, max_epochs = _int(trainer.get("max_steps")), _int(trainer.get("max_epochs"))
     if max_steps and max_steps > 0:
         s.planned_steps = max_steps

@@ -89,12 +89,12 @@ def simulate_training(issue: str = "healthy", steps: int = 1000, seed: int = 0) 
         val = smooth * 1.05
     else:  # oscillation
         lr = np.full(steps, 0.3)
-        level = 1.5 + (CHANCE_LOSS - 1.5) * np.exp(-t / max(1.0, 0.05 * steps))
+        centre = 1.5 + (CHANCE_LOSS - 1.5) * np.exp(-t / max(1.0, 0.05 * steps))  # an array, unlike plateau's level
         period = 7.3  # steps; the optimiser overshoots back and forth across a valley
         swing = 0.4 * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi)) + rng.normal(0.0, 0.15, steps)
-        loss = level * np.exp(swing)
+        loss = centre * np.exp(swing)
         grad = 8.0 * np.exp(swing + rng.normal(0.0, 0.2, steps))
-        val = level * 1.05
+        val = centre * 1.05
 
     history = TrainingHistory()
     for i in range(steps):

@@ -148,7 +148,9 @@ def summarize(sweep_dir: str | Path, write: bool = True) -> dict[str, Any]:
         raise ValueError(f"no run directories in {sweep_dir}: expected <sweep>/<job>/.hydra or report.json")
     common = [o for o in runs[0].overrides if all(o in r.overrides for r in runs)] if len(runs) > 1 else []
     candidates = [r for r in runs if r.best_val_loss is not None and not r.diverged]
-    best = min(candidates, key=lambda r: r.best_val_loss) if candidates else None
+    # every candidate has a best_val_loss: the inf is never used
+    best = (min(candidates, key=lambda r: math.inf if r.best_val_loss is None else r.best_val_loss)
+            if candidates else None)
     summary = {
         "sweep_dir": str(sweep_dir),
         "runs": [r.to_dict() for r in runs],
@@ -260,10 +262,11 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     by_lr = all(r.lr is not None for r in runs)
-    xs = [r.lr if by_lr else i for i, r in enumerate(runs)]
+    xs: list[float] = [r.lr if by_lr and r.lr is not None else i for i, r in enumerate(runs)]  # by_lr: every lr is set
     ok = sorted((x, r) for x, r in zip(xs, runs) if r.best_val_loss is not None and not r.diverged)
     if ok:
-        ax.plot([x for x, _ in ok], [r.best_val_loss for _, r in ok], "o-", color="tab:blue", label="best val loss")
+        best_losses = [r.best_val_loss for _, r in ok if r.best_val_loss is not None]  # every run in ok has one
+        ax.plot([x for x, _ in ok], best_losses, "o-", color="tab:blue", label="best val loss")
         fin = [(x, r.final_val_loss) for x, r in ok if r.final_val_loss is not None]
         ax.plot([x for x, _ in fin], [y for _, y in fin], "o", mfc="none", color="tab:orange", label="final val loss")
     # the y range follows the healthy runs; diverged and failed runs sit in a band above them
@@ -278,8 +281,8 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
                     color="tab:red")
     if bad:
         ax.plot([], [], "x", color="tab:red", markeredgewidth=2.5, label="diverged / failed")
-    if best is not None:
-        bx = best.lr if by_lr else runs.index(next(r for r in runs if r.path == best.path))
+    if best is not None and best.best_val_loss is not None:  # the best run is one with a validation loss
+        bx = best.lr if by_lr and best.lr is not None else runs.index(next(r for r in runs if r.path == best.path))
         ax.plot([bx], [best.best_val_loss], "*", color="gold", markeredgecolor="black", markersize=16,
                 label=f"best: {best.name}" + (f" (lr {best.lr:.3g})" if best.lr is not None else ""))
     if by_lr:

@@ -56,7 +56,9 @@ class TensorBoardScalars(Hook):
     def on_train_batch_end(self, state: FitState) -> None:
         if state.writer is None:
             return
-        self._values += (state.loss, state.grad_norm)  # no device op per step: read at the write
+        loss, grad_norm = state.loss, state.grad_norm
+        assert loss is not None and grad_norm is not None  # a train step sets both before this hook
+        self._values += (loss, grad_norm)  # no device op per step: read at the write
         self._count += 1
         self._samples += state.batch_size
         if state.step % self.every_n_steps == 0:

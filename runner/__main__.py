@@ -21,14 +21,9 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         distributed.publish_run_dir(run_dir)  # rank 0 under torchrun: the other ranks wait for this
-        if cfg.get("mode") == "lr_find":
-            distributed.require_single_process("mode=lr_find")
-            from runner.lr_find import run as run_lr_find
+        from runner import app
 
-            return run_lr_find(cfg, run_dir)
-        from runner.task import run
-
-        return run(cfg, run_dir)
+        return app.run(cfg, run_dir)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

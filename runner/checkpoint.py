@@ -13,6 +13,7 @@ import torch
 
 from diag.hooks import FitState, Hook
 from runner.errors import UserError
+from runner.trainer import Trainer
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
@@ -72,6 +73,13 @@ def inside(run_dir: Path, name: str, key: str) -> Path:
     return target
 
 
+def _loop(state: FitState) -> Trainer:
+    """The runner's loop, which knows how to capture the whole fit (this hook only decides when)."""
+    if not isinstance(state.loop, Trainer):
+        raise TypeError("CheckpointHook saves through runner.trainer.Trainer: fit with it")
+    return state.loop
+
+
 class CheckpointHook(Hook):
     """Saves ``checkpoints/last.pt`` every epoch (and every ``every_n_steps``), ``best.pt`` on better val loss."""
 
@@ -83,7 +91,6 @@ class CheckpointHook(Hook):
         self.save_best = save_best
         self.monitor = monitor
         self.best = float("inf")
-        self.hooks: Hook | None = None  # set by the runner so hook states go into the checkpoint
 
     def on_fit_start(self, state: FitState) -> None:
         if state.run_dir is not None:
@@ -94,8 +101,7 @@ class CheckpointHook(Hook):
         if state.run_dir is None or not state.is_rank_zero:
             return None
         path = inside(state.run_dir, self.dirname, "callbacks.checkpoint.dirname") / "last.pt"
-        hooks_state = self.hooks.state_dict() if self.hooks else {}
-        save_atomic(state.loop.checkpoint_payload(state, hooks_state, mid_epoch=mid_epoch), path)
+        save_atomic(_loop(state).checkpoint_payload(state, mid_epoch=mid_epoch), path)
         return path
 
     def on_train_batch_end(self, state: FitState) -> None:
@@ -106,7 +112,7 @@ class CheckpointHook(Hook):
         if state.run_dir is None or not state.is_rank_zero:
             return
         folder = inside(state.run_dir, self.dirname, "callbacks.checkpoint.dirname")
-        payload = state.loop.checkpoint_payload(state, self.hooks.state_dict() if self.hooks else {})
+        payload = _loop(state).checkpoint_payload(state)
         if self.save_last:
             save_atomic(payload, folder / "last.pt")
         value = state.metrics.get(self.monitor, float("inf"))

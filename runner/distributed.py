@@ -268,17 +268,6 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
-def _to_cpu(obj: Any) -> Any:
-    """CPU copies of every tensor in a nested state dict (pickled GPU tensors would land on rank 0's GPU)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
 def broadcast_training_state(state: FitState) -> None:
     """Every rank continues from rank 0's training state (collective: every rank calls it at the same step).
 
@@ -288,29 +277,24 @@ def broadcast_training_state(state: FitState) -> None:
     """
     if get_world_size() == 1:
         return
+    from diag.training_state import apply, capture
+
     with torch.no_grad():
         for tensor in state.model.state_dict().values():
             dist.broadcast(tensor, src=0)
     rest = None
     if is_rank_zero():
-        rest = _to_cpu({
-            "optimizer": state.optimizer.state_dict() if state.optimizer is not None else None,
-            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
-            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
-            "clip_max_norm": getattr(state.loop, "clip_max_norm", None),
-            "stop": (state.stop_training, state.stop_reason),
-        })
+        saved = capture(state.model, state.optimizer, state.scheduler, state.scaler)
+        saved.model = {}  # the weights went by broadcast, in place
+        rest = {"training": saved,
+                "clip_max_norm": state.loop.clip_max_norm if state.loop is not None else None,
+                "stop": (state.stop_training, state.stop_reason)}
     rest = broadcast_object(rest)
     if is_rank_zero():
         return
-    if rest["optimizer"] is not None:
-        state.optimizer.load_state_dict(rest["optimizer"])
-    if rest["scheduler"] is not None:
-        state.scheduler.load_state_dict(rest["scheduler"])
-    if rest["scaler"] is not None:
-        state.scaler.load_state_dict(rest["scaler"])
-    if state.loop is not None and hasattr(state.loop, "clip_max_norm"):
-        state.loop.clip_max_norm = rest["clip_max_norm"]
+    apply(rest["training"], None, state.optimizer, state.scheduler, state.scaler)
+    if state.loop is not None:
+        state.loop.set_clip(rest["clip_max_norm"])
     state.stop_training, state.stop_reason = rest["stop"]
     state.lr = state.current_lr
 

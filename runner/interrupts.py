@@ -6,7 +6,14 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import Interrupted
+
+if TYPE_CHECKING:
+    from diag.hooks import FitState, HookList
+    from runner.trainer import Trainer
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -38,3 +45,22 @@ def stop_on_signals(loop: Any) -> Iterator[None]:
 def exit_code(name: str) -> int:
     """128 + the signal number: 130 for SIGINT, 143 for SIGTERM."""
     return 128 + int(signal.Signals[name])
+
+
+def interrupted(state: FitState, trainer: Trainer, hooks: HookList, run_dir: Path) -> Interrupted:
+    """Save a mid-epoch checkpoint and the report so far; build the exit that says how to resume."""
+    from runner.checkpoint import CheckpointHook
+    from runner.report import report_run
+    from runner.resume import launch_resume_command
+
+    name = trainer.interrupted or "SIGINT"
+    saved = None
+    for h in hooks:
+        if isinstance(h, CheckpointHook):
+            saved = h.save_now(state, mid_epoch=True)
+    report_run(state, run_dir, trainer.best_val_loss, completed=False, interrupted=name)
+    state.events.write("interrupted", step=state.step, epoch=state.epoch, signal=name,
+                       checkpoint=str(saved) if saved else None)
+    where = f"checkpoint saved to {saved}" if saved else "no checkpoint hook configured: nothing saved"
+    return Interrupted(f"interrupted by {name} at step {state.step} (epoch {state.epoch + 1}); {where}\n"
+                       f"resume with: {launch_resume_command(run_dir)}", exit_code(name))

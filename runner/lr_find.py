@@ -1,10 +1,10 @@
 """The LR range test inside the runner: ``mode=lr_find`` and ``optimizer.lr=auto``.
 
-Both build the configured data, model and optimizer exactly as a training run
-would (:func:`runner.task.setup`), run :class:`diag.lr_finder.LearningRateFinder`
-on the training loader with the run's precision and clipping, and leave the
-model and optimizer as they were. What they write into the run directory:
-``lr_find.png``, ``lr_find.json`` and ``lr_find/*`` TensorBoard scalars in ``tb/``.
+Both work on the :class:`runner.train.Run` a training run builds (:func:`runner.train.build`):
+:class:`diag.lr_finder.LearningRateFinder` sets each LR and the trainer's own
+``training_step`` takes the step (the run's precision, AMP scaling and clipping), and the
+model, optimizer, scaler and RNGs are put back as they were. What they write into the run
+directory: ``lr_find.png``, ``lr_find.json`` and ``lr_find/*`` TensorBoard scalars in ``tb/``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,18 @@ import json
 import logging
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from diag.lr_finder import ALIASES, METHODS, LearningRateFinder
+from diag.hooks import FitState
+from diag.lr_finder import ALIASES, METHODS, LearningRateFinder, cycle_batches
+from diag.training_state import apply, capture
+from runner import distributed
 from runner.errors import UserError
+
+if TYPE_CHECKING:
+    from runner.train import Run
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +60,47 @@ def build_finder(cfg: DictConfig) -> LearningRateFinder:
                               diverge_factor=factor)
 
 
-def find(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_loader: Any,
-         device: torch.device, run_dir: Path) -> tuple[LearningRateFinder, dict[str, Any]]:
-    """Run the range test with the run's precision and clipping, then write png, json and TensorBoard scalars."""
-    from runner.trainer import AUTOCAST_DTYPES
+def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
+    """Run ``finder`` with the trainer's own step on the training loader; everything is restored after.
 
-    finder = build_finder(cfg)
-    precision = str(cfg.trainer.precision)
-    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
-    clip = OmegaConf.select(cfg, "trainer.clip.max_norm", default=None)
-    result = finder.range_test_torch(
-        model, optimizer, train_loader,
-        loss_fn=lambda logits, y: F.cross_entropy(logits.float(), y),
-        scaler=scaler, autocast_dtype=AUTOCAST_DTYPES[precision], clip_max_norm=clip,
-    )
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    finder.plot(run_dir / "lr_find.png", result)
-    (run_dir / "lr_find.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    _write_scalars(run_dir / "tb", result)
+    The schedule is left out (the finder sets each step's LR) and so are the hooks.
+    """
+    state, trainer = r.state, r.trainer
+    saved = capture(state.model, state.optimizer, scaler=trainer.scaler, rng=True, generator=state.generator)
+    probe = FitState(model=state.model, optimizer=state.optimizer)
+    trainer.attach(state.model)
+    batches = cycle_batches(r.train_loader)
+    was_training = state.model.training
+    state.model.train()
+
+    def step(lr: float) -> float:
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = next(batches)
+        trainer.training_step(probe, x, y)
+        return float(probe.loss)  # one host read per step: the stop rule needs it
+
+    try:
+        return finder.range_test(step)
+    finally:
+        apply(saved, state.model, state.optimizer, scaler=trainer.scaler, generator=state.generator)
+        for p in state.model.parameters():
+            p.grad = None
+        state.model.train(was_training)
+        trainer.reset_skips()
+
+
+def find(r: Run) -> dict[str, Any]:
+    """Run the range test, then write png, json and TensorBoard scalars into the run directory."""
+    finder = build_finder(r.cfg)
+    result = range_test(r, finder)
+    r.run_dir.mkdir(parents=True, exist_ok=True)
+    finder.plot(r.run_dir / "lr_find.png", result)
+    (r.run_dir / "lr_find.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    _write_scalars(r.run_dir / "tb", result)
     log.info("LR finder: %d steps (%s); suggestions %s", result["num_steps_run"], result["stop_reason"],
              ", ".join(f"{k} {v:.3g}" for k, v in result["suggestions"].items()))
-    return finder, result
+    return result
 
 
 def _write_scalars(tb_dir: Path, result: dict[str, Any]) -> None:
@@ -101,12 +124,20 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                                    "min_lr", "max_lr")}
 
 
-def auto_lr(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_loader: Any,
-            device: torch.device, run_dir: Path) -> dict[str, Any]:
-    """``optimizer.lr=auto``: find the LR (model and optimizer restored) and return it for the caller to apply."""
-    _, result = find(cfg, model, optimizer, train_loader, device, run_dir)
-    log.info("optimizer.lr=auto: training with lr=%.3g (%s)", result["suggested_lr"], result["method"])
-    return {**summary(result), "plot": "lr_find.png", "data": "lr_find.json"}
+def auto_lr(r: Run) -> dict[str, Any]:
+    """``optimizer.lr=auto``: rank 0 finds the LR and every rank sets it on its optimizer, data order in step."""
+    result = None
+    if r.rank == 0:
+        found = find(r)
+        log.info("optimizer.lr=auto: training with lr=%.3g (%s)", found["suggested_lr"], found["method"])
+        result = {**summary(found), "plot": "lr_find.png", "data": "lr_find.json"}
+    generator = r.state.generator
+    result, data_rng = distributed.broadcast_object((result, generator.get_state() if generator else None))
+    if generator is not None and data_rng is not None:
+        generator.set_state(data_rng)
+    for group in r.state.optimizer.param_groups:
+        group["lr"] = result["suggested_lr"]
+    return result
 
 
 def task_overrides() -> list[str]:
@@ -126,7 +157,7 @@ def train_command(overrides: list[str], lr: float) -> str:
 
 def run(cfg: DictConfig, run_dir: Path) -> float:
     """``python -m runner mode=lr_find``: range test on the configured setup; prints and returns the suggestion."""
-    from runner.task import setup
+    from runner.train import build
 
     build_finder(cfg)  # a bad lr_find block fails before any data is loaded
     run_dir = Path(run_dir)
@@ -135,12 +166,11 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         cfg = cfg.copy()
         with open_dict(cfg):
             cfg.optimizer.lr = DEFAULTS["min_lr"]
-    parts = setup(cfg, run_dir)
-    state = parts["state"]
+    r = build(cfg, run_dir)
     try:
-        _, result = find(cfg, state.model, state.optimizer, parts["train_loader"], parts["device"], run_dir)
+        result = find(r)
     finally:
-        state.events.close()
+        r.state.events.close()
     lr = result["suggested_lr"]
     print(f"suggested learning rate: {lr:.3g} (method: {result['method']}; "
           + ", ".join(f"{k} {v:.3g}" for k, v in result["suggestions"].items()) + ")")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 from pathlib import Path
 
 from runner.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def find_resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
@@ -72,3 +75,30 @@ def resume_command(hydra_overrides: list[str], task_overrides: list[str], run_di
     keep = [o for o in hydra_overrides if not o.startswith(("hydra.mode=", "hydra.run.dir=", "hydra.sweep."))]
     keep += [o for o in task_overrides if not o.startswith("trainer.resume=")]
     return shlex.join(["python", "-m", "runner", *keep, f"hydra.run.dir={top.resolve()}", "trainer.resume=auto"])
+
+
+def continue_previous_run(resume: str | None, run_dir: Path, log_dir: Path) -> Path:
+    """With ``trainer.resume=auto``, the same command continues an earlier unfinished run in its own directory.
+
+    This launch's fresh Hydra directory then only keeps its config and log.
+    """
+    if resume != "auto" or (run_dir / "checkpoints" / "last.pt").is_file():
+        return run_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return run_dir
+    previous = previous_unfinished_run(run_dir, log_dir, list(HydraConfig.get().overrides.task))
+    if previous is None:
+        return run_dir
+    log.info("trainer.resume=auto: continuing %s (this launch's %s keeps only its Hydra config and log)",
+             previous, run_dir)
+    return previous
+
+
+def launch_resume_command(run_dir: Path) -> str:
+    """:func:`resume_command` for the overrides Hydra launched this process with."""
+    from hydra.core.hydra_config import HydraConfig
+
+    given = HydraConfig.get().overrides if HydraConfig.initialized() else None
+    return resume_command(list(given.hydra) if given else [], list(given.task) if given else [], run_dir)

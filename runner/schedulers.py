@@ -41,18 +41,18 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 
 
 def build_scheduler(cfg: DictConfig | None, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
-                    max_epochs: int) -> tuple[Any, str, str | None]:
-    """Return ``(scheduler or None, interval, monitor)``."""
+                    max_epochs: int) -> Any:
+    """The torch scheduler of ``cfg.lr_scheduler`` for ``optimizer``, or None; the loop reads ``interval``/``monitor``."""
     node = cfg.get("lr_scheduler") if cfg is not None else None
     if node is None:
-        return None, "epoch", None
+        return None
     interval = cfg.get("interval", "epoch")
     factory = instantiate(node)
     kwargs: dict[str, Any] = {}
     params = inspect.signature(factory.func).parameters
     if "total_steps" in params and "total_steps" not in factory.keywords:
         kwargs["total_steps"] = max(1, steps_per_epoch * max_epochs if interval == "step" else max_epochs)
-    return factory(optimizer, **kwargs), interval, cfg.get("monitor")
+    return factory(optimizer, **kwargs)
 
 
 def horizon_change(scheduler: Any, saved: dict[str, Any] | None) -> str | None:

@@ -1,8 +1,8 @@
 """The training loop: AMP-correct clipping, skipped-step accounting, validation, hooks.
 
-setup (done by :mod:`runner.task`) → :meth:`Trainer.fit` → :meth:`Trainer.evaluate`
-on the test split → hooks' ``on_fit_end``. The loop knows nothing of what hooks
-compute; it hands them a :class:`diag.hooks.FitState`.
+:func:`runner.train.build` → :meth:`Trainer.fit` → :meth:`Trainer.evaluate` on the test
+split → hooks' ``on_fit_end``. The loop knows nothing of what hooks compute; it hands them
+a :class:`diag.hooks.FitState`, and hooks change its settings only through its setters.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from diag.gradients import global_grad_norm
 from diag.hooks import FitState, Hook
+from diag.training_state import TrainingState, apply, capture
 from runner import distributed
 from runner.errors import UserError
 from runner.schedulers import horizon_change
@@ -88,11 +89,17 @@ class Trainer:
         # The DistributedDataParallel wrapper of the model under DDP (training forwards go through it
         # so backward averages gradients across ranks); hooks, evaluation and checkpoints use the bare model.
         self.ddp_model: torch.nn.Module | None = None
+        self.hooks: Hook | None = None  # the hooks of the current fit (their states go into checkpoints)
 
-    # -- one step ------------------------------------------------------------
-    def set_clip(self, max_norm):
+    def reset_skips(self) -> None:
+        """Forget the run of consecutive skipped steps (after steps that were not training, e.g. a range test)."""
+        self._consecutive_skips = 0
+
+    def set_clip(self, max_norm: float | None) -> None:
+        """Clip the global gradient norm to ``max_norm`` from the next step on (None: no clipping)."""
         self.clip_max_norm = max_norm
 
+    # -- one step ------------------------------------------------------------
     def attach(self, model: torch.nn.Module) -> None:
         """Note what every step needs of the model and the process group, once rather than per step."""
         self._params = [p for p in model.parameters() if p.requires_grad]
@@ -180,6 +187,7 @@ class Trainer:
         """Train until ``max_epochs``/``max_steps`` or a hook sets ``state.stop_training``."""
         model = state.model
         self.attach(model)
+        self.hooks = hooks
         state.scaler = self.scaler
         state.loop = self
         state.steps_per_epoch = len(train_loader)
@@ -322,8 +330,7 @@ class Trainer:
         else:
             log.info(line)
 
-    def checkpoint_payload(self, state: FitState, hooks_state: dict[str, Any],
-                           mid_epoch: bool = False) -> dict[str, Any]:
+    def checkpoint_payload(self, state: FitState, mid_epoch: bool = False) -> dict[str, Any]:
         """Everything needed to continue exactly here (``weights_only``-loadable).
 
         ``mid_epoch`` checkpoints also keep the data RNG of the epoch's start, the
@@ -332,40 +339,34 @@ class Trainer:
         """
         self._fold_pending()  # buffered steps belong in the sums a resumed epoch continues from
         acc = self._acc if mid_epoch and self._acc else None
+        # references, not copies: torch.save serialises them at once
+        training = capture(state.model, state.optimizer, state.scheduler, self.scaler, rng=True,
+                           generator=state.generator, copy_to_cpu=False)
         return {
+            **training.as_dict(),
             "mid_epoch": mid_epoch,
             "batch_in_epoch": state.batch_idx + 1 if mid_epoch else 0,
             "epoch_rng": self._epoch_rng if mid_epoch else None,
             "epoch_acc": [acc[0].detach().cpu(), acc[1].detach().cpu(), int(acc[2])] if acc else None,
-            "model": state.model.state_dict(),
-            "optimizer": state.optimizer.state_dict(),
-            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(),
-                    "data": state.generator.get_state() if state.generator is not None else None},
             "epoch": state.epoch,
             "step": state.step,
             "skipped_steps": state.skipped_steps,
             "best_val_loss": self.best_val_loss,
             "history": state.history,
-            "hooks": hooks_state,
+            "hooks": self.hooks.state_dict() if self.hooks is not None else {},
         }
 
     def restore(self, state: FitState, payload: dict[str, Any], hooks: Hook) -> None:
         """Load a :meth:`checkpoint_payload` into the built objects; training resumes at the next epoch."""
-        state.model.load_state_dict(payload["model"])
-        state.optimizer.load_state_dict(payload["optimizer"])
         changed = horizon_change(state.scheduler, payload.get("scheduler"))
         if changed:
             raise UserError(f"trainer.resume: the checkpoint's LR schedule was built for another run length, "
                             f"{changed}: resume with the trainer.max_epochs/max_steps it was started with (a "
                             "schedule under way cannot be stretched: OneCycle stops, a cosine climbs back)")
-        if state.scheduler is not None and payload.get("scheduler") is not None:
-            state.scheduler.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
-        torch.set_rng_state(payload["rng"]["torch"])
-        if state.generator is not None and payload["rng"].get("data") is not None:
-            state.generator.set_state(payload["rng"]["data"])
+        saved = TrainingState(model=payload["model"], optimizer=payload["optimizer"],
+                              scheduler=payload.get("scheduler"), scaler=payload.get("scaler") or None,
+                              rng=payload.get("rng") or {})
+        apply(saved, state.model, state.optimizer, state.scheduler, self.scaler, generator=state.generator)
         state.epoch = int(payload["epoch"])
         state.step = int(payload["step"])
         state.skipped_steps = int(payload.get("skipped_steps", 0))

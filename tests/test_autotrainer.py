@@ -18,24 +18,14 @@ from tbparse import SummaryReader
 
 from diag.hooks import FitState
 from diag.live import DiagnosticsHook
-from runner.autotrainer import AutoTrainer, Session, autotrainer_enabled, scale_lr
+from runner.app import run
+from runner.autotrainer import AutoTrainer, Session, scale_lr
 from runner.autotrainer.state import PolicyState
 from runner.errors import UserError
 from runner.schedulers import warmup_cosine
 from tests.conftest import ROOT, compose_cfg, run_cli
 
 DEFAULT = OmegaConf.load(ROOT / "runner" / "conf" / "autotrainer" / "default.yaml")
-
-
-def run(cfg, run_dir: Path) -> float:
-    """What the entry point does: the attempt loop with the AutoTrainer on, else the train task once."""
-    from runner import autotrainer
-
-    if autotrainer_enabled(cfg):
-        return autotrainer.run(cfg, Path(run_dir))
-    from runner import train
-
-    return train.run(cfg, Path(run_dir)).objective
 
 
 def run_dir_of(overrides: list[str], tmp_path: Path, name: str = "run") -> Path:

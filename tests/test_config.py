@@ -8,12 +8,12 @@ from conftest import CONF, compose_cfg
 from hydra.utils import instantiate
 
 from runner.schedulers import build_scheduler
-from runner.task import build_hooks
+from runner.train import build_hooks
 from runner.validation import validate
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -33,7 +33,8 @@ def test_optimizer_and_scheduler_complete_at_call_site(optimizer, scheduler, tmp
     net = instantiate(cfg.model)
     opt = instantiate(cfg.optimizer)(params=net.parameters())
     assert opt.param_groups[0]["lr"] == pytest.approx(cfg.optimizer.lr)
-    sched, interval, monitor = build_scheduler(cfg.scheduler, opt, steps_per_epoch=10, max_epochs=3)
+    sched = build_scheduler(cfg.scheduler, opt, steps_per_epoch=10, max_epochs=3)
+    interval, monitor = cfg.scheduler.interval, cfg.scheduler.monitor
     if scheduler == "none":
         assert sched is None
         return

@@ -11,7 +11,7 @@ from conftest import CONF, compose_cfg
 from hydra.utils import instantiate
 from test_datasets import write_cifar10, write_cifar100, write_mnist
 
-from runner.task import run
+from runner.app import run
 from runner.validation import validate
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

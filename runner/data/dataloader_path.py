@@ -8,7 +8,7 @@ fast path, so with augmentation off both paths yield the same batches.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 import torch
@@ -87,6 +87,8 @@ class ClassicLoader:
     ) -> None:
         self.device = torch.device(device)
         self.generator = generator if generator is not None else torch.Generator()
+        if not isinstance(dataset, Sized):  # a map-style Dataset need not declare __len__; ours all do
+            raise TypeError(f"object of type {type(dataset).__name__!r} has no len()")
         self.sampler = EpochSampler(len(dataset), shuffle, self.generator, rank, world_size)
         pin = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
         # Worker seeds come from their own generator so they never consume the order RNG.

@@ -153,15 +153,12 @@ class ImageDataModule:
         """Per-channel mean/std in [0, 1] pixel units: from config when given, else measured on train."""
         if not self.normalize:
             return torch.zeros(self.in_channels), torch.ones(self.in_channels)
-        mean = std = None
-        if self.config_mean is None or self.config_std is None:
-            imgs = self.train.images.float() / 255.0
-            mean = imgs.mean(dim=(0, 2, 3))
-            std = imgs.std(dim=(0, 2, 3)).clamp_min(1e-3)
-        if self.config_mean is not None:
-            mean = torch.tensor(self.config_mean)
-        if self.config_std is not None:
-            std = torch.tensor(self.config_std)
+        if self.config_mean is not None and self.config_std is not None:
+            return torch.tensor(self.config_mean), torch.tensor(self.config_std)
+        assert self.train is not None  # setup() splits off the training set before measuring it
+        imgs = self.train.images.float() / 255.0
+        mean = imgs.mean(dim=(0, 2, 3)) if self.config_mean is None else torch.tensor(self.config_mean)
+        std = imgs.std(dim=(0, 2, 3)).clamp_min(1e-3) if self.config_std is None else torch.tensor(self.config_std)
         return mean, std
 
     def _noisy(self, labels: torch.Tensor) -> torch.Tensor:
@@ -209,6 +206,7 @@ class ImageDataModule:
         from runner.data.dataloader_path import TensorImageDataset
 
         split = self._train_full if train else self.test
+        assert split is not None  # setup() loads both
         return TensorImageDataset(split.images, split.labels, transform)
 
     # -- loaders -------------------------------------------------------------
@@ -281,5 +279,7 @@ class ImageDataModule:
         if split == "test":
             indices = torch.arange(len(data))
         else:
-            indices = self.train_indices if split == "train" else self.val_indices
+            split_indices = self.train_indices if split == "train" else self.val_indices
+            assert split_indices is not None  # setup() sets both
+            indices = split_indices
         return IndexedDataset(base, indices, data.labels)

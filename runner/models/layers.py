@@ -7,7 +7,7 @@ activation monitor finds them by type.
 
 from __future__ import annotations
 
-import math
+from typing import Literal
 
 import torch
 from torch import nn
@@ -46,8 +46,9 @@ def init_weights(
     """
     if init not in INITS:
         raise ValueError(f"model.init={init!r}: choose one of {', '.join(INITS)}")
-    nonlinearity = "leaky_relu" if activation == "leaky_relu" else "relu"
-    gain_name = activation if activation in ("tanh", "sigmoid") else "linear"
+    nonlinearity: Literal["leaky_relu", "relu"] = "leaky_relu" if activation == "leaky_relu" else "relu"
+    gain_name: Literal["tanh", "sigmoid", "linear"] = (
+        "tanh" if activation == "tanh" else "sigmoid" if activation == "sigmoid" else "linear")
     for m in module.modules():
         if not isinstance(m, (nn.Linear, nn.Conv2d)):
             continue
@@ -69,8 +70,3 @@ def init_weights(
 def flat_features(in_channels: int, image_size: int) -> int:
     """Number of inputs an MLP sees for a square image."""
     return int(in_channels * image_size * image_size)
-
-
-def he_std(fan_in: int) -> float:
-    """He-normal standard deviation for a layer with ``fan_in`` inputs."""
-    return math.sqrt(2.0 / fan_in)

@@ -1,0 +1,29 @@
+"""What ``python -m runner`` does with one composed config: the LR finder, one train run, or the
+AutoTrainer's attempts (each a train run). Tests and benches call :func:`run` in-process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from runner import distributed
+
+
+def run(cfg: DictConfig, run_dir: Path) -> float:
+    """Run the task ``cfg`` asks for in ``run_dir``; return the sweep objective (or the suggested LR)."""
+    if cfg.get("mode") == "lr_find":
+        distributed.require_single_process("mode=lr_find")
+        from runner import lr_find
+
+        return lr_find.run(cfg, run_dir)
+    from runner.autotrainer import autotrainer_enabled
+
+    if autotrainer_enabled(cfg):
+        from runner.autotrainer import attempts
+
+        return attempts.run(cfg, run_dir)
+    from runner import train
+
+    return train.run(cfg, run_dir).objective

@@ -1,0 +1,211 @@
+"""The train task, top to bottom: build → fit → test → report (torchtune's recipe shape).
+
+:func:`run` is what the entry point calls for one attempt (the AutoTrainer's attempt loop calls it
+once per attempt); tests call it too, with a composed config and a run directory in ``tmp_path``.
+:func:`build` turns the config into a :class:`Run`: every object of the fit, built at the call site
+with its runtime arguments (an optimizer gets the model's parameters, the AutoTrainer its session).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from diag.hooks import EventLog, FitState, Hook, HookList
+from runner import distributed
+from runner.checkpoint import load_checkpoint
+from runner.devices import check_precision, resolve_device, seed_everything
+from runner.errors import UserError
+from runner.hparams import log_hparams
+from runner.interrupts import interrupted, stop_on_signals
+from runner.report import print_summary, report_run
+from runner.resume import continue_previous_run, find_resume_checkpoint
+from runner.schedulers import build_scheduler
+from runner.trainer import Trainer
+from runner.validation import validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """Everything one fit needs, built from the config by :func:`build`."""
+
+    cfg: DictConfig
+    run_dir: Path
+    data: Any  # a runner.data.datamodule.ImageDataModule
+    trainer: Trainer
+    hooks: HookList
+    state: FitState
+    train_loader: Any
+    val_loader: Any
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    lr_finder: dict[str, Any] | None = None  # the range test's summary when optimizer.lr=auto
+
+
+@dataclass
+class TrainResult:
+    """What a finished attempt hands back: the sweep objective, where it ran, and its final state."""
+
+    objective: float
+    run_dir: Path
+    state: FitState
+
+
+def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
+    """Train, test and report one configuration; the objective is the best validation loss.
+
+    ``session`` is the AutoTrainer's attempt session (:class:`runner.autotrainer.Session`), handed to its
+    hook when the config has one.
+    """
+    # rank 0 picks the directory to continue (trainer.resume=auto); under torchrun every rank follows it
+    chosen = None
+    if distributed.is_rank_zero():
+        chosen = str(continue_previous_run(cfg.trainer.get("resume"), Path(run_dir), Path(cfg.paths.log_dir)))
+    run_dir = Path(distributed.broadcast_object(chosen))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    r = build(cfg, run_dir, session)
+    state, trainer = r.state, r.trainer
+    from torch.utils.tensorboard import SummaryWriter
+
+    if state.is_rank_zero:  # only rank 0 writes TensorBoard (and every other file of the run)
+        state.writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1 if state.step else None)
+    try:
+        log.info("run directory: %s", run_dir)
+        state.events.write("fit_start", step=state.step, epoch=state.epoch, max_epochs=trainer.max_epochs,
+                           resumed=state.step > 0, world_size=r.world_size)
+        with stop_on_signals(trainer):
+            trainer.fit(state, r.train_loader, r.val_loader, r.hooks)
+        if trainer.interrupted:
+            raise interrupted(state, trainer, r.hooks, run_dir)
+        if r.world_size > 1:
+            distributed.check_weights_in_sync(state.model)
+            distributed.check_lr_in_sync(state.optimizer)
+        test = trainer.evaluate(state.model, r.data.loader("test", device=r.device, rank=r.rank,
+                                                           world_size=r.world_size))
+        state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
+        r.hooks.on_fit_end(state)
+        report = report_run(state, run_dir, trainer.best_val_loss,
+                            **({"lr_finder": r.lr_finder} if r.lr_finder else {}))
+        state.events.write("fit_end", step=state.step, status=report["status"],
+                           test_acc=report["metrics"].get("test_acc"))
+        if state.writer is not None:
+            log_hparams(state.writer, cfg, report["metrics"])
+    finally:
+        if state.writer is not None:
+            state.writer.close()
+        state.events.close()
+    # an AutoTrainer that stopped this attempt for a guided restart: its numbers are not the run's result
+    print_summary(report, run_dir, getattr(session, "restart_request", None))
+    best = trainer.best_val_loss
+    objective = best if math.isfinite(best) else float(cfg.get("objective_penalty", 1e3))
+    return TrainResult(objective=objective, run_dir=run_dir, state=state)
+
+
+def build(cfg: DictConfig, run_dir: Path, session: Any = None) -> Run:
+    """Validate the config and build every object of the fit; raises :class:`UserError` before any training."""
+    validate(cfg)
+    seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
+    device = resolve_device(cfg.trainer.device)
+    ddp = distributed.start(str(cfg.trainer.get("strategy", "auto")))
+    if ddp:
+        device = distributed.device_for_rank(device)
+    rank, world_size = distributed.get_rank(), distributed.get_world_size()
+    check_precision(str(cfg.trainer.precision), device)
+    data = instantiate(cfg.data)
+    data.setup()
+    resume_path = find_resume_checkpoint(cfg.trainer.get("resume"), run_dir)
+    payload = load_checkpoint(resume_path) if resume_path else None
+    model = build_model(cfg, device)
+    auto_lr = cfg.optimizer.lr == "auto"
+    optimizer = instantiate(cfg.optimizer, lr=1e-3 if auto_lr else cfg.optimizer.lr)(params=model.parameters())
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    train_loader = data.loader("train", device=device, generator=generator, rank=rank, world_size=world_size)
+    val_loader = data.loader("val", device=device, rank=rank, world_size=world_size)
+    if ddp:
+        distributed.check_same_steps(len(train_loader))
+        log.info(distributed.describe(data.batch_size, len(train_loader)))
+    trainer = build_trainer(cfg, device, progress=rank == 0)
+    state = FitState(model=model, optimizer=optimizer, run_dir=run_dir, num_classes=data.num_classes,
+                     events=EventLog(run_dir / "events.jsonl" if rank == 0 else None),
+                     generator=generator, is_rank_zero=rank == 0)
+    r = Run(cfg=cfg, run_dir=run_dir, data=data, trainer=trainer, hooks=HookList(), state=state,
+            train_loader=train_loader, val_loader=val_loader, device=device, rank=rank, world_size=world_size)
+    if auto_lr and payload is None:
+        from runner.lr_find import auto_lr as find_lr  # the finder: only when asked for
+
+        r.lr_finder = find_lr(r)  # the LR found, set on the optimizer before the schedule reads it
+    state.scheduler = build_scheduler(cfg.get("scheduler"), optimizer, len(train_loader), trainer.max_epochs)
+    r.hooks = build_hooks(cfg, session)
+    if payload is not None:
+        try:
+            trainer.restore(state, payload, r.hooks)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"checkpoint {resume_path} does not fit this config "
+                            f"({str(exc).splitlines()[0][:160]}): resume with the model and optimizer it was "
+                            "trained with") from None
+        log.info("resumed from %s at epoch %d (step %d)", resume_path, state.epoch + 1, state.step)
+    if ddp:  # after restore: every rank loaded the checkpoint; wrapping also broadcasts rank 0's weights
+        trainer.ddp_model = distributed.wrap(model, device)
+    return r
+
+
+def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+    """``cfg.model`` on ``device``, channels-last and compiled when the trainer asks for it."""
+    model = instantiate(cfg.model).to(device)
+    if cfg.trainer.get("channels_last") and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.trainer.get("compile"):
+        from runner.models.compile import maybe_compile
+
+        model = maybe_compile(model, True, device)
+    return model
+
+
+def build_trainer(cfg: DictConfig, device: torch.device, progress: bool = True) -> Trainer:
+    """The loop with the ``trainer`` group's settings and the scheduler's stepping settings."""
+    t = cfg.trainer
+    sched = cfg.get("scheduler") or {}
+    return Trainer(
+        max_epochs=int(t.max_epochs),
+        max_steps=t.get("max_steps"),
+        device=device,
+        precision=str(t.precision),
+        clip_max_norm=t.clip.get("max_norm"),
+        clip_value=t.clip.get("value"),
+        log_every_n_steps=int(t.log_every_n_steps),
+        progress=bool(t.progress) and progress,
+        nonfinite_guard=bool(t.get("nonfinite_guard", True)),
+        max_consecutive_skips=int(t.get("max_consecutive_skips") or 0),
+        scheduler_interval=str(sched.get("interval") or "epoch"),
+        scheduler_monitor=sched.get("monitor"),
+    )
+
+
+def build_hooks(cfg: DictConfig, session: Any = None) -> HookList:
+    """Instantiate ``cfg.callbacks`` in order, each under its config name; null entries are off.
+
+    The AutoTrainer is completed at the call site: it joins the attempt ``session`` and reads the
+    diagnostics hook built before it.
+    """
+    named: dict[str, Hook] = {}
+    for name, spec in (cfg.get("callbacks") or {}).items():
+        if spec is None:
+            continue
+        runtime: dict[str, Any] = {}
+        if name == "autotrainer":
+            runtime = {"session": session, "cfg": cfg, "diagnostics": named.get("diagnostics")}
+        hook = instantiate(spec, **runtime)
+        if not isinstance(hook, Hook):
+            raise UserError(f"callbacks.{name} builds {type(hook).__name__}, which is not a diag.hooks.Hook")
+        named[str(name)] = hook
+    return HookList(named)
