@@ -449,15 +449,21 @@ def test_oscillation_cut_keeps_the_cosine_schedule_in_a_real_run(tmp_path: Path)
     """Read back from TensorBoard: after the x0.5 cut every LR is 0.5 x the closed-form cosine of its epoch."""
     out = run_dir_of(["autotrainer=default", "optimizer=adam", "optimizer.lr=0.03", "data.batch_size=16",
                       "scheduler=cosine", "trainer.max_epochs=6"], tmp_path)
-    cut = next(a for a in read(out / "report.json")["autotrainer"]["actions"] if a["action"] == "scale_lr")
-    assert cut["code"] == "LOSS_OSCILLATION" and cut["lr_after"] == pytest.approx(0.5 * cut["lr_before"])
+    cuts = [a for a in read(out / "report.json")["autotrainer"]["actions"] if a["action"] == "scale_lr"]
+    assert cuts and all(c["code"] == "LOSS_OSCILLATION" and c["lr_after"] == pytest.approx(0.5 * c["lr_before"])
+                        for c in cuts)
+    cut = cuts[0]
     cosine = [0.03 * (1 + math.cos(math.pi * e / 6)) / 2 for e in range(7)]
     scalars = SummaryReader(str(out / "tb")).scalars
     lrs = scalars[scalars.tag == "train/lr"]
     before = lrs[lrs.step < cut["step"]].value.tolist()
-    after = lrs[lrs.step > cut["step"]].value.tolist()
     assert all(min(abs(v - c) for c in cosine) < 1e-9 for v in before)
-    assert all(min(abs(v - 0.5 * c) for c in cosine) < 1e-9 for v in after)
+    # between cuts (and after the last) every LR is 0.5^k x the cosine: each cut scales, none resets the schedule
+    bounds = [c["step"] for c in cuts] + [math.inf]
+    for k, (lo, hi) in enumerate(zip(bounds, bounds[1:]), start=1):
+        span = lrs[(lrs.step > lo) & (lrs.step <= hi)].value.tolist()
+        assert all(min(abs(v - 0.5 ** k * c) for c in cosine) < 1e-9 for v in span), k
+    after = lrs[lrs.step > cut["step"]].value.tolist()
     assert len({round(v, 12) for v in after}) >= 3  # the schedule kept decaying, scaled
 
 
