@@ -21,6 +21,7 @@ from diag.hooks import FitState
 from diag.live import DiagnosticsHook
 from runner.app import run
 from runner.autotrainer import AutoTrainer, Session, scale_lr
+from runner.autotrainer.state import PolicyState
 from runner.errors import UserError
 from runner.schedulers import warmup_cosine
 
@@ -88,12 +89,11 @@ def policy_state(cfg: tuple[str, ...] = (), **overrides) -> tuple[AutoTrainer, F
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     state = FitState(model=model, optimizer=opt, max_steps=1000, num_classes=2)
     state.loss, state.grad_norm = torch.tensor(0.5), torch.tensor(1.0)
-    spec = {**OmegaConf.to_container(DEFAULT, resolve=True), **overrides}
-    spec.pop("_target_")
-    policy = AutoTrainer(**spec)
+    spec = {k: v for k, v in {**OmegaConf.to_container(DEFAULT, resolve=True), **overrides}.items()
+            if not k.startswith("_")}
     diagnostics = DiagnosticsHook()
     diagnostics.on_fit_start(state)
-    policy.bind([diagnostics], compose_cfg(list(cfg)), Session())
+    policy = AutoTrainer(**spec, session=Session(), cfg=compose_cfg(list(cfg)), diagnostics=diagnostics)
     policy.on_fit_start(state)
     return policy, state
 
@@ -102,7 +102,7 @@ def drive(policy: AutoTrainer, state: FitState, code: str, steps: int, severity:
     """A diagnosis that keeps reporting ``code`` at every step (as a sick run would)."""
     for step in range(1, steps + 1):
         state.step = step
-        state.report["issues"] = [{"code": code, "severity": severity, "first_step": step, "evidence": "test",
+        state.issues = [{"code": code, "severity": severity, "first_step": step, "evidence": "test",
                                    "recommendations": []}]
         policy.on_train_batch_end(state)
 
@@ -203,12 +203,43 @@ def test_a_checkpoint_carries_the_repairs_that_live_outside_model_and_optimizer(
     with caplog.at_level(logging.WARNING, logger="runner.autotrainer"):
         resumed.on_fit_start(fresh)
     assert fresh.loop.clip_max_norm == 1.0 and fresh.model[2].p == 0.5
-    assert [a["action"] for a in resumed.actions] == ["regularize", "rollback"] and fresh.report["actions"] is \
-        resumed.actions
-    assert resumed.best is not None and resumed.best.val_loss == 0.4 and resumed.best.val_acc == 0.9
-    assert all(torch.equal(resumed.best.model[k], v) for k, v in best.items())
-    assert resumed.seen_codes == {"OVERFITTING", "LOSS_EXPLOSION"}
+    assert [a["action"] for a in resumed.actions] == ["regularize", "rollback"] and fresh.actions is resumed.actions
+    kept = resumed.carried.best
+    assert kept is not None and kept.val_loss == 0.4 and kept.val_acc == 0.9
+    assert all(torch.equal(kept.model[k], v) for k, v in best.items())
+    assert resumed.carried.seen_codes == {"OVERFITTING", "LOSS_EXPLOSION"}
     assert "resumed with its earlier repairs: gradient clipping (max_norm 1), dropout 0.5" in caplog.text
+
+
+def test_built_as_the_train_task_builds_it() -> None:
+    """instantiate(node, session=..., cfg=..., diagnostics=...): the same session and diagnostics objects, and
+    the run's config is passed as config, not built (its model, data and optimizer nodes have _target_s)."""
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg(["autotrainer=default"])
+    session, diagnostics = Session(), DiagnosticsHook()
+    policy = instantiate(cfg.callbacks.autotrainer, session=session, cfg=cfg, diagnostics=diagnostics)
+    assert isinstance(policy, AutoTrainer) and policy.session is session and policy.diagnostics is diagnostics
+    assert OmegaConf.is_config(policy.cfg.model) and policy.cfg.optimizer.lr == cfg.optimizer.lr
+    assert policy.settings.online["SLOW_CONVERGENCE"].max_factor == 1e5  # the YAML's value, the only default
+
+
+def test_fit_without_the_diagnostics_hook_is_a_user_error() -> None:
+    spec = {k: v for k, v in OmegaConf.to_container(DEFAULT, resolve=True).items() if not k.startswith("_")}
+    policy = AutoTrainer(**spec)
+    with pytest.raises(UserError, match="needs the live diagnosis"):
+        policy.on_fit_start(FitState(model=torch.nn.Linear(2, 2)))
+
+
+def test_checkpoint_and_ddp_decision_carry_the_same_fields() -> None:
+    """state_dict and rank 0's decision are both PolicyState.as_dict: one field list, read back alike."""
+    policy, state = policy_state()
+    drive(policy, state, "LOSS_OSCILLATION", 10)
+    saved = policy.state_dict()
+    assert set(saved) == set(PolicyState().as_dict())
+    back = PolicyState.from_dict(saved)
+    assert back.actions == policy.actions and back.lr_scale == pytest.approx(0.5) and back.last_acted == {
+        "LOSS_OSCILLATION": 10}
 
 
 @pytest.mark.parametrize("override, named", [
@@ -219,6 +250,9 @@ def test_a_checkpoint_carries_the_repairs_that_live_outside_model_and_optimizer(
     ("+callbacks.autotrainer.restarts.NOT_A_CODE.changes.model.init=he", "NOT_A_CODE"),
     ("callbacks.autotrainer.restarts.BAD_INITIALIZATION.min_severity=warn",
      "restarts.BAD_INITIALIZATION.min_severity='warn' is not valid"),
+    ("~callbacks.autotrainer.online.SLOW_CONVERGENCE.max_factor", "raise_lr needs max_factor"),
+    ("~callbacks.autotrainer.cooldown_steps", "cooldown_steps missing"),
+    ("+callbacks.autotrainer.online.LOSS_OSCILLATION.lr_facter=0.5", "unknown key lr_facter"),
 ])
 def test_a_typo_in_the_policy_table_is_a_user_error(tmp_path: Path, override: str, named: str) -> None:
     cfg = compose_cfg(["autotrainer=default", *override.split()], tmp_path)
@@ -415,15 +449,21 @@ def test_oscillation_cut_keeps_the_cosine_schedule_in_a_real_run(tmp_path: Path)
     """Read back from TensorBoard: after the x0.5 cut every LR is 0.5 x the closed-form cosine of its epoch."""
     out = run_dir_of(["autotrainer=default", "optimizer=adam", "optimizer.lr=0.03", "data.batch_size=16",
                       "scheduler=cosine", "trainer.max_epochs=6"], tmp_path)
-    cut = next(a for a in read(out / "report.json")["autotrainer"]["actions"] if a["action"] == "scale_lr")
-    assert cut["code"] == "LOSS_OSCILLATION" and cut["lr_after"] == pytest.approx(0.5 * cut["lr_before"])
+    cuts = [a for a in read(out / "report.json")["autotrainer"]["actions"] if a["action"] == "scale_lr"]
+    assert cuts and all(c["code"] == "LOSS_OSCILLATION" and c["lr_after"] == pytest.approx(0.5 * c["lr_before"])
+                        for c in cuts)
+    cut = cuts[0]
     cosine = [0.03 * (1 + math.cos(math.pi * e / 6)) / 2 for e in range(7)]
     scalars = SummaryReader(str(out / "tb")).scalars
     lrs = scalars[scalars.tag == "train/lr"]
     before = lrs[lrs.step < cut["step"]].value.tolist()
-    after = lrs[lrs.step > cut["step"]].value.tolist()
     assert all(min(abs(v - c) for c in cosine) < 1e-9 for v in before)
-    assert all(min(abs(v - 0.5 * c) for c in cosine) < 1e-9 for v in after)
+    # between cuts (and after the last) every LR is 0.5^k x the cosine: each cut scales, none resets the schedule
+    bounds = [c["step"] for c in cuts] + [math.inf]
+    for k, (lo, hi) in enumerate(zip(bounds, bounds[1:]), start=1):
+        span = lrs[(lrs.step > lo) & (lrs.step <= hi)].value.tolist()
+        assert all(min(abs(v - 0.5 ** k * c) for c in cosine) < 1e-9 for v in span), k
+    after = lrs[lrs.step > cut["step"]].value.tolist()
     assert len({round(v, 12) for v in after}) >= 3  # the schedule kept decaying, scaled
 
 

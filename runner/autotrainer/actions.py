@@ -1,0 +1,209 @@
+"""The repairs the policy can take, by name: ``online.<CODE>.action`` in the YAML looks them up here.
+
+An online repair acts on the live fit and returns the LR factor it wants applied through the
+scheduler and what it did, or None when it would change nothing (then the policy acts on the
+next code). ``restore_best`` is the end-of-fit repair of early stopping, not a table entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from diag.hooks import FitState
+from runner.autotrainer.settings import OnlineRule
+from runner.autotrainer.snapshots import Snapshot, set_dropout
+
+if TYPE_CHECKING:
+    from runner.autotrainer.policy import AutoTrainer
+
+log = logging.getLogger("runner.autotrainer")
+
+
+@dataclass
+class Repair:
+    """What an online repair did: the LR factor still to apply and its words for the record."""
+
+    factor: float
+    detail: str
+    lr_before: float | None = None  # the LR the repair started from, when it moved the LR itself (rollback)
+
+
+@dataclass(frozen=True)
+class Action:
+    run: Callable[..., Any]
+    needs: Callable[[Mapping[str, Any]], tuple[str, ...]]  # the table keys it reads (no defaults in code)
+    in_table: bool = True  # usable as online.<CODE>.action
+
+
+ACTIONS: dict[str, Action] = {}
+
+
+def register(name: str, needs: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda spec: (),
+             in_table: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+        ACTIONS[name] = Action(fn, needs, in_table)
+        return fn
+    return add
+
+
+@register("rollback", needs=lambda spec: ("lr_factor", "clip"))
+def rollback(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: OnlineRule,
+             changes: dict[str, Any]) -> Repair | None:
+    """Back to a snapshot from before the problem began, LR cut, clipping on (explosions)."""
+    snap = (policy.snapshots[0] if rule.to == "baseline" else
+            rollback_target(policy, int(issue.get("first_step") or state.step)))
+    snap.restore(state)
+    lr_before = state.current_lr  # the restored state's LR (the schedule is back at the snapshot's step)
+    policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
+    detail = f"rolled back to step {snap.step}"
+    clip = policy.settings.clip_max_norm
+    if rule.clip and state.loop is not None and getattr(state.loop, "clip_max_norm", 0) is None:
+        state.loop.set_clip(clip)
+        policy.carried.clip_turned_on = True
+        changes["trainer.clip.max_norm"] = clip
+        detail += f", gradient clipping on (max_norm {clip:g})"
+    return Repair(factor=_given(rule.lr_factor), detail=detail, lr_before=lr_before)
+
+
+@register("scale_lr", needs=lambda spec: ("lr_factor",))
+def scale_lr(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: OnlineRule,
+             changes: dict[str, Any]) -> Repair | None:
+    """The LR times ``lr_factor`` (oscillation)."""
+    return Repair(factor=_given(rule.lr_factor), detail="")
+
+
+@register("raise_lr", needs=lambda spec: ("lr_factor", *(("max_factor",) if spec.get("target_update_ratio") else ())))
+def raise_lr(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: OnlineRule,
+             changes: dict[str, Any]) -> Repair | None:
+    """The LR up (slow convergence), unless the first layer gets no gradient at all."""
+    if not gradient_reaches_first_layer(policy):
+        return None  # no LR moves weights that get no gradient: wait for the mechanism's diagnosis
+    return Repair(factor=raise_factor(policy, rule), detail="")
+
+
+@register("restore_lr")
+def restore_lr(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: OnlineRule,
+               changes: dict[str, Any]) -> Repair | None:
+    """Back to the peak LR the schedule cut it from (LR decayed too early)."""
+    lr_before, peak = state.current_lr, policy.carried.lr_peak
+    if lr_before <= 0 or peak <= lr_before * 1.01:
+        return None  # nothing to restore: the LR is already at its last good level
+    return Repair(factor=peak / lr_before, detail=f"restored to the peak {peak:.3g} the schedule cut it from")
+
+
+@register("regularize", needs=lambda spec: ("rollback", *(("weight_decay_factor",) if spec.get("weight_decay") else ())))
+def regularize(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: OnlineRule,
+               changes: dict[str, Any]) -> Repair | None:
+    """Back to the best-validation weights, then weight decay and dropout up (overfitting)."""
+    parts = []
+    if rule.weight_decay:
+        optimizer = policy.optimizer(state)
+        factor = _given(rule.weight_decay_factor)
+        before = [float(g.get("weight_decay") or 0.0) for g in optimizer.param_groups]
+        decays = any(b > 0 for b in before)
+        # up to weight_decay, or x factor where it is already set; groups left at 0 on purpose while
+        # others decay (norms, biases) stay at 0
+        after = [max(rule.weight_decay, b * factor) if b > 0 or not decays else 0.0 for b in before]
+        for group, value in zip(optimizer.param_groups, after):
+            group["weight_decay"] = value
+        if after != before:
+            changes["optimizer.weight_decay"] = float(f"{max(after):.6g}")
+            parts.append(f"weight decay {max(before):.3g} -> {max(after):.3g} in the optimizer's param groups")
+    if rule.dropout:
+        p = rule.dropout
+        changed = set_dropout(state.model, p)
+        if changed:
+            policy.carried.dropout = p
+            changes["model.dropout"] = p
+            parts.append(f"dropout {min(b for b, _ in changed):.2g} -> {p:.2g} in "
+                         f"{len(changed)} layer{'s' if len(changed) > 1 else ''}")
+    if not parts:
+        return None  # already as regularised as the policy would make it
+    best = policy.carried.best
+    if rule.rollback and best is not None and best.step < state.step:
+        best.restore(state)
+        changes["weights"] = f"epoch {best.epoch + 1}"
+        parts.insert(0, f"back to the best-validation weights of epoch {best.epoch + 1} "
+                        f"(val loss {best.val_loss:.4g})")
+    return Repair(factor=1.0, detail=", ".join(parts))
+
+
+@register("restore_best", in_table=False)
+def restore_best(policy: AutoTrainer, state: FitState, issues: dict[str, dict[str, Any]]) -> bool:
+    """Early stopping: a run that overfitted and ends with validation loss well above its best is tested
+    with the best weights. Not when those had a lower validation accuracy than the last ones (on a small
+    set a rising loss can be overconfidence on examples still classified right)."""
+    settings = policy.settings.restore_best
+    best, loss = policy.carried.best, state.metrics.get("val/loss")
+    seen = sorted(policy.carried.seen_codes & settings.codes)
+    if best is None or not seen or loss is None or not math.isfinite(loss):
+        return False
+    if loss <= best.val_loss * (1 + settings.min_rise):
+        return False
+    acc = state.metrics.get("val/acc")
+    if settings.unless_val_acc_drops and acc is not None and best.val_acc is not None and best.val_acc < acc:
+        log.info("autotrainer: keeping the last weights: val loss %.3g is above its best %.3g (epoch %d), "
+                 "but val accuracy %.3f is above that epoch's %.3f", loss, best.val_loss, best.epoch + 1,
+                 acc, best.val_acc)
+        return False
+    code = seen[0]
+    issue = issues.get(code) or {"code": code, "severity": "warning",
+                                 "evidence": f"{code} was diagnosed during this run"}
+    best.restore(state)
+    detail = (f"tested with the best-validation weights of epoch {best.epoch + 1} (step {best.step}): val loss "
+              f"{best.val_loss:.4g} instead of {loss:.4g}")
+    if acc is not None and best.val_acc is not None:
+        detail += f", val acc {best.val_acc:.3f} instead of {acc:.3f}"
+    state.metrics["val/loss"] = best.val_loss  # the report's final val metrics describe the weights tested
+    if best.val_acc is not None:
+        state.metrics["val/acc"] = best.val_acc
+    policy.record(state, issue, "restore_best", state.current_lr, state.current_lr,
+                  {"weights": f"epoch {best.epoch + 1}"}, detail, outcome="applied",
+                  best_epoch=best.epoch + 1, best_step=best.step, best_val_loss=best.val_loss,
+                  last_val_loss=float(loss))
+    return True
+
+
+ONLINE_ACTIONS = tuple(name for name, action in ACTIONS.items() if action.in_table)
+
+
+def rollback_target(policy: AutoTrainer, first_step: int) -> Snapshot:
+    """The newest snapshot taken safely before the problem began (else the oldest one kept)."""
+    before = [s for s in policy.snapshots if s.step <= first_step - policy.settings.rollback_margin]
+    return before[-1] if before else policy.snapshots[0]
+
+
+def gradient_reaches_first_layer(policy: AutoTrainer) -> bool:
+    """False when the first layer's recent gradient norms are zero (dead or blocked units, not a low LR)."""
+    norms = policy.diagnostics.series.layer_grad_norm if policy.diagnostics else {}
+    if not norms:
+        return True
+    recent = [v for v in next(iter(norms.values()))[-3:] if v is not None and math.isfinite(v)]
+    return not recent or max(recent) > 0.0
+
+
+def raise_factor(policy: AutoTrainer, rule: OnlineRule) -> float:
+    """``lr_factor``, or enough to bring the measured update ratio up to ``target_update_ratio``.
+
+    A too-low LR shows as weights that barely move; the step needed is read
+    from how far they are from a healthy ‖Δw‖/‖w‖ (about 1e-3), bounded by
+    ``max_factor`` so one raise cannot overshoot wildly.
+    """
+    factor = _given(rule.lr_factor)
+    target = rule.target_update_ratio
+    ratios = [r for r in (policy.diagnostics.series.update_ratio[-3:] if policy.diagnostics else [])
+              if r is not None and math.isfinite(r) and r > 0]
+    if target and ratios:
+        measured = sorted(ratios)[len(ratios) // 2]
+        factor = max(factor, min(_given(rule.max_factor), target / measured))
+    return factor
+
+
+def _given(value: float | None) -> float:
+    """A value validation made sure the table sets for this action."""
+    assert value is not None
+    return value

@@ -1,0 +1,82 @@
+"""Guided restarts: the config change a finding asks for, and when a restart is refused."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from runner.autotrainer.settings import RestartRule, Settings
+
+MISSING = "__missing__"
+
+
+def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"init": "he"}}`` -> ``{"model.init": "he"}`` (the override spelling)."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def with_changes(cfg: DictConfig, changes: Mapping[str, Any]) -> DictConfig:
+    """A copy of ``cfg`` with dotted ``changes`` applied (a restart never resumes the previous attempt)."""
+    new = copy.deepcopy(cfg)
+    with open_dict(new):
+        for key, value in changes.items():
+            OmegaConf.update(new, key, value, merge=False)
+        if OmegaConf.select(new, "trainer.resume", default=None) is not None:
+            new.trainer.resume = None
+    return new
+
+
+def config_fix(cfg: DictConfig | None, rule: RestartRule) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The changes the rule wants, and those of them this config does not already have (the fix)."""
+    wanted = flatten(rule.changes)
+    fix = {key: value for key, value in wanted.items() if cfg is not None
+           and OmegaConf.select(cfg, key, default=MISSING) not in (MISSING, value)}
+    return wanted, fix
+
+
+def carried_over(cfg: DictConfig | None, fix: dict[str, Any], rule: RestartRule, lr_scale: float,
+                 clip: float | None) -> dict[str, Any]:
+    """The fix plus what this attempt learned online: its LR scale (times the rule's factor) and clipping."""
+    changes = dict(fix)
+    lr_factor = rule.lr_factor or 1.0
+    base_lr = OmegaConf.select(cfg, "optimizer.lr") if cfg is not None else None
+    if isinstance(base_lr, (int, float)) and (lr_factor != 1.0 or lr_scale != 1.0):
+        changes["optimizer.lr"] = float(f"{base_lr * lr_scale * lr_factor:.6g}")
+    if clip is not None:
+        changes["trainer.clip.max_norm"] = clip
+    return changes
+
+
+def refusal(settings: Settings, cfg: DictConfig | None, fix: dict[str, Any], wanted: dict[str, Any], *,
+            attempt: int, progress: float, session_started: float, attempt_started: float,
+            fit_started: float) -> str | None:
+    """Why no restart is made (None: it is): no config, nothing to change, restarts or time used up.
+
+    ``progress`` is the share of the fit done; with the set-up time it estimates one attempt's cost.
+    """
+    if cfg is None:
+        return "no config to restart from (the hook was not built by runner.train.run)"
+    if not fix:
+        keys = ", ".join(wanted) or "nothing"
+        return f"the fix ({keys}) is already in this config or does not apply to this model"
+    if attempt >= settings.max_restarts:
+        return f"the limit of {settings.max_restarts} restarts is reached"
+    now = time.perf_counter()
+    setup_time = max(0.0, fit_started - attempt_started)
+    attempt_time = setup_time + (now - fit_started) / max(progress, 1e-3)  # set-up, then the fit at this pace
+    spent = now - session_started
+    if spent + attempt_time > settings.time_budget * attempt_time:
+        return (f"another attempt (~{attempt_time:.0f}s) would exceed the time budget of "
+                f"{settings.time_budget:g}x one attempt ({spent:.0f}s spent)")
+    return None

@@ -1,0 +1,212 @@
+"""The policy's settings, typed, from ``runner/conf/autotrainer/default.yaml`` (``callbacks.autotrainer``).
+
+The YAML is the only source of defaults: a key it lacks is a config error here, not a value
+made up in code. A typo in the policy table is found before any work rather than mid-run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from diag.codes import CODES, SEVERITY_RANK
+from runner.errors import UserError
+
+KEY = "callbacks.autotrainer"
+
+
+@dataclass(frozen=True)
+class OnlineRule:
+    """``online.<CODE>``: the repair and its parameters; None where the table leaves a key out."""
+
+    action: str
+    max_times: int | None  # None: the policy's max_per_code
+    after: tuple[str, ...]  # only as the aftermath of a repair of one of these codes; empty: always
+    lr_factor: float | None
+    clip: bool | None  # rollback: turn gradient clipping on if it was off
+    to: str | None  # rollback: "baseline" goes back to the fit start or last action
+    target_update_ratio: float | None  # raise_lr: raise enough to reach this |dw|/|w| per step
+    max_factor: float | None  # raise_lr: the bound of a raise computed from the update ratio
+    weight_decay: float | None
+    weight_decay_factor: float | None
+    dropout: float | None
+    rollback: bool | None  # regularize: back to the best-validation weights first
+
+
+@dataclass(frozen=True)
+class RestartRule:
+    """``restarts.<CODE>``: the config change a guided restart makes."""
+
+    changes: dict[str, Any]  # nested, as in the YAML ({model: {init: he}})
+    lr_factor: float | None  # None: the LR is left as this attempt ended it
+    min_severity: str | None  # None: the policy's restart_min_severity
+
+
+@dataclass(frozen=True)
+class RestoreBest:
+    """Early stopping: which codes make a run that ends worse than its best be tested with the best weights."""
+
+    codes: frozenset[str]
+    min_rise: float
+    unless_val_acc_drops: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    check_every: int
+    min_severity: str
+    restart_min_severity: str
+    cooldown_steps: int
+    max_actions: int
+    max_per_code: int
+    snapshot_every: int
+    keep_snapshots: int
+    rollback_margin: int
+    clip_max_norm: float
+    max_restarts: int
+    time_budget: float
+    plot_stopped_attempts: bool
+    restore_best: RestoreBest
+    priority: tuple[str, ...]
+    online: dict[str, OnlineRule]
+    restarts: dict[str, RestartRule]
+
+    @property
+    def min_rank(self) -> int:
+        return SEVERITY_RANK[self.min_severity]
+
+    def restart_floor(self, code: str) -> int:
+        """The severity a finding needs to restart the run: ``restarts.<CODE>.min_severity`` or ``restart_min_severity``."""
+        severity = self.restarts[code].min_severity
+        return SEVERITY_RANK[self.restart_min_severity if severity is None else severity]
+
+    @classmethod
+    def from_config(cls, node: Mapping[str, Any] | DictConfig, key: str = KEY) -> Settings:
+        """Typed settings from the YAML node (keys starting with ``_`` are Hydra's); UserError on a bad table."""
+        spec = {k: v for k, v in _plain(node).items() if not str(k).startswith("_")}
+        _check_keys(spec, [f.name for f in fields(cls)], key)
+        restore = _plain(spec["restore_best"])
+        _check_keys(restore, [f.name for f in fields(RestoreBest)], f"{key}.restore_best")
+        online, restarts = _plain(spec["online"]), _plain(spec["restarts"])
+        validate_policy(online, restarts, spec["priority"] or [], key=key, restore_codes=restore["codes"] or [])
+        for name in ("min_severity", "restart_min_severity"):
+            _check_severity(spec[name], f"{key}.{name}")
+        return cls(
+            check_every=max(1, int(spec["check_every"])),
+            min_severity=str(spec["min_severity"]),
+            restart_min_severity=str(spec["restart_min_severity"]),
+            cooldown_steps=int(spec["cooldown_steps"]),
+            max_actions=int(spec["max_actions"]),
+            max_per_code=int(spec["max_per_code"]),
+            snapshot_every=max(1, int(spec["snapshot_every"])),
+            keep_snapshots=max(1, int(spec["keep_snapshots"])),
+            rollback_margin=int(spec["rollback_margin"]),
+            clip_max_norm=float(spec["clip_max_norm"]),
+            max_restarts=int(spec["max_restarts"]),
+            time_budget=float(spec["time_budget"]),
+            plot_stopped_attempts=bool(spec["plot_stopped_attempts"]),
+            restore_best=RestoreBest(codes=frozenset(restore["codes"] or []), min_rise=float(restore["min_rise"]),
+                                     unless_val_acc_drops=bool(restore["unless_val_acc_drops"])),
+            priority=tuple(spec["priority"] or []),
+            online={code: _online_rule(rule or {}) for code, rule in online.items()},
+            restarts={code: RestartRule(changes=dict((rule or {}).get("changes") or {}),
+                                        lr_factor=_number((rule or {}).get("lr_factor")),
+                                        min_severity=(rule or {}).get("min_severity"))
+                      for code, rule in restarts.items()},
+        )
+
+
+def validate_policy(online: Mapping[str, Any], restarts: Mapping[str, Any], priority: Iterable[str],
+                    key: str = KEY, restore_codes: Iterable[str] = ()) -> None:
+    """A typo in the policy table is a config error, found before any work rather than mid-run."""
+    from runner.autotrainer.actions import ACTIONS, ONLINE_ACTIONS
+
+    for where, codes in (("online", online), ("restarts", restarts), ("priority", priority),
+                         ("restore_best.codes", restore_codes)):
+        for code in codes:
+            if code not in CODES:
+                raise UserError(f"{key}.{where}: {code!r} is not a diagnosis code (see diag/codes.py)")
+    for code, spec in online.items():
+        spec = spec or {}
+        action = spec.get("action")
+        if action not in ONLINE_ACTIONS:
+            raise UserError(f"{key}.online.{code}.action={action!r} is not valid: choose one of "
+                            f"{', '.join(ONLINE_ACTIONS)}")
+        _check_keys(spec, [f.name for f in fields(OnlineRule)], f"{key}.online.{code}", required=("action",))
+        if action == "regularize" and not any(spec.get(k) for k in ("weight_decay", "dropout")):
+            raise UserError(f"{key}.online.{code}: regularize needs weight_decay and/or dropout")
+        missing = [k for k in ACTIONS[action].needs(spec) if spec.get(k) is None]
+        if missing:
+            raise UserError(f"{key}.online.{code}: {action} needs {' and '.join(missing)}")
+    for code, spec in restarts.items():
+        spec = spec or {}
+        _check_keys(spec, [f.name for f in fields(RestartRule)], f"{key}.restarts.{code}", required=())
+        if spec.get("min_severity") is not None:
+            _check_severity(spec["min_severity"], f"{key}.restarts.{code}.min_severity")
+    both = set(online) & set(restarts)
+    if both:
+        raise UserError(f"{key}: {', '.join(sorted(both))} is both in online and in restarts: choose one")
+
+
+def diagnostics_enabled(cfg: DictConfig) -> bool:
+    """Whether ``callbacks.diagnostics`` builds the live diagnosis (what the AutoTrainer reads)."""
+    return OmegaConf.select(cfg, "callbacks.diagnostics", default=None) is not None
+
+
+def autotrainer_enabled(cfg: DictConfig) -> bool:
+    """``autotrainer=default`` fills ``callbacks.autotrainer``; ``autotrainer=off`` sets it to null."""
+    return OmegaConf.select(cfg, KEY, default=None) is not None
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Before any work: the AutoTrainer acts on the live diagnosis, and its policy table must be valid."""
+    if autotrainer_enabled(cfg) and not diagnostics_enabled(cfg):
+        raise UserError("autotrainer=default reads the live diagnosis but diag has no DiagnosticsHook "
+                        "(diag=off): use diag=default or diag=full, or autotrainer=off")
+    spec = OmegaConf.select(cfg, KEY, default=None)
+    if spec is not None:
+        Settings.from_config(spec)
+
+
+def _online_rule(spec: Mapping[str, Any]) -> OnlineRule:
+    after = spec.get("after")
+    max_times = spec.get("max_times")
+    return OnlineRule(
+        action=str(spec["action"]), max_times=None if max_times is None else int(max_times),
+        after=tuple(after or ()), lr_factor=_number(spec.get("lr_factor")),
+        clip=None if spec.get("clip") is None else bool(spec["clip"]), to=spec.get("to"),
+        target_update_ratio=_number(spec.get("target_update_ratio")), max_factor=_number(spec.get("max_factor")),
+        weight_decay=_number(spec.get("weight_decay")), weight_decay_factor=_number(spec.get("weight_decay_factor")),
+        dropout=_number(spec.get("dropout")), rollback=None if spec.get("rollback") is None else bool(spec["rollback"]))
+
+
+def _check_keys(spec: Mapping[str, Any], known: list[str], key: str, required: Iterable[str] | None = None) -> None:
+    """Unknown keys are typos; missing ones have no default outside the YAML (``required``: all of ``known``)."""
+    unknown = sorted(set(spec) - set(known))
+    if unknown:
+        raise UserError(f"{key}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                        f"choose from {', '.join(known)}")
+    missing = [k for k in (known if required is None else required) if k not in spec]
+    if missing:
+        raise UserError(f"{key}: {', '.join(missing)} missing (runner/conf/autotrainer/default.yaml sets "
+                        f"{'it' if len(missing) == 1 else 'them'})")
+
+
+def _check_severity(severity: Any, key: str) -> None:
+    if severity not in SEVERITY_RANK:
+        raise UserError(f"{key}={severity!r} is not valid: choose one of {', '.join(SEVERITY_RANK)}")
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    if isinstance(node, DictConfig):
+        container = OmegaConf.to_container(node, resolve=True)
+        assert isinstance(container, dict)
+        return {str(k): v for k, v in container.items()}
+    return dict(node or {})
