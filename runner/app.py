@@ -24,7 +24,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             with open_dict(cfg):
                 cfg.optimizer.lr = float(cfg.lr_find.min_lr)
         return lr_find.run(train.build(cfg, Path(run_dir)))
-    from runner.autotrainer import autotrainer_enabled
+    from runner.autotrainer.settings import autotrainer_enabled
 
     if autotrainer_enabled(cfg):
         from runner.autotrainer import attempts

@@ -358,15 +358,16 @@ class Trainer:
 
     def restore(self, state: FitState, payload: dict[str, Any], hooks: Hook) -> None:
         """Load a :meth:`checkpoint_payload` into the built objects; training resumes at the next epoch."""
+        saved = TrainingState(model=payload["model"], optimizer=payload["optimizer"],
+                              scheduler=payload.get("scheduler"), scaler=payload.get("scaler") or None,
+                              rng=payload.get("rng") or {})
+        apply(saved, state.model, state.optimizer)  # a checkpoint of another model or optimizer fails here
         changed = horizon_change(state.scheduler, payload.get("scheduler"))
         if changed:
             raise UserError(f"trainer.resume: the checkpoint's LR schedule was built for another run length, "
                             f"{changed}: resume with the trainer.max_epochs/max_steps it was started with (a "
                             "schedule under way cannot be stretched: OneCycle stops, a cosine climbs back)")
-        saved = TrainingState(model=payload["model"], optimizer=payload["optimizer"],
-                              scheduler=payload.get("scheduler"), scaler=payload.get("scaler") or None,
-                              rng=payload.get("rng") or {})
-        apply(saved, state.model, state.optimizer, state.scheduler, self.scaler, generator=state.generator)
+        apply(saved, None, None, state.scheduler, self.scaler, generator=state.generator)
         state.epoch = int(payload["epoch"])
         state.step = int(payload["step"])
         state.skipped_steps = int(payload.get("skipped_steps", 0))

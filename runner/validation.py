@@ -85,7 +85,7 @@ def config_errors(cfg: DictConfig) -> list[str]:
     from runner.lr_find import lr_find_errors  # the LR finder's block: checked even when training
 
     errors += lr_find_errors(cfg)
-    from runner.autotrainer import check_config
+    from runner.autotrainer.settings import check_config
 
     try:
         check_config(cfg)

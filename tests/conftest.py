@@ -19,3 +19,10 @@ def cli(tmp_path):
     def _run(*args: str, **kw):
         return run_cli(list(args), tmp_path, **kw)
     return _run
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Integration and bench smoke tests run whole processes and trainings: they are the slow tier."""
+    for item in items:
+        if item.path.parent.name in ("integration", "bench"):
+            item.add_marker(pytest.mark.slow)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from diag.hooks import FitState
-from runner.autotrainer.settings import OnlineRule
 from runner.autotrainer.snapshots import Snapshot, set_dropout
 
 if TYPE_CHECKING:
     from runner.autotrainer.policy import AutoTrainer
+    from runner.autotrainer.settings import OnlineRule
 
 log = logging.getLogger("runner.autotrainer")
 

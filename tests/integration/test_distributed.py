@@ -213,7 +213,7 @@ def test_submitit_local_runs_a_two_job_sweep_of_ddp_jobs(tmp_path):
         report = json.loads((sweep / job / "report.json").read_text())
         assert 0 < report["metrics"]["test_acc"] <= 1
         lrs += [o for o in (sweep / job / ".hydra" / "overrides.yaml").read_text().split() if "optimizer.lr" in o]
-        log_text = (sweep / job / "__main__.log").read_text()
+        log_text = (sweep / job / "train.log").read_text()
         assert "2 process(es) x batch 64 = effective batch size 128" in log_text and CHECKSUM.search(log_text)
         assert len(list((sweep / job / "tb").glob("events.out.tfevents.*"))) == 1
     assert lrs == ["optimizer.lr=0.001", "optimizer.lr=0.003"]

@@ -63,6 +63,7 @@ def check_shape(report: dict) -> None:
 
 
 # -- a real run directory ------------------------------------------------------
+@pytest.mark.slow
 def test_run_directory_of_a_real_run(tmp_path):
     run = tmp_path / "run"
     proc = run_cli(["trainer.max_epochs=2", "scheduler=none"], tmp_path, run_dir=run)
@@ -93,6 +94,7 @@ def test_run_directory_of_a_real_run(tmp_path):
     assert "classes: 10" in text
 
 
+@pytest.mark.slow
 def test_analyzer_finds_what_the_live_diagnosis_found(tmp_path):
     """A learning rate far too high: the analyzer, reading only the files, reaches the live run's verdict."""
     run = tmp_path / "run"
@@ -449,6 +451,7 @@ LINE = st.one_of(
 )
 
 
+@pytest.mark.slow
 def test_generated_garbage_gives_a_report_or_a_clean_error(tmp_path, capsys):
     good_events = _event_file_bytes(tmp_path / "seed_tb")
 

@@ -278,6 +278,7 @@ def test_healthy_run_gets_no_action(tmp_path: Path) -> None:
     assert report["metrics"]["test_acc"] > 0.9
 
 
+@pytest.mark.slow
 def test_healthy_run_is_untouched_by_the_best_weights_kept_for_early_stopping(tmp_path: Path) -> None:
     """Keeping the best-validation weights copies them, nothing more: the same run with and without it."""
     common = ["trainer.max_epochs=4", "trainer.deterministic=true"]
@@ -291,6 +292,7 @@ def test_healthy_run_is_untouched_by_the_best_weights_kept_for_early_stopping(tm
 OVERFIT = ["data.subset=64", "data.batch_size=16", "model.hidden=[512,512]", "trainer.max_epochs=60"]
 
 
+@pytest.mark.slow
 def test_overfitting_run_is_regularized_online(tmp_path: Path) -> None:
     out = run_dir_of(["autotrainer=default", *OVERFIT], tmp_path)
     report = read(out / "report.json")
@@ -312,6 +314,7 @@ def test_overfitting_run_is_regularized_online(tmp_path: Path) -> None:
     assert report["metrics"]["best_val_loss"] < plain["metrics"]["best_val_loss"]
 
 
+@pytest.mark.slow
 def test_run_that_ends_overfitting_is_tested_with_its_best_validation_weights(tmp_path: Path) -> None:
     """Early stopping alone (regularize off): the weights tested are best.pt's, the best validation loss."""
     out = run_dir_of(["autotrainer=default", *OVERFIT, "~callbacks.autotrainer.online.OVERFITTING",
@@ -370,6 +373,7 @@ def test_exploding_lr_is_rolled_back_and_ends_finite_and_accurate(tmp_path: Path
     assert "rollback" in texts.value.tolist()[0] and texts.step.tolist()[0] == first["step"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_actions_and_its_clipping(tmp_path: Path, caplog) -> None:
     """The first launch stops after 2 of 4 epochs (as a killed job would, with its epoch checkpoint)."""
     exploding = ["autotrainer=default", "optimizer=sgd", "optimizer.lr=5", "trainer.max_epochs=4"]
@@ -388,6 +392,7 @@ def test_a_resumed_run_keeps_its_actions_and_its_clipping(tmp_path: Path, caplog
     assert f"step {first['step']}: {first['code']} → rollback" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_diag_analyze_says_what_the_autotrainer_already_changed(tmp_path: Path, capsys) -> None:
     from diag.analyze import main as analyze
 

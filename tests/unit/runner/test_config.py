@@ -83,6 +83,7 @@ def test_label_noise_and_subset_do_what_they_say(tmp_path):
     assert len(sub.train) == 100 and torch.equal(sub.train.images, clean.train.images[:100])
 
 
+@pytest.mark.slow
 def test_every_bad_value_is_reported_at_once_one_line_each(cli):
     proc = cli("optimizer.lr=-1", "trainer.max_epochs=abc", "data.loader=gpu", "lr_find.num_steps=3")
     assert proc.returncode == 2

@@ -293,6 +293,7 @@ def test_bad_options_are_user_errors(tmp_path):
 # -- the command line ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_missing_data_on_the_command_line_is_one_line_and_exit_2(tmp_path):
     proc = run_cli(["data=cifar10", f"data.root={tmp_path / 'nowhere'}"], tmp_path)
     assert proc.returncode == 2, proc.stderr
@@ -302,6 +303,7 @@ def test_missing_data_on_the_command_line_is_one_line_and_exit_2(tmp_path):
     assert "data.download=true" in lines[0]
 
 
+@pytest.mark.slow
 def test_end_to_end_training_on_tiny_mnist(tmp_path):
     write_mnist(tmp_path / "data", n_train=200, n_test=50)
     run_dir = tmp_path / "run"
@@ -315,6 +317,7 @@ def test_end_to_end_training_on_tiny_mnist(tmp_path):
     assert (tmp_path / "data" / "MNIST" / "raw" / CACHE_NAME).is_file()
 
 
+@pytest.mark.slow
 def test_check_data_reports_and_writes_sample_grids(tmp_path):
     write_cifar10(tmp_path / "data")
     out = tmp_path / "check"

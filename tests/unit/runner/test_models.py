@@ -91,6 +91,7 @@ def test_channels_last_gives_the_same_outputs():
                                atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_compile_unavailable_says_so_and_trains_eagerly(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(["trainer.compile=true", "trainer.max_epochs=1", "diag=off"], tmp_path, run_dir=run_dir,
