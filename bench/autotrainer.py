@@ -48,7 +48,11 @@ def fastest(a: dict | None, b: dict) -> dict:
     """Keep ``a``'s results with the smaller wall and CPU time of the two runs."""
     if a is None:
         return b
-    return {**a, "wall_time": min(a["wall_time"], b["wall_time"]), "cpu_time": min(a["cpu_time"], b["cpu_time"])}
+    return {
+        **a,
+        "wall_time": min(a["wall_time"], b["wall_time"]),
+        "cpu_time": min(a["cpu_time"], b["cpu_time"]),
+    }
 
 
 def suite_defaults() -> str:
@@ -58,32 +62,54 @@ def suite_defaults() -> str:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config")
     sched = (cfg.scheduler.get("_target_") or "none").rsplit(".", 1)[-1]
-    return (f"defaults: {cfg.data._target_.rsplit('.', 1)[-1]}, {cfg.model._target_.rsplit('.', 1)[-1]} "
-            f"hidden={list(cfg.model.get('hidden', []))} dropout={cfg.model.get('dropout')}, "
-            f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} lr={cfg.optimizer.lr}, scheduler {sched}, "
-            f"{cfg.trainer.max_epochs} epochs")
+    return (
+        f"defaults: {cfg.data._target_.rsplit('.', 1)[-1]}, {cfg.model._target_.rsplit('.', 1)[-1]} "
+        f"hidden={list(cfg.model.get('hidden', []))} dropout={cfg.model.get('dropout')}, "
+        f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} lr={cfg.optimizer.lr}, scheduler {sched}, "
+        f"{cfg.trainer.max_epochs} epochs"
+    )
 
 
 def summarize(actions: list[dict]) -> str:
     """``rollback@20, restart@50 ...``: what the AutoTrainer did, compactly."""
-    parts = [f"{a['action']}({a['code']})@{a['step']}" + (f"/a{a['attempt']}" if a.get("attempt") else "")
-             for a in actions]
+    parts = [
+        f"{a['action']}({a['code']})@{a['step']}"
+        + (f"/a{a['attempt']}" if a.get("attempt") else "")
+        for a in actions
+    ]
     return ", ".join(parts) or "-"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--only", nargs="*", help="case names to run (the baseline always runs)")
-    ap.add_argument("--quick", action="store_true", help="smoke test: 5 epochs; three cases unless --only")
-    ap.add_argument("--repeat", type=int, default=2,
-                    help="time each variant this many times, interleaved, and keep the fastest (load is noisy)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier times on a shared machine)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "autotrainer.md")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke test: 5 epochs; three cases unless --only"
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="time each variant this many times, interleaved, and keep the fastest (load is noisy)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: steadier times on a shared machine)",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "autotrainer.md"
+    )
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     torch.set_num_threads(args.threads)
-    cases = [(n, code, o) for n, (code, o) in FAULTS.items()] + [(n, None, o) for n, o in HEALTHY.items()]
+    cases = [(n, code, o) for n, (code, o) in FAULTS.items()] + [
+        (n, None, o) for n, o in HEALTHY.items()
+    ]
     names = args.only or (QUICK if args.quick else None)
     if names:
         cases = [c for c in cases if c[0] in names or c[0] == BASELINE]
@@ -97,13 +123,25 @@ def main() -> None:
         for name, expected, overrides in cases:
             plain, fixed = None, None
             for rep in range(max(1, args.repeat)):
-                plain = fastest(plain, timed_case([*overrides, *extra], Path(tmp) / name / f"off{rep}", args.seed))
-                fixed = fastest(fixed, timed_case([*overrides, *extra, "autotrainer=default"],
-                                                  Path(tmp) / name / f"on{rep}", args.seed))
+                plain = fastest(
+                    plain,
+                    timed_case([*overrides, *extra], Path(tmp) / name / f"off{rep}", args.seed),
+                )
+                fixed = fastest(
+                    fixed,
+                    timed_case(
+                        [*overrides, *extra, "autotrainer=default"],
+                        Path(tmp) / name / f"on{rep}",
+                        args.seed,
+                    ),
+                )
             results[name] = (expected, plain, fixed)
             base_acc = results[BASELINE][1]["metrics"]["test_acc"]
             base_time = results[BASELINE][1]["wall_time"]
-            acc_off, acc_on = plain["metrics"]["test_acc"] or 0.0, fixed["metrics"]["test_acc"] or 0.0
+            acc_off, acc_on = (
+                plain["metrics"]["test_acc"] or 0.0,
+                fixed["metrics"]["test_acc"] or 0.0,
+            )
             actions = fixed["autotrainer"]["actions"]
             within = acc_on >= base_acc - 0.02
             if expected:
@@ -117,11 +155,13 @@ def main() -> None:
                 verdict = f"bounded by its data ({ceilings[name][1]} on its training examples: {ceiling:.3f})"
             else:
                 verdict = "NOT REPAIRED"
-            rows.append(f"| {name} | {expected or 'healthy'} | {acc_off:.3f} | {acc_on:.3f} | {base_acc:.3f} | "
-                        f"{'-' if ceiling is None else f'{ceiling:.3f}'} | "
-                        f"{'yes' if within else 'no'} | {fixed['wall_time'] / plain['wall_time']:.2f}x | "
-                        f"{fixed['cpu_time'] / plain['cpu_time']:.2f}x | "
-                        f"{fixed['wall_time'] / base_time:.2f}x | {summarize(actions)} | {verdict} |")
+            rows.append(
+                f"| {name} | {expected or 'healthy'} | {acc_off:.3f} | {acc_on:.3f} | {base_acc:.3f} | "
+                f"{'-' if ceiling is None else f'{ceiling:.3f}'} | "
+                f"{'yes' if within else 'no'} | {fixed['wall_time'] / plain['wall_time']:.2f}x | "
+                f"{fixed['cpu_time'] / plain['cpu_time']:.2f}x | "
+                f"{fixed['wall_time'] / base_time:.2f}x | {summarize(actions)} | {verdict} |"
+            )
             print(rows[-1], flush=True)
     faulty = [r for r in results.values() if r[0]]
     healthy = [r for r in results.values() if not r[0]]
@@ -129,13 +169,18 @@ def main() -> None:
     repaired = sum((f[2]["metrics"]["test_acc"] or 0) >= base_acc - 0.02 for f in faulty)
     bounded = {n: c for n, c in ceilings.items() if c[0] < base_acc - 0.02}
     fixable = [(n, r) for n, r in results.items() if r[0] and n not in bounded]
-    repaired_fixable = sum((r[2]["metrics"]["test_acc"] or 0) >= base_acc - 0.02 for _, r in fixable)
+    repaired_fixable = sum(
+        (r[2]["metrics"]["test_acc"] or 0) >= base_acc - 0.02 for _, r in fixable
+    )
     ratio_same = [f[2]["wall_time"] / f[1]["wall_time"] for f in faulty]
     cpu_same = [f[2]["cpu_time"] / f[1]["cpu_time"] for f in faulty]
     ratio_base = [f[2]["wall_time"] / results[BASELINE][1]["wall_time"] for f in faulty]
     acted_healthy = sum(bool(h[2]["autotrainer"]["actions"]) for h in healthy)
-    header = ["| case | expected | acc without | acc with | baseline | data ceiling | within 2 pts | wall with/without | "
-              "cpu with/without | wall with/baseline | actions | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = [
+        "| case | expected | acc without | acc with | baseline | data ceiling | within 2 pts | wall with/without | "
+        "cpu with/without | wall with/baseline | actions | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     total = []
     if faulty:
         total += [
@@ -143,7 +188,9 @@ def main() -> None:
             f"({repaired / len(faulty):.0%}; target >= 85%)",
             f"  of those whose data allows it: {repaired_fixable}/{len(fixable)}; bounded by their data (best classical "
             "classifier on the same training examples, more than 2 points below the baseline): "
-            + ("; ".join(f"{n} ({name} {acc:.3f})" for n, (acc, name) in bounded.items()) or "none"),
+            + (
+                "; ".join(f"{n} ({name} {acc:.3f})" for n, (acc, name) in bounded.items()) or "none"
+            ),
             f"time with AutoTrainer over the same run without it: mean {sum(ratio_same) / len(ratio_same):.2f}x "
             f"(max {max(ratio_same):.2f}x; target <= 1.5x)",
             f"CPU time with AutoTrainer over the same run without it: mean {sum(cpu_same) / len(cpu_same):.2f}x "

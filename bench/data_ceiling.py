@@ -34,12 +34,19 @@ def data_ceiling(overrides: list[str], config_dir: str) -> tuple[float, str]:
     data.setup()
 
     def flat(split) -> tuple[np.ndarray, np.ndarray]:
-        return split.images.reshape(len(split.labels), -1).float().numpy() / 255.0, split.labels.numpy()
+        return split.images.reshape(
+            len(split.labels), -1
+        ).float().numpy() / 255.0, split.labels.numpy()
 
     (x, y), (xt, yt) = flat(data.train), flat(data.test)
-    candidates = {"RBF SVM": SVC(C=10.0, gamma="scale"), "1-NN": KNeighborsClassifier(1),
-                  "logistic regression": LogisticRegression(max_iter=2000)}
-    scores = {name: float((clf.fit(x, y).predict(xt) == yt).mean()) for name, clf in candidates.items()}
+    candidates = {
+        "RBF SVM": SVC(C=10.0, gamma="scale"),
+        "1-NN": KNeighborsClassifier(1),
+        "logistic regression": LogisticRegression(max_iter=2000),
+    }
+    scores = {
+        name: float((clf.fit(x, y).predict(xt) == yt).mean()) for name, clf in candidates.items()
+    }
     best = max(scores, key=scores.get)
     _SEEN[key] = scores[best], best
     return _SEEN[key]

@@ -21,18 +21,39 @@ sys.path.insert(0, str(ROOT))
 # name: (expected code, overrides)
 FAULTS: dict[str, tuple[str, list[str]]] = {
     "lr_far_too_high": ("LOSS_EXPLOSION", ["optimizer=sgd", "optimizer.lr=20"]),
-    "lr_too_high": ("LOSS_OSCILLATION", ["optimizer=adam", "optimizer.lr=0.03", "data.batch_size=16"]),
-    "lr_far_too_low": ("SLOW_CONVERGENCE", ["optimizer=sgd", "optimizer.lr=1e-5", "optimizer.momentum=0",
-                                            "optimizer.nesterov=false"]),
-    "deep_sigmoid": ("VANISHING_GRADIENTS", ["model.activation=sigmoid", "model.hidden=[64,64,64,64,64,64,64,64]",
-                                             "optimizer=sgd", "optimizer.lr=0.05"]),
+    "lr_too_high": (
+        "LOSS_OSCILLATION",
+        ["optimizer=adam", "optimizer.lr=0.03", "data.batch_size=16"],
+    ),
+    "lr_far_too_low": (
+        "SLOW_CONVERGENCE",
+        ["optimizer=sgd", "optimizer.lr=1e-5", "optimizer.momentum=0", "optimizer.nesterov=false"],
+    ),
+    "deep_sigmoid": (
+        "VANISHING_GRADIENTS",
+        [
+            "model.activation=sigmoid",
+            "model.hidden=[64,64,64,64,64,64,64,64]",
+            "optimizer=sgd",
+            "optimizer.lr=0.05",
+        ],
+    ),
     "dead_relu": ("DEAD_NEURONS", ["model.bias_init=-5"]),
     "random_labels": ("STUCK_AT_CHANCE", ["data.label_noise=1.0"]),
-    "overfit_tiny_subset": ("OVERFITTING", ["data.subset=64", "data.batch_size=16", "model.hidden=[512,512]",
-                                            "trainer.max_epochs=60"]),
-    "plateau_patience_0": ("LR_DECAYED_TOO_EARLY", ["optimizer=sgd", "optimizer.lr=0.1",
-                                                    "scheduler=plateau", "scheduler.lr_scheduler.patience=0",
-                                                    "scheduler.lr_scheduler.factor=0.1"]),
+    "overfit_tiny_subset": (
+        "OVERFITTING",
+        ["data.subset=64", "data.batch_size=16", "model.hidden=[512,512]", "trainer.max_epochs=60"],
+    ),
+    "plateau_patience_0": (
+        "LR_DECAYED_TOO_EARLY",
+        [
+            "optimizer=sgd",
+            "optimizer.lr=0.1",
+            "scheduler=plateau",
+            "scheduler.lr_scheduler.patience=0",
+            "scheduler.lr_scheduler.factor=0.1",
+        ],
+    ),
     "init_x100": ("BAD_INITIALIZATION", ["model.init_scale=100"]),
 }
 

@@ -18,14 +18,22 @@ from fault_suite import FAULTS, HEALTHY, run_case
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--only", nargs="*", help="case names to run")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="markdown file for the table (default: bench/results/faults.md for the full suite)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="markdown file for the table (default: bench/results/faults.md for the full suite)",
+    )
     args = ap.parse_args()
     logging.disable(logging.INFO)
-    cases = [(n, code, o) for n, (code, o) in FAULTS.items()] + [(n, None, o) for n, o in HEALTHY.items()]
+    cases = [(n, code, o) for n, (code, o) in FAULTS.items()] + [
+        (n, None, o) for n, o in HEALTHY.items()
+    ]
     if args.only:
         cases = [c for c in cases if c[0] in args.only]
     rows, found, faults, alarms, healthy = [], 0, 0, 0, 0
@@ -49,13 +57,21 @@ def main() -> None:
                 alarms += bool(bad)
                 early, verdict = "-", "FALSE ALARM" if bad else "clean"
             acc = report["metrics"].get("test_acc")
-            rows.append(f"| {name} | {expected or 'healthy'} | {codes} | {early} | {steps} | "
-                        f"{acc:.3f} | {verdict} |" if acc is not None else
-                        f"| {name} | {expected or 'healthy'} | {codes} | {early} | {steps} | n/a | {verdict} |")
+            rows.append(
+                f"| {name} | {expected or 'healthy'} | {codes} | {early} | {steps} | "
+                f"{acc:.3f} | {verdict} |"
+                if acc is not None
+                else f"| {name} | {expected or 'healthy'} | {codes} | {early} | {steps} | n/a | {verdict} |"
+            )
             print(rows[-1], flush=True)
-    header = ["| case | expected | codes found | first detected (share of run) | steps | test acc | verdict |",
-              "|---|---|---|---|---|---|---|"]
-    total = [f"recall over faults: {found}/{faults}", f"false alarms over healthy runs: {alarms}/{healthy}"]
+    header = [
+        "| case | expected | codes found | first detected (share of run) | steps | test acc | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    total = [
+        f"recall over faults: {found}/{faults}",
+        f"false alarms over healthy runs: {alarms}/{healthy}",
+    ]
     text = "\n".join(header + rows) + "\n\n" + "\n".join(total) + "\n"
     print()
     print(text)

@@ -50,8 +50,12 @@ QUICK_LOOPS = ("hand loop", "runner, diag=off")
 def perf_works() -> str | None:
     """None when ``perf stat`` can count instructions here, else why not."""
     try:
-        proc = subprocess.run(["perf", "stat", "-x,", "-e", EVENTS["instructions"], "true"], capture_output=True,
-                              text=True, timeout=30)
+        proc = subprocess.run(
+            ["perf", "stat", "-x,", "-e", EVENTS["instructions"], "true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"perf is not available ({exc}); on Debian: apt-get install linux-perf"
     first = proc.stderr.strip().split(",")[0] if proc.stderr.strip() else ""
@@ -62,8 +66,19 @@ def perf_works() -> str | None:
 
 def count(workload: str, loop: str, steps: int) -> dict[str, float]:
     """Run one child under ``perf stat``; the whole process's counts."""
-    cmd = ["perf", "stat", "-x,", "-e", ",".join(EVENTS.values()), sys.executable, str(Path(__file__).resolve()), "--child",
-           workload, loop, str(steps)]
+    cmd = [
+        "perf",
+        "stat",
+        "-x,",
+        "-e",
+        ",".join(EVENTS.values()),
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        workload,
+        loop,
+        str(steps),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{workload} / {loop} ({steps} steps) failed: {proc.stderr[-2000:]}")
@@ -74,7 +89,9 @@ def count(workload: str, loop: str, steps: int) -> dict[str, float]:
         if len(fields) > 2 and fields[2] in names and fields[0].replace(".", "").isdigit():
             out[names[fields[2]]] = float(fields[0])
     if set(out) != set(EVENTS):
-        raise RuntimeError(f"perf stat printed no counts for {workload} / {loop}: {proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"perf stat printed no counts for {workload} / {loop}: {proc.stderr[-2000:]}"
+        )
     return out
 
 
@@ -99,31 +116,42 @@ def loops_of(workload: str, quick: bool, lightning: bool) -> list[str]:
     return [n for n in names if n in QUICK_LOOPS] if quick else names
 
 
-def measure(workload: str, loops: list[str], pairs: int, short: int, long: int) -> dict[str, dict[str, list[float]]]:
+def measure(
+    workload: str, loops: list[str], pairs: int, short: int, long: int
+) -> dict[str, dict[str, list[float]]]:
     """Per loop and event: the per-step count of each pair, pairs interleaved across loops."""
     out: dict[str, dict[str, list[float]]] = {loop: {e: [] for e in EVENTS} for loop in loops}
     for p in range(pairs):
-        order = loops[p % len(loops):] + loops[:p % len(loops)]
+        order = loops[p % len(loops) :] + loops[: p % len(loops)]
         for loop in order:
             a, b = count(workload, loop, short), count(workload, loop, long)
             for e in EVENTS:
                 out[loop][e].append((b[e] - a[e]) / (long - short))
-        print(f"  {workload} pair {p + 1}/{pairs}: " + ", ".join(
-            f"{loop} {out[loop]['instructions'][-1] / 1e6:.3f}M" for loop in loops), file=sys.stderr, flush=True)
+        print(
+            f"  {workload} pair {p + 1}/{pairs}: "
+            + ", ".join(f"{loop} {out[loop]['instructions'][-1] / 1e6:.3f}M" for loop in loops),
+            file=sys.stderr,
+            flush=True,
+        )
     return out
 
 
 def table(results: dict[str, dict[str, dict[str, list[float]]]]) -> list[str]:
     med = statistics.median
-    lines = ["| workload | loop | instructions/step | hand loop's / this loop's (instructions) | cycles/step | "
-             "hand loop's / this loop's (cycles) | cycles ratio range |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workload | loop | instructions/step | hand loop's / this loop's (instructions) | cycles/step | "
+        "hand loop's / this loop's (cycles) | cycles ratio range |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for workload, res in results.items():
         hand = res["hand loop"]
         for loop, r in res.items():
             ins, cyc = med(r["instructions"]), med(r["cycles"])
             ratios = [h / c for h, c in zip(hand["cycles"], r["cycles"])]
-            lines.append(f"| {workload} | {loop} | {ins / 1e6:.3f}M | {med(hand['instructions']) / ins:.4f} | "
-                         f"{cyc / 1e6:.3f}M | {med(ratios):.3f} | {min(ratios):.3f} - {max(ratios):.3f} |")
+            lines.append(
+                f"| {workload} | {loop} | {ins / 1e6:.3f}M | {med(hand['instructions']) / ins:.4f} | "
+                f"{cyc / 1e6:.3f}M | {med(ratios):.3f} | {min(ratios):.3f} - {max(ratios):.3f} |"
+            )
     return lines
 
 
@@ -136,8 +164,10 @@ def summary(results: dict[str, dict[str, dict[str, list[float]]]]) -> list[str]:
             if loop in res:
                 ins = med(res[loop]["instructions"])
                 spread = max(res[loop]["instructions"]) / min(res[loop]["instructions"]) - 1
-                out.append(f"- {workload}, {loop}: {ins / hand - 1:+.2%} instructions per step over the hand loop "
-                           f"(its pairs within {spread:.2%} of each other)")
+                out.append(
+                    f"- {workload}, {loop}: {ins / hand - 1:+.2%} instructions per step over the hand loop "
+                    f"(its pairs within {spread:.2%} of each other)"
+                )
     return out
 
 
@@ -146,10 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         return child(argv[1], argv[2], int(argv[3]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke test: the hand loop and diag=off, 1 short pair")
-    ap.add_argument("--pairs", type=int, default=None, help="repeats of each (short, long) pair (default 3)")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke test: the hand loop and diag=off, 1 short pair"
+    )
+    ap.add_argument(
+        "--pairs", type=int, default=None, help="repeats of each (short, long) pair (default 3)"
+    )
     ap.add_argument("--workloads", nargs="+", choices=list(STEPS), default=list(STEPS))
-    ap.add_argument("--no-lightning", action="store_true", help="skip the Lightning rows even when it is installed")
+    ap.add_argument(
+        "--no-lightning",
+        action="store_true",
+        help="skip the Lightning rows even when it is installed",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "instructions.md")
     args = ap.parse_args(argv)
     why_not = perf_works()
@@ -164,12 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for workload in args.workloads:
         short, long = (QUICK_STEPS if args.quick else STEPS)[workload]
-        results[workload] = measure(workload, loops_of(workload, args.quick, lightning), pairs, short, long)
+        results[workload] = measure(
+            workload, loops_of(workload, args.quick, lightning), pairs, short, long
+        )
     steps = ", ".join(f"{w}: {(QUICK_STEPS if args.quick else STEPS)[w]}" for w in args.workloads)
-    header = [f"{platform.processor() or platform.machine()}, 1 intra-op thread, perf stat -e "
-              f"{','.join(EVENTS.values())} per child process; (short, long) steps {steps}; {pairs} pair(s) per loop, "
-              "interleaved; medians" + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
-              ""]
+    header = [
+        f"{platform.processor() or platform.machine()}, 1 intra-op thread, perf stat -e "
+        f"{','.join(EVENTS.values())} per child process; (short, long) steps {steps}; {pairs} pair(s) per loop, "
+        "interleaved; medians"
+        + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
+        "",
+    ]
     text = "\n".join(header + table(results) + ["", *summary(results)])
     print(text)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)

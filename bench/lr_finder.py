@@ -39,8 +39,12 @@ TASKS: dict[str, list[str]] = {
     "mlp/digits": ["model=mlp"],
     "cnn/digits": ["model=cnn"],
     # MNIST-shaped: 1x28x28, 10 classes; three conv blocks so the receptive field covers the digit
-    "cnn/digits28": ["model=cnn", "model.channels=[16,32,64]",
-                     "data._target_=runner.data.upsampled_digits.UpsampledDigitsDataModule", "data.image_size=28"],
+    "cnn/digits28": [
+        "model=cnn",
+        "model.channels=[16,32,64]",
+        "data._target_=runner.data.upsampled_digits.UpsampledDigitsDataModule",
+        "data.image_size=28",
+    ],
 }
 COMMON = ["scheduler=cosine"]
 GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
@@ -81,8 +85,12 @@ def torch_lr_finder_suggestion(overrides: list[str], log_dir: Path) -> str:
 
     parts = build(make_cfg(overrides, log_dir), log_dir / "torch_lr_finder")
     batches = list(parts.train_loader)
-    dataset = torch.utils.data.TensorDataset(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=parts.train_loader.batch_size, shuffle=True)
+    dataset = torch.utils.data.TensorDataset(
+        torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=parts.train_loader.batch_size, shuffle=True
+    )
     finder = LRFinder(parts.state.model, parts.state.optimizer, torch.nn.CrossEntropyLoss())
     finder.range_test(loader, start_lr=1e-7, end_lr=10, num_iter=100)
     _, lr = finder.plot(suggest_lr=True, ax=Figure().add_subplot())
@@ -90,8 +98,9 @@ def torch_lr_finder_suggestion(overrides: list[str], log_dir: Path) -> str:
     return f"{lr:.2e}" if lr is not None else "no suggestion"
 
 
-def bench_task(name: str, overrides: list[str], grid: list[float], epochs: int, seeds: list[int],
-               log_dir: Path) -> dict[str, Any]:
+def bench_task(
+    name: str, overrides: list[str], grid: list[float], epochs: int, seeds: list[int], log_dir: Path
+) -> dict[str, Any]:
     """Grid runs, then the finder's runs, for one task; accuracies are means over ``seeds``."""
     t0 = time.perf_counter()
     grid_acc = {lr: 0.0 for lr in grid}
@@ -100,26 +109,41 @@ def bench_task(name: str, overrides: list[str], grid: list[float], epochs: int, 
     for seed in seeds:
         base = [*COMMON, *overrides, f"trainer.max_epochs={epochs}", f"seed={seed}"]
         for lr in grid:
-            grid_acc[lr] += acc_of(train([*base, f"optimizer.lr={lr}"], log_dir, f"{name}/s{seed}/grid_{lr:g}"))
+            grid_acc[lr] += acc_of(
+                train([*base, f"optimizer.lr={lr}"], log_dir, f"{name}/s{seed}/grid_{lr:g}")
+            )
         auto = train([*base, "optimizer.lr=auto"], log_dir, f"{name}/s{seed}/auto")
         finder = auto["lr_finder"]
         finders.append(finder)
         for method in (finder["method"], *(m for m in METHODS if m != finder["method"])):
             lr = finder["suggestions"][method]
-            acc = acc_of(auto) if method == finder["method"] else acc_of(
-                train([*base, f"optimizer.lr={lr}"], log_dir, f"{name}/s{seed}/{method}"))
-            row = rows.setdefault(method, {"method": method, "lrs": [], "acc": 0.0,
-                                           "auto": method == finder["method"]})
+            acc = (
+                acc_of(auto)
+                if method == finder["method"]
+                else acc_of(
+                    train([*base, f"optimizer.lr={lr}"], log_dir, f"{name}/s{seed}/{method}")
+                )
+            )
+            row = rows.setdefault(
+                method,
+                {"method": method, "lrs": [], "acc": 0.0, "auto": method == finder["method"]},
+            )
             row["lrs"].append(lr)
             row["acc"] += acc
     grid_acc = {lr: acc / len(seeds) for lr, acc in grid_acc.items()}
     for row in rows.values():
         row["acc"] /= len(seeds)
     best_lr = max(grid_acc, key=grid_acc.get)
-    return {"task": name, "grid": grid_acc, "best_lr": best_lr, "best_acc": grid_acc[best_lr],
-            "rows": list(rows.values()), "finders": finders,
-            "torch_lr_finder": torch_lr_finder_suggestion([*COMMON, *overrides], log_dir / name),
-            "seconds": time.perf_counter() - t0}
+    return {
+        "task": name,
+        "grid": grid_acc,
+        "best_lr": best_lr,
+        "best_acc": grid_acc[best_lr],
+        "rows": list(rows.values()),
+        "finders": finders,
+        "torch_lr_finder": torch_lr_finder_suggestion([*COMMON, *overrides], log_dir / name),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _lrs(values: list[float]) -> str:
@@ -128,24 +152,32 @@ def _lrs(values: list[float]) -> str:
 
 
 def print_results(results: list[dict[str, Any]], epochs: int, seeds: list[int]) -> None:
-    print(f"\nLR finder vs a grid of {epochs}-epoch runs (Adam, cosine schedule; final val accuracy, "
-          f"mean of {len(seeds)} seed{'s' if len(seeds) > 1 else ''})\n")
+    print(
+        f"\nLR finder vs a grid of {epochs}-epoch runs (Adam, cosine schedule; final val accuracy, "
+        f"mean of {len(seeds)} seed{'s' if len(seeds) > 1 else ''})\n"
+    )
     print("grid:")
     for r in results:
         cells = "  ".join(f"{lr:g}:{acc:.3f}" for lr, acc in r["grid"].items())
         print(f"  {r['task']:<13} {cells}")
     print()
-    header = (f"{'task':<13} {'grid best lr':>12} {'best acc':>8}  {'method':<10} {'suggested lr':>15} {'acc':>6} "
-              f"{'% of best':>9}  {'torch-lr-finder':>15}")
+    header = (
+        f"{'task':<13} {'grid best lr':>12} {'best acc':>8}  {'method':<10} {'suggested lr':>15} {'acc':>6} "
+        f"{'% of best':>9}  {'torch-lr-finder':>15}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         for i, row in enumerate(r["rows"]):
-            lead = f"{r['task']:<13} {r['best_lr']:>12g} {r['best_acc']:>8.3f}" if i == 0 else " " * 35
+            lead = (
+                f"{r['task']:<13} {r['best_lr']:>12g} {r['best_acc']:>8.3f}" if i == 0 else " " * 35
+            )
             tlf = r["torch_lr_finder"] if i == 0 else ""
             method = row["method"] + ("*" if row["auto"] else "")
             pct = 100 * row["acc"] / r["best_acc"] if r["best_acc"] > 0 else 0.0
-            print(f"{lead}  {method:<10} {_lrs(row['lrs']):>15} {row['acc']:>6.3f} {pct:>8.1f}%  {tlf:>15}")
+            print(
+                f"{lead}  {method:<10} {_lrs(row['lrs']):>15} {row['acc']:>6.3f} {pct:>8.1f}%  {tlf:>15}"
+            )
     print("\n* = the configured method (lr_find.method), trained through optimizer.lr=auto")
     for r in results:
         stops = "; ".join(f"{f['num_steps_run']} steps, {f['stop_reason']}" for f in r["finders"])
@@ -155,10 +187,16 @@ def print_results(results: list[dict[str, Any]], epochs: int, seeds: list[int]) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 epoch, 3-point grid: a smoke test")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default 6, quick 1)")
-    parser.add_argument("--seeds", type=int, nargs="*", default=None, help="seeds to average (default 0 1, quick 0)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per run (default 6, quick 1)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=None, help="seeds to average (default 0 1, quick 0)"
+    )
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--keep", type=Path, default=None, help="keep run directories here instead of a temp dir")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep run directories here instead of a temp dir"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     epochs = args.epochs or (1 if args.quick else 6)
@@ -167,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_lr_finder_") as tmp:
         log_dir = args.keep or Path(tmp)
-        results = [bench_task(name, TASKS[name], grid, epochs, seeds, log_dir) for name in args.tasks]
+        results = [
+            bench_task(name, TASKS[name], grid, epochs, seeds, log_dir) for name in args.tasks
+        ]
     print_results(results, epochs, seeds)
     print(f"total {time.perf_counter() - t0:.0f}s")
     return 0

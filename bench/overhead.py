@@ -73,7 +73,11 @@ sys.path.insert(0, str(ROOT))
 
 WORKLOADS: dict[str, list[str]] = {
     "mlp/digits": ["data=digits", "model=mlp"],  # batch 64, 8x8, hidden [128, 128]
-    "cnn/synthetic28": ["data=synthetic", "model=cnn", "data.batch_size=128"],  # 1x28x28, channels [32, 64]
+    "cnn/synthetic28": [
+        "data=synthetic",
+        "model=cnn",
+        "data.batch_size=128",
+    ],  # 1x28x28, channels [32, 64]
 }
 COMMON = ["optimizer=adam", "scheduler=none", "trainer.clip.max_norm=1.0", "trainer.max_epochs=1"]
 # (steps, warmup) per round at the default setting and with --quick
@@ -183,8 +187,14 @@ def build(workload: str, diag: str, run_dir: Path, extra: tuple[str, ...] = ()) 
 
 
 # -- the variants: each trains on the batches it is given ------------------------------
-def hand_step(model: torch.nn.Module, opt: torch.optim.Optimizer, params: list, clip: float,
-              x: torch.Tensor, y: torch.Tensor) -> None:
+def hand_step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    params: list,
+    clip: float,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> None:
     """What a person writes: nothing but forward, loss, backward, clip and step."""
     loss = F.cross_entropy(model(x), y)
     opt.zero_grad(set_to_none=True)
@@ -289,10 +299,19 @@ def lightning_loop(parts: Run, batches: LockstepBatches, clip: float, log: bool 
 
     run_dir = parts.state.run_dir
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, gradient_clip_val=clip, gradient_clip_algorithm="norm",
-        logger=TensorBoardLogger(str(run_dir), name="lightning") if log else False, log_every_n_steps=10,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(run_dir),
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        gradient_clip_val=clip,
+        gradient_clip_algorithm="norm",
+        logger=TensorBoardLogger(str(run_dir), name="lightning") if log else False,
+        log_every_n_steps=10,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=str(run_dir),
     )
     with lightning_env():
         trainer.fit(Module(parts.state.model, parts.state.optimizer), train_dataloaders=batches)
@@ -306,11 +325,25 @@ def variants(with_lightning: bool, workload: str = "") -> dict[str, Variant]:
     out: dict[str, Variant] = {"hand loop": ("off", hand_loop, ())}
     for name, level in DIAG.items():
         out[name] = (level, runner_loop, ())
-    if workload in DECOMPOSE_ON:  # where diag=off's cost goes: without its TensorBoard hook; with nothing at all
-        out[TB50] = ("off", runner_loop, ("trainer.log_every_n_steps=50",))  # Lightning's default interval
+    if (
+        workload in DECOMPOSE_ON
+    ):  # where diag=off's cost goes: without its TensorBoard hook; with nothing at all
+        out[TB50] = (
+            "off",
+            runner_loop,
+            ("trainer.log_every_n_steps=50",),
+        )  # Lightning's default interval
         out[NO_TB] = ("off", runner_loop, ("callbacks.tensorboard=null",))
-        out[BARE] = ("off", runner_loop, ("callbacks.tensorboard=null", "callbacks.epoch_jsonl=null",
-                                          "callbacks.checkpoint=null", "trainer.nonfinite_guard=false"))
+        out[BARE] = (
+            "off",
+            runner_loop,
+            (
+                "callbacks.tensorboard=null",
+                "callbacks.epoch_jsonl=null",
+                "callbacks.checkpoint=null",
+                "trainer.nonfinite_guard=false",
+            ),
+        )
     if with_lightning:
         out["lightning"] = ("off", lightning_loop, ())
         out["lightning, bare"] = ("off", lambda p, b, c: lightning_loop(p, b, c, log=False), ())
@@ -320,8 +353,16 @@ def variants(with_lightning: bool, workload: str = "") -> dict[str, Variant]:
 
 
 # -- measuring ---------------------------------------------------------------------
-def measure(workload: str, rounds: int, steps: int, warmup: int, with_lightning: bool, root: Path,
-            progress: bool = True, discard: int = 1) -> dict[str, dict[str, list[float]]]:
+def measure(
+    workload: str,
+    rounds: int,
+    steps: int,
+    warmup: int,
+    with_lightning: bool,
+    root: Path,
+    progress: bool = True,
+    discard: int = 1,
+) -> dict[str, dict[str, list[float]]]:
     """Per variant and clock: the steps/s of each round and its ratio to the hand loop run in lockstep with it.
 
     Each variant runs with a freshly built hand loop as its partner (:class:`LockstepBatches`): the
@@ -335,14 +376,22 @@ def measure(workload: str, rounds: int, steps: int, warmup: int, with_lightning:
     out = {name: {"wall": [], "cpu": [], "wall_ratio": [], "cpu_ratio": []} for name in names}
     clip = 1.0
     for r in range(-discard, rounds):
-        order = names[r % len(names):] + names[:r % len(names)]  # rotate: no variant always goes first
+        order = (
+            names[r % len(names) :] + names[: r % len(names)]
+        )  # rotate: no variant always goes first
         this_round: dict[str, dict[str, float]] = {}
         for name in order:
             level, loop, extra = vs[name]
-            run_dir = root / workload.replace("/", "_") / f"r{r}_{name.replace(', ', '_').replace('=', '-')}"
+            run_dir = (
+                root
+                / workload.replace("/", "_")
+                / f"r{r}_{name.replace(', ', '_').replace('=', '-')}"
+            )
             partner_parts = build(workload, "off", run_dir / "partner")
             parts = build(workload, level, run_dir, extra)
-            batches = LockstepBatches(parts.train_loader, warmup + steps + 1, hand_partner(partner_parts, clip))
+            batches = LockstepBatches(
+                parts.train_loader, warmup + steps + 1, hand_partner(partner_parts, clip)
+            )
             loop(parts, batches, clip)
             this_round[name] = batches.rates(warmup, steps)
             del parts, partner_parts, batches
@@ -355,43 +404,72 @@ def measure(workload: str, rounds: int, steps: int, warmup: int, with_lightning:
             out[name]["wall_ratio"].append(rate["wall"] / rate["partner_wall"])
             out[name]["cpu_ratio"].append(rate["cpu"] / rate["partner_cpu"])
         if progress:
-            print(f"  {workload} round {r + 1}/{rounds} (CPU time, ratio to the hand loop beside it): "
-                  + ", ".join(f"{n} {out[n]['cpu_ratio'][-1]:.3f}" for n in names), file=sys.stderr, flush=True)
+            print(
+                f"  {workload} round {r + 1}/{rounds} (CPU time, ratio to the hand loop beside it): "
+                + ", ".join(f"{n} {out[n]['cpu_ratio'][-1]:.3f}" for n in names),
+                file=sys.stderr,
+                flush=True,
+            )
     return out
 
 
-def table(results: dict[str, dict[str, dict[str, list[float]]]], with_lightning: bool,
-          why_not: str = "pytorch-lightning not installed") -> list[str]:
+def table(
+    results: dict[str, dict[str, dict[str, list[float]]]],
+    with_lightning: bool,
+    why_not: str = "pytorch-lightning not installed",
+) -> list[str]:
     med = statistics.median
-    lines = ["| workload | loop | steps/s (CPU time) | ratio to hand loop (CPU) | CPU ratio range | "
-             "steps/s (wall) | ratio to hand loop (wall) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workload | loop | steps/s (CPU time) | ratio to hand loop (CPU) | CPU ratio range | "
+        "steps/s (wall) | ratio to hand loop (wall) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for workload, res in results.items():
         for name, r in res.items():
-            lines.append(f"| {workload} | {name} | {med(r['cpu']):.1f} | {med(r['cpu_ratio']):.3f} | "
-                         f"{min(r['cpu_ratio']):.3f} - {max(r['cpu_ratio']):.3f} | {med(r['wall']):.1f} | "
-                         f"{med(r['wall_ratio']):.3f} |")
+            lines.append(
+                f"| {workload} | {name} | {med(r['cpu']):.1f} | {med(r['cpu_ratio']):.3f} | "
+                f"{min(r['cpu_ratio']):.3f} - {max(r['cpu_ratio']):.3f} | {med(r['wall']):.1f} | "
+                f"{med(r['wall_ratio']):.3f} |"
+            )
         if not with_lightning:
             lines.append(f"| {workload} | lightning | {why_not} | - | - | - | - |")
     return lines
 
 
-def verdicts(results: dict[str, dict[str, dict[str, list[float]]]], with_lightning: bool,
-             why_not: str = "pytorch-lightning not installed") -> list[str]:
+def verdicts(
+    results: dict[str, dict[str, dict[str, list[float]]]],
+    with_lightning: bool,
+    why_not: str = "pytorch-lightning not installed",
+) -> list[str]:
     """Targets, judged on the CPU-time ratios (wall-time ratios in brackets)."""
     med = statistics.median
     out = []
     for variant, workloads, minimum, label in TARGETS:
         for w in workloads:
             if w in results:
-                got, wall = med(results[w][variant]["cpu_ratio"]), med(results[w][variant]["wall_ratio"])
-                out.append(f"- {label}, {w}: {got:.3f} (wall {wall:.3f}) -> {'met' if got >= minimum else 'MISSED'}")
-    if "cnn/synthetic28" in results:  # the <= 3% target: what diag=default adds over diag=off, paired by round
+                got, wall = (
+                    med(results[w][variant]["cpu_ratio"]),
+                    med(results[w][variant]["wall_ratio"]),
+                )
+                out.append(
+                    f"- {label}, {w}: {got:.3f} (wall {wall:.3f}) -> {'met' if got >= minimum else 'MISSED'}"
+                )
+    if (
+        "cnn/synthetic28" in results
+    ):  # the <= 3% target: what diag=default adds over diag=off, paired by round
         res = results["cnn/synthetic28"]
-        cost = med([o / d - 1 for d, o in zip(res["runner, diag=default"]["cpu_ratio"],
-                                               res["runner, diag=off"]["cpu_ratio"])])
-        out.append(f"- diag=default costs {cost:+.1%} of step time over diag=off on the CNN (target <= 3%) -> "
-                   f"{'met' if cost <= 0.03 else 'MISSED'}")
+        cost = med(
+            [
+                o / d - 1
+                for d, o in zip(
+                    res["runner, diag=default"]["cpu_ratio"], res["runner, diag=off"]["cpu_ratio"]
+                )
+            ]
+        )
+        out.append(
+            f"- diag=default costs {cost:+.1%} of step time over diag=off on the CNN (target <= 3%) -> "
+            f"{'met' if cost <= 0.03 else 'MISSED'}"
+        )
     for w, res in results.items():
         if not with_lightning:
             out.append(f"- (3) ahead of (5), {w}: {why_not}")
@@ -407,15 +485,24 @@ def verdicts(results: dict[str, dict[str, dict[str, list[float]]]], with_lightni
                 verdict = "MISSED"
             else:  # ahead in some rounds, behind in others: the difference is below the measurement noise
                 verdict = "tie (ahead in too few rounds to call)"
-            out.append(f"- (3) ahead of ({name}), {w}: {med(mine_rounds):.3f} vs {med(theirs_rounds):.3f}, "
-                       f"ahead in {wins}/{len(diffs)} rounds, median paired difference {d:+.3f} -> {verdict}")
+            out.append(
+                f"- (3) ahead of ({name}), {w}: {med(mine_rounds):.3f} vs {med(theirs_rounds):.3f}, "
+                f"ahead in {wins}/{len(diffs)} rounds, median paired difference {d:+.3f} -> {verdict}"
+            )
     return out
 
 
 def quiet() -> contextlib.ExitStack:
     """Silence the runner's epoch lines and Lightning's banners while timing."""
     stack = contextlib.ExitStack()
-    for name in ("runner", "diag", "lightning", "pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+    for name in (
+        "runner",
+        "diag",
+        "lightning",
+        "pytorch_lightning",
+        "lightning.pytorch",
+        "lightning_fabric",
+    ):
         logger = logging.getLogger(name)
         previous = logger.level
         logger.setLevel(logging.ERROR)
@@ -427,14 +514,23 @@ def quiet() -> contextlib.ExitStack:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke test: 1 round, a few steps per variant")
-    ap.add_argument("--rounds", type=int, default=None,
-                    help="interleaved rounds (default 7; 1 with --quick)")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke test: 1 round, a few steps per variant"
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds (default 7; 1 with --quick)"
+    )
     ap.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (default 1: OpenMP threads spin at barriers when the cores "
-                         "are shared, which swamps the per-step differences this measures)")
-    ap.add_argument("--no-lightning", action="store_true", help="skip Lightning even when it is installed")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: OpenMP threads spin at barriers when the cores "
+        "are shared, which swamps the per-step differences this measures)",
+    )
+    ap.add_argument(
+        "--no-lightning", action="store_true", help="skip Lightning even when it is installed"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "overhead.md")
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
@@ -447,14 +543,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp, quiet():
         for workload in args.workloads:
             steps, warmup = (QUICK_STEPS if args.quick else STEPS)[workload]
-            results[workload] = measure(workload, rounds_of[workload], steps, warmup, with_lightning, Path(tmp),
-                                        discard=0 if args.quick else 1)
+            results[workload] = measure(
+                workload,
+                rounds_of[workload],
+                steps,
+                warmup,
+                with_lightning,
+                Path(tmp),
+                discard=0 if args.quick else 1,
+            )
     why_not = "skipped (--no-lightning)" if installed else "pytorch-lightning not installed"
     lines = table(results, with_lightning, why_not)
-    settings = ", ".join(f"{w}: {rounds_of[w]} round(s) of {(QUICK_STEPS if args.quick else STEPS)[w][0]} timed "
-                         f"steps after {(QUICK_STEPS if args.quick else STEPS)[w][1]} warm-up" for w in args.workloads)
+    settings = ", ".join(
+        f"{w}: {rounds_of[w]} round(s) of {(QUICK_STEPS if args.quick else STEPS)[w][0]} timed "
+        f"steps after {(QUICK_STEPS if args.quick else STEPS)[w][1]} warm-up"
+        for w in args.workloads
+    )
     if not installed:
-        lightning_note = "pytorch-lightning not installed (pip install -e \".[bench]\")"
+        lightning_note = 'pytorch-lightning not installed (pip install -e ".[bench]")'
     elif args.no_lightning:
         lightning_note = "lightning skipped (--no-lightning)"
     else:

@@ -29,13 +29,31 @@ TESTS = [
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", f"--junitxml={xml}",
-                        *TESTS], cwd=ROOT, capture_output=True, text=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-n",
+                "0",
+                "-p",
+                "no:cacheprovider",
+                f"--junitxml={xml}",
+                *TESTS,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         cases = ET.parse(xml).getroot().iter("testcase")
         lines = []
         for case in cases:
-            outcome = "failed" if case.find("failure") is not None or case.find("error") is not None else (
-                "skipped" if case.find("skipped") is not None else "held")
+            outcome = (
+                "failed"
+                if case.find("failure") is not None or case.find("error") is not None
+                else ("skipped" if case.find("skipped") is not None else "held")
+            )
             name = case.get("name", "").removeprefix("test_")
             text, _, params = name.partition("[")
             label = text.replace("_", " ") + (f" [{params}" if params else "")

@@ -23,4 +23,6 @@ def command_line(script: str, argv: list[str]) -> str:
 def write_results(out: Path, script: str, text: str, argv: list[str]) -> None:
     """Write ``text`` to ``out`` under a heading naming ``bench/<script>`` and the command that produced it."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"# bench/{script}\n\n`{command_line(script, argv)}`\n\n{text}\n", encoding="utf-8")
+    out.write_text(
+        f"# bench/{script}\n\n`{command_line(script, argv)}`\n\n{text}\n", encoding="utf-8"
+    )

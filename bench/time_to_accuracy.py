@@ -66,7 +66,14 @@ def _events(run_dir: Path) -> dict[str, float]:
 
 def run_once(overrides: list[str], run_dir: Path, env: dict[str, str]) -> dict[str, Any]:
     """One ``python -m runner`` subprocess; wall times from just before it started."""
-    cmd = [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={run_dir}", "trainer.progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "runner",
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+        "trainer.progress=false",
+    ]
     cpu0 = _children_cpu()
     start = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -103,8 +110,12 @@ def floor_once(env: dict[str, str]) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, 1 epoch per training run")
-    ap.add_argument("--repeats", type=int, default=None, help="runs per row (default 5; 1 with --quick)")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke test: 1 repeat, 1 epoch per training run"
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="runs per row (default 5; 1 with --quick)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "time_to_accuracy.md")
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
@@ -114,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("CUDA_VISIBLE_DEVICES", None)
     runs = dict(RUNS)
     if args.quick:  # the dry run and the default run for 1 epoch: every code path, a few seconds
-        runs = {name: [*ov, *([] if "max_epochs" in " ".join(ov) else ["trainer.max_epochs=1"])]
-                for name, ov in RUNS.items() if not ov or "max_epochs" in " ".join(ov)}
+        runs = {
+            name: [*ov, *([] if "max_epochs" in " ".join(ov) else ["trainer.max_epochs=1"])]
+            for name, ov in RUNS.items()
+            if not ov or "max_epochs" in " ".join(ov)
+        }
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
     floors: list[tuple[float, float]] = []
     started = time.perf_counter()
@@ -125,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             for i, (name, overrides) in enumerate(runs.items()):
                 res = run_once(overrides, Path(tmp) / f"r{r}_{i}", env)
                 results[name].append(res)
-                print(f"  repeat {r + 1}/{repeats} {name}: start-up {res['startup']:.2f} s, "
-                      f"trained {res['trained']:.2f} s, exit {res['exit']:.2f} s", file=sys.stderr, flush=True)
+                print(
+                    f"  repeat {r + 1}/{repeats} {name}: start-up {res['startup']:.2f} s, "
+                    f"trained {res['trained']:.2f} s, exit {res['exit']:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     med = statistics.median
     lines = [
@@ -137,14 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, rs in results.items():
         accs = [x["test_acc"] for x in rs if x["test_acc"] is not None]
         acc = f"{med(accs):.4f}" if accs else "n/a"
-        lines.append(f"| {name} | {med(x['startup'] for x in rs):.2f} | {med(x['trained'] for x in rs):.2f} | "
-                     f"{med(x['exit'] for x in rs):.2f} | {med(x['cpu'] for x in rs):.2f} | {acc} | "
-                     f"{rs[0]['epochs']} ({rs[0]['steps']}) |")
+        lines.append(
+            f"| {name} | {med(x['startup'] for x in rs):.2f} | {med(x['trained'] for x in rs):.2f} | "
+            f"{med(x['exit'] for x in rs):.2f} | {med(x['cpu'] for x in rs):.2f} | {acc} | "
+            f"{rs[0]['epochs']} ({rs[0]['steps']}) |"
+        )
     floor_wall, floor_cpu = med(f[0] for f in floors), med(f[1] for f in floors)
     lines.append(f"| {FLOOR} | {floor_wall:.2f} | - | {floor_wall:.2f} | {floor_cpu:.2f} | - | - |")
     dry = results["start-up only (trainer.max_epochs=0)"]
     startup = med(x["startup"] for x in dry)
-    own = med(x["startup"] - f[0] for x, f in zip(dry, floors))  # paired: same repeat, same neighbours
+    own = med(
+        x["startup"] - f[0] for x, f in zip(dry, floors)
+    )  # paired: same repeat, same neighbours
     dry_exit = med(x["exit"] for x in results["start-up only (trainer.max_epochs=0)"])
     notes = [
         "",
@@ -157,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall times on a shared 2-core machine vary with the neighbours' load",
     ]
     if args.quick:
-        notes.append("- --quick: 1 epoch per training run (a smoke test: figures are not meaningful)")
+        notes.append(
+            "- --quick: 1 epoch per training run (a smoke test: figures are not meaningful)"
+        )
     text = "\n".join(lines + notes)
     print(text)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)

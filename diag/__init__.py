@@ -28,9 +28,20 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "CODES", "ActivationMonitor", "ActivationStats", "FitState", "GradientStats", "Hook", "Issue",
-    "LearningRateFinder", "TrainingDebugger", "TrainingHistory", "check_initialization", "clip_gradients",
-    "detect_dead_neurons", "simulate_training",
+    "CODES",
+    "ActivationMonitor",
+    "ActivationStats",
+    "FitState",
+    "GradientStats",
+    "Hook",
+    "Issue",
+    "LearningRateFinder",
+    "TrainingDebugger",
+    "TrainingHistory",
+    "check_initialization",
+    "clip_gradients",
+    "detect_dead_neurons",
+    "simulate_training",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily

@@ -7,7 +7,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="diag", description="Training diagnostics: analyze runs and sweeps.")
+    parser = argparse.ArgumentParser(
+        prog="diag", description="Training diagnostics: analyze runs and sweeps."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     from diag import analyze, sweep
 

@@ -13,8 +13,18 @@ from torch import nn
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6)
 BOUNDED: dict[type[nn.Module], tuple[float, float]] = {
-    nn.Sigmoid: (0.0, 1.0), nn.Tanh: (-1.0, 1.0), nn.Hardtanh: (-1.0, 1.0)}
-WATCHED: tuple[type[nn.Module], ...] = (*RELU_LIKE, nn.LeakyReLU, nn.GELU, nn.ELU, nn.SiLU, *BOUNDED)
+    nn.Sigmoid: (0.0, 1.0),
+    nn.Tanh: (-1.0, 1.0),
+    nn.Hardtanh: (-1.0, 1.0),
+}
+WATCHED: tuple[type[nn.Module], ...] = (
+    *RELU_LIKE,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.ELU,
+    nn.SiLU,
+    *BOUNDED,
+)
 SATURATION_MARGIN = 0.01  # within 1% of the range from a bound
 STAT_SAMPLE = 65536  # activation values that std and saturation are estimated from
 
@@ -30,7 +40,9 @@ class ActivationRecorder:
     def __init__(self, model: nn.Module) -> None:
         self.layers = activation_layers(model)
         self._handles: list = []
-        self.fired: dict[str, torch.Tensor] = {}  # per-unit "ever fired" over the window (bool, device)
+        self.fired: dict[
+            str, torch.Tensor
+        ] = {}  # per-unit "ever fired" over the window (bool, device)
         self._sample: dict[str, torch.Tensor] = {}  # [saturated fraction, std] of the latest sample
 
     def attach(self) -> None:
@@ -58,11 +70,13 @@ class ActivationRecorder:
                 # as silent, and findings after a blow-up are suppressed anyway)
                 fired = out.amax(dim=(0, *range(2, out.dim()))) > 0
                 prev = self.fired.get(name)
-                self.fired[name] = fired if prev is None or prev.shape != fired.shape else prev | fired
+                self.fired[name] = (
+                    fired if prev is None or prev.shape != fired.shape else prev | fired
+                )
             # std and saturated fraction are estimates: a strided subsample of STAT_SAMPLE values is
             # within ~1% of the full figure and costs a fraction of it on large conv maps
             flat = out.reshape(-1)
-            flat = flat[::max(1, flat.numel() // STAT_SAMPLE)].float()
+            flat = flat[:: max(1, flat.numel() // STAT_SAMPLE)].float()
             sat = torch.zeros((), device=out.device)
             if bounds is not None:
                 lo, hi = bounds

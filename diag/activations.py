@@ -28,13 +28,29 @@ BOUNDED = (SIGMOID, TANH)
 SATURATION_MARGIN = 0.01  # within this of a bound counts as saturated (for tanh: |x| > 0.99)
 
 _KIND_BY_NAME = {
-    "sigmoid": SIGMOID, "hardsigmoid": SIGMOID, "logsigmoid": UNBOUNDED,
-    "tanh": TANH, "hardtanh": TANH, "softsign": TANH,
-    "relu": RELU, "relu6": RELU,
-    "leaky_relu": UNBOUNDED, "leakyrelu": UNBOUNDED, "gelu": UNBOUNDED, "elu": UNBOUNDED,
-    "selu": UNBOUNDED, "celu": UNBOUNDED, "silu": UNBOUNDED, "swish": UNBOUNDED, "mish": UNBOUNDED,
-    "softplus": UNBOUNDED, "linear": UNBOUNDED, "identity": UNBOUNDED, "none": UNBOUNDED,
-    "prelu": UNBOUNDED, "rrelu": UNBOUNDED,
+    "sigmoid": SIGMOID,
+    "hardsigmoid": SIGMOID,
+    "logsigmoid": UNBOUNDED,
+    "tanh": TANH,
+    "hardtanh": TANH,
+    "softsign": TANH,
+    "relu": RELU,
+    "relu6": RELU,
+    "leaky_relu": UNBOUNDED,
+    "leakyrelu": UNBOUNDED,
+    "gelu": UNBOUNDED,
+    "elu": UNBOUNDED,
+    "selu": UNBOUNDED,
+    "celu": UNBOUNDED,
+    "silu": UNBOUNDED,
+    "swish": UNBOUNDED,
+    "mish": UNBOUNDED,
+    "softplus": UNBOUNDED,
+    "linear": UNBOUNDED,
+    "identity": UNBOUNDED,
+    "none": UNBOUNDED,
+    "prelu": UNBOUNDED,
+    "rrelu": UNBOUNDED,
 }
 
 
@@ -57,7 +73,9 @@ def activation_kind(activation: str | torch.nn.Module | type | None) -> str | No
         return key
     if key in _KIND_BY_NAME:
         return _KIND_BY_NAME[key]
-    raise ValueError(f"unknown activation {activation!r}; known: {', '.join(sorted(_KIND_BY_NAME))}")
+    raise ValueError(
+        f"unknown activation {activation!r}; known: {', '.join(sorted(_KIND_BY_NAME))}"
+    )
 
 
 def infer_kind(min_val: float, max_val: float, has_zeros: bool) -> str:
@@ -116,21 +134,34 @@ class ActivationStats:
         return self.num_saturated / self.total_elements if self.total_elements else 0.0
 
     @classmethod
-    def from_activations(cls, activations: ArrayLike, activation: str | None = None,
-                         unit_axis: int = 1) -> ActivationStats:
+    def from_activations(
+        cls, activations: ArrayLike, activation: str | None = None, unit_axis: int = 1
+    ) -> ActivationStats:
         """Compute the statistics; ``activation`` is a kind from :func:`activation_kind` or ``None`` to infer."""
         values = as_numpy(activations).astype(np.float64, copy=False)
         flat = values.ravel()
         finite_mask = np.isfinite(flat)
         finite = flat[finite_mask]
         if finite.size == 0:
-            return cls(mean=0.0, std=0.0, min_val=0.0, max_val=0.0, num_zeros=0, num_saturated=0,
-                       total_elements=flat.size, activation=activation or UNBOUNDED,
-                       num_nonfinite=int(flat.size))
+            return cls(
+                mean=0.0,
+                std=0.0,
+                min_val=0.0,
+                max_val=0.0,
+                num_zeros=0,
+                num_saturated=0,
+                total_elements=flat.size,
+                activation=activation or UNBOUNDED,
+                num_nonfinite=int(flat.size),
+            )
         num_zeros = int(np.sum(finite == 0))
         lo, hi = float(finite.min()), float(finite.max())
         kind = activation or infer_kind(lo, hi, num_zeros > 0)
-        per_unit = _per_unit(np.where(np.isfinite(values), values, 0.0), unit_axis) if values.ndim else None
+        per_unit = (
+            _per_unit(np.where(np.isfinite(values), values, 0.0), unit_axis)
+            if values.ndim
+            else None
+        )
         return cls(
             mean=float(finite.mean()),
             std=float(finite.std()),
@@ -155,9 +186,15 @@ class ActivationMonitor:
     ``unit_axis`` (features of a linear layer, channels of a conv layer).
     """
 
-    def __init__(self, window_size: int = 100, dead_threshold: float = 0.5,
-                 saturation_threshold: float = 0.1, vanishing_std: float = 1e-3,
-                 exploding_abs: float = 1e3, unit_axis: int = 1) -> None:
+    def __init__(
+        self,
+        window_size: int = 100,
+        dead_threshold: float = 0.5,
+        saturation_threshold: float = 0.1,
+        vanishing_std: float = 1e-3,
+        exploding_abs: float = 1e3,
+        unit_axis: int = 1,
+    ) -> None:
         self.history: dict[str, deque[ActivationStats]] = {}
         self.kinds: dict[str, str] = {}  # explicitly given kinds
         self.window_size = window_size
@@ -167,8 +204,12 @@ class ActivationMonitor:
         self.exploding_abs = exploding_abs
         self.unit_axis = unit_axis
 
-    def record(self, layer_name: str, activations: ArrayLike,
-               activation: str | torch.nn.Module | type | None = None) -> ActivationStats:
+    def record(
+        self,
+        layer_name: str,
+        activations: ArrayLike,
+        activation: str | torch.nn.Module | type | None = None,
+    ) -> ActivationStats:
         """Record one batch of a layer's outputs (array or tensor); returns its statistics."""
         if layer_name not in self.history:
             self.history[layer_name] = deque(maxlen=self.window_size)
@@ -197,8 +238,11 @@ class ActivationMonitor:
         window = [s for s in self.history.get(layer_name, ()) if s.total_elements > s.num_nonfinite]
         if not window:
             return UNBOUNDED
-        return infer_kind(min(s.min_val for s in window), max(s.max_val for s in window),
-                          any(s.num_zeros for s in window))
+        return infer_kind(
+            min(s.min_val for s in window),
+            max(s.max_val for s in window),
+            any(s.num_zeros for s in window),
+        )
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per layer: kind, dead fraction, saturation ratio, std and max |value| over the window."""
@@ -215,7 +259,11 @@ class ActivationMonitor:
                     dead = float(1.0 - fired.mean())
             # A kind that was widened after the fact (sigmoid-looking values that later exceeded 1)
             # makes earlier saturation counts meaningless, so they only count under the layer's kind.
-            sat = [s.saturation_ratio for s in stats if s.activation == kind] if kind in BOUNDED else []
+            sat = (
+                [s.saturation_ratio for s in stats if s.activation == kind]
+                if kind in BOUNDED
+                else []
+            )
             out[layer] = {
                 "activation": kind,
                 "dead_fraction": dead,
@@ -233,11 +281,14 @@ class ActivationMonitor:
         for layer, s in self.summary().items():
             messages = []
             if s["dead_fraction"] is not None and s["dead_fraction"] > self.dead_threshold:
-                messages.append(f"Dead: {s['dead_fraction']:.0%} of units never fired "
-                                f"over {s['batches']} batches")
+                messages.append(
+                    f"Dead: {s['dead_fraction']:.0%} of units never fired "
+                    f"over {s['batches']} batches"
+                )
             if s["saturation"] > self.saturation_threshold:
-                messages.append(f"Saturated: {s['saturation']:.0%} of {s['activation']} outputs "
-                                f"at their bounds")
+                messages.append(
+                    f"Saturated: {s['saturation']:.0%} of {s['activation']} outputs at their bounds"
+                )
             if s["std"] < self.vanishing_std:
                 messages.append(f"Vanishing: activation std {s['std']:.1e}")
             if s["nonfinite"]:

@@ -61,8 +61,13 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     f = _finite(values)
     if not f.size:
         return {"initial": None, "final": None, "min": None, "median": None, "max": None}
-    return {"initial": float(np.median(f[:3])), "final": float(f[-1]), "min": float(f.min()),
-            "median": float(np.median(f)), "max": float(f.max())}
+    return {
+        "initial": float(np.median(f[:3])),
+        "final": float(f[-1]),
+        "min": float(f.min()),
+        "median": float(np.median(f)),
+        "max": float(f.max()),
+    }
 
 
 # -- what changed in the learning rate --------------------------------------
@@ -97,19 +102,27 @@ def lr_section(r: ReadResult) -> list[str]:
     count = f"{len(lrs)} {unit}s"
     if not changes:
         return [f"  constant at {f[0]:.3g} over {count}: never reduced"]
-    lines = [f"  initial {f[0]:.3g}, peak {f.max():.3g}, final {f[-1]:.3g} "
-             f"(final/initial x{f[-1] / f[0]:.3g}) over {count}" if f[0] > 0 else
-             f"  initial {f[0]:.3g}, peak {f.max():.3g}, final {f[-1]:.3g} over {count}"]
+    lines = [
+        f"  initial {f[0]:.3g}, peak {f.max():.3g}, final {f[-1]:.3g} "
+        f"(final/initial x{f[-1] / f[0]:.3g}) over {count}"
+        if f[0] > 0
+        else f"  initial {f[0]:.3g}, peak {f.max():.3g}, final {f[-1]:.3g} over {count}"
+    ]
     cuts = [c for c in changes if c[2] < c[1]]
     total = steps[-1] if steps else 0
     if len(changes) <= 8:
         for i, a, b in changes:
             verb = "reduced" if b < a else "raised"
-            lines.append(f"  {verb} at {_where(unit, steps, i)}: {a:.3g} -> {b:.3g} (x{b / a:.3g})"
-                         if a > 0 else f"  {verb} at {_where(unit, steps, i)}: {a:.3g} -> {b:.3g}")
+            lines.append(
+                f"  {verb} at {_where(unit, steps, i)}: {a:.3g} -> {b:.3g} (x{b / a:.3g})"
+                if a > 0
+                else f"  {verb} at {_where(unit, steps, i)}: {a:.3g} -> {b:.3g}"
+            )
     else:
-        lines.append(f"  changed at {len(changes)} points (a schedule); "
-                     f"{len(cuts)} reductions, {len(changes) - len(cuts)} increases")
+        lines.append(
+            f"  changed at {len(changes)} points (a schedule); "
+            f"{len(cuts)} reductions, {len(changes) - len(cuts)} increases"
+        )
     if cuts:
         i = cuts[0][0]
         at = _at(steps, i)
@@ -127,12 +140,16 @@ def _loss_line(label: str, values: list[float], steps: list[int], unit: str) -> 
     if f.size:
         best_i = int(np.nanargmin(np.where(np.isfinite(values), values, np.nan)))
         change = f"{(f[-1] - f[0]) / abs(f[0]):+.1%}" if f[0] != 0 else "n/a"
-        lines.append(f"  {label}: initial {f[0]:.4g}, final {f[-1]:.4g}, best {f.min():.4g} at "
-                     f"{_where(unit, steps, best_i)}, change {change}")
+        lines.append(
+            f"  {label}: initial {f[0]:.4g}, final {f[-1]:.4g}, best {f.min():.4g} at "
+            f"{_where(unit, steps, best_i)}, change {change}"
+        )
     bad = _first_nonfinite(values)
     if bad is not None:
         n = len(values) - len(f)
-        lines.append(f"  {label}: {n} non-finite value(s), first {values[bad]} at {_where(unit, steps, bad)}")
+        lines.append(
+            f"  {label}: {n} non-finite value(s), first {values[bad]} at {_where(unit, steps, bad)}"
+        )
     return lines
 
 
@@ -145,7 +162,11 @@ def _plateau_line(values: list[float], unit: str, label: str) -> str | None:
     since = a.size - 1 - best_i
     w = min(5, a.size - 1)
     start, end = a[-w - 1], a[-1]
-    recent = f"{(end - start) / abs(start):+.1%}" if math.isfinite(start) and math.isfinite(end) and start else "n/a"
+    recent = (
+        f"{(end - start) / abs(start):+.1%}"
+        if math.isfinite(start) and math.isfinite(end) and start
+        else "n/a"
+    )
     when = f"at the last {unit}" if since == 0 else f"{since} {unit}(s) before the end"
     return f"  plateau check ({label}): best {when}; change over the last {w} {unit}(s) {recent}"
 
@@ -156,8 +177,11 @@ def loss_section(r: ReadResult) -> list[str]:
     if s.epoch_train_loss or s.epoch_val_loss:
         lines += _loss_line("train", s.epoch_train_loss, s.epoch_step, "epoch")
         lines += _loss_line("val  ", s.epoch_val_loss, s.epoch_step, "epoch")
-        plateau = _plateau_line(s.epoch_val_loss or s.epoch_train_loss, "epoch",
-                                "validation loss" if s.epoch_val_loss else "training loss")
+        plateau = _plateau_line(
+            s.epoch_val_loss or s.epoch_train_loss,
+            "epoch",
+            "validation loss" if s.epoch_val_loss else "training loss",
+        )
     else:
         plateau = None
     if s.loss and (not s.epoch_train_loss or len(s.loss) > len(s.epoch_train_loss)):
@@ -176,14 +200,22 @@ def _acc_line(label: str, values: list[float], steps: list[int]) -> str | None:
     if not f.size:
         return None
     best_i = int(np.nanargmax(np.where(np.isfinite(values), values, np.nan)))
-    return (f"  {label}: initial {f[0]:.4f}, final {f[-1]:.4f}, best {f.max():.4f} at "
-            f"{_where('epoch', steps, best_i)}")
+    return (
+        f"  {label}: initial {f[0]:.4f}, final {f[-1]:.4f}, best {f.max():.4f} at "
+        f"{_where('epoch', steps, best_i)}"
+    )
 
 
 def accuracy_section(r: ReadResult) -> list[str]:
     s = r.series
-    lines = [x for x in (_acc_line("train", s.epoch_train_acc, s.epoch_step),
-                         _acc_line("val  ", s.epoch_val_acc, s.epoch_step)) if x]
+    lines = [
+        x
+        for x in (
+            _acc_line("train", s.epoch_train_acc, s.epoch_step),
+            _acc_line("val  ", s.epoch_val_acc, s.epoch_step),
+        )
+        if x
+    ]
     test = r.metrics.get("test_acc")
     if isinstance(test, (int, float)):
         lines.append(f"  test : {test:.4f} (from report.json)")
@@ -198,37 +230,56 @@ def gradient_section(r: ReadResult) -> list[str]:
     lines = []
     if s.grad_norm:
         st = _stats(s.grad_norm)
-        lines.append(f"  global norm over {len(s.grad_norm)} samples: initial {_fmt(st['initial'])}, "
-                     f"final {_fmt(st['final'])}, min {_fmt(st['min'])}, median {_fmt(st['median'])}, "
-                     f"max {_fmt(st['max'])}")
+        lines.append(
+            f"  global norm over {len(s.grad_norm)} samples: initial {_fmt(st['initial'])}, "
+            f"final {_fmt(st['final'])}, min {_fmt(st['min'])}, median {_fmt(st['median'])}, "
+            f"max {_fmt(st['max'])}"
+        )
         initial, final, peak = st["initial"], st["final"], st["max"]
         if initial and peak is not None and final is not None:  # _stats sets final and max together
-            lines.append(f"  growth: max/initial x{peak / initial:.3g}, "
-                         f"final/initial x{final / initial:.3g}")
+            lines.append(
+                f"  growth: max/initial x{peak / initial:.3g}, final/initial x{final / initial:.3g}"
+            )
         bad = _first_nonfinite(s.grad_norm)
         if bad is not None:
-            lines.append(f"  non-finite gradient norm in {len(s.grad_norm) - _finite(s.grad_norm).size} "
-                         f"sample(s), first at step {_at(s.step, bad)}")
+            lines.append(
+                f"  non-finite gradient norm in {len(s.grad_norm) - _finite(s.grad_norm).size} "
+                f"sample(s), first at step {_at(s.step, bad)}"
+            )
     if r.epoch_grad_min or r.epoch_grad_max:
         mins, maxs = _finite(r.epoch_grad_min), _finite(r.epoch_grad_max)
         if mins.size and maxs.size:
-            lines.append(f"  per-batch norm across epochs: smallest {mins.min():.4g}, largest {maxs.max():.4g}; "
-                         f"last epoch {mins[-1]:.4g} .. {maxs[-1]:.4g}")
+            lines.append(
+                f"  per-batch norm across epochs: smallest {mins.min():.4g}, largest {maxs.max():.4g}; "
+                f"last epoch {mins[-1]:.4g} .. {maxs[-1]:.4g}"
+            )
     if s.layer_grad_norm:
         names = list(s.layer_grad_norm)
-        med = {n: float(np.median(v)) if (v := _finite(s.layer_grad_norm[n])).size else math.nan for n in names}
+        med = {
+            n: float(np.median(v)) if (v := _finite(s.layer_grad_norm[n])).size else math.nan
+            for n in names
+        }
         shown = names if len(names) <= 8 else [*names[:4], *names[-4:]]
-        lines.append("  per layer (median): " + ", ".join(f"{n} {_fmt(med[n], '.3g')}" for n in shown)
-                     + (f" ({len(names) - 8} more)" if len(names) > 8 else ""))
+        lines.append(
+            "  per layer (median): "
+            + ", ".join(f"{n} {_fmt(med[n], '.3g')}" for n in shown)
+            + (f" ({len(names) - 8} more)" if len(names) > 8 else "")
+        )
         first, last = med[names[0]], med[names[-1]]
         if len(names) >= 2 and math.isfinite(first) and math.isfinite(last) and last > 0:
-            lines.append(f"  first/last layer norm ratio: {first / last:.3g} ({names[0]} vs {names[-1]})")
+            lines.append(
+                f"  first/last layer norm ratio: {first / last:.3g} ({names[0]} vs {names[-1]})"
+            )
     if s.skipped_steps:
-        lines.append(f"  skipped steps (non-finite gradients): {len(s.skipped_steps)}, "
-                     f"first at step {min(s.skipped_steps)}")
+        lines.append(
+            f"  skipped steps (non-finite gradients): {len(s.skipped_steps)}, "
+            f"first at step {min(s.skipped_steps)}"
+        )
     if s.first_nonfinite_layer:
-        lines.append(f"  first non-finite gradient in layer {s.first_nonfinite_layer} "
-                     f"at step {s.first_nonfinite_step}")
+        lines.append(
+            f"  first non-finite gradient in layer {s.first_nonfinite_layer} "
+            f"at step {s.first_nonfinite_step}"
+        )
     return lines or ["  no gradient norms recorded"]
 
 
@@ -237,19 +288,30 @@ def weights_section(r: ReadResult) -> list[str]:
     lines = []
     if s.epoch_weight_update:
         st = _stats(s.epoch_weight_update)
-        lines.append(f"  per-epoch change |dw|/|w|: first {_fmt(_finite(s.epoch_weight_update)[0] if st['min'] is not None else None)}, "
-                     f"final {_fmt(st['final'])}, min {_fmt(st['min'])}, median {_fmt(st['median'])}")
+        lines.append(
+            f"  per-epoch change |dw|/|w|: first {_fmt(_finite(s.epoch_weight_update)[0] if st['min'] is not None else None)}, "
+            f"final {_fmt(st['final'])}, min {_fmt(st['min'])}, median {_fmt(st['median'])}"
+        )
     if s.update_ratio:
         st = _stats(s.update_ratio)
-        lines.append(f"  per-step update ratio: median {_fmt(st['median'])}, min {_fmt(st['min'])}, "
-                     f"max {_fmt(st['max'])}")
+        lines.append(
+            f"  per-step update ratio: median {_fmt(st['median'])}, min {_fmt(st['min'])}, "
+            f"max {_fmt(st['max'])}"
+        )
     if s.layer_update_ratio:
-        med = {n: float(np.median(f)) for n, v in s.layer_update_ratio.items() if (f := _finite(v)).size}
+        med = {
+            n: float(np.median(f))
+            for n, v in s.layer_update_ratio.items()
+            if (f := _finite(v)).size
+        }
         if med:
             lo = min(med, key=med.__getitem__)
             hi = max(med, key=med.__getitem__)
             lines.append(f"  per layer: smallest {lo} {med[lo]:.3g}, largest {hi} {med[hi]:.3g}")
-    for label, d in (("dead units", s.layer_dead_fraction), ("saturated units", s.layer_saturation)):
+    for label, d in (
+        ("dead units", s.layer_dead_fraction),
+        ("saturated units", s.layer_saturation),
+    ):
         last = {n: float(f[-1]) for n, v in d.items() if (f := _finite(v)).size}
         if last:
             worst = max(last, key=last.__getitem__)
@@ -277,7 +339,9 @@ def compute_metrics(r: ReadResult) -> dict[str, Any]:
         "best_val_loss": float(vf.min()) if vf.size else None,
         "final_train_acc": float(s.epoch_train_acc[-1]) if s.epoch_train_acc else None,
         "final_val_acc": float(s.epoch_val_acc[-1]) if s.epoch_val_acc else None,
-        "best_val_acc": float(_finite(s.epoch_val_acc).max()) if _finite(s.epoch_val_acc).size else None,
+        "best_val_acc": float(_finite(s.epoch_val_acc).max())
+        if _finite(s.epoch_val_acc).size
+        else None,
         "initial_lr": float(lf[0]) if lf.size else None,
         "final_lr": float(lf[-1]) if lf.size else None,
         "lr_reductions": sum(1 for _, a, b in lr_changes(lrs) if b < a) if lf.size else None,
@@ -296,21 +360,37 @@ def compute_metrics(r: ReadResult) -> dict[str, Any]:
 def analyze(r: ReadResult) -> dict[str, Any]:
     """Diagnose the series and assemble the report.json-shaped dict."""
     issues = [i.to_dict() for i in diagnose(r.series)]
-    return build_report(issues, compute_metrics(r), actions=r.actions,
-                        input={"path": str(r.path), "kind": r.kind, "read": r.read, "skipped": r.skipped,
-                               "notes": r.notes, "tags": r.tags_used})
+    return build_report(
+        issues,
+        compute_metrics(r),
+        actions=r.actions,
+        input={
+            "path": str(r.path),
+            "kind": r.kind,
+            "read": r.read,
+            "skipped": r.skipped,
+            "notes": r.notes,
+            "tags": r.tags_used,
+        },
+    )
 
 
 def render_human(r: ReadResult, report: dict[str, Any]) -> str:
     """The report for people: sections in the order a debugging session asks its questions."""
-    kind = {"run_dir": "run directory", "jsonl": "JSONL file", "tensorboard": "TensorBoard logs"}[r.kind]
+    kind = {"run_dir": "run directory", "jsonl": "JSONL file", "tensorboard": "TensorBoard logs"}[
+        r.kind
+    ]
     out = [f"Analyzing {kind}: {r.path}"]
     out += [f"  read {x}" for x in r.read] + [f"  {n}" for n in r.notes]
     if r.series.num_classes:
         out.append(f"  classes: {r.series.num_classes}")
-    for title, lines in (("LEARNING RATE", lr_section(r)), ("LOSS", loss_section(r)),
-                         ("ACCURACY", accuracy_section(r)), ("GRADIENT NORMS", gradient_section(r)),
-                         ("WEIGHT UPDATES", weights_section(r))):
+    for title, lines in (
+        ("LEARNING RATE", lr_section(r)),
+        ("LOSS", loss_section(r)),
+        ("ACCURACY", accuracy_section(r)),
+        ("GRADIENT NORMS", gradient_section(r)),
+        ("WEIGHT UPDATES", weights_section(r)),
+    ):
         out += ["", title, *lines]
     issues = report["issues"]
     out += ["", f"DIAGNOSIS: {report['status'].upper()}"]
@@ -318,27 +398,47 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
         out.append("  no issues found")
     # the series analyzed are one attempt's (the top directory holds the first): its actions, in step order
     own = attempt_number(Path(r.path)) or 0
-    acted = sorted((a for a in r.actions if a.get("action") != "give_up" and isinstance(a.get("step"), int)
-                    and a.get("attempt", 0) == own), key=lambda a: a["step"])
+    acted = sorted(
+        (
+            a
+            for a in r.actions
+            if a.get("action") != "give_up"
+            and isinstance(a.get("step"), int)
+            and a.get("attempt", 0) == own
+        ),
+        key=lambda a: a["step"],
+    )
     for issue in issues:
         where = f" [{issue['layer']}]" if issue.get("layer") else ""
-        out.append(f"  {issue['severity'].upper():8} {issue['code']}{where} (first seen at step "
-                   f"{issue['first_step']}): {issue['evidence']}")
+        out.append(
+            f"  {issue['severity'].upper():8} {issue['code']}{where} (first seen at step "
+            f"{issue['first_step']}): {issue['evidence']}"
+        )
         same = next((a for a in acted if a.get("code") == issue["code"]), None)
         # an action resets the live diagnosis: a finding already there when it acted was acted on too
         later = next((a for a in acted if a["step"] >= issue["first_step"]), None)
         if same is not None:
-            out.append(f"           the AutoTrainer treated it at step {same['step']} ({same.get('action')}): "
-                       "see AUTOTRAINER below")
+            out.append(
+                f"           the AutoTrainer treated it at step {same['step']} ({same.get('action')}): "
+                "see AUTOTRAINER below"
+            )
         elif later is not None:
-            out.append(f"           present when the AutoTrainer acted at step {later['step']} ({later.get('action')} "
-                       f"for {later.get('code')}): see AUTOTRAINER below")
+            out.append(
+                f"           present when the AutoTrainer acted at step {later['step']} ({later.get('action')} "
+                f"for {later.get('code')}): see AUTOTRAINER below"
+            )
     live = r.live_report
     if isinstance(live, dict) and isinstance(live.get("status"), str):
-        codes = [i.get("code") for i in live.get("issues", []) if isinstance(i, dict)] \
-            if isinstance(live.get("issues"), list) else []
-        out.append(f"  (the run's own report.json says: {live['status']}"
-                   + (f": {', '.join(str(c) for c in codes)}" if codes else "") + ")")
+        codes = (
+            [i.get("code") for i in live.get("issues", []) if isinstance(i, dict)]
+            if isinstance(live.get("issues"), list)
+            else []
+        )
+        out.append(
+            f"  (the run's own report.json says: {live['status']}"
+            + (f": {', '.join(str(c) for c in codes)}" if codes else "")
+            + ")"
+        )
     recs: list[str] = []
     for issue in sorted(issues, key=lambda i: -SEVERITY_RANK.get(i["severity"], 0)):
         for rec in issue.get("recommendations", []):
@@ -352,8 +452,10 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
         at = live.get("autotrainer") if isinstance(live, dict) else None
         final = at.get("final_attempt") if isinstance(at, dict) else None
         if isinstance(final, str) and final not in (".", ""):
-            out.append(f"  the series above are the first attempt's; the final one is {final}: "
-                       f"python -m diag analyze {Path(r.path) / final}")
+            out.append(
+                f"  the series above are the first attempt's; the final one is {final}: "
+                f"python -m diag analyze {Path(r.path) / final}"
+            )
     return "\n".join(out)
 
 
@@ -361,17 +463,35 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``analyze`` on the ``diag`` command's subparsers."""
     p = subparsers.add_parser(
-        "analyze", help="diagnose a run directory, a JSONL file or TensorBoard logs",
+        "analyze",
+        help="diagnose a run directory, a JSONL file or TensorBoard logs",
         description="Diagnose a finished or running training run: learning rate, loss, accuracy, "
-                    "gradients, weight updates, then issues and what to change.")
-    p.add_argument("path", help="run directory, per-epoch JSONL file, or folder of TensorBoard event files")
-    p.add_argument("--json", action="store_true", help="print the report.json shape instead of text")
-    p.add_argument("--fail-on", choices=sorted(FAIL_LEVEL), default=None,
-                   help="exit 1 when the status reaches this level (for CI)")
-    p.add_argument("--tags", default="", metavar="ROLE=TAG,...",
-                   help="which TensorBoard tag plays which role; roles: " + ", ".join(tag_roles()))
-    p.add_argument("--num-classes", type=int, default=None,
-                   help="number of classes, for the chance-level checks when the logs do not say")
+        "gradients, weight updates, then issues and what to change.",
+    )
+    p.add_argument(
+        "path", help="run directory, per-epoch JSONL file, or folder of TensorBoard event files"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the report.json shape instead of text"
+    )
+    p.add_argument(
+        "--fail-on",
+        choices=sorted(FAIL_LEVEL),
+        default=None,
+        help="exit 1 when the status reaches this level (for CI)",
+    )
+    p.add_argument(
+        "--tags",
+        default="",
+        metavar="ROLE=TAG,...",
+        help="which TensorBoard tag plays which role; roles: " + ", ".join(tag_roles()),
+    )
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="number of classes, for the chance-level checks when the logs do not say",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -406,13 +526,19 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(f"cannot read {args.path}: {exc.strerror or exc}")
     if not result.has_data:
         skipped = sum(result.skipped.values())
-        return _usage_error(f"no training records found in {args.path}"
-                            + (f" (skipped {skipped} unreadable lines/files)" if skipped else ""))
+        return _usage_error(
+            f"no training records found in {args.path}"
+            + (f" (skipped {skipped} unreadable lines/files)" if skipped else "")
+        )
     # Hostile magnitudes (1e308) overflow in arithmetic; the result is inf/nan, which is what we report.
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         report = analyze(result)
-        text = json.dumps(report, indent=2, allow_nan=False) if args.json else render_human(result, report)
+        text = (
+            json.dumps(report, indent=2, allow_nan=False)
+            if args.json
+            else render_human(result, report)
+        )
     if args.json:
         for note in result.notes:
             print(f"diag analyze: {note}", file=sys.stderr)

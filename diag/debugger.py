@@ -57,9 +57,14 @@ class TrainingDebugger:
             if "learning_rate" in kwargs:
                 raise TypeError("pass either lr or learning_rate, not both")
             kwargs["learning_rate"] = kwargs.pop("lr")
-        use_001 = bool(args) and ("step" in kwargs or (len(args) >= 2 and _looks_like_gradients(args[1]))
-                                  or (len(args) == 1 and "loss" not in kwargs and "gradients" in kwargs))
-        names = tuple("learning_rate" if n == "lr" else n for n in (_FORM_001 if use_001 else _FORM_000))
+        use_001 = bool(args) and (
+            "step" in kwargs
+            or (len(args) >= 2 and _looks_like_gradients(args[1]))
+            or (len(args) == 1 and "loss" not in kwargs and "gradients" in kwargs)
+        )
+        names = tuple(
+            "learning_rate" if n == "lr" else n for n in (_FORM_001 if use_001 else _FORM_000)
+        )
         if len(args) > len(names):
             raise TypeError(f"step() takes at most {len(names)} positional arguments")
         for name, value in zip(names, args):
@@ -75,8 +80,13 @@ class TrainingDebugger:
 
         grad_stats = GradientStats.from_gradients(kwargs["gradients"])
         self.gradient_history.append(grad_stats)
-        self.history.record(step=kwargs.get("step"), loss=kwargs["loss"], grad_norm=grad_stats.global_norm,
-                            lr=kwargs["learning_rate"], val_loss=kwargs.get("val_loss"))
+        self.history.record(
+            step=kwargs.get("step"),
+            loss=kwargs["loss"],
+            grad_norm=grad_stats.global_norm,
+            lr=kwargs["learning_rate"],
+            val_loss=kwargs.get("val_loss"),
+        )
         for name, act in (kwargs.get("activations") or {}).items():
             self.activation_monitor.record(name, act)
 
@@ -92,14 +102,27 @@ class TrainingDebugger:
         codes = list(diagnosis["issues"])
         step = self.history.step[-1] if self.history.step else 0
         for code, prefix in (("DEAD_NEURONS", "Dead"), ("SATURATED_ACTIVATIONS", "Saturated")):
-            layers = {layer: m for layer, msgs in activation_issues.items() for m in msgs if m.startswith(prefix)}
+            layers = {
+                layer: m
+                for layer, msgs in activation_issues.items()
+                for m in msgs
+                if m.startswith(prefix)
+            }
             if layers and code not in codes:
                 codes.append(code)
-                details.append(Issue(code=code, severity="warning", first_step=int(step),
-                                     evidence="; ".join(f"{k}: {v}" for k, v in layers.items())).to_dict())
+                details.append(
+                    Issue(
+                        code=code,
+                        severity="warning",
+                        first_step=int(step),
+                        evidence="; ".join(f"{k}: {v}" for k, v in layers.items()),
+                    ).to_dict()
+                )
         recommendations = list(diagnosis["recommendations"])
         for code in codes:
-            recommendations += [r for r in CODES[code]["recommendations"] if r not in recommendations]
+            recommendations += [
+                r for r in CODES[code]["recommendations"] if r not in recommendations
+            ]
         status = diagnosis["status"]
         if status == "healthy" and codes:
             status = "warning"

@@ -28,10 +28,14 @@ EXPLODING_GROWTH = 100.0  # gradient norm 100x its early median
 DEAD_FRACTION = 0.5
 SATURATION_FRACTION = 0.3
 INIT_OFF_FACTOR = 10.0
-INIT_LOSS_FACTOR = 2.0  # a first loss above this x ln(classes): the initial outputs are far from uniform
+INIT_LOSS_FACTOR = (
+    2.0  # a first loss above this x ln(classes): the initial outputs are far from uniform
+)
 NO_LEARNING_RATIO = 1e-6  # per-step ‖Δw‖/‖w‖
 SLOW_RATIO = 1e-3  # healthy runs move their weights by 1e-3 to 1e-2 per step early on
-UNIFORM_BAND = 0.05  # a loss within 5% of ln(classes): predictions near uniform, whatever the accuracy
+UNIFORM_BAND = (
+    0.05  # a loss within 5% of ln(classes): predictions near uniform, whatever the accuracy
+)
 
 
 def _arr(values: Sequence[float | None] | np.ndarray) -> np.ndarray:
@@ -68,8 +72,12 @@ def _loss_explosion(s: RunSeries) -> Issue | None:
     bad = np.flatnonzero(~np.isfinite(loss))
     if bad.size:
         i = int(bad[0])
-        return Issue("LOSS_EXPLOSION", "critical", _step_at(s.step, i),
-                     f"training loss became non-finite ({loss[i]}) at step {_step_at(s.step, i)}")
+        return Issue(
+            "LOSS_EXPLOSION",
+            "critical",
+            _step_at(s.step, i),
+            f"training loss became non-finite ({loss[i]}) at step {_step_at(s.step, i)}",
+        )
     chance = _chance_loss(s)
     first = loss[0] if np.isfinite(loss[0]) else math.inf
     # With a known chance level the first sample may itself be blown up; without one it is the baseline.
@@ -81,9 +89,13 @@ def _loss_explosion(s: RunSeries) -> Issue | None:
         over = over[over > 0]
     if over.size:
         i = int(over[0])
-        return Issue("LOSS_EXPLOSION", "critical", _step_at(s.step, i),
-                     f"training loss reached {loss[i]:.3g}, x{loss[i] / start:.2g} its starting level "
-                     f"{start:.3g}, by step {_step_at(s.step, i)}")
+        return Issue(
+            "LOSS_EXPLOSION",
+            "critical",
+            _step_at(s.step, i),
+            f"training loss reached {loss[i]:.3g}, x{loss[i] / start:.2g} its starting level "
+            f"{start:.3g}, by step {_step_at(s.step, i)}",
+        )
     return None
 
 
@@ -98,13 +110,21 @@ def _nonfinite_gradients(s: RunSeries) -> Issue | None:
     if count >= NONFINITE_MIN_STEPS and (late or count > max(10, 0.02 * total)):
         first = s.first_nonfinite_step if s.first_nonfinite_step is not None else skipped[0]
         where = f" (first in layer {s.first_nonfinite_layer})" if s.first_nonfinite_layer else ""
-        return Issue("NONFINITE_GRADIENTS", "critical", int(first),
-                     f"{count} steps had NaN/Inf gradients and were skipped, first at step {first}{where}",
-                     layer=s.first_nonfinite_layer)
+        return Issue(
+            "NONFINITE_GRADIENTS",
+            "critical",
+            int(first),
+            f"{count} steps had NaN/Inf gradients and were skipped, first at step {first}{where}",
+            layer=s.first_nonfinite_layer,
+        )
     if not skipped and nonfinite_samples.size:
         i = int(nonfinite_samples[0])
-        return Issue("NONFINITE_GRADIENTS", "critical", _step_at(s.step, i),
-                     f"gradient norm was non-finite at step {_step_at(s.step, i)}")
+        return Issue(
+            "NONFINITE_GRADIENTS",
+            "critical",
+            _step_at(s.step, i),
+            f"gradient norm was non-finite at step {_step_at(s.step, i)}",
+        )
     return None
 
 
@@ -132,9 +152,16 @@ def oscillating_windows(loss: np.ndarray, scale: float, w: int = 8) -> np.ndarra
     prev_sign = np.take_along_axis(sign, np.maximum(prev, 0), axis=1)
     reversals = np.sum(big & (prev >= 0) & (prev_sign != sign), axis=1)
     top = W.argmax(axis=1)
-    low_before_top = np.take_along_axis(np.minimum.accumulate(W, axis=1), top[:, None], axis=1)[:, 0]
+    low_before_top = np.take_along_axis(np.minimum.accumulate(W, axis=1), top[:, None], axis=1)[
+        :, 0
+    ]
     spike = (top < w - 1) & (hi > 3 * low_before_top)
-    return (amplitude > 0.1) & (trend > -0.5) & (lo < 0.9 * scale) & ((reversals >= 2) | (spike & (amplitude > 0.15)))
+    return (
+        (amplitude > 0.1)
+        & (trend > -0.5)
+        & (lo < 0.9 * scale)
+        & ((reversals >= 2) | (spike & (amplitude > 0.15)))
+    )
 
 
 def _loss_oscillation(s: RunSeries) -> Issue | None:
@@ -150,13 +177,17 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
     if not hits.size:
         return None
     first = int(hits[0])
-    win, i = loss[first:first + w], first + w - 1
+    win, i = loss[first : first + w], first + w - 1
     moves = np.diff(win)
     big = moves[np.abs(moves) > 0.25 * (win.max() - win.min())]
     reversals = int(np.sum(np.sign(big[1:]) != np.sign(big[:-1]))) if big.size > 1 else 0
-    return Issue("LOSS_OSCILLATION", "warning", _step_at(s.step, i),
-                 f"loss swung between {win.min():.3g} and {win.max():.3g} over steps "
-                 f"{_step_at(s.step, first)}-{_step_at(s.step, i)} ({reversals} reversals, no downward trend)")
+    return Issue(
+        "LOSS_OSCILLATION",
+        "warning",
+        _step_at(s.step, i),
+        f"loss swung between {win.min():.3g} and {win.max():.3g} over steps "
+        f"{_step_at(s.step, first)}-{_step_at(s.step, i)} ({reversals} reversals, no downward trend)",
+    )
 
 
 def _weights_moving(s: RunSeries) -> float:
@@ -164,8 +195,9 @@ def _weights_moving(s: RunSeries) -> float:
     return _median(s.update_ratio)
 
 
-def _at_peak_lr(ratios: Sequence[float], ratio_steps: Sequence[int], steps: Sequence[int],
-                lrs: Sequence[float]) -> float:
+def _at_peak_lr(
+    ratios: Sequence[float], ratio_steps: Sequence[int], steps: Sequence[int], lrs: Sequence[float]
+) -> float:
     """Median update ratio as it would be at the run's peak LR: the steps a schedule shrank, scaled back up.
 
     Weights that stop moving because a schedule annealed the LR to ~0 (a plateau
@@ -174,11 +206,19 @@ def _at_peak_lr(ratios: Sequence[float], ratio_steps: Sequence[int], steps: Sequ
     """
     upd, lr = _arr(ratios), _arr(lrs)
     n = min(upd.size, len(ratio_steps))
-    if n == 0 or lr.size == 0 or len(steps) != lr.size or not np.isfinite(lr).any() or np.nanmax(lr) <= 0:
+    if (
+        n == 0
+        or lr.size == 0
+        or len(steps) != lr.size
+        or not np.isfinite(lr).any()
+        or np.nanmax(lr) <= 0
+    ):
         return _median(upd)
     lr_then = np.interp(np.asarray(ratio_steps[:n], float), np.asarray(steps, float), lr)
     with np.errstate(divide="ignore", invalid="ignore"):
-        scaled = np.where(lr_then > 0, upd[:n] * (np.nanmax(lr) / lr_then), math.inf)  # LR 0: would move
+        scaled = np.where(
+            lr_then > 0, upd[:n] * (np.nanmax(lr) / lr_then), math.inf
+        )  # LR 0: would move
     scaled = scaled[~np.isnan(scaled)]
     return float(np.median(scaled)) if scaled.size else math.nan
 
@@ -195,26 +235,54 @@ def _slow_convergence(s: RunSeries) -> Issue | None:
     chance = _chance_loss(s)
     still_high = chance is None or now > 0.5 * chance
     # weights judged at the peak LR: a warmup's small first steps are the schedule's, not an LR set too low
-    if progress < 0.1 and still_high and (
-            math.isnan(ratio) or _at_peak_lr(s.update_ratio, s.layer_step, s.step, s.lr) < SLOW_RATIO):
-        return Issue("SLOW_CONVERGENCE", "warning", _step_at(s.step, loss.size - 1),
-                     f"loss moved only {progress:.1%} ({start:.3g} -> {now:.3g}) over {s.step[-1]} steps"
-                     + (f"; weights change by {ratio:.1e} of their norm per step" if not math.isnan(ratio) else ""))
+    if (
+        progress < 0.1
+        and still_high
+        and (
+            math.isnan(ratio)
+            or _at_peak_lr(s.update_ratio, s.layer_step, s.step, s.lr) < SLOW_RATIO
+        )
+    ):
+        return Issue(
+            "SLOW_CONVERGENCE",
+            "warning",
+            _step_at(s.step, loss.size - 1),
+            f"loss moved only {progress:.1%} ({start:.3g} -> {now:.3g}) over {s.step[-1]} steps"
+            + (
+                f"; weights change by {ratio:.1e} of their norm per step"
+                if not math.isnan(ratio)
+                else ""
+            ),
+        )
     return None
 
 
 def _no_learning(s: RunSeries) -> Issue | None:
     ratio = _weights_moving(s)
-    if (len(s.update_ratio) >= 3 and ratio < NO_LEARNING_RATIO
-            and _at_peak_lr(s.update_ratio, s.layer_step, s.step, s.lr) < NO_LEARNING_RATIO):
-        return Issue("NO_LEARNING", "critical" if ratio < NO_LEARNING_RATIO / 100 else "warning",
-                     _step_at(s.layer_step or s.step, 2),
-                     f"weights change by {ratio:.1e} of their norm per step (median): training is not moving them")
+    if (
+        len(s.update_ratio) >= 3
+        and ratio < NO_LEARNING_RATIO
+        and _at_peak_lr(s.update_ratio, s.layer_step, s.step, s.lr) < NO_LEARNING_RATIO
+    ):
+        return Issue(
+            "NO_LEARNING",
+            "critical" if ratio < NO_LEARNING_RATIO / 100 else "warning",
+            _step_at(s.layer_step or s.step, 2),
+            f"weights change by {ratio:.1e} of their norm per step (median): training is not moving them",
+        )
     upd = _finite(_arr(s.epoch_weight_update))
-    if (upd.size >= 2 and np.median(upd) < NO_LEARNING_RATIO
-            and _at_peak_lr(s.epoch_weight_update, s.epoch_step, s.epoch_step, s.epoch_lr) < NO_LEARNING_RATIO):
-        return Issue("NO_LEARNING", "warning", _step_at(s.epoch_step, 1),
-                     f"weights changed by {np.median(upd):.1e} of their norm per epoch (median)")
+    if (
+        upd.size >= 2
+        and np.median(upd) < NO_LEARNING_RATIO
+        and _at_peak_lr(s.epoch_weight_update, s.epoch_step, s.epoch_step, s.epoch_lr)
+        < NO_LEARNING_RATIO
+    ):
+        return Issue(
+            "NO_LEARNING",
+            "warning",
+            _step_at(s.epoch_step, 1),
+            f"weights changed by {np.median(upd):.1e} of their norm per epoch (median)",
+        )
     return None
 
 
@@ -227,14 +295,19 @@ def _loss_plateau(s: RunSeries) -> Issue | None:
     early_best = np.min(loss[:third])
     late = loss[-third:]
     progressed = early_best < 0.8 * start
-    late_change = (np.median(late[: len(late) // 2]) - np.median(late[len(late) // 2:])) / max(np.median(late), 1e-12)
+    late_change = (np.median(late[: len(late) // 2]) - np.median(late[len(late) // 2 :])) / max(
+        np.median(late), 1e-12
+    )
     chance = _chance_loss(s)
     still_high = np.median(late) > (0.1 * chance if chance else 0.1 * start)
     if progressed and late_change < 0.01 and still_high:
-        return Issue("LOSS_PLATEAU", "warning" if np.median(late) > 0.3 * start else "info",
-                     _step_at(s.step, loss.size - third),
-                     f"loss fell from {start:.3g} to {early_best:.3g} early, then changed by {late_change:.1%} over "
-                     f"the last third of the run (now {np.median(late):.3g})")
+        return Issue(
+            "LOSS_PLATEAU",
+            "warning" if np.median(late) > 0.3 * start else "info",
+            _step_at(s.step, loss.size - third),
+            f"loss fell from {start:.3g} to {early_best:.3g} early, then changed by {late_change:.1%} over "
+            f"the last third of the run (now {np.median(late):.3g})",
+        )
     return None
 
 
@@ -248,26 +321,39 @@ def _stuck_at_chance(s: RunSeries) -> Issue | None:
     vloss = _arr(s.epoch_val_loss) if s.epoch_val_loss else _arr(s.epoch_train_loss)
     if acc.size >= 2:
         recent_acc, recent_loss = _median(acc[-2:]), _median(vloss[-2:])
+
         def at_chance(a: float, loss: float) -> bool:
             # accuracy at chance with a loss near ln(k); or a loss so close to ln(k) that the predictions are
             # near uniform, whatever a few lucky argmaxes make of the accuracy (0.18 on 10 classes at 0.994 ln 10).
             # Not a loss well above ln(k): that is confidently wrong (a bad init, a blow-up), not uniform.
-            return bool((a < 1.5 / k and loss > 0.85 * chance) or abs(loss / chance - 1) < UNIFORM_BAND)
+            return bool(
+                (a < 1.5 / k and loss > 0.85 * chance) or abs(loss / chance - 1) < UNIFORM_BAND
+            )
 
         if at_chance(recent_acc, recent_loss):
             both = list(zip(acc, vloss))
-            idx = next((i for i in range(1, len(both)) if at_chance(*both[i]) and at_chance(*both[i - 1])),
-                       acc.size - 1)
-            return Issue("STUCK_AT_CHANCE", "critical", _step_at(s.epoch_step, idx),
-                         f"accuracy {recent_acc:.3f} vs chance {1 / k:.3f} and loss {recent_loss:.3f} vs "
-                         f"ln({k}) = {chance:.3f} after {acc.size} epochs")
+            idx = next(
+                (i for i in range(1, len(both)) if at_chance(*both[i]) and at_chance(*both[i - 1])),
+                acc.size - 1,
+            )
+            return Issue(
+                "STUCK_AT_CHANCE",
+                "critical",
+                _step_at(s.epoch_step, idx),
+                f"accuracy {recent_acc:.3f} vs chance {1 / k:.3f} and loss {recent_loss:.3f} vs "
+                f"ln({k}) = {chance:.3f} after {acc.size} epochs",
+            )
         return None
     loss = _arr(s.loss)
     if loss.size >= 20 and np.all(np.isfinite(loss)):
         recent = _median(loss[-5:])
         if abs(recent - chance) < 0.05 * chance and _median(loss[:3]) < 1.2 * chance:
-            return Issue("STUCK_AT_CHANCE", "critical", _step_at(s.step, loss.size - 1),
-                         f"loss {recent:.3f} stays at ln({k}) = {chance:.3f}: the model predicts uniformly")
+            return Issue(
+                "STUCK_AT_CHANCE",
+                "critical",
+                _step_at(s.step, loss.size - 1),
+                f"loss {recent:.3f} stays at ln({k}) = {chance:.3f}: the model predicts uniformly",
+            )
     return None
 
 
@@ -292,40 +378,63 @@ def _overfitting(s: RunSeries) -> Issue | None:
             continue
         if rise > 1.05 and (acc_gap > 0.08 or rise > 1.5):
             severity = "warning" if (rise > 1.3 or acc_gap > 0.08) else "info"
-            return Issue("OVERFITTING", severity, _step_at(s.epoch_step, e),
-                         f"validation loss {val[best]:.3g} at epoch {best + 1 + s.epoch_offset} rose to {val[e]:.3g} "
-                         f"by epoch {e + 1 + s.epoch_offset} "
-                         f"while training loss fell to {train[e]:.3g} (accuracy gap {acc_gap:.2f})")
+            return Issue(
+                "OVERFITTING",
+                severity,
+                _step_at(s.epoch_step, e),
+                f"validation loss {val[best]:.3g} at epoch {best + 1 + s.epoch_offset} rose to {val[e]:.3g} "
+                f"by epoch {e + 1 + s.epoch_offset} "
+                f"while training loss fell to {train[e]:.3g} (accuracy gap {acc_gap:.2f})",
+            )
     return None
 
 
 def _underfitting(s: RunSeries) -> Issue | None:
-    tr_acc, tr_loss, v_loss = _arr(s.epoch_train_acc), _arr(s.epoch_train_loss), _arr(s.epoch_val_loss)
+    tr_acc, tr_loss, v_loss = (
+        _arr(s.epoch_train_acc),
+        _arr(s.epoch_train_loss),
+        _arr(s.epoch_val_loss),
+    )
     k = s.num_classes
     if tr_acc.size < 6 or not k or not np.all(np.isfinite(tr_loss)):
         return None
     third = tr_acc.size // 3
     acc_now = _median(tr_acc[-2:])
-    improving = (np.median(tr_loss[-third:][:max(1, third // 2)]) - np.median(tr_loss[-2:])) / max(
-        np.median(tr_loss[-2:]), 1e-12)
-    gap = abs(_median(v_loss[-2:]) - _median(tr_loss[-2:])) / max(_median(tr_loss[-2:]), 1e-12) if v_loss.size else 0
+    improving = (np.median(tr_loss[-third:][: max(1, third // 2)]) - np.median(tr_loss[-2:])) / max(
+        np.median(tr_loss[-2:]), 1e-12
+    )
+    gap = (
+        abs(_median(v_loss[-2:]) - _median(tr_loss[-2:])) / max(_median(tr_loss[-2:]), 1e-12)
+        if v_loss.size
+        else 0
+    )
     if not (1.5 / k <= acc_now < 0.7 and gap < 0.2):
         return None
     if improving < 0.02:
-        return Issue("UNDERFITTING", "warning", _step_at(s.epoch_step, tr_acc.size - third),
-                     f"training accuracy flat at {acc_now:.2f} with training and validation loss close "
-                     f"({_median(tr_loss[-2:]):.3g} vs {_median(v_loss[-2:]):.3g}): the model cannot fit the data")
+        return Issue(
+            "UNDERFITTING",
+            "warning",
+            _step_at(s.epoch_step, tr_acc.size - third),
+            f"training accuracy flat at {acc_now:.2f} with training and validation loss close "
+            f"({_median(tr_loss[-2:]):.3g} vs {_median(v_loss[-2:]):.3g}): the model cannot fit the data",
+        )
     # judged once the run is over (mid-run, still learning is the normal case): a loss that fell by a tenth or
     # more over the second half, with the model still far from fitting, was stopped (or annealed) too soon
     finished = bool(s.planned_steps and s.epoch_step and s.epoch_step[-1] >= s.planned_steps)
     half = tr_loss.size // 2
-    second_half = (_median(tr_loss[half - 1:half + 1]) - _median(tr_loss[-2:])) / max(_median(tr_loss[-2:]), 1e-12)
+    second_half = (_median(tr_loss[half - 1 : half + 1]) - _median(tr_loss[-2:])) / max(
+        _median(tr_loss[-2:]), 1e-12
+    )
     if finished and second_half > 0.1:
-        return Issue("UNDERFITTING", "warning", _step_at(s.epoch_step, tr_acc.size - 1),
-                     f"training accuracy {acc_now:.2f} when the run ended, with the training loss down "
-                     f"{second_half:.0%} over its second half ({_median(tr_loss[half - 1:half + 1]):.3g} -> "
-                     f"{_median(tr_loss[-2:]):.3g}): the run stopped while the model was still learning; train longer "
-                     "or raise the learning rate")
+        return Issue(
+            "UNDERFITTING",
+            "warning",
+            _step_at(s.epoch_step, tr_acc.size - 1),
+            f"training accuracy {acc_now:.2f} when the run ended, with the training loss down "
+            f"{second_half:.0%} over its second half ({_median(tr_loss[half - 1 : half + 1]):.3g} -> "
+            f"{_median(tr_loss[-2:]):.3g}): the run stopped while the model was still learning; train longer "
+            "or raise the learning rate",
+        )
     return None
 
 
@@ -348,14 +457,22 @@ def _vanishing(s: RunSeries) -> Issue | None:
             med = float(np.median(ratio))
             if med < VANISHING_RATIO:
                 idx = int(np.flatnonzero(ok)[min(1, ok.sum() - 1)])
-                return Issue("VANISHING_GRADIENTS", "critical" if med < VANISHING_RATIO ** 2 else "warning",
-                             _step_at(s.layer_step, idx),
-                             f"first layer {names[0]} gets {med:.1e} of the gradient norm of the last layer "
-                             f"{names[-1]} (median over {int(ok.sum())} samples)", layer=names[0])
+                return Issue(
+                    "VANISHING_GRADIENTS",
+                    "critical" if med < VANISHING_RATIO**2 else "warning",
+                    _step_at(s.layer_step, idx),
+                    f"first layer {names[0]} gets {med:.1e} of the gradient norm of the last layer "
+                    f"{names[-1]} (median over {int(ok.sum())} samples)",
+                    layer=names[0],
+                )
     gn = _finite(_arr(s.grad_norm))
     if gn.size >= 5 and np.median(gn) < GLOBAL_NORM_TINY:
-        return Issue("VANISHING_GRADIENTS", "warning", _step_at(s.step, 4),
-                     f"global gradient norm is tiny (median {np.median(gn):.1e})")
+        return Issue(
+            "VANISHING_GRADIENTS",
+            "warning",
+            _step_at(s.step, 4),
+            f"global gradient norm is tiny (median {np.median(gn):.1e})",
+        )
     return None
 
 
@@ -369,23 +486,33 @@ def _exploding(s: RunSeries) -> Issue | None:
         over = np.flatnonzero(np.isfinite(gn) & (gn > EXPLODING_GROWTH * early))
         if over.size:
             i = int(over[0])
-            return Issue("EXPLODING_GRADIENTS", "critical", _step_at(s.step, i),
-                         f"gradient norm grew from {early:.3g} to {gn[i]:.3g} (x{gn[i] / early:.2g}) "
-                         f"by step {_step_at(s.step, i)}")
+            return Issue(
+                "EXPLODING_GRADIENTS",
+                "critical",
+                _step_at(s.step, i),
+                f"gradient norm grew from {early:.3g} to {gn[i]:.3g} (x{gn[i] / early:.2g}) "
+                f"by step {_step_at(s.step, i)}",
+            )
     names, m = _layer_matrix(s.layer_grad_norm)
     if len(names) >= 2 and m.shape[1] >= 2:
         ok = np.isfinite(m[0]) & np.isfinite(m[-1]) & (m[-1] > 0)
         if ok.sum() >= 2:
             med = float(np.median(m[0][ok] / m[-1][ok]))
             if med > 1 / VANISHING_RATIO:
-                return Issue("EXPLODING_GRADIENTS", "warning", _step_at(s.layer_step, 1),
-                             f"first layer {names[0]} gets {med:.1e}x the gradient norm of the last layer",
-                             layer=names[0])
+                return Issue(
+                    "EXPLODING_GRADIENTS",
+                    "warning",
+                    _step_at(s.layer_step, 1),
+                    f"first layer {names[0]} gets {med:.1e}x the gradient norm of the last layer",
+                    layer=names[0],
+                )
     return None
 
 
 # -- units and weights -------------------------------------------------------
-def _worst_layer(per_layer: dict[str, list[float]], threshold: float) -> tuple[str, float, int] | None:
+def _worst_layer(
+    per_layer: dict[str, list[float]], threshold: float
+) -> tuple[str, float, int] | None:
     """The layer whose recent fraction is highest, if above ``threshold``: (name, fraction, first index above)."""
     worst: tuple[str, float, int] | None = None
     for name, values in per_layer.items():
@@ -404,8 +531,13 @@ def _dead_neurons(s: RunSeries) -> Issue | None:
     if found is None:
         return None
     name, frac, idx = found
-    return Issue("DEAD_NEURONS", "critical" if frac > 0.9 else "warning", _step_at(s.layer_step, idx),
-                 f"{frac:.0%} of the units of {name} never fired over the sampled batches", layer=name)
+    return Issue(
+        "DEAD_NEURONS",
+        "critical" if frac > 0.9 else "warning",
+        _step_at(s.layer_step, idx),
+        f"{frac:.0%} of the units of {name} never fired over the sampled batches",
+        layer=name,
+    )
 
 
 def _saturated(s: RunSeries) -> Issue | None:
@@ -413,26 +545,47 @@ def _saturated(s: RunSeries) -> Issue | None:
     if found is None:
         return None
     name, frac, idx = found
-    return Issue("SATURATED_ACTIVATIONS", "critical" if frac > 0.8 else "warning", _step_at(s.layer_step, idx),
-                 f"{frac:.0%} of the outputs of {name} sit at the activation's bounds", layer=name)
+    return Issue(
+        "SATURATED_ACTIVATIONS",
+        "critical" if frac > 0.8 else "warning",
+        _step_at(s.layer_step, idx),
+        f"{frac:.0%} of the outputs of {name} sit at the activation's bounds",
+        layer=name,
+    )
 
 
 def _bad_initialization(s: RunSeries) -> Issue | None:
     """Weights far from He/Xavier scale, or (TheDeepChecker's and Karpathy's first check) a first loss far above ln(k)."""
     name, ratio = None, 1.0
     if s.init_scale_ratio:
-        name, ratio = max(s.init_scale_ratio.items(), key=lambda kv: abs(math.log(max(kv[1], 1e-30))))
+        name, ratio = max(
+            s.init_scale_ratio.items(), key=lambda kv: abs(math.log(max(kv[1], 1e-30)))
+        )
         if ratio > INIT_OFF_FACTOR or ratio < 1 / INIT_OFF_FACTOR:
             direction = "larger" if ratio > 1 else "smaller"
-            return Issue("BAD_INITIALIZATION", "critical" if ratio > INIT_OFF_FACTOR else "warning", 0,
-                         f"initial weights of {name} are {max(ratio, 1 / ratio):.0f}x {direction} than He/Xavier "
-                         "scale for the layer's fan-in", layer=name)
+            return Issue(
+                "BAD_INITIALIZATION",
+                "critical" if ratio > INIT_OFF_FACTOR else "warning",
+                0,
+                f"initial weights of {name} are {max(ratio, 1 / ratio):.0f}x {direction} than He/Xavier "
+                "scale for the layer's fan-in",
+                layer=name,
+            )
     chance, first = _chance_loss(s), s.initial_loss
     if chance and first is not None and math.isfinite(first) and first > INIT_LOSS_FACTOR * chance:
-        scale = f"; the weights furthest from He/Xavier scale are {name}'s, {ratio:.1f}x" if name else ""
-        return Issue("BAD_INITIALIZATION", "warning", 0,
-                     f"the first loss is {first:.3g}, {first / chance:.1f}x ln({s.num_classes}) = {chance:.3g}: the "
-                     f"initial outputs are far from uniform{scale}", layer=name)
+        scale = (
+            f"; the weights furthest from He/Xavier scale are {name}'s, {ratio:.1f}x"
+            if name
+            else ""
+        )
+        return Issue(
+            "BAD_INITIALIZATION",
+            "warning",
+            0,
+            f"the first loss is {first:.3g}, {first / chance:.1f}x ln({s.num_classes}) = {chance:.3g}: the "
+            f"initial outputs are far from uniform{scale}",
+            layer=name,
+        )
     return None
 
 
@@ -458,38 +611,91 @@ def _lr_decayed_too_early(s: RunSeries) -> Issue | None:
     still_falling = recent < 0.8 * earlier
     if not still_falling:
         return None
-    return Issue("LR_DECAYED_TOO_EARLY", "warning", at,
-                 f"learning rate was cut to {lrs[i] / peak[i]:.2g} of its peak at step {at} ({at / total:.0%} of "
-                 f"the run) while the loss was still falling ({earlier:.3g} -> {recent:.3g}); it ends at "
-                 f"{lrs[-1]:.1e}")
+    return Issue(
+        "LR_DECAYED_TOO_EARLY",
+        "warning",
+        at,
+        f"learning rate was cut to {lrs[i] / peak[i]:.2g} of its peak at step {at} ({at / total:.0%} of "
+        f"the run) while the loss was still falling ({earlier:.3g} -> {recent:.3g}); it ends at "
+        f"{lrs[-1]:.1e}",
+    )
 
 
 RULES = (
-    _bad_initialization, _loss_explosion, _nonfinite_gradients, _exploding, _vanishing, _dead_neurons,
-    _saturated, _no_learning, _slow_convergence, _lr_decayed_too_early, _stuck_at_chance, _loss_oscillation,
-    _overfitting, _loss_plateau, _underfitting,
+    _bad_initialization,
+    _loss_explosion,
+    _nonfinite_gradients,
+    _exploding,
+    _vanishing,
+    _dead_neurons,
+    _saturated,
+    _no_learning,
+    _slow_convergence,
+    _lr_decayed_too_early,
+    _stuck_at_chance,
+    _loss_oscillation,
+    _overfitting,
+    _loss_plateau,
+    _underfitting,
 )
 
 # A symptom is not reported when a finding in this set already explains it.
 EXPLAINED_BY = {
-    "STUCK_AT_CHANCE": {"VANISHING_GRADIENTS", "SLOW_CONVERGENCE", "NO_LEARNING", "DEAD_NEURONS",
-                        "SATURATED_ACTIVATIONS", "LOSS_EXPLOSION", "NONFINITE_GRADIENTS", "BAD_INITIALIZATION",
-                        "LR_DECAYED_TOO_EARLY"},
-    "SLOW_CONVERGENCE": {"VANISHING_GRADIENTS", "DEAD_NEURONS", "SATURATED_ACTIVATIONS", "LR_DECAYED_TOO_EARLY",
-                         "LOSS_EXPLOSION"},
-    "LOSS_PLATEAU": {"LR_DECAYED_TOO_EARLY", "OVERFITTING", "STUCK_AT_CHANCE", "SLOW_CONVERGENCE",
-                     "VANISHING_GRADIENTS", "DEAD_NEURONS", "LOSS_EXPLOSION"},
-    "UNDERFITTING": {"LR_DECAYED_TOO_EARLY", "VANISHING_GRADIENTS", "DEAD_NEURONS", "SATURATED_ACTIVATIONS",
-                     "SLOW_CONVERGENCE", "STUCK_AT_CHANCE", "LOSS_EXPLOSION", "LOSS_PLATEAU"},
+    "STUCK_AT_CHANCE": {
+        "VANISHING_GRADIENTS",
+        "SLOW_CONVERGENCE",
+        "NO_LEARNING",
+        "DEAD_NEURONS",
+        "SATURATED_ACTIVATIONS",
+        "LOSS_EXPLOSION",
+        "NONFINITE_GRADIENTS",
+        "BAD_INITIALIZATION",
+        "LR_DECAYED_TOO_EARLY",
+    },
+    "SLOW_CONVERGENCE": {
+        "VANISHING_GRADIENTS",
+        "DEAD_NEURONS",
+        "SATURATED_ACTIVATIONS",
+        "LR_DECAYED_TOO_EARLY",
+        "LOSS_EXPLOSION",
+    },
+    "LOSS_PLATEAU": {
+        "LR_DECAYED_TOO_EARLY",
+        "OVERFITTING",
+        "STUCK_AT_CHANCE",
+        "SLOW_CONVERGENCE",
+        "VANISHING_GRADIENTS",
+        "DEAD_NEURONS",
+        "LOSS_EXPLOSION",
+    },
+    "UNDERFITTING": {
+        "LR_DECAYED_TOO_EARLY",
+        "VANISHING_GRADIENTS",
+        "DEAD_NEURONS",
+        "SATURATED_ACTIVATIONS",
+        "SLOW_CONVERGENCE",
+        "STUCK_AT_CHANCE",
+        "LOSS_EXPLOSION",
+        "LOSS_PLATEAU",
+    },
     "LOSS_OSCILLATION": {"LOSS_EXPLOSION", "NONFINITE_GRADIENTS"},
     "NO_LEARNING": {"LR_DECAYED_TOO_EARLY", "DEAD_NEURONS"},
 }
 
 
 # After a blow-up these follow from it (dead units, frozen weights, chance-level loss) and are not reported.
-CONSEQUENCES_OF_BLOWUP = {"NO_LEARNING", "DEAD_NEURONS", "SLOW_CONVERGENCE", "STUCK_AT_CHANCE", "LOSS_PLATEAU",
-                          "UNDERFITTING", "LOSS_OSCILLATION", "SATURATED_ACTIVATIONS", "VANISHING_GRADIENTS",
-                          "OVERFITTING"}
+CONSEQUENCES_OF_BLOWUP = {
+    "NO_LEARNING",
+    "DEAD_NEURONS",
+    "SLOW_CONVERGENCE",
+    "STUCK_AT_CHANCE",
+    "LOSS_PLATEAU",
+    "UNDERFITTING",
+    "LOSS_OSCILLATION",
+    "SATURATED_ACTIVATIONS",
+    "VANISHING_GRADIENTS",
+    "OVERFITTING",
+}
 
 
 def diagnose(series: RunSeries) -> list[Issue]:
@@ -520,6 +726,9 @@ def _inherit_severity(cause: Issue, symptom: Issue) -> None:
     causes found at warning or above are raised, so an info-level hint never
     turns into an alarm because something else it could explain was seen.
     """
-    if SEVERITY_RANK[cause.severity] >= SEVERITY_RANK["warning"] and SEVERITY_RANK[symptom.severity] > SEVERITY_RANK[cause.severity]:
+    if (
+        SEVERITY_RANK[cause.severity] >= SEVERITY_RANK["warning"]
+        and SEVERITY_RANK[symptom.severity] > SEVERITY_RANK[cause.severity]
+    ):
         cause.severity = symptom.severity
         cause.evidence += f"; it explains {symptom.code} ({symptom.severity}): {symptom.evidence}"

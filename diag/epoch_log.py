@@ -30,16 +30,22 @@ FOLD_EVERY = 64  # steps of gradient norms reduced together (one stack and three
 class EpochJSONL(Hook):
     """Appends one line per epoch to the train and validation JSONL files in the run directory."""
 
-    def __init__(self, train_file: str = "train_diagnostics.jsonl", val_file: str = "val_diagnostics.jsonl") -> None:
+    def __init__(
+        self, train_file: str = "train_diagnostics.jsonl", val_file: str = "val_diagnostics.jsonl"
+    ) -> None:
         self.train_file = train_file
         self.val_file = val_file
         self._start: list[torch.Tensor] | None = None
         self._stats: torch.Tensor | None = None  # [sum, min, max] of grad norms this epoch
-        self._pending: list[torch.Tensor] = []  # norms of the last steps, folded into _stats every FOLD_EVERY
+        self._pending: list[
+            torch.Tensor
+        ] = []  # norms of the last steps, folded into _stats every FOLD_EVERY
         self._batches = 0
 
     def on_fit_start(self, state: FitState) -> None:
-        if self._start is not None:  # restored from a checkpoint (on the CPU): to where the model trains
+        if (
+            self._start is not None
+        ):  # restored from a checkpoint (on the CPU): to where the model trains
             device = next(state.model.parameters()).device
             self._start = [t.to(device) for t in self._start]
             self._stats = self._stats.to(device) if self._stats is not None else None
@@ -75,7 +81,9 @@ class EpochJSONL(Hook):
             self._stats = part
         else:
             s = self._stats.to(part.device)
-            self._stats = torch.stack([s[0] + part[0], torch.minimum(s[1], part[1]), torch.maximum(s[2], part[2])])
+            self._stats = torch.stack(
+                [s[0] + part[0], torch.minimum(s[1], part[1]), torch.maximum(s[2], part[2])]
+            )
 
     @torch.no_grad()
     def on_epoch_end(self, state: FitState) -> None:
@@ -85,7 +93,9 @@ class EpochJSONL(Hook):
         params: list[torch.Tensor] = list(state.model.parameters())
         update = None
         if self._start is not None:
-            delta = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(params, self._start))))
+            delta = torch.linalg.vector_norm(
+                torch.stack(torch._foreach_norm(torch._foreach_sub(params, self._start)))
+            )
             weight = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._start)))
             update = float(delta / weight.clamp_min(1e-12))
         self._fold()
@@ -116,13 +126,14 @@ class EpochJSONL(Hook):
         _append(run / self.val_file, val)
         self._start = None
 
-
     def state_dict(self) -> dict[str, Any]:
         """Mid-epoch accumulators, so an epoch resumed from a step checkpoint logs the whole epoch."""
         self._fold()
-        return {"start": [t.detach().cpu() for t in self._start] if self._start is not None else None,
-                "stats": self._stats.detach().cpu() if self._stats is not None else None,
-                "batches": self._batches}
+        return {
+            "start": [t.detach().cpu() for t in self._start] if self._start is not None else None,
+            "stats": self._stats.detach().cpu() if self._stats is not None else None,
+            "batches": self._batches,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._start = state.get("start")

@@ -71,10 +71,13 @@ class GradientStats:
     total_elements: int = 0
 
     @classmethod
-    def from_gradients(cls, gradients: Iterable[ArrayLike] | Mapping[str, ArrayLike] | torch.nn.Module
-                       ) -> GradientStats:
+    def from_gradients(
+        cls, gradients: Iterable[ArrayLike] | Mapping[str, ArrayLike] | torch.nn.Module
+    ) -> GradientStats:
         """Compute the statistics of a list of gradient arrays/tensors (or a mapping, or a module's grads)."""
-        arrays = [as_numpy(g).astype(np.float64, copy=False).ravel() for g in gradient_list(gradients)]
+        arrays = [
+            as_numpy(g).astype(np.float64, copy=False).ravel() for g in gradient_list(gradients)
+        ]
         total = sum(a.size for a in arrays)
         if total == 0:
             return cls()
@@ -125,7 +128,11 @@ class GradientStats:
 
 def _squared_norm(g: ArrayLike) -> float:
     if isinstance(g, torch.Tensor):
-        return float(torch.linalg.vector_norm(g.detach(), dtype=torch.float64) ** 2) if g.numel() else 0.0
+        return (
+            float(torch.linalg.vector_norm(g.detach(), dtype=torch.float64) ** 2)
+            if g.numel()
+            else 0.0
+        )
     a = np.asarray(g, dtype=np.float64)
     return float(np.square(a).sum())
 
@@ -144,10 +151,16 @@ def clip_gradients(gradients: Sequence[G], max_norm: float = 1.0) -> tuple[list[
     grads = gradient_list(gradients)
     total_norm = math.sqrt(sum(_squared_norm(g) for g in grads))
     if not math.isfinite(total_norm):
-        clipped = [g.clone() if isinstance(g, torch.Tensor) else np.array(g, copy=True) for g in grads]
+        clipped = [
+            g.clone() if isinstance(g, torch.Tensor) else np.array(g, copy=True) for g in grads
+        ]
     else:
         clip_coef = min(1.0, max_norm / (total_norm + 1e-6))
-        clipped = [g * clip_coef if isinstance(g, (torch.Tensor, np.ndarray)) else np.asarray(g) * clip_coef
-                   for g in grads]
+        clipped = [
+            g * clip_coef
+            if isinstance(g, (torch.Tensor, np.ndarray))
+            else np.asarray(g) * clip_coef
+            for g in grads
+        ]
     # a tensor comes back a tensor and an array an array; mypy cannot carry G through the isinstance checks
     return cast("list[G]", clipped), total_norm

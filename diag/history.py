@@ -32,7 +32,9 @@ CRITICAL_CODES = frozenset({"LOSS_EXPLOSION", "NONFINITE_GRADIENTS"})
 EXPLOSION_FACTOR = 10.0  # loss one order of magnitude above its start
 OSCILLATION_CV = 0.2  # detrended std / mean of the late loss
 OSCILLATION_SWING = 0.05  # detrended std / starting loss
-PLATEAU_THRESHOLD = 0.01  # relative improvement per window, beyond noise, that still counts as progress
+PLATEAU_THRESHOLD = (
+    0.01  # relative improvement per window, beyond noise, that still counts as progress
+)
 PROGRESS = 0.1  # relative drop from the start that counts as "early progress"
 SLOW_DROP = 0.05  # relative drop over the whole run below which the loss "barely moves"
 OVERFIT_RISE = 0.05  # validation loss this far (relative) above its best
@@ -43,7 +45,11 @@ def _scalar(value: Any) -> float:
     """A host float from a Python number, a NumPy scalar or a one-element tensor."""
     if isinstance(value, torch.Tensor):
         return float(value.detach().float().cpu().item())
-    return float(np.asarray(value, dtype=np.float64).reshape(-1)[0]) if np.ndim(value) else float(value)
+    return (
+        float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+        if np.ndim(value)
+        else float(value)
+    )
 
 
 def _first_index(mask: np.ndarray) -> int | None:
@@ -82,8 +88,9 @@ class TrainingHistory:
         if self.val_loss and not self.val_step:
             # Without steps, spread the validation points evenly over the run.
             n, m = max(len(self.loss), 1), len(self.val_loss)
-            self.val_step = [self.step[min(n - 1, (i + 1) * n // m - 1)] if self.step else i
-                             for i in range(m)]
+            self.val_step = [
+                self.step[min(n - 1, (i + 1) * n // m - 1)] if self.step else i for i in range(m)
+            ]
 
     # ------------------------------------------------------------------ recording
     def record(self, *args: Any, **kwargs: Any) -> None:
@@ -101,8 +108,9 @@ class TrainingHistory:
         form_000 = ("step", "loss", "grad_norm", "lr", "val_loss")
         form_001 = ("loss", "grad_norm", "lr", "val_loss")
         names: tuple[str, ...]
-        if len(args) >= 4 or (args and "step" not in kwargs
-                              and any(name in kwargs for name in form_001[:len(args)])):
+        if len(args) >= 4 or (
+            args and "step" not in kwargs and any(name in kwargs for name in form_001[: len(args)])
+        ):
             names = form_000
         else:
             names = form_001
@@ -158,7 +166,7 @@ class TrainingHistory:
     def _late(self, window: int) -> tuple[np.ndarray, np.ndarray]:
         """The last two windows of loss, as (previous, last)."""
         a = np.asarray(self.loss, dtype=np.float64)
-        return a[-2 * window:-window], a[-window:]
+        return a[-2 * window : -window], a[-window:]
 
     @staticmethod
     def _significant_drop(prev: np.ndarray, last: np.ndarray) -> tuple[float, float]:
@@ -177,7 +185,9 @@ class TrainingHistory:
         a = np.asarray(self.loss, dtype=np.float64)
         bad = _first_index(~np.isfinite(a))
         if bad is not None:
-            return self._issue("LOSS_EXPLOSION", bad, f"loss went {a[bad]} at step {self.step[bad]}")
+            return self._issue(
+                "LOSS_EXPLOSION", bad, f"loss went {a[bad]} at step {self.step[bad]}"
+            )
         start = self._start(self._window(None))
         if not start > 0 or a.size < 5:
             return None
@@ -187,9 +197,12 @@ class TrainingHistory:
         if grown is None:
             return None
         grown += 4
-        return self._issue("LOSS_EXPLOSION", grown,
-                           f"loss rose from {start:.4g} to {a.max():.4g} "
-                           f"(x{a.max() / start:.0f}); above x{EXPLOSION_FACTOR:.0f} at step {self.step[grown]}")
+        return self._issue(
+            "LOSS_EXPLOSION",
+            grown,
+            f"loss rose from {start:.4g} to {a.max():.4g} "
+            f"(x{a.max() / start:.0f}); above x{EXPLOSION_FACTOR:.0f} at step {self.step[grown]}",
+        )
 
     def detect_oscillation(self, window: int | None = None) -> Issue | None:
         """Loss swings widely (relative to its level) in the late run without a downward trend."""
@@ -208,9 +221,12 @@ class TrainingHistory:
         drop, noise = self._significant_drop(prev, last)
         if cv < OSCILLATION_CV or swing < OSCILLATION_SWING or drop > max(noise, PROGRESS):
             return None
-        return self._issue("LOSS_OSCILLATION", len(self.loss) - 2 * w,
-                           f"late loss swings by {cv:.0%} of its mean ({resid.std():.3g}) "
-                           f"and fell only {drop:.1%} between the last two windows of {w} steps")
+        return self._issue(
+            "LOSS_OSCILLATION",
+            len(self.loss) - 2 * w,
+            f"late loss swings by {cv:.0%} of its mean ({resid.std():.3g}) "
+            f"and fell only {drop:.1%} between the last two windows of {w} steps",
+        )
 
     def detect_plateau(self, threshold: float = 0.001, window: int | None = None) -> bool:
         """Whether the loss stopped improving after early progress (code LOSS_PLATEAU).
@@ -235,9 +251,12 @@ class TrainingHistory:
         drop, noise = self._significant_drop(prev, last)
         if progress < PROGRESS or drop >= threshold + noise:
             return None
-        return self._issue("LOSS_PLATEAU", len(self.loss) - 2 * w,
-                           f"loss fell {progress:.0%} from {start:.4g} then changed {-drop:+.2%} "
-                           f"over the last {w} steps (noise level {noise:.2%})")
+        return self._issue(
+            "LOSS_PLATEAU",
+            len(self.loss) - 2 * w,
+            f"loss fell {progress:.0%} from {start:.4g} then changed {-drop:+.2%} "
+            f"over the last {w} steps (noise level {noise:.2%})",
+        )
 
     def detect_slow_convergence(self, window: int | None = None) -> Issue | None:
         """The loss barely moved over the whole run (below 5% from its start): LR too low."""
@@ -251,8 +270,11 @@ class TrainingHistory:
         drop = -_rel(float(last.mean()), start)
         if not start > 0 or drop >= SLOW_DROP:
             return None
-        return self._issue("SLOW_CONVERGENCE", self.step[0] if self.step else 0,
-                           f"loss moved {-drop:+.2%} from {start:.4g} over {len(self.loss)} steps")
+        return self._issue(
+            "SLOW_CONVERGENCE",
+            self.step[0] if self.step else 0,
+            f"loss moved {-drop:+.2%} from {start:.4g} over {len(self.loss)} steps",
+        )
 
     def _aligned_train_loss(self) -> np.ndarray:
         """For each validation point, the mean finite training loss since the previous validation point.
@@ -300,10 +322,13 @@ class TrainingHistory:
         train_drop = -_rel(float(train_roll[-1]), float(train_roll[best]))
         if rise < OVERFIT_RISE or train_drop <= 0:
             return None
-        first = best + int(np.argmin(val[best:best + k]))
-        return self._issue("OVERFITTING", self.val_step[first],
-                           f"validation loss rose {rise:.0%} above its best {val[first]:.4g} "
-                           f"(step {self.val_step[first]}) while training loss fell {train_drop:.0%}")
+        first = best + int(np.argmin(val[best : best + k]))
+        return self._issue(
+            "OVERFITTING",
+            self.val_step[first],
+            f"validation loss rose {rise:.0%} above its best {val[first]:.4g} "
+            f"(step {self.val_step[first]}) while training loss fell {train_drop:.0%}",
+        )
 
     def _gradient_issues(self) -> list[Issue]:
         g = np.asarray(self.grad_norm, dtype=np.float64)
@@ -312,22 +337,45 @@ class TrainingHistory:
         issues = []
         bad = _first_index(~np.isfinite(g))
         if bad is not None:
-            issues.append(self._issue("NONFINITE_GRADIENTS", bad,
-                                      f"gradient norm was {g[bad]} at step {self.step[bad]}"))
+            issues.append(
+                self._issue(
+                    "NONFINITE_GRADIENTS",
+                    bad,
+                    f"gradient norm was {g[bad]} at step {self.step[bad]}",
+                )
+            )
         finite = g[np.isfinite(g)]
         if finite.size < 5:
             return issues
         w = max(5, finite.size // 10)
         early, late = float(np.median(finite[:w])), float(np.median(finite[-w:]))
         if late > MAX_HEALTHY_NORM or (early > 0 and late > GRADIENT_GROWTH * early):
-            first = _first_index(np.isfinite(g) & (g > max(MAX_HEALTHY_NORM if late > MAX_HEALTHY_NORM
-                                                         else 0.0, GRADIENT_GROWTH * early)))
-            issues.append(self._issue("EXPLODING_GRADIENTS", first if first is not None else g.size - 1,
-                                      f"gradient norm median {early:.3g} early, {late:.3g} late"))
+            first = _first_index(
+                np.isfinite(g)
+                & (
+                    g
+                    > max(
+                        MAX_HEALTHY_NORM if late > MAX_HEALTHY_NORM else 0.0,
+                        GRADIENT_GROWTH * early,
+                    )
+                )
+            )
+            issues.append(
+                self._issue(
+                    "EXPLODING_GRADIENTS",
+                    first if first is not None else g.size - 1,
+                    f"gradient norm median {early:.3g} early, {late:.3g} late",
+                )
+            )
         elif late < MIN_HEALTHY_NORM:
             first = _first_index(np.isfinite(g) & (g < MIN_HEALTHY_NORM))
-            issues.append(self._issue("VANISHING_GRADIENTS", first if first is not None else 0,
-                                      f"gradient norm median {late:.2e} over the last {w} steps"))
+            issues.append(
+                self._issue(
+                    "VANISHING_GRADIENTS",
+                    first if first is not None else 0,
+                    f"gradient norm median {late:.2e} over the last {w} steps",
+                )
+            )
         return issues
 
     def _issue(self, code: str, index: int, evidence: str) -> Issue:
@@ -343,8 +391,11 @@ class TrainingHistory:
             found.append(explosion)
         found += self._gradient_issues()
         if explosion is None:
-            shape = (self.detect_oscillation() or self._plateau(PLATEAU_THRESHOLD)
-                     or self.detect_slow_convergence())
+            shape = (
+                self.detect_oscillation()
+                or self._plateau(PLATEAU_THRESHOLD)
+                or self.detect_slow_convergence()
+            )
             if shape is not None:
                 found.append(shape)
             overfit = self.detect_overfitting()
@@ -362,9 +413,16 @@ class TrainingHistory:
         found = self.issues()
         recommendations: list[str] = []
         for issue in found:
-            recommendations += [r for r in CODES[issue.code]["recommendations"] if r not in recommendations]
-        status = ("critical" if any(i.severity == "critical" for i in found)
-                  else "warning" if found else "healthy")
+            recommendations += [
+                r for r in CODES[issue.code]["recommendations"] if r not in recommendations
+            ]
+        status = (
+            "critical"
+            if any(i.severity == "critical" for i in found)
+            else "warning"
+            if found
+            else "healthy"
+        )
         return {
             "status": status,
             "issues": [i.code for i in found],
@@ -392,11 +450,21 @@ class TrainingHistory:
             if best_i is None or v < best - min_delta * abs(best):
                 best_i, best = i, v
         if best_i is None:
-            return {"best_step": None, "best_loss": None, "since_best": len(values),
-                    "should_stop": len(values) > patience, "monitor": monitor}
+            return {
+                "best_step": None,
+                "best_loss": None,
+                "since_best": len(values),
+                "should_stop": len(values) > patience,
+                "monitor": monitor,
+            }
         since = len(values) - 1 - best_i
-        return {"best_step": int(steps[best_i]), "best_loss": float(best), "since_best": since,
-                "should_stop": since >= patience, "monitor": monitor}
+        return {
+            "best_step": int(steps[best_i]),
+            "best_loss": float(best),
+            "since_best": since,
+            "should_stop": since >= patience,
+            "monitor": monitor,
+        }
 
     def should_stop_early(self, patience: int = 10, min_delta: float = 0.0) -> bool:
         """True once the monitored loss has not improved for ``patience`` evaluations."""
@@ -405,9 +473,15 @@ class TrainingHistory:
     # ------------------------------------------------------------------ interop
     def to_series(self, num_classes: int | None = None) -> RunSeries:
         """The same data as a :class:`RunSeries`, the input of the shared rules engine and analyzer."""
-        return RunSeries(num_classes=num_classes, step=list(self.step), loss=list(self.loss),
-                         grad_norm=list(self.grad_norm), lr=list(self.learning_rate),
-                         epoch_step=list(self.val_step), epoch_val_loss=list(self.val_loss))
+        return RunSeries(
+            num_classes=num_classes,
+            step=list(self.step),
+            loss=list(self.loss),
+            grad_norm=list(self.grad_norm),
+            lr=list(self.learning_rate),
+            epoch_step=list(self.val_step),
+            epoch_val_loss=list(self.val_loss),
+        )
 
 
 def _get_lr(self: TrainingHistory) -> list[float]:
@@ -421,4 +495,5 @@ def _set_lr(self: TrainingHistory, value: Sequence[float]) -> None:
 # Installed after the dataclass is built: ``lr`` is an init-only argument of the
 # constructor and, on instances, an alias of ``learning_rate`` (the loss-first API's name).
 # setattr: to the type checker the class has ``lr`` only as the InitVar, not as an attribute.
-setattr(TrainingHistory, "lr", property(_get_lr, _set_lr, doc="Alias of learning_rate (the loss-first API's field name)."))  # noqa: B010
+_LR_DOC = "Alias of learning_rate (the loss-first API's field name)."
+setattr(TrainingHistory, "lr", property(_get_lr, _set_lr, doc=_LR_DOC))  # noqa: B010

@@ -106,7 +106,9 @@ class FitState:
     stop_reason: str = ""
     generator: torch.Generator | None = None  # the data-order RNG, saved with checkpoints
     loop: Loop | None = None  # the loop driving this fit, for hooks that act on its settings
-    annotations: list[tuple[int, str]] = field(default_factory=list)  # (step, label) marked on summary.png
+    annotations: list[tuple[int, str]] = field(
+        default_factory=list
+    )  # (step, label) marked on summary.png
 
     @property
     def current_lr(self) -> float:
@@ -166,8 +168,11 @@ class HookList(Hook):
         self.named = named
         self.hooks = tuple(named.values())
         self.unmatched: list[str] = []  # names of saved hook states the last load found no hook for
-        self._on_batch_end = tuple(h.on_train_batch_end for h in self.hooks
-                                   if type(h).on_train_batch_end is not Hook.on_train_batch_end)
+        self._on_batch_end = tuple(
+            h.on_train_batch_end
+            for h in self.hooks
+            if type(h).on_train_batch_end is not Hook.on_train_batch_end
+        )
 
     def __iter__(self) -> Iterator[Hook]:
         return iter(self.hooks)
@@ -205,8 +210,11 @@ class HookList(Hook):
         A checkpoint written before hooks were named keys them ``"<index>:<class>"``; those are
         matched by class.
         """
-        by_class = {key.split(":", 1)[1]: value for key, value in state.items()
-                    if ":" in key and key.split(":", 1)[0].isdigit()}
+        by_class = {
+            key.split(":", 1)[1]: value
+            for key, value in state.items()
+            if ":" in key and key.split(":", 1)[0].isdigit()
+        }
         used: set[str] = set()
         for name, h in self.named.items():
             if name in state:
@@ -217,9 +225,11 @@ class HookList(Hook):
                 used.update(k for k in state if k.endswith(":" + type(h).__name__))
         self.unmatched = [k for k, v in state.items() if k not in used and v]
         if self.unmatched:
-            log.warning("resume: the checkpoint holds state for hook(s) %s, which this run does not have; "
-                        "that state is not restored (run with the hooks it was saved with to keep it)",
-                        ", ".join(self.unmatched))
+            log.warning(
+                "resume: the checkpoint holds state for hook(s) %s, which this run does not have; "
+                "that state is not restored (run with the hooks it was saved with to keep it)",
+                ", ".join(self.unmatched),
+            )
 
 
 def finite_or_none(value: float) -> float | None:

@@ -39,15 +39,19 @@ def fan_in_out(shape: tuple[int, ...], layout: str = "out_in") -> tuple[int, int
 
 def _named_weights(weights: Any) -> list[tuple[str | int, ArrayLike]]:
     if isinstance(weights, nn.Module):
-        return [(f"{name}.weight" if name else "weight", m.weight)
-                for name, m in weights.named_modules() if isinstance(m, CHECKED_MODULES)]
+        return [
+            (f"{name}.weight" if name else "weight", m.weight)
+            for name, m in weights.named_modules()
+            if isinstance(m, CHECKED_MODULES)
+        ]
     if isinstance(weights, dict):
         return list(weights.items())
     return list(enumerate(weights))
 
 
-def check_initialization(weights: Iterable[ArrayLike] | dict[str, ArrayLike] | nn.Module,
-                         layout: str = "out_in") -> dict[str, Any]:
+def check_initialization(
+    weights: Iterable[ArrayLike] | dict[str, ArrayLike] | nn.Module, layout: str = "out_in"
+) -> dict[str, Any]:
     """Compare each weight's std with the He (sqrt(2/fan_in)) and Xavier (sqrt(2/(fan_in+fan_out))) std.
 
     ``weights`` is a list of arrays/tensors (layers named by index), a
@@ -62,8 +66,13 @@ def check_initialization(weights: Iterable[ArrayLike] | dict[str, ArrayLike] | n
         w = as_numpy(weight).astype(np.float64, copy=False)
         entry: dict[str, Any] = {"layer": name, "shape": tuple(w.shape)}
         if w.ndim < 2 or w.size == 0:
-            layers.append({**entry, "status": "not_applicable",
-                           "actual_std": float(w.std()) if w.size else math.nan})
+            layers.append(
+                {
+                    **entry,
+                    "status": "not_applicable",
+                    "actual_std": float(w.std()) if w.size else math.nan,
+                }
+            )
             continue
         fan_in, fan_out = fan_in_out(w.shape, layout)
         he = math.sqrt(2.0 / fan_in)
@@ -78,16 +87,31 @@ def check_initialization(weights: Iterable[ArrayLike] | dict[str, ArrayLike] | n
             status = "too_large"
         else:
             status = "ok"
-        entry.update(fan_in=fan_in, fan_out=fan_out, expected_std=he, he_std=he, xavier_std=xavier,
-                     actual_std=actual, ratio=actual / he, mean=float(finite.mean()) if finite.size else math.nan,
-                     max_abs=float(np.abs(finite).max()) if finite.size else math.nan, status=status)
+        entry.update(
+            fan_in=fan_in,
+            fan_out=fan_out,
+            expected_std=he,
+            he_std=he,
+            xavier_std=xavier,
+            actual_std=actual,
+            ratio=actual / he,
+            mean=float(finite.mean()) if finite.size else math.nan,
+            max_abs=float(np.abs(finite).max()) if finite.size else math.nan,
+            status=status,
+        )
         layers.append(entry)
         if status != "ok":
-            issues.append(Issue(
-                code="BAD_INITIALIZATION", severity="warning", first_step=0, layer=str(name),
-                evidence=(f"{name}: weight std {actual:.3g}, expected {xavier:.3g} (Xavier) to "
-                          f"{he:.3g} (He) for fan-in {fan_in}"),
-            ).to_dict())
+            issues.append(
+                Issue(
+                    code="BAD_INITIALIZATION",
+                    severity="warning",
+                    first_step=0,
+                    layer=str(name),
+                    evidence=(
+                        f"{name}: weight std {actual:.3g}, expected {xavier:.3g} (Xavier) to "
+                        f"{he:.3g} (He) for fan-in {fan_in}"
+                    ),
+                ).to_dict()
+            )
     checked = [r for r in layers if r["status"] != "not_applicable"]
     return {"layers": layers, "all_ok": all(r["status"] == "ok" for r in checked), "issues": issues}
-

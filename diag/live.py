@@ -32,8 +32,11 @@ log = logging.getLogger("diag")
 
 def weight_layers(model: nn.Module) -> dict[str, torch.Tensor]:
     """Weights of Linear/Conv layers by module name, input side first (what gradient flow is read on)."""
-    return {name: m.weight for name, m in model.named_modules()
-            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.weight.requires_grad}
+    return {
+        name: m.weight
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.weight.requires_grad
+    }
 
 
 def init_scale_ratios(layers: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -48,10 +51,19 @@ def init_scale_ratios(layers: dict[str, torch.Tensor]) -> dict[str, float]:
 class DiagnosticsHook(Hook):
     """Collects a :class:`RunSeries` during training and diagnoses it as it grows."""
 
-    def __init__(self, scalar_every: int = 10, layer_every: int = 25, diagnose_every: int = 50,
-                 diagnose_gap: float = 0.02,
-                 histogram_every: int = 0, dead_window: int = 4, activations: bool = True,
-                 layer_scalars: bool = True, summary_png: bool = True, console: bool = True) -> None:
+    def __init__(
+        self,
+        scalar_every: int = 10,
+        layer_every: int = 25,
+        diagnose_every: int = 50,
+        diagnose_gap: float = 0.02,
+        histogram_every: int = 0,
+        dead_window: int = 4,
+        activations: bool = True,
+        layer_scalars: bool = True,
+        summary_png: bool = True,
+        console: bool = True,
+    ) -> None:
         self.scalar_every = max(1, int(scalar_every))
         self.layer_every = max(1, int(layer_every))
         self.diagnose_every = max(1, int(diagnose_every))
@@ -68,7 +80,9 @@ class DiagnosticsHook(Hook):
         self.summary_png = summary_png
         self.console = console
         self.series = RunSeries()
-        self._past: list[RunSeries] = []  # segments before each reset: the figure shows the whole run
+        self._past: list[
+            RunSeries
+        ] = []  # segments before each reset: the figure shows the whole run
         self.issues: list[Issue] = []
         self.detected_at: dict[str, int] = {}
         # the last _n steps' loss and gradient norm (device scalars), reduced every scalar_every steps
@@ -90,19 +104,21 @@ class DiagnosticsHook(Hook):
         if state.step == 0:
             self.series.init_scale_ratio = init_scale_ratios(self.layers)
         if state.writer is not None and state.is_rank_zero:
-            state.writer.add_custom_scalars({
-                "Training": {
-                    "loss": ["Multiline", ["train/loss", "val/loss"]],
-                    "accuracy": ["Multiline", ["train/acc", "val/acc"]],
-                    "learning rate": ["Multiline", ["train/lr"]],
-                    "gradient norm": ["Multiline", ["train/grad_norm", r"grad_norm/.*"]],
-                },
-                "Layer health": {
-                    "update ratio": ["Multiline", [r"update_ratio/.*"]],
-                    "dead fraction": ["Multiline", [r"dead_fraction/.*"]],
-                    "saturation": ["Multiline", [r"saturation/.*"]],
-                },
-            })
+            state.writer.add_custom_scalars(
+                {
+                    "Training": {
+                        "loss": ["Multiline", ["train/loss", "val/loss"]],
+                        "accuracy": ["Multiline", ["train/acc", "val/acc"]],
+                        "learning rate": ["Multiline", ["train/lr"]],
+                        "gradient norm": ["Multiline", ["train/grad_norm", r"grad_norm/.*"]],
+                    },
+                    "Layer health": {
+                        "update ratio": ["Multiline", [r"update_ratio/.*"]],
+                        "dead fraction": ["Multiline", [r"dead_fraction/.*"]],
+                        "saturation": ["Multiline", [r"saturation/.*"]],
+                    },
+                }
+            )
         self._arm_if_next_is_sampled(state.step)
 
     # -- every step (device arithmetic only) -----------------------------------
@@ -139,9 +155,15 @@ class DiagnosticsHook(Hook):
         if not self._n:
             return
         n = self._n
-        values = torch.stack(self._losses[-n:] + self._norms[-n:]).tolist()  # one device op, one host read
+        values = torch.stack(
+            self._losses[-n:] + self._norms[-n:]
+        ).tolist()  # one device op, one host read
         finite = [g for g in values[n:] if math.isfinite(g)]  # the mean norm is over finite steps
-        loss_sum, gsum, gcount = sum(values[:n]), sum(finite), len(finite)  # a loss sum keeps its NaN/Inf
+        loss_sum, gsum, gcount = (
+            sum(values[:n]),
+            sum(finite),
+            len(finite),
+        )  # a loss sum keeps its NaN/Inf
         s = self.series
         if state.step == n and not self._past:  # this interval began at the run's first step
             s.initial_loss = values[0]
@@ -161,7 +183,9 @@ class DiagnosticsHook(Hook):
         gnorms = torch._foreach_norm(grads)
         rows = [torch.stack(gnorms)]
         if self._snapshot is not None:
-            rows.append(torch.stack(torch._foreach_norm(torch._foreach_sub(self._weights, self._snapshot))))
+            rows.append(
+                torch.stack(torch._foreach_norm(torch._foreach_sub(self._weights, self._snapshot)))
+            )
             rows.append(torch.stack(torch._foreach_norm(self._snapshot)))
         values = torch.stack(rows).tolist()  # one host read for all layers
         s.layer_step.append(state.step)
@@ -173,7 +197,9 @@ class DiagnosticsHook(Hook):
             for name, d, w in zip(self._layer_names, deltas, norms):
                 s.layer_update_ratio.setdefault(name, []).append(d / w if w > 0 else math.nan)
             total_w = math.sqrt(sum(w * w for w in norms))
-            s.update_ratio.append(math.sqrt(sum(d * d for d in deltas)) / total_w if total_w > 0 else math.nan)
+            s.update_ratio.append(
+                math.sqrt(sum(d * d for d in deltas)) / total_w if total_w > 0 else math.nan
+            )
             self._snapshot = None
         acts = {}
         if self.recorder is not None:
@@ -188,7 +214,9 @@ class DiagnosticsHook(Hook):
                 if "dead_fraction" in entry:
                     if window_done:  # a unit is dead only if it stayed silent for the whole window
                         self._dead[name] = entry["dead_fraction"]
-                    s.layer_dead_fraction.setdefault(name, []).append(self._dead.get(name, math.nan))
+                    s.layer_dead_fraction.setdefault(name, []).append(
+                        self._dead.get(name, math.nan)
+                    )
             if window_done:
                 self.recorder.reset_window()
                 self._window_samples = 0
@@ -259,15 +287,23 @@ class DiagnosticsHook(Hook):
         if before == after:
             return
         added = [c for c in after if c not in before]
-        state.events.write("diagnosis", step=state.step, epoch=state.epoch, added=added,
-                           removed=[c for c in before if c not in after], issues=state.issues)
+        state.events.write(
+            "diagnosis",
+            step=state.step,
+            epoch=state.epoch,
+            added=added,
+            removed=[c for c in before if c not in after],
+            issues=state.issues,
+        )
         if state.writer is not None and state.is_rank_zero:
             state.writer.add_text("diagnosis", self.markdown(), state.step)
         if self.console and state.is_rank_zero:
             for issue in issues:
                 if issue.code in added:
-                    line = (f"diag: {issue.code} ({issue.severity}) at step {state.step}: {issue.evidence}. "
-                            f"Try: {issue.recommendations[0]}")
+                    line = (
+                        f"diag: {issue.code} ({issue.severity}) at step {state.step}: {issue.evidence}. "
+                        f"Try: {issue.recommendations[0]}"
+                    )
                     (log.warning if issue.severity == "critical" else log.info)(line)
 
     def reset(self, step: int) -> None:
@@ -279,8 +315,11 @@ class DiagnosticsHook(Hook):
         """
         s = self.series
         self._past.append(s)
-        self.series = RunSeries(num_classes=s.num_classes, planned_steps=s.planned_steps,
-                                epoch_offset=s.epoch_offset + len(s.epoch_step))  # evidence names real epochs
+        self.series = RunSeries(
+            num_classes=s.num_classes,
+            planned_steps=s.planned_steps,
+            epoch_offset=s.epoch_offset + len(s.epoch_step),
+        )  # evidence names real epochs
         self.issues = []
         self.detected_at = {}
         self._losses, self._norms = [], []
@@ -300,7 +339,9 @@ class DiagnosticsHook(Hook):
     def markdown(self) -> str:
         if not self.issues:
             return "**healthy**: no issues"
-        return "\n".join(f"- **{i.code}** ({i.severity}, step {i.first_step}): {i.evidence}" for i in self.issues)
+        return "\n".join(
+            f"- **{i.code}** ({i.severity}, step {i.first_step}): {i.evidence}" for i in self.issues
+        )
 
     def on_fit_end(self, state: FitState) -> None:
         self._read_scalars(state)
@@ -312,13 +353,21 @@ class DiagnosticsHook(Hook):
         if self.summary_png and state.run_dir is not None and state.is_rank_zero:
             from diag.summary_plot import plot_summary
 
-            plot_summary(RunSeries.concat([*self._past, self.series]), Path(state.run_dir) / "summary.png",
-                         self.issues, annotations=state.annotations)
+            plot_summary(
+                RunSeries.concat([*self._past, self.series]),
+                Path(state.run_dir) / "summary.png",
+                self.issues,
+                annotations=state.annotations,
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """The series so far (every checkpoint, every epoch: list copies, not ``asdict``'s deep copy per float)."""
-        return {"series": self.series.to_dict(), "past": [p.to_dict() for p in self._past],
-                "detected_at": dict(self.detected_at), "issues": [i.to_dict() for i in self.issues]}
+        return {
+            "series": self.series.to_dict(),
+            "past": [p.to_dict() for p in self._past],
+            "detected_at": dict(self.detected_at),
+            "issues": [i.to_dict() for i in self.issues],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "series" in state:

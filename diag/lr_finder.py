@@ -41,7 +41,9 @@ def canonical_method(method: str) -> str:
     """Map a method name or alias to one of :data:`METHODS`; unknown names are a ``ValueError``."""
     name = ALIASES.get(str(method), str(method))
     if name not in METHODS:
-        raise ValueError(f"unknown LR finder method {method!r}: choose one of valley, steepest, minimum/10 (min10)")
+        raise ValueError(
+            f"unknown LR finder method {method!r}: choose one of valley, steepest, minimum/10 (min10)"
+        )
     return name
 
 
@@ -140,18 +142,24 @@ class LearningRateFinder:
         self.smoothed_losses.append(float(smoothed))
         self._best = min(self._best, smoothed)
         if smoothed > self.diverge_factor * self._best:
-            self.stop_reason = (f"diverged at lr={lr:.3g} (smoothed loss {smoothed:.3g} > "
-                                f"{self.diverge_factor:g} x best {self._best:.3g})")
+            self.stop_reason = (
+                f"diverged at lr={lr:.3g} (smoothed loss {smoothed:.3g} > "
+                f"{self.diverge_factor:g} x best {self._best:.3g})"
+            )
             return True
         return False
 
     # -- documented public API ------------------------------------------------
-    def range_test(self, train_fn: Callable[[float], float] | None = None, **torch_kwargs: Any) -> dict[str, Any]:
+    def range_test(
+        self, train_fn: Callable[[float], float] | None = None, **torch_kwargs: Any
+    ) -> dict[str, Any]:
         """Run the test with ``train_fn(lr) -> loss`` (documented API), or in torch mode given ``model=...`` etc."""
         if train_fn is None:
             return self.range_test_torch(**torch_kwargs)
         if torch_kwargs:
-            raise TypeError(f"range_test(train_fn) takes no other arguments, got {sorted(torch_kwargs)}")
+            raise TypeError(
+                f"range_test(train_fn) takes no other arguments, got {sorted(torch_kwargs)}"
+            )
         self._reset()
         for lr in self.schedule():
             if self._record(float(lr), float(train_fn(float(lr)))):
@@ -194,10 +202,15 @@ class LearningRateFinder:
                 for group in optimizer.param_groups:
                     group["lr"] = float(lr)
                 optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32,
-                                    enabled=autocast_dtype is not None):
+                with torch.autocast(
+                    x.device.type,
+                    dtype=autocast_dtype or torch.float32,
+                    enabled=autocast_dtype is not None,
+                ):
                     loss = loss_fn(model(x), y)
-                value = float(loss.detach().float())  # one host read per step: the stop rule needs it
+                value = float(
+                    loss.detach().float()
+                )  # one host read per step: the stop rule needs it
                 if not math.isfinite(value):
                     self._record(float(lr), value)
                     break
@@ -232,7 +245,11 @@ class LearningRateFinder:
         """``{'lr', 'index', 'method'}`` for one rule; fewer than 10 points falls back to ``10 * min_lr`` (as documented)."""
         name = canonical_method(method or self.method)
         if len(self.losses) < 10:
-            return {"lr": self.min_lr * 10, "index": None, "method": "fallback (fewer than 10 points)"}
+            return {
+                "lr": self.min_lr * 10,
+                "index": None,
+                "method": "fallback (fewer than 10 points)",
+            }
         start, end = self._window()
         lrs = np.asarray(self.lrs[start:end])
         losses = np.asarray(self.smoothed_losses[start:end])
@@ -284,22 +301,45 @@ class LearningRateFinder:
             top = max(smoothed[0], np.percentile(smoothed, 90)) * 1.25
             bottom = min(min(raw), min(smoothed))
             ax.set_ylim(bottom - 0.05 * (top - bottom), top)
-            styles = {"valley": ("o", "tab:green"), "steepest": ("s", "tab:orange"), "min10": ("^", "tab:purple")}
+            styles = {
+                "valley": ("o", "tab:green"),
+                "steepest": ("s", "tab:orange"),
+                "min10": ("^", "tab:purple"),
+            }
             others = [(n, lr) for n, lr in res["suggestions"].items() if n != res["method"]]
             for k, (name, lr) in enumerate(others):
                 marker, color = styles[name]
                 # hollow, the first one larger: two methods that agree stay visible on one point
-                ax.plot([lr], [np.interp(np.log(lr), np.log(lrs), smoothed)], marker, color=color,
-                        markersize=12 - 4 * k, markerfacecolor="none", markeredgewidth=2,
-                        label=f"{name}: {lr:.2e}")
-            ax.axvline(res["suggested_lr"], color="tab:red", linestyle="--", linewidth=1.5,
-                       label=f"suggested ({res['method']}): {res['suggested_lr']:.2e}")
-            ax.plot([res["suggested_lr"]], [np.interp(np.log(res["suggested_lr"]), np.log(lrs), smoothed)],
-                    "o", color="tab:red", markersize=9)
+                ax.plot(
+                    [lr],
+                    [np.interp(np.log(lr), np.log(lrs), smoothed)],
+                    marker,
+                    color=color,
+                    markersize=12 - 4 * k,
+                    markerfacecolor="none",
+                    markeredgewidth=2,
+                    label=f"{name}: {lr:.2e}",
+                )
+            ax.axvline(
+                res["suggested_lr"],
+                color="tab:red",
+                linestyle="--",
+                linewidth=1.5,
+                label=f"suggested ({res['method']}): {res['suggested_lr']:.2e}",
+            )
+            ax.plot(
+                [res["suggested_lr"]],
+                [np.interp(np.log(res["suggested_lr"]), np.log(lrs), smoothed)],
+                "o",
+                color="tab:red",
+                markersize=9,
+            )
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (log scale)")
         ax.set_ylabel("training loss")
-        ax.set_title(f"LR range test: {res['num_steps_run']} steps, {res['stop_reason']}", fontsize=9)
+        ax.set_title(
+            f"LR range test: {res['num_steps_run']} steps, {res['stop_reason']}", fontsize=9
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
         fig.tight_layout()
@@ -321,21 +361,40 @@ def cycle_batches(batches: Iterable[Any]) -> Iterator[Any]:
             return
 
 
-def _snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-              scaler: torch.amp.GradScaler | None, batches: Any) -> tuple[TrainingState, list[Any], bool]:
+def _snapshot(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    batches: Any,
+) -> tuple[TrainingState, list[Any], bool]:
     generator = getattr(batches, "generator", None)
-    saved = capture(model, optimizer, scaler=scaler, rng=True,
-                    generator=generator if isinstance(generator, torch.Generator) else None)
+    saved = capture(
+        model,
+        optimizer,
+        scaler=scaler,
+        rng=True,
+        generator=generator if isinstance(generator, torch.Generator) else None,
+    )
     grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
     return saved, grads, model.training
 
 
-def _restore(saved: tuple[TrainingState, list[Any], bool], model: torch.nn.Module,
-             optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, batches: Any) -> None:
+def _restore(
+    saved: tuple[TrainingState, list[Any], bool],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    batches: Any,
+) -> None:
     state, grads, training = saved
     generator = getattr(batches, "generator", None)
-    apply(state, model, optimizer, scaler=scaler,
-          generator=generator if isinstance(generator, torch.Generator) else None)
+    apply(
+        state,
+        model,
+        optimizer,
+        scaler=scaler,
+        generator=generator if isinstance(generator, torch.Generator) else None,
+    )
     for p, g in zip(model.parameters(), grads):
         p.grad = g
     model.train(training)

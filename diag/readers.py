@@ -28,8 +28,12 @@ from typing import Any
 from diag.series import RunSeries
 
 MAX_LINE_BYTES = 1 << 20  # a per-epoch record is a few hundred bytes; longer lines are junk
-MAX_LINES = 5_000_000  # stop reading a JSONL file after this many lines (never hang on a runaway file)
-MAX_KEPT = 20_000  # points kept per series; longer series are thinned evenly (first, last, first NaN kept)
+MAX_LINES = (
+    5_000_000  # stop reading a JSONL file after this many lines (never hang on a runaway file)
+)
+MAX_KEPT = (
+    20_000  # points kept per series; longer series are thinned evenly (first, last, first NaN kept)
+)
 MAX_EVENT_DIRS = 256  # directories of event files looked at under a TensorBoard root
 MAX_WALK_ENTRIES = 100_000  # directory entries visited while looking for event files
 
@@ -39,18 +43,62 @@ VAL_JSONL = "val_diagnostics.jsonl"
 # Role -> candidate tags, best first (fnmatch patterns). The runner's own tags come first,
 # then PyTorch Lightning's usual names (self.log("train_loss", on_step, on_epoch), LearningRateMonitor).
 DEFAULT_TAGS: dict[str, tuple[str, ...]] = {
-    "loss": ("train/loss", "train_loss_step", "train_loss", "train/loss_step", "loss", "Loss/train",
-             "training_loss", "train/epoch_loss"),
-    "lr": ("train/lr", "lr-*", "lr", "learning_rate", "train/learning_rate", "train/epoch_learning_rate"),
-    "grad_norm": ("train/grad_norm", "grad_norm", "grad_2.0_norm_total", "grad_norm_total", "train/grad_norm_total"),
+    "loss": (
+        "train/loss",
+        "train_loss_step",
+        "train_loss",
+        "train/loss_step",
+        "loss",
+        "Loss/train",
+        "training_loss",
+        "train/epoch_loss",
+    ),
+    "lr": (
+        "train/lr",
+        "lr-*",
+        "lr",
+        "learning_rate",
+        "train/learning_rate",
+        "train/epoch_learning_rate",
+    ),
+    "grad_norm": (
+        "train/grad_norm",
+        "grad_norm",
+        "grad_2.0_norm_total",
+        "grad_norm_total",
+        "train/grad_norm_total",
+    ),
     "update_ratio": ("train/update_ratio", "update_ratio"),
     "train_loss_epoch": ("train/loss_epoch", "train_loss_epoch", "train/epoch_loss"),
-    "train_acc": ("train/acc", "train_acc_epoch", "train_acc", "train/accuracy", "train_accuracy",
-                  "train/epoch_accuracy", "Accuracy/train"),
-    "val_loss": ("val/loss", "val_loss", "val_loss_epoch", "validation/loss", "valid_loss", "Loss/val",
-                 "validation/epoch_loss"),
-    "val_acc": ("val/acc", "val_acc", "val_acc_epoch", "val/accuracy", "val_accuracy", "valid_acc",
-                "validation/accuracy", "Accuracy/val", "validation/epoch_accuracy"),
+    "train_acc": (
+        "train/acc",
+        "train_acc_epoch",
+        "train_acc",
+        "train/accuracy",
+        "train_accuracy",
+        "train/epoch_accuracy",
+        "Accuracy/train",
+    ),
+    "val_loss": (
+        "val/loss",
+        "val_loss",
+        "val_loss_epoch",
+        "validation/loss",
+        "valid_loss",
+        "Loss/val",
+        "validation/epoch_loss",
+    ),
+    "val_acc": (
+        "val/acc",
+        "val_acc",
+        "val_acc_epoch",
+        "val/accuracy",
+        "val_accuracy",
+        "valid_acc",
+        "validation/accuracy",
+        "Accuracy/val",
+        "validation/epoch_accuracy",
+    ),
     "epoch": ("train/epoch", "epoch"),
     "skipped_steps": ("train/skipped_steps",),
 }
@@ -79,7 +127,9 @@ class ReadResult:
     series: RunSeries = field(default_factory=RunSeries)
     read: list[str] = field(default_factory=list)  # "train_diagnostics.jsonl: 12 records"
     notes: list[str] = field(default_factory=list)  # skipped lines/files, missing tags, thinning
-    skipped: dict[str, int] = field(default_factory=dict)  # file name -> malformed lines/records skipped
+    skipped: dict[str, int] = field(
+        default_factory=dict
+    )  # file name -> malformed lines/records skipped
     epoch_grad_min: list[float] = field(default_factory=list)  # per epoch, aligned with epoch_step
     epoch_grad_max: list[float] = field(default_factory=list)
     epoch_grad_mean: list[float] = field(default_factory=list)
@@ -91,8 +141,17 @@ class ReadResult:
     @property
     def has_data(self) -> bool:
         s = self.series
-        return bool(s.loss or s.grad_norm or s.lr or s.epoch_train_loss or s.epoch_val_loss
-                    or s.epoch_train_acc or s.epoch_val_acc or s.layer_grad_norm or s.update_ratio)
+        return bool(
+            s.loss
+            or s.grad_norm
+            or s.lr
+            or s.epoch_train_loss
+            or s.epoch_val_loss
+            or s.epoch_train_acc
+            or s.epoch_val_acc
+            or s.layer_grad_norm
+            or s.update_ratio
+        )
 
     def skip(self, name: str, count: int, what: str = "malformed lines") -> None:
         if count:
@@ -237,10 +296,22 @@ _VAL_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _row(obj: dict[str, Any], fields: dict[str, tuple[str, ...]], index: int, cum_steps: int | None,
-         bad_values: list[int], name: str) -> dict[str, Any] | None:
-    row: dict[str, Any] = {"epoch": _int(obj.get("epoch")), "step": _int(obj.get("step")), "cum_steps": cum_steps,
-                           "skipped": _int(obj.get("skipped_steps")), "index": index, "file": name}
+def _row(
+    obj: dict[str, Any],
+    fields: dict[str, tuple[str, ...]],
+    index: int,
+    cum_steps: int | None,
+    bad_values: list[int],
+    name: str,
+) -> dict[str, Any] | None:
+    row: dict[str, Any] = {
+        "epoch": _int(obj.get("epoch")),
+        "step": _int(obj.get("step")),
+        "cum_steps": cum_steps,
+        "skipped": _int(obj.get("skipped_steps")),
+        "index": index,
+        "file": name,
+    }
     if row["epoch"] is None:
         row["epoch"] = index
     usable = False
@@ -260,8 +331,9 @@ def _row(obj: dict[str, Any], fields: dict[str, tuple[str, ...]], index: int, cu
     return row if usable else None
 
 
-def _read_epoch_file(path: Path, fields: dict[str, tuple[str, ...]], result: ReadResult,
-                     name: str) -> list[dict[str, Any]]:
+def _read_epoch_file(
+    path: Path, fields: dict[str, tuple[str, ...]], result: ReadResult, name: str
+) -> list[dict[str, Any]]:
     kept = Thinned()
     bad_values = [0]
     unusable = 0
@@ -278,14 +350,19 @@ def _read_epoch_file(path: Path, fields: dict[str, tuple[str, ...]], result: Rea
         if row is None:
             unusable += 1
             continue
-        nonfinite = any((isinstance(v, float) and not math.isfinite(v)) or v is True for k, v in row.items()
-                        if k.endswith("_null") or isinstance(v, float))  # null is how JSON says NaN
+        nonfinite = any(
+            (isinstance(v, float) and not math.isfinite(v)) or v is True
+            for k, v in row.items()
+            if k.endswith("_null") or isinstance(v, float)
+        )  # null is how JSON says NaN
         kept.add(row, pin=nonfinite and not pinned)
         pinned = pinned or nonfinite
     result.skip(name, unusable, "records without any known field")
     result.skip(name, bad_values[0], "non-numeric values")
     if kept.thinned:
-        result.notes.append(f"{name}: kept {len(kept.items()):,} of {kept.count:,} records (evenly spaced)")
+        result.notes.append(
+            f"{name}: kept {len(kept.items()):,} of {kept.count:,} records (evenly spaced)"
+        )
     rows = kept.items()
     result.read.append(f"{name}: {kept.count} records")
     # A resumed run may repeat epochs: the later line wins.
@@ -295,8 +372,9 @@ def _read_epoch_file(path: Path, fields: dict[str, tuple[str, ...]], result: Rea
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def _column(rows: list[dict[str, Any]], key: str, result: ReadResult | None = None,
-            name: str = "") -> list[float]:
+def _column(
+    rows: list[dict[str, Any]], key: str, result: ReadResult | None = None, name: str = ""
+) -> list[float]:
     """Values of ``key``; empty when no row has a number for it.
 
     ``null`` among numbers is non-finite (NaN: JSON has no NaN, so collectors write null). A
@@ -316,7 +394,9 @@ def _column(rows: list[dict[str, Any]], key: str, result: ReadResult | None = No
     if missing:
         if result is not None:
             label = (_VAL_FIELDS if name.startswith("val") else _TRAIN_FIELDS).get(key, (key,))[0]
-            result.notes.append(f"{missing} records in {name} lack {label}: filled from the neighbouring record")
+            result.notes.append(
+                f"{missing} records in {name} lack {label}: filled from the neighbouring record"
+            )
         first = next(v for v in out if v is not None)
         prev = first
         for i, v in enumerate(out):
@@ -324,7 +404,9 @@ def _column(rows: list[dict[str, Any]], key: str, result: ReadResult | None = No
                 out[i] = prev
             else:
                 prev = v
-    return [float(v) for v in out if v is not None]  # every None was filled above: this drops nothing
+    return [
+        float(v) for v in out if v is not None
+    ]  # every None was filled above: this drops nothing
 
 
 def _fraction(values: list[float], what: str, result: ReadResult) -> list[float]:
@@ -347,7 +429,9 @@ def _asof(grid: list[int], steps: list[int], values: list[float]) -> list[float]
     return out
 
 
-def _apply_epochs(rows: list[dict[str, Any]], val_rows: list[dict[str, Any]], result: ReadResult) -> None:
+def _apply_epochs(
+    rows: list[dict[str, Any]], val_rows: list[dict[str, Any]], result: ReadResult
+) -> None:
     """Fill the per-epoch fields of the series from train rows and validation rows."""
     s = result.series
     base = rows or val_rows
@@ -371,12 +455,17 @@ def _apply_epochs(rows: list[dict[str, Any]], val_rows: list[dict[str, Any]], re
         result.epoch_grad_min = _column(rows, "grad_min", result, tn)
         result.epoch_grad_max = _column(rows, "grad_max", result, tn)
         s.epoch_val_loss = _column(rows, "val_loss", result, tn)
-        s.epoch_val_acc = _fraction(_column(rows, "val_acc", result, tn), "validation accuracy", result)
+        s.epoch_val_acc = _fraction(
+            _column(rows, "val_acc", result, tn), "validation accuracy", result
+        )
     if val_rows:
         epochs = [r["epoch"] for r in base]
         vepochs = [r["epoch"] for r in val_rows]
         vn = val_rows[0]["file"]
-        vloss, vacc = _column(val_rows, "val_loss", result, vn), _column(val_rows, "val_acc", result, vn)
+        vloss, vacc = (
+            _column(val_rows, "val_loss", result, vn),
+            _column(val_rows, "val_acc", result, vn),
+        )
         if vloss:
             s.epoch_val_loss = _asof(epochs, vepochs, vloss)
         if vacc:
@@ -442,7 +531,7 @@ class _TruncationCounter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
         if msg.startswith("Truncated record in "):
-            self.files.add(msg[len("Truncated record in "):].split(" (")[0])
+            self.files.add(msg[len("Truncated record in ") :].split(" (")[0])
 
 
 def _load_event_dir(path: Path, result: ReadResult) -> dict[str, tuple[list[int], list[float]]]:
@@ -450,8 +539,14 @@ def _load_event_dir(path: Path, result: ReadResult) -> dict[str, tuple[list[int]
     from tensorboard.backend.event_processing import event_accumulator as ea_mod
     from tensorboard.util import tensor_util
 
-    guidance = {ea_mod.SCALARS: 0, ea_mod.TENSORS: 0, ea_mod.HISTOGRAMS: 1, ea_mod.IMAGES: 1,
-                ea_mod.AUDIO: 1, ea_mod.COMPRESSED_HISTOGRAMS: 1}
+    guidance = {
+        ea_mod.SCALARS: 0,
+        ea_mod.TENSORS: 0,
+        ea_mod.HISTOGRAMS: 1,
+        ea_mod.IMAGES: 1,
+        ea_mod.AUDIO: 1,
+        ea_mod.COMPRESSED_HISTOGRAMS: 1,
+    }
     logger = logging.getLogger("tensorboard")
     counter = _TruncationCounter()
     old_level, old_prop = logger.level, logger.propagate
@@ -470,9 +565,14 @@ def _load_event_dir(path: Path, result: ReadResult) -> dict[str, tuple[list[int]
         logger.propagate = old_prop
     if counter.files:
         names = sorted(Path(f).name for f in counter.files)
-        result.skip(path.name if path.is_dir() else path.parent.name, len(names),
-                    "unreadable or truncated event files" + f" ({', '.join(names[:3])}"
-                    + (", ..." if len(names) > 3 else "") + ")")
+        result.skip(
+            path.name if path.is_dir() else path.parent.name,
+            len(names),
+            "unreadable or truncated event files"
+            + f" ({', '.join(names[:3])}"
+            + (", ..." if len(names) > 3 else "")
+            + ")",
+        )
     tags = acc.Tags()
     out: dict[str, tuple[list[int], list[float]]] = {}
     for tag in tags.get("scalars", []):
@@ -533,12 +633,20 @@ def load_scalars(root: Path, result: ReadResult) -> dict[str, tuple[list[int], l
         return {}
     if root in dirs:
         chosen = [root]
-    elif len(dirs) > 1 and {d.name for d in dirs} <= _SPLIT_DIRS and len({d.parent for d in dirs}) == 1:
-        chosen = dirs  # Keras-style train/ and validation/ of one run: tags get the folder as prefix
+    elif (
+        len(dirs) > 1
+        and {d.name for d in dirs} <= _SPLIT_DIRS
+        and len({d.parent for d in dirs}) == 1
+    ):
+        chosen = (
+            dirs  # Keras-style train/ and validation/ of one run: tags get the folder as prefix
+        )
     elif len(dirs) > 1:
         chosen = [max(dirs, key=_mtime)]
-        result.notes.append(f"{len(dirs)} runs of event files under {root.name}; analyzed the newest, "
-                            f"{chosen[0].relative_to(root)} (point PATH at one run to choose)")
+        result.notes.append(
+            f"{len(dirs)} runs of event files under {root.name}; analyzed the newest, "
+            f"{chosen[0].relative_to(root)} (point PATH at one run to choose)"
+        )
     else:
         chosen = dirs
     scalars: dict[str, tuple[list[int], list[float]]] = {}
@@ -569,17 +677,25 @@ def _resolve(role: str, tags: list[str], tag_map: dict[str, str], result: ReadRe
     return None
 
 
-def _layers(prefixes: tuple[str, ...], scalars: dict[str, tuple[list[int], list[float]]]) -> dict[str, str]:
+def _layers(
+    prefixes: tuple[str, ...], scalars: dict[str, tuple[list[int], list[float]]]
+) -> dict[str, str]:
     """Layer name -> tag, in the order the layers were first logged (first layer first)."""
     for prefix in prefixes:
-        found = {t[len(prefix):]: t for t in scalars if t.startswith(prefix) and len(t) > len(prefix)}
+        found = {
+            t[len(prefix) :]: t for t in scalars if t.startswith(prefix) and len(t) > len(prefix)
+        }
         if found:
             return found
     return {}
 
 
-def apply_scalars(scalars: dict[str, tuple[list[int], list[float]]], result: ReadResult,
-                  tag_map: dict[str, str], epochs_known: bool) -> None:
+def apply_scalars(
+    scalars: dict[str, tuple[list[int], list[float]]],
+    result: ReadResult,
+    tag_map: dict[str, str],
+    epochs_known: bool,
+) -> None:
     """Map tags to roles and fill the series; per-epoch fields only when no JSONL gave them."""
     s = result.series
     tags = list(scalars)
@@ -607,12 +723,16 @@ def apply_scalars(scalars: dict[str, tuple[list[int], list[float]]], result: Rea
                 s.skipped_steps.extend([st] * int(min(v - prev, MAX_KEPT - len(s.skipped_steps))))
                 prev = v
     # per-layer families on one grid
-    families = {role: _layers((tag_map[role],) if role in tag_map else LAYER_PREFIXES[role], scalars)
-                for role in LAYER_PREFIXES}
+    families = {
+        role: _layers((tag_map[role],) if role in tag_map else LAYER_PREFIXES[role], scalars)
+        for role in LAYER_PREFIXES
+    }
     for role, layers in families.items():
         if role in tag_map and not layers:
             result.notes.append(f"no tags start with {tag_map[role]!r} for {role}")
-    layer_grid: list[int] = next((scalars[next(iter(f.values()))][0] for f in families.values() if f), [])
+    layer_grid: list[int] = next(
+        (scalars[next(iter(f.values()))][0] for f in families.values() if f), []
+    )
     if layer_grid:
         s.layer_step = list(layer_grid)
         for role, layers in families.items():
@@ -629,7 +749,11 @@ def apply_scalars(scalars: dict[str, tuple[list[int], list[float]]], result: Rea
             break
     if not grid:
         ep_steps, ep_vals = get("epoch")
-        grid = [st for i, st in enumerate(ep_steps) if i + 1 == len(ep_steps) or ep_vals[i + 1] != ep_vals[i]]
+        grid = [
+            st
+            for i, st in enumerate(ep_steps)
+            if i + 1 == len(ep_steps) or ep_vals[i + 1] != ep_vals[i]
+        ]
     if not grid:
         return
     s.epoch_step = list(grid)
@@ -654,8 +778,12 @@ def _window_means(steps: list[int], values: list[float], grid: list[int]) -> lis
     return out
 
 
-def read_tensorboard(root: Path, tag_map: dict[str, str] | None = None,
-                     result: ReadResult | None = None, epochs_known: bool = False) -> ReadResult:
+def read_tensorboard(
+    root: Path,
+    tag_map: dict[str, str] | None = None,
+    result: ReadResult | None = None,
+    epochs_known: bool = False,
+) -> ReadResult:
     """A folder of event files (or one event file), from the runner or from another tool."""
     result = result or ReadResult("tensorboard", root)
     scalars = load_scalars(root, result)
@@ -693,7 +821,11 @@ def _read_config(run: Path, result: ReadResult) -> dict[str, Any]:
     try:
         import yaml
 
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) if path.stat().st_size < MAX_LINE_BYTES else None
+        cfg = (
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+            if path.stat().st_size < MAX_LINE_BYTES
+            else None
+        )
     except Exception:  # PyYAML errors, bad encodings: the config only adds context
         cfg = None
     if not isinstance(cfg, dict):
@@ -709,22 +841,33 @@ def _read_events(path: Path, result: ReadResult) -> None:
     kinds: dict[str, int] = {}
     for obj in iter_jsonl(path, result, "events.jsonl"):
         kind = str(obj.get("kind", ""))[:40]
-        label = kind if kind in kinds or len(kinds) < 20 else "other"  # bounded, whatever the file holds
+        label = (
+            kind if kind in kinds or len(kinds) < 20 else "other"
+        )  # bounded, whatever the file holds
         kinds[label] = kinds.get(label, 0) + 1
         step = _int(obj.get("step"))
         if kind == "skipped_step" and step is not None and len(skipped) < MAX_KEPT:
             skipped.append(step)
-        if kind == "diagnosis" and s.first_nonfinite_step is None and isinstance(obj.get("issues"), list):
+        if (
+            kind == "diagnosis"
+            and s.first_nonfinite_step is None
+            and isinstance(obj.get("issues"), list)
+        ):
             # the live diagnosis names the layer where NaN/Inf gradients first appeared
             for issue in obj["issues"]:
                 if isinstance(issue, dict) and issue.get("code") == "NONFINITE_GRADIENTS":
                     s.first_nonfinite_step = _int(issue.get("first_step"))
                     layer = issue.get("layer")
-                    s.first_nonfinite_layer = layer if isinstance(layer, str) and s.first_nonfinite_step is not None \
+                    s.first_nonfinite_layer = (
+                        layer
+                        if isinstance(layer, str) and s.first_nonfinite_step is not None
                         else None
+                    )
     if skipped:
         s.skipped_steps = skipped
-    summary = ", ".join(f"{n} {k or '?'}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])[:5])
+    summary = ", ".join(
+        f"{n} {k or '?'}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])[:5]
+    )
     result.read.append(f"events.jsonl: {summary or 'no events'}")
 
 
@@ -732,10 +875,16 @@ def read_run_dir(run: Path, tag_map: dict[str, str] | None = None) -> ReadResult
     """A run directory as the runner writes it; each part is optional."""
     result = ReadResult("run_dir", run)
     s = result.series
-    rows = _read_epoch_file(run / TRAIN_JSONL, _TRAIN_FIELDS, result, TRAIN_JSONL) \
-        if (run / TRAIN_JSONL).is_file() else []
-    val_rows = _read_epoch_file(run / VAL_JSONL, _VAL_FIELDS, result, VAL_JSONL) \
-        if (run / VAL_JSONL).is_file() else []
+    rows = (
+        _read_epoch_file(run / TRAIN_JSONL, _TRAIN_FIELDS, result, TRAIN_JSONL)
+        if (run / TRAIN_JSONL).is_file()
+        else []
+    )
+    val_rows = (
+        _read_epoch_file(run / VAL_JSONL, _VAL_FIELDS, result, VAL_JSONL)
+        if (run / VAL_JSONL).is_file()
+        else []
+    )
     _apply_epochs(rows, val_rows, result)
     if (run / "events.jsonl").is_file():
         skipped_before = list(s.skipped_steps)
@@ -762,8 +911,11 @@ def read_run_dir(run: Path, tag_map: dict[str, str] | None = None) -> ReadResult
             result.live_report = report
             if isinstance(report.get("metrics"), dict):
                 result.metrics = {k: v for k, v in report["metrics"].items() if isinstance(k, str)}
-            actions = (report.get("autotrainer") or {}).get("actions") if isinstance(
-                report.get("autotrainer"), dict) else None
+            actions = (
+                (report.get("autotrainer") or {}).get("actions")
+                if isinstance(report.get("autotrainer"), dict)
+                else None
+            )
             if isinstance(actions, list):
                 result.actions = [a for a in actions if isinstance(a, dict)]
     return result
@@ -771,7 +923,9 @@ def read_run_dir(run: Path, tag_map: dict[str, str] | None = None) -> ReadResult
 
 def is_run_dir(path: Path) -> bool:
     """A directory laid out as a runner's run directory (any of its files will do)."""
-    return any((path / n).exists() for n in (TRAIN_JSONL, VAL_JSONL, "report.json", "events.jsonl", "tb"))
+    return any(
+        (path / n).exists() for n in (TRAIN_JSONL, VAL_JSONL, "report.json", "events.jsonl", "tb")
+    )
 
 
 def attempt_number(path: Path) -> int | None:
@@ -789,7 +943,9 @@ def _child_runs(path: Path) -> list[Path]:
     return [c for c in children if c.is_dir() and is_run_dir(c)]
 
 
-def read_path(path: Path, tag_map: dict[str, str] | None = None, num_classes: int | None = None) -> ReadResult:
+def read_path(
+    path: Path, tag_map: dict[str, str] | None = None, num_classes: int | None = None
+) -> ReadResult:
     """Read a run directory, a JSONL file or TensorBoard logs; raises :class:`ReadError` for unusable paths."""
     path = Path(path)
     if not path.exists():
@@ -800,12 +956,16 @@ def read_path(path: Path, tag_map: dict[str, str] | None = None, num_classes: in
             result = read_run_dir(path, tag_map)
         elif runs:
             shown = ", ".join(r.name for r in runs[:3]) + (", ..." if len(runs) > 3 else "")
-            raise ReadError(f"{path} holds {len(runs)} run directories ({shown}): analyze one of them, "
-                            f"e.g. diag analyze {runs[0]}")
+            raise ReadError(
+                f"{path} holds {len(runs)} run directories ({shown}): analyze one of them, "
+                f"e.g. diag analyze {runs[0]}"
+            )
         elif find_event_dirs(path):
             result = read_tensorboard(path, tag_map)
         else:
-            raise ReadError(f"{path} holds no diagnostics: expected {TRAIN_JSONL}, tb/ or TensorBoard event files")
+            raise ReadError(
+                f"{path} holds no diagnostics: expected {TRAIN_JSONL}, tb/ or TensorBoard event files"
+            )
     elif path.is_file():
         if _is_event_file(path.name):
             result = read_tensorboard(path, tag_map)

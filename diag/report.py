@@ -33,9 +33,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def build_report(issues: list[dict[str, Any]], metrics: dict[str, Any],
-                 actions: list[dict[str, Any]] | None = None, diagnosed: bool = True,
-                 **extra: Any) -> dict[str, Any]:
+def build_report(
+    issues: list[dict[str, Any]],
+    metrics: dict[str, Any],
+    actions: list[dict[str, Any]] | None = None,
+    diagnosed: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
     """Assemble the report dict; ``diagnosed=False`` (diagnostics off) gives status ``not_diagnosed``."""
     report = {
         "status": status_of(issues) if diagnosed else "not_diagnosed",
@@ -59,11 +63,19 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
     issues = report.get("issues", [])
     lines += ["## Diagnosis", ""]
     if not issues:
-        lines.append("No issues found." if report["status"] != "not_diagnosed"
-                     else "Diagnostics were off for this run (`diag=off`).")
+        lines.append(
+            "No issues found."
+            if report["status"] != "not_diagnosed"
+            else "Diagnostics were off for this run (`diag=off`)."
+        )
     for issue in issues:
-        lines += [f"### {issue['code']} ({issue.get('severity', 'warning')}, first seen at step "
-                  f"{issue.get('first_step')})", "", str(issue.get("evidence", "")), ""]
+        lines += [
+            f"### {issue['code']} ({issue.get('severity', 'warning')}, first seen at step "
+            f"{issue.get('first_step')})",
+            "",
+            str(issue.get("evidence", "")),
+            "",
+        ]
         for rec in issue.get("recommendations", []):
             lines.append(f"- {rec}")
         lines.append("")
@@ -77,8 +89,10 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
 
 def action_line(action: dict[str, Any]) -> str:
     """One AutoTrainer action as people read it (report.md, ``diag analyze``): step, code, what, how it went."""
-    return (f"step {action.get('step')}: {action.get('code')} → {action.get('action')} "
-            f"({action.get('detail', '')}) — {action.get('outcome', '')}")
+    return (
+        f"step {action.get('step')}: {action.get('code')} → {action.get('action')} "
+        f"({action.get('detail', '')}) — {action.get('outcome', '')}"
+    )
 
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:

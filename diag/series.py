@@ -21,10 +21,14 @@ class RunSeries:
     grad_norm: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     update_ratio: list[float] = field(default_factory=list)  # global ‖Δw‖/‖w‖ per sampled step
-    skipped_steps: list[int] = field(default_factory=list)  # steps whose update was skipped (non-finite grads)
+    skipped_steps: list[int] = field(
+        default_factory=list
+    )  # steps whose update was skipped (non-finite grads)
     # one value per epoch
     epoch_step: list[int] = field(default_factory=list)
-    epoch_offset: int = 0  # epochs completed before this series began (a live series restarted mid-run)
+    epoch_offset: int = (
+        0  # epochs completed before this series began (a live series restarted mid-run)
+    )
     epoch_train_loss: list[float] = field(default_factory=list)
     epoch_train_acc: list[float] = field(default_factory=list)
     epoch_val_loss: list[float] = field(default_factory=list)
@@ -54,6 +58,7 @@ class RunSeries:
         ``dataclasses.asdict`` deep-copies float by float, a cost per checkpoint that grows with the
         run. Copying each list whole costs a small fraction of that.
         """
+
         def copy(v):
             if isinstance(v, list):
                 return list(v)
@@ -73,8 +78,11 @@ class RunSeries:
         """
         if len(parts) == 1:
             return parts[0]
-        out = cls(num_classes=parts[-1].num_classes, planned_steps=parts[-1].planned_steps,
-                  epoch_offset=parts[0].epoch_offset)
+        out = cls(
+            num_classes=parts[-1].num_classes,
+            planned_steps=parts[-1].planned_steps,
+            epoch_offset=parts[0].epoch_offset,
+        )
         for f in fields(cls):
             values = [getattr(p, f.name) for p in parts]
             if f.name.startswith("layer_") and f.name != "layer_step":
@@ -84,7 +92,9 @@ class RunSeries:
                     n = len(p.layer_step)
                     for key in [*merged, *(k for k in d if k not in merged)]:  # layer order kept
                         got = list(d.get(key, []))[:n]
-                        merged.setdefault(key, [math.nan] * done).extend(got + [math.nan] * (n - len(got)))
+                        merged.setdefault(key, [math.nan] * done).extend(
+                            got + [math.nan] * (n - len(got))
+                        )
                     done += n
                 setattr(out, f.name, merged)
             elif isinstance(values[0], list):
@@ -94,4 +104,3 @@ class RunSeries:
             elif f.name == "init_scale_ratio":  # measured at initialisation: the first segment's
                 setattr(out, f.name, values[0])
         return out
-

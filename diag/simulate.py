@@ -56,16 +56,19 @@ def simulate_training(issue: str = "healthy", steps: int = 1000, seed: int = 0) 
         onset, overflow = 0.05 * steps, 0.4 * steps
         rate = math.log(1e38 / CHANCE_LOSS) / max(1.0, overflow - onset)
         with np.errstate(over="ignore"):
-            smooth = np.where(t < onset, CHANCE_LOSS * (1.0 - 0.3 * t / max(onset, 1.0)),
-                              0.7 * CHANCE_LOSS * np.exp(rate * (t - onset)))
+            smooth = np.where(
+                t < onset,
+                CHANCE_LOSS * (1.0 - 0.3 * t / max(onset, 1.0)),
+                0.7 * CHANCE_LOSS * np.exp(rate * (t - onset)),
+            )
         loss = smooth * noise
         grad = 5.0 * np.sqrt(smooth) * np.exp(rng.normal(0.0, 0.2, steps))
         loss[loss > 1e38] = np.inf
         grad[grad > 1e38] = np.inf
         first_inf = np.flatnonzero(np.isinf(loss))
         if first_inf.size:  # once Inf, the next update makes the weights NaN
-            loss[first_inf[0] + 1:] = np.nan
-            grad[first_inf[0] + 1:] = np.nan
+            loss[first_inf[0] + 1 :] = np.nan
+            grad[first_inf[0] + 1 :] = np.nan
     elif issue == "lr_low":
         lr = np.full(steps, 1e-7)
         smooth = CHANCE_LOSS * (1.0 - 0.01 * u)
@@ -79,7 +82,10 @@ def simulate_training(issue: str = "healthy", steps: int = 1000, seed: int = 0) 
         grad = 2.0 * np.sqrt(smooth / CHANCE_LOSS) * np.exp(rng.normal(0.0, 0.2, steps))
         # Generalisation stalls a quarter of the way in, then validation loss climbs.
         turn = 0.25
-        val = _power_decay(np.minimum(t, turn * steps), steps, floor=0.3) + 1.5 * np.clip(u - turn, 0, None) ** 1.5
+        val = (
+            _power_decay(np.minimum(t, turn * steps), steps, floor=0.3)
+            + 1.5 * np.clip(u - turn, 0, None) ** 1.5
+        )
     elif issue == "plateau":
         lr = np.full(steps, 1e-2)
         level = 0.8
@@ -89,9 +95,13 @@ def simulate_training(issue: str = "healthy", steps: int = 1000, seed: int = 0) 
         val = smooth * 1.05
     else:  # oscillation
         lr = np.full(steps, 0.3)
-        centre = 1.5 + (CHANCE_LOSS - 1.5) * np.exp(-t / max(1.0, 0.05 * steps))  # an array, unlike plateau's level
+        centre = 1.5 + (CHANCE_LOSS - 1.5) * np.exp(
+            -t / max(1.0, 0.05 * steps)
+        )  # an array, unlike plateau's level
         period = 7.3  # steps; the optimiser overshoots back and forth across a valley
-        swing = 0.4 * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi)) + rng.normal(0.0, 0.15, steps)
+        swing = 0.4 * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi)) + rng.normal(
+            0.0, 0.15, steps
+        )
         loss = centre * np.exp(swing)
         grad = 8.0 * np.exp(swing + rng.normal(0.0, 0.2, steps))
         val = centre * 1.05
@@ -101,5 +111,7 @@ def simulate_training(issue: str = "healthy", steps: int = 1000, seed: int = 0) 
         v = None
         if val is not None and (i + 1) % val_every == 0:
             v = float(val[i] * val_noise[i])
-        history.record(step=i, loss=float(loss[i]), grad_norm=float(grad[i]), lr=float(lr[i]), val_loss=v)
+        history.record(
+            step=i, loss=float(loss[i]), grad_norm=float(grad[i]), lr=float(lr[i]), val_loss=v
+        )
     return history

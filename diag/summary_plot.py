@@ -15,8 +15,12 @@ from diag.codes import Issue
 from diag.series import RunSeries
 
 
-def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = None,
-                 annotations: list[tuple[int, str]] | None = None) -> Path:
+def plot_summary(
+    series: RunSeries,
+    path: Path,
+    issues: list[Issue] | None = None,
+    annotations: list[tuple[int, str]] | None = None,
+) -> Path:
     """Draw the summary figure of ``series`` to ``path`` (PNG) and return the path.
 
     ``annotations`` are (step, label) pairs, such as the AutoTrainer's actions, drawn as labelled
@@ -43,7 +47,9 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
         ax_loss.plot(ex, ev, "o-", ms=3, label="validation")
     bad = x[~np.isfinite(y)]
     if bad.size:
-        ax_loss.axvline(bad[0], color="red", ls="--", lw=1, label=f"non-finite from step {int(bad[0])}")
+        ax_loss.axvline(
+            bad[0], color="red", ls="--", lw=1, label=f"non-finite from step {int(bad[0])}"
+        )
     fin = np.concatenate([y[np.isfinite(y)], ev[np.isfinite(ev)]])
     if fin.size and fin.min() > 0 and fin.max() / fin.min() > 50:
         ax_loss.set_yscale("log")  # a blow-up would flatten everything else on a linear axis
@@ -61,7 +67,9 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
     if s.skipped_steps:
         for st in s.skipped_steps[:200]:
             ax_gn.axvline(st, color="red", alpha=0.15, lw=1)
-        ax_gn.plot([], [], color="red", alpha=0.5, label=f"{len(s.skipped_steps)} skipped steps (NaN/Inf)")
+        ax_gn.plot(
+            [], [], color="red", alpha=0.5, label=f"{len(s.skipped_steps)} skipped steps (NaN/Inf)"
+        )
         ax_gn.legend(fontsize=8)
     if np.isfinite(y).any() and np.nanmin(np.where(np.isfinite(y), y, np.nan)) > 0:
         ax_gn.set_yscale("log")
@@ -70,23 +78,46 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
     names = list(s.layer_grad_norm)
     n = min((len(v) for v in s.layer_grad_norm.values()), default=0)
     if n:
-        m = np.array([[v if v is not None and v >= 0 and np.isfinite(v) else np.nan for v in s.layer_grad_norm[k][:n]]
-                      for k in names])
+        m = np.array(
+            [
+                [
+                    v if v is not None and v >= 0 and np.isfinite(v) else np.nan
+                    for v in s.layer_grad_norm[k][:n]
+                ]
+                for k in names
+            ]
+        )
         steps = s.layer_step[:n] if len(s.layer_step) >= n else list(range(n))
-        half = ((steps[-1] - steps[0]) / (2 * (n - 1)) if n > 1 else 0) or 0.5  # cells centred on their steps
+        half = (
+            (steps[-1] - steps[0]) / (2 * (n - 1)) if n > 1 else 0
+        ) or 0.5  # cells centred on their steps
         with np.errstate(divide="ignore", invalid="ignore"):
-            logs = np.log10(m)  # an exact 0 (no gradient reaches the layer) is -inf: drawn black, below the scale
+            logs = np.log10(
+                m
+            )  # an exact 0 (no gradient reaches the layer) is -inf: drawn black, below the scale
         finite = logs[np.isfinite(logs)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        logs[np.isneginf(logs)] = lo - 1.0  # below the scale (imshow would mask -inf as bad, i.e. blank)
-        im = ax_heat.imshow(logs, aspect="auto", cmap=plt.get_cmap("viridis").with_extremes(under="black"),
-                            interpolation="nearest", vmin=lo, vmax=hi,
-                            extent=(steps[0] - half, steps[-1] + half, len(names) - 0.5, -0.5))
+        logs[np.isneginf(logs)] = (
+            lo - 1.0
+        )  # below the scale (imshow would mask -inf as bad, i.e. blank)
+        im = ax_heat.imshow(
+            logs,
+            aspect="auto",
+            cmap=plt.get_cmap("viridis").with_extremes(under="black"),
+            interpolation="nearest",
+            vmin=lo,
+            vmax=hi,
+            extent=(steps[0] - half, steps[-1] + half, len(names) - 0.5, -0.5),
+        )
         ax_heat.set_yticks(range(len(names)), names, fontsize=7)
         fig.colorbar(im, ax=ax_heat, label="log10 gradient norm")
     else:
-        ax_heat.text(0.5, 0.5, "no per-layer samples", ha="center", va="center", transform=ax_heat.transAxes)
-    ax_heat.set(title="grad norm by layer, input on top\n(black = 0, blank = NaN/Inf)", xlabel="step")
+        ax_heat.text(
+            0.5, 0.5, "no per-layer samples", ha="center", va="center", transform=ax_heat.transAxes
+        )
+    ax_heat.set(
+        title="grad norm by layer, input on top\n(black = 0, blank = NaN/Inf)", xlabel="step"
+    )
 
     plotted = False
     for name, values in s.layer_dead_fraction.items():
@@ -100,7 +131,14 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
     if plotted:
         ax_units.legend(fontsize=7)
     else:
-        ax_units.text(0.5, 0.5, "no activation samples", ha="center", va="center", transform=ax_units.transAxes)
+        ax_units.text(
+            0.5,
+            0.5,
+            "no activation samples",
+            ha="center",
+            va="center",
+            transform=ax_units.transAxes,
+        )
 
     ex, ta = finite_xy(s.epoch_step, s.epoch_train_acc)
     ax_acc.plot(ex, ta, "o-", ms=3, label="train")
@@ -118,15 +156,33 @@ def plot_summary(series: RunSeries, path: Path, issues: list[Issue] | None = Non
         lo, hi = ax.get_xlim()
         for k, (step, label) in enumerate(annotations or []):
             ax.axvline(step, color="tab:purple", ls=":", lw=1.2)
-            right = step > lo + 0.8 * (hi - lo)  # near the right edge: label to the left of the line
-            ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), xytext=(-2 if right else 2,
-                        -10 - 9 * (k % 3)), textcoords="offset points", fontsize=7, color="tab:purple",
-                        ha="right" if right else "left")
+            right = step > lo + 0.8 * (
+                hi - lo
+            )  # near the right edge: label to the left of the line
+            ax.annotate(
+                label,
+                (step, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(-2 if right else 2, -10 - 9 * (k % 3)),
+                textcoords="offset points",
+                fontsize=7,
+                color="tab:purple",
+                ha="right" if right else "left",
+            )
 
     issues = issues or []
-    title = "healthy: no issues found" if not issues else "; ".join(f"{i.code} ({i.severity})" for i in issues)
-    fig.suptitle(title, color="black" if not issues else ("red" if any(
-        i.severity == "critical" for i in issues) else "darkorange"), fontsize=13)
+    title = (
+        "healthy: no issues found"
+        if not issues
+        else "; ".join(f"{i.code} ({i.severity})" for i in issues)
+    )
+    fig.suptitle(
+        title,
+        color="black"
+        if not issues
+        else ("red" if any(i.severity == "critical" for i in issues) else "darkorange"),
+        fontsize=13,
+    )
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=90)

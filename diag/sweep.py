@@ -50,7 +50,11 @@ class SweepRun:
 
 
 def _finite(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    return (
+        float(v)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        else None
+    )
 
 
 def _load_yaml(path: Path) -> Any:
@@ -100,8 +104,10 @@ def read_run(run_dir: Path) -> SweepRun:
     run.epochs = m.get("epochs")
     ran = bool(m.get("epochs"))
     # report.json writes NaN/Inf as null: a loss that trained but is null went non-finite
-    nonfinite = any(k in m and _finite(m[k]) is None for k in ("final_train_loss", "best_val_loss",
-                                                                  "final_val_loss", "test_loss"))
+    nonfinite = any(
+        k in m and _finite(m[k]) is None
+        for k in ("final_train_loss", "best_val_loss", "final_val_loss", "test_loss")
+    )
     run.diverged = (ran and nonfinite) or any(c in DIVERGED_CODES for c in run.codes)
     return run
 
@@ -141,16 +147,27 @@ def summarize(sweep_dir: str | Path, write: bool = True) -> dict[str, Any]:
     """Read every run, pick the best, and (``write``) put ``sweep.md`` and ``sweep.png`` in ``sweep_dir``."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise ValueError(f"{sweep_dir} is not a directory: pass a multirun sweep directory "
-                         "(e.g. outputs/multirun/<timestamp>)")
+        raise ValueError(
+            f"{sweep_dir} is not a directory: pass a multirun sweep directory "
+            "(e.g. outputs/multirun/<timestamp>)"
+        )
     runs = [read_run(p) for p in find_runs(sweep_dir)]
     if not runs:
-        raise ValueError(f"no run directories in {sweep_dir}: expected <sweep>/<job>/.hydra or report.json")
-    common = [o for o in runs[0].overrides if all(o in r.overrides for r in runs)] if len(runs) > 1 else []
+        raise ValueError(
+            f"no run directories in {sweep_dir}: expected <sweep>/<job>/.hydra or report.json"
+        )
+    common = (
+        [o for o in runs[0].overrides if all(o in r.overrides for r in runs)]
+        if len(runs) > 1
+        else []
+    )
     candidates = [r for r in runs if r.best_val_loss is not None and not r.diverged]
     # every candidate has a best_val_loss: the inf is never used
-    best = (min(candidates, key=lambda r: math.inf if r.best_val_loss is None else r.best_val_loss)
-            if candidates else None)
+    best = (
+        min(candidates, key=lambda r: math.inf if r.best_val_loss is None else r.best_val_loss)
+        if candidates
+        else None
+    )
     summary = {
         "sweep_dir": str(sweep_dir),
         "runs": [r.to_dict() for r in runs],
@@ -183,12 +200,33 @@ def _rows(runs: list[SweepRun], common: list[str]) -> list[list[str]]:
     for r in runs:
         varying = " ".join(_short(o) for o in r.overrides if o not in common) or "(none)"
         status = "diverged" if r.diverged else r.status
-        rows.append([r.name, varying, _fmt(r.lr, ".3g"), status, ",".join(r.codes) or "-",
-                     _fmt(r.best_val_loss), _fmt(r.val_acc), _fmt(r.test_acc), "-" if r.epochs is None else str(r.epochs)])
+        rows.append(
+            [
+                r.name,
+                varying,
+                _fmt(r.lr, ".3g"),
+                status,
+                ",".join(r.codes) or "-",
+                _fmt(r.best_val_loss),
+                _fmt(r.val_acc),
+                _fmt(r.test_acc),
+                "-" if r.epochs is None else str(r.epochs),
+            ]
+        )
     return rows
 
 
-HEADER = ["run", "overrides", "lr", "status", "codes", "best val loss", "val acc", "test acc", "epochs"]
+HEADER = [
+    "run",
+    "overrides",
+    "lr",
+    "status",
+    "codes",
+    "best val loss",
+    "val acc",
+    "test acc",
+    "epochs",
+]
 
 
 def render_table(runs: list[SweepRun], common: list[str]) -> str:
@@ -204,14 +242,20 @@ def _best_line(best: SweepRun | None, common: list[str]) -> str:
     if best is None:
         return "best run: none (every run failed or diverged)"
     what = " ".join(_short(o) for o in best.overrides if o not in common) or best.name
-    return (f"best run: {best.name} ({what}): best val loss {_fmt(best.best_val_loss)}, "
-            f"val acc {_fmt(best.val_acc)}, test acc {_fmt(best.test_acc)} — {best.path}")
+    return (
+        f"best run: {best.name} ({what}): best val loss {_fmt(best.best_val_loss)}, "
+        f"val acc {_fmt(best.val_acc)}, test acc {_fmt(best.test_acc)} — {best.path}"
+    )
 
 
 def render_text(summary: dict[str, Any]) -> str:
     """What the CLI and the end-of-multirun callback print."""
     runs = [SweepRun(**{**r, "path": Path(r["path"])}) for r in summary["runs"]]
-    best = SweepRun(**{**summary["best"], "path": Path(summary["best"]["path"])}) if summary["best"] else None
+    best = (
+        SweepRun(**{**summary["best"], "path": Path(summary["best"]["path"])})
+        if summary["best"]
+        else None
+    )
     lines = [f"sweep {summary['sweep_dir']}: {len(runs)} runs"]
     if summary["common_overrides"]:
         lines.append("common overrides: " + " ".join(summary["common_overrides"]))
@@ -223,8 +267,10 @@ def render_text(summary: dict[str, Any]) -> str:
     if failed:
         lines.append("failed (no report.json): " + ", ".join(failed))
     if summary.get("optuna"):
-        lines.append(f"optuna: best params {summary['optuna']['best_params']}, best value "
-                     f"{summary['optuna']['best_value']}")
+        lines.append(
+            f"optuna: best params {summary['optuna']['best_params']}, best value "
+            f"{summary['optuna']['best_value']}"
+        )
     if summary.get("written"):
         lines.append("wrote " + ", ".join(summary["written"]))
     return "\n".join(lines)
@@ -233,7 +279,12 @@ def render_text(summary: dict[str, Any]) -> str:
 def render_markdown(summary: dict[str, Any], runs: list[SweepRun], best: SweepRun | None) -> str:
     """``sweep.md``: the same table as the CLI, as Markdown, with the best run and the plot."""
     common = summary["common_overrides"]
-    lines = [f"# Sweep summary: {Path(summary['sweep_dir']).name}", "", f"{len(runs)} runs in `{summary['sweep_dir']}`.", ""]
+    lines = [
+        f"# Sweep summary: {Path(summary['sweep_dir']).name}",
+        "",
+        f"{len(runs)} runs in `{summary['sweep_dir']}`.",
+        "",
+    ]
     if common:
         lines += ["Common overrides: " + " ".join(f"`{o}`" for o in common), ""]
     lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
@@ -244,8 +295,11 @@ def render_markdown(summary: dict[str, Any], runs: list[SweepRun], best: SweepRu
     if diverged:
         lines += ["Diverged: " + ", ".join(diverged) + " (marked ✕ in the plot).", ""]
     if summary.get("optuna"):
-        lines += [f"Optuna: best params `{summary['optuna']['best_params']}`, best value "
-                  f"{summary['optuna']['best_value']}.", ""]
+        lines += [
+            f"Optuna: best params `{summary['optuna']['best_params']}`, best value "
+            f"{summary['optuna']['best_value']}.",
+            "",
+        ]
     lines += ["![best and final validation loss against learning rate](sweep.png)", ""]
     return "\n".join(lines)
 
@@ -262,29 +316,66 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     by_lr = all(r.lr is not None for r in runs)
-    xs: list[float] = [r.lr if by_lr and r.lr is not None else i for i, r in enumerate(runs)]  # by_lr: every lr is set
+    xs: list[float] = [
+        r.lr if by_lr and r.lr is not None else i for i, r in enumerate(runs)
+    ]  # by_lr: every lr is set
     ok = sorted((x, r) for x, r in zip(xs, runs) if r.best_val_loss is not None and not r.diverged)
     if ok:
-        best_losses = [r.best_val_loss for _, r in ok if r.best_val_loss is not None]  # every run in ok has one
+        best_losses = [
+            r.best_val_loss for _, r in ok if r.best_val_loss is not None
+        ]  # every run in ok has one
         ax.plot([x for x, _ in ok], best_losses, "o-", color="tab:blue", label="best val loss")
         fin = [(x, r.final_val_loss) for x, r in ok if r.final_val_loss is not None]
-        ax.plot([x for x, _ in fin], [y for _, y in fin], "o", mfc="none", color="tab:orange", label="final val loss")
+        ax.plot(
+            [x for x, _ in fin],
+            [y for _, y in fin],
+            "o",
+            mfc="none",
+            color="tab:orange",
+            label="final val loss",
+        )
     # the y range follows the healthy runs; diverged and failed runs sit in a band above them
-    values = [v for _, r in ok for v in (r.best_val_loss, r.final_val_loss) if v is not None and v > 0]
+    values = [
+        v for _, r in ok for v in (r.best_val_loss, r.final_val_loss) if v is not None and v > 0
+    ]
     top = max(values) * 3 if values else 10.0
     bad = [(x, r) for x, r in zip(xs, runs) if r.diverged or r.status == "failed"]
     for x, r in bad:
         ax.plot([x], [top], "x", color="tab:red", markersize=11, markeredgewidth=2.5)
-        label = "failed" if r.status == "failed" else "diverged" + (
-            f"\n(best {r.best_val_loss:.2g})" if r.best_val_loss is not None else "")
-        ax.annotate(label, (x, top), textcoords="offset points", xytext=(0, -22), ha="center", fontsize=8,
-                    color="tab:red")
+        label = (
+            "failed"
+            if r.status == "failed"
+            else "diverged"
+            + (f"\n(best {r.best_val_loss:.2g})" if r.best_val_loss is not None else "")
+        )
+        ax.annotate(
+            label,
+            (x, top),
+            textcoords="offset points",
+            xytext=(0, -22),
+            ha="center",
+            fontsize=8,
+            color="tab:red",
+        )
     if bad:
         ax.plot([], [], "x", color="tab:red", markeredgewidth=2.5, label="diverged / failed")
-    if best is not None and best.best_val_loss is not None:  # the best run is one with a validation loss
-        bx = best.lr if by_lr and best.lr is not None else runs.index(next(r for r in runs if r.path == best.path))
-        ax.plot([bx], [best.best_val_loss], "*", color="gold", markeredgecolor="black", markersize=16,
-                label=f"best: {best.name}" + (f" (lr {best.lr:.3g})" if best.lr is not None else ""))
+    if (
+        best is not None and best.best_val_loss is not None
+    ):  # the best run is one with a validation loss
+        bx = (
+            best.lr
+            if by_lr and best.lr is not None
+            else runs.index(next(r for r in runs if r.path == best.path))
+        )
+        ax.plot(
+            [bx],
+            [best.best_val_loss],
+            "*",
+            color="gold",
+            markeredgecolor="black",
+            markersize=16,
+            label=f"best: {best.name}" + (f" (lr {best.lr:.3g})" if best.lr is not None else ""),
+        )
     if by_lr:
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (log scale)")
@@ -307,12 +398,18 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``sweep`` on the ``diag`` command's subparsers."""
     p = subparsers.add_parser(
-        "sweep", help="summarise a multirun sweep directory: table, best run, sweep.md and sweep.png",
+        "sweep",
+        help="summarise a multirun sweep directory: table, best run, sweep.md and sweep.png",
         description="Compare the runs of a sweep: overrides, status and diagnosis codes, validation loss and "
-                    "accuracy; names the best run and writes sweep.md and sweep.png into the sweep directory.")
-    p.add_argument("sweep_dir", help="a multirun sweep directory, e.g. outputs/multirun/<timestamp>")
+        "accuracy; names the best run and writes sweep.md and sweep.png into the sweep directory.",
+    )
+    p.add_argument(
+        "sweep_dir", help="a multirun sweep directory, e.g. outputs/multirun/<timestamp>"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--no-write", action="store_true", help="only print; do not write sweep.md / sweep.png")
+    p.add_argument(
+        "--no-write", action="store_true", help="only print; do not write sweep.md / sweep.png"
+    )
     p.set_defaults(func=run)
     return p
 

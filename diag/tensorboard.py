@@ -13,7 +13,9 @@ import torch
 from diag.hooks import FitState, Hook
 
 
-def write_scalars(writer, scalars: dict[str, float], step: int, walltime: float | None = None) -> None:
+def write_scalars(
+    writer, scalars: dict[str, float], step: int, walltime: float | None = None
+) -> None:
     """Write several scalars of one step as ONE TensorBoard event (a Summary with a value per tag).
 
     ``add_scalar`` builds, serialises and queues an event per tag; one event
@@ -28,7 +30,9 @@ def write_scalars(writer, scalars: dict[str, float], step: int, walltime: float 
         return
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()])
+    summary = Summary(
+        value=[Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
+    )
     get_file_writer().add_summary(summary, step, walltime)
 
 
@@ -37,9 +41,13 @@ class TensorBoardScalars(Hook):
 
     def __init__(self, every_n_steps: int = 10, write_every: int = 10) -> None:
         self.every_n_steps = max(1, int(every_n_steps))
-        self.write_every = max(1, int(write_every))  # logging intervals read and handed to the writer at once
+        self.write_every = max(
+            1, int(write_every)
+        )  # logging intervals read and handed to the writer at once
         self._writer = None
-        self._values: list[torch.Tensor] = []  # (loss, grad_norm) of every step since the last write
+        self._values: list[
+            torch.Tensor
+        ] = []  # (loss, grad_norm) of every step since the last write
         # per closed interval: its steps, samples, seconds, last step, LR, skipped steps, wall time
         self._intervals: list[tuple[int, int, float, int, float, int, float]] = []
         self._open()
@@ -69,8 +77,17 @@ class TensorBoardScalars(Hook):
         if not self._count:
             return
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
-        self._intervals.append((self._count, self._samples, elapsed, state.step, state.current_lr,
-                                state.skipped_steps, time.time()))
+        self._intervals.append(
+            (
+                self._count,
+                self._samples,
+                elapsed,
+                state.step,
+                state.current_lr,
+                state.skipped_steps,
+                time.time(),
+            )
+        )
         self._writer = state.writer
         if len(self._intervals) >= self.write_every:
             self._write_events(state.writer)
@@ -92,11 +109,15 @@ class TensorBoardScalars(Hook):
         del self._values[:closed]
         at = 0
         for count, samples, elapsed, step, lr, skipped, walltime in self._intervals:
-            chunk = values[at:at + 2 * count]
+            chunk = values[at : at + 2 * count]
             at += 2 * count
-            scalars = {"train/loss": sum(chunk[0::2]) / count,  # NaN/Inf propagate as in a device sum
-                       "train/grad_norm": sum(chunk[1::2]) / count, "train/lr": lr,
-                       "train/samples_per_sec": samples / elapsed, "train/skipped_steps": skipped}
+            scalars = {
+                "train/loss": sum(chunk[0::2]) / count,  # NaN/Inf propagate as in a device sum
+                "train/grad_norm": sum(chunk[1::2]) / count,
+                "train/lr": lr,
+                "train/samples_per_sec": samples / elapsed,
+                "train/skipped_steps": skipped,
+            }
             write_scalars(writer, scalars, step, walltime)
         self._intervals = []
         writer.flush()  # public API: returns once the writer thread has written the queue (see above)

@@ -34,17 +34,31 @@ class TrainingState:
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None
-    rng: dict[str, Any] = field(default_factory=dict)  # "torch", "cuda", "data" (a torch.Generator's state)
+    rng: dict[str, Any] = field(
+        default_factory=dict
+    )  # "torch", "cuda", "data" (a torch.Generator's state)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (``torch.load(..., weights_only=True)`` reads it back)."""
-        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
-                "scaler": self.scaler, "rng": self.rng}
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+            "rng": self.rng,
+        }
 
 
-def capture(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-            scaler: torch.amp.GradScaler | None = None, *, rng: bool = False,
-            generator: torch.Generator | None = None, copy_to_cpu: bool = True) -> TrainingState:
+def capture(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    *,
+    rng: bool = False,
+    generator: torch.Generator | None = None,
+    copy_to_cpu: bool = True,
+) -> TrainingState:
     """The state of a fit now. ``copy_to_cpu=False`` keeps references (for a caller that serialises at once).
 
     A scaler that is disabled has nothing to keep; ``rng`` adds torch's (and CUDA's) global RNG state and
@@ -67,9 +81,14 @@ def capture(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = No
     )
 
 
-def apply(saved: TrainingState, model: torch.nn.Module | None = None,
-          optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-          scaler: torch.amp.GradScaler | None = None, generator: torch.Generator | None = None) -> None:
+def apply(
+    saved: TrainingState,
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    generator: torch.Generator | None = None,
+) -> None:
     """Put ``saved`` back into the live objects given (copies into them: references to them stay valid).
 
     Parts that were not captured, or not given, are left alone; the saved state is not consumed, so one

@@ -27,7 +27,9 @@ def hydra_main(cfg: DictConfig) -> float:
         report_error(exc)
         sys.exit(exc.exit_code)
     except Interrupted as exc:
-        if distributed.is_rank_zero():  # every rank stops; rank 0 saved the checkpoint and says where
+        if (
+            distributed.is_rank_zero()
+        ):  # every rank stops; rank 0 saved the checkpoint and says where
             print(str(exc), file=sys.stderr)
         sys.exit(exc.exit_code)
 

@@ -66,12 +66,17 @@ def check(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     data: ImageDataModule = instantiate(cfg.data)
     data.setup()
     splits = {s: getattr(data, s) for s in SPLITS}
-    counts = {s: torch.bincount(split.labels, minlength=data.num_classes).tolist() for s, split in splits.items()}
+    counts = {
+        s: torch.bincount(split.labels, minlength=data.num_classes).tolist()
+        for s, split in splits.items()
+    }
     lo = min(int(split.labels.min()) for split in splits.values())
     hi = max(int(split.labels.max()) for split in splits.values())
     train_loader = data.loader("train", generator=torch.Generator().manual_seed(int(cfg.seed)))
-    moments = {"train": _moments(train_loader, data.in_channels),
-               "val": _moments(data.loader("val"), data.in_channels)}
+    moments = {
+        "train": _moments(train_loader, data.in_channels),
+        "val": _moments(data.loader("val"), data.in_channels),
+    }
     val_a, val_b = next(iter(data.loader("val")))[0], next(iter(data.loader("val")))[0]
     assert data.val is not None, "setup() made the splits"
     probe = data.val.images[:64]
@@ -86,15 +91,23 @@ def check(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if len(present) < data.num_classes and s == "train":
             warnings.append(f"{data.num_classes - len(present)} classes have no training examples")
         if present and max(present) / min(present) > IMBALANCE_WARN:
-            warnings.append(f"{s} classes are imbalanced (largest/smallest = {max(present) / min(present):.2f})")
+            warnings.append(
+                f"{s} classes are imbalanced (largest/smallest = {max(present) / min(present):.2f})"
+            )
     mean, std = moments["val"]
     if data.normalize and (max(abs(m) for m in mean) > 0.5 or max(abs(v - 1) for v in std) > 0.5):
-        warnings.append(f"after normalisation val pixels have mean {mean} and std {std}: the data.mean/data.std "
-                        "in config do not fit this data (set them to null to measure them)")
+        warnings.append(
+            f"after normalisation val pixels have mean {mean} and std {std}: the data.mean/data.std "
+            "in config do not fit this data (set them to null to measure them)"
+        )
     if data.augmentation == "standard" and changed == 0:
-        warnings.append("augmentation=standard but the train transform changed none of the sample images")
+        warnings.append(
+            "augmentation=standard but the train transform changed none of the sample images"
+        )
     if not torch.equal(val_a, val_b):
-        warnings.append("the validation batch differs between two reads: validation is being augmented")
+        warnings.append(
+            "the validation batch differs between two reads: validation is being augmented"
+        )
 
     report = {
         "data": cfg.data.get("_target_"),
@@ -105,8 +118,11 @@ def check(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "class_counts": counts,
         "pixel_mean": {k: v[0] for k, v in moments.items()},
         "pixel_std": {k: v[1] for k, v in moments.items()},
-        "transforms": {"train": data.describe_transform("train"), "val": data.describe_transform("val"),
-                       "test": data.describe_transform("test")},
+        "transforms": {
+            "train": data.describe_transform("train"),
+            "val": data.describe_transform("val"),
+            "test": data.describe_transform("test"),
+        },
         "transforms_differ": changed > 0,
         "changed_by_train_transform": [changed, len(probe)],
         "val_repeatable": bool(torch.equal(val_a, val_b)),
@@ -121,7 +137,9 @@ def _denormalise(x: torch.Tensor, data: ImageDataModule) -> torch.Tensor:
     return (x.cpu() * data.std.view(1, -1, 1, 1) + data.mean.view(1, -1, 1, 1)).clamp(0, 1)
 
 
-def _write_samples(data: ImageDataModule, train_loader, out_dir: Path, report: dict[str, Any]) -> None:
+def _write_samples(
+    data: ImageDataModule, train_loader, out_dir: Path, report: dict[str, Any]
+) -> None:
     """Sample grids of train (as augmented) and val images: TensorBoard images and ``samples.png``."""
     import matplotlib
 
@@ -144,7 +162,13 @@ def _write_samples(data: ImageDataModule, train_loader, out_dir: Path, report: d
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for ax, (split, grid) in zip(axes, grids.items()):
         img = grid.permute(1, 2, 0).numpy()
-        ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(
+            img[..., 0] if img.shape[2] == 1 else img,
+            cmap="gray",
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+        )
         ax.set_title(f"{split}: {report['transforms'][split]}", fontsize=9)
         ax.axis("off")
     fig.suptitle(f"{report['data']} ({report['loader']} loader)")
@@ -155,6 +179,7 @@ def _write_samples(data: ImageDataModule, train_loader, out_dir: Path, report: d
 
 def format_report(report: dict[str, Any], out_dir: Path) -> str:
     """The report as the lines a person reads."""
+
     def balance(c: list[int]) -> str:
         present = [v for v in c if v > 0]
         if not present:
@@ -169,7 +194,10 @@ def format_report(report: dict[str, Any], out_dir: Path) -> str:
         f"(num_classes {report['num_classes']})",
         *(f"balance      {s:5s} {balance(c)}" for s, c in report["class_counts"].items()),
         "pixels after normalisation (per channel)",
-        *(f"  {s:5s} mean {report['pixel_mean'][s]} std {report['pixel_std'][s]}" for s in ("train", "val")),
+        *(
+            f"  {s:5s} mean {report['pixel_mean'][s]} std {report['pixel_std'][s]}"
+            for s in ("train", "val")
+        ),
         f"transforms   train: {report['transforms']['train']}",
         f"             val/test: {report['transforms']['val']}",
         f"train and val transforms differ: {'yes' if report['transforms_differ'] else 'no'} "

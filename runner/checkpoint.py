@@ -34,8 +34,10 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         kept = " (the previous checkpoint is intact)" if path.exists() else ""
-        raise UserError(f"cannot write checkpoint {path}: {exc.strerror or exc}{kept}; free disk space or "
-                        "point paths.log_dir at a writable directory") from None
+        raise UserError(
+            f"cannot write checkpoint {path}: {exc.strerror or exc}{kept}; free disk space or "
+            "point paths.log_dir at a writable directory"
+        ) from None
     except BaseException:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
@@ -56,8 +58,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"({first[:120]}); only load checkpoints you trust and that this runner wrote"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UserError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}): "
-                        "use another checkpoint or start without trainer.resume") from None
+        raise UserError(
+            f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}): "
+            "use another checkpoint or start without trainer.resume"
+        ) from None
     if not isinstance(payload, dict) or "model" not in payload:
         raise UserError(f"checkpoint {path} is not a runner checkpoint (no 'model' entry)")
     return payload
@@ -68,8 +72,10 @@ def inside(run_dir: Path, name: str, key: str) -> Path:
     root = Path(run_dir).resolve()
     target = (root / name).resolve()
     if target != root and root not in target.parents:
-        raise UserError(f"{key}={name!r} points outside the run directory {root}: use a relative name "
-                        "without '..'")
+        raise UserError(
+            f"{key}={name!r} points outside the run directory {root}: use a relative name "
+            "without '..'"
+        )
     return target
 
 
@@ -83,8 +89,14 @@ def _loop(state: FitState) -> Trainer:
 class CheckpointHook(Hook):
     """Saves ``checkpoints/last.pt`` every epoch (and every ``every_n_steps``), ``best.pt`` on better val loss."""
 
-    def __init__(self, dirname: str = "checkpoints", save_last: bool = True, save_best: bool = True,
-                 monitor: str = "val/loss", every_n_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        dirname: str = "checkpoints",
+        save_last: bool = True,
+        save_best: bool = True,
+        monitor: str = "val/loss",
+        every_n_steps: int | None = None,
+    ) -> None:
         self.dirname = dirname
         self.every_n_steps = int(every_n_steps) if every_n_steps else None
         self.save_last = save_last
@@ -105,7 +117,11 @@ class CheckpointHook(Hook):
         return path
 
     def on_train_batch_end(self, state: FitState) -> None:
-        if self.every_n_steps and state.step % self.every_n_steps == 0 and state.batch_idx + 1 < state.steps_per_epoch:
+        if (
+            self.every_n_steps
+            and state.step % self.every_n_steps == 0
+            and state.batch_idx + 1 < state.steps_per_epoch
+        ):
             self.save_now(state, mid_epoch=True)
 
     def on_epoch_end(self, state: FitState) -> None:

@@ -16,14 +16,18 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("trainer.device=cuda but no CUDA device is available: use trainer.device=cpu or auto")
+        raise UserError(
+            "trainer.device=cuda but no CUDA device is available: use trainer.device=cpu or auto"
+        )
     return torch.device(name)
 
 
 def check_precision(precision: str, device: torch.device) -> None:
     """fp16 autocast needs a device whose kernels support it; bf16 works on CPU and recent GPUs."""
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError("trainer.precision=bf16 is not supported by this GPU: use trainer.precision=fp16 or 32")
+        raise UserError(
+            "trainer.precision=bf16 is not supported by this GPU: use trainer.precision=fp16 or 32"
+        )
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

@@ -41,8 +41,18 @@ STRATEGIES = ("auto", "ddp")
 T = TypeVar("T")
 
 # Hydra flags that print something and exit without running the task (rank 0 would never publish).
-_INFO_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
-               "--version"}
+_INFO_FLAGS = {
+    "-h",
+    "--help",
+    "--hydra-help",
+    "-c",
+    "--cfg",
+    "-i",
+    "--info",
+    "-sc",
+    "--shell-completion",
+    "--version",
+}
 _MULTIRUN_FLAGS = {"-m", "--multirun"}
 _publish_pending = False  # rank 0 owes the waiting ranks its run directory
 
@@ -113,8 +123,10 @@ def init_process_group() -> bool:
     if is_initialized():
         return False
     if not dist.is_available():
-        raise UserError("trainer.strategy=ddp needs torch.distributed, which this PyTorch build lacks: "
-                        "use trainer.strategy=auto")
+        raise UserError(
+            "trainer.strategy=ddp needs torch.distributed, which this PyTorch build lacks: "
+            "use trainer.strategy=auto"
+        )
     _export_submitit_env()
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())  # before nccl creates its communicators
@@ -132,8 +144,10 @@ def start(strategy: str) -> bool:
     laptop and a cluster; ``ddp`` with a single process runs DDP with world size 1.
     """
     if strategy not in STRATEGIES:
-        raise UserError(f"trainer.strategy={strategy!r} is not valid: choose auto (DDP when launched with "
-                        "torchrun on several processes) or ddp")
+        raise UserError(
+            f"trainer.strategy={strategy!r} is not valid: choose auto (DDP when launched with "
+            "torchrun on several processes) or ddp"
+        )
     _export_submitit_env()
     several = env_world_size() > 1 or get_world_size() > 1
     if strategy == "auto" and not several:
@@ -219,16 +233,23 @@ def share_run_dir(argv: list[str]) -> list[str]:
     if any(a in _INFO_FLAGS for a in args):
         return argv
     if any(a in _MULTIRUN_FLAGS for a in args):
-        raise UserError("-m/--multirun under torchrun would run the whole sweep on every rank: drop -m, or sweep "
-                        "DDP jobs with hydra/launcher=slurm hydra.launcher.tasks_per_node=N "
-                        "trainer.strategy=ddp")
+        raise UserError(
+            "-m/--multirun under torchrun would run the whole sweep on every rank: drop -m, or sweep "
+            "DDP jobs with hydra/launcher=slurm hydra.launcher.tasks_per_node=N "
+            "trainer.strategy=ddp"
+        )
     init_process_group()
     if get_rank() == 0:
         _publish_pending = True
         return argv
     run_dir = broadcast_object(None)
     keep = [a for a in args if a.split("=", 1)[0] not in ("hydra.run.dir", "hydra.output_subdir")]
-    return [argv[0], *keep, f"hydra.run.dir={_quote_override(str(run_dir))}", "hydra.output_subdir=null"]
+    return [
+        argv[0],
+        *keep,
+        f"hydra.run.dir={_quote_override(str(run_dir))}",
+        "hydra.output_subdir=null",
+    ]
 
 
 def publish_run_dir(run_dir: os.PathLike[str] | str) -> None:
@@ -286,8 +307,11 @@ def broadcast_training_state(state: FitState) -> None:
     if is_rank_zero():
         saved = capture(state.model, state.optimizer, state.scheduler, state.scaler)
         saved.model = {}  # the weights went by broadcast, in place
-        rest = (saved, state.loop.clip_max_norm if state.loop is not None else None,
-                (state.stop_training, state.stop_reason))
+        rest = (
+            saved,
+            state.loop.clip_max_norm if state.loop is not None else None,
+            (state.stop_training, state.stop_reason),
+        )
     rest = broadcast_object(rest)
     if is_rank_zero() or rest is None:
         return
@@ -339,13 +363,17 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     return total / world
 
 
-def sum_over_ranks(*values: torch.Tensor | float, device: torch.device | str = "cpu") -> list[float]:
+def sum_over_ranks(
+    *values: torch.Tensor | float, device: torch.device | str = "cpu"
+) -> list[float]:
     """Each value summed over all ranks, in one collective and one host read (float64: exact counts).
 
     Loss sums, correct counts and sample counts go through here before a mean is taken, so a
     metric over sharded data equals the metric over the whole split.
     """
-    packed = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values])
+    packed = torch.stack(
+        [torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values]
+    )
     if get_world_size() > 1:
         dist.all_reduce(packed)
     return packed.tolist()
@@ -365,15 +393,19 @@ def check_same_steps(steps_per_epoch: int) -> None:
     """Every rank must take the same number of optimizer steps, or DDP's all-reduce hangs."""
     steps = all_gather_object(int(steps_per_epoch))
     if len(set(steps)) > 1:
-        raise UserError(f"ranks would take different numbers of steps per epoch ({steps}): the training "
-                        "loader must give every rank an equal shard")
+        raise UserError(
+            f"ranks would take different numbers of steps per epoch ({steps}): the training "
+            "loader must give every rank an equal shard"
+        )
 
 
 def describe(batch_size: int, steps_per_epoch: int) -> str:
     """The data-parallel layout in one line, effective batch size included."""
     world = get_world_size()
-    return (f"data-parallel (DDP, {dist.get_backend()}): {world} process(es) x batch {batch_size} = "
-            f"effective batch size {world * batch_size}, {steps_per_epoch} steps per epoch on every rank")
+    return (
+        f"data-parallel (DDP, {dist.get_backend()}): {world} process(es) x batch {batch_size} = "
+        f"effective batch size {world * batch_size}, {steps_per_epoch} steps per epoch on every rank"
+    )
 
 
 def weights_checksum(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -381,7 +413,16 @@ def weights_checksum(state_dict: Mapping[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(state_dict):
         h.update(name.encode())
-        h.update(state_dict[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(
+            state_dict[name]
+            .detach()
+            .cpu()
+            .contiguous()
+            .reshape(-1)
+            .view(torch.uint8)
+            .numpy()
+            .tobytes()
+        )
     return h.hexdigest()
 
 
@@ -410,7 +451,9 @@ def check_lr_in_sync(optimizer: torch.optim.Optimizer) -> list[list[float]]:
     """
     lrs = all_gather_object([float(g["lr"]) for g in optimizer.param_groups])
     if get_world_size() > 1 and is_rank_zero():
-        line = "lr by rank: " + " ".join(f"{r}={','.join(f'{v:.6g}' for v in lr)}" for r, lr in enumerate(lrs))
+        line = "lr by rank: " + " ".join(
+            f"{r}={','.join(f'{v:.6g}' for v in lr)}" for r, lr in enumerate(lrs)
+        )
         if all(lr == lrs[0] for lr in lrs):
             log.info("%s (in sync)", line)
         else:

@@ -33,12 +33,25 @@ BASE_HPARAMS: tuple[tuple[str, str], ...] = (
     ("trainer.precision", "trainer.precision"),
     ("seed", "seed"),
 )
-METRICS: tuple[str, ...] = ("best_val_loss", "final_val_loss", "final_val_acc", "test_loss", "test_acc",
-                            "final_train_loss")
+METRICS: tuple[str, ...] = (
+    "best_val_loss",
+    "final_val_loss",
+    "final_val_acc",
+    "test_loss",
+    "test_acc",
+    "final_train_loss",
+)
 METRIC_PREFIX = "hparams/"
 # Overrides that say where or how to run, not what was trained.
-NOT_HPARAMS = ("paths", "hydra", "trainer.progress", "trainer.device", "trainer.resume", "mode",
-               "hparams_search")
+NOT_HPARAMS = (
+    "paths",
+    "hydra",
+    "trainer.progress",
+    "trainer.device",
+    "trainer.resume",
+    "mode",
+    "hparams_search",
+)
 
 
 def _value(v: Any, target: bool = False) -> int | float | str | bool:
@@ -65,7 +78,9 @@ def _override_keys() -> list[str]:
     return keys
 
 
-def hparam_dict(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, int | float | str | bool]:
+def hparam_dict(
+    cfg: DictConfig, run_dir: Path | None = None
+) -> dict[str, int | float | str | bool]:
     """The hparams of a run: the base list, then every overridden key; ``lr=auto`` shows the LR actually used."""
     out: dict[str, int | float | str | bool] = {}
     for name, key in BASE_HPARAMS:
@@ -75,8 +90,11 @@ def hparam_dict(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, int |
         if key not in out:
             node = OmegaConf.select(cfg, key, default=None)
             # a group choice (model=cnn) is a config node: show the option name, not the whole node
-            out[key] = _value(node, target=key.endswith("_target_")) if not OmegaConf.is_config(node) \
+            out[key] = (
+                _value(node, target=key.endswith("_target_"))
+                if not OmegaConf.is_config(node)
                 else _choice(key, node)
+            )
     if out.get("optimizer.lr") == "auto" and run_dir is not None:
         found = run_dir / "lr_find.json"
         if found.exists():
@@ -101,7 +119,9 @@ def log_hparams(writer: Any, cfg: DictConfig, metrics: dict[str, Any]) -> dict[s
     hp = hparam_dict(cfg, run_dir)
     metric_dict = {METRIC_PREFIX + m: metrics.get(m) for m in METRICS}
     experiment, session_start, session_end = hparams(hp, metric_dict)
-    file_writer = writer._get_file_writer()  # the run's writer (add_hparams would open a sub-run instead)
+    file_writer = (
+        writer._get_file_writer()
+    )  # the run's writer (add_hparams would open a sub-run instead)
     for summary in (experiment, session_start, session_end):
         file_writer.add_summary(summary)
     step = int(metrics.get("steps") or 0)

@@ -60,8 +60,18 @@ def interrupted(state: FitState, trainer: Trainer, hooks: HookList, run_dir: Pat
         if isinstance(h, CheckpointHook):
             saved = h.save_now(state, mid_epoch=True)
     report_run(state, run_dir, trainer.best_val_loss, completed=False, interrupted=name)
-    state.events.write("interrupted", step=state.step, epoch=state.epoch, signal=name,
-                       checkpoint=str(saved) if saved else None)
-    where = f"checkpoint saved to {saved}" if saved else "no checkpoint hook configured: nothing saved"
-    return Interrupted(f"interrupted by {name} at step {state.step} (epoch {state.epoch + 1}); {where}\n"
-                       f"resume with: {launch_resume_command(run_dir)}", exit_code(name))
+    state.events.write(
+        "interrupted",
+        step=state.step,
+        epoch=state.epoch,
+        signal=name,
+        checkpoint=str(saved) if saved else None,
+    )
+    where = (
+        f"checkpoint saved to {saved}" if saved else "no checkpoint hook configured: nothing saved"
+    )
+    return Interrupted(
+        f"interrupted by {name} at step {state.step} (epoch {state.epoch + 1}); {where}\n"
+        f"resume with: {launch_resume_command(run_dir)}",
+        exit_code(name),
+    )

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -40,22 +41,34 @@ def lr_find_errors(cfg: DictConfig) -> list[str]:
     errors = []
     for key in ("min_lr", "max_lr", "smooth", "diverge_factor"):
         if not _number(node.get(key)):
-            errors.append(f"lr_find.{key}={node.get(key)!r} is not valid: a number "
-                          f"(e.g. `python -m runner lr_find.{key}=...`)")
+            errors.append(
+                f"lr_find.{key}={node.get(key)!r} is not valid: a number "
+                f"(e.g. `python -m runner lr_find.{key}=...`)"
+            )
     if not errors:
         if not 0 < node["min_lr"] < node["max_lr"]:
-            errors.append(f"lr_find.min_lr={node['min_lr']:g} and lr_find.max_lr={node['max_lr']:g}: "
-                          "need 0 < min_lr < max_lr")
+            errors.append(
+                f"lr_find.min_lr={node['min_lr']:g} and lr_find.max_lr={node['max_lr']:g}: "
+                "need 0 < min_lr < max_lr"
+            )
         if not 0 <= node["smooth"] < 1:
-            errors.append(f"lr_find.smooth={node['smooth']:g} is not valid: an EMA coefficient in [0, 1), e.g. 0.98")
+            errors.append(
+                f"lr_find.smooth={node['smooth']:g} is not valid: an EMA coefficient in [0, 1), e.g. 0.98"
+            )
         if node["diverge_factor"] <= 1:
-            errors.append(f"lr_find.diverge_factor={node['diverge_factor']:g} is not valid: a number > 1, e.g. 4")
+            errors.append(
+                f"lr_find.diverge_factor={node['diverge_factor']:g} is not valid: a number > 1, e.g. 4"
+            )
     steps = node.get("num_steps")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 10:
-        errors.append(f"lr_find.num_steps={steps!r} is not valid: a whole number >= 10 (100 is typical)")
+        errors.append(
+            f"lr_find.num_steps={steps!r} is not valid: a whole number >= 10 (100 is typical)"
+        )
     method = str(node.get("method"))
     if ALIASES.get(method, method) not in METHODS:
-        errors.append(f"lr_find.method={method!r} is not valid: choose one of valley, steepest, minimum/10")
+        errors.append(
+            f"lr_find.method={method!r} is not valid: choose one of valley, steepest, minimum/10"
+        )
     return errors
 
 
@@ -65,9 +78,14 @@ def build_finder(cfg: DictConfig) -> LearningRateFinder:
     if errors:
         raise UserError("\n".join(errors))
     node = cfg.lr_find
-    return LearningRateFinder(min_lr=float(node.min_lr), max_lr=float(node.max_lr), num_steps=int(node.num_steps),
-                              method=str(node.method), smooth=float(node.smooth),
-                              diverge_factor=float(node.diverge_factor))
+    return LearningRateFinder(
+        min_lr=float(node.min_lr),
+        max_lr=float(node.max_lr),
+        num_steps=int(node.num_steps),
+        method=str(node.method),
+        smooth=float(node.smooth),
+        diverge_factor=float(node.diverge_factor),
+    )
 
 
 def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
@@ -76,7 +94,9 @@ def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
     The schedule is left out (the finder sets each step's LR) and so are the hooks.
     """
     state, trainer = r.state, r.trainer
-    saved = capture(state.model, state.optimizer, scaler=trainer.scaler, rng=True, generator=state.generator)
+    saved = capture(
+        state.model, state.optimizer, scaler=trainer.scaler, rng=True, generator=state.generator
+    )
     probe = FitState(model=state.model, optimizer=state.optimizer)
     trainer.attach(state.model)
     batches = cycle_batches(r.train_loader)
@@ -88,7 +108,9 @@ def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
             group["lr"] = lr
         x, y = next(batches)
         trainer.training_step(probe, x, y)
-        return probe.loss.item() if probe.loss is not None else math.nan  # one host read: the stop rule needs it
+        return (
+            probe.loss.item() if probe.loss is not None else math.nan
+        )  # one host read: the stop rule needs it
 
     try:
         return finder.range_test(step)
@@ -108,8 +130,12 @@ def find(r: Run) -> dict[str, Any]:
     finder.plot(r.run_dir / "lr_find.png", result)
     (r.run_dir / "lr_find.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     _write_scalars(r.run_dir / "tb", result)
-    log.info("LR finder: %d steps (%s); suggestions %s", result["num_steps_run"], result["stop_reason"],
-             ", ".join(f"{k} {v:.3g}" for k, v in result["suggestions"].items()))
+    log.info(
+        "LR finder: %d steps (%s); suggestions %s",
+        result["num_steps_run"],
+        result["stop_reason"],
+        ", ".join(f"{k} {v:.3g}" for k, v in result["suggestions"].items()),
+    )
     return result
 
 
@@ -119,7 +145,9 @@ def _write_scalars(tb_dir: Path, result: dict[str, Any]) -> None:
 
     writer = SummaryWriter(str(tb_dir))
     try:
-        for step, (lr, raw, smooth) in enumerate(zip(result["lrs"], result["losses"], result["smoothed_losses"])):
+        for step, (lr, raw, smooth) in enumerate(
+            zip(result["lrs"], result["losses"], result["smoothed_losses"])
+        ):
             writer.add_scalar("lr_find/loss", raw, step)
             writer.add_scalar("lr_find/smoothed_loss", smooth, step)
             writer.add_scalar("lr_find/lr", lr, step)
@@ -130,8 +158,18 @@ def _write_scalars(tb_dir: Path, result: dict[str, Any]) -> None:
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     """What ``report.json`` keeps of a range test (the curves stay in ``lr_find.json``)."""
-    return {k: result[k] for k in ("suggested_lr", "method", "suggestions", "stop_reason", "num_steps_run",
-                                   "min_lr", "max_lr")}
+    return {
+        k: result[k]
+        for k in (
+            "suggested_lr",
+            "method",
+            "suggestions",
+            "stop_reason",
+            "num_steps_run",
+            "min_lr",
+            "max_lr",
+        )
+    }
 
 
 def auto_lr(r: Run) -> dict[str, Any]:
@@ -139,10 +177,14 @@ def auto_lr(r: Run) -> dict[str, Any]:
     result = None
     if r.rank == 0:
         found = find(r)
-        log.info("optimizer.lr=auto: training with lr=%.3g (%s)", found["suggested_lr"], found["method"])
+        log.info(
+            "optimizer.lr=auto: training with lr=%.3g (%s)", found["suggested_lr"], found["method"]
+        )
         result = {**summary(found), "plot": "lr_find.png", "data": "lr_find.json"}
     generator = r.state.generator
-    result, data_rng = distributed.broadcast_object((result, generator.get_state() if generator else None))
+    result, data_rng = distributed.broadcast_object(
+        (result, generator.get_state() if generator else None)
+    )
     if generator is not None and data_rng is not None:
         generator.set_state(data_rng)
     assert result is not None, "rank 0 found it"
@@ -173,9 +215,14 @@ def run(r: Run) -> float:
     finally:
         r.state.events.close()
     lr = result["suggested_lr"]
-    print(f"suggested learning rate: {lr:.3g} (method: {result['method']}; "
-          + ", ".join(f"{k} {v:.3g}" for k, v in result["suggestions"].items()) + ")")
-    print(f"range test: {result['num_steps_run']} steps from {result['min_lr']:.1e}, {result['stop_reason']}")
+    print(
+        f"suggested learning rate: {lr:.3g} (method: {result['method']}; "
+        + ", ".join(f"{k} {v:.3g}" for k, v in result["suggestions"].items())
+        + ")"
+    )
+    print(
+        f"range test: {result['num_steps_run']} steps from {result['min_lr']:.1e}, {result['stop_reason']}"
+    )
     print(f"plot: {r.run_dir / 'lr_find.png'}")
     print(f"train with it: {train_command(task_overrides(), lr)}")
     return float(lr)

@@ -28,22 +28,35 @@ def final_metrics(state: FitState, best_val_loss: float) -> dict[str, Any]:
     }
 
 
-def report_run(state: FitState, run_dir: Path, best_val_loss: float, completed: bool = True,
-               interrupted: str | None = None, lr_finder: dict[str, Any] | None = None) -> dict[str, Any]:
+def report_run(
+    state: FitState,
+    run_dir: Path,
+    best_val_loss: float,
+    completed: bool = True,
+    interrupted: str | None = None,
+    lr_finder: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Build the report from the state the hooks filled; rank 0 writes it into ``run_dir``."""
     extra: dict[str, Any] = {"completed": completed}
     if interrupted:
         extra["interrupted"] = interrupted
     if lr_finder:
         extra["lr_finder"] = lr_finder
-    report = build_report(issues=state.issues or [], metrics=final_metrics(state, best_val_loss),
-                          actions=state.actions, diagnosed=state.issues is not None, **extra)
+    report = build_report(
+        issues=state.issues or [],
+        metrics=final_metrics(state, best_val_loss),
+        actions=state.actions,
+        diagnosed=state.issues is not None,
+        **extra,
+    )
     if state.is_rank_zero:
         write_report(run_dir, report)
     return report
 
 
-def print_summary(report: dict[str, Any], run_dir: Path, restart: dict[str, Any] | None = None) -> None:
+def print_summary(
+    report: dict[str, Any], run_dir: Path, restart: dict[str, Any] | None = None
+) -> None:
     """The last lines a user sees: accuracy, status, where things are, how to look at them.
 
     An attempt the AutoTrainer stopped for a guided restart gets one line instead: the run goes on, and
@@ -52,15 +65,24 @@ def print_summary(report: dict[str, Any], run_dir: Path, restart: dict[str, Any]
     m = report["metrics"]
     acc = m.get("test_acc")
     accuracy = f"test accuracy {acc:.4f}" if acc is not None else "test accuracy n/a"
-    diagnosis = report["status"] + (": " + ", ".join(i["code"] for i in report["issues"]) if report["issues"] else "")
+    diagnosis = report["status"] + (
+        ": " + ", ".join(i["code"] for i in report["issues"]) if report["issues"] else ""
+    )
     if restart:
-        log.info("attempt stopped for a guided restart (%s): %s, diagnosis %s; its files are in %s",
-                 restart["code"], accuracy, diagnosis, run_dir)
+        log.info(
+            "attempt stopped for a guided restart (%s): %s, diagnosis %s; its files are in %s",
+            restart["code"],
+            accuracy,
+            diagnosis,
+            run_dir,
+        )
         return
     lines = [
         "",
         accuracy,
-        f"best val loss {m['best_val_loss']:.4f}" if m.get("best_val_loss") is not None else "best val loss n/a",
+        f"best val loss {m['best_val_loss']:.4f}"
+        if m.get("best_val_loss") is not None
+        else "best val loss n/a",
         f"diagnosis     {diagnosis}",
         f"run directory {run_dir}",
         f"tensorboard   tensorboard --logdir {run_dir / 'tb'}",

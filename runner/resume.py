@@ -28,13 +28,17 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
     if not path.is_file():
-        raise UserError(f"trainer.resume={resume}: no checkpoint at {path}; give a .pt file, a run directory "
-                        "with checkpoints/last.pt, or trainer.resume=auto")
+        raise UserError(
+            f"trainer.resume={resume}: no checkpoint at {path}; give a .pt file, a run directory "
+            "with checkpoints/last.pt, or trainer.resume=auto"
+        )
     return path
 
 
 def _task_overrides(overrides: list[str]) -> list[str]:
-    return sorted(o for o in overrides if not o.startswith(("trainer.resume=", "hydra.", "paths.log_dir=")))
+    return sorted(
+        o for o in overrides if not o.startswith(("trainer.resume=", "hydra.", "paths.log_dir="))
+    )
 
 
 def previous_unfinished_run(run_dir: Path, log_dir: Path, overrides: list[str]) -> Path | None:
@@ -45,7 +49,10 @@ def previous_unfinished_run(run_dir: Path, log_dir: Path, overrides: list[str]) 
         return None
     want = _task_overrides(overrides)
     for candidate in sorted(runs.iterdir(), reverse=True):
-        if candidate.resolve() == Path(run_dir).resolve() or not (candidate / "checkpoints" / "last.pt").is_file():
+        if (
+            candidate.resolve() == Path(run_dir).resolve()
+            or not (candidate / "checkpoints" / "last.pt").is_file()
+        ):
             continue
         try:
             import yaml
@@ -72,9 +79,15 @@ def resume_command(hydra_overrides: list[str], task_overrides: list[str], run_di
 
     run_dir = Path(run_dir)
     top = run_dir.parent if attempt_number(run_dir) is not None else run_dir
-    keep = [o for o in hydra_overrides if not o.startswith(("hydra.mode=", "hydra.run.dir=", "hydra.sweep."))]
+    keep = [
+        o
+        for o in hydra_overrides
+        if not o.startswith(("hydra.mode=", "hydra.run.dir=", "hydra.sweep."))
+    ]
     keep += [o for o in task_overrides if not o.startswith("trainer.resume=")]
-    return shlex.join(["python", "-m", "runner", *keep, f"hydra.run.dir={top.resolve()}", "trainer.resume=auto"])
+    return shlex.join(
+        ["python", "-m", "runner", *keep, f"hydra.run.dir={top.resolve()}", "trainer.resume=auto"]
+    )
 
 
 def continue_previous_run(resume: str | None, run_dir: Path, log_dir: Path) -> Path:
@@ -91,8 +104,11 @@ def continue_previous_run(resume: str | None, run_dir: Path, log_dir: Path) -> P
     previous = previous_unfinished_run(run_dir, log_dir, list(HydraConfig.get().overrides.task))
     if previous is None:
         return run_dir
-    log.info("trainer.resume=auto: continuing %s (this launch's %s keeps only its Hydra config and log)",
-             previous, run_dir)
+    log.info(
+        "trainer.resume=auto: continuing %s (this launch's %s keeps only its Hydra config and log)",
+        previous,
+        run_dir,
+    )
     return previous
 
 
@@ -101,4 +117,6 @@ def launch_resume_command(run_dir: Path) -> str:
     from hydra.core.hydra_config import HydraConfig
 
     given = HydraConfig.get().overrides if HydraConfig.initialized() else None
-    return resume_command(list(given.hydra) if given else [], list(given.task) if given else [], run_dir)
+    return resume_command(
+        list(given.hydra) if given else [], list(given.task) if given else [], run_dir
+    )

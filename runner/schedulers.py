@@ -22,8 +22,13 @@ from torch.optim.lr_scheduler import LambdaLR
 HORIZON_KEYS = ("T_max", "total_steps")
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int | float = 0.05,
-                  min_lr_ratio: float = 0.0, last_epoch: int = -1) -> LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int | float = 0.05,
+    min_lr_ratio: float = 0.0,
+    last_epoch: int = -1,
+) -> LambdaLR:
     """Linear warm-up then cosine decay to ``min_lr_ratio`` × base LR, as a per-step ``LambdaLR``.
 
     ``warmup_steps`` below 1 is a fraction of ``total_steps``.
@@ -40,8 +45,9 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
     return LambdaLR(optimizer, factor, last_epoch=last_epoch)
 
 
-def build_scheduler(cfg: DictConfig | None, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
-                    max_epochs: int) -> Any:
+def build_scheduler(
+    cfg: DictConfig | None, optimizer: torch.optim.Optimizer, steps_per_epoch: int, max_epochs: int
+) -> Any:
     """The torch scheduler of ``cfg.lr_scheduler`` for ``optimizer``, or None; the loop reads ``interval``/``monitor``."""
     node = cfg.get("lr_scheduler") if cfg is not None else None
     if cfg is None or node is None:
@@ -51,7 +57,9 @@ def build_scheduler(cfg: DictConfig | None, optimizer: torch.optim.Optimizer, st
     kwargs: dict[str, Any] = {}
     params = inspect.signature(factory.func).parameters
     if "total_steps" in params and "total_steps" not in factory.keywords:
-        kwargs["total_steps"] = max(1, steps_per_epoch * max_epochs if interval == "step" else max_epochs)
+        kwargs["total_steps"] = max(
+            1, steps_per_epoch * max_epochs if interval == "step" else max_epochs
+        )
     return factory(optimizer, **kwargs)
 
 
@@ -64,6 +72,9 @@ def horizon_change(scheduler: Any, saved: dict[str, Any] | None) -> str | None:
     if scheduler is None or not saved:
         return None
     fresh = scheduler.state_dict()
-    changed = [f"{k}={saved[k]} (this config: {fresh[k]})" for k in HORIZON_KEYS
-               if k in fresh and k in saved and saved[k] != fresh[k]]
+    changed = [
+        f"{k}={saved[k]} (this config: {fresh[k]})"
+        for k in HORIZON_KEYS
+        if k in fresh and k in saved and saved[k] != fresh[k]
+    ]
     return f"{type(scheduler).__name__} {', '.join(changed)}" if changed else None

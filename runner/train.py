@@ -72,7 +72,9 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
     # rank 0 picks the directory to continue (trainer.resume=auto); under torchrun every rank follows it
     chosen = None
     if distributed.is_rank_zero():
-        chosen = str(continue_previous_run(cfg.trainer.get("resume"), Path(run_dir), Path(cfg.paths.log_dir)))
+        chosen = str(
+            continue_previous_run(cfg.trainer.get("resume"), Path(run_dir), Path(cfg.paths.log_dir))
+        )
     run_dir = Path(distributed.broadcast_object(chosen) or run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     r = build(cfg, run_dir, session)
@@ -80,11 +82,19 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
     from torch.utils.tensorboard import SummaryWriter
 
     if state.is_rank_zero:  # only rank 0 writes TensorBoard (and every other file of the run)
-        state.writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1 if state.step else None)
+        state.writer = SummaryWriter(
+            str(run_dir / "tb"), purge_step=state.step + 1 if state.step else None
+        )
     try:
         log.info("run directory: %s", run_dir)
-        state.events.write("fit_start", step=state.step, epoch=state.epoch, max_epochs=trainer.max_epochs,
-                           resumed=state.step > 0, world_size=r.world_size)
+        state.events.write(
+            "fit_start",
+            step=state.step,
+            epoch=state.epoch,
+            max_epochs=trainer.max_epochs,
+            resumed=state.step > 0,
+            world_size=r.world_size,
+        )
         with stop_on_signals(trainer):
             trainer.fit(state, r.train_loader, r.val_loader, r.hooks)
         if trainer.interrupted:
@@ -92,13 +102,19 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
         if r.world_size > 1:
             distributed.check_weights_in_sync(state.model)
             distributed.check_lr_in_sync(r.optimizer)
-        test = trainer.evaluate(state.model, r.data.loader("test", device=r.device, rank=r.rank,
-                                                           world_size=r.world_size))
+        test = trainer.evaluate(
+            state.model,
+            r.data.loader("test", device=r.device, rank=r.rank, world_size=r.world_size),
+        )
         state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
         r.hooks.on_fit_end(state)
         report = report_run(state, run_dir, trainer.best_val_loss, lr_finder=r.lr_finder)
-        state.events.write("fit_end", step=state.step, status=report["status"],
-                           test_acc=report["metrics"].get("test_acc"))
+        state.events.write(
+            "fit_end",
+            step=state.step,
+            status=report["status"],
+            test_acc=report["metrics"].get("test_acc"),
+        )
         if state.writer is not None:
             log_hparams(state.writer, cfg, report["metrics"])
     finally:
@@ -128,35 +144,63 @@ def build(cfg: DictConfig, run_dir: Path, session: Any = None) -> Run:
     payload = load_checkpoint(resume_path) if resume_path else None
     model = build_model(cfg, device)
     auto_lr = cfg.optimizer.lr == "auto"
-    optimizer = instantiate(cfg.optimizer, lr=1e-3 if auto_lr else cfg.optimizer.lr)(params=model.parameters())
+    optimizer = instantiate(cfg.optimizer, lr=1e-3 if auto_lr else cfg.optimizer.lr)(
+        params=model.parameters()
+    )
     generator = torch.Generator().manual_seed(int(cfg.seed))
-    train_loader = data.loader("train", device=device, generator=generator, rank=rank, world_size=world_size)
+    train_loader = data.loader(
+        "train", device=device, generator=generator, rank=rank, world_size=world_size
+    )
     val_loader = data.loader("val", device=device, rank=rank, world_size=world_size)
     if ddp:
         distributed.check_same_steps(len(train_loader))
         log.info(distributed.describe(data.batch_size, len(train_loader)))
     trainer = build_trainer(cfg, device, progress=rank == 0)
-    state = FitState(model=model, optimizer=optimizer, run_dir=run_dir, num_classes=data.num_classes,
-                     events=EventLog(run_dir / "events.jsonl" if rank == 0 else None),
-                     generator=generator, is_rank_zero=rank == 0)
-    r = Run(cfg=cfg, run_dir=run_dir, data=data, model=model, optimizer=optimizer, trainer=trainer,
-            hooks=HookList(), state=state,
-            train_loader=train_loader, val_loader=val_loader, device=device, rank=rank, world_size=world_size)
+    state = FitState(
+        model=model,
+        optimizer=optimizer,
+        run_dir=run_dir,
+        num_classes=data.num_classes,
+        events=EventLog(run_dir / "events.jsonl" if rank == 0 else None),
+        generator=generator,
+        is_rank_zero=rank == 0,
+    )
+    r = Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        data=data,
+        model=model,
+        optimizer=optimizer,
+        trainer=trainer,
+        hooks=HookList(),
+        state=state,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+    )
     if auto_lr and payload is None:
         from runner.lr_find import auto_lr as find_lr  # the finder: only when asked for
 
         r.lr_finder = find_lr(r)  # the LR found, set on the optimizer before the schedule reads it
-    state.scheduler = build_scheduler(cfg.get("scheduler"), optimizer, len(train_loader), trainer.max_epochs)
+    state.scheduler = build_scheduler(
+        cfg.get("scheduler"), optimizer, len(train_loader), trainer.max_epochs
+    )
     r.hooks = build_hooks(cfg, session)
     if payload is not None:
         try:
             trainer.restore(state, payload, r.hooks)
         except (RuntimeError, KeyError, ValueError) as exc:
-            raise UserError(f"checkpoint {resume_path} does not fit this config "
-                            f"({str(exc).splitlines()[0][:160]}): resume with the model and optimizer it was "
-                            "trained with") from None
+            raise UserError(
+                f"checkpoint {resume_path} does not fit this config "
+                f"({str(exc).splitlines()[0][:160]}): resume with the model and optimizer it was "
+                "trained with"
+            ) from None
         log.info("resumed from %s at epoch %d (step %d)", resume_path, state.epoch + 1, state.step)
-    if ddp:  # after restore: every rank loaded the checkpoint; wrapping also broadcasts rank 0's weights
+    if (
+        ddp
+    ):  # after restore: every rank loaded the checkpoint; wrapping also broadcasts rank 0's weights
         trainer.ddp_model = distributed.wrap(model, device)
     return r
 
@@ -164,7 +208,9 @@ def build(cfg: DictConfig, run_dir: Path, session: Any = None) -> Run:
 def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     """``cfg.model`` on ``device``, channels-last and compiled when the trainer asks for it."""
     model = instantiate(cfg.model).to(device)
-    if cfg.trainer.get("channels_last") and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+    if cfg.trainer.get("channels_last") and any(
+        isinstance(m, torch.nn.Conv2d) for m in model.modules()
+    ):
         model = model.to(memory_format=torch.channels_last)
     if cfg.trainer.get("compile"):
         from runner.models.compile import maybe_compile
@@ -208,6 +254,8 @@ def build_hooks(cfg: DictConfig, session: Any = None) -> HookList:
             runtime = {"session": session, "cfg": cfg, "diagnostics": named.get("diagnostics")}
         hook = instantiate(spec, **runtime)
         if not isinstance(hook, Hook):
-            raise UserError(f"callbacks.{name} builds {type(hook).__name__}, which is not a diag.hooks.Hook")
+            raise UserError(
+                f"callbacks.{name} builds {type(hook).__name__}, which is not a diag.hooks.Hook"
+            )
         named[str(name)] = hook
     return HookList(named)

@@ -88,7 +88,9 @@ class Trainer:
         # The DistributedDataParallel wrapper of the model under DDP (training forwards go through it
         # so backward averages gradients across ranks); hooks, evaluation and checkpoints use the bare model.
         self.ddp_model: torch.nn.Module | None = None
-        self.hooks: Hook | None = None  # the hooks of the current fit (their states go into checkpoints)
+        self.hooks: Hook | None = (
+            None  # the hooks of the current fit (their states go into checkpoints)
+        )
 
     def reset_skips(self) -> None:
         """Forget the run of consecutive skipped steps (after steps that were not training, e.g. a range test)."""
@@ -138,7 +140,9 @@ class Trainer:
             scaler.step(opt)  # skips the update itself when gradients hold inf/NaN
             scaler.update()
             skipped = scaler.get_scale() < scale_before
-        elif self.nonfinite_guard and not math.isfinite(grad_norm.item()):  # one read, not isfinite + bool
+        elif self.nonfinite_guard and not math.isfinite(
+            grad_norm.item()
+        ):  # one read, not isfinite + bool
             skipped = True  # a NaN/Inf batch never changes the weights
         else:
             opt.step()
@@ -146,25 +150,38 @@ class Trainer:
         if not skipped and state.scheduler is not None and self.scheduler_interval == "step":
             state.scheduler.step()
         # hooks log and diagnose the global loss (an all-reduce under DDP; the loss itself otherwise)
-        state.loss = distributed.mean_over_ranks(loss.detach()) if self._world_size > 1 else loss.detach()
-        state.grad_norm = grad_norm  # computed under no_grad (clip_grad_norm_ / global_grad_norm): no detach
+        state.loss = (
+            distributed.mean_over_ranks(loss.detach()) if self._world_size > 1 else loss.detach()
+        )
+        state.grad_norm = (
+            grad_norm  # computed under no_grad (clip_grad_norm_ / global_grad_norm): no detach
+        )
         state.step_skipped = skipped
         self._consecutive_skips = self._consecutive_skips + 1 if skipped else 0
         if self.max_consecutive_skips and self._consecutive_skips >= self.max_consecutive_skips:
             state.stop_training = True
-            state.stop_reason = (f"{self._consecutive_skips} consecutive steps had non-finite gradients; the weights "
-                                 "are those of the last good step: lower optimizer.lr or set trainer.clip.max_norm")
+            state.stop_reason = (
+                f"{self._consecutive_skips} consecutive steps had non-finite gradients; the weights "
+                "are those of the last good step: lower optimizer.lr or set trainer.clip.max_norm"
+            )
         if skipped:
             state.skipped_steps += 1
-            state.events.write("skipped_step", step=state.step, epoch=state.epoch,
-                               reason="non-finite gradients", scale=scaler.get_scale() if scaler.is_enabled() else None)
+            state.events.write(
+                "skipped_step",
+                step=state.step,
+                epoch=state.epoch,
+                reason="non-finite gradients",
+                scale=scaler.get_scale() if scaler.is_enabled() else None,
+            )
         return logits
 
     # -- loops ---------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, loader) -> dict[str, float]:
         """Mean loss and accuracy over a whole split (one host sync at the end)."""
-        distributed.broadcast_buffers(model)  # under DDP: every rank evaluates rank 0's model, BatchNorm stats too
+        distributed.broadcast_buffers(
+            model
+        )  # under DDP: every rank evaluates rank 0's model, BatchNorm stats too
         was_training = model.training
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
@@ -178,7 +195,9 @@ class Trainer:
             count += len(y)
         model.train(was_training)
         # under DDP each rank saw its own strided shard: sums over ranks cover the split exactly once
-        loss_total, correct_total, total = distributed.sum_over_ranks(loss_sum, correct, count, device=self.device)
+        loss_total, correct_total, total = distributed.sum_over_ranks(
+            loss_sum, correct, count, device=self.device
+        )
         if total == 0:
             return {"loss": math.nan, "acc": math.nan}
         return {"loss": loss_total / total, "acc": correct_total / total}
@@ -194,30 +213,54 @@ class Trainer:
         total = self.max_epochs * state.steps_per_epoch
         state.max_steps = min(total, self.max_steps) if self.max_steps else total
         hooks.on_fit_start(state)
-        if state.stop_training:  # a hook stopped the fit before its first step (e.g. a restart already asked for)
+        if (
+            state.stop_training
+        ):  # a hook stopped the fit before its first step (e.g. a restart already asked for)
             if state.stop_reason and state.is_rank_zero:
                 log.warning("stopping: %s", state.stop_reason)
             return state
         model.train()
-        epoch_bar = tqdm(range(self.start_epoch, self.max_epochs), desc="epochs", disable=not self.progress,
-                         leave=False, dynamic_ncols=True, initial=self.start_epoch, total=self.max_epochs)
+        epoch_bar = tqdm(
+            range(self.start_epoch, self.max_epochs),
+            desc="epochs",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+            initial=self.start_epoch,
+            total=self.max_epochs,
+        )
         for epoch in epoch_bar:
             state.epoch = epoch
             t0 = time.perf_counter()
             skip = self.resume_batch if epoch == self.start_epoch else 0
             if state.generator is not None:
-                self._epoch_rng = state.generator.get_state()  # replaying it rebuilds this epoch's order
+                self._epoch_rng = (
+                    state.generator.get_state()
+                )  # replaying it rebuilds this epoch's order
             if skip and self._acc:
                 loss_sum, correct, seen = self._acc
             else:
                 loss_sum = torch.zeros((), device=self.device)
                 correct = torch.zeros((), device=self.device, dtype=torch.long)
                 seen = 0
-            self._acc = acc = [loss_sum, correct, seen]  # the epoch's running sums (a checkpoint keeps them)
+            self._acc = acc = [
+                loss_sum,
+                correct,
+                seen,
+            ]  # the epoch's running sums (a checkpoint keeps them)
             pending = self._pending
             fold_at = seen + ACC_FOLD_SAMPLES
-            batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{self.max_epochs}", leave=False,
-                           disable=not self.progress, dynamic_ncols=True) if self.progress else train_loader
+            batches = (
+                tqdm(
+                    train_loader,
+                    desc=f"epoch {epoch + 1}/{self.max_epochs}",
+                    leave=False,
+                    disable=not self.progress,
+                    dynamic_ncols=True,
+                )
+                if self.progress
+                else train_loader
+            )
             for batch_idx, (x, y) in enumerate(batches):
                 if batch_idx < skip:
                     continue  # done before the checkpoint this run resumed from
@@ -236,16 +279,25 @@ class Trainer:
                     self._fold_pending()
                     fold_at = seen + ACC_FOLD_SAMPLES
                 hooks.on_train_batch_end(state)
-                if self.progress and state.step % self.log_every_n_steps == 0 and state.loss is not None:
+                if (
+                    self.progress
+                    and state.step % self.log_every_n_steps == 0
+                    and state.loss is not None
+                ):
                     batches.set_postfix(loss=f"{float(state.loss):.4f}", refresh=False)
                 signalled = self._stop_signal(sync=state.step % SIGNAL_SYNC_EVERY == 0)
-                if signalled or state.stop_training or (self.max_steps and state.step >= self.max_steps):
+                if (
+                    signalled
+                    or state.stop_training
+                    or (self.max_steps and state.step >= self.max_steps)
+                ):
                     break
             self._fold_pending()
             if self._stop_signal(sync=True):
                 break  # a signal: no validation, the caller checkpoints mid-epoch and reports
-            loss_total, correct_total, seen_total = distributed.sum_over_ranks(loss_sum, correct, seen,
-                                                                               device=self.device)
+            loss_total, correct_total, seen_total = distributed.sum_over_ranks(
+                loss_sum, correct, seen, device=self.device
+            )
             state.metrics["train/loss"] = loss_total / max(seen_total, 1)
             state.metrics["train/acc"] = correct_total / max(seen_total, 1)
             state.metrics["train/epoch_time"] = time.perf_counter() - t0
@@ -256,13 +308,20 @@ class Trainer:
             state.metrics["val/best_loss"] = self.best_val_loss
             hooks.on_validation_end(state)
             self._step_epoch_scheduler(state)
-            state.history.append({"epoch": epoch, "step": state.step, "lr": state.current_lr,
-                                  **{k: v for k, v in state.metrics.items() if not k.startswith("test/")}})
+            state.history.append(
+                {
+                    "epoch": epoch,
+                    "step": state.step,
+                    "lr": state.current_lr,
+                    **{k: v for k, v in state.metrics.items() if not k.startswith("test/")},
+                }
+            )
             hooks.on_epoch_end(state)
             self._log_epoch(state, epoch)
             if self._world_size > 1:  # rank 0's stop decision holds for every rank
                 state.stop_training, state.stop_reason = distributed.broadcast_object(
-                    (state.stop_training, state.stop_reason))
+                    (state.stop_training, state.stop_reason)
+                )
             if state.stop_training or (self.max_steps and state.step >= self.max_steps):
                 if state.stop_reason and state.is_rank_zero:  # every rank stops; one says why
                     log.warning("stopping: %s", state.stop_reason)
@@ -280,8 +339,9 @@ class Trainer:
 
     def _agree_on_signal(self) -> str | None:
         """Under DDP (a collective: every rank calls it at the same step): the signal any rank got, now every rank's."""
-        got = distributed.max_over_ranks(signal.Signals[self.interrupted].value if self.interrupted else 0,
-                                         device=self.device)
+        got = distributed.max_over_ranks(
+            signal.Signals[self.interrupted].value if self.interrupted else 0, device=self.device
+        )
         if not got:
             return None  # a signal arriving during the collective is still set here: the next one shares it
         self.interrupted = signal.Signals(got).name
@@ -319,9 +379,11 @@ class Trainer:
 
     def _log_epoch(self, state: FitState, epoch: int) -> None:
         m = state.metrics
-        line = (f"epoch {epoch + 1:>3}/{self.max_epochs}  train_loss {m['train/loss']:.4f}  "
-                f"train_acc {m['train/acc']:.3f}  val_loss {m['val/loss']:.4f}  val_acc {m['val/acc']:.3f}  "
-                f"lr {state.current_lr:.2e}  {_duration(m['train/epoch_time'])}")
+        line = (
+            f"epoch {epoch + 1:>3}/{self.max_epochs}  train_loss {m['train/loss']:.4f}  "
+            f"train_acc {m['train/acc']:.3f}  val_loss {m['val/loss']:.4f}  val_acc {m['val/acc']:.3f}  "
+            f"lr {state.current_lr:.2e}  {_duration(m['train/epoch_time'])}"
+        )
         if state.skipped_steps:
             line += f"  skipped {state.skipped_steps}"
         if self.progress:
@@ -340,14 +402,23 @@ class Trainer:
         self._fold_pending()  # buffered steps belong in the sums a resumed epoch continues from
         acc = self._acc if mid_epoch and self._acc else None
         # references, not copies: torch.save serialises them at once
-        training = capture(state.model, state.optimizer, state.scheduler, self.scaler, rng=True,
-                           generator=state.generator, copy_to_cpu=False)
+        training = capture(
+            state.model,
+            state.optimizer,
+            state.scheduler,
+            self.scaler,
+            rng=True,
+            generator=state.generator,
+            copy_to_cpu=False,
+        )
         return {
             **training.as_dict(),
             "mid_epoch": mid_epoch,
             "batch_in_epoch": state.batch_idx + 1 if mid_epoch else 0,
             "epoch_rng": self._epoch_rng if mid_epoch else None,
-            "epoch_acc": [acc[0].detach().cpu(), acc[1].detach().cpu(), int(acc[2])] if acc else None,
+            "epoch_acc": [acc[0].detach().cpu(), acc[1].detach().cpu(), int(acc[2])]
+            if acc
+            else None,
             "epoch": state.epoch,
             "step": state.step,
             "skipped_steps": state.skipped_steps,
@@ -358,15 +429,23 @@ class Trainer:
 
     def restore(self, state: FitState, payload: dict[str, Any], hooks: Hook) -> None:
         """Load a :meth:`checkpoint_payload` into the built objects; training resumes at the next epoch."""
-        saved = TrainingState(model=payload["model"], optimizer=payload["optimizer"],
-                              scheduler=payload.get("scheduler"), scaler=payload.get("scaler") or None,
-                              rng=payload.get("rng") or {})
-        apply(saved, state.model, state.optimizer)  # a checkpoint of another model or optimizer fails here
+        saved = TrainingState(
+            model=payload["model"],
+            optimizer=payload["optimizer"],
+            scheduler=payload.get("scheduler"),
+            scaler=payload.get("scaler") or None,
+            rng=payload.get("rng") or {},
+        )
+        apply(
+            saved, state.model, state.optimizer
+        )  # a checkpoint of another model or optimizer fails here
         changed = horizon_change(state.scheduler, payload.get("scheduler"))
         if changed:
-            raise UserError(f"trainer.resume: the checkpoint's LR schedule was built for another run length, "
-                            f"{changed}: resume with the trainer.max_epochs/max_steps it was started with (a "
-                            "schedule under way cannot be stretched: OneCycle stops, a cosine climbs back)")
+            raise UserError(
+                f"trainer.resume: the checkpoint's LR schedule was built for another run length, "
+                f"{changed}: resume with the trainer.max_epochs/max_steps it was started with (a "
+                "schedule under way cannot be stretched: OneCycle stops, a cosine climbs back)"
+            )
         apply(saved, None, None, state.scheduler, self.scaler, generator=state.generator)
         state.epoch = int(payload["epoch"])
         state.step = int(payload["step"])

@@ -7,7 +7,9 @@ import os
 import pytest
 from helpers import run_cli
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: one thread each, in-process and in the CLI runs
+if os.environ.get(
+    "PYTEST_XDIST_WORKER"
+):  # one worker per core: one thread each, in-process and in the CLI runs
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -18,6 +20,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: one thread eac
 def cli(tmp_path):
     def _run(*args: str, **kw):
         return run_cli(list(args), tmp_path, **kw)
+
     return _run
 
 

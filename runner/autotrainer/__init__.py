@@ -12,5 +12,13 @@ from runner.autotrainer.policy import AutoTrainer
 from runner.autotrainer.settings import autotrainer_enabled, check_config
 from runner.autotrainer.snapshots import BestWeights, Snapshot
 
-__all__ = ["AutoTrainer", "BestWeights", "Session", "Snapshot", "autotrainer_enabled", "check_config", "run",
-           "scale_lr"]
+__all__ = [
+    "AutoTrainer",
+    "BestWeights",
+    "Session",
+    "Snapshot",
+    "autotrainer_enabled",
+    "check_config",
+    "run",
+    "scale_lr",
+]

@@ -29,35 +29,53 @@ class Repair:
 
     factor: float
     detail: str
-    lr_before: float | None = None  # the LR the repair started from, when it moved the LR itself (rollback)
+    lr_before: float | None = (
+        None  # the LR the repair started from, when it moved the LR itself (rollback)
+    )
 
 
 @dataclass(frozen=True)
 class Action:
     run: Callable[..., Any]
-    needs: Callable[[Mapping[str, Any]], tuple[str, ...]]  # the table keys it reads (no defaults in code)
+    needs: Callable[
+        [Mapping[str, Any]], tuple[str, ...]
+    ]  # the table keys it reads (no defaults in code)
     in_table: bool = True  # usable as online.<CODE>.action
 
 
 ACTIONS: dict[str, Action] = {}
 
 
-def register(name: str, needs: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda spec: (),
-             in_table: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register(
+    name: str,
+    needs: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda spec: (),
+    in_table: bool = True,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def add(fn: Callable[..., Any]) -> Callable[..., Any]:
         ACTIONS[name] = Action(fn, needs, in_table)
         return fn
+
     return add
 
 
 @register("rollback", needs=lambda spec: ("lr_factor", "clip"))
-def rollback(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: OnlineRule,
-             changes: dict[str, Any]) -> Repair | None:
+def rollback(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule,
+    changes: dict[str, Any],
+) -> Repair | None:
     """Back to a snapshot from before the problem began, LR cut, clipping on (explosions)."""
-    snap = (policy.snapshots[0] if rule.to == "baseline" else
-            rollback_target(policy, int(issue.get("first_step") or state.step)))
+    snap = (
+        policy.snapshots[0]
+        if rule.to == "baseline"
+        else rollback_target(policy, int(issue.get("first_step") or state.step))
+    )
     snap.restore(state)
-    lr_before = state.current_lr  # the restored state's LR (the schedule is back at the snapshot's step)
+    lr_before = (
+        state.current_lr
+    )  # the restored state's LR (the schedule is back at the snapshot's step)
     policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
     detail = f"rolled back to step {snap.step}"
     clip = policy.settings.clip_max_norm
@@ -70,15 +88,28 @@ def rollback(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: 
 
 
 @register("scale_lr", needs=lambda spec: ("lr_factor",))
-def scale_lr(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: OnlineRule,
-             changes: dict[str, Any]) -> Repair | None:
+def scale_lr(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule,
+    changes: dict[str, Any],
+) -> Repair | None:
     """The LR times ``lr_factor`` (oscillation)."""
     return Repair(factor=_given(rule.lr_factor), detail="")
 
 
-@register("raise_lr", needs=lambda spec: ("lr_factor", *(("max_factor",) if spec.get("target_update_ratio") else ())))
-def raise_lr(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: OnlineRule,
-             changes: dict[str, Any]) -> Repair | None:
+@register(
+    "raise_lr",
+    needs=lambda spec: ("lr_factor", *(("max_factor",) if spec.get("target_update_ratio") else ())),
+)
+def raise_lr(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule,
+    changes: dict[str, Any],
+) -> Repair | None:
     """The LR up (slow convergence), unless the first layer gets no gradient at all."""
     if not gradient_reaches_first_layer(policy):
         return None  # no LR moves weights that get no gradient: wait for the mechanism's diagnosis
@@ -86,18 +117,36 @@ def raise_lr(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: 
 
 
 @register("restore_lr")
-def restore_lr(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: OnlineRule,
-               changes: dict[str, Any]) -> Repair | None:
+def restore_lr(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule,
+    changes: dict[str, Any],
+) -> Repair | None:
     """Back to the peak LR the schedule cut it from (LR decayed too early)."""
     lr_before, peak = state.current_lr, policy.carried.lr_peak
     if lr_before <= 0 or peak <= lr_before * 1.01:
         return None  # nothing to restore: the LR is already at its last good level
-    return Repair(factor=peak / lr_before, detail=f"restored to the peak {peak:.3g} the schedule cut it from")
+    return Repair(
+        factor=peak / lr_before, detail=f"restored to the peak {peak:.3g} the schedule cut it from"
+    )
 
 
-@register("regularize", needs=lambda spec: ("rollback", *(("weight_decay_factor",) if spec.get("weight_decay") else ())))
-def regularize(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule: OnlineRule,
-               changes: dict[str, Any]) -> Repair | None:
+@register(
+    "regularize",
+    needs=lambda spec: (
+        "rollback",
+        *(("weight_decay_factor",) if spec.get("weight_decay") else ()),
+    ),
+)
+def regularize(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule,
+    changes: dict[str, Any],
+) -> Repair | None:
     """Back to the best-validation weights, then weight decay and dropout up (overfitting)."""
     parts = []
     if rule.weight_decay:
@@ -112,23 +161,30 @@ def regularize(policy: AutoTrainer, state: FitState, issue: dict[str, Any], rule
             group["weight_decay"] = value
         if after != before:
             changes["optimizer.weight_decay"] = float(f"{max(after):.6g}")
-            parts.append(f"weight decay {max(before):.3g} -> {max(after):.3g} in the optimizer's param groups")
+            parts.append(
+                f"weight decay {max(before):.3g} -> {max(after):.3g} in the optimizer's param groups"
+            )
     if rule.dropout:
         p = rule.dropout
         changed = set_dropout(state.model, p)
         if changed:
             policy.carried.dropout = p
             changes["model.dropout"] = p
-            parts.append(f"dropout {min(b for b, _ in changed):.2g} -> {p:.2g} in "
-                         f"{len(changed)} layer{'s' if len(changed) > 1 else ''}")
+            parts.append(
+                f"dropout {min(b for b, _ in changed):.2g} -> {p:.2g} in "
+                f"{len(changed)} layer{'s' if len(changed) > 1 else ''}"
+            )
     if not parts:
         return None  # already as regularised as the policy would make it
     best = policy.carried.best
     if rule.rollback and best is not None and best.step < state.step:
         best.restore(state)
         changes["weights"] = f"epoch {best.epoch + 1}"
-        parts.insert(0, f"back to the best-validation weights of epoch {best.epoch + 1} "
-                        f"(val loss {best.val_loss:.4g})")
+        parts.insert(
+            0,
+            f"back to the best-validation weights of epoch {best.epoch + 1} "
+            f"(val loss {best.val_loss:.4g})",
+        )
     return Repair(factor=1.0, detail=", ".join(parts))
 
 
@@ -145,26 +201,54 @@ def restore_best(policy: AutoTrainer, state: FitState, issues: dict[str, dict[st
     if loss <= best.val_loss * (1 + settings.min_rise):
         return False
     acc = state.metrics.get("val/acc")
-    if settings.unless_val_acc_drops and acc is not None and best.val_acc is not None and best.val_acc < acc:
-        log.info("autotrainer: keeping the last weights: val loss %.3g is above its best %.3g (epoch %d), "
-                 "but val accuracy %.3f is above that epoch's %.3f", loss, best.val_loss, best.epoch + 1,
-                 acc, best.val_acc)
+    if (
+        settings.unless_val_acc_drops
+        and acc is not None
+        and best.val_acc is not None
+        and best.val_acc < acc
+    ):
+        log.info(
+            "autotrainer: keeping the last weights: val loss %.3g is above its best %.3g (epoch %d), "
+            "but val accuracy %.3f is above that epoch's %.3f",
+            loss,
+            best.val_loss,
+            best.epoch + 1,
+            acc,
+            best.val_acc,
+        )
         return False
     code = seen[0]
-    issue = issues.get(code) or {"code": code, "severity": "warning",
-                                 "evidence": f"{code} was diagnosed during this run"}
+    issue = issues.get(code) or {
+        "code": code,
+        "severity": "warning",
+        "evidence": f"{code} was diagnosed during this run",
+    }
     best.restore(state)
-    detail = (f"tested with the best-validation weights of epoch {best.epoch + 1} (step {best.step}): val loss "
-              f"{best.val_loss:.4g} instead of {loss:.4g}")
+    detail = (
+        f"tested with the best-validation weights of epoch {best.epoch + 1} (step {best.step}): val loss "
+        f"{best.val_loss:.4g} instead of {loss:.4g}"
+    )
     if acc is not None and best.val_acc is not None:
         detail += f", val acc {best.val_acc:.3f} instead of {acc:.3f}"
-    state.metrics["val/loss"] = best.val_loss  # the report's final val metrics describe the weights tested
+    state.metrics["val/loss"] = (
+        best.val_loss
+    )  # the report's final val metrics describe the weights tested
     if best.val_acc is not None:
         state.metrics["val/acc"] = best.val_acc
-    policy.record(state, issue, "restore_best", state.current_lr, state.current_lr,
-                  {"weights": f"epoch {best.epoch + 1}"}, detail, outcome="applied",
-                  best_epoch=best.epoch + 1, best_step=best.step, best_val_loss=best.val_loss,
-                  last_val_loss=float(loss))
+    policy.record(
+        state,
+        issue,
+        "restore_best",
+        state.current_lr,
+        state.current_lr,
+        {"weights": f"epoch {best.epoch + 1}"},
+        detail,
+        outcome="applied",
+        best_epoch=best.epoch + 1,
+        best_step=best.step,
+        best_val_loss=best.val_loss,
+        last_val_loss=float(loss),
+    )
     return True
 
 
@@ -195,8 +279,11 @@ def raise_factor(policy: AutoTrainer, rule: OnlineRule) -> float:
     """
     factor = _given(rule.lr_factor)
     target = rule.target_update_ratio
-    ratios = [r for r in (policy.diagnostics.series.update_ratio[-3:] if policy.diagnostics else [])
-              if r is not None and math.isfinite(r) and r > 0]
+    ratios = [
+        r
+        for r in (policy.diagnostics.series.update_ratio[-3:] if policy.diagnostics else [])
+        if r is not None and math.isfinite(r) and r > 0
+    ]
     if target and ratios:
         measured = sorted(ratios)[len(ratios) // 2]
         factor = max(factor, min(_given(rule.max_factor), target / measured))

@@ -55,29 +55,47 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         result = train.run(attempt_cfg, attempt_dir, session=session)
         state = result.state
         if session.attempt == 0:
-            run_dir = attempt_dir = Path(result.run_dir)  # trainer.resume=auto may have continued an earlier run
+            run_dir = attempt_dir = Path(
+                result.run_dir
+            )  # trainer.resume=auto may have continued an earlier run
         request, session.restart_request = session.restart_request, None
         issues = state.issues or []
-        session.attempts.append({
-            "attempt": session.attempt, "dir": str(attempt_dir.relative_to(run_dir)) if attempt_dir != run_dir else ".",
-            "changes": dict(made_by), "stopped_for": request["code"] if request else None,
-            "status": status_of(issues), "codes": [i["code"] for i in issues], "steps": state.step,
-            "test_acc": state.metrics.get("test/acc"), "wall_time": round(time.perf_counter() - t0, 2)})
+        session.attempts.append(
+            {
+                "attempt": session.attempt,
+                "dir": str(attempt_dir.relative_to(run_dir)) if attempt_dir != run_dir else ".",
+                "changes": dict(made_by),
+                "stopped_for": request["code"] if request else None,
+                "status": status_of(issues),
+                "codes": [i["code"] for i in issues],
+                "steps": state.step,
+                "test_acc": state.metrics.get("test/acc"),
+                "wall_time": round(time.perf_counter() - t0, 2),
+            }
+        )
         if request is None:
             break
         session.attempt += 1
-        made_by = request["changes"]  # rank 0's request: under DDP every rank starts the same attempt
+        made_by = request[
+            "changes"
+        ]  # rank 0's request: under DDP every rank starts the same attempt
         attempt_cfg = with_changes(attempt_cfg, made_by)
         attempt_dir = run_dir / f"attempt-{session.attempt}"
         own = attempt_dir / "checkpoints" / "last.pt"
-        if cfg.trainer.get("resume") == "auto" and own.is_file():  # relaunched after a kill during this attempt
+        if (
+            cfg.trainer.get("resume") == "auto" and own.is_file()
+        ):  # relaunched after a kill during this attempt
             with open_dict(attempt_cfg):
                 attempt_cfg.trainer.resume = str(own)
         if not distributed.is_rank_zero():
             continue
         _write_hydra_dir(attempt_dir, attempt_cfg, request["changes"])
-        log.warning("autotrainer: attempt-%d in %s with %s", session.attempt, attempt_dir,
-                    ", ".join(f"{k}={v}" for k, v in request["changes"].items()))
+        log.warning(
+            "autotrainer: attempt-%d in %s with %s",
+            session.attempt,
+            attempt_dir,
+            ", ".join(f"{k}={v}" for k, v in request["changes"].items()),
+        )
     if session.attempt and distributed.is_rank_zero():
         _write_top_report(run_dir, attempt_dir, session)
     return result.objective
@@ -88,20 +106,34 @@ def _write_hydra_dir(attempt_dir: Path, cfg: DictConfig, changes: Mapping[str, A
     hydra_dir = attempt_dir / ".hydra"
     hydra_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, hydra_dir / "config.yaml")
-    OmegaConf.save(OmegaConf.create([f"{k}={v}" for k, v in changes.items()]), hydra_dir / "overrides.yaml")
+    OmegaConf.save(
+        OmegaConf.create([f"{k}={v}" for k, v in changes.items()]), hydra_dir / "overrides.yaml"
+    )
 
 
 def _write_top_report(run_dir: Path, final_dir: Path, session: Session) -> None:
     """The run directory's report: the final attempt's diagnosis and metrics, every action, every attempt."""
     report = json.loads((final_dir / "report.json").read_text(encoding="utf-8"))
-    report["autotrainer"] = {"actions": session.actions, "attempts": session.attempts,
-                             "final_attempt": session.attempts[-1]["dir"]}
+    report["autotrainer"] = {
+        "actions": session.actions,
+        "attempts": session.attempts,
+        "final_attempt": session.attempts[-1]["dir"],
+    }
     write_report(run_dir, report)
     events = EventLog(run_dir / "events.jsonl")
-    events.write("autotrainer", action="attempts_done", final_attempt=session.attempts[-1]["dir"],
-                 attempts=session.attempts)
+    events.write(
+        "autotrainer",
+        action="attempts_done",
+        final_attempt=session.attempts[-1]["dir"],
+        attempts=session.attempts,
+    )
     events.close()
     acc = report.get("metrics", {}).get("test_acc")
-    log.warning("autotrainer: %d attempts, final %s (test accuracy %s, status %s); every action in %s",
-                len(session.attempts), session.attempts[-1]["dir"], f"{acc:.4f}" if acc is not None else "n/a",
-                report.get("status"), run_dir / "report.json")
+    log.warning(
+        "autotrainer: %d attempts, final %s (test accuracy %s, status %s); every action in %s",
+        len(session.attempts),
+        session.attempts[-1]["dir"],
+        f"{acc:.4f}" if acc is not None else "n/a",
+        report.get("status"),
+        run_dir / "report.json",
+    )

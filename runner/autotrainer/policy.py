@@ -44,8 +44,14 @@ class AutoTrainer(Hook):
     ``diagnostics`` is the hook whose diagnosis this one reads.
     """
 
-    def __init__(self, *, session: Session | None = None, cfg: DictConfig | None = None,
-                 diagnostics: DiagnosticsHook | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        *,
+        session: Session | None = None,
+        cfg: DictConfig | None = None,
+        diagnostics: DiagnosticsHook | None = None,
+        **settings: Any,
+    ) -> None:
         self.settings = Settings.from_config(settings)
         self.session = session if session is not None else Session()
         self.cfg = cfg
@@ -53,8 +59,11 @@ class AutoTrainer(Hook):
         self.carried = PolicyState(actions=self.session.actions, gave_up=self.session.gave_up)
         self.snapshots: list[Snapshot] = []
         self.keep_best = bool(self.settings.restore_best.codes) or any(
-            rule.action == "regularize" and rule.rollback for rule in self.settings.online.values())
-        self._restored: dict[str, Any] | None = None  # a checkpoint's state_dict, applied at fit start
+            rule.action == "regularize" and rule.rollback for rule in self.settings.online.values()
+        )
+        self._restored: dict[str, Any] | None = (
+            None  # a checkpoint's state_dict, applied at fit start
+        )
         self._t0 = time.perf_counter()
 
     @property
@@ -77,12 +86,16 @@ class AutoTrainer(Hook):
     # -- events --------------------------------------------------------------------------
     def on_fit_start(self, state: FitState) -> None:
         if self.diagnostics is None:
-            raise UserError("autotrainer=default needs the live diagnosis: use diag=default or diag=full")
+            raise UserError(
+                "autotrainer=default needs the live diagnosis: use diag=default or diag=full"
+            )
         self._t0 = time.perf_counter()
         state.actions = self.actions
         self.carried.lr_peak = state.current_lr
         self.carried.best = None
-        self._resume(state)  # after a checkpoint: its repairs first, then the rollback baseline includes them
+        self._resume(
+            state
+        )  # after a checkpoint: its repairs first, then the rollback baseline includes them
         # only the deciding rank ever rolls back (a rollback reaches the others through follow_rank_zero)
         self.snapshots = [Snapshot.take(state)] if distributed.is_rank_zero() else []
 
@@ -91,14 +104,22 @@ class AutoTrainer(Hook):
             return
         if state.step % self.settings.check_every == 0:
             self._check(state)
-        if state.step % self.settings.snapshot_every == 0 and self.restart_request is None \
-                and distributed.is_rank_zero():
+        if (
+            state.step % self.settings.snapshot_every == 0
+            and self.restart_request is None
+            and distributed.is_rank_zero()
+        ):
             self._maybe_snapshot(state)
 
     def on_validation_end(self, state: FitState) -> None:
         """Keep the weights of the best validation loss (a CPU copy, only when it improves)."""
         loss = state.metrics.get("val/loss")
-        if not self.keep_best or not distributed.is_rank_zero() or loss is None or not math.isfinite(loss):
+        if (
+            not self.keep_best
+            or not distributed.is_rank_zero()
+            or loss is None
+            or not math.isfinite(loss)
+        ):
             return
         if self.carried.best is None or loss < self.carried.best.val_loss:
             self.carried.best = BestWeights.take(state)
@@ -114,21 +135,40 @@ class AutoTrainer(Hook):
         attempt = self.session.attempt
         final = {i["code"] for i in state.issues or []}
         acc = state.metrics.get("test/acc")
-        tail = f"test_acc {acc:.3f}" if acc is not None and math.isfinite(acc) else "no test accuracy"
+        tail = (
+            f"test_acc {acc:.3f}" if acc is not None and math.isfinite(acc) else "no test accuracy"
+        )
         for a in self.actions:
             if a.get("attempt") == attempt and a["action"] == "restore_best":
                 a["outcome"] = f"tested with the epoch-{a['best_epoch']} weights ({tail})"
                 continue
-            if a.get("attempt") == attempt and a["action"] in ONLINE_ACTIONS and a["outcome"] == "applied":
-                later = [b for b in self.actions if b is not a and b["code"] == a["code"] and b["step"] > a["step"]
-                         and b.get("attempt") == a["attempt"]]
+            if (
+                a.get("attempt") == attempt
+                and a["action"] in ONLINE_ACTIONS
+                and a["outcome"] == "applied"
+            ):
+                later = [
+                    b
+                    for b in self.actions
+                    if b is not a
+                    and b["code"] == a["code"]
+                    and b["step"] > a["step"]
+                    and b.get("attempt") == a["attempt"]
+                ]
                 again = "gave up" if later and later[0]["action"] == "give_up" else "acted again"
-                a["outcome"] = (f"recurred: {again} at step {later[0]['step']}" if later else
-                                f"{a['code']} still present at the end ({tail})" if a["code"] in final else
-                                f"resolved: {a['code']} not present at the end ({tail})")
+                a["outcome"] = (
+                    f"recurred: {again} at step {later[0]['step']}"
+                    if later
+                    else f"{a['code']} still present at the end ({tail})"
+                    if a["code"] in final
+                    else f"resolved: {a['code']} not present at the end ({tail})"
+                )
             if a["action"] == "restart" and a.get("next_attempt") == attempt:
-                a["outcome"] = (f"attempt-{attempt} ended {status_of(state.issues or [])}"
-                                + (f" with {', '.join(sorted(final))}" if final else "") + f", {tail}")
+                a["outcome"] = (
+                    f"attempt-{attempt} ended {status_of(state.issues or [])}"
+                    + (f" with {', '.join(sorted(final))}" if final else "")
+                    + f", {tail}"
+                )
         if self.restart_request is None:
             return
         for a in self.actions:
@@ -151,7 +191,7 @@ class AutoTrainer(Hook):
         if not data:
             return
         saved, mine = PolicyState.from_dict(data), self.carried
-        if [_key(a) for a in saved.actions[:len(self.actions)]] == [_key(a) for a in self.actions]:
+        if [_key(a) for a in saved.actions[: len(self.actions)]] == [_key(a) for a in self.actions]:
             # the checkpoint's story continues this launch's (a fresh session, or earlier attempts replayed)
             self.session.actions[:] = saved.actions
             self.session.gave_up[:] = saved.gave_up
@@ -161,7 +201,11 @@ class AutoTrainer(Hook):
         mine.seen_codes = saved.seen_codes
         held = []
         clip = self.settings.clip_max_norm
-        if saved.clip_turned_on and state.loop is not None and getattr(state.loop, "clip_max_norm", 0) is None:
+        if (
+            saved.clip_turned_on
+            and state.loop is not None
+            and getattr(state.loop, "clip_max_norm", 0) is None
+        ):
             state.loop.set_clip(clip)
             mine.clip_turned_on = True
             held.append(f"gradient clipping (max_norm {clip:g})")
@@ -169,18 +213,24 @@ class AutoTrainer(Hook):
             mine.dropout = saved.dropout
             if set_dropout(state.model, saved.dropout):
                 held.append(f"dropout {saved.dropout:g}")
-        if saved.best is not None and distributed.is_rank_zero():  # rank 0 alone decides and restores
+        if (
+            saved.best is not None and distributed.is_rank_zero()
+        ):  # rank 0 alone decides and restores
             mine.best = saved.best
         if held:
             log.warning("autotrainer: resumed with its earlier repairs: %s", ", ".join(held))
         attempt = self.session.attempt
-        asked = [a for a in self.actions if a["action"] == "restart" and a.get("attempt") == attempt]
+        asked = [
+            a for a in self.actions if a["action"] == "restart" and a.get("attempt") == attempt
+        ]
         if asked:  # this attempt had already asked for its restart when it was saved: go on to the next one
             a = asked[-1]
             self.session.restart_request = {"code": a["code"], "changes": dict(a["changes"])}
             state.stop_training = True
-            state.stop_reason = (f"autotrainer: attempt-{attempt} had asked at step {a['step']} for "
-                                 f"a guided restart ({a['code']}); going on to attempt-{attempt + 1}")
+            state.stop_reason = (
+                f"autotrainer: attempt-{attempt} had asked at step {a['step']} for "
+                f"a guided restart ({a['code']}); going on to attempt-{attempt + 1}"
+            )
 
     def _check(self, state: FitState, epoch_end: bool = False) -> None:
         """Decide; under DDP rank 0 decides and every rank follows (a collective: same step on every rank)."""
@@ -195,10 +245,12 @@ class AutoTrainer(Hook):
             new = self.actions[before:]
             if new:
                 # the best weights stay on rank 0, the only rank that restores them
-                decision = {"state": replace(self.carried, best=None).as_dict(),
-                            "restart_request": self.restart_request,
-                            "stop": (state.stop_training, state.stop_reason),
-                            "fresh_start": any(a["action"] in ONLINE_ACTIONS for a in new)}
+                decision = {
+                    "state": replace(self.carried, best=None).as_dict(),
+                    "restart_request": self.restart_request,
+                    "stop": (state.stop_training, state.stop_reason),
+                    "fresh_start": any(a["action"] in ONLINE_ACTIONS for a in new),
+                }
         # weights, optimizer, scheduler, scaler and clipping too, when rank 0 acted
         decision = distributed.follow_rank_zero(state, decision)
         if decision is not None and not distributed.is_rank_zero():
@@ -209,27 +261,39 @@ class AutoTrainer(Hook):
         theirs = PolicyState.from_dict(decision["state"])
         self.session.actions[:] = theirs.actions  # in place: state.actions is this list
         self.session.gave_up[:] = theirs.gave_up
-        self.carried = replace(theirs, actions=self.session.actions, gave_up=self.session.gave_up,
-                               dropout=self.carried.dropout if theirs.dropout is None else theirs.dropout,
-                               best=self.carried.best)
+        self.carried = replace(
+            theirs,
+            actions=self.session.actions,
+            gave_up=self.session.gave_up,
+            dropout=self.carried.dropout if theirs.dropout is None else theirs.dropout,
+            best=self.carried.best,
+        )
         self.session.restart_request = decision["restart_request"]
-        if theirs.dropout is not None:  # a module attribute: not part of the broadcast training state
+        if (
+            theirs.dropout is not None
+        ):  # a module attribute: not part of the broadcast training state
             set_dropout(state.model, theirs.dropout)
         state.stop_training, state.stop_reason = decision["stop"]
         state.lr = state.current_lr
-        if decision["fresh_start"] and self.diagnostics is not None:  # as rank 0 did after its online repair
+        if (
+            decision["fresh_start"] and self.diagnostics is not None
+        ):  # as rank 0 did after its online repair
             self.diagnostics.reset(state.step)
             state.issues = []
 
     # -- snapshots -------------------------------------------------------------------------
     def _healthy_now(self, state: FitState) -> bool:
         """A snapshot is worth keeping only with finite loss and gradients and no blow-up diagnosed."""
-        rollback_codes = {c for c, rule in self.settings.online.items() if rule.action == "rollback"}
+        rollback_codes = {
+            c for c, rule in self.settings.online.items() if rule.action == "rollback"
+        }
         if any(i["code"] in rollback_codes for i in state.issues or []):
             return False
         if state.step_skipped or state.loss is None or state.grad_norm is None:
             return False
-        return bool(torch.isfinite(state.loss).all() & torch.isfinite(state.grad_norm).all())  # one host read
+        return bool(
+            torch.isfinite(state.loss).all() & torch.isfinite(state.grad_norm).all()
+        )  # one host read
 
     def _maybe_snapshot(self, state: FitState) -> None:
         if not self._healthy_now(state):
@@ -241,15 +305,20 @@ class AutoTrainer(Hook):
 
     # -- deciding ------------------------------------------------------------------------------
     def _decide(self, state: FitState, epoch_end: bool = False) -> None:
-        issues = {i["code"]: i for i in state.issues or []
-                  if SEVERITY_RANK.get(str(i.get("severity")), 0) >= self.settings.min_rank}
+        issues = {
+            i["code"]: i
+            for i in state.issues or []
+            if SEVERITY_RANK.get(str(i.get("severity")), 0) >= self.settings.min_rank
+        }
         self.carried.seen_codes.update(issues)
         final = epoch_end and self._last_epoch(state)
         self._treat(state, issues, final)
         if final and self.restart_request is None:
             ACTIONS["restore_best"].run(self, state, issues)
 
-    def _treat(self, state: FitState, issues: dict[str, dict[str, Any]], final: bool = False) -> None:
+    def _treat(
+        self, state: FitState, issues: dict[str, dict[str, Any]], final: bool = False
+    ) -> None:
         online, restarts = self.settings.online, self.settings.restarts
         for code in self.settings.priority:
             issue = issues.get(code)
@@ -260,12 +329,23 @@ class AutoTrainer(Hook):
                 continue  # no steps left to regularise: early stopping (restore_best) picks the weights tested
             if rule is None and code not in restarts:
                 continue
-            if rule is not None and rule.after and not any(
-                    a["code"] in rule.after and a.get("attempt") == self.session.attempt for a in self._counted()):
+            if (
+                rule is not None
+                and rule.after
+                and not any(
+                    a["code"] in rule.after and a.get("attempt") == self.session.attempt
+                    for a in self._counted()
+                )
+            ):
                 continue  # a symptom treated only as the aftermath of another repair
-            if state.step - self.carried.last_acted.get(code, -10**9) < self.settings.cooldown_steps:
+            if (
+                state.step - self.carried.last_acted.get(code, -(10**9))
+                < self.settings.cooldown_steps
+            ):
                 continue  # the last action on this code has not had time to show its effect
-            if code in restarts and SEVERITY_RANK[issue["severity"]] < self.settings.restart_floor(code):
+            if code in restarts and SEVERITY_RANK[issue["severity"]] < self.settings.restart_floor(
+                code
+            ):
                 continue
             reason = self._limit_reached(code)
             if reason:
@@ -293,7 +373,11 @@ class AutoTrainer(Hook):
         if len(counted) >= self.settings.max_actions:
             return f"the limit of {self.settings.max_actions} actions per run is reached"
         rule = self.settings.online.get(code)
-        limit = rule.max_times if rule is not None and rule.max_times is not None else self.settings.max_per_code
+        limit = (
+            rule.max_times
+            if rule is not None and rule.max_times is not None
+            else self.settings.max_per_code
+        )
         done = sum(a["code"] == code for a in counted)
         if done >= limit:
             return f"{code} was already treated {'once' if done == 1 else f'{done} times'} (limit {limit})"
@@ -302,8 +386,16 @@ class AutoTrainer(Hook):
     def _give_up(self, state: FitState, issue: dict[str, Any], reason: str) -> None:
         """Once per code: say that nothing more will be tried for it, and why."""
         self.session.gave_up.append(issue["code"])
-        self.record(state, issue, "give_up", state.current_lr, state.current_lr, {},
-                    f"giving up on {issue['code']}: {reason}", outcome=f"gave up: {reason}")
+        self.record(
+            state,
+            issue,
+            "give_up",
+            state.current_lr,
+            state.current_lr,
+            {},
+            f"giving up on {issue['code']}: {reason}",
+            outcome=f"gave up: {reason}",
+        )
 
     # -- online repairs ----------------------------------------------------------------------------
     def _online(self, state: FitState, issue: dict[str, Any]) -> bool:
@@ -323,15 +415,23 @@ class AutoTrainer(Hook):
         state.lr = lr_after
         if factor != 1.0:
             changes["lr_factor"] = round(factor, 6)
-            detail = ", ".join(p for p in (detail, f"lr {lr_before:.3g} -> {lr_after:.3g} (x{factor:.3g}) "
-                                           "through the scheduler") if p)
+            detail = ", ".join(
+                p
+                for p in (
+                    detail,
+                    f"lr {lr_before:.3g} -> {lr_after:.3g} (x{factor:.3g}) through the scheduler",
+                )
+                if p
+            )
         # a fresh start for the diagnosis and the snapshots: what came before describes another LR
         if self.diagnostics is not None:
             self.diagnostics.reset(state.step)
         state.issues = []
         self.snapshots = [Snapshot.take(state)]
         self.carried.lr_peak = lr_after
-        self.record(state, issue, rule.action, lr_before, lr_after, changes, detail, outcome="applied")
+        self.record(
+            state, issue, rule.action, lr_before, lr_after, changes, detail, outcome="applied"
+        )
         return True
 
     # -- guided restarts -----------------------------------------------------------------------------
@@ -339,40 +439,91 @@ class AutoTrainer(Hook):
         code = issue["code"]
         rule = self.settings.restarts[code]
         wanted, fix = config_fix(self.cfg, rule)
-        reason = refusal(self.settings, self.cfg, fix, wanted, attempt=self.session.attempt,
-                         progress=state.step / max(state.max_steps, 1), session_started=self.session.started,
-                         attempt_started=self.session.attempt_started, fit_started=self._t0)
+        reason = refusal(
+            self.settings,
+            self.cfg,
+            fix,
+            wanted,
+            attempt=self.session.attempt,
+            progress=state.step / max(state.max_steps, 1),
+            session_started=self.session.started,
+            attempt_started=self.session.attempt_started,
+            fit_started=self._t0,
+        )
         if reason:
             self._give_up(state, issue, reason)
             return False
         # the new attempt keeps what this one learned online: the LR scale and clipping
-        changes = carried_over(self.cfg, fix, rule, self.carried.lr_scale,
-                               self.settings.clip_max_norm if self.carried.clip_turned_on else None)
+        changes = carried_over(
+            self.cfg,
+            fix,
+            rule,
+            self.carried.lr_scale,
+            self.settings.clip_max_norm if self.carried.clip_turned_on else None,
+        )
         lr_before = state.current_lr
         base_lr = OmegaConf.select(self.cfg, "optimizer.lr") if self.cfg is not None else None
-        lr_after = float(changes.get("optimizer.lr", base_lr)) if isinstance(base_lr, (int, float)) else lr_before
+        lr_after = (
+            float(changes.get("optimizer.lr", base_lr))
+            if isinstance(base_lr, (int, float))
+            else lr_before
+        )
         self.session.restart_request = {"code": code, "changes": changes}
         state.stop_training = True
         text = ", ".join(f"{k}={v}" for k, v in changes.items())
         state.stop_reason = f"autotrainer: {code} needs a guided restart with {text}"
         detail = f"restart as attempt-{self.session.attempt + 1} with {text}"
-        if not self.settings.plot_stopped_attempts and self.diagnostics is not None and self.diagnostics.summary_png:
+        if (
+            not self.settings.plot_stopped_attempts
+            and self.diagnostics is not None
+            and self.diagnostics.summary_png
+        ):
             self.diagnostics.summary_png = False  # seconds on a small run; the curves stay in tb/
             detail += "; no summary.png for the stopped attempt"
-        self.record(state, issue, "restart", lr_before, lr_after, changes, detail, outcome="pending",
-                    next_attempt=self.session.attempt + 1)
+        self.record(
+            state,
+            issue,
+            "restart",
+            lr_before,
+            lr_after,
+            changes,
+            detail,
+            outcome="pending",
+            next_attempt=self.session.attempt + 1,
+        )
         return True
 
     # -- recording -------------------------------------------------------------------------------------
-    def record(self, state: FitState, issue: dict[str, Any], action: str, lr_before: float, lr_after: float,
-               changes: dict[str, Any], detail: str, outcome: str, **extra: Any) -> None:
+    def record(
+        self,
+        state: FitState,
+        issue: dict[str, Any],
+        action: str,
+        lr_before: float,
+        lr_after: float,
+        changes: dict[str, Any],
+        detail: str,
+        outcome: str,
+        **extra: Any,
+    ) -> None:
         """One action: the action list, events.jsonl, a console line, TensorBoard text and marker."""
         if action != "give_up":
             self.carried.last_acted[issue["code"]] = state.step
-        entry = {"step": state.step, "epoch": state.epoch, "attempt": self.session.attempt, "code": issue["code"],
-                 "severity": issue.get("severity"), "evidence": issue.get("evidence", ""), "action": action,
-                 "lr_before": lr_before, "lr_after": lr_after, "changes": changes, "detail": detail,
-                 "outcome": outcome, **extra}
+        entry = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "attempt": self.session.attempt,
+            "code": issue["code"],
+            "severity": issue.get("severity"),
+            "evidence": issue.get("evidence", ""),
+            "action": action,
+            "lr_before": lr_before,
+            "lr_after": lr_after,
+            "changes": changes,
+            "detail": detail,
+            "outcome": outcome,
+            **extra,
+        }
         self.actions.append(entry)
         state.events.write("autotrainer", **entry)
         if action != "give_up":

@@ -40,13 +40,21 @@ def with_changes(cfg: DictConfig, changes: Mapping[str, Any]) -> DictConfig:
 def config_fix(cfg: DictConfig | None, rule: RestartRule) -> tuple[dict[str, Any], dict[str, Any]]:
     """The changes the rule wants, and those of them this config does not already have (the fix)."""
     wanted = flatten(rule.changes)
-    fix = {key: value for key, value in wanted.items() if cfg is not None
-           and OmegaConf.select(cfg, key, default=MISSING) not in (MISSING, value)}
+    fix = {
+        key: value
+        for key, value in wanted.items()
+        if cfg is not None and OmegaConf.select(cfg, key, default=MISSING) not in (MISSING, value)
+    }
     return wanted, fix
 
 
-def carried_over(cfg: DictConfig | None, fix: dict[str, Any], rule: RestartRule, lr_scale: float,
-                 clip: float | None) -> dict[str, Any]:
+def carried_over(
+    cfg: DictConfig | None,
+    fix: dict[str, Any],
+    rule: RestartRule,
+    lr_scale: float,
+    clip: float | None,
+) -> dict[str, Any]:
     """The fix plus what this attempt learned online: its LR scale (times the rule's factor) and clipping."""
     changes = dict(fix)
     lr_factor = rule.lr_factor or 1.0
@@ -58,9 +66,18 @@ def carried_over(cfg: DictConfig | None, fix: dict[str, Any], rule: RestartRule,
     return changes
 
 
-def refusal(settings: Settings, cfg: DictConfig | None, fix: dict[str, Any], wanted: dict[str, Any], *,
-            attempt: int, progress: float, session_started: float, attempt_started: float,
-            fit_started: float) -> str | None:
+def refusal(
+    settings: Settings,
+    cfg: DictConfig | None,
+    fix: dict[str, Any],
+    wanted: dict[str, Any],
+    *,
+    attempt: int,
+    progress: float,
+    session_started: float,
+    attempt_started: float,
+    fit_started: float,
+) -> str | None:
     """Why no restart is made (None: it is): no config, nothing to change, restarts or time used up.
 
     ``progress`` is the share of the fit done; with the set-up time it estimates one attempt's cost.
@@ -74,9 +91,13 @@ def refusal(settings: Settings, cfg: DictConfig | None, fix: dict[str, Any], wan
         return f"the limit of {settings.max_restarts} restarts is reached"
     now = time.perf_counter()
     setup_time = max(0.0, fit_started - attempt_started)
-    attempt_time = setup_time + (now - fit_started) / max(progress, 1e-3)  # set-up, then the fit at this pace
+    attempt_time = setup_time + (now - fit_started) / max(
+        progress, 1e-3
+    )  # set-up, then the fit at this pace
     spent = now - session_started
     if spent + attempt_time > settings.time_budget * attempt_time:
-        return (f"another attempt (~{attempt_time:.0f}s) would exceed the time budget of "
-                f"{settings.time_budget:g}x one attempt ({spent:.0f}s spent)")
+        return (
+            f"another attempt (~{attempt_time:.0f}s) would exceed the time budget of "
+            f"{settings.time_budget:g}x one attempt ({spent:.0f}s spent)"
+        )
     return None

@@ -91,7 +91,9 @@ class Settings:
         restore = _plain(spec["restore_best"])
         _check_keys(restore, [f.name for f in fields(RestoreBest)], f"{key}.restore_best")
         online, restarts = _plain(spec["online"]), _plain(spec["restarts"])
-        validate_policy(online, restarts, spec["priority"] or [], key=key, restore_codes=restore["codes"] or [])
+        validate_policy(
+            online, restarts, spec["priority"] or [], key=key, restore_codes=restore["codes"] or []
+        )
         for name in ("min_severity", "restart_min_severity"):
             _check_severity(spec[name], f"{key}.{name}")
         return cls(
@@ -108,34 +110,56 @@ class Settings:
             max_restarts=int(spec["max_restarts"]),
             time_budget=float(spec["time_budget"]),
             plot_stopped_attempts=bool(spec["plot_stopped_attempts"]),
-            restore_best=RestoreBest(codes=frozenset(restore["codes"] or []), min_rise=float(restore["min_rise"]),
-                                     unless_val_acc_drops=bool(restore["unless_val_acc_drops"])),
+            restore_best=RestoreBest(
+                codes=frozenset(restore["codes"] or []),
+                min_rise=float(restore["min_rise"]),
+                unless_val_acc_drops=bool(restore["unless_val_acc_drops"]),
+            ),
             priority=tuple(spec["priority"] or []),
             online={code: _online_rule(rule or {}) for code, rule in online.items()},
-            restarts={code: RestartRule(changes=dict((rule or {}).get("changes") or {}),
-                                        lr_factor=_number((rule or {}).get("lr_factor")),
-                                        min_severity=(rule or {}).get("min_severity"))
-                      for code, rule in restarts.items()},
+            restarts={
+                code: RestartRule(
+                    changes=dict((rule or {}).get("changes") or {}),
+                    lr_factor=_number((rule or {}).get("lr_factor")),
+                    min_severity=(rule or {}).get("min_severity"),
+                )
+                for code, rule in restarts.items()
+            },
         )
 
 
-def validate_policy(online: Mapping[str, Any], restarts: Mapping[str, Any], priority: Iterable[str],
-                    key: str = KEY, restore_codes: Iterable[str] = ()) -> None:
+def validate_policy(
+    online: Mapping[str, Any],
+    restarts: Mapping[str, Any],
+    priority: Iterable[str],
+    key: str = KEY,
+    restore_codes: Iterable[str] = (),
+) -> None:
     """A typo in the policy table is a config error, found before any work rather than mid-run."""
     from runner.autotrainer.actions import ACTIONS, ONLINE_ACTIONS
 
-    for where, codes in (("online", online), ("restarts", restarts), ("priority", priority),
-                         ("restore_best.codes", restore_codes)):
+    for where, codes in (
+        ("online", online),
+        ("restarts", restarts),
+        ("priority", priority),
+        ("restore_best.codes", restore_codes),
+    ):
         for code in codes:
             if code not in CODES:
-                raise UserError(f"{key}.{where}: {code!r} is not a diagnosis code (see diag/codes.py)")
+                raise UserError(
+                    f"{key}.{where}: {code!r} is not a diagnosis code (see diag/codes.py)"
+                )
     for code, spec in online.items():
         spec = spec or {}
         action = spec.get("action")
         if action not in ONLINE_ACTIONS:
-            raise UserError(f"{key}.online.{code}.action={action!r} is not valid: choose one of "
-                            f"{', '.join(ONLINE_ACTIONS)}")
-        _check_keys(spec, [f.name for f in fields(OnlineRule)], f"{key}.online.{code}", required=("action",))
+            raise UserError(
+                f"{key}.online.{code}.action={action!r} is not valid: choose one of "
+                f"{', '.join(ONLINE_ACTIONS)}"
+            )
+        _check_keys(
+            spec, [f.name for f in fields(OnlineRule)], f"{key}.online.{code}", required=("action",)
+        )
         if action == "regularize" and not any(spec.get(k) for k in ("weight_decay", "dropout")):
             raise UserError(f"{key}.online.{code}: regularize needs weight_decay and/or dropout")
         missing = [k for k in ACTIONS[action].needs(spec) if spec.get(k) is None]
@@ -143,12 +167,16 @@ def validate_policy(online: Mapping[str, Any], restarts: Mapping[str, Any], prio
             raise UserError(f"{key}.online.{code}: {action} needs {' and '.join(missing)}")
     for code, spec in restarts.items():
         spec = spec or {}
-        _check_keys(spec, [f.name for f in fields(RestartRule)], f"{key}.restarts.{code}", required=())
+        _check_keys(
+            spec, [f.name for f in fields(RestartRule)], f"{key}.restarts.{code}", required=()
+        )
         if spec.get("min_severity") is not None:
             _check_severity(spec["min_severity"], f"{key}.restarts.{code}.min_severity")
     both = set(online) & set(restarts)
     if both:
-        raise UserError(f"{key}: {', '.join(sorted(both))} is both in online and in restarts: choose one")
+        raise UserError(
+            f"{key}: {', '.join(sorted(both))} is both in online and in restarts: choose one"
+        )
 
 
 def diagnostics_enabled(cfg: DictConfig) -> bool:
@@ -164,8 +192,10 @@ def autotrainer_enabled(cfg: DictConfig) -> bool:
 def check_config(cfg: DictConfig) -> None:
     """Before any work: the AutoTrainer acts on the live diagnosis, and its policy table must be valid."""
     if autotrainer_enabled(cfg) and not diagnostics_enabled(cfg):
-        raise UserError("autotrainer=default reads the live diagnosis but diag has no DiagnosticsHook "
-                        "(diag=off): use diag=default or diag=full, or autotrainer=off")
+        raise UserError(
+            "autotrainer=default reads the live diagnosis but diag has no DiagnosticsHook "
+            "(diag=off): use diag=default or diag=full, or autotrainer=off"
+        )
     spec = OmegaConf.select(cfg, KEY, default=None)
     if spec is not None:
         Settings.from_config(spec)
@@ -175,29 +205,44 @@ def _online_rule(spec: Mapping[str, Any]) -> OnlineRule:
     after = spec.get("after")
     max_times = spec.get("max_times")
     return OnlineRule(
-        action=str(spec["action"]), max_times=None if max_times is None else int(max_times),
-        after=tuple(after or ()), lr_factor=_number(spec.get("lr_factor")),
-        clip=None if spec.get("clip") is None else bool(spec["clip"]), to=spec.get("to"),
-        target_update_ratio=_number(spec.get("target_update_ratio")), max_factor=_number(spec.get("max_factor")),
-        weight_decay=_number(spec.get("weight_decay")), weight_decay_factor=_number(spec.get("weight_decay_factor")),
-        dropout=_number(spec.get("dropout")), rollback=None if spec.get("rollback") is None else bool(spec["rollback"]))
+        action=str(spec["action"]),
+        max_times=None if max_times is None else int(max_times),
+        after=tuple(after or ()),
+        lr_factor=_number(spec.get("lr_factor")),
+        clip=None if spec.get("clip") is None else bool(spec["clip"]),
+        to=spec.get("to"),
+        target_update_ratio=_number(spec.get("target_update_ratio")),
+        max_factor=_number(spec.get("max_factor")),
+        weight_decay=_number(spec.get("weight_decay")),
+        weight_decay_factor=_number(spec.get("weight_decay_factor")),
+        dropout=_number(spec.get("dropout")),
+        rollback=None if spec.get("rollback") is None else bool(spec["rollback"]),
+    )
 
 
-def _check_keys(spec: Mapping[str, Any], known: list[str], key: str, required: Iterable[str] | None = None) -> None:
+def _check_keys(
+    spec: Mapping[str, Any], known: list[str], key: str, required: Iterable[str] | None = None
+) -> None:
     """Unknown keys are typos; missing ones have no default outside the YAML (``required``: all of ``known``)."""
     unknown = sorted(set(spec) - set(known))
     if unknown:
-        raise UserError(f"{key}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
-                        f"choose from {', '.join(known)}")
+        raise UserError(
+            f"{key}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+            f"choose from {', '.join(known)}"
+        )
     missing = [k for k in (known if required is None else required) if k not in spec]
     if missing:
-        raise UserError(f"{key}: {', '.join(missing)} missing (runner/conf/autotrainer/default.yaml sets "
-                        f"{'it' if len(missing) == 1 else 'them'})")
+        raise UserError(
+            f"{key}: {', '.join(missing)} missing (runner/conf/autotrainer/default.yaml sets "
+            f"{'it' if len(missing) == 1 else 'them'})"
+        )
 
 
 def _check_severity(severity: Any, key: str) -> None:
     if severity not in SEVERITY_RANK:
-        raise UserError(f"{key}={severity!r} is not valid: choose one of {', '.join(SEVERITY_RANK)}")
+        raise UserError(
+            f"{key}={severity!r} is not valid: choose one of {', '.join(SEVERITY_RANK)}"
+        )
 
 
 def _number(value: Any) -> float | None:

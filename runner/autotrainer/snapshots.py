@@ -20,7 +20,10 @@ class Snapshot:
 
     @classmethod
     def take(cls, state: FitState) -> Snapshot:
-        return cls(step=state.step, saved=capture(state.model, state.optimizer, state.scheduler, state.scaler))
+        return cls(
+            step=state.step,
+            saved=capture(state.model, state.optimizer, state.scheduler, state.scaler),
+        )
 
     @property
     def model(self) -> dict[str, Any]:
@@ -43,8 +46,13 @@ class BestWeights:
     @classmethod
     def take(cls, state: FitState) -> BestWeights:
         acc = state.metrics.get("val/acc")
-        return cls(step=state.step, epoch=state.epoch, val_loss=float(state.metrics["val/loss"]),
-                   val_acc=float(acc) if acc is not None else None, saved=capture(state.model))
+        return cls(
+            step=state.step,
+            epoch=state.epoch,
+            val_loss=float(state.metrics["val/loss"]),
+            val_acc=float(acc) if acc is not None else None,
+            saved=capture(state.model),
+        )
 
     @property
     def model(self) -> dict[str, Any]:
@@ -55,14 +63,23 @@ class BestWeights:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for a checkpoint (``torch.load(..., weights_only=True)`` reads it back); weights by reference."""
-        return {"step": self.step, "epoch": self.epoch, "val_loss": self.val_loss, "val_acc": self.val_acc,
-                "model": self.saved.model}
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "val_loss": self.val_loss,
+            "val_acc": self.val_acc,
+            "model": self.saved.model,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BestWeights:
-        return cls(step=int(data["step"]), epoch=int(data["epoch"]), val_loss=float(data["val_loss"]),
-                   val_acc=None if data.get("val_acc") is None else float(data["val_acc"]),
-                   saved=TrainingState(model=data["model"]))
+        return cls(
+            step=int(data["step"]),
+            epoch=int(data["epoch"]),
+            val_loss=float(data["val_loss"]),
+            val_acc=None if data.get("val_acc") is None else float(data["val_acc"]),
+            saved=TrainingState(model=data["model"]),
+        )
 
 
 def set_dropout(model: torch.nn.Module, p: float) -> list[tuple[float, float]]:

@@ -46,8 +46,13 @@ def maybe_compile(model: nn.Module, enabled: bool, device: torch.device | str = 
         return model
     import torch._dynamo as dynamo
 
-    dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly, with a warning
+    dynamo.config.suppress_errors = (
+        True  # a graph that fails to compile runs eagerly, with a warning
+    )
     model.compile()
-    log.info("trainer.compile=true: model compiled with torch.compile (inductor on %s); "
-             "the first steps are slow while it compiles", torch.device(device).type)
+    log.info(
+        "trainer.compile=true: model compiled with torch.compile (inductor on %s); "
+        "the first steps are slow while it compiles",
+        torch.device(device).type,
+    )
     return model

@@ -27,7 +27,9 @@ def make_activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ValueError(f"model.activation={name!r}: choose one of {', '.join(ACTIVATIONS)}") from None
+        raise ValueError(
+            f"model.activation={name!r}: choose one of {', '.join(ACTIVATIONS)}"
+        ) from None
 
 
 def init_weights(
@@ -46,9 +48,12 @@ def init_weights(
     """
     if init not in INITS:
         raise ValueError(f"model.init={init!r}: choose one of {', '.join(INITS)}")
-    nonlinearity: Literal["leaky_relu", "relu"] = "leaky_relu" if activation == "leaky_relu" else "relu"
+    nonlinearity: Literal["leaky_relu", "relu"] = (
+        "leaky_relu" if activation == "leaky_relu" else "relu"
+    )
     gain_name: Literal["tanh", "sigmoid", "linear"] = (
-        "tanh" if activation == "tanh" else "sigmoid" if activation == "sigmoid" else "linear")
+        "tanh" if activation == "tanh" else "sigmoid" if activation == "sigmoid" else "linear"
+    )
     for m in module.modules():
         if not isinstance(m, (nn.Linear, nn.Conv2d)):
             continue

@@ -33,7 +33,9 @@ def resnet18(
     if int(width) < 1:
         raise ValueError(f"model.width={width}: must be a positive number of channels")
     width = int(width)
-    model = tv_resnet18(weights=None, num_classes=int(num_classes), zero_init_residual=zero_init_residual)
+    model = tv_resnet18(
+        weights=None, num_classes=int(num_classes), zero_init_residual=zero_init_residual
+    )
     if width != 64:  # rebuild the stages with torchvision's own block builder
         model.inplanes = width
         model.layer1 = model._make_layer(BasicBlock, width, 2)
@@ -43,10 +45,14 @@ def resnet18(
         model.fc = nn.Linear(8 * width * BasicBlock.expansion, int(num_classes))
         model.bn1 = nn.BatchNorm2d(width)
     if int(image_size) <= SMALL_IMAGE:
-        model.conv1 = nn.Conv2d(int(in_channels), width, kernel_size=3, stride=1, padding=1, bias=False)
+        model.conv1 = nn.Conv2d(
+            int(in_channels), width, kernel_size=3, stride=1, padding=1, bias=False
+        )
         model.maxpool = nn.Identity()
     elif int(in_channels) != 3 or width != 64:
-        model.conv1 = nn.Conv2d(int(in_channels), width, kernel_size=7, stride=2, padding=3, bias=False)
+        model.conv1 = nn.Conv2d(
+            int(in_channels), width, kernel_size=7, stride=2, padding=3, bias=False
+        )
     _init_like_torchvision(model, zero_init_residual)
     return model
 

@@ -22,28 +22,51 @@ def bench_modules(monkeypatch):
 
 
 def _rows(text: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in text.splitlines() if line.startswith("| ") and not line.startswith("| workload")
-            and not line.startswith("| run ")]
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("| ")
+        and not line.startswith("| workload")
+        and not line.startswith("| run ")
+    ]
 
 
 def test_overhead_quick_times_every_loop_on_both_workloads(tmp_path):
     out = tmp_path / "overhead.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "overhead.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "overhead.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(proc.stdout)
     loops = {(r[0], r[1]) for r in rows}
     for workload in ("mlp/digits", "cnn/synthetic28"):
-        for loop in ("hand loop", "runner, diag=off", "runner, diag=default", "runner, diag=full", "lightning"):
+        for loop in (
+            "hand loop",
+            "runner, diag=off",
+            "runner, diag=default",
+            "runner, diag=full",
+            "lightning",
+        ):
             assert (workload, loop) in loops, proc.stdout
     for r in rows:
         if r[2] != "pytorch-lightning not installed":
             assert float(r[2]) > 0 and float(r[3]) > 0, r  # steps/s and the ratio to the hand loop
-    for loop in ("runner, diag=off, TensorBoard every 50 steps", "runner, diag=off, no TensorBoard hook",
-                 "runner, no hooks, no non-finite guard"):
-        assert ("mlp/digits", loop) in loops and ("cnn/synthetic28", loop) not in loops  # the MLP's breakdown
-    hand = [r for r in rows if r[1] == "hand loop"]  # a hand loop beside its hand-loop partner: the A/A check
+    for loop in (
+        "runner, diag=off, TensorBoard every 50 steps",
+        "runner, diag=off, no TensorBoard hook",
+        "runner, no hooks, no non-finite guard",
+    ):
+        assert ("mlp/digits", loop) in loops and (
+            "cnn/synthetic28",
+            loop,
+        ) not in loops  # the MLP's breakdown
+    hand = [
+        r for r in rows if r[1] == "hand loop"
+    ]  # a hand loop beside its hand-loop partner: the A/A check
     assert len(hand) == 2 and all(float(r[3]) > 0 for r in hand)
     assert "(2) >= 0.98" in proc.stdout and "(3) ahead of" in proc.stdout
     assert out.read_text().count("| mlp/digits |") >= 5  # the markdown file holds the same table
@@ -69,12 +92,25 @@ def test_lockstep_runs_the_partners_step_before_fetching_each_batch_and_times_bo
         calls.append(f"step {b}")
         got.append(b)
     assert got == [0, 1, 2, 0, 1] and len(batches) == 5
-    assert calls[:9] == ["partner", "fetch 0", "step 0", "partner", "fetch 1", "step 1", "partner", "fetch 2",
-                         "step 2"]
-    assert calls.count("partner") == 5 and calls[-1] == "step 1"  # no partner step after the last batch
+    assert calls[:9] == [
+        "partner",
+        "fetch 0",
+        "step 0",
+        "partner",
+        "fetch 1",
+        "step 1",
+        "partner",
+        "fetch 2",
+        "step 2",
+    ]
+    assert (
+        calls.count("partner") == 5 and calls[-1] == "step 1"
+    )  # no partner step after the last batch
     assert len(batches.own_cpu) == len(batches.partner_cpu) == 5
     rates = batches.rates(warmup=1, steps=4)
-    assert set(rates) == {"wall", "cpu", "partner_wall", "partner_cpu"} and all(v > 0 for v in rates.values())
+    assert set(rates) == {"wall", "cpu", "partner_wall", "partner_cpu"} and all(
+        v > 0 for v in rates.values()
+    )
     with pytest.raises(RuntimeError, match="only 5 steps were timed"):
         batches.rates(warmup=5, steps=1)
 
@@ -83,53 +119,101 @@ def test_overhead_keeps_lightnings_environment_to_the_lightning_rows():
     """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (every torch.cuda.is_available() then asks NVML):
     the bench undoes it for the other loops and sets it around Lightning's only."""
     pytest.importorskip("pytorch_lightning")
-    code = ("import os, sys; sys.path.insert(0, 'bench'); import overhead as ov; "
-            "assert ov.lightning_available(); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK')); "
-            "ctx = ov.lightning_env(); ctx.__enter__(); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK')); "
-            "ctx.__exit__(None, None, None); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'))")
+    code = (
+        "import os, sys; sys.path.insert(0, 'bench'); import overhead as ov; "
+        "assert ov.lightning_available(); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK')); "
+        "ctx = ov.lightning_env(); ctx.__enter__(); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK')); "
+        "ctx.__exit__(None, None, None); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTORCH_NVML_BASED_CUDA_CHECK"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["None", "1", "None"]
 
 
 def test_time_to_accuracy_quick_times_the_dry_run_and_a_training_run(tmp_path):
     out = tmp_path / "tta.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "time_to_accuracy.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "time_to_accuracy.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r for r in _rows(proc.stdout)}
     dry = rows["start-up only (trainer.max_epochs=0)"]
-    assert float(dry[1]) > 0 and dry[6] == "0 (0)"  # the dry run built, tested and exited without a step
+    assert (
+        float(dry[1]) > 0 and dry[6] == "0 (0)"
+    )  # the dry run built, tested and exited without a step
     default = rows["mlp/digits (the default run)"]
-    assert 0 < float(default[1]) <= float(default[2]) <= float(default[3])  # start-up <= trained <= exit
+    assert (
+        0 < float(default[1]) <= float(default[2]) <= float(default[3])
+    )  # start-up <= trained <= exit
     assert 0.0 <= float(default[5]) <= 1.0 and default[6].startswith("1 (")
     assert any(name.startswith("floor:") for name in rows)
     assert "start-up (to the first step)" in proc.stdout
     # the file names the command that made it, arguments included, but not where the file went
-    assert out.read_text().startswith("# bench/time_to_accuracy.py\n\n`python bench/time_to_accuracy.py --quick`\n")
+    assert out.read_text().startswith(
+        "# bench/time_to_accuracy.py\n\n`python bench/time_to_accuracy.py --quick`\n"
+    )
 
 
 def test_holdout_quick_checks_a_fault_and_a_healthy_run_with_and_without_the_autotrainer(tmp_path):
     out = tmp_path / "holdout.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "holdout.py"), "--quick", "--autotrainer",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "holdout.py"),
+            "--quick",
+            "--autotrainer",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r for r in _rows(out.read_text()) if r[0] != "case"}
     assert set(rows) == {"adam_lr1", "seed1"}, out.read_text()
-    assert rows["adam_lr1"][5] == "found" and "LOSS_EXPLOSION" in rows["adam_lr1"][2]  # Adam at lr 1 blows up
+    assert (
+        rows["adam_lr1"][5] == "found" and "LOSS_EXPLOSION" in rows["adam_lr1"][2]
+    )  # Adam at lr 1 blows up
     assert "rollback(LOSS_EXPLOSION)" in rows["adam_lr1"][7]
-    assert rows["seed1"][5] == "clean" and rows["seed1"][7] == "-" and rows["seed1"][8] == "left alone"
-    assert "faults named in the final report: 1/1" in proc.stdout and "healthy runs it acted on: 0/1" in proc.stdout
+    assert (
+        rows["seed1"][5] == "clean" and rows["seed1"][7] == "-" and rows["seed1"][8] == "left alone"
+    )
+    assert (
+        "faults named in the final report: 1/1" in proc.stdout
+        and "healthy runs it acted on: 0/1" in proc.stdout
+    )
     assert list(tmp_path.iterdir()) == [out]  # run directories went to a temporary folder
 
 
 @pytest.mark.slow
 def test_autotrainer_quick_measures_the_data_ceiling_of_random_labels(tmp_path):
     out = tmp_path / "autotrainer.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "autotrainer.py"), "--quick", "--repeat", "1",
-                           "--only", "random_labels", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "autotrainer.py"),
+            "--quick",
+            "--repeat",
+            "1",
+            "--only",
+            "random_labels",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r for r in _rows(out.read_text()) if r[0] != "case"}
     assert set(rows) == {"mlp_adam", "random_labels"}, out.read_text()
@@ -140,30 +224,49 @@ def test_autotrainer_quick_measures_the_data_ceiling_of_random_labels(tmp_path):
     assert list(tmp_path.iterdir()) == [out]
 
 
-def test_instructions_quick_counts_the_hand_loop_and_diag_off_on_both_workloads(bench_modules, tmp_path):
+def test_instructions_quick_counts_the_hand_loop_and_diag_off_on_both_workloads(
+    bench_modules, tmp_path
+):
     import instructions
 
     why_not = instructions.perf_works()
     if why_not:
         pytest.skip(why_not)
     out = tmp_path / "instructions.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "instructions.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "instructions.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {(r[0], r[1]): r for r in _rows(proc.stdout)}
-    assert set(rows) == {(w, loop) for w in ("mlp/digits", "cnn/synthetic28")
-                         for loop in ("hand loop", "runner, diag=off")}, proc.stdout
+    assert set(rows) == {
+        (w, loop)
+        for w in ("mlp/digits", "cnn/synthetic28")
+        for loop in ("hand loop", "runner, diag=off")
+    }, proc.stdout
     for r in rows.values():
         assert r[2].endswith("M") and float(r[2][:-1]) > 1  # millions of instructions per step
     assert all(rows[(w, "hand loop")][3] == "1.0000" for w in ("mlp/digits", "cnn/synthetic28"))
     assert "instructions per step over the hand loop" in proc.stdout
-    assert out.read_text().startswith("# bench/instructions.py") and list(tmp_path.iterdir()) == [out]
+    assert out.read_text().startswith("# bench/instructions.py") and list(tmp_path.iterdir()) == [
+        out
+    ]
 
 
 def test_results_files_name_the_command_with_its_arguments_but_not_the_output_path(bench_modules):
     from results_file import command_line
 
-    assert (command_line("overhead.py", ["--workloads", "cnn/synthetic28", "--out", "x.md", "--rounds", "20"])
-            == "python bench/overhead.py --workloads cnn/synthetic28 --rounds 20")
-    assert command_line("overhead.py", ["--out=a b.md", "--quick"]) == "python bench/overhead.py --quick"
+    assert (
+        command_line(
+            "overhead.py", ["--workloads", "cnn/synthetic28", "--out", "x.md", "--rounds", "20"]
+        )
+        == "python bench/overhead.py --workloads cnn/synthetic28 --rounds 20"
+    )
+    assert (
+        command_line("overhead.py", ["--out=a b.md", "--quick"])
+        == "python bench/overhead.py --quick"
+    )
     assert command_line("lr_finder.py", ["--tag", "a b"]) == "python bench/lr_finder.py --tag 'a b'"

@@ -28,8 +28,15 @@ def compose_cfg(overrides: list[str] | None = None, tmp_path: Path | None = None
     return cfg
 
 
-def run_cli(args: list[str], tmp_path: Path, module: str = "runner", run_dir: Path | None = None,
-            timeout: float = 300, env: dict[str, str] | None = None, extra: bool = True) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str],
+    tmp_path: Path,
+    module: str = "runner",
+    run_dir: Path | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    extra: bool = True,
+) -> subprocess.CompletedProcess:
     """Run ``python -m <module> ...`` for real with every output under ``tmp_path``."""
     cmd = [sys.executable, "-m", module, *args]
     if module == "runner" and extra:
@@ -37,4 +44,6 @@ def run_cli(args: list[str], tmp_path: Path, module: str = "runner", run_dir: Pa
         if run_dir is not None:
             cmd.append(f"hydra.run.dir={run_dir}")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run(
+        cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=full_env
+    )

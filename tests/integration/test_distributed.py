@@ -32,24 +32,52 @@ from runner.trainer import Trainer
 
 # What the reconstruction assumes, pinned so that changes of the defaults do not change these runs
 # (no dropout: each rank draws its own masks; no schedule; Adam at a fixed LR; 10 steps per epoch on 2 ranks).
-PINNED = ["data=digits", "data.batch_size=64", "model=mlp", "model.hidden=[64,64]", "model.dropout=0.0",
-          "optimizer=adam", "optimizer.lr=1e-3", "scheduler=none", "trainer.clip.max_norm=null",
-          "trainer.precision=32"]
+PINNED = [
+    "data=digits",
+    "data.batch_size=64",
+    "model=mlp",
+    "model.hidden=[64,64]",
+    "model.dropout=0.0",
+    "optimizer=adam",
+    "optimizer.lr=1e-3",
+    "scheduler=none",
+    "trainer.clip.max_norm=null",
+    "trainer.precision=32",
+]
 CHECKSUM = re.compile(r"weights sha256 by rank: 0=([0-9a-f]{64}) 1=([0-9a-f]{64}) \(in sync\)")
 
 
-def torchrun(args: list[str], tmp_path: Path, nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
+def torchrun(
+    args: list[str], tmp_path: Path, nproc: int = 2, timeout: float = 240
+) -> subprocess.CompletedProcess:
     """``python -m torch.distributed.run --standalone --nproc_per_node=N -m runner ...`` with outputs in tmp_path."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "runner", "trainer.strategy=ddp", f"paths.log_dir={tmp_path}", "trainer.progress=false", *PINNED,
-           *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "runner",
+        "trainer.strategy=ddp",
+        f"paths.log_dir={tmp_path}",
+        "trainer.progress=false",
+        *PINNED,
+        *args,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
+    return subprocess.run(
+        cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
-def reconstruct(tmp_path: Path, epochs: int, world_size: int,
-                overrides: tuple[str, ...] = ()) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+def reconstruct(
+    tmp_path: Path, epochs: int, world_size: int, overrides: tuple[str, ...] = ()
+) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """Replay DDP in one process, step for step: each rank's batch forward and backward, its gradient
     weighted 1/world_size (DDP averages the ranks' gradients), one optimizer step; per-epoch train metrics.
 
@@ -62,8 +90,15 @@ def reconstruct(tmp_path: Path, epochs: int, world_size: int,
     data.setup()
     model = instantiate(cfg.model)
     opt = instantiate(cfg.optimizer, lr=cfg.optimizer.lr)(params=model.parameters())
-    loaders = [data.loader("train", generator=torch.Generator().manual_seed(int(cfg.seed)), rank=r,
-                           world_size=world_size) for r in range(world_size)]
+    loaders = [
+        data.loader(
+            "train",
+            generator=torch.Generator().manual_seed(int(cfg.seed)),
+            rank=r,
+            world_size=world_size,
+        )
+        for r in range(world_size)
+    ]
     history = []
     for _ in range(epochs):
         loss_sum = correct = seen = 0.0
@@ -85,8 +120,9 @@ def reconstruct(tmp_path: Path, epochs: int, world_size: int,
     return model, history
 
 
-def full_split_metrics(tmp_path: Path, state_dict: dict[str, torch.Tensor],
-                       overrides: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+def full_split_metrics(
+    tmp_path: Path, state_dict: dict[str, torch.Tensor], overrides: tuple[str, ...] = ()
+) -> dict[str, dict[str, float]]:
     """Loss and accuracy of the given weights over the whole val and test splits, in one process."""
     cfg = compose_cfg([*PINNED, *overrides], tmp_path)
     data = instantiate(cfg.data)
@@ -114,14 +150,23 @@ def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(tmp_path):
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, runs  # ${now:...} resolved once, by rank 0, for every rank
     run = runs[0]
-    assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == [
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
     assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
     logs = list(run.glob("*.log"))
     assert len(logs) == 1
     log_text = logs[0].read_text()
-    assert log_text.count("epoch   1/1") == 1 and log_text.count("test accuracy") == 1  # rank 0 alone writes it
+    assert (
+        log_text.count("epoch   1/1") == 1 and log_text.count("test accuracy") == 1
+    )  # rank 0 alone writes it
     events = jsonl(run / "events.jsonl")
-    assert [e["kind"] for e in events if e["kind"] in ("fit_start", "fit_end")] == ["fit_start", "fit_end"]
+    assert [e["kind"] for e in events if e["kind"] in ("fit_start", "fit_end")] == [
+        "fit_start",
+        "fit_end",
+    ]
     assert events[0]["world_size"] == 2
     assert "2 process(es) x batch 64 = effective batch size 128" in res.stdout
 
@@ -159,9 +204,13 @@ def test_ddp_resume_loads_the_checkpoint_on_every_rank(tmp_path):
     run, bn = tmp_path / "run", ("model.batchnorm=true", "optimizer=sgd", "optimizer.lr=0.05")
     first = torchrun([*bn, "trainer.max_epochs=1", f"hydra.run.dir={run}"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    second = torchrun([*bn, "trainer.max_epochs=2", "trainer.resume=auto", f"hydra.run.dir={run}"], tmp_path)
+    second = torchrun(
+        [*bn, "trainer.max_epochs=2", "trainer.resume=auto", f"hydra.run.dir={run}"], tmp_path
+    )
     assert second.returncode == 0, second.stderr[-3000:]
-    assert re.search(r"resumed from \S+last.pt at epoch 1 \(step 10\)", second.stdout), second.stdout
+    assert re.search(r"resumed from \S+last.pt at epoch 1 \(step 10\)", second.stdout), (
+        second.stdout
+    )
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["run"]
 
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
@@ -193,16 +242,28 @@ def test_ddp_strategy_without_torchrun_is_world_size_one(tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     model, history = reconstruct(tmp_path, epochs=1, world_size=1)  # plain single-process training
     assert_weights_close(model, ckpt["model"])
-    assert jsonl(run / "train_diagnostics.jsonl")[0]["loss"] == pytest.approx(history[0]["loss"], rel=1e-5)
+    assert jsonl(run / "train_diagnostics.jsonl")[0]["loss"] == pytest.approx(
+        history[0]["loss"], rel=1e-5
+    )
 
 
 @pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep_of_ddp_jobs(tmp_path):
     """Each job of the sweep is a submitit job of 2 tasks: the SLURM path (ranks from submitit, no torchrun)."""
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # an optional plugin (the sweep extra)
-    res = run_cli(["-m", "hydra/launcher=slurm_local", "hydra.launcher.tasks_per_node=2",
-                   *(o for o in PINNED if not o.startswith("optimizer.lr=")),
-                   "optimizer.lr=1e-3,3e-3", "trainer.max_epochs=1"], tmp_path)
+    pytest.importorskip(
+        "hydra_plugins.hydra_submitit_launcher"
+    )  # an optional plugin (the sweep extra)
+    res = run_cli(
+        [
+            "-m",
+            "hydra/launcher=slurm_local",
+            "hydra.launcher.tasks_per_node=2",
+            *(o for o in PINNED if not o.startswith("optimizer.lr=")),
+            "optimizer.lr=1e-3,3e-3",
+            "trainer.max_epochs=1",
+        ],
+        tmp_path,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert "validated against ConfigStore" not in res.stderr
     sweeps = list((tmp_path / "multirun").iterdir())
@@ -212,9 +273,16 @@ def test_submitit_local_runs_a_two_job_sweep_of_ddp_jobs(tmp_path):
     for job in ("0", "1"):
         report = json.loads((sweep / job / "report.json").read_text())
         assert 0 < report["metrics"]["test_acc"] <= 1
-        lrs += [o for o in (sweep / job / ".hydra" / "overrides.yaml").read_text().split() if "optimizer.lr" in o]
+        lrs += [
+            o
+            for o in (sweep / job / ".hydra" / "overrides.yaml").read_text().split()
+            if "optimizer.lr" in o
+        ]
         log_text = (sweep / job / "train.log").read_text()
-        assert "2 process(es) x batch 64 = effective batch size 128" in log_text and CHECKSUM.search(log_text)
+        assert (
+            "2 process(es) x batch 64 = effective batch size 128" in log_text
+            and CHECKSUM.search(log_text)
+        )
         assert len(list((sweep / job / "tb").glob("events.out.tfevents.*"))) == 1
     assert lrs == ["optimizer.lr=0.001", "optimizer.lr=0.003"]
     # the jobs ran as submitit jobs (2 tasks each, in their own processes, with submitit's logs)
@@ -222,13 +290,20 @@ def test_submitit_local_runs_a_two_job_sweep_of_ddp_jobs(tmp_path):
     assert (sweep / "sweep.md").is_file()
     # job 0 is the torchrun test's configuration: the same data-parallel training
     model, _ = reconstruct(tmp_path, epochs=1, world_size=2)
-    assert_weights_close(model, torch.load(sweep / "0" / "checkpoints" / "last.pt", weights_only=True)["model"])
+    assert_weights_close(
+        model, torch.load(sweep / "0" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    )
 
 
 def _rank_zero_decides(rank: int, port: int, out: str) -> None:
     """One gloo rank: diverge from the other rank, then follow rank 0's AutoTrainer-style rollback + LR cut."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+    )
     from diag.hooks import FitState
     from runner.autotrainer import Snapshot, scale_lr
 
@@ -238,10 +313,18 @@ def _rank_zero_decides(rank: int, port: int, out: str) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100)
     loop = Trainer(max_epochs=1)
-    state = FitState(model=model, optimizer=opt, scheduler=sched, scaler=loop.scaler, loop=loop,
-                     is_rank_zero=rank == 0)
+    state = FitState(
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        scaler=loop.scaler,
+        loop=loop,
+        is_rank_zero=rank == 0,
+    )
     snapshot = Snapshot.take(state)
-    gen = torch.Generator().manual_seed(100 + rank)  # each rank trains on different data: states diverge
+    gen = torch.Generator().manual_seed(
+        100 + rank
+    )  # each rank trains on different data: states diverge
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         opt.zero_grad()
@@ -261,11 +344,20 @@ def _rank_zero_decides(rank: int, port: int, out: str) -> None:
     after_decision = distributed.weights_checksum(model.state_dict())
     shared = torch.Generator().manual_seed(7)  # the same batch on both ranks from here on
     step(torch.randn(16, 4, generator=shared), torch.randint(0, 3, (16,), generator=shared))
-    Path(out, f"rank{rank}.json").write_text(json.dumps({
-        "decision": decision, "lr": opt.param_groups[0]["lr"], "initial_lr": opt.param_groups[0]["initial_lr"],
-        "base_lrs": sched.base_lrs, "clip": loop.clip_max_norm, "after_decision": after_decision,
-        "snapshot": distributed.weights_checksum(snapshot.model),
-        "after_step": distributed.weights_checksum(model.state_dict())}))
+    Path(out, f"rank{rank}.json").write_text(
+        json.dumps(
+            {
+                "decision": decision,
+                "lr": opt.param_groups[0]["lr"],
+                "initial_lr": opt.param_groups[0]["initial_lr"],
+                "base_lrs": sched.base_lrs,
+                "clip": loop.clip_max_norm,
+                "after_decision": after_decision,
+                "snapshot": distributed.weights_checksum(snapshot.model),
+                "after_step": distributed.weights_checksum(model.state_dict()),
+            }
+        )
+    )
     distributed.teardown(barrier=True)
 
 
@@ -282,10 +374,16 @@ def test_a_decision_on_rank_zero_is_applied_on_every_rank(tmp_path):
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["decision"] == r1["decision"] == {"action": "rollback", "lr_factor": 0.1}
     assert r0["lr"] == r1["lr"] == pytest.approx(1e-4)
-    assert r0["base_lrs"] == r1["base_lrs"] == [pytest.approx(1e-4)] and r1["initial_lr"] == pytest.approx(1e-4)
+    assert r0["base_lrs"] == r1["base_lrs"] == [pytest.approx(1e-4)] and r1[
+        "initial_lr"
+    ] == pytest.approx(1e-4)
     assert r0["clip"] == r1["clip"] == 1.0
-    assert r0["after_decision"] == r1["after_decision"] == r0["snapshot"]  # both rolled back to rank 0's snapshot
-    assert r0["after_step"] == r1["after_step"]  # same optimizer moments too: the next step agrees bit for bit
+    assert (
+        r0["after_decision"] == r1["after_decision"] == r0["snapshot"]
+    )  # both rolled back to rank 0's snapshot
+    assert (
+        r0["after_step"] == r1["after_step"]
+    )  # same optimizer moments too: the next step agrees bit for bit
 
 
 def test_strategy_and_torchrun_misuse_are_user_errors(monkeypatch):
@@ -300,7 +398,10 @@ def test_strategy_and_torchrun_misuse_are_user_errors(monkeypatch):
 
 
 def test_weights_checksum_tracks_every_byte():
-    a = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.zeros(2, dtype=torch.bfloat16)}
+    a = {
+        "w": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        "b": torch.zeros(2, dtype=torch.bfloat16),
+    }
     b = {k: v.clone() for k, v in a.items()}
     assert distributed.weights_checksum(a) == distributed.weights_checksum(b)
     b["w"][1, 2] = torch.nextafter(b["w"][1, 2], torch.tensor(100.0))
@@ -314,28 +415,39 @@ LR_BY_RANK = re.compile(r"lr by rank: 0=(\S+) 1=(\S+) \(in sync\)")
 @pytest.mark.slow
 def test_ddp_autotrainer_rollback_and_lr_cut_are_the_same_on_every_rank(tmp_path):
     """SGD at lr=20 explodes at once: rank 0 rolls back and cuts the LR, rank 1 follows at the same step."""
-    res = torchrun(["autotrainer=default", "optimizer=sgd", "optimizer.lr=20", "trainer.max_epochs=3"], tmp_path)
+    res = torchrun(
+        ["autotrainer=default", "optimizer=sgd", "optimizer.lr=20", "trainer.max_epochs=3"],
+        tmp_path,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     run = next((tmp_path / "runs").iterdir())
     report = json.loads((run / "report.json").read_text())
     actions = report["autotrainer"]["actions"]
     first = actions[0]
-    assert first["code"] in ("LOSS_EXPLOSION", "NONFINITE_GRADIENTS") and first["action"] == "rollback"
+    assert (
+        first["code"] in ("LOSS_EXPLOSION", "NONFINITE_GRADIENTS") and first["action"] == "rollback"
+    )
     assert first["lr_before"] == pytest.approx(20) and first["lr_after"] == pytest.approx(2)
     assert first["changes"]["trainer.clip.max_norm"] == 1.0
     # one decision per check, by rank 0 alone: rank 1 logs its warnings to the console too, and would have
     # printed its own action line had it decided on its own
     line = f"autotrainer: step {first['step']} {first['code']} -> rollback"
     assert res.stdout.count(line) == 1, res.stdout
-    assert [e["step"] for e in jsonl(run / "events.jsonl") if e["kind"] == "autotrainer"] == [a["step"] for a in actions]
+    assert [e["step"] for e in jsonl(run / "events.jsonl") if e["kind"] == "autotrainer"] == [
+        a["step"] for a in actions
+    ]
 
     # every rank ends with rank 0's weights and rank 0's (cut) learning rate
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     sums = CHECKSUM.search(res.stdout)
-    assert sums and sums.group(1) == sums.group(2) == distributed.weights_checksum(ckpt["model"]), res.stdout
+    assert sums and sums.group(1) == sums.group(2) == distributed.weights_checksum(ckpt["model"]), (
+        res.stdout
+    )
     lrs = LR_BY_RANK.search(res.stdout)
     assert lrs, res.stdout
-    final_lr = [a for a in actions if a["action"] != "give_up"][-1]["lr_after"]  # scheduler=none: the last cut
+    final_lr = [a for a in actions if a["action"] != "give_up"][-1][
+        "lr_after"
+    ]  # scheduler=none: the last cut
     assert float(lrs.group(1)) == float(lrs.group(2)) == pytest.approx(final_lr, rel=1e-5)
     assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(final_lr)
     assert all(bool(torch.isfinite(w).all()) for w in ckpt["model"].values())
@@ -344,15 +456,30 @@ def test_ddp_autotrainer_rollback_and_lr_cut_are_the_same_on_every_rank(tmp_path
 @pytest.mark.slow
 def test_ddp_autotrainer_guided_restart_runs_the_same_attempt_on_every_rank(tmp_path):
     """A deep sigmoid MLP: rank 0 asks for a restart with ReLU/He/BatchNorm; both ranks train attempt-1 with it."""
-    res = torchrun(["autotrainer=default", "model.activation=sigmoid", "model.hidden=[64,64,64,64,64,64,64,64]",
-                    "optimizer=sgd", "optimizer.lr=0.05", "trainer.max_epochs=8"], tmp_path)
+    res = torchrun(
+        [
+            "autotrainer=default",
+            "model.activation=sigmoid",
+            "model.hidden=[64,64,64,64,64,64,64,64]",
+            "optimizer=sgd",
+            "optimizer.lr=0.05",
+            "trainer.max_epochs=8",
+        ],
+        tmp_path,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     run = next((tmp_path / "runs").iterdir())
     report = json.loads((run / "report.json").read_text())
     restart = next(a for a in report["autotrainer"]["actions"] if a["action"] == "restart")
-    assert restart["changes"] == {"model.activation": "relu", "model.init": "he", "model.batchnorm": True}
+    assert restart["changes"] == {
+        "model.activation": "relu",
+        "model.init": "he",
+        "model.batchnorm": True,
+    }
     assert [a["dir"] for a in report["autotrainer"]["attempts"]] == [".", "attempt-1"]
-    assert res.stdout.count("autotrainer: attempt-1 in ") == 1  # rank 0 alone writes attempt-1/.hydra and says so
+    assert (
+        res.stdout.count("autotrainer: attempt-1 in ") == 1
+    )  # rank 0 alone writes attempt-1/.hydra and says so
     cfg = OmegaConf.load(run / "attempt-1" / ".hydra" / "config.yaml")
     assert (cfg.model.activation, cfg.model.init, cfg.model.batchnorm) == ("relu", "he", True)
     # both attempts end in sync; attempt-1's weights are those of the changed model (BatchNorm buffers)
@@ -367,15 +494,24 @@ def test_ddp_autotrainer_guided_restart_runs_the_same_attempt_on_every_rank(tmp_
 
 def test_ddp_stop_decision_holds_on_every_rank_and_is_said_once(tmp_path):
     """NaN gradients on every step: both ranks stop after the same skipped steps; one `stopping:` line."""
-    res = torchrun(["optimizer=sgd", "optimizer.lr=1e30", "trainer.max_consecutive_skips=3",
-                    "trainer.max_epochs=2"], tmp_path)
+    res = torchrun(
+        [
+            "optimizer=sgd",
+            "optimizer.lr=1e30",
+            "trainer.max_consecutive_skips=3",
+            "trainer.max_epochs=2",
+        ],
+        tmp_path,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     out = res.stdout + res.stderr
     assert out.count("stopping: 3 consecutive steps had non-finite gradients") == 1, out[-3000:]
     sums = CHECKSUM.search(res.stdout)
     assert sums and sums.group(1) == sums.group(2), res.stdout
     run = next((tmp_path / "runs").iterdir())
-    assert len(jsonl(run / "train_diagnostics.jsonl")) == 1  # stopped in the first epoch on both ranks
+    assert (
+        len(jsonl(run / "train_diagnostics.jsonl")) == 1
+    )  # stopped in the first epoch on both ranks
 
 
 def _children(pid: int) -> list[int]:
@@ -399,29 +535,55 @@ def _worker_with_rank(root_pid: int, rank: int) -> int | None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker through /proc (Linux)")
+@pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="finds the worker through /proc (Linux)"
+)
 def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     """SIGTERM reaches rank 1 only: the ranks agree on it, stop together, rank 0 saves; nobody hangs in an all-reduce."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "runner",
-           "trainer.strategy=ddp", f"paths.log_dir={tmp_path}", "trainer.progress=false", *PINNED,
-           "trainer.max_epochs=500", "diag=off", f"hydra.run.dir={run}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "runner",
+        "trainer.strategy=ddp",
+        f"paths.log_dir={tmp_path}",
+        "trainer.progress=false",
+        *PINNED,
+        "trainer.max_epochs=500",
+        "diag=off",
+        f"hydra.run.dir={run}",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 120
-        while not (run / "checkpoints" / "last.pt").exists():  # training is under way (an epoch is done)
+        while not (
+            run / "checkpoints" / "last.pt"
+        ).exists():  # training is under way (an epoch is done)
             assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
             time.sleep(0.2)
         rank1 = _worker_with_rank(proc.pid, 1)
         assert rank1 is not None
         os.kill(rank1, signal.SIGTERM)
-        out, _ = proc.communicate(timeout=90)  # a timeout here: rank 0 waits in an all-reduce for the stopped rank
+        out, _ = proc.communicate(
+            timeout=90
+        )  # a timeout here: rank 0 waits in an all-reduce for the stopped rank
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert out.count("interrupted by SIGTERM at step") == 1, out[-3000:]  # rank 0 says it, with where it saved
+    assert out.count("interrupted by SIGTERM at step") == 1, out[
+        -3000:
+    ]  # rank 0 says it, with where it saved
     assert "checkpoints/last.pt" in out.split("interrupted by SIGTERM at step")[1].splitlines()[0]
     report = json.loads((run / "report.json").read_text())
     assert report["interrupted"] == "SIGTERM"

@@ -21,8 +21,12 @@ EXPECTED = {
     "cifar10_resnet18": ("CIFAR10DataModule", "resnet18"),
     "cifar100_resnet18": ("CIFAR100DataModule", "resnet18"),
 }
-WRITE = {"mnist": lambda r: write_mnist(r, "MNIST"), "fashion": lambda r: write_mnist(r, "FashionMNIST"),
-         "cifar10": write_cifar10, "cifar100": write_cifar100}
+WRITE = {
+    "mnist": lambda r: write_mnist(r, "MNIST"),
+    "fashion": lambda r: write_mnist(r, "FashionMNIST"),
+    "cifar10": write_cifar10,
+    "cifar100": write_cifar100,
+}
 
 
 def test_the_four_recipes_exist():
@@ -33,13 +37,19 @@ def test_the_four_recipes_exist():
 def test_experiment_composes_and_builds(name):
     text = (CONF / "experiment" / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_")
-    assert re.search(r"reach .*\d+(\.\d+)?% test accuracy", text), "state the accuracy the recipe is meant to reach"
+    assert re.search(r"reach .*\d+(\.\d+)?% test accuracy", text), (
+        "state the accuracy the recipe is meant to reach"
+    )
     cfg = compose_cfg([f"experiment={name}"])
     validate(cfg)
     if name in EXPECTED:
         data_cls, model_target = EXPECTED[name]
         assert cfg.data._target_.endswith(data_cls) and cfg.model._target_.endswith(model_target)
-    assert cfg.data.augmentation == "standard" and cfg.scheduler.lr_scheduler._target_ and cfg.trainer.max_epochs > 1
+    assert (
+        cfg.data.augmentation == "standard"
+        and cfg.scheduler.lr_scheduler._target_
+        and cfg.trainer.max_epochs > 1
+    )
     model = instantiate(cfg.model)
     x = torch.randn(2, cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size)
     assert model(x).shape == (2, cfg.data.num_classes)
@@ -51,10 +61,18 @@ def test_experiment_composes_and_builds(name):
 def test_experiment_trains_for_a_few_steps_on_tiny_data(tmp_path, name):
     root = tmp_path / "data"
     WRITE[name.split("_")[0]](root)
-    overrides = [f"experiment={name}", f"data.root={root}", "data.batch_size=16", "trainer.max_epochs=1",
-                 "trainer.max_steps=2", "diag=off"]
+    overrides = [
+        f"experiment={name}",
+        f"data.root={root}",
+        "data.batch_size=16",
+        "trainer.max_epochs=1",
+        "trainer.max_steps=2",
+        "diag=off",
+    ]
     if "resnet18" in name:
-        overrides.append("model.width=8")  # the recipe's network, narrower, so CPU steps take seconds
+        overrides.append(
+            "model.width=8"
+        )  # the recipe's network, narrower, so CPU steps take seconds
     cfg = compose_cfg(overrides, tmp_path)
     run(cfg, tmp_path / "run")
     report = json.loads((tmp_path / "run" / "report.json").read_text())

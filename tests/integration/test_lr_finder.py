@@ -15,7 +15,9 @@ from tbparse import SummaryReader
 
 from diag.lr_finder import LearningRateFinder, smooth_losses, valley_index
 
-SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: extra threads only contend on a shared 2-core box
+SINGLE_THREAD = {
+    "OMP_NUM_THREADS": "1"
+}  # tiny models: extra threads only contend on a shared 2-core box
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -64,8 +66,9 @@ def test_seed_api_rules_on_a_known_curve():
     results = {m: None for m in ("steepest", "min10", "valley")}
     for method in results:
         values = iter(curve)
-        finder = LearningRateFinder(min_lr=1e-6, max_lr=10.0, num_steps=200, method=method, smooth=0.0,
-                                    diverge_factor=100)
+        finder = LearningRateFinder(
+            min_lr=1e-6, max_lr=10.0, num_steps=200, method=method, smooth=0.0, diverge_factor=100
+        )
         results[method] = finder.range_test(lambda lr, it=values: float(next(it)))
         assert results[method]["method"] == method
     lr_min = lrs[np.argmin(curve)]
@@ -91,7 +94,9 @@ def test_seed_api_fallback_with_fewer_than_ten_points_and_method_aliases():
 
 
 def test_smoothing_is_bias_corrected_and_valley_finds_the_longest_descent():
-    assert smooth_losses([5.0, 5.0, 5.0], 0.98) == pytest.approx([5.0, 5.0, 5.0])  # no pull towards zero
+    assert smooth_losses([5.0, 5.0, 5.0], 0.98) == pytest.approx(
+        [5.0, 5.0, 5.0]
+    )  # no pull towards zero
     losses = np.array([3, 2.9, 2.5, 2.0, 1.5, 1.0, 0.8, 0.7, 2.0, 0.5])
     # longest strictly decreasing run is 3 → 0.5 (length 9, skipping the 2.0 spike); valley sits a third in
     assert valley_index(losses) == 4
@@ -102,10 +107,15 @@ def _problem(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(512, 16, generator=g)
     y = (x[:, :4].sum(1) > 0).long() + (x[:, 4] > 0.5).long()
-    batches = [(x[i:i + 64], y[i:i + 64]) for i in range(0, 512, 64)]
+    batches = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 512, 64)]
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
-                                torch.nn.Dropout(0.1), torch.nn.Linear(32, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 32),
+        torch.nn.BatchNorm1d(32),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.1),
+        torch.nn.Linear(32, 3),
+    )
     return model, batches
 
 
@@ -133,8 +143,9 @@ def test_torch_range_test_restores_model_optimizer_grads_and_rng():
     rng = torch.get_rng_state()
 
     finder = LearningRateFinder(min_lr=1e-6, max_lr=10.0, num_steps=80)
-    result = finder.range_test(model=model, optimizer=opt, batches=batches,
-                               loss_fn=torch.nn.functional.cross_entropy)
+    result = finder.range_test(
+        model=model, optimizer=opt, batches=batches, loss_fn=torch.nn.functional.cross_entropy
+    )
 
     assert result["num_steps_run"] > 10
     assert 1e-6 <= result["suggested_lr"] <= 10.0
@@ -151,7 +162,7 @@ def test_torch_range_test_restores_model_optimizer_grads_and_rng():
 def test_torch_range_test_restores_a_grad_scaler_and_a_loader_generator():
     model, batches = _problem(1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     before_scaler = copy.deepcopy(scaler.state_dict())
 
     class Loader:  # a re-iterable loader with its own data-order generator, like runner.data.loader.TensorLoader
@@ -165,8 +176,14 @@ def test_torch_range_test_restores_a_grad_scaler_and_a_loader_generator():
     loader = Loader()
     gen_state = loader.generator.get_state()
     finder = LearningRateFinder(min_lr=1e-5, max_lr=1.0, num_steps=30)
-    result = finder.range_test_torch(model, opt, loader, torch.nn.functional.cross_entropy, scaler=scaler,
-                                     autocast_dtype=torch.bfloat16)
+    result = finder.range_test_torch(
+        model,
+        opt,
+        loader,
+        torch.nn.functional.cross_entropy,
+        scaler=scaler,
+        autocast_dtype=torch.bfloat16,
+    )
     assert result["num_steps_run"] == 30  # 30 steps from an 8-batch loader: it was re-iterated
     assert scaler.state_dict() == before_scaler
     assert torch.equal(loader.generator.get_state(), gen_state)
@@ -199,8 +216,12 @@ def test_plot_writes_a_readable_png(tmp_path):
 # -- the runner --------------------------------------------------------------------
 def test_mode_lr_find_end_to_end(tmp_path):
     run_dir = tmp_path / "lrf"
-    proc = run_cli(["mode=lr_find", "model=cnn", "lr_find.num_steps=40", "diag=off"], tmp_path, run_dir=run_dir,
-                   env=SINGLE_THREAD)
+    proc = run_cli(
+        ["mode=lr_find", "model=cnn", "lr_find.num_steps=40", "diag=off"],
+        tmp_path,
+        run_dir=run_dir,
+        env=SINGLE_THREAD,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads((run_dir / "lr_find.json").read_text())
     assert data["method"] == "min10" and len(data["lrs"]) == data["num_steps_run"] <= 40
@@ -220,8 +241,18 @@ def test_mode_lr_find_end_to_end(tmp_path):
 
 def test_optimizer_lr_auto_trains_with_the_suggestion(tmp_path):
     run_dir = tmp_path / "auto"
-    proc = run_cli(["optimizer.lr=auto", "lr_find.num_steps=30", "trainer.max_epochs=1", "diag=off",
-                    "trainer.log_every_n_steps=1"], tmp_path, run_dir=run_dir, env=SINGLE_THREAD)
+    proc = run_cli(
+        [
+            "optimizer.lr=auto",
+            "lr_find.num_steps=30",
+            "trainer.max_epochs=1",
+            "diag=off",
+            "trainer.log_every_n_steps=1",
+        ],
+        tmp_path,
+        run_dir=run_dir,
+        env=SINGLE_THREAD,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((run_dir / "report.json").read_text())
     finder = report["lr_finder"]
@@ -231,12 +262,19 @@ def test_optimizer_lr_auto_trains_with_the_suggestion(tmp_path):
     train_lr = scalars[scalars.tag == "train/lr"]["value"].to_numpy()
     assert len(train_lr) and np.allclose(train_lr, finder["suggested_lr"], rtol=1e-6)
     hp = SummaryReader(str(run_dir / "tb")).hparams
-    assert float(hp[hp.tag == "optimizer.lr"]["value"].iloc[0]) == pytest.approx(finder["suggested_lr"])
+    assert float(hp[hp.tag == "optimizer.lr"]["value"].iloc[0]) == pytest.approx(
+        finder["suggested_lr"]
+    )
 
 
-@pytest.mark.parametrize("override, key", [("lr_find.method=fastest", "lr_find.method"),
-                                           ("lr_find.min_lr=50", "lr_find.min_lr"),
-                                           ("lr_find.num_steps=3", "lr_find.num_steps")])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("lr_find.method=fastest", "lr_find.method"),
+        ("lr_find.min_lr=50", "lr_find.min_lr"),
+        ("lr_find.num_steps=3", "lr_find.num_steps"),
+    ],
+)
 def test_bad_lr_find_config_is_one_line_and_exit_2(tmp_path, override, key):
     proc = run_cli(["mode=lr_find", override], tmp_path, env=SINGLE_THREAD)
     assert proc.returncode == 2

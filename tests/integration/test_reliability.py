@@ -26,17 +26,39 @@ from runner.errors import UserError
 from runner.trainer import Trainer
 
 # A run long enough to be killed mid-epoch, deterministic so an uninterrupted twin gives the same weights.
-LONG = ["model=cnn", "model.channels=[16,32]", "trainer.max_epochs=12", "trainer.deterministic=true",
-        "callbacks.checkpoint.every_n_steps=3", "model.dropout=0.1", "scheduler=cosine"]
+LONG = [
+    "model=cnn",
+    "model.channels=[16,32]",
+    "trainer.max_epochs=12",
+    "trainer.deterministic=true",
+    "callbacks.checkpoint.every_n_steps=3",
+    "model.dropout=0.1",
+    "scheduler=cosine",
+]
 
 
 def _start(args: list[str], log_dir: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "runner", *args, f"paths.log_dir={log_dir}", "trainer.progress=false"]
-    return subprocess.Popen(cmd, cwd=log_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "runner",
+        *args,
+        f"paths.log_dir={log_dir}",
+        "trainer.progress=false",
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=log_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
-def _wait_for_mid_epoch_checkpoint(log_dir: Path, proc: subprocess.Popen, timeout: float = 120) -> Path:
+def _wait_for_mid_epoch_checkpoint(
+    log_dir: Path, proc: subprocess.Popen, timeout: float = 120
+) -> Path:
     """Block until some run under log_dir has a checkpoint written inside an epoch after the first one."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -80,8 +102,12 @@ def test_sigkill_mid_epoch_then_same_command_with_resume_auto_matches_uninterrup
     rb = json.loads((run / "report.json").read_text())["metrics"]
     assert ra["test_acc"] == rb["test_acc"] and ra["steps"] == rb["steps"]
     lines = [json.loads(x) for x in (run / "train_diagnostics.jsonl").read_text().splitlines()]
-    assert [x["epoch"] for x in lines] == list(range(12))  # continuous, no duplicates after the resume point
-    ref_lines = [json.loads(x) for x in (reference / "train_diagnostics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == list(
+        range(12)
+    )  # continuous, no duplicates after the resume point
+    ref_lines = [
+        json.loads(x) for x in (reference / "train_diagnostics.jsonl").read_text().splitlines()
+    ]
     assert [x["loss"] for x in lines] == pytest.approx([x["loss"] for x in ref_lines], rel=1e-5)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -93,7 +119,9 @@ def test_sigkill_mid_epoch_then_same_command_with_resume_auto_matches_uninterrup
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_sigterm_and_sigint_save_a_checkpoint_write_the_report_and_say_how_to_resume(tmp_path, sig, code):
+def test_sigterm_and_sigint_save_a_checkpoint_write_the_report_and_say_how_to_resume(
+    tmp_path, sig, code
+):
     proc = _start(LONG, tmp_path)
     run = _wait_for_mid_epoch_checkpoint(tmp_path, proc)
     proc.send_signal(sig)
@@ -114,22 +142,41 @@ def test_the_printed_resume_command_run_in_a_shell_continues_the_same_run_direct
     """A run with its own hydra.run.dir (with a space in it) is interrupted; the command it prints, pasted into
     a shell from another directory, continues that very directory instead of starting a fresh run."""
     run = tmp_path / "my run"
-    proc = _start(["trainer.max_epochs=40", "callbacks.checkpoint.every_n_steps=5", "model.hidden=[64,64]",
-                   f"hydra.run.dir={run}"], tmp_path)
+    proc = _start(
+        [
+            "trainer.max_epochs=40",
+            "callbacks.checkpoint.every_n_steps=5",
+            "model.hidden=[64,64]",
+            f"hydra.run.dir={run}",
+        ],
+        tmp_path,
+    )
     deadline = time.time() + 120
-    while not (run / "train_diagnostics.jsonl").is_file() or not (run / "checkpoints" / "last.pt").is_file():
+    while (
+        not (run / "train_diagnostics.jsonl").is_file()
+        or not (run / "checkpoints" / "last.pt").is_file()
+    ):
         assert proc.poll() is None and time.time() < deadline, "the run never saved a checkpoint"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
-    (command,) = [line.split("resume with: ", 1)[1] for line in err.splitlines() if "resume with: " in line]
+    (command,) = [
+        line.split("resume with: ", 1)[1] for line in err.splitlines() if "resume with: " in line
+    ]
     stopped_at = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    again = subprocess.run(command.replace("python", sys.executable, 1), shell=True, cwd=elsewhere,
-                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    again = subprocess.run(
+        command.replace("python", sys.executable, 1),
+        shell=True,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"resumed from {run / 'checkpoints' / 'last.pt'}" in again.stdout + again.stderr
     report = json.loads((run / "report.json").read_text())
@@ -141,8 +188,15 @@ def test_the_printed_resume_command_run_in_a_shell_continues_the_same_run_direct
 def test_a_run_killed_during_an_autotrainer_restart_continues_that_attempt(tmp_path):
     """SIGTERM while attempt-1 trains; the same command with resume=auto goes straight on to attempt-1 (its
     restart already asked for) and continues it from its own checkpoint, with the one restart recorded once."""
-    sick = ["autotrainer=default", "model.activation=sigmoid", "model.hidden=[64,64,64,64,64,64,64,64]",
-            "optimizer=sgd", "optimizer.lr=0.05", "callbacks.checkpoint.every_n_steps=20", f"hydra.run.dir={tmp_path / 'run'}"]
+    sick = [
+        "autotrainer=default",
+        "model.activation=sigmoid",
+        "model.hidden=[64,64,64,64,64,64,64,64]",
+        "optimizer=sgd",
+        "optimizer.lr=0.05",
+        "callbacks.checkpoint.every_n_steps=20",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     run = tmp_path / "run"
     proc = _start(sick, tmp_path)
     deadline = time.time() + 120
@@ -157,14 +211,23 @@ def test_a_run_killed_during_an_autotrainer_restart_continues_that_attempt(tmp_p
 
     again = run_cli([*sick, "trainer.resume=auto"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "had asked at step" in again.stdout + again.stderr and "going on to attempt-1" in again.stdout + again.stderr
-    assert f"resumed from {run / 'attempt-1' / 'checkpoints' / 'last.pt'}" in again.stdout + again.stderr
+    assert (
+        "had asked at step" in again.stdout + again.stderr
+        and "going on to attempt-1" in again.stdout + again.stderr
+    )
+    assert (
+        f"resumed from {run / 'attempt-1' / 'checkpoints' / 'last.pt'}"
+        in again.stdout + again.stderr
+    )
     report = json.loads((run / "report.json").read_text())
     restarts = [a for a in report["autotrainer"]["actions"] if a["action"] == "restart"]
     assert len(restarts) == 1 and restarts[0]["attempt"] == 0
     assert report["completed"] is True and report["autotrainer"]["final_attempt"] == "attempt-1"
-    starts = [e for e in map(json.loads, (run / "attempt-1" / "events.jsonl").read_text().splitlines())
-              if e["kind"] == "fit_start"]
+    starts = [
+        e
+        for e in map(json.loads, (run / "attempt-1" / "events.jsonl").read_text().splitlines())
+        if e["kind"] == "fit_start"
+    ]
     assert [(e["resumed"], e["step"]) for e in starts] == [(False, 0), (True, killed_at)]
     assert report["metrics"]["steps"] == 400 and report["metrics"]["test_acc"] > 0.9
 
@@ -182,7 +245,9 @@ def test_truncated_checkpoint_is_refused_with_one_line(tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     res = run_cli([f"trainer.resume={ckpt}"], tmp_path)
     assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0 and str(ckpt) in res.stderr and "corrupt" in res.stderr
+    assert (
+        res.stderr.strip().count("\n") == 0 and str(ckpt) in res.stderr and "corrupt" in res.stderr
+    )
 
 
 class _Payload:
@@ -206,23 +271,45 @@ def test_checkpoint_from_a_different_model_is_refused(tmp_path):
     assert "does not fit this config" in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("scheduler, named", [("cosine", "CosineAnnealingLR T_max=1 (this config: 3)"),
-                                               ("onecycle", "OneCycleLR total_steps=20 (this config: 60)")])
-def test_resuming_with_another_run_length_is_refused_before_the_schedule_breaks(tmp_path, scheduler, named):
+@pytest.mark.parametrize(
+    "scheduler, named",
+    [
+        ("cosine", "CosineAnnealingLR T_max=1 (this config: 3)"),
+        ("onecycle", "OneCycleLR total_steps=20 (this config: 60)"),
+    ],
+)
+def test_resuming_with_another_run_length_is_refused_before_the_schedule_breaks(
+    tmp_path, scheduler, named
+):
     """Past its saved end OneCycleLR raises mid-run and a cosine climbs back: say so up front, lose nothing."""
     run = tmp_path / "run"
-    assert run_cli(["trainer.max_epochs=1", "diag=off", f"scheduler={scheduler}"], tmp_path, run_dir=run).returncode == 0
+    assert (
+        run_cli(
+            ["trainer.max_epochs=1", "diag=off", f"scheduler={scheduler}"], tmp_path, run_dir=run
+        ).returncode
+        == 0
+    )
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
     report = (run / "report.json").read_bytes()
-    res = run_cli(["trainer.max_epochs=3", "diag=off", f"scheduler={scheduler}", "trainer.resume=auto"], tmp_path,
-                  run_dir=run)
+    res = run_cli(
+        ["trainer.max_epochs=3", "diag=off", f"scheduler={scheduler}", "trainer.resume=auto"],
+        tmp_path,
+        run_dir=run,
+    )
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
-    assert "trainer.resume" in res.stderr and named in res.stderr and "trainer.max_epochs" in res.stderr
+    assert (
+        "trainer.resume" in res.stderr
+        and named in res.stderr
+        and "trainer.max_epochs" in res.stderr
+    )
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
     assert (run / "report.json").read_bytes() == report
-    same = run_cli(["trainer.max_epochs=1", "diag=off", f"scheduler={scheduler}", "trainer.resume=auto"], tmp_path,
-                   run_dir=run)
+    same = run_cli(
+        ["trainer.max_epochs=1", "diag=off", f"scheduler={scheduler}", "trainer.resume=auto"],
+        tmp_path,
+        run_dir=run,
+    )
     assert same.returncode == 0 and "resumed from" in same.stdout, same.stderr
 
 
@@ -244,7 +331,10 @@ def test_nan_batches_never_change_the_weights_and_are_counted(tmp_path):
             assert state.step_skipped
             assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert state.skipped_steps == 3
-    assert sum(json.loads(x)["kind"] == "skipped_step" for x in (tmp_path / "events.jsonl").open()) == 3
+    assert (
+        sum(json.loads(x)["kind"] == "skipped_step" for x in (tmp_path / "events.jsonl").open())
+        == 3
+    )
 
 
 def test_a_run_that_keeps_producing_nan_stops_with_a_clear_reason(tmp_path):
@@ -263,8 +353,12 @@ def test_a_run_that_keeps_producing_nan_stops_with_a_clear_reason(tmp_path):
 def small_disk(tmp_path):
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     yield mnt
     subprocess.run(["umount", str(mnt)], capture_output=True)
@@ -291,18 +385,24 @@ def test_unwritable_run_directory_exits_2_with_the_path(tmp_path):
 
 
 def test_config_names_cannot_escape_the_run_directory(tmp_path):
-    res = run_cli(["trainer.max_epochs=1", "callbacks.checkpoint.dirname=../../escaped"], tmp_path,
-                  run_dir=tmp_path / "run")
+    res = run_cli(
+        ["trainer.max_epochs=1", "callbacks.checkpoint.dirname=../../escaped"],
+        tmp_path,
+        run_dir=tmp_path / "run",
+    )
     assert res.returncode == 2 and "points outside the run directory" in res.stderr
     assert not (tmp_path.parent / "escaped").exists()
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("trainer.device=cuda", "trainer.device=cuda"),
-    ("data.val_fraction=0", "data.val_fraction=0"),
-    ("trainer.max_epochs=0.5", "trainer.max_epochs=0.5"),
-    ("optimizer.lr=0", "optimizer.lr=0"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("trainer.device=cuda", "trainer.device=cuda"),
+        ("data.val_fraction=0", "data.val_fraction=0"),
+        ("trainer.max_epochs=0.5", "trainer.max_epochs=0.5"),
+        ("optimizer.lr=0", "optimizer.lr=0"),
+    ],
+)
 def test_more_bad_configuration_exits_2_before_training(tmp_path, override, needle):
     res = run_cli([override], tmp_path)
     assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr

@@ -10,8 +10,18 @@ import torch
 from helpers import run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-CONTRACT = [".hydra/config.yaml", ".hydra/overrides.yaml", "train_diagnostics.jsonl", "val_diagnostics.jsonl",
-            "events.jsonl", "report.json", "report.md", "summary.png", "checkpoints/last.pt", "checkpoints/best.pt"]
+CONTRACT = [
+    ".hydra/config.yaml",
+    ".hydra/overrides.yaml",
+    "train_diagnostics.jsonl",
+    "val_diagnostics.jsonl",
+    "events.jsonl",
+    "report.json",
+    "report.md",
+    "summary.png",
+    "checkpoints/last.pt",
+    "checkpoints/best.pt",
+]
 
 
 def scalars(tb_dir):
@@ -26,18 +36,40 @@ def test_run_leaves_the_contract(tmp_path):
     assert res.returncode == 0, res.stderr
     for rel in CONTRACT:
         assert (run / rel).exists(), rel
-    assert "test accuracy" in res.stdout and str(run) in res.stdout and "tensorboard --logdir" in res.stdout
+    assert (
+        "test accuracy" in res.stdout
+        and str(run) in res.stdout
+        and "tensorboard --logdir" in res.stdout
+    )
     epochs = re.findall(r"epoch +(\d)/2 .* val_acc [01]\.\d{3} .* (\d+ms|\d+\.\ds)\n", res.stdout)
     assert [e[0] for e in epochs] == ["1", "2"] and "0.0s" not in res.stdout, res.stdout
     tags = scalars(run / "tb")
-    for tag in ("train/loss", "train/lr", "train/grad_norm", "val/loss", "val/acc", "train/samples_per_sec",
-                "train/skipped_steps", "test/acc"):
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "val/loss",
+        "val/acc",
+        "train/samples_per_sec",
+        "train/skipped_steps",
+        "test/acc",
+    ):
         assert tag in tags and all(map(lambda v: v == v and abs(v) < float("inf"), tags[tag])), tag
-    assert any(t.startswith("grad_norm/") for t in tags) and any(t.startswith("update_ratio/") for t in tags)
+    assert any(t.startswith("grad_norm/") for t in tags) and any(
+        t.startswith("update_ratio/") for t in tags
+    )
     lines = [json.loads(x) for x in (run / "train_diagnostics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [0, 1]
-    for key in ("loss", "accuracy", "learning_rate", "mean_grad_norm", "min_grad_norm", "max_grad_norm",
-                "weight_update_magnitude", "num_batches"):
+    for key in (
+        "loss",
+        "accuracy",
+        "learning_rate",
+        "mean_grad_norm",
+        "min_grad_norm",
+        "max_grad_norm",
+        "weight_update_magnitude",
+        "num_batches",
+    ):
         assert key in lines[0]
     assert lines[0]["min_grad_norm"] <= lines[0]["mean_grad_norm"] <= lines[0]["max_grad_norm"]
     val = [json.loads(x) for x in (run / "val_diagnostics.jsonl").read_text().splitlines()]
@@ -59,11 +91,20 @@ def test_default_run_reaches_095(tmp_path):
     assert report["status"] == "healthy"
 
 
-@pytest.mark.parametrize("overrides", [
-    ["model=mlp", "optimizer=adam", "scheduler=cosine", "trainer.precision=bf16", "trainer.clip.max_norm=1.0"],
-    ["trainer.precision=fp16"],
-    ["model=cnn", "scheduler=onecycle", "optimizer=sgd"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [
+            "model=mlp",
+            "optimizer=adam",
+            "scheduler=cosine",
+            "trainer.precision=bf16",
+            "trainer.clip.max_norm=1.0",
+        ],
+        ["trainer.precision=fp16"],
+        ["model=cnn", "scheduler=onecycle", "optimizer=sgd"],
+    ],
+)
 def test_precision_and_schedule_overrides_run(tmp_path, overrides):
     res = run_cli([*overrides, "trainer.max_epochs=2"], tmp_path, run_dir=tmp_path / "run")
     assert res.returncode == 0, res.stderr
@@ -75,16 +116,25 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     common = ["trainer.deterministic=true", "scheduler=cosine", "model.dropout=0.1"]
     straight = run_cli([*common, "trainer.max_epochs=2"], tmp_path, run_dir=tmp_path / "a")
     assert straight.returncode == 0, straight.stderr
-    first = run_cli([*common, "trainer.max_epochs=1", "scheduler.lr_scheduler.T_max=2"], tmp_path, run_dir=tmp_path / "b")
+    first = run_cli(
+        [*common, "trainer.max_epochs=1", "scheduler.lr_scheduler.T_max=2"],
+        tmp_path,
+        run_dir=tmp_path / "b",
+    )
     assert first.returncode == 0, first.stderr
-    second = run_cli([*common, "trainer.max_epochs=2", "trainer.resume=auto"], tmp_path, run_dir=tmp_path / "b")
+    second = run_cli(
+        [*common, "trainer.max_epochs=2", "trainer.resume=auto"], tmp_path, run_dir=tmp_path / "b"
+    )
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stdout
     a = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    epochs = [json.loads(x)["epoch"] for x in (tmp_path / "b/train_diagnostics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(x)["epoch"]
+        for x in (tmp_path / "b/train_diagnostics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [0, 1]  # the resumed log continues without duplicates
 
 
@@ -96,26 +146,37 @@ def test_a_resumed_run_announces_only_new_findings(tmp_path):
     second = run_cli([*sick, "trainer.resume=auto"], tmp_path, run_dir=run)
     assert second.returncode == 0 and "resumed from" in second.stdout, second.stderr
     assert "diag: LOSS_EXPLOSION" not in second.stdout + second.stderr
-    added = [c for line in (run / "events.jsonl").read_text().splitlines()
-             if (e := json.loads(line))["kind"] == "diagnosis" for c in e["added"]]
+    added = [
+        c
+        for line in (run / "events.jsonl").read_text().splitlines()
+        if (e := json.loads(line))["kind"] == "diagnosis"
+        for c in e["added"]
+    ]
     assert added.count("LOSS_EXPLOSION") == 1
     report = json.loads((run / "report.json").read_text())
-    assert report["metrics"]["steps"] == 80 and "LOSS_EXPLOSION" in [i["code"] for i in report["issues"]]
+    assert report["metrics"]["steps"] == 80 and "LOSS_EXPLOSION" in [
+        i["code"] for i in report["issues"]
+    ]
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("optimizer.lr=-1", "optimizer.lr=-1"),
-    ("optimizer.lr=abc", "optimizer.lr='abc'"),
-    ("trainer.max_epochs=-3", "trainer.max_epochs=-3"),
-    ("trainer.max_epochs=two", "trainer.max_epochs='two'"),
-    ("trainer.precision=fp8", "trainer.precision='fp8'"),
-    ("trainer.clip.max_norm=0", "trainer.clip.max_norm=0"),
-    ("data.val_fraction=1.5", "data.val_fraction=1.5"),
-    ("data.batch_size=100000", "data.batch_size=100000"),
-    ("trainer.resume=/nonexistent/ckpt.pt", "trainer.resume=/nonexistent/ckpt.pt"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("optimizer.lr=-1", "optimizer.lr=-1"),
+        ("optimizer.lr=abc", "optimizer.lr='abc'"),
+        ("trainer.max_epochs=-3", "trainer.max_epochs=-3"),
+        ("trainer.max_epochs=two", "trainer.max_epochs='two'"),
+        ("trainer.precision=fp8", "trainer.precision='fp8'"),
+        ("trainer.clip.max_norm=0", "trainer.clip.max_norm=0"),
+        ("data.val_fraction=1.5", "data.val_fraction=1.5"),
+        ("data.batch_size=100000", "data.batch_size=100000"),
+        ("trainer.resume=/nonexistent/ckpt.pt", "trainer.resume=/nonexistent/ckpt.pt"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(tmp_path, override, needle):
-    res = run_cli([override, "trainer.max_epochs=1"] if "max_epochs" not in override else [override], tmp_path)
+    res = run_cli(
+        [override, "trainer.max_epochs=1"] if "max_epochs" not in override else [override], tmp_path
+    )
     assert res.returncode == 2, (res.stdout, res.stderr)
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], res.stderr
@@ -133,8 +194,10 @@ def test_multirun_makes_one_directory_per_run(tmp_path):
     assert res.returncode == 0, res.stderr
     reports = sorted((tmp_path / "multirun").glob("*/*/report.json"))
     assert len(reports) == 2
-    lrs = sorted(json.loads((r.parent / ".hydra/overrides.yaml").read_text().count("0.1") and "1" or "0")
-                 for r in reports)
+    lrs = sorted(
+        json.loads((r.parent / ".hydra/overrides.yaml").read_text().count("0.1") and "1" or "0")
+        for r in reports
+    )
     assert len(lrs) == 2
 
 
@@ -142,7 +205,9 @@ def test_weights_ten_times_too_large_show_in_the_first_loss(tmp_path):
     """model.init_scale=10 on the CNN (4x He scale, hidden by batch norm except at the head): the first loss, read
     live from the run's first step, is far above ln(10), and the report says so."""
     run = tmp_path / "run"
-    res = run_cli(["model=cnn", "model.init_scale=10", "trainer.max_epochs=1"], tmp_path, run_dir=run)
+    res = run_cli(
+        ["model=cnn", "model.init_scale=10", "trainer.max_epochs=1"], tmp_path, run_dir=run
+    )
     assert res.returncode == 0, res.stderr
     report = json.loads((run / "report.json").read_text())
     (issue,) = [i for i in report["issues"] if i["code"] == "BAD_INITIALIZATION"]

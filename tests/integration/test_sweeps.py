@@ -11,7 +11,9 @@ import yaml
 from helpers import run_cli
 from tbparse import SummaryReader
 
-SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: extra threads only contend on a shared 2-core box
+SINGLE_THREAD = {
+    "OMP_NUM_THREADS": "1"
+}  # tiny models: extra threads only contend on a shared 2-core box
 TINY = ["trainer.max_epochs=1", "diag=off", "data.subset=256"]
 
 
@@ -29,17 +31,24 @@ def check_runs(sweep: Path, n: int, optimizer: str = "Adam") -> list[Path]:
         report = json.loads((run / "report.json").read_text())
         assert report["metrics"]["epochs"] == 1
         event_files = list((run / "tb").rglob("events.out.tfevents.*"))
-        assert [f.parent for f in event_files] == [run / "tb"] * len(event_files)  # no stray sub-run
+        assert [f.parent for f in event_files] == [run / "tb"] * len(
+            event_files
+        )  # no stray sub-run
         reader = SummaryReader(str(run / "tb"))
         hp = dict(zip(reader.hparams["tag"], reader.hparams["value"]))
-        lr = next(o.split("=", 1)[1] for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
-                  if o.startswith("optimizer.lr="))
+        lr = next(
+            o.split("=", 1)[1]
+            for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+            if o.startswith("optimizer.lr=")
+        )
         assert float(hp["optimizer.lr"]) == pytest.approx(float(lr))
         assert hp["model"] == "MLP" and hp["optimizer"] == optimizer
         scalars = reader.scalars
         best = scalars[scalars.tag == "hparams/best_val_loss"]["value"]
         if report["metrics"]["best_val_loss"] is not None:
-            assert float(best.iloc[0]) == pytest.approx(report["metrics"]["best_val_loss"], rel=1e-5)
+            assert float(best.iloc[0]) == pytest.approx(
+                report["metrics"]["best_val_loss"], rel=1e-5
+            )
     return runs
 
 
@@ -55,7 +64,9 @@ def check_summary(sweep: Path, runs: list[Path]) -> str:
 
 @pytest.mark.slow
 def test_basic_lr_sweep_runs_summarises_and_marks_divergence(tmp_path):
-    proc = run_cli(["-m", "optimizer.lr=1e-3,1e-1,1e3", "optimizer=sgd", *TINY], tmp_path, env=SINGLE_THREAD)
+    proc = run_cli(
+        ["-m", "optimizer.lr=1e-3,1e-1,1e3", "optimizer=sgd", *TINY], tmp_path, env=SINGLE_THREAD
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = only_sweep_dir(tmp_path)
     runs = check_runs(sweep, 3, optimizer="SGD")
@@ -76,17 +87,27 @@ def test_basic_lr_sweep_runs_summarises_and_marks_divergence(tmp_path):
 
 @pytest.mark.slow
 def test_optuna_sweep_three_trials(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")  # an optional plugin (the sweep extra)
-    proc = run_cli(["-m", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=3", *TINY], tmp_path,
-                   env=SINGLE_THREAD)
+    pytest.importorskip(
+        "hydra_plugins.hydra_optuna_sweeper"
+    )  # an optional plugin (the sweep extra)
+    proc = run_cli(
+        ["-m", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=3", *TINY],
+        tmp_path,
+        env=SINGLE_THREAD,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = only_sweep_dir(tmp_path)
     runs = check_runs(sweep, 3)
     assert not (sweep / "3").exists()
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    best_loss = min(json.loads((r / "report.json").read_text())["metrics"]["best_val_loss"] or 1e3 for r in runs)
+    best_loss = min(
+        json.loads((r / "report.json").read_text())["metrics"]["best_val_loss"] or 1e3 for r in runs
+    )
     assert results["best_value"] == pytest.approx(best_loss, rel=1e-6)
-    lrs = [float(yaml.safe_load((r / ".hydra" / "overrides.yaml").read_text())[0].split("=")[1]) for r in runs]
+    lrs = [
+        float(yaml.safe_load((r / ".hydra" / "overrides.yaml").read_text())[0].split("=")[1])
+        for r in runs
+    ]
     assert all(1e-5 <= lr <= 1.0 for lr in lrs) and len(set(lrs)) == 3
     md = check_summary(sweep, runs)
     assert "Optuna: best params" in md
@@ -94,9 +115,14 @@ def test_optuna_sweep_three_trials(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_launcher_two_parallel_jobs(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")  # an optional plugin (the sweep extra)
-    proc = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-3,1e-2", *TINY],
-                   tmp_path, env=SINGLE_THREAD)
+    pytest.importorskip(
+        "hydra_plugins.hydra_joblib_launcher"
+    )  # an optional plugin (the sweep extra)
+    proc = run_cli(
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-3,1e-2", *TINY],
+        tmp_path,
+        env=SINGLE_THREAD,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
     sweep = only_sweep_dir(tmp_path)
@@ -109,7 +135,9 @@ def test_joblib_launcher_two_parallel_jobs(tmp_path):
 def test_diag_sweep_on_a_missing_directory_is_one_line_and_exit_2(tmp_path):
     proc = run_cli(["sweep", str(tmp_path / "nope")], tmp_path, module="diag")
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("diag sweep:") and len(proc.stderr.strip().splitlines()) == 1
+    assert (
+        proc.stderr.strip().startswith("diag sweep:") and len(proc.stderr.strip().splitlines()) == 1
+    )
     (tmp_path / "empty").mkdir()
     proc = run_cli(["sweep", str(tmp_path / "empty")], tmp_path, module="diag")
     assert proc.returncode == 2 and "no run directories" in proc.stderr

@@ -15,22 +15,53 @@ from helpers import ROOT
 @pytest.mark.slow
 def test_a_wheel_installed_in_a_fresh_venv_trains_from_another_directory(tmp_path):
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheels), str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wheel = next(wheels.glob("experiment_runner-*.whl"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)  # torch & co. from the system
     python = env_dir / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = subprocess.run([str(python), "-c", "import runner, diag; print(runner.__file__); print(diag.__file__)"],
-                           cwd=elsewhere, capture_output=True, text=True, env=env, check=True)
+    where = subprocess.run(
+        [str(python), "-c", "import runner, diag; print(runner.__file__); print(diag.__file__)"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     assert all(line.startswith(str(env_dir)) for line in where.stdout.split()), where.stdout
-    proc = subprocess.run([str(env_dir / "bin" / "runner"), "trainer.max_epochs=1", "trainer.progress=false"],
-                          cwd=elsewhere, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [str(env_dir / "bin" / "runner"), "trainer.max_epochs=1", "trainer.progress=false"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run_dir,) = (elsewhere / "outputs" / "runs").iterdir()
     report = json.loads((run_dir / "report.json").read_text())

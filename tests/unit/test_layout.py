@@ -56,7 +56,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
     def walk(node: str, path: list[str]) -> list[str] | None:
         if node in path:
-            return path[path.index(node):] + [node]
+            return path[path.index(node) :] + [node]
         if node in done:
             return None
         for nxt in sorted(graph[node]):
@@ -84,6 +84,9 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_diag_never_imports_runner():
     graph = import_graph()
-    leaks = {m: sorted(d for d in deps if d.split(".")[0] == "runner") for m, deps in graph.items()
-             if m.split(".")[0] == "diag"}
+    leaks = {
+        m: sorted(d for d in deps if d.split(".")[0] == "runner")
+        for m, deps in graph.items()
+        if m.split(".")[0] == "diag"
+    }
     assert not {m: d for m, d in leaks.items() if d}

@@ -36,9 +36,19 @@ def seed_records(n: int = 12, lr_drops: tuple[int, ...] = (4, 8), batches: int =
     for e in range(n):
         if e in lr_drops:
             lr /= 10
-        out.append({"epoch": e, "loss": 2.3 * math.exp(-0.25 * e) + 0.05, "accuracy": min(0.98, 0.2 + 0.07 * e),
-                    "learning_rate": lr, "mean_grad_norm": 1.0 - 0.03 * e, "min_grad_norm": 0.5,
-                    "max_grad_norm": 2.0, "weight_update_magnitude": 0.05 * 0.9 ** e, "num_batches": batches})
+        out.append(
+            {
+                "epoch": e,
+                "loss": 2.3 * math.exp(-0.25 * e) + 0.05,
+                "accuracy": min(0.98, 0.2 + 0.07 * e),
+                "learning_rate": lr,
+                "mean_grad_norm": 1.0 - 0.03 * e,
+                "min_grad_norm": 0.5,
+                "max_grad_norm": 2.0,
+                "weight_update_magnitude": 0.05 * 0.9**e,
+                "num_batches": batches,
+            }
+        )
     return out
 
 
@@ -59,7 +69,9 @@ def check_shape(report: dict) -> None:
     assert report["autotrainer"] == {"actions": report["autotrainer"]["actions"]}
     for issue in report["issues"]:
         assert issue.keys() >= ISSUE_KEYS
-        assert issue["recommendations"] and all(isinstance(r, str) for r in issue["recommendations"])
+        assert issue["recommendations"] and all(
+            isinstance(r, str) for r in issue["recommendations"]
+        )
 
 
 # -- a real run directory ------------------------------------------------------
@@ -79,15 +91,27 @@ def test_run_directory_of_a_real_run(tmp_path):
     assert m["final_train_loss"] == pytest.approx(lines[-1]["loss"])
     assert m["initial_lr"] == pytest.approx(lines[0]["learning_rate"])
     assert m["epochs"] == 2 and m["steps"] == lines[-1]["step"]
-    assert m["test_acc"] == pytest.approx(own["metrics"]["test_acc"])  # carried over from the run's report.json
+    assert m["test_acc"] == pytest.approx(
+        own["metrics"]["test_acc"]
+    )  # carried over from the run's report.json
     assert report["input"]["kind"] == "run_dir" and report["input"]["skipped"] == {}
     assert report["input"]["tags"]["loss"] == "train/loss"
 
     human = run_cli(["analyze", str(run)], tmp_path, module="diag")
     assert human.returncode == 0
     text = human.stdout
-    order = [text.index(h) for h in ("LEARNING RATE", "LOSS", "ACCURACY", "GRADIENT NORMS", "WEIGHT UPDATES",
-                                     "DIAGNOSIS", "RECOMMENDATIONS")]
+    order = [
+        text.index(h)
+        for h in (
+            "LEARNING RATE",
+            "LOSS",
+            "ACCURACY",
+            "GRADIENT NORMS",
+            "WEIGHT UPDATES",
+            "DIAGNOSIS",
+            "RECOMMENDATIONS",
+        )
+    ]
     assert order == sorted(order)
     assert f"constant at {lines[0]['learning_rate']:.3g} over 2 epochs: never reduced" in text
     assert f"test : {own['metrics']['test_acc']:.4f}" in text
@@ -102,7 +126,9 @@ def test_analyzer_finds_what_the_live_diagnosis_found(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     own = json.loads((run / "report.json").read_text())
     assert own["status"] == "critical"  # the fault is real
-    proc = run_cli(["analyze", str(run), "--json", "--fail-on", "critical"], tmp_path, module="diag")
+    proc = run_cli(
+        ["analyze", str(run), "--json", "--fail-on", "critical"], tmp_path, module="diag"
+    )
     report = json.loads(proc.stdout)
     live_critical = {i["code"] for i in own["issues"] if i["severity"] == "critical"}
     assert live_critical <= {i["code"] for i in report["issues"]}
@@ -112,26 +138,49 @@ def test_analyzer_finds_what_the_live_diagnosis_found(tmp_path):
 def test_run_directory_written_by_hand(tmp_path, capsys):
     """JSONL + runner-style TensorBoard tags + events.jsonl + config, with a corrupt event file beside them."""
     run = tmp_path / "run"
-    write_jsonl(run / "train_diagnostics.jsonl",
-                [{**r, "step": 50 * (r["epoch"] + 1)} for r in seed_records(6, lr_drops=())])
-    write_jsonl(run / "val_diagnostics.jsonl",
-                [{"epoch": e, "step": 50 * (e + 1), "loss": 1.0 - 0.1 * e, "accuracy": 60 + 5 * e} for e in range(6)])
-    write_jsonl(run / "events.jsonl", [*({"kind": "skipped_step", "step": s, "epoch": 0} for s in (7, 9, 12)),
-                                       {"kind": "diagnosis", "step": 50, "issues": [
-                                           {"code": "NONFINITE_GRADIENTS", "first_step": 7, "layer": "layers.0"}]}])
+    write_jsonl(
+        run / "train_diagnostics.jsonl",
+        [{**r, "step": 50 * (r["epoch"] + 1)} for r in seed_records(6, lr_drops=())],
+    )
+    write_jsonl(
+        run / "val_diagnostics.jsonl",
+        [
+            {"epoch": e, "step": 50 * (e + 1), "loss": 1.0 - 0.1 * e, "accuracy": 60 + 5 * e}
+            for e in range(6)
+        ],
+    )
+    write_jsonl(
+        run / "events.jsonl",
+        [
+            *({"kind": "skipped_step", "step": s, "epoch": 0} for s in (7, 9, 12)),
+            {
+                "kind": "diagnosis",
+                "step": 50,
+                "issues": [{"code": "NONFINITE_GRADIENTS", "first_step": 7, "layer": "layers.0"}],
+            },
+        ],
+    )
     (run / ".hydra").mkdir()
-    (run / ".hydra" / "config.yaml").write_text("data:\n  num_classes: 7\ntrainer:\n  max_epochs: 12\n")
+    (run / ".hydra" / "config.yaml").write_text(
+        "data:\n  num_classes: 7\ntrainer:\n  max_epochs: 12\n"
+    )
     w = SummaryWriter(str(run / "tb"))
     for step in range(10, 301, 10):
-        w.add_scalar("train/loss", 2.0 / step ** 0.5, step)
+        w.add_scalar("train/loss", 2.0 / step**0.5, step)
         w.add_scalar("train/grad_norm", 1.0, step)
         w.add_scalar("train/lr", 0.1, step)
         if step % 50 == 0:
-            for name, v in (("layers.10", 3.0), ("layers.2", 2.0), ("layers.0", 1.0)):  # model order, not sorted
+            for name, v in (
+                ("layers.10", 3.0),
+                ("layers.2", 2.0),
+                ("layers.0", 1.0),
+            ):  # model order, not sorted
                 w.add_scalar(f"grad_norm/{name}", v, step)
                 w.add_scalar(f"dead_fraction/{name}", 0.1, step)
     w.close()
-    (run / "tb" / "events.out.tfevents.2.corrupt").write_bytes(b"\x13\x00\x00\x00\x00\x00\x00\x00junkjunkjunk")
+    (run / "tb" / "events.out.tfevents.2.corrupt").write_bytes(
+        b"\x13\x00\x00\x00\x00\x00\x00\x00junkjunkjunk"
+    )
 
     r = read_path(run)
     s = r.series
@@ -140,10 +189,16 @@ def test_run_directory_written_by_hand(tmp_path, capsys):
     assert s.skipped_steps == [7, 9, 12]
     assert s.step == list(range(10, 301, 10)) and len(s.loss) == len(s.grad_norm) == len(s.lr) == 30
     assert list(s.layer_grad_norm) == ["layers.10", "layers.2", "layers.0"]
-    assert s.layer_step == [50, 100, 150, 200, 250, 300] and s.layer_dead_fraction["layers.0"] == pytest.approx([0.1] * 6)
+    assert s.layer_step == [50, 100, 150, 200, 250, 300] and s.layer_dead_fraction[
+        "layers.0"
+    ] == pytest.approx([0.1] * 6)
     assert s.epoch_step == [50, 100, 150, 200, 250, 300]
-    assert s.epoch_val_acc == pytest.approx([0.60, 0.65, 0.70, 0.75, 0.80, 0.85])  # percent read as fraction
-    assert any("unreadable or truncated event files (events.out.tfevents.2.corrupt)" in n for n in r.notes)
+    assert s.epoch_val_acc == pytest.approx(
+        [0.60, 0.65, 0.70, 0.75, 0.80, 0.85]
+    )  # percent read as fraction
+    assert any(
+        "unreadable or truncated event files (events.out.tfevents.2.corrupt)" in n for n in r.notes
+    )
 
     rc, out, err = analyze(capsys, str(run))
     assert rc == 0, err
@@ -174,15 +229,22 @@ def test_jsonl_seed_schema_learning_rate_analysis(tmp_path, capsys):
 
 def test_nonfinite_literals_are_evidence_of_explosion(tmp_path, capsys):
     recs = seed_records(10, lr_drops=())
-    path = write_jsonl(tmp_path / "train.jsonl", recs[:6],
-                       extra=[b'{"epoch": 6, "loss": Infinity, "learning_rate": 0.1, "num_batches": 50}',
-                              b'{"epoch": 7, "loss": NaN, "learning_rate": 0.1, "num_batches": 50}',
-                              b'{"epoch": 8, "loss": null, "learning_rate": 0.1, "num_batches": 50}'])
+    path = write_jsonl(
+        tmp_path / "train.jsonl",
+        recs[:6],
+        extra=[
+            b'{"epoch": 6, "loss": Infinity, "learning_rate": 0.1, "num_batches": 50}',
+            b'{"epoch": 7, "loss": NaN, "learning_rate": 0.1, "num_batches": 50}',
+            b'{"epoch": 8, "loss": null, "learning_rate": 0.1, "num_batches": 50}',
+        ],
+    )
     rc, report = analyze_json(capsys, str(path))
     assert rc == 0
     check_shape(report)
     explosion = [i for i in report["issues"] if i["code"] == "LOSS_EXPLOSION"]
-    assert explosion and explosion[0]["severity"] == "critical" and explosion[0]["first_step"] == 350
+    assert (
+        explosion and explosion[0]["severity"] == "critical" and explosion[0]["first_step"] == 350
+    )
     assert report["status"] == "critical"
     assert report["metrics"]["nonfinite_loss_values"] == 3
     assert report["metrics"]["final_train_loss"] is None  # NaN is not valid JSON: written as null
@@ -193,11 +255,16 @@ def test_nonfinite_literals_are_evidence_of_explosion(tmp_path, capsys):
     assert "  - Reduce the learning rate by 10-100x (optimizer.lr)" in out
 
 
-@pytest.mark.parametrize(("fail_on", "sick_rc", "healthy_rc"), [(None, 0, 0), ("critical", 1, 0), ("warning", 1, 0)])
+@pytest.mark.parametrize(
+    ("fail_on", "sick_rc", "healthy_rc"), [(None, 0, 0), ("critical", 1, 0), ("warning", 1, 0)]
+)
 def test_fail_on_sets_the_exit_code(tmp_path, capsys, fail_on, sick_rc, healthy_rc):
     healthy = write_jsonl(tmp_path / "healthy.jsonl", seed_records())
-    sick = write_jsonl(tmp_path / "sick.jsonl", seed_records(8, lr_drops=()),
-                       extra=[b'{"epoch": 8, "loss": NaN, "num_batches": 50}'])
+    sick = write_jsonl(
+        tmp_path / "sick.jsonl",
+        seed_records(8, lr_drops=()),
+        extra=[b'{"epoch": 8, "loss": NaN, "num_batches": 50}'],
+    )
     extra = ["--fail-on", fail_on] if fail_on else []
     assert analyze(capsys, str(sick), *extra)[0] == sick_rc
     assert analyze(capsys, str(healthy), *extra)[0] == healthy_rc
@@ -206,28 +273,52 @@ def test_fail_on_sets_the_exit_code(tmp_path, capsys, fail_on, sick_rc, healthy_
 def test_fail_on_warning_but_not_critical_for_a_warning(tmp_path, capsys):
     """A warning-level finding (overfitting) fails --fail-on warning and passes --fail-on critical."""
     path = tmp_path / "run"
-    write_jsonl(path / "train_diagnostics.jsonl",
-                [{"epoch": e, "step": 20 * (e + 1), "loss": 1.0 * 0.7 ** e, "accuracy": 0.5 + 0.05 * e,
-                  "learning_rate": 1e-3} for e in range(10)])
-    write_jsonl(path / "val_diagnostics.jsonl",
-                [{"epoch": e, "step": 20 * (e + 1), "loss": v, "accuracy": 0.8}
-                 for e, v in enumerate([1.0, 0.8, 0.6, 0.5, 0.55, 0.65, 0.75, 0.85, 0.95, 1.05])])
+    write_jsonl(
+        path / "train_diagnostics.jsonl",
+        [
+            {
+                "epoch": e,
+                "step": 20 * (e + 1),
+                "loss": 1.0 * 0.7**e,
+                "accuracy": 0.5 + 0.05 * e,
+                "learning_rate": 1e-3,
+            }
+            for e in range(10)
+        ],
+    )
+    write_jsonl(
+        path / "val_diagnostics.jsonl",
+        [
+            {"epoch": e, "step": 20 * (e + 1), "loss": v, "accuracy": 0.8}
+            for e, v in enumerate([1.0, 0.8, 0.6, 0.5, 0.55, 0.65, 0.75, 0.85, 0.95, 1.05])
+        ],
+    )
     rc, report = analyze_json(capsys, str(path), "--fail-on", "warning")
-    assert [i["code"] for i in report["issues"]] == ["OVERFITTING"] and report["status"] == "warning"
+    assert [i["code"] for i in report["issues"]] == ["OVERFITTING"] and report[
+        "status"
+    ] == "warning"
     assert rc == 1
     assert analyze(capsys, str(path), "--fail-on", "critical")[0] == 0
 
 
 def test_malformed_lines_are_skipped_and_counted(tmp_path, capsys):
     good = seed_records(6, lr_drops=())
-    junk = [b'{"epoch": 9, "loss": 0.', b"\x00\xff\xfe binary \x89PNG", b"[1, 2, 3]", b"",
-            b'{"no_known_field": 1}', b"x" * (readers.MAX_LINE_BYTES + 10)]
+    junk = [
+        b'{"epoch": 9, "loss": 0.',
+        b"\x00\xff\xfe binary \x89PNG",
+        b"[1, 2, 3]",
+        b"",
+        b'{"no_known_field": 1}',
+        b"x" * (readers.MAX_LINE_BYTES + 10),
+    ]
     path = write_jsonl(tmp_path / "run" / "train_diagnostics.jsonl", good[:3], extra=junk)
     with path.open("ab") as fh:
         fh.write(b"\n".join(json.dumps(r).encode() for r in good[3:]) + b"\n")
     rc, out, err = analyze(capsys, str(path.parent))
     assert rc == 0, err
-    assert "skipped 4 malformed lines in train_diagnostics.jsonl" in out  # truncated, binary, list, over-long
+    assert (
+        "skipped 4 malformed lines in train_diagnostics.jsonl" in out
+    )  # truncated, binary, list, over-long
     assert "skipped 1 records without any known field in train_diagnostics.jsonl" in out
     rc, report = analyze_json(capsys, str(path.parent))
     assert report["metrics"]["epochs"] == 6
@@ -242,15 +333,24 @@ def test_missing_or_non_numeric_values_are_not_explosions(tmp_path, capsys):
     path = write_jsonl(tmp_path / "train_diagnostics.jsonl", recs)
     rc, out, err = analyze(capsys, str(path))
     assert rc == 0, err
-    assert "2 records in train_diagnostics.jsonl lack loss: filled from the neighbouring record" in out
+    assert (
+        "2 records in train_diagnostics.jsonl lack loss: filled from the neighbouring record" in out
+    )
     assert "skipped 1 non-numeric values in train_diagnostics.jsonl" in out
     assert "LOSS_EXPLOSION" not in out and "non-finite" not in out
     r = read_path(path)
-    assert r.series.epoch_train_loss[5] == r.series.epoch_train_loss[4] == pytest.approx(recs[4]["loss"])
+    assert (
+        r.series.epoch_train_loss[5]
+        == r.series.epoch_train_loss[4]
+        == pytest.approx(recs[4]["loss"])
+    )
 
 
 def test_absurd_skipped_step_counts_stay_bounded(tmp_path):
-    recs = [{**r, "step": 50 * (r["epoch"] + 1), "skipped_steps": 10**12 * (r["epoch"] + 1)} for r in seed_records(50)]
+    recs = [
+        {**r, "step": 50 * (r["epoch"] + 1), "skipped_steps": 10**12 * (r["epoch"] + 1)}
+        for r in seed_records(50)
+    ]
     r = read_path(write_jsonl(tmp_path / "train.jsonl", recs))
     assert len(r.series.skipped_steps) == readers.MAX_KEPT and r.series.skipped_steps[0] == 50
 
@@ -258,15 +358,24 @@ def test_absurd_skipped_step_counts_stay_bounded(tmp_path):
 def test_huge_file_is_streamed_and_thinned(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(readers, "MAX_KEPT", 200)
     n = 5000
-    recs = [{"epoch": e, "step": e + 1, "loss": 3.0 / (1 + e) if e != 1234 else None, "learning_rate": 0.01}
-            for e in range(n)]
+    recs = [
+        {
+            "epoch": e,
+            "step": e + 1,
+            "loss": 3.0 / (1 + e) if e != 1234 else None,
+            "learning_rate": 0.01,
+        }
+        for e in range(n)
+    ]
     path = write_jsonl(tmp_path / "train.jsonl", recs)
     r = read_path(path)
     s = r.series
     assert len(s.epoch_step) <= 200 + 20 + 2
     assert s.epoch_step[:20] == list(range(1, 21))
     assert s.epoch_step[0] == 1 and s.epoch_step[-1] == n  # first and last kept
-    assert 1235 in s.epoch_step and math.isnan(s.epoch_train_loss[s.epoch_step.index(1235)])  # first NaN kept
+    assert 1235 in s.epoch_step and math.isnan(
+        s.epoch_train_loss[s.epoch_step.index(1235)]
+    )  # first NaN kept
     assert f"train.jsonl: kept {len(s.epoch_step)} of 5,000 records (evenly spaced)" in r.notes
 
 
@@ -282,7 +391,9 @@ def test_thinned_keeps_a_bounded_even_sample():
 
 
 # -- TensorBoard ---------------------------------------------------------------
-def write_lightning_logs(logdir: Path, val_losses: list[float], train_tag: str = "train_loss") -> None:
+def write_lightning_logs(
+    logdir: Path, val_losses: list[float], train_tag: str = "train_loss"
+) -> None:
     """What a LightningModule with self.log(..., on_step=True, on_epoch=True) and LearningRateMonitor writes."""
     w = SummaryWriter(str(logdir))
     steps_per_epoch, step = 20, 0
@@ -315,9 +426,15 @@ def test_lightning_style_tensorboard_logs(tmp_path, capsys):
     rc, report = analyze_json(capsys, str(tmp_path / "lightning_logs"))
     assert rc == 0
     check_shape(report)
-    assert report["input"]["tags"] == {"loss": "train_loss_step", "lr": "lr-Adam", "train_loss_epoch":
-                                       "train_loss_epoch", "train_acc": "train_acc_epoch", "val_loss": "val_loss",
-                                       "val_acc": "val_acc", "epoch": "epoch"}
+    assert report["input"]["tags"] == {
+        "loss": "train_loss_step",
+        "lr": "lr-Adam",
+        "train_loss_epoch": "train_loss_epoch",
+        "train_acc": "train_acc_epoch",
+        "val_loss": "val_loss",
+        "val_acc": "val_acc",
+        "epoch": "epoch",
+    }
     codes = [i["code"] for i in report["issues"]]
     assert codes == ["OVERFITTING"], report["issues"]
     m = report["metrics"]
@@ -332,7 +449,10 @@ def test_lightning_style_tensorboard_logs(tmp_path, capsys):
 
 def test_keras_style_train_and_validation_folders(tmp_path, capsys):
     """TF2/Keras writes tensor-based scalars into logs/train and logs/validation: one run, two folders."""
-    for split, losses in (("train", [2.0, 1.5, 1.0, 0.7, 0.5, 0.4]), ("validation", [2.1, 1.6, 1.2, 1.0, 0.9, 0.85])):
+    for split, losses in (
+        ("train", [2.0, 1.5, 1.0, 0.7, 0.5, 0.4]),
+        ("validation", [2.1, 1.6, 1.2, 1.0, 0.9, 0.85]),
+    ):
         w = SummaryWriter(str(tmp_path / "logs" / split))
         for e, loss in enumerate(losses):
             w.add_scalar("epoch_loss", loss, e, new_style=True)
@@ -344,7 +464,11 @@ def test_keras_style_train_and_validation_folders(tmp_path, capsys):
     assert rc == 0
     assert report["input"]["tags"]["val_loss"] == "validation/epoch_loss"
     m = report["metrics"]
-    assert (m["initial_train_loss"], m["best_val_loss"], m["lr_reductions"]) == (2.0, pytest.approx(0.85), 1)
+    assert (m["initial_train_loss"], m["best_val_loss"], m["lr_reductions"]) == (
+        2.0,
+        pytest.approx(0.85),
+        1,
+    )
     assert m["final_val_acc"] == pytest.approx(0.75)
 
 
@@ -361,7 +485,9 @@ def test_newest_of_several_runs_is_analyzed(tmp_path, capsys):
     write_lightning_logs(tmp_path / "logs" / "version_1", OVERFIT_VAL)
     r = read_path(tmp_path / "logs")
     assert len(r.series.epoch_step) == 10
-    assert any("2 runs of event files under logs; analyzed the newest, version_1" in n for n in r.notes)
+    assert any(
+        "2 runs of event files under logs; analyzed the newest, version_1" in n for n in r.notes
+    )
 
 
 def test_tag_map_for_other_names(tmp_path, capsys):
@@ -373,7 +499,9 @@ def test_tag_map_for_other_names(tmp_path, capsys):
         w.add_scalar("health/g/fc", 1.0, step)
     w.close()
     rc, out, err = analyze(capsys, str(tmp_path / "tb"))
-    assert rc == 2 and err.strip() == f"diag analyze: no training records found in {tmp_path / 'tb'}"
+    assert (
+        rc == 2 and err.strip() == f"diag analyze: no training records found in {tmp_path / 'tb'}"
+    )
 
     tags = "loss=metrics/objective,lr=opt/step_size,layer_grad_norm=health/g/"
     rc, report = analyze_json(capsys, str(tmp_path / "tb"), "--tags", tags)
@@ -383,7 +511,9 @@ def test_tag_map_for_other_names(tmp_path, capsys):
     vanishing = [i for i in report["issues"] if i["code"] == "VANISHING_GRADIENTS"]
     assert vanishing and vanishing[0]["layer"] == "conv1"
 
-    rc, out, err = analyze(capsys, str(tmp_path / "tb"), "--tags", "loss=nope/missing,lr=opt/step_size")
+    rc, out, err = analyze(
+        capsys, str(tmp_path / "tb"), "--tags", "loss=nope/missing,lr=opt/step_size"
+    )
     assert rc == 0 and "tag 'nope/missing' for loss not found" in out
 
     rc, _, err = analyze(capsys, str(tmp_path / "tb"), "--tags", "los=metrics/objective")
@@ -394,18 +524,23 @@ def test_tag_map_for_other_names(tmp_path, capsys):
 def test_missing_path_exits_2_with_one_line(tmp_path):
     proc = run_cli(["analyze", str(tmp_path / "nope")], tmp_path, module="diag")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"diag analyze: no such file or directory: {tmp_path / 'nope'}"]
+    assert proc.stderr.strip().splitlines() == [
+        f"diag analyze: no such file or directory: {tmp_path / 'nope'}"
+    ]
     assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("content", [b"", b"\n\n\n", b"\x00" * 4096, b'{"epoch": 0, "loss": 1.',
-                                     b"null\n[]\n42\n"])
+@pytest.mark.parametrize(
+    "content", [b"", b"\n\n\n", b"\x00" * 4096, b'{"epoch": 0, "loss": 1.', b"null\n[]\n42\n"]
+)
 def test_nothing_usable_is_a_clean_error(tmp_path, capsys, content):
     path = tmp_path / "train_diagnostics.jsonl"
     path.write_bytes(content)
     rc, out, err = analyze(capsys, str(path))
     assert rc == 2 and out == ""
-    assert len(err.strip().splitlines()) == 1 and err.startswith(f"diag analyze: no training records found in {path}")
+    assert len(err.strip().splitlines()) == 1 and err.startswith(
+        f"diag analyze: no training records found in {path}"
+    )
 
 
 def test_a_folder_of_runs_asks_for_one(tmp_path, capsys):
@@ -413,8 +548,10 @@ def test_a_folder_of_runs_asks_for_one(tmp_path, capsys):
         write_jsonl(tmp_path / "sweep" / name / "train_diagnostics.jsonl", seed_records(3))
     rc, out, err = analyze(capsys, str(tmp_path / "sweep"))
     assert rc == 2 and out == ""
-    assert err.strip() == (f"diag analyze: {tmp_path / 'sweep'} holds 2 run directories (0, 1): analyze one of "
-                           f"them, e.g. diag analyze {tmp_path / 'sweep' / '0'}")
+    assert err.strip() == (
+        f"diag analyze: {tmp_path / 'sweep'} holds 2 run directories (0, 1): analyze one of "
+        f"them, e.g. diag analyze {tmp_path / 'sweep' / '0'}"
+    )
 
 
 def test_corrupt_event_files_only(tmp_path, capsys):
@@ -423,7 +560,9 @@ def test_corrupt_event_files_only(tmp_path, capsys):
     (tb / "events.out.tfevents.1.host").write_bytes(bytes(range(256)) * 20)
     (tb / "events.out.tfevents.2.host").write_bytes(b"")
     rc, out, err = analyze(capsys, str(tb))
-    assert rc == 2 and "no training records found" in err and "skipped 1 unreadable lines/files" in err
+    assert (
+        rc == 2 and "no training records found" in err and "skipped 1 unreadable lines/files" in err
+    )
 
 
 def _event_file_bytes(directory: Path) -> bytes:
@@ -435,16 +574,37 @@ def _event_file_bytes(directory: Path) -> bytes:
     return next(directory.glob("events.out.tfevents.*")).read_bytes()
 
 
-SCHEMA_KEYS = ["epoch", "step", "loss", "accuracy", "learning_rate", "mean_grad_norm", "min_grad_norm",
-               "max_grad_norm", "weight_update_magnitude", "num_batches", "skipped_steps", "val_loss"]
+SCHEMA_KEYS = [
+    "epoch",
+    "step",
+    "loss",
+    "accuracy",
+    "learning_rate",
+    "mean_grad_norm",
+    "min_grad_norm",
+    "max_grad_norm",
+    "weight_update_magnitude",
+    "num_batches",
+    "skipped_steps",
+    "val_loss",
+]
 JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-10**30, max_value=10**30) | st.floats() | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
-    max_leaves=8)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats()
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=8,
+)
 RECORD = st.dictionaries(st.sampled_from(SCHEMA_KEYS), JSONISH | st.floats(), max_size=8)
 LINE = st.one_of(
     RECORD.map(lambda r: json.dumps(r).encode()),
-    RECORD.map(lambda r: json.dumps(r).encode()).flatmap(lambda b: st.integers(0, len(b)).map(lambda k: b[:k])),
+    RECORD.map(lambda r: json.dumps(r).encode()).flatmap(
+        lambda b: st.integers(0, len(b)).map(lambda k: b[:k])
+    ),
     JSONISH.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=64),
     st.just(b"[" * 5000),  # nesting deep enough to trip the JSON parser's recursion limit
@@ -455,14 +615,28 @@ LINE = st.one_of(
 def test_generated_garbage_gives_a_report_or_a_clean_error(tmp_path, capsys):
     good_events = _event_file_bytes(tmp_path / "seed_tb")
 
-    @settings(max_examples=60, deadline=timedelta(seconds=20), suppress_health_check=[HealthCheck.too_slow],
-              database=None)
-    @given(train=st.lists(LINE, max_size=30), val=st.lists(LINE, max_size=10),
-           events=st.one_of(st.binary(max_size=600), st.integers(0, len(good_events)).map(lambda k: good_events[:k]),
-                            st.tuples(st.integers(0, len(good_events) - 1), st.binary(min_size=1, max_size=8)).map(
-                                lambda t: good_events[:t[0]] + t[1] + good_events[t[0] + len(t[1]):])),
-           side=st.lists(LINE | st.binary(max_size=40), min_size=3, max_size=3), as_file=st.booleans())
-    def check(train: list[bytes], val: list[bytes], events: bytes, side: list[bytes], as_file: bool) -> None:
+    @settings(
+        max_examples=60,
+        deadline=timedelta(seconds=20),
+        suppress_health_check=[HealthCheck.too_slow],
+        database=None,
+    )
+    @given(
+        train=st.lists(LINE, max_size=30),
+        val=st.lists(LINE, max_size=10),
+        events=st.one_of(
+            st.binary(max_size=600),
+            st.integers(0, len(good_events)).map(lambda k: good_events[:k]),
+            st.tuples(st.integers(0, len(good_events) - 1), st.binary(min_size=1, max_size=8)).map(
+                lambda t: good_events[: t[0]] + t[1] + good_events[t[0] + len(t[1]) :]
+            ),
+        ),
+        side=st.lists(LINE | st.binary(max_size=40), min_size=3, max_size=3),
+        as_file=st.booleans(),
+    )
+    def check(
+        train: list[bytes], val: list[bytes], events: bytes, side: list[bytes], as_file: bool
+    ) -> None:
         run = Path(tempfile.mkdtemp(dir=tmp_path))
         (run / "train_diagnostics.jsonl").write_bytes(b"\n".join(train))
         (run / "val_diagnostics.jsonl").write_bytes(b"\n".join(val))

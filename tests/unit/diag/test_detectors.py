@@ -153,7 +153,10 @@ def test_noisy_but_falling_loss_is_not_oscillation():
 def _overfit_run():
     """Train falls throughout; validation (every 50 steps) is best at step 299, then rises."""
     loss = [2.0 / (1 + i / 50) for i in range(1000)]
-    val = {s: (1.0 - 0.5 * s / 299 if s <= 299 else 0.5 + 0.8 * (s - 299) / 700) for s in range(49, 1000, 50)}
+    val = {
+        s: (1.0 - 0.5 * s / 299 if s <= 299 else 0.5 + 0.8 * (s - 299) / 700)
+        for s in range(49, 1000, 50)
+    }
     return _history(loss, val=val)
 
 
@@ -177,16 +180,22 @@ def test_seed_defect_overfitting_aligns_validation_with_the_steps_it_was_recorde
     validation points: the first 5 *steps* (the untrained model) against the
     last 5, so it sees "train fell" and calls this overfitting.
     """
+
     def curve(s):
-        return 2.3 * math.exp(-s / 30) + 0.5 + (s - 500) / 500 if s > 500 else 2.3 * math.exp(-s / 30) + 0.5
+        return (
+            2.3 * math.exp(-s / 30) + 0.5 + (s - 500) / 500
+            if s > 500
+            else 2.3 * math.exp(-s / 30) + 0.5
+        )
 
     loss = [curve(i) for i in range(1000)]
     val = {s: curve(s) + 0.1 for s in range(49, 1000, 50)}
     h = _history(loss, val=val)
     n = len(h.val_loss)
     assert n == 20
-    seed_verdict = (np.mean(h.loss[-n // 4:]) < np.mean(h.loss[:n // 4])
-                    and np.mean(h.val_loss[-n // 4:]) > np.mean(h.val_loss[:n // 4]))
+    seed_verdict = np.mean(h.loss[-n // 4 :]) < np.mean(h.loss[: n // 4]) and np.mean(
+        h.val_loss[-n // 4 :]
+    ) > np.mean(h.val_loss[: n // 4])
     assert seed_verdict  # the defect
     assert h.detect_overfitting() is None
     assert "OVERFITTING" not in _codes(h)
@@ -195,7 +204,18 @@ def test_seed_defect_overfitting_aligns_validation_with_the_steps_it_was_recorde
 def test_overfitting_with_few_validation_points_once_per_epoch():
     """Ten epochs of 100 steps: few validation points are still enough to judge overfitting."""
     loss = [2.0 / (1 + i / 50) for i in range(1000)]
-    val = {99: 1.0, 199: 0.8, 299: 0.7, 399: 0.72, 499: 0.78, 599: 0.85, 699: 0.9, 799: 0.97, 899: 1.05, 999: 1.1}
+    val = {
+        99: 1.0,
+        199: 0.8,
+        299: 0.7,
+        399: 0.72,
+        499: 0.78,
+        599: 0.85,
+        699: 0.9,
+        799: 0.97,
+        899: 1.05,
+        999: 1.1,
+    }
     issue = _history(loss, val=val).detect_overfitting()
     assert issue is not None and issue.first_step == 299
 
@@ -208,15 +228,22 @@ def test_early_stopping_on_validation_loss():
     for step, v in zip(range(10, 70, 10), [1.0, 0.8, 0.7, 0.75, 0.8, 0.9]):
         h.record(step, 1.0, 1.0, 0.1, val_loss=v)
     advice = h.early_stopping(patience=3)
-    assert advice == {"best_step": 30, "best_loss": 0.7, "since_best": 3, "should_stop": True,
-                      "monitor": "val_loss"}
+    assert advice == {
+        "best_step": 30,
+        "best_loss": 0.7,
+        "since_best": 3,
+        "should_stop": True,
+        "monitor": "val_loss",
+    }
     assert h.should_stop_early(patience=4) is False
 
 
 def test_early_stopping_on_train_loss_when_no_validation():
     h = _history([2.0 / (1 + i) for i in range(50)])
     advice = h.early_stopping(patience=5)
-    assert advice["monitor"] == "loss" and advice["best_step"] == 49 and advice["should_stop"] is False
+    assert (
+        advice["monitor"] == "loss" and advice["best_step"] == 49 and advice["should_stop"] is False
+    )
     flat = _history([1.0 / (1 + i) for i in range(10)] + [0.5] * 40)
     assert flat.should_stop_early(patience=5) is True
 
@@ -250,7 +277,13 @@ def test_gradient_stats_known_values():
 def test_seed_defect_min_val_on_all_zero_gradients():
     zeros = [np.zeros((4, 4)), np.zeros(4)]
     with pytest.raises(ValueError):  # the naive rule: min of an empty array
-        np.min(np.abs(np.concatenate([g.ravel() for g in zeros])[np.concatenate([g.ravel() for g in zeros]) != 0]))
+        np.min(
+            np.abs(
+                np.concatenate([g.ravel() for g in zeros])[
+                    np.concatenate([g.ravel() for g in zeros]) != 0
+                ]
+            )
+        )
     stats = GradientStats.from_gradients(zeros)
     assert stats.min_val == 0.0 and stats.norm == 0.0 and stats.num_zeros == 20
     healthy, messages = stats.is_healthy()
@@ -282,7 +315,9 @@ def test_gradient_stats_same_for_tensors_arrays_mappings_and_modules():
     reference = GradientStats.from_gradients(arrays)
     for source in (tensors, {n: p.grad for n, p in model.named_parameters()}, model):
         assert GradientStats.from_gradients(source) == reference
-    half = GradientStats.from_gradients([t.to(torch.bfloat16) for t in tensors])  # no NumPy bfloat16
+    half = GradientStats.from_gradients(
+        [t.to(torch.bfloat16) for t in tensors]
+    )  # no NumPy bfloat16
     assert half.norm == pytest.approx(reference.norm, rel=1e-2)
 
 
@@ -393,19 +428,31 @@ def test_dead_units_over_the_window_and_conv_channels():
     monitor = _monitor_with("fc", [alive_once] + [silent] * 3, window_size=5)
     assert monitor.summary()["fc"]["dead_fraction"] == 0.0  # all fired within the window
     monitor = _monitor_with("fc", [alive_once] + [silent] * 5, window_size=5)
-    assert monitor.summary()["fc"]["dead_fraction"] == pytest.approx(0.8)  # the firing batch left the window
+    assert monitor.summary()["fc"]["dead_fraction"] == pytest.approx(
+        0.8
+    )  # the firing batch left the window
 
     conv = np.abs(np.random.default_rng(0).normal(size=(4, 6, 5, 5)))
     conv[:, 1:4] = 0.0  # channels 1..3 dead
-    assert _monitor_with("conv", [conv], "relu").summary()["conv"]["dead_fraction"] == pytest.approx(0.5)
+    assert _monitor_with("conv", [conv], "relu").summary()["conv"][
+        "dead_fraction"
+    ] == pytest.approx(0.5)
 
 
 def test_vanishing_and_exploding_activations_and_negative():
     rng = np.random.default_rng(0)
     normal = [rng.normal(0.0, 1.0, (32, 16)) for _ in range(3)]
     assert _monitor_with("n", normal, "linear").diagnose() == {}
-    assert _monitor_with("v", [1e-5 * b for b in normal], "linear").diagnose()["v"][0].startswith("Vanishing")
-    assert _monitor_with("e", [1e5 * b for b in normal], "linear").diagnose()["e"][0].startswith("Exploding")
+    assert (
+        _monitor_with("v", [1e-5 * b for b in normal], "linear")
+        .diagnose()["v"][0]
+        .startswith("Vanishing")
+    )
+    assert (
+        _monitor_with("e", [1e5 * b for b in normal], "linear")
+        .diagnose()["e"][0]
+        .startswith("Exploding")
+    )
     with_nan = normal[0].copy()
     with_nan[0, 0] = np.nan
     assert "non-finite" in _monitor_with("x", [with_nan], "linear").diagnose()["x"][0]
@@ -426,7 +473,9 @@ def test_detect_dead_neurons_known_counts_and_negative():
     acts = np.ones((200, 10))
     acts[:, :3] = 0.0
     acts[:, 3] = 0.0
-    acts[0, 3] = 1.0  # fires for one sample out of 200: alive (a mean test, 0.005 < 0.01, would call it dead)
+    acts[0, 3] = (
+        1.0  # fires for one sample out of 200: alive (a mean test, 0.005 < 0.01, would call it dead)
+    )
     assert detect_dead_neurons(acts, threshold=0.01) == (3, 0.3)
     assert detect_dead_neurons(torch.from_numpy(acts), threshold=0.01) == (3, 0.3)
     assert detect_dead_neurons(np.ones((5, 4))) == (0, 0.0)
@@ -465,10 +514,19 @@ def test_check_initialization_too_small_too_large_and_biases():
     rng = np.random.default_rng(0)
     fan_in = 256
     he = math.sqrt(2.0 / fan_in)
-    weights = [rng.normal(0, he, (128, fan_in)), rng.normal(0, he * 1e-3, (128, fan_in)),
-               rng.normal(0, he * 100, (128, fan_in)), np.zeros(128)]
+    weights = [
+        rng.normal(0, he, (128, fan_in)),
+        rng.normal(0, he * 1e-3, (128, fan_in)),
+        rng.normal(0, he * 100, (128, fan_in)),
+        np.zeros(128),
+    ]
     result = check_initialization(weights)
-    assert [r["status"] for r in result["layers"]] == ["ok", "too_small", "too_large", "not_applicable"]
+    assert [r["status"] for r in result["layers"]] == [
+        "ok",
+        "too_small",
+        "too_large",
+        "not_applicable",
+    ]
     assert result["all_ok"] is False
     assert [i["code"] for i in result["issues"]] == ["BAD_INITIALIZATION"] * 2
     assert [i["layer"] for i in result["issues"]] == ["1", "2"]
@@ -477,7 +535,9 @@ def test_check_initialization_too_small_too_large_and_biases():
 
 def test_check_initialization_in_out_layout_and_tensor_equals_array():
     rng = np.random.default_rng(0)
-    w_in_out = rng.normal(0, math.sqrt(2.0 / 784), (784, 10))  # x @ W, as a NumPy MLP lays out its weights
+    w_in_out = rng.normal(
+        0, math.sqrt(2.0 / 784), (784, 10)
+    )  # x @ W, as a NumPy MLP lays out its weights
     assert check_initialization([w_in_out], layout="in_out")["layers"][0]["fan_in"] == 784
     assert check_initialization([w_in_out])["layers"][0]["fan_in"] == 10
     a = check_initialization([w_in_out.T])
@@ -502,7 +562,12 @@ EXPECTED = {
 def test_diagnose_finds_each_simulated_issue_across_seeds(issue, steps):
     for seed in range(5):
         diagnosis = simulate_training(issue, steps=steps, seed=seed).diagnose()
-        assert set(diagnosis["issues"]) == EXPECTED[issue], (issue, steps, seed, diagnosis["details"])
+        assert set(diagnosis["issues"]) == EXPECTED[issue], (
+            issue,
+            steps,
+            seed,
+            diagnosis["details"],
+        )
         if issue == "healthy":
             assert diagnosis["status"] == "healthy"
         else:
@@ -557,8 +622,13 @@ def test_gradient_stats_match_numpy_over_the_finite_entries(chunks):
     flat = np.concatenate(arrays).astype(np.float64)
     finite = flat[np.isfinite(flat)]
     assert stats.total_elements == flat.size
-    assert (stats.num_nans, stats.num_infs) == (int(np.isnan(flat).sum()), int(np.isinf(flat).sum()))
-    assert stats.norm == pytest.approx(float(np.linalg.norm(finite)) if finite.size else 0.0, rel=1e-9)
+    assert (stats.num_nans, stats.num_infs) == (
+        int(np.isnan(flat).sum()),
+        int(np.isinf(flat).sum()),
+    )
+    assert stats.norm == pytest.approx(
+        float(np.linalg.norm(finite)) if finite.size else 0.0, rel=1e-9
+    )
     nonzero = np.abs(finite[finite != 0])
     assert stats.min_val == (float(nonzero.min()) if nonzero.size else 0.0)
     assert GradientStats.from_gradients([torch.from_numpy(a) for a in arrays]) == stats

@@ -27,13 +27,23 @@ def healthy(n: int = 40, seed: int = 0) -> RunSeries:
     e_steps = steps[3::4][:epochs]
     tr = LN10 * np.exp(-np.arange(epochs) * 4 / 8) + 0.05
     return RunSeries(
-        num_classes=10, step=steps, loss=list(loss), grad_norm=list(1.0 + rng.normal(0, 0.1, n)),
-        lr=[1e-3] * n, update_ratio=[1e-3] * 8, layer_step=steps[::5][:8],
+        num_classes=10,
+        step=steps,
+        loss=list(loss),
+        grad_norm=list(1.0 + rng.normal(0, 0.1, n)),
+        lr=[1e-3] * n,
+        update_ratio=[1e-3] * 8,
+        layer_step=steps[::5][:8],
         layer_grad_norm={"fc1": [0.5] * 8, "fc2": [0.8] * 8, "fc3": [1.0] * 8},
-        layer_dead_fraction={"act1": [0.05] * 8}, layer_saturation={},
-        epoch_step=e_steps, epoch_train_loss=list(tr), epoch_val_loss=list(tr * 1.1 + 0.02),
-        epoch_train_acc=list(np.linspace(0.5, 0.99, epochs)), epoch_val_acc=list(np.linspace(0.5, 0.97, epochs)),
-        epoch_lr=[1e-3] * epochs, planned_steps=10 * n,
+        layer_dead_fraction={"act1": [0.05] * 8},
+        layer_saturation={},
+        epoch_step=e_steps,
+        epoch_train_loss=list(tr),
+        epoch_val_loss=list(tr * 1.1 + 0.02),
+        epoch_train_acc=list(np.linspace(0.5, 0.99, epochs)),
+        epoch_val_acc=list(np.linspace(0.5, 0.97, epochs)),
+        epoch_lr=[1e-3] * epochs,
+        planned_steps=10 * n,
     )
 
 
@@ -57,8 +67,10 @@ def test_loss_growing_tenfold_is_an_explosion_but_a_fast_early_drop_is_not():
     s = healthy()
     s.loss[20:] = [30.0] * (len(s.loss) - 20)
     assert "LOSS_EXPLOSION" in codes(s)
-    fast = RunSeries(step=list(range(10, 130, 10)), loss=[10, 0.5, 0.4, 0.35, 0.3, 0.28, 0.25, 0.2, 0.19, 0.18,
-                                                          0.17, 0.16])
+    fast = RunSeries(
+        step=list(range(10, 130, 10)),
+        loss=[10, 0.5, 0.4, 0.35, 0.3, 0.28, 0.25, 0.2, 0.19, 0.18, 0.17, 0.16],
+    )
     assert "LOSS_EXPLOSION" not in codes(fast)
 
 
@@ -148,7 +160,9 @@ def test_val_rising_while_train_falls_is_overfitting():
     (issue,) = [i for i in diagnose(s) if i.code == "OVERFITTING"]
     assert issue.first_step == s.epoch_step[5]
     assert "at epoch 3 rose to" in issue.evidence and "by epoch 6 " in issue.evidence
-    s.epoch_offset = 4  # a live series restarted after 4 epochs (an AutoTrainer rollback) names the run's epochs
+    s.epoch_offset = (
+        4  # a live series restarted after 4 epochs (an AutoTrainer rollback) names the run's epochs
+    )
     (issue,) = [i for i in diagnose(s) if i.code == "OVERFITTING"]
     assert "at epoch 7 rose to" in issue.evidence and "by epoch 10 " in issue.evidence
 
@@ -161,7 +175,9 @@ def test_a_model_near_chance_or_better_on_validation_is_not_overfitting():
     s.epoch_val_loss = [3.7, 1.7, 2.8, 3.7] + [2.8] * (n - 4)
     s.epoch_train_acc, s.epoch_val_acc = [0.15] * n, [0.2] * n
     assert "OVERFITTING" not in codes(s)
-    s.epoch_train_loss = list(np.geomspace(1.0, 0.001, n))  # fitting, but validation accuracy is the higher
+    s.epoch_train_loss = list(
+        np.geomspace(1.0, 0.001, n)
+    )  # fitting, but validation accuracy is the higher
     s.epoch_val_loss = [0.8, 0.6, 0.5] + [0.5 + 0.1 * i for i in range(1, n - 2)]
     s.epoch_train_acc, s.epoch_val_acc = [0.90] * n, [0.95] * n
     assert "OVERFITTING" not in codes(s)
@@ -221,17 +237,42 @@ def test_a_reset_live_series_counts_the_epochs_before_it():
 
 
 def test_concat_joins_segments_and_keeps_layers_aligned_with_their_steps():
-    a = RunSeries(num_classes=10, step=[10, 20], loss=[2.3, 2.0], epoch_step=[20], epoch_val_loss=[2.1],
-                  layer_step=[10, 20], layer_grad_norm={"fc1": [1.0, 1.1], "fc2": [2.0, 2.1]},
-                  layer_dead_fraction={"act1": [0.5]}, first_nonfinite_step=15)
-    b = RunSeries(num_classes=10, step=[30], loss=[1.5], epoch_step=[30], epoch_val_loss=[1.6], epoch_offset=1,
-                  layer_step=[30], layer_grad_norm={"fc2": [3.0], "fc1": [3.1]}, layer_dead_fraction={})
+    a = RunSeries(
+        num_classes=10,
+        step=[10, 20],
+        loss=[2.3, 2.0],
+        epoch_step=[20],
+        epoch_val_loss=[2.1],
+        layer_step=[10, 20],
+        layer_grad_norm={"fc1": [1.0, 1.1], "fc2": [2.0, 2.1]},
+        layer_dead_fraction={"act1": [0.5]},
+        first_nonfinite_step=15,
+    )
+    b = RunSeries(
+        num_classes=10,
+        step=[30],
+        loss=[1.5],
+        epoch_step=[30],
+        epoch_val_loss=[1.6],
+        epoch_offset=1,
+        layer_step=[30],
+        layer_grad_norm={"fc2": [3.0], "fc1": [3.1]},
+        layer_dead_fraction={},
+    )
     c = RunSeries.concat([a, b])
     assert c.step == [10, 20, 30] and c.loss == [2.3, 2.0, 1.5] and c.epoch_val_loss == [2.1, 1.6]
-    assert list(c.layer_grad_norm) == ["fc1", "fc2"]  # the model's layer order, as the heat map shows it
+    assert list(c.layer_grad_norm) == [
+        "fc1",
+        "fc2",
+    ]  # the model's layer order, as the heat map shows it
     assert c.layer_grad_norm == {"fc1": [1.0, 1.1, 3.1], "fc2": [2.0, 2.1, 3.0]}
     dead = c.layer_dead_fraction["act1"]
-    assert dead[0] == 0.5 and math.isnan(dead[1]) and math.isnan(dead[2]) and len(dead) == len(c.layer_step)
+    assert (
+        dead[0] == 0.5
+        and math.isnan(dead[1])
+        and math.isnan(dead[2])
+        and len(dead) == len(c.layer_step)
+    )
     assert c.first_nonfinite_step == 15 and c.num_classes == 10 and c.epoch_offset == 0
     assert RunSeries.concat([b]) is b
 
@@ -248,7 +289,9 @@ def test_a_reset_hook_keeps_the_earlier_segment_for_the_figure_and_checkpoints(t
     restored.load_state_dict(hook.state_dict())
     whole = RunSeries.concat([*restored._past, restored.series])
     assert whole.step == [10, 20, 30, 40] and whole.loss == [2.3, 40.0, 1.0, 0.5]
-    out = plot_summary(whole, tmp_path / "summary.png", annotations=[(20, "rollback"), (40, "restore_best")])
+    out = plot_summary(
+        whole, tmp_path / "summary.png", annotations=[(20, "rollback"), (40, "restore_best")]
+    )
     assert out.stat().st_size > 10_000
 
 
@@ -256,15 +299,26 @@ def _oscillating_reference(loss: np.ndarray, scale: float, w: int = 8) -> list[b
     """The rule as first written: one window at a time."""
     out = []
     for end in range(w, loss.size + 1):
-        win = loss[end - w:end]
+        win = loss[end - w : end]
         amplitude = (win.max() - win.min()) / scale
-        trend = (np.mean(win[-(w // 4):]) - np.mean(win[:w // 4])) / max(win.max() - win.min(), 1e-12)
+        trend = (np.mean(win[-(w // 4) :]) - np.mean(win[: w // 4])) / max(
+            win.max() - win.min(), 1e-12
+        )
         moves = np.diff(win)
         big = moves[np.abs(moves) > 0.25 * (win.max() - win.min())]
         reversals = int(np.sum(np.sign(big[1:]) != np.sign(big[:-1]))) if big.size > 1 else 0
-        spike = win[int(np.argmax(win)):].size > 1 and win.max() > 3 * win[: int(np.argmax(win)) + 1].min()
-        out.append(bool(amplitude > 0.1 and trend > -0.5 and win.min() < 0.9 * scale
-                        and (reversals >= 2 or (spike and amplitude > 0.15))))
+        spike = (
+            win[int(np.argmax(win)) :].size > 1
+            and win.max() > 3 * win[: int(np.argmax(win)) + 1].min()
+        )
+        out.append(
+            bool(
+                amplitude > 0.1
+                and trend > -0.5
+                and win.min() < 0.9 * scale
+                and (reversals >= 2 or (spike and amplitude > 0.15))
+            )
+        )
     return out
 
 
@@ -302,7 +356,16 @@ def test_long_runs_are_diagnosed_at_most_once_per_gap_share_of_the_steps_so_far(
         state.step = step
         hook._diagnose(state, "step")
         ran.append(hook._diagnosed_at["step"] == step)
-    assert ran == [True, True, True, False, False, False, True, False]  # after 1000: 2% of 1020 is 20.4, etc.
+    assert ran == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]  # after 1000: 2% of 1020 is 20.4, etc.
     hook._diagnose(state, "epoch")  # an epoch end brings new evidence: its own clock
     assert hook._diagnosed_at["epoch"] == 1041
     state.issues = None
@@ -314,7 +377,9 @@ def test_series_to_dict_equals_asdict_is_a_copy_and_loads_with_weights_only(tmp_
     import json
     from dataclasses import asdict
 
-    s = RunSeries(**json.loads(json.dumps(asdict(healthy()), default=float)))  # host floats, as a live run has
+    s = RunSeries(
+        **json.loads(json.dumps(asdict(healthy()), default=float))
+    )  # host floats, as a live run has
     s.init_scale_ratio = {"fc1": 1.1}
     d = s.to_dict()
     assert d == asdict(s)
@@ -334,8 +399,15 @@ def test_summary_heat_map_of_a_short_run_draws_without_warnings(tmp_path, layer_
     from diag.summary_plot import plot_summary
 
     k = len(layer_steps)
-    series = RunSeries(num_classes=10, step=[10, 20, 30], loss=[2.3, 2.0, 1.8], lr=[1e-3] * 3, grad_norm=[1.0] * 3,
-                       layer_step=layer_steps, layer_grad_norm={"fc1": [0.5] * k, "fc2": [1.5] * k})
+    series = RunSeries(
+        num_classes=10,
+        step=[10, 20, 30],
+        loss=[2.3, 2.0, 1.8],
+        lr=[1e-3] * 3,
+        grad_norm=[1.0] * 3,
+        layer_step=layer_steps,
+        layer_grad_norm={"fc1": [0.5] * k, "fc2": [1.5] * k},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = plot_summary(series, tmp_path / "summary.png")
@@ -350,13 +422,21 @@ def test_summary_heat_map_draws_a_zero_gradient_black_not_blank_like_a_missing_s
     from diag.summary_plot import plot_summary
 
     def black_pixels(value):
-        series = RunSeries(num_classes=10, step=[10, 20, 30], loss=[2.3, 2.0, 1.8], lr=[1e-3] * 3,
-                           grad_norm=[1.0] * 3, layer_step=[10, 20, 30],
-                           layer_grad_norm={"fc1": [0.5, value, 0.4], "fc2": [1.5, 1.2, 1.1]})
+        series = RunSeries(
+            num_classes=10,
+            step=[10, 20, 30],
+            loss=[2.3, 2.0, 1.8],
+            lr=[1e-3] * 3,
+            grad_norm=[1.0] * 3,
+            layer_step=[10, 20, 30],
+            layer_grad_norm={"fc1": [0.5, value, 0.4], "fc2": [1.5, 1.2, 1.1]},
+        )
         rgb = mpimg.imread(plot_summary(series, tmp_path / f"summary_{value}.png"))[..., :3]
         return int((rgb.sum(axis=-1) == 0).sum())
 
-    assert black_pixels(0.0) > black_pixels(None) + 1000  # one cell of the heat map, at least 1000 pixels
+    assert (
+        black_pixels(0.0) > black_pixels(None) + 1000
+    )  # one cell of the heat map, at least 1000 pixels
 
 
 def _at_chance(s: RunSeries) -> RunSeries:

@@ -58,11 +58,13 @@ class SGD:
         self.model.b -= self.lr * gradients[1]
 
 
-def _blobs(rng: np.random.Generator, n: int = 2048, batch: int = 32) -> list[tuple[np.ndarray, np.ndarray]]:
+def _blobs(
+    rng: np.random.Generator, n: int = 2048, batch: int = 32
+) -> list[tuple[np.ndarray, np.ndarray]]:
     centers = rng.normal(0.0, 3.0, (4, 8))
     y = rng.integers(0, 4, n)
     x = centers[y] + rng.normal(0.0, 1.0, (n, 8))
-    return [(x[i:i + batch], y[i:i + batch]) for i in range(0, n, batch)]
+    return [(x[i : i + batch], y[i : i + batch]) for i in range(0, n, batch)]
 
 
 def test_debugger_usage_example_runs_as_written(capsys):
@@ -90,7 +92,13 @@ def test_debugger_usage_example_runs_as_written(capsys):
 
     assert capsys.readouterr().out == ""  # a healthy run never trips the quick check
     report = debugger.report()
-    assert set(report) >= {"status", "issues", "recommendations", "gradient_healthy", "activation_issues"}
+    assert set(report) >= {
+        "status",
+        "issues",
+        "recommendations",
+        "gradient_healthy",
+        "activation_issues",
+    }
     assert report["gradient_healthy"] is True
     assert debugger.history.step == list(range(len(dataloader)))
     assert debugger.history.loss[-1] < debugger.history.loss[0] / 3
@@ -163,7 +171,11 @@ def test_training_history_seed_001_form():
 
 def test_gradient_stats_on_seed_shapes():
     rng = np.random.default_rng(0)
-    grads = [rng.normal(0.0, 0.1, (256, 128)), rng.normal(0.0, 0.1, 128), rng.normal(0.0, 0.1, (128, 10))]
+    grads = [
+        rng.normal(0.0, 0.1, (256, 128)),
+        rng.normal(0.0, 0.1, 128),
+        rng.normal(0.0, 0.1, (128, 10)),
+    ]
     stats = GradientStats.from_gradients(grads)
     flat = np.concatenate([g.ravel() for g in grads])
     assert stats.total_elements == flat.size == 256 * 128 + 128 + 1280
@@ -205,8 +217,10 @@ def test_detect_dead_neurons_and_check_initialization_seed_calls():
     assert detect_dead_neurons(acts, threshold=0.01) == (1, 0.1)
 
     rng = np.random.default_rng(0)
-    model_weights = [rng.normal(0.0, math.sqrt(2.0 / 784), (256, 784)),
-                     rng.normal(0.0, math.sqrt(2.0 / 256), (10, 256))]
+    model_weights = [
+        rng.normal(0.0, math.sqrt(2.0 / 784), (256, 784)),
+        rng.normal(0.0, math.sqrt(2.0 / 256), (10, 256)),
+    ]
     result = check_initialization(model_weights)
     assert result["all_ok"] is True
     assert [r["status"] for r in result["layers"]] == ["ok", "ok"]
@@ -220,6 +234,7 @@ def test_simulate_training_seed_001_signature():
 
 def test_learning_rate_finder_seed_range_test():
     """The documented ``range_test(train_fn)`` on a loss that is best near lr = 1e-2 and explodes above 1."""
+
     def train_fn(lr: float) -> float:
         return 1.0 + (math.log10(lr) + 2.0) ** 2 if lr < 1.0 else 1e6
 

@@ -16,8 +16,13 @@ def _setup(max_norm=1.0, lr=0.1, scale=2.0**12):
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    trainer = Trainer(max_epochs=1, precision="fp16", clip_max_norm=max_norm, progress=False,
-                      scheduler_interval="step")
+    trainer = Trainer(
+        max_epochs=1,
+        precision="fp16",
+        clip_max_norm=max_norm,
+        progress=False,
+        scheduler_interval="step",
+    )
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=scale)
     trainer.attach(model)
     state = FitState(model=model, optimizer=opt, scheduler=sched)

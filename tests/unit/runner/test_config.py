@@ -85,9 +85,15 @@ def test_label_noise_and_subset_do_what_they_say(tmp_path):
 
 @pytest.mark.slow
 def test_every_bad_value_is_reported_at_once_one_line_each(cli):
-    proc = cli("optimizer.lr=-1", "trainer.max_epochs=abc", "data.loader=gpu", "lr_find.num_steps=3")
+    proc = cli(
+        "optimizer.lr=-1", "trainer.max_epochs=abc", "data.loader=gpu", "lr_find.num_steps=3"
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert [line.split("=")[0] for line in lines] == ["error: optimizer.lr", "error: trainer.max_epochs",
-                                                      "error: data.loader", "error: lr_find.num_steps"]
+    assert [line.split("=")[0] for line in lines] == [
+        "error: optimizer.lr",
+        "error: trainer.max_epochs",
+        "error: data.loader",
+        "error: lr_find.num_steps",
+    ]

@@ -31,17 +31,31 @@ from runner.errors import UserError
 
 WRITERS = {
     "mnist": (MNISTDataModule, lambda root: write_mnist(root, "MNIST")),
-    "fashion_mnist": (FashionMNISTDataModule, lambda root: write_mnist(root, "FashionMNIST", seed=1)),
+    "fashion_mnist": (
+        FashionMNISTDataModule,
+        lambda root: write_mnist(root, "FashionMNIST", seed=1),
+    ),
     "cifar10": (CIFAR10DataModule, write_cifar10),
     "cifar100": (CIFAR100DataModule, write_cifar100),
 }
-SHAPES = {"mnist": (1, 28, 10), "fashion_mnist": (1, 28, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
+SHAPES = {
+    "mnist": (1, 28, 10),
+    "fashion_mnist": (1, 28, 10),
+    "cifar10": (3, 32, 10),
+    "cifar100": (3, 32, 100),
+}
 
 
 def make_module(name: str, root: Path, **overrides):
     """The data module exactly as ``data=<name>`` builds it, pointed at ``root``."""
     cfg = compose_cfg([f"data={name}", f"data.root={root}"])
-    kwargs = {"batch_size": 16, "eval_batch_size": 32, "val_fraction": 0.2, "num_workers": 0, **overrides}
+    kwargs = {
+        "batch_size": 16,
+        "eval_batch_size": 32,
+        "val_fraction": 0.2,
+        "num_workers": 0,
+        **overrides,
+    }
     return instantiate(cfg.data, **kwargs)
 
 
@@ -121,8 +135,12 @@ def test_both_paths_shard_identically_across_ranks(tmp_path):
     classic = make_module("mnist", tmp_path, loader="dataloader")
     seen = []
     for rank in range(2):
-        a = fast.loader("train", generator=torch.Generator().manual_seed(3), rank=rank, world_size=2)
-        b = classic.loader("train", generator=torch.Generator().manual_seed(3), rank=rank, world_size=2)
+        a = fast.loader(
+            "train", generator=torch.Generator().manual_seed(3), rank=rank, world_size=2
+        )
+        b = classic.loader(
+            "train", generator=torch.Generator().manual_seed(3), rank=rank, world_size=2
+        )
         ya, yb = collect(a)[1], collect(b)[1]
         assert torch.equal(ya, yb) and len(a) == len(b)
         seen.append(ya)
@@ -141,7 +159,9 @@ def test_validation_is_never_augmented(tmp_path, name, loader_kind):
     for split in ("val", "test"):
         first, second = collect(aug.loader(split)), collect(aug.loader(split))
         assert torch.equal(first[0], second[0])  # the same batch read twice is identical
-        assert torch.equal(first[0], collect(plain.loader(split))[0])  # and equals the unaugmented data
+        assert torch.equal(
+            first[0], collect(plain.loader(split))[0]
+        )  # and equals the unaugmented data
     torch.manual_seed(0)  # the classic path's transforms draw from torch's global RNG
     x_aug, y_aug = collect(aug.loader("train", generator=torch.Generator().manual_seed(1)))
     x_plain, y_plain = collect(plain.loader("train", generator=torch.Generator().manual_seed(1)))
@@ -161,8 +181,15 @@ def test_random_crop_flip_is_a_padded_crop_of_each_image():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     used = set()
     for i in range(len(x)):
-        matches = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
-                   if torch.equal(out[i], (lambda c: c.flip(2) if f else c)(padded[i, :, dy:dy + 8, dx:dx + 8]))]
+        matches = [
+            (dy, dx, f)
+            for dy in range(5)
+            for dx in range(5)
+            for f in (False, True)
+            if torch.equal(
+                out[i], (lambda c: c.flip(2) if f else c)(padded[i, :, dy : dy + 8, dx : dx + 8])
+            )
+        ]
         assert matches, f"image {i} is not a crop of its padded original"
         used.add(matches[0])
     assert len(used) > 20  # offsets and flips vary per image
@@ -182,7 +209,9 @@ def test_subset_keeps_exactly_the_first_n_training_examples(tmp_path):
     assert len(small.train) == 25
     assert torch.equal(small.train.images, full.train.images[:25])
     assert torch.equal(small.train.labels, full.train.labels[:25])
-    assert torch.equal(small.val.images, full.val.images) and torch.equal(small.test.labels, full.test.labels)
+    assert torch.equal(small.val.images, full.val.images) and torch.equal(
+        small.test.labels, full.test.labels
+    )
 
 
 @pytest.mark.parametrize("fraction", [0.3, 1.0])
@@ -196,7 +225,9 @@ def test_label_noise_replaces_that_fraction_of_training_labels_only(fraction):
     assert 0.8 * k <= changed <= k
     assert abs(changed - 0.9 * k) < 5 * (k * 0.09) ** 0.5 + 1
     assert torch.equal(clean.train.images, noisy.train.images)
-    assert torch.equal(clean.val.labels, noisy.val.labels) and torch.equal(clean.test.labels, noisy.test.labels)
+    assert torch.equal(clean.val.labels, noisy.val.labels) and torch.equal(
+        clean.test.labels, noisy.test.labels
+    )
     again = DigitsDataModule(label_noise=fraction, noise_seed=3)
     again.setup()
     assert torch.equal(again.train.labels, noisy.train.labels)  # fixed seed
@@ -261,7 +292,12 @@ def test_decoded_tensors_are_cached_next_to_the_data_and_reused(tmp_path):
     make_module("mnist", tmp_path).setup()
     cache = tmp_path / "MNIST" / "raw" / CACHE_NAME
     blob = torch.load(cache, weights_only=True)
-    assert blob["train_images"].dtype == torch.uint8 and blob["train_images"].shape == (120, 1, 28, 28)
+    assert blob["train_images"].dtype == torch.uint8 and blob["train_images"].shape == (
+        120,
+        1,
+        28,
+        28,
+    )
     assert torch.equal(blob["test_images"], torch.from_numpy(written["test_images"]))
     # a later run reads the cache, not the files: prove it by editing the cache
     blob["test_labels"][0] = (blob["test_labels"][0] + 1) % 10
@@ -284,8 +320,11 @@ def test_decoded_tensors_are_cached_next_to_the_data_and_reused(tmp_path):
 
 def test_bad_options_are_user_errors(tmp_path):
     write_mnist(tmp_path)
-    for overrides, key in (({"augmentation": "heavy"}, "data.augmentation"), ({"loader": "fast"}, "data.loader"),
-                           ({"mean": [0.1, 0.2]}, "data.mean")):
+    for overrides, key in (
+        ({"augmentation": "heavy"}, "data.augmentation"),
+        ({"loader": "fast"}, "data.loader"),
+        ({"mean": [0.1, 0.2]}, "data.mean"),
+    ):
         with pytest.raises(UserError, match=key):
             make_module("mnist", tmp_path, **overrides).setup()
 
@@ -307,8 +346,19 @@ def test_missing_data_on_the_command_line_is_one_line_and_exit_2(tmp_path):
 def test_end_to_end_training_on_tiny_mnist(tmp_path):
     write_mnist(tmp_path / "data", n_train=200, n_test=50)
     run_dir = tmp_path / "run"
-    proc = run_cli(["data=mnist", f"data.root={tmp_path / 'data'}", "model=cnn", "trainer.max_epochs=1",
-                    "data.batch_size=32", "data.augmentation=standard", "diag=off"], tmp_path, run_dir=run_dir)
+    proc = run_cli(
+        [
+            "data=mnist",
+            f"data.root={tmp_path / 'data'}",
+            "model=cnn",
+            "trainer.max_epochs=1",
+            "data.batch_size=32",
+            "data.augmentation=standard",
+            "diag=off",
+        ],
+        tmp_path,
+        run_dir=run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((run_dir / "report.json").read_text())
     assert report["metrics"]["epochs"] == 1
@@ -321,8 +371,17 @@ def test_end_to_end_training_on_tiny_mnist(tmp_path):
 def test_check_data_reports_and_writes_sample_grids(tmp_path):
     write_cifar10(tmp_path / "data")
     out = tmp_path / "check"
-    proc = run_cli(["data=cifar10", f"data.root={tmp_path / 'data'}", "data.augmentation=standard",
-                    "data.batch_size=16", f"hydra.run.dir={out}"], tmp_path, module="runner.check_data")
+    proc = run_cli(
+        [
+            "data=cifar10",
+            f"data.root={tmp_path / 'data'}",
+            "data.augmentation=standard",
+            "data.batch_size=16",
+            f"hydra.run.dir={out}",
+        ],
+        tmp_path,
+        module="runner.check_data",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
     assert "train 90 | val 10 | test 30" in text
@@ -332,7 +391,9 @@ def test_check_data_reports_and_writes_sample_grids(tmp_path):
     assert report["sizes"] == {"train": 90, "val": 10, "test": 30}
     assert sum(report["class_counts"]["test"]) == 30
     assert report["transforms_differ"] is True and report["val_repeatable"] is True
-    assert abs(report["pixel_mean"]["val"][0]) < 1.0  # random pixels normalised with CIFAR's statistics
+    assert (
+        abs(report["pixel_mean"]["val"][0]) < 1.0
+    )  # random pixels normalised with CIFAR's statistics
     from PIL import Image
 
     with Image.open(out / "samples.png") as png:

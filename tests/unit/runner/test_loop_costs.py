@@ -24,7 +24,9 @@ def _scalars(tb_dir) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def _tensorboard_hook(tmp_path, every_n_steps: int, write_every: int) -> tuple[FitState, TensorBoardScalars]:
+def _tensorboard_hook(
+    tmp_path, every_n_steps: int, write_every: int
+) -> tuple[FitState, TensorBoardScalars]:
     """A started TensorBoardScalars hook on a real SummaryWriter in tmp_path (SGD at lr 0.1, batches of 8)."""
     model = nn.Linear(2, 2)
     state = FitState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
@@ -54,7 +56,9 @@ def test_tensorboard_intervals_written_in_batches_hold_each_intervals_mean(tmp_p
     bounds = [0, 4, 8, 12, 16, 20, 22]
     for (step, value), lo, hi in zip(got["train/loss"], bounds, bounds[1:]):
         assert value == pytest.approx(sum(losses[lo:hi]) / (hi - lo)), step
-    assert [v for _, v in got["train/grad_norm"]] == pytest.approx([2 * v for _, v in got["train/loss"]])
+    assert [v for _, v in got["train/grad_norm"]] == pytest.approx(
+        [2 * v for _, v in got["train/loss"]]
+    )
     assert [v for _, v in got["train/lr"]] == pytest.approx([0.1] * 6)
 
 
@@ -66,7 +70,12 @@ def test_tensorboard_intervals_are_on_disk_once_handed_to_the_writer(tmp_path):
         state.loss, state.grad_norm = torch.tensor(float(k)), torch.tensor(1.0)
         hook.on_train_batch_end(state)
     try:
-        assert [s for s, _ in _scalars(tmp_path)["train/loss"]] == [5, 10, 15, 20]  # the writer is still open
+        assert [s for s, _ in _scalars(tmp_path)["train/loss"]] == [
+            5,
+            10,
+            15,
+            20,
+        ]  # the writer is still open
     finally:
         state.writer.close()
 
@@ -116,8 +125,10 @@ def test_activation_statistics_match_the_full_computation_on_a_conv_map():
         model[0].bias[:5] = -100.0  # channels 0-4 never fire
     rec = ActivationRecorder(model)
     outs = {}
-    handles = [model[1].register_forward_hook(lambda m, i, o: outs.__setitem__("relu", o.detach())),
-               model[3].register_forward_hook(lambda m, i, o: outs.__setitem__("tanh", o.detach()))]
+    handles = [
+        model[1].register_forward_hook(lambda m, i, o: outs.__setitem__("relu", o.detach())),
+        model[3].register_forward_hook(lambda m, i, o: outs.__setitem__("tanh", o.detach())),
+    ]
     rec.attach()
     model(torch.randn(64, 1, 28, 28) * 3)
     stats = rec.collect()
@@ -160,5 +171,7 @@ def test_buffered_train_loss_and_accuracy_are_the_epochs_exact_figures(monkeypat
     acc = (logits.argmax(1) == y).sum().item() / len(y)
     assert state.metrics["train/loss"] == pytest.approx(loss, rel=1e-5)
     assert state.metrics["train/acc"] == pytest.approx(acc, abs=1e-9)
-    assert [h["train/acc"] for h in state.history] == pytest.approx([acc, acc], abs=1e-9)  # epoch 2 starts afresh
+    assert [h["train/acc"] for h in state.history] == pytest.approx(
+        [acc, acc], abs=1e-9
+    )  # epoch 2 starts afresh
     assert 0.1 < acc < 0.9  # a value that a wrong count would change

@@ -59,13 +59,20 @@ def test_resnet18_small_image_stem_and_width():
     assert small.fc.in_features == 512 and small.fc.out_features == 100
     assert 11.1e6 < sum(p.numel() for p in small.parameters()) < 11.3e6  # ResNet-18 on CIFAR-100
     large = resnet18(num_classes=10, in_channels=1, image_size=64)
-    assert (large.conv1.kernel_size, large.conv1.stride, large.conv1.in_channels) == ((7, 7), (2, 2), 1)
+    assert (large.conv1.kernel_size, large.conv1.stride, large.conv1.in_channels) == (
+        (7, 7),
+        (2, 2),
+        1,
+    )
     assert isinstance(large.maxpool, nn.MaxPool2d)
     assert large(torch.randn(2, 1, 64, 64)).shape == (2, 10)
     narrow = resnet18(num_classes=10, in_channels=3, image_size=32, width=16)
     assert narrow.layer1[0].conv1.out_channels == 16 and narrow.layer4[0].conv1.out_channels == 128
     assert narrow.fc.in_features == 128
-    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in small.parameters()) / 10
+    assert (
+        sum(p.numel() for p in narrow.parameters())
+        < sum(p.numel() for p in small.parameters()) / 10
+    )
     with pytest.raises(ValueError, match="model.width"):
         resnet18(num_classes=10, width=0)
 
@@ -87,25 +94,37 @@ def test_channels_last_gives_the_same_outputs():
     expected = model(x)
     model = model.to(memory_format=torch.channels_last)
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), expected,
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        model(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-4, rtol=1e-4
+    )
 
 
 @pytest.mark.slow
 def test_compile_unavailable_says_so_and_trains_eagerly(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(["trainer.compile=true", "trainer.max_epochs=1", "diag=off"], tmp_path, run_dir=run_dir,
-                   env={"CXX": str(tmp_path / "no-such-compiler")})
+    proc = run_cli(
+        ["trainer.compile=true", "trainer.max_epochs=1", "diag=off"],
+        tmp_path,
+        run_dir=run_dir,
+        env={"CXX": str(tmp_path / "no-such-compiler")},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "trainer.compile=true: not compiling, the inductor backend needs a C++ compiler" in proc.stdout
+    assert (
+        "trainer.compile=true: not compiling, the inductor backend needs a C++ compiler"
+        in proc.stdout
+    )
     assert json.loads((run_dir / "report.json").read_text())["metrics"]["epochs"] == 1
 
 
 @pytest.mark.slow
 def test_compile_runs_compiled_and_checkpoints_keep_plain_names(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(["trainer.compile=true", "trainer.max_epochs=1", "diag=off", "model.hidden=[32]"], tmp_path,
-                   run_dir=run_dir, timeout=600)
+    proc = run_cli(
+        ["trainer.compile=true", "trainer.max_epochs=1", "diag=off", "model.hidden=[32]"],
+        tmp_path,
+        run_dir=run_dir,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "trainer.compile=true: model compiled with torch.compile" in proc.stdout
     report = json.loads((run_dir / "report.json").read_text())
