@@ -68,12 +68,6 @@ def launched() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
 
 
-def launched_world_size() -> int:
-    """How many processes this run was launched as: torchrun's ``WORLD_SIZE`` or a submitit job's tasks."""
-    _export_submitit_env()
-    return max(env_world_size(), get_world_size())
-
-
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 

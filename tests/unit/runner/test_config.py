@@ -97,3 +97,9 @@ def test_every_bad_value_is_reported_at_once_one_line_each(cli):
         "error: data.loader",
         "error: lr_find.num_steps",
     ]
+
+
+def test_debug_fast_overlay_shortens_any_config(tmp_path):
+    cfg = compose_cfg(["debug=fast", "model=cnn"])
+    assert (cfg.trainer.max_epochs, cfg.data.subset, cfg.trainer.progress) == (2, 256, False)
+    assert cfg.model._target_.endswith("CNN") and cfg.paths.log_dir.endswith("debug")
