@@ -841,9 +841,8 @@ def _read_events(path: Path, result: ReadResult) -> None:
     kinds: dict[str, int] = {}
     for obj in iter_jsonl(path, result, "events.jsonl"):
         kind = str(obj.get("kind", ""))[:40]
-        label = (
-            kind if kind in kinds or len(kinds) < 20 else "other"
-        )  # bounded, whatever the file holds
+        # bounded, whatever the file holds
+        label = kind if kind in kinds or len(kinds) < 20 else "other"
         kinds[label] = kinds.get(label, 0) + 1
         step = _int(obj.get("step"))
         if kind == "skipped_step" and step is not None and len(skipped) < MAX_KEPT:

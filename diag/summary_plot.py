@@ -97,9 +97,8 @@ def plot_summary(
             )  # an exact 0 (no gradient reaches the layer) is -inf: drawn black, below the scale
         finite = logs[np.isfinite(logs)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        logs[np.isneginf(logs)] = (
-            lo - 1.0
-        )  # below the scale (imshow would mask -inf as bad, i.e. blank)
+        # below the scale (imshow would mask -inf as bad, i.e. blank)
+        logs[np.isneginf(logs)] = lo - 1.0
         im = ax_heat.imshow(
             logs,
             aspect="auto",

@@ -119,9 +119,8 @@ def log_hparams(writer: Any, cfg: DictConfig, metrics: dict[str, Any]) -> dict[s
     hp = hparam_dict(cfg, run_dir)
     metric_dict = {METRIC_PREFIX + m: metrics.get(m) for m in METRICS}
     experiment, session_start, session_end = hparams(hp, metric_dict)
-    file_writer = (
-        writer._get_file_writer()
-    )  # the run's writer (add_hparams would open a sub-run instead)
+    # the run's writer (add_hparams would open a sub-run instead)
+    file_writer = writer._get_file_writer()
     for summary in (experiment, session_start, session_end):
         file_writer.add_summary(summary)
     step = int(metrics.get("steps") or 0)

@@ -234,9 +234,8 @@ class Trainer:
             t0 = time.perf_counter()
             skip = self.resume_batch if epoch == self.start_epoch else 0
             if state.generator is not None:
-                self._epoch_rng = (
-                    state.generator.get_state()
-                )  # replaying it rebuilds this epoch's order
+                # replaying it rebuilds this epoch's order
+                self._epoch_rng = state.generator.get_state()
             if skip and self._acc:
                 loss_sum, correct, seen = self._acc
             else:

@@ -73,9 +73,8 @@ def rollback(
         else rollback_target(policy, int(issue.get("first_step") or state.step))
     )
     snap.restore(state)
-    lr_before = (
-        state.current_lr
-    )  # the restored state's LR (the schedule is back at the snapshot's step)
+    # the restored state's LR: the schedule is back at the snapshot's step
+    lr_before = state.current_lr
     policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
     detail = f"rolled back to step {snap.step}"
     clip = policy.settings.clip_max_norm
@@ -230,9 +229,8 @@ def restore_best(policy: AutoTrainer, state: FitState, issues: dict[str, dict[st
     )
     if acc is not None and best.val_acc is not None:
         detail += f", val acc {best.val_acc:.3f} instead of {acc:.3f}"
-    state.metrics["val/loss"] = (
-        best.val_loss
-    )  # the report's final val metrics describe the weights tested
+    # the report's final val metrics describe the weights tested
+    state.metrics["val/loss"] = best.val_loss
     if best.val_acc is not None:
         state.metrics["val/acc"] = best.val_acc
     policy.record(
