@@ -158,3 +158,8 @@ class Issue:
         if d["layer"] is None:
             d.pop("layer")
         return d
+
+
+# The codes that mean the run blew up: what a sweep calls diverged, what explains the dead units and
+# oscillation that follow, and what the documented history API always reports as critical.
+BLOWUP_CODES = frozenset({"LOSS_EXPLOSION", "NONFINITE_GRADIENTS"})

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from diag.codes import SEVERITY_RANK, Issue
+from diag.codes import BLOWUP_CODES, SEVERITY_RANK, Issue
 from diag.series import RunSeries
 
 # Thresholds: ratios and fractions, never absolute loss values.
@@ -678,7 +678,7 @@ EXPLAINED_BY = {
         "LOSS_EXPLOSION",
         "LOSS_PLATEAU",
     },
-    "LOSS_OSCILLATION": {"LOSS_EXPLOSION", "NONFINITE_GRADIENTS"},
+    "LOSS_OSCILLATION": set(BLOWUP_CODES),
     "NO_LEARNING": {"LR_DECAYED_TOO_EARLY", "DEAD_NEURONS"},
 }
 
@@ -705,7 +705,7 @@ def diagnose(series: RunSeries) -> list[Issue]:
         issue = rule(series)
         if issue is not None:
             found[issue.code] = issue
-    blowups = [found[c].first_step for c in ("LOSS_EXPLOSION", "NONFINITE_GRADIENTS") if c in found]
+    blowups = [found[c].first_step for c in sorted(BLOWUP_CODES) if c in found]
     if blowups:
         for code in CONSEQUENCES_OF_BLOWUP & found.keys():
             if found[code].first_step >= min(blowups):

@@ -22,11 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from diag.codes import CODES, Issue
+from diag.codes import BLOWUP_CODES, CODES, Issue
 from diag.gradient_stats import MAX_HEALTHY_NORM, MIN_HEALTHY_NORM
 from diag.series import RunSeries
-
-CRITICAL_CODES = frozenset({"LOSS_EXPLOSION", "NONFINITE_GRADIENTS"})
 
 # Rule parameters (relative, so independent of the loss scale).
 EXPLOSION_FACTOR = 10.0  # loss one order of magnitude above its start
@@ -379,7 +377,7 @@ class TrainingHistory:
         return issues
 
     def _issue(self, code: str, index: int, evidence: str) -> Issue:
-        severity = "critical" if code in CRITICAL_CODES else "warning"
+        severity = "critical" if code in BLOWUP_CODES else "warning"
         step = self.step[index] if 0 <= index < len(self.step) else index
         return Issue(code=code, severity=severity, first_step=int(step), evidence=evidence)
 

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-DIVERGED_CODES = ("LOSS_EXPLOSION", "NONFINITE_GRADIENTS")
+from diag.codes import BLOWUP_CODES
+
 LR_KEY = "optimizer.lr"
 EXIT_USAGE = 2
 
@@ -108,7 +109,7 @@ def read_run(run_dir: Path) -> SweepRun:
         k in m and _finite(m[k]) is None
         for k in ("final_train_loss", "best_val_loss", "final_val_loss", "test_loss")
     )
-    run.diverged = (ran and nonfinite) or any(c in DIVERGED_CODES for c in run.codes)
+    run.diverged = (ran and nonfinite) or any(c in BLOWUP_CODES for c in run.codes)
     return run
 
 
