@@ -57,7 +57,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"checkpoint {path} was refused: it holds objects other than tensors and plain data "
             f"({first[:120]}); only load checkpoints you trust and that this runner wrote"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        IndexError,
+        KeyError,
+    ) as exc:
         raise UserError(
             f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}): "
             "use another checkpoint or start without trainer.resume"

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from diag.hooks import EventLog, FitState, Hook, HookList
 from runner import distributed
@@ -184,9 +184,11 @@ def build(cfg: DictConfig, run_dir: Path, session: Any = None) -> Run:
         from runner.lr_find import auto_lr as find_lr  # the finder: only when asked for
 
         r.lr_finder = find_lr(r)  # the LR found, set on the optimizer before the schedule reads it
-    state.scheduler = build_scheduler(
-        cfg.get("scheduler"), optimizer, len(train_loader), trainer.max_epochs
-    )
+    schedule = cfg.get("scheduler")
+    if auto_lr:  # the schedule reads optimizer.lr (OneCycle's max_lr): give it the LR found
+        found = OmegaConf.merge(cfg, {"optimizer": {"lr": optimizer.param_groups[0]["lr"]}})
+        schedule = found.scheduler if isinstance(found, DictConfig) else schedule
+    state.scheduler = build_scheduler(schedule, optimizer, len(train_loader), trainer.max_epochs)
     r.hooks = build_hooks(cfg, session)
     if payload is not None:
         try:

@@ -1,7 +1,9 @@
 """Checks the composed config before any work, so a typo costs a second, not a run.
 
 Every check of a config value lives here and all of them run: the :class:`UserError` raised lists
-every bad value at once, one line each naming the key, the bad value and what is allowed.
+every bad value at once, one line each naming the key, the bad value and what is allowed. Values
+are checked by type and range; the optimizer and the LR schedule are then built on a dummy
+parameter, so torch's own constructors judge their hyperparameters before any data loads.
 """
 
 from __future__ import annotations
@@ -11,12 +13,18 @@ from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from runner.errors import UserError
 
 PRECISIONS = ("32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("train", "lr_find")
+# what the loop puts in state.metrics before an epoch-end scheduler steps
+MONITORABLE = ("val/loss", "val/acc", "train/loss", "train/acc")
+SEED_LIMIT = 2**63  # torch.manual_seed takes a signed 64-bit integer
+
+Check = Callable[[Any], bool]
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -27,8 +35,140 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive_ints(v: Any) -> bool:
+    """A non-empty list of positive whole numbers (a YAML list arrives as a ListConfig)."""
+    return (
+        (isinstance(v, list) or OmegaConf.is_list(v))
+        and len(v) > 0
+        and all(_is_int(x) and x > 0 for x in v)
+    )
+
+
 def _fail(key: str, value: Any, allowed: str) -> UserError:
     return UserError(f"{key}={value!r} is not valid: {allowed} (e.g. `python -m runner {key}=...`)")
+
+
+# (key, test, what is allowed, may be null); a key the config does not have is not checked
+RULES: tuple[tuple[str, Check, str, bool], ...] = (
+    ("mode", lambda v: v in MODES, f"choose one of {', '.join(MODES)}", False),
+    (
+        "seed",
+        lambda v: _is_int(v) and 0 <= v < SEED_LIMIT,
+        "a whole number from 0 to 2**63-1",
+        False,
+    ),
+    ("objective_penalty", _is_number, "a number (what a diverged run returns to a sweeper)", False),
+    ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0", True),
+    ("optimizer.momentum", lambda v: _is_number(v) and v >= 0, "a number >= 0", True),
+    (
+        "trainer.max_epochs",
+        lambda v: _is_int(v) and v >= 0,
+        "a whole number of epochs >= 1 (0 only builds and tests)",
+        False,
+    ),
+    (
+        "trainer.max_steps",
+        lambda v: _is_int(v) and v > 0,
+        "a positive whole number of steps, or null",
+        True,
+    ),
+    (
+        "trainer.precision",
+        lambda v: str(v) in PRECISIONS,
+        f"choose one of {', '.join(PRECISIONS)}",
+        False,
+    ),
+    ("trainer.device", lambda v: v in DEVICES, f"choose one of {', '.join(DEVICES)}", False),
+    (
+        "trainer.clip.max_norm",
+        lambda v: _is_number(v) and v > 0,
+        "a positive number, or null for no clipping",
+        True,
+    ),
+    (
+        "trainer.clip.value",
+        lambda v: _is_number(v) and v > 0,
+        "a positive number, or null for no clipping",
+        True,
+    ),
+    ("trainer.log_every_n_steps", lambda v: _is_int(v) and v > 0, "a positive whole number", False),
+    (
+        "trainer.max_consecutive_skips",
+        lambda v: _is_int(v) and v >= 0,
+        "a whole number >= 0 (0: never stop for skipped steps)",
+        True,
+    ),
+    ("data.batch_size", lambda v: _is_int(v) and v > 0, "a positive whole number", False),
+    ("data.eval_batch_size", lambda v: _is_int(v) and v > 0, "a positive whole number", True),
+    (
+        "data.val_fraction",
+        lambda v: _is_number(v) and 0 < v < 1,
+        "a fraction strictly between 0 and 1",
+        False,
+    ),
+    (
+        "data.test_fraction",
+        lambda v: _is_number(v) and 0 < v < 1,
+        "a fraction strictly between 0 and 1",
+        True,
+    ),
+    (
+        "data.label_noise",
+        lambda v: _is_number(v) and 0 <= v <= 1,
+        "a fraction between 0 and 1",
+        True,
+    ),
+    ("data.subset", lambda v: _is_int(v) and v > 0, "a positive number of examples, or null", True),
+    ("data.num_workers", lambda v: _is_int(v) and v >= 0, "a whole number >= 0", True),
+    ("data.augmentation", lambda v: v in ("none", "standard"), "choose none or standard", True),
+    (
+        "data.loader",
+        lambda v: v in ("tensor", "dataloader"),
+        "choose tensor (fast, on-device) or dataloader (torch DataLoader with workers)",
+        True,
+    ),
+    (
+        "model.hidden",
+        _positive_ints,
+        "a list of positive layer widths, e.g. [256,256]",
+        True,
+    ),
+    (
+        "model.channels",
+        _positive_ints,
+        "a list of positive channel counts, e.g. [32,64]",
+        True,
+    ),
+    ("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a probability in [0, 1)", True),
+    ("scheduler.interval", lambda v: v in ("step", "epoch"), "step or epoch", True),
+    (
+        "scheduler.lr_scheduler.warmup_steps",
+        lambda v: _is_number(v) and v >= 0,
+        "a number of steps >= 0, or a fraction of the run below 1",
+        True,
+    ),
+    (
+        "callbacks.checkpoint.every_n_steps",
+        lambda v: _is_int(v) and v > 0,
+        "a positive whole number of steps, or null",
+        True,
+    ),
+)
+# switches: YAML would read "maybe" as a string, and a string is not a yes or a no
+BOOLEANS = (
+    "trainer.deterministic",
+    "trainer.progress",
+    "trainer.nonfinite_guard",
+    "trainer.channels_last",
+    "trainer.compile",
+    "data.normalize",
+    "data.download",
+    "data.cache",
+)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -40,123 +180,30 @@ def validate(cfg: DictConfig) -> None:
 
 def config_errors(cfg: DictConfig) -> list[str]:
     """One message per invalid value of the composed config, in the order of the config tree."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)  # every interpolation, before any value is read
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "the config"
+        reason = str(exc).strip().splitlines()[0]
+        return [f"{key}: {reason}: fix or remove that interpolation"]
     errors: list[str] = []
-
-    def _check(
-        cfg: DictConfig, key: str, ok: Callable[[Any], bool], allowed: str, optional: bool = False
-    ) -> None:
+    for key, ok, allowed, optional in RULES:
+        if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
+            continue
         value = _get(cfg, key)
-        if value is None and optional:
-            return
-        if not ok(value):
+        if not (value is None and optional) and not ok(value):
             errors.append(str(_fail(key, value, allowed)))
-
-    _check(cfg, "mode", lambda v: v in MODES, f"choose one of {', '.join(MODES)}")
-    _check(cfg, "seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+    for key in BOOLEANS:
+        value = OmegaConf.select(cfg, key, default=False)
+        if not isinstance(value, bool):
+            errors.append(str(_fail(key, value, "true or false")))
     lr = _get(cfg, "optimizer.lr")
     if not (lr == "auto" or (_is_number(lr) and lr > 0)):
-        errors.append(
-            str(
-                _fail(
-                    "optimizer.lr",
-                    lr,
-                    "a positive number such as 1e-3, or 'auto' to run the LR finder first",
-                )
-            )
-        )
-    for key in ("optimizer.weight_decay", "optimizer.momentum"):
-        _check(cfg, key, lambda v: _is_number(v) and v >= 0, "a number >= 0", optional=True)
-    t = "trainer."
-    _check(
-        cfg,
-        t + "max_epochs",
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-        "a whole number of epochs >= 1 (0 only builds and tests)",
-    )
-    _check(
-        cfg,
-        t + "max_steps",
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-        "a positive whole number of steps, or null",
-        optional=True,
-    )
-    _check(
-        cfg,
-        t + "precision",
-        lambda v: str(v) in PRECISIONS,
-        f"choose one of {', '.join(PRECISIONS)}",
-    )
-    _check(cfg, t + "device", lambda v: v in DEVICES, f"choose one of {', '.join(DEVICES)}")
-    _check(
-        cfg,
-        t + "clip.max_norm",
-        lambda v: _is_number(v) and v > 0,
-        "a positive number, or null for no clipping",
-        optional=True,
-    )
-    _check(
-        cfg,
-        t + "clip.value",
-        lambda v: _is_number(v) and v > 0,
-        "a positive number, or null for no clipping",
-        optional=True,
-    )
-    _check(
-        cfg,
-        t + "log_every_n_steps",
-        lambda v: isinstance(v, int) and v > 0,
-        "a positive whole number",
-    )
-    _check(
-        cfg,
-        "data.batch_size",
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-        "a positive whole number",
-    )
-    _check(
-        cfg,
-        "data.eval_batch_size",
-        lambda v: isinstance(v, int) and v > 0,
-        "a positive whole number",
-        optional=True,
-    )
-    _check(
-        cfg,
-        "data.val_fraction",
-        lambda v: _is_number(v) and 0 < v < 1,
-        "a fraction strictly between 0 and 1",
-    )
-    _check(
-        cfg,
-        "data.label_noise",
-        lambda v: _is_number(v) and 0 <= v <= 1,
-        "a fraction between 0 and 1",
-        optional=True,
-    )
-    _check(
-        cfg,
-        "data.subset",
-        lambda v: isinstance(v, int) and v > 0,
-        "a positive number of examples, or null",
-        optional=True,
-    )
-    _check(
-        cfg, "scheduler.interval", lambda v: v in ("step", "epoch"), "step or epoch", optional=True
-    )
-    _check(
-        cfg,
-        "data.augmentation",
-        lambda v: v in ("none", "standard"),
-        "choose none or standard",
-        optional=True,
-    )
-    _check(
-        cfg,
-        "data.loader",
-        lambda v: v in ("tensor", "dataloader"),
-        "choose tensor (fast, on-device) or dataloader (torch DataLoader with workers)",
-        optional=True,
-    )
+        allowed = "a positive number such as 1e-3, or 'auto' to run the LR finder first"
+        errors.append(str(_fail("optimizer.lr", lr, allowed)))
+    monitor = _get(cfg, "scheduler.monitor")
+    if monitor is not None and monitor not in MONITORABLE:
+        errors.append(str(_fail("scheduler.monitor", monitor, f"one of {', '.join(MONITORABLE)}")))
     from runner.lr_find import lr_find_errors  # the LR finder's block: checked even when training
 
     errors += lr_find_errors(cfg)
@@ -166,4 +213,42 @@ def config_errors(cfg: DictConfig) -> list[str]:
         check_config(cfg)
     except UserError as exc:
         errors.append(str(exc))
+    if not errors:  # the constructors only see values that passed the checks above
+        errors += build_errors(cfg)
     return errors
+
+
+def build_errors(cfg: DictConfig) -> list[str]:
+    """Build the optimizer and LR schedule on a dummy parameter and step them a few times: what torch
+    refuses (Adam's betas, Nesterov without momentum, a zero step size), named with the group to fix."""
+    import torch
+    from hydra.utils import instantiate
+
+    from runner.schedulers import build_scheduler
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    lr = 1e-3 if cfg.optimizer.lr == "auto" else cfg.optimizer.lr
+    # an LR schedule reads optimizer.lr (OneCycle's max_lr): give it the number the run will use
+    resolved = OmegaConf.merge(cfg, {"optimizer": {"lr": lr}})
+    assert isinstance(resolved, DictConfig)
+    try:
+        optimizer = instantiate(cfg.optimizer, lr=lr)(params=[param])
+    except (ValueError, TypeError, RuntimeError) as exc:
+        return [f"optimizer: {_reason(exc)}: fix the optimizer.* values"]
+    errors = []
+    try:
+        scheduler = build_scheduler(
+            resolved.get("scheduler"), optimizer, 10, max(1, int(cfg.trainer.max_epochs))
+        )
+        for _ in range(3):
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step(1.0) if _get(cfg, "scheduler.monitor") else scheduler.step()
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:
+        errors.append(f"scheduler: {_reason(exc)}: fix the scheduler.lr_scheduler.* values")
+    return errors
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

@@ -1,0 +1,74 @@
+"""Every bad configuration value is refused before any work, named with its key, all at once."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import compose_cfg
+
+from runner.errors import UserError
+from runner.validation import config_errors, validate
+
+# (overrides, the start of the one error line each must give)
+BAD = [
+    (["seed=99999999999999999999"], "seed="),
+    (["seed=-1"], "seed="),
+    (["objective_penalty=abc"], "objective_penalty="),
+    (["trainer.deterministic=maybe"], "trainer.deterministic="),
+    (["trainer.compile=1"], "trainer.compile="),
+    (["data.eval_batch_size=true"], "data.eval_batch_size="),
+    (["data.num_workers=-1"], "data.num_workers="),
+    (["data.test_fraction=0"], "data.test_fraction="),
+    (["data.test_fraction=1"], "data.test_fraction="),
+    (["trainer.max_consecutive_skips=-1"], "trainer.max_consecutive_skips="),
+    (["callbacks.checkpoint.every_n_steps=-1"], "callbacks.checkpoint.every_n_steps="),
+    (["model.hidden=[0]"], "model.hidden="),
+    (["model.hidden=[]"], "model.hidden="),
+    (["model=cnn", "model.channels=[32,-1]"], "model.channels="),
+    (["model.dropout=1.5"], "model.dropout="),
+    (["scheduler=plateau", "scheduler.monitor=val/los"], "scheduler.monitor="),
+    (
+        ["scheduler=warmup_cosine", "scheduler.lr_scheduler.warmup_steps=-3"],
+        "scheduler.lr_scheduler.warmup_steps=",
+    ),
+    (["scheduler=step", "scheduler.lr_scheduler.step_size=0"], "scheduler: ZeroDivisionError"),
+    (["scheduler.lr_scheduler.T_max=0"], "scheduler: ZeroDivisionError"),
+    (["optimizer.betas=[1.5,0.9]"], "optimizer: ValueError: Invalid beta"),
+    (
+        ["optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=true"],
+        "optimizer: ValueError: Nesterov",
+    ),
+    (["optimizer.lr=${oc.env:RUNNER_TEST_UNSET_VARIABLE}"], "optimizer.lr: "),
+    (["+trainer.loops=${trainer.loops}"], "trainer.loops: "),
+    (["optimizer.lr=${nowhere.lr}"], "optimizer.lr: "),
+]
+
+
+@pytest.mark.parametrize(("overrides", "starts"), BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_a_bad_value_is_one_line_naming_its_key(overrides, starts, tmp_path):
+    errors = config_errors(compose_cfg(overrides, tmp_path))
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(starts), errors[0]
+    assert "\n" not in errors[0]
+
+
+def test_every_default_option_passes(tmp_path):
+    for overrides in (
+        [],
+        ["model=cnn", "optimizer=sgd", "scheduler=onecycle"],
+        ["scheduler=plateau"],
+        ["optimizer.lr=auto", "scheduler=onecycle"],
+        ["autotrainer=default"],
+        ["debug=fast"],
+    ):
+        validate(compose_cfg(overrides, tmp_path))
+
+
+def test_several_bad_values_are_all_reported(tmp_path):
+    cfg = compose_cfg(["seed=-1", "data.num_workers=-1", "trainer.deterministic=maybe"], tmp_path)
+    with pytest.raises(UserError) as caught:
+        validate(cfg)
+    assert [line.split("=")[0] for line in str(caught.value).splitlines()] == [
+        "seed",
+        "data.num_workers",
+        "trainer.deterministic",
+    ]
