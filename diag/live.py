@@ -233,7 +233,9 @@ class DiagnosticsHook(Hook):
                     scalars[f"{LAYERS_PREFIX}update_ratio/{name}"] = s.layer_update_ratio[name][-1]
             for name in acts:
                 if name in self._dead:
-                    scalars[f"{LAYERS_PREFIX}dead_fraction/{name}"] = s.layer_dead_fraction[name][-1]
+                    scalars[f"{LAYERS_PREFIX}dead_fraction/{name}"] = s.layer_dead_fraction[name][
+                        -1
+                    ]
                 if name in s.layer_saturation:
                     scalars[f"{LAYERS_PREFIX}saturation/{name}"] = s.layer_saturation[name][-1]
             write_scalars(state.writer, scalars, state.step)

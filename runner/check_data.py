@@ -182,7 +182,7 @@ def _write_samples(
     cols = 8
     rows = (GRID + cols - 1) // cols
     fig = plt.figure(figsize=(13, 1.05 * rows + 0.7))
-    halves = fig.subfigures(1, 2, wspace=0.04)
+    halves: Any = fig.subfigures(1, 2, wspace=0.04)  # an array of two SubFigures
     for half, split in zip(halves, ("train", "val")):
         axes = half.subplots(rows, cols)
         for k, ax in enumerate(axes.flat):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -102,7 +102,8 @@ def _override_keys() -> list[str]:
     if not HydraConfig.initialized():
         return []
     hc = HydraConfig.get()
-    params = OmegaConf.select(hc, "sweeper.params", default=None)
+    # HydraConfig.get() is a DictConfig at run time (typed as the HydraConf dataclass)
+    params = OmegaConf.select(cast(DictConfig, hc), "sweeper.params", default=None)
     return sweep_keys(list(hc.overrides.task), params)
 
 
@@ -222,4 +223,3 @@ def log_hparams(writer: Any, cfg: DictConfig, metrics: dict[str, Any]) -> dict[s
             writer.add_scalar(tag, float(value), step)
     writer.flush()
     return hp
-

@@ -17,7 +17,6 @@ SWEEP = [
     "optimizer.lr=1e-3,1e3",
     "model.activation=tanh",
     "trainer.max_epochs=1",
-    "data.subset=256",
     "diag=full",
 ]
 
@@ -28,9 +27,7 @@ def _hparams_plugin(run: Path) -> dict[str, object]:
     acc.Reload()
     content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
     experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
-    start = metadata.parse_session_start_info_plugin_data(
-        content[metadata.SESSION_START_INFO_TAG]
-    )
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
     return {
         "columns": [h.name for h in experiment.hparam_infos],
