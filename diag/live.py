@@ -25,7 +25,7 @@ from diag.codes import Issue
 from diag.diagnosis import diagnose
 from diag.hooks import FitState, Hook
 from diag.series import RunSeries
-from diag.tensorboard import write_scalars
+from diag.tensorboard import LAYERS_PREFIX, write_scalars
 
 log = logging.getLogger("diag")
 
@@ -110,12 +110,15 @@ class DiagnosticsHook(Hook):
                         "loss": ["Multiline", ["train/loss", "val/loss"]],
                         "accuracy": ["Multiline", ["train/acc", "val/acc"]],
                         "learning rate": ["Multiline", ["train/lr"]],
-                        "gradient norm": ["Multiline", ["train/grad_norm", r"grad_norm/.*"]],
+                        "gradient norm": [
+                            "Multiline",
+                            ["train/grad_norm", LAYERS_PREFIX + r"grad_norm/.*"],
+                        ],
                     },
                     "Layer health": {
-                        "update ratio": ["Multiline", [r"update_ratio/.*"]],
-                        "dead fraction": ["Multiline", [r"dead_fraction/.*"]],
-                        "saturation": ["Multiline", [r"saturation/.*"]],
+                        "update ratio": ["Multiline", [LAYERS_PREFIX + r"update_ratio/.*"]],
+                        "dead fraction": ["Multiline", [LAYERS_PREFIX + r"dead_fraction/.*"]],
+                        "saturation": ["Multiline", [LAYERS_PREFIX + r"saturation/.*"]],
                     },
                 }
             )
@@ -225,14 +228,16 @@ class DiagnosticsHook(Hook):
             if self._snapshot_read:
                 scalars["train/update_ratio"] = s.update_ratio[-1]
             for name in self._layer_names:
-                scalars[f"grad_norm/{name}"] = s.layer_grad_norm[name][-1]
+                scalars[f"{LAYERS_PREFIX}grad_norm/{name}"] = s.layer_grad_norm[name][-1]
                 if name in s.layer_update_ratio:
-                    scalars[f"update_ratio/{name}"] = s.layer_update_ratio[name][-1]
+                    scalars[f"{LAYERS_PREFIX}update_ratio/{name}"] = s.layer_update_ratio[name][-1]
             for name in acts:
                 if name in self._dead:
-                    scalars[f"dead_fraction/{name}"] = s.layer_dead_fraction[name][-1]
+                    scalars[f"{LAYERS_PREFIX}dead_fraction/{name}"] = s.layer_dead_fraction[name][
+                        -1
+                    ]
                 if name in s.layer_saturation:
-                    scalars[f"saturation/{name}"] = s.layer_saturation[name][-1]
+                    scalars[f"{LAYERS_PREFIX}saturation/{name}"] = s.layer_saturation[name][-1]
             write_scalars(state.writer, scalars, state.step)
 
     @torch.no_grad()
@@ -254,7 +259,7 @@ class DiagnosticsHook(Hook):
                 v = t.detach().float().flatten()
                 v = v[torch.isfinite(v)]
                 if v.numel():
-                    state.writer.add_histogram(f"{tag}/{name}", v.cpu(), state.step)
+                    state.writer.add_histogram(f"{LAYERS_PREFIX}{tag}/{name}", v.cpu(), state.step)
 
     # -- epochs ----------------------------------------------------------------
     def on_validation_end(self, state: FitState) -> None:

@@ -104,10 +104,10 @@ DEFAULT_TAGS: dict[str, tuple[str, ...]] = {
 }
 # Per-layer families: role -> tag prefixes; the layer name is the rest of the tag.
 LAYER_PREFIXES: dict[str, tuple[str, ...]] = {
-    "layer_grad_norm": ("grad_norm/", "grad_2.0_norm/"),
-    "layer_update_ratio": ("update_ratio/",),
-    "layer_dead_fraction": ("dead_fraction/",),
-    "layer_saturation": ("saturation/",),
+    "layer_grad_norm": ("x_layers/grad_norm/", "grad_norm/", "grad_2.0_norm/"),
+    "layer_update_ratio": ("x_layers/update_ratio/", "update_ratio/"),
+    "layer_dead_fraction": ("x_layers/dead_fraction/", "dead_fraction/"),
+    "layer_saturation": ("x_layers/saturation/", "saturation/"),
     "layer_activation_std": ("activation_std/",),
 }
 # Learning-rate monitors also log momentum and weight decay under lr-*; those are not the LR.

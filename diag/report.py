@@ -4,7 +4,8 @@ Shape::
 
     {"status": "healthy|warning|critical",
      "issues": [{"code", "severity", "first_step", "evidence", "recommendations"}],
-     "metrics": {...}, "autotrainer": {"actions": [...]}}
+     "metrics": {...}, "autotrainer": {"actions": [...]},
+     "completed", "stopped", "stop_reason"?, "command"?, "lr"?, "next_lr"?: {"lr", "reason"}}
 """
 
 from __future__ import annotations
@@ -51,9 +52,63 @@ def build_report(
     return _clean(report)
 
 
+# Diagnoses that imply a different LR next time: code -> factor on the LR the run started with.
+LR_FACTORS: dict[str, float] = {
+    "LOSS_EXPLOSION": 0.1,
+    "NONFINITE_GRADIENTS": 0.1,
+    "LOSS_OSCILLATION": 0.3,
+    "SLOW_CONVERGENCE": 10.0,
+    "NO_LEARNING": 10.0,
+}
+# Early-stopping advice that a ``restore_best`` action has already followed.
+_STOP_EARLY = "Stop early"
+
+
+def next_lr(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The LR to start the next run with, when the diagnosis implies one; ``None`` otherwise.
+
+    An AutoTrainer LR change that ended healthy is the answer (the LR the run finished with);
+    else a blow-up or oscillation divides the starting LR and a stall multiplies it.
+    """
+    lr = report.get("lr")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        return None
+    actions = [
+        a
+        for a in report.get("autotrainer", {}).get("actions", [])
+        if a.get("action") != "give_up" and a.get("lr_after") not in (None, a.get("lr_before"))
+    ]
+    if actions and report.get("status") != "critical":
+        last = actions[-1]
+        first = actions[0]
+        factor = float(last["lr_after"]) / float(first["lr_before"])
+        return {
+            "lr": lr * factor,
+            "reason": f"the AutoTrainer's LR changes ({len(actions)}) left a factor of {factor:.3g}",
+        }
+    codes = [i.get("code") for i in report.get("issues", []) if i.get("code") in LR_FACTORS]
+    if not codes:
+        return None
+    down = [c for c in codes if LR_FACTORS[c] < 1]
+    chosen = min(down, key=LR_FACTORS.__getitem__) if down else codes[0]
+    return {"lr": lr * LR_FACTORS[chosen], "reason": f"{chosen} at optimizer.lr={lr:.3g}"}
+
+
 def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
-    """A human report: status, metrics, each issue with its evidence and what to change."""
+    """A human report: status, how the run ended, metrics, each issue with its evidence and what to change."""
     lines = [f"# {title}", "", f"**Status: {report['status']}**", ""]
+    if report.get("command"):
+        lines += ["Command:", "", "```", str(report["command"]), "```", ""]
+    if report.get("stopped"):
+        lines += [f"**Stopped early:** {report.get('stop_reason') or 'a hook stopped the fit'}", ""]
+    if report.get("interrupted"):
+        lines += [f"**Interrupted** by {report['interrupted']}", ""]
+    suggestion = report.get("next_lr")
+    if suggestion:
+        lines += [
+            f"**Next time:** `optimizer.lr={suggestion['lr']:.3g}` ({suggestion['reason']})",
+            "",
+        ]
     metrics = report.get("metrics", {})
     if metrics:
         lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
@@ -62,6 +117,8 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
         lines.append("")
     issues = report.get("issues", [])
     lines += ["## Diagnosis", ""]
+    actions = report.get("autotrainer", {}).get("actions", [])
+    restored = any(a.get("action") == "restore_best" for a in actions)
     if not issues:
         lines.append(
             "No issues found."
@@ -77,9 +134,10 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
             "",
         ]
         for rec in issue.get("recommendations", []):
+            if restored and str(rec).startswith(_STOP_EARLY):
+                rec = "Done: the AutoTrainer tested the best-validation weights (restore_best)"
             lines.append(f"- {rec}")
         lines.append("")
-    actions = report.get("autotrainer", {}).get("actions", [])
     if actions:
         lines += ["## AutoTrainer", ""]
         lines += [f"- {action_line(a)}" for a in actions]

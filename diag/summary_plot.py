@@ -14,6 +14,31 @@ import numpy as np
 from diag.codes import Issue
 from diag.series import RunSeries
 
+# A loss above this multiple of the starting loss is drawn on the panel's top edge.
+LOSS_CLIP = 1e3
+
+
+def _natural(name: str) -> tuple:
+    """Module-order key: ``net.10`` after ``net.9``."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in name.split("."))
+
+
+def layer_label(activation: str, weight_layers: list[str]) -> str:
+    """An activation module named by the weight layer it follows, so every panel uses one naming.
+
+    ``net.2`` (the ReLU after ``net.1``) is shown as ``net.1``; without a weight layer before it in
+    the same parent module the activation keeps its own name.
+    """
+    if activation in weight_layers or not weight_layers:
+        return activation
+    parent = activation.rpartition(".")[0]
+    before = [
+        w
+        for w in weight_layers
+        if w.rpartition(".")[0] == parent and _natural(w) < _natural(activation)
+    ]
+    return max(before, key=_natural) if before else activation
+
 
 def plot_summary(
     series: RunSeries,
@@ -45,6 +70,9 @@ def plot_summary(
     ex, ev = finite_xy(s.epoch_step, s.epoch_val_loss)
     if ev.size:
         ax_loss.plot(ex, ev, "o-", ms=3, label="validation")
+    start = s.initial_loss if s.initial_loss is not None and np.isfinite(s.initial_loss) else None
+    if start is not None:
+        ax_loss.plot([0], [start], "k*", ms=8, label=f"start {start:.3g}")
     bad = x[~np.isfinite(y)]
     if bad.size:
         ax_loss.axvline(
@@ -53,12 +81,35 @@ def plot_summary(
     fin = np.concatenate([y[np.isfinite(y)], ev[np.isfinite(ev)]])
     if fin.size and fin.min() > 0 and fin.max() / fin.min() > 50:
         ax_loss.set_yscale("log")  # a blow-up would flatten everything else on a linear axis
+    if start is not None and start > 0 and fin.size and fin.max() > LOSS_CLIP * start:
+        # a blow-up: keep the start in view, draw what is above the clip on its top edge
+        top = LOSS_CLIP * start
+        ax_loss.set_ylim(top=top)
+        for xs, ys in ((x, y), (ex, ev)):
+            over = np.isfinite(ys) & (ys > top)
+            ax_loss.plot(xs[over], np.full(over.sum(), top), "r^", ms=6, clip_on=False)
+        ax_loss.plot(
+            [], [], "r^", label=f"off scale (>{LOSS_CLIP:g}x start, up to {fin.max():.2g})"
+        )
     ax_loss.set(title="loss", xlabel="step")
     ax_loss.legend(fontsize=8)
 
     x, y = finite_xy(s.step, s.lr)
     ax_lr.plot(x, y, color="tab:green")
-    if y.size and np.nanmin(y) > 0:
+    positive = y[np.isfinite(y) & (y > 0)]
+    if positive.size and (y[np.isfinite(y)] <= 0).any():
+        # a schedule that ends at 0: log-like above the smallest positive LR, linear down to 0
+        ax_lr.set_yscale("symlog", linthresh=float(positive.min()))
+        ax_lr.set_ylim(bottom=0)
+        ax_lr.text(
+            0.02,
+            0.02,
+            f"linear below {positive.min():.2g} (shows 0)",
+            transform=ax_lr.transAxes,
+            fontsize=7,
+            color="grey",
+        )
+    elif positive.size:
         ax_lr.set_yscale("log")
     ax_lr.set(title="learning rate", xlabel="step")
 
@@ -121,10 +172,12 @@ def plot_summary(
     plotted = False
     for name, values in s.layer_dead_fraction.items():
         if np.isfinite(np.asarray(values, float)).any():
-            ax_units.plot(s.layer_step[: len(values)], values, ".-", ms=3, label=f"dead {name}")
+            label = f"dead {layer_label(name, names)}"
+            ax_units.plot(s.layer_step[: len(values)], values, ".-", ms=3, label=label)
             plotted = True
     for name, values in s.layer_saturation.items():
-        ax_units.plot(s.layer_step[: len(values)], values, ls="--", label=f"saturated {name}")
+        label = f"saturated {layer_label(name, names)}"
+        ax_units.plot(s.layer_step[: len(values)], values, ls="--", label=label)
         plotted = True
     ax_units.set(title="unit health (fraction of units)", xlabel="step", ylim=(-0.02, 1.02))
     if plotted:

@@ -306,21 +306,29 @@ def render_markdown(summary: dict[str, Any], runs: list[SweepRun], best: SweepRu
 
 
 def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
-    """Best and final validation loss against LR (log axes); diverged runs marked along the top, best starred.
+    """Best and final validation loss against LR (log axes), each point named by its run, best starred.
 
-    Without LRs (a sweep over something else) the x axis is the run name.
+    Diverged and failed runs have no loss worth a height: they sit on a separate band above the
+    plot, named by run. Without LRs (a sweep over something else) the x axis is the run name.
+    Runs that share an LR share an x position and are told apart by their labels.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 5))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    band, ax = fig.subplots(
+        2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 6], "hspace": 0.05}
+    )
     by_lr = all(r.lr is not None for r in runs)
     xs: list[float] = [
         r.lr if by_lr and r.lr is not None else i for i, r in enumerate(runs)
     ]  # by_lr: every lr is set
-    ok = sorted((x, r) for x, r in zip(xs, runs) if r.best_val_loss is not None and not r.diverged)
+    # sorted by x alone: runs with the same LR must not be compared with each other
+    ok = sorted(
+        ((x, r) for x, r in zip(xs, runs) if r.best_val_loss is not None and not r.diverged),
+        key=lambda pair: pair[0],
+    )
     if ok:
         best_losses = [
             r.best_val_loss for _, r in ok if r.best_val_loss is not None
@@ -335,31 +343,46 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
             color="tab:orange",
             label="final val loss",
         )
-    # the y range follows the healthy runs; diverged and failed runs sit in a band above them
+        for k, (x, r) in enumerate(ok):
+            ax.annotate(
+                f"run {r.name}",
+                (x, r.best_val_loss),
+                textcoords="offset points",
+                xytext=(6, 6 + 10 * (k % 2)),  # alternate: runs with one LR do not overprint
+                fontsize=7,
+                color="tab:blue",
+            )
     values = [
         v for _, r in ok for v in (r.best_val_loss, r.final_val_loss) if v is not None and v > 0
     ]
-    top = max(values) * 3 if values else 10.0
     bad = [(x, r) for x, r in zip(xs, runs) if r.diverged or r.status == "failed"]
     for x, r in bad:
-        ax.plot([x], [top], "x", color="tab:red", markersize=11, markeredgewidth=2.5)
-        label = (
-            "failed"
-            if r.status == "failed"
-            else "diverged"
-            + (f"\n(best {r.best_val_loss:.2g})" if r.best_val_loss is not None else "")
-        )
-        ax.annotate(
-            label,
-            (x, top),
+        band.plot([x], [0.5], "x", color="tab:red", markersize=11, markeredgewidth=2.5)
+        what = "failed" if r.status == "failed" else "diverged"
+        right = x == max(xs)  # at the right edge: the label goes to the left of the marker
+        band.annotate(
+            f"run {r.name} {what}",
+            (x, 0.5),
             textcoords="offset points",
-            xytext=(0, -22),
-            ha="center",
+            xytext=(-8 if right else 8, -3),
+            ha="right" if right else "left",
             fontsize=8,
             color="tab:red",
         )
-    if bad:
-        ax.plot([], [], "x", color="tab:red", markeredgewidth=2.5, label="diverged / failed")
+    band.set_ylim(0, 1)
+    band.set_yticks([])
+    band.set_ylabel("diverged\nor failed", fontsize=8, rotation=0, ha="right", va="center")
+    if not bad:
+        band.text(
+            0.5,
+            0.5,
+            "none diverged",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="grey",
+            transform=band.transAxes,
+        )
     if (
         best is not None and best.best_val_loss is not None
     ):  # the best run is one with a validation loss
@@ -375,22 +398,28 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
             color="gold",
             markeredgecolor="black",
             markersize=16,
-            label=f"best: {best.name}" + (f" (lr {best.lr:.3g})" if best.lr is not None else ""),
+            label=f"best: run {best.name}"
+            + (f" (lr {best.lr:.3g})" if best.lr is not None else ""),
         )
     if by_lr:
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (log scale)")
+        lrs = [x for x in xs if x > 0]
+        if lrs and min(lrs) == max(lrs):  # one LR: give the log axis a decade around it
+            ax.set_xlim(min(lrs) / 3, max(lrs) * 3)
+        elif lrs:
+            ax.set_xlim(min(lrs) / 2, max(lrs) * 2)
     else:
         ax.set_xticks(range(len(runs)), [r.name for r in runs])
         ax.set_xlabel("run")
     if values:
         ax.set_yscale("log")
-        ax.set_ylim(min(values) / 1.5, top * 2)
+        ax.set_ylim(min(values) / 1.5, max(values) * 2)
     ax.set_ylabel("validation loss")
-    ax.set_title(f"Sweep: {len(runs)} runs", fontsize=10)
+    band.set_title(f"Sweep: {len(runs)} runs", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.15, right=0.95, top=0.92, bottom=0.11)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path

@@ -2,6 +2,11 @@
 
 Values accumulate on the device and are read once per logging interval, so the
 hook adds no host sync to ordinary steps.
+
+Tag layout: TensorBoard sorts tag groups (the part before the first ``/``) by name and
+opens the first ones, so the curves people read first are ``train/*`` and ``val/*`` and
+everything else lives in groups named after them: ``x_layers/<stat>/<layer>`` (per-layer
+statistics), ``x_run/*`` (the run's outcome, the HParams metrics) and ``x_autotrainer/*``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,26 @@ def write_scalars(
     get_file_writer().add_summary(summary, step, walltime)
 
 
+# Groups after train/ and val/ (see the module docstring).
+LAYERS_PREFIX = "x_layers/"
+AUTOTRAINER_PREFIX = "x_autotrainer/"
+RUN_PREFIX = "x_run/"
+
+
+def action_text(action: dict) -> str:
+    """One AutoTrainer action as a line of TensorBoard text: what it saw, what it did, the LR change."""
+    before, after = action.get("lr_before"), action.get("lr_after")
+    lr = (
+        f"; lr {before:.3g} → {after:.3g}"
+        if isinstance(before, (int, float)) and isinstance(after, (int, float))
+        else ""
+    )
+    return (
+        f"**step {action.get('step')}**: {action.get('code')} → **{action.get('action')}** "
+        f"({action.get('detail', '')}){lr}"
+    )
+
+
 class TensorBoardScalars(Hook):
     """Writes ``train/*`` every ``every_n_steps`` steps and ``val/*`` and epoch metrics each epoch."""
 
@@ -60,6 +85,32 @@ class TensorBoardScalars(Hook):
     def on_fit_start(self, state: FitState) -> None:
         self._values, self._intervals = [], []
         self._open()
+        # actions of the run before a resume are already in the event files
+        self._start_step = state.step
+        self._actions_seen: set[tuple] = set()
+
+    def _write_actions(self, state: FitState) -> None:
+        """Each new AutoTrainer action: a text line and an ``x_autotrainer/lr_factor`` marker at its step.
+
+        The marker's value is the LR factor the action applied (1.0 when it left the LR alone), so the
+        chart reads as "what happened to the LR here" rather than a running count.
+        """
+        writer = state.writer
+        if writer is None or not state.actions:
+            return
+        for a in state.actions:
+            key = (a.get("attempt"), a.get("step"), a.get("code"), a.get("action"))
+            if key in self._actions_seen or int(a.get("step") or 0) <= self._start_step:
+                continue
+            self._actions_seen.add(key)
+            if a.get("action") == "give_up":
+                factor = 0.0
+            else:
+                before, after = a.get("lr_before"), a.get("lr_after")
+                factor = after / before if before and after is not None else 1.0
+            step = int(a.get("step") or state.step)
+            writer.add_text(AUTOTRAINER_PREFIX + "actions", action_text(a), step)
+            writer.add_scalar(AUTOTRAINER_PREFIX + "lr_factor", float(factor), step)
 
     def on_train_batch_end(self, state: FitState) -> None:
         if state.writer is None:
@@ -71,6 +122,8 @@ class TensorBoardScalars(Hook):
         self._samples += state.batch_size
         if state.step % self.every_n_steps == 0:
             self._flush(state)
+        if len(state.actions) > len(self._actions_seen):  # host ints only
+            self._write_actions(state)
 
     def _flush(self, state: FitState) -> None:
         """Close the current logging interval (host numbers only); write when ``write_every`` are closed."""
@@ -133,6 +186,7 @@ class TensorBoardScalars(Hook):
             return
         self._flush(state)
         self._write_events(state.writer)
+        self._write_actions(state)
         for key in ("val/loss", "val/acc", "train/acc"):
             if key in state.metrics:
                 state.writer.add_scalar(key, state.metrics[key], state.step)
@@ -143,7 +197,10 @@ class TensorBoardScalars(Hook):
         if state.writer is None:
             return
         self._write_events(state.writer)
+        self._write_actions(state)
+        # test metrics are the run's outcome: x_run/test_* beside the other HParams metrics
         for key in ("test/loss", "test/acc"):
             if key in state.metrics:
-                state.writer.add_scalar(key, state.metrics[key], state.step)
+                tag = RUN_PREFIX + key.replace("/", "_")
+                state.writer.add_scalar(tag, state.metrics[key], state.step)
         state.writer.flush()

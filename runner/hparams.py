@@ -6,9 +6,11 @@ three hparams summaries (experiment, session start, session end) go through
 the run's writer instead, and the metrics are ordinary scalars of the same run,
 so the dashboard lines up the runs of a sweep with their curves.
 
-Every run logs the same hparam and metric names (a fixed list plus the keys the
-user overrode), because TensorBoard takes the column list from whichever run's
-experiment summary it reads first.
+Every run of a sweep logs the same hparam and metric names, because TensorBoard
+takes the column list from whichever run's experiment summary it reads first:
+the base list, then every key the sweep can touch (this job's overrides and the
+sweeper's ``params``), sorted. A run that diverged or stopped early ends its
+session with ``STATUS_FAILURE`` so the dashboard can filter it out.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
+
+from diag.tensorboard import RUN_PREFIX
 
 # (name shown in TensorBoard, config key); ``_target_`` keys are shown as the class name.
 BASE_HPARAMS: tuple[tuple[str, str], ...] = (
@@ -41,8 +45,22 @@ METRICS: tuple[str, ...] = (
     "test_acc",
     "final_train_loss",
 )
-METRIC_PREFIX = "hparams/"
-# Overrides that say where or how to run, not what was trained.
+# Scalars of the run summary sort after ``train/`` and ``val/``: TensorBoard opens its first groups.
+METRIC_PREFIX = RUN_PREFIX
+# written by the TensorBoard hook at the end of the fit (an identical second point would be noise)
+WRITTEN_BY_HOOK = ("test_loss", "test_acc")
+# Numbers read from report.json: the run's outcome beside its losses.
+OUTCOME_METRICS: tuple[str, ...] = (
+    "status",
+    "warnings",
+    "criticals",
+    "autotrainer_actions",
+    "skipped_steps",
+    "stopped_early",
+)
+# report.json's status as a number: higher is worse.
+STATUS_VALUE = {"not_diagnosed": -1.0, "healthy": 0.0, "warning": 1.0, "critical": 2.0}
+# Overrides that say where or how to run, not what was trained (whole keys or their children).
 NOT_HPARAMS = (
     "paths",
     "hydra",
@@ -65,17 +83,28 @@ def _value(v: Any, target: bool = False) -> int | float | str | bool:
     return json.dumps(OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
 
 
+def is_hparam_key(key: str) -> bool:
+    """False for keys that say where or how to run: ``mode`` excludes ``mode`` but not ``model.x``."""
+    return not any(key == p or key.startswith(p + ".") for p in NOT_HPARAMS)
+
+
+def sweep_keys(task_overrides: list[str], sweeper_params: Any = None) -> list[str]:
+    """The keys every run of a sweep shows, sorted: its overrides plus the sweeper's ``params``."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in task_overrides if "=" in o}
+    if sweeper_params:
+        keys.update(str(k) for k in sweeper_params)
+    return sorted(k for k in keys if is_hparam_key(k))
+
+
 def _override_keys() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return []
-    keys = []
-    for o in HydraConfig.get().overrides.task:
-        key = o.split("=", 1)[0].lstrip("+~")
-        if "=" in o and not key.startswith(NOT_HPARAMS):
-            keys.append(key)
-    return keys
+    hc = HydraConfig.get()
+    # HydraConfig.get() is a DictConfig at run time (typed as the HydraConf dataclass)
+    params = OmegaConf.select(cast(DictConfig, hc), "sweeper.params", default=None)
+    return sweep_keys(list(hc.overrides.task), params)
 
 
 def hparam_dict(
@@ -111,20 +140,85 @@ def _choice(key: str, node: Any) -> str:
     return str(_value(node.get("_target_"), target=True)) if "_target_" in node else key
 
 
+def outcome(report: dict[str, Any]) -> dict[str, float]:
+    """The run's outcome as numbers (status, warnings, criticals, actions, skipped steps, early stop)."""
+    issues = report.get("issues") or []
+    actions = (report.get("autotrainer") or {}).get("actions") or []
+    return {
+        "status": STATUS_VALUE.get(str(report.get("status")), -1.0),
+        "warnings": float(sum(i.get("severity") == "warning" for i in issues)),
+        "criticals": float(sum(i.get("severity") == "critical" for i in issues)),
+        "autotrainer_actions": float(sum(a.get("action") != "give_up" for a in actions)),
+        "skipped_steps": float((report.get("metrics") or {}).get("skipped_steps") or 0),
+        "stopped_early": float(bool(report.get("stopped"))),
+    }
+
+
+def failed(report: dict[str, Any]) -> bool:
+    """A run that diverged, stopped early or never got a finite validation loss failed."""
+    from diag.codes import BLOWUP_CODES
+
+    best = (report.get("metrics") or {}).get("best_val_loss")
+    return (
+        bool(report.get("stopped"))
+        or bool(report.get("interrupted"))
+        or any(i.get("code") in BLOWUP_CODES for i in report.get("issues") or [])
+        or not isinstance(best, (int, float))
+        or not math.isfinite(best)
+    )
+
+
+def _session_end(failure: bool) -> Any:
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams.api_pb2 import Status
+    from tensorboard.plugins.hparams.metadata import (
+        PLUGIN_DATA_VERSION,
+        PLUGIN_NAME,
+        SESSION_END_INFO_TAG,
+    )
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
+
+    status = Status.Value("STATUS_FAILURE" if failure else "STATUS_SUCCESS")
+    content = HParamsPluginData(
+        session_end_info=SessionEndInfo(status=status), version=PLUGIN_DATA_VERSION
+    )
+    meta = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(
+            plugin_name=PLUGIN_NAME, content=content.SerializeToString()
+        )
+    )
+    return Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=meta)])
+
+
 def log_hparams(writer: Any, cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Write hparams and ``hparams/<metric>`` scalars into ``writer``'s own event file; returns the hparams."""
+    """Write hparams and ``x_run/<metric>`` scalars into ``writer``'s own event file; returns the hparams.
+
+    The outcome (status, issue counts, actions, early stop) comes from the ``report.json`` rank 0
+    has just written beside ``tb/``; without one the run counts as not diagnosed.
+    """
     from torch.utils.tensorboard.summary import hparams
 
     run_dir = Path(writer.log_dir).parent
     hp = hparam_dict(cfg, run_dir)
-    metric_dict = {METRIC_PREFIX + m: metrics.get(m) for m in METRICS}
-    experiment, session_start, session_end = hparams(hp, metric_dict)
+    found = run_dir / "report.json"
+    report: dict[str, Any] = (
+        json.loads(found.read_text()) if found.exists() else {"metrics": metrics}
+    )
+    values: dict[str, Any] = {m: metrics.get(m) for m in METRICS}
+    values.update(outcome(report))
+    metric_dict = {METRIC_PREFIX + m: values[m] for m in (*METRICS, *OUTCOME_METRICS)}
+    experiment, session_start, _ = hparams(hp, metric_dict)
+    session_end = _session_end(failed(report))
     # the run's writer (add_hparams would open a sub-run instead)
     file_writer = writer._get_file_writer()
     for summary in (experiment, session_start, session_end):
         file_writer.add_summary(summary)
     step = int(metrics.get("steps") or 0)
+    hook = OmegaConf.select(cfg, "callbacks.tensorboard", default=None) is not None
+    written = {METRIC_PREFIX + m for m in WRITTEN_BY_HOOK} if hook else set()
     for tag, value in metric_dict.items():
+        if tag in written:
+            continue
         if isinstance(value, (int, float)) and math.isfinite(value):
             writer.add_scalar(tag, float(value), step)
     writer.flush()

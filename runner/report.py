@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from diag.hooks import FitState
-from diag.report import build_report, write_report
+from diag.report import build_report, next_lr, write_report
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +41,20 @@ def report_run(
 ) -> dict[str, Any]:
     """Build the report from the state the hooks filled; rank 0 writes it into ``run_dir``."""
     extra: dict[str, Any] = {"completed": completed}
+    # a hook stopped the fit before max_epochs: the report says so and why, not only a console line
+    extra["stopped"] = bool(state.stop_training)
+    if state.stop_training:
+        extra["stop_reason"] = state.stop_reason or "stopped by a hook"
     if interrupted:
         extra["interrupted"] = interrupted
     if lr_finder:
         extra["lr_finder"] = lr_finder
+    command = run_command(run_dir)
+    if command:
+        extra["command"] = command
+    lr = lr_used(run_dir, state, lr_finder)
+    if lr is not None:
+        extra["lr"] = lr
     report = build_report(
         issues=state.issues or [],
         metrics=final_metrics(state, best_val_loss),
@@ -49,9 +62,55 @@ def report_run(
         diagnosed=state.issues is not None,
         **extra,
     )
+    suggestion = next_lr(report)
+    if suggestion:
+        report["next_lr"] = suggestion
     if state.is_rank_zero:
         write_report(run_dir, report)
     return report
+
+
+def _hydra_dir(run_dir: Path) -> Path | None:
+    """The run's ``.hydra/``; an AutoTrainer attempt (``attempt-N/``) shares its parent's."""
+    for d in (Path(run_dir), Path(run_dir).parent):
+        if (d / ".hydra").is_dir():
+            return d / ".hydra"
+    return None
+
+
+def run_command(run_dir: Path) -> str | None:
+    """The command that made the run, from Hydra's ``overrides.yaml`` (quoted the way a shell needs)."""
+    import shlex
+
+    hydra = _hydra_dir(run_dir)
+    if hydra is None or not (hydra / "overrides.yaml").exists():
+        return None
+    overrides = yaml.safe_load((hydra / "overrides.yaml").read_text(encoding="utf-8")) or []
+    return " ".join(["python -m runner", *(shlex.quote(str(o)) for o in overrides)])
+
+
+def lr_used(
+    run_dir: Path, state: FitState, lr_finder: dict[str, Any] | None = None
+) -> float | None:
+    """The LR the run started with: the config's, the range test's for ``lr=auto``, else the optimizer's."""
+    if lr_finder and isinstance(lr_finder.get("suggested_lr"), (int, float)):
+        return float(lr_finder["suggested_lr"])
+    hydra = _hydra_dir(run_dir)
+    if hydra is not None and (hydra / "config.yaml").exists():
+        cfg = yaml.safe_load((hydra / "config.yaml").read_text(encoding="utf-8")) or {}
+        lr = (cfg.get("optimizer") or {}).get("lr")
+        if isinstance(lr, (int, float)):
+            return float(lr)
+    groups = getattr(state.optimizer, "param_groups", None)
+    if groups:
+        lr = groups[0].get("initial_lr", groups[0].get("lr"))
+        return float(lr) if isinstance(lr, (int, float)) and math.isfinite(lr) else None
+    return None
+
+
+def compact(value: float) -> str:
+    """``0.2717`` for ordinary losses, ``1.565e+23`` for a blown-up one."""
+    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
 
 
 def print_summary(
@@ -77,15 +136,18 @@ def print_summary(
             run_dir,
         )
         return
+    best = m.get("best_val_loss")
     lines = [
         "",
         accuracy,
-        f"best val loss {m['best_val_loss']:.4f}"
-        if m.get("best_val_loss") is not None
-        else "best val loss n/a",
+        f"best val loss {compact(best)}" if best is not None else "best val loss n/a",
         f"diagnosis     {diagnosis}",
         f"run directory {run_dir}",
         f"tensorboard   tensorboard --logdir {run_dir / 'tb'}",
         f"analyze       python -m diag analyze {run_dir}",
     ]
+    if report.get("stopped"):
+        lines.insert(4, f"stopped early {report.get('stop_reason', '')}")
+    if report.get("next_lr"):
+        lines.insert(4, f"next time     optimizer.lr={report['next_lr']['lr']:.3g}")
     log.info("\n".join(lines))

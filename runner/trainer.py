@@ -40,6 +40,11 @@ ACC_FOLD_SAMPLES = 4096
 SIGNAL_SYNC_EVERY = 8
 
 
+def _loss(value: float) -> str:
+    """A loss as people read it: ``0.2717``, but ``1.565e+23`` rather than 24 digits, and ``nan``."""
+    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+
+
 def _duration(seconds: float) -> str:
     """Epoch time as a person reads it: ``45ms`` for tiny epochs (``0.0s`` would look like a broken clock), ``12.3s``."""
     return f"{seconds * 1e3:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
@@ -379,12 +384,16 @@ class Trainer:
     def _log_epoch(self, state: FitState, epoch: int) -> None:
         m = state.metrics
         line = (
-            f"epoch {epoch + 1:>3}/{self.max_epochs}  train_loss {m['train/loss']:.4f}  "
-            f"train_acc {m['train/acc']:.3f}  val_loss {m['val/loss']:.4f}  val_acc {m['val/acc']:.3f}  "
+            f"epoch {epoch + 1:>3}/{self.max_epochs}  train_loss {_loss(m['train/loss'])}  "
+            f"train_acc {m['train/acc']:.3f}  val_loss {_loss(m['val/loss'])}  val_acc {m['val/acc']:.3f}  "
             f"lr {state.current_lr:.2e}  {_duration(m['train/epoch_time'])}"
         )
-        if state.skipped_steps:
-            line += f"  skipped {state.skipped_steps}"
+        # this epoch's skipped steps: the running total is kept on the epoch's history entry
+        before = state.history[-2].get("skipped_total", 0) if len(state.history) > 1 else 0
+        if state.history:
+            state.history[-1]["skipped_total"] = state.skipped_steps
+        if state.skipped_steps > before:
+            line += f"  skipped {state.skipped_steps - before}"
         if self.progress:
             tqdm.write(line)
             logging.getLogger("runner.epoch").debug(line)

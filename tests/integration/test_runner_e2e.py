@@ -52,11 +52,11 @@ def test_run_leaves_the_contract(tmp_path):
         "val/acc",
         "train/samples_per_sec",
         "train/skipped_steps",
-        "test/acc",
+        "x_run/test_acc",
     ):
         assert tag in tags and all(map(lambda v: v == v and abs(v) < float("inf"), tags[tag])), tag
-    assert any(t.startswith("grad_norm/") for t in tags) and any(
-        t.startswith("update_ratio/") for t in tags
+    assert any(t.startswith("x_layers/grad_norm/") for t in tags) and any(
+        t.startswith("x_layers/update_ratio/") for t in tags
     )
     lines = [json.loads(x) for x in (run / "train_diagnostics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [0, 1]

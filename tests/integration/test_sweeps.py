@@ -44,7 +44,7 @@ def check_runs(sweep: Path, n: int, optimizer: str = "Adam") -> list[Path]:
         assert float(hp["optimizer.lr"]) == pytest.approx(float(lr))
         assert hp["model"] == "MLP" and hp["optimizer"] == optimizer
         scalars = reader.scalars
-        best = scalars[scalars.tag == "hparams/best_val_loss"]["value"]
+        best = scalars[scalars.tag == "x_run/best_val_loss"]["value"]
         if report["metrics"]["best_val_loss"] is not None:
             assert float(best.iloc[0]) == pytest.approx(
                 report["metrics"]["best_val_loss"], rel=1e-5
