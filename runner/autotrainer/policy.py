@@ -529,10 +529,7 @@ class AutoTrainer(Hook):
         if action != "give_up":
             state.annotations.append((state.step, action))
         line = f"autotrainer: step {state.step} {issue['code']} -> {action}: {detail}"
-        log.warning(line)
-        if state.writer is not None and state.is_rank_zero:
-            state.writer.add_text("autotrainer", line, state.step)
-            state.writer.add_scalar("autotrainer/action", len(self._counted()), state.step)
+        log.warning(line)  # TensorBoard: the tensorboard hook writes each action from state.actions
 
 
 def _key(action: dict[str, Any]) -> tuple:

@@ -414,7 +414,9 @@ def test_overfitting_run_is_regularized_online(tmp_path: Path) -> None:
     assert logged[0]["action"] == "regularize" and logged[0]["step"] == acted[0]["step"]
     assert "OVERFITTING → regularize" in (out / "report.md").read_text()
     tb = SummaryReader(str(out / "tb"))
-    assert tb.scalars[tb.scalars.tag == "autotrainer/action"].step.tolist()[0] == acted[0]["step"]
+    assert (
+        tb.scalars[tb.scalars.tag == "x_autotrainer/lr_factor"].step.tolist()[0] == acted[0]["step"]
+    )
     # without the AutoTrainer the same run's best validation loss is worse
     plain = read(run_dir_of(OVERFIT, tmp_path, "plain") / "report.json")
     assert report["metrics"]["best_val_loss"] < plain["metrics"]["best_val_loss"]
@@ -496,11 +498,14 @@ def test_exploding_lr_is_rolled_back_and_ends_finite_and_accurate(tmp_path: Path
     assert math.isfinite(report["metrics"]["final_train_loss"])
     assert "## AutoTrainer" in (out / "report.md").read_text()
     tb = SummaryReader(str(out / "tb"))
-    markers = tb.scalars[tb.scalars.tag == "autotrainer/action"]
-    assert markers.step.tolist()[0] == first["step"] and markers.value.tolist() == list(
-        range(1, len(markers) + 1)
+    markers = tb.scalars[
+        tb.scalars.tag == "x_autotrainer/lr_factor"
+    ]  # the LR factor each action applied
+    assert markers.step.tolist()[0] == first["step"]
+    assert markers.value.tolist()[0] == pytest.approx(
+        first["lr_after"] / first["lr_before"], rel=1e-4
     )
-    texts = tb.text[tb.text.tag.str.startswith("autotrainer")]
+    texts = tb.text[tb.text.tag.str.startswith("x_autotrainer")]
     assert "rollback" in texts.value.tolist()[0] and texts.step.tolist()[0] == first["step"]
 
 
