@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from runner import distributed
 from runner.conf_dir import CONF_DIR
@@ -41,8 +44,20 @@ def main() -> None:
     except UserError as exc:
         report_error(exc)
         sys.exit(exc.exit_code)
+    # Hydra's composition errors are raised to us (not printed over several lines) and said in one;
+    # a user who set HYDRA_FULL_ERROR keeps Hydra's full traceback
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_main()  # raises SystemExit when the run fails
+    except (HydraException, OmegaConfBaseException) as exc:
+        distributed.teardown()
+        if full_error:
+            raise
+        from runner.hydra_errors import one_line
+
+        report_error(UserError(one_line(exc, CONF_DIR)))
+        sys.exit(UserError.exit_code)
     except BaseException:
         distributed.teardown()
         raise

@@ -1,0 +1,40 @@
+"""Hydra's own errors through the real CLI: one line, exit code 2, a suggestion where one is close."""
+
+from __future__ import annotations
+
+import pytest
+
+CASES = [
+    (
+        ["optimizer.lrr=0.1"],
+        "error: optimizer.lrr is not a config key (did you mean optimizer.lr?)",
+    ),
+    (["mdoel=cnn"], "error: mdoel is not a config key (did you mean model?)"),
+    (
+        ["model=mpl"],
+        "error: model=mpl is not an option of model (did you mean mlp?): choose one of cnn, mlp, resnet18",
+    ),
+    (
+        ["model=transformer"],
+        "error: model=transformer is not an option of model: choose one of cnn, mlp, resnet18",
+    ),
+    (
+        ["trainer.max_epochs=1", "foo"],
+        "error: cannot read the command line (Error parsing override 'foo')",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "starts"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_a_hydra_error_is_one_line_and_exit_2(cli, args, starts):
+    proc = cli(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(starts), proc.stderr
+
+
+def test_hydra_full_error_keeps_hydras_traceback(cli):
+    proc = cli("optimizer.lrr=0.1", env={"HYDRA_FULL_ERROR": "1"})
+    assert (
+        proc.returncode == 1 and "Traceback" in proc.stderr and "Could not override" in proc.stderr
+    )
