@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import math
-import statistics
 import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -66,7 +65,6 @@ def quantile_interval(values: list[float], q: float) -> tuple[float, float, floa
 def run_one(case: dict[str, Any], runs: str, threads: int) -> dict[str, Any]:
     """Run one case in this process (the runner in-process, as bench/fault_suite.py does); never raises."""
     import torch
-
     from fault_suite import run_case
 
     torch.set_num_threads(threads)
@@ -202,7 +200,9 @@ def main() -> None:
                 futures = [pool.submit(run_one, p, str(args.runs), 1) for p in payload]
                 for i, fut in enumerate(as_completed(futures), 1):
                     res = fut.result()
-                    print(f"[{i}/{len(payload)}] {res['name']}: {res['error'] or 'done'}", flush=True)
+                    print(
+                        f"[{i}/{len(payload)}] {res['name']}: {res['error'] or 'done'}", flush=True
+                    )
     rows = [score_case(c, args.runs) for c in cases]
     title = "quick" if args.quick else f"split {args.split}, {len(cases)} cases"
     text = "\n".join(

@@ -30,7 +30,9 @@ NO_FLOW = frozenset(
 )
 
 TRAIN_EXAMPLES = 1293  # digits: 80% train, of which 90% is fitted on (the rest validates)
-TARGET_STEPS = 250  # a run's length in optimizer steps, roughly: short, as the whole benchmark must be
+TARGET_STEPS = (
+    250  # a run's length in optimizer steps, roughly: short, as the whole benchmark must be
+)
 
 
 def steps_per_epoch(batch: int, subset: int | None = None) -> int:

@@ -119,7 +119,7 @@ class TrainingDebugger:
             table = self._layer[key]
             for name, value in values.items():
                 table.setdefault(name, [math.nan] * n).append(value)
-            for name, column in table.items():
+            for column in table.values():
                 if len(column) == n:
                     column.append(math.nan)
 

@@ -87,7 +87,9 @@ def _loss_explosion(s: RunSeries) -> Issue | None:
     first = loss[0] if np.isfinite(loss[0]) else math.inf
     # The first sample is an interval mean and may itself hold the blow-up: a known chance level or the
     # first step's loss (on the initial weights) is the baseline then; without either, the first sample is.
-    initial = s.initial_loss if s.initial_loss is not None and 0 < s.initial_loss < math.inf else None
+    initial = (
+        s.initial_loss if s.initial_loss is not None and 0 < s.initial_loss < math.inf else None
+    )
     anchors = [v for v in (chance, initial) if v]
     start = min([first, *anchors])
     if not (0 < start < math.inf):
@@ -205,7 +207,9 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
 
 STEP_OSCILLATION_CV = 0.2  # detrended std / mean of the late per-step loss
 STEP_OSCILLATION_SWING = 0.05  # detrended std / starting loss
-STEP_OSCILLATION_ACF = 0.3  # |autocorrelation| at some lag up to 10 steps: a rhythm, not batch noise
+STEP_OSCILLATION_ACF = (
+    0.3  # |autocorrelation| at some lag up to 10 steps: a rhythm, not batch noise
+)
 
 
 def step_oscillation(s: RunSeries) -> Issue | None:

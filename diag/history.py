@@ -273,7 +273,9 @@ class TrainingHistory:
             grad_norm=list(self.grad_norm),
             lr=list(self.learning_rate),
             epoch_step=list(self.val_step),
-            epoch_train_loss=[float(v) for v in self._aligned_train_loss()] if self.val_loss else [],
+            epoch_train_loss=[float(v) for v in self._aligned_train_loss()]
+            if self.val_loss
+            else [],
             epoch_val_loss=list(self.val_loss),
             initial_loss=self.loss[0] if self.loss else None,
             planned_steps=self.step[-1] if self.step else None,

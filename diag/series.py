@@ -156,10 +156,9 @@ def interval_means(series: RunSeries, every: int | None = None) -> RunSeries:
         chunk_loss = [float(v) for v in series.loss[a:b]]
         chunk_grad = [float(v) for v in series.grad_norm[a:b]]
         label = series.step[b - 1] if len(series.step) >= b else b - 1
-        bad = [
-            i
-            for i, v in enumerate(chunk_loss) if not math.isfinite(v)
-        ] or [i for i, v in enumerate(chunk_grad) if not math.isfinite(v)]
+        bad = [i for i, v in enumerate(chunk_loss) if not math.isfinite(v)] or [
+            i for i, v in enumerate(chunk_grad) if not math.isfinite(v)
+        ]
         if bad and len(series.step) > a + bad[0]:
             label = series.step[a + bad[0]]
         steps.append(int(label))
