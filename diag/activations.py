@@ -244,6 +244,26 @@ class ActivationMonitor:
             any(s.num_zeros for s in window),
         )
 
+    def latest_health(self, layer_name: str, dead_window: int = 4) -> dict[str, float]:
+        """The layer's latest sample for the shared rules: ``saturation`` (bounded kinds) of the last batch,
+        ``dead_fraction`` (ReLU kinds) over the last ``dead_window`` batches, as the live hook samples them.
+
+        A unit counts as dead when it fired in none of those batches; with fewer batches seen, no
+        dead fraction yet.
+        """
+        window = list(self.history.get(layer_name, ()))
+        if not window:
+            return {}
+        kind = self.layer_kind(layer_name)
+        out: dict[str, float] = {}
+        if kind in BOUNDED and window[-1].activation == kind:
+            out["saturation"] = window[-1].saturation_ratio
+        if kind == RELU and len(window) >= dead_window:
+            masks = [s.unit_fired for s in window[-dead_window:] if s.unit_fired is not None]
+            if len(masks) == dead_window and all(m.shape == masks[-1].shape for m in masks):
+                out["dead_fraction"] = float(1.0 - np.logical_or.reduce(masks).mean())
+        return out
+
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per layer: kind, dead fraction, saturation ratio, std and max |value| over the window."""
         out = {}

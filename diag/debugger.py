@@ -3,6 +3,10 @@
 ``step`` accepts both documented call forms, the step-first form ``step(step, loss,
 gradients, learning_rate, activations=None, val_loss=None)`` and the loss-first form
 ``step(loss, gradients, activations, lr)``, positionally or by keyword.
+
+The report is the shared rule table of :mod:`diag.diagnosis` (the live hook's and the
+analyzer's) on the history's per-step series, with what only the debugger sees added
+to it: per-layer gradient norms and the activation health of the recorded layers.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import numpy as np
 import torch
 
 from diag.activations import ActivationMonitor
-from diag.codes import CODES, Issue
-from diag.gradient_stats import GradientStats
-from diag.history import TrainingHistory
+from diag.diagnosis import diagnose
+from diag.gradient_stats import GradientStats, weight_gradient_norms
+from diag.history import TrainingHistory, report_of
+from diag.series import RunSeries
 
 _FORM_000 = ("step", "loss", "gradients", "learning_rate", "activations", "val_loss")
 _FORM_001 = ("loss", "gradients", "activations", "lr", "val_loss")
@@ -40,6 +45,13 @@ class TrainingDebugger:
         self.history = TrainingHistory()
         self.activation_monitor = ActivationMonitor(window_size=activation_window)
         self.gradient_history: deque[GradientStats] = deque(maxlen=gradient_window)
+        # per-layer samples for the shared rules, one per recorded step (NaN where a layer was not seen)
+        self._layer_step: list[int] = []
+        self._layer: dict[str, dict[str, list[float]]] = {
+            "grad_norm": {},
+            "dead_fraction": {},
+            "saturation": {},
+        }
 
     @property
     def gradient_stats(self) -> list[GradientStats]:
@@ -89,51 +101,55 @@ class TrainingDebugger:
         )
         for name, act in (kwargs.get("activations") or {}).items():
             self.activation_monitor.record(name, act)
+        self._record_layers(kwargs["gradients"], kwargs.get("activations") or {})
+
+    def _record_layers(self, gradients: Any, activations: Mapping[str, Any]) -> None:
+        """Append this step's per-layer gradient norms and activation health, keeping lists aligned."""
+        n = len(self._layer_step)
+        samples = {
+            "grad_norm": weight_gradient_norms(gradients),
+            "dead_fraction": {},
+            "saturation": {},
+        }
+        for name in activations:
+            for key, value in self.activation_monitor.latest_health(name).items():
+                samples[key][name] = value
+        self._layer_step.append(self.history.step[-1])
+        for key, values in samples.items():
+            table = self._layer[key]
+            for name, value in values.items():
+                table.setdefault(name, [math.nan] * n).append(value)
+            for column in table.values():
+                if len(column) == n:
+                    column.append(math.nan)
+
+    def series(self) -> RunSeries:
+        """The history's per-step series with the per-layer samples only the debugger sees."""
+        series = self.history.to_series()
+        if any(self._layer.values()):
+            series.layer_step = list(self._layer_step)
+            series.layer_grad_norm = {k: list(v) for k, v in self._layer["grad_norm"].items()}
+            series.layer_dead_fraction = {
+                k: list(v) for k, v in self._layer["dead_fraction"].items()
+            }
+            series.layer_saturation = {k: list(v) for k, v in self._layer["saturation"].items()}
+        return series
 
     def report(self) -> dict[str, Any]:
-        """The documented report (status, issues, recommendations, gradient_healthy, activation_issues),
-        with activation findings folded into the codes and ``details`` carrying the evidence."""
-        diagnosis = self.history.diagnose()
+        """The documented report (status, issues, recommendations, gradient_healthy, activation_issues).
+
+        ``issues`` and ``status`` come from the shared rules, so the same run gets the same codes here,
+        from :meth:`TrainingHistory.diagnose` and from the live hook; ``details`` carries the evidence,
+        ``activation_issues`` the monitor's per-layer messages.
+        """
+        diagnosis = report_of(diagnose(self.series()))
         recent = list(self.gradient_history)[-10:]
         gradient_messages = [m for g in recent for m in g.is_healthy()[1]]
-        activation_issues = self.activation_monitor.diagnose()
-
-        details = list(diagnosis["details"])
-        codes = list(diagnosis["issues"])
-        step = self.history.step[-1] if self.history.step else 0
-        for code, prefix in (("DEAD_NEURONS", "Dead"), ("SATURATED_ACTIVATIONS", "Saturated")):
-            layers = {
-                layer: m
-                for layer, msgs in activation_issues.items()
-                for m in msgs
-                if m.startswith(prefix)
-            }
-            if layers and code not in codes:
-                codes.append(code)
-                details.append(
-                    Issue(
-                        code=code,
-                        severity="warning",
-                        first_step=int(step),
-                        evidence="; ".join(f"{k}: {v}" for k, v in layers.items()),
-                    ).to_dict()
-                )
-        recommendations = list(diagnosis["recommendations"])
-        for code in codes:
-            recommendations += [
-                r for r in CODES[code]["recommendations"] if r not in recommendations
-            ]
-        status = diagnosis["status"]
-        if status == "healthy" and codes:
-            status = "warning"
         return {
-            "status": status,
-            "issues": codes,
-            "recommendations": recommendations,
+            **diagnosis,
             "gradient_healthy": not gradient_messages,
             "gradient_issues": list(dict.fromkeys(gradient_messages)),
-            "activation_issues": activation_issues,
-            "details": details,
+            "activation_issues": self.activation_monitor.diagnose(),
         }
 
     def quick_check(self) -> bool:

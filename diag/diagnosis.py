@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from diag.codes import BLOWUP_CODES, SEVERITY_RANK, Issue
-from diag.series import RunSeries
+from diag.series import RunSeries, interval_means
 
 # Thresholds: ratios and fractions, never absolute loss values.
 EXPLOSION_GROWTH = 10.0  # loss above 10x its starting value
@@ -70,33 +70,48 @@ def _loss_explosion(s: RunSeries) -> Issue | None:
     if loss.size == 0:
         return None
     bad = np.flatnonzero(~np.isfinite(loss))
+    nonfinite = None
     if bad.size:
         i = int(bad[0])
-        return Issue(
+        nonfinite = Issue(
             "LOSS_EXPLOSION",
             "critical",
             _step_at(s.step, i),
             f"training loss became non-finite ({loss[i]}) at step {_step_at(s.step, i)}",
         )
+        # the growth that led there, if any, is when the run blew up
+        loss = loss[:i]
+        if loss.size == 0:
+            return nonfinite
     chance = _chance_loss(s)
     first = loss[0] if np.isfinite(loss[0]) else math.inf
-    # With a known chance level the first sample may itself be blown up; without one it is the baseline.
-    start = min(first, chance) if chance else first
+    # The first sample is an interval mean and may itself hold the blow-up: a known chance level or the
+    # first step's loss (on the initial weights) is the baseline then; without either, the first sample is.
+    initial = (
+        s.initial_loss if s.initial_loss is not None and 0 < s.initial_loss < math.inf else None
+    )
+    anchors = [v for v in (chance, initial) if v]
+    start = min([first, *anchors])
     if not (0 < start < math.inf):
-        return None
-    over = np.flatnonzero(loss > EXPLOSION_GROWTH * start)
-    if not chance:
+        return nonfinite
+    above = loss > EXPLOSION_GROWTH * start
+    # one sample above is a blow-up only if it lasts (the next is above or non-finite) or ends the run:
+    # a single bad batch the run shrugs off at once is not a run that blew up
+    lasting = above & np.append(above[1:], True)
+    over = np.flatnonzero(lasting)
+    if not anchors:
         over = over[over > 0]
     if over.size:
         i = int(over[0])
+        then = f"; it went non-finite at step {nonfinite.first_step}" if nonfinite else ""
         return Issue(
             "LOSS_EXPLOSION",
             "critical",
             _step_at(s.step, i),
             f"training loss reached {loss[i]:.3g}, x{loss[i] / start:.2g} its starting level "
-            f"{start:.3g}, by step {_step_at(s.step, i)}",
+            f"{start:.3g}, by step {_step_at(s.step, i)}{then}",
         )
-    return None
+    return nonfinite
 
 
 def _nonfinite_gradients(s: RunSeries) -> Issue | None:
@@ -187,6 +202,65 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
         _step_at(s.step, i),
         f"loss swung between {win.min():.3g} and {win.max():.3g} over steps "
         f"{_step_at(s.step, first)}-{_step_at(s.step, i)} ({reversals} reversals, no downward trend)",
+    )
+
+
+STEP_OSCILLATION_CV = 0.2  # detrended std / mean of the late per-step loss
+STEP_OSCILLATION_SWING = 0.05  # detrended std / starting loss
+STEP_OSCILLATION_ACF = (
+    0.3  # |autocorrelation| at some lag up to 10 steps: a rhythm, not batch noise
+)
+
+
+def step_oscillation(s: RunSeries) -> Issue | None:
+    """Step-to-step swings of a per-step series (``sampling == "step"``) that interval means would average away.
+
+    The late half of the run (its last two quarters), detrended: the swings must be large against their
+    own level and against the run's start, carry a rhythm (an autocorrelation at some lag of up to 10
+    steps well beyond what independent batch noise gives), and the loss must not have kept falling.
+    """
+    if s.sampling != "step":
+        return None
+    loss = _arr(s.loss)
+    w = max(10, loss.size // 4)
+    if loss.size < 2 * w:
+        return None
+    late = loss[-2 * w :]
+    if not np.all(np.isfinite(late)):
+        return None
+    x = np.arange(late.size, dtype=float)
+    slope, intercept = np.polyfit(x, late, 1)
+    resid = late - (slope * x + intercept)
+    sd = float(resid.std())
+    start = _median(loss[: max(3, min(w // 5, 20))])
+    mean = float(late.mean())
+    if not (sd > 0 and start > 0 and mean > 0):
+        return None
+    cv, swing = sd / mean, sd / start
+    centred = resid - resid.mean()
+    acf = [
+        float(np.dot(centred[:-lag], centred[lag:]) / np.dot(centred, centred))
+        for lag in range(1, min(11, late.size // 3))
+    ]
+    rhythm = max((abs(a) for a in acf), default=0.0)
+    prev, last = late[:w], late[w:]
+    drop = (prev.mean() - last.mean()) / max(abs(prev.mean()), 1e-12)
+    noise_var = float(np.var(np.diff(late))) / 2.0
+    noise = 3.0 * math.sqrt(2 * noise_var / w) / max(abs(prev.mean()), 1e-12)
+    if (
+        cv < STEP_OSCILLATION_CV
+        or swing < STEP_OSCILLATION_SWING
+        or rhythm < max(STEP_OSCILLATION_ACF, 4 / math.sqrt(late.size))
+        or drop > max(noise, 0.1)
+    ):
+        return None
+    first = loss.size - 2 * w
+    return Issue(
+        "LOSS_OSCILLATION",
+        "warning",
+        _step_at(s.step, first),
+        f"late loss swings by {cv:.0%} of its mean ({sd:.3g}) step to step, with a rhythm "
+        f"(autocorrelation {rhythm:.2f}), and fell only {drop:.1%} between the last two windows of {w} steps",
     )
 
 
@@ -286,7 +360,8 @@ def _no_learning(s: RunSeries) -> Issue | None:
     return None
 
 
-def _loss_plateau(s: RunSeries) -> Issue | None:
+def _loss_plateau(s: RunSeries, min_change: float = 0.01) -> Issue | None:
+    """Early progress, then the last third of the run changed by less than ``min_change`` (relative)."""
     loss = _arr(s.loss)
     if loss.size < 20 or not np.all(np.isfinite(loss)):
         return None
@@ -300,7 +375,12 @@ def _loss_plateau(s: RunSeries) -> Issue | None:
     )
     chance = _chance_loss(s)
     still_high = np.median(late) > (0.1 * chance if chance else 0.1 * start)
-    if progressed and late_change < 0.01 and still_high:
+    # two standard errors of that difference of medians: a short run's last third has few samples, and
+    # their sample-to-sample noise alone moves the halves' medians apart
+    half = max(1, len(late) // 2)
+    noise = float(np.std(np.diff(late))) / math.sqrt(2) if len(late) > 2 else 0.0
+    allowance = 2 * 1.25 * noise * math.sqrt(2 / half) / max(np.median(late), 1e-12)
+    if progressed and late_change < min_change + allowance and still_high:
         return Issue(
             "LOSS_PLATEAU",
             "warning" if np.median(late) > 0.3 * start else "info",
@@ -653,6 +733,7 @@ EXPLAINED_BY = {
         "LR_DECAYED_TOO_EARLY",
     },
     "SLOW_CONVERGENCE": {
+        "LOSS_OSCILLATION",
         "VANISHING_GRADIENTS",
         "DEAD_NEURONS",
         "SATURATED_ACTIVATIONS",
@@ -660,6 +741,7 @@ EXPLAINED_BY = {
         "LOSS_EXPLOSION",
     },
     "LOSS_PLATEAU": {
+        "LOSS_OSCILLATION",
         "LR_DECAYED_TOO_EARLY",
         "OVERFITTING",
         "STUCK_AT_CHANCE",
@@ -699,12 +781,14 @@ CONSEQUENCES_OF_BLOWUP = {
 
 
 def diagnose(series: RunSeries) -> list[Issue]:
-    """Apply every rule; drop symptoms a found mechanism explains; most severe first."""
+    """Apply every rule; drop symptoms a found mechanism explains; most severe first.
+
+    A per-step series (``sampling == "step"``) is read as interval means, what the rules are calibrated
+    on, plus the step-to-step oscillation check those means cannot see.
+    """
     found: dict[str, Issue] = {}
-    for rule in RULES:
-        issue = rule(series)
-        if issue is not None:
-            found[issue.code] = issue
+    for issue in run_rules(series):
+        found[issue.code] = issue
     blowups = [found[c].first_step for c in sorted(BLOWUP_CODES) if c in found]
     if blowups:
         for code in CONSEQUENCES_OF_BLOWUP & found.keys():
@@ -716,6 +800,17 @@ def diagnose(series: RunSeries) -> list[Issue]:
             for cause in causes & found.keys():
                 _inherit_severity(found[cause], symptom)
     return sorted(found.values(), key=lambda i: (-SEVERITY_RANK[i.severity], i.first_step))
+
+
+def run_rules(series: RunSeries) -> list[Issue]:
+    """Every rule's finding on ``series`` (read as interval means), before any is explained away."""
+    means = interval_means(series)
+    out = [issue for rule in RULES if (issue := rule(means)) is not None]
+    if not any(i.code == "LOSS_OSCILLATION" for i in out):
+        stepwise = step_oscillation(series)
+        if stepwise is not None:
+            out.append(stepwise)
+    return out
 
 
 def _inherit_severity(cause: Issue, symptom: Issue) -> None:

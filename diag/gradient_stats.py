@@ -164,3 +164,25 @@ def clip_gradients(gradients: Sequence[G], max_norm: float = 1.0) -> tuple[list[
         ]
     # a tensor comes back a tensor and an array an array; mypy cannot carry G through the isinstance checks
     return cast("list[G]", clipped), total_norm
+
+
+def weight_gradient_norms(gradients: Any) -> dict[str, float]:
+    """Gradient norm per weight matrix or kernel (entries with two or more dimensions), input side first.
+
+    What the shared vanishing/exploding rules compare across layers, as the live hook reads them from
+    Linear/Conv weights; biases and norm scales (one dimension) say nothing about gradient flow.
+    Names come from a mapping's keys or a module's parameter names, else ``layer<i>``. A NaN/Inf
+    entry makes that layer's norm non-finite.
+    """
+    if isinstance(gradients, torch.nn.Module):
+        named = [(n, p.grad) for n, p in gradients.named_parameters() if p.grad is not None]
+    elif isinstance(gradients, Mapping):
+        named = [(str(k), g) for k, g in gradients.items() if g is not None]
+    else:
+        named = [(f"layer{i}", g) for i, g in enumerate(gradient_list(gradients))]
+    out = {}
+    for name, g in named:
+        a = as_numpy(g)
+        if a.ndim >= 2:
+            out[name] = float(np.linalg.norm(a.astype(np.float64, copy=False).ravel()))
+    return out

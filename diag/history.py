@@ -7,36 +7,24 @@ losses are stored with the step they were recorded at (``val_step``), so the
 overfitting rule compares validation points with the training losses of the
 same stretch of training, not with the first ``len(val_loss)`` steps.
 
-The rules use windows and relative measures so they hold for any loss scale:
-each compares window means, and a change only counts when it is larger than
-what the step-to-step noise of those windows could produce.
+The diagnosis is the shared rule table of :mod:`diag.diagnosis`, the one the live
+hook and the analyzer use, applied to :meth:`TrainingHistory.to_series`: a series
+that says it was sampled per step, so the rules read it as interval means.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from diag.codes import BLOWUP_CODES, CODES, Issue
-from diag.gradient_stats import MAX_HEALTHY_NORM, MIN_HEALTHY_NORM
-from diag.series import RunSeries
-
-# Rule parameters (relative, so independent of the loss scale).
-EXPLOSION_FACTOR = 10.0  # loss one order of magnitude above its start
-OSCILLATION_CV = 0.2  # detrended std / mean of the late loss
-OSCILLATION_SWING = 0.05  # detrended std / starting loss
-PLATEAU_THRESHOLD = (
-    0.01  # relative improvement per window, beyond noise, that still counts as progress
-)
-PROGRESS = 0.1  # relative drop from the start that counts as "early progress"
-SLOW_DROP = 0.05  # relative drop over the whole run below which the loss "barely moves"
-OVERFIT_RISE = 0.05  # validation loss this far (relative) above its best
-GRADIENT_GROWTH = 100.0  # late median gradient norm over the early median
+from diag import diagnosis as rules
+from diag.codes import CODES, SEVERITY_RANK, Issue
+from diag.series import RunSeries, interval_means
 
 
 def _scalar(value: Any) -> float:
@@ -48,16 +36,6 @@ def _scalar(value: Any) -> float:
         if np.ndim(value)
         else float(value)
     )
-
-
-def _first_index(mask: np.ndarray) -> int | None:
-    idx = np.flatnonzero(mask)
-    return int(idx[0]) if idx.size else None
-
-
-def _rel(a: float, b: float) -> float:
-    """(a - b) / |b|, with a zero ``b`` treated as a tiny positive number."""
-    return (a - b) / max(abs(b), 1e-12)
 
 
 @dataclass
@@ -151,128 +129,37 @@ class TrainingHistory:
             out.append(ema / (1.0 - beta**t) if beta else ema)
         return out
 
-    def _window(self, window: int | None) -> int:
-        n = len(self.loss)
-        return max(10, n // 4) if window is None else max(2, int(window))
-
-    def _start(self, window: int) -> float:
-        """The starting loss level: the median of the first few finite values."""
-        head = np.asarray(self.loss[: max(3, min(window // 5, 20))], dtype=np.float64)
-        head = head[np.isfinite(head)]
-        return float(np.median(head)) if head.size else math.nan
-
-    def _late(self, window: int) -> tuple[np.ndarray, np.ndarray]:
-        """The last two windows of loss, as (previous, last)."""
-        a = np.asarray(self.loss, dtype=np.float64)
-        return a[-2 * window : -window], a[-window:]
-
-    @staticmethod
-    def _significant_drop(prev: np.ndarray, last: np.ndarray) -> tuple[float, float]:
-        """Relative drop of the window mean, and three standard errors of it (more than noise alone gives)."""
-        m_prev, m_last = float(prev.mean()), float(last.mean())
-        # Step-to-step noise from first differences, so a smooth trend inside a window is not noise.
-        noise_var = float(np.var(np.diff(np.concatenate([prev, last])))) / 2.0
-        se = math.sqrt(noise_var / prev.size + noise_var / last.size)
-        return -_rel(m_last, m_prev), 3.0 * se / max(abs(m_prev), 1e-12)
-
     # ------------------------------------------------------------------ detectors
+    # Each detector is one rule of :mod:`diag.diagnosis` applied to :meth:`to_series`, the same rules the
+    # live hook and the analyzer apply; ``diagnose`` is :func:`diag.diagnosis.diagnose` on that series.
     def detect_explosion(self) -> Issue | None:
-        """Loss went non-finite, or grew an order of magnitude above where it started."""
-        if not self.loss:
-            return None
-        a = np.asarray(self.loss, dtype=np.float64)
-        bad = _first_index(~np.isfinite(a))
-        if bad is not None:
-            return self._issue(
-                "LOSS_EXPLOSION", bad, f"loss went {a[bad]} at step {self.step[bad]}"
-            )
-        start = self._start(self._window(None))
-        if not start > 0 or a.size < 5:
-            return None
-        # A rolling median of 5 so one spike is not an explosion; rolled[j] covers steps j..j+4.
-        rolled = np.median(np.lib.stride_tricks.sliding_window_view(a, 5), axis=1)
-        grown = _first_index(rolled > EXPLOSION_FACTOR * start)
-        if grown is None:
-            return None
-        grown += 4
-        return self._issue(
-            "LOSS_EXPLOSION",
-            grown,
-            f"loss rose from {start:.4g} to {a.max():.4g} "
-            f"(x{a.max() / start:.0f}); above x{EXPLOSION_FACTOR:.0f} at step {self.step[grown]}",
-        )
+        """Loss went non-finite, or grew an order of magnitude above where it started (and stayed there)."""
+        return _rule(rules._loss_explosion, self.to_series())
 
     def detect_oscillation(self, window: int | None = None) -> Issue | None:
-        """Loss swings widely (relative to its level) in the late run without a downward trend."""
-        w = self._window(window)
-        if len(self.loss) < 2 * w:
-            return None
-        prev, last = self._late(w)
-        late = np.concatenate([prev, last])
-        if not np.all(np.isfinite(late)):
-            return None
-        x = np.arange(late.size, dtype=np.float64)
-        slope, intercept = np.polyfit(x, late, 1)
-        resid = late - (slope * x + intercept)
-        cv = float(resid.std() / max(abs(late.mean()), 1e-12))
-        swing = float(resid.std() / max(abs(self._start(w)), 1e-12))
-        drop, noise = self._significant_drop(prev, last)
-        if cv < OSCILLATION_CV or swing < OSCILLATION_SWING or drop > max(noise, PROGRESS):
-            return None
-        return self._issue(
-            "LOSS_OSCILLATION",
-            len(self.loss) - 2 * w,
-            f"late loss swings by {cv:.0%} of its mean ({resid.std():.3g}) "
-            f"and fell only {drop:.1%} between the last two windows of {w} steps",
-        )
+        """Loss swings without a downward trend, over interval means or step to step.
+
+        ``window`` (steps) restricts the judgement to the last ``2 * window`` steps.
+        """
+        series = self._tail(window)
+        return _rule(rules._loss_oscillation, series) or rules.step_oscillation(series)
 
     def detect_plateau(self, threshold: float = 0.001, window: int | None = None) -> bool:
         """Whether the loss stopped improving after early progress (code LOSS_PLATEAU).
 
-        Plateaued: the mean loss of the last ``window`` steps fell less than
-        ``threshold`` (relative) below the window before it, beyond what the
-        noise of those windows can produce (three standard errors), while the
-        loss had dropped at least 10% from its start. A loss that never moved is SLOW_CONVERGENCE,
-        not a plateau. ``window`` defaults to a quarter of the run (at least 10).
+        Plateaued: the loss fell at least 20% from its start early on, and over the last third of
+        the run (or the last ``window`` steps) changed by less than ``threshold`` (relative) while
+        still well above zero. A loss that never moved is SLOW_CONVERGENCE, not a plateau.
         """
-        return self._plateau(threshold, window) is not None
-
-    def _plateau(self, threshold: float = 0.001, window: int | None = None) -> Issue | None:
-        w = self._window(window)
-        if len(self.loss) < 2 * w:
-            return None
-        prev, last = self._late(w)
-        if not (np.all(np.isfinite(prev)) and np.all(np.isfinite(last))):
-            return None
-        start = self._start(w)
-        progress = -_rel(float(prev.mean()), start)
-        drop, noise = self._significant_drop(prev, last)
-        if progress < PROGRESS or drop >= threshold + noise:
-            return None
-        return self._issue(
-            "LOSS_PLATEAU",
-            len(self.loss) - 2 * w,
-            f"loss fell {progress:.0%} from {start:.4g} then changed {-drop:+.2%} "
-            f"over the last {w} steps (noise level {noise:.2%})",
-        )
+        series = self.to_series()
+        if window is not None and len(self.loss) > 3 * int(window):
+            # the last third of the judged stretch is the last ``window`` steps
+            series = self._tail(int(window) * 3 // 2)
+        return _rule(rules._loss_plateau, series, min_change=threshold) is not None
 
     def detect_slow_convergence(self, window: int | None = None) -> Issue | None:
-        """The loss barely moved over the whole run (below 5% from its start): LR too low."""
-        w = self._window(window)
-        if len(self.loss) < 2 * w:
-            return None
-        _, last = self._late(w)
-        if not np.all(np.isfinite(last)):
-            return None
-        start = self._start(w)
-        drop = -_rel(float(last.mean()), start)
-        if not start > 0 or drop >= SLOW_DROP:
-            return None
-        return self._issue(
-            "SLOW_CONVERGENCE",
-            self.step[0] if self.step else 0,
-            f"loss moved {-drop:+.2%} from {start:.4g} over {len(self.loss)} steps",
-        )
+        """The loss barely moved over the run (``window``: over its last ``2 * window`` steps): LR too low."""
+        return _rule(rules._slow_convergence, self._tail(window))
 
     def _aligned_train_loss(self) -> np.ndarray:
         """For each validation point, the mean finite training loss since the previous validation point.
@@ -298,108 +185,18 @@ class TrainingHistory:
         return out
 
     def detect_overfitting(self, min_points: int = 5) -> Issue | None:
-        """Validation loss rose above its best while the training loss of the same stretch kept falling.
+        """Validation loss rose well above its best while the training loss of the same stretch kept falling.
 
-        Validation points are matched with the training steps they were
-        recorded at; windows of a quarter of the validation points are compared.
+        Validation points are matched with the training steps they were recorded at (each point with
+        the mean training loss since the one before); fewer than ``min_points`` points are not judged.
         """
-        m = len(self.val_loss)
-        if m < min_points:
+        if len(self.val_loss) < min_points:
             return None
-        val = np.asarray(self.val_loss, dtype=np.float64)
-        train = self._aligned_train_loss()
-        if not (np.all(np.isfinite(val)) and np.all(np.isfinite(train))):
-            return None
-        k = max(1, m // 4)
-        val_roll = np.convolve(val, np.ones(k) / k, mode="valid")  # val_roll[i] = mean(val[i:i+k])
-        train_roll = np.convolve(train, np.ones(k) / k, mode="valid")
-        best = int(np.argmin(val_roll[:-k])) if val_roll.size > k else None
-        if best is None:
-            return None
-        rise = _rel(float(val_roll[-1]), float(val_roll[best]))
-        train_drop = -_rel(float(train_roll[-1]), float(train_roll[best]))
-        if rise < OVERFIT_RISE or train_drop <= 0:
-            return None
-        first = best + int(np.argmin(val[best : best + k]))
-        return self._issue(
-            "OVERFITTING",
-            self.val_step[first],
-            f"validation loss rose {rise:.0%} above its best {val[first]:.4g} "
-            f"(step {self.val_step[first]}) while training loss fell {train_drop:.0%}",
-        )
-
-    def _gradient_issues(self) -> list[Issue]:
-        g = np.asarray(self.grad_norm, dtype=np.float64)
-        if g.size == 0:
-            return []
-        issues = []
-        bad = _first_index(~np.isfinite(g))
-        if bad is not None:
-            issues.append(
-                self._issue(
-                    "NONFINITE_GRADIENTS",
-                    bad,
-                    f"gradient norm was {g[bad]} at step {self.step[bad]}",
-                )
-            )
-        finite = g[np.isfinite(g)]
-        if finite.size < 5:
-            return issues
-        w = max(5, finite.size // 10)
-        early, late = float(np.median(finite[:w])), float(np.median(finite[-w:]))
-        if late > MAX_HEALTHY_NORM or (early > 0 and late > GRADIENT_GROWTH * early):
-            first = _first_index(
-                np.isfinite(g)
-                & (
-                    g
-                    > max(
-                        MAX_HEALTHY_NORM if late > MAX_HEALTHY_NORM else 0.0,
-                        GRADIENT_GROWTH * early,
-                    )
-                )
-            )
-            issues.append(
-                self._issue(
-                    "EXPLODING_GRADIENTS",
-                    first if first is not None else g.size - 1,
-                    f"gradient norm median {early:.3g} early, {late:.3g} late",
-                )
-            )
-        elif late < MIN_HEALTHY_NORM:
-            first = _first_index(np.isfinite(g) & (g < MIN_HEALTHY_NORM))
-            issues.append(
-                self._issue(
-                    "VANISHING_GRADIENTS",
-                    first if first is not None else 0,
-                    f"gradient norm median {late:.2e} over the last {w} steps",
-                )
-            )
-        return issues
-
-    def _issue(self, code: str, index: int, evidence: str) -> Issue:
-        severity = "critical" if code in BLOWUP_CODES else "warning"
-        step = self.step[index] if 0 <= index < len(self.step) else index
-        return Issue(code=code, severity=severity, first_step=int(step), evidence=evidence)
+        return _rule(rules._overfitting, self.to_series())
 
     def issues(self) -> list[Issue]:
-        """Every finding, most severe first. After an explosion the curve-shape rules are skipped."""
-        found: list[Issue] = []
-        explosion = self.detect_explosion()
-        if explosion is not None:
-            found.append(explosion)
-        found += self._gradient_issues()
-        if explosion is None:
-            shape = (
-                self.detect_oscillation()
-                or self._plateau(PLATEAU_THRESHOLD)
-                or self.detect_slow_convergence()
-            )
-            if shape is not None:
-                found.append(shape)
-            overfit = self.detect_overfitting()
-            if overfit is not None:
-                found.append(overfit)
-        return sorted(found, key=lambda i: i.severity != "critical")
+        """Every finding of the shared rules (:func:`diag.diagnosis.diagnose`), most severe first."""
+        return rules.diagnose(self.to_series())
 
     def diagnose(self) -> dict[str, Any]:
         """``{'status', 'issues', 'recommendations', 'details'}`` (the documented shape, plus evidence).
@@ -408,25 +205,18 @@ class TrainingHistory:
         the fixes from :data:`diag.codes.CODES` for them, ``details`` one
         :meth:`Issue.to_dict` per code with severity, first step and evidence.
         """
-        found = self.issues()
-        recommendations: list[str] = []
-        for issue in found:
-            recommendations += [
-                r for r in CODES[issue.code]["recommendations"] if r not in recommendations
-            ]
-        status = (
-            "critical"
-            if any(i.severity == "critical" for i in found)
-            else "warning"
-            if found
-            else "healthy"
-        )
-        return {
-            "status": status,
-            "issues": [i.code for i in found],
-            "recommendations": recommendations,
-            "details": [i.to_dict() for i in found],
-        }
+        return report_of(self.issues())
+
+    def _tail(self, window: int | None) -> RunSeries:
+        """The series of the last ``2 * window`` steps (the whole run without a window)."""
+        series = self.to_series()
+        if window is None or 2 * int(window) >= len(self.loss):
+            return series
+        cut = len(self.loss) - 2 * max(2, int(window))
+        for name in ("step", "loss", "grad_norm", "lr"):
+            setattr(series, name, getattr(series, name)[cut:])
+        series.epoch_step, series.epoch_train_loss, series.epoch_val_loss = [], [], []
+        return series
 
     # ------------------------------------------------------------------ early stopping
     def early_stopping(self, patience: int = 10, min_delta: float = 0.0) -> dict[str, Any]:
@@ -470,16 +260,52 @@ class TrainingHistory:
 
     # ------------------------------------------------------------------ interop
     def to_series(self, num_classes: int | None = None) -> RunSeries:
-        """The same data as a :class:`RunSeries`, the input of the shared rules engine and analyzer."""
+        """The same data as a per-step :class:`RunSeries`, the input of the shared rules and the analyzer.
+
+        Each validation point is an "epoch" whose training loss is the mean training loss since the
+        previous point, so the overfitting rule compares the same stretches of training.
+        """
         return RunSeries(
             num_classes=num_classes,
+            sampling="step",
             step=list(self.step),
             loss=list(self.loss),
             grad_norm=list(self.grad_norm),
             lr=list(self.learning_rate),
             epoch_step=list(self.val_step),
+            epoch_train_loss=[float(v) for v in self._aligned_train_loss()]
+            if self.val_loss
+            else [],
             epoch_val_loss=list(self.val_loss),
+            initial_loss=self.loss[0] if self.loss else None,
+            planned_steps=self.step[-1] if self.step else None,
         )
+
+
+def _rule(rule: Callable[..., Issue | None], series: RunSeries, **kwargs: Any) -> Issue | None:
+    """One rule of the shared table on ``series``, read as the table reads it (interval means)."""
+    return rule(interval_means(series), **kwargs)
+
+
+def report_of(found: list[Issue]) -> dict[str, Any]:
+    """The documented report shape for a list of findings.
+
+    Every finding is listed; the status is the worst severity at warning or above, so an
+    info-level hint alone leaves a run ``healthy``.
+    """
+    recommendations: list[str] = []
+    for issue in found:
+        recommendations += [
+            r for r in CODES[issue.code]["recommendations"] if r not in recommendations
+        ]
+    worst = max((SEVERITY_RANK[i.severity] for i in found), default=0)
+    status = "critical" if worst >= 2 else "warning" if worst == 1 else "healthy"
+    return {
+        "status": status,
+        "issues": [i.code for i in found],
+        "recommendations": recommendations,
+        "details": [i.to_dict() for i in found],
+    }
 
 
 def _get_lr(self: TrainingHistory) -> list[float]:

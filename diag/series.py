@@ -51,6 +51,11 @@ class RunSeries:
     initial_loss: float | None = None
     # how many steps the run is planned to take (for "found within the first third")
     planned_steps: int | None = None
+    # how ``loss``/``grad_norm`` were sampled: "mean" (each value is the mean over the steps since the
+    # previous one, as the live hook reads them) or "step" (one value per optimizer step, as a hand-written
+    # loop records them). The rules are calibrated on interval means; a per-step series is first reduced
+    # to them (see :func:`interval_means`), and its step-to-step swings are judged separately.
+    sampling: str = "mean"
 
     def to_dict(self) -> dict:
         """Plain lists, dicts and numbers (``torch.load(weights_only=True)`` reads them back); a copy.
@@ -104,3 +109,73 @@ class RunSeries:
             elif f.name == "init_scale_ratio":  # measured at initialisation: the first segment's
                 setattr(out, f.name, values[0])
         return out
+
+
+def interval_every(n_steps: int) -> int:
+    """How many per-step samples one interval mean covers: 10 (the live hook's default), fewer on short runs.
+
+    A short run keeps about 20 intervals, so the window rules still have samples to compare.
+    """
+    return max(1, min(10, n_steps // 20))
+
+
+def _interval_mean(values: list[float]) -> float:
+    """The mean of one interval; a non-finite value anywhere makes it non-finite (NaN before Inf).
+
+    The live hook sums the loss the same way; its gradient-norm mean skips non-finite steps only
+    because it counts them separately as skipped steps, which a per-step record does not have.
+    """
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    if any(math.isinf(v) for v in values):
+        return math.inf
+    return sum(values) / len(values)
+
+
+def interval_means(series: RunSeries, every: int | None = None) -> RunSeries:
+    """A per-step series reduced to interval means, as the live hook samples (a "mean" series is returned as is).
+
+    Each interval is labelled with its last step, or with the step where it first turned non-finite,
+    so a blow-up keeps its exact step. The first step's loss becomes ``initial_loss`` (the loss on the
+    initial weights). Epoch, per-layer and scalar fields are copied unchanged.
+    """
+    if series.sampling != "step":
+        return series
+    n = len(series.loss)
+    every = every or interval_every(n)
+    out = RunSeries(**series.to_dict())
+    out.sampling = "mean"
+    if out.initial_loss is None and n:
+        out.initial_loss = float(series.loss[0])
+    steps: list[int] = []
+    loss: list[float] = []
+    grad: list[float] = []
+    lr: list[float] = []
+    for a in range(0, n, every):
+        b = min(n, a + every)
+        chunk_loss = [float(v) for v in series.loss[a:b]]
+        chunk_grad = [float(v) for v in series.grad_norm[a:b]]
+        label = series.step[b - 1] if len(series.step) >= b else b - 1
+        bad = [i for i, v in enumerate(chunk_loss) if not math.isfinite(v)] or [
+            i for i, v in enumerate(chunk_grad) if not math.isfinite(v)
+        ]
+        if bad and len(series.step) > a + bad[0]:
+            label = series.step[a + bad[0]]
+        steps.append(int(label))
+        loss.append(_interval_mean(chunk_loss))
+        if chunk_grad:
+            grad.append(_interval_mean(chunk_grad))
+        if len(series.lr) >= b:
+            lr.append(float(series.lr[b - 1]))
+    out.step, out.loss, out.grad_norm = steps, loss, grad
+    out.lr = lr if len(lr) == len(steps) else []
+    if out.first_nonfinite_step is None:
+        out.first_nonfinite_step = next(
+            (
+                int(st)
+                for st, g in zip(series.step, series.grad_norm)
+                if not math.isfinite(float(g))
+            ),
+            None,
+        )
+    return out

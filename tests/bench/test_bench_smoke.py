@@ -270,3 +270,35 @@ def test_results_files_name_the_command_with_its_arguments_but_not_the_output_pa
         == "python bench/overhead.py --quick"
     )
     assert command_line("lr_finder.py", ["--tag", "a b"]) == "python bench/lr_finder.py --tag 'a b'"
+
+
+def test_fault_bench_quick_prints_every_case_as_a_row(tmp_path):
+    """bench/fault_bench.py --quick: the metrics table has its columns and every case is a row."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "fault_bench.py"),
+            "--quick",
+            "--runs",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| family |"))
+    for column in ("recall", "false alarms", "wrong cause", "first detection median", "p90"):
+        assert column in header, header
+    summary = {r[0] for r in _rows(proc.stdout) if r and r[0].startswith("**")}
+    assert summary == {"**all faults**", "**healthy**", "**overall**"}
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fault_families import quick_cases
+
+    case_rows = {r[0]: r for r in _rows(proc.stdout) if "-" in r[0] and len(r) == 5}
+    assert set(case_rows) == {c.name for c in quick_cases()}
+    for row in case_rows.values():
+        assert row[2] in ("found", "missed", "wrong cause", "clean", "alarm", "error"), row

@@ -163,7 +163,9 @@ def _overfit_run():
 def test_overfitting_found_with_the_step_validation_turned():
     issue = _overfit_run().detect_overfitting()
     assert issue is not None and issue.code == "OVERFITTING"
-    assert issue.first_step == 299
+    # the shared rule dates a finding when it is evident (validation 1.5x its best, no accuracies to show a
+    # gap); the turn at step 299 (the 6th validation point) is in the evidence
+    assert 299 < issue.first_step <= 599 and "0.5 at epoch 6" in issue.evidence
     assert _codes(_overfit_run()) == ["OVERFITTING"]
 
 
@@ -217,7 +219,7 @@ def test_overfitting_with_few_validation_points_once_per_epoch():
         999: 1.1,
     }
     issue = _history(loss, val=val).detect_overfitting()
-    assert issue is not None and issue.first_step == 299
+    assert issue is not None and issue.first_step > 299 and "0.7 at epoch 3" in issue.evidence
 
 
 # ---------------------------------------------------------------- early stopping

@@ -1,0 +1,418 @@
+"""The fault families of ``bench/fault_bench.py`` and the sampler of its cases.
+
+Each family is one mechanism that breaks training, with the codes a correct diagnosis may
+give for it decided here, from the mechanism, before any run: the codes that name the cause
+and the codes that name the symptom that mechanism must produce. A family also names its
+healthy twin, the same recipe without the fault. Every case is a list of ordinary Hydra
+overrides of ``python -m runner``, so any case reruns by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+BLOWUP = frozenset({"LOSS_EXPLOSION", "NONFINITE_GRADIENTS", "EXPLODING_GRADIENTS"})
+# an LR too high for the loss surface: the loss swings or diverges, ReLU units are knocked dead
+TOO_FAST = BLOWUP | {"LOSS_OSCILLATION", "DEAD_NEURONS"}
+# the weights barely move: the loss hardly falls, or the run ends far from fitting
+TOO_SLOW = frozenset({"SLOW_CONVERGENCE", "NO_LEARNING", "UNDERFITTING"})
+# the model cannot fit what it is given
+CANNOT_FIT = frozenset({"UNDERFITTING", "LOSS_PLATEAU", "SLOW_CONVERGENCE", "STUCK_AT_CHANCE"})
+# the signal does not reach the first layers
+NO_FLOW = frozenset(
+    {"VANISHING_GRADIENTS", "SATURATED_ACTIVATIONS", "SLOW_CONVERGENCE", "STUCK_AT_CHANCE"}
+)
+
+TRAIN_EXAMPLES = 1294  # digits: 80% train, of which 90% is fitted on (the rest validates)
+TARGET_STEPS = (
+    250  # a run's length in optimizer steps, roughly: short, as the whole benchmark must be
+)
+
+
+def steps_per_epoch(batch: int, subset: int | None = None) -> int:
+    return max(1, math.ceil(min(subset or TRAIN_EXAMPLES, TRAIN_EXAMPLES) / batch))
+
+
+def epochs_for(batch: int, subset: int | None = None, steps: int = TARGET_STEPS) -> int:
+    """Epochs that give about ``steps`` optimizer steps (3 to 60)."""
+    return max(3, min(60, round(steps / steps_per_epoch(batch, subset))))
+
+
+@dataclass(frozen=True)
+class Family:
+    """A fault: its mechanism, the codes that would be a right answer, how to inject it at a magnitude."""
+
+    name: str
+    mechanism: str
+    acceptable: frozenset[str]
+    inject: Callable[[float, dict[str, Any]], list[str]]  # (magnitude, recipe) -> fault overrides
+    magnitudes: tuple[float, ...]
+    twin: str  # the healthy twin: the recipe the fault is injected into, without it
+    models: tuple[str, ...] = ("mlp", "cnn")
+    optimizers: tuple[str, ...] = ("sgd", "sgd_momentum", "sgd_nesterov", "adam", "adamw")
+    schedulers: tuple[str, ...] = ("none", "cosine", "step", "onecycle", "warmup_cosine", "plateau")
+    weight: float = 1.0
+
+
+def _lr(recipe: dict[str, Any], factor: float) -> list[str]:
+    return [f"optimizer.lr={recipe['lr'] * factor:.3g}"]
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "lr_high_oscillation",
+        "LR some 10-30x too high: steps overshoot the valley, the loss bounces or drifts up",
+        TOO_FAST,
+        lambda m, r: _lr(r, m),
+        (15.0, 30.0),
+        "the same recipe at its sampled LR",
+    ),
+    Family(
+        "lr_high_explosion",
+        "LR 100-300x too high: the first steps throw the weights far out, the loss grows by orders",
+        TOO_FAST,
+        lambda m, r: _lr(r, m),
+        (100.0, 300.0),
+        "the same recipe at its sampled LR",
+    ),
+    Family(
+        "lr_high_nan",
+        "LR 1000x+ too high without clipping: the loss overflows to Inf/NaN",
+        BLOWUP,
+        lambda m, r: [*_lr(r, m), "trainer.clip.max_norm=null"],
+        (3000.0, 10000.0),
+        "the same recipe at its sampled LR",
+        optimizers=("sgd", "sgd_momentum", "sgd_nesterov"),
+    ),
+    Family(
+        "lr_too_low",
+        "LR 1000x+ too low: the weights barely move",
+        TOO_SLOW,
+        lambda m, r: _lr(r, m),
+        (1e-3, 1e-4),
+        "the same recipe at its sampled LR",
+    ),
+    Family(
+        "momentum_too_high",
+        "SGD momentum near 1: the velocity keeps growing past the minimum",
+        TOO_FAST | {"LOSS_PLATEAU", "STUCK_AT_CHANCE"},
+        lambda m, r: [f"optimizer.momentum={m}", "optimizer.nesterov=false", *_lr(r, 3.0)],
+        (0.995, 0.999),
+        "the same recipe with momentum 0.9",
+        optimizers=("sgd_momentum",),
+    ),
+    Family(
+        "lr_decayed_early",
+        "the schedule cuts the LR 10-100x after each epoch: it is near zero before the loss settles",
+        frozenset({"LR_DECAYED_TOO_EARLY"}) | TOO_SLOW | {"LOSS_PLATEAU"},
+        lambda m, r: [
+            "scheduler=step",
+            "scheduler.lr_scheduler.step_size=1",
+            f"scheduler.lr_scheduler.gamma={m}",
+        ],
+        (0.1, 0.01),
+        "the same recipe under its sampled scheduler",
+        schedulers=("step",),
+    ),
+    Family(
+        "warmup_peak_too_high",
+        "one-cycle or warm-up climbs to a peak LR 100x too high mid-run",
+        TOO_FAST,
+        lambda m, r: [f"scheduler={'onecycle' if m > 150 else 'warmup_cosine'}", *_lr(r, 100.0)],
+        (100.0, 200.0),
+        "the same recipe with its sampled LR as the peak",
+        schedulers=("onecycle", "warmup_cosine"),
+    ),
+    Family(
+        "clip_too_tight",
+        "gradients clipped to a norm of 1e-4: every step is a tiny step",
+        TOO_SLOW,
+        lambda m, r: [f"trainer.clip.max_norm={m}"],
+        (1e-4, 1e-5),
+        "the same recipe without clipping",
+        optimizers=("sgd", "sgd_momentum", "sgd_nesterov"),
+    ),
+    Family(
+        "weight_decay_too_strong",
+        "decoupled weight decay 1-10 pulls the weights to zero faster than the data pushes them",
+        CANNOT_FIT | {"NO_LEARNING", "VANISHING_GRADIENTS", "DEAD_NEURONS"},
+        lambda m, r: ["optimizer=adamw", f"optimizer.weight_decay={m}", *_lr(r, 1.0)],
+        (3.0, 10.0),
+        "the same recipe with weight decay up to 0.05",
+        optimizers=("adam", "adamw"),
+    ),
+    Family(
+        "dropout_too_strong",
+        "dropout 0.9+: almost no signal crosses each layer",
+        CANNOT_FIT,
+        lambda m, r: [f"model.dropout={m}"],
+        (0.9, 0.95),
+        "the same recipe with dropout up to 0.5",
+        models=("mlp",),
+    ),
+    Family(
+        "capacity_too_small",
+        "a hidden layer of 1-2 units cannot separate 10 classes",
+        CANNOT_FIT,
+        lambda m, r: [f"model.hidden=[{int(m)}]"],
+        (1.0, 2.0),
+        "the same recipe with hidden [256,256]",
+        models=("mlp",),
+    ),
+    Family(
+        "deep_no_norm",
+        "12-20 layers without normalisation or residuals: the gradient fades or blows through the depth",
+        NO_FLOW | BLOWUP | {"DEAD_NEURONS", "UNDERFITTING", "NO_LEARNING"},
+        lambda m, r: [
+            f"model.hidden=[{','.join(['32'] * int(m))}]",
+            "model.batchnorm=false",
+            "model.activation=tanh",
+        ],
+        (12.0, 20.0),
+        "the same recipe with two hidden layers",
+        models=("mlp",),
+    ),
+    Family(
+        "init_too_small",
+        "initial weights x0.001: signal and gradient vanish through the layers",
+        frozenset({"BAD_INITIALIZATION"}) | NO_FLOW | TOO_SLOW,
+        lambda m, r: [f"model.init_scale={m}"],
+        (1e-3, 1e-4),
+        "the same recipe at init_scale 1",
+    ),
+    Family(
+        "init_too_large",
+        "initial weights x30-100: huge logits, a first loss far above ln(10)",
+        frozenset({"BAD_INITIALIZATION", "SATURATED_ACTIVATIONS"}) | TOO_FAST,
+        lambda m, r: [f"model.init_scale={m}"],
+        (30.0, 100.0),
+        "the same recipe at init_scale 1",
+    ),
+    Family(
+        "saturating_activations",
+        "6-8 sigmoid layers: units pinned at their bounds, gradients shrink by 4x per layer",
+        NO_FLOW | {"UNDERFITTING", "LOSS_PLATEAU"},
+        lambda m, r: [
+            "model.activation=sigmoid",
+            f"model.hidden=[{','.join(['64'] * int(m))}]",
+            "model.batchnorm=false",
+        ],
+        (6.0, 8.0),
+        "the same recipe with ReLU and two hidden layers",
+        models=("mlp",),
+        optimizers=("sgd", "sgd_momentum", "sgd_nesterov"),
+    ),
+    Family(
+        "dead_bias",
+        "biases of -5 to -10: ReLU units start (and stay) off",
+        frozenset({"DEAD_NEURONS", "STUCK_AT_CHANCE", "VANISHING_GRADIENTS", "NO_LEARNING"}),
+        lambda m, r: [f"model.bias_init={m}", "model.activation=relu"],
+        (-5.0, -10.0),
+        "the same recipe with biases at their default",
+    ),
+    Family(
+        "inputs_wrong_constants",
+        "inputs normalised with wrong constants (mean 0.9, std 0.01): inputs ~ -90, huge activations",
+        frozenset({"BAD_INITIALIZATION", "SATURATED_ACTIVATIONS"}) | TOO_FAST | {"STUCK_AT_CHANCE"},
+        lambda m, r: [f"data.mean=[{m}]", "data.std=[0.01]"],
+        (0.9, 0.5),
+        "the same recipe with measured constants",
+    ),
+    Family(
+        "labels_noisy",
+        "labels shuffled (noise 1.0) or mostly replaced (0.8): little or no signal to learn",
+        frozenset({"STUCK_AT_CHANCE", "OVERFITTING", "UNDERFITTING", "LOSS_PLATEAU"}),
+        lambda m, r: [f"data.label_noise={m}"],
+        (1.0, 0.8),
+        "the same recipe with label noise up to 0.2",
+    ),
+    Family(
+        "too_few_examples",
+        "32-64 training examples for many epochs: the model memorises them",
+        frozenset({"OVERFITTING"}),
+        lambda m, r: [f"data.subset={int(m)}", "data.batch_size=16", "trainer.max_epochs=60"],
+        (64.0, 32.0),
+        "the same recipe on the full training split",
+    ),
+    Family(
+        "batch_extreme",
+        "batch 2 (gradient noise swamps the step; batch norm needs 2) or the whole split (few steps)",
+        TOO_FAST | TOO_SLOW | {"LOSS_PLATEAU"},
+        lambda m, r: [
+            f"data.batch_size={int(m)}",
+            "trainer.max_steps=300" if m < 3 else "trainer.max_epochs=10",
+        ],
+        (2.0, float(TRAIN_EXAMPLES)),
+        "the same recipe at its sampled batch size",
+    ),
+)
+
+FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
+
+OPTIMIZERS: dict[str, list[str]] = {
+    "sgd": ["optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=false"],
+    "sgd_momentum": ["optimizer=sgd", "optimizer.momentum=0.9", "optimizer.nesterov=false"],
+    "sgd_nesterov": ["optimizer=sgd", "optimizer.momentum=0.9", "optimizer.nesterov=true"],
+    "adam": ["optimizer=adam"],
+    "adamw": ["optimizer=adamw"],
+}
+# a sane LR range per optimizer (log-uniform)
+LR_RANGE = {
+    "sgd": (0.05, 0.3),
+    "sgd_momentum": (0.01, 0.08),
+    "sgd_nesterov": (0.01, 0.08),
+    "adam": (5e-4, 3e-3),
+    "adamw": (5e-4, 3e-3),
+}
+SCHEDULERS = ("none", "cosine", "step", "onecycle", "warmup_cosine", "plateau")
+BATCHES = (8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass
+class Case:
+    """One run: its overrides, seed, the family (``healthy`` for none) and what counts as a right answer."""
+
+    family: str
+    overrides: list[str]
+    seed: int
+    acceptable: list[str] = field(default_factory=list)
+    magnitude: float | None = None
+    twin: list[str] = field(default_factory=list)  # the healthy twin's overrides (a fault's recipe)
+
+    @property
+    def key(self) -> str:
+        """A stable id from the case's content: the same case always has the same id and split."""
+        blob = json.dumps([self.family, self.overrides, self.seed], sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    @property
+    def split(self) -> str:
+        return "dev" if int(self.key, 16) % 2 == 0 else "test"
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}-{self.key}"
+
+
+def sample_recipe(rng: random.Random, model: str, optimizer: str, scheduler: str) -> dict[str, Any]:
+    """A healthy recipe from the sane space: every optimizer and scheduler, batch 8-512, mild noise."""
+    lo, hi = LR_RANGE[optimizer]
+    batch = rng.choice(BATCHES)
+    if model == "resnet18":
+        batch = max(batch, 64)  # slow on CPU: few, larger steps
+    recipe: dict[str, Any] = {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "lr": math.exp(rng.uniform(math.log(lo), math.log(hi))),
+        "batch": batch,
+        "label_noise": rng.choice((0.0, 0.0, 0.1, 0.2)),
+        "augmentation": rng.choice(("none", "none", "standard")),
+        "dropout": rng.choice((0.0, 0.1, 0.3, 0.5)) if model == "mlp" else None,
+        "weight_decay": rng.choice((0.0, 1e-4, 0.01, 0.05)),
+    }
+    return recipe
+
+
+def recipe_overrides(r: dict[str, Any]) -> list[str]:
+    """The recipe as overrides; runs stay short (about TARGET_STEPS steps)."""
+    out = [f"model={r['model']}", *OPTIMIZERS[r["optimizer"]], f"scheduler={r['scheduler']}"]
+    out += [f"optimizer.lr={r['lr']:.3g}", f"optimizer.weight_decay={r['weight_decay']}"]
+    out += [f"data.batch_size={r['batch']}", f"data.label_noise={r['label_noise']}"]
+    out += [f"data.augmentation={r['augmentation']}"]
+    if r["dropout"] is not None:
+        out.append(f"model.dropout={r['dropout']}")
+    if r["model"] == "resnet18":
+        out.append("model.width=16")
+    epochs = epochs_for(r["batch"], steps=120 if r["model"] == "resnet18" else TARGET_STEPS)
+    out += [f"trainer.max_epochs={epochs}", f"trainer.max_steps={2 * TARGET_STEPS}"]
+    return out
+
+
+def _merge(base: list[str], extra: list[str]) -> list[str]:
+    """``extra`` wins over ``base`` key by key (Hydra would reject a key given twice)."""
+    keys = {o.split("=", 1)[0] for o in extra}
+    kept = [o for o in base if o.split("=", 1)[0] not in keys]
+    # a group chosen again keeps its position before the fields that refine it
+    groups = [o for o in extra if "." not in o.split("=", 1)[0]]
+    fields = [o for o in extra if "." in o.split("=", 1)[0]]
+    return groups + kept + fields
+
+
+def _pick(rng: random.Random, options: tuple[str, ...], wanted: tuple[str, ...]) -> str:
+    choices = [o for o in options if o in wanted] or list(options)
+    return rng.choice(choices)
+
+
+def generate(
+    faulty: int = 170, healthy: int = 80, seed: int = 0, resnet_share: float = 0.04
+) -> list[Case]:
+    """The benchmark's cases, in a fixed shuffled order (a prefix is a random sample of the whole).
+
+    Faulty cases cycle through the families; model, optimizer, scheduler, batch, data and seed are
+    sampled around each fault (within what the family allows). ResNet-18 appears only in small numbers.
+    """
+    rng = random.Random(seed)
+    models_all = ("mlp", "cnn")
+    cases: list[Case] = []
+    for i in range(faulty):
+        fam = FAMILIES[i % len(FAMILIES)]
+        model = rng.choice(fam.models)
+        magnitude = rng.choice(fam.magnitudes)
+        touches_model = any(o.startswith("model.") for o in fam.inject(magnitude, {"lr": 1.0}))
+        # ResNet-18 has none of the MLP/CNN model knobs, and is slow on CPU
+        if not touches_model and rng.random() < resnet_share * 2:
+            model = "resnet18"
+        opt = _pick(rng, tuple(OPTIMIZERS), fam.optimizers)
+        sched = _pick(rng, SCHEDULERS, fam.schedulers)
+        recipe = sample_recipe(rng, model, opt, sched)
+        recipe["label_noise"] = 0.0  # the fault is the only thing wrong
+        base = recipe_overrides(recipe)
+        case = Case(
+            fam.name,
+            _merge(base, fam.inject(magnitude, recipe)),
+            rng.randrange(1000),
+            sorted(fam.acceptable),
+            magnitude,
+            base,
+        )
+        cases.append(case)
+    for _ in range(healthy):
+        model = rng.choice(models_all)
+        if rng.random() < resnet_share:
+            model = "resnet18"
+        recipe = sample_recipe(rng, model, rng.choice(tuple(OPTIMIZERS)), rng.choice(SCHEDULERS))
+        cases.append(Case("healthy", recipe_overrides(recipe), rng.randrange(1000)))
+    rng.shuffle(cases)
+    return cases
+
+
+def quick_cases() -> list[Case]:
+    """A handful of tiny cases for a smoke test: two faults, two healthy, a few dozen steps each."""
+    tiny = ["trainer.max_epochs=2", "data.subset=256", "model.hidden=[32]", "diag=full"]
+    return [
+        Case(
+            "lr_high_nan",
+            [*tiny, *OPTIMIZERS["sgd"], "optimizer.lr=200"],
+            0,
+            sorted(FAMILY_BY_NAME["lr_high_nan"].acceptable),
+            200.0,
+            [*tiny, *OPTIMIZERS["sgd"]],
+        ),
+        Case(
+            "dead_bias",
+            [*tiny, "model.bias_init=-10"],
+            1,
+            sorted(FAMILY_BY_NAME["dead_bias"].acceptable),
+            -10.0,
+            tiny,
+        ),
+        Case("healthy", [*tiny, "optimizer=adam"], 2),
+        Case("healthy", [*tiny, *OPTIMIZERS["sgd_nesterov"], "scheduler=onecycle"], 3),
+    ]
