@@ -15,19 +15,22 @@ from omegaconf.errors import OmegaConfBaseException
 from runner import distributed
 from runner.conf_dir import CONF_DIR
 from runner.errors import Interrupted, UserError, report_error
+from runner.run_dir import discard_if_unused
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     """The Hydra task: one line and exit code 2 for user errors, the objective value otherwise."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
         distributed.publish_run_dir(run_dir)  # rank 0 under torchrun: the other ranks wait for this
         from runner import app
 
         return app.run(cfg, run_dir)
     except UserError as exc:
         report_error(exc)
+        if distributed.is_rank_zero():  # a start refused before any work leaves no directory behind
+            discard_if_unused(run_dir)
         sys.exit(exc.exit_code)
     except Interrupted as exc:
         if (

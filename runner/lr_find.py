@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from diag.hooks import FitState
 from diag.lr_finder import ALIASES, METHODS, LearningRateFinder, cycle_batches
@@ -102,19 +103,29 @@ def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
     batches = cycle_batches(r.train_loader)
     was_training = state.model.training
     state.model.train()
+    bar = tqdm(
+        total=finder.num_steps,
+        desc="LR range test",
+        unit="step",
+        leave=False,
+        disable=not trainer.progress,
+        dynamic_ncols=True,
+    )
 
     def step(lr: float) -> float:
         for group in r.optimizer.param_groups:
             group["lr"] = lr
         x, y = next(batches)
         trainer.training_step(probe, x, y)
-        return (
-            probe.loss.item() if probe.loss is not None else math.nan
-        )  # one host read: the stop rule needs it
+        loss = probe.loss.item() if probe.loss is not None else math.nan  # the stop rule needs it
+        bar.set_postfix(lr=f"{lr:.2e}", loss=f"{loss:.3g}", refresh=False)
+        bar.update()
+        return loss
 
     try:
         return finder.range_test(step)
     finally:
+        bar.close()
         apply(saved, state.model, state.optimizer, scaler=trainer.scaler, generator=state.generator)
         for p in state.model.parameters():
             p.grad = None
@@ -130,13 +141,13 @@ def find(r: Run) -> dict[str, Any]:
     finder.plot(r.run_dir / "lr_find.png", result)
     (r.run_dir / "lr_find.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     _write_scalars(r.run_dir / "tb", result)
-    log.info(
-        "LR finder: %d steps (%s); suggestions %s",
-        result["num_steps_run"],
-        result["stop_reason"],
-        ", ".join(f"{k} {v:.3g}" for k, v in result["suggestions"].items()),
-    )
     return result
+
+
+def method_name(cfg: DictConfig, method: str) -> str:
+    """A rule's name as the config spells it (``minimum/10``, not the internal ``min10``)."""
+    configured = str(cfg.lr_find.method)
+    return configured if ALIASES.get(configured, configured) == method else method
 
 
 def _write_scalars(tb_dir: Path, result: dict[str, Any]) -> None:
@@ -178,7 +189,11 @@ def auto_lr(r: Run) -> dict[str, Any]:
     if r.rank == 0:
         found = find(r)
         log.info(
-            "optimizer.lr=auto: training with lr=%.3g (%s)", found["suggested_lr"], found["method"]
+            "optimizer.lr=auto: the LR range test (%d steps, %s) suggests %.3g (%s): training with it",
+            found["num_steps_run"],
+            found["stop_reason"],
+            found["suggested_lr"],
+            method_name(r.cfg, found["method"]),
         )
         result = {**summary(found), "plot": "lr_find.png", "data": "lr_find.json"}
     generator = r.state.generator
@@ -203,8 +218,15 @@ def task_overrides() -> list[str]:
 
 
 def train_command(overrides: list[str], lr: float) -> str:
-    """``python -m runner <same overrides minus mode and optimizer.lr> optimizer.lr=<lr>``, shell-quoted."""
-    keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("mode", "optimizer.lr")]
+    """``python -m runner <same overrides but mode, optimizer.lr, lr_find.*> optimizer.lr=<lr>``, shell-quoted."""
+
+    def needed(
+        override: str,
+    ) -> bool:  # the range test's own settings do not shape the training run
+        key = override.split("=", 1)[0].lstrip("+~")
+        return key not in ("mode", "optimizer.lr") and not key.startswith("lr_find.")
+
+    keep = [o for o in overrides if needed(o)]
     return " ".join(["python -m runner", *(shlex.quote(o) for o in keep), f"optimizer.lr={lr:.3g}"])
 
 
@@ -215,14 +237,16 @@ def run(r: Run) -> float:
     finally:
         r.state.events.close()
     lr = result["suggested_lr"]
+    chosen = method_name(r.cfg, result["method"])
+    others = [
+        f"{method_name(r.cfg, k)} {v:.3g}"
+        for k, v in result["suggestions"].items()
+        if k != result["method"]
+    ]
+    print(f"suggested lr   {lr:.3g} ({chosen}; the other rules: {', '.join(others)})")
     print(
-        f"suggested learning rate: {lr:.3g} (method: {result['method']}; "
-        + ", ".join(f"{k} {v:.3g}" for k, v in result["suggestions"].items())
-        + ")"
+        f"range test     {result['num_steps_run']} steps from {result['min_lr']:.1e}, {result['stop_reason']}"
     )
-    print(
-        f"range test: {result['num_steps_run']} steps from {result['min_lr']:.1e}, {result['stop_reason']}"
-    )
-    print(f"plot: {r.run_dir / 'lr_find.png'}")
-    print(f"train with it: {train_command(task_overrides(), lr)}")
+    print(f"plot           {r.run_dir / 'lr_find.png'}")
+    print(f"train with it  {train_command(task_overrides(), lr)}")
     return float(lr)

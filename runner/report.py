@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def print_summary(
         f"best val loss {compact(best)}" if best is not None else "best val loss n/a",
         f"diagnosis     {diagnosis}",
         f"run directory {run_dir}",
-        f"tensorboard   tensorboard --logdir {run_dir / 'tb'}",
+        f"tensorboard   {tensorboard_command(run_dir)}",
         f"analyze       python -m diag analyze {run_dir}",
     ]
     if report.get("stopped"):
@@ -151,3 +152,12 @@ def print_summary(
     if report.get("next_lr"):
         lines.insert(4, f"next time     optimizer.lr={report['next_lr']['lr']:.3g}")
     log.info("\n".join(lines))
+
+
+def tensorboard_command(run_dir: Path) -> str:
+    """The command that opens this run in TensorBoard under its own name: ``<name>/tb``, and
+    ``<name>/attempt-N/tb`` for the AutoTrainer's restarts (``--logdir <run>/tb`` showed it as ``.``)."""
+    name = run_dir.name
+    if any(c in name for c in ",:") or "," in str(run_dir):  # --logdir_spec reads these itself
+        return f"tensorboard --logdir {shlex.quote(str(run_dir))}"
+    return f"tensorboard --logdir_spec {shlex.quote(f'{name}:{run_dir}')}"

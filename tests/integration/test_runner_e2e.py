@@ -39,7 +39,8 @@ def test_run_leaves_the_contract(tmp_path):
     assert (
         "test accuracy" in res.stdout
         and str(run) in res.stdout
-        and "tensorboard --logdir" in res.stdout
+        and f"tensorboard --logdir_spec {run.name}:{run}"
+        in res.stdout  # the run under its own name
     )
     epochs = re.findall(r"epoch +(\d)/2 .* val_acc [01]\.\d{3} .* (\d+ms|\d+\.\ds)\n", res.stdout)
     assert [e[0] for e in epochs] == ["1", "2"] and "0.0s" not in res.stdout, res.stdout
@@ -181,6 +182,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, override, needle):
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], res.stderr
     assert "Traceback" not in res.stderr + res.stdout
+    assert not list((tmp_path / "runs").glob("*")), "a refused start leaves no run directory behind"
 
 
 def test_unknown_group_option_lists_choices(tmp_path):
