@@ -27,6 +27,7 @@ from runner.hparams import log_hparams
 from runner.interrupts import interrupted, stop_on_signals
 from runner.report import print_summary, report_run
 from runner.resume import continue_previous_run, find_resume_checkpoint
+from runner.run_media import log_run_media
 from runner.schedulers import build_scheduler
 from runner.trainer import Trainer
 from runner.validation import validate
@@ -117,6 +118,9 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
         )
         if state.writer is not None:
             log_hparams(state.writer, cfg, report["metrics"])
+            log_run_media(
+                state.writer, run_dir, cfg, report, next(iter(r.train_loader), None), state.step
+            )
     finally:
         if state.writer is not None:
             state.writer.close()

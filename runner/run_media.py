@@ -1,0 +1,66 @@
+"""What TensorBoard's Text and Images tabs show of a finished run.
+
+The report, the command and the resolved config as text; the summary figure, the LR finder's plot
+and a grid of training inputs with their labels as images. Written once, at the end of the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+SAMPLES = 16  # input images in the grid
+
+
+def log_run_media(
+    writer: Any, run_dir: Path, cfg: DictConfig, report: dict[str, Any], batch: Any, step: int
+) -> None:
+    """Text (report, command, config) and images (summary, LR finder, inputs) into ``writer``."""
+    report_md = run_dir / "report.md"
+    if report_md.is_file():
+        writer.add_text("run/report", report_md.read_text(encoding="utf-8"), step)
+    if report.get("command"):
+        writer.add_text("run/command", f"`{report['command']}`", step)
+    config = OmegaConf.to_yaml(cfg, resolve=True)
+    writer.add_text(
+        "run/config", "    " + config.replace("\n", "\n    "), step
+    )  # markdown code block
+    for name in ("summary", "lr_find"):
+        png = run_dir / f"{name}.png"
+        if png.is_file():
+            writer.add_image(f"run/{name}", _read_png(png), step, dataformats="HWC")
+    if batch is not None:
+        writer.add_figure("run/inputs", input_grid(*batch), step, close=True)
+    writer.flush()
+
+
+def _read_png(path: Path) -> Any:
+    from matplotlib.image import imread
+
+    return imread(path)[..., :3]  # RGB: TensorBoard's HWC images take 3 channels
+
+
+def input_grid(images: torch.Tensor, labels: torch.Tensor) -> Any:
+    """The first training images as the model sees them (scaled for display), each with its label."""
+    from matplotlib.figure import Figure
+
+    n = min(SAMPLES, len(images))
+    cols = 8
+    rows = (n + cols - 1) // cols
+    fig = Figure(figsize=(cols * 1.1, rows * 1.6))
+    for i in range(n):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        img = images[i].detach().float().cpu()
+        img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-8)
+        ax.imshow(
+            img[0] if img.shape[0] == 1 else img.permute(1, 2, 0),
+            cmap="gray" if img.shape[0] == 1 else None,
+        )
+        ax.set_title(f"label {int(labels[i])}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("training inputs (after normalisation and augmentation)", fontsize=9)
+    fig.tight_layout()
+    return fig

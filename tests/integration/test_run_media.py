@@ -1,0 +1,30 @@
+"""A finished run's Text and Images tabs in TensorBoard, read back with tensorboard's own reader."""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib.image import imread
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def test_a_run_shows_its_report_command_config_summary_and_inputs(cli, tmp_path):
+    run = tmp_path / "run"
+    proc = cli("trainer.max_epochs=1", "model.hidden=[32]", run_dir=run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    assert {"run/summary", "run/inputs"} <= set(events.Tags()["images"])
+    summary = events.Images("run/summary")[-1]
+    png = imread(io.BytesIO(summary.encoded_image_string), format="png")
+    assert png.shape[:2] == (summary.height, summary.width) and summary.width > 600
+    texts = {
+        t: events.Tensors(t)[-1].tensor_proto.string_val[0].decode()
+        for t in events.Tags()["tensors"]
+        if t.startswith("run/")
+    }
+    assert "model.hidden=[32]" in texts["run/command/text_summary"]
+    assert (
+        "hidden:" in texts["run/config/text_summary"] and "- 32" in texts["run/config/text_summary"]
+    )
+    assert texts["run/report/text_summary"] == (run / "report.md").read_text()
