@@ -186,9 +186,8 @@ def main() -> None:
     args = ap.parse_args()
     cases = select(args)
     args.runs.mkdir(parents=True, exist_ok=True)
-    todo = [
-        c for c in cases if not (args.runs / c.name / "report.json").exists()
-    ]  # resumable: a case with a report is not rerun
+    # resumable: a case with a report is not rerun
+    todo = [c for c in cases if not (args.runs / c.name / "report.json").exists()]
     if not args.score_only and todo:
         payload = [{"name": c.name, "overrides": c.overrides, "seed": c.seed} for c in todo]
         if args.jobs <= 1:

@@ -328,11 +328,12 @@ def variants(with_lightning: bool, workload: str = "") -> dict[str, Variant]:
     if (
         workload in DECOMPOSE_ON
     ):  # where diag=off's cost goes: without its TensorBoard hook; with nothing at all
+        # Lightning's default interval
         out[TB50] = (
             "off",
             runner_loop,
             ("trainer.log_every_n_steps=50",),
-        )  # Lightning's default interval
+        )
         out[NO_TB] = ("off", runner_loop, ("callbacks.tensorboard=null",))
         out[BARE] = (
             "off",
@@ -376,9 +377,8 @@ def measure(
     out = {name: {"wall": [], "cpu": [], "wall_ratio": [], "cpu_ratio": []} for name in names}
     clip = 1.0
     for r in range(-discard, rounds):
-        order = (
-            names[r % len(names) :] + names[: r % len(names)]
-        )  # rotate: no variant always goes first
+        # rotate: no variant always goes first
+        order = names[r % len(names) :] + names[: r % len(names)]
         this_round: dict[str, dict[str, float]] = {}
         for name in order:
             level, loop, extra = vs[name]

@@ -164,9 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"| {FLOOR} | {floor_wall:.2f} | - | {floor_wall:.2f} | {floor_cpu:.2f} | - | - |")
     dry = results["start-up only (trainer.max_epochs=0)"]
     startup = med(x["startup"] for x in dry)
-    own = med(
-        x["startup"] - f[0] for x, f in zip(dry, floors)
-    )  # paired: same repeat, same neighbours
+    # paired: same repeat, same neighbours
+    own = med(x["startup"] - f[0] for x, f in zip(dry, floors))
     dry_exit = med(x["exit"] for x in results["start-up only (trainer.max_epochs=0)"])
     notes = [
         "",

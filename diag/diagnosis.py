@@ -290,9 +290,8 @@ def _at_peak_lr(
         return _median(upd)
     lr_then = np.interp(np.asarray(ratio_steps[:n], float), np.asarray(steps, float), lr)
     with np.errstate(divide="ignore", invalid="ignore"):
-        scaled = np.where(
-            lr_then > 0, upd[:n] * (np.nanmax(lr) / lr_then), math.inf
-        )  # LR 0: would move
+        # LR 0: would move
+        scaled = np.where(lr_then > 0, upd[:n] * (np.nanmax(lr) / lr_then), math.inf)
     scaled = scaled[~np.isnan(scaled)]
     return float(np.median(scaled)) if scaled.size else math.nan
 

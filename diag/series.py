@@ -21,9 +21,8 @@ class RunSeries:
     grad_norm: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     update_ratio: list[float] = field(default_factory=list)  # global ‖Δw‖/‖w‖ per sampled step
-    skipped_steps: list[int] = field(
-        default_factory=list
-    )  # steps whose update was skipped (non-finite grads)
+    # steps whose update was skipped (non-finite grads)
+    skipped_steps: list[int] = field(default_factory=list)
     # one value per epoch
     epoch_step: list[int] = field(default_factory=list)
     epoch_offset: int = (

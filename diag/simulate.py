@@ -95,9 +95,8 @@ def simulate_training(issue: str = "healthy", steps: int = 1000, seed: int = 0) 
         val = smooth * 1.05
     else:  # oscillation
         lr = np.full(steps, 0.3)
-        centre = 1.5 + (CHANCE_LOSS - 1.5) * np.exp(
-            -t / max(1.0, 0.05 * steps)
-        )  # an array, unlike plateau's level
+        # an array, unlike plateau's level
+        centre = 1.5 + (CHANCE_LOSS - 1.5) * np.exp(-t / max(1.0, 0.05 * steps))
         period = 7.3  # steps; the optimiser overshoots back and forth across a valley
         swing = 0.4 * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi)) + rng.normal(
             0.0, 0.15, steps

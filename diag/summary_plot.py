@@ -143,9 +143,8 @@ def plot_summary(
             (steps[-1] - steps[0]) / (2 * (n - 1)) if n > 1 else 0
         ) or 0.5  # cells centred on their steps
         with np.errstate(divide="ignore", invalid="ignore"):
-            logs = np.log10(
-                m
-            )  # an exact 0 (no gradient reaches the layer) is -inf: drawn black, below the scale
+            # an exact 0 (no gradient reaches the layer) is -inf: drawn black, below the scale
+            logs = np.log10(m)
         finite = logs[np.isfinite(logs)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         # below the scale (imshow would mask -inf as bad, i.e. blank)
@@ -208,9 +207,8 @@ def plot_summary(
         lo, hi = ax.get_xlim()
         for k, (step, label) in enumerate(annotations or []):
             ax.axvline(step, color="tab:purple", ls=":", lw=1.2)
-            right = step > lo + 0.8 * (
-                hi - lo
-            )  # near the right edge: label to the left of the line
+            # near the right edge: label to the left of the line
+            right = step > lo + 0.8 * (hi - lo)
             ax.annotate(
                 label,
                 (step, 1.0),

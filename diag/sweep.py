@@ -321,18 +321,16 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
         2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 6], "hspace": 0.05}
     )
     by_lr = all(r.lr is not None for r in runs)
-    xs: list[float] = [
-        r.lr if by_lr and r.lr is not None else i for i, r in enumerate(runs)
-    ]  # by_lr: every lr is set
+    # by_lr: every lr is set
+    xs: list[float] = [r.lr if by_lr and r.lr is not None else i for i, r in enumerate(runs)]
     # sorted by x alone: runs with the same LR must not be compared with each other
     ok = sorted(
         ((x, r) for x, r in zip(xs, runs) if r.best_val_loss is not None and not r.diverged),
         key=lambda pair: pair[0],
     )
     if ok:
-        best_losses = [
-            r.best_val_loss for _, r in ok if r.best_val_loss is not None
-        ]  # every run in ok has one
+        # every run in ok has one
+        best_losses = [r.best_val_loss for _, r in ok if r.best_val_loss is not None]
         ax.plot([x for x, _ in ok], best_losses, "o-", color="tab:blue", label="best val loss")
         fin = [(x, r.final_val_loss) for x, r in ok if r.final_val_loss is not None]
         ax.plot(

@@ -66,9 +66,8 @@ class TensorBoardScalars(Hook):
 
     def __init__(self, every_n_steps: int = 10, write_every: int = 10) -> None:
         self.every_n_steps = max(1, int(every_n_steps))
-        self.write_every = max(
-            1, int(write_every)
-        )  # logging intervals read and handed to the writer at once
+        # logging intervals read and handed to the writer at once
+        self.write_every = max(1, int(write_every))
         self._writer = None
         self._values: list[
             torch.Tensor

@@ -34,9 +34,8 @@ class TrainingState:
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None
-    rng: dict[str, Any] = field(
-        default_factory=dict
-    )  # "torch", "cuda", "data" (a torch.Generator's state)
+    # "torch", "cuda", "data" (a torch.Generator's state)
+    rng: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (``torch.load(..., weights_only=True)`` reads it back)."""

@@ -27,8 +27,8 @@ from runner.hparams import log_hparams
 from runner.interrupts import interrupted, stop_on_signals
 from runner.report import print_summary, report_run
 from runner.resume import continue_previous_run, find_resume_checkpoint
-from runner.run_media import log_run_media
 from runner.schedulers import build_scheduler
+from runner.tensorboard_run import log_run_media, open_writer
 from runner.trainer import Trainer
 from runner.validation import validate
 
@@ -80,12 +80,14 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     r = build(cfg, run_dir, session)
     state, trainer = r.state, r.trainer
-    from torch.utils.tensorboard import SummaryWriter
-
     if state.is_rank_zero:  # only rank 0 writes TensorBoard (and every other file of the run)
-        state.writer = SummaryWriter(
-            str(run_dir / "tb"), purge_step=state.step + 1 if state.step else None
-        )
+        # a restart continues its attempts' step axis
+        offset = int(getattr(session, "step_offset", 0))
+        state.writer = open_writer(run_dir / "tb", state.step, offset)
+        changes = getattr(session, "attempt_changes", None)
+        if changes:
+            said = ", ".join(f"{k}={v}" for k, v in changes.items())
+            state.writer.add_text("x_autotrainer/attempts", f"attempt-{session.attempt}: {said}", 0)
     try:
         log.info("run directory: %s", run_dir)
         state.events.write(

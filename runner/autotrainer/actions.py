@@ -37,9 +37,8 @@ class Repair:
 @dataclass(frozen=True)
 class Action:
     run: Callable[..., Any]
-    needs: Callable[
-        [Mapping[str, Any]], tuple[str, ...]
-    ]  # the table keys it reads (no defaults in code)
+    # the table keys it reads (no defaults in code)
+    needs: Callable[[Mapping[str, Any]], tuple[str, ...]]
     in_table: bool = True  # usable as online.<CODE>.action
 
 

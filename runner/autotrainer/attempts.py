@@ -36,6 +36,9 @@ class Session:
         self.gave_up: list[str] = []
         # set by the policy to stop this attempt for a guided restart; read and cleared by the loop
         self.restart_request: dict[str, Any] | None = None
+        # for TensorBoard: the steps of the attempts before this one, and what this attempt changed
+        self.step_offset = 0
+        self.attempt_changes: dict[str, Any] = {}
 
 
 def run(cfg: DictConfig, run_dir: Path) -> float:
@@ -55,9 +58,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         result = train.run(attempt_cfg, attempt_dir, session=session)
         state = result.state
         if session.attempt == 0:
-            run_dir = attempt_dir = Path(
-                result.run_dir
-            )  # trainer.resume=auto may have continued an earlier run
+            # trainer.resume=auto may have continued an earlier run
+            run_dir = attempt_dir = Path(result.run_dir)
         request, session.restart_request = session.restart_request, None
         issues = state.issues or []
         session.attempts.append(
@@ -76,9 +78,10 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         if request is None:
             break
         session.attempt += 1
-        made_by = request[
-            "changes"
-        ]  # rank 0's request: under DDP every rank starts the same attempt
+        session.step_offset += state.step
+        # rank 0's request: under DDP every rank starts the same attempt
+        made_by = request["changes"]
+        session.attempt_changes = dict(made_by)
         attempt_cfg = with_changes(attempt_cfg, made_by)
         attempt_dir = run_dir / f"attempt-{session.attempt}"
         own = attempt_dir / "checkpoints" / "last.pt"

@@ -93,9 +93,8 @@ class AutoTrainer(Hook):
         state.actions = self.actions
         self.carried.lr_peak = state.current_lr
         self.carried.best = None
-        self._resume(
-            state
-        )  # after a checkpoint: its repairs first, then the rollback baseline includes them
+        # after a checkpoint: its repairs first, then the rollback baseline includes them
+        self._resume(state)
         # only the deciding rank ever rolls back (a rollback reaches the others through follow_rank_zero)
         self.snapshots = [Snapshot.take(state)] if distributed.is_rank_zero() else []
 
@@ -291,9 +290,8 @@ class AutoTrainer(Hook):
             return False
         if state.step_skipped or state.loss is None or state.grad_norm is None:
             return False
-        return bool(
-            torch.isfinite(state.loss).all() & torch.isfinite(state.grad_norm).all()
-        )  # one host read
+        # one host read
+        return bool(torch.isfinite(state.loss).all() & torch.isfinite(state.grad_norm).all())
 
     def _maybe_snapshot(self, state: FitState) -> None:
         if not self._healthy_now(state):

@@ -91,9 +91,8 @@ def refusal(
         return f"the limit of {settings.max_restarts} restarts is reached"
     now = time.perf_counter()
     setup_time = max(0.0, fit_started - attempt_started)
-    attempt_time = setup_time + (now - fit_started) / max(
-        progress, 1e-3
-    )  # set-up, then the fit at this pace
+    # set-up, then the fit at this pace
+    attempt_time = setup_time + (now - fit_started) / max(progress, 1e-3)
     spent = now - session_started
     if spent + attempt_time > settings.time_budget * attempt_time:
         return (

@@ -23,9 +23,8 @@ class PolicyState:
 
     actions: list[dict[str, Any]] = field(default_factory=list)
     gave_up: list[str] = field(default_factory=list)  # codes nothing more will be tried for
-    last_acted: dict[str, int] = field(
-        default_factory=dict
-    )  # code -> step of the last action on it
+    # code -> step of the last action on it
+    last_acted: dict[str, int] = field(default_factory=dict)
     lr_scale: float = 1.0  # product of this attempt's online LR factors (a restart keeps it)
     lr_peak: float = 0.0  # the highest LR since the last action (restore_lr goes back to it)
     clip_turned_on: bool = False  # clipping is the loop's setting: not in any state dict

@@ -32,7 +32,6 @@ def test_data_pipeline_bench_quick_prints_a_ratio_per_row(tmp_path):
             float(v) for v in re.findall(r"([\d.]+) s \|\s+([\d.]+) s \|\s+([\d.]+)x", row)[0]
         )
         assert fast > 0 and classic > 0 and ratio > 0
-        assert (
-            abs(classic / ratio - fast) <= 0.0006 + 0.05 * fast
-        )  # the ratio is of the printed times
+        # the ratio is of the printed times
+        assert abs(classic / ratio - fast) <= 0.0006 + 0.05 * fast
     assert list(tmp_path.iterdir()) == []  # the synthetic files were cleaned up

@@ -64,9 +64,8 @@ def test_overhead_quick_times_every_loop_on_both_workloads(tmp_path):
             "cnn/synthetic28",
             loop,
         ) not in loops  # the MLP's breakdown
-    hand = [
-        r for r in rows if r[1] == "hand loop"
-    ]  # a hand loop beside its hand-loop partner: the A/A check
+    # a hand loop beside its hand-loop partner: the A/A check
+    hand = [r for r in rows if r[1] == "hand loop"]
     assert len(hand) == 2 and all(float(r[3]) > 0 for r in hand)
     assert "(2) >= 0.98" in proc.stdout and "(3) ahead of" in proc.stdout
     assert out.read_text().count("| mlp/digits |") >= 5  # the markdown file holds the same table
@@ -103,9 +102,8 @@ def test_lockstep_runs_the_partners_step_before_fetching_each_batch_and_times_bo
         "fetch 2",
         "step 2",
     ]
-    assert (
-        calls.count("partner") == 5 and calls[-1] == "step 1"
-    )  # no partner step after the last batch
+    # no partner step after the last batch
+    assert calls.count("partner") == 5 and calls[-1] == "step 1"
     assert len(batches.own_cpu) == len(batches.partner_cpu) == 5
     rates = batches.rates(warmup=1, steps=4)
     assert set(rates) == {"wall", "cpu", "partner_wall", "partner_cpu"} and all(
@@ -145,13 +143,11 @@ def test_time_to_accuracy_quick_times_the_dry_run_and_a_training_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r for r in _rows(proc.stdout)}
     dry = rows["start-up only (trainer.max_epochs=0)"]
-    assert (
-        float(dry[1]) > 0 and dry[6] == "0 (0)"
-    )  # the dry run built, tested and exited without a step
+    # the dry run built, tested and exited without a step
+    assert float(dry[1]) > 0 and dry[6] == "0 (0)"
     default = rows["mlp/digits (the default run)"]
-    assert (
-        0 < float(default[1]) <= float(default[2]) <= float(default[3])
-    )  # start-up <= trained <= exit
+    # start-up <= trained <= exit
+    assert 0 < float(default[1]) <= float(default[2]) <= float(default[3])
     assert 0.0 <= float(default[5]) <= 1.0 and default[6].startswith("1 (")
     assert any(name.startswith("floor:") for name in rows)
     assert "start-up (to the first step)" in proc.stdout
@@ -180,9 +176,8 @@ def test_holdout_quick_checks_a_fault_and_a_healthy_run_with_and_without_the_aut
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r for r in _rows(out.read_text()) if r[0] != "case"}
     assert set(rows) == {"adam_lr1", "seed1"}, out.read_text()
-    assert (
-        rows["adam_lr1"][5] == "found" and "LOSS_EXPLOSION" in rows["adam_lr1"][2]
-    )  # Adam at lr 1 blows up
+    # Adam at lr 1 blows up
+    assert rows["adam_lr1"][5] == "found" and "LOSS_EXPLOSION" in rows["adam_lr1"][2]
     assert "rollback(LOSS_EXPLOSION)" in rows["adam_lr1"][7]
     assert (
         rows["seed1"][5] == "clean" and rows["seed1"][7] == "-" and rows["seed1"][8] == "left alone"

@@ -159,9 +159,8 @@ def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(tmp_path):
     logs = list(run.glob("*.log"))
     assert len(logs) == 1
     log_text = logs[0].read_text()
-    assert (
-        log_text.count("epoch   1/1") == 1 and log_text.count("test accuracy") == 1
-    )  # rank 0 alone writes it
+    # rank 0 alone writes it
+    assert log_text.count("epoch   1/1") == 1 and log_text.count("test accuracy") == 1
     events = jsonl(run / "events.jsonl")
     assert [e["kind"] for e in events if e["kind"] in ("fit_start", "fit_end")] == [
         "fit_start",
@@ -250,9 +249,8 @@ def test_ddp_strategy_without_torchrun_is_world_size_one(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep_of_ddp_jobs(tmp_path):
     """Each job of the sweep is a submitit job of 2 tasks: the SLURM path (ranks from submitit, no torchrun)."""
-    pytest.importorskip(
-        "hydra_plugins.hydra_submitit_launcher"
-    )  # an optional plugin (the sweep extra)
+    # an optional plugin (the sweep extra)
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     res = run_cli(
         [
             "-m",
@@ -322,9 +320,8 @@ def _rank_zero_decides(rank: int, port: int, out: str) -> None:
         is_rank_zero=rank == 0,
     )
     snapshot = Snapshot.take(state)
-    gen = torch.Generator().manual_seed(
-        100 + rank
-    )  # each rank trains on different data: states diverge
+    # each rank trains on different data: states diverge
+    gen = torch.Generator().manual_seed(100 + rank)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         opt.zero_grad()
@@ -378,12 +375,10 @@ def test_a_decision_on_rank_zero_is_applied_on_every_rank(tmp_path):
         "initial_lr"
     ] == pytest.approx(1e-4)
     assert r0["clip"] == r1["clip"] == 1.0
-    assert (
-        r0["after_decision"] == r1["after_decision"] == r0["snapshot"]
-    )  # both rolled back to rank 0's snapshot
-    assert (
-        r0["after_step"] == r1["after_step"]
-    )  # same optimizer moments too: the next step agrees bit for bit
+    # both rolled back to rank 0's snapshot
+    assert r0["after_decision"] == r1["after_decision"] == r0["snapshot"]
+    # same optimizer moments too: the next step agrees bit for bit
+    assert r0["after_step"] == r1["after_step"]
 
 
 def test_strategy_and_torchrun_misuse_are_user_errors(monkeypatch):
@@ -445,9 +440,8 @@ def test_ddp_autotrainer_rollback_and_lr_cut_are_the_same_on_every_rank(tmp_path
     )
     lrs = LR_BY_RANK.search(res.stdout)
     assert lrs, res.stdout
-    final_lr = [a for a in actions if a["action"] != "give_up"][-1][
-        "lr_after"
-    ]  # scheduler=none: the last cut
+    # scheduler=none: the last cut
+    final_lr = [a for a in actions if a["action"] != "give_up"][-1]["lr_after"]
     assert float(lrs.group(1)) == float(lrs.group(2)) == pytest.approx(final_lr, rel=1e-5)
     assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(final_lr)
     assert all(bool(torch.isfinite(w).all()) for w in ckpt["model"].values())
@@ -477,9 +471,8 @@ def test_ddp_autotrainer_guided_restart_runs_the_same_attempt_on_every_rank(tmp_
         "model.batchnorm": True,
     }
     assert [a["dir"] for a in report["autotrainer"]["attempts"]] == [".", "attempt-1"]
-    assert (
-        res.stdout.count("autotrainer: attempt-1 in ") == 1
-    )  # rank 0 alone writes attempt-1/.hydra and says so
+    # rank 0 alone writes attempt-1/.hydra and says so
+    assert res.stdout.count("autotrainer: attempt-1 in ") == 1
     cfg = OmegaConf.load(run / "attempt-1" / ".hydra" / "config.yaml")
     assert (cfg.model.activation, cfg.model.init, cfg.model.batchnorm) == ("relu", "he", True)
     # both attempts end in sync; attempt-1's weights are those of the changed model (BatchNorm buffers)
@@ -509,9 +502,8 @@ def test_ddp_stop_decision_holds_on_every_rank_and_is_said_once(tmp_path):
     sums = CHECKSUM.search(res.stdout)
     assert sums and sums.group(1) == sums.group(2), res.stdout
     run = next((tmp_path / "runs").iterdir())
-    assert (
-        len(jsonl(run / "train_diagnostics.jsonl")) == 1
-    )  # stopped in the first epoch on both ranks
+    # stopped in the first epoch on both ranks
+    assert len(jsonl(run / "train_diagnostics.jsonl")) == 1
 
 
 def _children(pid: int) -> list[int]:
@@ -575,15 +567,13 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
         rank1 = _worker_with_rank(proc.pid, 1)
         assert rank1 is not None
         os.kill(rank1, signal.SIGTERM)
-        out, _ = proc.communicate(
-            timeout=90
-        )  # a timeout here: rank 0 waits in an all-reduce for the stopped rank
+        # a timeout here: rank 0 waits in an all-reduce for the stopped rank
+        out, _ = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert out.count("interrupted by SIGTERM at step") == 1, out[
-        -3000:
-    ]  # rank 0 says it, with where it saved
+    # rank 0 says it, with where it saved
+    assert out.count("interrupted by SIGTERM at step") == 1, out[-3000:]
     assert "checkpoints/last.pt" in out.split("interrupted by SIGTERM at step")[1].splitlines()[0]
     report = json.loads((run / "report.json").read_text())
     assert report["interrupted"] == "SIGTERM"

@@ -70,9 +70,8 @@ def test_experiment_trains_for_a_few_steps_on_tiny_data(tmp_path, name):
         "diag=off",
     ]
     if "resnet18" in name:
-        overrides.append(
-            "model.width=8"
-        )  # the recipe's network, narrower, so CPU steps take seconds
+        # the recipe's network, narrower, so CPU steps take seconds
+        overrides.append("model.width=8")
     cfg = compose_cfg(overrides, tmp_path)
     run(cfg, tmp_path / "run")
     report = json.loads((tmp_path / "run" / "report.json").read_text())

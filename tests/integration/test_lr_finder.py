@@ -94,9 +94,8 @@ def test_seed_api_fallback_with_fewer_than_ten_points_and_method_aliases():
 
 
 def test_smoothing_is_bias_corrected_and_valley_finds_the_longest_descent():
-    assert smooth_losses([5.0, 5.0, 5.0], 0.98) == pytest.approx(
-        [5.0, 5.0, 5.0]
-    )  # no pull towards zero
+    # no pull towards zero
+    assert smooth_losses([5.0, 5.0, 5.0], 0.98) == pytest.approx([5.0, 5.0, 5.0])
     losses = np.array([3, 2.9, 2.5, 2.0, 1.5, 1.0, 0.8, 0.7, 2.0, 0.5])
     # longest strictly decreasing run is 3 → 0.5 (length 9, skipping the 2.0 spike); valley sits a third in
     assert valley_index(losses) == 4

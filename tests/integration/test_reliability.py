@@ -102,9 +102,8 @@ def test_sigkill_mid_epoch_then_same_command_with_resume_auto_matches_uninterrup
     rb = json.loads((run / "report.json").read_text())["metrics"]
     assert ra["test_acc"] == rb["test_acc"] and ra["steps"] == rb["steps"]
     lines = [json.loads(x) for x in (run / "train_diagnostics.jsonl").read_text().splitlines()]
-    assert [x["epoch"] for x in lines] == list(
-        range(12)
-    )  # continuous, no duplicates after the resume point
+    # continuous, no duplicates after the resume point
+    assert [x["epoch"] for x in lines] == list(range(12))
     ref_lines = [
         json.loads(x) for x in (reference / "train_diagnostics.jsonl").read_text().splitlines()
     ]

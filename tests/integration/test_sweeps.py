@@ -31,9 +31,8 @@ def check_runs(sweep: Path, n: int, optimizer: str = "Adam") -> list[Path]:
         report = json.loads((run / "report.json").read_text())
         assert report["metrics"]["epochs"] == 1
         event_files = list((run / "tb").rglob("events.out.tfevents.*"))
-        assert [f.parent for f in event_files] == [run / "tb"] * len(
-            event_files
-        )  # no stray sub-run
+        # no stray sub-run
+        assert [f.parent for f in event_files] == [run / "tb"] * len(event_files)
         reader = SummaryReader(str(run / "tb"))
         hp = dict(zip(reader.hparams["tag"], reader.hparams["value"]))
         lr = next(
@@ -87,9 +86,8 @@ def test_basic_lr_sweep_runs_summarises_and_marks_divergence(tmp_path):
 
 @pytest.mark.slow
 def test_optuna_sweep_three_trials(tmp_path):
-    pytest.importorskip(
-        "hydra_plugins.hydra_optuna_sweeper"
-    )  # an optional plugin (the sweep extra)
+    # an optional plugin (the sweep extra)
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     proc = run_cli(
         ["-m", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=3", *TINY],
         tmp_path,
@@ -115,9 +113,8 @@ def test_optuna_sweep_three_trials(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_launcher_two_parallel_jobs(tmp_path):
-    pytest.importorskip(
-        "hydra_plugins.hydra_joblib_launcher"
-    )  # an optional plugin (the sweep extra)
+    # an optional plugin (the sweep extra)
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     proc = run_cli(
         ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-3,1e-2", *TINY],
         tmp_path,

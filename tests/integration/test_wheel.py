@@ -65,8 +65,7 @@ def test_a_wheel_installed_in_a_fresh_venv_trains_from_another_directory(tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run_dir,) = (elsewhere / "outputs" / "debug" / "runs").iterdir()  # debug=fast puts runs there
     report = json.loads((run_dir / "report.json").read_text())
-    assert (
-        report["completed"] and report["metrics"]["epochs"] == 2
-    )  # the overlay ships in the wheel too
+    # the overlay ships in the wheel too
+    assert report["completed"] and report["metrics"]["epochs"] == 2
     assert (run_dir / "train.log").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
     assert "test accuracy" in proc.stdout

@@ -317,9 +317,8 @@ def test_gradient_stats_same_for_tensors_arrays_mappings_and_modules():
     reference = GradientStats.from_gradients(arrays)
     for source in (tensors, {n: p.grad for n, p in model.named_parameters()}, model):
         assert GradientStats.from_gradients(source) == reference
-    half = GradientStats.from_gradients(
-        [t.to(torch.bfloat16) for t in tensors]
-    )  # no NumPy bfloat16
+    # no NumPy bfloat16
+    half = GradientStats.from_gradients([t.to(torch.bfloat16) for t in tensors])
     assert half.norm == pytest.approx(reference.norm, rel=1e-2)
 
 
@@ -430,9 +429,8 @@ def test_dead_units_over_the_window_and_conv_channels():
     monitor = _monitor_with("fc", [alive_once] + [silent] * 3, window_size=5)
     assert monitor.summary()["fc"]["dead_fraction"] == 0.0  # all fired within the window
     monitor = _monitor_with("fc", [alive_once] + [silent] * 5, window_size=5)
-    assert monitor.summary()["fc"]["dead_fraction"] == pytest.approx(
-        0.8
-    )  # the firing batch left the window
+    # the firing batch left the window
+    assert monitor.summary()["fc"]["dead_fraction"] == pytest.approx(0.8)
 
     conv = np.abs(np.random.default_rng(0).normal(size=(4, 6, 5, 5)))
     conv[:, 1:4] = 0.0  # channels 1..3 dead
@@ -537,9 +535,8 @@ def test_check_initialization_too_small_too_large_and_biases():
 
 def test_check_initialization_in_out_layout_and_tensor_equals_array():
     rng = np.random.default_rng(0)
-    w_in_out = rng.normal(
-        0, math.sqrt(2.0 / 784), (784, 10)
-    )  # x @ W, as a NumPy MLP lays out its weights
+    # x @ W, as a NumPy MLP lays out its weights
+    w_in_out = rng.normal(0, math.sqrt(2.0 / 784), (784, 10))
     assert check_initialization([w_in_out], layout="in_out")["layers"][0]["fan_in"] == 784
     assert check_initialization([w_in_out])["layers"][0]["fan_in"] == 10
     a = check_initialization([w_in_out.T])

@@ -175,9 +175,8 @@ def test_a_model_near_chance_or_better_on_validation_is_not_overfitting():
     s.epoch_val_loss = [3.7, 1.7, 2.8, 3.7] + [2.8] * (n - 4)
     s.epoch_train_acc, s.epoch_val_acc = [0.15] * n, [0.2] * n
     assert "OVERFITTING" not in codes(s)
-    s.epoch_train_loss = list(
-        np.geomspace(1.0, 0.001, n)
-    )  # fitting, but validation accuracy is the higher
+    # fitting, but validation accuracy is the higher
+    s.epoch_train_loss = list(np.geomspace(1.0, 0.001, n))
     s.epoch_val_loss = [0.8, 0.6, 0.5] + [0.5 + 0.1 * i for i in range(1, n - 2)]
     s.epoch_train_acc, s.epoch_val_acc = [0.90] * n, [0.95] * n
     assert "OVERFITTING" not in codes(s)
@@ -261,10 +260,11 @@ def test_concat_joins_segments_and_keeps_layers_aligned_with_their_steps():
     )
     c = RunSeries.concat([a, b])
     assert c.step == [10, 20, 30] and c.loss == [2.3, 2.0, 1.5] and c.epoch_val_loss == [2.1, 1.6]
+    # the model's layer order, as the heat map shows it
     assert list(c.layer_grad_norm) == [
         "fc1",
         "fc2",
-    ]  # the model's layer order, as the heat map shows it
+    ]
     assert c.layer_grad_norm == {"fc1": [1.0, 1.1, 3.1], "fc2": [2.0, 2.1, 3.0]}
     dead = c.layer_dead_fraction["act1"]
     assert (
@@ -356,6 +356,7 @@ def test_long_runs_are_diagnosed_at_most_once_per_gap_share_of_the_steps_so_far(
         state.step = step
         hook._diagnose(state, "step")
         ran.append(hook._diagnosed_at["step"] == step)
+    # after 1000: 2% of 1020 is 20.4, etc.
     assert ran == [
         True,
         True,
@@ -365,7 +366,7 @@ def test_long_runs_are_diagnosed_at_most_once_per_gap_share_of_the_steps_so_far(
         False,
         True,
         False,
-    ]  # after 1000: 2% of 1020 is 20.4, etc.
+    ]
     hook._diagnose(state, "epoch")  # an epoch end brings new evidence: its own clock
     assert hook._diagnosed_at["epoch"] == 1041
     state.issues = None
@@ -377,9 +378,8 @@ def test_series_to_dict_equals_asdict_is_a_copy_and_loads_with_weights_only(tmp_
     import json
     from dataclasses import asdict
 
-    s = RunSeries(
-        **json.loads(json.dumps(asdict(healthy()), default=float))
-    )  # host floats, as a live run has
+    # host floats, as a live run has
+    s = RunSeries(**json.loads(json.dumps(asdict(healthy()), default=float)))
     s.init_scale_ratio = {"fc1": 1.1}
     d = s.to_dict()
     assert d == asdict(s)
@@ -434,9 +434,8 @@ def test_summary_heat_map_draws_a_zero_gradient_black_not_blank_like_a_missing_s
         rgb = mpimg.imread(plot_summary(series, tmp_path / f"summary_{value}.png"))[..., :3]
         return int((rgb.sum(axis=-1) == 0).sum())
 
-    assert (
-        black_pixels(0.0) > black_pixels(None) + 1000
-    )  # one cell of the heat map, at least 1000 pixels
+    # one cell of the heat map, at least 1000 pixels
+    assert black_pixels(0.0) > black_pixels(None) + 1000
 
 
 def _at_chance(s: RunSeries) -> RunSeries:

@@ -33,9 +33,8 @@ def test_hook_states_are_keyed_by_name_and_survive_a_hook_added_or_removed(caplo
     state = saved.state_dict()
     assert state == {"a": {"n": 3}, "gone": {"n": 7}, "b": {"n": 5}}
 
-    resumed = HookList(
-        {"new": Counter(), "b": Counter(), "a": Counter()}
-    )  # reordered, one added, one removed
+    # reordered, one added, one removed
+    resumed = HookList({"new": Counter(), "b": Counter(), "a": Counter()})
     with caplog.at_level(logging.WARNING, logger="diag"):
         resumed.load_state_dict(state)
     assert (resumed.named["a"].n, resumed.named["b"].n, resumed.named["new"].n) == (3, 5, 0)

@@ -189,9 +189,8 @@ def test_a_bad_init_restarts_at_a_warning_as_the_policy_table_says() -> None:
             "BAD_INITIALIZATION": {"changes": {"model": {"init_scale": 1.0}}},
         },
     )
-    drive(
-        policy, state, "BAD_INITIALIZATION", 20, severity="warning"
-    )  # without min_severity: critical only
+    # without min_severity: critical only
+    drive(policy, state, "BAD_INITIALIZATION", 20, severity="warning")
     assert policy.actions == [] and policy.restart_request is None
 
 
@@ -213,9 +212,8 @@ def test_regularize_raises_weight_decay_and_dropout_in_place() -> None:
     (action,) = policy.actions
     assert action["action"] == "regularize" and action["code"] == "OVERFITTING"
     assert [g["weight_decay"] for g in state.optimizer.param_groups] == [1e-2, 1e-2]
-    assert (
-        model[2].p == 0.5 and state.optimizer.param_groups[0]["lr"] == 1e-3
-    )  # the LR is left alone
+    # the LR is left alone
+    assert model[2].p == 0.5 and state.optimizer.param_groups[0]["lr"] == 1e-3
     assert action["changes"] == {"optimizer.weight_decay": 1e-2, "model.dropout": 0.5}
 
     policy, state = policy_state()
@@ -255,9 +253,8 @@ def test_a_checkpoint_carries_the_repairs_that_live_outside_model_and_optimizer(
     ] and state.loop.clip_max_norm == 1.0
     torch.save(policy.state_dict(), tmp_path / "hooks.pt")
 
-    resumed, fresh = (
-        policy_state()
-    )  # a new process: config-built model (dropout 0.1), loop without clipping
+    # a new process: config-built model (dropout 0.1), loop without clipping
+    resumed, fresh = policy_state()
     fresh.model = torch.nn.Sequential(
         torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(8, 2)
     )
@@ -296,9 +293,8 @@ def test_built_as_the_train_task_builds_it() -> None:
         and policy.diagnostics is diagnostics
     )
     assert OmegaConf.is_config(policy.cfg.model) and policy.cfg.optimizer.lr == cfg.optimizer.lr
-    assert (
-        policy.settings.online["SLOW_CONVERGENCE"].max_factor == 1e5
-    )  # the YAML's value, the only default
+    # the YAML's value, the only default
+    assert policy.settings.online["SLOW_CONVERGENCE"].max_factor == 1e5
 
 
 def test_fit_without_the_diagnostics_hook_is_a_user_error() -> None:
@@ -445,9 +441,8 @@ def test_run_that_ends_overfitting_is_tested_with_its_best_validation_weights(
     )
     m = report["metrics"]
     assert restore["best_val_loss"] == pytest.approx(m["best_val_loss"], rel=1e-9)
-    assert m["final_val_loss"] == pytest.approx(
-        m["best_val_loss"], rel=1e-9
-    )  # the final val metrics: weights tested
+    # the final val metrics: weights tested
+    assert m["final_val_loss"] == pytest.approx(m["best_val_loss"], rel=1e-9)
     # best.pt (saved by the checkpoint hook on the best val loss) holds the same weights: evaluate them again
     from hydra.utils import instantiate
 
@@ -498,9 +493,8 @@ def test_exploding_lr_is_rolled_back_and_ends_finite_and_accurate(tmp_path: Path
     assert math.isfinite(report["metrics"]["final_train_loss"])
     assert "## AutoTrainer" in (out / "report.md").read_text()
     tb = SummaryReader(str(out / "tb"))
-    markers = tb.scalars[
-        tb.scalars.tag == "x_autotrainer/lr_factor"
-    ]  # the LR factor each action applied
+    # the LR factor each action applied
+    markers = tb.scalars[tb.scalars.tag == "x_autotrainer/lr_factor"]
     assert markers.step.tolist()[0] == first["step"]
     assert markers.value.tolist()[0] == pytest.approx(
         first["lr_after"] / first["lr_before"], rel=1e-4
@@ -527,9 +521,8 @@ def test_a_resumed_run_keeps_its_actions_and_its_clipping(tmp_path: Path, caplog
     actions = report["autotrainer"]["actions"]
     assert actions[0]["step"] == first["step"] and actions[0]["action"] == "rollback"
     assert actions[0]["outcome"] != "applied"  # judged at the end of the resumed run
-    assert (
-        report["metrics"]["steps"] == 80 and report["metrics"]["test_acc"] > 0.9
-    )  # 20 steps per epoch
+    # 20 steps per epoch
+    assert report["metrics"]["steps"] == 80 and report["metrics"]["test_acc"] > 0.9
     assert f"step {first['step']}: {first['code']} → rollback" in (out / "report.md").read_text()
 
 
@@ -537,9 +530,8 @@ def test_a_resumed_run_keeps_its_actions_and_its_clipping(tmp_path: Path, caplog
 def test_diag_analyze_says_what_the_autotrainer_already_changed(tmp_path: Path, capsys) -> None:
     from diag.analyze import main as analyze
 
-    out = (
-        tmp_path / "run"
-    )  # the real CLI: Hydra writes .hydra/config.yaml, where analyze learns the 10 classes
+    # the real CLI: Hydra writes .hydra/config.yaml, where analyze learns the 10 classes
+    out = tmp_path / "run"
     run_cli(
         ["autotrainer=default", "optimizer=sgd", "optimizer.lr=20", "trainer.max_epochs=2"],
         tmp_path,
@@ -551,9 +543,8 @@ def test_diag_analyze_says_what_the_autotrainer_already_changed(tmp_path: Path, 
     diagnosis, tail = text.split("DIAGNOSIS:")[1].split(
         "AUTOTRAINER (what it already changed in this run)"
     )
-    assert (
-        f"the AutoTrainer treated it at step {action['step']} (rollback)" in diagnosis
-    )  # under LOSS_EXPLOSION
+    # under LOSS_EXPLOSION
+    assert f"the AutoTrainer treated it at step {action['step']} (rollback)" in diagnosis
     # every finding already there when it acted (e.g. NONFINITE_GRADIENTS beside the explosion) says so
     lines = diagnosis.splitlines()
     found = [
@@ -589,9 +580,8 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
     said = [r.getMessage() for r in caplog.records]
     stopped = [m for m in said if m.startswith("attempt stopped for a guided restart")]
     assert len(stopped) == 1 and f"its files are in {out}" in stopped[0], said
-    assert (
-        sum("test accuracy" in m and "best val loss" in m for m in said) == 1
-    )  # one final block: attempt-1's
+    # one final block: attempt-1's
+    assert sum("test accuracy" in m and "best val loss" in m for m in said) == 1
     report = read(out / "report.json")
     restart = next(a for a in report["autotrainer"]["actions"] if a["action"] == "restart")
     assert restart["code"] in ("VANISHING_GRADIENTS", "SATURATED_ACTIVATIONS")
@@ -630,9 +620,8 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
     ] == "attempt-1"
     assert attempts[0]["changes"] == {} and attempts[1]["changes"] == restart["changes"]
     assert attempts[0]["stopped_for"] == restart["code"] and attempts[1]["stopped_for"] is None
-    assert (
-        report["autotrainer"]["attempts"][0]["steps"] < inner["metrics"]["steps"]
-    )  # attempt 0 stopped early
+    # attempt 0 stopped early
+    assert report["autotrainer"]["attempts"][0]["steps"] < inner["metrics"]["steps"]
     assert report["metrics"]["test_acc"] > 0.9
     assert events(out, "autotrainer")[0]["action"] == "restart"
     assert "fit_end" in {

@@ -159,9 +159,8 @@ def test_validation_is_never_augmented(tmp_path, name, loader_kind):
     for split in ("val", "test"):
         first, second = collect(aug.loader(split)), collect(aug.loader(split))
         assert torch.equal(first[0], second[0])  # the same batch read twice is identical
-        assert torch.equal(
-            first[0], collect(plain.loader(split))[0]
-        )  # and equals the unaugmented data
+        # and equals the unaugmented data
+        assert torch.equal(first[0], collect(plain.loader(split))[0])
     torch.manual_seed(0)  # the classic path's transforms draw from torch's global RNG
     x_aug, y_aug = collect(aug.loader("train", generator=torch.Generator().manual_seed(1)))
     x_plain, y_plain = collect(plain.loader("train", generator=torch.Generator().manual_seed(1)))
@@ -391,9 +390,8 @@ def test_check_data_reports_and_writes_sample_grids(tmp_path):
     assert report["sizes"] == {"train": 90, "val": 10, "test": 30}
     assert sum(report["class_counts"]["test"]) == 30
     assert report["transforms_differ"] is True and report["val_repeatable"] is True
-    assert (
-        abs(report["pixel_mean"]["val"][0]) < 1.0
-    )  # random pixels normalised with CIFAR's statistics
+    # random pixels normalised with CIFAR's statistics
+    assert abs(report["pixel_mean"]["val"][0]) < 1.0
     from PIL import Image
 
     with Image.open(out / "samples.png") as png:

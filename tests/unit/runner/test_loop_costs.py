@@ -70,12 +70,13 @@ def test_tensorboard_intervals_are_on_disk_once_handed_to_the_writer(tmp_path):
         state.loss, state.grad_norm = torch.tensor(float(k)), torch.tensor(1.0)
         hook.on_train_batch_end(state)
     try:
+        # the writer is still open
         assert [s for s, _ in _scalars(tmp_path)["train/loss"]] == [
             5,
             10,
             15,
             20,
-        ]  # the writer is still open
+        ]
     finally:
         state.writer.close()
 
@@ -171,7 +172,6 @@ def test_buffered_train_loss_and_accuracy_are_the_epochs_exact_figures(monkeypat
     acc = (logits.argmax(1) == y).sum().item() / len(y)
     assert state.metrics["train/loss"] == pytest.approx(loss, rel=1e-5)
     assert state.metrics["train/acc"] == pytest.approx(acc, abs=1e-9)
-    assert [h["train/acc"] for h in state.history] == pytest.approx(
-        [acc, acc], abs=1e-9
-    )  # epoch 2 starts afresh
+    # epoch 2 starts afresh
+    assert [h["train/acc"] for h in state.history] == pytest.approx([acc, acc], abs=1e-9)
     assert 0.1 < acc < 0.9  # a value that a wrong count would change

@@ -1,7 +1,9 @@
-"""What TensorBoard's Text and Images tabs show of a finished run.
+"""A run's TensorBoard files: the writer, and what the Text and Images tabs show at the end.
 
-The report, the command and the resolved config as text; the summary figure, the LR finder's plot
-and a grid of training inputs with their labels as images. Written once, at the end of the run.
+The AutoTrainer's restarts (``attempt-N/``) continue the step axis of the attempts before them, so
+their curves follow on instead of starting again at 0. At the end: the report, the command and the
+resolved config as text; the summary figure, the LR finder's plot and a grid of training inputs with
+their labels as images.
 """
 
 from __future__ import annotations
@@ -15,6 +17,36 @@ from omegaconf import DictConfig, OmegaConf
 SAMPLES = 16  # input images in the grid
 
 
+class _ShiftedSteps:
+    """A file writer whose events land ``offset`` steps later (everything else passes through)."""
+
+    def __init__(self, inner: Any, offset: int) -> None:
+        self._inner, self._offset = inner, offset
+
+    def add_summary(
+        self, summary: Any, global_step: int | None = None, walltime: float | None = None
+    ) -> None:
+        step = None if global_step is None else global_step + self._offset
+        self._inner.add_summary(summary, step, walltime)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def open_writer(tb_dir: Path, step: int, step_offset: int = 0) -> Any:
+    """A ``SummaryWriter`` for ``tb_dir`` whose steps start after ``step_offset`` (a restart's earlier
+    attempts); resuming at ``step`` drops events a killed run wrote past its checkpoint."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    class RunWriter(SummaryWriter):
+        def _get_file_writer(self) -> Any:
+            inner = super()._get_file_writer()
+            return _ShiftedSteps(inner, step_offset) if step_offset else inner
+
+    purge = step_offset + step + 1 if step else None
+    return RunWriter(str(tb_dir), purge_step=purge)
+
+
 def log_run_media(
     writer: Any, run_dir: Path, cfg: DictConfig, report: dict[str, Any], batch: Any, step: int
 ) -> None:
@@ -25,9 +57,8 @@ def log_run_media(
     if report.get("command"):
         writer.add_text("run/command", f"`{report['command']}`", step)
     config = OmegaConf.to_yaml(cfg, resolve=True)
-    writer.add_text(
-        "run/config", "    " + config.replace("\n", "\n    "), step
-    )  # markdown code block
+    # markdown code block
+    writer.add_text("run/config", "    " + config.replace("\n", "\n    "), step)
     for name in ("summary", "lr_find"):
         png = run_dir / f"{name}.png"
         if png.is_file():
