@@ -627,6 +627,13 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
     assert "fit_end" in {
         e["kind"] for e in map(json.loads, (attempt / "events.jsonl").read_text().splitlines())
     }
+    # TensorBoard: attempt-1's curves continue attempt 0's step axis, and it says what it changed
+    first, second = SummaryReader(str(out / "tb")), SummaryReader(str(attempt / "tb"))
+    stopped_at = attempts[0]["steps"]
+    assert first.scalars[first.scalars.tag == "train/loss"].step.max() <= stopped_at
+    assert second.scalars[second.scalars.tag == "train/loss"].step.min() > stopped_at
+    note = second.text[second.text.tag == "x_autotrainer/attempts"].value.tolist()
+    assert note == ["attempt-1: model.activation=relu, model.init=he, model.batchnorm=True"]
 
 
 @pytest.mark.slow
