@@ -43,6 +43,8 @@ class SweepRun:
     test_acc: float | None = None
     epochs: int | None = None
     diverged: bool = False
+    # a run the diagnosis stopped early (events.jsonl "stopped"): code, step, steps saved of max_steps
+    stopped: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -110,7 +112,47 @@ def read_run(run_dir: Path) -> SweepRun:
         for k in ("final_train_loss", "best_val_loss", "final_val_loss", "test_loss")
     )
     run.diverged = (ran and nonfinite) or any(c in BLOWUP_CODES for c in run.codes)
+    run.stopped = _stopped(run_dir)
     return run
+
+
+def _stopped(run_dir: Path) -> dict[str, Any] | None:
+    """The last "stopped" event of the run's events.jsonl (a run ended early by its diagnosis)."""
+    events = run_dir / "events.jsonl"
+    if not events.is_file():
+        return None
+    found = None
+    for line in events.read_text(encoding="utf-8", errors="replace").splitlines():
+        if '"stopped"' not in line:
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and event.get("kind") == "stopped":
+            found = {k: event.get(k) for k in ("code", "step", "saved_steps", "max_steps")}
+    return found
+
+
+def compute_saved(runs: list[SweepRun]) -> tuple[int, int]:
+    """Steps the stopped runs did not train, and the sweep's planned steps (every run as long as the
+    longest stopped one planned: the runs of an LR sweep share their length)."""
+    stopped = [r.stopped for r in runs if r.stopped]
+    saved = sum(int(s.get("saved_steps") or 0) for s in stopped)
+    per_run = max((int(s.get("max_steps") or 0) for s in stopped), default=0)
+    return saved, per_run * len(runs)
+
+
+def _stopped_line(runs: list[SweepRun]) -> str | None:
+    stopped = [r for r in runs if r.stopped]
+    if not stopped:
+        return None
+    saved, planned = compute_saved(runs)
+    each = ", ".join(
+        f"{r.name} ({r.stopped['code']} at step {r.stopped['step']})" for r in stopped if r.stopped
+    )
+    share = f" ({saved / planned:.0%} of the sweep's steps)" if planned else ""
+    return f"stopped early by stop_on: {each}; {saved} steps not trained{share}"
 
 
 def _lr_from_config(run_dir: Path, report: dict[str, Any]) -> float | None:
@@ -162,7 +204,9 @@ def summarize(sweep_dir: str | Path, write: bool = True) -> dict[str, Any]:
         if len(runs) > 1
         else []
     )
-    candidates = [r for r in runs if r.best_val_loss is not None and not r.diverged]
+    candidates = [
+        r for r in runs if r.best_val_loss is not None and not r.diverged and not r.stopped
+    ]
     # every candidate has a best_val_loss: the inf is never used
     best = (
         min(candidates, key=lambda r: math.inf if r.best_val_loss is None else r.best_val_loss)
@@ -201,6 +245,8 @@ def _rows(runs: list[SweepRun], common: list[str]) -> list[list[str]]:
     for r in runs:
         varying = " ".join(_short(o) for o in r.overrides if o not in common) or "(none)"
         status = "diverged" if r.diverged else r.status
+        if r.stopped:
+            status = f"stopped at step {r.stopped['step']} ({r.stopped['code']})"
         rows.append(
             [
                 r.name,
@@ -265,6 +311,9 @@ def render_text(summary: dict[str, Any]) -> str:
     failed = [r.name for r in runs if r.status == "failed"]
     if diverged:
         lines.append("diverged: " + ", ".join(diverged))
+    stopped = _stopped_line(runs)
+    if stopped:
+        lines.append(stopped)
     if failed:
         lines.append("failed (no report.json): " + ", ".join(failed))
     if summary.get("optuna"):
@@ -295,6 +344,9 @@ def render_markdown(summary: dict[str, Any], runs: list[SweepRun], best: SweepRu
     diverged = [r.name for r in runs if r.diverged]
     if diverged:
         lines += ["Diverged: " + ", ".join(diverged) + " (marked ✕ in the plot).", ""]
+    stopped = _stopped_line(runs)
+    if stopped:
+        lines += [stopped[0].upper() + stopped[1:] + ".", ""]
     if summary.get("optuna"):
         lines += [
             f"Optuna: best params `{summary['optuna']['best_params']}`, best value "
@@ -325,7 +377,11 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
     xs: list[float] = [r.lr if by_lr and r.lr is not None else i for i, r in enumerate(runs)]
     # sorted by x alone: runs with the same LR must not be compared with each other
     ok = sorted(
-        ((x, r) for x, r in zip(xs, runs) if r.best_val_loss is not None and not r.diverged),
+        (
+            (x, r)
+            for x, r in zip(xs, runs)
+            if r.best_val_loss is not None and not r.diverged and not r.stopped
+        ),
         key=lambda pair: pair[0],
     )
     if ok:
@@ -353,10 +409,10 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
     values = [
         v for _, r in ok for v in (r.best_val_loss, r.final_val_loss) if v is not None and v > 0
     ]
-    bad = [(x, r) for x, r in zip(xs, runs) if r.diverged or r.status == "failed"]
+    bad = [(x, r) for x, r in zip(xs, runs) if r.diverged or r.status == "failed" or r.stopped]
     for x, r in bad:
         band.plot([x], [0.5], "x", color="tab:red", markersize=11, markeredgewidth=2.5)
-        what = "failed" if r.status == "failed" else "diverged"
+        what = "failed" if r.status == "failed" else "diverged" if r.diverged else "stopped"
         right = x == max(xs)  # at the right edge: the label goes to the left of the marker
         band.annotate(
             f"run {r.name} {what}",
@@ -369,7 +425,9 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
         )
     band.set_ylim(0, 1)
     band.set_yticks([])
-    band.set_ylabel("diverged\nor failed", fontsize=8, rotation=0, ha="right", va="center")
+    band.set_ylabel(
+        "diverged,\nstopped\nor failed", fontsize=8, rotation=0, ha="right", va="center"
+    )
     if not bad:
         band.text(
             0.5,

@@ -130,7 +130,10 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
     # an AutoTrainer that stopped this attempt for a guided restart: its numbers are not the run's result
     print_summary(report, run_dir, getattr(session, "restart_request", None))
     best = trainer.best_val_loss
-    objective = best if math.isfinite(best) else float(cfg.get("objective_penalty", 1e3))
+    stopper = r.hooks.named.get("stop_on")
+    stopped_sick = getattr(stopper, "stopped", None) is not None  # stop_on ended it: a failed trial
+    penalty = float(cfg.get("objective_penalty", 1e3))
+    objective = best if math.isfinite(best) and not stopped_sick else penalty
     return TrainResult(objective=objective, run_dir=run_dir, state=state)
 
 
@@ -260,6 +263,8 @@ def build_hooks(cfg: DictConfig, session: Any = None) -> HookList:
         runtime: dict[str, Any] = {}
         if name == "autotrainer":
             runtime = {"session": session, "cfg": cfg, "diagnostics": named.get("diagnostics")}
+        elif name == "stop_on":  # the AutoTrainer, when there is one, gets its chance first
+            runtime = {"autotrainer": "autotrainer" in named}
         hook = instantiate(spec, **runtime)
         if not isinstance(hook, Hook):
             raise UserError(

@@ -201,6 +201,9 @@ def config_errors(cfg: DictConfig) -> list[str]:
     if not (lr == "auto" or (_is_number(lr) and lr > 0)):
         allowed = "a positive number such as 1e-3, or 'auto' to run the LR finder first"
         errors.append(str(_fail("optimizer.lr", lr, allowed)))
+    stop_on = _get(cfg, "stop_on")
+    if stop_on is not None and stop_on not in ("warning", "critical"):
+        errors.append(str(_fail("stop_on", stop_on, "warning, critical, or null (never stop)")))
     monitor = _get(cfg, "scheduler.monitor")
     if monitor is not None and monitor not in MONITORABLE:
         errors.append(str(_fail("scheduler.monitor", monitor, f"one of {', '.join(MONITORABLE)}")))

@@ -138,3 +138,26 @@ def test_diag_sweep_on_a_missing_directory_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = run_cli(["sweep", str(tmp_path / "empty")], tmp_path, module="diag")
     assert proc.returncode == 2 and "no run directories" in proc.stderr
+
+
+def test_stop_on_ends_a_sick_trial_early_and_the_summary_says_what_it_saved(tmp_path):
+    proc = run_cli(
+        ["-m", "optimizer=sgd", "optimizer.lr=0.1,20", "stop_on=critical", "trainer.max_epochs=4"],
+        tmp_path,
+        env=SINGLE_THREAD,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_sweep_dir(tmp_path)
+    healthy, sick = (json.loads((sweep / job / "report.json").read_text()) for job in ("0", "1"))
+    assert not healthy["stopped"] and healthy["metrics"]["epochs"] == 4
+    assert sick["stopped"] and sick["stop_reason"].startswith("stop_on=critical: ")
+    assert sick["metrics"]["steps"] < healthy["metrics"]["steps"]
+    (event,) = [
+        e
+        for e in map(json.loads, (sweep / "1" / "events.jsonl").read_text().splitlines())
+        if e["kind"] == "stopped"
+    ]
+    assert event["saved_steps"] == event["max_steps"] - event["step"] > 0
+    md = (sweep / "sweep.md").read_text()
+    assert f"Stopped early by stop_on: 1 ({event['code']} at step {event['step']})" in md
+    assert "best run: 0" in md

@@ -1,0 +1,85 @@
+"""When the live diagnosis ends a run: blow-ups at once, stuck runs after the grace, AutoTrainer first."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import compose_cfg
+from torch import nn
+
+from diag.hooks import FitState
+from runner.app import run
+from runner.stop_on import StopOnDiagnosis
+
+
+def _state(step: int, issues: list[dict], actions: list[dict] | None = None) -> FitState:
+    state = FitState(model=nn.Linear(2, 2), step=step, max_steps=400)
+    state.issues, state.actions = issues, list(actions or [])
+    return state
+
+
+def issue(code: str, severity: str = "critical") -> dict:
+    return {"code": code, "severity": severity, "evidence": "test", "first_step": 10}
+
+
+def test_a_blow_up_stops_at_once_and_says_what_it_saved():
+    hook = StopOnDiagnosis(level="critical")
+    state = _state(20, [issue("LOSS_EXPLOSION")])
+    hook.on_train_batch_end(state)
+    assert state.stop_training and state.stop_reason.startswith("stop_on=critical: LOSS_EXPLOSION")
+    assert hook.stopped == {
+        "code": "LOSS_EXPLOSION",
+        "severity": "critical",
+        "step": 20,
+        "max_steps": 400,
+        "saved_steps": 380,
+    }
+
+
+@pytest.mark.parametrize("step, stops", [(60, False), (100, True)])
+def test_a_stuck_run_stops_only_after_the_grace(step, stops):
+    state = _state(step, [issue("STUCK_AT_CHANCE")])
+    StopOnDiagnosis(level="critical", grace=0.25).on_epoch_end(state)
+    assert state.stop_training is stops
+
+
+def test_warnings_symptoms_and_no_level_never_stop():
+    for hook, found in [
+        (StopOnDiagnosis(level="critical"), [issue("LOSS_EXPLOSION", "warning")]),
+        (StopOnDiagnosis(level="critical"), [issue("OVERFITTING"), issue("LOSS_OSCILLATION")]),
+        (StopOnDiagnosis(level=None), [issue("LOSS_EXPLOSION")]),
+    ]:
+        state = _state(200, found)
+        hook.on_epoch_end(state)
+        assert not state.stop_training and hook.stopped is None
+
+
+def test_with_the_autotrainer_only_a_code_it_gave_up_on_stops_the_run():
+    hook = StopOnDiagnosis(level="critical", autotrainer=True)
+    state = _state(
+        50, [issue("LOSS_EXPLOSION")], [{"code": "LOSS_EXPLOSION", "action": "rollback"}]
+    )
+    hook.on_epoch_end(state)
+    assert not state.stop_training
+    state.actions.append({"code": "LOSS_EXPLOSION", "action": "give_up"})
+    hook.on_epoch_end(state)
+    assert state.stop_training
+
+
+def test_a_bad_level_is_refused():
+    with pytest.raises(ValueError, match="stop_on='fatal'"):
+        StopOnDiagnosis(level="fatal")
+
+
+@pytest.mark.slow
+def test_a_stopped_run_returns_the_sweep_penalty(tmp_path):
+    cfg = compose_cfg(
+        [
+            "optimizer=sgd",
+            "optimizer.lr=20",
+            "stop_on=critical",
+            "trainer.max_epochs=3",
+            "objective_penalty=123.0",
+        ],
+        tmp_path,
+    )
+    assert run(cfg, tmp_path / "run") == 123.0
