@@ -379,7 +379,12 @@ def _loss_plateau(s: RunSeries, min_change: float = 0.01) -> Issue | None:
     half = max(1, len(late) // 2)
     noise = float(np.std(np.diff(late))) / math.sqrt(2) if len(late) > 2 else 0.0
     allowance = 2 * 1.25 * noise * math.sqrt(2 / half) / max(np.median(late), 1e-12)
-    if progressed and late_change < min_change + allowance and still_high:
+    if (
+        progressed
+        and late_change < min_change + allowance
+        and still_high
+        and not _label_noise_floor(s)
+    ):
         return Issue(
             "LOSS_PLATEAU",
             "warning" if np.median(late) > 0.3 * start else "info",
@@ -388,6 +393,13 @@ def _loss_plateau(s: RunSeries, min_change: float = 0.01) -> Issue | None:
             f"the last third of the run (now {np.median(late):.3g})",
         )
     return None
+
+
+def _label_noise_floor(s: RunSeries, margin: float = 0.02) -> bool:
+    """Validation accuracy above training accuracy at the end: the training labels are noisier than
+    the validation labels, and the loss floor they set is the data's, not a stalled optimizer's."""
+    train, val = _finite(_arr(s.epoch_train_acc)), _finite(_arr(s.epoch_val_acc))
+    return bool(train.size and val.size and val[-1] > train[-1] + margin)
 
 
 def _stuck_at_chance(s: RunSeries) -> Issue | None:

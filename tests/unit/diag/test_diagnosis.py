@@ -529,3 +529,18 @@ def test_a_run_that_ends_still_learning_far_from_fitting_is_underfitting_but_not
     assert "still learning" in issue.evidence and issue.severity == "warning"
     s.planned_steps = 2 * s.epoch_step[-1]  # the same numbers halfway through a longer run
     assert "UNDERFITTING" not in codes(s)
+
+
+@pytest.mark.parametrize("val_acc, plateau", [(0.95, False), (0.70, True)])
+def test_a_loss_floor_set_by_noisy_training_labels_is_not_a_plateau(val_acc, plateau):
+    """Training loss flat at a high level after early progress: a stalled optimizer, unless validation
+    accuracy sits above training accuracy (the training labels are noisier: the floor is the data's)."""
+    s = healthy(n=60)
+    n = len(s.loss)
+    s.loss = [LN10 * 0.5 if i < n // 3 else 1.2 for i in range(n)]
+    s.loss[0] = s.loss[1] = s.loss[2] = LN10
+    epochs = len(s.epoch_step)
+    s.epoch_train_acc = [0.78] * epochs
+    s.epoch_val_acc = [val_acc] * epochs
+    found = {i.code for i in diagnose(s)}
+    assert ("LOSS_PLATEAU" in found) is plateau, found
