@@ -362,6 +362,7 @@ def test_autotrainer_without_diagnostics_is_a_user_error(tmp_path: Path) -> None
 
 
 # -- real runs -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_healthy_run_gets_no_action(tmp_path: Path) -> None:
     out = run_dir_of(["autotrainer=default", "trainer.max_epochs=6"], tmp_path)
     report = read(out / "report.json")

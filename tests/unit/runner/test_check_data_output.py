@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from helpers import run_cli
 
 from runner.check_data import imbalanced
@@ -15,6 +16,7 @@ def test_imbalance_is_judged_against_what_the_split_size_gives_by_chance():
     assert not imbalanced([100, 100, 100])
 
 
+@pytest.mark.slow
 def test_check_data_on_the_digits_warns_of_nothing_and_prints_no_negative_zero(tmp_path):
     proc = run_cli(["hydra.run.dir=" + str(tmp_path / "cd")], tmp_path, module="runner.check_data")
     assert proc.returncode == 0, proc.stderr
