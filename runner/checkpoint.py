@@ -90,6 +90,28 @@ def inside(run_dir: Path, name: str, key: str) -> Path:
     return target
 
 
+_ATOMS = (int, float, bool, str, bytes, type(None))
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy that shares nothing mutable with ``obj``: tensors cloned to the CPU (``to_cpu``), containers rebuilt.
+
+    Lists of plain numbers (the diagnostics' series, the history) are copied as lists rather than
+    deep-copied number by number, which is most of a checkpoint's copy when the model is small.
+    """
+    if isinstance(obj, torch.Tensor):
+        return to_cpu(obj)
+    if isinstance(obj, _ATOMS):
+        return obj
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        if all(isinstance(v, _ATOMS) for v in obj):
+            return type(obj)(obj)
+        return type(obj)(snapshot(v) for v in obj)
+    return to_cpu(obj)  # anything else: a deep copy
+
+
 def _loop(state: FitState) -> Trainer:
     """The runner's loop, which knows how to capture the whole fit (this hook only decides when)."""
     if not isinstance(state.loop, Trainer):
@@ -263,7 +285,7 @@ class CheckpointHook(Hook):
         last = last and (self.save_last or mid_epoch)
         if last:
             if payload is None:
-                payload = to_cpu(_loop(state).checkpoint_payload(state, mid_epoch))
+                payload = snapshot(_loop(state).checkpoint_payload(state, mid_epoch))
             self.writer.submit(path, payload)
             self._saved_step = state.step
             self.saved_steps.append(state.step)
@@ -299,7 +321,7 @@ class CheckpointHook(Hook):
         started = self.clock()
         if improved:
             self.best = value  # before the copy: both files record the loss they hold
-        payload = to_cpu(_loop(state).checkpoint_payload(state))  # one copy serves both files
+        payload = snapshot(_loop(state).checkpoint_payload(state))  # one copy serves both files
         if improved:
             self._best_payload = payload  # written with the next last.pt
         if save:

@@ -1,0 +1,410 @@
+"""What the user waits for: whole epochs, whole runs and start-up, side by side with a hand loop and Lightning.
+
+Per workload (the MLP and the CNN on the 8x8 digits, default settings otherwise), the epoch period --
+training, validation and everything done at the epoch's end -- of:
+
+1. ``hand loop``  a careful hand-written loop: forward, cross-entropy, ``zero_grad(set_to_none=True)``,
+   backward, step, a scheduler stepped every step, no host sync per step, and a validation pass every
+   epoch (its sums on the device, read once);
+2. ``runner, diag=off`` / ``diag=default`` / ``diag=full``: :meth:`runner.trainer.Trainer.fit` with
+   the hooks a run gets (TensorBoard, JSONL, checkpoints, the diagnostics at that level) and a real
+   SummaryWriter;
+3. ``runner, diag=off, no checkpoints``: the same without the checkpoint hook;
+4. ``lightning, no checkpoint`` / ``lightning, default checkpoint``: PyTorch Lightning's Trainer on a
+   LightningModule around the same model, optimizer and scheduler, validating every epoch, with its
+   default logger; the second with its default ``ModelCheckpoint`` (one file every epoch).
+
+Every loop is built fresh each round from the same composed config and seed (``bench/overhead.py``'s
+``compose_cfg`` and ``runner.train.build``), runs ``epochs`` epochs, and its period is the median of the
+gaps between its epochs after ``warm-up``. The variants are interleaved round by round, in an order that
+rotates; a variant's ratio is the hand loop's period that round over its own (higher is faster, 1.0 is
+the hand loop's pace); the table gives the median over rounds and the range. Torch runs one thread.
+
+Then the wall time to a target validation accuracy (0.95 on the digits) of the runner (``diag=default``,
+checkpoints on, build included) and of the hand loop, and the start-up of ``python -m runner`` until
+its first step against ``import torch`` plus one optimizer, each in a fresh process.
+
+    python bench/whole_run.py            # both workloads (about 10 minutes on 2 shared CPU cores)
+    python bench/whole_run.py --quick    # smoke test: 1 round, 3 epochs, figures not meaningful
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from overhead import compose_cfg, lightning_available, lightning_env, quiet  # bench/ is on sys.path
+from results_file import write_results
+
+from diag.hooks import FitState, Hook, HookList
+from runner.train import Run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WORKLOADS: dict[str, list[str]] = {
+    "mlp/digits": ["data=digits", "model=mlp"],
+    "cnn/digits": ["data=digits", "model=cnn"],
+}
+# (epochs per run, warm-up epochs not counted, rounds) at the default setting and with --quick
+PLAN = {"mlp/digits": (14, 2, 11), "cnn/digits": (8, 2, 9)}
+QUICK_PLAN = {"mlp/digits": (3, 1, 1), "cnn/digits": (3, 1, 1)}
+TARGET_ACC = 0.95
+HAND = "hand loop"
+RUNNER = {
+    "runner, diag=off": ("off", ()),
+    "runner, diag=default": ("default", ()),
+    "runner, diag=full": ("full", ()),
+    "runner, diag=off, no checkpoints": ("off", ("callbacks.checkpoint=null",)),
+}
+LIGHTNING = {"lightning, no checkpoint": False, "lightning, default checkpoint": True}
+TARGETS = {"mlp/digits": 0.90, "cnn/digits": 0.95}  # runner diag=default / hand loop, epoch period
+
+
+def build(workload: str, diag: str, run_dir: Path, extra: tuple[str, ...], epochs: int) -> Run:
+    """The runner's own set-up for one workload and diag level, ``epochs`` long."""
+    from runner.train import build as build_run
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = compose_cfg(
+        [*WORKLOADS[workload], f"diag={diag}", f"trainer.max_epochs={epochs}", *extra], run_dir
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        return build_run(cfg, run_dir)
+
+
+class EpochClock(Hook):
+    """Last in the hook list: the time each epoch's end-of-epoch work finished, and the val accuracy."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+        self.acc: list[float] = []
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.ends.append(time.perf_counter())
+        self.acc.append(float(state.metrics["val/acc"]))
+
+
+def run_runner(parts: Run) -> tuple[list[float], list[float]]:
+    """The runner's fit as ``runner.train.run`` drives it (SummaryWriter, fit, on_fit_end); epoch ends, accs."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    state, trainer = parts.state, parts.trainer
+    clock = EpochClock()
+    hooks = HookList({**parts.hooks.named, "_epoch_clock": clock})
+    state.writer = SummaryWriter(str(state.run_dir / "tb"))
+    try:
+        trainer.fit(state, parts.train_loader, parts.val_loader, hooks)
+        state.metrics["test/loss"], state.metrics["test/acc"] = math.nan, math.nan
+        hooks.on_fit_end(state)
+    finally:
+        state.writer.close()
+        state.events.close()
+    return clock.ends, clock.acc
+
+
+def run_hand(parts: Run, epochs: int) -> tuple[list[float], list[float]]:
+    """The careful hand loop on the built model, optimizer and loaders; a scheduler stepped every step."""
+    model, opt = parts.state.model, parts.state.optimizer
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(parts.train_loader))
+    ends, accs = [], []
+    for _ in range(epochs):
+        model.train()
+        for x, y in parts.train_loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        correct = torch.zeros((), dtype=torch.long)
+        seen = 0
+        with torch.no_grad():
+            for x, y in parts.val_loader:
+                correct += (model(x).argmax(1) == y).sum()
+                seen += len(y)
+        accs.append(correct.item() / seen)
+        ends.append(time.perf_counter())
+    return ends, accs
+
+
+def run_lightning(parts: Run, epochs: int, checkpoint: bool) -> tuple[list[float], list[float]]:
+    """Lightning's Trainer around the same model, optimizer and scheduler; validation every epoch."""
+    import pytorch_lightning as pl
+
+    class Module(pl.LightningModule):
+        def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+            super().__init__()
+            self.model, self._optimizer = model, optimizer
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = F.cross_entropy(self.model(x), y)
+            self.log("train/loss", loss)
+            return loss
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            logits = self.model(x)
+            self.log("val/loss", F.cross_entropy(logits, y))
+            self.log("val/acc", (logits.argmax(1) == y).float().mean())
+
+        def configure_optimizers(self) -> Any:
+            steps = epochs * len(parts.train_loader)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(self._optimizer, T_max=steps)
+            return {
+                "optimizer": self._optimizer,
+                "lr_scheduler": {"scheduler": sched, "interval": "step"},
+            }
+
+    class Clock(pl.Callback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+            self.acc: list[float] = []
+
+        def on_validation_epoch_end(self, trainer: Any, module: Any) -> None:
+            if not trainer.sanity_checking:
+                self.acc.append(float(trainer.callback_metrics.get("val/acc", math.nan)))
+
+        def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+            self.ends.append(time.perf_counter())
+
+    clock = Clock()
+    run_dir = parts.state.run_dir
+    assert run_dir is not None
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        enable_checkpointing=checkpoint,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+        callbacks=[clock],
+    )
+    with lightning_env():
+        trainer.fit(
+            Module(parts.state.model, parts.state.optimizer),
+            train_dataloaders=parts.train_loader,
+            val_dataloaders=parts.val_loader,
+        )
+    return clock.ends, clock.acc
+
+
+def period(ends: list[float], warmup: int) -> float:
+    """Median gap between consecutive epoch ends after ``warmup`` epochs."""
+    gaps = [b - a for a, b in zip(ends, ends[1:])][max(warmup - 1, 0) :]
+    return statistics.median(gaps)
+
+
+def measure(workload: str, root: Path, with_lightning: bool, quick: bool) -> dict[str, list[float]]:
+    """Per variant, its epoch period's ratio to the hand loop's of the same round, one entry per round."""
+    epochs, warmup, rounds = (QUICK_PLAN if quick else PLAN)[workload]
+    names = [HAND, *RUNNER, *(LIGHTNING if with_lightning else {})]
+    periods: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds + (0 if quick else 1)):  # the first round of a full run is a warm-up
+        order = names[r % len(names) :] + names[: r % len(names)]
+        this: dict[str, float] = {}
+        for name in order:
+            run_dir = root / workload.replace("/", "_") / f"r{r}_{len(this)}"
+            level, extra = RUNNER.get(name, ("off", ()))
+            parts = build(workload, level, run_dir, extra, epochs)
+            if name == HAND:
+                ends, _ = run_hand(parts, epochs)
+            elif name in RUNNER:
+                ends, _ = run_runner(parts)
+            else:
+                ends, _ = run_lightning(parts, epochs, LIGHTNING[name])
+            this[name] = period(ends, warmup)
+        if r == 0 and not quick:
+            continue
+        for name in names:
+            periods[name].append(this[name])
+        print(
+            f"  {workload} round {len(periods[HAND])}/{rounds}: "
+            + ", ".join(f"{n} {this[HAND] / this[n]:.2f}" for n in names),
+            file=sys.stderr,
+            flush=True,
+        )
+    ratios = {n: [h / p for h, p in zip(periods[HAND], periods[n])] for n in names}
+    ratios["_hand_ms"] = [1e3 * p for p in periods[HAND]]
+    return ratios
+
+
+def time_to_accuracy(workload: str, root: Path, quick: bool) -> dict[str, float | None]:
+    """Seconds from the start of the build to the first epoch whose val accuracy reaches TARGET_ACC."""
+    epochs = 3 if quick else 30
+    out: dict[str, float | None] = {}
+    for name in (HAND, "runner, diag=default"):
+        t0 = time.perf_counter()
+        parts = build(
+            workload, "default", root / f"tta_{workload.replace('/', '_')}_{len(out)}", (), epochs
+        )
+        ends, accs = run_runner(parts) if name != HAND else run_hand(parts, epochs)
+        hit = next((t for t, a in zip(ends, accs) if a >= TARGET_ACC), None)
+        out[name] = hit - t0 if hit is not None else None
+    return out
+
+
+def startup(repeats: int) -> dict[str, float]:
+    """Median seconds, each in a fresh process: ``import torch`` + one optimizer, and the runner to its first step."""
+    baseline = (
+        "import time, torch; m = torch.nn.Linear(64, 10); "
+        "torch.optim.Adam(m.parameters(), fused=True); print(time.time())"
+    )
+    out: dict[str, list[float]] = {
+        "import torch + one optimizer": [],
+        "runner to its first step": [],
+    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for _ in range(repeats):
+        t0 = time.time()
+        done = subprocess.run(
+            [sys.executable, "-c", baseline], capture_output=True, text=True, env=env, check=True
+        )
+        out["import torch + one optimizer"].append(float(done.stdout.split()[-1]) - t0)
+        with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+            t0 = time.time()
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "runner",
+                    "trainer.max_epochs=1",
+                    "trainer.max_steps=1",
+                    "trainer.progress=false",
+                    f"paths.log_dir={tmp}",
+                ],
+                capture_output=True,
+                env=env,
+                cwd=tmp,
+                check=True,
+            )
+            (events,) = Path(tmp).glob("runs/*/events.jsonl")
+            start = next(
+                e
+                for e in map(json.loads, events.read_text().splitlines())
+                if e["kind"] == "fit_start"
+            )
+            out["runner to its first step"].append(start["time"] - t0)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def report(
+    results: dict[str, dict[str, list[float]]],
+    tta: dict[str, dict[str, float | None]],
+    start: dict[str, float],
+    why_not: str | None,
+) -> list[str]:
+    med = statistics.median
+    lines = [
+        "| workload | loop | epoch-period ratio to hand loop (median) | range over rounds |",
+        "|---|---|---|---|",
+    ]
+    for workload, res in results.items():
+        for name, r in res.items():
+            if name.startswith("_"):
+                continue
+            lines.append(f"| {workload} | {name} | {med(r):.3f} | {min(r):.3f} - {max(r):.3f} |")
+        if why_not:
+            for name in LIGHTNING:
+                lines.append(f"| {workload} | {name} | {why_not} | - |")
+    lines += ["", "| workload | loop | wall time to val acc >= 0.95 (s) |", "|---|---|---|"]
+    for workload, t in tta.items():
+        for name, s in t.items():
+            lines.append(f"| {workload} | {name} | {'not reached' if s is None else f'{s:.2f}'} |")
+    lines += ["", "| start-up (fresh process) | seconds (median) |", "|---|---|"]
+    for name, s in start.items():
+        lines.append(f"| {name} | {s:.2f} |")
+    lines += [""]
+    for workload, res in results.items():
+        got = med(res["runner, diag=default"])
+        lines.append(
+            f"- runner diag=default >= {TARGETS[workload]:.2f} x hand loop, {workload}: {got:.3f} -> "
+            f"{'met' if got >= TARGETS[workload] else 'MISSED'}"
+        )
+        if not why_not:
+            theirs = med(res["lightning, default checkpoint"])
+            lines.append(
+                f"- ahead of Lightning with its defaults, {workload}: {got:.3f} vs {theirs:.3f} -> "
+                f"{'met' if got > theirs else 'MISSED'}"
+            )
+    if start:
+        share = start["runner to its first step"] - start["import torch + one optimizer"]
+        lines.append(
+            f"- the runner's own start-up share <= 0.5 s: {share:.2f} s -> {'met' if share <= 0.5 else 'MISSED'}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1 round of 3 epochs")
+    ap.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
+    ap.add_argument(
+        "--no-lightning", action="store_true", help="skip Lightning even when installed"
+    )
+    ap.add_argument("--no-startup", action="store_true", help="skip the start-up measurement")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "whole_run.md")
+    argv = sys.argv[1:] if argv is None else argv
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    installed = lightning_available()
+    with_lightning = installed and not args.no_lightning
+    why_not = (
+        None
+        if with_lightning
+        else ("skipped (--no-lightning)" if installed else "pytorch-lightning not installed")
+    )
+    started = time.perf_counter()
+    results: dict[str, dict[str, list[float]]] = {}
+    tta: dict[str, dict[str, float | None]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-whole-run-") as tmp, quiet():
+        for workload in args.workloads:
+            results[workload] = measure(workload, Path(tmp), with_lightning, args.quick)
+            tta[workload] = time_to_accuracy(workload, Path(tmp), args.quick)
+    start = {} if args.no_startup else startup(1 if args.quick else 5)
+    hand_ms = ", ".join(
+        f"{w} {statistics.median(r['_hand_ms']):.1f} ms" for w, r in results.items()
+    )
+    plan = QUICK_PLAN if args.quick else PLAN
+    header = [
+        f"torch {torch.__version__}, 1 intra-op thread, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs shared with other users; "
+        + (
+            "pytorch-lightning " + __import__("pytorch_lightning").__version__
+            if with_lightning
+            else str(why_not)
+        )
+        + "; hand loop epoch period: "
+        + hand_ms
+        + "; "
+        + ", ".join(
+            f"{w}: {plan[w][2]} round(s) of {plan[w][0]} epochs, {plan[w][1]} warm-up"
+            for w in args.workloads
+        )
+        + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
+        "",
+    ]
+    text = "\n".join(header + report(results, tta, start, why_not))
+    print(text)
+    print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    write_results(args.out, "whole_run.py", text, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
