@@ -270,3 +270,40 @@ def test_results_files_name_the_command_with_its_arguments_but_not_the_output_pa
         == "python bench/overhead.py --quick"
     )
     assert command_line("lr_finder.py", ["--tag", "a b"]) == "python bench/lr_finder.py --tag 'a b'"
+
+
+def test_whole_run_quick_gives_every_loop_on_both_workloads_time_to_accuracy_and_start_up(tmp_path):
+    out = tmp_path / "whole_run.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "whole_run.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(proc.stdout)
+    epoch_rows = {(r[0], r[1]): r for r in rows if len(r) == 4}
+    for workload in ("mlp/digits", "cnn/digits"):
+        for loop in (
+            "hand loop",
+            "runner, diag=off",
+            "runner, diag=default",
+            "runner, diag=full",
+            "runner, diag=off, no checkpoints",
+            "lightning, no checkpoint",
+            "lightning, default checkpoint",
+        ):
+            row = epoch_rows[(workload, loop)]
+            if row[2] != "pytorch-lightning not installed":
+                assert float(row[2]) > 0, row  # the epoch-period ratio to the hand loop
+        assert float(epoch_rows[(workload, "hand loop")][2]) == 1.0
+    to_accuracy = {(r[0], r[1]) for r in rows if len(r) == 3}
+    assert ("mlp/digits", "runner, diag=default") in to_accuracy
+    assert ("cnn/digits", "hand loop") in to_accuracy
+    start = {r[0]: float(r[1]) for r in rows if len(r) == 2}
+    assert start["import torch + one optimizer"] > 0 and start["runner to its first step"] > 0
+    assert "start-up share" in proc.stdout
+    assert out.read_text().count("| mlp/digits |") >= 7  # the markdown file holds the same tables
+    assert list(tmp_path.iterdir()) == [out]  # run directories went to a temporary folder
