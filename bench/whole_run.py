@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import math
 import os
 import platform
@@ -277,54 +276,61 @@ def time_to_accuracy(workload: str, root: Path, quick: bool) -> dict[str, float 
     return out
 
 
-def startup(repeats: int) -> dict[str, float]:
-    """Median seconds, each in a fresh process: ``import torch`` + one optimizer, and the runner to its first step."""
-    baseline = (
-        "import time, torch; m = torch.nn.Linear(64, 10); "
-        "torch.optim.Adam(m.parameters(), fused=True); print(time.time())"
-    )
-    out: dict[str, list[float]] = {
-        "import torch + one optimizer": [],
-        "runner to its first step": [],
-    }
+# Runs ``python -m runner`` in this process until its loop is entered, then exits: the time to that point
+# is the start-up the user waits for (imports, config, data, model, optimizer, hooks, TensorBoard writer).
+_TO_FIRST_STEP = """
+import os, sys, time
+import runner.trainer
+def fit(self, *args, **kwargs):
+    print("START", time.time(), time.process_time(), flush=True)
+    os._exit(0)
+runner.trainer.Trainer.fit = fit
+sys.argv = ["runner", *sys.argv[1:]]
+from runner.__main__ import main
+main()
+"""
+_BASELINE = """
+import time, torch
+model = torch.nn.Linear(64, 10)
+torch.optim.Adam(model.parameters(), fused=True)
+print("START", time.time(), time.process_time(), flush=True)
+"""
+STARTUP = ("import torch + one optimizer", "runner to its first step")
+
+
+def startup(repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds in fresh processes, alternated: ``import torch`` + one optimizer, and
+    ``python -m runner`` (default config) until its loop starts."""
+    out: dict[str, list[tuple[float, float]]] = {name: [] for name in STARTUP}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     for _ in range(repeats):
-        t0 = time.time()
-        done = subprocess.run(
-            [sys.executable, "-c", baseline], capture_output=True, text=True, env=env, check=True
-        )
-        out["import torch + one optimizer"].append(float(done.stdout.split()[-1]) - t0)
         with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
-            t0 = time.time()
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "runner",
-                    "trainer.max_epochs=1",
-                    "trainer.max_steps=1",
-                    "trainer.progress=false",
-                    f"paths.log_dir={tmp}",
-                ],
-                capture_output=True,
-                env=env,
-                cwd=tmp,
-                check=True,
-            )
-            (events,) = Path(tmp).glob("runs/*/events.jsonl")
-            start = next(
-                e
-                for e in map(json.loads, events.read_text().splitlines())
-                if e["kind"] == "fit_start"
-            )
-            out["runner to its first step"].append(start["time"] - t0)
-    return {k: statistics.median(v) for k, v in out.items()}
+            for name, code, args in (
+                (STARTUP[0], _BASELINE, []),
+                (STARTUP[1], _TO_FIRST_STEP, ["trainer.progress=false", f"paths.log_dir={tmp}"]),
+            ):
+                t0 = time.time()
+                done = subprocess.run(
+                    [sys.executable, "-c", code, *args],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=tmp,
+                    check=True,
+                )
+                line = next(x for x in done.stdout.splitlines() if x.startswith("START"))
+                wall, cpu = map(float, line.split()[1:])
+                out[name].append((wall - t0, cpu))
+    return {
+        name: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+        for name, v in out.items()
+    }
 
 
 def report(
     results: dict[str, dict[str, list[float]]],
     tta: dict[str, dict[str, float | None]],
-    start: dict[str, float],
+    start: dict[str, tuple[float, float]],
     why_not: str | None,
 ) -> list[str]:
     med = statistics.median
@@ -349,9 +355,13 @@ def report(
     for workload, t in tta.items():
         for name, s in t.items():
             lines.append(f"| {workload} | {name} | {'not reached' if s is None else f'{s:.2f}'} |")
-    lines += ["", "| start-up (fresh process) | seconds (median) |", "|---|---|"]
-    for name, s in start.items():
-        lines.append(f"| {name} | {s:.2f} |")
+    lines += [
+        "",
+        "| start-up (fresh process) | wall s (median) | CPU s (median) |",
+        "|---|---|---|",
+    ]
+    for name, (wall, cpu) in start.items():
+        lines.append(f"| {name} | {wall:.2f} | {cpu:.2f} |")
     lines += [""]
     for workload, res in results.items():
         got, cpu = med(res["runner, diag=default"]), med(res["_cpu runner, diag=default"])
@@ -367,9 +377,10 @@ def report(
                 f"{'met' if got > theirs else 'MISSED'}"
             )
     if start:
-        share = start["runner to its first step"] - start["import torch + one optimizer"]
+        wall, cpu = (start[STARTUP[1]][i] - start[STARTUP[0]][i] for i in (0, 1))
         lines.append(
-            f"- the runner's own start-up share <= 0.5 s: {share:.2f} s -> {'met' if share <= 0.5 else 'MISSED'}"
+            f"- the runner's own start-up share <= 0.5 s: wall {wall:.2f} s -> "
+            f"{'met' if wall <= 0.5 else 'MISSED'}; CPU {cpu:.2f} s -> {'met' if cpu <= 0.5 else 'MISSED'}"
         )
     return lines
 

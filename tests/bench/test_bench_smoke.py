@@ -299,10 +299,10 @@ def test_whole_run_quick_gives_every_loop_on_both_workloads_time_to_accuracy_and
             if row[2] != "pytorch-lightning not installed":
                 assert float(row[2]) > 0 and float(row[4]) > 0, row  # ratios: wall, CPU time
         assert float(epoch_rows[(workload, "hand loop")][2]) == 1.0
-    to_accuracy = {(r[0], r[1]) for r in rows if len(r) == 3}
+    to_accuracy = {(r[0], r[1]) for r in rows if len(r) == 3 and "/" in r[0]}
     assert ("mlp/digits", "runner, diag=default") in to_accuracy
     assert ("cnn/digits", "hand loop") in to_accuracy
-    start = {r[0]: float(r[1]) for r in rows if len(r) == 2 and r[0] != "start-up (fresh process)"}
+    start = {r[0]: float(r[1]) for r in rows if len(r) == 3 and r[0] != "start-up (fresh process)"}
     assert start["import torch + one optimizer"] > 0 and start["runner to its first step"] > 0
     assert "start-up share" in proc.stdout
     assert out.read_text().count("| mlp/digits |") >= 7  # the markdown file holds the same tables
