@@ -136,7 +136,7 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self.written: list[Path] = []  # every file written, in order
         self._write_seconds = 0.0  # wall time of the last write (the cadence budgets it)
-        self._started: float | None = None  # when the write under way started
+        self._since: float | None = None  # when the writer last went from idle to busy
 
     def submit(self, path: Path, payload: dict[str, Any]) -> None:
         """Queue ``payload`` (which must not alias live tensors) for ``path``; returns at once."""
@@ -144,6 +144,8 @@ class CheckpointWriter:
         with self._cond:
             self._queue.pop(path, None)  # replaced: re-queued at the back, behind the other files
             self._queue[path] = payload
+            if self._since is None:
+                self._since = time.perf_counter()
             if self._thread is None or not self._thread.is_alive():
                 # not a daemon: a process that ends without joining still finishes the write it queued
                 self._thread = threading.Thread(target=self._run, name="checkpoint-writer")
@@ -155,12 +157,13 @@ class CheckpointWriter:
             with self._cond:
                 if not self._queue:
                     self._thread = None  # the next submit starts a fresh thread
+                    self._since = None
                     self._cond.notify_all()
                     return
                 path = next(iter(self._queue))
                 payload = self._queue.pop(path)
                 self._busy = True
-                self._started = time.perf_counter()
+                started = time.perf_counter()
             try:
                 save_atomic(payload, path)
                 self.written.append(path)
@@ -171,15 +174,15 @@ class CheckpointWriter:
                     self._queue.clear()
             finally:
                 with self._cond:
-                    self._write_seconds = time.perf_counter() - self._started
-                    self._started = None
+                    self._write_seconds = time.perf_counter() - started
                     self._busy = False
                     self._cond.notify_all()
 
     def write_seconds(self) -> float:
-        """How long writing takes: the last write's duration, or the one under way's so far if longer."""
-        started = self._started
-        running = time.perf_counter() - started if started is not None else 0.0
+        """How long writing takes: the last write's duration, or, if longer, how long the writer has been
+        busy with what is queued now."""
+        since = self._since
+        running = time.perf_counter() - since if since is not None else 0.0
         return max(self._write_seconds, running)
 
     @property
@@ -228,6 +231,16 @@ class CheckpointHook(Hook):
         max_time_fraction: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if every_minutes is not None and not float(every_minutes) > 0:
+            raise UserError(
+                f"callbacks.checkpoint.every_minutes={every_minutes}: use a positive number of "
+                "minutes, or null to save only at the end of the fit"
+            )
+        if not 0 < float(max_time_fraction) <= 1:
+            raise UserError(
+                f"callbacks.checkpoint.max_time_fraction={max_time_fraction}: use a share of the wall "
+                "time in (0, 1], e.g. 0.02"
+            )
         self.dirname = dirname
         self.every_n_steps = int(every_n_steps) if every_n_steps else None
         self.every_seconds = 60.0 * float(every_minutes) if every_minutes else None

@@ -91,6 +91,34 @@ def test_without_a_cadence_the_fit_end_leaves_last_and_best(tmp_path):
     assert best["step"] == 10 * (1 + [h["val/loss"] for h in state.history].index(hook.best))
 
 
+class Weights(Hook):
+    """Records the weights at every epoch's end."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, torch.Tensor] = {}
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.at[state.step] = state.model.weight.detach().clone()
+
+
+def test_best_holds_the_weights_of_its_epoch_not_the_ones_trained_after_the_copy(tmp_path):
+    weights = Weights()
+    hook = CheckpointHook(every_minutes=None)
+    state = _fit(tmp_path, hook, weights, epochs=6)
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert torch.equal(best["model"]["weight"], weights.at[best["step"]])
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert torch.equal(last["model"]["weight"], state.model.weight.detach())
+
+
+@pytest.mark.parametrize(
+    "bad", [{"every_minutes": 0}, {"max_time_fraction": 0}, {"max_time_fraction": 2}]
+)
+def test_a_bad_cadence_setting_is_a_user_error_naming_it(bad):
+    with pytest.raises(UserError, match=f"callbacks.checkpoint.{next(iter(bad))}"):
+        CheckpointHook(**bad)
+
+
 def test_a_fit_stopped_mid_epoch_by_a_hook_still_leaves_its_last_step(tmp_path):
     hook = CheckpointHook(every_minutes=None)
     state = _fit(tmp_path, hook, StopAt(13))
