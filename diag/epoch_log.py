@@ -123,15 +123,14 @@ class EpochJSONL(Hook):
             "loss": finite_or_none(m.get("val/loss", float("nan"))),
             "accuracy": finite_or_none(m.get("val/acc", float("nan"))),
         }
-        run = Path(state.run_dir)
-        self._append(run / self.train_file, train)
-        self._append(run / self.val_file, val)
+        self._append(state.run_dir, self.train_file, train)
+        self._append(state.run_dir, self.val_file, val)
         self._start = None
 
-    def _append(self, path: Path, record: dict[str, Any]) -> None:
-        fh = self._files.get(str(path))
+    def _append(self, run_dir: Path | str, name: str, record: dict[str, Any]) -> None:
+        fh = self._files.get(name)
         if fh is None or fh.closed:
-            fh = self._files[str(path)] = path.open("a", encoding="utf-8")
+            fh = self._files[name] = (Path(run_dir) / name).open("a", encoding="utf-8")
         fh.write(json.dumps(record) + "\n")
         fh.flush()  # readers (and a run killed next) see every finished epoch
 

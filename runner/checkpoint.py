@@ -258,12 +258,18 @@ class CheckpointHook(Hook):
         self.saved_steps: list[int] = []  # the step of every last.pt handed to the writer
         self._last_save = clock()
         self._copy_seconds = 0.0  # what the last checkpoint cost this thread (copying the state)
+        self._dir: tuple[Path, Path] | None = None  # (run directory, its checkpoint folder)
 
     def _folder(self, state: FitState) -> Path:
+        """The checkpoint folder, checked once per fit (resolving a path asks the file system)."""
         assert state.run_dir is not None
-        return inside(state.run_dir, self.dirname, "callbacks.checkpoint.dirname")
+        if self._dir is None or self._dir[0] != state.run_dir:
+            folder = inside(state.run_dir, self.dirname, "callbacks.checkpoint.dirname")
+            self._dir = (state.run_dir, folder)
+        return self._dir[1]
 
     def on_fit_start(self, state: FitState) -> None:
+        self._dir = None
         if state.run_dir is not None:
             self._folder(state)
         self._last_save = self.clock()
