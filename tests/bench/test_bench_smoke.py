@@ -1,4 +1,4 @@
-"""bench/overhead.py, bench/instructions.py, bench/time_to_accuracy.py, bench/holdout.py and bench/autotrainer.py
+"""bench/overhead.py, bench/whole_run.py, bench/instructions.py, bench/time_to_accuracy.py, bench/holdout.py and bench/autotrainer.py
 run end to end with --quick.
 
 Benchmarks are not tests: nothing here asserts a time or a ratio, only that each script
