@@ -1,6 +1,6 @@
 """Per-epoch JSONL diagnostics: ``train_diagnostics.jsonl`` and ``val_diagnostics.jsonl``.
 
-One JSON object per epoch, flushed as written. This is the per-epoch JSONL schema
+One JSON object per epoch, flushed as written (the files stay open for the fit: no open/close per epoch). This is the per-epoch JSONL schema
 that ``diag analyze`` reads (non-finite values are written as ``null``):
 
 - train: ``epoch``, ``step`` (global step at the epoch's end), ``loss``, ``accuracy``,
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -41,8 +41,10 @@ class EpochJSONL(Hook):
             torch.Tensor
         ] = []  # norms of the last steps, folded into _stats every FOLD_EVERY
         self._batches = 0
+        self._files: dict[str, IO[str]] = {}  # open for the fit, closed at its end
 
     def on_fit_start(self, state: FitState) -> None:
+        self._close()
         if (
             self._start is not None
         ):  # restored from a checkpoint (on the CPU): to where the model trains
@@ -121,10 +123,24 @@ class EpochJSONL(Hook):
             "loss": finite_or_none(m.get("val/loss", float("nan"))),
             "accuracy": finite_or_none(m.get("val/acc", float("nan"))),
         }
-        run = Path(state.run_dir)
-        _append(run / self.train_file, train)
-        _append(run / self.val_file, val)
+        self._append(state.run_dir, self.train_file, train)
+        self._append(state.run_dir, self.val_file, val)
         self._start = None
+
+    def _append(self, run_dir: Path | str, name: str, record: dict[str, Any]) -> None:
+        fh = self._files.get(name)
+        if fh is None or fh.closed:
+            fh = self._files[name] = (Path(run_dir) / name).open("a", encoding="utf-8")
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()  # readers (and a run killed next) see every finished epoch
+
+    def _close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files = {}
+
+    def on_fit_end(self, state: FitState) -> None:
+        self._close()
 
     def state_dict(self) -> dict[str, Any]:
         """Mid-epoch accumulators, so an epoch resumed from a step checkpoint logs the whole epoch."""
@@ -140,11 +156,6 @@ class EpochJSONL(Hook):
         self._stats = state.get("stats")
         self._pending = []
         self._batches = int(state.get("batches", 0))
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
 
 
 def _truncate_after(path: Path, step: int) -> None:

@@ -1,17 +1,27 @@
-"""Checkpoints: written atomically, loaded with ``weights_only=True``, refused clearly when bad."""
+"""Checkpoints: taken by time and work, written atomically off the training thread, loaded safely.
+
+A checkpoint costs the loop only a copy of the state to the CPU; a background thread serialises,
+fsyncs and renames it. How often: every ``every_minutes`` (never so often that the copies and writes
+take more than ``max_time_fraction`` of the wall time), every ``every_n_steps`` when set, always at the
+end of the fit and on SIGINT/SIGTERM.
+"""
 
 from __future__ import annotations
 
 import os
 import pickle
 import tempfile
+import threading
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from diag.hooks import FitState, Hook
+from diag.training_state import to_cpu
 from runner.errors import UserError
 from runner.trainer import Trainer
 
@@ -30,12 +40,13 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a short write as a RuntimeError
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         kept = " (the previous checkpoint is intact)" if path.exists() else ""
+        why = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:120]
         raise UserError(
-            f"cannot write checkpoint {path}: {exc.strerror or exc}{kept}; free disk space or "
+            f"cannot write checkpoint {path}: {why}{kept}; free disk space or "
             "point paths.log_dir at a writable directory"
         ) from None
     except BaseException:
@@ -87,6 +98,28 @@ def inside(run_dir: Path, name: str, key: str) -> Path:
     return target
 
 
+_ATOMS = (int, float, bool, str, bytes, type(None))
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy that shares nothing mutable with ``obj``: tensors cloned to the CPU (``to_cpu``), containers rebuilt.
+
+    Lists of plain numbers (the diagnostics' series, the history) are copied as lists rather than
+    deep-copied number by number, which is most of a checkpoint's copy when the model is small.
+    """
+    if isinstance(obj, torch.Tensor):
+        return to_cpu(obj)
+    if isinstance(obj, _ATOMS):
+        return obj
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        if all(isinstance(v, _ATOMS) for v in obj):
+            return type(obj)(obj)
+        return type(obj)(snapshot(v) for v in obj)
+    return to_cpu(obj)  # anything else: a deep copy
+
+
 def _loop(state: FitState) -> Trainer:
     """The runner's loop, which knows how to capture the whole fit (this hook only decides when)."""
     if not isinstance(state.loop, Trainer):
@@ -94,8 +127,106 @@ def _loop(state: FitState) -> Trainer:
     return state.loop
 
 
+class CheckpointWriter:
+    """One background thread that writes checkpoints with :func:`save_atomic`, one at a time.
+
+    The training thread hands over payloads already copied to the CPU and goes on training. A request
+    for a file that is still queued replaces the queued payload (only the newest state matters); a
+    request for another file waits its turn. The first error (a full disk) is kept and raised, as the
+    :class:`UserError` ``save_atomic`` makes, by the next :meth:`submit` or :meth:`join`.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: dict[Path, dict[str, Any]] = {}
+        self._busy = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self.written: list[Path] = []  # every file written, in order
+        self._write_seconds = 0.0  # wall time of the last write (the cadence budgets it)
+        self._since: float | None = None  # when the writer last went from idle to busy
+
+    def submit(self, path: Path, payload: dict[str, Any]) -> None:
+        """Queue ``payload`` (which must not alias live tensors) for ``path``; returns at once."""
+        self.raise_error()
+        with self._cond:
+            self._queue.pop(path, None)  # replaced: re-queued at the back, behind the other files
+            self._queue[path] = payload
+            if self._since is None:
+                self._since = time.perf_counter()
+            if self._thread is None or not self._thread.is_alive():
+                # not a daemon: a process that ends without joining still finishes the write it queued
+                self._thread = threading.Thread(target=self._run, name="checkpoint-writer")
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue:
+                    self._thread = None  # the next submit starts a fresh thread
+                    self._since = None
+                    self._cond.notify_all()
+                    return
+                path = next(iter(self._queue))
+                payload = self._queue.pop(path)
+                self._busy = True
+                started = time.perf_counter()
+            try:
+                save_atomic(payload, path)
+                self.written.append(path)
+            except BaseException as exc:  # kept for the training thread, which raises it
+                with self._cond:
+                    if self._error is None:
+                        self._error = exc
+                    self._queue.clear()
+            finally:
+                with self._cond:
+                    self._write_seconds = time.perf_counter() - started
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def write_seconds(self) -> float:
+        """How long writing takes: the last write's duration, or, if longer, how long the writer has been
+        busy with what is queued now."""
+        since = self._since
+        running = time.perf_counter() - since if since is not None else 0.0
+        return max(self._write_seconds, running)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being written."""
+        with self._cond:
+            return not self._queue and not self._busy
+
+    def join(self) -> None:
+        """Wait until every queued checkpoint is on disk; raise the writer's error if it had one."""
+        with self._cond:
+            while self._queue or self._busy:
+                if self._thread is None or not self._thread.is_alive():
+                    break  # nothing left that could write them
+                self._cond.wait(timeout=1.0)
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        """Raise (once) the error a background write ended with."""
+        error, self._error = self._error, None
+        if error is None:
+            return
+        if isinstance(error, UserError):
+            raise error
+        raise UserError(f"cannot write checkpoint: {type(error).__name__}: {error}") from None
+
+
 class CheckpointHook(Hook):
-    """Saves ``checkpoints/last.pt`` every epoch (and every ``every_n_steps``), ``best.pt`` on better val loss."""
+    """Saves ``last.pt`` by time and work (and at the fit's end), ``best.pt`` when val loss improves.
+
+    ``every_minutes``: a checkpoint at most this long after the previous one, so a kill loses at most
+    that much work; never sooner than ``max_time_fraction`` allows given what the last one cost (the copy
+    on this thread and the write beside it). ``every_n_steps`` adds saves every N steps whatever they
+    cost (explicitly asked for). The best weights are copied when they improve and written with the
+    next ``last.pt``, so the two files on disk always agree on which loss was best.
+    """
 
     def __init__(
         self,
@@ -104,45 +235,132 @@ class CheckpointHook(Hook):
         save_best: bool = True,
         monitor: str = "val/loss",
         every_n_steps: int | None = None,
+        every_minutes: float | None = 10.0,
+        max_time_fraction: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if every_minutes is not None and not float(every_minutes) > 0:
+            raise UserError(
+                f"callbacks.checkpoint.every_minutes={every_minutes}: use a positive number of "
+                "minutes, or null to save only at the end of the fit"
+            )
+        if not 0 < float(max_time_fraction) <= 1:
+            raise UserError(
+                f"callbacks.checkpoint.max_time_fraction={max_time_fraction}: use a share of the wall "
+                "time in (0, 1], e.g. 0.02"
+            )
         self.dirname = dirname
         self.every_n_steps = int(every_n_steps) if every_n_steps else None
+        self.every_seconds = 60.0 * float(every_minutes) if every_minutes else None
+        self.max_time_fraction = float(max_time_fraction)
         self.save_last = save_last
         self.save_best = save_best
         self.monitor = monitor
         self.best = float("inf")
+        self.clock = clock
+        self.writer = CheckpointWriter()
+        self._best_payload: dict[str, Any] | None = (
+            None  # improved weights not yet handed to the writer
+        )
+        self._saved_step = -1  # the step of the last last.pt handed to the writer
+        self.saved_steps: list[int] = []  # the step of every last.pt handed to the writer
+        self._last_save = clock()
+        self._copy_seconds = 0.0  # what the last checkpoint cost this thread (copying the state)
+        self._dir: tuple[Path, Path] | None = None  # (run directory, its checkpoint folder)
+
+    def _folder(self, state: FitState) -> Path:
+        """The checkpoint folder, checked once per fit (resolving a path asks the file system)."""
+        assert state.run_dir is not None
+        if self._dir is None or self._dir[0] != state.run_dir:
+            folder = inside(state.run_dir, self.dirname, "callbacks.checkpoint.dirname")
+            self._dir = (state.run_dir, folder)
+        return self._dir[1]
 
     def on_fit_start(self, state: FitState) -> None:
+        self._dir = None
         if state.run_dir is not None:
-            inside(state.run_dir, self.dirname, "callbacks.checkpoint.dirname")
+            self._folder(state)
+        self._last_save = self.clock()
+        self._saved_step = (
+            -1
+        )  # nothing saved by this fit yet: its end writes last.pt even with no step taken
 
-    def save_now(self, state: FitState, mid_epoch: bool = True) -> Path | None:
-        """Write ``last.pt`` for the current step (used between epochs and on interruption)."""
+    def _due(self) -> bool:
+        """The time cadence: ``every_minutes`` passed, and the last checkpoint's cost fits the budget."""
+        if self.every_seconds is None:
+            return False
+        elapsed = self.clock() - self._last_save
+        cost = self._copy_seconds + self.writer.write_seconds()
+        return elapsed >= self.every_seconds and cost <= self.max_time_fraction * elapsed
+
+    def _save(
+        self,
+        state: FitState,
+        mid_epoch: bool,
+        last: bool = True,
+        payload: dict[str, Any] | None = None,
+    ) -> Path | None:
+        """Copy the state to the CPU and hand it (after any pending best) to the writer; returns last.pt's path."""
         if state.run_dir is None or not state.is_rank_zero:
             return None
-        path = inside(state.run_dir, self.dirname, "callbacks.checkpoint.dirname") / "last.pt"
-        save_atomic(_loop(state).checkpoint_payload(state, mid_epoch=mid_epoch), path)
+        started = self.clock()
+        folder = self._folder(state)
+        if self._best_payload is not None:
+            self.writer.submit(folder / "best.pt", self._best_payload)
+            self._best_payload = None
+        path = folder / "last.pt"
+        last = last and (self.save_last or mid_epoch)
+        if last:
+            if payload is None:
+                payload = snapshot(_loop(state).checkpoint_payload(state, mid_epoch))
+            self.writer.submit(path, payload)
+            self._saved_step = state.step
+            self.saved_steps.append(state.step)
+        self._last_save = self.clock()
+        self._copy_seconds = self._last_save - started
+        return path if last else None
+
+    def save_now(self, state: FitState, mid_epoch: bool = True) -> Path | None:
+        """Write ``last.pt`` for the current step and wait until it is on disk (interruptions, tests)."""
+        path = self._save(state, mid_epoch)
+        self.writer.join()
         return path
 
     def on_train_batch_end(self, state: FitState) -> None:
-        if (
-            self.every_n_steps
-            and state.step % self.every_n_steps == 0
-            and state.batch_idx + 1 < state.steps_per_epoch
-        ):
-            self.save_now(state, mid_epoch=True)
+        if state.batch_idx + 1 >= state.steps_per_epoch:
+            return  # the epoch's last step: on_epoch_end decides
+        if (self.every_n_steps and state.step % self.every_n_steps == 0) or self._due():
+            self._save(state, mid_epoch=True)
 
     def on_epoch_end(self, state: FitState) -> None:
         if state.run_dir is None or not state.is_rank_zero:
             return
-        folder = inside(state.run_dir, self.dirname, "callbacks.checkpoint.dirname")
-        payload = _loop(state).checkpoint_payload(state)
-        if self.save_last:
-            save_atomic(payload, folder / "last.pt")
         value = state.metrics.get(self.monitor, float("inf"))
-        if self.save_best and value < self.best:
-            self.best = value
-            save_atomic(payload, folder / "best.pt")
+        improved = self.save_best and value < self.best
+        last_epoch = bool(state.max_steps) and state.step >= state.max_steps
+        save = (
+            last_epoch  # the fit ends here: start writing while the test split is evaluated
+            or bool(self.every_n_steps and state.step % self.every_n_steps == 0)
+            or self._due()
+        )
+        if not (improved or save):
+            return
+        started = self.clock()
+        if improved:
+            self.best = value  # before the copy: both files record the loss they hold
+        payload = snapshot(_loop(state).checkpoint_payload(state))  # one copy serves both files
+        if improved:
+            self._best_payload = payload  # written with the next last.pt
+        if save:
+            self._save(state, mid_epoch=False, payload=payload)
+            self._copy_seconds = self.clock() - started
+
+    def on_fit_end(self, state: FitState) -> None:
+        """The fit's end (its last epoch, an early stop, a guided restart) always leaves ``last.pt`` on disk."""
+        if state.run_dir is None or not state.is_rank_zero:
+            return
+        self._save(state, mid_epoch=False, last=self._saved_step != state.step)
+        self.writer.join()
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}

@@ -200,9 +200,7 @@ class Trainer:
             count += len(y)
         model.train(was_training)
         # under DDP each rank saw its own strided shard: sums over ranks cover the split exactly once
-        loss_total, correct_total, total = distributed.sum_over_ranks(
-            loss_sum, correct, count, device=self.device
-        )
+        loss_total, correct_total, total = self._sums(loss_sum, correct, count)
         if total == 0:
             return {"loss": math.nan, "acc": math.nan}
         return {"loss": loss_total / total, "acc": correct_total / total}
@@ -299,9 +297,7 @@ class Trainer:
             self._fold_pending()
             if self._stop_signal(sync=True):
                 break  # a signal: no validation, the caller checkpoints mid-epoch and reports
-            loss_total, correct_total, seen_total = distributed.sum_over_ranks(
-                loss_sum, correct, seen, device=self.device
-            )
+            loss_total, correct_total, seen_total = self._sums(loss_sum, correct, seen)
             state.metrics["train/loss"] = loss_total / max(seen_total, 1)
             state.metrics["train/acc"] = correct_total / max(seen_total, 1)
             state.metrics["train/epoch_time"] = time.perf_counter() - t0
@@ -334,6 +330,12 @@ class Trainer:
         if self._world_size > 1:  # the caller stops (or tests and reports) on every rank alike
             self.interrupted = self._agree_on_signal()
         return state
+
+    def _sums(self, loss_sum: torch.Tensor, correct: torch.Tensor, count: int) -> list[float]:
+        """Loss sum, correct count and sample count over every rank: one host read, like a hand loop's."""
+        if distributed.get_world_size() > 1:
+            return distributed.sum_over_ranks(loss_sum, correct, count, device=self.device)
+        return [loss_sum.item(), float(correct.item()), float(count)]
 
     def _stop_signal(self, sync: bool) -> str | None:
         """The signal to stop on: this process's; under DDP, at sync points only, the one any rank got."""

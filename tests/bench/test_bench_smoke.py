@@ -1,4 +1,4 @@
-"""bench/overhead.py, bench/instructions.py, bench/time_to_accuracy.py, bench/holdout.py and bench/autotrainer.py
+"""bench/overhead.py, bench/whole_run.py, bench/instructions.py, bench/time_to_accuracy.py, bench/holdout.py and bench/autotrainer.py
 run end to end with --quick.
 
 Benchmarks are not tests: nothing here asserts a time or a ratio, only that each script
@@ -267,7 +267,7 @@ def test_results_files_name_the_command_with_its_arguments_but_not_the_output_pa
     assert command_line("lr_finder.py", ["--tag", "a b"]) == "python bench/lr_finder.py --tag 'a b'"
 
 
-def test_fault_bench_quick_prints_every_case_as_a_row(tmp_path):
+def test_fault_bench_quick_prints_every_case_as_a_row(bench_modules, tmp_path):
     """bench/fault_bench.py --quick: the metrics table has its columns and every case is a row."""
     proc = subprocess.run(
         [
@@ -290,10 +290,51 @@ def test_fault_bench_quick_prints_every_case_as_a_row(tmp_path):
         assert column in header, header
     summary = {r[0] for r in _rows(proc.stdout) if r and r[0].startswith("**")}
     assert summary == {"**all faults**", "**healthy**", "**overall**"}
-    sys.path.insert(0, str(ROOT / "bench"))
     from fault_families import quick_cases
 
     case_rows = {r[0]: r for r in _rows(proc.stdout) if "-" in r[0] and len(r) == 5}
     assert set(case_rows) == {c.name for c in quick_cases()}
     for row in case_rows.values():
         assert row[2] in ("found", "missed", "wrong cause", "clean", "alarm", "error"), row
+
+
+def test_whole_run_quick_gives_every_loop_on_both_workloads_time_to_accuracy_and_start_up(tmp_path):
+    out = tmp_path / "whole_run.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "whole_run.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(proc.stdout)
+    epoch_rows = {(r[0], r[1]): r for r in rows if len(r) == 6}
+    for workload in ("mlp/digits", "cnn/digits"):
+        for loop in (
+            "hand loop",
+            "runner, diag=off",
+            "runner, diag=default",
+            "runner, diag=full",
+            "runner, diag=off, no checkpoints",
+            "lightning, no checkpoint",
+            "lightning, default checkpoint",
+        ):
+            row = epoch_rows[(workload, loop)]
+            if row[2] != "pytorch-lightning not installed":
+                assert float(row[2]) > 0 and float(row[4]) > 0, row  # ratios: wall, CPU time
+        assert float(epoch_rows[(workload, "hand loop")][2]) == 1.0
+    to_accuracy = {(r[0], r[1]) for r in rows if len(r) == 3 and "/" in r[0]}
+    assert ("mlp/digits", "runner, diag=default") in to_accuracy
+    assert ("cnn/digits", "hand loop") in to_accuracy
+    start = {
+        r[0]: (float(r[1]), float(r[2]))
+        for r in rows
+        if len(r) == 3 and "/" not in r[0] and r[0] != "start-up (fresh process)"
+    }
+    assert min(start["import torch + one optimizer"]) > 0  # wall and CPU seconds
+    assert min(start["runner to its first step"]) > 0
+    assert "start-up share" in proc.stdout
+    assert out.read_text().count("| mlp/digits |") >= 7  # the markdown file holds the same tables
+    assert list(tmp_path.iterdir()) == [out]  # run directories went to a temporary folder

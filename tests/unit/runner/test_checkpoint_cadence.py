@@ -1,0 +1,219 @@
+"""Checkpoints by time and work: the cadence, the background writer, and the fit's end always leaving last.pt."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+from torch import nn
+
+from diag.hooks import FitState, Hook, HookList
+from runner.checkpoint import CheckpointHook, CheckpointWriter, load_checkpoint, save_atomic
+from runner.errors import UserError
+from runner.trainer import Trainer
+
+
+class FakeClock:
+    """A clock the test moves: ``Tick`` advances it by a fixed amount per training step."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tick(Hook):
+    """Before the checkpoint hook: every step takes ``seconds`` on the fake clock."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        self.clock, self.seconds = clock, seconds
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        self.clock.now += self.seconds
+
+
+class StopAt(Hook):
+    """Stops the fit after step ``step`` (as the AutoTrainer does before a guided restart)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        if state.step >= self.step:
+            state.stop_training, state.stop_reason = True, "test stop"
+
+
+def _fit(tmp_path, hook: CheckpointHook, *before: Hook, epochs: int = 3, batches: int = 10):
+    """A real fit of a small linear model on fixed batches, ending as train.run ends it (on_fit_end)."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    state = FitState(
+        model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), run_dir=tmp_path
+    )
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))] * batches
+    hooks = HookList({**{f"h{i}": h for i, h in enumerate(before)}, "checkpoint": hook})
+    Trainer(max_epochs=epochs, progress=False).fit(state, data, data[:2], hooks)
+    hooks.on_fit_end(state)
+    return state
+
+
+def test_every_minutes_saves_last_by_elapsed_time_and_the_end_always_saves(tmp_path):
+    clock = FakeClock()
+    hook = CheckpointHook(every_minutes=1, clock=clock)  # steps take 25 s: a save every 3rd step
+    state = _fit(tmp_path, hook, Tick(clock, 25.0))
+    # 75 s, 150 s, ...: every third step, the last of them the fit's end (step 30)
+    assert hook.saved_steps == list(range(3, 31, 3))
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert saved["step"] == state.step == 30 and not saved["mid_epoch"]
+    assert torch.equal(saved["model"]["weight"], state.model.weight.detach())
+
+
+def test_a_checkpoint_that_costs_more_than_the_time_budget_waits(tmp_path):
+    clock = FakeClock()
+    # any real write costs more than a 1e-12 share of a minute: after the first save, only the end saves
+    hook = CheckpointHook(every_minutes=1, max_time_fraction=1e-12, clock=clock)
+    _fit(tmp_path, hook, Tick(clock, 25.0))
+    assert hook.saved_steps == [3, 30]
+    assert [p.name for p in hook.writer.written] == ["last.pt", "best.pt", "last.pt"]
+
+
+def test_without_a_cadence_the_fit_end_leaves_last_and_best(tmp_path):
+    hook = CheckpointHook(every_minutes=None)
+    state = _fit(tmp_path, hook)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt"]  # no temporary files
+    last, best = load_checkpoint(folder / "last.pt"), load_checkpoint(folder / "best.pt")
+    assert last["step"] == 30 and best["hooks"]["checkpoint"]["best"] == hook.best
+    assert min(h["val/loss"] for h in state.history) == pytest.approx(hook.best)
+    assert best["step"] == 10 * (1 + [h["val/loss"] for h in state.history].index(hook.best))
+
+
+class Weights(Hook):
+    """Records the weights at every epoch's end."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, torch.Tensor] = {}
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.at[state.step] = state.model.weight.detach().clone()
+
+
+def test_best_holds_the_weights_of_its_epoch_not_the_ones_trained_after_the_copy(tmp_path):
+    weights = Weights()
+    hook = CheckpointHook(every_minutes=None)
+    state = _fit(tmp_path, hook, weights, epochs=6)
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert torch.equal(best["model"]["weight"], weights.at[best["step"]])
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert torch.equal(last["model"]["weight"], state.model.weight.detach())
+
+
+@pytest.mark.parametrize(
+    "bad", [{"every_minutes": 0}, {"max_time_fraction": 0}, {"max_time_fraction": 2}]
+)
+def test_a_bad_cadence_setting_is_a_user_error_naming_it(bad):
+    with pytest.raises(UserError, match=f"callbacks.checkpoint.{next(iter(bad))}"):
+        CheckpointHook(**bad)
+
+
+def test_a_fit_stopped_mid_epoch_by_a_hook_still_leaves_its_last_step(tmp_path):
+    hook = CheckpointHook(every_minutes=None)
+    state = _fit(tmp_path, hook, StopAt(13))
+    assert state.step == 13
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 13
+
+
+def test_every_n_steps_saves_mid_epoch_checkpoints_that_resume_where_they_were(tmp_path):
+    hook = CheckpointHook(every_minutes=None, every_n_steps=4)
+    _fit(tmp_path, hook, StopAt(14))
+    assert hook.saved_steps == [4, 8, 12, 14]  # inside epochs 1 and 2, and the fit's end
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert saved["step"] == 14
+
+
+def test_save_now_returns_once_the_file_is_complete(tmp_path):
+    hook = CheckpointHook(every_minutes=None)
+    state = _fit(tmp_path, hook, epochs=1)
+    state.step = 99
+    path = hook.save_now(state, mid_epoch=True)
+    assert path is not None
+    saved = load_checkpoint(path)  # readable at once: the write finished before save_now returned
+    assert saved["step"] == 99 and saved["mid_epoch"]
+
+
+def test_writer_writes_in_the_background_and_the_file_reads_back_complete(tmp_path):
+    writer = CheckpointWriter()
+    path = tmp_path / "ck" / "last.pt"
+    big = {"model": {"w": torch.arange(1_000_000, dtype=torch.float32)}, "step": 7}
+    writer.submit(path, big)
+    writer.join()
+    back = load_checkpoint(path)
+    assert back["step"] == 7 and torch.equal(back["model"]["w"], big["model"]["w"])
+    assert writer.idle and writer.written == [path]
+
+
+def test_a_queued_write_is_replaced_by_a_newer_one_for_the_same_file(tmp_path):
+    writer = CheckpointWriter()
+    slow = {"model": {"w": torch.zeros(4_000_000)}, "step": 0}
+    writer.submit(tmp_path / "other.pt", slow)  # keeps the writer busy while the next two queue
+    for step in range(1, 6):
+        writer.submit(
+            tmp_path / "last.pt", {"model": {"w": torch.full((3,), float(step))}, "step": step}
+        )
+    writer.join()
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 5
+    assert writer.written.count(tmp_path / "last.pt") < 5  # older queued states were dropped
+
+
+def test_a_failing_background_write_keeps_the_previous_file_and_surfaces_as_a_user_error(tmp_path):
+    path = tmp_path / "last.pt"
+    save_atomic({"model": {"w": torch.ones(2)}, "step": 1}, path)
+    writer = CheckpointWriter()
+    writer.submit(
+        path, {"model": {"w": torch.zeros(2)}, "step": 2, "bad": lambda: None}
+    )  # unpicklable
+    with pytest.raises(UserError, match="cannot write checkpoint"):
+        writer.join()
+    assert load_checkpoint(path)["step"] == 1  # the previous checkpoint survived
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+    writer.join()  # raised once: the writer is usable again
+    writer.submit(path, {"model": {"w": torch.zeros(2)}, "step": 3})
+    writer.join()
+    assert load_checkpoint(path)["step"] == 3
+
+
+def test_an_unwritable_checkpoint_folder_fails_the_fit_end_with_the_one_line_error(tmp_path):
+    (tmp_path / "checkpoints").write_text("a file where the folder should be")
+    with pytest.raises(
+        UserError, match=r"cannot write checkpoint .*(best|last)\.pt.*free disk space"
+    ):
+        _fit(tmp_path, CheckpointHook(every_minutes=None), epochs=1)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_disk_full_in_the_writer_thread_is_the_same_user_error(small_disk):
+    path = small_disk / "checkpoints" / "last.pt"
+    writer = CheckpointWriter()
+    writer.submit(path, {"model": {"w": torch.ones(10)}, "step": 1})
+    writer.join()
+    writer.submit(
+        path, {"model": {"w": torch.zeros(200_000)}, "step": 2}
+    )  # 800 kB on a 256 kB disk
+    with pytest.raises(UserError, match=r"cannot write checkpoint .*previous checkpoint is intact"):
+        writer.join()
+    assert load_checkpoint(path)["step"] == 1
