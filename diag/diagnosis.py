@@ -94,11 +94,9 @@ def _loss_explosion(s: RunSeries) -> Issue | None:
     start = min([first, *anchors])
     if not (0 < start < math.inf):
         return nonfinite
-    above = loss > EXPLOSION_GROWTH * start
-    # one sample above is a blow-up only if it lasts (the next is above or non-finite) or ends the run:
-    # a single bad batch the run shrugs off at once is not a run that blew up
-    lasting = above & np.append(above[1:], True)
-    over = np.flatnonzero(lasting)
+    # an interval's mean loss 10x its start is a blow-up even when the loss falls back after it: the
+    # weights it left behind (dead units, a loss stuck at chance) are its consequences
+    over = np.flatnonzero(loss > EXPLOSION_GROWTH * start)
     if not anchors:
         over = over[over > 0]
     if over.size:

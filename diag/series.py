@@ -131,6 +131,14 @@ def _interval_mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def _interval_median(values: list[float]) -> float:
+    """The (lower) median of one interval, non-finite as :func:`_interval_mean`: per-step records show
+    a single bad batch as one step, which a median passes over and a sustained blow-up does not."""
+    if any(not math.isfinite(v) for v in values):
+        return _interval_mean(values)
+    return sorted(values)[(len(values) - 1) // 2]
+
+
 def interval_means(series: RunSeries, every: int | None = None) -> RunSeries:
     """A per-step series reduced to interval means, as the live hook samples (a "mean" series is returned as is).
 
@@ -161,7 +169,7 @@ def interval_means(series: RunSeries, every: int | None = None) -> RunSeries:
         if bad and len(series.step) > a + bad[0]:
             label = series.step[a + bad[0]]
         steps.append(int(label))
-        loss.append(_interval_mean(chunk_loss))
+        loss.append(_interval_median(chunk_loss))
         if chunk_grad:
             grad.append(_interval_mean(chunk_grad))
         if len(series.lr) >= b:

@@ -92,9 +92,9 @@ def test_every_bad_value_is_reported_at_once_one_line_each(cli):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert [line.split("=")[0] for line in lines] == [
-        "error: optimizer.lr",
         "error: trainer.max_epochs",
         "error: data.loader",
+        "error: optimizer.lr",
         "error: lr_find.num_steps",
     ]
 
