@@ -243,7 +243,7 @@ def build_errors(cfg: DictConfig) -> list[str]:
         scheduler = build_scheduler(
             resolved.get("scheduler"), optimizer, 10, max(1, int(cfg.trainer.max_epochs))
         )
-        for _ in range(3):
+        for _ in range(3 if int(cfg.trainer.max_epochs) > 0 else 0):  # 0 epochs never steps it
             optimizer.step()
             if scheduler is not None:
                 scheduler.step(1.0) if _get(cfg, "scheduler.monitor") else scheduler.step()

@@ -559,9 +559,8 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     )
     try:
         deadline = time.monotonic() + 120
-        while not (
-            run / "checkpoints" / "last.pt"
-        ).exists():  # training is under way (an epoch is done)
+        # training is under way: an epoch is done (checkpoints come by time, its JSONL line every epoch)
+        while not (run / "train_diagnostics.jsonl").is_file():
             assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
             time.sleep(0.2)
         rank1 = _worker_with_rank(proc.pid, 1)
