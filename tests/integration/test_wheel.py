@@ -36,15 +36,17 @@ def test_a_wheel_installed_in_a_fresh_venv_trains_from_another_directory(tmp_pat
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)  # torch & co. from the system
     python = env_dir / "bin" / "python"
+    # nothing from this checkout on the path: the venv must run what the wheel installed
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+        [str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall", "-q", str(wheel)],
         check=True,
         capture_output=True,
         timeout=300,
+        env=env,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run(
         [str(python), "-c", "import runner, diag; print(runner.__file__); print(diag.__file__)"],
         cwd=elsewhere,
