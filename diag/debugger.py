@@ -38,6 +38,23 @@ def _looks_like_gradients(value: Any) -> bool:
     return isinstance(value, np.ndarray) and value.size > 1
 
 
+def _loss_value(loss: Any) -> Any:
+    """The loss as given when it is one number (a float, a NumPy scalar, a one-element tensor)."""
+    if isinstance(loss, bool) or not isinstance(
+        loss, (int, float, np.number, np.ndarray, torch.Tensor)
+    ):
+        raise TypeError(
+            f"loss must be a number (a float or a 0-d tensor such as loss.detach()), got {type(loss).__name__}"
+        )
+    if isinstance(loss, (np.ndarray, torch.Tensor)) and (
+        loss.size != 1 if isinstance(loss, np.ndarray) else loss.numel() != 1
+    ):
+        raise TypeError(
+            f"loss must be a number (the batch's mean loss), got an array of {getattr(loss, 'shape', '?')}"
+        )
+    return loss
+
+
 class TrainingDebugger:
     """History, gradient statistics and activation monitoring behind one ``step`` call."""
 
@@ -90,7 +107,11 @@ class TrainingDebugger:
         if missing:
             raise TypeError(f"step() missing {missing}")
 
-        grad_stats = GradientStats.from_gradients(kwargs["gradients"])
+        kwargs["loss"] = _loss_value(kwargs["loss"])
+        gradients = kwargs["gradients"]
+        if not isinstance(gradients, (torch.nn.Module, Mapping, torch.Tensor, np.ndarray)):
+            gradients = kwargs["gradients"] = list(gradients)  # a generator is read twice below
+        grad_stats = GradientStats.from_gradients(gradients)
         self.gradient_history.append(grad_stats)
         self.history.record(
             step=kwargs.get("step"),

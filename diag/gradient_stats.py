@@ -46,9 +46,22 @@ def gradient_list(gradients: Any) -> list[ArrayLike]:
         return [p.grad for p in gradients.parameters() if p.grad is not None]
     if isinstance(gradients, Mapping):
         gradients = gradients.values()
+    if isinstance(gradients, torch.nn.Parameter):
+        _refuse_parameters()
     if isinstance(gradients, (np.ndarray, torch.Tensor)):
         return [gradients]
-    return [g for g in gradients if g is not None]
+    out = [g for g in gradients if g is not None]
+    if any(isinstance(g, torch.nn.Parameter) for g in out):
+        _refuse_parameters()
+    return out
+
+
+def _refuse_parameters() -> None:
+    """Weights where gradients belong would be measured (or clipped) as if they were gradients."""
+    raise TypeError(
+        "got parameters (weights) where gradients belong: pass [p.grad for p in model.parameters()] "
+        "or the model itself, whose .grad fields are read"
+    )
 
 
 @dataclass
