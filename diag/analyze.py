@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from diag.codes import SEVERITY_RANK
+from diag.advice import RENDERERS, render_all
+from diag.codes import CODES, SEVERITY_RANK
 from diag.diagnosis import diagnose
 from diag.readers import ReadError, ReadResult, attempt_number, parse_tag_map, read_path, tag_roles
 from diag.report import action_line, build_report
@@ -357,9 +358,32 @@ def compute_metrics(r: ReadResult) -> dict[str, Any]:
     return metrics
 
 
-def analyze(r: ReadResult) -> dict[str, Any]:
-    """Diagnose the series and assemble the report.json-shaped dict."""
-    issues = [i.to_dict() for i in diagnose(r.series)]
+LIGHTNING_TAGS = ("train_loss", "train_loss_step", "train_loss_epoch", "val_loss", "val_acc")
+RUNNER_TAGS = ("train/lr", "train/grad_norm")
+
+
+def advice_for(r: ReadResult) -> str:
+    """Whose words the recommendations use: the runner's for its run directories and files, Lightning's
+    for logs with Lightning's tag names, plain words for anything else (Hugging Face, a hand loop)."""
+    if r.kind in ("run_dir", "jsonl"):
+        return "runner"
+    tags = set(r.tags_used.values())
+    if tags & set(LIGHTNING_TAGS) or any(t.startswith("lr-") for t in tags):
+        return "lightning"
+    if "train/learning_rate" in tags or "eval/loss" in tags:
+        return "plain"
+    if tags & set(RUNNER_TAGS) and "train/loss" in tags:
+        return "runner"
+    return "plain"
+
+
+def analyze(r: ReadResult, advice: str | None = None) -> dict[str, Any]:
+    """Diagnose the series and assemble the report.json-shaped dict (recommendations in ``advice``'s words)."""
+    table = advice_for(r) if advice in (None, "auto") else advice
+    found = diagnose(r.series)
+    for issue in found:
+        issue.recommendations = render_all(CODES[issue.code]["advice"], table)
+    issues = [i.to_dict() for i in found]
     return build_report(
         issues,
         compute_metrics(r),
@@ -492,6 +516,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="number of classes, for the chance-level checks when the logs do not say",
     )
+    p.add_argument(
+        "--advice",
+        choices=["auto", *sorted(RENDERERS)],
+        default="auto",
+        help="whose words the recommendations use (auto: the runner's for its runs, Lightning's for "
+        "Lightning logs, plain words otherwise)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -533,7 +564,7 @@ def run(args: argparse.Namespace) -> int:
     # Hostile magnitudes (1e308) overflow in arithmetic; the result is inf/nan, which is what we report.
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        report = analyze(result)
+        report = analyze(result, getattr(args, "advice", None))
         text = (
             json.dumps(report, indent=2, allow_nan=False)
             if args.json

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ import torch
 from torch import nn
 
 from diag.activation_hooks import ActivationRecorder
-from diag.codes import Issue
+from diag.advice import render_all, renderer
+from diag.codes import CODES, Issue
 from diag.diagnosis import diagnose
 from diag.hooks import FitState, Hook, step_scalar
 from diag.series import RunSeries
@@ -63,7 +65,11 @@ class DiagnosticsHook(Hook):
         layer_scalars: bool = True,
         summary_png: bool = True,
         console: bool = True,
+        advice: str | Mapping[str, str] = "plain",
     ) -> None:
+        """``advice`` says how recommendations name what to change: ``"plain"`` words (the default),
+        ``"runner"`` (the runner's overrides; its ``conf/diag/*.yaml`` select it), ``"lightning"``, or
+        a table of your own from knob to text (see :mod:`diag.advice`)."""
         self.scalar_every = max(1, int(scalar_every))
         self.layer_every = max(1, int(layer_every))
         self.diagnose_every = max(1, int(diagnose_every))
@@ -79,6 +85,7 @@ class DiagnosticsHook(Hook):
         self.layer_scalars = layer_scalars
         self.summary_png = summary_png
         self.console = console
+        self.advice = renderer(advice)  # an unknown name fails here, not at the first finding
         self.series = RunSeries()
         self._past: list[
             RunSeries
@@ -330,6 +337,8 @@ class DiagnosticsHook(Hook):
                 return
             self._diagnosed_at[when] = state.step
         issues = diagnose(self.series)
+        for issue in issues:
+            issue.recommendations = render_all(CODES[issue.code]["advice"], self.advice)
         before = {i.code: i.severity for i in self.issues}
         after = {i.code: i.severity for i in issues}
         for issue in issues:
