@@ -66,10 +66,12 @@ class DiagnosticsHook(Hook):
         summary_png: bool = True,
         console: bool = True,
         advice: str | Mapping[str, str] = "plain",
+        write_report: bool = False,
     ) -> None:
         """``advice`` says how recommendations name what to change: ``"plain"`` words (the default),
         ``"runner"`` (the runner's overrides; its ``conf/diag/*.yaml`` select it), ``"lightning"``, or
-        a table of your own from knob to text (see :mod:`diag.advice`)."""
+        a table of your own from knob to text (see :mod:`diag.advice`). ``write_report`` writes
+        ``report.json``/``report.md`` into ``state.run_dir`` at the fit's end (the runner writes its own)."""
         self.scalar_every = max(1, int(scalar_every))
         self.layer_every = max(1, int(layer_every))
         self.diagnose_every = max(1, int(diagnose_every))
@@ -85,6 +87,7 @@ class DiagnosticsHook(Hook):
         self.layer_scalars = layer_scalars
         self.summary_png = summary_png
         self.console = console
+        self.write_report = write_report
         self.advice = renderer(advice)  # an unknown name fails here, not at the first finding
         self.series = RunSeries()
         self._past: list[
@@ -414,6 +417,10 @@ class DiagnosticsHook(Hook):
             self.recorder.detach()
         if state.writer is not None and state.is_rank_zero:
             state.writer.add_text("diagnosis/final", self.markdown(), state.step)
+        if self.write_report and state.run_dir is not None and state.is_rank_zero:
+            from diag.report import write_report
+
+            write_report(Path(state.run_dir), self.report(state))
         if self.summary_png and state.run_dir is not None and state.is_rank_zero:
             from diag.summary_plot import plot_summary
 
@@ -423,6 +430,25 @@ class DiagnosticsHook(Hook):
                 self.issues,
                 annotations=state.annotations,
             )
+
+    def report(self, state: FitState) -> dict[str, Any]:
+        """The ``report.json`` shape of the diagnosis so far, with the fit's headline numbers."""
+        from diag.report import build_report
+
+        m, s = state.metrics, self.series
+        finite_val = [v for v in s.epoch_val_loss if math.isfinite(v)]
+        metrics = {
+            "final_train_loss": s.loss[-1] if s.loss else m.get("train/loss"),
+            "final_val_loss": m.get("val/loss"),
+            "best_val_loss": min(finite_val) if finite_val else None,
+            "final_val_acc": m.get("val/acc"),
+            "steps": state.step,
+            "skipped_steps": len(s.skipped_steps),
+        }
+        issues = (
+            state.issues if state.issues is not None else [self._as_dict(i) for i in self.issues]
+        )
+        return build_report(issues, metrics, actions=state.actions, completed=True)
 
     def state_dict(self) -> dict[str, Any]:
         """The series so far (every checkpoint, every epoch: list copies, not ``asdict``'s deep copy per float)."""
