@@ -9,7 +9,8 @@ seeds 0, 1, 2). Each is trained three ways:
   ``train_step(loss)``, ``end_epoch(val_loss=..., val_acc=...)``, ``finish()``);
 - ``lightning``: a ``LightningModule`` under ``Trainer(callbacks=[DiagnosticsCallback()])``;
 - ``analyze@N``: ``python -m diag analyze`` on the TensorBoard logs of a Lightning run without the
-  callback, logged every N steps (Lightning's ``log_every_n_steps``), with no flags.
+  callback (``train_loss`` on step and epoch, ``val_loss``, ``val_acc``, a ``LearningRateMonitor``),
+  logged every N steps (Lightning's ``log_every_n_steps``), with no flags.
 
 A fault is found when a warning or critical finding names the expected code; a healthy run is
 clean when it has no warning or critical finding. ``python bench/anyloop.py [--only CASE] [--ways ...]``
@@ -165,7 +166,7 @@ def lightning_run(
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return make_optimizer(self.net, **opt_kw)
 
-    callbacks: list[Any] = []
+    callbacks: list[Any] = [pl.callbacks.LearningRateMonitor(logging_interval="step")]
     if callback:
         from diag.integrations.lightning import DiagnosticsCallback
 
