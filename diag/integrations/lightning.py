@@ -106,7 +106,6 @@ class DiagnosticsCallback(pl.Callback):
         run_dir = Path(trainer.log_dir) if trainer.log_dir else Path(trainer.default_root_dir)
         logger = trainer.logger
         writer = logger.experiment if isinstance(logger, TensorBoardLogger) else None
-        steps = trainer.estimated_stepping_batches
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         rank_zero = trainer.is_global_zero
         self.state = FitState(
@@ -118,9 +117,20 @@ class DiagnosticsCallback(pl.Callback):
             num_classes=self.num_classes or _guess_classes(pl_module),
             is_rank_zero=rank_zero,
             step=trainer.global_step,
-            max_steps=int(steps) if isinstance(steps, (int, float)) and math.isfinite(steps) else 0,
+            max_steps=max(trainer.max_steps, 0),
         )
         self.hook.on_fit_start(self.state)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The planned steps once the loaders are known (asking earlier would load them a second time)."""
+        state = self.state
+        if state is None or state.max_steps or not trainer.max_epochs or trainer.max_epochs < 0:
+            return
+        batches = trainer.num_training_batches
+        if isinstance(batches, (int, float)) and math.isfinite(batches) and batches > 0:
+            per_epoch = math.ceil(batches / max(1, trainer.accumulate_grad_batches))
+            state.max_steps = per_epoch * trainer.max_epochs
+            self.hook.series.planned_steps = state.max_steps
 
     # -- every step ------------------------------------------------------------------
     def on_before_optimizer_step(
