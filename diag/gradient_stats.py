@@ -235,10 +235,11 @@ class GradientHealthMonitor:
 
     def check_gradients(self, gradients: Any = None) -> tuple[bool, list[str]]:
         """Record this step's gradients and say whether they look healthy (``(healthy, messages)``)."""
-        norms = self.record(gradients)
-        _, messages = GradientStats.from_gradients(
-            self.model if gradients is None else gradients
-        ).is_healthy()
+        source: Any = self.model if gradients is None else gradients
+        if not isinstance(source, (torch.nn.Module, Mapping, torch.Tensor, np.ndarray, type(None))):
+            source = list(source)  # a generator is read twice below
+        norms = self.record(source)
+        _, messages = GradientStats.from_gradients(source).is_healthy()
         finite = [v for v in norms.values() if math.isfinite(v)]
         if len(finite) >= 2 and finite[-1] > 0:
             ratio = finite[0] / finite[-1]
