@@ -137,10 +137,3 @@ def render(advice: Advice, table: str | Renderer | None = None) -> str:
 def render_all(advice: list[Advice], table: str | Renderer | None = None) -> list[str]:
     """Every recommendation of a list, rendered through one table."""
     return [render(a, table) for a in advice]
-
-
-def recommendations(code: str, table: str | Renderer | None = None) -> list[str]:
-    """A code's recommendations through ``table`` (plain words by default)."""
-    from diag.codes import CODES
-
-    return render_all(CODES[code]["advice"], table)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from diag.advice import Advice, render_all
+from diag.advice import Advice, Renderer, render_all
 
 CODES: dict[str, dict[str, Any]] = {
     "LOSS_EXPLOSION": {
@@ -151,6 +151,12 @@ CODES: dict[str, dict[str, Any]] = {
 # own vocabulary renders ``advice`` through its table (diag.advice: "runner", "lightning").
 for _entry in CODES.values():
     _entry["recommendations"] = render_all(_entry["advice"], "plain")
+
+
+def recommendations(code: str, table: str | Renderer | None = None) -> list[str]:
+    """A code's recommendations through ``table`` (plain words by default; see :mod:`diag.advice`)."""
+    return render_all(CODES[code]["advice"], table)
+
 
 SEVERITIES = ("info", "warning", "critical")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}  # higher is worse

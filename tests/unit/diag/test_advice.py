@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from diag import CODES, FitState
-from diag.advice import RENDERERS, Advice, recommendations, render
+from diag.advice import RENDERERS, Advice, render
+from diag.codes import recommendations
 from diag.live import DiagnosticsHook
 
 RUNNER_WORDS = (
