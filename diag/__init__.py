@@ -25,16 +25,22 @@ _EXPORTS = {
     "CODES": "diag.codes",
     "Hook": "diag.hooks",
     "FitState": "diag.hooks",
+    "DiagnosticsHook": "diag.live",
+    "GradientHealthMonitor": "diag.gradient_stats",
+    "LRFinder": "diag.lr_finder",
 }
 
 __all__ = [
     "CODES",
     "ActivationMonitor",
     "ActivationStats",
+    "DiagnosticsHook",
     "FitState",
+    "GradientHealthMonitor",
     "GradientStats",
     "Hook",
     "Issue",
+    "LRFinder",
     "LearningRateFinder",
     "TrainingDebugger",
     "TrainingHistory",
@@ -48,11 +54,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from diag.activations import ActivationMonitor, ActivationStats, detect_dead_neurons
     from diag.codes import CODES, Issue
     from diag.debugger import TrainingDebugger
-    from diag.gradient_stats import GradientStats, clip_gradients
+    from diag.gradient_stats import GradientHealthMonitor, GradientStats, clip_gradients
     from diag.history import TrainingHistory
     from diag.hooks import FitState, Hook
     from diag.init_check import check_initialization
-    from diag.lr_finder import LearningRateFinder
+    from diag.live import DiagnosticsHook
+    from diag.lr_finder import LearningRateFinder, LRFinder
     from diag.simulate import simulate_training
 
 

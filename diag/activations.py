@@ -295,6 +295,15 @@ class ActivationMonitor:
             }
         return out
 
+    def check_activations(self) -> dict[str, list[str]]:
+        """The name other monitors use for :meth:`diagnose`: ``{layer: [messages]}`` of unhealthy layers."""
+        return self.diagnose()
+
+    @property
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """The per-layer statistics over the window (:meth:`summary`), under the name other monitors use."""
+        return self.summary()
+
     def diagnose(self) -> dict[str, list[str]]:
         """``{layer: [messages]}`` for layers with dead, saturated, vanishing or exploding activations."""
         issues: dict[str, list[str]] = {}

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from diag.codes import SEVERITY_RANK
-from diag.diagnosis import diagnose
+from diag.advice import RENDERERS, Advice, render, render_all
+from diag.codes import CODES, SEVERITY_RANK, Issue
+from diag.diagnosis import diagnose, run_rules
 from diag.readers import ReadError, ReadResult, attempt_number, parse_tag_map, read_path, tag_roles
 from diag.report import action_line, build_report
 
@@ -357,9 +358,84 @@ def compute_metrics(r: ReadResult) -> dict[str, Any]:
     return metrics
 
 
-def analyze(r: ReadResult) -> dict[str, Any]:
-    """Diagnose the series and assemble the report.json-shaped dict."""
-    issues = [i.to_dict() for i in diagnose(r.series)]
+LIGHTNING_TAGS = ("train_loss", "train_loss_step", "train_loss_epoch", "val_loss", "val_acc")
+RUNNER_TAGS = ("train/lr", "train/grad_norm")
+
+
+def advice_for(r: ReadResult) -> str:
+    """Whose words the recommendations use: the runner's for its run directories and files, Lightning's
+    for logs with Lightning's tag names, plain words for anything else (Hugging Face, a hand loop)."""
+    if r.kind in ("run_dir", "jsonl"):
+        return "runner"
+    tags = set(r.tags_used.values())
+    if tags & set(LIGHTNING_TAGS) or any(t.startswith("lr-") for t in tags):
+        return "lightning"
+    if "train/learning_rate" in tags or "eval/loss" in tags:
+        return "plain"
+    if tags & set(RUNNER_TAGS) and "train/loss" in tags:
+        return "runner"
+    return "plain"
+
+
+# Below these the LR itself explains a loss that does not move (adaptive optimizers take steps of about
+# the LR; plain SGD takes steps of LR x gradient).
+LOW_LR = {"adaptive": 1e-5, "other": 1e-3}
+_ADAPTIVE = ("adam", "rmsprop", "adagrad", "adadelta", "adafactor", "lion", "nadam", "radam")
+GRADIENT_FLOW = Advice(
+    "Check that gradients reach the early layers: a non-saturating activation{activation}, biases "
+    "near zero{bias_init}",
+    {"activation": "relu", "bias_init": "0"},
+)
+
+
+def _peak_lr(r: ReadResult) -> float | None:
+    values = [v for v in (r.series.lr or r.series.epoch_lr) if math.isfinite(v) and v > 0]
+    return max(values) if values else None
+
+
+def flat_at_chance_without_weights(r: ReadResult, found: list[Issue]) -> list[Issue]:
+    """Logs without weight or per-layer statistics cannot show an LR too low: only the LR can.
+
+    ``SLOW_CONVERGENCE`` ("raise the LR") rests on weights that barely move; where the logs hold no
+    update ratios or layer statistics (other tools' logs), a loss flat at ``ln(k)`` under an ordinary
+    LR is read as what it is, a model stuck at chance (gradients not reaching the weights, or labels
+    that do not match the inputs), and the finding says the logs cannot tell which.
+    """
+    s = r.series
+    slow = next((i for i in found if i.code == "SLOW_CONVERGENCE"), None)
+    if slow is None or s.update_ratio or s.layer_grad_norm or s.layer_update_ratio:
+        return found
+    if any(math.isfinite(v) for v in s.epoch_weight_update):
+        return found
+    lr = _peak_lr(r)
+    if lr is None or not s.num_classes:
+        return found
+    lr_tag = r.tags_used.get("lr", "")
+    kind = "adaptive" if any(a in lr_tag.lower() for a in _ADAPTIVE) else "other"
+    if lr < LOW_LR[kind]:
+        return found
+    stuck = next((i for i in run_rules(s) if i.code == "STUCK_AT_CHANCE"), None)
+    if stuck is None:
+        return found
+    stuck.severity = max(stuck.severity, slow.severity, key=lambda v: SEVERITY_RANK[v])
+    stuck.evidence += (
+        f"; the LR ({lr:.3g}) is not low, so the gradients do not reach the weights (saturating or dead "
+        "units) or the labels do not match the inputs: these logs hold no per-layer statistics to tell "
+        "which (diag's DiagnosticsCallback or DiagnosticsHook records them)"
+    )
+    stuck.recommendations = []
+    return [stuck if i is slow else i for i in found]
+
+
+def analyze(r: ReadResult, advice: str | None = None) -> dict[str, Any]:
+    """Diagnose the series and assemble the report.json-shaped dict (recommendations in ``advice``'s words)."""
+    table = advice_for(r) if advice in (None, "auto") else advice
+    found = flat_at_chance_without_weights(r, diagnose(r.series))
+    for issue in found:
+        issue.recommendations = render_all(CODES[issue.code]["advice"], table)
+        if issue.code == "STUCK_AT_CHANCE" and "per-layer statistics" in issue.evidence:
+            issue.recommendations.insert(0, render(GRADIENT_FLOW, table))
+    issues = [i.to_dict() for i in found]
     return build_report(
         issues,
         compute_metrics(r),
@@ -492,6 +568,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="number of classes, for the chance-level checks when the logs do not say",
     )
+    p.add_argument(
+        "--advice",
+        choices=["auto", *sorted(RENDERERS)],
+        default="auto",
+        help="whose words the recommendations use (auto: the runner's for its runs, Lightning's for "
+        "Lightning logs, plain words otherwise)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -511,29 +594,53 @@ def _emit(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read, diagnose, print; the exit code follows ``--fail-on``."""
+    """Read, diagnose, print; the exit code follows ``--fail-on``.
+
+    With ``--json`` stdout is always one JSON document: an input that cannot be analyzed (or a failure
+    of the analyzer itself) gives ``{"status": "error", "error": "..."}`` beside the usual exit code 2,
+    so a tool parsing stdout never meets an empty or half-written answer.
+    """
+    if not getattr(args, "json", False):
+        return _run(args)
+    try:
+        return _run(args)
+    except Exception as exc:  # the JSON contract holds even for a bug in the analyzer
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        print(f"diag analyze: {message}", file=sys.stderr)
+        _emit(json.dumps({"status": "error", "error": message}))
+        return EXIT_USAGE
+
+
+def _usage_error_json(args: argparse.Namespace, message: str) -> int:
+    if getattr(args, "json", False):
+        _emit(json.dumps({"status": "error", "error": message}))
+    return _usage_error(message)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         tag_map = parse_tag_map(args.tags)
     except ValueError as exc:
-        return _usage_error(str(exc))
+        return _usage_error_json(args, str(exc))
     if args.num_classes is not None and args.num_classes < 2:
-        return _usage_error(f"--num-classes must be at least 2, got {args.num_classes}")
+        return _usage_error_json(args, f"--num-classes must be at least 2, got {args.num_classes}")
     try:
         result = read_path(Path(args.path), tag_map, args.num_classes)
     except ReadError as exc:
-        return _usage_error(str(exc))
+        return _usage_error_json(args, str(exc))
     except OSError as exc:
-        return _usage_error(f"cannot read {args.path}: {exc.strerror or exc}")
+        return _usage_error_json(args, f"cannot read {args.path}: {exc.strerror or exc}")
     if not result.has_data:
         skipped = sum(result.skipped.values())
-        return _usage_error(
+        return _usage_error_json(
+            args,
             f"no training records found in {args.path}"
-            + (f" (skipped {skipped} unreadable lines/files)" if skipped else "")
+            + (f" (skipped {skipped} unreadable lines/files)" if skipped else ""),
         )
     # Hostile magnitudes (1e308) overflow in arithmetic; the result is inf/nan, which is what we report.
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        report = analyze(result)
+        report = analyze(result, getattr(args, "advice", None))
         text = (
             json.dumps(report, indent=2, allow_nan=False)
             if args.json

@@ -1,7 +1,8 @@
 """The fixed diagnosis vocabulary shared by the live diagnosis, the analyzer, the AutoTrainer and tests.
 
 Each code carries its meaning and the recommendations that go with it, so every
-symptom found comes with its fixes, and an :class:`Issue` is one finding.
+symptom found comes with its fixes, and an :class:`Issue` is one finding. A recommendation names
+what to turn symbolically (:class:`diag.advice.Advice`); its reader's table renders it.
 """
 
 from __future__ import annotations
@@ -9,126 +10,153 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from diag.advice import Advice, Renderer, render_all
+
 CODES: dict[str, dict[str, Any]] = {
     "LOSS_EXPLOSION": {
         "meaning": "loss went non-finite or grew by orders of magnitude",
-        "recommendations": [
-            "Reduce the learning rate by 10-100x (optimizer.lr)",
-            "Add gradient clipping (trainer.clip.max_norm=1.0)",
-            "Use a warm-up schedule (scheduler=warmup_cosine)",
+        "advice": [
+            Advice("Reduce the learning rate by 10-100x{learning_rate}"),
+            Advice("Add gradient clipping{clip_norm}", {"clip_norm": "1.0"}),
+            Advice("Use a warm-up schedule{warmup}"),
         ],
     },
     "NONFINITE_GRADIENTS": {
         "meaning": "NaN/Inf in gradients",
-        "recommendations": [
-            "Reduce the learning rate by 10x (optimizer.lr)",
-            "Add gradient clipping (trainer.clip.max_norm=1.0)",
-            "Check the inputs and the loss for NaN/Inf; under fp16 prefer bf16",
+        "advice": [
+            Advice("Reduce the learning rate by 10x{learning_rate}"),
+            Advice("Add gradient clipping{clip_norm}", {"clip_norm": "1.0"}),
+            Advice("Check the inputs and the loss for NaN/Inf; under fp16 prefer bf16"),
         ],
     },
     "LOSS_OSCILLATION": {
         "meaning": "loss swings up and down without a downward trend",
-        "recommendations": [
-            "Reduce the learning rate by 2-10x (optimizer.lr)",
-            "Use a decaying schedule (scheduler=cosine or scheduler=plateau)",
-            "Increase the batch size for steadier gradients (data.batch_size)",
+        "advice": [
+            Advice("Reduce the learning rate by 2-10x{learning_rate}"),
+            Advice("Use a decaying schedule{lr_schedule}"),
+            Advice("Increase the batch size for steadier gradients{batch_size}"),
         ],
     },
     "SLOW_CONVERGENCE": {
         "meaning": "loss barely moves: learning rate too low",
-        "recommendations": [
-            "Increase the learning rate by 10-100x (optimizer.lr), or run mode=lr_find",
-            "Switch to an adaptive optimizer (optimizer=adam)",
+        "advice": [
+            Advice("Increase the learning rate by 10-100x{learning_rate}{lr_range_test}"),
+            Advice("Switch to an adaptive optimizer{optimizer}", {"optimizer": "adam"}),
         ],
     },
     "LOSS_PLATEAU": {
         "meaning": "loss stopped improving after early progress",
-        "recommendations": [
-            "Decay the learning rate (scheduler=cosine or scheduler=plateau)",
-            "Stop early: the best checkpoint is in checkpoints/best.pt",
-            "If accuracy is still low, increase model capacity or reduce regularisation",
+        "advice": [
+            Advice("Decay the learning rate{lr_schedule}"),
+            Advice("Stop early{best_checkpoint_saved}"),
+            Advice("If accuracy is still low, increase model capacity or reduce regularisation"),
         ],
     },
     "STUCK_AT_CHANCE": {
         "meaning": "loss ≈ ln(classes), accuracy ≈ 1/classes: data, label or model bug",
-        "recommendations": [
-            "Check that labels match inputs (shuffled or noisy labels?)",
-            "Check the data pipeline: inputs normalised, train/val transforms separated",
-            "Try to overfit one small batch (data.subset=64); if it cannot, the model or loss has a bug",
+        "advice": [
+            Advice("Check that labels match inputs (shuffled or noisy labels?)"),
+            Advice("Check the data pipeline: inputs normalised, train/val transforms separated"),
+            Advice(
+                "Try to overfit one small batch{subset}; if it cannot, the model or loss has a bug",
+                {"subset": "64"},
+            ),
         ],
     },
     "OVERFITTING": {
         "meaning": "train loss falls while validation loss rises",
-        "recommendations": [
-            "Add weight decay (optimizer=adamw optimizer.weight_decay=0.05) or dropout (model.dropout=0.2)",
-            "Use more training data or augmentation (data.augmentation=standard)",
-            "Stop early: use checkpoints/best.pt",
+        "advice": [
+            Advice(
+                "Add weight decay{weight_decay} or dropout{dropout}",
+                {"weight_decay": "0.05", "dropout": "0.2"},
+            ),
+            Advice("Use more training data or augmentation{augmentation}"),
+            Advice("Stop early{best_checkpoint}"),
         ],
     },
     "UNDERFITTING": {
         "meaning": "both losses high and flat: model too small or too regularised",
-        "recommendations": [
-            "Use a bigger model (model.hidden=[512,512] or model=cnn)",
-            "Reduce regularisation (dropout, weight decay)",
-            "Train longer (trainer.max_epochs)",
+        "advice": [
+            Advice("Use a bigger model{capacity}"),
+            Advice("Reduce regularisation (dropout, weight decay)"),
+            Advice("Train longer{epochs}"),
         ],
     },
     "VANISHING_GRADIENTS": {
         "meaning": "early-layer gradients orders of magnitude below late layers, or global norm tiny",
-        "recommendations": [
-            "Use a non-saturating activation (model.activation=relu or gelu)",
-            "Use He initialisation (model.init=he)",
-            "Add batch normalisation (model.batchnorm=true)",
+        "advice": [
+            Advice("Use a non-saturating activation{activation}", {"activation": "relu or gelu"}),
+            Advice("Use He initialisation{init}", {"init": "he"}),
+            Advice("Add batch normalisation{batchnorm}"),
         ],
     },
     "EXPLODING_GRADIENTS": {
         "meaning": "gradient norm huge or growing",
-        "recommendations": [
-            "Add gradient clipping (trainer.clip.max_norm=1.0)",
-            "Reduce the learning rate (optimizer.lr)",
-            "Check the initialisation scale (model.init=he)",
+        "advice": [
+            Advice("Add gradient clipping{clip_norm}", {"clip_norm": "1.0"}),
+            Advice("Reduce the learning rate{learning_rate}"),
+            Advice("Check the initialisation scale{init}", {"init": "he"}),
         ],
     },
     "DEAD_NEURONS": {
         "meaning": "a large share of ReLU units never fire",
-        "recommendations": [
-            "Use leaky ReLU or GELU (model.activation=leaky_relu)",
-            "Initialise biases at zero (model.bias_init=0) with He init (model.init=he)",
-            "Lower the learning rate (optimizer.lr)",
+        "advice": [
+            Advice("Use leaky ReLU or GELU{activation}", {"activation": "leaky_relu"}),
+            Advice(
+                "Initialise biases at zero{bias_init} with He init{init}",
+                {"bias_init": "0", "init": "he"},
+            ),
+            Advice("Lower the learning rate{learning_rate}"),
         ],
     },
     "SATURATED_ACTIVATIONS": {
         "meaning": "sigmoid/tanh units pinned at their bounds",
-        "recommendations": [
-            "Use a non-saturating activation (model.activation=relu)",
-            "Use Xavier/He initialisation (model.init=xavier)",
-            "Add batch normalisation (model.batchnorm=true)",
+        "advice": [
+            Advice("Use a non-saturating activation{activation}", {"activation": "relu"}),
+            Advice("Use Xavier/He initialisation{init}", {"init": "xavier"}),
+            Advice("Add batch normalisation{batchnorm}"),
         ],
     },
     "LR_DECAYED_TOO_EARLY": {
         "meaning": "the schedule cut the learning rate before loss settled",
-        "recommendations": [
-            "Increase the plateau patience (scheduler.lr_scheduler.patience=5) or the factor (scheduler.lr_scheduler.factor=0.5)",
-            "Switch to a cosine or one-cycle schedule (scheduler=cosine)",
-            "Increase the initial learning rate",
+        "advice": [
+            Advice(
+                "Increase the plateau patience{patience} or the factor{factor}",
+                {"patience": "5", "factor": "0.5"},
+            ),
+            Advice("Switch to a cosine or one-cycle schedule{cosine_schedule}"),
+            Advice("Increase the initial learning rate"),
         ],
     },
     "BAD_INITIALIZATION": {
         "meaning": "weight scale far from He/Xavier for the layer's fan-in",
-        "recommendations": [
-            "Use He initialisation for ReLU nets (model.init=he) or Xavier for tanh/sigmoid",
-            "Do not scale initial weights by hand (model.init=default)",
+        "advice": [
+            Advice(
+                "Use He initialisation for ReLU nets{init} or Xavier for tanh/sigmoid",
+                {"init": "he"},
+            ),
+            Advice("Do not scale initial weights by hand{init}", {"init": "default"}),
         ],
     },
     "NO_LEARNING": {
         "meaning": "weights barely change (update/weight ratio tiny)",
-        "recommendations": [
-            "Increase the learning rate (optimizer.lr)",
-            "Check that parameters are passed to the optimizer and require grad",
-            "Check that gradient clipping is not too tight (trainer.clip.max_norm)",
+        "advice": [
+            Advice("Increase the learning rate{learning_rate}"),
+            Advice("Check that parameters are passed to the optimizer and require grad"),
+            Advice("Check that gradient clipping is not too tight{clip_norm}"),
         ],
     },
 }
+# Each code's recommendations in plain words (the default reader: a hand-written loop). A loop with its
+# own vocabulary renders ``advice`` through its table (diag.advice: "runner", "lightning").
+for _entry in CODES.values():
+    _entry["recommendations"] = render_all(_entry["advice"], "plain")
+
+
+def recommendations(code: str, table: str | Renderer | None = None) -> list[str]:
+    """A code's recommendations through ``table`` (plain words by default; see :mod:`diag.advice`)."""
+    return render_all(CODES[code]["advice"], table)
+
 
 SEVERITIES = ("info", "warning", "critical")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}  # higher is worse

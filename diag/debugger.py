@@ -7,6 +7,10 @@ gradients, learning_rate, activations=None, val_loss=None)`` and the loss-first 
 The report is the shared rule table of :mod:`diag.diagnosis` (the live hook's and the
 analyzer's) on the history's per-step series, with what only the debugger sees added
 to it: per-layer gradient norms and the activation health of the recorded layers.
+
+A torch loop can instead hand the debugger its model (``watch``) and call ``train_step(loss)``
+per step: then the live engine (:class:`diag.live.DiagnosticsHook`) does the collecting and the
+diagnosing, at the runner's cost, and ``report()`` is its diagnosis.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +27,10 @@ import torch
 from diag.activations import ActivationMonitor
 from diag.diagnosis import diagnose
 from diag.gradient_stats import GradientStats, weight_gradient_norms
+from diag.gradients import grads_of
 from diag.history import TrainingHistory, report_of
+from diag.hooks import EventLog, FitState
+from diag.live import DiagnosticsHook
 from diag.series import RunSeries
 
 _FORM_000 = ("step", "loss", "gradients", "learning_rate", "activations", "val_loss")
@@ -38,10 +46,31 @@ def _looks_like_gradients(value: Any) -> bool:
     return isinstance(value, np.ndarray) and value.size > 1
 
 
+def _loss_value(loss: Any) -> Any:
+    """The loss as given when it is one number (a float, a NumPy scalar, a one-element tensor)."""
+    if isinstance(loss, bool) or not isinstance(
+        loss, (int, float, np.number, np.ndarray, torch.Tensor)
+    ):
+        raise TypeError(
+            f"loss must be a number (a float or a 0-d tensor such as loss.detach()), got {type(loss).__name__}"
+        )
+    if isinstance(loss, (np.ndarray, torch.Tensor)) and (
+        loss.size != 1 if isinstance(loss, np.ndarray) else loss.numel() != 1
+    ):
+        raise TypeError(
+            f"loss must be a number (the batch's mean loss), got an array of {getattr(loss, 'shape', '?')}"
+        )
+    return loss
+
+
 class TrainingDebugger:
     """History, gradient statistics and activation monitoring behind one ``step`` call."""
 
     def __init__(self, gradient_window: int = 100, activation_window: int = 100) -> None:
+        self.live: DiagnosticsHook | None = (
+            None  # set by watch(): the live engine drives the report
+        )
+        self.state: FitState | None = None
         self.history = TrainingHistory()
         self.activation_monitor = ActivationMonitor(window_size=activation_window)
         self.gradient_history: deque[GradientStats] = deque(maxlen=gradient_window)
@@ -90,7 +119,11 @@ class TrainingDebugger:
         if missing:
             raise TypeError(f"step() missing {missing}")
 
-        grad_stats = GradientStats.from_gradients(kwargs["gradients"])
+        kwargs["loss"] = _loss_value(kwargs["loss"])
+        gradients = kwargs["gradients"]
+        if not isinstance(gradients, (torch.nn.Module, Mapping, torch.Tensor, np.ndarray)):
+            gradients = kwargs["gradients"] = list(gradients)  # a generator is read twice below
+        grad_stats = GradientStats.from_gradients(gradients)
         self.gradient_history.append(grad_stats)
         self.history.record(
             step=kwargs.get("step"),
@@ -142,6 +175,24 @@ class TrainingDebugger:
         from :meth:`TrainingHistory.diagnose` and from the live hook; ``details`` carries the evidence,
         ``activation_issues`` the monitor's per-layer messages.
         """
+        if self.live is not None:
+            issues = self.live.issues
+            return {
+                **report_of(issues),
+                "recommendations": list(
+                    dict.fromkeys(r for issue in issues for r in issue.recommendations)
+                ),
+                "gradient_healthy": not any(
+                    i.code in ("NONFINITE_GRADIENTS", "EXPLODING_GRADIENTS", "VANISHING_GRADIENTS")
+                    for i in issues
+                ),
+                "gradient_issues": [i.evidence for i in issues if "GRADIENT" in i.code],
+                "activation_issues": {
+                    i.layer or "model": [i.evidence]
+                    for i in issues
+                    if i.code in ("DEAD_NEURONS", "SATURATED_ACTIVATIONS")
+                },
+            }
         diagnosis = report_of(diagnose(self.series()))
         recent = list(self.gradient_history)[-10:]
         gradient_messages = [m for g in recent for m in g.is_healthy()[1]]
@@ -151,6 +202,110 @@ class TrainingDebugger:
             "gradient_issues": list(dict.fromkeys(gradient_messages)),
             "activation_issues": self.activation_monitor.diagnose(),
         }
+
+    # -- driven from a hand loop by the live engine -----------------------------
+    def watch(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        num_classes: int | None = None,
+        max_steps: int = 0,
+        run_dir: str | Path | None = None,
+        writer: Any = None,
+        advice: str | Mapping[str, str] = "plain",
+        **hook_options: Any,
+    ) -> TrainingDebugger:
+        """Watch a torch training loop with the live engine (the runner's diagnosis); returns ``self``.
+
+        Then call :meth:`train_step` after each ``optimizer.step()``, optionally :meth:`end_epoch` with
+        validation numbers, and :meth:`finish` at the end (the report). The step count, the gradient
+        norm and the event order are kept here, so the loop needs no other glue. ``run_dir`` gets
+        ``events.jsonl``, ``report.json``/``report.md`` and ``summary.png``; ``writer`` (a
+        ``SummaryWriter``) the diagnosis as text; ``hook_options`` go to :class:`DiagnosticsHook`.
+        """
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(
+                f"watch() takes the torch.nn.Module being trained, got {type(model).__name__}"
+            )
+        run_path = Path(run_dir) if run_dir is not None else None
+        hook_options.setdefault("summary_png", run_path is not None)
+        self.live = DiagnosticsHook(
+            advice=advice, write_report=run_path is not None, **hook_options
+        )
+        self.state = FitState(
+            model=model,
+            optimizer=optimizer,
+            num_classes=num_classes,
+            max_steps=max_steps,
+            run_dir=run_path,
+            writer=writer,
+            events=EventLog(run_path / "events.jsonl" if run_path is not None else None),
+        )
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self.live.on_fit_start(self.state)
+        return self
+
+    def _watched(self, call: str) -> tuple[DiagnosticsHook, FitState]:
+        if self.live is None or self.state is None:
+            raise RuntimeError(
+                f"TrainingDebugger.{call}() needs watch(model, optimizer) first; "
+                "for recorded numbers use step(...)"
+            )
+        return self.live, self.state
+
+    def train_step(self, loss: Any, grad_norm: Any = None) -> None:
+        """After ``optimizer.step()``: this step's loss (a tensor or a float) into the live engine.
+
+        The global gradient norm is measured here on the device (no host sync) from the gradients
+        the step used; pass ``grad_norm`` when you clip (the norm before clipping, as
+        ``clip_grad_norm_`` returns it).
+        """
+        hook, state = self._watched("train_step")
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach()
+        if grad_norm is None:
+            grads = grads_of(self._params)
+            if not grads:
+                raise RuntimeError(
+                    "no gradients to measure: call train_step(loss) after loss.backward() and "
+                    "optimizer.step(), before the next optimizer.zero_grad()"
+                )
+            grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        state.step += 1
+        state.batch_idx += 1
+        state.loss, state.grad_norm = loss, grad_norm
+        hook.on_train_batch_end(state)
+
+    def end_epoch(
+        self,
+        val_loss: float | None = None,
+        val_acc: float | None = None,
+        train_loss: float | None = None,
+        train_acc: float | None = None,
+    ) -> None:
+        """At an epoch's end, with the validation numbers if there are any (host floats or tensors)."""
+        hook, state = self._watched("end_epoch")
+        given = {
+            "val/loss": val_loss,
+            "val/acc": val_acc,
+            "train/loss": train_loss,
+            "train/acc": train_acc,
+        }
+        metrics = {k: float(v) for k, v in given.items() if v is not None}
+        if metrics:
+            state.metrics.update(metrics)
+            hook.on_validation_end(state)
+        hook.on_epoch_end(state)
+        state.epoch += 1
+        state.batch_idx = 0
+
+    def finish(self) -> dict[str, Any]:
+        """The end of the watched fit: the final diagnosis as :meth:`report`'s dict (files into ``run_dir``)."""
+        hook, state = self._watched("finish")
+        hook.on_fit_end(state)
+        state.events.close()
+        return self.report()
 
     def quick_check(self) -> bool:
         """Cheap per-step check: False on a non-finite recent loss or NaN/Inf/huge latest gradients."""

@@ -8,6 +8,7 @@ turn the norm, mean and std into NaN and hide how large the finite part is.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -46,9 +47,22 @@ def gradient_list(gradients: Any) -> list[ArrayLike]:
         return [p.grad for p in gradients.parameters() if p.grad is not None]
     if isinstance(gradients, Mapping):
         gradients = gradients.values()
+    if isinstance(gradients, torch.nn.Parameter):
+        _refuse_parameters()
     if isinstance(gradients, (np.ndarray, torch.Tensor)):
         return [gradients]
-    return [g for g in gradients if g is not None]
+    out = [g for g in gradients if g is not None]
+    if any(isinstance(g, torch.nn.Parameter) for g in out):
+        _refuse_parameters()
+    return out
+
+
+def _refuse_parameters() -> None:
+    """Weights where gradients belong would be measured (or clipped) as if they were gradients."""
+    raise TypeError(
+        "got parameters (weights) where gradients belong: pass [p.grad for p in model.parameters()] "
+        "or the model itself, whose .grad fields are read"
+    )
 
 
 @dataclass
@@ -186,3 +200,52 @@ def weight_gradient_norms(gradients: Any) -> dict[str, float]:
         if a.ndim >= 2:
             out[name] = float(np.linalg.norm(a.astype(np.float64, copy=False).ravel()))
     return out
+
+
+class GradientHealthMonitor:
+    """Per-layer gradient norms step after step, and what they say about gradient flow.
+
+    ``check_gradients()`` after ``loss.backward()`` reads the model's weight gradients (or the
+    ``gradients`` given, in any form :class:`GradientStats` takes) and returns ``(healthy, messages)``:
+    non-finite gradients, a global norm outside [1e-8, 1000], or the input-side layer's gradient
+    more than ``vanishing_ratio`` times smaller than the output side's (the vanishing-gradient sign).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        window_size: int = 100,
+        vanishing_ratio: float = 1e-3,
+    ) -> None:
+        self.model = model
+        self.vanishing_ratio = float(vanishing_ratio)
+        self.history: deque[dict[str, float]] = deque(maxlen=window_size)
+
+    def record(self, gradients: Any = None) -> dict[str, float]:
+        """Per weight matrix: this step's gradient norm, input side first (also kept in ``history``)."""
+        if gradients is None:
+            if self.model is None:
+                raise TypeError(
+                    "pass gradients, or give the monitor the model: GradientHealthMonitor(model)"
+                )
+            gradients = self.model
+        norms = weight_gradient_norms(gradients)
+        self.history.append(norms)
+        return norms
+
+    def check_gradients(self, gradients: Any = None) -> tuple[bool, list[str]]:
+        """Record this step's gradients and say whether they look healthy (``(healthy, messages)``)."""
+        source: Any = self.model if gradients is None else gradients
+        if not isinstance(source, (torch.nn.Module, Mapping, torch.Tensor, np.ndarray, type(None))):
+            source = list(source)  # a generator is read twice below
+        norms = self.record(source)
+        _, messages = GradientStats.from_gradients(source).is_healthy()
+        finite = [v for v in norms.values() if math.isfinite(v)]
+        if len(finite) >= 2 and finite[-1] > 0:
+            ratio = finite[0] / finite[-1]
+            if ratio < self.vanishing_ratio:
+                first, last = next(iter(norms)), list(norms)[-1]
+                messages.append(
+                    f"Vanishing: {first} gradient norm {finite[0]:.1e} is {ratio:.1e} of {last}'s {finite[-1]:.1e}"
+                )
+        return not messages, messages

@@ -232,6 +232,36 @@ class HookList(Hook):
             )
 
 
+def step_scalar(value: Any, name: str) -> torch.Tensor:
+    """``value`` as a 0-d tensor: what the per-step event reads ``FitState.loss``/``grad_norm`` as.
+
+    A tensor is returned as it is (no copy, no host sync: the runner's loop passes device tensors);
+    a one-element tensor is viewed as 0-d; a Python or NumPy number becomes a CPU tensor once, here.
+    Anything else raises at the first wrong call, with what to pass instead.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.ndim == 0:
+            return value
+        if value.numel() == 1:
+            return value.reshape(())
+        raise ValueError(
+            f"FitState.{name} must be one number per step, got a tensor of shape {tuple(value.shape)}: "
+            f"pass the batch's mean (e.g. loss.detach() of a reduced loss)"
+        )
+    if isinstance(value, (float, int)) and not isinstance(value, bool):
+        return torch.tensor(float(value))
+    if value is not None and type(value).__module__ == "numpy" and getattr(value, "size", 0) == 1:
+        return torch.tensor(float(value))
+    hint = {
+        "loss": "loss.detach() (a 0-d tensor) or loss.item() (a float)",
+        "grad_norm": "the global gradient norm, e.g. "
+        "torch.nn.utils.clip_grad_norm_(model.parameters(), float('inf'))",
+    }.get(name, "a 0-d tensor or a float")
+    raise TypeError(
+        f"FitState.{name} must be a 0-d tensor or a float, got {type(value).__name__}: set it to {hint}"
+    )
+
+
 def finite_or_none(value: float) -> float | None:
     """JSON has no NaN/Inf: write ``null`` for them instead of an invalid literal."""
     return value if math.isfinite(value) else None

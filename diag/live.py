@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ import torch
 from torch import nn
 
 from diag.activation_hooks import ActivationRecorder
-from diag.codes import Issue
+from diag.advice import render_all, renderer
+from diag.codes import CODES, Issue
 from diag.diagnosis import diagnose
-from diag.hooks import FitState, Hook
+from diag.hooks import FitState, Hook, step_scalar
 from diag.series import RunSeries
 from diag.tensorboard import LAYERS_PREFIX, write_scalars
 
@@ -63,7 +65,13 @@ class DiagnosticsHook(Hook):
         layer_scalars: bool = True,
         summary_png: bool = True,
         console: bool = True,
+        advice: str | Mapping[str, str] = "plain",
+        write_report: bool = False,
     ) -> None:
+        """``advice`` says how recommendations name what to change: ``"plain"`` words (the default),
+        ``"runner"`` (the runner's overrides; its ``conf/diag/*.yaml`` select it), ``"lightning"``, or
+        a table of your own from knob to text (see :mod:`diag.advice`). ``write_report`` writes
+        ``report.json``/``report.md`` into ``state.run_dir`` at the fit's end (the runner writes its own)."""
         self.scalar_every = max(1, int(scalar_every))
         self.layer_every = max(1, int(layer_every))
         self.diagnose_every = max(1, int(diagnose_every))
@@ -79,6 +87,8 @@ class DiagnosticsHook(Hook):
         self.layer_scalars = layer_scalars
         self.summary_png = summary_png
         self.console = console
+        self.write_report = write_report
+        self.advice = renderer(advice)  # an unknown name fails here, not at the first finding
         self.series = RunSeries()
         self._past: list[
             RunSeries
@@ -92,9 +102,19 @@ class DiagnosticsHook(Hook):
         self._snapshot: list[torch.Tensor] | None = None
         self._window_samples = 0
         self._dead: dict[str, float] = {}
+        self._last_step: int | None = None  # None until on_fit_start: the event order is checked
 
     # -- set-up --------------------------------------------------------------
     def on_fit_start(self, state: FitState) -> None:
+        if not isinstance(state, FitState):
+            raise TypeError(
+                f"DiagnosticsHook events take a diag.FitState, got {type(state).__name__}"
+            )
+        if not isinstance(state.model, nn.Module):
+            raise TypeError(
+                f"FitState.model must be the torch.nn.Module being trained, got {type(state.model).__name__}"
+            )
+        self._last_step = state.step
         self.layers = weight_layers(state.model)
         self._layer_names = list(self.layers)
         self._weights = list(self.layers.values())
@@ -127,12 +147,28 @@ class DiagnosticsHook(Hook):
     # -- every step (device arithmetic only) -----------------------------------
     def on_train_batch_end(self, state: FitState) -> None:
         # No device op per step (each costs a fixed launch overhead): the interval's values are reduced in _read_scalars.
+        # The contract is checked here with attribute reads only (no device op, no host sync).
+        step = state.step
+        last = self._last_step
+        if last is None:
+            raise RuntimeError(
+                "DiagnosticsHook.on_train_batch_end was called before on_fit_start: "
+                "call hook.on_fit_start(state) once before the first step"
+            )
+        if not isinstance(step, int) or step <= last:
+            raise ValueError(
+                f"FitState.step must count optimizer steps and increase with every call, got {step!r} "
+                f"after {last}: set state.step += 1 after optimizer.step(), before on_train_batch_end"
+            )
+        self._last_step = step
         loss, grad_norm = state.loss, state.grad_norm
-        assert loss is not None and grad_norm is not None  # a train step sets both before this hook
+        if type(loss) is not torch.Tensor or loss.ndim:
+            loss = state.loss = step_scalar(loss, "loss")
+        if type(grad_norm) is not torch.Tensor or grad_norm.ndim:
+            grad_norm = state.grad_norm = step_scalar(grad_norm, "grad_norm")
         self._losses.append(loss)
         self._norms.append(grad_norm)
         self._n += 1
-        step = state.step
         if state.step_skipped:
             self.series.skipped_steps.append(step)
             if self.series.first_nonfinite_step is None:
@@ -262,8 +298,28 @@ class DiagnosticsHook(Hook):
                     state.writer.add_histogram(f"{LAYERS_PREFIX}{tag}/{name}", v.cpu(), state.step)
 
     # -- epochs ----------------------------------------------------------------
+    def _check_started(self, event: str) -> None:
+        if self._last_step is None:
+            raise RuntimeError(
+                f"DiagnosticsHook.{event} was called before on_fit_start: "
+                "call hook.on_fit_start(state) once before the first step"
+            )
+
     def on_validation_end(self, state: FitState) -> None:
+        self._check_started("on_validation_end")
         s, m = self.series, state.metrics
+        if not any(k in m for k in ("val/loss", "val/acc", "train/loss", "train/acc")):
+            raise ValueError(
+                f"FitState.metrics has none of 'val/loss', 'val/acc', 'train/loss', 'train/acc' "
+                f"(it holds {sorted(m)}): put the validation mean loss under 'val/loss' and accuracy "
+                "(0-1) under 'val/acc' before on_validation_end"
+            )
+        for key in ("val/loss", "val/acc", "train/loss", "train/acc"):
+            if key in m and not isinstance(m[key], (float, int)):
+                raise TypeError(
+                    f"FitState.metrics[{key!r}] must be a host float, got {type(m[key]).__name__}: "
+                    "pass float(value)"
+                )
         s.epoch_step.append(state.step)
         s.epoch_train_loss.append(m.get("train/loss", math.nan))
         s.epoch_train_acc.append(m.get("train/acc", math.nan))
@@ -272,6 +328,7 @@ class DiagnosticsHook(Hook):
         s.epoch_lr.append(state.current_lr)
 
     def on_epoch_end(self, state: FitState) -> None:
+        self._check_started("on_epoch_end")
         self._read_scalars(state)
         self._diagnose(state, "epoch")
 
@@ -283,6 +340,8 @@ class DiagnosticsHook(Hook):
                 return
             self._diagnosed_at[when] = state.step
         issues = diagnose(self.series)
+        for issue in issues:
+            issue.recommendations = render_all(CODES[issue.code]["advice"], self.advice)
         before = {i.code: i.severity for i in self.issues}
         after = {i.code: i.severity for i in issues}
         for issue in issues:
@@ -332,6 +391,8 @@ class DiagnosticsHook(Hook):
         self._snapshot = None
         self._dead = {}
         self._window_samples = 0
+        if self._last_step is not None:  # a rolled-back loop may count on from an earlier step
+            self._last_step = min(self._last_step, step - 1)
         recorder: ActivationRecorder | None = getattr(self, "recorder", None)  # set by on_fit_start
         if recorder is not None:
             recorder.reset_window()
@@ -349,12 +410,17 @@ class DiagnosticsHook(Hook):
         )
 
     def on_fit_end(self, state: FitState) -> None:
+        self._check_started("on_fit_end")
         self._read_scalars(state)
         self._diagnose(state, "final")
         if self.recorder is not None:
             self.recorder.detach()
         if state.writer is not None and state.is_rank_zero:
             state.writer.add_text("diagnosis/final", self.markdown(), state.step)
+        if self.write_report and state.run_dir is not None and state.is_rank_zero:
+            from diag.report import write_report
+
+            write_report(Path(state.run_dir), self.report(state))
         if self.summary_png and state.run_dir is not None and state.is_rank_zero:
             from diag.summary_plot import plot_summary
 
@@ -364,6 +430,25 @@ class DiagnosticsHook(Hook):
                 self.issues,
                 annotations=state.annotations,
             )
+
+    def report(self, state: FitState) -> dict[str, Any]:
+        """The ``report.json`` shape of the diagnosis so far, with the fit's headline numbers."""
+        from diag.report import build_report
+
+        m, s = state.metrics, self.series
+        finite_val = [v for v in s.epoch_val_loss if math.isfinite(v)]
+        metrics = {
+            "final_train_loss": s.loss[-1] if s.loss else m.get("train/loss"),
+            "final_val_loss": m.get("val/loss"),
+            "best_val_loss": min(finite_val) if finite_val else None,
+            "final_val_acc": m.get("val/acc"),
+            "steps": state.step,
+            "skipped_steps": len(s.skipped_steps),
+        }
+        issues = (
+            state.issues if state.issues is not None else [self._as_dict(i) for i in self.issues]
+        )
+        return build_report(issues, metrics, actions=state.actions, completed=True)
 
     def state_dict(self) -> dict[str, Any]:
         """The series so far (every checkpoint, every epoch: list copies, not ``asdict``'s deep copy per float)."""

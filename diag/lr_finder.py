@@ -166,6 +166,12 @@ class LearningRateFinder:
                 break
         return self.result()
 
+    def run(
+        self, train_fn: Callable[[float], float] | None = None, **torch_kwargs: Any
+    ) -> dict[str, Any]:
+        """The name other LR finders use for :meth:`range_test` (same arguments, same result)."""
+        return self.range_test(train_fn, **torch_kwargs)
+
     # -- torch mode ------------------------------------------------------------
     def range_test_torch(
         self,
@@ -398,3 +404,7 @@ def _restore(
     for p, g in zip(model.parameters(), grads):
         p.grad = g
     model.train(training)
+
+
+LRFinder = LearningRateFinder
+"""The name other tools give the LR range test (``LRFinder(...).run(train_fn)``)."""

@@ -82,6 +82,8 @@ DEFAULT_TAGS: dict[str, tuple[str, ...]] = {
     "val_loss": (
         "val/loss",
         "val_loss",
+        "eval/loss",
+        "eval_loss",
         "val_loss_epoch",
         "validation/loss",
         "valid_loss",
@@ -91,6 +93,8 @@ DEFAULT_TAGS: dict[str, tuple[str, ...]] = {
     "val_acc": (
         "val/acc",
         "val_acc",
+        "eval/accuracy",
+        "eval_accuracy",
         "val_acc_epoch",
         "val/accuracy",
         "val_accuracy",
@@ -102,6 +106,10 @@ DEFAULT_TAGS: dict[str, tuple[str, ...]] = {
     "epoch": ("train/epoch", "epoch"),
     "skipped_steps": ("train/skipped_steps",),
 }
+# Loss tags whose values are means over the steps since the previous point (the runner's, Hugging Face
+# Trainer's "train/loss", epoch means); any other loss tag is read as one batch's loss every N steps
+# (Lightning's train_loss_step), which the rules first reduce to interval means (RunSeries.sampling).
+MEAN_LOSS_TAGS = ("train/loss", "train/epoch_loss", "train/loss_epoch", "train_loss_epoch")
 # Per-layer families: role -> tag prefixes; the layer name is the rest of the tag.
 LAYER_PREFIXES: dict[str, tuple[str, ...]] = {
     "layer_grad_norm": ("x_layers/grad_norm/", "grad_norm/", "grad_2.0_norm/"),
@@ -714,6 +722,11 @@ def apply_scalars(
             s.grad_norm = _asof(grid, *get("grad_norm"))
             s.lr = _asof(grid, *get("lr"))
             s.update_ratio = _asof(grid, *get("update_ratio"))
+            loss_tag = role_tag.get("loss")
+            if s.loss and loss_tag is not None and loss_tag not in MEAN_LOSS_TAGS:
+                s.sampling = "step"
+                if grid[0] > 1:  # the first sample is not the loss on the initial weights
+                    s.initial_loss = math.nan
             break
     # cumulative skipped-step counter: each increase is seen at the step it was logged
     if not s.skipped_steps:
@@ -974,4 +987,44 @@ def read_path(
         raise ReadError(f"{path} is not a regular file or directory")
     if num_classes:
         result.series.num_classes = num_classes
+    elif result.series.num_classes is None:
+        infer_num_classes(result)
     return result
+
+
+CHANCE_BAND = 0.03  # the first loss within 3% of ln(k): a classifier's outputs still near uniform
+
+
+def infer_num_classes(result: ReadResult) -> int | None:
+    """The class count a classifier's first logged loss implies (it starts near ``ln(k)``), or None.
+
+    Taken only when the loss is then still at its start: logged at the first step, or the next sample
+    is also near ``ln(k)`` (a run that learned before its first log starts lower than ``ln(k)``, and
+    would be read as fewer classes).
+    """
+    s = result.series
+    values = list(s.loss or s.epoch_train_loss)[:3]
+    steps = s.step if s.loss else s.epoch_step
+    if not values or not all(math.isfinite(v) for v in values):
+        return None
+    start = sorted(values)[
+        len(values) // 2
+    ]  # the median of the first three: one batch's noise is not k
+    if not start > math.log(1.5):
+        return None
+    k = round(math.exp(start))
+    if not 2 <= k <= 100_000:
+        return None
+    chance = math.log(k)
+
+    def near(v: float) -> bool:
+        return abs(v - chance) <= CHANCE_BAND * chance
+
+    first_step = steps[0] if steps else 0
+    if not near(values[0]) or not (first_step <= 1 or len(values) == 1 or near(values[1])):
+        return None
+    s.num_classes = k
+    result.notes.append(
+        f"classes: {k}, inferred from the first logged loss {start:.3g} ~ ln({k}) (--num-classes sets it)"
+    )
+    return k

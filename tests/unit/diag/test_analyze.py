@@ -652,7 +652,8 @@ def test_generated_garbage_gives_a_report_or_a_clean_error(tmp_path, capsys):
         if rc == 0:
             report = json.loads(out.out)
             check_shape(report)
-        else:
-            assert out.out == "" and len(out.err.strip().splitlines()) == 1
+        else:  # --json: stdout is still one JSON document, the error in it and on stderr
+            assert json.loads(out.out)["status"] == "error"
+            assert len(out.err.strip().splitlines()) == 1
 
     check()

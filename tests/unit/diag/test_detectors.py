@@ -83,7 +83,9 @@ def test_explosion_on_non_finite_loss_reports_its_step():
     assert diagnosis["status"] == "critical"
     assert diagnosis["issues"][0] == "LOSS_EXPLOSION"
     assert diagnosis["details"][0]["first_step"] == 30
-    assert "Reduce the learning rate by 10-100x (optimizer.lr)" in diagnosis["recommendations"]
+    assert (
+        "Reduce the learning rate by 10-100x" in diagnosis["recommendations"]
+    )  # plain words outside the runner
 
 
 def test_explosion_on_growth_by_an_order_of_magnitude():

@@ -1,0 +1,120 @@
+"""The exported live API: DiagnosticsHook from ``diag``, TrainingDebugger driven per step from a hand loop,
+and the names other tools' examples use (GradientHealthMonitor, check_activations, stats, LRFinder.run)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import diag
+from diag import (
+    ActivationMonitor,
+    DiagnosticsHook,
+    GradientHealthMonitor,
+    LearningRateFinder,
+    LRFinder,
+    TrainingDebugger,
+)
+
+
+def _data(n: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(4, 16, generator=g) * 3
+    y = torch.randint(0, 4, (n,), generator=g)
+    return centers[y] + torch.randn(n, 16, generator=g), y
+
+
+def _hand_loop(lr: float, run_dir=None, epochs: int = 6) -> dict:
+    torch.manual_seed(0)
+    x, y = _data()
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    # the documented glue: watch, train_step, end_epoch, finish
+    debugger = TrainingDebugger().watch(model, optimizer, num_classes=4, run_dir=run_dir)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x)).split(16):
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            debugger.train_step(loss)
+        with torch.no_grad():
+            logits = model(x)
+            val = nn.functional.cross_entropy(logits, y).item()
+        debugger.end_epoch(val_loss=val, val_acc=(logits.argmax(1) == y).float().mean().item())
+    return debugger.finish()
+
+
+def test_diagnostics_hook_is_exported():
+    assert DiagnosticsHook is diag.live.DiagnosticsHook
+    assert "DiagnosticsHook" in diag.__all__ and "DiagnosticsHook" in dir(diag)
+
+
+def test_a_hand_loop_at_a_far_too_high_lr_is_named_in_plain_words(tmp_path):
+    report = _hand_loop(lr=30.0, run_dir=tmp_path)
+    assert report["status"] == "critical"
+    assert "LOSS_EXPLOSION" in report["issues"] or "NONFINITE_GRADIENTS" in report["issues"]
+    assert report["recommendations"][0].startswith("Reduce the learning rate")
+    assert not any("optimizer.lr" in r for r in report["recommendations"])
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["status"] == "critical" and (tmp_path / "report.md").is_file()
+    assert (tmp_path / "summary.png").is_file() and (tmp_path / "events.jsonl").is_file()
+
+
+def test_a_healthy_hand_loop_stays_silent():
+    report = _hand_loop(lr=0.01)
+    assert report["status"] == "healthy" and report["issues"] == [], report["details"]
+
+
+def test_train_step_before_watch_or_without_gradients_says_what_to_do():
+    with pytest.raises(RuntimeError, match=r"watch\(model, optimizer\)"):
+        TrainingDebugger().train_step(1.0)
+    model = nn.Linear(4, 2)
+    debugger = TrainingDebugger().watch(model, num_classes=2)
+    with pytest.raises(RuntimeError, match="after loss.backward"):
+        debugger.train_step(torch.tensor(0.7))
+
+
+def test_gradient_health_monitor_sees_vanishing_gradients():
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(10):
+        layers += [nn.Linear(32, 32), nn.Sigmoid()]
+    model = nn.Sequential(*layers, nn.Linear(32, 4))
+    x, y = _data(64)
+    nn.functional.cross_entropy(model(nn.functional.pad(x, (0, 16))), y).backward()
+    monitor = GradientHealthMonitor(model)
+    healthy, messages = monitor.check_gradients()
+    assert not healthy and any(m.startswith("Vanishing") for m in messages)
+    assert list(monitor.history[-1]) == [f"{i}.weight" for i in range(0, 21, 2)]
+
+    shallow = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    nn.functional.cross_entropy(shallow(x), y).backward()
+    assert GradientHealthMonitor(shallow).check_gradients() == (True, [])
+
+
+def test_activation_monitor_check_activations_and_stats():
+    monitor = ActivationMonitor()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        monitor.record("relu", np.maximum(rng.normal(-5, 1, (32, 16)), 0), activation="relu")
+        monitor.record("ok", np.maximum(rng.normal(0, 1, (32, 16)), 0), activation="relu")
+    assert monitor.check_activations() == monitor.diagnose()
+    assert "relu" in monitor.check_activations() and "ok" not in monitor.check_activations()
+    assert monitor.stats == monitor.summary() and monitor.stats["relu"]["dead_fraction"] > 0.5
+
+
+def test_lr_finder_run_is_range_test():
+    assert LRFinder is LearningRateFinder
+
+    def train_fn(lr: float) -> float:  # a bowl: best around 1e-2, diverging above 1
+        return 1.0 + (math.log10(lr) + 2) ** 2 / 10 + (100.0 if lr > 1 else 0.0)
+
+    a = LRFinder(min_lr=1e-5, max_lr=10, num_steps=60).run(train_fn)
+    b = LearningRateFinder(min_lr=1e-5, max_lr=10, num_steps=60).range_test(train_fn)
+    assert a == b and 1e-4 < a["suggested_lr"] < 1
