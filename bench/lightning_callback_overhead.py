@@ -20,54 +20,20 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import overhead
 import torch
-import torch.nn.functional as F
-from overhead import LockstepBatches, build, hand_partner, lightning_available, lightning_env
+from overhead import LockstepBatches, build, hand_partner, lightning_available
 
 WORKLOAD = "cnn/synthetic28"
 CLIP = 1.0
 
 
 def lightning_loop(parts: Any, batches: LockstepBatches, with_callback: bool) -> None:
-    """overhead.py's Lightning loop, optionally with the diagnostics callback."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.loggers import TensorBoardLogger
-
+    """overhead.py's Lightning loop (logger on), optionally with the diagnostics callback."""
     from diag.integrations.lightning import DiagnosticsCallback
 
-    class Module(pl.LightningModule):
-        def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-            super().__init__()
-            self.model, self._optimizer = model, optimizer
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            loss = F.cross_entropy(self.model(x), y)
-            self.log("train/loss", loss)
-            return loss
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return self._optimizer
-
-    run_dir = parts.state.run_dir
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        gradient_clip_val=CLIP,
-        gradient_clip_algorithm="norm",
-        logger=TensorBoardLogger(str(run_dir), name="lightning"),
-        callbacks=[DiagnosticsCallback(console=False)] if with_callback else [],
-        log_every_n_steps=10,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=str(run_dir),
-    )
-    with lightning_env():
-        trainer.fit(Module(parts.state.model, parts.state.optimizer), train_dataloaders=batches)
+    callbacks = [DiagnosticsCallback(console=False)] if with_callback else []
+    overhead.lightning_loop(parts, batches, CLIP, log=True, callbacks=callbacks)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -277,7 +277,13 @@ def lightning_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def lightning_loop(parts: Run, batches: LockstepBatches, clip: float, log: bool = True) -> None:
+def lightning_loop(
+    parts: Run,
+    batches: LockstepBatches,
+    clip: float,
+    log: bool = True,
+    callbacks: list | None = None,
+) -> None:
     """PyTorch Lightning's Trainer on a LightningModule around the same model and optimizer."""
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import TensorBoardLogger
@@ -305,6 +311,7 @@ def lightning_loop(parts: Run, batches: LockstepBatches, clip: float, log: bool 
         gradient_clip_val=clip,
         gradient_clip_algorithm="norm",
         logger=TensorBoardLogger(str(run_dir), name="lightning") if log else False,
+        callbacks=list(callbacks or []),
         log_every_n_steps=10,
         enable_checkpointing=False,
         enable_progress_bar=False,
