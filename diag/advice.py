@@ -50,6 +50,10 @@ PLAIN: dict[str, str] = {
     "dropout": "p={value}",
     "patience": "patience={value}",
     "factor": "factor={value}",
+    "lower_weight_decay": "weight_decay={value}",
+    "lower_dropout": "p={value}",
+    "momentum": "momentum={value}, or betas=({value}, 0.999) for Adam",
+    "normalization": "measured on the training split",
 }
 
 RUNNER: dict[str, str] = {
@@ -75,6 +79,10 @@ RUNNER: dict[str, str] = {
     "batchnorm": "model.batchnorm=true",
     "patience": "scheduler.lr_scheduler.patience={value}",
     "factor": "scheduler.lr_scheduler.factor={value}",
+    "lower_weight_decay": "optimizer.weight_decay={value}",
+    "lower_dropout": "model.dropout={value}",
+    "momentum": "optimizer.momentum={value}, or optimizer.betas=[{value},0.999] for Adam",
+    "normalization": "data.normalize=true data.mean=null data.std=null: measured on the training split",
 }
 
 LIGHTNING: dict[str, str] = {
@@ -95,6 +103,10 @@ LIGHTNING: dict[str, str] = {
     "epochs": "Trainer(max_epochs=...)",
     "patience": "patience={value} of ReduceLROnPlateau",
     "factor": "factor={value} of ReduceLROnPlateau",
+    "lower_weight_decay": "weight_decay={value} of the optimizer in configure_optimizers",
+    "lower_dropout": "nn.Dropout({value}) in the model",
+    "momentum": "momentum={value} of SGD, or betas=({value}, 0.999) of Adam, in configure_optimizers",
+    "normalization": "transforms.Normalize with the training set's mean and std",
 }
 
 RENDERERS: dict[str, Renderer] = {"plain": PLAIN, "runner": RUNNER, "lightning": LIGHTNING}

@@ -128,6 +128,32 @@ CODES: dict[str, dict[str, Any]] = {
             Advice("Increase the initial learning rate"),
         ],
     },
+    "TOO_MUCH_REGULARIZATION": {
+        "meaning": "weight decay or dropout so strong the model cannot fit even its training data",
+        "advice": [
+            Advice("Lower the weight decay{lower_weight_decay}", {"lower_weight_decay": "1e-4"}),
+            Advice("Lower the dropout{lower_dropout}", {"lower_dropout": "0.1"}),
+            Advice(
+                "Check that the training loss can fall at all with both off, then add them back"
+            ),
+        ],
+    },
+    "INPUTS_NOT_NORMALIZED": {
+        "meaning": "inputs far from zero mean and unit scale (not normalised, or with the wrong constants)",
+        "advice": [
+            Advice("Normalise inputs with the training set's own mean and std{normalization}"),
+            Advice(
+                "Check the normalisation constants against the data's pixel range (0-1 or 0-255)"
+            ),
+        ],
+    },
+    "MOMENTUM_TOO_HIGH": {
+        "meaning": "momentum (or Adam's beta1) near 1: the velocity carries updates past the minimum",
+        "advice": [
+            Advice("Lower the momentum{momentum}", {"momentum": "0.9"}),
+            Advice("Then lower the learning rate if the loss still swings{learning_rate}"),
+        ],
+    },
     "BAD_INITIALIZATION": {
         "meaning": "weight scale far from He/Xavier for the layer's fan-in",
         "advice": [

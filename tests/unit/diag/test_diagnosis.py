@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from diag.activation_hooks import ActivationRecorder
-from diag.codes import CODES, Issue
+from diag.codes import CODES, Issue, recommendations
 from diag.diagnosis import diagnose
 from diag.live import init_scale_ratios
 from diag.series import RunSeries
@@ -195,7 +196,23 @@ def test_every_issue_uses_the_vocabulary_with_recommendations():
         Issue("NOT_A_CODE", "warning", 0, "x")
     issue = Issue("DEAD_NEURONS", "warning", 3, "x")
     assert issue.recommendations == CODES["DEAD_NEURONS"]["recommendations"]
-    assert len(CODES) == 15
+    documented = (Path(__file__).resolve().parents[3] / "docs" / "diagnostics.md").read_text()
+    for code, entry in CODES.items():
+        assert f"| `{code}` | {entry['meaning']} |" in documented
+        for text in recommendations(code, "runner"):
+            assert "{" not in text, (code, text)
+
+
+def test_new_cause_codes_render_their_knobs_for_each_reader():
+    assert recommendations("TOO_MUCH_REGULARIZATION", "runner")[0] == (
+        "Lower the weight decay (optimizer.weight_decay=1e-4)"
+    )
+    assert "model.dropout=0.1" in recommendations("TOO_MUCH_REGULARIZATION", "runner")[1]
+    assert "optimizer.momentum=0.9" in recommendations("MOMENTUM_TOO_HIGH", "runner")[0]
+    assert "betas=(0.9, 0.999)" in recommendations("MOMENTUM_TOO_HIGH", "lightning")[0]
+    assert recommendations("INPUTS_NOT_NORMALIZED")[0] == (
+        "Normalise inputs with the training set's own mean and std (measured on the training split)"
+    )
 
 
 def test_activation_recorder_counts_dead_relu_units_and_ignores_relu_saturation():
