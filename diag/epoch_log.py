@@ -28,13 +28,22 @@ FOLD_EVERY = 64  # steps of gradient norms reduced together (one stack and three
 
 
 class EpochJSONL(Hook):
-    """Appends one line per epoch to the train and validation JSONL files in the run directory."""
+    """Appends one line per epoch to the train and validation JSONL files.
+
+    They go to ``log_dir`` when given, else to the loop's ``FitState.run_dir``; a fit with neither is
+    refused at its start (a log that silently writes nothing is worse than none).
+    """
 
     def __init__(
-        self, train_file: str = "train_diagnostics.jsonl", val_file: str = "val_diagnostics.jsonl"
+        self,
+        train_file: str = "train_diagnostics.jsonl",
+        val_file: str = "val_diagnostics.jsonl",
+        log_dir: str | Path | None = None,
     ) -> None:
         self.train_file = train_file
         self.val_file = val_file
+        self.log_dir = None if log_dir is None else Path(log_dir)
+        self._dir: Path | None = None  # where this fit writes, fixed at on_fit_start
         self._start: list[torch.Tensor] | None = None
         self._stats: torch.Tensor | None = None  # [sum, min, max] of grad norms this epoch
         self._pending: list[
@@ -51,10 +60,19 @@ class EpochJSONL(Hook):
             device = next(state.model.parameters()).device
             self._start = [t.to(device) for t in self._start]
             self._stats = self._stats.to(device) if self._stats is not None else None
-        if state.run_dir is not None and state.is_rank_zero:
-            # A resumed run continues the files: drop lines past the resume point.
-            for name in (self.train_file, self.val_file):
-                _truncate_after(Path(state.run_dir) / name, state.step)
+        self._dir = None
+        if not state.is_rank_zero:
+            return  # one writer: rank 0
+        where = self.log_dir if self.log_dir is not None else state.run_dir
+        if where is None:
+            raise ValueError(
+                "EpochJSONL has nowhere to write: pass EpochJSONL(log_dir=...) or set FitState.run_dir"
+            )
+        self._dir = Path(where)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        # A resumed run continues the files: drop lines past the resume point.
+        for name in (self.train_file, self.val_file):
+            _truncate_after(self._dir / name, state.step)
 
     def _begin_epoch(self, state: FitState) -> None:
         self._start = [p.detach().clone() for p in state.model.parameters()]
@@ -89,7 +107,7 @@ class EpochJSONL(Hook):
 
     @torch.no_grad()
     def on_epoch_end(self, state: FitState) -> None:
-        if state.run_dir is None or not state.is_rank_zero:
+        if self._dir is None:
             self._start = None
             return
         params: list[torch.Tensor] = list(state.model.parameters())
@@ -123,14 +141,14 @@ class EpochJSONL(Hook):
             "loss": finite_or_none(m.get("val/loss", float("nan"))),
             "accuracy": finite_or_none(m.get("val/acc", float("nan"))),
         }
-        self._append(state.run_dir, self.train_file, train)
-        self._append(state.run_dir, self.val_file, val)
+        self._append(self._dir, self.train_file, train)
+        self._append(self._dir, self.val_file, val)
         self._start = None
 
-    def _append(self, run_dir: Path | str, name: str, record: dict[str, Any]) -> None:
+    def _append(self, directory: Path, name: str, record: dict[str, Any]) -> None:
         fh = self._files.get(name)
         if fh is None or fh.closed:
-            fh = self._files[name] = (Path(run_dir) / name).open("a", encoding="utf-8")
+            fh = self._files[name] = (directory / name).open("a", encoding="utf-8")
         fh.write(json.dumps(record) + "\n")
         fh.flush()  # readers (and a run killed next) see every finished epoch
 
