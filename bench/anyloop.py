@@ -8,9 +8,11 @@ seeds 0, 1, 2). Each is trained three ways:
 - ``hand``: a hand-written loop with the documented glue (``TrainingDebugger().watch(...)``,
   ``train_step(loss)``, ``end_epoch(val_loss=..., val_acc=...)``, ``finish()``);
 - ``lightning``: a ``LightningModule`` under ``Trainer(callbacks=[DiagnosticsCallback()])``;
-- ``analyze@N``: ``python -m diag analyze`` on the TensorBoard logs of a Lightning run without the
-  callback (``train_loss`` on step and epoch, ``val_loss``, ``val_acc``, a ``LearningRateMonitor``),
-  logged every N steps (Lightning's ``log_every_n_steps``), with no flags.
+- ``analyze@N``: ``python -m diag analyze`` on the log directory of a Lightning run without the
+  callback, with Lightning's defaults otherwise (``train_loss`` on step and epoch, ``val_loss``,
+  ``val_acc``, a ``LearningRateMonitor``, the default ``ModelCheckpoint``), logged every N steps
+  (Lightning's ``log_every_n_steps``), with no flags. The checkpoint's optimizer state is the only
+  per-layer evidence such logs hold (``diag/optimizer_state.py``).
 
 A fault is found when a warning or critical finding names the expected code; a healthy run is
 clean when it has no warning or critical finding. ``python bench/anyloop.py [--only CASE] [--ways ...]``
@@ -135,7 +137,11 @@ def hand_loop(cfg: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
 
 
 def lightning_run(
-    cfg: dict[str, Any], run_dir: Path, callback: bool = True, log_every: int = 50
+    cfg: dict[str, Any],
+    run_dir: Path,
+    callback: bool = True,
+    log_every: int = 50,
+    checkpointing: bool = False,
 ) -> list[dict[str, Any]]:
     """A LightningModule with Lightning's usual logging; the callback's issue details (or none)."""
     import pytorch_lightning as pl
@@ -179,7 +185,7 @@ def lightning_run(
         callbacks=callbacks,
         enable_progress_bar=False,
         enable_model_summary=False,
-        enable_checkpointing=False,
+        enable_checkpointing=checkpointing,
         log_every_n_steps=log_every,
     )
     trainer.fit(
@@ -196,7 +202,7 @@ def lightning_run(
 def analyze_lightning(cfg: dict[str, Any], run_dir: Path, log_every: int) -> list[dict[str, Any]]:
     from diag.analyze import main
 
-    lightning_run(cfg, run_dir, callback=False, log_every=log_every)
+    lightning_run(cfg, run_dir, callback=False, log_every=log_every, checkpointing=True)
     out = io.StringIO()
     with redirect_stdout(out):
         main([str(run_dir / "lightning_logs"), "--json"])

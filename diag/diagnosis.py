@@ -538,10 +538,11 @@ def _layer_matrix(d: dict[str, list[float]]) -> tuple[list[str], np.ndarray]:
 
 def _vanishing(s: RunSeries) -> Issue | None:
     names, m = _layer_matrix(s.layer_grad_norm)
-    if len(names) >= 2 and m.shape[1] >= 2:
+    need = s.min_layer_samples
+    if len(names) >= 2 and m.shape[1] >= need:
         first, last = m[0], m[-1]
         ok = np.isfinite(first) & np.isfinite(last) & (last > 0)
-        if ok.sum() >= 2:
+        if ok.sum() >= need:
             ratio = first[ok] / last[ok]
             med = float(np.median(ratio))
             if med < VANISHING_RATIO:
@@ -551,7 +552,12 @@ def _vanishing(s: RunSeries) -> Issue | None:
                     "critical" if med < VANISHING_RATIO**2 else "warning",
                     _step_at(s.layer_step, idx),
                     f"first layer {names[0]} gets {med:.1e} of the gradient norm of the last layer "
-                    f"{names[-1]} (median over {int(ok.sum())} samples)",
+                    f"{names[-1]} "
+                    + (
+                        f"(median over {int(ok.sum())} samples)"
+                        if s.layer_sample_kind == "batch"
+                        else "(the optimizer's running record of each layer's gradients)"
+                    ),
                     layer=names[0],
                 )
     gn = _finite(_arr(s.grad_norm))
@@ -600,13 +606,13 @@ def _exploding(s: RunSeries) -> Issue | None:
 
 # -- units and weights -------------------------------------------------------
 def _worst_layer(
-    per_layer: dict[str, list[float]], threshold: float
+    per_layer: dict[str, list[float]], threshold: float, need: int = 2
 ) -> tuple[str, float, int] | None:
     """The layer whose recent fraction is highest, if above ``threshold``: (name, fraction, first index above)."""
     worst: tuple[str, float, int] | None = None
     for name, values in per_layer.items():
         v = _arr(values)
-        if v.size < 2:
+        if v.size < need:
             continue
         recent = _median(v[-3:])
         if recent > threshold and (worst is None or recent > worst[1]):
@@ -616,7 +622,7 @@ def _worst_layer(
 
 
 def _dead_neurons(s: RunSeries) -> Issue | None:
-    found = _worst_layer(s.layer_dead_fraction, DEAD_FRACTION)
+    found = _worst_layer(s.layer_dead_fraction, DEAD_FRACTION, s.min_layer_samples)
     if found is None:
         return None
     name, frac, idx = found
@@ -624,7 +630,12 @@ def _dead_neurons(s: RunSeries) -> Issue | None:
         "DEAD_NEURONS",
         "critical" if frac > 0.9 else "warning",
         _step_at(s.layer_step, idx),
-        f"{frac:.0%} of the units of {name} never fired over the sampled batches",
+        f"{frac:.0%} of the units of {name} "
+        + (
+            "never fired over the sampled batches"
+            if s.layer_sample_kind == "batch"
+            else "got exactly zero gradient in the optimizer's running record: they never fire"
+        ),
         layer=name,
     )
 

@@ -25,6 +25,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from diag.optimizer_state import newest_checkpoint, read_optimizer_state
 from diag.series import RunSeries
 
 MAX_LINE_BYTES = 1 << 20  # a per-epoch record is a few hundred bytes; longer lines are junk
@@ -145,6 +146,7 @@ class ReadResult:
     live_report: dict[str, Any] | None = None
     actions: list[dict[str, Any]] = field(default_factory=list)
     tags_used: dict[str, str] = field(default_factory=dict)  # role -> TensorBoard tag read for it
+    event_dirs: list[Path] = field(default_factory=list)  # the folders whose event files were read
 
     @property
     def has_data(self) -> bool:
@@ -658,6 +660,7 @@ def load_scalars(root: Path, result: ReadResult) -> dict[str, tuple[list[int], l
     else:
         chosen = dirs
     scalars: dict[str, tuple[list[int], list[float]]] = {}
+    result.event_dirs = list(chosen)
     for d in chosen:
         loaded = _load_event_dir(d, result)
         prefix = "" if len(chosen) == 1 else f"{d.name}/"
@@ -802,6 +805,14 @@ def read_tensorboard(
     scalars = load_scalars(root, result)
     if scalars:
         apply_scalars(scalars, result, tag_map or {}, epochs_known)
+    if not result.series.layer_grad_norm:
+        # Logs without per-layer statistics (plain Lightning): the optimizer state in the checkpoint
+        # Lightning saves beside them records each layer's gradients.
+        for d in result.event_dirs:
+            ckpt = newest_checkpoint(d)
+            if ckpt is not None and read_optimizer_state(ckpt, result.series, result.notes):
+                result.read.append(f"{d.name}/checkpoints/{ckpt.name}: optimizer state")
+                break
     return result
 
 

@@ -119,3 +119,40 @@ def test_a_nan_validation_loss_gets_a_word(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="diag")
     fit(tmp_path, DigitsMLP(lr=1e-3, nan_val=True), epochs=2)
     assert any("val_loss is nan" in line for line in _diag_lines(caplog))
+
+
+def test_analyze_names_dead_units_from_a_plain_lightning_runs_checkpoint(tmp_path, capsys):
+    """No callback, Lightning's defaults (its ModelCheckpoint on): the analyzer finds the dead ReLU units
+    in the optimizer state of the checkpoint beside the loss-only logs."""
+    from diag.analyze import main
+
+    module = DigitsMLP(lr=1e-3)
+    with torch.no_grad():
+        for m in module.net:
+            if isinstance(m, nn.Linear):
+                m.bias.fill_(-5.0)
+    torch.manual_seed(0)
+    d = load_digits()
+    x = torch.tensor(d.data, dtype=torch.float32) / 16
+    y = torch.tensor(d.target)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(str(tmp_path)),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(
+            module,
+            DataLoader(TensorDataset(x[:1400], y[:1400]), batch_size=64, shuffle=True),
+            DataLoader(TensorDataset(x[1400:], y[1400:]), batch_size=512),
+        )
+    assert list((Path(trainer.log_dir) / "checkpoints").glob("*.ckpt"))
+    assert main([str(tmp_path / "lightning_logs"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    serious = [i["code"] for i in report["issues"] if i["severity"] != "info"]
+    assert "DEAD_NEURONS" in serious, report["issues"]
