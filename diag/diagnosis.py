@@ -555,7 +555,7 @@ def _vanishing(s: RunSeries) -> Issue | None:
                     f"{names[-1]} "
                     + (
                         f"(median over {int(ok.sum())} samples)"
-                        if s.layer_sample_kind == "batch"
+                        if s.per_layer_source == "batches"
                         else "(the optimizer's running record of each layer's gradients)"
                     ),
                     layer=names[0],
@@ -633,7 +633,7 @@ def _dead_neurons(s: RunSeries) -> Issue | None:
         f"{frac:.0%} of the units of {name} "
         + (
             "never fired over the sampled batches"
-            if s.layer_sample_kind == "batch"
+            if s.per_layer_source == "batches"
             else "got exactly zero gradient in the optimizer's running record: they never fire"
         ),
         layer=name,

@@ -132,7 +132,7 @@ def read_optimizer_state(path: Path, series: RunSeries, notes: list[str]) -> boo
     series.layer_dead_fraction = {
         name: [float((g.flatten(1).amax(dim=1) == 0).float().mean())] for name, g in layers[:-1]
     }
-    series.layer_sample_kind = "optimizer_state"
+    series.per_layer_source = "optimizer_state"
     notes.append(
         f"per-layer gradients: from the optimizer state in {path.name} "
         f"(step {series.layer_step[0]}, {len(layers)} layers)"

@@ -55,15 +55,15 @@ class RunSeries:
     # loop records them). The rules are calibrated on interval means; a per-step series is first reduced
     # to them (see :func:`interval_means`), and its step-to-step swings are judged separately.
     sampling: str = "mean"
-    # how the per-layer values were taken: "batch" (each one batch's statistics, so a finding needs two
+    # how the per-layer values were taken: "batches" (each one batch's statistics, so a finding needs two
     # samples to agree) or "optimizer_state" (each a running record over many steps, read from a saved
     # optimizer state by diag.optimizer_state, so one sample is evidence enough)
-    layer_sample_kind: str = "batch"
+    per_layer_source: str = "batches"
 
     @property
     def min_layer_samples(self) -> int:
         """How many per-layer samples a per-layer rule needs before it speaks."""
-        return 1 if self.layer_sample_kind == "optimizer_state" else 2
+        return 1 if self.per_layer_source == "optimizer_state" else 2
 
     def to_dict(self) -> dict:
         """Plain lists, dicts and numbers (``torch.load(weights_only=True)`` reads them back); a copy.
