@@ -458,7 +458,7 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
     ]
     out = [f"Analyzing {kind}: {r.path}"]
     out += [f"  read {x}" for x in r.read] + [f"  {n}" for n in r.notes]
-    if r.series.num_classes:
+    if r.series.num_classes and not any(n.startswith("classes: ") for n in r.notes):
         out.append(f"  classes: {r.series.num_classes}")
     for title, lines in (
         ("LEARNING RATE", lr_section(r)),
