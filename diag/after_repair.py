@@ -37,7 +37,7 @@ def series_after(s: RunSeries, step: int) -> RunSeries:
     first loss on the initial weights, the weight scale at initialisation) belong to the run before it.
     """
 
-    def keep(steps: list[int], *lists: list[float]) -> list[list[Any]]:
+    def keep(steps: list[int], *lists: list[Any]) -> list[list[Any]]:
         idx = [i for i, st in enumerate(steps) if st > step]
         return [[lst[i] for i in idx if i < len(lst)] for lst in lists]
 
