@@ -8,6 +8,7 @@ layer, and accuracy; the diagnosis in the title.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,23 @@ def plot_summary(
     annotations: list[tuple[int, str]] | None = None,
     final_lr: float | None = None,
 ) -> Path:
-    """Draw the summary figure of ``series`` to ``path`` (PNG) and return the path.
+    """Draw :func:`summary_figure` to ``path`` (PNG) and return the path."""
+    import matplotlib.pyplot as plt
+
+    fig = summary_figure(series, issues, annotations, final_lr)
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def summary_figure(
+    series: RunSeries,
+    issues: list[Issue] | None = None,
+    annotations: list[tuple[int, str]] | None = None,
+    final_lr: float | None = None,
+) -> Any:
+    """The summary figure of ``series``: panels loss, LR, gradient norm / layer heat map, units, accuracy.
 
     ``annotations`` are (step, label) pairs, such as the AutoTrainer's actions, drawn as labelled
     vertical lines on the loss and learning-rate panels: what changed the run, where. ``final_lr`` is
@@ -225,7 +242,4 @@ def plot_summary(
         fontsize=13,
     )
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig
