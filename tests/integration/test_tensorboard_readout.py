@@ -12,6 +12,7 @@ import pytest
 from helpers import run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import metadata
 
 ENV = {"OMP_NUM_THREADS": "1"}
 
@@ -67,6 +68,10 @@ def test_a_dead_relu_run_names_each_layer_alike_everywhere_from_its_first_step(t
             assert matched, (category.title, chart.title)
             if category.title != "Training":
                 assert len(matched) == 1, (chart.title, matched)
+    # HParams shows the option chosen for a group placed elsewhere (diag=full fills callbacks.diagnostics)
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["diag"].string_value == "full"
     # the test confusion matrix: a PNG in the run directory and an image in TensorBoard
     assert (run / "confusion_matrix.png").is_file()
     (image,) = acc.Images("run/confusion_matrix")
