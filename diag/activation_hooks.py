@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diag.layer_names import activation_names
+
 RELU_LIKE = (nn.ReLU, nn.ReLU6)
 BOUNDED: dict[type[nn.Module], tuple[float, float]] = {
     nn.Sigmoid: (0.0, 1.0),
@@ -35,15 +37,23 @@ def activation_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 class ActivationRecorder:
-    """Attach with :meth:`attach` before a forward pass, read with :meth:`collect`, then :meth:`detach`."""
+    """Attach with :meth:`attach` before a forward pass, read with :meth:`collect`, then :meth:`detach`.
+
+    Activations are keyed by the name of the weight layer they follow (:mod:`diag.layer_names`).
+    """
 
     def __init__(self, model: nn.Module) -> None:
-        self.layers = activation_layers(model)
+        found = activation_layers(model)
+        names = activation_names(model, list(found))
+        self.layers = {names[path]: module for path, module in found.items()}
         self._handles: list = []
         self.fired: dict[
             str, torch.Tensor
         ] = {}  # per-unit "ever fired" over the window (bool, device)
         self._sample: dict[str, torch.Tensor] = {}  # [saturated fraction, std] of the latest sample
+        # keep_values: the subsampled outputs of the next forward pass, for histograms (device tensors)
+        self.keep_values = False
+        self.values: dict[str, torch.Tensor] = {}
 
     def attach(self) -> None:
         if self._handles:
@@ -83,15 +93,31 @@ class ActivationRecorder:
                 margin = SATURATION_MARGIN * (hi - lo)
                 sat = ((flat <= lo + margin) | (flat >= hi - margin)).float().mean()
             self._sample[name] = torch.stack([sat, flat.std()])
+            if self.keep_values:
+                self.values[name] = flat
 
         return hook
 
+    def measures(self) -> dict[str, list[str]]:
+        """Which unit statistics apply to this model, and to which layers: ``dead_fraction`` for ReLU-like
+        units, ``saturation`` for bounded ones (a ReLU model has no saturation to show)."""
+        out: dict[str, list[str]] = {}
+        for name, module in self.layers.items():
+            if isinstance(module, RELU_LIKE):
+                out.setdefault("dead_fraction", []).append(name)
+            if isinstance(module, tuple(BOUNDED)):
+                out.setdefault("saturation", []).append(name)
+        return out
+
     def collect(self) -> dict[str, dict[str, float]]:
-        """Host values for the sampled batch: dead fraction (window), saturation and std (this batch)."""
+        """Host values for the sampled batch: dead fraction (window), saturation and std (this batch).
+
+        Each forward pass is read once: a second call without a new pass returns nothing.
+        """
         names = list(self._sample)
         if not names:
             return {}
-        vals = torch.stack([self._sample[n] for n in names]).tolist()
+        vals = torch.stack([self._sample.pop(n) for n in names]).tolist()
         dead = {n: 1.0 - float(f.float().mean()) for n, f in self.fired.items()}
         out = {}
         for n, (sat, std) in zip(names, vals):

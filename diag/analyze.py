@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from diag.advice import RENDERERS, Advice, render, render_all
+from diag.after_repair import final_attempt_dir, last_repair_step, series_after
 from diag.codes import CODES, SEVERITY_RANK, Issue
 from diag.diagnosis import diagnose, run_rules
 from diag.readers import ReadError, ReadResult, attempt_number, parse_tag_map, read_path, tag_roles
@@ -430,7 +431,10 @@ def flat_at_chance_without_weights(r: ReadResult, found: list[Issue]) -> list[Is
 def analyze(r: ReadResult, advice: str | None = None) -> dict[str, Any]:
     """Diagnose the series and assemble the report.json-shaped dict (recommendations in ``advice``'s words)."""
     table = advice_for(r) if advice in (None, "auto") else advice
-    found = flat_at_chance_without_weights(r, diagnose(r.series))
+    # a run the AutoTrainer repaired is diagnosed as it left it (as its live diagnosis was)
+    repaired = last_repair_step(r.actions, attempt_number(Path(r.path)) or 0)
+    series = r.series if repaired is None else series_after(r.series, repaired)
+    found = flat_at_chance_without_weights(r, diagnose(series))
     for issue in found:
         issue.recommendations = render_all(CODES[issue.code]["advice"], table)
         if issue.code == "STUCK_AT_CHANCE" and "per-layer statistics" in issue.evidence:
@@ -447,6 +451,7 @@ def analyze(r: ReadResult, advice: str | None = None) -> dict[str, Any]:
             "skipped": r.skipped,
             "notes": r.notes,
             "tags": r.tags_used,
+            "diagnosed_after_step": repaired,
         },
     )
 
@@ -470,6 +475,12 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
         out += ["", title, *lines]
     issues = report["issues"]
     out += ["", f"DIAGNOSIS: {report['status'].upper()}"]
+    after = (report.get("input") or {}).get("diagnosed_after_step")
+    if after is not None:
+        out.append(
+            f"  the run as the AutoTrainer left it: steps after its last repair (step {after}), "
+            "as its live diagnosis read them"
+        )
     if not issues:
         out.append("  no issues found")
     # the series analyzed are one attempt's (the top directory holds the first): its actions, in step order
@@ -626,6 +637,20 @@ def _run(args: argparse.Namespace) -> int:
         return _usage_error_json(args, f"--num-classes must be at least 2, got {args.num_classes}")
     try:
         result = read_path(Path(args.path), tag_map, args.num_classes)
+        final = (
+            final_attempt_dir(Path(args.path), result.live_report)
+            if result.kind == "run_dir"
+            else None
+        )
+        if final is not None:  # the run's result is its final attempt's: read that one
+            top = result
+            result = read_path(final, tag_map, args.num_classes)
+            result.actions = result.actions or top.actions
+            result.notes.insert(
+                0,
+                f"the AutoTrainer's final attempt, {final.name}, is the run's result: reading {final} "
+                f"(the first attempt's series are in {Path(args.path)})",
+            )
     except ReadError as exc:
         return _usage_error_json(args, str(exc))
     except OSError as exc:

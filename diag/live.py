@@ -27,7 +27,7 @@ from diag.codes import CODES, Issue
 from diag.diagnosis import diagnose
 from diag.hooks import FitState, Hook, step_scalar
 from diag.series import RunSeries
-from diag.tensorboard import LAYERS_PREFIX, write_scalars
+from diag.tensorboard import LAYERS_PREFIX, custom_scalars_layout, write_scalars
 
 log = logging.getLogger("diag")
 
@@ -100,6 +100,10 @@ class DiagnosticsHook(Hook):
         self._norms: list[torch.Tensor] = []
         self._n = 0
         self._snapshot: list[torch.Tensor] | None = None
+        # an out-of-schedule sample: the run's first step, and the step after a finding first appears
+        self._sample_at: int | None = None
+        self._first_step = 0
+        self._nonfinite_layers: Any = {}.keys()  # layers whose last sampled gradient norm was NaN/Inf
         self._window_samples = 0
         self._dead: dict[str, float] = {}
         self._last_step: int | None = None  # None until on_fit_start: the event order is checked
@@ -124,24 +128,14 @@ class DiagnosticsHook(Hook):
         if state.step == 0:
             self.series.init_scale_ratio = init_scale_ratios(self.layers)
         if state.writer is not None and state.is_rank_zero:
-            state.writer.add_custom_scalars(
-                {
-                    "Training": {
-                        "loss": ["Multiline", ["train/loss", "val/loss"]],
-                        "accuracy": ["Multiline", ["train/acc", "val/acc"]],
-                        "learning rate": ["Multiline", ["train/lr"]],
-                        "gradient norm": [
-                            "Multiline",
-                            ["train/grad_norm", LAYERS_PREFIX + r"grad_norm/.*"],
-                        ],
-                    },
-                    "Layer health": {
-                        "update ratio": ["Multiline", [LAYERS_PREFIX + r"update_ratio/.*"]],
-                        "dead fraction": ["Multiline", [LAYERS_PREFIX + r"dead_fraction/.*"]],
-                        "saturation": ["Multiline", [LAYERS_PREFIX + r"saturation/.*"]],
-                    },
-                }
-            )
+            measures = self.recorder.measures() if self.recorder is not None else {}
+            state.writer.add_custom_scalars(custom_scalars_layout(self._layer_names, measures))
+        # the first step is sampled (and its histograms written): a run that breaks before the first
+        # scheduled sample still leaves a per-layer trace of how it started
+        self._first_step = state.step + 1
+        self._sample_at = self._first_step
+        if self.histogram_every:
+            self._histograms(state)  # the initial weights, at the step the run starts from
         self._arm_if_next_is_sampled(state.step)
 
     # -- every step (device arithmetic only) -----------------------------------
@@ -169,25 +163,36 @@ class DiagnosticsHook(Hook):
         self._losses.append(loss)
         self._norms.append(grad_norm)
         self._n += 1
+        sampled = step % self.layer_every == 0 or step == self._sample_at
         if state.step_skipped:
             self.series.skipped_steps.append(step)
             if self.series.first_nonfinite_step is None:
                 self._locate_nonfinite(state)
-        if step % self.layer_every == 0:
+                self._sample_at = (
+                    step + 1
+                )  # the next step's gradients and activations, layer by layer
+        if sampled:
             self._sample_layers(state)
         if step % self.scalar_every == 0:
             self._read_scalars(state)
         if step % self.diagnose_every == 0:
             self._diagnose(state, "step")
-        if self.histogram_every and step % self.histogram_every == 0:
+        if self._histogram_step(step):
             self._histograms(state)
         self._arm_if_next_is_sampled(step)
 
+    def _histogram_step(self, step: int) -> bool:
+        return bool(self.histogram_every) and (
+            step % self.histogram_every == 0 or step == self._first_step
+        )
+
     def _arm_if_next_is_sampled(self, step: int) -> None:
         """Snapshot weights and attach activation hooks right before a sampled step's forward pass."""
-        if (step + 1) % self.layer_every == 0:
+        nxt = step + 1
+        if nxt % self.layer_every == 0 or nxt == self._sample_at or self._histogram_step(nxt):
             self._snapshot = [w.detach().clone() for w in self._weights]
             if self.recorder is not None:
+                self.recorder.keep_values = self._histogram_step(nxt)
                 self.recorder.attach()
 
     def _read_scalars(self, state: FitState) -> None:
@@ -263,10 +268,23 @@ class DiagnosticsHook(Hook):
             scalars: dict[str, float] = {}  # one TensorBoard event for all of them
             if self._snapshot_read:
                 scalars["train/update_ratio"] = s.update_ratio[-1]
+            nonfinite = {}
             for name in self._layer_names:
-                scalars[f"{LAYERS_PREFIX}grad_norm/{name}"] = s.layer_grad_norm[name][-1]
+                g = s.layer_grad_norm[name][-1]
+                if math.isfinite(g):
+                    scalars[f"{LAYERS_PREFIX}grad_norm/{name}"] = g
+                else:  # TensorBoard's charts cannot draw Inf/NaN: said in words instead of a gap
+                    nonfinite[name] = g
                 if name in s.layer_update_ratio:
                     scalars[f"{LAYERS_PREFIX}update_ratio/{name}"] = s.layer_update_ratio[name][-1]
+            if nonfinite and nonfinite.keys() != self._nonfinite_layers:
+                listed = ", ".join(f"{name} ({g})" for name, g in nonfinite.items())
+                state.writer.add_text(
+                    f"{LAYERS_PREFIX}nonfinite_grads",
+                    f"step {state.step}: non-finite gradient norm in {listed}",
+                    state.step,
+                )
+            self._nonfinite_layers = nonfinite.keys()
             for name in acts:
                 if name in self._dead:
                     scalars[f"{LAYERS_PREFIX}dead_fraction/{name}"] = s.layer_dead_fraction[name][
@@ -286,16 +304,24 @@ class DiagnosticsHook(Hook):
                 break
 
     def _histograms(self, state: FitState) -> None:
+        """Weights, gradients and (when the step's forward pass was watched) activations, per layer."""
+        values = {}
+        if self.recorder is not None:
+            values, self.recorder.values = self.recorder.values, {}
+            self.recorder.keep_values = False
         if state.writer is None or not state.is_rank_zero:
             return
-        for name, w in self.layers.items():
-            for tag, t in (("weights", w), ("grads", w.grad)):
-                if t is None:
-                    continue
-                v = t.detach().float().flatten()
-                v = v[torch.isfinite(v)]
-                if v.numel():
-                    state.writer.add_histogram(f"{LAYERS_PREFIX}{tag}/{name}", v.cpu(), state.step)
+        tensors: list[tuple[str, str, torch.Tensor | None]]
+        tensors = [("weights", name, w) for name, w in self.layers.items()]
+        tensors += [("grads", name, w.grad) for name, w in self.layers.items()]
+        tensors += [("activations", name, v) for name, v in values.items()]
+        for tag, name, t in tensors:
+            if t is None:
+                continue
+            v = t.detach().float().flatten()
+            v = v[torch.isfinite(v)]
+            if v.numel():
+                state.writer.add_histogram(f"{LAYERS_PREFIX}{tag}/{name}", v.cpu(), state.step)
 
     # -- epochs ----------------------------------------------------------------
     def _check_started(self, event: str) -> None:
@@ -351,6 +377,8 @@ class DiagnosticsHook(Hook):
         if before == after:
             return
         added = [c for c in after if c not in before]
+        if added:
+            self._sample_at = state.step + 1  # a per-layer trace of the state the finding describes
         state.events.write(
             "diagnosis",
             step=state.step,
@@ -396,6 +424,11 @@ class DiagnosticsHook(Hook):
         recorder: ActivationRecorder | None = getattr(self, "recorder", None)  # set by on_fit_start
         if recorder is not None:
             recorder.reset_window()
+        if hasattr(
+            self, "_weights"
+        ):  # the repaired run's first step is sampled, as a run's first step is
+            self._sample_at = step + 1
+            self._arm_if_next_is_sampled(step)
 
     def _as_dict(self, issue: Issue) -> dict[str, Any]:
         d = issue.to_dict()
@@ -429,6 +462,7 @@ class DiagnosticsHook(Hook):
                 Path(state.run_dir) / "summary.png",
                 self.issues,
                 annotations=state.annotations,
+                final_lr=state.current_lr,
             )
 
     def report(self, state: FitState) -> dict[str, Any]:

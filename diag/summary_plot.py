@@ -8,36 +8,15 @@ layer, and accuracy; the diagnosis in the title.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from diag.codes import Issue
 from diag.series import RunSeries
 
-# A loss above this multiple of the starting loss is drawn on the panel's top edge.
-LOSS_CLIP = 1e3
-
-
-def _natural(name: str) -> tuple:
-    """Module-order key: ``net.10`` after ``net.9``."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in name.split("."))
-
-
-def layer_label(activation: str, weight_layers: list[str]) -> str:
-    """An activation module named by the weight layer it follows, so every panel uses one naming.
-
-    ``net.2`` (the ReLU after ``net.1``) is shown as ``net.1``; without a weight layer before it in
-    the same parent module the activation keeps its own name.
-    """
-    if activation in weight_layers or not weight_layers:
-        return activation
-    parent = activation.rpartition(".")[0]
-    before = [
-        w
-        for w in weight_layers
-        if w.rpartition(".")[0] == parent and _natural(w) < _natural(activation)
-    ]
-    return max(before, key=_natural) if before else activation
+# A loss beyond this multiple of the starting loss is a blow-up: the panel spans start to peak on a log axis.
+BLOW_UP = 1e3
 
 
 def plot_summary(
@@ -45,11 +24,29 @@ def plot_summary(
     path: Path,
     issues: list[Issue] | None = None,
     annotations: list[tuple[int, str]] | None = None,
+    final_lr: float | None = None,
 ) -> Path:
-    """Draw the summary figure of ``series`` to ``path`` (PNG) and return the path.
+    """Draw :func:`summary_figure` to ``path`` (PNG) and return the path."""
+    import matplotlib.pyplot as plt
+
+    fig = summary_figure(series, issues, annotations, final_lr)
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def summary_figure(
+    series: RunSeries,
+    issues: list[Issue] | None = None,
+    annotations: list[tuple[int, str]] | None = None,
+    final_lr: float | None = None,
+) -> Any:
+    """The summary figure of ``series``: panels loss, LR, gradient norm / layer heat map, units, accuracy.
 
     ``annotations`` are (step, label) pairs, such as the AutoTrainer's actions, drawn as labelled
-    vertical lines on the loss and learning-rate panels: what changed the run, where.
+    vertical lines on the loss and learning-rate panels: what changed the run, where. ``final_lr`` is
+    the LR after the last step (a per-epoch schedule sets it after the last sample: a cosine's 0).
     """
     import matplotlib
 
@@ -81,20 +78,31 @@ def plot_summary(
     fin = np.concatenate([y[np.isfinite(y)], ev[np.isfinite(ev)]])
     if fin.size and fin.min() > 0 and fin.max() / fin.min() > 50:
         ax_loss.set_yscale("log")  # a blow-up would flatten everything else on a linear axis
-    if start is not None and start > 0 and fin.size and fin.max() > LOSS_CLIP * start:
-        # a blow-up: keep the start in view, draw what is above the clip on its top edge
-        top = LOSS_CLIP * start
-        ax_loss.set_ylim(top=top)
-        for xs, ys in ((x, y), (ex, ev)):
-            over = np.isfinite(ys) & (ys > top)
-            ax_loss.plot(xs[over], np.full(over.sum(), top), "r^", ms=6, clip_on=False)
-        ax_loss.plot(
-            [], [], "r^", label=f"off scale (>{LOSS_CLIP:g}x start, up to {fin.max():.2g})"
-        )
+    if start is not None and start > 0 and fin.size and fin.max() > BLOW_UP * start:
+        # a blow-up: the whole climb from the start to the peak on one log axis, the start joined to the
+        # first sample so the rise is a line, not a jump off the panel
+        ax_loss.set_yscale("log")
+        first = np.flatnonzero(np.isfinite(y))
+        if first.size:
+            ax_loss.plot([0, x[first[0]]], [start, y[first[0]]], "k:", lw=1)
+        ax_loss.set_ylim(min(start, fin[fin > 0].min()) / 3, fin.max() * 30)
+        ax_loss.axhline(start, color="grey", ls=":", lw=0.8)
     ax_loss.set(title="loss", xlabel="step")
     ax_loss.legend(fontsize=8)
 
     x, y = finite_xy(s.step, s.lr)
+    if final_lr is not None and x.size and np.isfinite(final_lr) and final_lr != y[-1]:
+        # the LR the schedule ends at, after the last sample (a per-epoch cosine's final 0)
+        ax_lr.plot(
+            [x[-1]],
+            [final_lr],
+            "o",
+            color="tab:green",
+            ms=4,
+            label=f"after the last step: {final_lr:.3g}",
+        )
+        ax_lr.legend(fontsize=8)
+        x, y = np.append(x, x[-1]), np.append(y, final_lr)
     ax_lr.plot(x, y, color="tab:green")
     positive = y[np.isfinite(y) & (y > 0)]
     if positive.size and (y[np.isfinite(y)] <= 0).any():
@@ -171,11 +179,11 @@ def plot_summary(
     plotted = False
     for name, values in s.layer_dead_fraction.items():
         if np.isfinite(np.asarray(values, float)).any():
-            label = f"dead {layer_label(name, names)}"
+            label = f"dead {name}"
             ax_units.plot(s.layer_step[: len(values)], values, ".-", ms=3, label=label)
             plotted = True
     for name, values in s.layer_saturation.items():
-        label = f"saturated {layer_label(name, names)}"
+        label = f"saturated {name}"
         ax_units.plot(s.layer_step[: len(values)], values, ls="--", label=label)
         plotted = True
     ax_units.set(title="unit health (fraction of units)", xlabel="step", ylim=(-0.02, 1.02))
@@ -234,7 +242,4 @@ def plot_summary(
         fontsize=13,
     )
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig

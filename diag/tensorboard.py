@@ -11,6 +11,8 @@ statistics), ``x_run/*`` (the run's outcome, the HParams metrics) and ``x_autotr
 
 from __future__ import annotations
 
+import math
+import re
 import time
 
 import torch
@@ -45,6 +47,38 @@ def write_scalars(
 LAYERS_PREFIX = "x_layers/"
 AUTOTRAINER_PREFIX = "x_autotrainer/"
 RUN_PREFIX = "x_run/"
+
+
+UNIT_CHARTS = {"dead_fraction": "dead units", "saturation": "saturated units"}
+
+
+def custom_scalars_layout(layers: list[str], measures: dict[str, list[str]]) -> dict:
+    """The Custom Scalars tab: the run's curves together, then one small chart per layer and statistic.
+
+    Custom Scalars colours lines by run, so a chart holding every layer is a bundle of lines of one
+    colour; one layer per chart reads at a glance. A unit statistic gets charts only for the layers it
+    applies to (``measures``, e.g. no saturation charts for a ReLU model).
+    """
+
+    def one(stat: str, layer: str) -> list:
+        return ["Multiline", [f"^{re.escape(LAYERS_PREFIX + stat + '/' + layer)}$"]]
+
+    layout: dict[str, dict[str, list]] = {
+        "Training": {
+            "loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
+            "accuracy": ["Multiline", ["^train/acc$", "^val/acc$"]],
+            "learning rate": ["Multiline", ["^train/lr$"]],
+            "gradient norm": ["Multiline", ["^train/grad_norm$"]],
+        },
+        "Gradient norm by layer": {name: one("grad_norm", name) for name in layers},
+        "Update ratio by layer": {name: one("update_ratio", name) for name in layers},
+    }
+    for stat, title in UNIT_CHARTS.items():
+        if measures.get(stat):
+            layout[f"Share of {title} by layer"] = {
+                name: one(stat, name) for name in measures[stat]
+            }
+    return layout
 
 
 def action_text(action: dict) -> str:
@@ -163,13 +197,17 @@ class TensorBoardScalars(Hook):
         for count, samples, elapsed, step, lr, skipped, walltime in self._intervals:
             chunk = values[at : at + 2 * count]
             at += 2 * count
+            # the norm over the interval's finite steps: one Inf step would make the point Inf, which
+            # TensorBoard's charts leave out; train/skipped_steps counts the steps with NaN/Inf gradients
+            finite = [g for g in chunk[1::2] if math.isfinite(g)]
             scalars = {
                 "train/loss": sum(chunk[0::2]) / count,  # NaN/Inf propagate as in a device sum
-                "train/grad_norm": sum(chunk[1::2]) / count,
                 "train/lr": lr,
                 "train/samples_per_sec": samples / elapsed,
                 "train/skipped_steps": skipped,
             }
+            if finite:
+                scalars["train/grad_norm"] = sum(finite) / len(finite)
             write_scalars(writer, scalars, step, walltime)
         self._intervals = []
         writer.flush()  # public API: returns once the writer thread has written the queue (see above)

@@ -118,10 +118,11 @@ def hparam_dict(
     for key in _override_keys():
         if key not in out:
             node = OmegaConf.select(cfg, key, default=None)
-            # a group choice (model=cnn) is a config node: show the option name, not the whole node
+            # a group choice (model=cnn) is a config node, or nothing at its own key when the group is
+            # placed elsewhere (diag=full fills callbacks.diagnostics): show the option name
             out[key] = (
                 _value(node, target=key.endswith("_target_"))
-                if not OmegaConf.is_config(node)
+                if node is not None and not OmegaConf.is_config(node)
                 else _choice(key, node)
             )
     if out.get("optimizer.lr") == "auto" and run_dir is not None:
@@ -137,6 +138,8 @@ def _choice(key: str, node: Any) -> str:
     choice = HydraConfig.get().runtime.choices.get(key) if HydraConfig.initialized() else None
     if choice is not None:
         return str(choice)
+    if node is None:
+        return "none"
     return str(_value(node.get("_target_"), target=True)) if "_target_" in node else key
 
 

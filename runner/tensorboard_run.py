@@ -2,8 +2,8 @@
 
 The AutoTrainer's restarts (``attempt-N/``) continue the step axis of the attempts before them, so
 their curves follow on instead of starting again at 0. At the end: the report, the command and the
-resolved config as text; the summary figure, the LR finder's plot and a grid of training inputs with
-their labels as images.
+resolved config as text; the summary figure, the LR finder's plot, the test confusion matrix (classes
+named) and a grid of training inputs with their labels as images.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def open_writer(tb_dir: Path, step: int, step_offset: int = 0) -> Any:
 def log_run_media(
     writer: Any, run_dir: Path, cfg: DictConfig, report: dict[str, Any], batch: Any, step: int
 ) -> None:
-    """Text (report, command, config) and images (summary, LR finder, inputs) into ``writer``."""
+    """Text (report, command, config) and images (summary, LR finder, confusion matrix, inputs) into ``writer``."""
     report_md = run_dir / "report.md"
     if report_md.is_file():
         writer.add_text("run/report", report_md.read_text(encoding="utf-8"), step)
@@ -59,7 +59,7 @@ def log_run_media(
     config = OmegaConf.to_yaml(cfg, resolve=True)
     # markdown code block
     writer.add_text("run/config", "    " + config.replace("\n", "\n    "), step)
-    for name in ("summary", "lr_find"):
+    for name in ("summary", "lr_find", "confusion_matrix"):
         png = run_dir / f"{name}.png"
         if png.is_file():
             writer.add_image(f"run/{name}", _read_png(png), step, dataformats="HWC")

@@ -18,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from diag.confusion_plot import plot_confusion
 from diag.hooks import EventLog, FitState, Hook, HookList
 from runner import distributed
 from runner.checkpoint import load_checkpoint
@@ -108,8 +109,13 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
         test = trainer.evaluate(
             state.model,
             r.data.loader("test", device=r.device, rank=r.rank, world_size=r.world_size),
+            confusion=True,
         )
         state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
+        if state.is_rank_zero and "confusion" in test:
+            plot_confusion(
+                test["confusion"], r.data.class_names(), run_dir / "confusion_matrix.png"
+            )
         r.hooks.on_fit_end(state)
         report = report_run(state, run_dir, trainer.best_val_loss, lr_finder=r.lr_finder)
         state.events.write(

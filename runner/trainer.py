@@ -182,8 +182,9 @@ class Trainer:
 
     # -- loops ---------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, loader) -> dict[str, float]:
-        """Mean loss and accuracy over a whole split (one host sync at the end)."""
+    def evaluate(self, model: torch.nn.Module, loader, confusion: bool = False) -> dict[str, Any]:
+        """Mean loss and accuracy over a whole split (one host sync at the end); with ``confusion``, also
+        the confusion matrix (``"confusion"``: rows true class, columns predicted, counts)."""
         distributed.broadcast_buffers(
             model
         )  # under DDP: every rank evaluates rank 0's model, BatchNorm stats too
@@ -192,18 +193,29 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         count = 0
+        matrix: torch.Tensor | None = None
         for x, y in loader:
             with self._autocast():
                 logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
+            pred = logits.argmax(1)
+            correct += (pred == y).sum()
             count += len(y)
+            if confusion:  # one bincount of (true, predicted) pairs per batch, on the device
+                k = logits.shape[1]
+                pairs = torch.bincount(y * k + pred, minlength=k * k)
+                matrix = pairs if matrix is None else matrix + pairs
         model.train(was_training)
         # under DDP each rank saw its own strided shard: sums over ranks cover the split exactly once
         loss_total, correct_total, total = self._sums(loss_sum, correct, count)
-        if total == 0:
-            return {"loss": math.nan, "acc": math.nan}
-        return {"loss": loss_total / total, "acc": correct_total / total}
+        out: dict[str, Any] = {"loss": math.nan, "acc": math.nan}
+        if total:
+            out = {"loss": loss_total / total, "acc": correct_total / total}
+        if matrix is not None:
+            k = math.isqrt(matrix.numel())
+            summed = distributed.mean_over_ranks(matrix.double()) * distributed.get_world_size()
+            out["confusion"] = summed.round().long().view(k, k).tolist()
+        return out
 
     def fit(self, state: FitState, train_loader, val_loader, hooks: Hook) -> FitState:
         """Train until ``max_epochs``/``max_steps`` or a hook sets ``state.stop_training``."""

@@ -100,6 +100,10 @@ class ImageDataModule:
         self.val_indices: torch.Tensor | None = None
         self._vision_cache: dict[tuple[bool, bool], Any] = {}
 
+    def class_names(self) -> list[str]:
+        """What each label means, for figures (the confusion matrix); the label numbers by default."""
+        return [str(i) for i in range(self.num_classes)]
+
     # -- loading -------------------------------------------------------------
     def _load(self) -> tuple[Split, Split]:
         """Return (the training part, the held-out test part) as uint8 splits."""

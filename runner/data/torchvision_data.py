@@ -216,6 +216,21 @@ class TorchvisionDataModule(ImageDataModule):
         return self._open(train=train, transform=transform)
 
 
+    def class_names(self) -> list[str]:
+        """torchvision's names: the class list (MNIST, Fashion-MNIST) or the CIFAR meta file's label names."""
+        meta = getattr(self.dataset_cls, "meta", None)
+        names = getattr(self.dataset_cls, "classes", None)
+        if meta:
+            try:
+                with open(self.data_folder() / meta["filename"], "rb") as f:
+                    names = pickle.load(f, encoding="latin1")[meta["key"]]
+            except (OSError, KeyError, pickle.UnpicklingError, EOFError):
+                names = None
+        if isinstance(names, list) and len(names) == self.num_classes:
+            return [str(n) for n in names]
+        return super().class_names()
+
+
 class MNISTDataModule(TorchvisionDataModule):
     """MNIST handwritten digits: 60,000 train / 10,000 test grey 28x28 images, 10 classes."""
 

@@ -11,7 +11,7 @@ from runner.models.layers import init_weights, make_activation
 
 
 class CNN(nn.Module):
-    """[Conv3x3 → (BN) → act] blocks with a 2x2 max-pool after each block, global average pool, linear head."""
+    """[Conv3x3 → (BN) → act] blocks with a 2x2 max-pool after each block, global average pool, linear ``classifier``."""
 
     def __init__(
         self,
@@ -42,9 +42,9 @@ class CNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = nn.Linear(c_in, num_classes)
+        self.classifier = nn.Linear(c_in, num_classes)
         init_weights(self, init, init_std, bias_init, activation, init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x)).flatten(1)
-        return self.head(self.dropout(x))
+        return self.classifier(self.dropout(x))

@@ -11,7 +11,11 @@ from runner.models.layers import flat_features, init_weights, make_activation
 
 
 class MLP(nn.Module):
-    """Flatten → [Linear → (BatchNorm) → activation → (Dropout)] × len(hidden) → Linear."""
+    """Flatten → ``features``: [Linear → (BatchNorm) → activation → (Dropout)] × len(hidden) → ``classifier``.
+
+    The module paths (``features.0``, ``features.2``, ..., ``classifier``) are the layer names every
+    tag, figure and report uses, so the hidden layers and the output layer are told apart by name.
+    """
 
     def __init__(
         self,
@@ -28,7 +32,7 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
+        layers: list[nn.Module] = []
         width = flat_features(in_channels, image_size)
         for h in hidden:
             layers.append(nn.Linear(width, int(h)))
@@ -38,9 +42,9 @@ class MLP(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = int(h)
-        layers.append(nn.Linear(width, num_classes))
-        self.net = nn.Sequential(*layers)
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
         init_weights(self, init, init_std, bias_init, activation, init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.classifier(self.features(x.flatten(1)))

@@ -227,9 +227,10 @@ def test_activation_recorder_counts_dead_relu_units_and_ignores_relu_saturation(
     model(torch.randn(64, 4))
     stats = rec.collect()
     rec.detach()
-    assert stats["1"]["dead_fraction"] == pytest.approx(0.5)
-    assert "saturation" not in stats["1"]  # ReLU is unbounded: no saturation measure
-    assert stats["3"]["saturation"] > 0.5
+    # each activation under the weight layer it follows: the ReLU at "1" is "0", the sigmoid at "3" is "2"
+    assert stats["0"]["dead_fraction"] == pytest.approx(0.5)
+    assert "saturation" not in stats["0"]  # ReLU is unbounded: no saturation measure
+    assert stats["2"]["saturation"] > 0.5
     assert not rec._handles  # detached: no cost on later forwards
 
 

@@ -9,7 +9,7 @@ import matplotlib.image
 import yaml
 
 from diag.series import RunSeries
-from diag.summary_plot import layer_label, plot_summary
+from diag.summary_plot import plot_summary
 from diag.sweep import summarize
 
 
@@ -38,12 +38,6 @@ def test_a_sweep_whose_jobs_share_an_lr_is_summarised_and_plotted(tmp_path):
     assert [r["diverged"] for r in summary["runs"]] == [False, False, True]
     image = matplotlib.image.imread(tmp_path / "sweep.png")
     assert image.shape[0] > 300 and image[..., :3].std() > 0.05
-
-
-def test_activation_panels_use_the_weight_layer_names():
-    layers = ["net.1", "net.4", "net.7"]
-    assert [layer_label(a, layers) for a in ("net.2", "net.5")] == ["net.1", "net.4"]
-    assert layer_label("stem", layers) == "stem"
 
 
 def test_summary_of_a_blow_up_and_an_lr_that_reaches_zero_is_drawn(tmp_path):

@@ -137,12 +137,13 @@ def test_activation_statistics_match_the_full_computation_on_a_conv_map():
     for h in handles:
         h.remove()
     relu, tanh = outs["relu"], outs["tanh"]
-    assert torch.equal(rec.fired["1"], (relu > 0).any(dim=(0, 2, 3)))
-    assert stats["1"]["dead_fraction"] == pytest.approx(5 / 16)
-    assert stats["1"]["std"] == pytest.approx(relu.std().item(), rel=0.02)
-    assert stats["3"]["std"] == pytest.approx(tanh.std().item(), rel=0.02)
+    # each activation is keyed by the conv it follows: the ReLU (module 1) as "0", the tanh (3) as "2"
+    assert torch.equal(rec.fired["0"], (relu > 0).any(dim=(0, 2, 3)))
+    assert stats["0"]["dead_fraction"] == pytest.approx(5 / 16)
+    assert stats["0"]["std"] == pytest.approx(relu.std().item(), rel=0.02)
+    assert stats["2"]["std"] == pytest.approx(tanh.std().item(), rel=0.02)
     full_sat = ((tanh <= -0.98) | (tanh >= 0.98)).float().mean().item()
-    assert stats["3"]["saturation"] == pytest.approx(full_sat, abs=0.01)
+    assert stats["2"]["saturation"] == pytest.approx(full_sat, abs=0.01)
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])

@@ -1,0 +1,73 @@
+"""``confusion_matrix.png``: which classes the model mixes up on the test split.
+
+Rows are the true classes, columns the predictions; each cell's colour is the share of its row (so a
+rare class reads as clearly as a common one) and, for up to 20 classes, the cell shows its count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+ANNOTATE_UP_TO = 20  # classes; beyond this the counts would not fit in their cells
+
+
+def confusion_figure(
+    matrix: Sequence[Sequence[float]], class_names: Sequence[str], title: str = ""
+):
+    """A matplotlib Figure of ``matrix`` (rows true class, columns predicted) labelled with ``class_names``."""
+    from matplotlib.figure import Figure
+
+    m = np.asarray(matrix, dtype=float)
+    k = m.shape[0]
+    names = [str(n) for n in class_names] if len(class_names) == k else [str(i) for i in range(k)]
+    rows = m.sum(axis=1, keepdims=True)
+    share = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    side = min(max(4.5, 0.5 * k + 2.0), 16.0)
+    fig = Figure(figsize=(side + 1.2, side))
+    ax = fig.add_subplot()
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ticks = range(k) if k <= 40 else range(0, k, max(1, k // 20))
+    size = 8 if k <= 20 else 6
+    ax.set_xticks(
+        list(ticks),
+        [names[i] for i in ticks],
+        rotation=45 if k > 10 or max(map(len, names)) > 3 else 0,
+        ha="right" if k > 10 or max(map(len, names)) > 3 else "center",
+        fontsize=size,
+    )
+    ax.set_yticks(list(ticks), [names[i] for i in ticks], fontsize=size)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if k <= ANNOTATE_UP_TO:
+        for i in range(k):
+            for j in range(k):
+                if m[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(m[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if share[i, j] > 0.5 else "black",
+                    )
+    total = m.sum()
+    acc = np.trace(m) / total if total else float("nan")
+    ax.set_title(
+        title or f"test confusion matrix: {int(total)} examples, accuracy {acc:.3f}", fontsize=10
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(
+    matrix: Sequence[Sequence[float]], class_names: Sequence[str], path: Path, title: str = ""
+) -> Path:
+    """Draw :func:`confusion_figure` to ``path`` (PNG) and return the path."""
+    fig = confusion_figure(matrix, class_names, title)
+    fig.savefig(path, dpi=90)
+    return Path(path)

@@ -1,0 +1,104 @@
+"""What a reader sees, built from real models and series: one name per layer, Custom Scalars charts that
+apply, a labelled confusion matrix, and a summary figure that shows an LR of 0 and a blow-up's start."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from helpers import compose_cfg
+from helpers.datasets import write_cifar10
+from hydra.utils import instantiate
+from torch import nn
+
+from diag.activation_hooks import ActivationRecorder
+from diag.confusion_plot import confusion_figure
+from diag.layer_names import activation_names, weight_layer_names
+from diag.series import RunSeries
+from diag.summary_plot import summary_figure
+from diag.tensorboard import custom_scalars_layout
+from runner.trainer import Trainer
+
+
+def test_runner_models_name_layers_by_module_path_and_activations_by_the_layer_they_follow():
+    mlp = instantiate(compose_cfg(["model=mlp"]).model)
+    assert weight_layer_names(mlp) == ["features.0", "features.3", "classifier"]
+    rec = ActivationRecorder(mlp)
+    assert list(rec.layers) == [
+        "features.0",
+        "features.3",
+    ]  # the ReLUs at features.1 and features.4
+    cnn = instantiate(compose_cfg(["model=cnn"]).model)
+    assert weight_layer_names(cnn) == ["features.0", "features.4", "classifier"]
+    assert list(ActivationRecorder(cnn).layers) == ["features.0", "features.4"]
+
+
+def test_two_activations_after_one_layer_keep_their_own_names():
+    model = nn.Sequential(nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Tanh())
+    names = activation_names(model, ["0", "2", "3"])
+    assert names == {"0": "0", "2": "1", "3": "3"}
+
+
+def test_custom_scalars_show_what_applies_one_layer_per_chart():
+    relu = ActivationRecorder(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+    layout = custom_scalars_layout(["0", "2"], relu.measures())
+    assert "Share of saturated units by layer" not in layout  # a ReLU model has nothing saturating
+    assert list(layout["Share of dead units by layer"]) == ["0"]
+    sigmoid = ActivationRecorder(nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 2)))
+    layout = custom_scalars_layout(["0", "2"], sigmoid.measures())
+    assert "Share of dead units by layer" not in layout
+    tags = ["x_layers/grad_norm/features.0", "x_layers/grad_norm/features.10", "train/grad_norm"]
+    layout = custom_scalars_layout(["features.0", "features.10"], {})
+    for category in ("Gradient norm by layer", "Update ratio by layer"):
+        for _title, (_kind, patterns) in layout[category].items():
+            assert len(patterns) == 1
+    (pattern,) = layout["Gradient norm by layer"]["features.0"][1]
+    assert [t for t in tags if re.search(pattern, t)] == ["x_layers/grad_norm/features.0"]
+    assert layout["Training"]["gradient norm"][1] == ["^train/grad_norm$"]
+
+
+def test_evaluate_counts_a_confusion_matrix_that_agrees_with_its_accuracy():
+    torch.manual_seed(0)
+    x, y = torch.randn(300, 5), torch.randint(0, 3, (300,))
+    model = nn.Linear(5, 3)
+    loader = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 300, 64)]
+    out = Trainer(max_epochs=1, device="cpu").evaluate(model, loader, confusion=True)
+    m = np.array(out["confusion"])
+    assert m.shape == (3, 3) and m.sum() == 300
+    assert np.trace(m) / 300 == out["acc"]
+    assert (
+        m.sum(axis=1).tolist() == torch.bincount(y, minlength=3).tolist()
+    )  # rows are true classes
+
+
+def test_confusion_figure_names_the_classes(tmp_path):
+    write_cifar10(tmp_path, per_batch=4, n_test=10)
+    data = instantiate(compose_cfg(["data=cifar10", f"data.root={tmp_path}"]).data)
+    names = data.class_names()
+    assert names[:3] == ["airplane", "automobile", "bird"]
+    fig = confusion_figure(np.eye(10) * 5, names)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    assert "accuracy 1.000" in ax.get_title()
+    digits = instantiate(compose_cfg(["data=digits"]).data)
+    assert digits.class_names() == [str(i) for i in range(10)]
+
+
+def test_summary_shows_a_schedules_final_zero_and_a_blow_ups_start():
+    s = RunSeries(num_classes=10)
+    s.initial_loss = 2.3
+    s.step = [10, 20, 30, 40]
+    s.loss = [4e27, 1e28, math.nan, 2e28]
+    s.grad_norm = [1e18, 2e18, math.nan, 1e18]
+    s.lr = [1.0, 0.5, 0.1, 0.05]  # sampled before the per-epoch schedule's last step
+    fig = summary_figure(s, final_lr=0.0)
+    ax_loss, ax_lr = fig.axes[0], fig.axes[1]
+    lr_line = ax_lr.get_lines()[-1]
+    assert lr_line.get_ydata()[-1] == 0.0 and ax_lr.get_ylim()[0] == 0.0
+    lo, hi = ax_loss.get_ylim()
+    assert lo < 2.3 and hi > 2e28  # the start and the peak on one axis
+    plt.close(fig)
