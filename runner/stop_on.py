@@ -4,12 +4,13 @@ In a sweep a trial that blew up at step 10 still trained to its last epoch; this
 as the diagnosis says so, records why, and the task returns the sweep penalty. It acts only on
 findings at ``level`` or above, and only on codes training cannot recover from: a blow-up at once,
 a run stuck (at chance, not learning, dead or vanishing) once ``grace`` of the run has passed. With
-the AutoTrainer on, a code stops the run only after the AutoTrainer gave up on it.
+the AutoTrainer on, a code it may still treat stops the run only after it gave up on it; a code it
+has no repair for (or one it treats only after another repair) stops the run as without it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from diag.codes import BLOWUP_CODES, SEVERITY_RANK
 from diag.hooks import FitState, Hook
@@ -20,6 +21,12 @@ STUCK_CODES = frozenset(
 )
 
 
+class Repairer(Protocol):
+    """What the stop rule asks the AutoTrainer (``runner.autotrainer.AutoTrainer.may_treat``)."""
+
+    def may_treat(self, issue: dict[str, Any]) -> bool: ...
+
+
 class StopOnDiagnosis(Hook):
     """Sets ``stop_training`` when a finding at ``level`` or above says the run cannot recover."""
 
@@ -28,7 +35,7 @@ class StopOnDiagnosis(Hook):
         level: str | None = None,
         grace: float = 0.25,
         check_every: int = 10,
-        autotrainer: bool = False,
+        autotrainer: Repairer | None = None,
     ) -> None:
         if level is not None and level not in SEVERITY_RANK:
             raise ValueError(
@@ -37,7 +44,7 @@ class StopOnDiagnosis(Hook):
         self.level = level
         self.grace = float(grace)
         self.check_every = max(1, int(check_every))
-        self.defer_to_autotrainer = bool(autotrainer)
+        self.autotrainer = autotrainer  # the run's AutoTrainer (build_hooks passes it), or None
         self.stopped: dict[str, Any] | None = None  # what stopped the run: code, step, steps saved
 
     def on_train_batch_end(self, state: FitState) -> None:
@@ -51,14 +58,13 @@ class StopOnDiagnosis(Hook):
     def _check(self, state: FitState) -> None:
         floor = SEVERITY_RANK[str(self.level)]
         share = state.step / max(state.max_steps, 1)
-        gave_up = {a["code"] for a in state.actions if a.get("action") == "give_up"}
         for issue in state.issues or []:
             code = issue["code"]
             if SEVERITY_RANK.get(issue.get("severity", "info"), 0) < floor:
                 continue
             if not (code in BLOWUP_CODES or (code in STUCK_CODES and share >= self.grace)):
                 continue
-            if self.defer_to_autotrainer and code not in gave_up:
+            if self.autotrainer is not None and self.autotrainer.may_treat(issue):
                 continue  # the AutoTrainer gets its chance first
             self._stop(state, issue)
             return

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 from helpers import compose_cfg
+from omegaconf import OmegaConf
 from torch import nn
 
 from diag.hooks import FitState
 from runner.app import run
+from runner.autotrainer import AutoTrainer
 from runner.stop_on import StopOnDiagnosis
 
 
@@ -53,16 +55,56 @@ def test_warnings_symptoms_and_no_level_never_stop():
         assert not state.stop_training and hook.stopped is None
 
 
-def test_with_the_autotrainer_only_a_code_it_gave_up_on_stops_the_run():
-    hook = StopOnDiagnosis(level="critical", autotrainer=True)
-    state = _state(
-        50, [issue("LOSS_EXPLOSION")], [{"code": "LOSS_EXPLOSION", "action": "rollback"}]
+def autotrainer() -> AutoTrainer:
+    """The AutoTrainer of ``autotrainer=default``, with the settings that config ships."""
+    cfg = compose_cfg(["autotrainer=default"])
+    settings = OmegaConf.to_container(cfg.callbacks.autotrainer)
+    assert isinstance(settings, dict)
+    return AutoTrainer(cfg=cfg, **{str(k): v for k, v in settings.items()})
+
+
+def test_with_the_autotrainer_a_code_it_treats_stops_the_run_only_once_it_gave_up():
+    repairer = autotrainer()
+    hook = StopOnDiagnosis(level="critical", autotrainer=repairer)
+    explosion = issue("LOSS_EXPLOSION")
+    state = _state(50, [explosion])
+    hook.on_epoch_end(state)
+    assert not state.stop_training  # the AutoTrainer's rollback comes first
+    repairer._give_up(state, explosion, "LOSS_EXPLOSION was already treated 3 times (limit 3)")
+    hook.on_epoch_end(state)
+    assert state.stop_training and hook.stopped is not None
+    assert hook.stopped["code"] == "LOSS_EXPLOSION"
+
+
+@pytest.mark.parametrize("code", ["STUCK_AT_CHANCE", "NO_LEARNING"])
+def test_with_the_autotrainer_a_stuck_code_it_has_no_repair_for_still_stops_after_the_grace(code):
+    # STUCK_AT_CHANCE is treated only after an explosion was rolled back; NO_LEARNING has no rule:
+    # waiting for the AutoTrainer to give up on them would wait for ever
+    hook = StopOnDiagnosis(level="critical", grace=0.25, autotrainer=autotrainer())
+    state = _state(60, [issue(code)])
+    hook.on_epoch_end(state)
+    assert not state.stop_training  # the grace first
+    state.step = 100
+    hook.on_epoch_end(state)
+    assert state.stop_training and hook.stopped is not None and hook.stopped["code"] == code
+
+
+def test_with_the_autotrainer_stuck_at_chance_after_an_explosion_waits_for_its_second_rollback():
+    repairer = autotrainer()
+    repairer.session.actions.append(
+        {"code": "LOSS_EXPLOSION", "action": "rollback", "attempt": repairer.session.attempt}
     )
+    hook = StopOnDiagnosis(level="critical", autotrainer=repairer)
+    state = _state(200, [issue("STUCK_AT_CHANCE")])
     hook.on_epoch_end(state)
     assert not state.stop_training
-    state.actions.append({"code": "LOSS_EXPLOSION", "action": "give_up"})
-    hook.on_epoch_end(state)
-    assert state.stop_training
+
+
+def test_with_the_autotrainer_a_restart_code_waits_only_at_the_severity_that_restarts():
+    repairer = autotrainer()
+    assert repairer.may_treat(issue("DEAD_NEURONS", "critical"))
+    assert not repairer.may_treat(issue("DEAD_NEURONS", "warning"))  # restarts need critical
+    assert repairer.may_treat(issue("BAD_INITIALIZATION", "warning"))  # its own floor: warning
 
 
 def test_a_bad_level_is_refused():
