@@ -130,8 +130,9 @@ def bench_task(
     log_dir: Path,
     data_root: Path,
     method: str | None,
+    known_grid: dict[float, float] | None = None,
 ) -> dict[str, Any]:
-    """The grid's runs, then the finder's run, for one task."""
+    """The grid's runs (or ``known_grid``'s accuracies from an earlier run), then the finder's run."""
     t0 = time.perf_counter()
     base = [
         *COMMON,
@@ -141,7 +142,7 @@ def bench_task(
     ]
     if method:
         base.append(f"lr_find.method={method}")
-    grid_acc = {
+    grid_acc = known_grid or {
         lr: accuracy_of(train([*base, f"optimizer.lr={lr}"], log_dir, f"{task}/grid_{lr:g}"))
         for lr in grid
     }
@@ -223,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--method", default=None, help="lr_find.method for the finder's run (default: the config's)"
     )
+    parser.add_argument(
+        "--grid-from",
+        type=Path,
+        default=None,
+        help="results.json of an earlier --keep run (same epochs and seed): reuse its grid, run only the finder",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep run directories here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lr_finder.md")
     args = parser.parse_args(argv)
@@ -236,10 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_lr_finder_") as tmp:
         log_dir = args.keep or Path(tmp)
         data_root = write_mnist28(log_dir / "data")
+        known = {}
+        if args.grid_from:
+            for r in json.loads(args.grid_from.read_text()):
+                known[r["task"]] = {float(lr): acc for lr, acc in r["grid"].items()}
         results = []
         for task in tasks:
             results.append(
-                bench_task(task, grid, epochs, args.seed, log_dir, data_root, args.method)
+                bench_task(
+                    task, grid, epochs, args.seed, log_dir, data_root, args.method, known.get(task)
+                )
             )
             r = results[-1]
             print(

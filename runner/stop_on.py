@@ -3,7 +3,9 @@
 In a sweep a trial that blew up at step 10 still trained to its last epoch; this hook ends it as soon
 as the diagnosis says so, records why, and the task returns the sweep penalty. It acts only on
 findings at ``level`` or above, and only on codes training cannot recover from: a blow-up at once,
-a run stuck (at chance, not learning, dead or vanishing) once ``grace`` of the run has passed. With
+a run stuck (at chance, not learning, converging far too slowly) once ``grace`` of the run has
+passed, and one with dead units or vanishing gradients then only if its validation accuracy is at
+chance (such a run may still learn well). With
 the AutoTrainer on, a code it may still treat stops the run only after it gave up on it; a code it
 has no repair for (or one it treats only after another repair) stops the run as without it.
 """
@@ -19,6 +21,15 @@ from diag.hooks import FitState, Hook
 STUCK_CODES = frozenset(
     {"STUCK_AT_CHANCE", "NO_LEARNING", "SLOW_CONVERGENCE", "DEAD_NEURONS", "VANISHING_GRADIENTS"}
 )
+# what a model's insides look like, not whether it learns: a run with dead units can still reach 95%
+# (Adam at 0.066 on digits), so these stop a run only while its validation accuracy is at chance
+INSIDE_CODES = frozenset({"DEAD_NEURONS", "VANISHING_GRADIENTS"})
+
+
+def at_chance(state: FitState) -> bool:
+    """The last validation accuracy is below 1.5x chance (the diagnosis's own STUCK_AT_CHANCE bound)."""
+    acc, k = state.metrics.get("val/acc"), state.num_classes
+    return acc is not None and bool(k) and float(acc) < 1.5 / float(k or 1)
 
 
 class Repairer(Protocol):
@@ -64,6 +75,8 @@ class StopOnDiagnosis(Hook):
                 continue
             if not (code in BLOWUP_CODES or (code in STUCK_CODES and share >= self.grace)):
                 continue
+            if code in INSIDE_CODES and not at_chance(state):
+                continue  # dead or vanishing, but learning: not a run to stop
             if self.autotrainer is not None and self.autotrainer.may_treat(issue):
                 continue  # the AutoTrainer gets its chance first
             self._stop(state, issue)

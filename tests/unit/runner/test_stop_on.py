@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers import compose_cfg
 from omegaconf import OmegaConf
@@ -42,6 +44,17 @@ def test_a_stuck_run_stops_only_after_the_grace(step, stops):
     state = _state(step, [issue("STUCK_AT_CHANCE")])
     StopOnDiagnosis(level="critical", grace=0.25).on_epoch_end(state)
     assert state.stop_training is stops
+
+
+@pytest.mark.parametrize("code", ["DEAD_NEURONS", "VANISHING_GRADIENTS"])
+@pytest.mark.parametrize("val_acc, stops", [(0.09, True), (0.93, False)])
+def test_dead_or_vanishing_stops_a_run_only_while_it_is_at_chance(code, val_acc, stops):
+    # Adam at lr 0.066 on digits: dead units diagnosed, and still 0.95 validation accuracy at the end
+    state = _state(100, [issue(code)])
+    state.num_classes, state.metrics["val/acc"] = 10, val_acc
+    hook = StopOnDiagnosis(level="critical", grace=0.25)
+    hook.on_epoch_end(state)
+    assert state.stop_training is stops and (hook.stopped is not None) is stops
 
 
 def test_warnings_symptoms_and_no_level_never_stop():
@@ -125,3 +138,32 @@ def test_a_stopped_run_returns_the_sweep_penalty(tmp_path):
         tmp_path,
     )
     assert run(cfg, tmp_path / "run") == 123.0
+
+
+@pytest.mark.slow
+def test_with_the_autotrainer_a_blow_up_is_rolled_back_before_stop_on_may_end_the_run(tmp_path):
+    cfg = compose_cfg(
+        [
+            "optimizer=sgd",
+            "optimizer.lr=20",
+            "stop_on=critical",
+            "autotrainer=default",
+            "trainer.max_epochs=3",
+        ],
+        tmp_path,
+    )
+    run(cfg, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    actions = report["autotrainer"]["actions"]
+    assert actions and actions[0]["code"] in {"LOSS_EXPLOSION", "NONFINITE_GRADIENTS"}
+    assert actions[0]["action"] == "rollback"
+    events = [
+        json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+    ]
+    stops = [e for e in events if e["kind"] == "stopped"]
+    if stops:  # only a code the AutoTrainer gave up on, after it did
+        given_up = [a for a in actions if a["action"] == "give_up"]
+        assert stops[0]["code"] in {a["code"] for a in given_up}
+        assert stops[0]["step"] >= given_up[0]["step"]
+    else:
+        assert not report["stopped"] and report["metrics"]["epochs"] == 3
