@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the dataset writers of tests/helpers
 from helpers.datasets import write_mnist_arrays  # noqa: E402
 from results_file import write_results  # noqa: E402  (bench/ is on sys.path)
 
+from diag.lr_finder import LearningRateFinder  # noqa: E402
 from runner.app import run as run_task  # noqa: E402
 from runner.conf_dir import CONF_DIR  # noqa: E402
 from runner.data.upsampled_digits import UpsampledDigitsDataModule  # noqa: E402
@@ -168,6 +169,59 @@ def bench_task(
     }
 
 
+def curve_finder(curve: dict[str, Any]) -> LearningRateFinder:
+    """A finder holding a recorded range test (``lr_find.json``), to ask other rules about it."""
+    finder = LearningRateFinder(
+        min_lr=curve["min_lr"], max_lr=curve["max_lr"], num_steps=max(len(curve["lrs"]), 2)
+    )
+    finder.lrs, finder.losses = list(curve["lrs"]), list(curve["losses"])
+    finder.smoothed_losses = list(curve["smoothed_losses"])
+    return finder
+
+
+def candidate_lrs(curve: dict[str, Any]) -> dict[str, float]:
+    """What each rule (the finder's three and some blends of them) suggests on one recorded curve."""
+    f = curve_finder(curve)
+    at_min = f.suggest("min10")["lr"] * 10
+    valley, steepest = f.suggest("valley")["lr"], f.suggest("steepest")["lr"]
+    return {
+        "min10": at_min / 10,
+        "min/5": at_min / 5,
+        "min/3": at_min / 3,
+        "valley": valley,
+        "steepest": steepest,
+        "sqrt(min10*valley)": float(np.sqrt(at_min / 10 * valley)),
+        "max(min10,valley)": max(at_min / 10, valley),
+    }
+
+
+def screen(results: list[dict[str, Any]]) -> str:
+    """Each candidate rule on the dev tasks, its accuracy read off the grid (log-LR interpolation,
+    flat beyond the grid's ends): a screen to pick a rule to train, never a reported score."""
+    dev = [r for r in results if r["half"] == "dev"]
+    rules = list(candidate_lrs(dev[0]["curve"])) if dev else []
+    out = [
+        "screen on the dev half (grid-interpolated ratio; train the pick to score it)",
+        "",
+        "| task | " + " | ".join(rules) + " |",
+        "|---|" + "---|" * len(rules),
+    ]
+    worst = {rule: 1.0 for rule in rules}
+    for r in dev:
+        grid = {float(lr): acc for lr, acc in r["grid"].items()}  # JSON keys are strings
+        lrs = sorted(grid)
+        accs = [grid[lr] for lr in lrs]
+        cells = []
+        for rule, lr in candidate_lrs(r["curve"]).items():
+            acc = float(np.interp(np.log(lr), np.log(lrs), accs))
+            ratio = acc / r["best_acc"]
+            worst[rule] = min(worst[rule], ratio)
+            cells.append(f"{lr:.2e} {ratio:.3f}")
+        out.append(f"| {r['task']} | " + " | ".join(cells) + " |")
+    out.append("| worst | " + " | ".join(f"{worst[rule]:.3f}" for rule in rules) + " |")
+    return "\n".join(out)
+
+
 def render(results: list[dict[str, Any]], epochs: int, seed: int) -> str:
     """The grid per task, then one row per task by half, then each half's summary."""
     out = [
@@ -232,7 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", type=Path, default=None, help="keep run directories here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lr_finder.md")
+    parser.add_argument(
+        "--screen",
+        type=Path,
+        default=None,
+        help="results.json of a --keep run: print each candidate rule on its dev half, train nothing",
+    )
     args = parser.parse_args(argv)
+    if args.screen:
+        print(screen(json.loads(args.screen.read_text())))
+        return 0
     torch.set_num_threads(1)
     epochs = args.epochs or (1 if args.quick else 6)
     grid = QUICK_GRID if args.quick else GRID

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -49,8 +50,9 @@ HEALTHY_POINTS = 0.02  # a trial within 2 points of the grid's best val accuracy
 TARGET_RATIO = 0.60
 
 
-def run_sweep(overrides: list[str], lrs: list[float], sweep_dir: Path) -> float:
-    """One real multirun in a fresh process; returns its wall time in seconds."""
+def run_sweep(overrides: list[str], lrs: list[float], sweep_dir: Path) -> tuple[float, float]:
+    """One real multirun in a fresh process; returns its wall time and its CPU time (user + system)
+    in seconds. On a shared machine the CPU time is the steadier measure of the work done."""
     cmd = [
         sys.executable,
         "-m",
@@ -65,12 +67,15 @@ def run_sweep(overrides: list[str], lrs: list[float], sweep_dir: Path) -> float:
     # one thread: the machine is shared, and both sweeps get the same
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=sweep_dir.parent, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds
+    return seconds, cpu
 
 
 def bench_workload(
@@ -83,10 +88,11 @@ def bench_workload(
     for kind in order:
         sweep_dir = work / name.replace("/", "_") / kind
         extra = ["stop_on=critical"] if kind == "with" else []
-        seconds = run_sweep([*base, *extra], lrs, sweep_dir)
+        seconds, cpu = run_sweep([*base, *extra], lrs, sweep_dir)
         summary = summarize(sweep_dir, write=False)
         sweeps[kind] = {
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "trial_seconds": trial_seconds(sweep_dir),
             "summary": summary,
         }
@@ -193,6 +199,8 @@ def render(results: list[dict[str, Any]], lrs: list[float]) -> str:
             "|  | no stop_on | stop_on=critical |",
             "|---|---|---|",
             f"| wall time | {w0['seconds']:.1f} s | {w1['seconds']:.1f} s (ratio {j['ratio']:.2f}) |",
+            f"| CPU time (user + system) | {w0['cpu_seconds']:.1f} s | {w1['cpu_seconds']:.1f} s "
+            f"(ratio {w1['cpu_seconds'] / w0['cpu_seconds']:.2f}) |",
             f"| in the trials (fit start to end, summed) | {w0['trial_seconds']:.1f} s "
             f"| {w1['trial_seconds']:.1f} s (ratio {w1['trial_seconds'] / w0['trial_seconds']:.2f}) |",
             f"| best trial | #{n0} lr={lr0:g} | #{n1} lr={lr1:g} |"
@@ -217,15 +225,17 @@ def render(results: list[dict[str, Any]], lrs: list[float]) -> str:
     out += [
         "## Summary",
         "",
-        "| workload | wall no stop_on | wall stop_on | ratio (<= 0.60) | same best trial "
+        "| workload | wall no stop_on | wall stop_on | ratio (<= 0.60) | CPU ratio | same best trial "
         "| same best val loss | stopped | healthy stopped | target met |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         j = res["judged"]
         out.append(
             f"| {res['workload']} | {res['without']['seconds']:.1f} s | {res['with']['seconds']:.1f} s "
-            f"| {j['ratio']:.2f} | {'yes' if j['same_trial'] else 'NO'} "
+            f"| {j['ratio']:.2f} "
+            f"| {res['with']['cpu_seconds'] / res['without']['cpu_seconds']:.2f} "
+            f"| {'yes' if j['same_trial'] else 'NO'} "
             f"| {'yes' if j['same_loss'] else 'NO'} | {len(j['stopped'])} "
             f"| {len(j['healthy_stopped'])} | {'yes' if j['met'] else 'NO'} |"
         )

@@ -36,7 +36,7 @@ def test_lr_sweep_stop_quick_runs_both_sweeps_and_names_the_stopped_trial(tmp_pa
     assert "- stopped lr=10: " in text
     (row,) = [line for line in text.splitlines() if line.startswith("| mlp/sgd |")]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[4:7] == ["yes", "yes", "1"] and cells[7] == "0"
+    assert cells[5:8] == ["yes", "yes", "1"] and cells[8] == "0"
     for kind in ("without", "with"):
         assert len(list((tmp_path / "sweeps" / "mlp_sgd" / kind).glob("*/report.json"))) == 3
 
