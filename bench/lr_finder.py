@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = args.tasks or (QUICK_TASKS if args.quick else DEFAULT_TASKS)
     if args.half:
         tasks = [t for t in tasks if half(t) == args.half]
+    tasks = sorted(tasks, key=lambda t: half(t) != "dev")  # dev first: a rule is read off it
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_lr_finder_") as tmp:
         log_dir = args.keep or Path(tmp)
@@ -318,13 +319,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             r = results[-1]
+            if args.keep:  # after each task: a long run cut short keeps what it measured
+                (args.keep / "results.json").write_text(json.dumps(results, indent=1))
             print(
                 f"{task} ({r['half']}): ratio {r['ratio']:.3f} ({r['seconds']:.0f}s)",
                 file=sys.stderr,
                 flush=True,
             )
-        if args.keep:
-            (args.keep / "results.json").write_text(json.dumps(results, indent=1))
     text = render(results, epochs, args.seed) + f"\ntotal {time.perf_counter() - t0:.0f}s"
     print(text)
     write_results(args.out, "lr_finder.py", text, list(argv if argv is not None else sys.argv[1:]))
