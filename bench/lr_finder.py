@@ -1,22 +1,27 @@
 """How good is the LR finder's suggestion? Compare it with a grid of full short runs, side by side.
 
-For each task, every learning rate of a log grid is trained for a few epochs
-(the runner's own ``runner.train.run``: Adam, cosine schedule, diagnostics off)
-and the best final validation accuracy, averaged over seeds, is the reference.
-Then a run with ``optimizer.lr=auto`` (the finder picks the LR with the
-configured method) and runs at the other methods' suggestions from the same
-range test are trained the same way, per seed. The table shows each
-suggestion's accuracy as a fraction of the grid's best (target >= 95%).
-Everything runs single-threaded so the numbers do not depend on what else the
-machine is doing.
+Tasks: mlp, cnn and resnet18 (width 16: a CPU-sized ResNet-18) with sgd, adam and adamw, on the 8x8
+digits and on an MNIST-shaped set (the digits upscaled into 28x28 canvases, written as MNIST's four
+idx files by ``tests/helpers/datasets.py`` and read by ``data=mnist``, torchvision's MNIST reader: the
+random-pixel set the tests write has nothing an LR could learn). resnet18 runs on digits only (at
+28x28 a grid of it takes longer than the rest together on 2 CPU cores); ``--tasks`` can ask for it.
 
-    python bench/lr_finder.py            # 3 tasks, 8-point grid, 2 seeds (about 3 minutes on 2 CPU cores)
-    python bench/lr_finder.py --quick    # smoke test: 1 epoch, 3-point grid, 1 seed
+For each task every LR of a log grid is trained for a few epochs (the runner's own
+``runner.app.run``: cosine schedule, diagnostics off) and the best test accuracy is the reference.
+Then a run with ``optimizer.lr=auto`` (the range test, then training at its suggestion with the
+configured ``lr_find.method``) is trained the same way. The ratio of its test accuracy to the grid's
+best is the score (target >= 0.95). The tasks are split into a dev and a held-out half by a hash of
+their names: a rule is tuned only on dev tasks; both halves are printed. Every run is single-threaded.
+
+    python bench/lr_finder.py                      # 15 tasks, 8-point grid, 6 epochs
+    python bench/lr_finder.py --quick              # smoke test: 2 tasks, 1 epoch, 3-point grid
+    python bench/lr_finder.py --half dev --method valley   # try another rule on the dev half
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -24,31 +29,76 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the dataset writers of tests/helpers
 
-from diag.lr_finder import METHODS  # noqa: E402
+from helpers.datasets import write_mnist_arrays  # noqa: E402
+from results_file import write_results  # noqa: E402  (bench/ is on sys.path)
+
+from diag.lr_finder import LearningRateFinder  # noqa: E402
 from runner.app import run as run_task  # noqa: E402
 from runner.conf_dir import CONF_DIR  # noqa: E402
+from runner.data.upsampled_digits import UpsampledDigitsDataModule  # noqa: E402
 
-TASKS: dict[str, list[str]] = {
-    "mlp/digits": ["model=mlp"],
-    "cnn/digits": ["model=cnn"],
-    # MNIST-shaped: 1x28x28, 10 classes; three conv blocks so the receptive field covers the digit
-    "cnn/digits28": [
-        "model=cnn",
-        "model.channels=[16,32,64]",
-        "data._target_=runner.data.upsampled_digits.UpsampledDigitsDataModule",
-        "data.image_size=28",
-    ],
+MODELS: dict[str, list[str]] = {
+    "mlp": ["model=mlp"],
+    "cnn": ["model=cnn"],
+    "resnet18": ["model=resnet18", "model.width=16"],
 }
+# 28x28 inputs: three conv blocks so the CNN's receptive field covers the digit
+MODEL_28 = {"cnn": ["model.channels=[16,32,64]"]}
+OPTIMIZERS = ("sgd", "adam", "adamw")
+DATASETS = ("digits", "mnist28")
+ALL_TASKS = [f"{m}/{o}/{d}" for m in MODELS for o in OPTIMIZERS for d in DATASETS]
+DEFAULT_TASKS = [t for t in ALL_TASKS if not t.startswith("resnet18/") or t.endswith("/digits")]
+QUICK_TASKS = ["mlp/sgd/digits", "mlp/adam/mnist28"]
 COMMON = ["scheduler=cosine"]
-GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
+GRID = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 QUICK_GRID = [1e-3, 1e-2, 1e-1]
+TARGET = 0.95
+
+
+def half(task: str) -> str:
+    """``dev`` or ``held-out``, by the first byte of the task name's SHA-256 (stable across runs)."""
+    return "dev" if hashlib.sha256(task.encode()).digest()[0] % 2 == 0 else "held-out"
+
+
+def write_mnist28(root: Path) -> Path:
+    """The digits upscaled to 28x28 (``UpsampledDigitsDataModule``) as MNIST's idx files under ``root``."""
+    dm = UpsampledDigitsDataModule(image_size=28)
+    train, test = dm._load()
+    arrays = {
+        "train_images": train.images[:, 0].numpy(),
+        "train_labels": train.labels.numpy().astype(np.uint8),
+        "test_images": test.images[:, 0].numpy(),
+        "test_labels": test.labels.numpy().astype(np.uint8),
+    }
+    write_mnist_arrays(root, arrays)
+    return root
+
+
+def task_overrides(task: str, data_root: Path) -> list[str]:
+    """The runner overrides of ``model/optimizer/dataset``."""
+    model, opt, data = task.split("/")
+    out = [*MODELS[model], f"optimizer={opt}"]
+    if data == "mnist28":
+        # batch 64 as digits; the set's own statistics (MNIST's published ones are not this set's)
+        out += [
+            "data=mnist",
+            f"data.root={data_root}",
+            "data.batch_size=64",
+            "data.num_workers=0",
+            "data.mean=null",
+            "data.std=null",
+            *MODEL_28.get(model, []),
+        ]
+    return out
 
 
 def make_cfg(overrides: list[str], log_dir: Path) -> DictConfig:
@@ -68,148 +118,217 @@ def train(overrides: list[str], log_dir: Path, name: str) -> dict[str, Any]:
     return json.loads((run_dir / "report.json").read_text())
 
 
-def acc_of(report: dict[str, Any]) -> float:
-    acc = report["metrics"].get("final_val_acc")
+def accuracy_of(report: dict[str, Any]) -> float:
+    acc = report["metrics"].get("test_acc")
     return float(acc) if acc is not None else 0.0
 
 
-def torch_lr_finder_suggestion(overrides: list[str], log_dir: Path) -> str:
-    """torch-lr-finder's steepest-gradient suggestion on the same setup, when that package is installed."""
-    try:
-        from torch_lr_finder import LRFinder
-    except ImportError:
-        return "not installed"
-    from matplotlib.figure import Figure
-
-    from runner.train import build
-
-    parts = build(make_cfg(overrides, log_dir), log_dir / "torch_lr_finder")
-    batches = list(parts.train_loader)
-    dataset = torch.utils.data.TensorDataset(
-        torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=parts.train_loader.batch_size, shuffle=True
-    )
-    finder = LRFinder(parts.state.model, parts.state.optimizer, torch.nn.CrossEntropyLoss())
-    finder.range_test(loader, start_lr=1e-7, end_lr=10, num_iter=100)
-    _, lr = finder.plot(suggest_lr=True, ax=Figure().add_subplot())
-    finder.reset()
-    return f"{lr:.2e}" if lr is not None else "no suggestion"
-
-
 def bench_task(
-    name: str, overrides: list[str], grid: list[float], epochs: int, seeds: list[int], log_dir: Path
+    task: str,
+    grid: list[float],
+    epochs: int,
+    seed: int,
+    log_dir: Path,
+    data_root: Path,
+    method: str | None,
+    known_grid: dict[float, float] | None = None,
 ) -> dict[str, Any]:
-    """Grid runs, then the finder's runs, for one task; accuracies are means over ``seeds``."""
+    """The grid's runs (or ``known_grid``'s accuracies from an earlier run), then the finder's run."""
     t0 = time.perf_counter()
-    grid_acc = {lr: 0.0 for lr in grid}
-    rows: dict[str, dict[str, Any]] = {}
-    finders = []
-    for seed in seeds:
-        base = [*COMMON, *overrides, f"trainer.max_epochs={epochs}", f"seed={seed}"]
-        for lr in grid:
-            grid_acc[lr] += acc_of(
-                train([*base, f"optimizer.lr={lr}"], log_dir, f"{name}/s{seed}/grid_{lr:g}")
-            )
-        auto = train([*base, "optimizer.lr=auto"], log_dir, f"{name}/s{seed}/auto")
-        finder = auto["lr_finder"]
-        finders.append(finder)
-        for method in (finder["method"], *(m for m in METHODS if m != finder["method"])):
-            lr = finder["suggestions"][method]
-            acc = (
-                acc_of(auto)
-                if method == finder["method"]
-                else acc_of(
-                    train([*base, f"optimizer.lr={lr}"], log_dir, f"{name}/s{seed}/{method}")
-                )
-            )
-            row = rows.setdefault(
-                method,
-                {"method": method, "lrs": [], "acc": 0.0, "auto": method == finder["method"]},
-            )
-            row["lrs"].append(lr)
-            row["acc"] += acc
-    grid_acc = {lr: acc / len(seeds) for lr, acc in grid_acc.items()}
-    for row in rows.values():
-        row["acc"] /= len(seeds)
-    best_lr = max(grid_acc, key=grid_acc.get)
+    base = [
+        *COMMON,
+        *task_overrides(task, data_root),
+        f"trainer.max_epochs={epochs}",
+        f"seed={seed}",
+    ]
+    if method:
+        base.append(f"lr_find.method={method}")
+    grid_acc = known_grid or {
+        lr: accuracy_of(train([*base, f"optimizer.lr={lr}"], log_dir, f"{task}/grid_{lr:g}"))
+        for lr in grid
+    }
+    auto = train([*base, "optimizer.lr=auto"], log_dir, f"{task}/auto")
+    finder = auto["lr_finder"]
+    best_lr = max(grid_acc, key=lambda lr: grid_acc[lr])
+    acc = accuracy_of(auto)
+    best = grid_acc[best_lr]
     return {
-        "task": name,
+        "task": task,
+        "half": half(task),
         "grid": grid_acc,
         "best_lr": best_lr,
-        "best_acc": grid_acc[best_lr],
-        "rows": list(rows.values()),
-        "finders": finders,
-        "torch_lr_finder": torch_lr_finder_suggestion([*COMMON, *overrides], log_dir / name),
+        "best_acc": best,
+        "method": finder["method"],
+        "lr": finder["suggested_lr"],
+        "suggestions": finder["suggestions"],
+        "acc": acc,
+        "ratio": acc / best if best > 0 else 0.0,
+        "range_test": f"{finder['num_steps_run']} steps, {finder['stop_reason']}",
+        "curve": json.loads((log_dir / task / "auto" / "lr_find.json").read_text()),
         "seconds": time.perf_counter() - t0,
     }
 
 
-def _lrs(values: list[float]) -> str:
-    lo, hi = min(values), max(values)
-    return f"{lo:.2e}" if hi / lo < 1.01 else f"{lo:.1e}-{hi:.1e}"
-
-
-def print_results(results: list[dict[str, Any]], epochs: int, seeds: list[int]) -> None:
-    print(
-        f"\nLR finder vs a grid of {epochs}-epoch runs (Adam, cosine schedule; final val accuracy, "
-        f"mean of {len(seeds)} seed{'s' if len(seeds) > 1 else ''})\n"
+def curve_finder(curve: dict[str, Any]) -> LearningRateFinder:
+    """A finder holding a recorded range test (``lr_find.json``), to ask other rules about it."""
+    finder = LearningRateFinder(
+        min_lr=curve["min_lr"], max_lr=curve["max_lr"], num_steps=max(len(curve["lrs"]), 2)
     )
-    print("grid:")
+    finder.lrs, finder.losses = list(curve["lrs"]), list(curve["losses"])
+    finder.smoothed_losses = list(curve["smoothed_losses"])
+    return finder
+
+
+def candidate_lrs(curve: dict[str, Any]) -> dict[str, float]:
+    """What each rule (the finder's three and some blends of them) suggests on one recorded curve."""
+    f = curve_finder(curve)
+    at_min = f.suggest("min10")["lr"] * 10
+    valley, steepest = f.suggest("valley")["lr"], f.suggest("steepest")["lr"]
+    return {
+        "min10": at_min / 10,
+        "min/5": at_min / 5,
+        "min/3": at_min / 3,
+        "valley": valley,
+        "steepest": steepest,
+        "sqrt(min10*valley)": float(np.sqrt(at_min / 10 * valley)),
+        "max(min10,valley)": max(at_min / 10, valley),
+    }
+
+
+def screen(results: list[dict[str, Any]]) -> str:
+    """Each candidate rule on the dev tasks, its accuracy read off the grid (log-LR interpolation,
+    flat beyond the grid's ends): a screen to pick a rule to train, never a reported score."""
+    dev = [r for r in results if r["half"] == "dev"]
+    rules = list(candidate_lrs(dev[0]["curve"])) if dev else []
+    out = [
+        "screen on the dev half (grid-interpolated ratio; train the pick to score it)",
+        "",
+        "| task | " + " | ".join(rules) + " |",
+        "|---|" + "---|" * len(rules),
+    ]
+    worst = {rule: 1.0 for rule in rules}
+    for r in dev:
+        grid = {float(lr): acc for lr, acc in r["grid"].items()}  # JSON keys are strings
+        lrs = sorted(grid)
+        accs = [grid[lr] for lr in lrs]
+        cells = []
+        for rule, lr in candidate_lrs(r["curve"]).items():
+            acc = float(np.interp(np.log(lr), np.log(lrs), accs))
+            ratio = acc / r["best_acc"]
+            worst[rule] = min(worst[rule], ratio)
+            cells.append(f"{lr:.2e} {ratio:.3f}")
+        out.append(f"| {r['task']} | " + " | ".join(cells) + " |")
+    out.append("| worst | " + " | ".join(f"{worst[rule]:.3f}" for rule in rules) + " |")
+    return "\n".join(out)
+
+
+def render(results: list[dict[str, Any]], epochs: int, seed: int) -> str:
+    """The grid per task, then one row per task by half, then each half's summary."""
+    out = [
+        f"LR finder vs a log grid of {epochs}-epoch runs (cosine schedule, seed {seed}, one thread); "
+        "test accuracy",
+        "",
+        "grid (test accuracy per LR):",
+        "",
+    ]
     for r in results:
         cells = "  ".join(f"{lr:g}:{acc:.3f}" for lr, acc in r["grid"].items())
-        print(f"  {r['task']:<13} {cells}")
-    print()
-    header = (
-        f"{'task':<13} {'grid best lr':>12} {'best acc':>8}  {'method':<10} {'suggested lr':>15} {'acc':>6} "
-        f"{'% of best':>9}  {'torch-lr-finder':>15}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        for i, row in enumerate(r["rows"]):
-            lead = (
-                f"{r['task']:<13} {r['best_lr']:>12g} {r['best_acc']:>8.3f}" if i == 0 else " " * 35
+        out.append(f"    {r['task']:<22} {cells}")
+    out.append("")
+    for name in ("dev", "held-out"):
+        rows = [r for r in results if r["half"] == name]
+        if not rows:
+            continue
+        out += [
+            f"## {name} half",
+            "",
+            "| task | grid best lr | grid best acc | method | suggested lr | its acc | ratio | >= 0.95 "
+            "| other rules' lrs | range test |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            others = ", ".join(
+                f"{m} {lr:.2e}" for m, lr in r["suggestions"].items() if m != r["method"]
             )
-            tlf = r["torch_lr_finder"] if i == 0 else ""
-            method = row["method"] + ("*" if row["auto"] else "")
-            pct = 100 * row["acc"] / r["best_acc"] if r["best_acc"] > 0 else 0.0
-            print(
-                f"{lead}  {method:<10} {_lrs(row['lrs']):>15} {row['acc']:>6.3f} {pct:>8.1f}%  {tlf:>15}"
+            out.append(
+                f"| {r['task']} | {r['best_lr']:g} | {r['best_acc']:.3f} | {r['method']} "
+                f"| {r['lr']:.2e} | {r['acc']:.3f} | {r['ratio']:.3f} "
+                f"| {'yes' if r['ratio'] >= TARGET else 'NO'} | {others} | {r['range_test']} |"
             )
-    print("\n* = the configured method (lr_find.method), trained through optimizer.lr=auto")
-    for r in results:
-        stops = "; ".join(f"{f['num_steps_run']} steps, {f['stop_reason']}" for f in r["finders"])
-        print(f"{r['task']}: range test {stops}; {r['seconds']:.0f}s")
+        ratios = [r["ratio"] for r in rows]
+        below = [r["task"] for r in rows if r["ratio"] < TARGET]
+        out += [
+            "",
+            f"{name}: {len(rows)} tasks, ratio min {min(ratios):.3f}, median "
+            f"{float(np.median(ratios)):.3f}; below {TARGET}: {', '.join(below) or 'none'}",
+            "",
+        ]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 epoch, 3-point grid: a smoke test")
     parser.add_argument(
-        "--epochs", type=int, default=None, help="epochs per run (default 6, quick 1)"
+        "--quick", action="store_true", help="2 tasks, 1 epoch, 3 LRs: a smoke test"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default 6)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", nargs="*", default=None, choices=ALL_TASKS)
+    parser.add_argument("--half", choices=("dev", "held-out"), default=None, help="only this half")
+    parser.add_argument(
+        "--method", default=None, help="lr_find.method for the finder's run (default: the config's)"
     )
     parser.add_argument(
-        "--seeds", type=int, nargs="*", default=None, help="seeds to average (default 0 1, quick 0)"
+        "--grid-from",
+        type=Path,
+        default=None,
+        help="results.json of an earlier --keep run (same epochs and seed): reuse its grid, run only the finder",
     )
-    parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--keep", type=Path, default=None, help="keep run directories here")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lr_finder.md")
     parser.add_argument(
-        "--keep", type=Path, default=None, help="keep run directories here instead of a temp dir"
+        "--screen",
+        type=Path,
+        default=None,
+        help="results.json of a --keep run: print each candidate rule on its dev half, train nothing",
     )
     args = parser.parse_args(argv)
+    if args.screen:
+        print(screen(json.loads(args.screen.read_text())))
+        return 0
     torch.set_num_threads(1)
     epochs = args.epochs or (1 if args.quick else 6)
     grid = QUICK_GRID if args.quick else GRID
-    seeds = args.seeds or ([0] if args.quick else [0, 1])
+    tasks = args.tasks or (QUICK_TASKS if args.quick else DEFAULT_TASKS)
+    if args.half:
+        tasks = [t for t in tasks if half(t) == args.half]
+    tasks = sorted(tasks, key=lambda t: half(t) != "dev")  # dev first: a rule is read off it
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_lr_finder_") as tmp:
         log_dir = args.keep or Path(tmp)
-        results = [
-            bench_task(name, TASKS[name], grid, epochs, seeds, log_dir) for name in args.tasks
-        ]
-    print_results(results, epochs, seeds)
-    print(f"total {time.perf_counter() - t0:.0f}s")
+        data_root = write_mnist28(log_dir / "data")
+        known = {}
+        if args.grid_from:
+            for r in json.loads(args.grid_from.read_text()):
+                known[r["task"]] = {float(lr): acc for lr, acc in r["grid"].items()}
+        results = []
+        for task in tasks:
+            results.append(
+                bench_task(
+                    task, grid, epochs, args.seed, log_dir, data_root, args.method, known.get(task)
+                )
+            )
+            r = results[-1]
+            if args.keep:  # after each task: a long run cut short keeps what it measured
+                (args.keep / "results.json").write_text(json.dumps(results, indent=1))
+            print(
+                f"{task} ({r['half']}): ratio {r['ratio']:.3f} ({r['seconds']:.0f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    text = render(results, epochs, args.seed) + f"\ntotal {time.perf_counter() - t0:.0f}s"
+    print(text)
+    write_results(args.out, "lr_finder.py", text, list(argv if argv is not None else sys.argv[1:]))
     return 0
 
 

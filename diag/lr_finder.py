@@ -10,10 +10,10 @@ first and last points skipped, as the public finders do:
 - ``steepest`` (the classic range-test rule): the steepest negative slope, moved a tenth of
   the curve to the left as a safety margin;
 - ``min10`` (also ``minimum/10``, the default): a tenth of the LR at the lowest
-  loss. On ``bench/lr_finder.py``'s three tasks it is the most reliable rule
-  (98.9-99.6% of a grid's best accuracy, against 95-98% for ``valley``, which
-  lands early when the model learns during the test, and a miss for
-  ``steepest``, which the smoothing lag can push past the minimum).
+  loss. On ``bench/lr_finder.py``'s 15 tasks (bench/results/lr_finder.md) it trains to
+  0.96-1.02 of a log grid's best test accuracy, except SGD on the 28x28 set (0.80 and
+  0.93: it lands 5-10x below the best SGD LR); ``valley`` lands early when the model
+  learns during the test, ``steepest`` can be pushed past the minimum by the smoothing lag.
 
 Two entry points: the documented ``range_test(train_fn)`` where ``train_fn(lr)``
 takes one step and returns the loss, and :meth:`LearningRateFinder.range_test_torch`

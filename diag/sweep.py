@@ -410,19 +410,31 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
         v for _, r in ok for v in (r.best_val_loss, r.final_val_loss) if v is not None and v > 0
     ]
     bad = [(x, r) for x, r in zip(xs, runs) if r.diverged or r.status == "failed" or r.stopped]
-    for x, r in bad:
-        band.plot([x], [0.5], "x", color="tab:red", markersize=11, markeredgewidth=2.5)
+    # one marker per kind, explained in the legend; only the run's name beside it: a grid sweep puts
+    # a dozen of them half a decade apart, where "run 3 stopped" labels ran into each other
+    kinds = {
+        "failed": ("x", "tab:gray"),
+        "diverged": ("x", "tab:red"),
+        "stopped": ("s", "tab:orange"),
+    }
+    shown: set[str] = set()
+    for k, (x, r) in enumerate(sorted(bad, key=lambda pair: pair[0])):
         what = "failed" if r.status == "failed" else "diverged" if r.diverged else "stopped"
-        right = x == max(xs)  # at the right edge: the label goes to the left of the marker
+        marker, color = kinds[what]
+        band.plot([x], [0.4], marker, color=color, markersize=9, markeredgewidth=2.5, mfc="none")
         band.annotate(
-            f"run {r.name} {what}",
-            (x, 0.5),
+            r.name,
+            (x, 0.4),
             textcoords="offset points",
-            xytext=(-8 if right else 8, -3),
-            ha="right" if right else "left",
-            fontsize=8,
-            color="tab:red",
+            xytext=(0, 7 + 7 * (k % 2)),  # alternate heights: neighbours do not overprint
+            ha="center",
+            fontsize=7,
+            color=color,
         )
+        if what not in shown:  # legend entries on the main axes, where the legend is
+            shown.add(what)
+            label = what + (" (stop_on)" if what == "stopped" else "")
+            ax.plot([], [], marker, color=color, mfc="none", markeredgewidth=2, label=label)
     band.set_ylim(0, 1)
     band.set_yticks([])
     band.set_ylabel(

@@ -3,13 +3,16 @@
 In a sweep a trial that blew up at step 10 still trained to its last epoch; this hook ends it as soon
 as the diagnosis says so, records why, and the task returns the sweep penalty. It acts only on
 findings at ``level`` or above, and only on codes training cannot recover from: a blow-up at once,
-a run stuck (at chance, not learning, dead or vanishing) once ``grace`` of the run has passed. With
-the AutoTrainer on, a code stops the run only after the AutoTrainer gave up on it.
+a run stuck (at chance, not learning, converging far too slowly) once ``grace`` of the run has
+passed, and one with dead units or vanishing gradients then only if its validation accuracy is at
+chance (such a run may still learn well). With
+the AutoTrainer on, a code it may still treat stops the run only after it gave up on it; a code it
+has no repair for (or one it treats only after another repair) stops the run as without it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from diag.codes import BLOWUP_CODES, SEVERITY_RANK
 from diag.hooks import FitState, Hook
@@ -18,6 +21,21 @@ from diag.hooks import FitState, Hook
 STUCK_CODES = frozenset(
     {"STUCK_AT_CHANCE", "NO_LEARNING", "SLOW_CONVERGENCE", "DEAD_NEURONS", "VANISHING_GRADIENTS"}
 )
+# what a model's insides look like, not whether it learns: a run with dead units can still reach 95%
+# (Adam at 0.066 on digits), so these stop a run only while its validation accuracy is at chance
+INSIDE_CODES = frozenset({"DEAD_NEURONS", "VANISHING_GRADIENTS"})
+
+
+def at_chance(state: FitState) -> bool:
+    """The last validation accuracy is below 1.5x chance (the diagnosis's own STUCK_AT_CHANCE bound)."""
+    acc, k = state.metrics.get("val/acc"), state.num_classes
+    return acc is not None and bool(k) and float(acc) < 1.5 / float(k or 1)
+
+
+class Repairer(Protocol):
+    """What the stop rule asks the AutoTrainer (``runner.autotrainer.AutoTrainer.may_treat``)."""
+
+    def may_treat(self, issue: dict[str, Any]) -> bool: ...
 
 
 class StopOnDiagnosis(Hook):
@@ -28,7 +46,7 @@ class StopOnDiagnosis(Hook):
         level: str | None = None,
         grace: float = 0.25,
         check_every: int = 10,
-        autotrainer: bool = False,
+        autotrainer: Repairer | None = None,
     ) -> None:
         if level is not None and level not in SEVERITY_RANK:
             raise ValueError(
@@ -37,7 +55,7 @@ class StopOnDiagnosis(Hook):
         self.level = level
         self.grace = float(grace)
         self.check_every = max(1, int(check_every))
-        self.defer_to_autotrainer = bool(autotrainer)
+        self.autotrainer = autotrainer  # the run's AutoTrainer (build_hooks passes it), or None
         self.stopped: dict[str, Any] | None = None  # what stopped the run: code, step, steps saved
 
     def on_train_batch_end(self, state: FitState) -> None:
@@ -51,14 +69,15 @@ class StopOnDiagnosis(Hook):
     def _check(self, state: FitState) -> None:
         floor = SEVERITY_RANK[str(self.level)]
         share = state.step / max(state.max_steps, 1)
-        gave_up = {a["code"] for a in state.actions if a.get("action") == "give_up"}
         for issue in state.issues or []:
             code = issue["code"]
             if SEVERITY_RANK.get(issue.get("severity", "info"), 0) < floor:
                 continue
             if not (code in BLOWUP_CODES or (code in STUCK_CODES and share >= self.grace)):
                 continue
-            if self.defer_to_autotrainer and code not in gave_up:
+            if code in INSIDE_CODES and not at_chance(state):
+                continue  # dead or vanishing, but learning: not a run to stop
+            if self.autotrainer is not None and self.autotrainer.may_treat(issue):
                 continue  # the AutoTrainer gets its chance first
             self._stop(state, issue)
             return

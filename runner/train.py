@@ -270,7 +270,7 @@ def build_hooks(cfg: DictConfig, session: Any = None) -> HookList:
         if name == "autotrainer":
             runtime = {"session": session, "cfg": cfg, "diagnostics": named.get("diagnostics")}
         elif name == "stop_on":  # the AutoTrainer, when there is one, gets its chance first
-            runtime = {"autotrainer": "autotrainer" in named}
+            runtime = {"autotrainer": named.get("autotrainer")}
         hook = instantiate(spec, **runtime)
         if not isinstance(hook, Hook):
             raise UserError(

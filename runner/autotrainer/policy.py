@@ -353,6 +353,28 @@ class AutoTrainer(Hook):
             if done:
                 return  # one action per check: let it show its effect before the next
 
+    def may_treat(self, issue: dict[str, Any]) -> bool:
+        """Whether this policy may still act on ``issue``: what ``stop_on`` waits for before it stops a run.
+
+        False for a code it has no rule for, gave up on, treats only after another repair that did
+        not happen (``after``), or sees below the severity it acts on: waiting would wait forever.
+        """
+        code = str(issue["code"])
+        rank = SEVERITY_RANK.get(str(issue.get("severity")), 0)
+        if code in self.session.gave_up or code not in self.settings.priority:
+            return False
+        if rank < self.settings.min_rank:
+            return False
+        if code in self.settings.restarts:  # a restart code is never treated online (see _treat)
+            return rank >= self.settings.restart_floor(code)
+        rule = self.settings.online.get(code)
+        if rule is None:
+            return False
+        return not rule.after or any(
+            a["code"] in rule.after and a.get("attempt") == self.session.attempt
+            for a in self._counted()
+        )
+
     @staticmethod
     def _last_epoch(state: FitState) -> bool:
         """Whether the loop stops after this epoch end (the test evaluation comes next)."""

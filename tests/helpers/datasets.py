@@ -33,6 +33,19 @@ def write_mnist(
         "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
         "test_labels": _balanced_labels(n_test, 10, rng),
     }
+    return write_mnist_arrays(root, arrays, folder)
+
+
+def write_mnist_arrays(
+    root: Path, arrays: dict[str, np.ndarray], folder: str = "MNIST"
+) -> dict[str, np.ndarray]:
+    """Write given uint8 images (N, H, W) and labels as MNIST's four gzipped idx files.
+
+    ``arrays`` has ``train_images``, ``train_labels``, ``test_images``, ``test_labels``; returned with
+    the images as (N, 1, H, W), as the data module yields them. ``bench/lr_finder.py`` writes a
+    learnable MNIST-shaped set this way (random pixels have nothing for an LR to learn).
+    """
+    arrays = dict(arrays)
     raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, split in (("train", "train"), ("t10k", "test")):

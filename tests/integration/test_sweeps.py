@@ -152,6 +152,8 @@ def test_stop_on_ends_a_sick_trial_early_and_the_summary_says_what_it_saved(tmp_
     assert not healthy["stopped"] and healthy["metrics"]["epochs"] == 4
     assert sick["stopped"] and sick["stop_reason"].startswith("stop_on=critical: ")
     assert sick["metrics"]["steps"] < healthy["metrics"]["steps"]
+    report_md = (sweep / "1" / "report.md").read_text()
+    assert f"**Stopped early:** {sick['stop_reason']}" in report_md
     (event,) = [
         e
         for e in map(json.loads, (sweep / "1" / "events.jsonl").read_text().splitlines())

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers import compose_cfg
+from omegaconf import OmegaConf
 from torch import nn
 
 from diag.hooks import FitState
 from runner.app import run
+from runner.autotrainer import AutoTrainer
 from runner.stop_on import StopOnDiagnosis
 
 
@@ -42,6 +46,17 @@ def test_a_stuck_run_stops_only_after_the_grace(step, stops):
     assert state.stop_training is stops
 
 
+@pytest.mark.parametrize("code", ["DEAD_NEURONS", "VANISHING_GRADIENTS"])
+@pytest.mark.parametrize("val_acc, stops", [(0.09, True), (0.93, False)])
+def test_dead_or_vanishing_stops_a_run_only_while_it_is_at_chance(code, val_acc, stops):
+    # Adam at lr 0.066 on digits: dead units diagnosed, and still 0.95 validation accuracy at the end
+    state = _state(100, [issue(code)])
+    state.num_classes, state.metrics["val/acc"] = 10, val_acc
+    hook = StopOnDiagnosis(level="critical", grace=0.25)
+    hook.on_epoch_end(state)
+    assert state.stop_training is stops and (hook.stopped is not None) is stops
+
+
 def test_warnings_symptoms_and_no_level_never_stop():
     for hook, found in [
         (StopOnDiagnosis(level="critical"), [issue("LOSS_EXPLOSION", "warning")]),
@@ -53,16 +68,56 @@ def test_warnings_symptoms_and_no_level_never_stop():
         assert not state.stop_training and hook.stopped is None
 
 
-def test_with_the_autotrainer_only_a_code_it_gave_up_on_stops_the_run():
-    hook = StopOnDiagnosis(level="critical", autotrainer=True)
-    state = _state(
-        50, [issue("LOSS_EXPLOSION")], [{"code": "LOSS_EXPLOSION", "action": "rollback"}]
+def autotrainer() -> AutoTrainer:
+    """The AutoTrainer of ``autotrainer=default``, with the settings that config ships."""
+    cfg = compose_cfg(["autotrainer=default"])
+    settings = OmegaConf.to_container(cfg.callbacks.autotrainer)
+    assert isinstance(settings, dict)
+    return AutoTrainer(cfg=cfg, **{str(k): v for k, v in settings.items()})
+
+
+def test_with_the_autotrainer_a_code_it_treats_stops_the_run_only_once_it_gave_up():
+    repairer = autotrainer()
+    hook = StopOnDiagnosis(level="critical", autotrainer=repairer)
+    explosion = issue("LOSS_EXPLOSION")
+    state = _state(50, [explosion])
+    hook.on_epoch_end(state)
+    assert not state.stop_training  # the AutoTrainer's rollback comes first
+    repairer._give_up(state, explosion, "LOSS_EXPLOSION was already treated 3 times (limit 3)")
+    hook.on_epoch_end(state)
+    assert state.stop_training and hook.stopped is not None
+    assert hook.stopped["code"] == "LOSS_EXPLOSION"
+
+
+@pytest.mark.parametrize("code", ["STUCK_AT_CHANCE", "NO_LEARNING"])
+def test_with_the_autotrainer_a_stuck_code_it_has_no_repair_for_still_stops_after_the_grace(code):
+    # STUCK_AT_CHANCE is treated only after an explosion was rolled back; NO_LEARNING has no rule:
+    # waiting for the AutoTrainer to give up on them would wait for ever
+    hook = StopOnDiagnosis(level="critical", grace=0.25, autotrainer=autotrainer())
+    state = _state(60, [issue(code)])
+    hook.on_epoch_end(state)
+    assert not state.stop_training  # the grace first
+    state.step = 100
+    hook.on_epoch_end(state)
+    assert state.stop_training and hook.stopped is not None and hook.stopped["code"] == code
+
+
+def test_with_the_autotrainer_stuck_at_chance_after_an_explosion_waits_for_its_second_rollback():
+    repairer = autotrainer()
+    repairer.session.actions.append(
+        {"code": "LOSS_EXPLOSION", "action": "rollback", "attempt": repairer.session.attempt}
     )
+    hook = StopOnDiagnosis(level="critical", autotrainer=repairer)
+    state = _state(200, [issue("STUCK_AT_CHANCE")])
     hook.on_epoch_end(state)
     assert not state.stop_training
-    state.actions.append({"code": "LOSS_EXPLOSION", "action": "give_up"})
-    hook.on_epoch_end(state)
-    assert state.stop_training
+
+
+def test_with_the_autotrainer_a_restart_code_waits_only_at_the_severity_that_restarts():
+    repairer = autotrainer()
+    assert repairer.may_treat(issue("DEAD_NEURONS", "critical"))
+    assert not repairer.may_treat(issue("DEAD_NEURONS", "warning"))  # restarts need critical
+    assert repairer.may_treat(issue("BAD_INITIALIZATION", "warning"))  # its own floor: warning
 
 
 def test_a_bad_level_is_refused():
@@ -83,3 +138,32 @@ def test_a_stopped_run_returns_the_sweep_penalty(tmp_path):
         tmp_path,
     )
     assert run(cfg, tmp_path / "run") == 123.0
+
+
+@pytest.mark.slow
+def test_with_the_autotrainer_a_blow_up_is_rolled_back_before_stop_on_may_end_the_run(tmp_path):
+    cfg = compose_cfg(
+        [
+            "optimizer=sgd",
+            "optimizer.lr=20",
+            "stop_on=critical",
+            "autotrainer=default",
+            "trainer.max_epochs=3",
+        ],
+        tmp_path,
+    )
+    run(cfg, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    actions = report["autotrainer"]["actions"]
+    assert actions and actions[0]["code"] in {"LOSS_EXPLOSION", "NONFINITE_GRADIENTS"}
+    assert actions[0]["action"] == "rollback"
+    events = [
+        json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+    ]
+    stops = [e for e in events if e["kind"] == "stopped"]
+    if stops:  # only a code the AutoTrainer gave up on, after it did
+        given_up = [a for a in actions if a["action"] == "give_up"]
+        assert stops[0]["code"] in {a["code"] for a in given_up}
+        assert stops[0]["step"] >= given_up[0]["step"]
+    else:
+        assert not report["stopped"] and report["metrics"]["epochs"] == 3
