@@ -137,9 +137,9 @@ def _gentler_schedule(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:
         return {}
     target = str(sched.get("_target_", ""))
     out: dict[str, Any] = {}
-    if target.endswith(("StepLR", "MultiStepLR")) and rule.min_gamma:
-        if float(sched.get("gamma", 1.0)) < rule.min_gamma:
-            out["scheduler.lr_scheduler.gamma"] = rule.min_gamma
+    stepwise = target.endswith(("StepLR", "MultiStepLR"))
+    if stepwise and rule.min_gamma and float(sched.get("gamma", 1.0)) < rule.min_gamma:
+        out["scheduler.lr_scheduler.gamma"] = rule.min_gamma
     if target.endswith("ReduceLROnPlateau"):
         if rule.min_patience is not None and int(sched.get("patience", 0)) < rule.min_patience:
             out["scheduler.lr_scheduler.patience"] = rule.min_patience

@@ -72,10 +72,10 @@ def slow_schedule(
     sched_mod = torch.optim.lr_scheduler
     changed: dict[str, Any] = {}
     for sched in _schedulers(scheduler):
-        if isinstance(sched, (sched_mod.StepLR, sched_mod.MultiStepLR)) and min_gamma:
-            if sched.gamma < min_gamma:
-                sched.gamma = min_gamma
-                changed["scheduler.lr_scheduler.gamma"] = min_gamma
+        stepwise = isinstance(sched, (sched_mod.StepLR, sched_mod.MultiStepLR))
+        if stepwise and min_gamma and sched.gamma < min_gamma:
+            sched.gamma = min_gamma
+            changed["scheduler.lr_scheduler.gamma"] = min_gamma
         if isinstance(sched, sched_mod.StepLR) and max_cuts is not None:
             size = max(sched.step_size, math.ceil(remaining / (max_cuts + 1)))
             if size != sched.step_size:
