@@ -195,7 +195,7 @@ def _less_regularization(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:
 
 @register(
     "lower_regularization",
-    needs=lambda spec: ("reset_state",) if spec.get("weight_decay") is not None else (),
+    needs=lambda spec: ("reset_state", "rollback") if spec.get("weight_decay") is not None else (),
     config=_less_regularization,
 )
 def lower_regularization(
@@ -207,11 +207,24 @@ def lower_regularization(
 ) -> Repair | None:
     """Weight decay and dropout down to the rule's values, in place (too much regularisation).
 
-    The optimizer's moments are reset when the weight decay changes: for coupled L2 (Adam, SGD) they
-    are dominated by the old decay term and would keep the steps tiny for hundreds of steps."""
+    With ``rollback``, first back to a snapshot from before the problem began: weights the decay has
+    shrunk towards zero pass almost no gradient and learn slowly again. The optimizer's moments are
+    reset when the weight decay changes: for coupled L2 (Adam, SGD) they are dominated by the old decay
+    term and would keep the steps tiny for hundreds of steps."""
     parts = []
+    lr_before = None
+    optimizer = policy.optimizer(state)
+    too_strong = rule.weight_decay is not None and any(
+        float(g.get("weight_decay") or 0.0) > rule.weight_decay for g in optimizer.param_groups
+    )
+    if too_strong and rule.rollback:
+        # the weights the decay has shrunk towards zero learn slowly again: back to before it began
+        snap = rollback_target(policy, int(issue.get("first_step") or state.step))
+        snap.restore(state)  # restores the param groups too: the decay is changed after it
+        lr_before = state.current_lr
+        policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
+        parts.append(f"rolled back to step {snap.step}")
     if rule.weight_decay is not None:
-        optimizer = policy.optimizer(state)
         before = [float(g.get("weight_decay") or 0.0) for g in optimizer.param_groups]
         after = [min(b, rule.weight_decay) for b in before]
         if after != before:
@@ -233,7 +246,7 @@ def lower_regularization(
             )
     if not parts:
         return None  # nothing above the rule's values: another cause
-    return Repair(factor=1.0, detail=", ".join(parts))
+    return Repair(factor=1.0, detail=", ".join(parts), lr_before=lr_before)
 
 
 def _less_momentum(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:

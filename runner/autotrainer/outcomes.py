@@ -43,9 +43,11 @@ def before(metrics: dict[str, float], train_loss: float | None) -> dict[str, Any
 def verdict(was: dict[str, Any], now: dict[str, Any]) -> str:
     """improved / worse / no change / not measured (see the module docstring)."""
     a, b = was.get("val_acc"), now.get("val_acc")
-    compared = _finite(a) and _finite(b)
-    if compared and abs(float(b) - float(a)) >= ACC_STEP:
-        return "improved" if float(b) > float(a) else "worse"
+    compared = False
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and _finite(a) and _finite(b):
+        compared = True
+        if abs(b - a) >= ACC_STEP:
+            return "improved" if b > a else "worse"
     for key in ("val_loss", "train_loss"):
         a, b = was.get(key), now.get(key)
         if b is None or a is None:

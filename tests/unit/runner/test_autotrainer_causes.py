@@ -402,7 +402,9 @@ def fit(overrides: list[str], tmp_path: Path, name: str, cause: NamesCause | Non
 
 @pytest.mark.slow
 def test_weight_decay_far_too_strong_is_lowered_in_a_real_run_and_it_learns(tmp_path: Path) -> None:
-    fault = ["optimizer=adamw", "optimizer.weight_decay=10", "trainer.max_epochs=12"]
+    """SGD with weight decay 3: each step shrinks the weights by 15%, the run cannot learn."""
+    base = ["optimizer=sgd", "trainer.max_epochs=8"]
+    fault = [*base, "optimizer.weight_decay=3"]
     plain = fit(fault, tmp_path, "plain")
     fixed = fit(
         [*fault, "autotrainer=default"],
@@ -410,7 +412,7 @@ def test_weight_decay_far_too_strong_is_lowered_in_a_real_run_and_it_learns(tmp_
         "fixed",
         NamesCause("TOO_MUCH_REGULARIZATION", 20),
     )
-    twin = fit([*fault[:1], "trainer.max_epochs=12"], tmp_path, "twin")
+    twin = fit(base, tmp_path, "twin")
     (action, *_) = [a for a in fixed["actions"] if a["action"] == "lower_regularization"]
     assert action["step"] == 20 and action["changes"]["optimizer.weight_decay"] == 1e-4
     assert fixed["state"].optimizer.param_groups[0]["weight_decay"] == 1e-4
@@ -421,18 +423,19 @@ def test_weight_decay_far_too_strong_is_lowered_in_a_real_run_and_it_learns(tmp_
 
 @pytest.mark.slow
 def test_momentum_near_one_is_lowered_in_a_real_run_and_ends_near_its_twin(tmp_path: Path) -> None:
+    """As the fault benchmark injects it: momentum 0.999 at 3x the recipe's LR (batch 8, 3 epochs)."""
     base = [
         "optimizer=sgd",
         "optimizer.nesterov=false",
-        "optimizer.lr=0.05",
-        "trainer.max_epochs=12",
+        "data.batch_size=8",
+        "trainer.max_epochs=3",
     ]
-    fault = [*base, "optimizer.momentum=0.999"]
+    fault = [*base, "optimizer.momentum=0.999", "optimizer.lr=0.045"]
     plain = fit(fault, tmp_path, "plain")
     fixed = fit(
         [*fault, "autotrainer=default"], tmp_path, "fixed", NamesCause("MOMENTUM_TOO_HIGH", 20)
     )
-    twin = fit([*base, "optimizer.momentum=0.9"], tmp_path, "twin")
+    twin = fit([*base, "optimizer.momentum=0.9", "optimizer.lr=0.015"], tmp_path, "twin")
     acted = [a for a in fixed["actions"] if a["action"] == "lower_momentum"]
     assert acted and fixed["state"].optimizer.param_groups[0]["momentum"] == 0.9
     assert plain["acc"] < twin["acc"] - 0.05
