@@ -478,5 +478,7 @@ def test_a_restart_for_inputs_on_the_wrong_scale_ends_healthy_in_a_real_run(tmp_
     assert report["metrics"]["test_acc"] > 0.9
     assert "not healthy" not in restart["outcome"] and "healthy: no finding" in restart["outcome"]
     assert restart["measured"]["verdict"] == "improved"
+    assert "INPUTS_NOT_NORMALIZED → restart" in (out / "report.md").read_text()
+    assert f"effect: {restart['effect']}" in (out / "report.md").read_text()
     saved = OmegaConf.load(out / "attempt-1" / ".hydra" / "config.yaml")
     assert saved.data.mean is None and saved.data.std is None
