@@ -150,6 +150,7 @@ def action_line(action: dict[str, Any]) -> str:
     return (
         f"step {action.get('step')}: {action.get('code')} → {action.get('action')} "
         f"({action.get('detail', '')}) — {action.get('outcome', '')}"
+        + (f"; effect: {action['effect']}" if action.get("effect") else "")
     )
 
 

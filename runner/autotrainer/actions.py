@@ -13,7 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
+from omegaconf import DictConfig, OmegaConf
+
 from diag.hooks import FitState
+from runner.autotrainer.lr_surgery import slow_schedule
 from runner.autotrainer.snapshots import Snapshot, set_dropout
 
 if TYPE_CHECKING:
@@ -40,6 +44,8 @@ class Action:
     # the table keys it reads (no defaults in code)
     needs: Callable[[Mapping[str, Any]], tuple[str, ...]]
     in_table: bool = True  # usable as online.<CODE>.action
+    # the same repair as config overrides, for a restart whose attempt saw the code but did not act on it
+    config: Callable[[DictConfig, OnlineRule], dict[str, Any]] | None = None
 
 
 ACTIONS: dict[str, Action] = {}
@@ -49,12 +55,22 @@ def register(
     name: str,
     needs: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda spec: (),
     in_table: bool = True,
+    config: Callable[[DictConfig, OnlineRule], dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def add(fn: Callable[..., Any]) -> Callable[..., Any]:
-        ACTIONS[name] = Action(fn, needs, in_table)
+        ACTIONS[name] = Action(fn, needs, in_table, config)
         return fn
 
     return add
+
+
+def reset_moments(optimizer: torch.optim.Optimizer) -> int:
+    """Forget the optimizer's moments and momentum buffers (they are rebuilt at its next step); how many
+    parameters had some. After a change of weight decay or momentum they describe another optimizer:
+    Adam's second moment holds the old decay term's scale, SGD's buffer the old velocity."""
+    n = len(optimizer.state)
+    optimizer.state.clear()
+    return n
 
 
 @register("rollback", needs=lambda spec: ("lr_factor", "clip"))
@@ -114,7 +130,25 @@ def raise_lr(
     return Repair(factor=raise_factor(policy, rule), detail="")
 
 
-@register("restore_lr")
+def _gentler_schedule(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:
+    """restore_lr as config: the schedule's cuts no harder than the rule allows (StepLR, plateau)."""
+    sched = OmegaConf.select(cfg, "scheduler.lr_scheduler", default=None)
+    if sched is None:
+        return {}
+    target = str(sched.get("_target_", ""))
+    out: dict[str, Any] = {}
+    stepwise = target.endswith(("StepLR", "MultiStepLR"))
+    if stepwise and rule.min_gamma and float(sched.get("gamma", 1.0)) < rule.min_gamma:
+        out["scheduler.lr_scheduler.gamma"] = rule.min_gamma
+    if target.endswith("ReduceLROnPlateau"):
+        if rule.min_patience is not None and int(sched.get("patience", 0)) < rule.min_patience:
+            out["scheduler.lr_scheduler.patience"] = rule.min_patience
+        if rule.min_factor is not None and float(sched.get("factor", 1.0)) < rule.min_factor:
+            out["scheduler.lr_scheduler.factor"] = rule.min_factor
+    return out
+
+
+@register("restore_lr", config=_gentler_schedule)
 def restore_lr(
     policy: AutoTrainer,
     state: FitState,
@@ -122,13 +156,160 @@ def restore_lr(
     rule: OnlineRule,
     changes: dict[str, Any],
 ) -> Repair | None:
-    """Back to the peak LR the schedule cut it from (LR decayed too early)."""
+    """Back to the peak LR the schedule cut it from, and the rest of the schedule gentler (LR decayed
+    too early): restoring the LR alone lets the same schedule cut it again at its next step."""
     lr_before, peak = state.current_lr, policy.carried.lr_peak
     if lr_before <= 0 or peak <= lr_before * 1.01:
         return None  # nothing to restore: the LR is already at its last good level
-    return Repair(
-        factor=peak / lr_before, detail=f"restored to the peak {peak:.3g} the schedule cut it from"
+    per_epoch = getattr(state.loop, "scheduler_interval", "epoch") == "epoch"
+    left = max(state.max_steps - state.step, 0)
+    remaining = math.ceil(left / max(state.steps_per_epoch, 1)) if per_epoch else left
+    gentler = slow_schedule(
+        state.scheduler,
+        remaining=remaining,
+        min_gamma=rule.min_gamma,
+        max_cuts=rule.max_cuts,
+        min_patience=rule.min_patience,
+        min_factor=rule.min_factor,
     )
+    changes.update(gentler)
+    detail = f"restored to the peak {peak:.3g} the schedule cut it from"
+    if gentler:
+        detail += ", the rest of the schedule gentler: " + ", ".join(
+            f"{k.rsplit('.', 1)[-1]} {v:g}" for k, v in gentler.items()
+        )
+    return Repair(factor=peak / lr_before, detail=detail)
+
+
+def _less_regularization(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:
+    """lower_regularization as config: weight decay and dropout down to the rule's values."""
+    out: dict[str, Any] = {}
+    wd = OmegaConf.select(cfg, "optimizer.weight_decay", default=None)
+    if rule.weight_decay is not None and isinstance(wd, (int, float)) and wd > rule.weight_decay:
+        out["optimizer.weight_decay"] = rule.weight_decay
+    p = OmegaConf.select(cfg, "model.dropout", default=None)
+    if rule.dropout is not None and isinstance(p, (int, float)) and p > rule.dropout:
+        out["model.dropout"] = rule.dropout
+    return out
+
+
+@register(
+    "lower_regularization",
+    needs=lambda spec: ("reset_state", "rollback") if spec.get("weight_decay") is not None else (),
+    config=_less_regularization,
+)
+def lower_regularization(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule,
+    changes: dict[str, Any],
+) -> Repair | None:
+    """Weight decay and dropout down to the rule's values, in place (too much regularisation).
+
+    With ``rollback``, first back to a snapshot from before the problem began: weights the decay has
+    shrunk towards zero pass almost no gradient and learn slowly again. The optimizer's moments are
+    reset when the weight decay changes: for coupled L2 (Adam, SGD) they are dominated by the old decay
+    term and would keep the steps tiny for hundreds of steps."""
+    parts = []
+    lr_before = None
+    optimizer = policy.optimizer(state)
+    too_strong = rule.weight_decay is not None and any(
+        float(g.get("weight_decay") or 0.0) > rule.weight_decay for g in optimizer.param_groups
+    )
+    if too_strong and rule.rollback:
+        # the weights the decay has shrunk towards zero learn slowly again: back to before it began
+        snap = rollback_target(policy, int(issue.get("first_step") or state.step))
+        snap.restore(state)  # restores the param groups too: the decay is changed after it
+        lr_before = state.current_lr
+        policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
+        parts.append(f"rolled back to step {snap.step}")
+    if rule.weight_decay is not None:
+        before = [float(g.get("weight_decay") or 0.0) for g in optimizer.param_groups]
+        after = [min(b, rule.weight_decay) for b in before]
+        if after != before:
+            for group, value in zip(optimizer.param_groups, after):
+                group["weight_decay"] = value
+            changes["optimizer.weight_decay"] = float(f"{max(after):.6g}")
+            parts.append(f"weight decay {max(before):.3g} -> {max(after):.3g}")
+            if rule.reset_state and reset_moments(optimizer):
+                changes["optimizer_state"] = "reset"
+                parts.append("the optimizer's moments reset")
+    if rule.dropout is not None:
+        changed = set_dropout(state.model, rule.dropout, lower=True)
+        if changed:
+            policy.carried.dropout_lowered = rule.dropout
+            changes["model.dropout"] = rule.dropout
+            parts.append(
+                f"dropout {max(b for b, _ in changed):.2g} -> {rule.dropout:.2g} in "
+                f"{len(changed)} layer{'s' if len(changed) > 1 else ''}"
+            )
+    if not parts:
+        return None  # nothing above the rule's values: another cause
+    return Repair(factor=1.0, detail=", ".join(parts), lr_before=lr_before)
+
+
+def _less_momentum(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:
+    """lower_momentum as config: SGD momentum or Adam's beta1 down to the rule's value."""
+    out: dict[str, Any] = {}
+    m = OmegaConf.select(cfg, "optimizer.momentum", default=None)
+    if rule.momentum is not None and isinstance(m, (int, float)) and m > rule.momentum:
+        out["optimizer.momentum"] = rule.momentum
+    betas = OmegaConf.select(cfg, "optimizer.betas", default=None)
+    if rule.momentum is not None and betas is not None and float(betas[0]) > rule.momentum:
+        out["optimizer.betas"] = [rule.momentum, float(betas[1])]
+    return out
+
+
+@register(
+    "lower_momentum",
+    needs=lambda spec: ("momentum", "reset_state", "rollback"),
+    config=_less_momentum,
+)
+def lower_momentum(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule,
+    changes: dict[str, Any],
+) -> Repair | None:
+    """SGD momentum / Adam beta1 down to ``momentum`` and the buffers reset (momentum too high): the
+    velocity built at the old momentum would carry the weights on past the minimum. With ``rollback``,
+    first back to a snapshot from before the problem began (a run thrown far out does not come back)."""
+    optimizer = policy.optimizer(state)
+    target = _given(rule.momentum)
+    high = [
+        g
+        for g in optimizer.param_groups
+        if float(g.get("momentum") or 0.0) > target or float(g.get("betas", (0.0,))[0]) > target
+    ]
+    if not high:
+        return None  # the momentum is already at most the rule's: another cause
+    detail = []
+    lr_before = None
+    if rule.rollback:
+        snap = rollback_target(policy, int(issue.get("first_step") or state.step))
+        snap.restore(state)  # restores the param groups too: the momentum is changed after it
+        lr_before = state.current_lr
+        policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
+        detail.append(f"rolled back to step {snap.step}")
+    before = 0.0
+    for group in optimizer.param_groups:
+        if float(group.get("momentum") or 0.0) > target:
+            before = max(before, float(group["momentum"]))
+            group["momentum"] = target
+            changes["optimizer.momentum"] = target
+        if "betas" in group and float(group["betas"][0]) > target:
+            before = max(before, float(group["betas"][0]))
+            group["betas"] = (target, group["betas"][1])
+            changes["optimizer.betas"] = [target, float(group["betas"][1])]
+    name = "beta1" if "optimizer.betas" in changes else "momentum"
+    detail.append(f"{name} {before:g} -> {target:g}")
+    if rule.reset_state and reset_moments(optimizer):
+        changes["optimizer_state"] = "reset"
+        detail.append("momentum buffers reset")
+    factor = rule.lr_factor if rule.lr_factor is not None else 1.0
+    return Repair(factor=factor, detail=", ".join(detail), lr_before=lr_before)
 
 
 @register(

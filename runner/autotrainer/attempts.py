@@ -39,6 +39,9 @@ class Session:
         # for TensorBoard: the steps of the attempts before this one, and what this attempt changed
         self.step_offset = 0
         self.attempt_changes: dict[str, Any] = {}
+        # the best validation accuracy any attempt reached at any epoch, and the last attempt's judgement
+        self.best_val_acc: float | None = None
+        self.judgement: dict[str, Any] | None = None
 
 
 def run(cfg: DictConfig, run_dir: Path) -> float:
@@ -69,12 +72,16 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                 "changes": dict(made_by),
                 "stopped_for": request["code"] if request else None,
                 "status": status_of(issues),
+                # reached what the run should reach (runner.autotrainer.judgement), not just no warning
+                "healthy": (session.judgement or {}).get("healthy"),
+                "judgement": (session.judgement or {}).get("why"),
                 "codes": [i["code"] for i in issues],
                 "steps": state.step,
                 "test_acc": state.metrics.get("test/acc"),
                 "wall_time": round(time.perf_counter() - t0, 2),
             }
         )
+        session.judgement = None
         if request is None:
             break
         session.attempt += 1
@@ -133,10 +140,10 @@ def _write_top_report(run_dir: Path, final_dir: Path, session: Session) -> None:
     events.close()
     acc = report.get("metrics", {}).get("test_acc")
     log.warning(
-        "autotrainer: %d attempts, final %s (test accuracy %s, status %s); every action in %s",
+        "autotrainer: %d attempts, final %s (test accuracy %s, %s); every action in %s",
         len(session.attempts),
         session.attempts[-1]["dir"],
         f"{acc:.4f}" if acc is not None else "n/a",
-        report.get("status"),
+        session.attempts[-1].get("judgement") or f"status {report.get('status')}",
         run_dir / "report.json",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,3 +50,48 @@ def scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) ->
         for key in SCHEDULER_LR_NUMBERS:
             if key in attrs:
                 attrs[key] = _scale(attrs[key], factor)
+
+
+def slow_schedule(
+    scheduler: Any,
+    *,
+    remaining: int,
+    min_gamma: float | None,
+    max_cuts: int | None,
+    min_patience: int | None,
+    min_factor: float | None,
+) -> dict[str, Any]:
+    """Make the rest of a schedule that decayed too early gentler; the changed settings, as config keys.
+
+    ``remaining`` is the scheduler's steps left (epochs or optimizer steps, as it is stepped). StepLR:
+    each cut at most ``min_gamma`` and at most ``max_cuts`` more of them; MultiStepLR: each cut at most
+    ``min_gamma``; ExponentialLR: at most ``min_gamma ** max_cuts`` over the rest; ReduceLROnPlateau:
+    at least ``min_patience`` epochs of patience, each cut at most ``min_factor``. Schedules computed
+    from their progress (cosine, one-cycle, warm-up) continue as scaled by the restored LR.
+    """
+    sched_mod = torch.optim.lr_scheduler
+    changed: dict[str, Any] = {}
+    for sched in _schedulers(scheduler):
+        stepwise = isinstance(sched, (sched_mod.StepLR, sched_mod.MultiStepLR))
+        if stepwise and min_gamma and sched.gamma < min_gamma:
+            sched.gamma = min_gamma
+            changed["scheduler.lr_scheduler.gamma"] = min_gamma
+        if isinstance(sched, sched_mod.StepLR) and max_cuts is not None:
+            size = max(sched.step_size, math.ceil(remaining / (max_cuts + 1)))
+            if size != sched.step_size:
+                sched.step_size = size
+                changed["scheduler.lr_scheduler.step_size"] = size
+        if isinstance(sched, sched_mod.ExponentialLR) and min_gamma and max_cuts is not None:
+            gamma = min_gamma ** (max_cuts / max(remaining, 1))
+            if sched.gamma < gamma:
+                sched.gamma = float(f"{gamma:.6g}")
+                changed["scheduler.lr_scheduler.gamma"] = sched.gamma
+        if isinstance(sched, sched_mod.ReduceLROnPlateau):
+            if min_patience is not None and sched.patience < min_patience:
+                sched.patience = min_patience
+                changed["scheduler.lr_scheduler.patience"] = min_patience
+            if min_factor is not None and sched.factor < min_factor:
+                sched.factor = min_factor
+                changed["scheduler.lr_scheduler.factor"] = min_factor
+            sched.num_bad_epochs, sched.cooldown_counter = 0, 0
+    return changed

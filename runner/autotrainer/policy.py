@@ -23,8 +23,10 @@ from diag.codes import SEVERITY_RANK
 from diag.hooks import FitState, Hook
 from diag.live import DiagnosticsHook
 from runner import distributed
+from runner.autotrainer import outcomes
 from runner.autotrainer.actions import ACTIONS, ONLINE_ACTIONS
 from runner.autotrainer.attempts import Session
+from runner.autotrainer.judgement import judge
 from runner.autotrainer.lr_surgery import scale_lr
 from runner.autotrainer.restarts import carried_over, config_fix, refusal
 from runner.autotrainer.settings import Settings
@@ -65,6 +67,9 @@ class AutoTrainer(Hook):
             None  # a checkpoint's state_dict, applied at fit start
         )
         self._t0 = time.perf_counter()
+        self._before: dict[str, Any] | None = (
+            None  # loss and accuracy just before the action being taken
+        )
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -102,6 +107,7 @@ class AutoTrainer(Hook):
         if self.restart_request is not None:
             return
         if state.step % self.settings.check_every == 0:
+            self._measure_train(state)
             self._check(state)
         if (
             state.step % self.settings.snapshot_every == 0
@@ -111,7 +117,13 @@ class AutoTrainer(Hook):
             self._maybe_snapshot(state)
 
     def on_validation_end(self, state: FitState) -> None:
-        """Keep the weights of the best validation loss (a CPU copy, only when it improves)."""
+        """Keep the weights of the best validation loss (a CPU copy, only when it improves); measure the
+        actions taken since the last validation; keep the run's best validation accuracy."""
+        acc = state.metrics.get("val/acc")
+        if acc is not None and math.isfinite(acc):
+            best = self.session.best_val_acc
+            self.session.best_val_acc = acc if best is None else max(best, acc)
+        self._measure_val(state)
         loss = state.metrics.get("val/loss")
         if (
             not self.keep_best
@@ -137,6 +149,15 @@ class AutoTrainer(Hook):
         tail = (
             f"test_acc {acc:.3f}" if acc is not None and math.isfinite(acc) else "no test accuracy"
         )
+        verdict = judge(
+            state.issues or [],
+            state.metrics.get("val/acc"),
+            self.session.best_val_acc,
+            state.num_classes,
+            self.settings.healthy,
+        )
+        self.session.judgement = verdict
+        self._measure_end(state)
         for a in self.actions:
             if a.get("attempt") == attempt and a["action"] == "restore_best":
                 a["outcome"] = f"tested with the epoch-{a['best_epoch']} weights ({tail})"
@@ -166,13 +187,80 @@ class AutoTrainer(Hook):
                 a["outcome"] = (
                     f"attempt-{attempt} ended {status_of(state.issues or [])}"
                     + (f" with {', '.join(sorted(final))}" if final else "")
-                    + f", {tail}"
+                    + f", {tail}; {verdict['why']}"
                 )
+                if a.get("measured") and a["measured"]["verdict"] is None:
+                    a["measured"]["after"] = self._now(state, since=None)
+                    self._report_effect(a)
         if self.restart_request is None:
             return
         for a in self.actions:
             if a["action"] == "restart" and a.get("attempt") == attempt:
                 a["outcome"] = f"restarting as attempt-{attempt + 1}"
+
+    # -- measuring each action's effect ----------------------------------------------------------
+    def _now(self, state: FitState, since: int | None) -> dict[str, Any]:
+        """Training loss (median of the last three samples, only those after step ``since``) and the last
+        validation, as :mod:`outcomes` compares them."""
+        series = self.diagnostics.series if self.diagnostics is not None else None
+        loss = outcomes.recent_loss(series.step, series.loss, since) if series else None
+        return outcomes.before(state.metrics, loss)
+
+    def _pending(self) -> list[dict[str, Any]]:
+        """This attempt's online actions whose effect is not measured yet (a restart waits for the next attempt)."""
+        if not distributed.is_rank_zero():
+            return []
+        return [
+            a
+            for a in self.actions
+            if a.get("attempt") == self.session.attempt
+            and a["action"] != "restart"
+            and a.get("measured")
+            and a["measured"]["verdict"] is None
+        ]
+
+    def _report_effect(self, action: dict[str, Any], state: FitState | None = None) -> None:
+        effect = outcomes.finish(action)
+        log.warning(
+            "autotrainer: %s(%s)@%d, measured after it: %s",
+            action["action"],
+            action["code"],
+            action["step"],
+            effect,
+        )
+        if state is not None:
+            state.events.write(
+                "autotrainer_effect",
+                step=state.step,
+                action_step=action["step"],
+                code=action["code"],
+                action=action["action"],
+                **action["measured"],
+            )
+
+    def _measure_train(self, state: FitState) -> None:
+        for a in self._pending():
+            after = a["measured"]["after"]
+            if "train_loss" not in after and state.step >= a["measured"]["by_step"]:
+                after["train_loss"] = self._now(state, since=a["step"])["train_loss"]
+                if "val_acc" in after:
+                    self._report_effect(a, state)
+
+    def _measure_val(self, state: FitState) -> None:
+        for a in self._pending():
+            after = a["measured"]["after"]
+            if "val_acc" not in after and state.step > a["step"]:
+                now = self._now(state, since=a["step"])
+                after["val_acc"], after["val_loss"] = now["val_acc"], now["val_loss"]
+                if "train_loss" in after:
+                    self._report_effect(a, state)
+
+    def _measure_end(self, state: FitState) -> None:
+        """At the fit's end: what there is after each action still open (a short interval, or none)."""
+        for a in self._pending():
+            after = a["measured"]["after"]
+            after.setdefault("train_loss", self._now(state, since=a["step"])["train_loss"])
+            self._report_effect(a, state)
 
     # -- the carried state: checkpoint, resume, DDP --------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -212,6 +300,10 @@ class AutoTrainer(Hook):
             mine.dropout = saved.dropout
             if set_dropout(state.model, saved.dropout):
                 held.append(f"dropout {saved.dropout:g}")
+        if saved.dropout_lowered is not None:
+            mine.dropout_lowered = saved.dropout_lowered
+            if set_dropout(state.model, saved.dropout_lowered, lower=True):
+                held.append(f"dropout lowered to {saved.dropout_lowered:g}")
         if (
             saved.best is not None and distributed.is_rank_zero()
         ):  # rank 0 alone decides and restores
@@ -268,10 +360,11 @@ class AutoTrainer(Hook):
             best=self.carried.best,
         )
         self.session.restart_request = decision["restart_request"]
-        if (
-            theirs.dropout is not None
-        ):  # a module attribute: not part of the broadcast training state
+        # a module attribute: not part of the broadcast training state
+        if theirs.dropout is not None:
             set_dropout(state.model, theirs.dropout)
+        if theirs.dropout_lowered is not None:
+            set_dropout(state.model, theirs.dropout_lowered, lower=True)
         state.stop_training, state.stop_reason = decision["stop"]
         state.lr = state.current_lr
         if (
@@ -349,6 +442,7 @@ class AutoTrainer(Hook):
             if reason:
                 self._give_up(state, issue, reason)
                 continue
+            self._before = self._now(state, since=None)  # before the action changes anything
             done = self._restart(state, issue) if code in restarts else self._online(state, issue)
             if done:
                 return  # one action per check: let it show its effect before the next
@@ -459,6 +553,8 @@ class AutoTrainer(Hook):
         code = issue["code"]
         rule = self.settings.restarts[code]
         wanted, fix = config_fix(self.cfg, rule)
+        if rule.capacity is not None and not rule.changes and not fix:
+            return False  # the model is not small (or has no width to change): capacity is not the cause
         reason = refusal(
             self.settings,
             self.cfg,
@@ -480,6 +576,7 @@ class AutoTrainer(Hook):
             rule,
             self.carried.lr_scale,
             self.settings.clip_max_norm if self.carried.clip_turned_on else None,
+            self._cause_repairs(),
         )
         lr_before = state.current_lr
         base_lr = OmegaConf.select(self.cfg, "optimizer.lr") if self.cfg is not None else None
@@ -513,6 +610,25 @@ class AutoTrainer(Hook):
         )
         return True
 
+    def _cause_repairs(self) -> dict[str, Any]:
+        """Config keys a restart takes over from this attempt: what its online repairs changed (a weight
+        decay lowered, a gentler schedule), and the config form of the repair of every cause it diagnosed
+        but did not act on, so the setting that caused it does not come back with the new attempt."""
+        out: dict[str, Any] = {}
+        attempt, acted = self.session.attempt, set()
+        for a in self._counted():
+            if a.get("attempt") == attempt and a["action"] in ONLINE_ACTIONS:
+                acted.add(a["code"])
+                out.update({k: v for k, v in a["changes"].items() if "." in k})
+        if self.cfg is None:
+            return out
+        for code in sorted(self.carried.seen_codes - acted):
+            rule = self.settings.online.get(code)
+            form = ACTIONS[rule.action].config if rule is not None else None
+            if form is not None and rule is not None:
+                out.update(form(self.cfg, rule))
+        return out
+
     # -- recording -------------------------------------------------------------------------------------
     def record(
         self,
@@ -544,6 +660,12 @@ class AutoTrainer(Hook):
             "outcome": outcome,
             **extra,
         }
+        if action not in ("give_up", "restore_best"):
+            outcomes.start(
+                entry,
+                getattr(self, "_before", None) or self._now(state, since=None),
+                by_step=state.step + self.settings.measure_steps,
+            )
         self.actions.append(entry)
         state.events.write("autotrainer", **entry)
         if action != "give_up":

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.autotrainer.settings import RestartRule, Settings
+from runner.autotrainer.settings import Capacity, RestartRule, Settings
 
 MISSING = "__missing__"
 
@@ -37,9 +37,38 @@ def with_changes(cfg: DictConfig, changes: Mapping[str, Any]) -> DictConfig:
     return new
 
 
+def mlp_params(inputs: int, hidden: list[int], classes: int) -> int:
+    """Weights and biases of an MLP ``inputs -> hidden... -> classes`` (batch norm left out: 2 per unit)."""
+    widths = [inputs, *hidden, classes]
+    return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+
+
+def capacity_fix(cfg: DictConfig | None, cap: Capacity) -> dict[str, Any]:
+    """``model.hidden`` widened to ``min_width`` and deepened to ``min_depth`` when it is below either,
+    within ``max_params`` (a narrower fix if the full one is over it); ``{}`` when the model is not small
+    (capacity is not the cause) or has no ``hidden`` (only the MLP's width is a config value here)."""
+    hidden = OmegaConf.select(cfg, "model.hidden", default=None) if cfg is not None else None
+    if hidden is None:
+        return {}
+    widths = [int(h) for h in hidden]
+    if widths and min(widths) >= cap.min_width and len(widths) >= cap.min_depth:
+        return {}
+    inputs = int(cfg.data.in_channels) * int(cfg.data.image_size) ** 2  # type: ignore[union-attr]
+    classes = int(cfg.data.num_classes)  # type: ignore[union-attr]
+    width = cap.min_width
+    while width >= 1:
+        new = [max(w, width) for w in widths] + [width] * max(0, cap.min_depth - len(widths))
+        if mlp_params(inputs, new, classes) <= cap.max_params:
+            return {} if new == widths else {"model.hidden": new}
+        width //= 2
+    return {}
+
+
 def config_fix(cfg: DictConfig | None, rule: RestartRule) -> tuple[dict[str, Any], dict[str, Any]]:
     """The changes the rule wants, and those of them this config does not already have (the fix)."""
     wanted = flatten(rule.changes)
+    if rule.capacity is not None:
+        wanted.update(capacity_fix(cfg, rule.capacity))
     fix = {
         key: value
         for key, value in wanted.items()
@@ -54,9 +83,17 @@ def carried_over(
     rule: RestartRule,
     lr_scale: float,
     clip: float | None,
+    causes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The fix plus what this attempt learned online: its LR scale (times the rule's factor) and clipping."""
-    changes = dict(fix)
+    """The fix plus what this attempt learned: its LR scale (times the rule's factor), clipping, and the
+    repairs of the causes it found (``causes``: config keys, e.g. a weight decay it lowered online), so
+    the new attempt does not start again with the setting that caused them."""
+    changes = {
+        k: v
+        for k, v in (causes or {}).items()
+        if cfg is not None and OmegaConf.select(cfg, k, default=MISSING) not in (MISSING, v)
+    }
+    changes.update(fix)
     lr_factor = rule.lr_factor or 1.0
     base_lr = OmegaConf.select(cfg, "optimizer.lr") if cfg is not None else None
     if isinstance(base_lr, (int, float)) and (lr_factor != 1.0 or lr_scale != 1.0):

@@ -33,7 +33,20 @@ class OnlineRule:
     weight_decay: float | None
     weight_decay_factor: float | None
     dropout: float | None
-    rollback: bool | None  # regularize: back to the best-validation weights first
+    rollback: (
+        bool | None
+    )  # regularize: back to the best-validation weights first; lower_momentum: to a snapshot
+    momentum: float | None  # lower_momentum: SGD momentum and Adam's beta1 down to this
+    reset_state: (
+        bool | None
+    )  # lower_regularization/lower_momentum: clear the optimizer's moments and buffers
+    # restore_lr: the rest of the schedule, so it does not cut the restored LR as early again
+    min_gamma: (
+        float | None
+    )  # StepLR/MultiStepLR cut at most this hard (ExponentialLR: over the rest of the run)
+    max_cuts: int | None  # StepLR: at most this many more cuts over the rest of the run
+    min_patience: int | None  # ReduceLROnPlateau: wait at least this many epochs
+    min_factor: float | None  # ReduceLROnPlateau: cut at most this hard
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,26 @@ class RestartRule:
     changes: dict[str, Any]  # nested, as in the YAML ({model: {init: he}})
     lr_factor: float | None  # None: the LR is left as this attempt ended it
     min_severity: str | None  # None: the policy's restart_min_severity
+    capacity: Capacity | None = None  # widen/deepen model.hidden (only when the model is below it)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """``restarts.<CODE>.capacity``: a model narrower or shallower than this is too small; the budget bounds the fix."""
+
+    min_width: int
+    min_depth: int
+    max_params: int
+
+
+@dataclass(frozen=True)
+class Healthy:
+    """When an attempt counts as ``healthy``: it reaches what its run should reach (see :mod:`judgement`)."""
+
+    below_best: (
+        float  # final val accuracy at most this far below the best any attempt of the run reached
+    )
+    above_chance: float  # and at least this share of the way from chance (1/classes) to 1
 
 
 @dataclass(frozen=True)
@@ -69,6 +102,8 @@ class Settings:
     max_restarts: int
     time_budget: float
     plot_stopped_attempts: bool
+    measure_steps: int
+    healthy: Healthy
     restore_best: RestoreBest
     priority: tuple[str, ...]
     online: dict[str, OnlineRule]
@@ -90,6 +125,8 @@ class Settings:
         _check_keys(spec, [f.name for f in fields(cls)], key)
         restore = _plain(spec["restore_best"])
         _check_keys(restore, [f.name for f in fields(RestoreBest)], f"{key}.restore_best")
+        healthy = _plain(spec["healthy"])
+        _check_keys(healthy, [f.name for f in fields(Healthy)], f"{key}.healthy")
         online, restarts = _plain(spec["online"]), _plain(spec["restarts"])
         validate_policy(
             online, restarts, spec["priority"] or [], key=key, restore_codes=restore["codes"] or []
@@ -110,6 +147,11 @@ class Settings:
             max_restarts=int(spec["max_restarts"]),
             time_budget=float(spec["time_budget"]),
             plot_stopped_attempts=bool(spec["plot_stopped_attempts"]),
+            measure_steps=max(1, int(spec["measure_steps"])),
+            healthy=Healthy(
+                below_best=float(healthy["below_best"]),
+                above_chance=float(healthy["above_chance"]),
+            ),
             restore_best=RestoreBest(
                 codes=frozenset(restore["codes"] or []),
                 min_rise=float(restore["min_rise"]),
@@ -122,6 +164,7 @@ class Settings:
                     changes=dict((rule or {}).get("changes") or {}),
                     lr_factor=_number((rule or {}).get("lr_factor")),
                     min_severity=(rule or {}).get("min_severity"),
+                    capacity=_capacity((rule or {}).get("capacity")),
                 )
                 for code, rule in restarts.items()
             },
@@ -172,6 +215,14 @@ def validate_policy(
         )
         if spec.get("min_severity") is not None:
             _check_severity(spec["min_severity"], f"{key}.restarts.{code}.min_severity")
+        if spec.get("capacity") is not None:
+            _check_keys(
+                _plain(spec["capacity"]),
+                [f.name for f in fields(Capacity)],
+                f"{key}.restarts.{code}.capacity",
+            )
+        if not spec.get("changes") and not spec.get("capacity"):
+            raise UserError(f"{key}.restarts.{code}: a restart needs changes and/or capacity")
     both = set(online) & set(restarts)
     if both:
         raise UserError(
@@ -217,6 +268,23 @@ def _online_rule(spec: Mapping[str, Any]) -> OnlineRule:
         weight_decay_factor=_number(spec.get("weight_decay_factor")),
         dropout=_number(spec.get("dropout")),
         rollback=None if spec.get("rollback") is None else bool(spec["rollback"]),
+        momentum=_number(spec.get("momentum")),
+        reset_state=None if spec.get("reset_state") is None else bool(spec["reset_state"]),
+        min_gamma=_number(spec.get("min_gamma")),
+        max_cuts=None if spec.get("max_cuts") is None else int(spec["max_cuts"]),
+        min_patience=None if spec.get("min_patience") is None else int(spec["min_patience"]),
+        min_factor=_number(spec.get("min_factor")),
+    )
+
+
+def _capacity(spec: Any) -> Capacity | None:
+    if spec is None:
+        return None
+    spec = _plain(spec)
+    return Capacity(
+        min_width=int(spec["min_width"]),
+        min_depth=int(spec["min_depth"]),
+        max_params=int(spec["max_params"]),
     )
 
 

@@ -82,11 +82,14 @@ class BestWeights:
         )
 
 
-def set_dropout(model: torch.nn.Module, p: float) -> list[tuple[float, float]]:
-    """Raise every ``nn.Dropout``'s probability to at least ``p``, in place; the (before, after) of each changed."""
+def set_dropout(model: torch.nn.Module, p: float, lower: bool = False) -> list[tuple[float, float]]:
+    """Raise every ``nn.Dropout``'s probability to at least ``p`` (``lower``: cut it to at most ``p``), in
+    place; the (before, after) of each changed. A module attribute: no state dict carries it."""
     changed = []
     for module in model.modules():
-        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p < p:
+        if not isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            continue
+        if (module.p > p) if lower else (module.p < p):
             changed.append((module.p, p))
             module.p = p
     return changed

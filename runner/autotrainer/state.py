@@ -29,6 +29,7 @@ class PolicyState:
     lr_peak: float = 0.0  # the highest LR since the last action (restore_lr goes back to it)
     clip_turned_on: bool = False  # clipping is the loop's setting: not in any state dict
     dropout: float | None = None  # a module attribute: not in the model's state dict
+    dropout_lowered: float | None = None  # dropout cut to at most this (lower_regularization)
     seen_codes: set[str] = field(default_factory=set)  # codes diagnosed at min_severity or above
     best: BestWeights | None = None  # best validation loss of this attempt (early stopping)
 
@@ -51,6 +52,9 @@ class PolicyState:
             lr_peak=float(data.get("lr_peak", new.lr_peak)),
             clip_turned_on=bool(data.get("clip_turned_on", new.clip_turned_on)),
             dropout=None if data.get("dropout") is None else float(data["dropout"]),
+            dropout_lowered=None
+            if data.get("dropout_lowered") is None
+            else float(data["dropout_lowered"]),
             seen_codes=set(data.get("seen_codes", new.seen_codes)),
             best=None if data.get("best") is None else BestWeights.from_dict(data["best"]),
         )
