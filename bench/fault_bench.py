@@ -80,8 +80,46 @@ def run_one(case: dict[str, Any], runs: str, threads: int) -> dict[str, Any]:
         return {"name": case["name"], "error": msg}
 
 
-def score_case(case: Case, runs: Path) -> dict[str, Any]:
-    """One row: what the saved report says about this case."""
+def rediagnose(case: Case, run_dir: Path) -> dict[str, Any]:
+    """The report a saved run would get from today's rules: its final series (from ``last.pt``) diagnosed
+    again offline. The run's settings a newer hook reads at fit start come from the checkpoint's optimizer,
+    the case's config and its first training batch. No live first line (that needs a live run)."""
+    import torch
+    from fault_suite import CONF_DIR
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from diag.diagnosis import diagnose
+    from diag.run_state import optimizer_settings
+    from diag.series import RunSeries
+
+    report = json.loads((run_dir / "report.json").read_text())
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    series = RunSeries(**ckpt["hooks"]["diagnostics"]["series"])
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*case.overrides, f"seed={case.seed}"])
+    if series.momentum is None:
+        opt_cls = type("AdamW" if cfg.optimizer._target_.endswith("AdamW") else "Other", (), {})
+        fake = opt_cls()
+        fake.param_groups = ckpt["optimizer"]["param_groups"]  # type: ignore[attr-defined]
+        for key, value in optimizer_settings(fake).items():
+            setattr(series, key, value)
+        series.dropout = float(cfg.model.get("dropout") or 0.0) or None
+    if series.batch_size is None:
+        series.batch_size = int(cfg.data.batch_size)
+    if series.input_mean is None:
+        data = instantiate(cfg.data)
+        data.setup()
+        x, _ = next(iter(data.loader("train", device=torch.device("cpu"))))
+        series.input_mean, series.input_std = float(x.float().mean()), float(x.float().std())
+    issues = [i.to_dict() for i in diagnose(series)]
+    for i in issues:
+        i["detected_step"] = i["first_step"]
+    return {"issues": issues, "metrics": report.get("metrics", {})}
+
+
+def score_case(case: Case, runs: Path, offline: bool = False) -> dict[str, Any]:
+    """One row: what the saved report says about this case (``offline``: what today's rules say of its run)."""
     run_dir = runs / case.name
     row: dict[str, Any] = {"name": case.name, "family": case.family, "split": case.split}
     report_file = run_dir / "report.json"
@@ -90,7 +128,7 @@ def score_case(case: Case, runs: Path) -> dict[str, Any]:
         row["outcome"] = "error" if err.exists() else "not run"
         row["error"] = err.read_text().splitlines()[0][:120] if err.exists() else ""
         return row
-    report = json.loads(report_file.read_text())
+    report = rediagnose(case, run_dir) if offline else json.loads(report_file.read_text())
     issues = report.get("issues", [])
     serious = [i for i in issues if i["severity"] in SERIOUS]
     steps = max(1, int(report.get("metrics", {}).get("steps") or 1))
@@ -178,6 +216,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="cases run in parallel (processes)")
     ap.add_argument("--quick", action="store_true", help="a handful of tiny cases (smoke test)")
     ap.add_argument("--score-only", action="store_true", help="rescore saved reports, run nothing")
+    ap.add_argument(
+        "--rediagnose",
+        action="store_true",
+        help="run nothing; diagnose each saved run's series again with today's rules (implies --score-only)",
+    )
     ap.add_argument("--faulty", type=int, default=170)
     ap.add_argument("--healthy", type=int, default=80)
     ap.add_argument("--sample-seed", type=int, default=0, help="seed of the case sampler")
@@ -188,6 +231,8 @@ def main() -> None:
     args.runs.mkdir(parents=True, exist_ok=True)
     # resumable: a case with a report is not rerun
     todo = [c for c in cases if not (args.runs / c.name / "report.json").exists()]
+    if args.rediagnose:
+        args.score_only = True
     if not args.score_only and todo:
         payload = [{"name": c.name, "overrides": c.overrides, "seed": c.seed} for c in todo]
         if args.jobs <= 1:
@@ -202,7 +247,7 @@ def main() -> None:
                     print(
                         f"[{i}/{len(payload)}] {res['name']}: {res['error'] or 'done'}", flush=True
                     )
-    rows = [score_case(c, args.runs) for c in cases]
+    rows = [score_case(c, args.runs, offline=args.rediagnose) for c in cases]
     title = "quick" if args.quick else f"split {args.split}, {len(cases)} cases"
     text = "\n".join(
         [f"## Fault benchmark ({title})", "", *summary_rows(rows), "", *case_rows(rows), ""]
