@@ -10,7 +10,9 @@ acceptable codes are fixed in code before any run. A stable hash of each case pu
 
 Per family and overall: recall (the final report names an acceptable code at warning or
 above), false alarms (healthy runs with a warning or worse), wrong cause (faulty runs with a
-warning or worse but no acceptable code), and the first detection of an acceptable code as a
+warning or worse but no acceptable code), first live line wrong (faulty runs whose first
+warning-or-worse line printed live, from ``events.jsonl``, names a code the family does not
+accept), and the first detection of an acceptable code as a
 share of the run (median, 90th percentile), each with a 95% interval (Wilson for rates,
 order statistics for quantiles). A crashed run is an error row, never dropped. Runs are kept
 under ``--runs`` (one directory per case); a case whose ``report.json`` exists is not rerun,
@@ -118,6 +120,26 @@ def rediagnose(case: Case, run_dir: Path) -> dict[str, Any]:
     return {"issues": issues, "metrics": report.get("metrics", {})}
 
 
+def first_live_line(run_dir: Path) -> dict[str, Any] | None:
+    """The first warning-or-worse finding the run announced live (``events.jsonl``), as its issue dict.
+
+    Each diagnosis event lists the codes it added; the live hook prints one line per added code, in the
+    order of its issues (most severe first). None: the run never announced one.
+    """
+    events = run_dir / "events.jsonl"
+    if not events.exists():
+        return None
+    for line in events.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("kind") != "diagnosis":
+            continue
+        added = set(event.get("added", []))
+        for issue in event.get("issues", []):
+            if issue["code"] in added and issue["severity"] in SERIOUS:
+                return dict(issue, step=event.get("step"))
+    return None
+
+
 def score_case(case: Case, runs: Path, offline: bool = False) -> dict[str, Any]:
     """One row: what the saved report says about this case (``offline``: what today's rules say of its run)."""
     run_dir = runs / case.name
@@ -137,6 +159,10 @@ def score_case(case: Case, runs: Path, offline: bool = False) -> dict[str, Any]:
     if case.family == "healthy":
         row["outcome"] = "alarm" if serious else "clean"
         return row
+    first = None if offline else first_live_line(run_dir)
+    if first is not None:
+        row["first_line"] = first["code"]
+        row["first_line_ok"] = first["code"] in case.acceptable
     hits = [i for i in serious if i["code"] in case.acceptable]
     if hits:
         first = min(int(i.get("detected_step", i["first_step"])) for i in hits)
@@ -163,8 +189,9 @@ def _quant(values: list[float], q: float) -> str:
 def summary_rows(rows: list[dict[str, Any]]) -> list[str]:
     """Per family, then faults overall, healthy, and all: the metrics table in markdown."""
     lines = [
-        "| family | cases | errors | recall | false alarms | wrong cause | first detection median | first detection p90 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| family | cases | errors | recall | false alarms | wrong cause | first live line wrong "
+        "| first detection median | first detection p90 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     families = sorted({r["family"] for r in rows} - {"healthy"})
 
@@ -177,9 +204,14 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[str]:
         wrong = sum(r["outcome"] == "wrong cause" for r in faulty)
         alarms = sum(r["outcome"] == "alarm" for r in healthy)
         det = [r["detect"] for r in faulty if "detect" in r]
+        # the first warning-or-worse line printed live names a code the family does not accept (of all
+        # faulty runs; a run that printed none is not wrong, it is a miss the recall column counts)
+        first_wrong = sum(r.get("first_line_ok") is False for r in faulty)
+        measured = any("first_line" in r for r in group) or not faulty
         return (
             f"| {label} | {len(group)} | {errors} | {_rate(found, len(faulty))} | "
             f"{_rate(alarms, len(healthy))} | {_rate(wrong, len(faulty))} | "
+            f"{_rate(first_wrong, len(faulty)) if measured else '-'} | "
             f"{_quant(det, 0.5)} | {_quant(det, 0.9)} |"
         )
 
@@ -192,11 +224,19 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def case_rows(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| case | split | outcome | codes | first detection |", "|---|---|---|---|---|"]
+    lines = [
+        "| case | split | outcome | codes | first live line | first detection |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         detail = r.get("codes", r.get("error", ""))
         det = f"{r['detect']:.0%}" if "detect" in r else "-"
-        lines.append(f"| {r['name']} | {r['split']} | {r['outcome']} | {detail} | {det} |")
+        first = r.get("first_line", "-")
+        if "first_line_ok" in r and r["family"] != "healthy":
+            first += "" if r["first_line_ok"] else " (wrong)"
+        lines.append(
+            f"| {r['name']} | {r['split']} | {r['outcome']} | {detail} | {first} | {det} |"
+        )
     return lines
 
 

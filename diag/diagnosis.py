@@ -910,6 +910,20 @@ def _regularization(s: RunSeries) -> Issue | None:
     """
     chance = _chance_loss(s)
     loss = _arr(s.loss)
+    p = s.dropout or 0.0
+    if chance is not None and p >= DROPOUT_STRONG and loss.size:
+        # inverted dropout multiplies the units it keeps by 1/(1-p) in training: at 0.9+ that is 10-20x
+        # larger activations and gradients, a blow-up the same LR would not make without it
+        blown = np.flatnonzero(~np.isfinite(loss) | (loss > EXPLOSION_GROWTH * chance))
+        if blown.size:
+            i = int(blown[0])
+            return Issue(
+                "TOO_MUCH_REGULARIZATION",
+                "critical",
+                _step_at(s.step, i),
+                f"dropout {p:g} multiplies the units it keeps by {1 / (1 - p):.0f} in training, and the "
+                f"training loss blew up to {loss[i]:.3g} by step {_step_at(s.step, i)}",
+            )
     if chance is None or loss.size < 3 or not np.all(np.isfinite(loss[-3:])):
         return None
     now = _median(loss[-3:])
@@ -923,12 +937,13 @@ def _regularization(s: RunSeries) -> Issue | None:
         wn = _arr(s.weight_norm)
         shrink = ""
         at = _step_at(s.step, min(2, len(s.step) - 1))
-        if wn.size >= 2 and np.isfinite(wn[0]) and wn[0] > 0:
-            below = np.flatnonzero(wn < 0.8 * wn[0])
+        ref = s.initial_weight_norm if s.initial_weight_norm else (wn[0] if wn.size >= 2 else None)
+        if ref is not None and wn.size and np.isfinite(ref) and ref > 0:
+            below = np.flatnonzero(wn < 0.8 * ref)
             if not below.size:
                 return None  # the data holds the weights up: the decay is not what limits this run
             at = _step_at(s.layer_step, int(below[0]))
-            shrink = f"; the weight norm fell from {wn[0]:.3g} to {wn[-1]:.3g}"
+            shrink = f"; the weight norm fell from {ref:.3g} to {wn[-1]:.3g}"
         how = (
             f"decoupled weight decay {wd:g} at a peak LR of {peak_lr:.2g} removes {per_step:.1e} of every "
             "weight per step"
@@ -941,7 +956,6 @@ def _regularization(s: RunSeries) -> Issue | None:
             at,
             f"{how}{shrink}, and the training loss stays at {now:.3g} ({now / chance:.2f} x ln({s.num_classes}))",
         )
-    p = s.dropout or 0.0
     if p < DROPOUT_STRONG:
         return None
     tr, va = _arr(s.epoch_train_loss), _arr(s.epoch_val_loss)

@@ -127,6 +127,9 @@ class DiagnosticsHook(Hook):
         self.series.planned_steps = state.max_steps
         if state.step == 0:
             self.series.init_scale_ratio = init_scale_ratios(self.layers)
+            if self._weights:  # one read at fit start: what weight decay shrinks from
+                norms = torch.stack(torch._foreach_norm([w.detach() for w in self._weights]))
+                self.series.initial_weight_norm = float(torch.linalg.vector_norm(norms))
         self._read_settings(state)
         self._input_probe = (
             InputProbe(state.model) if self.series.input_mean is None else None
@@ -414,6 +417,7 @@ class DiagnosticsHook(Hook):
             decoupled_weight_decay=s.decoupled_weight_decay,
             dropout=s.dropout,
             batch_size=s.batch_size,
+            initial_weight_norm=s.initial_weight_norm,
             input_mean=s.input_mean,
             input_std=s.input_std,
         )  # evidence names real epochs; the run's settings carry over

@@ -52,6 +52,7 @@ class RunSeries:
     planned_steps: int | None = None
     # global weight norm ‖w‖ of the Linear/Conv weights, sampled with ``update_ratio`` (at ``layer_step``)
     weight_norm: list[float] = field(default_factory=list)
+    initial_weight_norm: float | None = None  # the same norm on the initial weights (at fit start)
     # the run's state, read once at fit start (no per-step cost): what a loop can always supply.
     # momentum is SGD's momentum or Adam's beta1 (the largest over param groups); weight_decay the largest;
     # decoupled_weight_decay says whether it shrinks the weights directly (AdamW) or as an L2 gradient term.
@@ -122,6 +123,7 @@ class RunSeries:
                 "first_nonfinite_step",
                 "first_nonfinite_layer",
                 "initial_loss",
+                "initial_weight_norm",
                 "momentum",
                 "weight_decay",
                 "decoupled_weight_decay",
