@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
-# SGD and RMSprop-style optimizers whose weight_decay is an L2 term added to the gradient
+# optimizers whose weight_decay shrinks the weights directly (the others add it to the gradient as L2)
 _DECOUPLED = ("AdamW", "Lion", "SGDW", "AdamWScheduleFree")
 
 
@@ -50,7 +51,7 @@ class InputProbe:
 
     def __init__(self, model: nn.Module) -> None:
         self._stats: torch.Tensor | None = None
-        self._handle = model.register_forward_pre_hook(self._first_forward)
+        self._handle: RemovableHandle | None = model.register_forward_pre_hook(self._first_forward)
 
     @torch.no_grad()
     def _first_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
