@@ -72,6 +72,8 @@ def run_one(case: dict[str, Any], runs: str, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     logging.disable(logging.INFO)
     run_dir = Path(runs) / case["name"]
+    if (run_dir / "report.json").exists():  # done since this process listed it (by another process)
+        return {"name": case["name"], "error": None}
     try:
         run_case(case["overrides"], run_dir, seed=case["seed"])
         return {"name": case["name"], "error": None}
@@ -253,6 +255,11 @@ def main() -> None:
     )
     ap.add_argument("--split", choices=("dev", "test", "all"), default="dev")
     ap.add_argument("--limit", type=int, default=0, help="only the first N cases of the split")
+    ap.add_argument(
+        "--reverse",
+        action="store_true",
+        help="run the cases left to do last-first (a second process helping one already running)",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="cases run in parallel (processes)")
     ap.add_argument("--quick", action="store_true", help="a handful of tiny cases (smoke test)")
     ap.add_argument("--score-only", action="store_true", help="rescore saved reports, run nothing")
@@ -271,6 +278,8 @@ def main() -> None:
     args.runs.mkdir(parents=True, exist_ok=True)
     # resumable: a case with a report is not rerun
     todo = [c for c in cases if not (args.runs / c.name / "report.json").exists()]
+    if args.reverse:
+        todo.reverse()
     if args.rediagnose:
         args.score_only = True
     if not args.score_only and todo:
