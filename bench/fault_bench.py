@@ -10,7 +10,9 @@ acceptable codes are fixed in code before any run. A stable hash of each case pu
 
 Per family and overall: recall (the final report names an acceptable code at warning or
 above), false alarms (healthy runs with a warning or worse), wrong cause (faulty runs with a
-warning or worse but no acceptable code), and the first detection of an acceptable code as a
+warning or worse but no acceptable code), first live line wrong (faulty runs whose first
+warning-or-worse line printed live, from ``events.jsonl``, names a code the family does not
+accept), and the first detection of an acceptable code as a
 share of the run (median, 90th percentile), each with a 95% interval (Wilson for rates,
 order statistics for quantiles). A crashed run is an error row, never dropped. Runs are kept
 under ``--runs`` (one directory per case); a case whose ``report.json`` exists is not rerun,
@@ -70,6 +72,8 @@ def run_one(case: dict[str, Any], runs: str, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     logging.disable(logging.INFO)
     run_dir = Path(runs) / case["name"]
+    if (run_dir / "report.json").exists():  # done since this process listed it (by another process)
+        return {"name": case["name"], "error": None}
     try:
         run_case(case["overrides"], run_dir, seed=case["seed"])
         return {"name": case["name"], "error": None}
@@ -80,8 +84,66 @@ def run_one(case: dict[str, Any], runs: str, threads: int) -> dict[str, Any]:
         return {"name": case["name"], "error": msg}
 
 
-def score_case(case: Case, runs: Path) -> dict[str, Any]:
-    """One row: what the saved report says about this case."""
+def rediagnose(case: Case, run_dir: Path) -> dict[str, Any]:
+    """The report a saved run would get from today's rules: its final series (from ``last.pt``) diagnosed
+    again offline. The run's settings a newer hook reads at fit start come from the checkpoint's optimizer,
+    the case's config and its first training batch. No live first line (that needs a live run)."""
+    import torch
+    from fault_suite import CONF_DIR
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from diag.diagnosis import diagnose
+    from diag.run_state import optimizer_settings
+    from diag.series import RunSeries
+
+    report = json.loads((run_dir / "report.json").read_text())
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    series = RunSeries(**ckpt["hooks"]["diagnostics"]["series"])
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*case.overrides, f"seed={case.seed}"])
+    if series.momentum is None:
+        opt_cls = type("AdamW" if cfg.optimizer._target_.endswith("AdamW") else "Other", (), {})
+        fake = opt_cls()
+        fake.param_groups = ckpt["optimizer"]["param_groups"]  # type: ignore[attr-defined]
+        for key, value in optimizer_settings(fake).items():
+            setattr(series, key, value)
+        series.dropout = float(cfg.model.get("dropout") or 0.0) or None
+    if series.batch_size is None:
+        series.batch_size = int(cfg.data.batch_size)
+    if series.input_mean is None:
+        data = instantiate(cfg.data)
+        data.setup()
+        x, _ = next(iter(data.loader("train", device=torch.device("cpu"))))
+        series.input_mean, series.input_std = float(x.float().mean()), float(x.float().std())
+    issues = [i.to_dict() for i in diagnose(series)]
+    for i in issues:
+        i["detected_step"] = i["first_step"]
+    return {"issues": issues, "metrics": report.get("metrics", {})}
+
+
+def first_live_line(run_dir: Path) -> dict[str, Any] | None:
+    """The first warning-or-worse finding the run announced live (``events.jsonl``), as its issue dict.
+
+    Each diagnosis event lists the codes it added; the live hook prints one line per added code, in the
+    order of its issues (most severe first). None: the run never announced one.
+    """
+    events = run_dir / "events.jsonl"
+    if not events.exists():
+        return None
+    for line in events.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("kind") != "diagnosis":
+            continue
+        added = set(event.get("added", []))
+        for issue in event.get("issues", []):
+            if issue["code"] in added and issue["severity"] in SERIOUS:
+                return dict(issue, step=event.get("step"))
+    return None
+
+
+def score_case(case: Case, runs: Path, offline: bool = False) -> dict[str, Any]:
+    """One row: what the saved report says about this case (``offline``: what today's rules say of its run)."""
     run_dir = runs / case.name
     row: dict[str, Any] = {"name": case.name, "family": case.family, "split": case.split}
     report_file = run_dir / "report.json"
@@ -90,7 +152,7 @@ def score_case(case: Case, runs: Path) -> dict[str, Any]:
         row["outcome"] = "error" if err.exists() else "not run"
         row["error"] = err.read_text().splitlines()[0][:120] if err.exists() else ""
         return row
-    report = json.loads(report_file.read_text())
+    report = rediagnose(case, run_dir) if offline else json.loads(report_file.read_text())
     issues = report.get("issues", [])
     serious = [i for i in issues if i["severity"] in SERIOUS]
     steps = max(1, int(report.get("metrics", {}).get("steps") or 1))
@@ -99,6 +161,10 @@ def score_case(case: Case, runs: Path) -> dict[str, Any]:
     if case.family == "healthy":
         row["outcome"] = "alarm" if serious else "clean"
         return row
+    first = None if offline else first_live_line(run_dir)
+    if first is not None:
+        row["first_line"] = first["code"]
+        row["first_line_ok"] = first["code"] in case.acceptable
     hits = [i for i in serious if i["code"] in case.acceptable]
     if hits:
         first = min(int(i.get("detected_step", i["first_step"])) for i in hits)
@@ -125,8 +191,9 @@ def _quant(values: list[float], q: float) -> str:
 def summary_rows(rows: list[dict[str, Any]]) -> list[str]:
     """Per family, then faults overall, healthy, and all: the metrics table in markdown."""
     lines = [
-        "| family | cases | errors | recall | false alarms | wrong cause | first detection median | first detection p90 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| family | cases | errors | recall | false alarms | wrong cause | first live line wrong "
+        "| first detection median | first detection p90 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     families = sorted({r["family"] for r in rows} - {"healthy"})
 
@@ -139,9 +206,14 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[str]:
         wrong = sum(r["outcome"] == "wrong cause" for r in faulty)
         alarms = sum(r["outcome"] == "alarm" for r in healthy)
         det = [r["detect"] for r in faulty if "detect" in r]
+        # the first warning-or-worse line printed live names a code the family does not accept (of all
+        # faulty runs; a run that printed none is not wrong, it is a miss the recall column counts)
+        first_wrong = sum(r.get("first_line_ok") is False for r in faulty)
+        measured = any("first_line" in r for r in group) or not faulty
         return (
             f"| {label} | {len(group)} | {errors} | {_rate(found, len(faulty))} | "
             f"{_rate(alarms, len(healthy))} | {_rate(wrong, len(faulty))} | "
+            f"{_rate(first_wrong, len(faulty)) if measured else '-'} | "
             f"{_quant(det, 0.5)} | {_quant(det, 0.9)} |"
         )
 
@@ -154,11 +226,19 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def case_rows(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| case | split | outcome | codes | first detection |", "|---|---|---|---|---|"]
+    lines = [
+        "| case | split | outcome | codes | first live line | first detection |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         detail = r.get("codes", r.get("error", ""))
         det = f"{r['detect']:.0%}" if "detect" in r else "-"
-        lines.append(f"| {r['name']} | {r['split']} | {r['outcome']} | {detail} | {det} |")
+        first = r.get("first_line", "-")
+        if "first_line_ok" in r and r["family"] != "healthy":
+            first += "" if r["first_line_ok"] else " (wrong)"
+        lines.append(
+            f"| {r['name']} | {r['split']} | {r['outcome']} | {detail} | {first} | {det} |"
+        )
     return lines
 
 
@@ -175,9 +255,19 @@ def main() -> None:
     )
     ap.add_argument("--split", choices=("dev", "test", "all"), default="dev")
     ap.add_argument("--limit", type=int, default=0, help="only the first N cases of the split")
+    ap.add_argument(
+        "--reverse",
+        action="store_true",
+        help="run the cases left to do last-first (a second process helping one already running)",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="cases run in parallel (processes)")
     ap.add_argument("--quick", action="store_true", help="a handful of tiny cases (smoke test)")
     ap.add_argument("--score-only", action="store_true", help="rescore saved reports, run nothing")
+    ap.add_argument(
+        "--rediagnose",
+        action="store_true",
+        help="run nothing; diagnose each saved run's series again with today's rules (implies --score-only)",
+    )
     ap.add_argument("--faulty", type=int, default=170)
     ap.add_argument("--healthy", type=int, default=80)
     ap.add_argument("--sample-seed", type=int, default=0, help="seed of the case sampler")
@@ -188,6 +278,10 @@ def main() -> None:
     args.runs.mkdir(parents=True, exist_ok=True)
     # resumable: a case with a report is not rerun
     todo = [c for c in cases if not (args.runs / c.name / "report.json").exists()]
+    if args.reverse:
+        todo.reverse()
+    if args.rediagnose:
+        args.score_only = True
     if not args.score_only and todo:
         payload = [{"name": c.name, "overrides": c.overrides, "seed": c.seed} for c in todo]
         if args.jobs <= 1:
@@ -202,7 +296,7 @@ def main() -> None:
                     print(
                         f"[{i}/{len(payload)}] {res['name']}: {res['error'] or 'done'}", flush=True
                     )
-    rows = [score_case(c, args.runs) for c in cases]
+    rows = [score_case(c, args.runs, offline=args.rediagnose) for c in cases]
     title = "quick" if args.quick else f"split {args.split}, {len(cases)} cases"
     text = "\n".join(
         [f"## Fault benchmark ({title})", "", *summary_rows(rows), "", *case_rows(rows), ""]

@@ -33,6 +33,13 @@ INIT_LOSS_FACTOR = (
 )
 NO_LEARNING_RATIO = 1e-6  # per-step ‖Δw‖/‖w‖
 SLOW_RATIO = 1e-3  # healthy runs move their weights by 1e-3 to 1e-2 per step early on
+CHANCE_ACC_FACTOR = (
+    2.5  # an accuracy below 2.5/classes still reads as chance next to a loss at ln(k)
+)
+MIN_CHANCE_STEPS = (
+    20  # optimizer steps before a run at chance is called stuck (not its first batches)
+)
+SPIKE_CHANCE_FACTOR = 4.0  # a sampled loss above 4 x ln(classes) after a sane start: a blow-up
 UNIFORM_BAND = (
     0.05  # a loss within 5% of ln(classes): predictions near uniform, whatever the accuracy
 )
@@ -99,6 +106,24 @@ def _loss_explosion(s: RunSeries) -> Issue | None:
     over = np.flatnonzero(loss > EXPLOSION_GROWTH * start)
     if not anchors:
         over = over[over > 0]
+    sane_start = initial if initial is not None else first
+    val_blowup = _validation_blowup(s, chance, sane_start)
+    if val_blowup is not None and not over.size:
+        return val_blowup
+    if chance and sane_start < 1.5 * chance:
+        # a run that started near ln(k) and then averaged several times ln(k) over an interval blew up,
+        # even when that is less than 10x its start (and even when it falls back afterwards)
+        spike = np.flatnonzero(loss > SPIKE_CHANCE_FACTOR * chance)
+        if spike.size and (not over.size or spike[0] < over[0]):
+            i = int(spike[0])
+            then = f"; it went non-finite at step {nonfinite.first_step}" if nonfinite else ""
+            return Issue(
+                "LOSS_EXPLOSION",
+                "critical",
+                _step_at(s.step, i),
+                f"training loss reached {loss[i]:.3g}, {loss[i] / chance:.2g}x ln({s.num_classes}) = "
+                f"{chance:.3g} (it started at {sane_start:.3g}), by step {_step_at(s.step, i)}{then}",
+            )
     if over.size:
         i = int(over[0])
         then = f"; it went non-finite at step {nonfinite.first_step}" if nonfinite else ""
@@ -110,6 +135,26 @@ def _loss_explosion(s: RunSeries) -> Issue | None:
             f"{start:.3g}, by step {_step_at(s.step, i)}{then}",
         )
     return nonfinite
+
+
+def _validation_blowup(s: RunSeries, chance: float | None, start: float) -> Issue | None:
+    """A validation loss several times ln(k) while the model is still far from fitting its training data:
+    the weights were thrown out (a well-fitted, overconfident model is not this)."""
+    if not chance or not start < 1.5 * chance:
+        return None
+    va, tr = _arr(s.epoch_val_loss), _arr(s.epoch_train_loss)
+    n = min(va.size, tr.size)
+    hit = np.flatnonzero((va[:n] > SPIKE_CHANCE_FACTOR * chance) & (tr[:n] > 0.1 * chance))
+    if not hit.size:
+        return None
+    e = int(hit[0])
+    return Issue(
+        "LOSS_EXPLOSION",
+        "critical",
+        _step_at(s.epoch_step, e),
+        f"validation loss reached {va[e]:.3g}, {va[e] / chance:.2g}x ln({s.num_classes}) = {chance:.3g}, at "
+        f"epoch {e + 1 + s.epoch_offset} while the training loss was {tr[e]:.3g}: the weights were thrown out",
+    )
 
 
 def _nonfinite_gradients(s: RunSeries) -> Issue | None:
@@ -181,14 +226,23 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
     """Windows of sampled loss that swing by a sizeable share of the chance-level loss, with no downward trend."""
     loss = _arr(s.loss)
     w = 8
-    if loss.size < w + 2 or not np.all(np.isfinite(loss)):
+    if not np.all(np.isfinite(loss)):
         return None
+    if loss.size < w + 2:
+        return _validation_swings(s)
     scale = _chance_loss(s) or _median(loss[:3])
     if not scale > 0:
         return None
     hits = np.flatnonzero(oscillating_windows(loss, scale, w))
-    if not hits.size:
-        return None
+    noise = _interval_noise(s)
+    if hits.size and noise is not None:
+        # swings a few standard errors of an interval mean wide are what the batch size makes, not the LR
+        W = np.lib.stride_tricks.sliding_window_view(loss, w)
+        span = W.max(axis=1) - W.min(axis=1)
+        level = np.median(W, axis=1)
+        hits = hits[span[hits] > NOISE_SPAN * noise * np.maximum(level[hits], 1e-12)]
+    if not hits.size or _epochs_falling(s):
+        return _loss_climbs_back(s, loss, scale, noise) or _validation_swings(s)
     first = int(hits[0])
     win, i = loss[first : first + w], first + w - 1
     moves = np.diff(win)
@@ -200,6 +254,79 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
         _step_at(s.step, i),
         f"loss swung between {win.min():.3g} and {win.max():.3g} over steps "
         f"{_step_at(s.step, first)}-{_step_at(s.step, i)} ({reversals} reversals, no downward trend)",
+    )
+
+
+NOISE_SPAN = 6.0  # a window's range, in standard errors of one interval mean, that batch noise does not reach
+
+
+def _interval_noise(s: RunSeries) -> float | None:
+    """The relative standard error of one sampled interval mean from batch noise alone: a cross-entropy's
+    per-example spread is about its mean, so the mean of ``batch x steps-per-sample`` examples varies by
+    1/sqrt of that. None when the batch size or the sampling interval is unknown."""
+    if not s.batch_size or len(s.step) < 2:
+        return None
+    every = float(np.median(np.diff(np.asarray(s.step, float))))
+    if s.sampling == "step" or not every > 0:
+        every = 1.0
+    return 1.0 / math.sqrt(s.batch_size * every)
+
+
+def _epochs_falling(s: RunSeries) -> bool:
+    """At the scale of epochs the training loss keeps falling (each of the last epochs below the one before,
+    overall by over 3%): whatever the sampled loss does within an epoch is step noise, not oscillation."""
+    tr = _finite(_arr(s.epoch_train_loss))
+    if tr.size < 2:
+        return False
+    last = tr[-3:]
+    return bool(np.all(np.diff(last) < 0.01 * last[:-1]) and last[-1] < 0.97 * last[0])
+
+
+def _loss_climbs_back(
+    s: RunSeries, loss: np.ndarray, scale: float, noise: float | None
+) -> Issue | None:
+    """The sampled loss climbs back to 1.8x its best so far (and by a quarter of ln(k)) for two samples in a
+    row after it had halved: the steps overshoot the valley. Batch noise moves one interval mean, not two."""
+    best = np.minimum.accumulate(loss)
+    start = loss[0]
+    gap = max(0.25 * scale, NOISE_SPAN * (noise or 0.0) * float(np.median(loss)))
+    up = (loss > 1.8 * best) & (loss > best + gap) & (best < 0.5 * start)
+    two = np.flatnonzero(up[1:] & up[:-1])
+    if not two.size:
+        return None
+    i = int(two[0]) + 1
+    return Issue(
+        "LOSS_OSCILLATION",
+        "warning",
+        _step_at(s.step, i),
+        f"the loss climbed back from its best {best[i]:.3g} to {loss[i]:.3g} by step {_step_at(s.step, i)}: "
+        "the steps overshoot",
+    )
+
+
+def _validation_swings(s: RunSeries) -> Issue | None:
+    """Epoch by epoch the validation loss jumps up and down by over 30-40% (twice at least) and its accuracy
+    by over 0.2: the weights are thrown across the valley from epoch to epoch, not slowly overfitted."""
+    va, acc = _arr(s.epoch_val_loss), _arr(s.epoch_val_acc)
+    n = min(va.size, acc.size)
+    if n < 4 or not np.all(np.isfinite(va[:n])):
+        return None
+    rel = np.diff(va[:n]) / np.maximum(va[: n - 1], 1e-12)
+    dacc = np.diff(acc[:n])
+    big = np.flatnonzero(((rel > 0.4) | (rel < -0.3)) & (np.abs(dacc) > 0.2))
+    if big.size < 3:
+        return None
+    signs = np.sign(rel[big])
+    reversals = np.flatnonzero(signs[1:] != signs[:-1])
+    if reversals.size < 2:
+        return None
+    e = int(big[reversals[1] + 1]) + 1
+    return Issue(
+        "LOSS_OSCILLATION",
+        "warning",
+        _step_at(s.epoch_step, e),
+        f"validation loss jumped up and down by 30-40% or more {big.size} times by epoch "
+        f"{e + 1 + s.epoch_offset} (accuracy swinging by over 0.2): the steps throw the weights across the valley",
     )
 
 
@@ -415,16 +542,26 @@ def _stuck_at_chance(s: RunSeries) -> Issue | None:
             # accuracy at chance with a loss near ln(k); or a loss so close to ln(k) that the predictions are
             # near uniform, whatever a few lucky argmaxes make of the accuracy (0.18 on 10 classes at 0.994 ln 10).
             # Not a loss well above ln(k): that is confidently wrong (a bad init, a blow-up), not uniform.
+            # the accuracy quoted must read as chance too: 0.6 on 10 classes is not stuck, whatever the loss
             return bool(
-                (a < 1.5 / k and loss > 0.85 * chance) or abs(loss / chance - 1) < UNIFORM_BAND
+                (a < 1.5 / k and loss > 0.85 * chance)
+                or (abs(loss / chance - 1) < UNIFORM_BAND and a < CHANCE_ACC_FACTOR / k)
             )
 
         if at_chance(recent_acc, recent_loss):
             both = list(zip(acc, vloss))
             idx = next(
-                (i for i in range(1, len(both)) if at_chance(*both[i]) and at_chance(*both[i - 1])),
-                acc.size - 1,
+                (
+                    i
+                    for i in range(1, len(both))
+                    if at_chance(*both[i])
+                    and at_chance(*both[i - 1])
+                    and _step_at(s.epoch_step, i) >= MIN_CHANCE_STEPS
+                ),
+                None,
             )
+            if idx is None:  # two epochs of a few steps each: too early to call a run stuck
+                return None
             return Issue(
                 "STUCK_AT_CHANCE",
                 "critical",
@@ -474,6 +611,22 @@ def _overfitting(s: RunSeries) -> Issue | None:
                 f"validation loss {val[best]:.3g} at epoch {best + 1 + s.epoch_offset} rose to {val[e]:.3g} "
                 f"by epoch {e + 1 + s.epoch_offset} "
                 f"while training loss fell to {train[e]:.3g} (accuracy gap {acc_gap:.2f})",
+            )
+    # memorised: every training example right, validation well behind and its loss far above training's
+    # (a validation loss still drifting down does not make 100% vs 80% accuracy a fit)
+    if vacc.size >= n and tacc.size >= n:
+        held = (tacc[:n] >= 0.98) & (tacc[:n] - vacc[:n] > 0.15) & (val[:n] > 2 * train[:n])
+        if held[-1] and n >= 4:  # still so at the latest epoch: from the start of that stretch
+            e = n - 1
+            while e > 3 and held[e - 1]:
+                e -= 1
+            return Issue(
+                "OVERFITTING",
+                "warning",
+                _step_at(s.epoch_step, e),
+                f"training accuracy {tacc[e]:.3f} against validation {vacc[e]:.3f} at epoch "
+                f"{e + 1 + s.epoch_offset}, validation loss {val[e]:.3g} vs training {train[e]:.3g}: the "
+                "model memorised its training examples",
             )
     return None
 
@@ -701,28 +854,200 @@ def _lr_decayed_too_early(s: RunSeries) -> Issue | None:
         return None
     i = int(cut[0])
     at = _step_at(steps, i)
-    if at > 0.3 * total:
-        return None
     loss_steps, loss = np.asarray(s.step, float), _arr(s.loss)
+    if loss_steps.size != loss.size:
+        return None
     before = loss[(loss_steps <= at) & np.isfinite(loss)]
-    if before.size < 4:
+    if at <= 0.3 * total and before.size >= 4:
+        recent, earlier = np.median(before[-2:]), np.median(before[-4:-2])
+        if recent < 0.8 * earlier:
+            return Issue(
+                "LR_DECAYED_TOO_EARLY",
+                "warning",
+                at,
+                f"learning rate was cut to {lrs[i] / peak[i]:.2g} of its peak at step {at} ({at / total:.0%} "
+                f"of the run) while the loss was still falling ({earlier:.3g} -> {recent:.3g}); it ends at "
+                f"{lrs[-1]:.1e}",
+            )
+    # a cut to a tenth or less before 40% of the run, and the loss has not come down since: the schedule
+    # left the model unfitted (far above what a fitted classifier reaches), not a plateau of the model's
+    deep = np.flatnonzero(lrs < 0.1 * peak)
+    chance = _chance_loss(s)
+    if not deep.size or chance is None:
         return None
-    recent, earlier = np.median(before[-2:]), np.median(before[-4:-2])
-    still_falling = recent < 0.8 * earlier
-    if not still_falling:
+    j = int(deep[0])
+    at = _step_at(steps, j)
+    after = loss[(loss_steps >= at) & np.isfinite(loss)]
+    if at > 0.4 * total or after.size < 2 or _step_at(s.step, len(s.step) - 1) < at + 0.1 * total:
         return None
+    now = _median(after[-3:])
+    if now < 0.25 * chance or now < 0.8 * _median(after[:2]):
+        return None
+    upto = loss[(loss_steps <= at) & np.isfinite(loss)]
+    start = (
+        s.initial_loss if s.initial_loss and math.isfinite(s.initial_loss) else _median(loss[:2])
+    )
+    fell = upto.size >= 1 and _median(upto[-2:]) < 0.9 * start
+    if not (fell or at <= 0.1 * total):
+        return (
+            None  # a loss that never fell before the cut has another cause (the LR was not helping)
+        )
     return Issue(
         "LR_DECAYED_TOO_EARLY",
         "warning",
         at,
-        f"learning rate was cut to {lrs[i] / peak[i]:.2g} of its peak at step {at} ({at / total:.0%} of "
-        f"the run) while the loss was still falling ({earlier:.3g} -> {recent:.3g}); it ends at "
+        f"learning rate fell to {lrs[j] / peak[j]:.2g} of its peak by step {at} ({at / total:.0%} of the run) "
+        f"and the loss has stayed at {now:.3g} ({now / chance:.2f} x ln({s.num_classes})) since; it ends at "
         f"{lrs[-1]:.1e}",
+    )
+
+
+# -- causes read from the run's settings ------------------------------------------
+DECAY_PER_STEP = 1e-3  # decoupled lr x weight decay: the share of every weight removed per step
+COUPLED_DECAY = 0.5  # an L2 coefficient this large outweighs a classifier's gradients
+DROPOUT_STRONG = 0.8
+INPUT_MEAN_OFF = 3.0  # |mean| of a normalised input is near 0
+INPUT_STD_RANGE = (0.05, 5.0)  # and its std near 1
+MOMENTUM_HIGH = 0.99
+
+
+def _regularization(s: RunSeries) -> Issue | None:
+    """Weight decay or dropout so strong the training loss cannot come down: the setting, and what it does.
+
+    Decoupled decay (AdamW) removes lr x wd of every weight per step, whatever the gradient; at 1e-3 or more
+    per step (healthy recipes sit at 1e-5-1e-4) the weights are pulled to zero faster than the data pushes
+    them, and the weight norm shrinks. Dropout of 0.8 or more leaves so little signal that the training
+    loss (measured with dropout on) stays far above the validation loss (without it) and high.
+    """
+    chance = _chance_loss(s)
+    loss = _arr(s.loss)
+    p = s.dropout or 0.0
+    if chance is not None and p >= DROPOUT_STRONG and loss.size:
+        # inverted dropout multiplies the units it keeps by 1/(1-p) in training: at 0.9+ that is 10-20x
+        # larger activations and gradients, a blow-up the same LR would not make without it
+        blown = np.flatnonzero(~np.isfinite(loss) | (loss > EXPLOSION_GROWTH * chance))
+        if blown.size:
+            i = int(blown[0])
+            return Issue(
+                "TOO_MUCH_REGULARIZATION",
+                "critical",
+                _step_at(s.step, i),
+                f"dropout {p:g} multiplies the units it keeps by {1 / (1 - p):.0f} in training, and the "
+                f"training loss blew up to {loss[i]:.3g} by step {_step_at(s.step, i)}",
+            )
+    if chance is None or loss.size < 3 or not np.all(np.isfinite(loss[-3:])):
+        return None
+    now = _median(loss[-3:])
+    wd = s.weight_decay or 0.0
+    peak_lr = float(np.nanmax(_arr(s.lr))) if s.lr and np.isfinite(_arr(s.lr)).any() else math.nan
+    per_step = wd * peak_lr if s.decoupled_weight_decay else math.nan
+    strong_decay = (per_step >= DECAY_PER_STEP) or (
+        not s.decoupled_weight_decay and wd >= COUPLED_DECAY
+    )
+    if strong_decay and now > 0.1 * chance:
+        wn = _arr(s.weight_norm)
+        shrink = ""
+        at = _step_at(s.step, min(2, len(s.step) - 1))
+        ref = s.initial_weight_norm if s.initial_weight_norm else (wn[0] if wn.size >= 2 else None)
+        if ref is not None and wn.size and np.isfinite(ref) and ref > 0:
+            below = np.flatnonzero(wn < 0.8 * ref)
+            if not below.size:
+                return None  # the data holds the weights up: the decay is not what limits this run
+            at = _step_at(s.layer_step, int(below[0]))
+            shrink = f"; the weight norm fell from {ref:.3g} to {wn[-1]:.3g}"
+        how = (
+            f"decoupled weight decay {wd:g} at a peak LR of {peak_lr:.2g} removes {per_step:.1e} of every "
+            "weight per step"
+            if s.decoupled_weight_decay
+            else f"weight decay (L2) {wd:g}"
+        )
+        return Issue(
+            "TOO_MUCH_REGULARIZATION",
+            "critical" if now > 0.85 * chance else "warning",
+            at,
+            f"{how}{shrink}, and the training loss stays at {now:.3g} ({now / chance:.2f} x ln({s.num_classes}))",
+        )
+    if p < DROPOUT_STRONG:
+        return None
+    tr, va = _arr(s.epoch_train_loss), _arr(s.epoch_val_loss)
+    n = min(tr.size, va.size)
+    for e in range(n):
+        if not (np.isfinite(tr[e]) and np.isfinite(va[e])):
+            continue
+        if tr[e] > 0.5 * chance and (tr[e] > 1.1 * va[e] or e >= 1 and tr[e] > 0.85 * chance):
+            return Issue(
+                "TOO_MUCH_REGULARIZATION",
+                "critical" if tr[e] > 0.85 * chance else "warning",
+                _step_at(s.epoch_step, e),
+                f"dropout {p:g}: the training loss with dropout on is {tr[e]:.3g} against {va[e]:.3g} on "
+                f"validation without it at epoch {e + 1 + s.epoch_offset}, both far from fitted "
+                f"(ln({s.num_classes}) = {chance:.3g})",
+            )
+    return None
+
+
+def _inputs_not_normalized(s: RunSeries) -> Issue | None:
+    """The first batch's inputs far from zero mean and unit std: every first-layer pre-activation is scaled
+    by them, so they act as a huge (or tiny) learning rate and push units into their dead or flat ranges."""
+    m, sd = s.input_mean, s.input_std
+    if m is None or sd is None or not (math.isfinite(m) and math.isfinite(sd)):
+        return None
+    lo, hi = INPUT_STD_RANGE
+    if abs(m) <= INPUT_MEAN_OFF and lo <= sd <= hi:
+        return None
+    return Issue(
+        "INPUTS_NOT_NORMALIZED",
+        "warning",
+        0,
+        f"the first batch's inputs have mean {m:.3g} and std {sd:.3g} (normalised inputs: about 0 and 1)",
+    )
+
+
+def _momentum_too_high(s: RunSeries, found: dict[str, Issue]) -> Issue | None:
+    """Momentum (or beta1) of 0.99 or more, and the loss overshoots: swings, blows up, or climbs back up."""
+    mu = s.momentum
+    if mu is None or mu < MOMENTUM_HIGH:
+        return None
+    symptoms = [
+        found[c]
+        for c in (
+            "LOSS_EXPLOSION",
+            "NONFINITE_GRADIENTS",
+            "EXPLODING_GRADIENTS",
+            "LOSS_OSCILLATION",
+            "OVERFITTING",
+        )
+        if c in found
+    ]
+    loss = _arr(s.loss)
+    fin = np.where(np.isfinite(loss), loss, np.inf)
+    overshoot = None
+    if loss.size >= 4:
+        best = np.minimum.accumulate(fin)
+        up = np.flatnonzero((fin > 1.3 * best) & (best < 0.8 * fin[0]))
+        if up.size:
+            i = int(up[0])
+            overshoot = (
+                _step_at(s.step, i),
+                f"the loss climbed back from {best[i]:.3g} to {fin[i]:.3g} by step {_step_at(s.step, i)}",
+            )
+    if not symptoms and overshoot is None:
+        return None
+    first = min([i.first_step for i in symptoms] + ([overshoot[0]] if overshoot else []))
+    what = ", ".join(i.code for i in symptoms) or overshoot[1]  # type: ignore[index]
+    return Issue(
+        "MOMENTUM_TOO_HIGH",
+        "critical" if any(i.severity == "critical" for i in symptoms) else "warning",
+        first,
+        f"momentum {mu:g}: updates keep their direction for ~{1 / (1 - mu):.0f} steps and carry past the "
+        f"minimum ({what})",
     )
 
 
 RULES = (
     _bad_initialization,
+    _inputs_not_normalized,
+    _regularization,
     _loss_explosion,
     _nonfinite_gradients,
     _exploding,
@@ -740,6 +1065,36 @@ RULES = (
 )
 
 # A symptom is not reported when a finding in this set already explains it.
+# Causes (the run's settings) explain the symptoms their mechanism makes.
+_CAUSES = {
+    "TOO_MUCH_REGULARIZATION": {
+        "STUCK_AT_CHANCE",
+        "UNDERFITTING",
+        "LOSS_PLATEAU",
+        "SLOW_CONVERGENCE",
+        "DEAD_NEURONS",
+        "VANISHING_GRADIENTS",
+        "NO_LEARNING",
+        "LOSS_OSCILLATION",
+    },
+    "INPUTS_NOT_NORMALIZED": {
+        "BAD_INITIALIZATION",
+        "DEAD_NEURONS",
+        "SATURATED_ACTIVATIONS",
+        "STUCK_AT_CHANCE",
+        "LOSS_OSCILLATION",
+        "UNDERFITTING",
+        "LOSS_PLATEAU",
+    },
+    "MOMENTUM_TOO_HIGH": {
+        "LOSS_OSCILLATION",
+        "OVERFITTING",
+        "LOSS_PLATEAU",
+        "STUCK_AT_CHANCE",
+        "DEAD_NEURONS",
+        "UNDERFITTING",
+    },
+}
 EXPLAINED_BY = {
     "STUCK_AT_CHANCE": {
         "VANISHING_GRADIENTS",
@@ -783,6 +1138,9 @@ EXPLAINED_BY = {
     "LOSS_OSCILLATION": set(BLOWUP_CODES),
     "NO_LEARNING": {"LR_DECAYED_TOO_EARLY", "DEAD_NEURONS"},
 }
+for _cause, _symptoms in _CAUSES.items():
+    for _symptom in _symptoms:
+        EXPLAINED_BY.setdefault(_symptom, set()).add(_cause)
 
 
 # After a blow-up these follow from it (dead units, frozen weights, chance-level loss) and are not reported.
@@ -809,6 +1167,9 @@ def diagnose(series: RunSeries) -> list[Issue]:
     found: dict[str, Issue] = {}
     for issue in run_rules(series):
         found[issue.code] = issue
+    momentum = _momentum_too_high(interval_means(series), found)
+    if momentum is not None:
+        found[momentum.code] = momentum
     blowups = [found[c].first_step for c in sorted(BLOWUP_CODES) if c in found]
     if blowups:
         for code in CONSEQUENCES_OF_BLOWUP & found.keys():
@@ -820,6 +1181,64 @@ def diagnose(series: RunSeries) -> list[Issue]:
             for cause in causes & found.keys():
                 _inherit_severity(found[cause], symptom)
     return sorted(found.values(), key=lambda i: (-SEVERITY_RANK[i.severity], i.first_step))
+
+
+def _recovered(s: RunSeries) -> str | None:
+    """What shows the run recovered (accuracy well above chance, loss well below ln(k)), or None."""
+    chance = _chance_loss(s)
+    if chance is None:
+        return None
+    k = s.num_classes or 2
+    vacc, tr = _finite(_arr(s.epoch_val_acc)), _finite(_arr(s.epoch_train_loss))
+    loss = tr[-1] if tr.size else _median(_arr(s.loss)[-3:])
+    if vacc.size:
+        if vacc[-1] >= max(0.5, 3.0 / k) and loss < 0.6 * chance:
+            return f"validation accuracy {vacc[-1]:.3f} and training loss {loss:.3g} at the end"
+        return None
+    if loss < 0.5 * chance:
+        return f"training loss {loss:.3g} at the end ({loss / chance:.2f} x ln({k}))"
+    return None
+
+
+def keep_unresolved(
+    issues: list[Issue], earlier: dict[str, Issue], series: RunSeries
+) -> list[Issue]:
+    """``issues`` plus each code that was critical earlier in the run and is gone now.
+
+    It stays critical unless the run shows it resolved, and then it stays as info whose evidence says
+    so. A code now explained by a cause that was found since (units found dead behind a loss at chance),
+    or following a blow-up still reported, is left out: the finding that replaced it is in ``issues``.
+    """
+    present = {i.code for i in issues}
+    blown = bool(BLOWUP_CODES & present)
+    out = list(issues)
+    for code, old in earlier.items():
+        if code in present or EXPLAINED_BY.get(code, set()) & present:
+            continue
+        if blown and code in CONSEQUENCES_OF_BLOWUP:
+            continue
+        done = _recovered(series)
+        if done:
+            out.append(
+                Issue(
+                    code,
+                    "info",
+                    old.first_step,
+                    f"critical at step {old.first_step} ({old.evidence}); resolved since: {done}",
+                    layer=old.layer,
+                )
+            )
+        else:
+            out.append(
+                Issue(
+                    code,
+                    "critical",
+                    old.first_step,
+                    f"{old.evidence}; no longer seen by the rules, but the run has not recovered",
+                    layer=old.layer,
+                )
+            )
+    return sorted(out, key=lambda i: (-SEVERITY_RANK[i.severity], i.first_step))
 
 
 def run_rules(series: RunSeries) -> list[Issue]:

@@ -24,8 +24,9 @@ from torch import nn
 from diag.activation_hooks import ActivationRecorder
 from diag.advice import render_all, renderer
 from diag.codes import CODES, Issue
-from diag.diagnosis import diagnose
+from diag.diagnosis import diagnose, keep_unresolved
 from diag.hooks import FitState, Hook, step_scalar
+from diag.run_state import InputProbe, max_dropout, optimizer_settings
 from diag.series import RunSeries
 from diag.tensorboard import LAYERS_PREFIX, custom_scalars_layout, write_scalars
 
@@ -95,6 +96,9 @@ class DiagnosticsHook(Hook):
         ] = []  # segments before each reset: the figure shows the whole run
         self.issues: list[Issue] = []
         self.detected_at: dict[str, int] = {}
+        self._critical: dict[
+            str, Issue
+        ] = {}  # each code's first critical finding (kept unless resolved)
         # the last _n steps' loss and gradient norm (device scalars), reduced every scalar_every steps
         self._losses: list[torch.Tensor] = []
         self._norms: list[torch.Tensor] = []
@@ -127,6 +131,13 @@ class DiagnosticsHook(Hook):
         self.series.planned_steps = state.max_steps
         if state.step == 0:
             self.series.init_scale_ratio = init_scale_ratios(self.layers)
+            if self._weights:  # one read at fit start: what weight decay shrinks from
+                norms = torch.stack(torch._foreach_norm([w.detach() for w in self._weights]))
+                self.series.initial_weight_norm = float(torch.linalg.vector_norm(norms))
+        self._read_settings(state)
+        self._input_probe = (
+            InputProbe(state.model) if self.series.input_mean is None else None
+        )  # the first batch's scale
         if state.writer is not None and state.is_rank_zero:
             measures = self.recorder.measures() if self.recorder is not None else {}
             state.writer.add_custom_scalars(custom_scalars_layout(self._layer_names, measures))
@@ -137,6 +148,13 @@ class DiagnosticsHook(Hook):
         if self.histogram_every:
             self._histograms(state)  # the initial weights, at the step the run starts from
         self._arm_if_next_is_sampled(state.step)
+
+    def _read_settings(self, state: FitState) -> None:
+        """The run's settings the cause rules read (weight decay, momentum, dropout): host floats, read at
+        fit start and before each diagnosis (a policy may have changed them), never per step."""
+        for key, value in optimizer_settings(state.optimizer).items():
+            setattr(self.series, key, value)
+        self.series.dropout = max_dropout(state.model)
 
     # -- every step (device arithmetic only) -----------------------------------
     def on_train_batch_end(self, state: FitState) -> None:
@@ -209,6 +227,12 @@ class DiagnosticsHook(Hook):
             len(finite),
         )  # a loss sum keeps its NaN/Inf
         s = self.series
+        probe: InputProbe | None = getattr(self, "_input_probe", None)
+        if probe is not None and (seen := probe.read()) is not None:
+            s.input_mean, s.input_std = seen
+            self._input_probe = None
+        if s.batch_size is None and state.batch_size:
+            s.batch_size = int(state.batch_size)
         if state.step == n and not self._past:  # this interval began at the run's first step
             s.initial_loss = values[0]
         s.step.append(state.step)
@@ -244,6 +268,7 @@ class DiagnosticsHook(Hook):
             s.update_ratio.append(
                 math.sqrt(sum(d * d for d in deltas)) / total_w if total_w > 0 else math.nan
             )
+            s.weight_norm.append(total_w)
             self._snapshot = None
         acts = {}
         if self.recorder is not None:
@@ -365,7 +390,11 @@ class DiagnosticsHook(Hook):
             if state.step - self._diagnosed_at[when] < self.diagnose_gap * state.step:
                 return
             self._diagnosed_at[when] = state.step
-        issues = diagnose(self.series)
+        self._read_settings(state)
+        issues = keep_unresolved(diagnose(self.series), self._critical, self.series)
+        for issue in issues:
+            if issue.severity == "critical" and issue.code not in self._critical:
+                self._critical[issue.code] = Issue(**issue.to_dict())
         for issue in issues:
             issue.recommendations = render_all(CODES[issue.code]["advice"], self.advice)
         before = {i.code: i.severity for i in self.issues}
@@ -411,9 +440,18 @@ class DiagnosticsHook(Hook):
             num_classes=s.num_classes,
             planned_steps=s.planned_steps,
             epoch_offset=s.epoch_offset + len(s.epoch_step),
-        )  # evidence names real epochs
+            momentum=s.momentum,
+            weight_decay=s.weight_decay,
+            decoupled_weight_decay=s.decoupled_weight_decay,
+            dropout=s.dropout,
+            batch_size=s.batch_size,
+            initial_weight_norm=s.initial_weight_norm,
+            input_mean=s.input_mean,
+            input_std=s.input_std,
+        )  # evidence names real epochs; the run's settings carry over
         self.issues = []
         self.detected_at = {}
+        self._critical = {}
         self._losses, self._norms = [], []
         self._n = 0
         self._snapshot = None
@@ -448,6 +486,9 @@ class DiagnosticsHook(Hook):
         self._diagnose(state, "final")
         if self.recorder is not None:
             self.recorder.detach()
+        probe: InputProbe | None = getattr(self, "_input_probe", None)
+        if probe is not None:
+            probe.remove()
         if state.writer is not None and state.is_rank_zero:
             state.writer.add_text("diagnosis/final", self.markdown(), state.step)
         if self.write_report and state.run_dir is not None and state.is_rank_zero:
@@ -491,6 +532,7 @@ class DiagnosticsHook(Hook):
             "past": [p.to_dict() for p in self._past],
             "detected_at": dict(self.detected_at),
             "issues": [i.to_dict() for i in self.issues],
+            "critical": [i.to_dict() for i in self._critical.values()],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -500,3 +542,4 @@ class DiagnosticsHook(Hook):
         self.detected_at = dict(state.get("detected_at", {}))
         # what was already announced: a resumed run says only what is new (no second console line or event)
         self.issues = [Issue(**i) for i in state.get("issues", [])]
+        self._critical = {i["code"]: Issue(**i) for i in state.get("critical", [])}

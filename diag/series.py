@@ -50,6 +50,22 @@ class RunSeries:
     initial_loss: float | None = None
     # how many steps the run is planned to take (for "found within the first third")
     planned_steps: int | None = None
+    # global weight norm ‖w‖ of the Linear/Conv weights, sampled with ``update_ratio`` (at ``layer_step``)
+    weight_norm: list[float] = field(default_factory=list)
+    initial_weight_norm: float | None = None  # the same norm on the initial weights (at fit start)
+    # the run's state, read once at fit start (no per-step cost): what a loop can always supply.
+    # momentum is SGD's momentum or Adam's beta1 (the largest over param groups); weight_decay the largest;
+    # decoupled_weight_decay says whether it shrinks the weights directly (AdamW) or as an L2 gradient term.
+    momentum: float | None = None
+    weight_decay: float | None = None
+    decoupled_weight_decay: bool | None = None
+    dropout: float | None = None  # the largest dropout probability in the model
+    batch_size: int | None = (
+        None  # examples per optimizer step (sets the loss's step-to-step noise)
+    )
+    # the first training batch's input mean and std (a normalised input sits near 0 and 1)
+    input_mean: float | None = None
+    input_std: float | None = None
     # how ``loss``/``grad_norm`` were sampled: "mean" (each value is the mean over the steps since the
     # previous one, as the live hook reads them) or "step" (one value per optimizer step, as a hand-written
     # loop records them). The rules are calibrated on interval means; a per-step series is first reduced
@@ -112,7 +128,19 @@ class RunSeries:
                 setattr(out, f.name, merged)
             elif isinstance(values[0], list):
                 setattr(out, f.name, [v for segment in values for v in segment])
-            elif f.name in ("first_nonfinite_step", "first_nonfinite_layer", "initial_loss"):
+            elif f.name in (
+                "first_nonfinite_step",
+                "first_nonfinite_layer",
+                "initial_loss",
+                "initial_weight_norm",
+                "momentum",
+                "weight_decay",
+                "decoupled_weight_decay",
+                "dropout",
+                "batch_size",
+                "input_mean",
+                "input_std",
+            ):
                 setattr(out, f.name, next((v for v in values if v is not None), None))
             elif f.name == "init_scale_ratio":  # measured at initialisation: the first segment's
                 setattr(out, f.name, values[0])

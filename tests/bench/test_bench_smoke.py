@@ -287,16 +287,26 @@ def test_fault_bench_quick_prints_every_case_as_a_row(bench_modules, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     header = next(line for line in lines if line.startswith("| family |"))
-    for column in ("recall", "false alarms", "wrong cause", "first detection median", "p90"):
+    for column in (
+        "recall",
+        "false alarms",
+        "wrong cause",
+        "first live line wrong",
+        "first detection median",
+        "p90",
+    ):
         assert column in header, header
     summary = {r[0] for r in _rows(proc.stdout) if r and r[0].startswith("**")}
     assert summary == {"**all faults**", "**healthy**", "**overall**"}
     from fault_families import quick_cases
 
-    case_rows = {r[0]: r for r in _rows(proc.stdout) if "-" in r[0] and len(r) == 5}
+    case_rows = {r[0]: r for r in _rows(proc.stdout) if "-" in r[0] and len(r) == 6}
     assert set(case_rows) == {c.name for c in quick_cases()}
     for row in case_rows.values():
         assert row[2] in ("found", "missed", "wrong cause", "clean", "alarm", "error"), row
+    # the LR x200 case blows up at once: its first live line (read from its events.jsonl) names a blow-up
+    (nan_row,) = [r for name, r in case_rows.items() if name.startswith("lr_high_nan")]
+    assert nan_row[4].split()[0] in ("LOSS_EXPLOSION", "NONFINITE_GRADIENTS", "EXPLODING_GRADIENTS")
 
 
 def test_whole_run_quick_gives_every_loop_on_both_workloads_time_to_accuracy_and_start_up(tmp_path):

@@ -147,8 +147,31 @@ def test_chance_level_with_moving_weights_is_stuck_at_chance():
 def test_swinging_loss_is_oscillation_a_noisy_descent_is_not():
     s = healthy()
     s.loss = [0.3 + (0.6 if i % 2 else 0.0) for i in range(len(s.loss))]
+    s.epoch_train_loss = [0.6] * len(
+        s.epoch_train_loss
+    )  # the epochs' mean of that swing: no descent
     assert "LOSS_OSCILLATION" in codes(s)
     assert "LOSS_OSCILLATION" not in codes(healthy())
+
+
+def test_swings_within_falling_epochs_are_step_noise():
+    """The same swing while the epoch training loss keeps falling: batch noise at the scale of epochs."""
+    s = healthy()
+    s.loss = [0.3 + (0.6 if i % 2 else 0.0) for i in range(len(s.loss))]
+    assert "LOSS_OSCILLATION" not in codes(s)
+
+
+def test_swings_batch_noise_explains_are_not_oscillation():
+    """Interval means of 10 steps of batch 8 vary by ~1/sqrt(80) of their level: a swing of a few of those
+    is noise; the same swing with batch 512 behind each step is not."""
+    s = healthy()
+    rng = np.random.default_rng(0)
+    s.loss = list(1.0 + 0.1 * rng.standard_normal(len(s.loss)))
+    s.epoch_train_loss = [1.0] * len(s.epoch_train_loss)
+    s.batch_size = 8
+    assert "LOSS_OSCILLATION" not in codes(s)
+    s.batch_size = 512
+    assert "LOSS_OSCILLATION" in codes(s)
 
 
 def test_val_rising_while_train_falls_is_overfitting():
