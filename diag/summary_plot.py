@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from diag.codes import Issue
+from diag.run_files import open_run_file
 from diag.series import RunSeries
 
 # A loss above this multiple of the starting loss is drawn on the panel's top edge.
@@ -235,6 +236,7 @@ def plot_summary(
     )
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=90)
+    with open_run_file(path, "wb") as fh:
+        fig.savefig(fh, dpi=90, format="png")
     plt.close(fig)
     return path

@@ -206,7 +206,7 @@ def require_single_process(what: str) -> None:
 
 
 # -- one run directory ---------------------------------------------------------------
-def _quote_override(value: str) -> str:
+def quote_override(value: str) -> str:
     """A Hydra override value in single quotes (any path: spaces, '=', brackets)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -241,7 +241,7 @@ def share_run_dir(argv: list[str]) -> list[str]:
     return [
         argv[0],
         *keep,
-        f"hydra.run.dir={_quote_override(str(run_dir))}",
+        f"hydra.run.dir={quote_override(str(run_dir))}",
         "hydra.output_subdir=null",
     ]
 
