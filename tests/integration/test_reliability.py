@@ -22,6 +22,7 @@ from torch import nn
 
 from diag.hooks import EventLog, FitState, HookList
 from runner.checkpoint import load_checkpoint, read_checkpoint, save_atomic
+from runner.distributed import quote_override
 from runner.errors import UserError
 from runner.trainer import Trainer
 
@@ -137,16 +138,18 @@ def test_sigterm_and_sigint_save_a_checkpoint_write_the_report_and_say_how_to_re
 
 
 @pytest.mark.slow
-def test_the_printed_resume_command_run_in_a_shell_continues_the_same_run_directory(tmp_path):
-    """A run with its own hydra.run.dir (with a space in it) is interrupted; the command it prints, pasted into
-    a shell from another directory, continues that very directory instead of starting a fresh run."""
-    run = tmp_path / "my run"
+@pytest.mark.parametrize("name", ["my run", "a run, \"its\" 'quotes' é ü 日本"])
+def test_the_printed_resume_command_run_in_a_shell_continues_the_same_run_directory(tmp_path, name):
+    """A run with its own hydra.run.dir (spaces, commas, quotes, non-ASCII) is interrupted; the command it
+    prints, pasted into a shell from another directory, continues that very directory instead of starting
+    a fresh run (the path is quoted for Hydra's override grammar inside the shell's quoting)."""
+    run = tmp_path / name
     proc = _start(
         [
             "trainer.max_epochs=40",
             "callbacks.checkpoint.every_n_steps=5",
             "model.hidden=[64,64]",
-            f"hydra.run.dir={run}",
+            f"hydra.run.dir={quote_override(str(run))}",
         ],
         tmp_path,
     )
