@@ -310,3 +310,19 @@ def test_a_link_a_directory_or_a_non_file_in_its_place_is_refused(original, tmp_
     if "link" in kind:
         assert "symbolic link" in message and path.is_symlink()
     assert good.read_bytes() == original
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_sealed_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path, monkeypatch):
+    """The hash is no secret: a hostile file can carry a valid one. ``weights_only`` still refuses it."""
+    monkeypatch.chdir(tmp_path)
+    buffer = io.BytesIO()
+    torch.save({"format": 2, "model": _RunsCode()}, buffer)
+    path = tmp_path / "last.pt"
+    path.write_bytes(seal(buffer.getvalue()))
+    assert "holds objects other than tensors" in _refused(path)
+    assert not (tmp_path / "PWNED").exists()
