@@ -16,21 +16,28 @@ from omegaconf.errors import OmegaConfBaseException
 from runner import distributed
 from runner.conf_dir import CONF_DIR
 from runner.errors import Interrupted, UserError, report_error
-from runner.run_dir import claim, discard_if_unused
+from runner.run_dir import claim, discard_if_unused, release
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     """The Hydra task: one line and exit code 2 for user errors, the objective value otherwise."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    from runner.report import finished_job, objective_of, report_failed_job
+
     try:
         distributed.publish_run_dir(run_dir)  # rank 0 under torchrun: the other ranks wait for this
         if distributed.is_rank_zero():
             claim(run_dir)  # already held when main() could claim it before Hydra wrote into it
+    except UserError as exc:  # a directory that is not ours to write: nothing is written into it
+        report_error(exc)
+        if multirun:
+            return objective_of({}, cfg.get("objective_penalty"))
+        sys.exit(exc.exit_code)
+    try:
         from runner import app
-        from runner.report import finished_job, objective_of
 
-        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         done = finished_job(run_dir) if multirun else None
         if done is not None:  # a relaunched sweep: this job finished before, with these overrides
             print(f"job {run_dir.name} already finished ({run_dir}/report.json): skipped")
@@ -38,10 +45,9 @@ def hydra_main(cfg: DictConfig) -> float:
         return app.run(cfg, run_dir)
     except UserError as exc:
         report_error(exc)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # one bad job of a sweep is recorded as failed and the sweep goes on to the next
-            from runner.report import report_failed_job
-
+        if (
+            multirun
+        ):  # one bad job of a sweep is recorded as failed and the sweep goes on to the next
             return report_failed_job(run_dir, str(exc), cfg.get("objective_penalty"))
         if distributed.is_rank_zero():  # a start refused before any work leaves no directory behind
             discard_if_unused(run_dir)
@@ -52,6 +58,9 @@ def hydra_main(cfg: DictConfig) -> float:
         ):  # every rank stops; rank 0 saved the checkpoint and says where
             print(str(exc), file=sys.stderr)
         sys.exit(exc.exit_code)
+    finally:
+        if multirun:  # a long sweep in one process holds one lock at a time, not one per job
+            release(run_dir)
 
 
 def claim_given_run_dir(args: list[str]) -> Path | None:

@@ -160,8 +160,13 @@ def read_checkpoint(path: Path) -> Any:
             raise UserError(
                 f"checkpoint {path} is a directory, not a file: remove it, or give trainer.resume a .pt file"
             ) from None
+        fix = (
+            "give trainer.resume a .pt file"
+            if exc.errno == errno.EISDIR
+            else "check its permissions"
+        )
         raise UserError(
-            f"checkpoint {path} cannot be read ({exc.strerror or exc}): check its permissions"
+            f"checkpoint {path} cannot be read ({exc.strerror or exc}): {fix}"
         ) from None
     why = unseal_error(data)
     if why is not None:

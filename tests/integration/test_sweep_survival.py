@@ -79,12 +79,18 @@ def test_a_killed_grid_sweep_relaunched_skips_the_jobs_that_finished(tmp_path):
     proc = _start(args, tmp_path)
     _kill_when(proc, lambda: (sweep / "0" / "report.json").is_file() and (sweep / "1").is_dir())
     assert not (sweep / "2" / "report.json").exists()
-    first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (sweep / "0").glob("*.*") if p.is_file()}
+    first = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (sweep / "0").glob("*.*")
+        if p.is_file() and p.name != ".lock"
+    }
     again = run_cli(args, tmp_path, env=SINGLE_THREAD)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"job 0 already finished ({sweep / '0'}/report.json): skipped" in again.stdout
     assert {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (sweep / "0").glob("*.*") if p.is_file()
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (sweep / "0").glob("*.*")
+        if p.is_file() and p.name != ".lock"
     } == first
     for job in ("1", "2"):
         assert _report(sweep / job)["completed"] is True
@@ -100,7 +106,8 @@ def test_a_killed_optuna_study_continues_from_its_sqlite_storage(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     args = ["-m", "hparams_search=lr_optuna", *TINY]
     proc = _start([*args, "hydra.sweeper.n_trials=5"], tmp_path)
-    _kill_when(proc, lambda: len(list(tmp_path.glob("multirun/*/*/report.json"))) >= 2)
+    # job 2 starts once the sweeper told the study trials 0 and 1
+    _kill_when(proc, lambda: any(tmp_path.glob("multirun/*/2/.hydra")))
     storage = f"sqlite:///{tmp_path / 'optuna' / 'lr_search.db'}"
     done = [
         t
