@@ -244,7 +244,8 @@ def build(cfg: DictConfig, run_dir: Path, session: Any = None) -> Run:
                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}): "
                 "resume with the config it was trained with"
             ) from None
-        r.finished = finished_report(run_dir, payload, trainer)
+        # an AutoTrainer attempt is never skipped: its hook re-asks for the guided restart it stopped for
+        r.finished = finished_report(run_dir, payload, trainer) if session is None else None
         log.info("resumed from %s at epoch %d (step %d)", resume_path, state.epoch + 1, state.step)
     if (
         ddp
