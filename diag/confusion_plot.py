@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diag.run_files import open_run_file
+
 ANNOTATE_UP_TO = 20  # classes; beyond this the counts would not fit in their cells
 
 
@@ -68,6 +70,10 @@ def plot_confusion(
     matrix: Sequence[Sequence[float]], class_names: Sequence[str], path: Path, title: str = ""
 ) -> Path:
     """Draw :func:`confusion_figure` to ``path`` (PNG) and return the path."""
+    import matplotlib.pyplot as plt
+
     fig = confusion_figure(matrix, class_names, title)
-    fig.savefig(path, dpi=90)
+    with open_run_file(Path(path), "wb") as fh:  # never through a link planted in the run directory
+        fig.savefig(fh, dpi=90, format="png")
+    plt.close(fig)
     return Path(path)

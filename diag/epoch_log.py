@@ -23,6 +23,7 @@ from typing import IO, Any
 import torch
 
 from diag.hooks import FitState, Hook, finite_or_none
+from diag.run_files import open_run_file, write_run_text
 
 FOLD_EVERY = 64  # steps of gradient norms reduced together (one stack and three reductions)
 
@@ -148,7 +149,7 @@ class EpochJSONL(Hook):
     def _append(self, directory: Path, name: str, record: dict[str, Any]) -> None:
         fh = self._files.get(name)
         if fh is None or fh.closed:
-            fh = self._files[name] = (directory / name).open("a", encoding="utf-8")
+            fh = self._files[name] = open_run_file(directory / name, "a")
         fh.write(json.dumps(record) + "\n")
         fh.flush()  # readers (and a run killed next) see every finished epoch
 
@@ -187,4 +188,4 @@ def _truncate_after(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, AttributeError):
             continue
-    path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    write_run_text(path, "".join(k + "\n" for k in kept))

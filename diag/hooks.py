@@ -17,9 +17,11 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import IO, Any, Protocol
 
 import torch
+
+from diag.run_files import open_run_file
 
 log = logging.getLogger("diag")
 
@@ -32,14 +34,14 @@ class EventLog:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._fh: TextIO | None = None
+        self._fh: IO[Any] | None = None
 
     def write(self, kind: str, **fields: Any) -> dict[str, Any]:
         record = {"kind": kind, "time": round(time.time(), 3), **fields}
         if self.path is not None:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = self.path.open("a", encoding="utf-8")
+                self._fh = open_run_file(self.path, "a")
             self._fh.write(json.dumps(record, default=_json_default) + "\n")
             self._fh.flush()
         return record

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from diag.codes import SEVERITY_RANK
+from diag.run_files import write_run_text
 
 
 def status_of(issues: list[dict[str, Any]]) -> str:
@@ -157,5 +158,5 @@ def action_line(action: dict[str, Any]) -> str:
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     """Write ``report.json`` and ``report.md`` into ``run_dir``."""
     run_dir = Path(run_dir)
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (run_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    write_run_text(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    write_run_text(run_dir / "report.md", render_markdown(report))

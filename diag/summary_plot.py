@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from diag.codes import Issue
+from diag.run_files import open_run_file
 from diag.series import RunSeries
 
 # A loss beyond this multiple of the starting loss is a blow-up: the panel spans start to peak on a log axis.
@@ -31,7 +32,8 @@ def plot_summary(
 
     fig = summary_figure(series, issues, annotations, final_lr)
     path = Path(path)
-    fig.savefig(path, dpi=90)
+    with open_run_file(path, "wb") as fh:  # never through a link planted in the run directory
+        fig.savefig(fh, dpi=90, format="png")
     plt.close(fig)
     return path
 

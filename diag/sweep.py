@@ -76,36 +76,58 @@ def _as_float(text: Any) -> float | None:
         return None
 
 
+class MalformedRun(ValueError):
+    """A job directory whose files are not what the runner writes: skipped and counted, not fatal."""
+
+
+def _require(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, kind):
+        raise MalformedRun(f"{what} is {type(value).__name__}")
+    return value
+
+
 def read_run(run_dir: Path) -> SweepRun:
-    """One run directory → :class:`SweepRun` (a missing report means the run failed)."""
+    """One run directory → :class:`SweepRun` (a missing report means the run failed).
+
+    Raises :class:`MalformedRun` (naming the file) when a file is not what the runner writes.
+    """
     run = SweepRun(path=run_dir, name=run_dir.name)
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    if overrides_file.exists():
-        run.overrides = [str(o) for o in (_load_yaml(overrides_file) or [])]
-    for o in run.overrides:
-        key, _, value = o.partition("=")
-        if key.lstrip("+~") == LR_KEY:
-            run.lr = _as_float(value)
-    report_file = run_dir / "report.json"
-    report: dict[str, Any] = {}
-    if report_file.exists():
-        try:
-            report = json.loads(report_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{report_file} is not valid JSON ({exc})") from None
-    if run.lr is None:
-        run.lr = _lr_from_config(run_dir, report)
-    if not report:
-        return run
-    m = report.get("metrics", {})
-    run.status = str(report.get("status", "unknown"))
-    run.codes = [str(i.get("code")) for i in report.get("issues", [])]
+    try:
+        if overrides_file.exists():
+            listed = _require(_load_yaml(overrides_file) or [], list, "overrides.yaml")
+            run.overrides = [str(o) for o in listed]
+        for o in run.overrides:
+            key, _, value = o.partition("=")
+            if key.lstrip("+~") == LR_KEY:
+                run.lr = _as_float(value)
+        report_file = run_dir / "report.json"
+        report: dict[str, Any] = {}
+        if report_file.exists():
+            try:
+                loaded = json.loads(report_file.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise MalformedRun(f"report.json is not valid JSON ({exc})") from None
+            report = _require(loaded, dict, "report.json")
+        if run.lr is None:
+            run.lr = _lr_from_config(run_dir, report)
+        if not report:
+            return run
+        m = _require(report.get("metrics", {}), dict, "report.json metrics")
+        issues = _require(report.get("issues", []), list, "report.json issues")
+        run.status = str(report.get("status", "unknown"))
+        run.codes = [str(_require(i, dict, "a report.json issue").get("code")) for i in issues]
+    except OSError as exc:
+        raise MalformedRun(f"unreadable ({exc.strerror or exc})") from None
+    except ValueError as exc:  # a file that is not valid YAML
+        raise MalformedRun(str(exc)) from None
     run.best_val_loss = _finite(m.get("best_val_loss"))
     run.final_val_loss = _finite(m.get("final_val_loss"))
     run.val_acc = _finite(m.get("final_val_acc"))
     run.test_acc = _finite(m.get("test_acc"))
-    run.epochs = m.get("epochs")
-    ran = bool(m.get("epochs"))
+    epochs = m.get("epochs")
+    run.epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
+    ran = bool(run.epochs)
     # report.json writes NaN/Inf as null: a loss that trained but is null went non-finite
     nonfinite = any(
         k in m and _finite(m[k]) is None
@@ -158,12 +180,13 @@ def _stopped_line(runs: list[SweepRun]) -> str | None:
 def _lr_from_config(run_dir: Path, report: dict[str, Any]) -> float | None:
     """The LR when it was not overridden: the composed config's value, or the finder's for ``lr=auto``."""
     finder = report.get("lr_finder") or {}
-    if _finite(finder.get("suggested_lr")) is not None:
+    if isinstance(finder, dict) and _finite(finder.get("suggested_lr")) is not None:
         return float(finder["suggested_lr"])
     config_file = run_dir / ".hydra" / "config.yaml"
     if config_file.exists():
-        cfg = _load_yaml(config_file) or {}
-        return _as_float((cfg.get("optimizer") or {}).get("lr"))
+        cfg = _require(_load_yaml(config_file) or {}, dict, "config.yaml")
+        optimizer = cfg.get("optimizer") or {}
+        return _as_float(optimizer.get("lr")) if isinstance(optimizer, dict) else None
     return None
 
 
@@ -194,11 +217,17 @@ def summarize(sweep_dir: str | Path, write: bool = True) -> dict[str, Any]:
             f"{sweep_dir} is not a directory: pass a multirun sweep directory "
             "(e.g. outputs/multirun/<timestamp>)"
         )
-    runs = [read_run(p) for p in find_runs(sweep_dir)]
-    if not runs:
+    found = find_runs(sweep_dir)
+    if not found:
         raise ValueError(
             f"no run directories in {sweep_dir}: expected <sweep>/<job>/.hydra or report.json"
         )
+    runs, skipped = [], []
+    for path in found:
+        try:
+            runs.append(read_run(path))
+        except MalformedRun as exc:  # one damaged job does not hide the others
+            skipped.append({"path": str(path), "name": path.name, "why": str(exc)})
     common = (
         [o for o in runs[0].overrides if all(o in r.overrides for r in runs)]
         if len(runs) > 1
@@ -219,6 +248,7 @@ def summarize(sweep_dir: str | Path, write: bool = True) -> dict[str, Any]:
         "common_overrides": common,
         "best": best.to_dict() if best else None,
         "optuna": _optuna_result(sweep_dir),
+        "skipped": skipped,
     }
     summary["table"] = render_table(runs, common)
     if write:
@@ -232,7 +262,12 @@ def _optuna_result(sweep_dir: Path) -> dict[str, Any] | None:
     path = sweep_dir / "optimization_results.yaml"
     if not path.exists():
         return None
-    data = _load_yaml(path) or {}
+    try:
+        data = _load_yaml(path) or {}
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
     return {"best_params": data.get("best_params"), "best_value": data.get("best_value")}
 
 
@@ -315,7 +350,8 @@ def render_text(summary: dict[str, Any]) -> str:
     if stopped:
         lines.append(stopped)
     if failed:
-        lines.append("failed (no report.json): " + ", ".join(failed))
+        lines.append("failed: " + ", ".join(failed))
+    lines += _skipped_lines(summary)
     if summary.get("optuna"):
         lines.append(
             f"optuna: best params {summary['optuna']['best_params']}, best value "
@@ -324,6 +360,15 @@ def render_text(summary: dict[str, Any]) -> str:
     if summary.get("written"):
         lines.append("wrote " + ", ".join(summary["written"]))
     return "\n".join(lines)
+
+
+def _skipped_lines(summary: dict[str, Any]) -> list[str]:
+    skipped = summary.get("skipped") or []
+    if not skipped:
+        return []
+    return [f"skipped {len(skipped)} malformed job(s):"] + [
+        f"  {s['name']}: {s['why']}" for s in skipped
+    ]
 
 
 def render_markdown(summary: dict[str, Any], runs: list[SweepRun], best: SweepRun | None) -> str:
@@ -347,6 +392,8 @@ def render_markdown(summary: dict[str, Any], runs: list[SweepRun], best: SweepRu
     stopped = _stopped_line(runs)
     if stopped:
         lines += [stopped[0].upper() + stopped[1:] + ".", ""]
+    if summary.get("skipped"):
+        lines += ["\n".join(_skipped_lines(summary)).replace("\n  ", "\n- ") + "", ""]
     if summary.get("optuna"):
         lines += [
             f"Optuna: best params `{summary['optuna']['best_params']}`, best value "
@@ -516,8 +563,10 @@ def run(args: argparse.Namespace) -> int:
     """Summarise, print, write; a missing or empty directory is a one-line error with exit code 2."""
     try:
         summary = summarize(args.sweep_dir, write=not args.no_write)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"diag sweep: {exc}", file=sys.stderr)
+        if args.json:  # a script reading stdout gets JSON either way
+            print(json.dumps({"error": str(exc), "sweep_dir": str(args.sweep_dir)}))
         return EXIT_USAGE
     print(json.dumps(summary, indent=2) if args.json else render_text(summary))
     return 0

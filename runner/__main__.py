@@ -9,26 +9,46 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from runner import distributed
 from runner.conf_dir import CONF_DIR
 from runner.errors import Interrupted, UserError, report_error
-from runner.run_dir import discard_if_unused
+from runner.run_dir import claim, discard_if_unused, release
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     """The Hydra task: one line and exit code 2 for user errors, the objective value otherwise."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    from runner.report import finished_job, objective_of, report_failed_job
+
     try:
         distributed.publish_run_dir(run_dir)  # rank 0 under torchrun: the other ranks wait for this
+        if distributed.is_rank_zero():
+            claim(run_dir)  # already held when main() could claim it before Hydra wrote into it
+    except UserError as exc:  # a directory that is not ours to write: nothing is written into it
+        report_error(exc)
+        if multirun:
+            return objective_of({}, cfg.get("objective_penalty"))
+        sys.exit(exc.exit_code)
+    try:
         from runner import app
 
+        done = finished_job(run_dir) if multirun else None
+        if done is not None:  # a relaunched sweep: this job finished before, with these overrides
+            print(f"job {run_dir.name} already finished ({run_dir}/report.json): skipped")
+            return objective_of(done, cfg.get("objective_penalty"))
         return app.run(cfg, run_dir)
     except UserError as exc:
         report_error(exc)
+        if (
+            multirun
+        ):  # one bad job of a sweep is recorded as failed and the sweep goes on to the next
+            return report_failed_job(run_dir, str(exc), cfg.get("objective_penalty"))
         if distributed.is_rank_zero():  # a start refused before any work leaves no directory behind
             discard_if_unused(run_dir)
         sys.exit(exc.exit_code)
@@ -38,12 +58,44 @@ def hydra_main(cfg: DictConfig) -> float:
         ):  # every rank stops; rank 0 saved the checkpoint and says where
             print(str(exc), file=sys.stderr)
         sys.exit(exc.exit_code)
+    finally:
+        if multirun:  # a long sweep in one process holds one lock at a time, not one per job
+            release(run_dir)
+
+
+def claim_given_run_dir(args: list[str]) -> Path | None:
+    """Own the run directory named on the command line (``hydra.run.dir=...``) before Hydra writes into it.
+
+    A second run into a directory in use is refused here, before its config or log could overwrite
+    the first one's. Directories Hydra names itself (fresh timestamps, multirun jobs, interpolations)
+    are claimed first thing in the task instead. Returns the directory claimed.
+    """
+    if any(
+        a in ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-c", "--cfg")
+        for a in args
+    ):
+        return None
+    given = [a for a in args if a.startswith("hydra.run.dir=")]
+    if not given or not distributed.is_rank_zero():
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        value = OverridesParser.create().parse_overrides(given[-1:])[0].value()
+    except HydraException:
+        return None  # Hydra reports the override it cannot parse, in one line
+    if not isinstance(value, str) or "${" in value:
+        return None
+    run_dir = Path(value)
+    claim(run_dir)
+    return run_dir
 
 
 def main() -> None:
     """``python -m runner`` / ``runner``: agree on one run directory across torchrun's ranks, then run Hydra."""
     try:
         sys.argv = distributed.share_run_dir(sys.argv)
+        claimed = claim_given_run_dir(sys.argv[1:])
     except UserError as exc:
         report_error(exc)
         sys.exit(exc.exit_code)
@@ -60,6 +112,8 @@ def main() -> None:
         from runner.hydra_errors import one_line
 
         report_error(UserError(one_line(exc, CONF_DIR)))
+        if claimed is not None:  # composition failed: the directory claimed for it goes if unused
+            discard_if_unused(claimed)
         sys.exit(UserError.exit_code)
     except BaseException:
         distributed.teardown()

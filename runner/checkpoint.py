@@ -8,12 +8,16 @@ end of the fit and on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
+import logging
 import os
 import pickle
+import stat
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,67 +26,167 @@ import torch
 
 from diag.hooks import FitState, Hook
 from diag.training_state import to_cpu
+from runner.checkpoint_schema import check_payload
 from runner.errors import UserError
+from runner.run_dir import remove_orphans
 from runner.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+SEAL = b"runner-sha256:"  # the zip comment that carries the archive's sha256
+_SEAL_LEN = len(SEAL) + 64
+_EOCD = b"PK\x05\x06"  # the zip end-of-central-directory record: 22 bytes, then its comment
+
+
+def seal(archive: bytes) -> bytes:
+    """``torch.save``'s zip archive with its sha256 in the zip comment (``torch.load`` still reads it).
+
+    The hash covers every byte before the comment, so a flipped bit or a truncation anywhere is caught
+    before the payload is unpickled, and the file stays an ordinary checkpoint for any other tool.
+    """
+    if archive[-22:-18] != _EOCD or archive[-2:] != b"\x00\x00":
+        raise ValueError("torch.save did not end its archive with an empty zip comment")
+    body = archive[:-2] + _SEAL_LEN.to_bytes(2, "little")
+    return body + SEAL + hashlib.sha256(body).hexdigest().encode()
+
+
+def unseal_error(data: bytes) -> str | None:
+    """Why ``data`` is not a sealed checkpoint whose hash matches, or None when it is."""
+    if len(data) < 22 + _SEAL_LEN or data[-_SEAL_LEN:-64] != SEAL:
+        return "no integrity record at its end (truncated, or not written by this runner)"
+    body, digest = data[:-_SEAL_LEN], data[-64:]
+    if body[-22:-18] != _EOCD or int.from_bytes(body[-2:], "little") != _SEAL_LEN:
+        return "its integrity record is damaged"
+    if hashlib.sha256(body).hexdigest().encode() != digest:
+        return "its sha256 does not match its contents (a changed or damaged file)"
+    return None
+
+
+def serialize(payload: dict[str, Any]) -> bytes:
+    """The sealed bytes of a checkpoint (serialised in memory: the disk sees one plain write)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return seal(buffer.getvalue())
+
+
+def check_target(path: Path, folder: bool = False) -> None:
+    """A run file's place holds a regular file (a ``folder``: a directory) or nothing; a symlink or the
+    other kind there is refused."""
+    if path.is_symlink():
+        raise UserError(
+            f"{path} is a symbolic link: the runner does not write or read run files through links; "
+            "remove it (or choose another hydra.run.dir)"
+        )
+    if path.exists() and (not path.is_dir() if folder else not path.is_file()):
+        want, found = (
+            ("folder", "a file") if folder else ("file", "a directory (or other non-file)")
+        )
+        raise UserError(
+            f"{path} is {found} where a {want} belongs: remove it, or choose another hydra.run.dir"
+        )
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """Write to a temporary file in the same folder, flush and fsync, then rename over ``path``.
 
-    A crash mid-write leaves the previous checkpoint intact.
+    A crash mid-write leaves the previous checkpoint intact. The temporary file is created new
+    (``mkstemp``: never through a link); a symlink or directory at ``path`` is refused, not replaced.
     """
     tmp = None
     try:
+        data = serialize(payload)
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_target(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # torch.save reports a short write as a RuntimeError
         if tmp:
             Path(tmp).unlink(missing_ok=True)
-        kept = " (the previous checkpoint is intact)" if path.exists() else ""
+        kept = " (the previous checkpoint is intact)" if path.is_file() else ""
         why = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:120]
-        raise UserError(
-            f"cannot write checkpoint {path}: {why}{kept}; free disk space or "
-            "point paths.log_dir at a writable directory"
-        ) from None
+        fix = (
+            "make it writable or point paths.log_dir at a writable directory"
+            if isinstance(exc, PermissionError)
+            else "free disk space or point paths.log_dir at a writable directory"
+        )
+        raise UserError(f"cannot write checkpoint {path}: {why}{kept}; {fix}") from None
     except BaseException:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely; a missing, truncated, corrupt or code-carrying file is a :class:`UserError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist: check trainer.resume")
+def read_run_file(path: Path) -> bytes:
+    """The bytes of a regular file, opened without following a symbolic link (``O_NOFOLLOW``)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely: :func:`read_checkpoint`, then every field's type and range
+    (:func:`runner.checkpoint_schema.check_payload`); any failure is one :class:`UserError`.
+    """
+    payload = read_checkpoint(path)
+    check_payload(payload, Path(path))
+    return payload
+
+
+def read_checkpoint(path: Path) -> Any:
+    """The payload of a sealed file: not through a link, hash checked, then ``weights_only`` unpickling."""
+    path = Path(path)
+    try:
+        data = read_run_file(path)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist: check trainer.resume") from None
+    except OSError as exc:
+        if path.is_symlink():
+            raise UserError(
+                f"checkpoint {path} is a symbolic link: refused (a planted link could point anywhere); "
+                "give the real file to trainer.resume"
+            ) from None
+        if path.is_dir():
+            raise UserError(
+                f"checkpoint {path} is a directory, not a file: remove it, or give trainer.resume a .pt file"
+            ) from None
+        fix = (
+            "give trainer.resume a .pt file"
+            if exc.errno == errno.EISDIR
+            else "check its permissions"
+        )
+        raise UserError(
+            f"checkpoint {path} cannot be read ({exc.strerror or exc}): {fix}"
+        ) from None
+    why = unseal_error(data)
+    if why is not None:
+        raise UserError(
+            f"checkpoint {path} was refused: {why}; use another checkpoint or start without "
+            "trainer.resume"
+        )
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"checkpoint {path} was refused: it holds objects other than tensors and plain data "
             f"({first[:120]}); only load checkpoints you trust and that this runner wrote"
         ) from None
-    except (
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        OSError,
-        ValueError,
-        IndexError,
-        KeyError,
-    ) as exc:
+    except Exception as exc:  # torch's reader fails in many ways on bytes it did not write
         raise UserError(
-            f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}): "
+            f"checkpoint {path} is corrupt ({type(exc).__name__}): "
             "use another checkpoint or start without trainer.resume"
         ) from None
-    if not isinstance(payload, dict) or "model" not in payload:
-        raise UserError(f"checkpoint {path} is not a runner checkpoint (no 'model' entry)")
     return payload
 
 
@@ -279,7 +383,13 @@ class CheckpointHook(Hook):
     def on_fit_start(self, state: FitState) -> None:
         self._dir = None
         if state.run_dir is not None:
-            self._folder(state)
+            folder = self._folder(state)
+            if state.is_rank_zero:  # before any step: a bad place for a checkpoint costs no work
+                check_target(folder, folder=True)
+                for name in ("last.pt", "best.pt"):
+                    check_target(folder / name)
+                for tmp in remove_orphans(folder):
+                    log.info("removed %s, left by a writer that was killed", tmp)
         self._last_save = self.clock()
         self._saved_step = (
             -1

@@ -206,9 +206,13 @@ def require_single_process(what: str) -> None:
 
 
 # -- one run directory ---------------------------------------------------------------
-def _quote_override(value: str) -> str:
-    """A Hydra override value in single quotes (any path: spaces, '=', brackets)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def quote_override(value: str) -> str:
+    """A Hydra override value quoted for Hydra's grammar (any path: spaces, commas, '=', brackets, quotes).
+
+    Double quotes unless the value holds one, so the shell quoting around it stays readable.
+    """
+    q = "'" if '"' in value else '"'
+    return q + value.replace("\\", "\\\\").replace(q, "\\" + q) + q
 
 
 def share_run_dir(argv: list[str]) -> list[str]:
@@ -241,7 +245,7 @@ def share_run_dir(argv: list[str]) -> list[str]:
     return [
         argv[0],
         *keep,
-        f"hydra.run.dir={_quote_override(str(run_dir))}",
+        f"hydra.run.dir={quote_override(str(run_dir))}",
         "hydra.output_subdir=null",
     ]
 

@@ -58,7 +58,8 @@ def interrupted(state: FitState, trainer: Trainer, hooks: HookList, run_dir: Pat
     saved = None
     for h in hooks:
         if isinstance(h, CheckpointHook):
-            saved = h.save_now(state, mid_epoch=True)
+            # an epoch with its history row is done: the checkpoint resumes at the next one
+            saved = h.save_now(state, mid_epoch=len(state.history) <= state.epoch)
     report_run(state, run_dir, trainer.best_val_loss, completed=False, interrupted=name)
     state.events.write(
         "interrupted",

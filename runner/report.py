@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shlex
@@ -12,6 +13,7 @@ import yaml
 
 from diag.hooks import FitState
 from diag.report import build_report, next_lr, write_report
+from diag.run_files import write_run_text
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,78 @@ def report_run(
     if state.is_rank_zero:
         write_report(run_dir, report)
     return report
+
+
+def finished_report(run_dir: Path, payload: dict[str, Any], trainer: Any) -> dict[str, Any] | None:
+    """The run's ``report.json`` when it says the run completed at the checkpoint's step, else None.
+
+    A run resumed after it finished has nothing to train: its report stays byte for byte as it is. A
+    run killed after its last checkpoint but before its report is not finished: it tests and reports.
+    """
+    path = Path(run_dir) / "report.json"
+    if payload.get("mid_epoch") or not path.is_file() or path.is_symlink():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or report.get("completed") is not True:
+        return None
+    metrics = report.get("metrics")
+    if not isinstance(metrics, dict) or metrics.get("steps") != payload.get("step"):
+        return None
+    at_end = trainer.start_epoch >= trainer.max_epochs or bool(
+        trainer.max_steps and payload["step"] >= trainer.max_steps
+    )
+    return report if at_end or report.get("stopped") else None
+
+
+def finished_job(run_dir: Path) -> dict[str, Any] | None:
+    """A sweep job's report when its ``report.json`` says it completed with this launch's overrides.
+
+    A killed sweep relaunched into its own ``hydra.sweep.dir`` skips the jobs that finished (their
+    files untouched) and runs the others.
+    """
+    path = Path(run_dir) / "report.json"
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or report.get("completed") is not True:
+        return None
+    if report.get("status") == "failed" or report.get("command") != run_command(run_dir):
+        return None
+    return report
+
+
+def objective_of(report: dict[str, Any], penalty: Any) -> float:
+    """What a finished run returns to a sweeper: its best validation loss, else ``objective_penalty``."""
+    metrics = report.get("metrics")
+    best = metrics.get("best_val_loss") if isinstance(metrics, dict) else None
+    if isinstance(best, (int, float)) and math.isfinite(best):
+        return float(best)
+    try:
+        return float(penalty)
+    except (TypeError, ValueError):
+        return 1e3
+
+
+def report_failed_job(run_dir: Path, error: str, penalty: Any) -> float:
+    """A sweep job refused before training: ``report.json`` says failed and why; the sweeper gets
+    ``objective_penalty`` (the sweep goes on to its next job)."""
+    report = {
+        "status": "failed",
+        "completed": False,
+        "error": error,
+        "issues": [],
+        "metrics": {},
+        "command": run_command(run_dir),
+    }
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_run_text(Path(run_dir) / "report.json", json.dumps(report, indent=2) + "\n")
+    return objective_of(report, penalty)
 
 
 def _hydra_dir(run_dir: Path) -> Path | None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 from pathlib import Path
 
+from runner.distributed import quote_override
 from runner.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -23,11 +25,12 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
         return None
     if resume == "auto":
         last = Path(run_dir) / "checkpoints" / "last.pt"
-        return last if last.is_file() else None
+        # anything there (a directory, a link) is the loader's to refuse, before any training
+        return last if os.path.lexists(last) else None
     path = Path(str(resume)).expanduser()
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise UserError(
             f"trainer.resume={resume}: no checkpoint at {path}; give a .pt file, a run directory "
             "with checkpoints/last.pt, or trainer.resume=auto"
@@ -57,12 +60,14 @@ def previous_unfinished_run(run_dir: Path, log_dir: Path, overrides: list[str]) 
         try:
             import yaml
 
-            theirs = yaml.safe_load((candidate / ".hydra" / "overrides.yaml").read_text()) or []
+            theirs = yaml.safe_load((candidate / ".hydra" / "overrides.yaml").read_text())
             report = candidate / "report.json"
-            finished = report.is_file() and json.loads(report.read_text()).get("completed", False)
-        except (OSError, ValueError, yaml.YAMLError):
+            done = json.loads(report.read_text()) if report.is_file() else {}
+        except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # an unreadable run is not the one this command made: look further
+        if not isinstance(theirs, list) or not isinstance(done, dict):
             continue
-        if not finished and _task_overrides([str(o) for o in theirs]) == want:
+        if not done.get("completed", False) and _task_overrides([str(o) for o in theirs]) == want:
             return candidate
     return None
 
@@ -85,8 +90,10 @@ def resume_command(hydra_overrides: list[str], task_overrides: list[str], run_di
         if not o.startswith(("hydra.mode=", "hydra.run.dir=", "hydra.sweep."))
     ]
     keep += [o for o in task_overrides if not o.startswith("trainer.resume=")]
+    # quoted twice: for Hydra's override grammar (spaces, commas, quotes), then for the shell
+    where = quote_override(str(top.resolve()))
     return shlex.join(
-        ["python", "-m", "runner", *keep, f"hydra.run.dir={top.resolve()}", "trainer.resume=auto"]
+        ["python", "-m", "runner", *keep, f"hydra.run.dir={where}", "trainer.resume=auto"]
     )
 
 

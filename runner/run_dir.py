@@ -1,12 +1,126 @@
-"""The run directory's life: a start refused before any work leaves nothing behind."""
+"""The run directory's life: owned by one process at a time, free of planted links, and a start refused
+before any work leaves nothing behind."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
 import shutil
 from pathlib import Path
 
-# what Hydra writes into a fresh run directory before the task function runs
-HYDRA_ONLY = {".hydra", "train.log"}
+from runner.errors import UserError
+
+LOCK = ".lock"
+# what Hydra (and the lock) write into a fresh run directory before the task function runs
+HYDRA_ONLY = {".hydra", "train.log", LOCK}
+# the folders whose entries the runner reads or writes (besides the run directory itself)
+_WATCHED = (".hydra", "checkpoints", "tb")
+
+_held: dict[
+    Path, int
+] = {}  # run directory -> the descriptor holding its lock (for this process's life)
+
+
+def _unwritable(run_dir: Path, exc: OSError) -> UserError:
+    return UserError(
+        f"run directory {run_dir} is not writable ({exc.strerror or exc}): make it writable, or point "
+        "paths.log_dir or hydra.run.dir at a writable directory"
+    )
+
+
+def claim(run_dir: Path) -> None:
+    """Own ``run_dir`` until this process ends: an exclusive ``flock`` on ``<run_dir>/.lock``.
+
+    A second run into the same directory is refused (one line, exit 2) before it writes anything;
+    a directory that cannot be created or written, or that holds symbolic links where run files
+    belong, is refused the same way. Claiming a directory this process holds is a no-op.
+    """
+    run_dir = Path(os.path.abspath(run_dir))
+    if run_dir in _held:
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(
+            f"hydra.run.dir={run_dir}: a file is in the way (the path or one of its parents is a "
+            "file); choose another directory"
+        ) from None
+    except OSError as exc:
+        raise _unwritable(run_dir, exc) from None
+    refuse_links(run_dir)
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise _unwritable(run_dir, exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise UserError(
+            f"run directory {run_dir} is in use by another run (pid {holder}): wait for it to end, "
+            "or choose another hydra.run.dir"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # a directory that takes the lock file but no other new file (read-only remount, no space)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        os.close(fd)
+        raise _unwritable(run_dir, exc) from None
+    _held[run_dir] = fd
+    remove_orphans(run_dir / "checkpoints")  # ours now: a killed writer's leftovers go
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed checkpoint writer left (``.last.pt.*.tmp``); returns them.
+
+    Called with the run directory locked, so no other writer owns them.
+    """
+    removed = []
+    for tmp in folder.glob(".*.pt.*.tmp") if folder.is_dir() else ():
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def refuse_links(run_dir: Path) -> None:
+    """Refuse a run directory with symbolic links where the runner reads or writes its files.
+
+    Writers open with ``O_NOFOLLOW`` as well; this says so once, up front, naming the link.
+    """
+    folders = [run_dir, *(run_dir / name for name in _WATCHED)]
+    folders += [p for p in run_dir.glob("attempt-*") if p.is_dir() and not p.is_symlink()]
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        except NotADirectoryError:
+            entries = []
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                continue
+            raise _unwritable(folder, exc) from None
+        for entry in entries:
+            if entry.is_symlink():
+                raise UserError(
+                    f"{entry.path} is a symbolic link: the runner does not read or write run files "
+                    "through links (one could point anywhere); remove it, or choose another "
+                    "hydra.run.dir"
+                )
+
+
+def release(run_dir: Path) -> None:
+    """Give up the lock on ``run_dir`` (a refused start, before its directory is discarded)."""
+    fd = _held.pop(Path(os.path.abspath(run_dir)), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def discard_if_unused(run_dir: Path) -> bool:
@@ -20,5 +134,6 @@ def discard_if_unused(run_dir: Path) -> bool:
     log = run_dir / "train.log"
     if log.is_file() and log.read_text(encoding="utf-8", errors="replace").strip():
         return False  # something was logged: keep it for the user to read
+    release(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
     return True

@@ -15,7 +15,16 @@ from omegaconf import DictConfig
 
 
 class SweepSummaryCallback(Callback):
-    """``on_multirun_end``: summarise ``hydra.sweep.dir`` with :func:`diag.sweep.summarize` and print it."""
+    """``on_multirun_end``: summarise ``hydra.sweep.dir`` with :func:`diag.sweep.summarize` and print it.
+
+    ``on_multirun_start``: make the folder of a SQLite Optuna storage (``sqlite:///<path>``), which
+    Optuna opens before any job has created a directory.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        storage = config.hydra.sweeper.get("storage")
+        if isinstance(storage, str) and storage.startswith("sqlite:///"):
+            Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from diag.sweep import render_text, summarize

@@ -22,12 +22,14 @@ from diag.confusion_plot import plot_confusion
 from diag.hooks import EventLog, FitState, Hook, HookList
 from runner import distributed
 from runner.checkpoint import load_checkpoint
+from runner.checkpoint_schema import check_fits
 from runner.devices import check_precision, resolve_device, seed_everything
 from runner.errors import UserError
 from runner.hparams import log_hparams
 from runner.interrupts import interrupted, stop_on_signals
-from runner.report import print_summary, report_run
+from runner.report import finished_report, objective_of, print_summary, report_run
 from runner.resume import continue_previous_run, find_resume_checkpoint
+from runner.run_dir import claim
 from runner.schedulers import build_scheduler
 from runner.tensorboard_run import log_run_media, open_writer
 from runner.trainer import Trainer
@@ -54,6 +56,7 @@ class Run:
     rank: int = 0
     world_size: int = 1
     lr_finder: dict[str, Any] | None = None  # the range test's summary when optimizer.lr=auto
+    finished: dict[str, Any] | None = None  # the report of a finished run this resume found
 
 
 @dataclass
@@ -78,9 +81,20 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
             continue_previous_run(cfg.trainer.get("resume"), Path(run_dir), Path(cfg.paths.log_dir))
         )
     run_dir = Path(distributed.broadcast_object(chosen) or run_dir)
+    if distributed.is_rank_zero():
+        claim(run_dir)  # the directory trainer.resume=auto continues is owned like this launch's
     run_dir.mkdir(parents=True, exist_ok=True)
     r = build(cfg, run_dir, session)
     state, trainer = r.state, r.trainer
+    if r.finished is not None:  # nothing to train: every file of the run stays as it is
+        log.info(
+            "run %s already finished (step %s, report.json completed): nothing to do, nothing "
+            "changed; start without trainer.resume for a new run",
+            run_dir,
+            state.step,
+        )
+        objective = objective_of(r.finished, cfg.get("objective_penalty"))
+        return TrainResult(objective=objective, run_dir=run_dir, state=state)
     if state.is_rank_zero:  # only rank 0 writes TensorBoard (and every other file of the run)
         # a restart continues its attempts' step axis
         offset = int(getattr(session, "step_offset", 0))
@@ -101,8 +115,12 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
         )
         with stop_on_signals(trainer):
             trainer.fit(state, r.train_loader, r.val_loader, r.hooks)
-        if trainer.interrupted:
+        if trainer.interrupted and not fit_done(state):
             raise interrupted(state, trainer, r.hooks, run_dir)
+        if (
+            trainer.interrupted
+        ):  # the signal came after the last epoch: finishing costs one test pass
+            log.info("%s after the last epoch: testing and writing the report", trainer.interrupted)
         if r.world_size > 1:
             distributed.check_weights_in_sync(state.model)
             distributed.check_lr_in_sync(r.optimizer)
@@ -141,6 +159,12 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
     penalty = float(cfg.get("objective_penalty", 1e3))
     objective = best if math.isfinite(best) and not stopped_sick else penalty
     return TrainResult(objective=objective, run_dir=run_dir, state=state)
+
+
+def fit_done(state: FitState) -> bool:
+    """The fit ran to its end: the last epoch (or the one a hook stopped at) has its history row."""
+    ended = state.stop_training or bool(state.max_steps and state.step >= state.max_steps)
+    return ended and len(state.history) > state.epoch
 
 
 def build(cfg: DictConfig, run_dir: Path, session: Any = None) -> Run:
@@ -206,14 +230,28 @@ def build(cfg: DictConfig, run_dir: Path, session: Any = None) -> Run:
     state.scheduler = build_scheduler(schedule, optimizer, len(train_loader), trainer.max_epochs)
     r.hooks = build_hooks(cfg, session)
     if payload is not None:
+        assert resume_path is not None
+        # every field checked against what this config built before any of it is applied
+        check_fits(
+            payload,
+            resume_path,
+            model=model,
+            optimizer=optimizer,
+            scheduler=state.scheduler,
+            generator=generator,
+            steps_per_epoch=len(train_loader),
+            max_epochs=trainer.max_epochs,
+        )
         try:
             trainer.restore(state, payload, r.hooks)
-        except (RuntimeError, KeyError, ValueError) as exc:
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise UserError(
                 f"checkpoint {resume_path} does not fit this config "
-                f"({str(exc).splitlines()[0][:160]}): resume with the model and optimizer it was "
-                "trained with"
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}): "
+                "resume with the config it was trained with"
             ) from None
+        # an AutoTrainer attempt is never skipped: its hook re-asks for the guided restart it stopped for
+        r.finished = finished_report(run_dir, payload, trainer) if session is None else None
         log.info("resumed from %s at epoch %d (step %d)", resume_path, state.epoch + 1, state.step)
     if (
         ddp

@@ -23,6 +23,7 @@ from diag.gradients import global_grad_norm
 from diag.hooks import FitState, Hook
 from diag.training_state import TrainingState, apply, capture
 from runner import distributed
+from runner.checkpoint_schema import FORMAT as CHECKPOINT_FORMAT
 from runner.errors import UserError
 from runner.schedulers import horizon_change
 
@@ -434,6 +435,11 @@ class Trainer:
             copy_to_cpu=False,
         )
         return {
+            "format": CHECKPOINT_FORMAT,
+            "optimizer_class": type(state.optimizer).__name__,
+            "scheduler_class": type(state.scheduler).__name__
+            if state.scheduler is not None
+            else None,
             **training.as_dict(),
             "mid_epoch": mid_epoch,
             "batch_in_epoch": state.batch_idx + 1 if mid_epoch else 0,
@@ -475,6 +481,9 @@ class Trainer:
         state.history = list(payload.get("history", []))
         self.best_val_loss = float(payload.get("best_val_loss", math.inf))
         self.start_epoch = state.epoch + 1
+        if state.history and not payload.get("mid_epoch"):
+            # the last epoch's numbers: a run killed after its last checkpoint still reports them
+            state.metrics.update({k: v for k, v in state.history[-1].items() if "/" in k})
         if payload.get("mid_epoch"):
             self.start_epoch = state.epoch
             self.resume_batch = int(payload["batch_in_epoch"])

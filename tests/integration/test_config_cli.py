@@ -24,6 +24,6 @@ def test_a_text_file_given_as_a_checkpoint_is_one_line_and_exit_2(cli, tmp_path)
     proc = cli(f"trainer.resume={text}", "trainer.max_epochs=1")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: checkpoint {text} is truncated or corrupt (IndexError): use another checkpoint or start "
-        "without trainer.resume"
+        f"error: checkpoint {text} was refused: no integrity record at its end (truncated, or not "
+        "written by this runner); use another checkpoint or start without trainer.resume"
     ]

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from diag.hooks import FitState, Hook, HookList
-from runner.checkpoint import CheckpointHook, CheckpointWriter, load_checkpoint, save_atomic
+from runner.checkpoint import (
+    CheckpointHook,
+    CheckpointWriter,
+    load_checkpoint,
+    read_checkpoint,
+    save_atomic,
+)
 from runner.errors import UserError
 from runner.trainer import Trainer
 
@@ -32,6 +38,16 @@ class Tick(Hook):
 
     def on_train_batch_end(self, state: FitState) -> None:
         self.clock.now += self.seconds
+
+
+class StepCount(Hook):
+    """Counts the training steps taken (none, when the fit is refused at its start)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        self.steps += 1
 
 
 class StopAt(Hook):
@@ -140,7 +156,7 @@ def test_save_now_returns_once_the_file_is_complete(tmp_path):
     state.step = 99
     path = hook.save_now(state, mid_epoch=True)
     assert path is not None
-    saved = load_checkpoint(path)  # readable at once: the write finished before save_now returned
+    saved = read_checkpoint(path)  # readable at once: the write finished before save_now returned
     assert saved["step"] == 99 and saved["mid_epoch"]
 
 
@@ -150,7 +166,7 @@ def test_writer_writes_in_the_background_and_the_file_reads_back_complete(tmp_pa
     big = {"model": {"w": torch.arange(1_000_000, dtype=torch.float32)}, "step": 7}
     writer.submit(path, big)
     writer.join()
-    back = load_checkpoint(path)
+    back = read_checkpoint(path)
     assert back["step"] == 7 and torch.equal(back["model"]["w"], big["model"]["w"])
     assert writer.idle and writer.written == [path]
 
@@ -164,7 +180,7 @@ def test_a_queued_write_is_replaced_by_a_newer_one_for_the_same_file(tmp_path):
             tmp_path / "last.pt", {"model": {"w": torch.full((3,), float(step))}, "step": step}
         )
     writer.join()
-    assert load_checkpoint(tmp_path / "last.pt")["step"] == 5
+    assert read_checkpoint(tmp_path / "last.pt")["step"] == 5
     assert writer.written.count(tmp_path / "last.pt") < 5  # older queued states were dropped
 
 
@@ -177,20 +193,47 @@ def test_a_failing_background_write_keeps_the_previous_file_and_surfaces_as_a_us
     )  # unpicklable
     with pytest.raises(UserError, match="cannot write checkpoint"):
         writer.join()
-    assert load_checkpoint(path)["step"] == 1  # the previous checkpoint survived
+    assert read_checkpoint(path)["step"] == 1  # the previous checkpoint survived
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
     writer.join()  # raised once: the writer is usable again
     writer.submit(path, {"model": {"w": torch.zeros(2)}, "step": 3})
     writer.join()
-    assert load_checkpoint(path)["step"] == 3
+    assert read_checkpoint(path)["step"] == 3
 
 
-def test_an_unwritable_checkpoint_folder_fails_the_fit_end_with_the_one_line_error(tmp_path):
+def test_a_file_where_the_checkpoint_folder_belongs_stops_the_fit_before_its_first_step(tmp_path):
     (tmp_path / "checkpoints").write_text("a file where the folder should be")
-    with pytest.raises(
-        UserError, match=r"cannot write checkpoint .*(best|last)\.pt.*free disk space"
-    ):
-        _fit(tmp_path, CheckpointHook(every_minutes=None), epochs=1)
+    steps = StepCount()
+    with pytest.raises(UserError, match=r"checkpoints is a file where a folder belongs"):
+        _fit(tmp_path, CheckpointHook(every_minutes=None), steps, epochs=1)
+    assert steps.steps == 0
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink"])
+def test_a_directory_or_a_link_at_last_pt_stops_the_fit_before_its_first_step(tmp_path, kind):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    if kind == "directory":
+        (folder / "last.pt").mkdir()
+    else:
+        (folder / "last.pt").symlink_to(victim)
+    steps = StepCount()
+    with pytest.raises(UserError, match=r"last\.pt is (a directory|a symbolic link)"):
+        _fit(tmp_path, CheckpointHook(every_minutes=None), steps, epochs=1)
+    assert steps.steps == 0 and victim.read_text() == "precious"
+
+
+def test_orphan_temporary_files_of_a_killed_writer_are_removed_at_the_start(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    orphans = [folder / ".last.pt.k1l2.tmp", folder / ".best.pt.x9.tmp"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half a checkpoint")
+    (folder / "notes.tmp").write_text("not ours")
+    _fit(tmp_path, CheckpointHook(every_minutes=None), epochs=1)
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", "notes.tmp"]
 
 
 @pytest.fixture
@@ -216,4 +259,4 @@ def test_disk_full_in_the_writer_thread_is_the_same_user_error(small_disk):
     )  # 800 kB on a 256 kB disk
     with pytest.raises(UserError, match=r"cannot write checkpoint .*previous checkpoint is intact"):
         writer.join()
-    assert load_checkpoint(path)["step"] == 1
+    assert read_checkpoint(path)["step"] == 1

@@ -1,0 +1,123 @@
+"""Sweeps that survive: a job with a bad value is recorded as failed and the sweep goes on; a killed grid
+sweep relaunched into its directory skips the jobs that finished; a killed Optuna study continues from
+its SQLite storage. Real multiruns in subprocesses, killed with SIGKILL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+TINY = ["trainer.max_epochs=1", "diag=off", "data.subset=256"]
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def _report(job: Path) -> dict:
+    return json.loads((job / "report.json").read_text())
+
+
+def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "runner",
+        *args,
+        f"paths.log_dir={tmp_path}",
+        "trainer.progress=false",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **SINGLE_THREAD}
+    return subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended before the kill"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_job_with_a_bad_value_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        ["-m", "optimizer.lr=1e-3,-1,2e-3", f"hydra.sweep.dir={sweep}", *TINY],
+        tmp_path,
+        env=SINGLE_THREAD,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "error: optimizer.lr=-1 is not valid" in res.stderr
+    failed = _report(sweep / "1")
+    assert failed["status"] == "failed" and failed["completed"] is False
+    assert failed["error"].startswith("optimizer.lr=-1 is not valid")
+    for job in ("0", "2"):
+        assert _report(sweep / job)["completed"] is True
+    assert "failed: 1" in res.stdout  # the end-of-multirun summary
+
+
+@pytest.mark.slow
+def test_a_killed_grid_sweep_relaunched_skips_the_jobs_that_finished(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "optimizer.lr=1e-3,2e-3,3e-3",
+        f"hydra.sweep.dir={sweep}",
+        "trainer.resume=auto",
+        *TINY,
+    ]
+    proc = _start(args, tmp_path)
+    _kill_when(proc, lambda: (sweep / "0" / "report.json").is_file() and (sweep / "1").is_dir())
+    assert not (sweep / "2" / "report.json").exists()
+    first = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (sweep / "0").glob("*.*")
+        if p.is_file() and p.name != ".lock"
+    }
+    again = run_cli(args, tmp_path, env=SINGLE_THREAD)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"job 0 already finished ({sweep / '0'}/report.json): skipped" in again.stdout
+    assert {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (sweep / "0").glob("*.*")
+        if p.is_file() and p.name != ".lock"
+    } == first
+    for job in ("1", "2"):
+        assert _report(sweep / job)["completed"] is True
+    summary = json.loads(
+        run_cli(["sweep", str(sweep), "--json", "--no-write"], tmp_path, module="diag").stdout
+    )
+    assert [r["name"] for r in summary["runs"]] == ["0", "1", "2"] and not summary["skipped"]
+
+
+@pytest.mark.slow
+def test_a_killed_optuna_study_continues_from_its_sqlite_storage(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    args = ["-m", "hparams_search=lr_optuna", *TINY]
+    proc = _start([*args, "hydra.sweeper.n_trials=5"], tmp_path)
+    # job 2 starts once the sweeper told the study trials 0 and 1
+    _kill_when(proc, lambda: any(tmp_path.glob("multirun/*/2/.hydra")))
+    storage = f"sqlite:///{tmp_path / 'optuna' / 'lr_search.db'}"
+    done = [
+        t
+        for t in optuna.load_study(study_name="lr_search", storage=storage).trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+    ]
+    assert len(done) >= 2
+    again = run_cli([*args, "hydra.sweeper.n_trials=1"], tmp_path, env=SINGLE_THREAD)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = optuna.load_study(study_name="lr_search", storage=storage).trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == len(done) + 1  # the earlier trials kept, one more run
+    assert [t.params for t in complete[: len(done)]] == [t.params for t in done]
