@@ -460,8 +460,12 @@ class AutoTrainer(Hook):
         if rank < self.settings.min_rank:
             return False
         if code in self.settings.restarts:  # a restart code is never treated online (see _treat)
-            rule = self.settings.restarts[code]
-            if rule.capacity is not None and not rule.changes and not config_fix(self.cfg, rule)[1]:
+            restart = self.settings.restarts[code]
+            if (
+                restart.capacity is not None
+                and not restart.changes
+                and not config_fix(self.cfg, restart)[1]
+            ):
                 return False  # a capacity restart for a model that is not small never comes
             return rank >= self.settings.restart_floor(code)
         rule = self.settings.online.get(code)
