@@ -27,6 +27,9 @@ from runner.checkpoint_schema import check_fits, kind_of
 from runner.errors import UserError
 from runner.trainer import Trainer
 
+# A matrix of hundreds of cases: the full suite runs it; the fast tier keeps the unit tests.
+pytestmark = pytest.mark.slow
+
 EPOCHS, BATCHES = 3, 5
 
 

@@ -13,6 +13,9 @@ from helpers import compose_cfg, run_cli
 
 from runner.validation import config_errors
 
+# A matrix of hundreds of cases: the full suite runs it; the fast tier keeps the unit tests.
+pytestmark = pytest.mark.slow
+
 NOT_INT = ["abc", "1.5", "true", "[1]", "-1"]
 
 # (overrides, the key the one error line starts with)
