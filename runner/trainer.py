@@ -174,7 +174,7 @@ class Trainer:
             state.skipped_steps += 1
             state.events.write(
                 "skipped_step",
-                step=state.step,
+                step=state.step + 1,  # the step's number as hooks, the console and reports see it
                 epoch=state.epoch,
                 reason="non-finite gradients",
                 scale=scaler.get_scale() if scaler.is_enabled() else None,

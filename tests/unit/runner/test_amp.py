@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import torch
 from torch import nn
 
-from diag.hooks import FitState
+from diag.hooks import EventLog, FitState
 from runner.trainer import Trainer
 
 
@@ -65,3 +66,15 @@ def test_nonfinite_guard_skips_fp32_steps():
     x = torch.full((4, 4), float("nan"))
     trainer.training_step(state, x, torch.zeros(4, dtype=torch.long))
     assert state.step_skipped and torch.equal(before, model.weight)
+
+
+def test_a_skipped_step_is_logged_under_the_number_hooks_and_reports_give_it(tmp_path):
+    model, opt, sched, trainer, state = _setup()
+    state.events = EventLog(tmp_path / "events.jsonl")
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    state.step = 4  # four steps taken: this is the fifth
+    x[0, 0] = math.inf
+    trainer.training_step(state, x, y)
+    state.events.close()
+    (event,) = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert event["kind"] == "skipped_step" and event["step"] == 5
