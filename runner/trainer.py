@@ -90,6 +90,12 @@ class Trainer:
         self._consecutive_skips = 0
         self._epoch_rng: torch.Tensor | None = None  # data RNG at the start of the current epoch
         self._acc: list = []  # this epoch's on-device [loss_sum, correct, seen]
+        self._sums_since: int | None = (
+            None  # a rollback this epoch restarted _acc (forget_epoch_sums)
+        )
+        self._in_epoch_steps = (
+            False  # inside an epoch's training steps (its sums still being added to)
+        )
         self._pending: list = []  # (loss, logits, labels) of steps not yet added to _acc (see _fold_pending)
         # The DistributedDataParallel wrapper of the model under DDP (training forwards go through it
         # so backward averages gradients across ranks); hooks, evaluation and checkpoints use the bare model.
@@ -276,6 +282,7 @@ class Trainer:
                 if self.progress
                 else train_loader
             )
+            self._in_epoch_steps = True
             for batch_idx, (x, y) in enumerate(batches):
                 if batch_idx < skip:
                     continue  # done before the checkpoint this run resumed from
@@ -288,11 +295,10 @@ class Trainer:
                 # see there). Detached: buffered logits would otherwise keep each step's autograd graph
                 # alive until the fold
                 pending.append((state.loss, logits.detach(), y))
-                seen += n
-                acc[2] = seen
-                if seen >= fold_at:
+                acc[2] += n  # on the list: a rollback (forget_epoch_sums) restarts the count
+                if acc[2] >= fold_at:
                     self._fold_pending()
-                    fold_at = seen + ACC_FOLD_SAMPLES
+                    fold_at = acc[2] + ACC_FOLD_SAMPLES
                 hooks.on_train_batch_end(state)
                 if (
                     self.progress
@@ -307,10 +313,11 @@ class Trainer:
                     or (self.max_steps and state.step >= self.max_steps)
                 ):
                     break
+            self._in_epoch_steps = False
             self._fold_pending()
             if self._stop_signal(sync=True):
                 break  # a signal: no validation, the caller checkpoints mid-epoch and reports
-            loss_total, correct_total, seen_total = self._sums(loss_sum, correct, seen)
+            loss_total, correct_total, seen_total = self._sums(loss_sum, correct, acc[2])
             state.metrics["train/loss"] = loss_total / max(seen_total, 1)
             state.metrics["train/acc"] = correct_total / max(seen_total, 1)
             state.metrics["train/epoch_time"] = time.perf_counter() - t0
@@ -366,6 +373,18 @@ class Trainer:
         self.interrupted = signal.Signals(got).name
         return self.interrupted
 
+    def forget_epoch_sums(self, step: int) -> None:
+        """Drop this epoch's training loss/accuracy so far: a rollback to ``step`` undid those steps, so the
+        epoch's line and metrics report the steps after it (and say so) instead of a blown-up mean."""
+        if not self._in_epoch_steps:
+            return  # at an epoch's end its sums are already reported; the next epoch starts afresh
+        self._pending.clear()
+        if self._acc:
+            self._acc[0].zero_()
+            self._acc[1].zero_()
+            self._acc[2] = 0
+        self._sums_since = step
+
     def _fold_pending(self) -> None:
         """Add the buffered steps' loss x batch size and correct predictions to ``_acc`` (in place).
 
@@ -409,6 +428,9 @@ class Trainer:
             state.history[-1]["skipped_total"] = state.skipped_steps
         if state.skipped_steps > before:
             line += f"  skipped {state.skipped_steps - before}"
+        if self._sums_since is not None:
+            line += f"  (train: the steps after the rollback to step {self._sums_since})"
+            self._sums_since = None
         if self.progress:
             tqdm.write(line)
             logging.getLogger("runner.epoch").debug(line)

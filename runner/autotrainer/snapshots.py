@@ -31,6 +31,10 @@ class Snapshot:
 
     def restore(self, state: FitState) -> None:
         apply(self.saved, state.model, state.optimizer, state.scheduler, state.scaler)
+        # the steps since the snapshot are undone: the epoch's training loss restarts after them
+        forget = getattr(state.loop, "forget_epoch_sums", None)
+        if forget is not None:
+            forget(self.step)
 
 
 @dataclass
