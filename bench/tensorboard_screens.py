@@ -35,7 +35,7 @@ def serve(run: Path, name: str) -> tuple[object, str]:
         argv=[
             "tensorboard",
             "--logdir_spec",
-            f"{name}:{run / 'tb' if (run / 'tb').is_dir() else run}",  # the run shown as its name
+            f"{name}:{run}",
             "--host",
             "127.0.0.1",
             "--port",

@@ -229,11 +229,9 @@ def print_summary(
 
 
 def tensorboard_command(run_dir: Path) -> str:
-    """The command that opens this run in TensorBoard under its own name (``--logdir <run>/tb`` showed it
-    as ``.``): ``<name>``, or ``<name>/tb`` beside ``<name>/attempt-N/tb`` when the AutoTrainer restarted it."""
+    """The command that opens this run in TensorBoard under its own name: ``<name>/tb``, and
+    ``<name>/attempt-N/tb`` for the AutoTrainer's restarts (``--logdir <run>/tb`` showed it as ``.``)."""
     name = run_dir.name
     if any(c in name for c in ",:") or "," in str(run_dir):  # --logdir_spec reads these itself
         return f"tensorboard --logdir {shlex.quote(str(run_dir))}"
-    tb = run_dir / "tb"
-    target = tb if tb.is_dir() and not any(run_dir.glob("attempt-*")) else run_dir
-    return f"tensorboard --logdir_spec {shlex.quote(f'{name}:{target}')}"
+    return f"tensorboard --logdir_spec {shlex.quote(f'{name}:{run_dir}')}"

@@ -39,7 +39,7 @@ def test_run_leaves_the_contract(tmp_path):
     assert (
         "test accuracy" in res.stdout
         and str(run) in res.stdout
-        and f"tensorboard --logdir_spec {run.name}:{run / 'tb'}"
+        and f"tensorboard --logdir_spec {run.name}:{run}"
         in res.stdout  # the run under its own name
     )
     epochs = re.findall(r"epoch +(\d)/2 .* val_acc [01]\.\d{3} .* (\d+ms|\d+\.\ds)\n", res.stdout)
