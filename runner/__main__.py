@@ -28,7 +28,7 @@ def hydra_main(cfg: DictConfig) -> float:
 
     try:
         distributed.publish_run_dir(run_dir)  # rank 0 under torchrun: the other ranks wait for this
-        if distributed.is_rank_zero():
+        if distributed.launch_rank() == 0:  # one owner: a submitit job's tasks are not grouped yet
             claim(run_dir)  # already held when main() could claim it before Hydra wrote into it
     except UserError as exc:  # a directory that is not ours to write: nothing is written into it
         report_error(exc)

@@ -68,6 +68,13 @@ def launched() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
 
 
+def launch_rank() -> int:
+    """This process's rank as its launcher set it, known before any process group exists (torchrun's
+    ``RANK``, or a submitit task's, exported here): a submitit job's tasks join their group only later."""
+    _export_submitit_env()
+    return get_rank() if is_initialized() else int(os.environ.get("RANK", "0"))
+
+
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 

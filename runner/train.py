@@ -81,7 +81,7 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
             continue_previous_run(cfg.trainer.get("resume"), Path(run_dir), Path(cfg.paths.log_dir))
         )
     run_dir = Path(distributed.broadcast_object(chosen) or run_dir)
-    if distributed.is_rank_zero():
+    if distributed.launch_rank() == 0:
         claim(run_dir)  # the directory trainer.resume=auto continues is owned like this launch's
     run_dir.mkdir(parents=True, exist_ok=True)
     r = build(cfg, run_dir, session)
