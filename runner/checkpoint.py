@@ -469,9 +469,12 @@ class CheckpointHook(Hook):
         """The fit's end (its last epoch, an early stop, a guided restart) always leaves ``last.pt`` on disk."""
         if state.run_dir is None or not state.is_rank_zero:
             return
-        # always, even when this step was just saved: hooks that ran after that save (the AutoTrainer asking
-        # for a guided restart at an epoch's end) changed their state, and a relaunch resumes from this file
-        self._save(state, mid_epoch=False)
+        # again for a step just saved when the fit was stopped after that save: the stopping hook (the
+        # AutoTrainer asking for a guided restart at an epoch's end) changed its state, and a relaunch
+        # resumes from this file
+        self._save(
+            state, mid_epoch=False, last=self._saved_step != state.step or state.stop_training
+        )
         self.writer.join()
 
     def state_dict(self) -> dict[str, Any]:
