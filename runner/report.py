@@ -73,20 +73,26 @@ def report_run(
     return report
 
 
+def _completed_report(run_dir: Path) -> dict[str, Any] | None:
+    """The run's own ``report.json`` (no link) when it reads as a dict that says it completed, else None."""
+    path = Path(run_dir) / "report.json"
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and report.get("completed") is True else None
+
+
 def finished_report(run_dir: Path, payload: dict[str, Any], trainer: Any) -> dict[str, Any] | None:
     """The run's ``report.json`` when it says the run completed at the checkpoint's step, else None.
 
     A run resumed after it finished has nothing to train: its report stays byte for byte as it is. A
     run killed after its last checkpoint but before its report is not finished: it tests and reports.
     """
-    path = Path(run_dir) / "report.json"
-    if payload.get("mid_epoch") or not path.is_file() or path.is_symlink():
-        return None
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(report, dict) or report.get("completed") is not True:
+    report = None if payload.get("mid_epoch") else _completed_report(run_dir)
+    if report is None:
         return None
     metrics = report.get("metrics")
     if not isinstance(metrics, dict) or metrics.get("steps") != payload.get("step"):
@@ -103,14 +109,8 @@ def finished_job(run_dir: Path) -> dict[str, Any] | None:
     A killed sweep relaunched into its own ``hydra.sweep.dir`` skips the jobs that finished (their
     files untouched) and runs the others.
     """
-    path = Path(run_dir) / "report.json"
-    if path.is_symlink() or not path.is_file():
-        return None
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(report, dict) or report.get("completed") is not True:
+    report = _completed_report(run_dir)
+    if report is None:
         return None
     if report.get("status") == "failed" or report.get("command") != run_command(run_dir):
         return None
