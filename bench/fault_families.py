@@ -318,14 +318,19 @@ def sample_recipe(rng: random.Random, model: str, optimizer: str, scheduler: str
     # grows with it (square-root scaling, within 0.5-2x): batch 512 at a batch-64 SGD LR got 120 steps too
     # small to leave chance, batch 8 at the top of the range was all noise (recipe bugs, fixed here).
     scale = min(2.0, max(0.5, math.sqrt(batch / 64)))
+    lr = scale * math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    label_noise = rng.choice((0.0, 0.0, 0.1, 0.2))
+    # drawn for every model (the sampler's sequence, and so every other case, stays as it was), kept only
+    # for the convolutional nets: see the module docstring (a recipe bug, fixed)
+    augmentation = rng.choice(("none", "none", "standard"))
     recipe: dict[str, Any] = {
         "model": model,
         "optimizer": optimizer,
         "scheduler": scheduler,
-        "lr": scale * math.exp(rng.uniform(math.log(lo), math.log(hi))),
+        "lr": lr,
         "batch": batch,
-        "label_noise": rng.choice((0.0, 0.0, 0.1, 0.2)),
-        "augmentation": rng.choice(("none", "none", "standard")),
+        "label_noise": label_noise,
+        "augmentation": augmentation if model != "mlp" else "none",
         "dropout": rng.choice((0.0, 0.1, 0.3, 0.5)) if model == "mlp" else None,
         "weight_decay": rng.choice((0.0, 1e-4, 0.01, 0.05)),
     }
