@@ -229,7 +229,7 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
     if not np.all(np.isfinite(loss)):
         return None
     if loss.size < w + 2:
-        return _validation_swings(s)
+        return _validation_swings(s) or _epoch_loss_climbs(s)
     scale = _chance_loss(s) or _median(loss[:3])
     if not scale > 0:
         return None
@@ -242,7 +242,11 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
         level = np.median(W, axis=1)
         hits = hits[span[hits] > NOISE_SPAN * noise * np.maximum(level[hits], 1e-12)]
     if not hits.size or _epochs_falling(s):
-        return _loss_climbs_back(s, loss, scale, noise) or _validation_swings(s)
+        return (
+            _loss_climbs_back(s, loss, scale, noise)
+            or _validation_swings(s)
+            or _epoch_loss_climbs(s)
+        )
     first = int(hits[0])
     win, i = loss[first : first + w], first + w - 1
     moves = np.diff(win)
@@ -301,6 +305,53 @@ def _loss_climbs_back(
         _step_at(s.step, i),
         f"the loss climbed back from its best {best[i]:.3g} to {loss[i]:.3g} by step {_step_at(s.step, i)}: "
         "the steps overshoot",
+    )
+
+
+EPOCH_CLIMB = 0.15  # an epoch's training loss this much above the best epoch before it (relative)
+EPOCH_CLIMB_CHANCE = 0.04  # and by this share of ln(k): a fitted model's 0.01 -> 0.02 is not a swing
+
+
+def _epoch_loss_climbs(s: RunSeries) -> Issue | None:
+    """The training loss of whole epochs climbs back above its best, twice, at an LR no higher than then.
+
+    An epoch's mean loss over thousands of examples carries little batch noise (a standard error of
+    1/sqrt(examples) of its level), and a training loss does not rise while the model fits (overfitting
+    raises the validation loss, not this one). Climbing back twice at the same or a lower LR is the
+    steps overshooting the valley, at the scale of epochs, however steadily the run ends.
+    """
+    tr, lr = _arr(s.epoch_train_loss), _arr(s.epoch_lr)
+    chance = _chance_loss(s)
+    n = min(tr.size, lr.size, len(s.epoch_step))
+    if chance is None or n < 3:
+        return None
+    episodes: list[tuple[int, int]] = []  # (epoch, best epoch before it) where a climb began
+    climbing = False
+    for e in range(1, n):
+        if not np.all(np.isfinite(tr[: e + 1])):
+            return None  # a blow-up: other rules name it
+        b = int(np.argmin(tr[:e]))
+        examples = (s.batch_size or 1) * max(1, s.epoch_step[e] - s.epoch_step[e - 1])
+        noise = NOISE_SPAN / math.sqrt(examples) if s.batch_size else 0.0
+        up = (
+            tr[e] > tr[b] * (1 + max(EPOCH_CLIMB, noise))
+            and tr[e] - tr[b] > EPOCH_CLIMB_CHANCE * chance
+            and lr[e] <= lr[b] * 1.001
+        )
+        if up and not climbing:
+            episodes.append((e, b))
+        climbing = up
+    if len(episodes) < 2:
+        return None
+    (e1, b1), (e, b) = episodes[0], episodes[1]
+    off = 1 + s.epoch_offset
+    return Issue(
+        "LOSS_OSCILLATION",
+        "warning",
+        _step_at(s.epoch_step, e),
+        f"the training loss of a whole epoch climbed back above its best twice at an LR no higher than "
+        f"then: {tr[b1]:.3g} (epoch {b1 + off}) -> {tr[e1]:.3g} (epoch {e1 + off}), {tr[b]:.3g} (epoch "
+        f"{b + off}) -> {tr[e]:.3g} (epoch {e + off}): the steps overshoot",
     )
 
 
