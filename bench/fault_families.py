@@ -366,6 +366,17 @@ def _merge(base: list[str], extra: list[str]) -> list[str]:
     return groups + kept + fields
 
 
+def _step_size_for_epochs(overrides: list[str]) -> list[str]:
+    """A step schedule's cuts at a third and two thirds of the run the overrides now make: a fault that
+    changes the run's length (``too_few_examples``: 60 epochs; ``batch_extreme``: 10) kept the step size
+    the base recipe's epochs set, and cut the LR 10x every epoch or two (a recipe bug, fixed)."""
+    kv = dict(o.split("=", 1) for o in overrides)
+    if kv.get("scheduler") != "step" or "trainer.max_epochs" not in kv:
+        return overrides
+    size = f"scheduler.lr_scheduler.step_size={max(1, int(kv['trainer.max_epochs']) // 3)}"
+    return [size if o.startswith("scheduler.lr_scheduler.step_size=") else o for o in overrides]
+
+
 def _pick(rng: random.Random, options: tuple[str, ...], wanted: tuple[str, ...]) -> str:
     choices = [o for o in options if o in wanted] or list(options)
     return rng.choice(choices)
@@ -395,9 +406,13 @@ def generate(
         recipe = sample_recipe(rng, model, opt, sched)
         recipe["label_noise"] = 0.0  # the fault is the only thing wrong
         base = recipe_overrides(recipe)
+        fault = fam.inject(magnitude, recipe)
+        merged = _merge(base, fault)
+        if not any(o.startswith("scheduler.lr_scheduler.step_size=") for o in fault):
+            merged = _step_size_for_epochs(merged)
         case = Case(
             fam.name,
-            _merge(base, fam.inject(magnitude, recipe)),
+            merged,
             rng.randrange(1000),
             sorted(fam.acceptable),
             magnitude,
