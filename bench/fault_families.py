@@ -45,6 +45,13 @@ def epochs_for(batch: int, subset: int | None = None, steps: int = TARGET_STEPS)
     return max(3, min(60, round(steps / steps_per_epoch(batch, subset))))
 
 
+def recipe_steps(r: dict[str, Any]) -> int:
+    """The optimizer steps a recipe's run takes (its epochs of its batches, within its max_steps)."""
+    batch = int(r.get("batch", 64))
+    epochs = epochs_for(batch, steps=120 if r.get("model") == "resnet18" else TARGET_STEPS)
+    return min(2 * TARGET_STEPS, epochs * steps_per_epoch(batch))
+
+
 @dataclass(frozen=True)
 class Family:
     """A fault: its mechanism, the codes that would be a right answer, how to inject it at a magnitude."""
@@ -112,11 +119,12 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "lr_decayed_early",
-        "the schedule cuts the LR 10-100x after each epoch: it is near zero before the loss settles",
+        "the schedule cuts the LR 10-100x every tenth of the run: it is near zero before the loss settles",
         frozenset({"LR_DECAYED_TOO_EARLY"}) | TOO_SLOW | {"LOSS_PLATEAU"},
         lambda m, r: [
             "scheduler=step",
-            "scheduler.lr_scheduler.step_size=1",
+            "scheduler.interval=step",
+            f"scheduler.lr_scheduler.step_size={max(1, recipe_steps(r) // 10)}",
             f"scheduler.lr_scheduler.gamma={m}",
         ],
         (0.1, 0.01),
