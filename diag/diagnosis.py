@@ -683,6 +683,10 @@ def _overfitting(s: RunSeries) -> Issue | None:
 
 
 def _underfitting(s: RunSeries) -> Issue | None:
+    return _underfitting_flat(s) or _stopped_while_learning(s)
+
+
+def _underfitting_flat(s: RunSeries) -> Issue | None:
     tr_acc, tr_loss, v_loss = (
         _arr(s.epoch_train_acc),
         _arr(s.epoch_train_loss),
@@ -729,6 +733,43 @@ def _underfitting(s: RunSeries) -> Issue | None:
             "or raise the learning rate",
         )
     return None
+
+
+STILL_FALLING = 0.1  # the training loss fell this much (relative) over the run's last fifth
+
+
+def _stopped_while_learning(s: RunSeries) -> Issue | None:
+    """The run ended with its training loss far from fitted and still falling fast over its last fifth.
+
+    A loss still coming down by a tenth or more over the last 20% of the steps had not converged: the run
+    was too short for its steps (a batch of the whole split takes one step an epoch). Judged only on a
+    finished run, at its end. A loss below 0.3 x ln(k) falling further is not this: that is a fitted model,
+    or the floor 20% noisy labels set.
+    """
+    chance = _chance_loss(s)
+    if chance is None or not s.planned_steps:
+        return None
+    epochs = _finite(_arr(s.epoch_train_loss))
+    steps = s.epoch_step if epochs.size >= 5 else s.step
+    loss = epochs if epochs.size >= 5 else _arr(s.loss)
+    if loss.size < 5 or not np.all(np.isfinite(loss)) or not steps or steps[-1] < s.planned_steps:
+        return None
+    fifth = max(1, loss.size // 5)
+    before, last = _median(loss[-2 * fifth : -fifth]), _median(loss[-fifth:])
+    fell = (before - last) / max(before, 1e-12)
+    # two standard errors of a difference of two fifths' means of sampled interval means (a batch of 2 is
+    # all noise); an epoch's mean over the whole split carries little
+    noise = _interval_noise(s) if steps is s.step else None
+    if fell < max(STILL_FALLING, 2 * (noise or 0.0) * math.sqrt(2 / fifth)) or last < 0.3 * chance:
+        return None
+    return Issue(
+        "UNDERFITTING",
+        "warning",
+        int(steps[-1]),
+        f"the run ended at step {steps[-1]} with the training loss at {last:.3g} ({last / chance:.2f} x "
+        f"ln({s.num_classes})) and still falling ({before:.3g} -> {last:.3g} over its last fifth): it "
+        "stopped before it converged",
+    )
 
 
 # -- gradients ---------------------------------------------------------------
@@ -1224,7 +1265,9 @@ def diagnose(series: RunSeries) -> list[Issue]:
     blowups = [found[c].first_step for c in sorted(BLOWUP_CODES) if c in found]
     if blowups:
         for code in CONSEQUENCES_OF_BLOWUP & found.keys():
-            if found[code].first_step >= min(blowups):
+            if found[code].first_step >= min(blowups) and not (
+                code == "OVERFITTING" and _fits_training_set(series)
+            ):
                 del found[code]
     for code, causes in EXPLAINED_BY.items():
         if code in found and causes & found.keys():
@@ -1232,6 +1275,13 @@ def diagnose(series: RunSeries) -> list[Issue]:
             for cause in causes & found.keys():
                 _inherit_severity(found[cause], symptom)
     return sorted(found.values(), key=lambda i: (-SEVERITY_RANK[i.severity], i.first_step))
+
+
+def _fits_training_set(s: RunSeries) -> bool:
+    """Every training example right at the end: a model that memorised its data after a blow-up was not
+    left broken by it, so its overfitting is its own finding, not the blow-up's consequence."""
+    acc = _finite(_arr(s.epoch_train_acc))
+    return bool(acc.size and acc[-1] >= 0.98)
 
 
 def _recovered(s: RunSeries) -> str | None:

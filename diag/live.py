@@ -193,7 +193,12 @@ class DiagnosticsHook(Hook):
             self._sample_layers(state)
         if step % self.scalar_every == 0:
             self._read_scalars(state)
-        if step % self.diagnose_every == 0:
+        # the first diagnose_every steps are diagnosed at every scalar read: a fault its settings and first
+        # losses already show (a blow-up, dead units, weights decayed away) is named within the first tenth
+        # of a short run, not at its 50th step; a few diagnoses of a short series, once per run
+        if step % self.diagnose_every == 0 or (
+            step < self.diagnose_every and step % self.scalar_every == 0
+        ):
             self._diagnose(state, "step")
         if self._histogram_step(step):
             self._histograms(state)

@@ -118,3 +118,26 @@ def test_lr_finder_run_is_range_test():
     a = LRFinder(min_lr=1e-5, max_lr=10, num_steps=60).run(train_fn)
     b = LearningRateFinder(min_lr=1e-5, max_lr=10, num_steps=60).range_test(train_fn)
     assert a == b and 1e-4 < a["suggested_lr"] < 1
+
+
+def test_the_first_diagnose_every_steps_are_diagnosed_at_every_scalar_read():
+    # a blow-up in the first steps is named at the first scalar read after it, not at step diagnose_every
+    from diag.hooks import FitState
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=50.0)
+    x, y = torch.randn(128, 8), torch.randint(0, 3, (128,))
+    hook = DiagnosticsHook(summary_png=False, console=False, scalar_every=10, diagnose_every=50)
+    state = FitState(model=model, optimizer=opt, num_classes=3, max_steps=200)
+    hook.on_fit_start(state)
+    for step in range(1, 201):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        opt.step()
+        state.step, state.loss, state.grad_norm = step, loss.detach(), norm
+        hook.on_train_batch_end(state)
+    hook.on_fit_end(state)
+    assert hook.detected_at["LOSS_EXPLOSION"] <= 20
