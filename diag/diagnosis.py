@@ -309,7 +309,9 @@ def _loss_climbs_back(
 
 
 EPOCH_CLIMB = 0.15  # an epoch's training loss this much above the best epoch before it (relative)
-EPOCH_CLIMB_CHANCE = 0.04  # and by this share of ln(k): a fitted model's 0.01 -> 0.02 is not a swing
+EPOCH_CLIMB_CHANCE = (
+    0.04  # and by this share of ln(k): a fitted model's 0.01 -> 0.02 is not a swing
+)
 
 
 def _epoch_loss_climbs(s: RunSeries) -> Issue | None:

@@ -203,11 +203,25 @@ def test_whole_epochs_whose_training_loss_climbs_back_twice_at_a_steady_lr_are_o
     s.batch_size = 32  # 40 steps an epoch: 1280 examples, as lr_too_high's epochs (80 steps of 16)
     s.epoch_train_loss = [1.18, 0.54, 0.446, 0.547, 0.447, 0.43, 0.345, 0.286, 0.384, 0.269]
     issue = by_code(s)["LOSS_OSCILLATION"]
-    assert issue.first_step == s.epoch_step[8] and "0.286 (epoch 8) -> 0.384 (epoch 9)" in issue.evidence
+    assert (
+        issue.first_step == s.epoch_step[8]
+        and "0.286 (epoch 8) -> 0.384 (epoch 9)" in issue.evidence
+    )
     one = [1.18, 0.54, 0.446, 0.547, 0.447, 0.43, 0.345, 0.286, 0.27, 0.269]  # one climb: noise
     s.epoch_train_loss = one
     assert "LOSS_OSCILLATION" not in by_code(s)
-    s.epoch_train_loss = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.012, 0.029, 0.01]  # fitted: 0.01 -> 0.03
+    s.epoch_train_loss = [
+        1.0,
+        0.5,
+        0.3,
+        0.2,
+        0.1,
+        0.05,
+        0.02,
+        0.012,
+        0.029,
+        0.01,
+    ]  # fitted: 0.01 -> 0.03
     assert "LOSS_OSCILLATION" not in by_code(s)
     s.epoch_train_loss = [1.18, 0.54, 0.446, 0.547, 0.447, 0.43, 0.345, 0.286, 0.384, 0.269]
     s.epoch_lr = [1e-3] * 3 + [2e-3] * 7  # the LR rose (warm-up): a climb the schedule made
