@@ -278,29 +278,39 @@ def bench_task(
     }
 
 
-def curve_finder(curve: dict[str, Any]) -> LearningRateFinder:
+def family_of(task: str) -> str:
+    """The optimizer family ``lr_find.method=auto`` reads for this task (``sgd`` or ``adaptive``)."""
+    return "sgd" if task.split("/")[1].startswith("sgd") else "adaptive"
+
+
+def curve_finder(curve: dict[str, Any], family: str) -> LearningRateFinder:
     """A finder holding a recorded range test (``lr_find.json``), to ask other rules about it."""
     finder = LearningRateFinder(
-        min_lr=curve["min_lr"], max_lr=curve["max_lr"], num_steps=max(len(curve["lrs"]), 2)
+        min_lr=curve["min_lr"],
+        max_lr=curve["max_lr"],
+        num_steps=max(len(curve["lrs"]), 2),
+        optimizer_family=family,
     )
     finder.lrs, finder.losses = list(curve["lrs"]), list(curve["losses"])
     finder.smoothed_losses = list(curve["smoothed_losses"])
     return finder
 
 
-def candidate_lrs(curve: dict[str, Any]) -> dict[str, float]:
-    """What each rule (the finder's three and some blends of them) suggests on one recorded curve."""
-    f = curve_finder(curve)
+def candidate_lrs(curve: dict[str, Any], family: str) -> dict[str, float]:
+    """What each rule (the finder's, ``auto`` and some blends) suggests on one recorded curve."""
+    f = curve_finder(curve, family)
     at_min = f.suggest("min10")["lr"] * 10
     valley, steepest = f.suggest("valley")["lr"], f.suggest("steepest")["lr"]
+    descent = f.suggest("descent")["lr"]
     return {
+        "auto": f.suggest("auto")["lr"],
         "min10": at_min / 10,
-        "min/5": at_min / 5,
         "min/3": at_min / 3,
+        "min/2": at_min / 2,
+        "descent": descent,
+        "min(descent,min/2)": min(descent, at_min / 2),
         "valley": valley,
         "steepest": steepest,
-        "sqrt(min10*valley)": float(np.sqrt(at_min / 10 * valley)),
-        "max(min10,valley)": max(at_min / 10, valley),
     }
 
 
@@ -308,7 +318,7 @@ def screen(results: list[dict[str, Any]]) -> str:
     """Each candidate rule on the dev tasks, its accuracy read off the grid (log-LR interpolation,
     flat beyond the grid's ends): a screen to pick a rule to train, never a reported score."""
     dev = [r for r in results if split_of(r["task"]) == "dev"]
-    rules = list(candidate_lrs(dev[0]["curve"])) if dev else []
+    rules = list(candidate_lrs(dev[0]["curve"], "sgd")) if dev else []
     out = [
         "screen on the dev half (grid-interpolated ratio; train the pick to score it)",
         "",
@@ -321,7 +331,7 @@ def screen(results: list[dict[str, Any]]) -> str:
         lrs = sorted(grid)
         accs = [grid[lr] for lr in lrs]
         cells = []
-        for rule, lr in candidate_lrs(r["curve"]).items():
+        for rule, lr in candidate_lrs(r["curve"], family_of(r["task"])).items():
             acc = float(np.interp(np.log(lr), np.log(lrs), accs))
             ratio = acc / r["best_acc"]
             worst[rule] = min(worst[rule], ratio)
