@@ -9,11 +9,16 @@ first and last points skipped, as the public finders do:
 - ``valley`` (fastai's default): the middle-left of the longest descending run;
 - ``steepest`` (the classic range-test rule): the steepest negative slope, moved a tenth of
   the curve to the left as a safety margin;
-- ``min10`` (also ``minimum/10``, the default): a tenth of the LR at the lowest
-  loss. On ``bench/lr_finder.py``'s 15 tasks (bench/results/lr_finder.md) it trains to
-  0.96-1.02 of a log grid's best test accuracy, except SGD on the 28x28 set (0.80 and
-  0.93: it lands 5-10x below the best SGD LR); ``valley`` lands early when the model
-  learns during the test, ``steepest`` can be pushed past the minimum by the smoothing lag.
+- ``descent``: the steepest negative slope itself, no margin (a curve that never falls gets
+  ``min10``);
+- ``min10`` (also ``minimum/10``): a tenth of the LR at the lowest loss;
+- ``auto`` (the default) picks by optimizer (:func:`optimizer_family`): ``descent`` for SGD,
+  ``min10`` for Adam, AdamW and any other. SGD trains best close to where the loss falls
+  fastest, not far from where it diverges; an adaptive optimizer breaks far earlier, and the
+  fall's steepest point can sit past its cliff. On ``bench/lr_finder.py``'s 15 dev tasks
+  ``min10`` alone landed 5-10x under SGD's best LR on the 28x28 set (0.80 and 0.93 of a log
+  grid's best); ``auto`` trains to 0.965-1.02 there (bench/results/lr_finder.md has the
+  held-out tasks). ``valley`` lands early when the model learns during the test.
 
 Two entry points: the documented ``range_test(train_fn)`` where ``train_fn(lr)``
 takes one step and returns the loss, and :meth:`LearningRateFinder.range_test_torch`
