@@ -84,10 +84,9 @@ DEV_TASKS = [
     for d in ("digits", "mnist28")
     if m != "resnet18" or d == "digits"
 ]
-# The held-out set, fixed before any of it was run: data sets, optimizers, widths, batch sizes and
-# seeds the dev set does not have. fmnist28 is written as Fashion-MNIST's idx files, cifar32 as
-# CIFAR-10's pickles (see write_fmnist28 and write_cifar32).
-HELD_OUT_TASKS = [
+# The second round's held-out set (fixed before it was run, scored once in bench/results/lr_finder.md's
+# history at 9b329cb, where three of its tasks failed): looked at since, so dev now.
+DEV_TASKS += [
     "mlp/sgd/fmnist28",
     "cnn/sgd/fmnist28",
     "cnn/sgd/cifar32",
@@ -98,6 +97,20 @@ HELD_OUT_TASKS = [
     "mlp/adam/cifar32",
     "mlp_wide/adam/digits/bs32/seed1",
     "cnn/adamw/digits/bs256/seed2",
+]
+# The held-out set, fixed before any of it was run: combinations of data sets, optimizers, widths,
+# batch sizes and seeds the dev set does not have. fmnist28 is written as Fashion-MNIST's idx files,
+# cifar32 as CIFAR-10's pickles (see write_fmnist28 and write_cifar32).
+HELD_OUT_TASKS = [
+    "mlp/sgd/cifar32",
+    "cnn/sgd/cifar32/seed1",
+    "cnn/sgd_hb/fmnist28",
+    "mlp_wide/sgd/fmnist28",
+    "mlp/sgd_hb/digits/bs32",
+    "cnn/sgd/digits/bs256/seed1",
+    "mlp/sgd/mnist28/bs32/seed2",
+    "cnn/adam/cifar32",
+    "mlp/adamw/fmnist28/seed2",
 ]
 ALL_TASKS = [*DEV_TASKS, *HELD_OUT_TASKS]
 QUICK_TASKS = ["mlp/sgd/digits", "mlp/adam/mnist28"]
