@@ -321,7 +321,6 @@ def candidate_lrs(curve: dict[str, Any], family: str) -> dict[str, float]:
         "min/3": at_min / 3,
         "min/2": at_min / 2,
         "descent": descent,
-        "min(descent,min/2)": min(descent, at_min / 2),
         "valley": valley,
         "steepest": steepest,
     }

@@ -38,9 +38,12 @@ import torch
 
 from diag.training_state import TrainingState, apply, capture
 
-METHODS = ("valley", "steepest", "min10", "descent")
+METHODS = ("valley", "steepest", "min10", "descent", "min2")
 """The rules that read an LR off a curve; ``auto`` (the default) picks one of them by optimizer."""
-ALIASES = {"minimum/10": "min10", "minimum": "min10", "steep": "steepest"}
+ALIASES = {"minimum/10": "min10", "minimum": "min10", "steep": "steepest", "minimum/2": "min2"}
+WEAK_FALL = 0.05
+"""A curve whose smoothed loss falls by less than this fraction of its first read value learned too
+little in the test for its slopes to mean anything: ``auto`` reads half its minimum's LR instead."""
 FAMILIES = ("sgd", "adaptive")
 
 
@@ -50,7 +53,7 @@ def canonical_method(method: str) -> str:
     if name != "auto" and name not in METHODS:
         raise ValueError(
             f"unknown LR finder method {method!r}: choose one of auto, descent, valley, steepest, "
-            "minimum/10 (min10)"
+            "minimum/10 (min10), minimum/2 (min2)"
         )
     return name
 
@@ -66,9 +69,18 @@ def optimizer_family(optimizer: torch.optim.Optimizer) -> str:
     return "sgd" if isinstance(optimizer, torch.optim.SGD) else "adaptive"
 
 
-def auto_rule(family: str | None) -> str:
-    """The rule ``auto`` uses: ``descent`` for SGD, ``min10`` for adaptive or unknown optimizers."""
+def auto_rule(family: str | None, fall: float | None = None) -> str:
+    """The rule ``auto`` uses: ``descent`` for SGD, ``min10`` for adaptive or unknown optimizers, and
+    ``min2`` for any optimizer when the curve fell by less than :data:`WEAK_FALL` (``fall``)."""
+    if fall is not None and fall < WEAK_FALL:
+        return "min2"
     return "descent" if family == "sgd" else "min10"
+
+
+def relative_fall(losses: np.ndarray) -> float:
+    """How far the curve falls from its first value to its minimum, as a fraction of the first."""
+    first = float(losses[0])
+    return (first - float(np.min(losses))) / abs(first) if first != 0 else 0.0
 
 
 def smooth_losses(losses: Iterable[float], beta: float) -> list[float]:
@@ -103,9 +115,13 @@ def steepest_index(lrs: np.ndarray, losses: np.ndarray) -> int:
 
 
 def descent_index(lrs: np.ndarray, losses: np.ndarray) -> int | None:
-    """Where the loss falls fastest in log-LR, with no safety shift; ``None`` if it never falls."""
+    """Where the loss falls fastest in log-LR on the way to its minimum, with no safety shift.
+
+    Only points up to the minimum count (a fall after a spike past it is not a trainable LR);
+    ``None`` if the loss never falls before its minimum.
+    """
     grads = np.gradient(losses, np.log(lrs))
-    i = int(np.argmin(grads))
+    i = int(np.argmin(grads[: int(np.argmin(losses)) + 1]))
     return i if grads[i] < 0 else None
 
 
@@ -292,8 +308,6 @@ class LearningRateFinder:
     def suggest(self, method: str | None = None) -> dict[str, Any]:
         """``{'lr', 'index', 'method'}`` for one rule (``auto``: the optimizer's); fewer than 10 points falls back to ``10 * min_lr`` (as documented)."""
         name = canonical_method(method or self.method)
-        if name == "auto":
-            name = auto_rule(self.optimizer_family)
         if len(self.losses) < 10:
             return {
                 "lr": self.min_lr * 10,
@@ -303,6 +317,8 @@ class LearningRateFinder:
         start, end = self._window()
         lrs = np.asarray(self.lrs[start:end])
         losses = np.asarray(self.smoothed_losses[start:end])
+        if name == "auto":
+            name = auto_rule(self.optimizer_family, relative_fall(losses))
         if name == "valley":
             i = valley_index(losses)
             lr = lrs[i]
@@ -312,6 +328,9 @@ class LearningRateFinder:
         elif name == "descent" and (d := descent_index(lrs, losses)) is not None:
             i = d
             lr = lrs[i]
+        elif name == "min2":
+            i = int(np.argmin(losses))
+            lr = lrs[i] / 2
         else:  # min10, and descent on a curve that never falls (nothing to read but its minimum)
             name = "min10"
             i = int(np.argmin(losses))
@@ -362,6 +381,7 @@ class LearningRateFinder:
                 "steepest": ("s", "tab:orange"),
                 "min10": ("^", "tab:purple"),
                 "descent": ("D", "tab:brown"),
+                "min2": ("v", "tab:olive"),
             }
             others = [(n, lr) for n, lr in res["suggestions"].items() if n != res["method"]]
             for k, (name, lr) in enumerate(others):
@@ -372,7 +392,7 @@ class LearningRateFinder:
                     [np.interp(np.log(lr), np.log(lrs), smoothed)],
                     marker,
                     color=color,
-                    markersize=12 - 3 * k,
+                    markersize=12 - 2 * k,
                     markerfacecolor="none",
                     markeredgewidth=2,
                     label=f"{name}: {lr:.2e}",
@@ -408,7 +428,7 @@ class LearningRateFinder:
 
 def rule_label(result: dict[str, Any]) -> str:
     """``descent`` or, when ``auto`` chose it, ``auto for sgd: descent`` (what a plot or a log line shows)."""
-    method = "minimum/10" if result["method"] == "min10" else result["method"]
+    method = {"min10": "minimum/10", "min2": "minimum/2"}.get(result["method"], result["method"])
     if result.get("rule") == "auto":
         return f"auto for {result.get('optimizer_family') or 'an unknown optimizer'}: {method}"
     return method

@@ -80,7 +80,7 @@ def lr_find_errors(cfg: DictConfig) -> list[str]:
     except ValueError:
         errors.append(
             f"lr_find.method={method!r} is not valid: choose one of auto (descent for SGD, "
-            "minimum/10 otherwise), descent, valley, steepest, minimum/10"
+            "minimum/10 otherwise), descent, valley, steepest, minimum/10, minimum/2"
         )
     return errors
 
@@ -167,7 +167,7 @@ def method_name(cfg: DictConfig, method: str) -> str:
     configured = str(cfg.lr_find.method)
     if ALIASES.get(configured, configured) == method:
         return configured
-    return "minimum/10" if method == "min10" else method
+    return {"min10": "minimum/10", "min2": "minimum/2"}.get(method, method)
 
 
 def chosen_name(cfg: DictConfig, result: dict[str, Any]) -> str:

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from diag.lr_finder import LearningRateFinder, auto_rule, descent_index, optimizer_family
+from diag.lr_finder import (
+    LearningRateFinder,
+    auto_rule,
+    descent_index,
+    optimizer_family,
+    relative_fall,
+)
 
 LOG_CENTRE = -1.3  # the loss falls fastest at lr = 10**-1.3 = 0.05
 
@@ -52,7 +58,7 @@ def test_auto_reads_the_fastest_fall_for_sgd_and_a_tenth_of_the_minimum_otherwis
     )  # train_fn alone says nothing of the optimizer
     assert unknown["method"] == "min10" and unknown["suggested_lr"] == adam["suggested_lr"]
     # every rule's answer is reported whichever chose
-    assert set(sgd["suggestions"]) == {"valley", "steepest", "min10", "descent"}
+    assert set(sgd["suggestions"]) == {"valley", "steepest", "min10", "descent", "min2"}
     assert sgd["suggestions"]["descent"] == sgd["suggested_lr"]
 
 
@@ -71,7 +77,7 @@ def test_descent_moves_with_the_drop_and_has_no_safety_shift():
 
 def test_descent_on_a_curve_that_never_falls_is_a_tenth_of_its_minimum():
     # the first 20 points (a tenth) are skipped, as for every rule
-    rising, lrs, curve = replay(lambda lrs: 1.0 + 0.01 * np.log(lrs / 1e-6), family="sgd")
+    rising, lrs, curve = replay(lambda lrs: 1.0 + 0.01 * np.log(lrs / 1e-6), method="descent")
     assert rising["method"] == "min10"
     assert rising["suggested_lr"] == pytest.approx(lrs[20 + np.argmin(curve[20:])] / 10, rel=0.05)
     assert descent_index(np.array([1e-3, 1e-2, 1e-1]), np.array([1.0, 1.0, 1.0])) is None
@@ -93,6 +99,9 @@ def test_optimizer_family_and_the_rule_it_picks():
     ):
         assert optimizer_family(opt) == "adaptive" and auto_rule("adaptive") == "min10"
     assert auto_rule(None) == "min10"
+    # a curve that hardly fell: half its minimum's LR, whatever the optimizer
+    assert auto_rule("sgd", 0.03) == "min2" and auto_rule("adaptive", 0.03) == "min2"
+    assert auto_rule("sgd", 0.2) == "descent" and auto_rule("adaptive", 0.2) == "min10"
     with pytest.raises(ValueError, match="optimizer_family"):
         LearningRateFinder(optimizer_family="momentum")
     with pytest.raises(ValueError, match="choose one of auto, descent"):
@@ -116,3 +125,38 @@ def test_torch_mode_learns_the_family_from_its_optimizer(opt_cls, rule):
     assert result["rule"] == "auto" and result["method"] == rule
     assert result["optimizer_family"] == ("sgd" if opt_cls is torch.optim.SGD else "adaptive")
     assert result["suggested_lr"] == result["suggestions"][rule]
+
+
+def test_descent_ignores_a_fall_after_the_minimum():
+    """A spike past the minimum then a fall back (seen on a CIFAR-shaped set) is not where SGD trains."""
+
+    def curve(lrs):
+        x = np.log10(lrs)
+        before = 2.3 - 0.5 / (1 + np.exp(-5 * (x - LOG_CENTRE))) + np.clip(x + 0.8, 0, None) ** 2
+        # up to 4 at lr=1, then down to 2.5 at lr=2: a far steeper fall, still above the minimum (1.8)
+        return np.where(x < 0, before, np.where(x < 0.3, 4.0, 2.5))
+
+    result, lrs, losses = replay(curve, method="descent")
+    assert result["suggested_lr"] == pytest.approx(10**LOG_CENTRE, rel=0.1)
+    assert result["suggested_lr"] < lrs[np.argmin(losses)]
+
+
+def test_auto_reads_half_the_minimum_on_a_curve_that_hardly_fell():
+    """A hard task learns little in the test: its slopes are noise, its minimum is still the edge."""
+
+    def curve(lrs):
+        x = np.log10(lrs)
+        wiggle = 0.01 * np.sin(3 * x)  # small bumps as a young EMA leaves on a noisy loss
+        return (
+            2.4
+            - 0.06 / (1 + np.exp(-5 * (x + 1.5)))
+            + wiggle
+            + 3.0 * np.clip(x + 0.7, 0, None) ** 2
+        )
+
+    for family in ("sgd", "adaptive"):
+        result, lrs, losses = replay(curve, family=family)
+        assert relative_fall(np.asarray(result["smoothed_losses"][20:-5])) < 0.05
+        assert result["method"] == "min2"
+        lr_min = lrs[20 + np.argmin(losses[20:-5])]
+        assert result["suggested_lr"] == pytest.approx(lr_min / 2, rel=0.05)
