@@ -9,16 +9,18 @@ first and last points skipped, as the public finders do:
 - ``valley`` (fastai's default): the middle-left of the longest descending run;
 - ``steepest`` (the classic range-test rule): the steepest negative slope, moved a tenth of
   the curve to the left as a safety margin;
-- ``descent``: the steepest negative slope itself, no margin (a curve that never falls gets
-  ``min10``);
+- ``descent``: the steepest negative slope itself, no margin, on the way to the minimum only
+  (a curve that never falls gets ``min10``);
 - ``min10`` (also ``minimum/10``): a tenth of the LR at the lowest loss;
-- ``auto`` (the default) picks by optimizer (:func:`optimizer_family`): ``descent`` for SGD,
-  ``min10`` for Adam, AdamW and any other. SGD trains best close to where the loss falls
-  fastest, not far from where it diverges; an adaptive optimizer breaks far earlier, and the
-  fall's steepest point can sit past its cliff. On ``bench/lr_finder.py``'s 15 dev tasks
-  ``min10`` alone landed 5-10x under SGD's best LR on the 28x28 set (0.80 and 0.93 of a log
-  grid's best); ``auto`` trains to 0.965-1.02 there (bench/results/lr_finder.md has the
-  held-out tasks). ``valley`` lands early when the model learns during the test.
+- ``min2`` (also ``minimum/2``): half of it;
+- ``auto`` (the default) picks by optimizer (:func:`optimizer_family`) and by how far the curve
+  fell: ``descent`` for SGD, ``min10`` for Adam, AdamW and any other, and ``min2`` for any
+  optimizer when the smoothed loss fell by under :data:`WEAK_FALL` (a hard task learns little in
+  100 steps; its slopes are noise, its minimum still marks the edge). SGD trains best close to
+  where the loss falls fastest, not far from where it diverges; an adaptive optimizer breaks far
+  earlier. ``bench/lr_finder.py`` (bench/results/lr_finder.md) has the figures: ``min10`` alone
+  landed 5-10x under SGD's best LR on the 28x28 set (0.80 and 0.93 of a log grid's best).
+  ``valley`` lands early when the model learns during the test.
 
 Two entry points: the documented ``range_test(train_fn)`` where ``train_fn(lr)``
 takes one step and returns the loss, and :meth:`LearningRateFinder.range_test_torch`
