@@ -298,10 +298,14 @@ def family_of(task: str) -> str:
 
 def curve_finder(curve: dict[str, Any], family: str) -> LearningRateFinder:
     """A finder holding a recorded range test (``lr_find.json``), to ask other rules about it."""
+    lrs = curve["lrs"]
+    # the configured step count (a test stopped early has fewer points): it sets the skipped start
+    per_step = np.log(lrs[1] / lrs[0]) if len(lrs) > 1 else 1.0
+    steps = int(round(np.log(curve["max_lr"] / curve["min_lr"]) / per_step)) + 1
     finder = LearningRateFinder(
         min_lr=curve["min_lr"],
         max_lr=curve["max_lr"],
-        num_steps=max(len(curve["lrs"]), 2),
+        num_steps=max(steps, 2),
         optimizer_family=family,
     )
     finder.lrs, finder.losses = list(curve["lrs"]), list(curve["losses"])
