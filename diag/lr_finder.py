@@ -9,8 +9,8 @@ first and last points skipped, as the public finders do:
 - ``valley`` (fastai's default): the middle-left of the longest descending run;
 - ``steepest`` (the classic range-test rule): the steepest negative slope, moved a tenth of
   the curve to the left as a safety margin;
-- ``descent``: the steepest negative slope itself, no margin, on the way to the minimum only
-  (a curve that never falls gets ``min10``);
+- ``descent``: the steepest negative slope itself, no margin, on the way to the minimum only and
+  within 1000x under it (a curve that does not fall there gets ``min10``);
 - ``min10`` (also ``minimum/10``): a tenth of the LR at the lowest loss;
 - ``min2`` (also ``minimum/2``): half of it;
 - ``auto`` (the default) picks by optimizer (:func:`optimizer_family`) and by how far the curve
@@ -116,14 +116,22 @@ def steepest_index(lrs: np.ndarray, losses: np.ndarray) -> int:
     return max(0, int(np.argmin(grads)) - len(losses) // 10)
 
 
+DESCENT_SPAN = 1000.0
+"""``descent`` reads the fall only within this factor under the minimum's LR: SGD's best LR was never
+more than ~10x under it on the bench, while a young EMA's wiggles at the start of a noisy test can be
+as steep as a hard task's real fall."""
+
+
 def descent_index(lrs: np.ndarray, losses: np.ndarray) -> int | None:
     """Where the loss falls fastest in log-LR on the way to its minimum, with no safety shift.
 
-    Only points up to the minimum count (a fall after a spike past it is not a trainable LR);
-    ``None`` if the loss never falls before its minimum.
+    Only points from ``minimum's LR / DESCENT_SPAN`` up to the minimum count (a fall after a
+    spike past it is not a trainable LR); ``None`` if the loss does not fall there.
     """
     grads = np.gradient(losses, np.log(lrs))
-    i = int(np.argmin(grads[: int(np.argmin(losses)) + 1]))
+    low = int(np.argmin(losses))
+    first = int(np.searchsorted(lrs, lrs[low] / DESCENT_SPAN))
+    i = first + int(np.argmin(grads[first : low + 1]))
     return i if grads[i] < 0 else None
 
 

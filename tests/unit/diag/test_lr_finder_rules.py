@@ -160,3 +160,19 @@ def test_auto_reads_half_the_minimum_on_a_curve_that_hardly_fell():
         assert result["method"] == "min2"
         lr_min = lrs[20 + np.argmin(losses[20:-5])]
         assert result["suggested_lr"] == pytest.approx(lr_min / 2, rel=0.05)
+
+
+def test_descent_reads_only_the_three_decades_before_the_minimum():
+    """A young EMA's wiggle at the start of a noisy test (seen on a Fashion-shaped set at 6e-7) can be
+    steeper than a hard task's real fall: SGD's LR is never read more than 1000x under the minimum."""
+
+    def curve(lrs):
+        x = np.log10(lrs)
+        start_wiggle = 0.3 * np.clip(-4 - x, 0, None)  # steeper than the real fall, until 1e-4
+        fall = 0.12 / (1 + np.exp(-5 * (x - LOG_CENTRE)))
+        return 2.4 + start_wiggle - fall + 3.0 * np.clip(x + 0.7, 0, None) ** 2
+
+    result, lrs, losses = replay(curve, method="descent")
+    lr_min = lrs[20 + np.argmin(losses[20:-5])]
+    assert result["suggested_lr"] == pytest.approx(10**LOG_CENTRE, rel=0.1)
+    assert result["suggested_lr"] > lr_min / 1000
