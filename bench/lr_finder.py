@@ -6,10 +6,11 @@ Two fixed task lists (a task is ``model/optimizer/data[/variant]``):
   8x8 digits and on an MNIST-shaped set (mnist28: the digits upscaled into 28x28 canvases, written as
   MNIST's four idx files and read by ``data=mnist``; resnet18 on digits only): the first bench's two
   hash-split halves, whose held-out half was looked at. And the second and third rounds' held-out
-  sets, each scored once and looked at: a Fashion-MNIST-shaped set (fmnist28: smaller, shifted, noisy digits as
-  Fashion-MNIST's idx files, ``data=fashion_mnist``), a CIFAR-shaped one (cifar32: coloured digits on
-  coloured noisy backgrounds as CIFAR-10's pickles, ``data=cifar10``), heavy-ball SGD (``sgd_hb``:
-  Nesterov off), a wider and deeper MLP (``mlp_wide``: 3 x 512), batch sizes 32 and 256, other seeds.
+  sets, each scored once and looked at: a Fashion-MNIST-shaped set (fmnist28: smaller, shifted,
+  noisy digits as Fashion-MNIST's idx files, ``data=fashion_mnist``), a CIFAR-shaped one (cifar32:
+  coloured digits on coloured noisy backgrounds as CIFAR-10's pickles, ``data=cifar10``), heavy-ball
+  SGD (``sgd_hb``: Nesterov off), a wider and deeper MLP (``mlp_wide``: 3 x 512), batch sizes 32 and
+  256, other seeds.
 - held-out (8), fixed before any of them was run: new combinations of those.
 
 The random-pixel sets the tests write have nothing an LR could learn, hence the digit-derived ones.

@@ -50,7 +50,7 @@ FAMILIES = ("sgd", "adaptive")
 
 
 def canonical_method(method: str) -> str:
-    """Map a method name or alias to ``auto`` or one of :data:`METHODS`; unknown names are a ``ValueError``."""
+    """Map a method name or alias to ``auto`` or one of :data:`METHODS` (else ``ValueError``)."""
     name = ALIASES.get(str(method), str(method))
     if name != "auto" and name not in METHODS:
         raise ValueError(

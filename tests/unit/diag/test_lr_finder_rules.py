@@ -18,7 +18,7 @@ LOG_CENTRE = -1.3  # the loss falls fastest at lr = 10**-1.3 = 0.05
 
 
 def sgd_like_curve(lrs: np.ndarray) -> np.ndarray:
-    """Flat, a sigmoid drop centred at 0.05, a minimum near 0.2, then a steep rise (an SGD range test's shape)."""
+    """Flat, a sigmoid drop centred at 0.05, a minimum near 0.2, then a steep rise (SGD's shape)."""
     x = np.log10(lrs)
     return 2.3 - 2.0 / (1 + np.exp(-5 * (x - LOG_CENTRE))) + 3.0 * np.clip(x + 0.8, 0, None) ** 2
 
