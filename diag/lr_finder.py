@@ -9,11 +9,18 @@ first and last points skipped, as the public finders do:
 - ``valley`` (fastai's default): the middle-left of the longest descending run;
 - ``steepest`` (the classic range-test rule): the steepest negative slope, moved a tenth of
   the curve to the left as a safety margin;
-- ``min10`` (also ``minimum/10``, the default): a tenth of the LR at the lowest
-  loss. On ``bench/lr_finder.py``'s 15 tasks (bench/results/lr_finder.md) it trains to
-  0.96-1.02 of a log grid's best test accuracy, except SGD on the 28x28 set (0.80 and
-  0.93: it lands 5-10x below the best SGD LR); ``valley`` lands early when the model
-  learns during the test, ``steepest`` can be pushed past the minimum by the smoothing lag.
+- ``descent``: the steepest negative slope itself, no margin, on the way to the minimum only and
+  within 1000x under it (a curve that does not fall there gets ``min10``);
+- ``min10`` (also ``minimum/10``): a tenth of the LR at the lowest loss;
+- ``min2`` (also ``minimum/2``): half of it;
+- ``auto`` (the default) picks by optimizer (:func:`optimizer_family`) and by how far the curve
+  fell: ``descent`` for SGD, ``min10`` for Adam, AdamW and any other, and ``min2`` for any
+  optimizer when the smoothed loss fell by under :data:`WEAK_FALL` (a hard task learns little in
+  100 steps; its slopes are noise, its minimum still marks the edge). SGD trains best close to
+  where the loss falls fastest, not far from where it diverges; an adaptive optimizer breaks far
+  earlier. ``bench/lr_finder.py`` (bench/results/lr_finder.md) has the figures: ``min10`` alone
+  landed 5-10x under SGD's best LR on the 28x28 set (0.80 and 0.93 of a log grid's best).
+  ``valley`` lands early when the model learns during the test.
 
 Two entry points: the documented ``range_test(train_fn)`` where ``train_fn(lr)``
 takes one step and returns the loss, and :meth:`LearningRateFinder.range_test_torch`
@@ -33,18 +40,49 @@ import torch
 
 from diag.training_state import TrainingState, apply, capture
 
-METHODS = ("valley", "steepest", "min10")
-ALIASES = {"minimum/10": "min10", "minimum": "min10", "steep": "steepest"}
+METHODS = ("valley", "steepest", "min10", "descent", "min2")
+"""The rules that read an LR off a curve; ``auto`` (the default) picks one of them by optimizer."""
+ALIASES = {"minimum/10": "min10", "minimum": "min10", "steep": "steepest", "minimum/2": "min2"}
+WEAK_FALL = 0.05
+"""A curve whose smoothed loss falls by less than this fraction of its first read value learned too
+little in the test for its slopes to mean anything: ``auto`` reads half its minimum's LR instead."""
+FAMILIES = ("sgd", "adaptive")
 
 
 def canonical_method(method: str) -> str:
-    """Map a method name or alias to one of :data:`METHODS`; unknown names are a ``ValueError``."""
+    """Map a method name or alias to ``auto`` or one of :data:`METHODS` (else ``ValueError``)."""
     name = ALIASES.get(str(method), str(method))
-    if name not in METHODS:
+    if name != "auto" and name not in METHODS:
         raise ValueError(
-            f"unknown LR finder method {method!r}: choose one of valley, steepest, minimum/10 (min10)"
+            f"unknown LR finder method {method!r}: choose one of auto, descent, valley, steepest, "
+            "minimum/10 (min10), minimum/2 (min2)"
         )
     return name
+
+
+def optimizer_family(optimizer: torch.optim.Optimizer) -> str:
+    """``sgd`` for :class:`torch.optim.SGD` (any momentum, Nesterov or not), ``adaptive`` for any other.
+
+    Why it matters: SGD's step is the LR times the gradient, so it trains best close to where the
+    range test's loss falls fastest; a per-parameter normalised step (Adam, AdamW, RMSprop, ...)
+    is already large at small LRs and breaks well before the curve's minimum. An optimizer this
+    does not know is treated as adaptive, the conservative side.
+    """
+    return "sgd" if isinstance(optimizer, torch.optim.SGD) else "adaptive"
+
+
+def auto_rule(family: str | None, fall: float | None = None) -> str:
+    """The rule ``auto`` uses: ``descent`` for SGD, ``min10`` for adaptive or unknown optimizers, and
+    ``min2`` for any optimizer when the curve fell by less than :data:`WEAK_FALL` (``fall``)."""
+    if fall is not None and fall < WEAK_FALL:
+        return "min2"
+    return "descent" if family == "sgd" else "min10"
+
+
+def relative_fall(losses: np.ndarray) -> float:
+    """How far the curve falls from its first value to its minimum, as a fraction of the first."""
+    first = float(losses[0])
+    return (first - float(np.min(losses))) / abs(first) if first != 0 else 0.0
 
 
 def smooth_losses(losses: Iterable[float], beta: float) -> list[float]:
@@ -78,11 +116,33 @@ def steepest_index(lrs: np.ndarray, losses: np.ndarray) -> int:
     return max(0, int(np.argmin(grads)) - len(losses) // 10)
 
 
+DESCENT_SPAN = 1000.0
+"""``descent`` reads the fall only within this factor under the minimum's LR: SGD's best LR was never
+more than ~10x under it on the bench, while a young EMA's wiggles at the start of a noisy test can be
+as steep as a hard task's real fall."""
+
+
+def descent_index(lrs: np.ndarray, losses: np.ndarray) -> int | None:
+    """Where the loss falls fastest in log-LR on the way to its minimum, with no safety shift.
+
+    Only points from ``minimum's LR / DESCENT_SPAN`` up to the minimum count (a fall after a
+    spike past it is not a trainable LR); ``None`` if the loss does not fall there.
+    """
+    grads = np.gradient(losses, np.log(lrs))
+    low = int(np.argmin(losses))
+    first = int(np.searchsorted(lrs, lrs[low] / DESCENT_SPAN))
+    i = first + int(np.argmin(grads[first : low + 1]))
+    return i if grads[i] < 0 else None
+
+
 class LearningRateFinder:
     """LR range test with EMA smoothing, a divergence stop and selectable suggestion rules.
 
     ``smooth`` is the EMA coefficient (0 disables smoothing); ``skip_start``
     defaults to a tenth of ``num_steps`` and ``skip_end`` to 5, like fastai.
+    ``method="auto"`` reads ``descent`` for SGD and ``min10`` otherwise; the torch mode
+    learns ``optimizer_family`` from its optimizer, ``range_test(train_fn)`` needs it given
+    (``"sgd"`` or ``"adaptive"``; without it ``auto`` is ``min10``).
     """
 
     def __init__(
@@ -90,11 +150,12 @@ class LearningRateFinder:
         min_lr: float = 1e-7,
         max_lr: float = 10.0,
         num_steps: int = 100,
-        method: str = "min10",
+        method: str = "auto",
         smooth: float = 0.98,
         diverge_factor: float = 4.0,
         skip_start: int | None = None,
         skip_end: int = 5,
+        optimizer_family: str | None = None,
     ) -> None:
         if not (min_lr > 0 and max_lr > min_lr):
             raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr}, max_lr={max_lr}")
@@ -104,6 +165,11 @@ class LearningRateFinder:
             raise ValueError(f"smooth={smooth}: the EMA coefficient must be in [0, 1)")
         if not diverge_factor > 1:
             raise ValueError(f"diverge_factor={diverge_factor}: must be > 1")
+        if optimizer_family not in (None, *FAMILIES):
+            raise ValueError(
+                f"optimizer_family={optimizer_family!r}: one of {', '.join(FAMILIES)} (or None)"
+            )
+        self.optimizer_family = optimizer_family
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
         self.num_steps = int(num_steps)
@@ -192,6 +258,8 @@ class LearningRateFinder:
         from deep copies, even if a step raises.
         """
         self._reset()
+        if self.optimizer_family is None:  # what method="auto" reads off the curve depends on it
+            self.optimizer_family = optimizer_family(optimizer)
         saved = _snapshot(model, optimizer, scaler, batches)
         try:
             model.train()
@@ -248,7 +316,7 @@ class LearningRateFinder:
         return start, end
 
     def suggest(self, method: str | None = None) -> dict[str, Any]:
-        """``{'lr', 'index', 'method'}`` for one rule; fewer than 10 points falls back to ``10 * min_lr`` (as documented)."""
+        """``{'lr', 'index', 'method'}`` for one rule (``auto``: the optimizer's); fewer than 10 points falls back to ``10 * min_lr`` (as documented)."""
         name = canonical_method(method or self.method)
         if len(self.losses) < 10:
             return {
@@ -259,13 +327,22 @@ class LearningRateFinder:
         start, end = self._window()
         lrs = np.asarray(self.lrs[start:end])
         losses = np.asarray(self.smoothed_losses[start:end])
+        if name == "auto":
+            name = auto_rule(self.optimizer_family, relative_fall(losses))
         if name == "valley":
             i = valley_index(losses)
             lr = lrs[i]
         elif name == "steepest":
             i = steepest_index(lrs, losses)
             lr = lrs[i]
-        else:
+        elif name == "descent" and (d := descent_index(lrs, losses)) is not None:
+            i = d
+            lr = lrs[i]
+        elif name == "min2":
+            i = int(np.argmin(losses))
+            lr = lrs[i] / 2
+        else:  # min10, and descent on a curve that never falls (nothing to read but its minimum)
+            name = "min10"
             i = int(np.argmin(losses))
             lr = lrs[i] / 10
         return {"lr": float(lr), "index": start + i, "method": name}
@@ -276,6 +353,8 @@ class LearningRateFinder:
         self._result = {
             "suggested_lr": chosen["lr"],
             "method": chosen["method"],
+            "rule": self.method,
+            "optimizer_family": self.optimizer_family,
             "suggested_index": chosen["index"],
             "suggestions": {m: self.suggest(m)["lr"] for m in METHODS},
             "lrs": list(self.lrs),
@@ -311,6 +390,8 @@ class LearningRateFinder:
                 "valley": ("o", "tab:green"),
                 "steepest": ("s", "tab:orange"),
                 "min10": ("^", "tab:purple"),
+                "descent": ("D", "tab:brown"),
+                "min2": ("v", "tab:olive"),
             }
             others = [(n, lr) for n, lr in res["suggestions"].items() if n != res["method"]]
             for k, (name, lr) in enumerate(others):
@@ -321,7 +402,7 @@ class LearningRateFinder:
                     [np.interp(np.log(lr), np.log(lrs), smoothed)],
                     marker,
                     color=color,
-                    markersize=12 - 4 * k,
+                    markersize=12 - 2 * k,
                     markerfacecolor="none",
                     markeredgewidth=2,
                     label=f"{name}: {lr:.2e}",
@@ -331,7 +412,7 @@ class LearningRateFinder:
                 color="tab:red",
                 linestyle="--",
                 linewidth=1.5,
-                label=f"suggested ({res['method']}): {res['suggested_lr']:.2e}",
+                label=f"suggested ({rule_label(res)}): {res['suggested_lr']:.2e}",
             )
             ax.plot(
                 [res["suggested_lr"]],
@@ -353,6 +434,14 @@ class LearningRateFinder:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
         return path
+
+
+def rule_label(result: dict[str, Any]) -> str:
+    """``descent`` or, when ``auto`` chose it, ``auto for sgd: descent`` (what a plot or a log line shows)."""
+    method = {"min10": "minimum/10", "min2": "minimum/2"}.get(result["method"], result["method"])
+    if result.get("rule") == "auto":
+        return f"auto for {result.get('optimizer_family') or 'an unknown optimizer'}: {method}"
+    return method
 
 
 def cycle_batches(batches: Iterable[Any]) -> Iterator[Any]:

@@ -20,12 +20,21 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from diag.hooks import FitState
-from diag.lr_finder import ALIASES, METHODS, LearningRateFinder, cycle_batches
+from diag.lr_finder import (
+    ALIASES,
+    LearningRateFinder,
+    canonical_method,
+    cycle_batches,
+    optimizer_family,
+    rule_label,
+)
 from diag.training_state import apply, capture
 from runner import distributed
 from runner.errors import UserError
 
 if TYPE_CHECKING:
+    import torch
+
     from runner.train import Run
 
 log = logging.getLogger(__name__)
@@ -66,15 +75,23 @@ def lr_find_errors(cfg: DictConfig) -> list[str]:
             f"lr_find.num_steps={steps!r} is not valid: a whole number >= 10 (100 is typical)"
         )
     method = str(node.get("method"))
-    if ALIASES.get(method, method) not in METHODS:
+    try:
+        canonical_method(method)
+    except ValueError:
         errors.append(
-            f"lr_find.method={method!r} is not valid: choose one of valley, steepest, minimum/10"
+            f"lr_find.method={method!r} is not valid: choose one of auto (descent for SGD, "
+            "minimum/10 otherwise), descent, valley, steepest, minimum/10, minimum/2"
         )
     return errors
 
 
-def build_finder(cfg: DictConfig) -> LearningRateFinder:
-    """The finder from the ``lr_find`` config block (its YAML holds the defaults); bad values: :class:`UserError`."""
+def build_finder(
+    cfg: DictConfig, optimizer: torch.optim.Optimizer | None = None
+) -> LearningRateFinder:
+    """The finder from the ``lr_find`` config block (its YAML holds the defaults); bad values: :class:`UserError`.
+
+    ``optimizer`` is the run's: ``lr_find.method=auto`` reads a different rule for SGD.
+    """
     errors = lr_find_errors(cfg)
     if errors:
         raise UserError("\n".join(errors))
@@ -86,6 +103,7 @@ def build_finder(cfg: DictConfig) -> LearningRateFinder:
         method=str(node.method),
         smooth=float(node.smooth),
         diverge_factor=float(node.diverge_factor),
+        optimizer_family=optimizer_family(optimizer) if optimizer is not None else None,
     )
 
 
@@ -135,7 +153,7 @@ def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
 
 def find(r: Run) -> dict[str, Any]:
     """Run the range test, then write png, json and TensorBoard scalars into the run directory."""
-    finder = build_finder(r.cfg)
+    finder = build_finder(r.cfg, r.optimizer)
     result = range_test(r, finder)
     r.run_dir.mkdir(parents=True, exist_ok=True)
     finder.plot(r.run_dir / "lr_find.png", result)
@@ -147,7 +165,16 @@ def find(r: Run) -> dict[str, Any]:
 def method_name(cfg: DictConfig, method: str) -> str:
     """A rule's name as the config spells it (``minimum/10``, not the internal ``min10``)."""
     configured = str(cfg.lr_find.method)
-    return configured if ALIASES.get(configured, configured) == method else method
+    if ALIASES.get(configured, configured) == method:
+        return configured
+    return {"min10": "minimum/10", "min2": "minimum/2"}.get(method, method)
+
+
+def chosen_name(cfg: DictConfig, result: dict[str, Any]) -> str:
+    """The rule that chose, as printed: ``minimum/10``, or ``auto for sgd: descent``."""
+    if result.get("rule") == "auto":
+        return rule_label(result)
+    return method_name(cfg, result["method"])
 
 
 def _write_scalars(tb_dir: Path, result: dict[str, Any]) -> None:
@@ -174,6 +201,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         for k in (
             "suggested_lr",
             "method",
+            "rule",
+            "optimizer_family",
             "suggestions",
             "stop_reason",
             "num_steps_run",
@@ -193,7 +222,7 @@ def auto_lr(r: Run) -> dict[str, Any]:
             found["num_steps_run"],
             found["stop_reason"],
             found["suggested_lr"],
-            method_name(r.cfg, found["method"]),
+            chosen_name(r.cfg, found),
         )
         result = {**summary(found), "plot": "lr_find.png", "data": "lr_find.json"}
     generator = r.state.generator
@@ -237,7 +266,7 @@ def run(r: Run) -> float:
     finally:
         r.state.events.close()
     lr = result["suggested_lr"]
-    chosen = method_name(r.cfg, result["method"])
+    chosen = chosen_name(r.cfg, result)
     others = [
         f"{method_name(r.cfg, k)} {v:.3g}"
         for k, v in result["suggestions"].items()

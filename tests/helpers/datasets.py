@@ -68,33 +68,47 @@ def _pickle(path: Path, obj: dict) -> None:
 def write_cifar10(
     root: Path, per_batch: int = 20, n_test: int = 30, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """Write ``cifar-10-batches-py/`` (data_batch_1..5, test_batch, batches.meta); return the arrays."""
+    """Write ``cifar-10-batches-py/`` (data_batch_1..5, test_batch, batches.meta) of random pixels; return the arrays."""
     rng = np.random.default_rng(seed)
+    train_x = rng.integers(0, 256, (5 * per_batch, 3, 32, 32), dtype=np.uint8)
+    train_y = np.concatenate([_balanced_labels(per_batch, 10, rng) for _ in range(5)])
+    test_x = rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)
+    test_y = _balanced_labels(n_test, 10, rng)
+    arrays = {
+        "train_images": train_x,
+        "train_labels": train_y,
+        "test_images": test_x,
+        "test_labels": test_y,
+    }
+    return write_cifar10_arrays(root, arrays)
+
+
+def write_cifar10_arrays(root: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Write given uint8 images (N, 3, 32, 32) and labels as CIFAR-10's python pickles; return them.
+
+    The training images are split over the five ``data_batch_*`` files in order (torchvision reads
+    them in order). ``bench/lr_finder.py`` writes a learnable CIFAR-shaped set this way.
+    """
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
-    train_x, train_y = [], []
-    for i in range(1, 6):
-        x = rng.integers(0, 256, (per_batch, 3 * 32 * 32), dtype=np.uint8)
-        y = _balanced_labels(per_batch, 10, rng).tolist()
+    chunks = np.array_split(np.arange(len(arrays["train_labels"])), 5)
+    for i, idx in enumerate(chunks, start=1):
         _pickle(
             folder / f"data_batch_{i}",
             {
                 "batch_label": f"training batch {i} of 5",
-                "labels": y,
-                "data": x,
-                "filenames": [f"img_{i}_{j}.png" for j in range(per_batch)],
+                "labels": [int(y) for y in arrays["train_labels"][idx]],
+                "data": arrays["train_images"][idx].reshape(len(idx), -1).astype(np.uint8),
+                "filenames": [f"img_{i}_{j}.png" for j in range(len(idx))],
             },
         )
-        train_x.append(x)
-        train_y += y
-    tx = rng.integers(0, 256, (n_test, 3 * 32 * 32), dtype=np.uint8)
-    ty = _balanced_labels(n_test, 10, rng).tolist()
+    n_test = len(arrays["test_labels"])
     _pickle(
         folder / "test_batch",
         {
             "batch_label": "testing batch 1 of 1",
-            "labels": ty,
-            "data": tx,
+            "labels": [int(y) for y in arrays["test_labels"]],
+            "data": arrays["test_images"].reshape(n_test, -1).astype(np.uint8),
             "filenames": [f"test_{j}.png" for j in range(n_test)],
         },
     )
@@ -113,16 +127,11 @@ def write_cifar10(
                 "ship",
                 "truck",
             ],
-            "num_cases_per_batch": per_batch,
+            "num_cases_per_batch": len(chunks[0]),
             "num_vis": 3072,
         },
     )
-    return {
-        "train_images": np.concatenate(train_x).reshape(-1, 3, 32, 32),
-        "train_labels": np.array(train_y),
-        "test_images": tx.reshape(-1, 3, 32, 32),
-        "test_labels": np.array(ty),
-    }
+    return {k: np.asarray(v) for k, v in arrays.items()}
 
 
 def write_cifar100(

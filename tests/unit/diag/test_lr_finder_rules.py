@@ -1,0 +1,178 @@
+"""The LR finder's suggestion rules on synthetic range-test curves, and ``auto``'s choice by optimizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diag.lr_finder import (
+    LearningRateFinder,
+    auto_rule,
+    descent_index,
+    optimizer_family,
+    relative_fall,
+)
+
+LOG_CENTRE = -1.3  # the loss falls fastest at lr = 10**-1.3 = 0.05
+
+
+def sgd_like_curve(lrs: np.ndarray) -> np.ndarray:
+    """Flat, a sigmoid drop centred at 0.05, a minimum near 0.2, then a steep rise (SGD's shape)."""
+    x = np.log10(lrs)
+    return 2.3 - 2.0 / (1 + np.exp(-5 * (x - LOG_CENTRE))) + 3.0 * np.clip(x + 0.8, 0, None) ** 2
+
+
+def replay(
+    curve_fn, method: str = "auto", family: str | None = None, n: int = 200
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The documented ``range_test(train_fn)`` fed a known curve, unsmoothed."""
+    lrs = np.exp(np.linspace(np.log(1e-6), np.log(10.0), n))
+    curve = curve_fn(lrs)
+    values = iter(curve)
+    finder = LearningRateFinder(
+        min_lr=1e-6,
+        max_lr=10.0,
+        num_steps=n,
+        method=method,
+        smooth=0.0,
+        diverge_factor=100,
+        optimizer_family=family,
+    )
+    return finder.range_test(lambda lr: float(next(values))), lrs, curve
+
+
+def test_auto_reads_the_fastest_fall_for_sgd_and_a_tenth_of_the_minimum_otherwise():
+    sgd, lrs, curve = replay(sgd_like_curve, family="sgd")
+    lr_min = lrs[np.argmin(curve)]
+    assert sgd["rule"] == "auto" and sgd["method"] == "descent"
+    assert sgd["suggested_lr"] == pytest.approx(10**LOG_CENTRE, rel=0.1)
+    assert sgd["suggested_lr"] < lr_min  # before the minimum, never on the rising side
+    adam, _, _ = replay(sgd_like_curve, family="adaptive")
+    assert adam["method"] == "min10"
+    assert adam["suggested_lr"] == pytest.approx(lr_min / 10, rel=0.05)
+    # the SGD rule sits well above a tenth of the minimum: where minimum/10 undershot SGD
+    assert sgd["suggested_lr"] > 2 * adam["suggested_lr"]
+    unknown, _, _ = replay(
+        sgd_like_curve, family=None
+    )  # train_fn alone says nothing of the optimizer
+    assert unknown["method"] == "min10" and unknown["suggested_lr"] == adam["suggested_lr"]
+    # every rule's answer is reported whichever chose
+    assert set(sgd["suggestions"]) == {"valley", "steepest", "min10", "descent", "min2"}
+    assert sgd["suggestions"]["descent"] == sgd["suggested_lr"]
+
+
+def test_descent_moves_with_the_drop_and_has_no_safety_shift():
+    for centre in (-3.0, -2.0, -1.0):
+
+        def curve(lrs, c=centre):
+            x = np.log10(lrs)
+            return 2.3 - 2.0 / (1 + np.exp(-5 * (x - c))) + 3.0 * np.clip(x - c - 0.6, 0, None) ** 2
+
+        result, _, _ = replay(curve, method="descent")
+        assert result["suggested_lr"] == pytest.approx(10**centre, rel=0.1), centre
+        # the classic steepest rule is the same point moved a tenth of the curve to the left
+        assert result["suggestions"]["steepest"] < result["suggested_lr"] / 3
+
+
+def test_descent_on_a_curve_that_never_falls_is_a_tenth_of_its_minimum():
+    # the first 20 points (a tenth) are skipped, as for every rule
+    rising, lrs, curve = replay(lambda lrs: 1.0 + 0.01 * np.log(lrs / 1e-6), method="descent")
+    assert rising["method"] == "min10"
+    assert rising["suggested_lr"] == pytest.approx(lrs[20 + np.argmin(curve[20:])] / 10, rel=0.05)
+    assert descent_index(np.array([1e-3, 1e-2, 1e-1]), np.array([1.0, 1.0, 1.0])) is None
+
+
+def test_optimizer_family_and_the_rule_it_picks():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    for opt in (
+        torch.optim.SGD(params, lr=0.1),
+        torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True),
+        torch.optim.SGD(params, lr=0.1, momentum=0.9),
+    ):
+        assert optimizer_family(opt) == "sgd" and auto_rule(optimizer_family(opt)) == "descent"
+    for opt in (
+        torch.optim.Adam(params),
+        torch.optim.AdamW(params),
+        torch.optim.RMSprop(params),
+        torch.optim.Adagrad(params),
+    ):
+        assert optimizer_family(opt) == "adaptive" and auto_rule("adaptive") == "min10"
+    assert auto_rule(None) == "min10"
+    # a curve that hardly fell: half its minimum's LR, whatever the optimizer
+    assert auto_rule("sgd", 0.03) == "min2" and auto_rule("adaptive", 0.03) == "min2"
+    assert auto_rule("sgd", 0.2) == "descent" and auto_rule("adaptive", 0.2) == "min10"
+    with pytest.raises(ValueError, match="optimizer_family"):
+        LearningRateFinder(optimizer_family="momentum")
+    with pytest.raises(ValueError, match="choose one of auto, descent"):
+        LearningRateFinder(method="fastest")
+
+
+@pytest.mark.parametrize(
+    "opt_cls, rule", [(torch.optim.SGD, "descent"), (torch.optim.Adam, "min10")]
+)
+def test_torch_mode_learns_the_family_from_its_optimizer(opt_cls, rule):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=g)
+    y = (x[:, :3].sum(1) > 0).long()
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    finder = LearningRateFinder(min_lr=1e-4, max_lr=10.0, num_steps=60)
+    result = finder.range_test_torch(
+        model, opt_cls(model.parameters(), lr=1e-3), batches, torch.nn.functional.cross_entropy
+    )
+    assert result["rule"] == "auto" and result["method"] == rule
+    assert result["optimizer_family"] == ("sgd" if opt_cls is torch.optim.SGD else "adaptive")
+    assert result["suggested_lr"] == result["suggestions"][rule]
+
+
+def test_descent_ignores_a_fall_after_the_minimum():
+    """A spike past the minimum then a fall back (seen on a CIFAR-shaped set) is not where SGD trains."""
+
+    def curve(lrs):
+        x = np.log10(lrs)
+        before = 2.3 - 0.5 / (1 + np.exp(-5 * (x - LOG_CENTRE))) + np.clip(x + 0.8, 0, None) ** 2
+        # up to 4 at lr=1, then down to 2.5 at lr=2: a far steeper fall, still above the minimum (1.8)
+        return np.where(x < 0, before, np.where(x < 0.3, 4.0, 2.5))
+
+    result, lrs, losses = replay(curve, method="descent")
+    assert result["suggested_lr"] == pytest.approx(10**LOG_CENTRE, rel=0.1)
+    assert result["suggested_lr"] < lrs[np.argmin(losses)]
+
+
+def test_auto_reads_half_the_minimum_on_a_curve_that_hardly_fell():
+    """A hard task learns little in the test: its slopes are noise, its minimum is still the edge."""
+
+    def curve(lrs):
+        x = np.log10(lrs)
+        wiggle = 0.01 * np.sin(3 * x)  # small bumps as a young EMA leaves on a noisy loss
+        return (
+            2.4
+            - 0.06 / (1 + np.exp(-5 * (x + 1.5)))
+            + wiggle
+            + 3.0 * np.clip(x + 0.7, 0, None) ** 2
+        )
+
+    for family in ("sgd", "adaptive"):
+        result, lrs, losses = replay(curve, family=family)
+        assert relative_fall(np.asarray(result["smoothed_losses"][20:-5])) < 0.05
+        assert result["method"] == "min2"
+        lr_min = lrs[20 + np.argmin(losses[20:-5])]
+        assert result["suggested_lr"] == pytest.approx(lr_min / 2, rel=0.05)
+
+
+def test_descent_reads_only_the_three_decades_before_the_minimum():
+    """A young EMA's wiggle at the start of a noisy test (seen on a Fashion-shaped set at 6e-7) can be
+    steeper than a hard task's real fall: SGD's LR is never read more than 1000x under the minimum."""
+
+    def curve(lrs):
+        x = np.log10(lrs)
+        start_wiggle = 0.3 * np.clip(-4 - x, 0, None)  # steeper than the real fall, until 1e-4
+        fall = 0.12 / (1 + np.exp(-5 * (x - LOG_CENTRE)))
+        return 2.4 + start_wiggle - fall + 3.0 * np.clip(x + 0.7, 0, None) ** 2
+
+    result, lrs, losses = replay(curve, method="descent")
+    lr_min = lrs[20 + np.argmin(losses[20:-5])]
+    assert result["suggested_lr"] == pytest.approx(10**LOG_CENTRE, rel=0.1)
+    assert result["suggested_lr"] > lr_min / 1000
