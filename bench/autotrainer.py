@@ -2,6 +2,7 @@
 
     python bench/autotrainer.py [--split dev|test] [--per-family 2] [--healthy 8] [--jobs N]
                                 [--runs DIR] [--out FILE] [--quick] [--score-only]
+                                [--families a,b] [--skip N] [--variants off,twin]
 
 Cases come from ``bench/fault_families.py`` (the randomized fault benchmark of ``bench/fault_bench.py``):
 each faulty case names its healthy twin, the same recipe without the fault. Tune on ``dev``, report
@@ -253,12 +254,16 @@ def select(args: argparse.Namespace) -> list[Case]:
     if args.quick:
         return quick_cases()
     cases = [c for c in generate() if c.split == args.split]
+    if args.families:
+        wanted = set(args.families.split(","))
+        cases = [c for c in cases if c.family in wanted]
     picked: list[Case] = []
     counts: dict[str, int] = {}
     for c in cases:
         limit = args.healthy if c.family == "healthy" else args.per_family
-        if counts.get(c.family, 0) < limit:
-            counts[c.family] = counts.get(c.family, 0) + 1
+        seen = counts.get(c.family, 0)
+        counts[c.family] = seen + 1
+        if args.skip <= seen < args.skip + limit:
             picked.append(c)
     return picked
 
@@ -272,6 +277,15 @@ def main() -> None:
     ap.add_argument("--healthy", type=int, default=8, help="healthy cases from the half")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument(
+        "--families", default=None, help="only these families (comma-separated; 'healthy' too)"
+    )
+    ap.add_argument(
+        "--variants",
+        default=None,
+        help="run only these of off,on,twin (e.g. the runs without the AutoTrainer ahead of time)",
+    )
+    ap.add_argument("--skip", type=int, default=0, help="skip the first N cases of each family")
     ap.add_argument("--quick", action="store_true", help="fault_families' four tiny cases")
     ap.add_argument("--score-only", action="store_true", help="reprint from saved runs")
     ap.add_argument("--runs", type=Path, default=ROOT / "outputs" / "autotrainer_bench")
@@ -289,6 +303,7 @@ def main() -> None:
         for c in cases
         for v, o in variants(c).items()
         if not (args.runs / c.name / v / "bench.json").exists()
+        and (args.variants is None or v in args.variants.split(","))
     ]
     if jobs and not args.score_only:
         print(f"{len(jobs)} runs to do ({len(cases)} cases)", flush=True)

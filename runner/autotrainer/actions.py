@@ -130,6 +130,27 @@ def raise_lr(
     return Repair(factor=raise_factor(policy, rule), detail="")
 
 
+@register("loosen_clip")
+def loosen_clip(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule | None,
+    changes: dict[str, Any],
+) -> Repair | None:
+    """Gradient clipping off when its max norm is below ``setting_causes.min_clip`` (a stalled run): a clip
+    of 1e-4 makes every step tiny at any LR. Turned on again (at ``clip_max_norm``) by an explosion's
+    rollback, like any run without clipping."""
+    loop = state.loop
+    clip = getattr(loop, "clip_max_norm", None) if loop is not None else None
+    if loop is None or clip is None or clip >= policy.settings.setting_causes.min_clip:
+        return None  # no clip, or not one tight enough to stall the run: another cause
+    loop.set_clip(None)
+    policy.carried.clip_turned_on = False
+    changes["trainer.clip.max_norm"] = None
+    return Repair(factor=1.0, detail=f"gradient clipping off (was max_norm {clip:g})")
+
+
 def _gentler_schedule(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:
     """restore_lr as config: the schedule's cuts no harder than the rule allows (StepLR, plateau)."""
     sched = OmegaConf.select(cfg, "scheduler.lr_scheduler", default=None)
@@ -217,7 +238,13 @@ def lower_regularization(
     too_strong = rule.weight_decay is not None and any(
         float(g.get("weight_decay") or 0.0) > rule.weight_decay for g in optimizer.param_groups
     )
-    if too_strong and rule.rollback:
+    # dropout of 0.9+ blows the activations up by 1/(1-p): by the time it is found the weights are often
+    # thrown far out (a loss of 1e5), and lowering it there left a run that kept exploding
+    too_much_dropout = rule.dropout is not None and any(
+        isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > rule.dropout
+        for m in state.model.modules()
+    )
+    if (too_strong or too_much_dropout) and rule.rollback:
         # the weights the decay has shrunk towards zero learn slowly again: back to before it began
         snap = rollback_target(policy, int(issue.get("first_step") or state.step))
         snap.restore(state)  # restores the param groups too: the decay is changed after it

@@ -69,6 +69,23 @@ class Capacity:
 
 
 @dataclass(frozen=True)
+class SettingCauses:
+    """``setting_causes``: settings of the run that explain a stalled or stuck run (see :mod:`setting_causes`)."""
+
+    codes: frozenset[
+        str
+    ]  # the symptoms they explain: looked for before the table's repair of these
+    min_clip: float  # gradient clipping below this max norm: turned off in place
+    min_batch: int  # a batch below this, or one so large that an epoch is
+    min_steps_per_epoch: int  # fewer steps than this: a restart at ``batch``
+    batch: int
+    max_depth_without_norm: (
+        int  # an MLP deeper than this without batch norm: a restart with ``deep_changes``
+    )
+    deep_changes: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Healthy:
     """When an attempt counts as ``healthy``: it reaches what its run should reach (see :mod:`judgement`)."""
 
@@ -104,6 +121,7 @@ class Settings:
     plot_stopped_attempts: bool
     measure_steps: int
     healthy: Healthy
+    setting_causes: SettingCauses
     restore_best: RestoreBest
     priority: tuple[str, ...]
     online: dict[str, OnlineRule]
@@ -127,7 +145,14 @@ class Settings:
         _check_keys(restore, [f.name for f in fields(RestoreBest)], f"{key}.restore_best")
         healthy = _plain(spec["healthy"])
         _check_keys(healthy, [f.name for f in fields(Healthy)], f"{key}.healthy")
+        causes = _plain(spec["setting_causes"])
+        _check_keys(causes, [f.name for f in fields(SettingCauses)], f"{key}.setting_causes")
         online, restarts = _plain(spec["online"]), _plain(spec["restarts"])
+        for code in causes["codes"] or []:
+            if code not in CODES:
+                raise UserError(
+                    f"{key}.setting_causes.codes: {code!r} is not a diagnosis code (see diag/codes.py)"
+                )
         validate_policy(
             online, restarts, spec["priority"] or [], key=key, restore_codes=restore["codes"] or []
         )
@@ -151,6 +176,15 @@ class Settings:
             healthy=Healthy(
                 below_best=float(healthy["below_best"]),
                 above_chance=float(healthy["above_chance"]),
+            ),
+            setting_causes=SettingCauses(
+                codes=frozenset(causes["codes"] or []),
+                min_clip=float(causes["min_clip"]),
+                min_batch=int(causes["min_batch"]),
+                min_steps_per_epoch=int(causes["min_steps_per_epoch"]),
+                batch=int(causes["batch"]),
+                max_depth_without_norm=int(causes["max_depth_without_norm"]),
+                deep_changes=dict(causes["deep_changes"] or {}),
             ),
             restore_best=RestoreBest(
                 codes=frozenset(restore["codes"] or []),
