@@ -83,6 +83,7 @@ class SettingCauses:
         int  # an MLP deeper than this without batch norm: a restart with ``deep_changes``
     )
     deep_changes: dict[str, Any]
+    deep_depth: int  # and cut to this many hidden layers of its widest width
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ class Settings:
                 batch=int(causes["batch"]),
                 max_depth_without_norm=int(causes["max_depth_without_norm"]),
                 deep_changes=dict(causes["deep_changes"] or {}),
+                deep_depth=int(causes["deep_depth"]),
             ),
             restore_best=RestoreBest(
                 codes=frozenset(restore["codes"] or []),

@@ -68,6 +68,7 @@ def test_a_deep_net_without_norm_restarts_with_batch_norm_relu_and_he_init() -> 
         "model.batchnorm": True,
         "model.activation": "relu",
         "model.init": "he",
+        "model.hidden": [16, 16],
     }
     assert action["detail"].startswith("cause: an MLP of 8 hidden layers without normalisation")
 
