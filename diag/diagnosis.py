@@ -229,7 +229,7 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
     if not np.all(np.isfinite(loss)):
         return None
     if loss.size < w + 2:
-        return _validation_swings(s)
+        return _validation_swings(s) or _epoch_loss_climbs(s)
     scale = _chance_loss(s) or _median(loss[:3])
     if not scale > 0:
         return None
@@ -242,7 +242,11 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
         level = np.median(W, axis=1)
         hits = hits[span[hits] > NOISE_SPAN * noise * np.maximum(level[hits], 1e-12)]
     if not hits.size or _epochs_falling(s):
-        return _loss_climbs_back(s, loss, scale, noise) or _validation_swings(s)
+        return (
+            _loss_climbs_back(s, loss, scale, noise)
+            or _validation_swings(s)
+            or _epoch_loss_climbs(s)
+        )
     first = int(hits[0])
     win, i = loss[first : first + w], first + w - 1
     moves = np.diff(win)
@@ -301,6 +305,55 @@ def _loss_climbs_back(
         _step_at(s.step, i),
         f"the loss climbed back from its best {best[i]:.3g} to {loss[i]:.3g} by step {_step_at(s.step, i)}: "
         "the steps overshoot",
+    )
+
+
+EPOCH_CLIMB = 0.15  # an epoch's training loss this much above the best epoch before it (relative)
+EPOCH_CLIMB_CHANCE = (
+    0.04  # and by this share of ln(k): a fitted model's 0.01 -> 0.02 is not a swing
+)
+
+
+def _epoch_loss_climbs(s: RunSeries) -> Issue | None:
+    """The training loss of whole epochs climbs back above its best, twice, at an LR no higher than then.
+
+    An epoch's mean loss over thousands of examples carries little batch noise (a standard error of
+    1/sqrt(examples) of its level), and a training loss does not rise while the model fits (overfitting
+    raises the validation loss, not this one). Climbing back twice at the same or a lower LR is the
+    steps overshooting the valley, at the scale of epochs, however steadily the run ends.
+    """
+    tr, lr = _arr(s.epoch_train_loss), _arr(s.epoch_lr)
+    chance = _chance_loss(s)
+    n = min(tr.size, lr.size, len(s.epoch_step))
+    if chance is None or n < 3:
+        return None
+    episodes: list[tuple[int, int]] = []  # (epoch, best epoch before it) where a climb began
+    climbing = False
+    for e in range(1, n):
+        if not np.all(np.isfinite(tr[: e + 1])):
+            return None  # a blow-up: other rules name it
+        b = int(np.argmin(tr[:e]))
+        examples = (s.batch_size or 1) * max(1, s.epoch_step[e] - s.epoch_step[e - 1])
+        noise = NOISE_SPAN / math.sqrt(examples) if s.batch_size else 0.0
+        up = (
+            tr[e] > tr[b] * (1 + max(EPOCH_CLIMB, noise))
+            and tr[e] - tr[b] > EPOCH_CLIMB_CHANCE * chance
+            and lr[e] <= lr[b] * 1.001
+        )
+        if up and not climbing:
+            episodes.append((e, b))
+        climbing = up
+    if len(episodes) < 2:
+        return None
+    (e1, b1), (e, b) = episodes[0], episodes[1]
+    off = 1 + s.epoch_offset
+    return Issue(
+        "LOSS_OSCILLATION",
+        "warning",
+        _step_at(s.epoch_step, e),
+        f"the training loss of a whole epoch climbed back above its best twice at an LR no higher than "
+        f"then: {tr[b1]:.3g} (epoch {b1 + off}) -> {tr[e1]:.3g} (epoch {e1 + off}), {tr[b]:.3g} (epoch "
+        f"{b + off}) -> {tr[e]:.3g} (epoch {e + off}): the steps overshoot",
     )
 
 
@@ -632,6 +685,10 @@ def _overfitting(s: RunSeries) -> Issue | None:
 
 
 def _underfitting(s: RunSeries) -> Issue | None:
+    return _underfitting_flat(s) or _stopped_while_learning(s)
+
+
+def _underfitting_flat(s: RunSeries) -> Issue | None:
     tr_acc, tr_loss, v_loss = (
         _arr(s.epoch_train_acc),
         _arr(s.epoch_train_loss),
@@ -678,6 +735,43 @@ def _underfitting(s: RunSeries) -> Issue | None:
             "or raise the learning rate",
         )
     return None
+
+
+STILL_FALLING = 0.1  # the training loss fell this much (relative) over the run's last fifth
+
+
+def _stopped_while_learning(s: RunSeries) -> Issue | None:
+    """The run ended with its training loss far from fitted and still falling fast over its last fifth.
+
+    A loss still coming down by a tenth or more over the last 20% of the steps had not converged: the run
+    was too short for its steps (a batch of the whole split takes one step an epoch). Judged only on a
+    finished run, at its end. A loss below 0.3 x ln(k) falling further is not this: that is a fitted model,
+    or the floor 20% noisy labels set.
+    """
+    chance = _chance_loss(s)
+    if chance is None or not s.planned_steps:
+        return None
+    epochs = _finite(_arr(s.epoch_train_loss))
+    steps = s.epoch_step if epochs.size >= 5 else s.step
+    loss = epochs if epochs.size >= 5 else _arr(s.loss)
+    if loss.size < 5 or not np.all(np.isfinite(loss)) or not steps or steps[-1] < s.planned_steps:
+        return None
+    fifth = max(1, loss.size // 5)
+    before, last = _median(loss[-2 * fifth : -fifth]), _median(loss[-fifth:])
+    fell = (before - last) / max(before, 1e-12)
+    # two standard errors of a difference of two fifths' means of sampled interval means (a batch of 2 is
+    # all noise); an epoch's mean over the whole split carries little
+    noise = _interval_noise(s) if steps is s.step else None
+    if fell < max(STILL_FALLING, 2 * (noise or 0.0) * math.sqrt(2 / fifth)) or last < 0.3 * chance:
+        return None
+    return Issue(
+        "UNDERFITTING",
+        "warning",
+        int(steps[-1]),
+        f"the run ended at step {steps[-1]} with the training loss at {last:.3g} ({last / chance:.2f} x "
+        f"ln({s.num_classes})) and still falling ({before:.3g} -> {last:.3g} over its last fifth): it "
+        "stopped before it converged",
+    )
 
 
 # -- gradients ---------------------------------------------------------------
@@ -1173,7 +1267,9 @@ def diagnose(series: RunSeries) -> list[Issue]:
     blowups = [found[c].first_step for c in sorted(BLOWUP_CODES) if c in found]
     if blowups:
         for code in CONSEQUENCES_OF_BLOWUP & found.keys():
-            if found[code].first_step >= min(blowups):
+            if found[code].first_step >= min(blowups) and not (
+                code == "OVERFITTING" and _fits_training_set(series)
+            ):
                 del found[code]
     for code, causes in EXPLAINED_BY.items():
         if code in found and causes & found.keys():
@@ -1181,6 +1277,13 @@ def diagnose(series: RunSeries) -> list[Issue]:
             for cause in causes & found.keys():
                 _inherit_severity(found[cause], symptom)
     return sorted(found.values(), key=lambda i: (-SEVERITY_RANK[i.severity], i.first_step))
+
+
+def _fits_training_set(s: RunSeries) -> bool:
+    """Every training example right at the end: a model that memorised its data after a blow-up was not
+    left broken by it, so its overfitting is its own finding, not the blow-up's consequence."""
+    acc = _finite(_arr(s.epoch_train_acc))
+    return bool(acc.size and acc[-1] >= 0.98)
 
 
 def _recovered(s: RunSeries) -> str | None:

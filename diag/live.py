@@ -181,7 +181,7 @@ class DiagnosticsHook(Hook):
         self._losses.append(loss)
         self._norms.append(grad_norm)
         self._n += 1
-        sampled = step % self.layer_every == 0 or step == self._sample_at
+        sampled = self._layer_step(step)
         if state.step_skipped:
             self.series.skipped_steps.append(step)
             if self.series.first_nonfinite_step is None:
@@ -193,11 +193,29 @@ class DiagnosticsHook(Hook):
             self._sample_layers(state)
         if step % self.scalar_every == 0:
             self._read_scalars(state)
-        if step % self.diagnose_every == 0:
+        if step % self.diagnose_every == 0 or (
+            self._early(step) and (sampled or step % self.scalar_every == 0)
+        ):
             self._diagnose(state, "step")
         if self._histogram_step(step):
             self._histograms(state)
         self._arm_if_next_is_sampled(step)
+
+    def _early(self, step: int) -> bool:
+        """The run's first ``diagnose_every`` steps: layers are also sampled at every scalar read, and the
+        rules run at every scalar read and layer sample. A fault its settings and first steps already show
+        (a blow-up, units dead or saturated from the start, weights decayed away, a vanishing gradient) is
+        named within the first tenth of a short run, not at its 50th step. A handful of extra samples and
+        diagnoses of a short series, once per fit (from its first step), none in the steps after."""
+        return step - self._first_step < self.diagnose_every
+
+    def _layer_step(self, step: int) -> bool:
+        """Are the layers sampled at ``step``?"""
+        return (
+            step % self.layer_every == 0
+            or step == self._sample_at
+            or (self._early(step) and step % self.scalar_every == 0)
+        )
 
     def _histogram_step(self, step: int) -> bool:
         return bool(self.histogram_every) and (
@@ -207,7 +225,7 @@ class DiagnosticsHook(Hook):
     def _arm_if_next_is_sampled(self, step: int) -> None:
         """Snapshot weights and attach activation hooks right before a sampled step's forward pass."""
         nxt = step + 1
-        if nxt % self.layer_every == 0 or nxt == self._sample_at or self._histogram_step(nxt):
+        if self._layer_step(nxt) or self._histogram_step(nxt):
             self._snapshot = [w.detach().clone() for w in self._weights]
             if self.recorder is not None:
                 self.recorder.keep_values = self._histogram_step(nxt)

@@ -197,6 +197,71 @@ def test_validation_swinging_epoch_to_epoch_is_oscillation_not_overfitting():
     )
 
 
+def test_whole_epochs_whose_training_loss_climbs_back_twice_at_a_steady_lr_are_oscillation():
+    # bench/faults.py's lr_too_high (Adam 0.03, batch 16): the epoch means climb back twice, then fall again
+    s = run()
+    s.batch_size = 32  # 40 steps an epoch: 1280 examples, as lr_too_high's epochs (80 steps of 16)
+    s.epoch_train_loss = [1.18, 0.54, 0.446, 0.547, 0.447, 0.43, 0.345, 0.286, 0.384, 0.269]
+    issue = by_code(s)["LOSS_OSCILLATION"]
+    assert (
+        issue.first_step == s.epoch_step[8]
+        and "0.286 (epoch 8) -> 0.384 (epoch 9)" in issue.evidence
+    )
+    one = [1.18, 0.54, 0.446, 0.547, 0.447, 0.43, 0.345, 0.286, 0.27, 0.269]  # one climb: noise
+    s.epoch_train_loss = one
+    assert "LOSS_OSCILLATION" not in by_code(s)
+    s.epoch_train_loss = [
+        1.0,
+        0.5,
+        0.3,
+        0.2,
+        0.1,
+        0.05,
+        0.02,
+        0.012,
+        0.029,
+        0.01,
+    ]  # fitted: 0.01 -> 0.03
+    assert "LOSS_OSCILLATION" not in by_code(s)
+    s.epoch_train_loss = [1.18, 0.54, 0.446, 0.547, 0.447, 0.43, 0.345, 0.286, 0.384, 0.269]
+    s.epoch_lr = [1e-3] * 3 + [2e-3] * 7  # the LR rose (warm-up): a climb the schedule made
+    assert "LOSS_OSCILLATION" not in by_code(s)
+
+
+def test_a_finished_run_whose_loss_still_falls_far_from_fitted_stopped_too_soon():
+    # batch = the whole split: 10 epochs of one step each, the loss still falling 5% a step at the end
+    s = run()
+    s.epoch_step = list(range(1, 11))
+    s.planned_steps = 10
+    s.epoch_train_loss = [2.29, 2.24, 2.18, 2.13, 2.07, 1.99, 1.91, 1.81, 1.71, 1.6]
+    s.epoch_val_loss = [v * 0.95 for v in s.epoch_train_loss]
+    s.epoch_train_acc = list(np.linspace(0.12, 0.74, 10))
+    s.epoch_val_acc = list(np.linspace(0.24, 0.79, 10))
+    s.epoch_lr = [1e-3] * 10
+    s.step, s.loss, s.lr = s.epoch_step, s.epoch_train_loss, s.epoch_lr
+    issue = by_code(s)["UNDERFITTING"]
+    assert issue.first_step == 10 and "still falling (1.86 -> 1.66" in issue.evidence
+    s.planned_steps = 100  # still running: a loss still falling is the normal case
+    assert "UNDERFITTING" not in by_code(s)
+    s.planned_steps = 10
+    s.epoch_train_loss = [2.29, 1.5, 1.0, 0.8, 0.7, 0.65, 0.62, 0.61, 0.605, 0.6]  # converged
+    s.loss = s.epoch_train_loss
+    assert "UNDERFITTING" not in by_code(s)
+
+
+def test_a_training_set_memorised_after_a_blow_up_is_overfitting_not_the_blow_up_s_consequence():
+    s = run()
+    epochs = len(s.epoch_step)
+    s.epoch_train_loss = [2.37, 1.66, 1.07, 0.5, 0.2, 0.1, 0.05, 0.03, 0.02, 0.02]
+    s.epoch_val_loss = [2.25, 13.9, 473.0, 20.0, 2.1, 1.2, 0.9, 0.7, 0.6, 0.6]
+    s.epoch_train_acc = [0.12, 0.47, 0.6, 0.8, 0.95, 1.0, 1.0, 1.0, 1.0, 1.0][:epochs]
+    s.epoch_val_acc = [0.18, 0.1, 0.1, 0.5, 0.6, 0.7, 0.75, 0.8, 0.81, 0.81][:epochs]
+    found = by_code(s)
+    assert "LOSS_EXPLOSION" in found and "OVERFITTING" in found
+    s.epoch_train_acc[-1] = 0.9  # not fitted: whatever follows the blow-up is its consequence
+    assert "OVERFITTING" not in by_code(s)
+
+
 def test_a_memorised_training_set_is_overfitting_even_while_validation_loss_still_falls():
     s = run()
     epochs = len(s.epoch_step)

@@ -118,3 +118,54 @@ def test_lr_finder_run_is_range_test():
     a = LRFinder(min_lr=1e-5, max_lr=10, num_steps=60).run(train_fn)
     b = LearningRateFinder(min_lr=1e-5, max_lr=10, num_steps=60).range_test(train_fn)
     assert a == b and 1e-4 < a["suggested_lr"] < 1
+
+
+def test_the_first_diagnose_every_steps_are_diagnosed_at_every_scalar_read():
+    # a blow-up in the first steps is named at the first scalar read after it, not at step diagnose_every
+    from diag.hooks import FitState
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=50.0)
+    x, y = torch.randn(128, 8), torch.randint(0, 3, (128,))
+    hook = DiagnosticsHook(summary_png=False, console=False, scalar_every=10, diagnose_every=50)
+    state = FitState(model=model, optimizer=opt, num_classes=3, max_steps=200)
+    hook.on_fit_start(state)
+    for step in range(1, 201):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        opt.step()
+        state.step, state.loss, state.grad_norm = step, loss.detach(), norm
+        hook.on_train_batch_end(state)
+    hook.on_fit_end(state)
+    assert hook.detected_at["LOSS_EXPLOSION"] <= 20
+
+
+def test_units_dead_from_the_start_are_named_by_step_layer_every():
+    # layers are sampled at every scalar read of the first diagnose_every steps: the window of 4 samples a
+    # dead unit needs is full by step 25 (samples at 1, 10, 20, and 25 or the step after a finding), not 75
+    from diag.hooks import FitState
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+    with torch.no_grad():
+        model[0].bias.fill_(-10.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(128, 8), torch.randint(0, 3, (128,))
+    hook = DiagnosticsHook(
+        summary_png=False, console=False, scalar_every=10, layer_every=25, diagnose_every=50
+    )
+    state = FitState(model=model, optimizer=opt, num_classes=3, max_steps=100)
+    hook.on_fit_start(state)
+    for step in range(1, 101):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        state.step, state.loss, state.grad_norm = step, loss.detach(), torch.tensor(1.0)
+        hook.on_train_batch_end(state)
+    hook.on_fit_end(state)
+    assert hook.detected_at["DEAD_NEURONS"] <= 25
+    assert hook.series.layer_step[:3] == [1, 10, 20]
