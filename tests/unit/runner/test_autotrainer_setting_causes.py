@@ -42,6 +42,13 @@ TINY = ["data.subset=256", "model.hidden=[32]"]
         ),
         (None, 20, ["model.hidden=[32,32,32,32,32,32,32,32]", "model.batchnorm=true"], None),
         (None, 20, ["model.hidden=[256,256]"], None),
+        (None, 20, ["model.hidden=[64,64,64,64]", "model.batchnorm=false"], None),
+        (
+            None,
+            20,
+            ["model.hidden=[64,64,64,64,64,64]", "model.batchnorm=false"],
+            "deep_without_norm",
+        ),
     ],
 )
 def test_which_settings_are_a_cause(clip, steps_per_epoch, overrides, expected) -> None:
