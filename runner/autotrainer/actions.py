@@ -81,17 +81,30 @@ def rollback(
     rule: OnlineRule,
     changes: dict[str, Any],
 ) -> Repair | None:
-    """Back to a snapshot from before the problem began, LR cut, clipping on (explosions)."""
-    snap = (
-        policy.snapshots[0]
-        if rule.to == "baseline"
-        else rollback_target(policy, int(issue.get("first_step") or state.step))
-    )
-    snap.restore(state)
-    # the restored state's LR: the schedule is back at the snapshot's step
-    lr_before = state.current_lr
-    policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
-    detail = f"rolled back to step {snap.step}"
+    """Back to a snapshot from before the problem began, LR cut, clipping on (explosions).
+
+    ``to: baseline`` (still at chance after an explosion was rolled back): the weights the fit started
+    from, with the optimizer and schedule kept as the earlier cuts left them and the moments reset.
+    Every snapshot since the explosion may hold weights it damaged: a dev run went back to the state
+    after its last action three times and stayed at chance (0.07 against its twin's 0.93)."""
+    if rule.to == "baseline" and policy.initial is not None:
+        lr_before = state.current_lr
+        state.model.load_state_dict(policy.initial.model)
+        reset_moments(policy.optimizer(state))
+        forget = getattr(state.loop, "forget_epoch_sums", None)
+        if forget is not None:
+            forget(state.step)
+        detail = (
+            f"weights back to the fit start (step {policy.initial.step}), the schedule kept, "
+            "the optimizer's moments reset"
+        )
+    else:
+        snap = rollback_target(policy, int(issue.get("first_step") or state.step))
+        snap.restore(state)
+        # the restored state's LR: the schedule is back at the snapshot's step
+        lr_before = state.current_lr
+        policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
+        detail = f"rolled back to step {snap.step}"
     clip = policy.settings.clip_max_norm
     if rule.clip and state.loop is not None and getattr(state.loop, "clip_max_norm", 0) is None:
         state.loop.set_clip(clip)

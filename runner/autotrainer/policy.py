@@ -61,6 +61,7 @@ class AutoTrainer(Hook):
         self.diagnostics = diagnostics
         self.carried = PolicyState(actions=self.session.actions, gave_up=self.session.gave_up)
         self.snapshots: list[Snapshot] = []
+        self.initial: Snapshot | None = None
         self.keep_best = bool(self.settings.restore_best.codes) or any(
             rule.action == "regularize" and rule.rollback for rule in self.settings.online.values()
         )
@@ -103,6 +104,8 @@ class AutoTrainer(Hook):
         self._resume(state)
         # only the deciding rank ever rolls back (a rollback reaches the others through follow_rank_zero)
         self.snapshots = [Snapshot.take(state)] if distributed.is_rank_zero() else []
+        # the weights the run started from: after an explosion every later snapshot may be damaged
+        self.initial = self.snapshots[0] if self.snapshots else None
 
     def on_train_batch_end(self, state: FitState) -> None:
         if self.restart_request is not None:

@@ -27,7 +27,7 @@ class OnlineRule:
     after: tuple[str, ...]  # only as the aftermath of a repair of one of these codes; empty: always
     lr_factor: float | None
     clip: bool | None  # rollback: turn gradient clipping on if it was off
-    to: str | None  # rollback: "baseline" goes back to the fit start or last action
+    to: str | None  # rollback: "baseline" puts back the weights the fit started from
     target_update_ratio: float | None  # raise_lr: raise enough to reach this |dw|/|w| per step
     max_factor: float | None  # raise_lr: the bound of a raise computed from the update ratio
     weight_decay: float | None

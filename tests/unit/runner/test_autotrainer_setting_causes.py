@@ -15,10 +15,11 @@ import pytest
 import torch
 from helpers import compose_cfg
 from omegaconf import OmegaConf, open_dict
-from test_autotrainer_causes import NamesCause, drive, fit, net, policy_for, spec
+from test_autotrainer_causes import NamesCause, drive, fit, net, policy_for, spec, take_steps
 
 from runner.autotrainer.setting_causes import find
 from runner.autotrainer.settings import Settings
+from runner.autotrainer.snapshots import Snapshot
 from runner.errors import UserError
 
 RULES = Settings.from_config(spec()).setting_causes
@@ -170,3 +171,28 @@ def test_a_batch_of_two_restarts_at_a_sane_batch_in_a_real_run(tmp_path: Path) -
     assert used.data.batch_size == 64  # the setting that caused it is gone
     assert restart["outcome"].startswith("attempt-1 ended")
     assert restart["measured"]["verdict"] in ("improved", "no change", "worse")
+
+
+def test_still_at_chance_after_an_explosion_goes_back_to_the_starting_weights_with_the_cuts_kept() -> (
+    None
+):
+    """Every snapshot after the explosion may be damaged: the weights go back to the fit start, the LR
+    keeps the first rollback's cut and is cut again, and the optimizer's moments are reset."""
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+    policy, state = policy_for(model, opt)
+    start = [p.detach().clone() for p in model.parameters()]
+    drive(policy, state, [], 30)  # a healthy snapshot at step 25
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(5.0)  # what the explosion did, before the snapshot the first rollback returns to
+    policy.snapshots.append(Snapshot.take(state))
+    drive(policy, state, [("LOSS_EXPLOSION", "critical")], 20)
+    take_steps(model, opt)  # momentum buffers from the damaged weights
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1) and len(opt.state) > 0
+    drive(policy, state, [("STUCK_AT_CHANCE", "critical")], 60)
+    stuck = policy.actions[-1]
+    assert (stuck["action"], stuck["code"]) == ("rollback", "STUCK_AT_CHANCE")
+    assert stuck["detail"].startswith("weights back to the fit start (step 0)")
+    assert all(torch.equal(p, s) for p, s in zip(model.parameters(), start))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01) and len(opt.state) == 0
