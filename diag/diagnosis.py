@@ -327,12 +327,14 @@ def _epoch_loss_climbs(s: RunSeries) -> Issue | None:
     n = min(tr.size, lr.size, len(s.epoch_step))
     if chance is None or n < 3:
         return None
+    if not np.all(np.isfinite(tr[:n])):
+        return None  # a blow-up: other rules name it
     episodes: list[tuple[int, int]] = []  # (epoch, best epoch before it) where a climb began
     climbing = False
+    b = 0  # the best epoch before e (the first of equals), kept as e advances: one pass, not one per epoch
     for e in range(1, n):
-        if not np.all(np.isfinite(tr[: e + 1])):
-            return None  # a blow-up: other rules name it
-        b = int(np.argmin(tr[:e]))
+        if tr[e - 1] < tr[b]:
+            b = e - 1
         examples = (s.batch_size or 1) * max(1, s.epoch_step[e] - s.epoch_step[e - 1])
         noise = NOISE_SPAN / math.sqrt(examples) if s.batch_size else 0.0
         up = (

@@ -179,7 +179,7 @@ class TensorBoardScalars(Hook):
             self._write_events(state.writer)
         self._open()
 
-    def _write_events(self, writer) -> None:
+    def _write_events(self, writer, flush: bool = True) -> None:
         """Read the buffered steps in one device op, hand the closed intervals over, wait for the writer.
 
         One ``stack().tolist()`` per ``write_every`` intervals is the only host read. The writer's
@@ -210,7 +210,8 @@ class TensorBoardScalars(Hook):
                 scalars["train/grad_norm"] = sum(finite) / len(finite)
             write_scalars(writer, scalars, step, walltime)
         self._intervals = []
-        writer.flush()  # public API: returns once the writer thread has written the queue (see above)
+        if flush:  # public API: returns once the writer thread has written the queue (see above)
+            writer.flush()
 
     def state_dict(self) -> dict:
         """Nothing to keep; but whatever is checkpointed (an interrupt too) is first written to TensorBoard."""
@@ -222,12 +223,13 @@ class TensorBoardScalars(Hook):
         if state.writer is None:
             return
         self._flush(state)
-        self._write_events(state.writer)
+        self._write_events(state.writer, flush=False)
         self._write_actions(state)
-        for key in ("val/loss", "val/acc", "train/acc"):
-            if key in state.metrics:
-                state.writer.add_scalar(key, state.metrics[key], state.step)
-        state.writer.add_scalar("train/epoch", state.epoch, state.step)
+        # the epoch's numbers as one event, and one wait for the writer thread per epoch
+        epoch = {
+            k: state.metrics[k] for k in ("val/loss", "val/acc", "train/acc") if k in state.metrics
+        }
+        write_scalars(state.writer, {**epoch, "train/epoch": state.epoch}, state.step)
         state.writer.flush()
 
     def on_fit_end(self, state: FitState) -> None:
