@@ -33,6 +33,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -145,11 +146,18 @@ def score(case: Case, runs: Path, ceilings: dict[str, tuple[float, str]]) -> dic
     assert twin is not None
     row["twin"] = acc(twin)
     row["ratio"] = on["wall_time"] / twin["wall_time"]
+    # CPU time of the run's process: less bent than wall time by other work on a shared machine
+    row["cpu_ratio"] = on["cpu_time"] / twin["cpu_time"] if twin.get("cpu_time") else None
     row["within"] = row["on"] >= row["twin"] - WITHIN
     ceiling = ceilings.get(case.name)
     row["ceiling"] = ceiling
     row["bounded"] = ceiling is not None and ceiling[0] < row["twin"] - WITHIN
     return row
+
+
+def _mean_x(xs: Iterable[float | None]) -> str:
+    known = [x for x in xs if x is not None]
+    return f"{statistics.mean(known):.2f}x" if known else "-"
 
 
 def _mean(xs: list[float]) -> str:
@@ -164,8 +172,9 @@ def tables(rows: list[dict[str, Any]], title: str) -> tuple[str, dict[str, Any]]
     lines = [
         f"## AutoTrainer against each fault's healthy twin ({title})",
         "",
-        "| family | cases | acc without | acc with | twin | ceiling | within 2 pts | bounded | actions | time with/twin |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| family | cases | acc without | acc with | twin | ceiling | within 2 pts | bounded | actions "
+        "| time with/twin | CPU with/twin |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fam in sorted({r["case"].family for r in faults}):
         group = [r for r in faults if r["case"].family == fam]
@@ -175,7 +184,7 @@ def tables(rows: list[dict[str, Any]], title: str) -> tuple[str, dict[str, Any]]
             f"{_mean([r['on'] for r in group])} | {_mean([r['twin'] for r in group])} | "
             f"{_mean(ceil) if ceil else '-'} | {sum(r['within'] for r in group)}/{len(group)} | "
             f"{sum(r['bounded'] for r in group)} | {sum(r['changed'] for r in group)} | "
-            f"{statistics.mean(r['ratio'] for r in group):.2f}x |"
+            f"{statistics.mean(r['ratio'] for r in group):.2f}x | {_mean_x(r['cpu_ratio'] for r in group)} |"
         )
     fixable = [r for r in faults if not r["bounded"]]
     bounded = [r for r in faults if r["bounded"]]
@@ -233,6 +242,12 @@ def tables(rows: list[dict[str, Any]], title: str) -> tuple[str, dict[str, Any]]
             or "none"
         )
     )
+    cpu = [r["cpu_ratio"] for r in faults if r["cpu_ratio"] is not None]
+    if cpu:
+        lines.append(
+            f"CPU time with the AutoTrainer over the twin's: mean {statistics.mean(cpu):.2f}x, "
+            f"median {statistics.median(cpu):.2f}x, max {max(cpu):.2f}x"
+        )
     if ratios:
         lines.append(
             f"wall time with the AutoTrainer over the twin's: mean {statistics.mean(ratios):.2f}x, "
