@@ -226,7 +226,7 @@ class TensorBoardScalars(Hook):
         self._write_events(state.writer, flush=False)
         self._write_actions(state)
         # the epoch's numbers as one event, and one wait for the writer thread per epoch
-        epoch = {
+        epoch: dict[str, float] = {
             k: state.metrics[k] for k in ("val/loss", "val/acc", "train/acc") if k in state.metrics
         }
         write_scalars(state.writer, {**epoch, "train/epoch": state.epoch}, state.step)

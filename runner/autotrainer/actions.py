@@ -81,17 +81,30 @@ def rollback(
     rule: OnlineRule,
     changes: dict[str, Any],
 ) -> Repair | None:
-    """Back to a snapshot from before the problem began, LR cut, clipping on (explosions)."""
-    snap = (
-        policy.snapshots[0]
-        if rule.to == "baseline"
-        else rollback_target(policy, int(issue.get("first_step") or state.step))
-    )
-    snap.restore(state)
-    # the restored state's LR: the schedule is back at the snapshot's step
-    lr_before = state.current_lr
-    policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
-    detail = f"rolled back to step {snap.step}"
+    """Back to a snapshot from before the problem began, LR cut, clipping on (explosions).
+
+    ``to: baseline`` (still at chance after an explosion was rolled back): the weights the fit started
+    from, with the optimizer and schedule kept as the earlier cuts left them and the moments reset.
+    Every snapshot since the explosion may hold weights it damaged: a dev run went back to the state
+    after its last action three times and stayed at chance (0.07 against its twin's 0.93)."""
+    if rule.to == "baseline" and policy.initial is not None:
+        lr_before = state.current_lr
+        state.model.load_state_dict(policy.initial.model)
+        reset_moments(policy.optimizer(state))
+        forget = getattr(state.loop, "forget_epoch_sums", None)
+        if forget is not None:
+            forget(state.step)
+        detail = (
+            f"weights back to the fit start (step {policy.initial.step}), the schedule kept, "
+            "the optimizer's moments reset"
+        )
+    else:
+        snap = rollback_target(policy, int(issue.get("first_step") or state.step))
+        snap.restore(state)
+        # the restored state's LR: the schedule is back at the snapshot's step
+        lr_before = state.current_lr
+        policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
+        detail = f"rolled back to step {snap.step}"
     clip = policy.settings.clip_max_norm
     if rule.clip and state.loop is not None and getattr(state.loop, "clip_max_norm", 0) is None:
         state.loop.set_clip(clip)
@@ -128,6 +141,27 @@ def raise_lr(
     if not gradient_reaches_first_layer(policy):
         return None  # no LR moves weights that get no gradient: wait for the mechanism's diagnosis
     return Repair(factor=raise_factor(policy, rule), detail="")
+
+
+@register("loosen_clip")
+def loosen_clip(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule | None,
+    changes: dict[str, Any],
+) -> Repair | None:
+    """Gradient clipping off when its max norm is below ``setting_causes.min_clip`` (a stalled run): a clip
+    of 1e-4 makes every step tiny at any LR. Turned on again (at ``clip_max_norm``) by an explosion's
+    rollback, like any run without clipping."""
+    loop = state.loop
+    clip = getattr(loop, "clip_max_norm", None) if loop is not None else None
+    if loop is None or clip is None or clip >= policy.settings.setting_causes.min_clip:
+        return None  # no clip, or not one tight enough to stall the run: another cause
+    loop.set_clip(None)
+    policy.carried.clip_turned_on = False
+    changes["trainer.clip.max_norm"] = None
+    return Repair(factor=1.0, detail=f"gradient clipping off (was max_norm {clip:g})")
 
 
 def _gentler_schedule(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:
@@ -217,7 +251,13 @@ def lower_regularization(
     too_strong = rule.weight_decay is not None and any(
         float(g.get("weight_decay") or 0.0) > rule.weight_decay for g in optimizer.param_groups
     )
-    if too_strong and rule.rollback:
+    # dropout of 0.9+ blows the activations up by 1/(1-p): by the time it is found the weights are often
+    # thrown far out (a loss of 1e5), and lowering it there left a run that kept exploding
+    too_much_dropout = rule.dropout is not None and any(
+        isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > rule.dropout
+        for m in state.model.modules()
+    )
+    if (too_strong or too_much_dropout) and rule.rollback:
         # the weights the decay has shrunk towards zero learn slowly again: back to before it began
         snap = rollback_target(policy, int(issue.get("first_step") or state.step))
         snap.restore(state)  # restores the param groups too: the decay is changed after it

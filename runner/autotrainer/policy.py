@@ -23,13 +23,14 @@ from diag.codes import SEVERITY_RANK
 from diag.hooks import FitState, Hook
 from diag.live import DiagnosticsHook
 from runner import distributed
-from runner.autotrainer import outcomes
+from runner.autotrainer import outcomes, setting_causes
 from runner.autotrainer.actions import ACTIONS, ONLINE_ACTIONS
 from runner.autotrainer.attempts import Session
 from runner.autotrainer.judgement import judge
 from runner.autotrainer.lr_surgery import scale_lr
 from runner.autotrainer.restarts import carried_over, config_fix, refusal
-from runner.autotrainer.settings import Settings
+from runner.autotrainer.setting_causes import SettingCause
+from runner.autotrainer.settings import RestartRule, Settings
 from runner.autotrainer.snapshots import BestWeights, Snapshot, set_dropout
 from runner.autotrainer.state import PolicyState
 from runner.errors import UserError
@@ -60,6 +61,7 @@ class AutoTrainer(Hook):
         self.diagnostics = diagnostics
         self.carried = PolicyState(actions=self.session.actions, gave_up=self.session.gave_up)
         self.snapshots: list[Snapshot] = []
+        self.initial: Snapshot | None = None
         self.keep_best = bool(self.settings.restore_best.codes) or any(
             rule.action == "regularize" and rule.rollback for rule in self.settings.online.values()
         )
@@ -102,6 +104,8 @@ class AutoTrainer(Hook):
         self._resume(state)
         # only the deciding rank ever rolls back (a rollback reaches the others through follow_rank_zero)
         self.snapshots = [Snapshot.take(state)] if distributed.is_rank_zero() else []
+        # the weights the run started from: after an explosion every later snapshot may be damaged
+        self.initial = self.snapshots[0] if self.snapshots else None
 
     def on_train_batch_end(self, state: FitState) -> None:
         if self.restart_request is not None:
@@ -411,6 +415,8 @@ class AutoTrainer(Hook):
         self, state: FitState, issues: dict[str, dict[str, Any]], final: bool = False
     ) -> None:
         online, restarts = self.settings.online, self.settings.restarts
+        if self._treat_setting_cause(state, issues):
+            return  # the setting that causes the symptom is repaired, not the symptom
         for code in self.settings.priority:
             issue = issues.get(code)
             if issue is None or code in self.session.gave_up:
@@ -446,6 +452,33 @@ class AutoTrainer(Hook):
             done = self._restart(state, issue) if code in restarts else self._online(state, issue)
             if done:
                 return  # one action per check: let it show its effect before the next
+
+    def _treat_setting_cause(self, state: FitState, issues: dict[str, dict[str, Any]]) -> bool:
+        """A stalled or stuck run whose cause is one of its settings (:mod:`setting_causes`): that setting
+        repaired, in place (clipping) or by a restart (batch size, a deep MLP without normalisation)."""
+        rules = self.settings.setting_causes
+        order = {code: i for i, code in enumerate(self.settings.priority)}
+        present = sorted(
+            (i for c, i in issues.items() if c in rules.codes and c not in self.session.gave_up),
+            key=lambda i: order.get(i["code"], len(order)),
+        )
+        if not present:
+            return False
+        clip = getattr(state.loop, "clip_max_norm", None) if state.loop is not None else None
+        cause = setting_causes.find(self.cfg, clip, state.steps_per_epoch, rules)
+        if cause is None:
+            return False
+        issue = present[0]
+        code = issue["code"]
+        if state.step - self.carried.last_acted.get(code, -(10**9)) < self.settings.cooldown_steps:
+            return False
+        if self._limit_reached(code):
+            return False  # the table's turn: it gives up on the code and says why
+        self._before = self._now(state, since=None)
+        if cause.online:
+            return self._online(state, issue, action="loosen_clip", cause=cause)
+        rule = RestartRule(changes=cause.changes, lr_factor=None, min_severity=None)
+        return self._restart(state, issue, rule=rule, cause=cause)
 
     def may_treat(self, issue: dict[str, Any]) -> bool:
         """Whether this policy may still act on ``issue``: what ``stop_on`` waits for before it stops a run.
@@ -519,11 +552,19 @@ class AutoTrainer(Hook):
         )
 
     # -- online repairs ----------------------------------------------------------------------------
-    def _online(self, state: FitState, issue: dict[str, Any]) -> bool:
-        rule = self.settings.online[issue["code"]]
+    def _online(
+        self,
+        state: FitState,
+        issue: dict[str, Any],
+        action: str | None = None,
+        cause: SettingCause | None = None,
+    ) -> bool:
+        """The table's repair of ``issue`` (or ``action``, the repair of a setting ``cause``), in place."""
+        rule = self.settings.online.get(issue["code"])
+        name = action or (rule.action if rule is not None else "")
         lr_before = state.current_lr
         changes: dict[str, Any] = {}
-        repair = ACTIONS[rule.action].run(self, state, issue, rule, changes)
+        repair = ACTIONS[name].run(self, state, issue, rule, changes)
         if repair is None:
             return False
         if repair.lr_before is not None:
@@ -550,15 +591,26 @@ class AutoTrainer(Hook):
         state.issues = []
         self.snapshots = [Snapshot.take(state)]
         self.carried.lr_peak = lr_after
+        extra: dict[str, Any] = {}
+        if cause is not None:
+            detail = f"cause: {cause.why}; {detail}"
+            extra["cause"] = cause.name
         self.record(
-            state, issue, rule.action, lr_before, lr_after, changes, detail, outcome="applied"
+            state, issue, name, lr_before, lr_after, changes, detail, outcome="applied", **extra
         )
         return True
 
     # -- guided restarts -----------------------------------------------------------------------------
-    def _restart(self, state: FitState, issue: dict[str, Any]) -> bool:
+    def _restart(
+        self,
+        state: FitState,
+        issue: dict[str, Any],
+        rule: RestartRule | None = None,
+        cause: SettingCause | None = None,
+    ) -> bool:
+        """A guided restart with the table's fix for ``issue`` (or ``rule``, the repair of a setting ``cause``)."""
         code = issue["code"]
-        rule = self.settings.restarts[code]
+        rule = rule if rule is not None else self.settings.restarts[code]
         wanted, fix = config_fix(self.cfg, rule)
         if rule.capacity is not None and not rule.changes and not fix:
             return False  # the model is not small (or has no width to change): capacity is not the cause
@@ -597,6 +649,8 @@ class AutoTrainer(Hook):
         text = ", ".join(f"{k}={v}" for k, v in changes.items())
         state.stop_reason = f"autotrainer: {code} needs a guided restart with {text}"
         detail = f"restart as attempt-{self.session.attempt + 1} with {text}"
+        if cause is not None:
+            detail = f"cause: {cause.why}; {detail}"
         if (
             not self.settings.plot_stopped_attempts
             and self.diagnostics is not None
@@ -614,6 +668,7 @@ class AutoTrainer(Hook):
             detail,
             outcome="pending",
             next_attempt=self.session.attempt + 1,
+            **({"cause": cause.name} if cause is not None else {}),
         )
         return True
 

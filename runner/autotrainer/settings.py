@@ -27,7 +27,7 @@ class OnlineRule:
     after: tuple[str, ...]  # only as the aftermath of a repair of one of these codes; empty: always
     lr_factor: float | None
     clip: bool | None  # rollback: turn gradient clipping on if it was off
-    to: str | None  # rollback: "baseline" goes back to the fit start or last action
+    to: str | None  # rollback: "baseline" puts back the weights the fit started from
     target_update_ratio: float | None  # raise_lr: raise enough to reach this |dw|/|w| per step
     max_factor: float | None  # raise_lr: the bound of a raise computed from the update ratio
     weight_decay: float | None
@@ -69,6 +69,24 @@ class Capacity:
 
 
 @dataclass(frozen=True)
+class SettingCauses:
+    """``setting_causes``: settings of the run that explain a stalled or stuck run (see :mod:`setting_causes`)."""
+
+    codes: frozenset[
+        str
+    ]  # the symptoms they explain: looked for before the table's repair of these
+    min_clip: float  # gradient clipping below this max norm: turned off in place
+    min_batch: int  # a batch below this, or one so large that an epoch is
+    min_steps_per_epoch: int  # fewer steps than this: a restart at ``batch``
+    batch: int
+    max_depth_without_norm: (
+        int  # an MLP deeper than this without batch norm: a restart with ``deep_changes``
+    )
+    deep_changes: dict[str, Any]
+    deep_depth: int  # and cut to this many hidden layers of its widest width
+
+
+@dataclass(frozen=True)
 class Healthy:
     """When an attempt counts as ``healthy``: it reaches what its run should reach (see :mod:`judgement`)."""
 
@@ -104,6 +122,7 @@ class Settings:
     plot_stopped_attempts: bool
     measure_steps: int
     healthy: Healthy
+    setting_causes: SettingCauses
     restore_best: RestoreBest
     priority: tuple[str, ...]
     online: dict[str, OnlineRule]
@@ -127,7 +146,14 @@ class Settings:
         _check_keys(restore, [f.name for f in fields(RestoreBest)], f"{key}.restore_best")
         healthy = _plain(spec["healthy"])
         _check_keys(healthy, [f.name for f in fields(Healthy)], f"{key}.healthy")
+        causes = _plain(spec["setting_causes"])
+        _check_keys(causes, [f.name for f in fields(SettingCauses)], f"{key}.setting_causes")
         online, restarts = _plain(spec["online"]), _plain(spec["restarts"])
+        for code in causes["codes"] or []:
+            if code not in CODES:
+                raise UserError(
+                    f"{key}.setting_causes.codes: {code!r} is not a diagnosis code (see diag/codes.py)"
+                )
         validate_policy(
             online, restarts, spec["priority"] or [], key=key, restore_codes=restore["codes"] or []
         )
@@ -151,6 +177,16 @@ class Settings:
             healthy=Healthy(
                 below_best=float(healthy["below_best"]),
                 above_chance=float(healthy["above_chance"]),
+            ),
+            setting_causes=SettingCauses(
+                codes=frozenset(causes["codes"] or []),
+                min_clip=float(causes["min_clip"]),
+                min_batch=int(causes["min_batch"]),
+                min_steps_per_epoch=int(causes["min_steps_per_epoch"]),
+                batch=int(causes["batch"]),
+                max_depth_without_norm=int(causes["max_depth_without_norm"]),
+                deep_changes=dict(causes["deep_changes"] or {}),
+                deep_depth=int(causes["deep_depth"]),
             ),
             restore_best=RestoreBest(
                 codes=frozenset(restore["codes"] or []),

@@ -357,3 +357,23 @@ def test_whole_run_quick_gives_every_loop_time_to_accuracy_and_start_up(tmp_path
     assert "start-up share" in proc.stdout
     assert out.read_text().count("| mlp/digits |") >= 7  # the markdown file holds the same tables
     assert list(tmp_path.iterdir()) == [out]  # run directories went to a temporary folder
+
+
+def test_autotrainer_selects_cases_by_family_and_skips_the_first_ones(bench_modules):
+    """--families and --skip pick the next cases of a family in the half (for tuning on more dev cases)."""
+    import argparse
+
+    import autotrainer
+
+    def names(**kw):
+        args = argparse.Namespace(quick=False, split="dev", per_family=2, healthy=0, families=None)
+        args.skip = 0
+        vars(args).update(kw)
+        return [c.name for c in autotrainer.select(args)]
+
+    first = names(families="clip_too_tight")
+    assert len(first) == 2 and all(n.startswith("clip_too_tight-") for n in first)
+    later = names(families="clip_too_tight", skip=1)
+    assert later[0] == first[1] and later[1] not in first
+    both = names(families="clip_too_tight,healthy", healthy=3)
+    assert sum(n.startswith("healthy-") for n in both) == 3

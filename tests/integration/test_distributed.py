@@ -449,7 +449,8 @@ def test_ddp_autotrainer_rollback_and_lr_cut_are_the_same_on_every_rank(tmp_path
 
 @pytest.mark.slow
 def test_ddp_autotrainer_guided_restart_runs_the_same_attempt_on_every_rank(tmp_path):
-    """A deep sigmoid MLP: rank 0 asks for a restart with ReLU/He/BatchNorm; both ranks train attempt-1 with it."""
+    """A deep sigmoid MLP: rank 0 asks for a restart with ReLU/He/BatchNorm and two layers; both ranks
+    train attempt-1 with it."""
     res = torchrun(
         [
             "autotrainer=default",
@@ -466,9 +467,10 @@ def test_ddp_autotrainer_guided_restart_runs_the_same_attempt_on_every_rank(tmp_
     report = json.loads((run / "report.json").read_text())
     restart = next(a for a in report["autotrainer"]["actions"] if a["action"] == "restart")
     assert restart["changes"] == {
+        "model.batchnorm": True,
         "model.activation": "relu",
         "model.init": "he",
-        "model.batchnorm": True,
+        "model.hidden": [64, 64],
     }
     assert [a["dir"] for a in report["autotrainer"]["attempts"]] == [".", "attempt-1"]
     # rank 0 alone writes attempt-1/.hydra and says so

@@ -569,10 +569,13 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
     report = read(out / "report.json")
     restart = next(a for a in report["autotrainer"]["actions"] if a["action"] == "restart")
     assert restart["code"] in ("VANISHING_GRADIENTS", "SATURATED_ACTIVATIONS")
+    # eight layers without normalisation: the setting that causes it is repaired, depth cut to two
+    assert restart["cause"] == "deep_without_norm"
     assert restart["changes"] == {
+        "model.batchnorm": True,
         "model.activation": "relu",
         "model.init": "he",
-        "model.batchnorm": True,
+        "model.hidden": [64, 64],
     }
     assert restart["outcome"].startswith("attempt-1 ended")
     attempt = out / "attempt-1"
@@ -591,10 +594,12 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
         assert (attempt / name).exists(), name
     cfg = OmegaConf.load(attempt / ".hydra" / "config.yaml")
     assert (cfg.model.activation, cfg.model.init, cfg.model.batchnorm) == ("relu", "he", True)
+    assert list(cfg.model.hidden) == [64, 64]
     assert list(OmegaConf.load(attempt / ".hydra" / "overrides.yaml")) == [
+        "model.batchnorm=True",
         "model.activation=relu",
         "model.init=he",
-        "model.batchnorm=True",
+        "model.hidden=[64, 64]",
     ]
     inner = read(attempt / "report.json")
     assert report["metrics"] == inner["metrics"]  # the top level shows the final attempt
@@ -617,7 +622,9 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
     assert first.scalars[first.scalars.tag == "train/loss"].step.max() <= stopped_at
     assert second.scalars[second.scalars.tag == "train/loss"].step.min() > stopped_at
     note = second.text[second.text.tag == "x_autotrainer/attempts"].value.tolist()
-    assert note == ["attempt-1: model.activation=relu, model.init=he, model.batchnorm=True"]
+    assert note == [
+        "attempt-1: model.batchnorm=True, model.activation=relu, model.init=he, model.hidden=[64, 64]"
+    ]
 
 
 @pytest.mark.slow

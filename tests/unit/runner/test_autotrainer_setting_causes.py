@@ -1,0 +1,198 @@
+"""A stalled or stuck run whose cause is one of its settings gets that setting repaired, not the symptom:
+clipping far too tight is turned off in place, a batch of 2 (or of the whole split) restarts at a sane
+batch, a deep MLP without normalisation restarts with batch norm, ReLU and He init; sane settings are
+never touched. Dropout of 0.9+ is lowered after a rollback to before the blow-up it made.
+
+The symptom is named by a stand-in hook (as in test_autotrainer_causes), the runs are real and tiny.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import compose_cfg
+from omegaconf import OmegaConf, open_dict
+from test_autotrainer_causes import NamesCause, drive, fit, net, policy_for, spec, take_steps
+
+from runner.autotrainer.setting_causes import find
+from runner.autotrainer.settings import Settings
+from runner.autotrainer.snapshots import Snapshot
+from runner.errors import UserError
+
+RULES = Settings.from_config(spec()).setting_causes
+TINY = ["data.subset=256", "model.hidden=[32]"]
+
+
+@pytest.mark.parametrize(
+    ("clip", "steps_per_epoch", "overrides", "expected"),
+    [
+        (1e-4, 20, [], "clip_too_tight"),
+        (1.0, 20, [], None),  # the clip an explosion's rollback turns on is not a cause
+        (None, 20, ["data.batch_size=2"], "batch_extreme"),
+        (None, 1, ["data.batch_size=1294"], "batch_extreme"),
+        (None, 2, ["data.batch_size=512"], None),  # the largest batch healthy recipes use (2 steps)
+        (None, 162, ["data.batch_size=8"], None),
+        (
+            None,
+            20,
+            ["model.hidden=[32,32,32,32,32,32,32,32]", "model.batchnorm=false"],
+            "deep_without_norm",
+        ),
+        (None, 20, ["model.hidden=[32,32,32,32,32,32,32,32]", "model.batchnorm=true"], None),
+        (None, 20, ["model.hidden=[256,256]"], None),
+        (None, 20, ["model.hidden=[64,64,64,64]", "model.batchnorm=false"], None),
+        (
+            None,
+            20,
+            ["model.hidden=[64,64,64,64,64,64]", "model.batchnorm=false"],
+            "deep_without_norm",
+        ),
+    ],
+)
+def test_which_settings_are_a_cause(clip, steps_per_epoch, overrides, expected) -> None:
+    cause = find(compose_cfg(overrides), clip, steps_per_epoch, RULES)
+    assert (cause.name if cause else None) == expected
+
+
+def test_a_deep_net_without_norm_restarts_with_batch_norm_relu_and_he_init() -> None:
+    """At chance in a 8-layer tanh MLP without batch norm: the restart's config drops what caused it."""
+    deep = (
+        "model.hidden=[16,16,16,16,16,16,16,16]",
+        "model.batchnorm=false",
+        "model.activation=tanh",
+    )
+    policy, state = policy_for(net(), torch.optim.SGD(net().parameters(), lr=0.1), cfg=deep)
+    drive(policy, state, [("STUCK_AT_CHANCE", "critical")], 20)
+    (action,) = policy.actions
+    assert (action["action"], action["cause"], action["step"]) == (
+        "restart",
+        "deep_without_norm",
+        10,
+    )
+    assert policy.restart_request["changes"] == {
+        "model.batchnorm": True,
+        "model.activation": "relu",
+        "model.init": "he",
+        "model.hidden": [16, 16],
+    }
+    assert action["detail"].startswith("cause: an MLP of 8 hidden layers without normalisation")
+
+
+def test_sane_settings_are_never_a_cause_and_the_table_decides() -> None:
+    """A default recipe at chance with no explosion before: no setting to blame, and the table treats
+    STUCK_AT_CHANCE only after an explosion's rollback: no action at all."""
+    policy, state = policy_for(net(), torch.optim.SGD(net().parameters(), lr=0.1))
+    drive(policy, state, [("STUCK_AT_CHANCE", "critical"), ("UNDERFITTING", "warning")], 200)
+    assert policy.actions == [] and policy.restart_request is None
+
+
+def test_the_setting_causes_table_is_checked() -> None:
+    table = {**spec()["setting_causes"], "codes": ["NOT_A_CODE"]}
+    with pytest.raises(
+        UserError, match=r"setting_causes.codes: 'NOT_A_CODE' is not a diagnosis code"
+    ):
+        Settings.from_config(spec(setting_causes=table))
+    table = {k: v for k, v in spec()["setting_causes"].items() if k != "batch"}
+    with pytest.raises(UserError, match=r"setting_causes: batch missing"):
+        Settings.from_config(spec(setting_causes=table))
+
+
+def test_dropout_far_too_strong_is_lowered_after_a_rollback_to_before_the_blow_up() -> None:
+    """Dropout 0.95 alone (no weight decay): back to a snapshot from before the problem began, then lowered."""
+    model = net(dropout=0.95)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    policy, state = policy_for(model, opt)
+    drive(policy, state, [], 60)  # healthy steps: snapshots at 25 and 50
+    good = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e4)  # what the blow-up did to the weights
+    drive(policy, state, [("TOO_MUCH_REGULARIZATION", "critical")], 20)
+    (action,) = policy.actions
+    assert action["action"] == "lower_regularization"
+    assert action["detail"].startswith("rolled back to step 50") and model[2].p == 0.1
+    assert all(torch.equal(p, g) for p, g in zip(model.parameters(), good))
+
+
+@pytest.mark.slow
+def test_clipping_far_too_tight_is_turned_off_in_a_real_run(tmp_path: Path) -> None:
+    """clip 1e-4 and a stalled run: clipping off in place (not an LR raise), the effect measured."""
+    fault = [*TINY, "optimizer=sgd", "data.batch_size=16", "trainer.max_epochs=4"]
+    fault.append("trainer.clip.max_norm=1e-4")  # at chance after 4 epochs (0.07)
+    fixed = fit(
+        [*fault, "autotrainer=default"], tmp_path, "fixed", NamesCause("SLOW_CONVERGENCE", 10)
+    )
+    (action,) = [a for a in fixed["actions"] if a["action"] != "give_up"]
+    assert (action["action"], action["cause"], action["step"]) == (
+        "loosen_clip",
+        "clip_too_tight",
+        10,
+    )
+    assert action["changes"] == {"trainer.clip.max_norm": None}
+    assert action["lr_before"] == action["lr_after"]  # the LR was not the cause
+    assert fixed["state"].loop.clip_max_norm is None
+    assert action["measured"]["verdict"] == "improved"
+    assert fixed["acc"] > 0.5  # chance is 0.1
+
+
+@pytest.mark.slow
+def test_a_batch_of_two_restarts_at_a_sane_batch_in_a_real_run(tmp_path: Path) -> None:
+    """The attempt loop for real: attempt-1 runs at batch 64, and the restart's outcome is recorded."""
+    from runner.app import run
+
+    cfg = compose_cfg(
+        [*TINY, "autotrainer=default", "data.batch_size=2", "trainer.max_steps=40"], tmp_path
+    )
+    with open_dict(cfg):
+        items = list(cfg.callbacks.items())
+        at = [k for k, _ in items].index("autotrainer")
+        cause = {
+            "_target_": "test_autotrainer_causes.NamesCause",
+            "code": "UNDERFITTING",
+            "start": 10,
+        }
+        cfg.callbacks = OmegaConf.create(dict([*items[:at], ("cause", cause), *items[at:]]))
+    out = tmp_path / "run"
+    run(cfg, out)
+    report = json.loads((out / "report.json").read_text())
+    restart = report["autotrainer"]["actions"][0]
+    assert (restart["action"], restart["cause"], restart["step"]) == (
+        "restart",
+        "batch_extreme",
+        10,
+    )
+    assert restart["changes"] == {"data.batch_size": 64}
+    attempts = report["autotrainer"]["attempts"]
+    assert [a["dir"] for a in attempts] == [".", "attempt-1"]
+    used = OmegaConf.load(out / "attempt-1" / ".hydra" / "config.yaml")
+    assert used.data.batch_size == 64  # the setting that caused it is gone
+    assert restart["outcome"].startswith("attempt-1 ended")
+    assert restart["measured"]["verdict"] in ("improved", "no change", "worse")
+
+
+def test_still_at_chance_after_an_explosion_goes_back_to_the_starting_weights_with_the_cuts_kept() -> (
+    None
+):
+    """Every snapshot after the explosion may be damaged: the weights go back to the fit start, the LR
+    keeps the first rollback's cut and is cut again, and the optimizer's moments are reset."""
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+    policy, state = policy_for(model, opt)
+    start = [p.detach().clone() for p in model.parameters()]
+    drive(policy, state, [], 30)  # a healthy snapshot at step 25
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(5.0)  # what the explosion did, before the snapshot the first rollback returns to
+    policy.snapshots.append(Snapshot.take(state))
+    drive(policy, state, [("LOSS_EXPLOSION", "critical")], 20)
+    take_steps(model, opt)  # momentum buffers from the damaged weights
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1) and len(opt.state) > 0
+    drive(policy, state, [("STUCK_AT_CHANCE", "critical")], 60)
+    stuck = policy.actions[-1]
+    assert (stuck["action"], stuck["code"]) == ("rollback", "STUCK_AT_CHANCE")
+    assert stuck["detail"].startswith("weights back to the fit start (step 0)")
+    assert all(torch.equal(p, s) for p, s in zip(model.parameters(), start))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01) and len(opt.state) == 0
