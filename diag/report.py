@@ -5,7 +5,8 @@ Shape::
     {"status": "healthy|warning|critical",
      "issues": [{"code", "severity", "first_step", "evidence", "recommendations"}],
      "metrics": {...}, "autotrainer": {"actions": [...]},
-     "completed", "stopped", "stop_reason"?, "command"?, "lr"?, "next_lr"?: {"lr", "reason"}}
+     "completed", "stopped", "stop_reason"?, "command"?, "tensorboard"?, "lr"?,
+     "next_lr"?: {"lr", "reason"}}
 """
 
 from __future__ import annotations
@@ -74,10 +75,11 @@ def next_lr(report: dict[str, Any]) -> dict[str, Any] | None:
     lr = report.get("lr")
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         return None
-    actions = [
+    actions = [  # a restart starts the schedule again at the configured LR: not an LR change
         a
         for a in report.get("autotrainer", {}).get("actions", [])
-        if a.get("action") != "give_up" and a.get("lr_after") not in (None, a.get("lr_before"))
+        if a.get("action") not in ("give_up", "restart")
+        and a.get("lr_after") not in (None, a.get("lr_before"))
     ]
     if actions and report.get("status") != "critical":
         last = actions[-1]
@@ -100,6 +102,8 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
     lines = [f"# {title}", "", f"**Status: {report['status']}**", ""]
     if report.get("command"):
         lines += ["Command:", "", "```", str(report["command"]), "```", ""]
+    if report.get("tensorboard"):
+        lines += ["TensorBoard:", "", "```", str(report["tensorboard"]), "```", ""]
     if report.get("stopped"):
         lines += [f"**Stopped early:** {report.get('stop_reason') or 'a hook stopped the fit'}", ""]
     if report.get("interrupted"):

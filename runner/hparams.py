@@ -197,11 +197,12 @@ def log_hparams(writer: Any, cfg: DictConfig, metrics: dict[str, Any]) -> dict[s
     """Write hparams and ``x_run/<metric>`` scalars into ``writer``'s own event file; returns the hparams.
 
     The outcome (status, issue counts, actions, early stop) comes from the ``report.json`` rank 0
-    has just written beside ``tb/``; without one the run counts as not diagnosed.
+    has just written beside the event files (in the run directory); without one the run counts as not
+    diagnosed.
     """
     from torch.utils.tensorboard.summary import hparams
 
-    run_dir = Path(writer.log_dir).parent
+    run_dir = Path(writer.log_dir)
     hp = hparam_dict(cfg, run_dir)
     found = run_dir / "report.json"
     report: dict[str, Any] = (

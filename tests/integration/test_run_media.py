@@ -12,7 +12,7 @@ def test_a_run_shows_its_report_command_config_summary_and_inputs(cli, tmp_path)
     run = tmp_path / "run"
     proc = cli("trainer.max_epochs=1", "model.hidden=[32]", run_dir=run)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "tensors": 0})
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
     events.Reload()
     assert {"run/summary", "run/inputs"} <= set(events.Tags()["images"])
     summary = events.Images("run/summary")[-1]

@@ -97,3 +97,25 @@ def test_the_console_prints_a_blown_up_loss_compactly(tmp_path, caplog):
         print_summary(report, tmp_path)
     assert "best val loss 1.565e+23" in caplog.text
     assert "156470311251988411580416" not in caplog.text
+
+
+def test_a_restart_is_not_an_lr_change_to_carry_into_the_next_run(tmp_path):
+    """A guided restart starts the schedule again at the configured LR (0.0427 decayed -> 0.05): the
+    next run's LR is not 1.17x the configured one."""
+    _hydra(tmp_path, ["optimizer.lr=0.05"], 0.05)
+    state = _state(tmp_path, [], lr=0.05)
+    state.actions = [
+        {
+            "attempt": 0,
+            "step": 40,
+            "code": "VANISHING_GRADIENTS",
+            "action": "restart",
+            "lr_before": 0.0427,
+            "lr_after": 0.05,
+            "detail": "restart as attempt-1 with model.activation=relu",
+            "outcome": "applied",
+        }
+    ]
+    report = report_run(state, tmp_path, best_val_loss=0.13)
+    assert "next_lr" not in report
+    assert "Next time" not in (tmp_path / "report.md").read_text()
