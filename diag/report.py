@@ -64,6 +64,8 @@ LR_FACTORS: dict[str, float] = {
 }
 # Early-stopping advice that a ``restore_best`` action has already followed.
 _STOP_EARLY = "Stop early"
+# Regularisation advice that a ``regularize`` action has already tried.
+_REGULARIZE = "Add weight decay"
 
 
 def next_lr(report: dict[str, Any]) -> dict[str, Any] | None:
@@ -124,12 +126,14 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
     lines += ["## Diagnosis", ""]
     actions = report.get("autotrainer", {}).get("actions", [])
     restored = any(a.get("action") == "restore_best" for a in actions)
+    regularized = next((a for a in actions if a.get("action") == "regularize"), None)
     if not issues:
         lines.append(
             "No issues found."
             if report["status"] != "not_diagnosed"
             else "Diagnostics were off for this run (`diag=off`)."
         )
+        lines.append("")
     for issue in issues:
         lines += [
             f"### {issue['code']} ({issue.get('severity', 'warning')}, first seen at step "
@@ -141,6 +145,11 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
         for rec in issue.get("recommendations", []):
             if restored and str(rec).startswith(_STOP_EARLY):
                 rec = "Done: the AutoTrainer tested the best-validation weights (restore_best)"
+            elif regularized and str(rec).startswith(_REGULARIZE):
+                rec = (
+                    f"Tried: the AutoTrainer's regularize at step {regularized.get('step')} "
+                    f"({regularized.get('detail', '')}); {regularized.get('outcome', '')}"
+                )
             lines.append(f"- {rec}")
         lines.append("")
     if actions:

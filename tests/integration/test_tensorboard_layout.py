@@ -31,6 +31,7 @@ def _hparams_plugin(run: Path) -> dict[str, object]:
     end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
     return {
         "columns": [h.name for h in experiment.hparam_infos],
+        "differs": [h.name for h in experiment.hparam_infos if h.differs],
         "metrics": [m.name.tag for m in experiment.metric_infos],
         "hparams": dict(start.hparams),
         "status": end.status,
@@ -48,6 +49,8 @@ def test_sweep_runs_share_one_hparams_column_set_and_mark_the_diverged_run(tmp_p
     assert good["columns"] == bad["columns"]
     assert "model.activation" in good["columns"] and "optimizer.lr" in good["columns"]
     assert good["hparams"]["model.activation"].string_value == "tanh"
+    # the swept key is marked as varying (TensorBoard lists and shows those columns first), and only it
+    assert good["differs"] == bad["differs"] == ["optimizer.lr"]
     assert good["metrics"] == bad["metrics"]
     for metric in ("status", "warnings", "criticals", "autotrainer_actions", "skipped_steps"):
         assert f"x_run/{metric}" in good["metrics"]

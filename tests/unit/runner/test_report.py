@@ -71,7 +71,7 @@ def test_a_finished_healthy_run_is_not_stopped_and_suggests_no_lr(tmp_path):
     assert "Stopped early" not in md and "Next time" not in md
 
 
-def test_after_restore_best_the_report_does_not_ask_to_stop_early(tmp_path):
+def test_after_restore_best_and_regularize_the_report_does_not_advise_them_again(tmp_path):
     state = _state(tmp_path, [OVERFIT], lr=1e-3)
     state.actions = [
         {
@@ -84,10 +84,28 @@ def test_after_restore_best_the_report_does_not_ask_to_stop_early(tmp_path):
             "outcome": "applied",
         }
     ]
+    state.actions.insert(
+        0,
+        {
+            "step": 28,
+            "code": "OVERFITTING",
+            "action": "regularize",
+            "lr_before": 1e-3,
+            "lr_after": 1e-3,
+            "detail": "weight decay 0 -> 0.01 in the optimizer's param groups",
+            "outcome": "recurred: gave up at step 80",
+        },
+    )
     report_run(state, tmp_path, best_val_loss=0.3)
     md = (tmp_path / "report.md").read_text()
     assert "Stop early" not in md
     assert "restore_best" in md
+    # the regularisation it already tried is said as tried, with how it went, not advised again
+    assert "- Add weight decay" not in md
+    assert (
+        "- Tried: the AutoTrainer's regularize at step 28 (weight decay 0 -> 0.01 in the optimizer's "
+        "param groups); recurred: gave up at step 80" in md
+    )
 
 
 def test_the_console_prints_a_blown_up_loss_compactly(tmp_path, caplog):
