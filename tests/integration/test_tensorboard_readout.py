@@ -77,7 +77,7 @@ def test_a_dead_relu_run_names_each_layer_alike_everywhere_from_its_first_step(t
     assert start.hparams["diag"].string_value == "full"
     # the test confusion matrix: a PNG in the run directory and an image in TensorBoard
     assert (run / "confusion_matrix.png").is_file()
-    (image,) = acc.Images("run/confusion_matrix")
+    (image,) = acc.Images("x_run/confusion_matrix")
     assert image.width > 300 and image.height > 300
 
 
