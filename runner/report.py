@@ -14,7 +14,6 @@ from urllib.parse import quote
 import yaml
 
 from diag.hooks import FitState
-from diag.readers import attempt_number
 from diag.report import build_report, next_lr, write_report
 from diag.run_files import write_run_text
 
@@ -241,7 +240,7 @@ def tensorboard_command(run_dir: Path) -> str:
     ``<name>/attempt-N``) beside the runs next to it, and the Time Series page's ``runFilter`` opens on it.
     """
     run = Path(run_dir)
-    if attempt_number(run) is not None:  # an AutoTrainer attempt: the run it belongs to
+    if re.fullmatch(r"attempt-\d+", run.name):  # an AutoTrainer attempt: the run it belongs to
         run = run.parent
     name = re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", run.name)  # regex metacharacters only
     pattern = quote(f"^{name}($|/)", safe="^$|()/")

@@ -137,3 +137,16 @@ def test_a_restart_is_not_an_lr_change_to_carry_into_the_next_run(tmp_path):
     report = report_run(state, tmp_path, best_val_loss=0.13)
     assert "next_lr" not in report
     assert "Next time" not in (tmp_path / "report.md").read_text()
+
+
+def test_the_tensorboard_command_opens_the_parent_and_filters_to_the_run(tmp_path):
+    """TensorBoard names a run by its folder under --logdir: the parent shows it as its own name; an
+    attempt's command is its run's (the run and its attempts); the name is a regex, escaped."""
+    from runner.report import tensorboard_command
+
+    assert tensorboard_command(tmp_path / "run1") == (
+        f"tensorboard --logdir {tmp_path}   # this run: http://localhost:6006/?runFilter=^run1($|/)"
+    )
+    assert tensorboard_command(tmp_path / "r.1" / "attempt-2") == (
+        f"tensorboard --logdir {tmp_path}   # this run: http://localhost:6006/?runFilter=^r%5C.1($|/)"
+    )
