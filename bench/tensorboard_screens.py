@@ -1,8 +1,10 @@
-"""Screenshots of a run's TensorBoard tabs, as a user opens them: ``python bench/tensorboard_screens.py RUN``.
+"""Screenshots of a run's TensorBoard tabs, as a user opens them: ``python bench/tensorboard_screens.py PATH``.
 
-Serves the run directory on loopback with TensorBoard's own server (``tensorboard.program``, the run under
-its own name as the runner's printed command does), opens each main tab in headless Chromium through
-Playwright, and writes one PNG per tab to ``--out`` (default ``RUN/screens``). Prints a table: tab, file,
+Serves PATH on loopback with TensorBoard's own server (``tensorboard.program``) the way the runner's printed
+command does: a run directory through its parent (``--logdir <run>/..``, so the run shows under its own
+name, beside the runs next to it; Time Series filtered to it with ``?runFilter=``), a sweep directory or
+any folder of runs as it is (its runs ``0``, ``1``, ...). Opens each main tab in headless Chromium through
+Playwright and writes one PNG per tab to ``--out`` (default ``PATH/screens``). Prints a table: tab, file,
 size, seconds until the page settled.
 
 Needs ``pip install -e ".[screens]"`` (Playwright) and a Chromium: Debian's ``apt-get install chromium``
@@ -15,8 +17,10 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 TABS = {  # TensorBoard's dashboards by URL fragment
+    "timeseries": "timeseries",
     "scalars": "scalars",
     "images": "images",
     "text": "text",
@@ -26,16 +30,21 @@ TABS = {  # TensorBoard's dashboards by URL fragment
 }
 
 
-def serve(run: Path, name: str) -> tuple[object, str]:
-    """Start TensorBoard on 127.0.0.1 (a free port) for ``run`` named ``name``; return it and its URL."""
+def is_run(path: Path) -> bool:
+    """A run directory (its own event files or report), not a folder of runs."""
+    return (path / "report.json").is_file() or any(path.glob("events.out.tfevents.*"))
+
+
+def serve(logdir: Path) -> tuple[object, str]:
+    """Start TensorBoard on 127.0.0.1 (a free port) for ``logdir``; return it and its URL."""
     from tensorboard import program
 
     tb = program.TensorBoard()
     tb.configure(
         argv=[
             "tensorboard",
-            "--logdir_spec",
-            f"{name}:{run}",
+            "--logdir",
+            str(logdir),
             "--host",
             "127.0.0.1",
             "--port",
@@ -63,9 +72,15 @@ def wait_for_runs(url: str, timeout: float = 120.0) -> list[str]:
 
 
 def screenshot_tabs(
-    url: str, out: Path, tabs: list[str], chromium: str | None, size: tuple[int, int]
+    url: str,
+    out: Path,
+    tabs: list[str],
+    chromium: str | None,
+    size: tuple[int, int],
+    query: str = "",
 ) -> list[tuple[str, Path, float]]:
-    """Open each tab in one headless Chromium page and save a full-page PNG of it."""
+    """Open each tab in one headless Chromium page (``query``, e.g. ``?runFilter=...``, before its
+    fragment) and save a PNG of the viewport."""
     from playwright.sync_api import sync_playwright
 
     shots = []
@@ -74,7 +89,7 @@ def screenshot_tabs(
         page = browser.new_page(viewport={"width": size[0], "height": size[1]})
         for tab in tabs:
             t0 = time.perf_counter()
-            page.goto(f"{url}#{TABS[tab]}", wait_until="networkidle")
+            page.goto(f"{url}{query}#{TABS[tab]}", wait_until="networkidle")
             page.wait_for_timeout(2500)  # charts draw after their data arrives
             page.wait_for_load_state("networkidle")
             path = out / f"tensorboard_{tab}.png"
@@ -86,18 +101,21 @@ def screenshot_tabs(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path, help="a run directory (with tb/)")
-    ap.add_argument("--out", type=Path, help="where the PNGs go (default RUN/screens)")
+    ap.add_argument(
+        "path", type=Path, help="a run directory, or a sweep directory (a folder of runs)"
+    )
+    ap.add_argument("--out", type=Path, help="where the PNGs go (default PATH/screens)")
     ap.add_argument("--tabs", default=",".join(TABS), help=f"comma-separated, of {', '.join(TABS)}")
     ap.add_argument(
         "--chromium", default="/usr/bin/chromium", help="Chromium binary ('' for Playwright's own)"
     )
     ap.add_argument("--size", default="1400x900", help="viewport WIDTHxHEIGHT")
     args = ap.parse_args(argv)
-    run = args.run.resolve()
-    if not (run / "tb").is_dir():
+    path = args.path.resolve()
+    runs_inside = [d for d in path.iterdir() if d.is_dir() and is_run(d)] if path.is_dir() else []
+    if not path.is_dir() or not (is_run(path) or runs_inside):
         print(
-            f"tensorboard_screens: {run} has no tb/ directory: pass a run directory",
+            f"tensorboard_screens: {path} is neither a run directory nor a folder of runs: pass one",
             file=sys.stderr,
         )
         return 2
@@ -117,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     width, height = (int(v) for v in args.size.lower().split("x"))
-    out = (args.out or run / "screens").resolve()
+    out = (args.out or path / "screens").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    _tb, url = serve(run, run.name)
+    logdir = path.parent if is_run(path) else path  # as the runner's printed command does
+    query = f"?runFilter=^{quote(path.name)}($|/)" if is_run(path) else ""
+    _tb, url = serve(logdir)
     runs = wait_for_runs(url)
-    print(f"TensorBoard {url} serving {run} as {', '.join(runs)}")
-    shots = screenshot_tabs(url, out, tabs, chromium, (width, height))
+    print(f"TensorBoard {url} serving {logdir}: runs {', '.join(runs)}")
+    shots = screenshot_tabs(url, out, tabs, chromium, (width, height), query)
     print()
     print("| tab | file | size | seconds |")
     print("|---|---|---|---|")

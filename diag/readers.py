@@ -1,7 +1,8 @@
 """Turn what a run left behind into a :class:`~diag.series.RunSeries`, whoever wrote it.
 
 Three inputs are understood: a run directory (``train_diagnostics.jsonl``,
-``val_diagnostics.jsonl``, ``tb/``, ``report.json``, ``events.jsonl``, ``.hydra/``), a
+``val_diagnostics.jsonl``, TensorBoard event files (older runs: ``tb/``), ``report.json``, ``events.jsonl``,
+``.hydra/``), a
 single file in the per-epoch JSONL schema (see ``diag/epoch_log.py``) and a folder of TensorBoard event files,
 including ones written by other tools (a tag map says which tag plays which role;
 the defaults know the runner's tags and PyTorch Lightning's usual names).
@@ -915,7 +916,13 @@ def read_run_dir(run: Path, tag_map: dict[str, str] | None = None) -> ReadResult
         _read_events(run / "events.jsonl", result)
         if not s.skipped_steps:
             s.skipped_steps = skipped_before
-    tb = run / "tb" if (run / "tb").is_dir() else run
+    # the runner writes its event files in the run directory itself (older runs: in tb/); an
+    # attempt-N/ below holds another attempt's, which load_scalars leaves out when the root has its own
+    try:
+        own = any(_is_event_file(e.name) and e.is_file() for e in os.scandir(run))
+    except OSError:
+        own = False
+    tb = run / "tb" if not own and (run / "tb").is_dir() else run
     read_tensorboard(tb, tag_map, result, epochs_known=bool(s.epoch_step))
     _fill_steps_from_epochs(result)
     cfg = _read_config(run, result)

@@ -5,7 +5,8 @@ Shape::
     {"status": "healthy|warning|critical",
      "issues": [{"code", "severity", "first_step", "evidence", "recommendations"}],
      "metrics": {...}, "autotrainer": {"actions": [...]},
-     "completed", "stopped", "stop_reason"?, "command"?, "lr"?, "next_lr"?: {"lr", "reason"}}
+     "completed", "stopped", "stop_reason"?, "command"?, "tensorboard"?, "lr"?,
+     "next_lr"?: {"lr", "reason"}}
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ LR_FACTORS: dict[str, float] = {
 }
 # Early-stopping advice that a ``restore_best`` action has already followed.
 _STOP_EARLY = "Stop early"
+# Regularisation advice that a ``regularize`` action has already tried.
+_REGULARIZE = "Add weight decay"
 
 
 def next_lr(report: dict[str, Any]) -> dict[str, Any] | None:
@@ -74,10 +77,11 @@ def next_lr(report: dict[str, Any]) -> dict[str, Any] | None:
     lr = report.get("lr")
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         return None
-    actions = [
+    actions = [  # a restart starts the schedule again at the configured LR: not an LR change
         a
         for a in report.get("autotrainer", {}).get("actions", [])
-        if a.get("action") != "give_up" and a.get("lr_after") not in (None, a.get("lr_before"))
+        if a.get("action") not in ("give_up", "restart")
+        and a.get("lr_after") not in (None, a.get("lr_before"))
     ]
     if actions and report.get("status") != "critical":
         last = actions[-1]
@@ -100,6 +104,8 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
     lines = [f"# {title}", "", f"**Status: {report['status']}**", ""]
     if report.get("command"):
         lines += ["Command:", "", "```", str(report["command"]), "```", ""]
+    if report.get("tensorboard"):
+        lines += ["TensorBoard:", "", "```", str(report["tensorboard"]), "```", ""]
     if report.get("stopped"):
         lines += [f"**Stopped early:** {report.get('stop_reason') or 'a hook stopped the fit'}", ""]
     if report.get("interrupted"):
@@ -120,12 +126,14 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
     lines += ["## Diagnosis", ""]
     actions = report.get("autotrainer", {}).get("actions", [])
     restored = any(a.get("action") == "restore_best" for a in actions)
+    regularized = next((a for a in actions if a.get("action") == "regularize"), None)
     if not issues:
         lines.append(
             "No issues found."
             if report["status"] != "not_diagnosed"
             else "Diagnostics were off for this run (`diag=off`)."
         )
+        lines.append("")
     for issue in issues:
         lines += [
             f"### {issue['code']} ({issue.get('severity', 'warning')}, first seen at step "
@@ -137,6 +145,11 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
         for rec in issue.get("recommendations", []):
             if restored and str(rec).startswith(_STOP_EARLY):
                 rec = "Done: the AutoTrainer tested the best-validation weights (restore_best)"
+            elif regularized and str(rec).startswith(_REGULARIZE):
+                rec = (
+                    f"Tried: the AutoTrainer's regularize at step {regularized.get('step')} "
+                    f"({regularized.get('detail', '')}); {regularized.get('outcome', '')}"
+                )
             lines.append(f"- {rec}")
         lines.append("")
     if actions:

@@ -272,7 +272,12 @@ def _optuna_result(sweep_dir: Path) -> dict[str, Any] | None:
 
 
 def _fmt(v: float | None, spec: str = ".4f") -> str:
-    return "-" if v is None else format(v, spec)
+    """``0.2120``; a blown-up loss as ``5.782e+33`` (``.4f`` made it a 34-digit number)."""
+    if v is None:
+        return "-"
+    if spec == ".4f" and abs(v) >= 1e4:
+        return format(v, ".4g")
+    return format(v, spec)
 
 
 def _rows(runs: list[SweepRun], common: list[str]) -> list[list[str]]:

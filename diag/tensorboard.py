@@ -50,18 +50,51 @@ RUN_PREFIX = "x_run/"
 
 
 UNIT_CHARTS = {"dead_fraction": "dead units", "saturation": "saturated units"}
+# Lines per per-layer chart. Custom Scalars colours a chart's lines by run and tells its tags apart
+# only by the marker shape (and the chart's "Matches" list): a few lines read, 24 do not.
+CHART_LINES = 4
+
+
+def layer_charts(layers: list[str]) -> dict[str, list[str]]:
+    """The layers in charts of at most ``CHART_LINES``, grouped by top-level module in model order.
+
+    A chart's title names its layers without repeating their module: ``features: 0, 3``, ``classifier``,
+    ``layer2 (1/2): 0.conv1, 0.conv2, 0.downsample.0, 1.conv1``.
+    """
+    blocks: dict[str, list[str]] = {}
+    for name in layers:
+        blocks.setdefault(name.split(".", 1)[0], []).append(name)
+    charts: dict[str, list[str]] = {}
+    for block, names in blocks.items():
+        chunks = [names[i : i + CHART_LINES] for i in range(0, len(names), CHART_LINES)]
+        for n, chunk in enumerate(chunks, start=1):
+            if chunk == [block]:
+                charts[block] = chunk
+                continue
+            part = f" ({n}/{len(chunks)})" if len(chunks) > 1 else ""
+            short = ", ".join(name[len(block) + 1 :] or name for name in chunk)
+            charts[f"{block}{part}: {short}"] = chunk
+    return charts
 
 
 def custom_scalars_layout(layers: list[str], measures: dict[str, list[str]]) -> dict:
-    """The Custom Scalars tab: the run's curves together, then one small chart per layer and statistic.
+    """The Custom Scalars tab: the run's curves together, then per statistic a few layers per chart.
 
-    Custom Scalars colours lines by run, so a chart holding every layer is a bundle of lines of one
-    colour; one layer per chart reads at a glance. A unit statistic gets charts only for the layers it
-    applies to (``measures``, e.g. no saturation charts for a ReLU model).
+    Each chart is one regex over its layers' tags (``layer_charts``), so a 24-layer model gets six
+    charts of four lines per statistic instead of one chart of 24 lines of one colour. A unit statistic
+    gets charts only for the layers it applies to (``measures``, e.g. no saturation charts for a ReLU
+    model).
     """
 
-    def one(stat: str, layer: str) -> list:
-        return ["Multiline", [f"^{re.escape(LAYERS_PREFIX + stat + '/' + layer)}$"]]
+    def charts(stat: str, names: list[str]) -> dict[str, list]:
+        out = {}
+        for title, chunk in layer_charts(names).items():
+            alternatives = "|".join(re.escape(name) for name in chunk)
+            out[title] = [
+                "Multiline",
+                [f"^{re.escape(LAYERS_PREFIX + stat + '/')}({alternatives})$"],
+            ]
+        return out
 
     layout: dict[str, dict[str, list]] = {
         "Training": {
@@ -70,14 +103,12 @@ def custom_scalars_layout(layers: list[str], measures: dict[str, list[str]]) -> 
             "learning rate": ["Multiline", ["^train/lr$"]],
             "gradient norm": ["Multiline", ["^train/grad_norm$"]],
         },
-        "Gradient norm by layer": {name: one("grad_norm", name) for name in layers},
-        "Update ratio by layer": {name: one("update_ratio", name) for name in layers},
+        "Gradient norm by layer": charts("grad_norm", layers),
+        "Update ratio by layer": charts("update_ratio", layers),
     }
     for stat, title in UNIT_CHARTS.items():
         if measures.get(stat):
-            layout[f"Share of {title} by layer"] = {
-                name: one(stat, name) for name in measures[stat]
-            }
+            layout[f"Share of {title} by layer"] = charts(stat, measures[stat])
     return layout
 
 
@@ -93,6 +124,10 @@ def action_text(action: dict) -> str:
         f"**step {action.get('step')}**: {action.get('code')} → **{action.get('action')}** "
         f"({action.get('detail', '')}){lr}"
     )
+
+
+def _action_key(action: dict) -> tuple:
+    return (action.get("attempt"), action.get("step"), action.get("code"), action.get("action"))
 
 
 class TensorBoardScalars(Hook):
@@ -118,9 +153,9 @@ class TensorBoardScalars(Hook):
     def on_fit_start(self, state: FitState) -> None:
         self._values, self._intervals = [], []
         self._open()
-        # actions of the run before a resume are already in the event files
-        self._start_step = state.step
-        self._actions_seen: set[tuple] = set()
+        # the actions already in state.actions at the first step (a resume's, an earlier attempt's) are in
+        # their event files: taken at the first batch, once the AutoTrainer (a later hook) has put them there
+        self._actions_seen: set[tuple] | None = None
 
     def _write_actions(self, state: FitState) -> None:
         """Each new AutoTrainer action: a text line and an ``x_autotrainer/lr_factor`` marker at its step.
@@ -131,9 +166,11 @@ class TensorBoardScalars(Hook):
         writer = state.writer
         if writer is None or not state.actions:
             return
+        if self._actions_seen is None:
+            self._actions_seen = {_action_key(a) for a in state.actions}
         for a in state.actions:
-            key = (a.get("attempt"), a.get("step"), a.get("code"), a.get("action"))
-            if key in self._actions_seen or int(a.get("step") or 0) <= self._start_step:
+            key = _action_key(a)
+            if key in self._actions_seen:
                 continue
             self._actions_seen.add(key)
             if a.get("action") == "give_up":
@@ -155,7 +192,9 @@ class TensorBoardScalars(Hook):
         self._samples += state.batch_size
         if state.step % self.every_n_steps == 0:
             self._flush(state)
-        if len(state.actions) > len(self._actions_seen):  # host ints only
+        if self._actions_seen is None:  # the first batch: what is there now was written before
+            self._actions_seen = {_action_key(a) for a in state.actions}
+        elif len(state.actions) > len(self._actions_seen):  # host ints only
             self._write_actions(state)
 
     def _flush(self, state: FitState) -> None:

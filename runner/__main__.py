@@ -68,7 +68,8 @@ def claim_given_run_dir(args: list[str]) -> Path | None:
 
     A second run into a directory in use is refused here, before its config or log could overwrite
     the first one's. Directories Hydra names itself (fresh timestamps, multirun jobs, interpolations)
-    are claimed first thing in the task instead. Returns the directory claimed.
+    are claimed by ``run_dir.ClaimRunDir`` once composed, still before Hydra writes into them (multirun
+    jobs first thing in the task). Returns the directory claimed.
     """
     if any(
         a in ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-c", "--cfg")

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from runner.conf_dir import CONF_DIR
 from runner.data.datamodule import SPLITS, ImageDataModule
 from runner.errors import UserError, report_error
+from runner.report import tensorboard_command
 
 GRID = 32  # sample images per grid
 IMBALANCE_WARN = 1.5  # largest/smallest class count in a split
@@ -171,7 +172,7 @@ def _write_samples(
         images[split] = _denormalise(x[:GRID], data)
         labels[split] = [int(v) for v in y[:GRID].cpu()]
         grids[split] = make_grid(images[split], nrow=8, padding=2, pad_value=1.0)
-    writer = SummaryWriter(str(out_dir / "tb"))
+    writer = SummaryWriter(str(out_dir))  # in the folder itself: TensorBoard names it after it
     try:
         for split, grid in grids.items():
             writer.add_image(f"samples/{split}", grid, 0)
@@ -249,7 +250,7 @@ def format_report(report: dict[str, Any], out_dir: Path) -> str:
         f"val batch identical when read twice: {'yes' if report['val_repeatable'] else 'NO'}",
         *(f"WARNING      {w}" for w in report["warnings"]),
         f"samples      {out_dir / 'samples.png'}",
-        f"tensorboard  tensorboard --logdir {out_dir / 'tb'}",
+        f"tensorboard  {tensorboard_command(out_dir)}",
     ]
     return "\n".join(lines)
 

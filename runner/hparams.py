@@ -107,6 +107,42 @@ def _override_keys() -> list[str]:
     return sweep_keys(list(hc.overrides.task), params)
 
 
+def varying_keys() -> set[str]:
+    """The hparams a multirun varies: its sweep overrides (``optimizer.lr=0.03,0.3,30`` in the sweep's
+    ``multirun.yaml``) and the sweeper's ``params`` (Optuna's search space); empty for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return set()
+    hc = HydraConfig.get()
+    params = OmegaConf.select(cast(DictConfig, hc), "sweeper.params", default=None)
+    keys = {str(k) for k in params} if params else set()
+    multirun = Path(hc.runtime.output_dir).parent / "multirun.yaml"  # <sweep>/<job>/ -> <sweep>/
+    try:
+        task = OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[])
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in task or []])
+    except (OSError, ValueError, HydraException):  # no readable multirun.yaml: the params alone
+        return keys
+    keys.update(o.key_or_group for o in parsed if o.is_sweep_override())
+    return keys
+
+
+def _mark_varying(experiment: Any, keys: set[str]) -> None:
+    """Set ``differs`` on the columns a sweep varies: TensorBoard lists those first and shows the first
+    few columns, which were otherwise the alphabetical ``data``, ``data.batch_size``, ... (``optimizer.lr``
+    of an LR sweep left unticked)."""
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    value = experiment.value[0]
+    data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in keys
+    value.metadata.plugin_data.content = data.SerializeToString()
+
+
 def hparam_dict(
     cfg: DictConfig, run_dir: Path | None = None
 ) -> dict[str, int | float | str | bool]:
@@ -197,11 +233,12 @@ def log_hparams(writer: Any, cfg: DictConfig, metrics: dict[str, Any]) -> dict[s
     """Write hparams and ``x_run/<metric>`` scalars into ``writer``'s own event file; returns the hparams.
 
     The outcome (status, issue counts, actions, early stop) comes from the ``report.json`` rank 0
-    has just written beside ``tb/``; without one the run counts as not diagnosed.
+    has just written beside the event files (in the run directory); without one the run counts as not
+    diagnosed.
     """
     from torch.utils.tensorboard.summary import hparams
 
-    run_dir = Path(writer.log_dir).parent
+    run_dir = Path(writer.log_dir)
     hp = hparam_dict(cfg, run_dir)
     found = run_dir / "report.json"
     report: dict[str, Any] = (
@@ -211,6 +248,7 @@ def log_hparams(writer: Any, cfg: DictConfig, metrics: dict[str, Any]) -> dict[s
     values.update(outcome(report))
     metric_dict = {METRIC_PREFIX + m: values[m] for m in (*METRICS, *OUTCOME_METRICS)}
     experiment, session_start, _ = hparams(hp, metric_dict)
+    _mark_varying(experiment, varying_keys())
     session_end = _session_end(failed(report))
     # the run's writer (add_hparams would open a sub-run instead)
     file_writer = writer._get_file_writer()

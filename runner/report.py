@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -55,6 +57,7 @@ def report_run(
     command = run_command(run_dir)
     if command:
         extra["command"] = command
+    extra["tensorboard"] = tensorboard_command(run_dir)
     lr = lr_used(run_dir, state, lr_finder)
     if lr is not None:
         extra["lr"] = lr
@@ -229,9 +232,19 @@ def print_summary(
 
 
 def tensorboard_command(run_dir: Path) -> str:
-    """The command that opens this run in TensorBoard under its own name: ``<name>/tb``, and
-    ``<name>/attempt-N/tb`` for the AutoTrainer's restarts (``--logdir <run>/tb`` showed it as ``.``)."""
-    name = run_dir.name
-    if any(c in name for c in ",:") or "," in str(run_dir):  # --logdir_spec reads these itself
-        return f"tensorboard --logdir {shlex.quote(str(run_dir))}"
-    return f"tensorboard --logdir_spec {shlex.quote(f'{name}:{run_dir}')}"
+    """The command that shows this run in TensorBoard under its own name, and the page with it alone.
+
+    TensorBoard names a run by its event files' folder relative to ``--logdir`` (``--logdir <run>`` shows
+    ``.``, and ``--logdir_spec name:<run>`` shows ``name/.``), so the run's event files live in the run
+    directory itself and ``--logdir`` is its parent: the run is ``<name>`` (its AutoTrainer restarts
+    ``<name>/attempt-N``) beside the runs next to it, and the Time Series page's ``runFilter`` opens on it.
+    """
+    run = Path(run_dir)
+    if re.fullmatch(r"attempt-\d+", run.name):  # an AutoTrainer attempt: the run it belongs to
+        run = run.parent
+    name = re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", run.name)  # regex metacharacters only
+    pattern = quote(f"^{name}($|/)", safe="^$|()/")
+    return (
+        f"tensorboard --logdir {shlex.quote(str(run.parent))}"
+        f"   # this run: http://localhost:6006/?runFilter={pattern}"
+    )

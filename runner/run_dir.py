@@ -7,7 +7,11 @@ import errno
 import fcntl
 import os
 import shutil
+import sys
 from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from runner.errors import UserError
 
@@ -137,3 +141,27 @@ def discard_if_unused(run_dir: Path) -> bool:
     release(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
     return True
+
+
+class ClaimRunDir(Callback):
+    """Hydra callback: own a single run's directory once the config is composed, before Hydra writes into it.
+
+    ``main`` claims a plain ``hydra.run.dir=<path>`` before Hydra starts; a directory given through an
+    interpolation (``hydra.run.dir=${paths.log_dir}/mine``) or named by the config is known only after
+    composition. ``on_run_start`` runs then, before Hydra creates the directory, saves ``.hydra/`` or opens
+    ``train.log``, so a second run into a directory in use is refused as early as with a plain path.
+    (Multirun jobs are claimed first thing in the task: their directories are made per job.)
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        from runner import distributed
+        from runner.errors import report_error
+
+        if distributed.launch_rank() != 0:  # one owner, as in the task (see runner/__main__.py)
+            return
+        try:
+            claim(Path(str(config.hydra.run.dir)))
+        except UserError as exc:
+            # Hydra turns a callback's exceptions into warnings and goes on: exit here (SystemExit passes)
+            report_error(exc)
+            sys.exit(exc.exit_code)

@@ -98,7 +98,7 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
     if state.is_rank_zero:  # only rank 0 writes TensorBoard (and every other file of the run)
         # a restart continues its attempts' step axis
         offset = int(getattr(session, "step_offset", 0))
-        state.writer = open_writer(run_dir / "tb", state.step, offset)
+        state.writer = open_writer(run_dir, state.step, offset)
         changes = getattr(session, "attempt_changes", None)
         if changes:
             said = ", ".join(f"{k}={v}" for k, v in changes.items())

@@ -17,13 +17,14 @@ from helpers import ROOT, run_cli
 SCRIPT = str(ROOT / "bench" / "tensorboard_screens.py")
 
 
-def test_a_directory_without_tb_is_refused_in_one_line(tmp_path):
+def test_a_directory_without_runs_is_refused_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        f"tensorboard_screens: {tmp_path.resolve()} has no tb/ directory: pass a run directory"
+        f"tensorboard_screens: {tmp_path.resolve()} is neither a run directory nor a folder of runs: "
+        "pass one"
     )
 
 
@@ -54,7 +55,10 @@ def test_screenshots_of_a_real_run_show_its_tabs(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "serving" in proc.stdout and "| scalars |" in proc.stdout
+    # served through its parent, the run is listed under its own name (not '.', 'tb' or 'run/.')
+    assert (
+        f"serving {tmp_path.resolve()}: runs run\n" in proc.stdout and "| scalars |" in proc.stdout
+    )
     for tab in ("scalars", "images"):
         image = matplotlib.image.imread(out / f"tensorboard_{tab}.png")
         assert image.shape[:2] == (900, 1400)

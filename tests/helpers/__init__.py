@@ -28,6 +28,14 @@ def compose_cfg(overrides: list[str] | None = None, tmp_path: Path | None = None
     return cfg
 
 
+def event_file(run: Path) -> str:
+    """The one TensorBoard event file a run (or an attempt) wrote in its own directory: the runner writes
+    them there, and a reader of the directory tree (tbparse) would also read ``attempt-N/`` below it."""
+    files = sorted(Path(run).glob("events.out.tfevents.*"))
+    assert len(files) == 1, files
+    return str(files[0])
+
+
 def run_cli(
     args: list[str],
     tmp_path: Path,

@@ -155,7 +155,7 @@ def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(tmp_path):
         "hydra.yaml",
         "overrides.yaml",
     ]
-    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
     logs = list(run.glob("*.log"))
     assert len(logs) == 1
     log_text = logs[0].read_text()
@@ -281,7 +281,7 @@ def test_submitit_local_runs_a_two_job_sweep_of_ddp_jobs(tmp_path):
             "2 process(es) x batch 64 = effective batch size 128" in log_text
             and CHECKSUM.search(log_text)
         )
-        assert len(list((sweep / job / "tb").glob("events.out.tfevents.*"))) == 1
+        assert len(list((sweep / job).glob("events.out.tfevents.*"))) == 1
     assert lrs == ["optimizer.lr=0.001", "optimizer.lr=0.003"]
     # the jobs ran as submitit jobs (2 tasks each, in their own processes, with submitit's logs)
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 4

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import event_file, run_cli
 from tbparse import SummaryReader
 
 from diag.lr_finder import LearningRateFinder, smooth_losses, valley_index
@@ -266,10 +266,10 @@ def test_optimizer_lr_auto_trains_with_the_suggestion(tmp_path):
     assert finder["rule"] == "auto" and finder["optimizer_family"] == "adaptive"
     assert finder["method"] == "min10" and finder["num_steps_run"] <= 30
     assert (run_dir / "lr_find.png").exists() and (run_dir / "lr_find.json").exists()
-    scalars = SummaryReader(str(run_dir / "tb")).scalars
+    scalars = SummaryReader(event_file(run_dir)).scalars
     train_lr = scalars[scalars.tag == "train/lr"]["value"].to_numpy()
     assert len(train_lr) and np.allclose(train_lr, finder["suggested_lr"], rtol=1e-6)
-    hp = SummaryReader(str(run_dir / "tb")).hparams
+    hp = SummaryReader(event_file(run_dir)).hparams
     assert float(hp[hp.tag == "optimizer.lr"]["value"].iloc[0]) == pytest.approx(
         finder["suggested_lr"]
     )

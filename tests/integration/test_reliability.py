@@ -111,7 +111,7 @@ def test_sigkill_mid_epoch_then_same_command_with_resume_auto_matches_uninterrup
     assert [x["loss"] for x in lines] == pytest.approx([x["loss"] for x in ref_lines], rel=1e-5)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
     steps = [e.step for e in acc.Scalars("val/loss")]
     assert steps == sorted(set(steps)) and len(steps) == 12

@@ -20,6 +20,7 @@ import pytest
 from helpers import ROOT, run_cli
 
 from runner.checkpoint import load_checkpoint
+from runner.run_dir import claim, release
 
 TINY = ["trainer.max_epochs=2", "data.subset=256", "diag=off"]
 # the test helpers (a hook that sends a real signal) importable by the subprocess
@@ -75,6 +76,20 @@ def test_a_second_run_into_a_directory_in_use_is_refused_and_the_first_keeps_its
     report = json.loads((run / "report.json").read_text())
     assert report["completed"] and report["metrics"]["epochs"] == 6
     assert "seed=7" not in (run / "train.log").read_text()
+
+
+def test_a_run_directory_given_by_interpolation_is_locked_before_hydra_writes(tmp_path):
+    """``hydra.run.dir=${paths.log_dir}/shared`` is owned as early as a plain path: a run into it while
+    another process holds it is refused before Hydra writes ``.hydra/`` or ``train.log`` there."""
+    run = tmp_path / "shared"
+    claim(run)  # this process owns it, as a running run would
+    try:
+        res = run_cli(["hydra.run.dir=${paths.log_dir}/shared", *TINY], tmp_path)
+    finally:
+        release(run)
+    line = _one_line_exit_2(res)
+    assert f"run directory {run} is in use by another run (pid {os.getpid()})" in line
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing of the refused run's
 
 
 @pytest.mark.slow

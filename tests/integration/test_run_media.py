@@ -12,10 +12,14 @@ def test_a_run_shows_its_report_command_config_summary_and_inputs(cli, tmp_path)
     run = tmp_path / "run"
     proc = cli("trainer.max_epochs=1", "model.hidden=[32]", run_dir=run)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "tensors": 0})
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
     events.Reload()
-    assert {"run/summary", "run/inputs"} <= set(events.Tags()["images"])
-    summary = events.Images("run/summary")[-1]
+    tags = events.Tags()
+    assert {"x_run/summary", "x_run/inputs"} <= set(tags["images"])
+    # the Time Series page lists scalars, images and histograms together by group: train/ and val/ first
+    groups = sorted({t.split("/", 1)[0] for kind in ("scalars", "images") for t in tags[kind]})
+    assert groups[:2] == ["train", "val"], groups
+    summary = events.Images("x_run/summary")[-1]
     png = imread(io.BytesIO(summary.encoded_image_string), format="png")
     assert png.shape[:2] == (summary.height, summary.width) and summary.width > 600
     texts = {

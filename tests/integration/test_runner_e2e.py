@@ -39,12 +39,14 @@ def test_run_leaves_the_contract(tmp_path):
     assert (
         "test accuracy" in res.stdout
         and str(run) in res.stdout
-        and f"tensorboard --logdir_spec {run.name}:{run}"
-        in res.stdout  # the run under its own name
+        # the run under its own name: its parent as the logdir, the Time Series page filtered to it
+        and f"tensorboard --logdir {tmp_path}   # this run: "
+        f"http://localhost:6006/?runFilter=^{run.name}($|/)\n"
+        in res.stdout
     )
     epochs = re.findall(r"epoch +(\d)/2 .* val_acc [01]\.\d{3} .* (\d+ms|\d+\.\ds)\n", res.stdout)
     assert [e[0] for e in epochs] == ["1", "2"] and "0.0s" not in res.stdout, res.stdout
-    tags = scalars(run / "tb")
+    tags = scalars(run)
     for tag in (
         "train/loss",
         "train/lr",

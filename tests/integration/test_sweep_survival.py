@@ -100,24 +100,56 @@ def test_a_killed_grid_sweep_relaunched_skips_the_jobs_that_finished(tmp_path):
     assert [r["name"] for r in summary["runs"]] == ["0", "1", "2"] and not summary["skipped"]
 
 
+def _study(optuna, storage: str, sweep: Path):
+    """The sweep directory's own study (its default name: ``lr_search@<absolute sweep dir>``)."""
+    return optuna.load_study(study_name=f"lr_search@{sweep.resolve()}", storage=storage)
+
+
 @pytest.mark.slow
 def test_a_killed_optuna_study_continues_from_its_sqlite_storage(tmp_path):
     optuna = pytest.importorskip("optuna")
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    args = ["-m", "hparams_search=lr_optuna", *TINY]
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hparams_search=lr_optuna", f"hydra.sweep.dir={sweep}", *TINY]
     proc = _start([*args, "hydra.sweeper.n_trials=5"], tmp_path)
     # job 2 starts once the sweeper told the study trials 0 and 1
-    _kill_when(proc, lambda: any(tmp_path.glob("multirun/*/2/.hydra")))
+    _kill_when(proc, lambda: (sweep / "2" / ".hydra").is_dir())
     storage = f"sqlite:///{tmp_path / 'optuna' / 'lr_search.db'}"
     done = [
         t
-        for t in optuna.load_study(study_name="lr_search", storage=storage).trials
+        for t in _study(optuna, storage, sweep).trials
         if t.state == optuna.trial.TrialState.COMPLETE
     ]
     assert len(done) >= 2
     again = run_cli([*args, "hydra.sweeper.n_trials=1"], tmp_path, env=SINGLE_THREAD)
     assert again.returncode == 0, again.stderr[-3000:]
-    trials = optuna.load_study(study_name="lr_search", storage=storage).trials
+    trials = _study(optuna, storage, sweep).trials
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == len(done) + 1  # the earlier trials kept, one more run
     assert [t.params for t in complete[: len(done)]] == [t.params for t in done]
+
+
+@pytest.mark.slow
+def test_two_optuna_sweeps_sharing_a_storage_keep_their_own_studies(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    storage = f"sqlite:///{tmp_path / 'optuna' / 'lr_search.db'}"
+    sweeps = {"a": 2, "b": 1}  # trials each
+    for name, n in sweeps.items():
+        args = ["-m", "hparams_search=lr_optuna", f"hydra.sweep.dir={tmp_path / name}"]
+        res = run_cli([*args, f"hydra.sweeper.n_trials={n}", f"seed={n}", *TINY], tmp_path)
+        assert res.returncode == 0, res.stderr[-3000:]
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert names == [f"lr_search@{tmp_path / 'a'}", f"lr_search@{tmp_path / 'b'}"]
+    for name, n in sweeps.items():
+        trials = _study(optuna, storage, tmp_path / name).trials
+        # each study holds its own sweep's trials only, and they are the jobs in its directory
+        assert len(trials) == n
+        lrs = sorted(t.params["optimizer.lr"] for t in trials)
+        jobs = sorted(
+            float(line.split("=", 1)[1])
+            for job in (tmp_path / name).glob("[0-9]*")
+            for line in (job / ".hydra" / "overrides.yaml").read_text().splitlines()
+            if "optimizer.lr=" in line
+        )
+        assert lrs == pytest.approx(jobs)

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import yaml
-from helpers import run_cli
+from helpers import event_file, run_cli
 from tbparse import SummaryReader
 
 SINGLE_THREAD = {
@@ -30,10 +30,10 @@ def check_runs(sweep: Path, n: int, optimizer: str = "Adam") -> list[Path]:
         assert (run / ".hydra" / "overrides.yaml").exists()
         report = json.loads((run / "report.json").read_text())
         assert report["metrics"]["epochs"] == 1
-        event_files = list((run / "tb").rglob("events.out.tfevents.*"))
-        # no stray sub-run
-        assert [f.parent for f in event_files] == [run / "tb"] * len(event_files)
-        reader = SummaryReader(str(run / "tb"))
+        event_files = list(run.rglob("events.out.tfevents.*"))
+        # no stray sub-run: the run's event file in the run directory itself
+        assert [f.parent for f in event_files] == [run]
+        reader = SummaryReader(event_file(run))
         hp = dict(zip(reader.hparams["tag"], reader.hparams["value"]))
         lr = next(
             o.split("=", 1)[1]

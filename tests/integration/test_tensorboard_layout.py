@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import event_file, run_cli
 from tbparse import SummaryReader
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
@@ -23,7 +23,7 @@ SWEEP = [
 
 def _hparams_plugin(run: Path) -> dict[str, object]:
     """The run's experiment columns, its session's hparams and its end status, as TensorBoard reads them."""
-    acc = EventAccumulator(str(run / "tb"), size_guidance={"tensors": 0, "scalars": 0})
+    acc = EventAccumulator(str(run), size_guidance={"tensors": 0, "scalars": 0})
     acc.Reload()
     content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
     experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
@@ -31,6 +31,7 @@ def _hparams_plugin(run: Path) -> dict[str, object]:
     end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
     return {
         "columns": [h.name for h in experiment.hparam_infos],
+        "differs": [h.name for h in experiment.hparam_infos if h.differs],
         "metrics": [m.name.tag for m in experiment.metric_infos],
         "hparams": dict(start.hparams),
         "status": end.status,
@@ -48,6 +49,8 @@ def test_sweep_runs_share_one_hparams_column_set_and_mark_the_diverged_run(tmp_p
     assert good["columns"] == bad["columns"]
     assert "model.activation" in good["columns"] and "optimizer.lr" in good["columns"]
     assert good["hparams"]["model.activation"].string_value == "tanh"
+    # the swept key is marked as varying (TensorBoard lists and shows those columns first), and only it
+    assert good["differs"] == bad["differs"] == ["optimizer.lr"]
     assert good["metrics"] == bad["metrics"]
     for metric in ("status", "warnings", "criticals", "autotrainer_actions", "skipped_steps"):
         assert f"x_run/{metric}" in good["metrics"]
@@ -56,7 +59,7 @@ def test_sweep_runs_share_one_hparams_column_set_and_mark_the_diverged_run(tmp_p
     assert reports[1]["status"] == "critical"
     assert bad["status"] == api_pb2.STATUS_FAILURE
     assert good["status"] == api_pb2.STATUS_SUCCESS
-    scalars = SummaryReader(str(sweep / "1" / "tb")).scalars
+    scalars = SummaryReader(event_file(sweep / "1")).scalars
     assert scalars[scalars.tag == "x_run/status"]["value"].tolist() == [2.0]
     criticals = scalars[scalars.tag == "x_run/criticals"]["value"].tolist()
     assert criticals == [float(sum(i["severity"] == "critical" for i in reports[1]["issues"]))]

@@ -10,7 +10,7 @@ import yaml
 
 from diag.series import RunSeries
 from diag.summary_plot import plot_summary
-from diag.sweep import summarize
+from diag.sweep import render_text, summarize
 
 
 def _run(job, lr, best, diverged=False):
@@ -38,6 +38,9 @@ def test_a_sweep_whose_jobs_share_an_lr_is_summarised_and_plotted(tmp_path):
     assert [r["diverged"] for r in summary["runs"]] == [False, False, True]
     image = matplotlib.image.imread(tmp_path / "sweep.png")
     assert image.shape[0] > 300 and image[..., :3].std() > 0.05
+    # the blown-up loss reads as 1e+20 in the printed table and sweep.md, not as a 21-digit number
+    text = render_text(summary) + (tmp_path / "sweep.md").read_text()
+    assert "| 1e+20 |" in text and "  1e+20  " in text and "100000000000000000000" not in text
 
 
 def test_summary_of_a_blow_up_and_an_lr_that_reaches_zero_is_drawn(tmp_path):

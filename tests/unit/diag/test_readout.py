@@ -19,7 +19,7 @@ from diag.confusion_plot import confusion_figure
 from diag.layer_names import activation_names, weight_layer_names
 from diag.series import RunSeries
 from diag.summary_plot import summary_figure
-from diag.tensorboard import custom_scalars_layout
+from diag.tensorboard import CHART_LINES, custom_scalars_layout
 from runner.trainer import Trainer
 
 
@@ -42,7 +42,7 @@ def test_two_activations_after_one_layer_keep_their_own_names():
     assert names == {"0": "0", "2": "1", "3": "3"}
 
 
-def test_custom_scalars_show_what_applies_one_layer_per_chart():
+def test_custom_scalars_show_what_applies_a_few_layers_per_chart():
     relu = ActivationRecorder(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
     layout = custom_scalars_layout(["0", "2"], relu.measures())
     assert "Share of saturated units by layer" not in layout  # a ReLU model has nothing saturating
@@ -52,12 +52,29 @@ def test_custom_scalars_show_what_applies_one_layer_per_chart():
     assert "Share of dead units by layer" not in layout
     tags = ["x_layers/grad_norm/features.0", "x_layers/grad_norm/features.10", "train/grad_norm"]
     layout = custom_scalars_layout(["features.0", "features.10"], {})
-    for category in ("Gradient norm by layer", "Update ratio by layer"):
-        for _title, (_kind, patterns) in layout[category].items():
-            assert len(patterns) == 1
-    (pattern,) = layout["Gradient norm by layer"]["features.0"][1]
-    assert [t for t in tags if re.search(pattern, t)] == ["x_layers/grad_norm/features.0"]
+    (pattern,) = layout["Gradient norm by layer"]["features: 0, 10"][1]
+    assert [t for t in tags if re.search(pattern, t)] == tags[:2]  # not features.1 or train/
     assert layout["Training"]["gradient norm"][1] == ["^train/grad_norm$"]
+
+
+def test_a_resnet18_gets_charts_of_four_layers_by_block_each_layer_in_one():
+    from torchvision.models import resnet18
+
+    names = weight_layer_names(resnet18(num_classes=10))
+    assert len(names) == 21
+    layout = custom_scalars_layout(names, {})
+    charts = layout["Gradient norm by layer"]
+    tags = [f"x_layers/grad_norm/{n}" for n in names] + ["x_layers/grad_norm/layer1.0.conv10"]
+    shown = {title: [t for t in tags if re.search(spec[1][0], t)] for title, spec in charts.items()}
+    assert all(1 <= len(lines) <= CHART_LINES for lines in shown.values()), shown
+    # every layer in exactly one chart, in model order, and nothing else
+    assert [t for lines in shown.values() for t in lines] == tags[:-1]
+    assert list(charts)[:3] == [
+        "conv1",
+        "layer1: 0.conv1, 0.conv2, 1.conv1, 1.conv2",
+        "layer2 (1/2): 0.conv1, 0.conv2, 0.downsample.0, 1.conv1",
+    ]
+    assert list(charts)[-1] == "fc"
 
 
 def test_evaluate_counts_a_confusion_matrix_that_agrees_with_its_accuracy():
@@ -102,3 +119,39 @@ def test_summary_shows_a_schedules_final_zero_and_a_blow_ups_start():
     lo, hi = ax_loss.get_ylim()
     assert lo < 2.3 and hi > 2e28  # the start and the peak on one axis
     plt.close(fig)
+
+
+def test_an_attempt_writes_only_its_own_autotrainer_actions(tmp_path):
+    """A restart's state carries the earlier attempts' actions: they are in those attempts' event files,
+    so the new attempt writes only the actions taken in it, each at its own step with its LR factor."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from diag.hooks import FitState
+    from diag.tensorboard import TensorBoardScalars
+
+    carried = {"attempt": 0, "step": 40, "code": "VANISHING_GRADIENTS", "action": "restart"}
+    carried.update(lr_before=0.0427, lr_after=0.05, detail="restart as attempt-1")
+    writer = SummaryWriter(str(tmp_path))
+    state = FitState(model=nn.Linear(2, 2), writer=writer, batch_size=4, actions=[carried])
+    hook = TensorBoardScalars(every_n_steps=1, write_every=1)
+    hook.on_fit_start(state)
+    for step in (1, 2, 3):
+        state.step, state.loss, state.grad_norm = step, torch.tensor(1.0), torch.tensor(0.5)
+        hook.on_train_batch_end(state)
+        if step == 2:  # the AutoTrainer (a later hook) acts at step 2 of this attempt
+            state.actions.append(
+                {"attempt": 1, "step": 2, "code": "LOSS_OSCILLATION", "action": "scale_lr"}
+                | {"lr_before": 0.05, "lr_after": 0.025, "detail": "x0.5"}
+            )
+    hook.on_fit_end(state)
+    writer.close()
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    texts = [
+        (e.step, e.tensor_proto.string_val[0].decode())
+        for e in acc.Tensors("x_autotrainer/actions/text_summary")
+    ]
+    assert len(texts) == 1 and texts[0][0] == 2 and "**scale_lr**" in texts[0][1]
+    assert "restart" not in texts[0][1]
+    assert [(e.step, e.value) for e in acc.Scalars("x_autotrainer/lr_factor")] == [(2, 0.5)]

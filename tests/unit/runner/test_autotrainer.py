@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, compose_cfg, run_cli
+from helpers import ROOT, compose_cfg, event_file, run_cli
 from omegaconf import OmegaConf
 from tbparse import SummaryReader
 
@@ -409,7 +409,7 @@ def test_overfitting_run_is_regularized_online(tmp_path: Path) -> None:
     logged = events(out, "autotrainer")
     assert logged[0]["action"] == "regularize" and logged[0]["step"] == acted[0]["step"]
     assert "OVERFITTING → regularize" in (out / "report.md").read_text()
-    tb = SummaryReader(str(out / "tb"))
+    tb = SummaryReader(event_file(out))
     assert (
         tb.scalars[tb.scalars.tag == "x_autotrainer/lr_factor"].step.tolist()[0] == acted[0]["step"]
     )
@@ -492,7 +492,7 @@ def test_exploding_lr_is_rolled_back_and_ends_finite_and_accurate(tmp_path: Path
     assert report["metrics"]["test_acc"] > 0.9
     assert math.isfinite(report["metrics"]["final_train_loss"])
     assert "## AutoTrainer" in (out / "report.md").read_text()
-    tb = SummaryReader(str(out / "tb"))
+    tb = SummaryReader(event_file(out))
     # the LR factor each action applied
     markers = tb.scalars[tb.scalars.tag == "x_autotrainer/lr_factor"]
     assert markers.step.tolist()[0] == first["step"]
@@ -589,9 +589,9 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
         "checkpoints/last.pt",
         ".hydra/config.yaml",
         "summary.png",
-        "tb",
     ):
         assert (attempt / name).exists(), name
+    event_file(attempt)  # its own TensorBoard run, attempt-1 beside the first attempt's
     cfg = OmegaConf.load(attempt / ".hydra" / "config.yaml")
     assert (cfg.model.activation, cfg.model.init, cfg.model.batchnorm) == ("relu", "he", True)
     assert list(cfg.model.hidden) == [64, 64]
@@ -617,7 +617,7 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
         e["kind"] for e in map(json.loads, (attempt / "events.jsonl").read_text().splitlines())
     }
     # TensorBoard: attempt-1's curves continue attempt 0's step axis, and it says what it changed
-    first, second = SummaryReader(str(out / "tb")), SummaryReader(str(attempt / "tb"))
+    first, second = SummaryReader(event_file(out)), SummaryReader(event_file(attempt))
     stopped_at = attempts[0]["steps"]
     assert first.scalars[first.scalars.tag == "train/loss"].step.max() <= stopped_at
     assert second.scalars[second.scalars.tag == "train/loss"].step.min() > stopped_at
@@ -641,7 +641,7 @@ def test_oscillation_cut_keeps_the_cosine_schedule_in_a_real_run(tmp_path: Path)
         ],
         tmp_path,
     )
-    # the first attempt's cuts (its TensorBoard is out/tb; a later restart has its own LR and directory)
+    # the first attempt's cuts (its event file is out's; a later restart has its own LR and directory)
     cuts = [
         a
         for a in read(out / "report.json")["autotrainer"]["actions"]
@@ -653,7 +653,7 @@ def test_oscillation_cut_keeps_the_cosine_schedule_in_a_real_run(tmp_path: Path)
     )
     cut = cuts[0]
     cosine = [0.03 * (1 + math.cos(math.pi * e / 6)) / 2 for e in range(7)]
-    scalars = SummaryReader(str(out / "tb")).scalars
+    scalars = SummaryReader(event_file(out)).scalars
     lrs = scalars[scalars.tag == "train/lr"]
     before = lrs[lrs.step < cut["step"]].value.tolist()
     assert all(min(abs(v - c) for c in cosine) < 1e-9 for v in before)

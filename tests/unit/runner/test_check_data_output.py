@@ -23,3 +23,6 @@ def test_check_data_on_the_digits_warns_of_nothing_and_prints_no_negative_zero(t
     assert "imbalanced" not in proc.stdout + proc.stderr
     assert "-0.0" not in proc.stdout
     assert (tmp_path / "cd" / "samples.png").exists()
+    # TensorBoard shows the check under its folder's name (its event files in the folder itself)
+    assert f"tensorboard  tensorboard --logdir {tmp_path}   # this run: " in proc.stdout
+    assert len(list((tmp_path / "cd").glob("events.out.tfevents.*"))) == 1

@@ -398,7 +398,7 @@ def test_check_data_reports_and_writes_sample_grids(tmp_path):
         assert png.size[0] > 200 and png.size[1] > 100
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(out / "tb"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(out), size_guidance={"images": 0})
     acc.Reload()
     assert {"samples/train", "samples/val"} <= set(acc.Tags()["images"])
     img = acc.Images("samples/val")[0]

@@ -71,7 +71,7 @@ def test_a_finished_healthy_run_is_not_stopped_and_suggests_no_lr(tmp_path):
     assert "Stopped early" not in md and "Next time" not in md
 
 
-def test_after_restore_best_the_report_does_not_ask_to_stop_early(tmp_path):
+def test_after_restore_best_and_regularize_the_report_does_not_advise_them_again(tmp_path):
     state = _state(tmp_path, [OVERFIT], lr=1e-3)
     state.actions = [
         {
@@ -84,10 +84,28 @@ def test_after_restore_best_the_report_does_not_ask_to_stop_early(tmp_path):
             "outcome": "applied",
         }
     ]
+    state.actions.insert(
+        0,
+        {
+            "step": 28,
+            "code": "OVERFITTING",
+            "action": "regularize",
+            "lr_before": 1e-3,
+            "lr_after": 1e-3,
+            "detail": "weight decay 0 -> 0.01 in the optimizer's param groups",
+            "outcome": "recurred: gave up at step 80",
+        },
+    )
     report_run(state, tmp_path, best_val_loss=0.3)
     md = (tmp_path / "report.md").read_text()
     assert "Stop early" not in md
     assert "restore_best" in md
+    # the regularisation it already tried is said as tried, with how it went, not advised again
+    assert "- Add weight decay" not in md
+    assert (
+        "- Tried: the AutoTrainer's regularize at step 28 (weight decay 0 -> 0.01 in the optimizer's "
+        "param groups); recurred: gave up at step 80" in md
+    )
 
 
 def test_the_console_prints_a_blown_up_loss_compactly(tmp_path, caplog):
@@ -97,3 +115,38 @@ def test_the_console_prints_a_blown_up_loss_compactly(tmp_path, caplog):
         print_summary(report, tmp_path)
     assert "best val loss 1.565e+23" in caplog.text
     assert "156470311251988411580416" not in caplog.text
+
+
+def test_a_restart_is_not_an_lr_change_to_carry_into_the_next_run(tmp_path):
+    """A guided restart starts the schedule again at the configured LR (0.0427 decayed -> 0.05): the
+    next run's LR is not 1.17x the configured one."""
+    _hydra(tmp_path, ["optimizer.lr=0.05"], 0.05)
+    state = _state(tmp_path, [], lr=0.05)
+    state.actions = [
+        {
+            "attempt": 0,
+            "step": 40,
+            "code": "VANISHING_GRADIENTS",
+            "action": "restart",
+            "lr_before": 0.0427,
+            "lr_after": 0.05,
+            "detail": "restart as attempt-1 with model.activation=relu",
+            "outcome": "applied",
+        }
+    ]
+    report = report_run(state, tmp_path, best_val_loss=0.13)
+    assert "next_lr" not in report
+    assert "Next time" not in (tmp_path / "report.md").read_text()
+
+
+def test_the_tensorboard_command_opens_the_parent_and_filters_to_the_run(tmp_path):
+    """TensorBoard names a run by its folder under --logdir: the parent shows it as its own name; an
+    attempt's command is its run's (the run and its attempts); the name is a regex, escaped."""
+    from runner.report import tensorboard_command
+
+    assert tensorboard_command(tmp_path / "run1") == (
+        f"tensorboard --logdir {tmp_path}   # this run: http://localhost:6006/?runFilter=^run1($|/)"
+    )
+    assert tensorboard_command(tmp_path / "r.1" / "attempt-2") == (
+        f"tensorboard --logdir {tmp_path}   # this run: http://localhost:6006/?runFilter=^r%5C.1($|/)"
+    )
