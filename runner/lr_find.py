@@ -4,7 +4,7 @@ Both work on the :class:`runner.train.Run` a training run builds (:func:`runner.
 :class:`diag.lr_finder.LearningRateFinder` sets each LR and the trainer's own
 ``training_step`` takes the step (the run's precision, AMP scaling and clipping), and the
 model, optimizer, scaler and RNGs are put back as they were. What they write into the run
-directory: ``lr_find.png``, ``lr_find.json`` and ``lr_find/*`` TensorBoard scalars in ``tb/``.
+directory: ``lr_find.png``, ``lr_find.json`` and ``lr_find/*`` TensorBoard scalars among the run's event files.
 """
 
 from __future__ import annotations
@@ -158,7 +158,9 @@ def find(r: Run) -> dict[str, Any]:
     r.run_dir.mkdir(parents=True, exist_ok=True)
     finder.plot(r.run_dir / "lr_find.png", result)
     (r.run_dir / "lr_find.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    _write_scalars(r.run_dir / "tb", result)
+    _write_scalars(
+        r.run_dir, result
+    )  # beside the run's own event files: TensorBoard names it by its folder
     return result
 
 

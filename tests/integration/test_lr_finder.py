@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import event_file, run_cli
+from helpers import run_cli
 from tbparse import SummaryReader
 
 from diag.lr_finder import LearningRateFinder, smooth_losses, valley_index
@@ -238,7 +238,7 @@ def test_mode_lr_find_end_to_end(tmp_path):
     command = re.search(r"train with it +(python -m runner .*)", proc.stdout).group(1)
     assert "model=cnn" in command and "lr_find." not in command and "mode=" not in command
     assert command.endswith(f"optimizer.lr={data['suggested_lr']:.3g}")
-    scalars = SummaryReader(str(run_dir / "tb")).scalars
+    scalars = SummaryReader(str(run_dir)).scalars
     for tag in ("lr_find/loss", "lr_find/smoothed_loss", "lr_find/lr"):
         assert len(scalars[scalars.tag == tag]) == data["num_steps_run"]
     lrs = scalars[scalars.tag == "lr_find/lr"].sort_values("step")["value"].to_numpy()
@@ -266,10 +266,11 @@ def test_optimizer_lr_auto_trains_with_the_suggestion(tmp_path):
     assert finder["rule"] == "auto" and finder["optimizer_family"] == "adaptive"
     assert finder["method"] == "min10" and finder["num_steps_run"] <= 30
     assert (run_dir / "lr_find.png").exists() and (run_dir / "lr_find.json").exists()
-    scalars = SummaryReader(event_file(run_dir)).scalars
+    # the finder's event file and the run's, side by side: TensorBoard shows them as one run
+    scalars = SummaryReader(str(run_dir)).scalars
     train_lr = scalars[scalars.tag == "train/lr"]["value"].to_numpy()
     assert len(train_lr) and np.allclose(train_lr, finder["suggested_lr"], rtol=1e-6)
-    hp = SummaryReader(event_file(run_dir)).hparams
+    hp = SummaryReader(str(run_dir)).hparams
     assert float(hp[hp.tag == "optimizer.lr"]["value"].iloc[0]) == pytest.approx(
         finder["suggested_lr"]
     )
