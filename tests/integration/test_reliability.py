@@ -38,6 +38,20 @@ LONG = [
 ]
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_run_left_behind():
+    """A test that fails while a run it started still trains does not leave that run training."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def _start(args: list[str], log_dir: Path) -> subprocess.Popen:
     cmd = [
         sys.executable,
@@ -47,7 +61,7 @@ def _start(args: list[str], log_dir: Path) -> subprocess.Popen:
         f"paths.log_dir={log_dir}",
         "trainer.progress=false",
     ]
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd,
         cwd=log_dir,
         stdout=subprocess.PIPE,
@@ -55,6 +69,8 @@ def _start(args: list[str], log_dir: Path) -> subprocess.Popen:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    _STARTED.append(proc)
+    return proc
 
 
 def _wait_for_mid_epoch_checkpoint(
