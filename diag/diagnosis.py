@@ -626,7 +626,17 @@ def _stuck_at_chance(s: RunSeries) -> Issue | None:
     loss = _arr(s.loss)
     if loss.size >= 20 and np.all(np.isfinite(loss)):
         recent = _median(loss[-5:])
-        if abs(recent - chance) < 0.05 * chance and _median(loss[:3]) < 1.2 * chance:
+        # a loss that started well above ln(k) and came down to it may be on its way down; one validation
+        # at chance by both its accuracy and its loss (a run of a single epoch) says it is not
+        val_at_chance = bool(
+            acc.size
+            and vloss.size
+            and acc[-1] < 1.5 / k
+            and abs(vloss[-1] / chance - 1) < UNIFORM_BAND
+        )
+        if abs(recent - chance) < 0.05 * chance and (
+            _median(loss[:3]) < 1.2 * chance or val_at_chance
+        ):
             return Issue(
                 "STUCK_AT_CHANCE",
                 "critical",
