@@ -628,7 +628,17 @@ def _stuck_at_chance(s: RunSeries) -> Issue | None:
     loss = _arr(s.loss)
     if loss.size >= 20 and np.all(np.isfinite(loss)):
         recent = _median(loss[-5:])
-        if abs(recent - chance) < 0.05 * chance and _median(loss[:3]) < 1.2 * chance:
+        # a loss that started well above ln(k) and came down to it may be on its way down; one validation
+        # at chance by both its accuracy and its loss (a run of a single epoch) says it is not
+        val_at_chance = bool(
+            acc.size
+            and vloss.size
+            and acc[-1] < 1.5 / k
+            and abs(vloss[-1] / chance - 1) < UNIFORM_BAND
+        )
+        if abs(recent - chance) < 0.05 * chance and (
+            _median(loss[:3]) < 1.2 * chance or val_at_chance
+        ):
             return Issue(
                 "STUCK_AT_CHANCE",
                 "critical",
@@ -636,6 +646,44 @@ def _stuck_at_chance(s: RunSeries) -> Issue | None:
                 f"loss {recent:.3f} stays at ln({k}) = {chance:.3f}: the model predicts uniformly",
             )
     return None
+
+
+def _at_chance(s: RunSeries) -> Issue | None:
+    """The model at chance, or the training labels it is given (one code: the fix is the same, the data)."""
+    return _stuck_at_chance(s) or _training_labels_at_chance(s)
+
+
+NOISY_LABEL_GAP = 0.3  # validation accuracy this far above training accuracy
+
+
+def _training_labels_at_chance(s: RunSeries) -> Issue | None:
+    """The training loss stays near ln(k) while validation accuracy is far above training accuracy.
+
+    The model predicts held-out examples well, so it learned the inputs; what it cannot fit are the
+    training labels, at a loss a uniform guess would make: most of them disagree with their inputs
+    (shuffled or mostly noisy labels). Validation accuracy only 0.1-0.2 above training accuracy is the
+    floor a few noisy labels set, with a training loss well below ln(k): not this.
+    """
+    chance = _chance_loss(s)
+    tr, tacc, vacc = _arr(s.epoch_train_loss), _arr(s.epoch_train_acc), _arr(s.epoch_val_acc)
+    n = min(tr.size, tacc.size, vacc.size)
+    if chance is None or n < 2:
+        return None
+    hit = (tr[:n] > 0.85 * chance) & (vacc[:n] - tacc[:n] > NOISY_LABEL_GAP)
+    if not (hit[-1] and hit[-2]):
+        return None
+    e = n - 2
+    while e > 0 and hit[e - 1]:
+        e -= 1
+    e = max(e, 1)  # the second epoch of the stretch: two agree
+    return Issue(
+        "STUCK_AT_CHANCE",
+        "warning",
+        _step_at(s.epoch_step, e),
+        f"training loss {tr[n - 1]:.3f} stays near ln({s.num_classes}) = {chance:.3f} with training accuracy "
+        f"{tacc[n - 1]:.3f}, while validation accuracy is {vacc[n - 1]:.3f}: the model learned the inputs "
+        "but fits the training labels no better than a guess (most of them disagree with their inputs)",
+    )
 
 
 def _overfitting(s: RunSeries) -> Issue | None:
@@ -1153,7 +1201,7 @@ RULES = (
     _no_learning,
     _slow_convergence,
     _lr_decayed_too_early,
-    _stuck_at_chance,
+    _at_chance,
     _loss_oscillation,
     _overfitting,
     _loss_plateau,

@@ -262,6 +262,41 @@ def test_a_training_set_memorised_after_a_blow_up_is_overfitting_not_the_blow_up
     assert "OVERFITTING" not in by_code(s)
 
 
+def test_training_labels_fitted_no_better_than_a_guess_while_validation_is_good_are_noisy_labels():
+    # 80% of the training labels replaced: training accuracy 0.27 at a loss near ln(10), validation 0.81
+    s = run()
+    epochs = len(s.epoch_step)
+    s.epoch_train_loss = list(np.linspace(2.3, 2.12, epochs))
+    s.epoch_val_loss = list(np.linspace(2.2, 1.63, epochs))
+    s.epoch_train_acc = [0.1] + [0.27] * (epochs - 1)
+    s.epoch_val_acc = [0.44] + [0.81] * (epochs - 1)
+    issue = by_code(s)["STUCK_AT_CHANCE"]
+    assert issue.severity == "warning" and "training accuracy 0.270" in issue.evidence
+    assert "validation accuracy is 0.810" in issue.evidence and issue.first_step == s.epoch_step[1]
+    # 20% noisy labels: training accuracy 0.8 against 0.95, its loss well below ln(10): a noise floor
+    s.epoch_train_loss = list(np.linspace(2.3, 0.95, epochs))
+    s.epoch_train_acc = list(np.linspace(0.3, 0.8, epochs))
+    s.epoch_val_acc = list(np.linspace(0.5, 0.95, epochs))
+    assert "STUCK_AT_CHANCE" not in by_code(s)
+
+
+def test_one_epoch_that_ends_at_ln_k_with_validation_at_chance_is_stuck_though_it_started_high():
+    # batch 2: the sampled loss jumped to 3x ln(10) early, then settled at ln(10); the single validation
+    # (one epoch of 300 steps) is at chance by accuracy and loss
+    s = run(n=30)
+    s.loss = [2.9, 3.0, 7.9, 7.5, 6.1, 7.2, 4.0, 5.0, 4.6, 4.6, 3.7, 4.1, 3.2, 2.8, 2.2] + [
+        2.33
+    ] * 15
+    s.epoch_step, s.epoch_lr = [300], [1e-3]
+    s.epoch_train_loss, s.epoch_val_loss = [3.57], [2.389]
+    s.epoch_train_acc, s.epoch_val_acc = [0.12], [0.056]
+    issue = by_code(s)["STUCK_AT_CHANCE"]
+    assert issue.severity == "critical" and "stays at ln(10)" in issue.evidence
+    s.epoch_val_acc = [0.6]  # validation says it learned: the loss is on its way down
+    s.epoch_val_loss = [1.4]
+    assert "STUCK_AT_CHANCE" not in by_code(s)
+
+
 def test_a_memorised_training_set_is_overfitting_even_while_validation_loss_still_falls():
     s = run()
     epochs = len(s.epoch_step)
