@@ -367,6 +367,18 @@ def test_an_attempt_is_healthy_only_when_it_reaches_what_its_run_should_reach() 
 
 
 # -- real short runs, the fault injected by config -----------------------------------------------
+def with_cause(cfg: Any, code: str, start: int = 10) -> None:
+    """Put a :class:`NamesCause` naming ``code`` from step ``start`` into ``cfg``'s hooks, just before the
+    AutoTrainer (which reads what the hooks before it found)."""
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        items = list(cfg.callbacks.items())
+        at = [k for k, _ in items].index("autotrainer")
+        cause = {"_target_": "test_autotrainer_causes.NamesCause", "code": code, "start": start}
+        cfg.callbacks = OmegaConf.create(dict([*items[:at], ("cause", cause), *items[at:]]))
+
+
 class NamesCause(Hook):
     """Stands in for the diagnosis rule (being written on another branch): names ``code`` from step
     ``start`` on, beside what the live diagnosis says, until the AutoTrainer has acted on it."""
@@ -453,17 +465,7 @@ def test_a_restart_for_inputs_on_the_wrong_scale_ends_healthy_in_a_real_run(tmp_
         tmp_path,
     )
     # the live diagnosis's own hook list gets the stand-in for the rule, before the AutoTrainer
-    from omegaconf import open_dict
-
-    with open_dict(cfg):
-        items = list(cfg.callbacks.items())
-        at = [k for k, _ in items].index("autotrainer")
-        cause = {
-            "_target_": "test_autotrainer_causes.NamesCause",
-            "code": "INPUTS_NOT_NORMALIZED",
-            "start": 10,
-        }
-        cfg.callbacks = OmegaConf.create(dict([*items[:at], ("cause", cause), *items[at:]]))
+    with_cause(cfg, "INPUTS_NOT_NORMALIZED")
     out = tmp_path / "run"
     run(cfg, out)
     report = json.loads((out / "report.json").read_text())

@@ -14,8 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import compose_cfg
-from omegaconf import OmegaConf, open_dict
-from test_autotrainer_causes import NamesCause, drive, fit, net, policy_for, spec, take_steps
+from omegaconf import OmegaConf
+from test_autotrainer_causes import (
+    NamesCause,
+    drive,
+    fit,
+    net,
+    policy_for,
+    spec,
+    take_steps,
+    with_cause,
+)
 
 from runner.autotrainer.setting_causes import find
 from runner.autotrainer.settings import Settings
@@ -146,15 +155,7 @@ def test_a_batch_of_two_restarts_at_a_sane_batch_in_a_real_run(tmp_path: Path) -
     cfg = compose_cfg(
         [*TINY, "autotrainer=default", "data.batch_size=2", "trainer.max_steps=40"], tmp_path
     )
-    with open_dict(cfg):
-        items = list(cfg.callbacks.items())
-        at = [k for k, _ in items].index("autotrainer")
-        cause = {
-            "_target_": "test_autotrainer_causes.NamesCause",
-            "code": "UNDERFITTING",
-            "start": 10,
-        }
-        cfg.callbacks = OmegaConf.create(dict([*items[:at], ("cause", cause), *items[at:]]))
+    with_cause(cfg, "UNDERFITTING")
     out = tmp_path / "run"
     run(cfg, out)
     report = json.loads((out / "report.json").read_text())
