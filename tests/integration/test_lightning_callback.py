@@ -105,8 +105,10 @@ def test_a_far_too_high_lr_is_named_in_lightning_words(tmp_path, caplog):
 
 
 def test_a_healthy_run_stays_silent(tmp_path, caplog):
+    """Adam at 3e-3 fits the digits in 6 epochs (at 1e-3 the loss is still 0.77 and falling by a quarter
+    an epoch when the run ends: the diagnosis rightly says it stopped before it converged)."""
     caplog.set_level(logging.INFO, logger="diag")
-    trainer, callback = fit(tmp_path, DigitsMLP(lr=1e-3))
+    trainer, callback = fit(tmp_path, DigitsMLP(lr=3e-3))
     assert callback.issues == [] or all(i.severity == "info" for i in callback.issues)
     assert not [line for line in _diag_lines(caplog) if line.startswith("diag: ")]
     assert json.loads((Path(trainer.log_dir) / "report.json").read_text())["status"] == "healthy"

@@ -41,7 +41,7 @@ def test_hand_written_loop_example_diagnoses_the_explosion(
     out = capsys.readouterr().out
     assert "LOSS_EXPLOSION critical - training loss reached" in out
     assert any(
-        r.getMessage().startswith("diag: LOSS_EXPLOSION (critical) at step 50:")
+        r.getMessage().startswith("diag: LOSS_EXPLOSION (critical) at step 10:")
         for r in caplog.records
     )
     # what the README says it prints is what it printed
