@@ -23,7 +23,7 @@ import numpy as np
 
 from diag.advice import RENDERERS, Advice, render, render_all
 from diag.after_repair import final_attempt_dir, last_repair_step, series_after
-from diag.codes import CODES, SEVERITY_RANK, Issue
+from diag.codes import SEVERITY_RANK, Issue, advice_of
 from diag.diagnosis import diagnose, run_rules
 from diag.readers import ReadError, ReadResult, attempt_number, parse_tag_map, read_path, tag_roles
 from diag.report import action_line, build_report
@@ -436,7 +436,7 @@ def analyze(r: ReadResult, advice: str | None = None) -> dict[str, Any]:
     series = r.series if repaired is None else series_after(r.series, repaired)
     found = flat_at_chance_without_weights(r, diagnose(series))
     for issue in found:
-        issue.recommendations = render_all(CODES[issue.code]["advice"], table)
+        issue.recommendations = render_all(advice_of(issue), table)
         if issue.code == "STUCK_AT_CHANCE" and "per-layer statistics" in issue.evidence:
             issue.recommendations.insert(0, render(GRADIENT_FLOW, table))
     issues = [i.to_dict() for i in found]

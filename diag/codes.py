@@ -198,20 +198,33 @@ class Issue:
     evidence: str
     recommendations: list[str] = field(default_factory=list)
     layer: str | None = None
+    # which of the code's advice comes first: a rule whose evidence points at one fix (UNDERFITTING on a run
+    # stopped while still learning: train longer, not a bigger model) says so, and every reader shows it first
+    lead: int = 0
 
     def __post_init__(self) -> None:
         if self.code not in CODES:
             raise ValueError(f"unknown diagnosis code {self.code!r}")
         if self.severity not in SEVERITIES:
             raise ValueError(f"unknown severity {self.severity!r}")
+        if not 0 <= self.lead < len(CODES[self.code]["advice"]):
+            raise ValueError(f"{self.code} has no advice number {self.lead}")
         if not self.recommendations:
-            self.recommendations = list(CODES[self.code]["recommendations"])
+            self.recommendations = render_all(advice_of(self), "plain")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["layer"] is None:
             d.pop("layer")
+        if not d["lead"]:
+            d.pop("lead")
         return d
+
+
+def advice_of(issue: Issue) -> list[Advice]:
+    """The advice of ``issue``'s code, the one its rule leads with first."""
+    advice = list(CODES[issue.code]["advice"])
+    return [advice.pop(issue.lead), *advice]
 
 
 # The codes that mean the run blew up: what a sweep calls diverged, what explains the dead units and

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from diag.codes import BLOWUP_CODES, SEVERITY_RANK, Issue
+from diag.codes import BLOWUP_CODES, CODES, SEVERITY_RANK, Issue
 from diag.series import RunSeries, interval_means
 
 # Thresholds: ratios and fractions, never absolute loss values.
@@ -783,11 +783,16 @@ def _underfitting_flat(s: RunSeries) -> Issue | None:
             f"{second_half:.0%} over its second half ({_median(tr_loss[half - 1 : half + 1]):.3g} -> "
             f"{_median(tr_loss[-2:]):.3g}): the run stopped while the model was still learning; train longer "
             "or raise the learning rate",
+            lead=TRAIN_LONGER,
         )
     return None
 
 
 STILL_FALLING = 0.1  # the training loss fell this much (relative) over the run's last fifth
+# UNDERFITTING's advice that a run stopped while still learning leads with (its evidence says why)
+TRAIN_LONGER = next(
+    i for i, a in enumerate(CODES["UNDERFITTING"]["advice"]) if a.text.startswith("Train longer")
+)
 
 
 def _stopped_while_learning(s: RunSeries) -> Issue | None:
@@ -821,6 +826,7 @@ def _stopped_while_learning(s: RunSeries) -> Issue | None:
         f"the run ended at step {steps[-1]} with the training loss at {last:.3g} ({last / chance:.2f} x "
         f"ln({s.num_classes})) and still falling ({before:.3g} -> {last:.3g} over its last fifth): it "
         "stopped before it converged",
+        lead=TRAIN_LONGER,
     )
 
 

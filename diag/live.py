@@ -23,7 +23,7 @@ from torch import nn
 
 from diag.activation_hooks import ActivationRecorder
 from diag.advice import render_all, renderer
-from diag.codes import CODES, Issue
+from diag.codes import Issue, advice_of
 from diag.diagnosis import diagnose, keep_unresolved
 from diag.hooks import FitState, Hook, step_scalar
 from diag.run_state import InputProbe, max_dropout, optimizer_settings
@@ -414,7 +414,7 @@ class DiagnosticsHook(Hook):
             if issue.severity == "critical" and issue.code not in self._critical:
                 self._critical[issue.code] = Issue(**issue.to_dict())
         for issue in issues:
-            issue.recommendations = render_all(CODES[issue.code]["advice"], self.advice)
+            issue.recommendations = render_all(advice_of(issue), self.advice)
         before = {i.code: i.severity for i in self.issues}
         after = {i.code: i.severity for i in issues}
         for issue in issues:

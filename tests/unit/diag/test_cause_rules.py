@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from diag import TrainingDebugger
-from diag.codes import Issue
+from diag.advice import render_all
+from diag.codes import Issue, advice_of
 from diag.diagnosis import diagnose, keep_unresolved
 from diag.run_state import InputProbe, max_dropout, optimizer_settings
 from diag.series import RunSeries
@@ -241,6 +242,10 @@ def test_a_finished_run_whose_loss_still_falls_far_from_fitted_stopped_too_soon(
     s.step, s.loss, s.lr = s.epoch_step, s.epoch_train_loss, s.epoch_lr
     issue = by_code(s)["UNDERFITTING"]
     assert issue.first_step == 10 and "still falling (1.86 -> 1.66" in issue.evidence
+    # the fix its evidence names comes first, in every reader's words (not "Use a bigger model")
+    assert issue.recommendations[0] == "Train longer"
+    assert render_all(advice_of(issue), "runner")[0] == "Train longer (trainer.max_epochs)"
+    assert Issue(**issue.to_dict()).recommendations == issue.recommendations
     s.planned_steps = 100  # still running: a loss still falling is the normal case
     assert "UNDERFITTING" not in by_code(s)
     s.planned_steps = 10
