@@ -215,16 +215,21 @@ def restore_lr(
     return Repair(factor=peak / lr_before, detail=detail)
 
 
+def _lowered(cfg: DictConfig, caps: dict[str, float | None]) -> dict[str, Any]:
+    """Each config key whose number is above its cap, set to the cap (a None cap leaves the key alone)."""
+    out: dict[str, Any] = {}
+    for key, cap in caps.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if cap is not None and isinstance(value, (int, float)) and value > cap:
+            out[key] = cap
+    return out
+
+
 def _less_regularization(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:
     """lower_regularization as config: weight decay and dropout down to the rule's values."""
-    out: dict[str, Any] = {}
-    wd = OmegaConf.select(cfg, "optimizer.weight_decay", default=None)
-    if rule.weight_decay is not None and isinstance(wd, (int, float)) and wd > rule.weight_decay:
-        out["optimizer.weight_decay"] = rule.weight_decay
-    p = OmegaConf.select(cfg, "model.dropout", default=None)
-    if rule.dropout is not None and isinstance(p, (int, float)) and p > rule.dropout:
-        out["model.dropout"] = rule.dropout
-    return out
+    return _lowered(
+        cfg, {"optimizer.weight_decay": rule.weight_decay, "model.dropout": rule.dropout}
+    )
 
 
 @register(
@@ -291,10 +296,7 @@ def lower_regularization(
 
 def _less_momentum(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:
     """lower_momentum as config: SGD momentum or Adam's beta1 down to the rule's value."""
-    out: dict[str, Any] = {}
-    m = OmegaConf.select(cfg, "optimizer.momentum", default=None)
-    if rule.momentum is not None and isinstance(m, (int, float)) and m > rule.momentum:
-        out["optimizer.momentum"] = rule.momentum
+    out = _lowered(cfg, {"optimizer.momentum": rule.momentum})
     betas = OmegaConf.select(cfg, "optimizer.betas", default=None)
     if rule.momentum is not None and betas is not None and float(betas[0]) > rule.momentum:
         out["optimizer.betas"] = [rule.momentum, float(betas[1])]
