@@ -17,9 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 from diag.tensorboard import RUN_PREFIX
 
 SAMPLES = 16  # input images in the grid
-# Images sort after train/ and val/: the Time Series page (TensorBoard's first) lists every kind of tag
-# by group name, and run/ put the confusion matrix above the loss
-IMAGES = RUN_PREFIX
 
 
 class _ShiftedSteps:
@@ -67,9 +64,11 @@ def log_run_media(
     for name in ("summary", "lr_find", "confusion_matrix"):
         png = run_dir / f"{name}.png"
         if png.is_file():
-            writer.add_image(f"{IMAGES}{name}", _read_png(png), step, dataformats="HWC")
+            # under x_run/, after train/ and val/: the Time Series page (TensorBoard's first) lists every
+            # kind of tag by group name, and run/ had put the confusion matrix above the loss
+            writer.add_image(f"{RUN_PREFIX}{name}", _read_png(png), step, dataformats="HWC")
     if batch is not None:
-        writer.add_figure(f"{IMAGES}inputs", input_grid(*batch), step, close=True)
+        writer.add_figure(f"{RUN_PREFIX}inputs", input_grid(*batch), step, close=True)
     writer.flush()
 
 
