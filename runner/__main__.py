@@ -92,10 +92,18 @@ def claim_given_run_dir(args: list[str]) -> Path | None:
     return run_dir
 
 
+def flags_first(argv: list[str]) -> list[str]:
+    """``-m``/``--multirun`` moved before the overrides: Hydra's argparse takes overrides as one positional
+    list, so ``python -m runner optimizer.lr=1e-3,1e-2 -m`` would otherwise end in a usage error."""
+    flags = [a for a in argv[1:] if a in ("-m", "--multirun")]
+    rest = [a for a in argv[1:] if a not in ("-m", "--multirun")]
+    return [argv[0], *flags, *rest]
+
+
 def main() -> None:
     """``python -m runner`` / ``runner``: agree on one run directory across torchrun's ranks, then run Hydra."""
     try:
-        sys.argv = distributed.share_run_dir(sys.argv)
+        sys.argv = distributed.share_run_dir(flags_first(sys.argv))
         claimed = claim_given_run_dir(sys.argv[1:])
     except UserError as exc:
         report_error(exc)

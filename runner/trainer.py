@@ -93,6 +93,10 @@ class Trainer:
         self._sums_since: int | None = (
             None  # a rollback this epoch restarted _acc (forget_epoch_sums)
         )
+        self._undone: list | None = (
+            None  # the epoch's sums a rollback dropped (used if no step follows)
+        )
+        self._notes: list[str] = []  # what the epoch's line adds about rollbacks
         self._in_epoch_steps = (
             False  # inside an epoch's training steps (its sums still being added to)
         )
@@ -317,6 +321,14 @@ class Trainer:
             self._fold_pending()
             if self._stop_signal(sync=True):
                 break  # a signal: no validation, the caller checkpoints mid-epoch and reports
+            if not acc[2] and self._undone is not None:  # rolled back at the epoch's last step:
+                loss_sum, correct, acc[2] = (
+                    self._undone
+                )  # its line shows the steps it undid, and says so
+                self._notes[-1] = (
+                    f"(train: the steps the rollback to step {self._sums_since} undid)"
+                )
+            self._undone = None
             loss_total, correct_total, seen_total = self._sums(loss_sum, correct, acc[2])
             state.metrics["train/loss"] = loss_total / max(seen_total, 1)
             state.metrics["train/acc"] = correct_total / max(seen_total, 1)
@@ -377,13 +389,18 @@ class Trainer:
         """Drop this epoch's training loss/accuracy so far: a rollback to ``step`` undid those steps, so the
         epoch's line and metrics report the steps after it (and say so) instead of a blown-up mean."""
         if not self._in_epoch_steps:
-            return  # at an epoch's end its sums are already reported; the next epoch starts afresh
-        self._pending.clear()
+            # at an epoch's end its sums are already taken; its line says the weights went back after them
+            self._notes.append(f"(then rolled back to step {step})")
+            return
+        self._fold_pending()
         if self._acc:
+            # kept in case no step follows in this epoch (a rollback at its last step)
+            self._undone = [self._acc[0].clone(), self._acc[1].clone(), self._acc[2]]
             self._acc[0].zero_()
             self._acc[1].zero_()
             self._acc[2] = 0
         self._sums_since = step
+        self._notes = [f"(train: the steps after the rollback to step {step})"]
 
     def _fold_pending(self) -> None:
         """Add the buffered steps' loss x batch size and correct predictions to ``_acc`` (in place).
@@ -428,9 +445,9 @@ class Trainer:
             state.history[-1]["skipped_total"] = state.skipped_steps
         if state.skipped_steps > before:
             line += f"  skipped {state.skipped_steps - before}"
-        if self._sums_since is not None:
-            line += f"  (train: the steps after the rollback to step {self._sums_since})"
-            self._sums_since = None
+        for note in self._notes:
+            line += f"  {note}"
+        self._notes.clear()
         if self.progress:
             tqdm.write(line)
             logging.getLogger("runner.epoch").debug(line)

@@ -223,3 +223,48 @@ def test_weights_ten_times_too_large_show_in_the_first_loss(tmp_path):
     ok = run_cli(["model=cnn", "trainer.max_epochs=1"], tmp_path, run_dir=tmp_path / "ok")
     assert ok.returncode == 0, ok.stderr
     assert "BAD_INITIALIZATION" not in (tmp_path / "ok" / "report.json").read_text()
+
+
+def run_on_a_terminal(args: list[str], tmp_path, columns: int = 120) -> str:
+    """``python -m runner`` on a pseudo-terminal of ``columns`` columns (as in a shell): all it printed."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", *args, f"paths.log_dir={tmp_path}"],
+        cwd=tmp_path,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bars_show_on_a_terminal_and_epoch_lines_stay(tmp_path):
+    out = run_on_a_terminal(["debug=fast", "trainer.progress=true", "diag=off"], tmp_path)
+    # tqdm's bars: the epochs and each epoch's steps, with a rate
+    assert re.search(r"epochs:\s+\d+%\|", out), out[-2000:]
+    assert re.search(r"epoch 1/2:\s+\d+%\|.*it/s\]", out), out[-2000:]
+    # the bars go away (leave=False); the epoch lines printed through tqdm.write stay
+    assert re.search(r"epoch\s+2/2\s+train_loss \d", out)
+    assert "test accuracy" in out

@@ -64,7 +64,10 @@ def check_summary(sweep: Path, runs: list[Path]) -> str:
 @pytest.mark.slow
 def test_basic_lr_sweep_runs_summarises_and_marks_divergence(tmp_path):
     proc = run_cli(
-        ["-m", "optimizer.lr=1e-3,1e-1,1e3", "optimizer=sgd", *TINY], tmp_path, env=SINGLE_THREAD
+        # -m after an override, as people type it when they turn a run into a sweep
+        ["optimizer.lr=1e-3,1e-1,1e3", "-m", "optimizer=sgd", *TINY],
+        tmp_path,
+        env=SINGLE_THREAD,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = only_sweep_dir(tmp_path)
