@@ -58,7 +58,7 @@ CHART_LINES = 4
 def layer_charts(layers: list[str]) -> dict[str, list[str]]:
     """The layers in charts of at most ``CHART_LINES``, grouped by top-level module in model order.
 
-    A chart's title names its layers without repeating their module: ``features: 0, 3``, ``classifier``,
+    A chart's title names its layers without repeating their module: ``features: fc1, fc2``, ``classifier``,
     ``layer2 (1/2): 0.conv1, 0.conv2, 0.downsample.0, 1.conv1``.
     """
     blocks: dict[str, list[str]] = {}

@@ -42,20 +42,20 @@ def test_a_dead_relu_run_names_each_layer_alike_everywhere_from_its_first_step(t
     run = _run(tmp_path, "dead", "model.bias_init=-5", "diag=full", "trainer.max_epochs=2")
     report = json.loads((run / "report.json").read_text())
     (dead,) = [i for i in report["issues"] if i["code"] == "DEAD_NEURONS"]
-    assert dead["layer"] == "features.0" and "features.0" in dead["evidence"]
+    assert dead["layer"] == "features.fc1" and "features.fc1" in dead["evidence"]
     acc = _events(run)
     scalars = acc.Tags()["scalars"]
-    # the ReLU (module features.1) is reported under the Linear it follows, as in the report
-    assert "x_layers/dead_fraction/features.0" in scalars
-    assert "x_layers/grad_norm/features.0" in scalars and "x_layers/grad_norm/classifier" in scalars
-    assert not [t for t in scalars if t.endswith(("features.1", "features.4"))]
+    # the ReLU (module features.act1) is reported under the Linear it follows, as in the report
+    assert "x_layers/dead_fraction/features.fc1" in scalars
+    assert "x_layers/grad_norm/features.fc1" in scalars and "x_layers/grad_norm/classifier" in scalars
+    assert not [t for t in scalars if t.endswith(("features.act1", "features.act2"))]
     # sampled at the first step, before the first scheduled sample (every 5 steps under diag=full)
-    assert [e.step for e in acc.Scalars("x_layers/grad_norm/features.0")][:2] == [1, 5]
+    assert [e.step for e in acc.Scalars("x_layers/grad_norm/features.fc1")][:2] == [1, 5]
     # histograms from step 0 (the initial weights) and the first step's activations
     histograms = acc.Tags()["histograms"]
-    assert [e.step for e in acc.Histograms("x_layers/weights/features.0")][:2] == [0, 1]
-    assert acc.Histograms("x_layers/activations/features.0")[0].step == 1
-    assert "x_layers/activations/features.3" in histograms
+    assert [e.step for e in acc.Histograms("x_layers/weights/features.fc1")][:2] == [0, 1]
+    assert acc.Histograms("x_layers/activations/features.fc1")[0].step == 1
+    assert "x_layers/activations/features.fc2" in histograms
     # Custom Scalars: what applies to a ReLU model, one layer per chart
     (config,) = acc.Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
@@ -91,7 +91,7 @@ def test_a_blow_up_before_the_first_scheduled_sample_leaves_a_per_layer_trace(tm
         if json.loads(line)["kind"] == "skipped_step"
     ]
     assert skipped and skipped[0] < 25  # before diag=default's first scheduled sample at step 25
-    steps = sorted({e.step for e in acc.Scalars("x_layers/update_ratio/features.0")})
+    steps = sorted({e.step for e in acc.Scalars("x_layers/update_ratio/features.fc1")})
     assert steps[0] == 1  # how it started
     assert [s for s in steps if skipped[0] < s < 25]  # and right after the first non-finite step
     # and the step after the diagnosis first named it (at the first epoch's end, step 20)

@@ -25,12 +25,16 @@ from runner.trainer import Trainer
 
 def test_runner_models_name_layers_by_module_path_and_activations_by_the_layer_they_follow():
     mlp = instantiate(compose_cfg(["model=mlp"]).model)
-    assert weight_layer_names(mlp) == ["features.0", "features.3", "classifier"]
+    assert weight_layer_names(mlp) == ["features.fc1", "features.fc2", "classifier"]
     rec = ActivationRecorder(mlp)
     assert list(rec.layers) == [
-        "features.0",
-        "features.3",
-    ]  # the ReLUs at features.1 and features.4
+        "features.fc1",
+        "features.fc2",
+    ]  # the ReLUs at features.act1 and features.act2
+    # a restart that adds batch norm and dropout keeps every layer's name (positions would shift)
+    with_bn = instantiate(compose_cfg(["model=mlp", "model.batchnorm=true", "model.dropout=0.2"]).model)
+    assert weight_layer_names(with_bn) == weight_layer_names(mlp)
+    assert list(ActivationRecorder(with_bn).layers) == list(rec.layers)
     cnn = instantiate(compose_cfg(["model=cnn"]).model)
     assert weight_layer_names(cnn) == ["features.0", "features.4", "classifier"]
     assert list(ActivationRecorder(cnn).layers) == ["features.0", "features.4"]

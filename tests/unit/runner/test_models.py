@@ -132,3 +132,24 @@ def test_compile_runs_compiled_and_checkpoints_keep_plain_names(tmp_path):
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     keys = list(state["model"]) if "model" in state else list(state)
     assert keys and not any(k.startswith("_orig_mod") for k in keys)
+
+
+def test_an_mlp_checkpoint_with_positional_layer_names_still_loads():
+    """Runs saved before the MLP's blocks had names (``features.0``, ``features.4``) resume into it."""
+    from runner.models.mlp import MLP
+
+    torch.manual_seed(0)
+    saved = MLP(1, 8, 10, hidden=(16, 16), batchnorm=True, dropout=0.1)
+    positional = {"fc1": "0", "bn1": "1", "fc2": "4", "bn2": "5"}
+    old = {}
+    for key, value in saved.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "features":
+            parts[1] = positional[parts[1]]
+        old[".".join(parts)] = value
+    assert "features.4.weight" in old and "features.fc2.weight" not in old
+    fresh = MLP(1, 8, 10, hidden=(16, 16), batchnorm=True, dropout=0.1)
+    assert not torch.equal(fresh.features.fc2.weight, saved.features.fc2.weight)
+    fresh.load_state_dict(old)  # strict: every key found under its new name
+    for key, value in saved.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
