@@ -52,13 +52,17 @@ class MLP(nn.Module):
         self._positional = {f"features.{i}.": f"features.{name}." for i, name in enumerate(layers)}
         self.register_load_state_dict_pre_hook(self._rename_positional)
 
-    def _rename_positional(self, module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    def _rename_positional(
+        self, module: nn.Module, state_dict: dict, prefix: str, *_: object
+    ) -> None:
         """A state dict saved before the blocks had names (``features.3.weight``): renamed in place."""
         for key in [k for k in state_dict if k.startswith(prefix + "features.")]:
             rest = key[len(prefix) :]
             head = ".".join(rest.split(".")[:2]) + "."
             if head in self._positional:
-                state_dict[prefix + self._positional[head] + rest[len(head) :]] = state_dict.pop(key)
+                state_dict[prefix + self._positional[head] + rest[len(head) :]] = state_dict.pop(
+                    key
+                )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x.flatten(1)))

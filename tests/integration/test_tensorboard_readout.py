@@ -47,7 +47,9 @@ def test_a_dead_relu_run_names_each_layer_alike_everywhere_from_its_first_step(t
     scalars = acc.Tags()["scalars"]
     # the ReLU (module features.act1) is reported under the Linear it follows, as in the report
     assert "x_layers/dead_fraction/features.fc1" in scalars
-    assert "x_layers/grad_norm/features.fc1" in scalars and "x_layers/grad_norm/classifier" in scalars
+    assert (
+        "x_layers/grad_norm/features.fc1" in scalars and "x_layers/grad_norm/classifier" in scalars
+    )
     assert not [t for t in scalars if t.endswith(("features.act1", "features.act2"))]
     # sampled at the first step, before the first scheduled sample (every 5 steps under diag=full)
     assert [e.step for e in acc.Scalars("x_layers/grad_norm/features.fc1")][:2] == [1, 5]

@@ -32,7 +32,9 @@ def test_runner_models_name_layers_by_module_path_and_activations_by_the_layer_t
         "features.fc2",
     ]  # the ReLUs at features.act1 and features.act2
     # a restart that adds batch norm and dropout keeps every layer's name (positions would shift)
-    with_bn = instantiate(compose_cfg(["model=mlp", "model.batchnorm=true", "model.dropout=0.2"]).model)
+    with_bn = instantiate(
+        compose_cfg(["model=mlp", "model.batchnorm=true", "model.dropout=0.2"]).model
+    )
     assert weight_layer_names(with_bn) == weight_layer_names(mlp)
     assert list(ActivationRecorder(with_bn).layers) == list(rec.layers)
     cnn = instantiate(compose_cfg(["model=cnn"]).model)
