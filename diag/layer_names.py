@@ -1,9 +1,9 @@
 """One name per layer: its module path, used alike by tags, figures and reports.
 
-A weight layer (Linear/Conv) is named by its path in the model (``features.0``, ``classifier``,
+A weight layer (Linear/Conv) is named by its path in the model (``features.fc1``, ``classifier``,
 ``layer1.0.conv1``). An activation module is measured separately (dead or saturated units) but belongs
 to the weight layer whose outputs it transforms, so it carries that layer's name: the ReLU at
-``features.1`` after the Linear at ``features.0`` is reported as ``features.0``. A reader then finds
+``features.act1`` after the Linear at ``features.fc1`` is reported as ``features.fc1``. A reader then finds
 one layer under one name in ``x_layers/grad_norm/…`` and ``x_layers/dead_fraction/…``, in the figure's
 panels and in a finding's evidence.
 """

@@ -62,8 +62,8 @@ def test_a_dead_relu_run_names_each_layer_alike_everywhere_from_its_first_step(t
     (config,) = acc.Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
     charts = {c.title: [ch.title for ch in c.chart] for c in layout.category}
-    assert charts["Share of dead units by layer"] == ["features: 0, 3"]
-    assert charts["Gradient norm by layer"] == ["features: 0, 3", "classifier"]
+    assert charts["Share of dead units by layer"] == ["features: fc1, fc2"]
+    assert charts["Gradient norm by layer"] == ["features: fc1, fc2", "classifier"]
     assert not [title for title in charts if "saturat" in title]
     for category in layout.category:
         shown = []
