@@ -1,0 +1,39 @@
+"""What ``python -m runner`` imports before its first optimizer step: only what that step needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+# runs the real CLI, stops right after the first training step and prints what is imported by then
+AT_FIRST_STEP = """
+import json, os, sys
+import runner.trainer
+step = runner.trainer.Trainer.training_step
+def first_step(self, *args, **kwargs):
+    step(self, *args, **kwargs)
+    print("MODULES", json.dumps(sorted(sys.modules)), flush=True)
+    os._exit(0)
+runner.trainer.Trainer.training_step = first_step
+sys.argv = ["runner", *sys.argv[1:]]
+from runner.__main__ import main
+main()
+"""
+
+
+def test_the_first_step_comes_before_tensorboard_matplotlib_and_the_autotrainer(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", AT_FIRST_STEP, "debug=fast", f"paths.log_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("MODULES"))
+    modules = set(json.loads(line.split(" ", 1)[1]))
+    assert "runner.trainer" in modules and "torch" in modules
+    heavy = {"torch.utils.tensorboard", "matplotlib", "runner.autotrainer.policy", "optuna"}
+    assert not heavy & modules, heavy & modules
