@@ -43,6 +43,8 @@ from diag.training_state import TrainingState, apply, capture
 METHODS = ("valley", "steepest", "min10", "descent", "min2")
 """The rules that read an LR off a curve; ``auto`` (the default) picks one of them by optimizer."""
 ALIASES = {"minimum/10": "min10", "minimum": "min10", "steep": "steepest", "minimum/2": "min2"}
+# how a rule is shown (legend, log lines): the config's spelling, not the internal short name
+LABELS = {"min10": "minimum/10", "min2": "minimum/2"}
 WEAK_FALL = 0.05
 """A curve whose smoothed loss falls by less than this fraction of its first read value learned too
 little in the test for its slopes to mean anything: ``auto`` reads half its minimum's LR instead."""
@@ -372,6 +374,14 @@ class LearningRateFinder:
     # -- picture -------------------------------------------------------------------
     def plot(self, path: str | Path, result: dict[str, Any] | None = None) -> Path:
         """Write loss vs LR (log axis), raw and smoothed, with the suggestion marked; returns the path."""
+        fig = self.figure(result)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        return path
+
+    def figure(self, result: dict[str, Any] | None = None) -> Any:
+        """The plot as a matplotlib ``Figure``: every rule's suggestion marked, the chosen one in red."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -405,7 +415,7 @@ class LearningRateFinder:
                     markersize=12 - 2 * k,
                     markerfacecolor="none",
                     markeredgewidth=2,
-                    label=f"{name}: {lr:.2e}",
+                    label=f"{LABELS.get(name, name)}: {lr:.2e}",
                 )
             ax.axvline(
                 res["suggested_lr"],
@@ -430,15 +440,12 @@ class LearningRateFinder:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        return path
+        return fig
 
 
 def rule_label(result: dict[str, Any]) -> str:
     """``descent`` or, when ``auto`` chose it, ``auto for sgd: descent`` (what a plot or a log line shows)."""
-    method = {"min10": "minimum/10", "min2": "minimum/2"}.get(result["method"], result["method"])
+    method = LABELS.get(result["method"], result["method"])
     if result.get("rule") == "auto":
         return f"auto for {result.get('optimizer_family') or 'an unknown optimizer'}: {method}"
     return method

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from diag.hooks import FitState
 from diag.lr_finder import (
     ALIASES,
+    LABELS,
     LearningRateFinder,
     canonical_method,
     cycle_batches,
@@ -169,7 +170,7 @@ def method_name(cfg: DictConfig, method: str) -> str:
     configured = str(cfg.lr_find.method)
     if ALIASES.get(configured, configured) == method:
         return configured
-    return {"min10": "minimum/10", "min2": "minimum/2"}.get(method, method)
+    return LABELS.get(method, method)
 
 
 def chosen_name(cfg: DictConfig, result: dict[str, Any]) -> str:

@@ -213,6 +213,10 @@ def test_plot_writes_a_readable_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert image.shape[0] > 300 and image.shape[1] > 500
     assert image[..., :3].std() > 0.05  # not a blank canvas
+    # the legend names every rule as the config spells it (minimum/10, not the internal min10)
+    legend = [t.get_text() for t in finder.figure(result).axes[0].get_legend().get_texts()]
+    assert any(t.startswith("minimum/10: ") for t in legend) or "minimum/10" in legend[-1], legend
+    assert not [t for t in legend if t.startswith(("min10", "min2"))], legend
 
 
 # -- the runner --------------------------------------------------------------------
