@@ -154,12 +154,12 @@ def test_sigterm_and_sigint_save_a_checkpoint_write_the_report_and_say_how_to_re
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["my run", "a run, \"its\" 'quotes' é ü 日本"])
-def test_the_printed_resume_command_run_in_a_shell_continues_the_same_run_directory(tmp_path, name):
+def test_the_printed_resume_command_run_in_a_shell_continues_the_same_run_directory(tmp_path):
     """A run with its own hydra.run.dir (spaces, commas, quotes, non-ASCII) is interrupted; the command it
     prints, pasted into a shell from another directory, continues that very directory instead of starting
-    a fresh run (the path is quoted for Hydra's override grammar inside the shell's quoting)."""
-    run = tmp_path / name
+    a fresh run (the path is quoted for Hydra's override grammar inside the shell's quoting). One name holds
+    every hard case (a plain name with a space was a second run of this test, covered by this one)."""
+    run = tmp_path / "a run, \"its\" 'quotes' é ü 日本"
     proc = _start(
         [
             "trainer.max_epochs=20",
@@ -323,6 +323,8 @@ def test_resuming_with_another_run_length_is_refused_before_the_schedule_breaks(
     )
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
     assert (run / "report.json").read_bytes() == report
+    if scheduler != "onecycle":
+        return  # the same length resumes: checked once, on the schedule that breaks hardest
     same = run_cli(
         ["trainer.max_epochs=1", "diag=off", f"scheduler={scheduler}", "trainer.resume=auto"],
         tmp_path,
