@@ -354,7 +354,7 @@ def test_whole_run_quick_gives_every_loop_time_to_accuracy_and_start_up(tmp_path
         for r in rows
         if len(r) == 3 and "/" not in r[0] and r[0] != "start-up (fresh process)"
     }
-    assert min(start["import torch + one optimizer"]) > 0  # wall and CPU seconds
+    assert min(start["import torch + one optimizer step"]) > 0  # wall and CPU seconds
     assert min(start["runner to its first step"]) > 0
     assert "start-up share" in proc.stdout
     assert out.read_text().count("| mlp/digits |") >= 7  # the markdown file holds the same tables
