@@ -313,7 +313,10 @@ def build_hooks(cfg: DictConfig, session: Any = None) -> HookList:
         if name == "autotrainer":
             runtime = {"session": session, "cfg": cfg, "diagnostics": named.get("diagnostics")}
         elif name == "stop_on":  # the AutoTrainer, when there is one, gets its chance first
-            runtime = {"autotrainer": named.get("autotrainer")}
+            runtime = {
+                "autotrainer": named.get("autotrainer"),
+                "diagnostics": named.get("diagnostics"),
+            }
         hook = instantiate(spec, **runtime)
         if not isinstance(hook, Hook):
             raise UserError(
