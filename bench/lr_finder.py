@@ -25,6 +25,7 @@ splits are printed. Every run is single-threaded; ``--jobs N`` runs N tasks at o
     python bench/lr_finder.py --quick              # smoke test: 2 tasks, 1 epoch, 3-point grid
     python bench/lr_finder.py --split dev --keep DIR   # dev only, curves kept for --screen
     python bench/lr_finder.py --screen DIR/results.json   # candidate rules read off kept dev curves
+    python bench/lr_finder.py --render A/results.json B/results.json   # one table of runs made apart
 """
 
 from __future__ import annotations
@@ -408,11 +409,13 @@ def render(results: list[dict[str, Any]], epochs: int, seed: int) -> str:
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
+            cap = r["curve"].get("capped_at")  # auto's ceiling on a test that never diverged
             others = ", ".join(
-                f"{m} {lr:.2e}" for m, lr in r["suggestions"].items() if m != r["method"]
+                f"{m} {lr:.2e}" for m, lr in r["suggestions"].items() if m != r["method"] or cap
             )
+            method = f"{r['method']}, capped" if cap else r["method"]
             out.append(
-                f"| {r['task']} | {r['best_lr']:g} | {r['best_acc']:.3f} | {r['method']} "
+                f"| {r['task']} | {r['best_lr']:g} | {r['best_acc']:.3f} | {method} "
                 f"| {r['lr']:.2e} | {r['acc']:.3f} | {r['ratio']:.3f} "
                 f"| {'yes' if r['ratio'] >= TARGET else 'NO'} | {others} | {r['range_test']} |"
             )
@@ -463,7 +466,26 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="results.json of a --keep run: print each candidate rule on its dev half, train nothing",
     )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="results.json files of --keep runs (a held-out run and a dev run made apart): "
+        "print and write their tables together, train nothing",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        results = [
+            # JSON's keys are strings; the split is this script's (an older run's may have moved)
+            {**r, "grid": {float(k): v for k, v in r["grid"].items()}, "split": split_of(r["task"])}
+            for path in args.render
+            for r in json.loads(path.read_text())
+        ]
+        text = render(results, args.epochs or 4, args.seed)
+        print(text)
+        write_results(args.out, "lr_finder.py", text, list(argv or sys.argv[1:]))
+        return 0
     if args.screen:
         print(screen(json.loads(args.screen.read_text())))
         return 0
