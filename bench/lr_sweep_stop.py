@@ -50,9 +50,12 @@ HEALTHY_POINTS = 0.02  # a trial within 2 points of the grid's best val accuracy
 TARGET_RATIO = 0.60
 
 
-def run_sweep(overrides: list[str], lrs: list[float], sweep_dir: Path) -> tuple[float, float]:
+def run_sweep(
+    overrides: list[str], lrs: list[float], sweep_dir: Path
+) -> tuple[float, float, tuple[float, float]]:
     """One real multirun in a fresh process; returns its wall time and its CPU time (user + system)
-    in seconds. On a shared machine the CPU time is the steadier measure of the work done."""
+    in seconds, and the 1-minute load average before and after it. On a shared machine the CPU time
+    is the steadier measure of the work done; the load says how far to trust the wall time."""
     cmd = [
         sys.executable,
         "-m",
@@ -67,6 +70,7 @@ def run_sweep(overrides: list[str], lrs: list[float], sweep_dir: Path) -> tuple[
     # one thread: the machine is shared, and both sweeps get the same
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+    load0 = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=sweep_dir.parent, capture_output=True, text=True, env=env)
@@ -75,7 +79,7 @@ def run_sweep(overrides: list[str], lrs: list[float], sweep_dir: Path) -> tuple[
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds, cpu
+    return seconds, cpu, (load0, os.getloadavg()[0])
 
 
 def bench_workload(
@@ -88,11 +92,12 @@ def bench_workload(
     for kind in order:
         sweep_dir = work / name.replace("/", "_") / kind
         extra = ["stop_on=critical"] if kind == "with" else []
-        seconds, cpu = run_sweep([*base, *extra], lrs, sweep_dir)
+        seconds, cpu, load = run_sweep([*base, *extra], lrs, sweep_dir)
         summary = summarize(sweep_dir, write=False)
         sweeps[kind] = {
             "seconds": seconds,
             "cpu_seconds": cpu,
+            "load": load,
             "trial_seconds": trial_seconds(sweep_dir),
             "summary": summary,
         }
@@ -203,6 +208,8 @@ def render(results: list[dict[str, Any]], lrs: list[float]) -> str:
             f"(ratio {w1['cpu_seconds'] / w0['cpu_seconds']:.2f}) |",
             f"| in the trials (fit start to end, summed) | {w0['trial_seconds']:.1f} s "
             f"| {w1['trial_seconds']:.1f} s (ratio {w1['trial_seconds'] / w0['trial_seconds']:.2f}) |",
+            f"| load average (1 min) before / after | {w0['load'][0]:.1f} / {w0['load'][1]:.1f} "
+            f"| {w1['load'][0]:.1f} / {w1['load'][1]:.1f} |",
             f"| best trial | #{n0} lr={lr0:g} | #{n1} lr={lr1:g} |"
             if lr0 is not None and lr1 is not None
             else f"| best trial | #{n0} | #{n1} |",
@@ -226,18 +233,20 @@ def render(results: list[dict[str, Any]], lrs: list[float]) -> str:
         "## Summary",
         "",
         "| workload | wall no stop_on | wall stop_on | ratio (<= 0.60) | CPU ratio | same best trial "
-        "| same best val loss | stopped | healthy stopped | target met |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| same best val loss | stopped | healthy stopped | target met | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         j = res["judged"]
+        loads = [*res["without"]["load"], *res["with"]["load"]]
         out.append(
             f"| {res['workload']} | {res['without']['seconds']:.1f} s | {res['with']['seconds']:.1f} s "
             f"| {j['ratio']:.2f} "
             f"| {res['with']['cpu_seconds'] / res['without']['cpu_seconds']:.2f} "
             f"| {'yes' if j['same_trial'] else 'NO'} "
             f"| {'yes' if j['same_loss'] else 'NO'} | {len(j['stopped'])} "
-            f"| {len(j['healthy_stopped'])} | {'yes' if j['met'] else 'NO'} |"
+            f"| {len(j['healthy_stopped'])} | {'yes' if j['met'] else 'NO'} "
+            f"| {min(loads):.1f}-{max(loads):.1f} |"
         )
     return "\n".join(out)
 

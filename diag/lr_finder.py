@@ -16,7 +16,8 @@ first and last points skipped, as the public finders do:
 - ``auto`` (the default) picks by optimizer (:func:`optimizer_family`) and by how far the curve
   fell: ``descent`` for SGD, ``min10`` for Adam, AdamW and any other, and ``min2`` for any
   optimizer when the smoothed loss fell by under :data:`WEAK_FALL` (a hard task learns little in
-  100 steps; its slopes are noise, its minimum still marks the edge). SGD trains best close to
+  100 steps; its slopes are noise, its minimum still marks the edge). A curve that never diverged
+  has no edge to read: ``auto`` then suggests at most :data:`NO_EDGE_CAP` (0.1 for SGD, 3e-3 else). SGD trains best close to
   where the loss falls fastest, not far from where it diverges; an adaptive optimizer breaks far
   earlier. ``bench/lr_finder.py`` (bench/results/lr_finder.md) has the figures: ``min10`` alone
   landed 5-10x under SGD's best LR on the 28x28 set (0.80 and 0.93 of a log grid's best).
@@ -49,6 +50,12 @@ WEAK_FALL = 0.05
 """A curve whose smoothed loss falls by less than this fraction of its first read value learned too
 little in the test for its slopes to mean anything: ``auto`` reads half its minimum's LR instead."""
 FAMILIES = ("sgd", "adaptive")
+NO_EDGE_CAP = {"sgd": 0.1, "adaptive": 3e-3}
+"""``auto``'s ceiling when the test found no edge (the loss never diverged below ``0.9 * max_lr``): the
+conventional LR of the family (SGD with momentum 0.1, Adam 3e-3). A BatchNorm CNN's range test can run
+to lr=10 without blowing up, its smoothed minimum at 1-4, and every rule read off that curve landed
+2-40x over the best LR (bench/results/lr_finder.md); with no edge seen, nothing above the convention
+is known to be safe."""
 
 
 def canonical_method(method: str) -> str:
@@ -329,8 +336,11 @@ class LearningRateFinder:
         start, end = self._window()
         lrs = np.asarray(self.lrs[start:end])
         losses = np.asarray(self.smoothed_losses[start:end])
+        cap = None
         if name == "auto":
             name = auto_rule(self.optimizer_family, relative_fall(losses))
+            if self.found_no_edge():
+                cap = NO_EDGE_CAP.get(self.optimizer_family or "adaptive")
         if name == "valley":
             i = valley_index(losses)
             lr = lrs[i]
@@ -347,7 +357,13 @@ class LearningRateFinder:
             name = "min10"
             i = int(np.argmin(losses))
             lr = lrs[i] / 10
+        if cap is not None and lr > cap:
+            return {"lr": cap, "index": start + i, "method": name, "capped_at": cap}
         return {"lr": float(lr), "index": start + i, "method": name}
+
+    def found_no_edge(self) -> bool:
+        """The test ran (nearly) to ``max_lr`` without the loss diverging: the curve shows no edge."""
+        return bool(self.lrs) and self.lrs[-1] >= 0.9 * self.max_lr
 
     def result(self) -> dict[str, Any]:
         """The documented ``suggested_lr``/``lrs``/``losses`` plus which method chose it, every rule's answer and why it stopped."""
@@ -355,6 +371,7 @@ class LearningRateFinder:
         self._result = {
             "suggested_lr": chosen["lr"],
             "method": chosen["method"],
+            "capped_at": chosen.get("capped_at"),
             "rule": self.method,
             "optimizer_family": self.optimizer_family,
             "suggested_index": chosen["index"],
@@ -403,7 +420,12 @@ class LearningRateFinder:
                 "descent": ("D", "tab:brown"),
                 "min2": ("v", "tab:olive"),
             }
-            others = [(n, lr) for n, lr in res["suggestions"].items() if n != res["method"]]
+            # the chosen rule's own reading too when a cap replaced it
+            others = [
+                (n, lr)
+                for n, lr in res["suggestions"].items()
+                if n != res["method"] or res.get("capped_at")
+            ]
             for k, (name, lr) in enumerate(others):
                 marker, color = styles[name]
                 # hollow, the first one larger: two methods that agree stay visible on one point
@@ -446,6 +468,9 @@ class LearningRateFinder:
 def rule_label(result: dict[str, Any]) -> str:
     """``descent`` or, when ``auto`` chose it, ``auto for sgd: descent`` (what a plot or a log line shows)."""
     method = LABELS.get(result["method"], result["method"])
+    if result.get("capped_at"):
+        edge = f"{0.9 * result['max_lr']:.3g}" if result.get("max_lr") else "max_lr"
+        method += f", capped at {result['capped_at']:g} (no divergence below {edge})"
     if result.get("rule") == "auto":
         return f"auto for {result.get('optimizer_family') or 'an unknown optimizer'}: {method}"
     return method

@@ -128,10 +128,13 @@ def read_run(run_dir: Path) -> SweepRun:
     epochs = m.get("epochs")
     run.epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
     ran = bool(run.epochs)
-    # report.json writes NaN/Inf as null: a loss that trained but is null went non-finite
+    # report.json writes NaN/Inf as null: a loss that trained but is null went non-finite; a test loss
+    # only when there was a test (a trial stop_on ended has none: test_acc is null too)
+    tested = m.get("test_acc") is not None
     nonfinite = any(
         k in m and _finite(m[k]) is None
         for k in ("final_train_loss", "best_val_loss", "final_val_loss", "test_loss")
+        if k != "test_loss" or tested
     )
     run.diverged = (ran and nonfinite) or any(c in BLOWUP_CODES for c in run.codes)
     run.stopped = _stopped(run_dir)

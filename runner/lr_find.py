@@ -204,6 +204,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         for k in (
             "suggested_lr",
             "method",
+            "capped_at",
             "rule",
             "optimizer_family",
             "suggestions",

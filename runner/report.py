@@ -202,6 +202,8 @@ def print_summary(
     m = report["metrics"]
     acc = m.get("test_acc")
     accuracy = f"test accuracy {acc:.4f}" if acc is not None else "test accuracy n/a"
+    if acc is None and report.get("stopped"):
+        accuracy += " (stopped early: not tested)"
     diagnosis = report["status"] + (
         ": " + ", ".join(i["code"] for i in report["issues"]) if report["issues"] else ""
     )

@@ -3,11 +3,15 @@
 The AutoTrainer's restarts (``attempt-N/``) continue the step axis of the attempts before them, so
 their curves follow on instead of starting again at 0. At the end: the report, the command and the
 resolved config as text; the summary figure, the LR finder's plot, the test confusion matrix (classes
-named) and a grid of training inputs with their labels as images.
+named) and a grid of training inputs with their labels as images. The PNGs the run already wrote go
+into the event file as they are (their bytes, not decoded and encoded again: that took a third of a
+small trial's end). A trial ``stop_on`` ended gets no input grid (nor a confusion matrix: it has no
+test pass), only its text and summary figure.
 """
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,9 +96,15 @@ def open_writer(tb_dir: Path, step: int, step_offset: int = 0) -> DeferredWriter
 
 
 def log_run_media(
-    writer: Any, run_dir: Path, cfg: DictConfig, report: dict[str, Any], batch: Any, step: int
+    writer: Any,
+    run_dir: Path,
+    cfg: DictConfig,
+    report: dict[str, Any],
+    batch: Any,
+    step: int,
 ) -> None:
-    """Text (report, command, config) and images (summary, LR finder, confusion matrix, inputs) into ``writer``."""
+    """Text (report, command, config) and images (summary, LR finder, confusion matrix, the training
+    inputs of ``batch`` unless it is None) into ``writer``."""
     report_md = run_dir / "report.md"
     if report_md.is_file():
         writer.add_text("run/report", report_md.read_text(encoding="utf-8"), step)
@@ -108,16 +118,33 @@ def log_run_media(
         if png.is_file():
             # under x_run/, after train/ and val/: the Time Series page (TensorBoard's first) lists every
             # kind of tag by group name, and run/ had put the confusion matrix above the loss
-            writer.add_image(f"{RUN_PREFIX}{name}", _read_png(png), step, dataformats="HWC")
+            add_png(writer, f"{RUN_PREFIX}{name}", png.read_bytes(), step)
     if batch is not None:
         writer.add_figure(f"{RUN_PREFIX}inputs", input_grid(*batch), step, close=True)
     writer.flush()
 
 
-def _read_png(path: Path) -> Any:
-    from matplotlib.image import imread
+# PNG colour type (IHDR byte 25) -> channels, TensorBoard's ``colorspace``
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 
-    return imread(path)[..., :3]  # RGB: TensorBoard's HWC images take 3 channels
+
+def add_png(writer: Any, tag: str, data: bytes, step: int) -> None:
+    """An image summary of PNG ``data`` as it is: ``SummaryWriter.add_image`` takes pixels and encodes
+    them again, so a PNG on disk cost a decode and an encode. Size and channels from the IHDR chunk."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise ValueError(f"{tag}: not a PNG")
+    width, height = struct.unpack(">II", data[16:24])
+    image = Summary.Image(
+        height=height,
+        width=width,
+        colorspace=_PNG_CHANNELS.get(data[25], 4),
+        encoded_image_string=data,
+    )
+    writer._get_file_writer().add_summary(
+        Summary(value=[Summary.Value(tag=tag, image=image)]), step
+    )
 
 
 def input_grid(images: torch.Tensor, labels: torch.Tensor) -> Any:

@@ -124,16 +124,23 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
         if r.world_size > 1:
             distributed.check_weights_in_sync(state.model)
             distributed.check_lr_in_sync(r.optimizer)
-        test = trainer.evaluate(
-            state.model,
-            r.data.loader("test", device=r.device, rank=r.rank, world_size=r.world_size),
-            confusion=True,
-        )
-        state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
-        if state.is_rank_zero and "confusion" in test:
-            plot_confusion(
-                test["confusion"], r.data.class_names(), run_dir / "confusion_matrix.png"
+        # a trial stop_on ended is not tested: its test accuracy and confusion matrix would only say
+        # again that it cannot learn (rank 0's verdict, so every rank skips the collective together)
+        stopper = r.hooks.named.get("stop_on")
+        stopped_sick = distributed.broadcast_object(getattr(stopper, "stopped", None) is not None)
+        if stopped_sick:
+            log.info("stopped by stop_on: no test pass, no confusion matrix")
+        else:
+            test = trainer.evaluate(
+                state.model,
+                r.data.loader("test", device=r.device, rank=r.rank, world_size=r.world_size),
+                confusion=True,
             )
+            state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
+            if state.is_rank_zero and "confusion" in test:
+                plot_confusion(
+                    test["confusion"], r.data.class_names(), run_dir / "confusion_matrix.png"
+                )
         r.hooks.on_fit_end(state)
         report = report_run(state, run_dir, trainer.best_val_loss, lr_finder=r.lr_finder)
         state.events.write(
@@ -144,9 +151,8 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
         )
         if state.writer is not None:
             log_hparams(state.writer, cfg, report["metrics"])
-            log_run_media(
-                state.writer, run_dir, cfg, report, next(iter(r.train_loader), None), state.step
-            )
+            batch = None if stopped_sick else next(iter(r.train_loader), None)
+            log_run_media(state.writer, run_dir, cfg, report, batch, state.step)
     finally:
         if state.writer is not None:
             state.writer.close()
@@ -154,9 +160,8 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
     # an AutoTrainer that stopped this attempt for a guided restart: its numbers are not the run's result
     print_summary(report, run_dir, getattr(session, "restart_request", None))
     best = trainer.best_val_loss
-    stopper = r.hooks.named.get("stop_on")
-    stopped_sick = getattr(stopper, "stopped", None) is not None  # stop_on ended it: a failed trial
     penalty = float(cfg.get("objective_penalty", 1e3))
+    # stop_on ended it: a failed trial
     objective = best if math.isfinite(best) and not stopped_sick else penalty
     return TrainResult(objective=objective, run_dir=run_dir, state=state)
 
@@ -308,7 +313,10 @@ def build_hooks(cfg: DictConfig, session: Any = None) -> HookList:
         if name == "autotrainer":
             runtime = {"session": session, "cfg": cfg, "diagnostics": named.get("diagnostics")}
         elif name == "stop_on":  # the AutoTrainer, when there is one, gets its chance first
-            runtime = {"autotrainer": named.get("autotrainer")}
+            runtime = {
+                "autotrainer": named.get("autotrainer"),
+                "diagnostics": named.get("diagnostics"),
+            }
         hook = instantiate(spec, **runtime)
         if not isinstance(hook, Hook):
             raise UserError(

@@ -235,8 +235,12 @@ def test_mode_lr_find_end_to_end(tmp_path):
     assert data["method"] == "descent" and len(data["lrs"]) == data["num_steps_run"] <= 40
     assert 1e-7 <= data["suggested_lr"] <= 10
     assert (run_dir / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    # a test that ran to lr=10 without diverging before it found no edge: at most SGD's 0.1
+    assert data["capped_at"] == (0.1 if data["lrs"][-1] >= 9 else None)
     m = re.search(
-        r"suggested lr +(\S+) \(auto for sgd: descent; the other rules: valley", proc.stdout
+        r"suggested lr +(\S+) \(auto for sgd: descent(, capped at 0.1 \(no divergence below 9\))?; "
+        r"the other rules: valley",
+        proc.stdout,
     )
     assert m and float(m.group(1)) == pytest.approx(data["suggested_lr"], rel=1e-2)
     command = re.search(r"train with it +(python -m runner .*)", proc.stdout).group(1)

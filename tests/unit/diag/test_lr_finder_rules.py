@@ -12,6 +12,7 @@ from diag.lr_finder import (
     descent_index,
     optimizer_family,
     relative_fall,
+    rule_label,
 )
 
 LOG_CENTRE = -1.3  # the loss falls fastest at lr = 10**-1.3 = 0.05
@@ -24,9 +25,10 @@ def sgd_like_curve(lrs: np.ndarray) -> np.ndarray:
 
 
 def replay(
-    curve_fn, method: str = "auto", family: str | None = None, n: int = 200
+    curve_fn, method: str = "auto", family: str | None = None, n: int = 200, diverge: float = 4.0
 ) -> tuple[dict, np.ndarray, np.ndarray]:
-    """The documented ``range_test(train_fn)`` fed a known curve, unsmoothed."""
+    """The documented ``range_test(train_fn)`` fed a known curve, unsmoothed (these curves rise past
+    ``diverge`` x their minimum before lr=10: the test finds an edge)."""
     lrs = np.exp(np.linspace(np.log(1e-6), np.log(10.0), n))
     curve = curve_fn(lrs)
     values = iter(curve)
@@ -36,7 +38,7 @@ def replay(
         num_steps=n,
         method=method,
         smooth=0.0,
-        diverge_factor=100,
+        diverge_factor=diverge,
         optimizer_family=family,
     )
     return finder.range_test(lambda lr: float(next(values))), lrs, curve
@@ -69,7 +71,7 @@ def test_descent_moves_with_the_drop_and_has_no_safety_shift():
             x = np.log10(lrs)
             return 2.3 - 2.0 / (1 + np.exp(-5 * (x - c))) + 3.0 * np.clip(x - c - 0.6, 0, None) ** 2
 
-        result, _, _ = replay(curve, method="descent")
+        result, _, _ = replay(curve, method="descent", diverge=100)
         assert result["suggested_lr"] == pytest.approx(10**centre, rel=0.1), centre
         # the classic steepest rule is the same point moved a tenth of the curve to the left
         assert result["suggestions"]["steepest"] < result["suggested_lr"] / 3
@@ -109,9 +111,11 @@ def test_optimizer_family_and_the_rule_it_picks():
 
 
 @pytest.mark.parametrize(
-    "opt_cls, rule", [(torch.optim.SGD, "descent"), (torch.optim.Adam, "min10")]
+    "opt_cls, rule, cap",
+    # this toy problem's SGD test runs to lr=10 without diverging: no edge, so at most SGD's 0.1
+    [(torch.optim.SGD, "descent", 0.1), (torch.optim.Adam, "min10", None)],
 )
-def test_torch_mode_learns_the_family_from_its_optimizer(opt_cls, rule):
+def test_torch_mode_learns_the_family_from_its_optimizer(opt_cls, rule, cap):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 8, generator=g)
     y = (x[:, :3].sum(1) > 0).long()
@@ -124,7 +128,8 @@ def test_torch_mode_learns_the_family_from_its_optimizer(opt_cls, rule):
     )
     assert result["rule"] == "auto" and result["method"] == rule
     assert result["optimizer_family"] == ("sgd" if opt_cls is torch.optim.SGD else "adaptive")
-    assert result["suggested_lr"] == result["suggestions"][rule]
+    assert result["capped_at"] == cap
+    assert result["suggested_lr"] == min(result["suggestions"][rule], cap or np.inf)
 
 
 def test_descent_ignores_a_fall_after_the_minimum():
@@ -176,3 +181,27 @@ def test_descent_reads_only_the_three_decades_before_the_minimum():
     lr_min = lrs[20 + np.argmin(losses[20:-5])]
     assert result["suggested_lr"] == pytest.approx(10**LOG_CENTRE, rel=0.1)
     assert result["suggested_lr"] > lr_min / 1000
+
+
+@pytest.mark.parametrize(
+    "family, rule, cap",
+    [("sgd", "descent", 0.1), ("adaptive", "min10", 3e-3), (None, "min10", 3e-3)],
+)
+def test_auto_caps_a_curve_that_never_diverged_at_the_conventional_lr(family, rule, cap):
+    """A BatchNorm CNN's test can run to lr=10 with its minimum at 1-4: no edge to read off it."""
+
+    def late_minimum(lrs):  # falls until ~2, then a rise too gentle to diverge before lr=10
+        x = np.log10(lrs)
+        return 2.3 - 0.8 / (1 + np.exp(-3 * (x + 0.5))) + 0.3 * np.clip(x - 0.3, 0, None) ** 2
+
+    result, lrs, losses = replay(late_minimum, family=family)
+    assert result["stop_reason"] == "completed" and result["method"] == rule
+    assert result["suggestions"][rule] > cap  # the rule's own reading, kept in the suggestions
+    assert result["suggested_lr"] == cap and result["capped_at"] == cap
+    assert "capped at" in rule_label(result)
+    # the same curve given an edge (diverging at lr=2) is read as before, uncapped
+    edged, _, _ = replay(lambda lrs: np.where(lrs < 2, late_minimum(lrs), 50.0), family=family)
+    assert edged["capped_at"] is None and edged["suggested_lr"] == edged["suggestions"][rule]
+    # a rule asked for by name is never capped
+    named, _, _ = replay(late_minimum, method=rule, family=family)
+    assert named["capped_at"] is None and named["suggested_lr"] > cap

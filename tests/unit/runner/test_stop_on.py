@@ -10,6 +10,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from diag.hooks import FitState
+from diag.live import DiagnosticsHook
+from diag.series import RunSeries
 from runner.app import run
 from runner.autotrainer import AutoTrainer
 from runner.stop_on import StopOnDiagnosis
@@ -172,3 +174,45 @@ def test_with_the_autotrainer_a_blow_up_is_rolled_back_before_stop_on_may_end_th
         assert stops[0]["step"] >= given_up[0]["step"]
     else:
         assert not report["stopped"] and report["metrics"]["epochs"] == 3
+
+
+def _diagnostics(losses: list[float], val_losses: list[float] | None = None) -> DiagnosticsHook:
+    """The run's diagnostics hook as stop_on reads it: the losses its rules sampled."""
+    hook = DiagnosticsHook()
+    hook.series = RunSeries(
+        num_classes=10, loss=losses, epoch_val_loss=val_losses or [], initial_loss=losses[0]
+    )
+    return hook
+
+
+@pytest.mark.parametrize(
+    "losses, val_losses, stops",
+    [
+        ([2.3, 1e5], None, True),  # x4e4 the chance loss: clear
+        ([2.3, float("nan")], None, True),  # non-finite: clear
+        ([2.3, 63.4], None, True),  # 28x: the CNN with Adam at 2.85, at chance when trained out
+        ([2.3, 2.9], [float("inf")], True),  # a non-finite validation loss
+        ([2.3, 13.3], None, False),  # 5.8x: Adam at 0.066 on digits, which trained on to 0.95
+        (
+            [2.3, 6.75],
+            [71.5],
+            False,
+        ),  # 31x on validation only: the CNN with Adam at 0.81, on to 0.95
+    ],
+)
+def test_a_blow_up_stops_at_once_only_when_it_is_clear(losses, val_losses, stops):
+    hook = StopOnDiagnosis(level="critical", diagnostics=_diagnostics(losses, val_losses))
+    state = _state(10, [issue("LOSS_EXPLOSION")])
+    state.num_classes = 10
+    hook.on_train_batch_end(state)
+    assert state.stop_training is stops
+
+
+@pytest.mark.parametrize("val_acc, stops", [(0.09, True), (0.60, False)])
+def test_a_smaller_blow_up_stops_after_the_grace_only_at_chance(val_acc, stops):
+    hook = StopOnDiagnosis(level="critical", grace=0.25, diagnostics=_diagnostics([2.3, 13.3]))
+    state = _state(100, [issue("LOSS_EXPLOSION")])
+    state.num_classes, state.metrics["val/acc"] = 10, val_acc
+    hook.on_epoch_end(state)
+    assert state.stop_training is stops
+    assert stops is False or hook.stopped["code"] == "LOSS_EXPLOSION"
