@@ -164,6 +164,33 @@ def loosen_clip(
     return Repair(factor=1.0, detail=f"gradient clipping off (was max_norm {clip:g})")
 
 
+@register("lower_dropout")
+def lower_dropout(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule | None,
+    changes: dict[str, Any],
+) -> Repair | None:
+    """Every dropout layer above ``setting_causes.max_dropout`` cut to ``setting_causes.dropout`` (the MLP's
+    default) in one action, in place: a dropout of 0.95 found in the config (a setting cause), at fit start
+    before any step (the weights have not been thrown out yet, nothing to roll back)."""
+    causes = policy.settings.setting_causes
+    if not any(
+        isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > causes.max_dropout
+        for m in state.model.modules()
+    ):
+        return None  # not a dropout strong enough to be the cause
+    changed = set_dropout(state.model, causes.dropout, lower=True)
+    policy.carried.dropout_lowered = causes.dropout
+    changes["model.dropout"] = causes.dropout
+    return Repair(
+        factor=1.0,
+        detail=f"dropout {max(b for b, _ in changed):.2g} -> {causes.dropout:.2g} in "
+        f"{len(changed)} layer{'s' if len(changed) > 1 else ''}",
+    )
+
+
 def _gentler_schedule(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:
     """restore_lr as config: the schedule's cuts no harder than the rule allows (StepLR, plateau)."""
     sched = OmegaConf.select(cfg, "scheduler.lr_scheduler", default=None)

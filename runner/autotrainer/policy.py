@@ -72,6 +72,8 @@ class AutoTrainer(Hook):
         self._before: dict[str, Any] | None = (
             None  # loss and accuracy just before the action being taken
         )
+        self._loop_info: tuple[Any, int] = (None, 0)  # the loop and its steps per epoch (may_treat)
+        self._val_accs: list[float] = []  # this attempt's validation accuracies
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -106,6 +108,14 @@ class AutoTrainer(Hook):
         self.snapshots = [Snapshot.take(state)] if distributed.is_rank_zero() else []
         # the weights the run started from: after an explosion every later snapshot may be damaged
         self.initial = self.snapshots[0] if self.snapshots else None
+        self._loop_info = (state.loop, state.steps_per_epoch)
+        self._val_accs = []
+        if (
+            self.settings.setting_causes.at_setup
+            and state.step == 0
+            and self.restart_request is None
+        ):
+            self._treat_setup(state)
 
     def on_train_batch_end(self, state: FitState) -> None:
         if self.restart_request is not None:
@@ -125,6 +135,7 @@ class AutoTrainer(Hook):
         actions taken since the last validation; keep the run's best validation accuracy."""
         acc = state.metrics.get("val/acc")
         if acc is not None and math.isfinite(acc):
+            self._val_accs.append(float(acc))
             best = self.session.best_val_acc
             self.session.best_val_acc = acc if best is None else max(best, acc)
         self._measure_val(state)
@@ -290,6 +301,7 @@ class AutoTrainer(Hook):
         mine.lr_scale = saved.lr_scale
         mine.lr_peak = max(mine.lr_peak, saved.lr_peak)
         mine.seen_codes = saved.seen_codes
+        mine.peak_update_ratio = saved.peak_update_ratio
         held = []
         clip = self.settings.clip_max_norm
         if (
@@ -330,6 +342,7 @@ class AutoTrainer(Hook):
     def _check(self, state: FitState, epoch_end: bool = False) -> None:
         """Decide; under DDP rank 0 decides and every rank follows (a collective: same step on every rank)."""
         self.carried.lr_peak = max(self.carried.lr_peak, state.current_lr)
+        self._note_update_ratio()
         if distributed.get_world_size() == 1:
             self._decide(state, epoch_end)
             return
@@ -424,6 +437,8 @@ class AutoTrainer(Hook):
             rule = online.get(code)
             if final and rule is not None and rule.action == "regularize":
                 continue  # no steps left to regularise: early stopping (restore_best) picks the weights tested
+            if self._mild(issue, rule):
+                continue  # a warning on a run whose validation accuracy is not falling: nothing to repair
             if rule is None and code not in restarts:
                 continue
             if (
@@ -474,11 +489,75 @@ class AutoTrainer(Hook):
             return False
         if self._limit_reached(code):
             return False  # the table's turn: it gives up on the code and says why
+        return self._repair_cause(state, issue, cause)
+
+    def _repair_cause(self, state: FitState, issue: dict[str, Any], cause: SettingCause) -> bool:
+        """The setting ``cause`` repaired: in place (its online action) or by a restart with its changes."""
         self._before = self._now(state, since=None)
-        if cause.online:
-            return self._online(state, issue, action="loosen_clip", cause=cause)
+        if cause.action is not None:
+            return self._online(state, issue, action=cause.action, cause=cause)
         rule = RestartRule(changes=cause.changes, lr_factor=None, min_severity=None)
         return self._restart(state, issue, rule=rule, cause=cause)
+
+    def _treat_setup(self, state: FitState) -> None:
+        """At fit start, before any step: a setting read from the config that would cause a symptom is
+        repaired now (a restart here costs only the set-up; a deep net named at step 80 had a third of its
+        steps left). Every rank reads the same config, so every rank decides the same without a collective."""
+        cause = self._cause(state.loop, state.steps_per_epoch)
+        if cause is None or self._limit_reached(cause.code):
+            return
+        issue = {
+            "code": cause.code,
+            "severity": "warning",
+            "first_step": state.step,
+            "evidence": f"read from the config at set-up, before any step: {cause.why}",
+            "recommendations": [],
+        }
+        self._repair_cause(state, issue, cause)
+
+    def _cause(self, loop: Any, steps_per_epoch: int) -> SettingCause | None:
+        """The setting of this run that causes a stalled or stuck run (:mod:`setting_causes`), or None."""
+        clip = getattr(loop, "clip_max_norm", None) if loop is not None else None
+        return setting_causes.find(self.cfg, clip, steps_per_epoch, self.settings.setting_causes)
+
+    def _mild(self, issue: dict[str, Any], rule: Any) -> bool:
+        """A warning (not critical) whose rule asks for a fall in validation accuracy (``min_val_acc_drop``)
+        that this attempt has not shown: the last validation accuracy is within it of the attempt's best."""
+        drop = getattr(rule, "min_val_acc_drop", None)
+        if drop is None or issue.get("severity") == "critical":
+            return False
+        # no validation accuracy to judge by: not known to be mild
+        return bool(self._val_accs) and self._val_accs[-1] > max(self._val_accs) - drop
+
+    def _note_update_ratio(self) -> None:
+        """The highest per-step update ratio |dw|/|w| of this attempt: the evidence of an LR too high that
+        sizes the LR cut a restart carries (the live diagnosis forgets its history after each repair)."""
+        series = self.diagnostics.series if self.diagnostics is not None else None
+        ratios = [
+            r for r in (series.update_ratio if series else []) if r is not None and math.isfinite(r)
+        ]
+        if ratios:
+            self.carried.peak_update_ratio = max(self.carried.peak_update_ratio, max(ratios))
+
+    def _lr_cut(self, code: str) -> tuple[float, str] | None:
+        """The LR factor (over the recipe's) the evidence asks a restart for ``code`` to carry, with its words:
+        an update ratio far above healthy, and a restart for units killed by big steps or after an LR repair."""
+        ev = self.settings.lr_evidence
+        peak = self.carried.peak_update_ratio
+        lr_codes = {
+            c for c, r in self.settings.online.items() if r.action in ("rollback", "scale_lr")
+        }
+        after_lr = any(
+            a["code"] in lr_codes and a.get("attempt") == self.session.attempt
+            for a in self._counted()
+        )
+        if peak <= ev.max_update_ratio or not (code in ev.codes or after_lr):
+            return None
+        factor = ev.target_update_ratio / peak
+        return factor, (
+            f"the LR cut x{factor:.3g} (the weights moved {peak:.3g} of their norm in one step, "
+            f"healthy is about {ev.target_update_ratio:g})"
+        )
 
     def may_treat(self, issue: dict[str, Any]) -> bool:
         """Whether this policy may still act on ``issue``: what ``stop_on`` waits for before it stops a run.
@@ -488,10 +567,18 @@ class AutoTrainer(Hook):
         """
         code = str(issue["code"])
         rank = SEVERITY_RANK.get(str(issue.get("severity")), 0)
-        if code in self.session.gave_up or code not in self.settings.priority:
+        if code in self.session.gave_up or rank < self.settings.min_rank:
             return False
-        if rank < self.settings.min_rank:
+        if (
+            code in self.settings.setting_causes.codes
+            and not self._limit_reached(code)
+            and self._cause(*self._loop_info) is not None
+        ):
+            return True  # its cause is a setting the policy repairs (_treat_setting_cause)
+        if code not in self.settings.priority:
             return False
+        if self._mild(issue, self.settings.online.get(code)):
+            return False  # a mild warning it leaves alone
         if code in self.settings.restarts:  # a restart code is never treated online (see _treat)
             restart = self.settings.restarts[code]
             if (
@@ -629,11 +716,17 @@ class AutoTrainer(Hook):
             self._give_up(state, issue, reason)
             return False
         # the new attempt keeps what this one learned online: the LR scale and clipping
+        lr_scale = self.carried.lr_scale
+        cut = self._lr_cut(code) if cause is None else None  # a setting cause is not the LR's
+        if cut is not None and cut[0] < lr_scale * (rule.lr_factor or 1.0):
+            lr_scale = cut[0] / (rule.lr_factor or 1.0)
+        else:
+            cut = None
         changes = carried_over(
             self.cfg,
             fix,
             rule,
-            self.carried.lr_scale,
+            lr_scale,
             self.settings.clip_max_norm if self.carried.clip_turned_on else None,
             self._cause_repairs(),
         )
@@ -649,6 +742,8 @@ class AutoTrainer(Hook):
         text = ", ".join(f"{k}={v}" for k, v in changes.items())
         state.stop_reason = f"autotrainer: {code} needs a guided restart with {text}"
         detail = f"restart as attempt-{self.session.attempt + 1} with {text}"
+        if cut is not None:
+            detail += f"; {cut[1]}"
         if cause is not None:
             detail = f"cause: {cause.why}; {detail}"
         if (

@@ -59,6 +59,10 @@ TINY = ["data.subset=256", "model.hidden=[32]"]
             ["model.hidden=[64,64,64,64,64,64]", "model.batchnorm=false"],
             "deep_without_norm",
         ),
+        (None, 20, ["model.hidden=[1]"], "capacity_too_small"),  # one unit for ten classes
+        (None, 20, ["model.hidden=[16]"], None),  # narrow, but wider than the classes
+        (None, 20, ["model.dropout=0.95"], "dropout_too_strong"),
+        (None, 20, ["model.dropout=0.5"], None),  # the most healthy recipes use
     ],
 )
 def test_which_settings_are_a_cause(clip, steps_per_epoch, overrides, expected) -> None:
@@ -66,21 +70,29 @@ def test_which_settings_are_a_cause(clip, steps_per_epoch, overrides, expected) 
     assert (cause.name if cause else None) == expected
 
 
-def test_a_deep_net_without_norm_restarts_with_batch_norm_relu_and_he_init() -> None:
-    """At chance in a 8-layer tanh MLP without batch norm: the restart's config drops what caused it."""
+@pytest.mark.parametrize("at_setup", [True, False])
+def test_a_deep_net_without_norm_restarts_with_batch_norm_relu_and_he_init(at_setup: bool) -> None:
+    """A 8-layer tanh MLP without batch norm: the restart's config drops what caused it. Read from the
+    config at fit start, before any step (at_setup); without at_setup, at its first symptom (step 10)."""
     deep = (
         "model.hidden=[16,16,16,16,16,16,16,16]",
         "model.batchnorm=false",
         "model.activation=tanh",
     )
-    policy, state = policy_for(net(), torch.optim.SGD(net().parameters(), lr=0.1), cfg=deep)
+    causes = {**spec()["setting_causes"], "at_setup": at_setup}
+    policy, state = policy_for(
+        net(), torch.optim.SGD(net().parameters(), lr=0.1), cfg=deep, setting_causes=causes
+    )
     drive(policy, state, [("STUCK_AT_CHANCE", "critical")], 20)
     (action,) = policy.actions
-    assert (action["action"], action["cause"], action["step"]) == (
+    assert (action["action"], action["cause"], action["step"], action["code"]) == (
         "restart",
         "deep_without_norm",
-        10,
+        0 if at_setup else 10,
+        "VANISHING_GRADIENTS" if at_setup else "STUCK_AT_CHANCE",
     )
+    if at_setup:
+        assert action["evidence"].startswith("read from the config at set-up, before any step")
     assert policy.restart_request["changes"] == {
         "model.batchnorm": True,
         "model.activation": "relu",
@@ -163,7 +175,7 @@ def test_a_batch_of_two_restarts_at_a_sane_batch_in_a_real_run(tmp_path: Path) -
     assert (restart["action"], restart["cause"], restart["step"]) == (
         "restart",
         "batch_extreme",
-        10,
+        0,  # read from the config at set-up: no step spent at batch 2
     )
     assert restart["changes"] == {"data.batch_size": 64}
     attempts = report["autotrainer"]["attempts"]
