@@ -551,7 +551,11 @@ class AutoTrainer(Hook):
             a["code"] in lr_codes and a.get("attempt") == self.session.attempt
             for a in self._counted()
         )
-        if peak <= ev.max_update_ratio or not (code in ev.codes or after_lr):
+        if (
+            peak <= ev.max_update_ratio
+            or code in ev.scale_codes
+            or not (code in ev.codes or after_lr)
+        ):
             return None
         factor = ev.target_update_ratio / peak
         return factor, (

@@ -109,6 +109,8 @@ class LrEvidence:
     codes: frozenset[str]
     max_update_ratio: float
     target_update_ratio: float
+    # restarts that repair the scale of the weights or inputs: their big steps were the scale's, not the LR's
+    scale_codes: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -182,11 +184,15 @@ class Settings:
         evidence = _plain(spec["lr_evidence"])
         _check_keys(evidence, [f.name for f in fields(LrEvidence)], f"{key}.lr_evidence")
         online, restarts = _plain(spec["online"]), _plain(spec["restarts"])
-        for where, codes in (("setting_causes", causes), ("lr_evidence", evidence)):
-            for code in codes["codes"] or []:
+        for where, codes in (
+            ("setting_causes.codes", causes["codes"]),
+            ("lr_evidence.codes", evidence["codes"]),
+            ("lr_evidence.scale_codes", evidence["scale_codes"]),
+        ):
+            for code in codes or []:
                 if code not in CODES:
                     raise UserError(
-                        f"{key}.{where}.codes: {code!r} is not a diagnosis code (see diag/codes.py)"
+                        f"{key}.{where}: {code!r} is not a diagnosis code (see diag/codes.py)"
                     )
         validate_policy(
             online, restarts, spec["priority"] or [], key=key, restore_codes=restore["codes"] or []
@@ -230,6 +236,7 @@ class Settings:
                 codes=frozenset(evidence["codes"] or []),
                 max_update_ratio=float(evidence["max_update_ratio"]),
                 target_update_ratio=float(evidence["target_update_ratio"]),
+                scale_codes=frozenset(evidence["scale_codes"] or []),
             ),
             restore_best=RestoreBest(
                 codes=frozenset(restore["codes"] or []),

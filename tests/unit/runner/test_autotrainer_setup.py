@@ -103,6 +103,9 @@ def test_a_restart_without_lr_evidence_keeps_the_rule_s_lr() -> None:
     factor, words = policy._lr_cut("DEAD_NEURONS")
     assert factor == pytest.approx(0.01) and "moved 3 of their norm" in words
     assert policy._lr_cut("VANISHING_GRADIENTS") is None  # not an LR code, no LR repair before it
+    policy.record(state, {"code": "LOSS_EXPLOSION"}, "rollback", 0.1, 0.01, {}, "t", "applied")
+    assert policy._lr_cut("VANISHING_GRADIENTS") is not None  # after an LR repair: any restart
+    assert policy._lr_cut("BAD_INITIALIZATION") is None  # the init's scale made the big steps
 
 
 def _validate(policy, state, acc: float) -> None:
