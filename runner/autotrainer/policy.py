@@ -455,9 +455,7 @@ class AutoTrainer(Hook):
                 < self.settings.cooldown_steps
             ):
                 continue  # the last action on this code has not had time to show its effect
-            if code in restarts and SEVERITY_RANK[issue["severity"]] < self.settings.restart_floor(
-                code
-            ):
+            if code in restarts and SEVERITY_RANK[issue["severity"]] < self._restart_floor(code):
                 continue
             reason = self._limit_reached(code)
             if reason:
@@ -539,6 +537,15 @@ class AutoTrainer(Hook):
         if ratios:
             self.carried.peak_update_ratio = max(self.carried.peak_update_ratio, max(ratios))
 
+    def _restart_floor(self, code: str) -> int:
+        """The severity a restart for ``code`` needs; ``lr_evidence.min_severity`` when the evidence shows the
+        LR too high for it (units killed by big steps are named at a warning, then stay dead: a run 100x
+        too fast recovered to a plateau 2 points under its twin, its dead units only a warning)."""
+        floor = self.settings.restart_floor(code)
+        if self._lr_cut(code) is not None:
+            floor = min(floor, SEVERITY_RANK[self.settings.lr_evidence.min_severity])
+        return floor
+
     def _lr_cut(self, code: str) -> tuple[float, str] | None:
         """The LR factor (over the recipe's) the evidence asks a restart for ``code`` to carry, with its words:
         an update ratio far above healthy, and a restart for units killed by big steps or after an LR repair."""
@@ -591,7 +598,7 @@ class AutoTrainer(Hook):
                 and not config_fix(self.cfg, restart)[1]
             ):
                 return False  # a capacity restart for a model that is not small never comes
-            return rank >= self.settings.restart_floor(code)
+            return rank >= self._restart_floor(code)
         rule = self.settings.online.get(code)
         if rule is None:
             return False

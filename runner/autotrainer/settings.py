@@ -111,6 +111,7 @@ class LrEvidence:
     target_update_ratio: float
     # restarts that repair the scale of the weights or inputs: their big steps were the scale's, not the LR's
     scale_codes: frozenset[str]
+    min_severity: str  # a restart for one of codes with the evidence: already at this severity
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ class Settings:
         )
         for name in ("min_severity", "restart_min_severity"):
             _check_severity(spec[name], f"{key}.{name}")
+        _check_severity(evidence["min_severity"], f"{key}.lr_evidence.min_severity")
         return cls(
             check_every=max(1, int(spec["check_every"])),
             min_severity=str(spec["min_severity"]),
@@ -237,6 +239,7 @@ class Settings:
                 max_update_ratio=float(evidence["max_update_ratio"]),
                 target_update_ratio=float(evidence["target_update_ratio"]),
                 scale_codes=frozenset(evidence["scale_codes"] or []),
+                min_severity=str(evidence["min_severity"]),
             ),
             restore_best=RestoreBest(
                 codes=frozenset(restore["codes"] or []),

@@ -108,6 +108,20 @@ def test_a_restart_without_lr_evidence_keeps_the_rule_s_lr() -> None:
     assert policy._lr_cut("BAD_INITIALIZATION") is None  # the init's scale made the big steps
 
 
+def test_dead_units_after_steps_far_too_big_restart_already_at_a_warning() -> None:
+    """DEAD_NEURONS at a warning: no restart in a run whose steps were sane (restarts need critical);
+    with the update ratio's evidence of an LR far too high, a restart with the LR cut; may_treat agrees."""
+    dead = {"code": "DEAD_NEURONS", "severity": "warning"}
+    for peak, restarts in ((0.05, False), (3.0, True)):
+        policy, state = policy_for(net(), torch.optim.SGD(net().parameters(), lr=0.1))
+        policy.carried.peak_update_ratio = peak
+        assert policy.may_treat(dead) is restarts
+        policy.on_train_batch_end(_at(state, 10, dead))
+        assert [a["action"] for a in policy.actions] == (["restart"] if restarts else [])
+    recipe = policy.cfg.optimizer.lr  # the restart's LR is the config's, cut
+    assert policy.restart_request["changes"]["optimizer.lr"] == pytest.approx(recipe * 0.03 / 3.0)
+
+
 def _validate(policy, state, acc: float) -> None:
     state.metrics.update({"val/acc": acc, "val/loss": 1.0 - acc})
     policy.on_validation_end(state)
