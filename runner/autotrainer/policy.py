@@ -535,7 +535,10 @@ class AutoTrainer(Hook):
             r for r in (series.update_ratio if series else []) if r is not None and math.isfinite(r)
         ]
         if ratios:
-            self.carried.peak_update_ratio = max(self.carried.peak_update_ratio, max(ratios))
+            # at the recipe's LR: the series holds only steps since the last repair, all at this LR scale
+            # (the ratio grows with the LR)
+            at_recipe = max(ratios) / max(self.carried.lr_scale, 1e-30)
+            self.carried.peak_update_ratio = max(self.carried.peak_update_ratio, at_recipe)
 
     def _restart_floor(self, code: str) -> int:
         """The severity a restart for ``code`` needs; ``lr_evidence.min_severity`` when the evidence shows the
@@ -545,6 +548,14 @@ class AutoTrainer(Hook):
         if self._lr_cut(code) is not None:
             floor = min(floor, SEVERITY_RANK[self.settings.lr_evidence.min_severity])
         return floor
+
+    def evidence_factor(self) -> float | None:
+        """The LR factor, from the current LR, that brings this attempt's peak update ratio down to
+        ``lr_evidence.target_update_ratio``; None without evidence of an LR too high (a peak under
+        ``max_update_ratio`` at the current LR)."""
+        ev = self.settings.lr_evidence
+        now = self.carried.peak_update_ratio * self.carried.lr_scale
+        return ev.target_update_ratio / now if now > ev.max_update_ratio else None
 
     def _lr_cut(self, code: str) -> tuple[float, str] | None:
         """The LR factor (over the recipe's) the evidence asks a restart for ``code`` to carry, with its words:

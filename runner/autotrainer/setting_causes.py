@@ -7,7 +7,8 @@ every step tiny at any LR; a batch of 2 (gradient noise swamps the step) or of t
 handful of steps in the run) trains badly at any LR; an MLP a dozen layers deep without normalisation
 passes almost no gradient to its first layers, and normalisation alone does not make it train in a
 short run (the restart also cuts it to ``deep_depth`` layers); a hidden layer narrower than the classes
-(one unit for ten digits) cannot separate them at any LR; dropout of 0.9+ passes almost no signal.
+(one unit for ten digits) cannot separate them at any LR; dropout of 0.9+ passes almost no signal, and
+a weight decay of 3 pulls the weights to zero faster than the data pushes them.
 
 All of them are read from the config, so the policy also looks for them at fit start (``at_setup``),
 before any step is spent; each names the symptom it makes (``code``), under which it is recorded.
@@ -96,6 +97,16 @@ def find(
                 "UNDERFITTING",
                 widen,
             )
+    decay = OmegaConf.select(cfg, "optimizer.weight_decay", default=None)
+    if isinstance(decay, (int, float)) and decay > rules.max_weight_decay:
+        return SettingCause(
+            "weight_decay_too_strong",
+            f"weight decay {decay:g} (above {rules.max_weight_decay:g}): it pulls the weights to zero "
+            "faster than the data pushes them",
+            "TOO_MUCH_REGULARIZATION",
+            {"optimizer.weight_decay": rules.weight_decay},
+            action="lower_weight_decay",
+        )
     dropout = OmegaConf.select(cfg, "model.dropout", default=None)
     if isinstance(dropout, (int, float)) and dropout > rules.max_dropout:
         return SettingCause(

@@ -88,13 +88,14 @@ class SettingCauses:
     deep_changes: dict[str, Any]
     deep_depth: int  # and cut to this many hidden layers of its widest width
     capacity: Capacity  # a hidden layer narrower than the classes: widened and deepened within this
-    max_dropout: (
-        float  # dropout above this drops almost all signal: lowered in place to ``dropout``
-    )
+    # dropout above this drops almost all signal: lowered in place to ``dropout``
+    max_dropout: float
     dropout: float
-    at_setup: (
-        bool  # look for them at fit start too, before any symptom (they are read from the config)
-    )
+    # weight decay above this pulls the weights to zero: lowered in place to ``weight_decay``
+    max_weight_decay: float
+    weight_decay: float
+    # look for them at fit start too, before any symptom (they are read from the config)
+    at_setup: bool
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,8 @@ class Settings:
                 capacity=_given_capacity(causes["capacity"]),
                 max_dropout=float(causes["max_dropout"]),
                 dropout=float(causes["dropout"]),
+                max_weight_decay=float(causes["max_weight_decay"]),
+                weight_decay=float(causes["weight_decay"]),
                 at_setup=bool(causes["at_setup"]),
             ),
             lr_evidence=LrEvidence(

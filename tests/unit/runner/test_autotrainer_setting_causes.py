@@ -63,6 +63,8 @@ TINY = ["data.subset=256", "model.hidden=[32]"]
         (None, 20, ["model.hidden=[16]"], None),  # narrow, but wider than the classes
         (None, 20, ["model.dropout=0.95"], "dropout_too_strong"),
         (None, 20, ["model.dropout=0.5"], None),  # the most healthy recipes use
+        (None, 20, ["optimizer.weight_decay=3"], "weight_decay_too_strong"),
+        (None, 20, ["optimizer.weight_decay=0.05"], None),  # the most healthy recipes use
     ],
 )
 def test_which_settings_are_a_cause(clip, steps_per_epoch, overrides, expected) -> None:

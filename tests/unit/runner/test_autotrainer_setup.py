@@ -89,6 +89,41 @@ def test_a_restart_after_a_too_high_lr_carries_a_cut_sized_by_the_update_ratio(
     assert "the LR cut x" in restart["detail"]
 
 
+def test_weight_decay_far_too_strong_is_lowered_at_fit_start_and_the_moments_reset() -> None:
+    """weight decay 3 in the config and in the optimizer: lowered in place at step 0, before any step."""
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=3.0)
+    policy, _ = policy_for(model, opt, cfg=("optimizer.weight_decay=3",))
+    (action,) = policy.actions
+    assert (action["action"], action["cause"], action["step"]) == (
+        "lower_weight_decay",
+        "weight_decay_too_strong",
+        0,
+    )
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-4]
+    assert action["changes"]["optimizer.weight_decay"] == 1e-4
+
+
+def test_a_second_rollback_cuts_the_lr_as_far_as_the_update_ratio_shows() -> None:
+    """An LR 1000x too high: the first rollback's x0.1 (an init far too large makes huge first steps too);
+    exploding again, the cut the peak update ratio asks for (0.03 / (100 x 0.1)), not another x0.1."""
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=10.0)
+    policy, state = policy_for(model, opt)
+    policy.carried.peak_update_ratio = (
+        100.0  # at the recipe's LR: the weights moved 100x their norm
+    )
+    boom = {"code": "LOSS_EXPLOSION", "severity": "critical"}
+    policy.on_train_batch_end(_at(state, 10, boom))
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0)
+    policy.on_train_batch_end(_at(state, 70, boom))
+    second = policy.actions[-1]
+    assert (
+        second["action"] == "rollback" and "the LR cut the update ratio shows" in second["detail"]
+    )
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0 * 0.03 / 10.0)
+
+
 def _peak(detail: str) -> float:
     """The update ratio the restart's detail names ('the weights moved 4.2 of their norm in one step')."""
     return float(detail.split("the weights moved ", 1)[1].split(" ", 1)[0])
