@@ -545,7 +545,7 @@ class AutoTrainer(Hook):
         LR too high for it (units killed by big steps are named at a warning, then stay dead: a run 100x
         too fast recovered to a plateau 2 points under its twin, its dead units only a warning)."""
         floor = self.settings.restart_floor(code)
-        if self._lr_cut(code) is not None:
+        if code in self.settings.lr_evidence.codes and self._lr_cut(code) is not None:
             floor = min(floor, SEVERITY_RANK[self.settings.lr_evidence.min_severity])
         return floor
 
