@@ -168,8 +168,10 @@ def test_a_batch_of_two_restarts_at_a_sane_batch_in_a_real_run(tmp_path: Path) -
     runs at batch 64, and the restart's outcome is recorded."""
     from runner.app import run
 
+    # the default two layers of 256: a [32] layer underfits in 40 steps and restarts again for capacity
     cfg = compose_cfg(
-        [*TINY, "autotrainer=default", "data.batch_size=2", "trainer.max_steps=40"], tmp_path
+        ["data.subset=256", "autotrainer=default", "data.batch_size=2", "trainer.max_steps=40"],
+        tmp_path,
     )
     out = tmp_path / "run"
     run(cfg, out)
