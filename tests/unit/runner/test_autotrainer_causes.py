@@ -421,8 +421,11 @@ def test_weight_decay_far_too_strong_is_lowered_in_a_real_run_and_it_learns(tmp_
     base = ["optimizer=sgd", "trainer.max_epochs=8"]
     fault = [*base, "optimizer.weight_decay=3"]
     plain = fit(fault, tmp_path, "plain")
+    # the table's repair at its symptom (at set-up a weight decay above 1 is lowered before any step:
+    # test_autotrainer_setup)
+    late = "callbacks.autotrainer.setting_causes.at_setup=false"
     fixed = fit(
-        [*fault, "autotrainer=default"],
+        [*fault, "autotrainer=default", late],
         tmp_path,
         "fixed",
         NamesCause("TOO_MUCH_REGULARIZATION", 20),
