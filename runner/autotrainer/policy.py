@@ -116,7 +116,7 @@ class AutoTrainer(Hook):
             and state.step == 0
             and self.restart_request is None
         ):
-            self._treat_setup(state)
+            self._check(state, setup=True)
 
     def on_train_batch_end(self, state: FitState) -> None:
         if self.restart_request is not None:
@@ -340,17 +340,25 @@ class AutoTrainer(Hook):
                 f"a guided restart ({a['code']}); going on to attempt-{attempt + 1}"
             )
 
-    def _check(self, state: FitState, epoch_end: bool = False) -> None:
-        """Decide; under DDP rank 0 decides and every rank follows (a collective: same step on every rank)."""
+    def _check(self, state: FitState, epoch_end: bool = False, setup: bool = False) -> None:
+        """Decide (``setup``: on the settings read at fit start); under DDP rank 0 decides and every rank
+        follows (a collective: same step on every rank)."""
         self.carried.lr_peak = max(self.carried.lr_peak, state.current_lr)
         self._note_update_ratio()
+
+        def decide() -> None:
+            if setup:
+                self._treat_setup(state)
+            else:
+                self._decide(state, epoch_end)
+
         if distributed.get_world_size() == 1:
-            self._decide(state, epoch_end)
+            decide()
             return
         decision = None
         if distributed.is_rank_zero():
             before = len(self.actions)
-            self._decide(state, epoch_end)
+            decide()
             new = self.actions[before:]
             if new:
                 # the best weights stay on rank 0, the only rank that restores them
@@ -501,7 +509,7 @@ class AutoTrainer(Hook):
     def _treat_setup(self, state: FitState) -> None:
         """At fit start, before any step: a setting read from the config that would cause a symptom is
         repaired now (a restart here costs only the set-up; a deep net named at step 80 had a third of its
-        steps left). Every rank reads the same config, so every rank decides the same without a collective."""
+        steps left). Under DDP rank 0 decides and every rank follows, as at any check (:meth:`_check`)."""
         cause = self._cause(state.loop, state.steps_per_epoch)
         if cause is None or self._limit_reached(cause.code):
             return
