@@ -105,13 +105,28 @@ def rollback(
         lr_before = state.current_lr
         policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
         detail = f"rolled back to step {snap.step}"
+    factor = _given(rule.lr_factor)
+    again = any(
+        a["action"] == "rollback" and a.get("attempt") == policy.session.attempt
+        for a in policy.actions
+    )
+    evidence = policy.evidence_factor() if again else None
+    if evidence is not None and evidence < factor:
+        # a rollback's x0.1 was not enough: the cut the update ratio shows (an LR 10000x too high was
+        # still 10x too high after three rollbacks). Not at the first: an init far too large also makes
+        # huge first steps at a sane LR, and its restart follows.
+        factor = evidence
+        detail += (
+            f", the LR cut the update ratio shows (x{factor:.3g}: the weights moved "
+            f"{policy.carried.peak_update_ratio * policy.carried.lr_scale:.3g} of their norm in a step)"
+        )
     clip = policy.settings.clip_max_norm
     if rule.clip and state.loop is not None and getattr(state.loop, "clip_max_norm", 0) is None:
         state.loop.set_clip(clip)
         policy.carried.clip_turned_on = True
         changes["trainer.clip.max_norm"] = clip
         detail += f", gradient clipping on (max_norm {clip:g})"
-    return Repair(factor=_given(rule.lr_factor), detail=detail, lr_before=lr_before)
+    return Repair(factor=factor, detail=detail, lr_before=lr_before)
 
 
 @register("scale_lr", needs=lambda spec: ("lr_factor",))
@@ -162,6 +177,60 @@ def loosen_clip(
     policy.carried.clip_turned_on = False
     changes["trainer.clip.max_norm"] = None
     return Repair(factor=1.0, detail=f"gradient clipping off (was max_norm {clip:g})")
+
+
+@register("lower_dropout")
+def lower_dropout(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule | None,
+    changes: dict[str, Any],
+) -> Repair | None:
+    """Every dropout layer above ``setting_causes.max_dropout`` cut to ``setting_causes.dropout`` (the MLP's
+    default) in one action, in place: a dropout of 0.95 found in the config (a setting cause), at fit start
+    before any step (the weights have not been thrown out yet, nothing to roll back)."""
+    causes = policy.settings.setting_causes
+    if not any(
+        isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > causes.max_dropout
+        for m in state.model.modules()
+    ):
+        return None  # not a dropout strong enough to be the cause
+    changed = set_dropout(state.model, causes.dropout, lower=True)
+    policy.carried.dropout_lowered = causes.dropout
+    changes["model.dropout"] = causes.dropout
+    return Repair(
+        factor=1.0,
+        detail=f"dropout {max(b for b, _ in changed):.2g} -> {causes.dropout:.2g} in "
+        f"{len(changed)} layer{'s' if len(changed) > 1 else ''}",
+    )
+
+
+@register("lower_weight_decay")
+def lower_weight_decay(
+    policy: AutoTrainer,
+    state: FitState,
+    issue: dict[str, Any],
+    rule: OnlineRule | None,
+    changes: dict[str, Any],
+) -> Repair | None:
+    """Weight decay above ``setting_causes.max_weight_decay`` in any param group cut to
+    ``setting_causes.weight_decay``, in place, the optimizer's moments reset (they hold the old decay term
+    for coupled L2): a weight decay of 3 found in the config (a setting cause), at fit start before any
+    step has shrunk the weights."""
+    causes = policy.settings.setting_causes
+    optimizer = policy.optimizer(state)
+    before = [float(g.get("weight_decay") or 0.0) for g in optimizer.param_groups]
+    if max(before, default=0.0) <= causes.max_weight_decay:
+        return None  # not a weight decay strong enough to be the cause
+    for group, value in zip(optimizer.param_groups, before):
+        group["weight_decay"] = min(value, causes.weight_decay)
+    changes["optimizer.weight_decay"] = causes.weight_decay
+    detail = f"weight decay {max(before):.3g} -> {causes.weight_decay:.3g}"
+    if reset_moments(optimizer):
+        changes["optimizer_state"] = "reset"
+        detail += ", the optimizer's moments reset"
+    return Repair(factor=1.0, detail=detail)
 
 
 def _gentler_schedule(cfg: DictConfig, rule: OnlineRule) -> dict[str, Any]:

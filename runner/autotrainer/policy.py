@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from dataclasses import replace
 from typing import Any
@@ -72,6 +73,8 @@ class AutoTrainer(Hook):
         self._before: dict[str, Any] | None = (
             None  # loss and accuracy just before the action being taken
         )
+        self._loop_info: tuple[Any, int] = (None, 0)  # the loop and its steps per epoch (may_treat)
+        self._val_accs: list[float] = []  # this attempt's validation accuracies
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -106,6 +109,14 @@ class AutoTrainer(Hook):
         self.snapshots = [Snapshot.take(state)] if distributed.is_rank_zero() else []
         # the weights the run started from: after an explosion every later snapshot may be damaged
         self.initial = self.snapshots[0] if self.snapshots else None
+        self._loop_info = (state.loop, state.steps_per_epoch)
+        self._val_accs = []
+        if (
+            self.settings.setting_causes.at_setup
+            and state.step == 0
+            and self.restart_request is None
+        ):
+            self._check(state, setup=True)
 
     def on_train_batch_end(self, state: FitState) -> None:
         if self.restart_request is not None:
@@ -125,6 +136,7 @@ class AutoTrainer(Hook):
         actions taken since the last validation; keep the run's best validation accuracy."""
         acc = state.metrics.get("val/acc")
         if acc is not None and math.isfinite(acc):
+            self._val_accs.append(float(acc))
             best = self.session.best_val_acc
             self.session.best_val_acc = acc if best is None else max(best, acc)
         self._measure_val(state)
@@ -290,6 +302,7 @@ class AutoTrainer(Hook):
         mine.lr_scale = saved.lr_scale
         mine.lr_peak = max(mine.lr_peak, saved.lr_peak)
         mine.seen_codes = saved.seen_codes
+        mine.peak_update_ratio = saved.peak_update_ratio
         held = []
         clip = self.settings.clip_max_norm
         if (
@@ -327,16 +340,25 @@ class AutoTrainer(Hook):
                 f"a guided restart ({a['code']}); going on to attempt-{attempt + 1}"
             )
 
-    def _check(self, state: FitState, epoch_end: bool = False) -> None:
-        """Decide; under DDP rank 0 decides and every rank follows (a collective: same step on every rank)."""
+    def _check(self, state: FitState, epoch_end: bool = False, setup: bool = False) -> None:
+        """Decide (``setup``: on the settings read at fit start); under DDP rank 0 decides and every rank
+        follows (a collective: same step on every rank)."""
         self.carried.lr_peak = max(self.carried.lr_peak, state.current_lr)
+        self._note_update_ratio()
+
+        def decide() -> None:
+            if setup:
+                self._treat_setup(state)
+            else:
+                self._decide(state, epoch_end)
+
         if distributed.get_world_size() == 1:
-            self._decide(state, epoch_end)
+            decide()
             return
         decision = None
         if distributed.is_rank_zero():
             before = len(self.actions)
-            self._decide(state, epoch_end)
+            decide()
             new = self.actions[before:]
             if new:
                 # the best weights stay on rank 0, the only rank that restores them
@@ -424,6 +446,8 @@ class AutoTrainer(Hook):
             rule = online.get(code)
             if final and rule is not None and rule.action == "regularize":
                 continue  # no steps left to regularise: early stopping (restore_best) picks the weights tested
+            if self._mild(issue, rule):
+                continue  # a warning on a run whose validation accuracy is not falling: nothing to repair
             if rule is None and code not in restarts:
                 continue
             if (
@@ -440,9 +464,7 @@ class AutoTrainer(Hook):
                 < self.settings.cooldown_steps
             ):
                 continue  # the last action on this code has not had time to show its effect
-            if code in restarts and SEVERITY_RANK[issue["severity"]] < self.settings.restart_floor(
-                code
-            ):
+            if code in restarts and SEVERITY_RANK[issue["severity"]] < self._restart_floor(code):
                 continue
             reason = self._limit_reached(code)
             if reason:
@@ -474,11 +496,107 @@ class AutoTrainer(Hook):
             return False
         if self._limit_reached(code):
             return False  # the table's turn: it gives up on the code and says why
+        return self._repair_cause(state, issue, cause)
+
+    def _repair_cause(self, state: FitState, issue: dict[str, Any], cause: SettingCause) -> bool:
+        """The setting ``cause`` repaired: in place (its online action) or by a restart with its changes."""
         self._before = self._now(state, since=None)
-        if cause.online:
-            return self._online(state, issue, action="loosen_clip", cause=cause)
+        if cause.action is not None:
+            return self._online(state, issue, action=cause.action, cause=cause)
         rule = RestartRule(changes=cause.changes, lr_factor=None, min_severity=None)
         return self._restart(state, issue, rule=rule, cause=cause)
+
+    def _treat_setup(self, state: FitState) -> None:
+        """At fit start, before any step: a setting read from the config that would cause a symptom is
+        repaired now (a restart here costs only the set-up; a deep net named at step 80 had a third of its
+        steps left). Under DDP rank 0 decides and every rank follows, as at any check (:meth:`_check`)."""
+        cause = self._cause(state.loop, state.steps_per_epoch)
+        if cause is None or self._limit_reached(cause.code):
+            return
+        issue = {
+            "code": cause.code,
+            "severity": "warning",
+            "first_step": state.step,
+            "evidence": f"read from the config at set-up, before any step: {cause.why}",
+            "recommendations": [],
+        }
+        self._repair_cause(state, issue, cause)
+
+    def _cause(self, loop: Any, steps_per_epoch: int) -> SettingCause | None:
+        """The setting of this run that causes a stalled or stuck run (:mod:`setting_causes`), or None."""
+        clip = getattr(loop, "clip_max_norm", None) if loop is not None else None
+        return setting_causes.find(self.cfg, clip, steps_per_epoch, self.settings.setting_causes)
+
+    def _mild(self, issue: dict[str, Any], rule: Any) -> bool:
+        """A warning (not critical) whose rule asks for a fall in validation accuracy (``min_val_acc_drop``)
+        that this attempt has not shown: the last validation accuracy is within it of the attempt's best,
+        or within the attempt's own epoch-to-epoch noise (the median change between consecutive
+        validations) where that is larger: on 144 validation examples one example is 0.7 points, and a
+        healthy run that moved between 141 and 142 correct was regularised for a "fall" of one."""
+        drop = getattr(rule, "min_val_acc_drop", None)
+        if drop is None or issue.get("severity") == "critical":
+            return False
+        accs = self._val_accs
+        if not accs:
+            return False  # no validation accuracy to judge by: not known to be mild
+        # the noise of the validations before the last (the fall being judged is not its own yardstick)
+        steps = [abs(b - a) for a, b in zip(accs[:-1], accs[1:-1])]
+        noise = statistics.median(steps) if len(steps) >= 3 else 0.0
+        return accs[-1] > max(accs) - max(drop, noise) - 1e-9
+
+    def _note_update_ratio(self) -> None:
+        """The highest per-step update ratio |dw|/|w| of this attempt: the evidence of an LR too high that
+        sizes the LR cut a restart carries (the live diagnosis forgets its history after each repair)."""
+        series = self.diagnostics.series if self.diagnostics is not None else None
+        ratios = [
+            r for r in (series.update_ratio if series else []) if r is not None and math.isfinite(r)
+        ]
+        if ratios:
+            # at the recipe's LR: the series holds only steps since the last repair, all at this LR scale
+            # (the ratio grows with the LR)
+            at_recipe = max(ratios) / max(self.carried.lr_scale, 1e-30)
+            self.carried.peak_update_ratio = max(self.carried.peak_update_ratio, at_recipe)
+
+    def _restart_floor(self, code: str) -> int:
+        """The severity a restart for ``code`` needs; ``lr_evidence.min_severity`` when the evidence shows the
+        LR too high for it (units killed by big steps are named at a warning, then stay dead: a run 100x
+        too fast recovered to a plateau 2 points under its twin, its dead units only a warning)."""
+        floor = self.settings.restart_floor(code)
+        if code in self.settings.lr_evidence.codes and self._lr_cut(code) is not None:
+            floor = min(floor, SEVERITY_RANK[self.settings.lr_evidence.min_severity])
+        return floor
+
+    def evidence_factor(self) -> float | None:
+        """The LR factor, from the current LR, that brings this attempt's peak update ratio down to
+        ``lr_evidence.target_update_ratio``; None without evidence of an LR too high (a peak under
+        ``max_update_ratio`` at the current LR)."""
+        ev = self.settings.lr_evidence
+        now = self.carried.peak_update_ratio * self.carried.lr_scale
+        return ev.target_update_ratio / now if now > ev.max_update_ratio else None
+
+    def _lr_cut(self, code: str) -> tuple[float, str] | None:
+        """The LR factor (over the recipe's) the evidence asks a restart for ``code`` to carry, with its words:
+        an update ratio far above healthy, and a restart for units killed by big steps or after an LR repair."""
+        ev = self.settings.lr_evidence
+        peak = self.carried.peak_update_ratio
+        lr_codes = {
+            c for c, r in self.settings.online.items() if r.action in ("rollback", "scale_lr")
+        }
+        after_lr = any(
+            a["code"] in lr_codes and a.get("attempt") == self.session.attempt
+            for a in self._counted()
+        )
+        if (
+            peak <= ev.max_update_ratio
+            or code in ev.scale_codes
+            or not (code in ev.codes or after_lr)
+        ):
+            return None
+        factor = ev.target_update_ratio / peak
+        return factor, (
+            f"the LR cut x{factor:.3g} (the weights moved {peak:.3g} of their norm in one step, "
+            f"healthy is about {ev.target_update_ratio:g})"
+        )
 
     def may_treat(self, issue: dict[str, Any]) -> bool:
         """Whether this policy may still act on ``issue``: what ``stop_on`` waits for before it stops a run.
@@ -488,10 +606,18 @@ class AutoTrainer(Hook):
         """
         code = str(issue["code"])
         rank = SEVERITY_RANK.get(str(issue.get("severity")), 0)
-        if code in self.session.gave_up or code not in self.settings.priority:
+        if code in self.session.gave_up or rank < self.settings.min_rank:
             return False
-        if rank < self.settings.min_rank:
+        if (
+            code in self.settings.setting_causes.codes
+            and not self._limit_reached(code)
+            and self._cause(*self._loop_info) is not None
+        ):
+            return True  # its cause is a setting the policy repairs (_treat_setting_cause)
+        if code not in self.settings.priority:
             return False
+        if self._mild(issue, self.settings.online.get(code)):
+            return False  # a mild warning it leaves alone
         if code in self.settings.restarts:  # a restart code is never treated online (see _treat)
             restart = self.settings.restarts[code]
             if (
@@ -500,7 +626,7 @@ class AutoTrainer(Hook):
                 and not config_fix(self.cfg, restart)[1]
             ):
                 return False  # a capacity restart for a model that is not small never comes
-            return rank >= self.settings.restart_floor(code)
+            return rank >= self._restart_floor(code)
         rule = self.settings.online.get(code)
         if rule is None:
             return False
@@ -629,11 +755,17 @@ class AutoTrainer(Hook):
             self._give_up(state, issue, reason)
             return False
         # the new attempt keeps what this one learned online: the LR scale and clipping
+        lr_scale = self.carried.lr_scale
+        cut = self._lr_cut(code) if cause is None else None  # a setting cause is not the LR's
+        if cut is not None and cut[0] < lr_scale * (rule.lr_factor or 1.0):
+            lr_scale = cut[0] / (rule.lr_factor or 1.0)
+        else:
+            cut = None
         changes = carried_over(
             self.cfg,
             fix,
             rule,
-            self.carried.lr_scale,
+            lr_scale,
             self.settings.clip_max_norm if self.carried.clip_turned_on else None,
             self._cause_repairs(),
         )
@@ -649,6 +781,8 @@ class AutoTrainer(Hook):
         text = ", ".join(f"{k}={v}" for k, v in changes.items())
         state.stop_reason = f"autotrainer: {code} needs a guided restart with {text}"
         detail = f"restart as attempt-{self.session.attempt + 1} with {text}"
+        if cut is not None:
+            detail += f"; {cut[1]}"
         if cause is not None:
             detail = f"cause: {cause.why}; {detail}"
         if (

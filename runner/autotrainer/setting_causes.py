@@ -6,7 +6,13 @@ symptom instead (a raised LR) leaves the cause in place: gradient clipping at a 
 every step tiny at any LR; a batch of 2 (gradient noise swamps the step) or of the whole split (a
 handful of steps in the run) trains badly at any LR; an MLP a dozen layers deep without normalisation
 passes almost no gradient to its first layers, and normalisation alone does not make it train in a
-short run (the restart also cuts it to ``deep_depth`` layers). Settings under ``callbacks.autotrainer.setting_causes``.
+short run (the restart also cuts it to ``deep_depth`` layers); a hidden layer narrower than the classes
+(one unit for ten digits) cannot separate them at any LR; dropout of 0.9+ passes almost no signal, and
+a weight decay of 3 pulls the weights to zero faster than the data pushes them.
+
+All of them are read from the config, so the policy also looks for them at fit start (``at_setup``),
+before any step is spent; each names the symptom it makes (``code``), under which it is recorded.
+Settings under ``callbacks.autotrainer.setting_causes``.
 """
 
 from __future__ import annotations
@@ -16,20 +22,27 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.autotrainer.restarts import flatten
+from runner.autotrainer.restarts import capacity_fix, flatten
 from runner.autotrainer.settings import SettingCauses
 
 
 @dataclass(frozen=True)
 class SettingCause:
-    """A setting found to cause the symptom: its name, the words for the record, and its repair, either
-    in place (``clip``: the new max norm, None for off) or as the config ``changes`` of a restart."""
+    """A setting found to cause the symptom: its name, the words for the record, the symptom it makes
+    (``code``: what an action taken at set-up is recorded under), and its repair, either in place (the
+    online ``action``) or as the config ``changes`` of a restart."""
 
     name: str
     why: str
+    code: str
     changes: dict[str, Any] = field(default_factory=dict)
-    online: bool = False
-    clip: float | None = None
+    action: str | None = (
+        None  # an online action of actions.ACTIONS; None: a restart with ``changes``
+    )
+
+    @property
+    def online(self) -> bool:
+        return self.action is not None
 
 
 def find(
@@ -41,8 +54,9 @@ def find(
             "clip_too_tight",
             f"gradients clipped to a norm of {clip:g} (below {rules.min_clip:g}): every step is tiny "
             "at any LR",
+            "SLOW_CONVERGENCE",
             {"trainer.clip.max_norm": None},
-            online=True,
+            action="loosen_clip",
         )
     if cfg is None:
         return None
@@ -55,7 +69,9 @@ def find(
                 if batch < rules.min_batch
                 else f"a batch of {batch}: {steps_per_epoch} step(s) per epoch, too few to train"
             )
-            return SettingCause("batch_extreme", why, {"data.batch_size": rules.batch})
+            return SettingCause(
+                "batch_extreme", why, "SLOW_CONVERGENCE", {"data.batch_size": rules.batch}
+            )
     hidden = OmegaConf.select(cfg, "model.hidden", default=None)
     norm = OmegaConf.select(cfg, "model.batchnorm", default=None)
     if hidden is not None and norm is False and len(hidden) > rules.max_depth_without_norm:
@@ -67,6 +83,37 @@ def find(
             "deep_without_norm",
             f"an MLP of {len(hidden)} hidden layers without normalisation: the gradient fades "
             "through the depth",
+            "VANISHING_GRADIENTS",
             changes,
+        )
+    classes = OmegaConf.select(cfg, "data.num_classes", default=None)
+    if hidden is not None and isinstance(classes, int) and min(int(h) for h in hidden) < classes:
+        widen = capacity_fix(cfg, rules.capacity)
+        if widen:
+            return SettingCause(
+                "capacity_too_small",
+                f"a hidden layer of {min(int(h) for h in hidden)} unit(s) for {classes} classes: "
+                "too narrow to separate them at any LR",
+                "UNDERFITTING",
+                widen,
+            )
+    decay = OmegaConf.select(cfg, "optimizer.weight_decay", default=None)
+    if isinstance(decay, (int, float)) and decay > rules.max_weight_decay:
+        return SettingCause(
+            "weight_decay_too_strong",
+            f"weight decay {decay:g} (above {rules.max_weight_decay:g}): it pulls the weights to zero "
+            "faster than the data pushes them",
+            "TOO_MUCH_REGULARIZATION",
+            {"optimizer.weight_decay": rules.weight_decay},
+            action="lower_weight_decay",
+        )
+    dropout = OmegaConf.select(cfg, "model.dropout", default=None)
+    if isinstance(dropout, (int, float)) and dropout > rules.max_dropout:
+        return SettingCause(
+            "dropout_too_strong",
+            f"dropout {dropout:g} (above {rules.max_dropout:g}): almost no signal crosses a layer",
+            "TOO_MUCH_REGULARIZATION",
+            {"model.dropout": rules.dropout},
+            action="lower_dropout",
         )
     return None

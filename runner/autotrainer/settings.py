@@ -47,6 +47,9 @@ class OnlineRule:
     max_cuts: int | None  # StepLR: at most this many more cuts over the rest of the run
     min_patience: int | None  # ReduceLROnPlateau: wait at least this many epochs
     min_factor: float | None  # ReduceLROnPlateau: cut at most this hard
+    # act on a warning only when validation accuracy fell at least this far below this attempt's best
+    # (a critical finding always): a mild OVERFITTING warning on a run still improving is left alone
+    min_val_acc_drop: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,32 @@ class SettingCauses:
     )
     deep_changes: dict[str, Any]
     deep_depth: int  # and cut to this many hidden layers of its widest width
+    capacity: Capacity  # a hidden layer narrower than the classes: widened and deepened within this
+    # dropout above this drops almost all signal: lowered in place to ``dropout``
+    max_dropout: float
+    dropout: float
+    # weight decay above this pulls the weights to zero: lowered in place to ``weight_decay``
+    max_weight_decay: float
+    weight_decay: float
+    # look for them at fit start too, before any symptom (they are read from the config)
+    at_setup: bool
+
+
+@dataclass(frozen=True)
+class LrEvidence:
+    """``lr_evidence``: a restart after an LR-caused fault carries an LR cut sized by the evidence.
+
+    The weights' per-step update ratio ``|dw|/|w|`` grows with the LR (linearly for SGD's first step);
+    when this attempt's peak was above ``max_update_ratio`` (healthy recipes stay under 0.21) and the
+    restart is for one of ``codes`` or follows an LR repair, the new LR is cut by at least
+    ``target_update_ratio / peak``."""
+
+    codes: frozenset[str]
+    max_update_ratio: float
+    target_update_ratio: float
+    # restarts that repair the scale of the weights or inputs: their big steps were the scale's, not the LR's
+    scale_codes: frozenset[str]
+    min_severity: str  # a restart for one of codes with the evidence: already at this severity
 
 
 @dataclass(frozen=True)
@@ -123,6 +152,7 @@ class Settings:
     measure_steps: int
     healthy: Healthy
     setting_causes: SettingCauses
+    lr_evidence: LrEvidence
     restore_best: RestoreBest
     priority: tuple[str, ...]
     online: dict[str, OnlineRule]
@@ -148,17 +178,30 @@ class Settings:
         _check_keys(healthy, [f.name for f in fields(Healthy)], f"{key}.healthy")
         causes = _plain(spec["setting_causes"])
         _check_keys(causes, [f.name for f in fields(SettingCauses)], f"{key}.setting_causes")
+        _check_keys(
+            _plain(causes["capacity"]),
+            [f.name for f in fields(Capacity)],
+            f"{key}.setting_causes.capacity",
+        )
+        evidence = _plain(spec["lr_evidence"])
+        _check_keys(evidence, [f.name for f in fields(LrEvidence)], f"{key}.lr_evidence")
         online, restarts = _plain(spec["online"]), _plain(spec["restarts"])
-        for code in causes["codes"] or []:
-            if code not in CODES:
-                raise UserError(
-                    f"{key}.setting_causes.codes: {code!r} is not a diagnosis code (see diag/codes.py)"
-                )
+        for where, codes in (
+            ("setting_causes.codes", causes["codes"]),
+            ("lr_evidence.codes", evidence["codes"]),
+            ("lr_evidence.scale_codes", evidence["scale_codes"]),
+        ):
+            for code in codes or []:
+                if code not in CODES:
+                    raise UserError(
+                        f"{key}.{where}: {code!r} is not a diagnosis code (see diag/codes.py)"
+                    )
         validate_policy(
             online, restarts, spec["priority"] or [], key=key, restore_codes=restore["codes"] or []
         )
         for name in ("min_severity", "restart_min_severity"):
             _check_severity(spec[name], f"{key}.{name}")
+        _check_severity(evidence["min_severity"], f"{key}.lr_evidence.min_severity")
         return cls(
             check_every=max(1, int(spec["check_every"])),
             min_severity=str(spec["min_severity"]),
@@ -187,6 +230,19 @@ class Settings:
                 max_depth_without_norm=int(causes["max_depth_without_norm"]),
                 deep_changes=dict(causes["deep_changes"] or {}),
                 deep_depth=int(causes["deep_depth"]),
+                capacity=_given_capacity(causes["capacity"]),
+                max_dropout=float(causes["max_dropout"]),
+                dropout=float(causes["dropout"]),
+                max_weight_decay=float(causes["max_weight_decay"]),
+                weight_decay=float(causes["weight_decay"]),
+                at_setup=bool(causes["at_setup"]),
+            ),
+            lr_evidence=LrEvidence(
+                codes=frozenset(evidence["codes"] or []),
+                max_update_ratio=float(evidence["max_update_ratio"]),
+                target_update_ratio=float(evidence["target_update_ratio"]),
+                scale_codes=frozenset(evidence["scale_codes"] or []),
+                min_severity=str(evidence["min_severity"]),
             ),
             restore_best=RestoreBest(
                 codes=frozenset(restore["codes"] or []),
@@ -310,6 +366,7 @@ def _online_rule(spec: Mapping[str, Any]) -> OnlineRule:
         max_cuts=None if spec.get("max_cuts") is None else int(spec["max_cuts"]),
         min_patience=None if spec.get("min_patience") is None else int(spec["min_patience"]),
         min_factor=_number(spec.get("min_factor")),
+        min_val_acc_drop=_number(spec.get("min_val_acc_drop")),
     )
 
 
@@ -322,6 +379,12 @@ def _capacity(spec: Any) -> Capacity | None:
         min_depth=int(spec["min_depth"]),
         max_params=int(spec["max_params"]),
     )
+
+
+def _given_capacity(spec: Any) -> Capacity:
+    capacity = _capacity(spec)
+    assert capacity is not None  # _check_keys made sure it is there
+    return capacity
 
 
 def _check_keys(

@@ -31,6 +31,9 @@ class PolicyState:
     dropout: float | None = None  # a module attribute: not in the model's state dict
     dropout_lowered: float | None = None  # dropout cut to at most this (lower_regularization)
     seen_codes: set[str] = field(default_factory=set)  # codes diagnosed at min_severity or above
+    peak_update_ratio: float = (
+        0.0  # this attempt's highest |dw|/|w| per step (sizes a restart's LR cut)
+    )
     best: BestWeights | None = None  # best validation loss of this attempt (early stopping)
 
     def as_dict(self) -> dict[str, Any]:
@@ -56,5 +59,6 @@ class PolicyState:
             if data.get("dropout_lowered") is None
             else float(data["dropout_lowered"]),
             seen_codes=set(data.get("seen_codes", new.seen_codes)),
+            peak_update_ratio=float(data.get("peak_update_ratio", new.peak_update_ratio)),
             best=None if data.get("best") is None else BestWeights.from_dict(data["best"]),
         )

@@ -23,7 +23,6 @@ from test_autotrainer_causes import (
     policy_for,
     spec,
     take_steps,
-    with_cause,
 )
 
 from runner.autotrainer.setting_causes import find
@@ -59,6 +58,12 @@ TINY = ["data.subset=256", "model.hidden=[32]"]
             ["model.hidden=[64,64,64,64,64,64]", "model.batchnorm=false"],
             "deep_without_norm",
         ),
+        (None, 20, ["model.hidden=[1]"], "capacity_too_small"),  # one unit for ten classes
+        (None, 20, ["model.hidden=[16]"], None),  # narrow, but wider than the classes
+        (None, 20, ["model.dropout=0.95"], "dropout_too_strong"),
+        (None, 20, ["model.dropout=0.5"], None),  # the most healthy recipes use
+        (None, 20, ["optimizer.weight_decay=3"], "weight_decay_too_strong"),
+        (None, 20, ["optimizer.weight_decay=0.05"], None),  # the most healthy recipes use
     ],
 )
 def test_which_settings_are_a_cause(clip, steps_per_epoch, overrides, expected) -> None:
@@ -66,21 +71,29 @@ def test_which_settings_are_a_cause(clip, steps_per_epoch, overrides, expected) 
     assert (cause.name if cause else None) == expected
 
 
-def test_a_deep_net_without_norm_restarts_with_batch_norm_relu_and_he_init() -> None:
-    """At chance in a 8-layer tanh MLP without batch norm: the restart's config drops what caused it."""
+@pytest.mark.parametrize("at_setup", [True, False])
+def test_a_deep_net_without_norm_restarts_with_batch_norm_relu_and_he_init(at_setup: bool) -> None:
+    """A 8-layer tanh MLP without batch norm: the restart's config drops what caused it. Read from the
+    config at fit start, before any step (at_setup); without at_setup, at its first symptom (step 10)."""
     deep = (
         "model.hidden=[16,16,16,16,16,16,16,16]",
         "model.batchnorm=false",
         "model.activation=tanh",
     )
-    policy, state = policy_for(net(), torch.optim.SGD(net().parameters(), lr=0.1), cfg=deep)
+    causes = {**spec()["setting_causes"], "at_setup": at_setup}
+    policy, state = policy_for(
+        net(), torch.optim.SGD(net().parameters(), lr=0.1), cfg=deep, setting_causes=causes
+    )
     drive(policy, state, [("STUCK_AT_CHANCE", "critical")], 20)
     (action,) = policy.actions
-    assert (action["action"], action["cause"], action["step"]) == (
+    assert (action["action"], action["cause"], action["step"], action["code"]) == (
         "restart",
         "deep_without_norm",
-        10,
+        0 if at_setup else 10,
+        "VANISHING_GRADIENTS" if at_setup else "STUCK_AT_CHANCE",
     )
+    if at_setup:
+        assert action["evidence"].startswith("read from the config at set-up, before any step")
     assert policy.restart_request["changes"] == {
         "model.batchnorm": True,
         "model.activation": "relu",
@@ -131,6 +144,8 @@ def test_clipping_far_too_tight_is_turned_off_in_a_real_run(tmp_path: Path) -> N
     """clip 1e-4 and a stalled run: clipping off in place (not an LR raise), the effect measured."""
     fault = [*TINY, "optimizer=sgd", "data.batch_size=16", "trainer.max_epochs=4"]
     fault.append("trainer.clip.max_norm=1e-4")  # at chance after 4 epochs (0.07)
+    # at its symptom (at set-up it is loosened before any step, with nothing before it to measure)
+    fault.append("callbacks.autotrainer.setting_causes.at_setup=false")
     fixed = fit(
         [*fault, "autotrainer=default"], tmp_path, "fixed", NamesCause("SLOW_CONVERGENCE", 10)
     )
@@ -149,13 +164,15 @@ def test_clipping_far_too_tight_is_turned_off_in_a_real_run(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_a_batch_of_two_restarts_at_a_sane_batch_in_a_real_run(tmp_path: Path) -> None:
-    """The attempt loop for real: attempt-1 runs at batch 64, and the restart's outcome is recorded."""
+    """The attempt loop for real: the batch read from the config at set-up (no symptom needed), attempt-1
+    runs at batch 64, and the restart's outcome is recorded."""
     from runner.app import run
 
+    # the default two layers of 256: a [32] layer underfits in 40 steps and restarts again for capacity
     cfg = compose_cfg(
-        [*TINY, "autotrainer=default", "data.batch_size=2", "trainer.max_steps=40"], tmp_path
+        ["data.subset=256", "autotrainer=default", "data.batch_size=2", "trainer.max_steps=40"],
+        tmp_path,
     )
-    with_cause(cfg, "UNDERFITTING")
     out = tmp_path / "run"
     run(cfg, out)
     report = json.loads((out / "report.json").read_text())
@@ -163,7 +180,7 @@ def test_a_batch_of_two_restarts_at_a_sane_batch_in_a_real_run(tmp_path: Path) -
     assert (restart["action"], restart["cause"], restart["step"]) == (
         "restart",
         "batch_extreme",
-        10,
+        0,  # read from the config at set-up: no step spent at batch 2
     )
     assert restart["changes"] == {"data.batch_size": 64}
     attempts = report["autotrainer"]["attempts"]
@@ -171,7 +188,8 @@ def test_a_batch_of_two_restarts_at_a_sane_batch_in_a_real_run(tmp_path: Path) -
     used = OmegaConf.load(out / "attempt-1" / ".hydra" / "config.yaml")
     assert used.data.batch_size == 64  # the setting that caused it is gone
     assert restart["outcome"].startswith("attempt-1 ended")
-    assert restart["measured"]["verdict"] in ("improved", "no change", "worse")
+    assert restart["measured"]["verdict"] == "not measured"  # no step ran before it
+    assert attempts[0]["steps"] == 0
 
 
 def test_still_at_chance_after_an_explosion_goes_back_to_the_starting_weights_with_the_cuts_kept() -> (
