@@ -781,9 +781,9 @@ def _narrow_layer(s: RunSeries) -> Issue | None:
     The logits are a function of every layer's outputs in turn, so a layer of w units leaves them at most
     w free directions, and k classes need k - 1 (one logit per class, up to a shared shift). A 1-2 unit
     layer in a 10-class net is a bottleneck whatever the optimizer does; its one unit dying (ReLU) is a
-    consequence, as are a loss stuck near ln(k) or a plateau. Judged while the training accuracy (or, before
-    the first epoch ends, the sampled loss after 20 steps) says the model is not fitting: a narrow layer
-    that fits its data is not a fault.
+    consequence, as are a loss stuck near ln(k) or a plateau. Judged while the training accuracy (before
+    the first epoch ends, the sampled loss from the first read, step 10) says the model is not fitting:
+    a narrow layer that fits its data is not a fault.
     """
     k = s.num_classes
     if not k or k < 3 or not s.layer_width:
@@ -799,7 +799,7 @@ def _narrow_layer(s: RunSeries) -> Issue | None:
         step, now = _step_at(s.epoch_step, tacc.size - 1), f"training accuracy {tacc[-1]:.3f}"
     else:
         loss = _arr(s.loss)
-        if loss.size < 2 or not s.step or s.step[-1] < 20 or not np.all(np.isfinite(loss[-2:])):
+        if not loss.size or not s.step or s.step[-1] < 10 or not np.all(np.isfinite(loss[-2:])):
             return None
         if _median(loss[-2:]) < 0.5 * chance:
             return None

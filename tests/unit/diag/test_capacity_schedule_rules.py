@@ -89,7 +89,12 @@ def test_a_narrow_layer_is_named_before_the_first_epoch_ends_from_the_sampled_lo
     s.epoch_val_acc, s.layer_step, s.layer_dead_fraction = [], [], {}
     issue = by_code(s)["UNDERFITTING"]
     assert issue.first_step == 30 and "training loss 2.2" in issue.evidence
-    s.step, s.loss = [10], [2.3]  # before 20 steps nothing is judged
+    s.step, s.loss = (
+        [10],
+        [2.3],
+    )  # the first read (step 10) already names it: the layer is there from the start
+    assert by_code(s)["UNDERFITTING"].first_step == 10
+    s.step, s.loss = [5], [2.3]  # not before the first read
     assert "UNDERFITTING" not in by_code(s)
 
 
