@@ -297,7 +297,19 @@ def _loss_climbs_back(
     up = (loss > 1.8 * best) & (loss > best + gap) & (best < 0.5 * start)
     two = np.flatnonzero(up[1:] & up[:-1])
     if not two.size:
-        return None
+        back = _climbed_back_to_chance(s)
+        if back is None:
+            return None
+        b, i = back
+        lr = _arr(s.lr)
+        return Issue(
+            "LOSS_OSCILLATION",
+            "warning",
+            _step_at(s.step, i),
+            f"the loss had fallen to {loss[b]:.3g} by step {_step_at(s.step, b)}, then climbed back to chance "
+            f"({loss[i]:.3g}, ln({s.num_classes}) = {scale:.3g}) by step {_step_at(s.step, i)} as the LR rose "
+            f"from {lr[b]:.3g} to {lr[i]:.3g}: the larger steps threw away what the model had learned",
+        )
     i = int(two[0]) + 1
     return Issue(
         "LOSS_OSCILLATION",
@@ -306,6 +318,26 @@ def _loss_climbs_back(
         f"the loss climbed back from its best {best[i]:.3g} to {loss[i]:.3g} by step {_step_at(s.step, i)}: "
         "the steps overshoot",
     )
+
+
+def _climbed_back_to_chance(s: RunSeries) -> tuple[int, int] | None:
+    """(best, back): the sampled loss fell below 0.6 x ln(k) at ``best``, then sat at chance (0.95 x ln(k) or
+    more) for two samples running from ``back``, with the LR there 1.5x or more what it was at ``best`` (a
+    warm-up or one-cycle climbing to a peak too high). The labels carry signal (the loss fell well below
+    ln(k)), so the chance level it ends at is the LR's doing, not the data's."""
+    chance, loss, lr = _chance_loss(s), _arr(s.loss), _arr(s.lr)
+    if chance is None or loss.size < 3 or lr.size != loss.size:
+        return None
+    best = 0
+    for i in range(1, loss.size):
+        if not math.isfinite(loss[i]):
+            return None
+        if loss[i] < loss[best]:
+            best = i
+        low = loss[best] < 0.6 * chance and i > best + 1
+        if low and min(loss[i - 1], loss[i]) >= 0.95 * chance and lr[i - 1] >= 1.5 * lr[best]:
+            return best, i - 1
+    return None
 
 
 EPOCH_CLIMB = 0.15  # an epoch's training loss this much above the best epoch before it (relative)
@@ -1405,6 +1437,13 @@ def diagnose(series: RunSeries) -> list[Issue]:
     if momentum is not None:
         found[momentum.code] = momentum
     narrow = found.get("UNDERFITTING")
+    # a loss that climbed back to chance as the LR rose: the labels carried signal, the chance level is the LR's
+    if (
+        "STUCK_AT_CHANCE" in found
+        and "LOSS_OSCILLATION" in found
+        and _climbed_back_to_chance(interval_means(series))
+    ):
+        _inherit_severity(found["LOSS_OSCILLATION"], found.pop("STUCK_AT_CHANCE"))
     # a layer too narrow (the one UNDERFITTING that names a layer): a cause, not a symptom
     if narrow is not None and narrow.layer is not None:
         for code in sorted(_NARROW_EXPLAINS & found.keys()):

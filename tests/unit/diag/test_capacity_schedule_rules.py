@@ -176,3 +176,30 @@ def test_overfitting_is_a_warning_only_when_it_costs_validation_accuracy():
     mild = by_code(overfit(0.968))["OVERFITTING"]
     assert mild.severity == "info" and "rose to" in mild.evidence
     assert by_code(overfit(0.93))["OVERFITTING"].severity == "warning"  # 0.04 below its best
+
+
+# -- a peak LR that throws the fit away -----------------------------------------------------------------------
+def climbed_back(lr_rise: float) -> RunSeries:
+    """A one-cycle run: the loss falls to 1.3 by step 20, then sits at ln(10) while the LR rises x``lr_rise``."""
+    s = run(n=24)
+    n, epochs = len(s.loss), len(s.epoch_step)
+    s.loss = [2.1, 1.3, 1.8] + [2.33] * (n - 3)
+    s.lr = list(np.linspace(0.1, 0.1 * lr_rise, n))
+    s.epoch_train_loss, s.epoch_val_loss = [2.0] + [2.33] * (epochs - 1), [2.32] * epochs
+    s.epoch_train_acc, s.epoch_val_acc = [0.3] + [0.1] * (epochs - 1), [0.09] * epochs
+    return s
+
+
+def test_a_loss_thrown_back_to_chance_as_the_lr_rises_is_oscillation_not_a_label_bug():
+    found = by_code(climbed_back(10.0))
+    issue = found["LOSS_OSCILLATION"]
+    assert "climbed back to chance" in issue.evidence and "as the LR rose" in issue.evidence
+    assert (
+        "STUCK_AT_CHANCE" not in found and issue.severity == "critical"
+    )  # it explains the chance level
+    # the same curve at a constant LR: nothing says the LR did it
+    flat = by_code(climbed_back(1.0))
+    assert (
+        "climbed back to chance"
+        not in flat.get("LOSS_OSCILLATION", Issue("LOSS_OSCILLATION", "info", 0, "")).evidence
+    )
