@@ -109,6 +109,12 @@ def rediagnose(case: Case, run_dir: Path) -> dict[str, Any]:
         for key, value in optimizer_settings(fake).items():
             setattr(series, key, value)
         series.dropout = float(cfg.model.get("dropout") or 0.0) or None
+    if not series.layer_width:  # each Linear/Conv weight's outputs, as the live hook reads them
+        series.layer_width = {
+            k.removesuffix(".weight"): int(v.shape[0])
+            for k, v in ckpt["model"].items()
+            if k.endswith(".weight") and v.ndim >= 2
+        }
     if series.batch_size is None:
         series.batch_size = int(cfg.data.batch_size)
     if series.input_mean is None:

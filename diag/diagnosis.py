@@ -297,7 +297,19 @@ def _loss_climbs_back(
     up = (loss > 1.8 * best) & (loss > best + gap) & (best < 0.5 * start)
     two = np.flatnonzero(up[1:] & up[:-1])
     if not two.size:
-        return None
+        back = _climbed_back_to_chance(s)
+        if back is None:
+            return None
+        b, i = back
+        lr = _arr(s.lr)
+        return Issue(
+            "LOSS_OSCILLATION",
+            "warning",
+            _step_at(s.step, i),
+            f"the loss had fallen to {loss[b]:.3g} by step {_step_at(s.step, b)}, then climbed back to chance "
+            f"({loss[i]:.3g}, ln({s.num_classes}) = {scale:.3g}) by step {_step_at(s.step, i)} as the LR rose "
+            f"from {lr[b]:.3g} to {lr[i]:.3g}: the larger steps threw away what the model had learned",
+        )
     i = int(two[0]) + 1
     return Issue(
         "LOSS_OSCILLATION",
@@ -306,6 +318,26 @@ def _loss_climbs_back(
         f"the loss climbed back from its best {best[i]:.3g} to {loss[i]:.3g} by step {_step_at(s.step, i)}: "
         "the steps overshoot",
     )
+
+
+def _climbed_back_to_chance(s: RunSeries) -> tuple[int, int] | None:
+    """(best, back): the sampled loss fell below 0.6 x ln(k) at ``best``, then sat at chance (0.95 x ln(k) or
+    more) for two samples running from ``back``, with the LR there 1.5x or more what it was at ``best`` (a
+    warm-up or one-cycle climbing to a peak too high). The labels carry signal (the loss fell well below
+    ln(k)), so the chance level it ends at is the LR's doing, not the data's."""
+    chance, loss, lr = _chance_loss(s), _arr(s.loss), _arr(s.lr)
+    if chance is None or loss.size < 3 or lr.size != loss.size:
+        return None
+    best = 0
+    for i in range(1, loss.size):
+        if not math.isfinite(loss[i]):
+            return None
+        if loss[i] < loss[best]:
+            best = i
+        low = loss[best] < 0.6 * chance and i > best + 1
+        if low and min(loss[i - 1], loss[i]) >= 0.95 * chance and lr[i - 1] >= 1.5 * lr[best]:
+            return best, i - 1
+    return None
 
 
 EPOCH_CLIMB = 0.15  # an epoch's training loss this much above the best epoch before it (relative)
@@ -564,6 +596,7 @@ def _loss_plateau(s: RunSeries, min_change: float = 0.01) -> Issue | None:
         and late_change < min_change + allowance
         and still_high
         and not _label_noise_floor(s)
+        and not _schedule_annealed(s, loss.size - third)
     ):
         return Issue(
             "LOSS_PLATEAU",
@@ -573,6 +606,28 @@ def _loss_plateau(s: RunSeries, min_change: float = 0.01) -> Issue | None:
             f"the last third of the run (now {np.median(late):.3g})",
         )
     return None
+
+
+# the LR over the run's last third at most this share of its peak: the schedule settled it ...
+ANNEALED = 0.1
+# ... unless it fell that low within this share of the run (LR_DECAYED_TOO_EARLY's ground)
+EARLY_CUT = 0.25
+
+
+def _schedule_annealed(s: RunSeries, start: int) -> bool:
+    """The LR from sample ``start`` on is a tenth of its peak or less: the schedule annealed the run, and a
+    loss that stops moving there is the schedule's doing, not a stalled optimizer's (whose fix, "decay the
+    learning rate", is already done). Whether it came too early is LR_DECAYED_TOO_EARLY's question."""
+    lr = _arr(s.lr)
+    if lr.size != len(s.loss) or lr.size <= start or not np.all(np.isfinite(lr)):
+        return False
+    top = int(np.argmax(lr))
+    peak = float(lr[top])
+    if peak <= 0 or float(np.median(lr[start:])) > ANNEALED * peak:
+        return False
+    # cut to a tenth within the run's first quarter is a decay too early, not an annealing: its plateau stays
+    first_low = top + int(np.argmax(lr[top:] <= ANNEALED * peak))
+    return first_low >= EARLY_CUT * lr.size
 
 
 def _label_noise_floor(s: RunSeries, margin: float = 0.02) -> bool:
@@ -686,6 +741,10 @@ def _training_labels_at_chance(s: RunSeries) -> Issue | None:
     )
 
 
+# validation accuracy below its best by this much: overfitting that costs the user
+OVERFIT_ACC_LOST = 0.02
+
+
 def _overfitting(s: RunSeries) -> Issue | None:
     """Validation loss stops improving (or rises) while training keeps fitting, with a real accuracy gap."""
     val, train = _arr(s.epoch_val_loss), _arr(s.epoch_train_loss)
@@ -706,7 +765,13 @@ def _overfitting(s: RunSeries) -> Issue | None:
         if acc_gap < 0:
             continue
         if rise > 1.05 and (acc_gap > 0.08 or rise > 1.5):
-            severity = "warning" if (rise > 1.3 or acc_gap > 0.08) else "info"
+            # what a user pays for overfitting is validation accuracy: a validation loss up 50% on a
+            # model whose accuracy holds (0.076 -> 0.115, gap 0.02) is a note, not a warning
+            lost = float(np.max(vacc[: e + 1]) - np.min(vacc[e:n])) if vacc.size >= n else 0.0
+            # (without both accuracies the cost cannot be read, and the loss's rise is all there is)
+            known = vacc.size >= n and tacc.size >= n
+            costly = not known or acc_gap > 0.08 or lost > OVERFIT_ACC_LOST
+            severity = "warning" if (rise > 1.3 and costly) or acc_gap > 0.08 else "info"
             return Issue(
                 "OVERFITTING",
                 severity,
@@ -735,7 +800,58 @@ def _overfitting(s: RunSeries) -> Issue | None:
 
 
 def _underfitting(s: RunSeries) -> Issue | None:
-    return _underfitting_flat(s) or _stopped_while_learning(s)
+    return _narrow_layer(s) or _underfitting_flat(s) or _stopped_while_learning(s)
+
+
+# a model with a narrow layer that fits its training data this well is left alone
+NARROW_FITTED_ACC = 0.9
+
+
+def _narrow_layer(s: RunSeries) -> Issue | None:
+    """A layer narrower than k - 1 units, on a run that is not fitting: the model is too small.
+
+    The logits are a function of every layer's outputs in turn, so a layer of w units leaves them at most
+    w free directions, and k classes need k - 1 (one logit per class, up to a shared shift). A 1-2 unit
+    layer in a 10-class net is a bottleneck whatever the optimizer does; its one unit dying (ReLU) is a
+    consequence, as are a loss stuck near ln(k) or a plateau. Judged while the training accuracy (before
+    the first epoch ends, the sampled loss from the first read, step 10) says the model is not fitting:
+    a narrow layer that fits its data is not a fault.
+    """
+    k = s.num_classes
+    if not k or k < 3 or not s.layer_width:
+        return None
+    name, width = min(s.layer_width.items(), key=lambda kv: kv[1])
+    if width >= k - 1:
+        return None
+    chance = math.log(k)
+    tacc = _finite(_arr(s.epoch_train_acc))
+    if tacc.size:
+        if tacc[-1] >= NARROW_FITTED_ACC:
+            return None
+        step, now = _step_at(s.epoch_step, tacc.size - 1), f"training accuracy {tacc[-1]:.3f}"
+    else:
+        loss = _arr(s.loss)
+        if not loss.size or not s.step or s.step[-1] < 10 or not np.all(np.isfinite(loss[-2:])):
+            return None
+        if _median(loss[-2:]) < 0.5 * chance:
+            return None
+        step = int(s.step[-1])
+        now = f"training loss {_median(loss[-2:]):.3g} (ln({k}) = {chance:.3g})"
+    return Issue(
+        "UNDERFITTING",
+        "warning",
+        step,
+        f"layer {name} has {width} unit{'s' if width > 1 else ''}, fewer than the {k - 1} directions "
+        f"{k} classes need: the model is too small to separate them ({now})",
+        layer=name,
+    )
+
+
+# what a narrow layer explains: its units dying (one dead unit is the whole layer), a loss left at chance,
+# a plateau or a slow fall are the bottleneck's doing
+_NARROW_EXPLAINS = frozenset(
+    {"DEAD_NEURONS", "STUCK_AT_CHANCE", "LOSS_PLATEAU", "SLOW_CONVERGENCE", "NO_LEARNING"}
+)
 
 
 def _underfitting_flat(s: RunSeries) -> Issue | None:
@@ -1320,6 +1436,18 @@ def diagnose(series: RunSeries) -> list[Issue]:
     momentum = _momentum_too_high(interval_means(series), found)
     if momentum is not None:
         found[momentum.code] = momentum
+    narrow = found.get("UNDERFITTING")
+    # a loss that climbed back to chance as the LR rose: the labels carried signal, the chance level is the LR's
+    if (
+        "STUCK_AT_CHANCE" in found
+        and "LOSS_OSCILLATION" in found
+        and _climbed_back_to_chance(interval_means(series))
+    ):
+        _inherit_severity(found["LOSS_OSCILLATION"], found.pop("STUCK_AT_CHANCE"))
+    # a layer too narrow (the one UNDERFITTING that names a layer): a cause, not a symptom
+    if narrow is not None and narrow.layer is not None:
+        for code in sorted(_NARROW_EXPLAINS & found.keys()):
+            _inherit_severity(narrow, found.pop(code))
     blowups = [found[c].first_step for c in sorted(BLOWUP_CODES) if c in found]
     if blowups:
         for code in CONSEQUENCES_OF_BLOWUP & found.keys():

@@ -129,6 +129,7 @@ class DiagnosticsHook(Hook):
         self.recorder = ActivationRecorder(state.model) if self.watch_activations else None
         self.series.num_classes = state.num_classes
         self.series.planned_steps = state.max_steps
+        self.series.layer_width = {name: int(w.shape[0]) for name, w in self.layers.items()}
         if state.step == 0:
             self.series.init_scale_ratio = init_scale_ratios(self.layers)
             if self._weights:  # one read at fit start: what weight decay shrinks from

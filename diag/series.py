@@ -53,6 +53,9 @@ class RunSeries:
     # global weight norm ‖w‖ of the Linear/Conv weights, sampled with ``update_ratio`` (at ``layer_step``)
     weight_norm: list[float] = field(default_factory=list)
     initial_weight_norm: float | None = None  # the same norm on the initial weights (at fit start)
+    # each weight layer's width (a Linear's outputs, a convolution's channels), read at fit start: a layer
+    # narrower than the classes need is a cause the rules can name
+    layer_width: dict[str, int] = field(default_factory=dict)
     # the run's state, read once at fit start (no per-step cost): what a loop can always supply.
     # momentum is SGD's momentum or Adam's beta1 (the largest over param groups); weight_decay the largest;
     # decoupled_weight_decay says whether it shrinks the weights directly (AdamW) or as an L2 gradient term.
@@ -114,7 +117,7 @@ class RunSeries:
         )
         for f in fields(cls):
             values = [getattr(p, f.name) for p in parts]
-            if f.name.startswith("layer_") and f.name != "layer_step":
+            if f.name.startswith("layer_") and f.name not in ("layer_step", "layer_width"):
                 merged: dict[str, list[float]] = {}
                 done = 0
                 for p, d in zip(parts, values):
@@ -142,7 +145,7 @@ class RunSeries:
                 "input_std",
             ):
                 setattr(out, f.name, next((v for v in values if v is not None), None))
-            elif f.name == "init_scale_ratio":  # measured at initialisation: the first segment's
+            elif f.name in ("init_scale_ratio", "layer_width"):  # read at fit start: the first's
                 setattr(out, f.name, values[0])
         return out
 

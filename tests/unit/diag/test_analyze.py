@@ -289,8 +289,14 @@ def test_fail_on_warning_but_not_critical_for_a_warning(tmp_path, capsys):
     write_jsonl(
         path / "val_diagnostics.jsonl",
         [
-            {"epoch": e, "step": 20 * (e + 1), "loss": v, "accuracy": 0.8}
-            for e, v in enumerate([1.0, 0.8, 0.6, 0.5, 0.55, 0.65, 0.75, 0.85, 0.95, 1.05])
+            {"epoch": e, "step": 20 * (e + 1), "loss": v, "accuracy": a}
+            for e, (v, a) in enumerate(
+                zip(
+                    [1.0, 0.8, 0.6, 0.5, 0.55, 0.65, 0.75, 0.85, 0.95, 1.05],
+                    # the rising loss costs validation accuracy (what makes overfitting a warning)
+                    [0.7, 0.75, 0.8, 0.82, 0.81, 0.79, 0.77, 0.75, 0.73, 0.71],
+                )
+            )
         ],
     )
     rc, report = analyze_json(capsys, str(path), "--fail-on", "warning")
@@ -410,7 +416,8 @@ def write_lightning_logs(
                 w.add_scalar("epoch", epoch, step)
             step += 1
         w.add_scalar("val_loss", vloss, step - 1)
-        w.add_scalar("val_acc", 0.8, step - 1)
+        # validation accuracy pays for a validation loss above its best (what makes overfitting a warning)
+        w.add_scalar("val_acc", 0.8 - 0.1 * max(0.0, vloss - min(val_losses)), step - 1)
         w.add_scalar(f"{train_tag}_epoch", sum(epoch_losses) / len(epoch_losses), step - 1)
         w.add_scalar("train_acc_epoch", 0.5 + 0.04 * epoch, step - 1)
         w.add_scalar("epoch", epoch, step - 1)
