@@ -93,9 +93,8 @@ class Trainer:
         self._sums_since: int | None = (
             None  # a rollback this epoch restarted _acc (forget_epoch_sums)
         )
-        self._undone: list | None = (
-            None  # the epoch's sums a rollback dropped (used if no step follows)
-        )
+        # the epoch's sums a rollback dropped (used if no step follows it in the epoch)
+        self._undone: list | None = None
         self._notes: list[str] = []  # what the epoch's line adds about rollbacks
         self._in_epoch_steps = (
             False  # inside an epoch's training steps (its sums still being added to)
@@ -321,10 +320,9 @@ class Trainer:
             self._fold_pending()
             if self._stop_signal(sync=True):
                 break  # a signal: no validation, the caller checkpoints mid-epoch and reports
-            if not acc[2] and self._undone is not None:  # rolled back at the epoch's last step:
-                loss_sum, correct, acc[2] = (
-                    self._undone
-                )  # its line shows the steps it undid, and says so
+            if not acc[2] and self._undone is not None:
+                # rolled back at the epoch's last step: its line shows the steps it undid, and says so
+                loss_sum, correct, acc[2] = self._undone
                 self._notes[-1] = (
                     f"(train: the steps the rollback to step {self._sums_since} undid)"
                 )
