@@ -41,6 +41,20 @@ class _ShiftedSteps:
         return getattr(self._inner, name)
 
 
+# SummaryWriter's add_* methods that take a ``walltime`` (add_custom_scalars and add_hparams do not)
+TIMED_ADDS = frozenset(
+    (
+        "add_scalar",
+        "add_scalars",
+        "add_text",
+        "add_histogram",
+        "add_image",
+        "add_images",
+        "add_figure",
+    )
+)
+
+
 class DeferredWriter:
     """A ``SummaryWriter`` made at its first use other than an ``add_*`` call; the calls before it queued.
 
@@ -70,7 +84,7 @@ class DeferredWriter:
         return getattr(self._real(), name)
 
     def _queue(self, name: str, args: tuple, kwargs: dict) -> None:
-        if name != "add_custom_scalars":  # the one add_* without a wall time
+        if name in TIMED_ADDS:
             kwargs.setdefault("walltime", time.time())
         args = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
         self._queued.append((name, args, kwargs))
