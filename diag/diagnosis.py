@@ -46,7 +46,7 @@ UNIFORM_BAND = (
 
 
 def _arr(values: Sequence[float | None] | np.ndarray) -> np.ndarray:
-    return np.asarray([np.nan if v is None else v for v in values], dtype=float)
+    return np.array(values, dtype=float)  # a None becomes NaN
 
 
 def _finite(a: np.ndarray) -> np.ndarray:
@@ -54,8 +54,19 @@ def _finite(a: np.ndarray) -> np.ndarray:
 
 
 def _median(values: Sequence[float | None] | np.ndarray) -> float:
-    a = _finite(_arr(values))
-    return float(np.median(a)) if a.size else math.nan
+    return median_1d(_finite(_arr(values)))
+
+
+def median_1d(a: np.ndarray) -> float:
+    """``np.median`` of a 1-d array, NaN if it holds one, NaN when empty; a sort and an index instead of
+    its generic path, about ten times faster on the short series the rules read many times per diagnosis."""
+    s = np.sort(np.asarray(a, dtype=float))
+    if not s.size:
+        return math.nan
+    if math.isnan(s[-1]):  # np.sort puts NaN last
+        return math.nan
+    h = s.size // 2
+    return float(s[h]) if s.size % 2 else float((s[h - 1] + s[h]) / 2)
 
 
 def _step_at(series_steps: Sequence[int], i: int) -> int:
@@ -270,7 +281,7 @@ def _interval_noise(s: RunSeries) -> float | None:
     1/sqrt of that. None when the batch size or the sampling interval is unknown."""
     if not s.batch_size or len(s.step) < 2:
         return None
-    every = float(np.median(np.diff(np.asarray(s.step, float))))
+    every = median_1d(np.diff(np.asarray(s.step, float)))
     if s.sampling == "step" or not every > 0:
         every = 1.0
     return 1.0 / math.sqrt(s.batch_size * every)
@@ -293,7 +304,7 @@ def _loss_climbs_back(
     row after it had halved: the steps overshoot the valley. Batch noise moves one interval mean, not two."""
     best = np.minimum.accumulate(loss)
     start = loss[0]
-    gap = max(0.25 * scale, NOISE_SPAN * (noise or 0.0) * float(np.median(loss)))
+    gap = max(0.25 * scale, NOISE_SPAN * (noise or 0.0) * median_1d(loss))
     up = (loss > 1.8 * best) & (loss > best + gap) & (best < 0.5 * start)
     two = np.flatnonzero(up[1:] & up[:-1])
     if not two.size:
@@ -505,7 +516,7 @@ def _at_peak_lr(
         # LR 0: would move
         scaled = np.where(lr_then > 0, upd[:n] * (np.nanmax(lr) / lr_then), math.inf)
     scaled = scaled[~np.isnan(scaled)]
-    return float(np.median(scaled)) if scaled.size else math.nan
+    return median_1d(scaled) if scaled.size else math.nan
 
 
 def _slow_convergence(s: RunSeries) -> Issue | None:
@@ -558,7 +569,7 @@ def _no_learning(s: RunSeries) -> Issue | None:
     upd = _finite(_arr(s.epoch_weight_update))
     if (
         upd.size >= 2
-        and np.median(upd) < NO_LEARNING_RATIO
+        and median_1d(upd) < NO_LEARNING_RATIO
         and _at_peak_lr(s.epoch_weight_update, s.epoch_step, s.epoch_step, s.epoch_lr)
         < NO_LEARNING_RATIO
     ):
@@ -566,7 +577,7 @@ def _no_learning(s: RunSeries) -> Issue | None:
             "NO_LEARNING",
             "warning",
             _step_at(s.epoch_step, 1),
-            f"weights changed by {np.median(upd):.1e} of their norm per epoch (median)",
+            f"weights changed by {median_1d(upd):.1e} of their norm per epoch (median)",
         )
     return None
 
@@ -581,16 +592,16 @@ def _loss_plateau(s: RunSeries, min_change: float = 0.01) -> Issue | None:
     early_best = np.min(loss[:third])
     late = loss[-third:]
     progressed = early_best < 0.8 * start
-    late_change = (np.median(late[: len(late) // 2]) - np.median(late[len(late) // 2 :])) / max(
-        np.median(late), 1e-12
+    late_change = (median_1d(late[: len(late) // 2]) - median_1d(late[len(late) // 2 :])) / max(
+        median_1d(late), 1e-12
     )
     chance = _chance_loss(s)
-    still_high = np.median(late) > (0.1 * chance if chance else 0.1 * start)
+    still_high = median_1d(late) > (0.1 * chance if chance else 0.1 * start)
     # two standard errors of that difference of medians: a short run's last third has few samples, and
     # their sample-to-sample noise alone moves the halves' medians apart
     half = max(1, len(late) // 2)
     noise = float(np.std(np.diff(late))) / math.sqrt(2) if len(late) > 2 else 0.0
-    allowance = 2 * 1.25 * noise * math.sqrt(2 / half) / max(np.median(late), 1e-12)
+    allowance = 2 * 1.25 * noise * math.sqrt(2 / half) / max(median_1d(late), 1e-12)
     if (
         progressed
         and late_change < min_change + allowance
@@ -600,10 +611,10 @@ def _loss_plateau(s: RunSeries, min_change: float = 0.01) -> Issue | None:
     ):
         return Issue(
             "LOSS_PLATEAU",
-            "warning" if np.median(late) > 0.3 * start else "info",
+            "warning" if median_1d(late) > 0.3 * start else "info",
             _step_at(s.step, loss.size - third),
             f"loss fell from {start:.3g} to {early_best:.3g} early, then changed by {late_change:.1%} over "
-            f"the last third of the run (now {np.median(late):.3g})",
+            f"the last third of the run (now {median_1d(late):.3g})",
         )
     return None
 
@@ -623,7 +634,7 @@ def _schedule_annealed(s: RunSeries, start: int) -> bool:
         return False
     top = int(np.argmax(lr))
     peak = float(lr[top])
-    if peak <= 0 or float(np.median(lr[start:])) > ANNEALED * peak:
+    if peak <= 0 or median_1d(lr[start:]) > ANNEALED * peak:
         return False
     # cut to a tenth within the run's first quarter is a decay too early, not an annealing: its plateau stays
     first_low = top + int(np.argmax(lr[top:] <= ANNEALED * peak))
@@ -865,8 +876,8 @@ def _underfitting_flat(s: RunSeries) -> Issue | None:
         return None
     third = tr_acc.size // 3
     acc_now = _median(tr_acc[-2:])
-    improving = (np.median(tr_loss[-third:][: max(1, third // 2)]) - np.median(tr_loss[-2:])) / max(
-        np.median(tr_loss[-2:]), 1e-12
+    improving = (median_1d(tr_loss[-third:][: max(1, third // 2)]) - median_1d(tr_loss[-2:])) / max(
+        median_1d(tr_loss[-2:]), 1e-12
     )
     gap = (
         abs(_median(v_loss[-2:]) - _median(tr_loss[-2:])) / max(_median(tr_loss[-2:]), 1e-12)
@@ -963,7 +974,7 @@ def _vanishing(s: RunSeries) -> Issue | None:
         ok = np.isfinite(first) & np.isfinite(last) & (last > 0)
         if ok.sum() >= need:
             ratio = first[ok] / last[ok]
-            med = float(np.median(ratio))
+            med = median_1d(ratio)
             if med < VANISHING_RATIO:
                 idx = int(np.flatnonzero(ok)[min(1, ok.sum() - 1)])
                 return Issue(
@@ -980,12 +991,12 @@ def _vanishing(s: RunSeries) -> Issue | None:
                     layer=names[0],
                 )
     gn = _finite(_arr(s.grad_norm))
-    if gn.size >= 5 and np.median(gn) < GLOBAL_NORM_TINY:
+    if gn.size >= 5 and median_1d(gn) < GLOBAL_NORM_TINY:
         return Issue(
             "VANISHING_GRADIENTS",
             "warning",
             _step_at(s.step, 4),
-            f"global gradient norm is tiny (median {np.median(gn):.1e})",
+            f"global gradient norm is tiny (median {median_1d(gn):.1e})",
         )
     return None
 
@@ -1011,7 +1022,7 @@ def _exploding(s: RunSeries) -> Issue | None:
     if len(names) >= 2 and m.shape[1] >= 2:
         ok = np.isfinite(m[0]) & np.isfinite(m[-1]) & (m[-1] > 0)
         if ok.sum() >= 2:
-            med = float(np.median(m[0][ok] / m[-1][ok]))
+            med = median_1d(m[0][ok] / m[-1][ok])
             if med > 1 / VANISHING_RATIO:
                 return Issue(
                     "EXPLODING_GRADIENTS",
@@ -1125,7 +1136,7 @@ def _lr_decayed_too_early(s: RunSeries) -> Issue | None:
         return None
     before = loss[(loss_steps <= at) & np.isfinite(loss)]
     if at <= 0.3 * total and before.size >= 4:
-        recent, earlier = np.median(before[-2:]), np.median(before[-4:-2])
+        recent, earlier = median_1d(before[-2:]), median_1d(before[-4:-2])
         if recent < 0.8 * earlier:
             return Issue(
                 "LR_DECAYED_TOO_EARLY",
