@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import math
 import os
@@ -115,11 +116,13 @@ def run_runner(parts: Run) -> tuple[list[Stamp], list[float]]:
     hooks = HookList({**parts.hooks.named, "_epoch_clock": clock})
     assert state.run_dir is not None
     state.writer = SummaryWriter(str(state.run_dir / "tb"))
+    gc.freeze()  # as runner.train.run does around its fit
     try:
         trainer.fit(state, parts.train_loader, parts.val_loader, hooks)
         state.metrics["test/loss"], state.metrics["test/acc"] = math.nan, math.nan
         hooks.on_fit_end(state)
     finally:
+        gc.unfreeze()
         state.writer.close()
         state.events.close()
     return clock.ends, clock.acc

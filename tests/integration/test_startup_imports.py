@@ -9,12 +9,13 @@ import sys
 
 # runs the real CLI, stops right after the first training step and prints what is imported by then
 AT_FIRST_STEP = """
-import json, os, sys
+import gc, json, os, sys
 import runner.trainer
 step = runner.trainer.Trainer.training_step
 def first_step(self, *args, **kwargs):
     step(self, *args, **kwargs)
     print("MODULES", json.dumps(sorted(sys.modules)), flush=True)
+    print("FROZEN", gc.get_freeze_count(), flush=True)
     os._exit(0)
 runner.trainer.Trainer.training_step = first_step
 sys.argv = ["runner", *sys.argv[1:]]
@@ -37,3 +38,21 @@ def test_the_first_step_comes_before_tensorboard_matplotlib_and_the_autotrainer(
     assert "runner.trainer" in modules and "torch" in modules
     heavy = {"torch.utils.tensorboard", "matplotlib", "runner.autotrainer.policy", "optuna"}
     assert not heavy & modules, heavy & modules
+    # torch's import-time objects are out of the collector's full passes while the run trains
+    frozen = int(next(x for x in proc.stdout.splitlines() if x.startswith("FROZEN")).split()[1])
+    assert frozen > 100_000, frozen
+
+
+def test_a_finished_run_leaves_the_heap_to_the_collector_again(tmp_path):
+    """train.run freezes the heap for its fit and unfreezes it after: a sweep's next job (same process)
+    can then collect this one's reference cycles."""
+    import gc
+
+    from runner.train import run
+    from tests.helpers import compose_cfg
+
+    gc.unfreeze()
+    cfg = compose_cfg(["debug=fast", "trainer.progress=false"], tmp_path)
+    result = run(cfg, tmp_path / "run")
+    assert result.state.step > 0 and (tmp_path / "run" / "report.json").is_file()
+    assert gc.get_freeze_count() == 0
