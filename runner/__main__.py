@@ -25,8 +25,8 @@ def hydra_main(cfg: DictConfig) -> float:
     """The Hydra task: one line and exit code 2 for user errors, the objective value otherwise."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    from runner.report import finished_job, objective_of, report_failed_job
-
+    # runner.report (and torch behind it) only once the task needs it: a value validation refuses
+    # is said before torch is imported
     try:
         distributed.publish_run_dir(run_dir)  # rank 0 under torchrun: the other ranks wait for this
         if distributed.launch_rank() == 0:  # one owner: a submitit job's tasks are not grouped yet
@@ -34,14 +34,22 @@ def hydra_main(cfg: DictConfig) -> float:
     except UserError as exc:  # a directory that is not ours to write: nothing is written into it
         report_error(exc)
         if multirun:
+            from runner.report import objective_of
+
             return objective_of({}, cfg.get("objective_penalty"))
         sys.exit(exc.exit_code)
     try:
         from runner import app
 
-        done = finished_job(run_dir) if multirun else None
+        done = None
+        if multirun:
+            from runner.report import finished_job
+
+            done = finished_job(run_dir)
         if done is not None:  # a relaunched sweep: this job finished before, with these overrides
             print(f"job {run_dir.name} already finished ({run_dir}/report.json): skipped")
+            from runner.report import objective_of
+
             return objective_of(done, cfg.get("objective_penalty"))
         return app.run(cfg, run_dir)
     except UserError as exc:
@@ -49,6 +57,8 @@ def hydra_main(cfg: DictConfig) -> float:
         if (
             multirun
         ):  # one bad job of a sweep is recorded as failed and the sweep goes on to the next
+            from runner.report import report_failed_job
+
             return report_failed_job(run_dir, str(exc), cfg.get("objective_penalty"))
         if distributed.is_rank_zero():  # a start refused before any work leaves no directory behind
             discard_if_unused(run_dir)

@@ -24,15 +24,15 @@ import gc
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import torch
-import torch.distributed as dist
 
 from runner.errors import UserError
 
 if TYPE_CHECKING:
+    import torch
+
     from diag.hooks import FitState
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,18 @@ def launch_rank() -> int:
 
 
 def is_initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    """Is there a process group? Read without importing torch: a process that never imported
+    ``torch.distributed`` has none (so ``python -m runner --help`` or a bad override never waits for torch)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized()
 
 
 def get_rank() -> int:
-    return dist.get_rank() if is_initialized() else 0
+    return sys.modules["torch.distributed"].get_rank() if is_initialized() else 0
 
 
 def get_world_size() -> int:
-    return dist.get_world_size() if is_initialized() else 1
+    return sys.modules["torch.distributed"].get_world_size() if is_initialized() else 1
 
 
 def is_rank_zero() -> bool:
@@ -98,6 +101,9 @@ def local_rank() -> int:
 
 def backend() -> str:
     """``gloo`` on CPU-only machines; with CUDA, one group with gloo for CPU and nccl for GPU tensors."""
+    import torch
+    import torch.distributed as dist
+
     if torch.cuda.is_available() and dist.is_nccl_available():
         return "cpu:gloo,cuda:nccl"
     return "gloo"
@@ -121,6 +127,9 @@ def _export_submitit_env() -> None:
 
 def init_process_group() -> bool:
     """Join the group the environment describes, or make a one-process group; False if one already exists."""
+    import torch
+    import torch.distributed as dist
+
     if is_initialized():
         return False
     if not dist.is_available():
@@ -179,6 +188,8 @@ def teardown(barrier: bool = False) -> None:
     """
     if not is_initialized():
         return
+    import torch.distributed as dist
+
     # A DDP wrapper left in a reference cycle would outlive the group and be torn down with the
     # interpreter, racing gloo's threads (an intermittent "terminate called" abort on exit): free it now.
     gc.collect()
@@ -189,6 +200,8 @@ def teardown(barrier: bool = False) -> None:
 
 def device_for_rank(device: torch.device) -> torch.device:
     """Under DDP each rank drives its own GPU, ``cuda:LOCAL_RANK``; CPU stays CPU."""
+    import torch
+
     if device.type != "cuda":
         return device
     dev = torch.device("cuda", local_rank())
@@ -202,6 +215,8 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.parallel.Dist
     Wrapping broadcasts rank 0's parameters and buffers, so every rank starts from the same weights.
     The bare module stays what hooks, evaluation and checkpoints see.
     """
+    import torch
+
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
@@ -278,6 +293,8 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     Decisions taken on rank 0 (an AutoTrainer LR change or rollback, an LR-finder result)
     go through here so that every rank applies the same one.
     """
+    import torch.distributed as dist
+
     if get_world_size() == 1:
         return obj
     box = [obj]
@@ -287,6 +304,8 @@ def broadcast_object(obj: T, src: int = 0) -> T:
 
 def all_gather_object(obj: Any) -> list[Any]:
     """Every rank's ``obj``, in rank order, on every rank."""
+    import torch.distributed as dist
+
     if get_world_size() == 1:
         return [obj]
     out: list[Any] = [None] * get_world_size()
@@ -301,6 +320,9 @@ def broadcast_training_state(state: FitState) -> None:
     the loop's clipping and the stop flag travel as one object. This is what makes a rollback or an
     LR change decided on rank 0 the same change on every rank.
     """
+    import torch
+    import torch.distributed as dist
+
     if get_world_size() == 1:
         return
     from diag.training_state import TrainingState, apply, capture
@@ -334,6 +356,9 @@ def broadcast_buffers(model: torch.nn.Module) -> None:
     updates them from the rank's own batch; before evaluating or comparing weights, every rank
     takes rank 0's, which are the ones its checkpoints hold.
     """
+    import torch
+    import torch.distributed as dist
+
     if get_world_size() == 1:
         return
     with torch.no_grad():
@@ -360,6 +385,8 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
 
     Gloo has no AVG reduction, so it is a SUM divided by the world size.
     """
+    import torch.distributed as dist
+
     world = get_world_size()
     if world == 1:
         return value
@@ -376,6 +403,9 @@ def sum_over_ranks(
     Loss sums, correct counts and sample counts go through here before a mean is taken, so a
     metric over sharded data equals the metric over the whole split.
     """
+    import torch
+    import torch.distributed as dist
+
     packed = torch.stack(
         [torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values]
     )
@@ -386,6 +416,9 @@ def sum_over_ranks(
 
 def max_over_ranks(value: int, device: torch.device | str = "cpu") -> int:
     """The largest of an integer over all ranks (one collective): e.g. any rank's pending signal."""
+    import torch
+    import torch.distributed as dist
+
     if get_world_size() == 1:
         return int(value)
     t = torch.tensor(int(value), dtype=torch.int64, device=device)
@@ -406,6 +439,8 @@ def check_same_steps(steps_per_epoch: int) -> None:
 
 def describe(batch_size: int, steps_per_epoch: int) -> str:
     """The data-parallel layout in one line, effective batch size included."""
+    import torch.distributed as dist
+
     world = get_world_size()
     return (
         f"data-parallel (DDP, {dist.get_backend()}): {world} process(es) x batch {batch_size} = "
@@ -415,6 +450,8 @@ def describe(batch_size: int, steps_per_epoch: int) -> str:
 
 def weights_checksum(state_dict: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 of a state dict's names and bytes (same weights, same digest, on any rank or from a file)."""
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(state_dict):
         h.update(name.encode())
