@@ -56,3 +56,27 @@ def test_a_finished_run_leaves_the_heap_to_the_collector_again(tmp_path):
     result = run(cfg, tmp_path / "run")
     assert result.state.step > 0 and (tmp_path / "run" / "report.json").is_file()
     assert gc.get_freeze_count() == 0
+
+
+# runs the real CLI and says at exit whether torch was imported
+TORCH_AT_EXIT = """
+import atexit, sys
+atexit.register(lambda: print("TORCH", "torch" in sys.modules, flush=True))
+sys.argv = ["runner", *sys.argv[1:]]
+from runner.__main__ import main
+main()
+"""
+
+
+def test_a_mistyped_key_is_refused_before_torch_is_imported(tmp_path):
+    """A typo is said in one line within a second, not after torch's two-second import."""
+    proc = subprocess.run(
+        [sys.executable, "-c", TORCH_AT_EXIT, "optimizer.lrr=1e-3", f"paths.log_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "optimizer.lrr" in proc.stderr and "Traceback" not in proc.stderr
+    assert "TORCH False" in proc.stdout
