@@ -16,6 +16,9 @@ CUDA is present, so object collectives stay on the CPU and metric tensors on the
 Hydra resolves ``hydra.run.dir`` once per process, so ``${now:...}`` would give every rank
 its own directory. :func:`share_run_dir` (before Hydra composes) and
 :func:`publish_run_dir` (first thing in the task, on rank 0) make every rank use rank 0's.
+
+torch is imported inside the functions that use it: the entry point asks who it is before Hydra
+composes, and a config refused there is said at once, not after torch's two-second import.
 """
 
 from __future__ import annotations
