@@ -7,8 +7,8 @@ training, validation and everything done at the epoch's end -- of:
    backward, step, a scheduler stepped every step, no host sync per step, and a validation pass every
    epoch (its sums on the device, read once);
 2. ``runner, diag=off`` / ``diag=default`` / ``diag=full``: :meth:`runner.trainer.Trainer.fit` with
-   the hooks a run gets (TensorBoard, JSONL, checkpoints, the diagnostics at that level) and a real
-   SummaryWriter;
+   the hooks a run gets (TensorBoard, JSONL, checkpoints, the diagnostics at that level) and the run's
+   own TensorBoard writer (``runner.tensorboard_run.open_writer``);
 3. ``runner, diag=off, no checkpoints``: the same without the checkpoint hook;
 4. ``lightning, no checkpoint`` / ``lightning, default checkpoint``: PyTorch Lightning's Trainer on a
    LightningModule around the same model, optimizer and scheduler, validating every epoch, with its
@@ -108,14 +108,14 @@ class EpochClock(Hook):
 
 
 def run_runner(parts: Run) -> tuple[list[Stamp], list[float]]:
-    """The runner's fit as ``runner.train.run`` drives it (SummaryWriter, fit, on_fit_end); epoch ends, accs."""
-    from torch.utils.tensorboard import SummaryWriter
+    """The runner's fit as ``runner.train.run`` drives it (its TensorBoard writer, fit, on_fit_end); epoch ends, accs."""
+    from runner.tensorboard_run import open_writer
 
     state, trainer = parts.state, parts.trainer
     clock = EpochClock()
     hooks = HookList({**parts.hooks.named, "_epoch_clock": clock})
     assert state.run_dir is not None
-    state.writer = SummaryWriter(str(state.run_dir / "tb"))
+    state.writer = open_writer(state.run_dir / "tb", state.step)  # the run's own writer
     gc.freeze()  # as runner.train.run does around its fit
     try:
         trainer.fit(state, parts.train_loader, parts.val_loader, hooks)

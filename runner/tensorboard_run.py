@@ -55,43 +55,79 @@ TIMED_ADDS = frozenset(
 )
 
 
-class DeferredWriter:
-    """A ``SummaryWriter`` made at its first use other than an ``add_*`` call; the calls before it queued.
+# queued events go out at least this often mid-epoch (SummaryWriter flushes its file every 120 s anyway)
+MAX_DELAY_S = 10.0
 
-    Importing TensorBoard's writer (its file layer pulls in boto3 and fsspec where installed) costs about
-    0.15 s, and what a run writes before its first step (the Custom Scalars layout, an attempt's changes)
-    can wait: the writer is made after the first step, when the first scalars go out. Queued calls keep
-    their wall time, and tensors are copied when queued (a weight histogram of step 0 stays step 0's).
+
+class BatchingWriter:
+    """A ``SummaryWriter`` written in batches: ``add_*`` calls (and summaries for its file writer) are queued
+    and handed to it together at ``flush()`` (the TensorBoard hook's, every epoch end), at any other use,
+    or once the oldest has waited ``max_delay`` seconds. The writer itself is made at the first of those.
+
+    Why: each event handed over mid-epoch wakes the writer's thread, which then contends with the training
+    loop for the GIL while it serialises and checksums in Python; handed over together and waited for once
+    at the epoch's end, it runs alone. And importing TensorBoard's writer (its file layer pulls in boto3
+    and fsspec where installed) waits until after the first step. Queued calls keep their wall time, and
+    tensors are copied when queued (a weight histogram of step 0 stays step 0's).
     """
 
-    def __init__(self, make: Callable[[], Any]) -> None:
+    def __init__(self, make: Callable[[], Any], max_delay: float = MAX_DELAY_S) -> None:
         self._make: Callable[[], Any] | None = make
         self._writer: Any = None
-        self._queued: list[tuple[str, tuple, dict]] = []
+        self._queued: list[
+            tuple[bool, str, tuple, dict]
+        ] = []  # (for the file writer?, method, args, kwargs)
+        self._since: float | None = None  # monotonic time of the oldest queued call
+        self._max_delay = max_delay
 
     def _real(self) -> Any:
+        """The SummaryWriter (made now if need be) with every queued call written to it."""
         if self._writer is None:
             assert self._make is not None
             self._writer, self._make = self._make(), None
-            for name, args, kwargs in self._queued:
-                getattr(self._writer, name)(*args, **kwargs)
-            self._queued = []
+        queued, self._queued, self._since = self._queued, [], None
+        for to_file, name, args, kwargs in queued:
+            target = self._writer._get_file_writer() if to_file else self._writer
+            getattr(target, name)(*args, **kwargs)
         return self._writer
 
     def __getattr__(self, name: str) -> Any:
-        if self._writer is None and name.startswith("add_"):
-            return lambda *args, **kwargs: self._queue(name, args, kwargs)
+        if name.startswith("add_"):
+            return lambda *args, **kwargs: self._queue(False, name, args, kwargs)
+        if name == "_get_file_writer":
+            return lambda: _QueuedFileWriter(self)
         return getattr(self._real(), name)
 
-    def _queue(self, name: str, args: tuple, kwargs: dict) -> None:
-        if name in TIMED_ADDS:
+    def _queue(self, to_file: bool, name: str, args: tuple, kwargs: dict) -> None:
+        if to_file or name in TIMED_ADDS:
             kwargs.setdefault("walltime", time.time())
         args = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
-        self._queued.append((name, args, kwargs))
+        self._queued.append((to_file, name, args, kwargs))
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        elif now - self._since > self._max_delay:
+            self._real()
 
 
-def open_writer(tb_dir: Path, step: int, step_offset: int = 0) -> DeferredWriter:
-    """A ``SummaryWriter`` for ``tb_dir`` (made at its first use, see :class:`DeferredWriter`) whose steps
+class _QueuedFileWriter:
+    """What ``BatchingWriter._get_file_writer()`` returns: ``add_summary`` is queued with the rest."""
+
+    def __init__(self, owner: BatchingWriter) -> None:
+        self._owner = owner
+
+    def add_summary(
+        self, summary: Any, global_step: int | None = None, walltime: float | None = None
+    ) -> None:
+        kwargs = {} if walltime is None else {"walltime": walltime}
+        self._owner._queue(True, "add_summary", (summary, global_step), kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._owner._real()._get_file_writer(), name)
+
+
+def open_writer(tb_dir: Path, step: int, step_offset: int = 0) -> BatchingWriter:
+    """A ``SummaryWriter`` for ``tb_dir`` (written in batches, see :class:`BatchingWriter`) whose steps
     start after ``step_offset`` (a restart's earlier attempts); resuming at ``step`` drops events a killed
     run wrote past its checkpoint."""
 
@@ -106,7 +142,7 @@ def open_writer(tb_dir: Path, step: int, step_offset: int = 0) -> DeferredWriter
         purge = step_offset + step + 1 if step else None
         return RunWriter(str(tb_dir), purge_step=purge)
 
-    return DeferredWriter(make)
+    return BatchingWriter(make)
 
 
 def log_run_media(
