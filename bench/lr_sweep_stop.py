@@ -15,6 +15,7 @@ same best validation loss, no healthy trial stopped.
 
     python bench/lr_sweep_stop.py                  # 4 workloads x 12 LRs x 2 sweeps
     python bench/lr_sweep_stop.py --quick          # smoke test: MLP/SGD, 3 LRs, 1 epoch
+    python bench/lr_sweep_stop.py --seed 2 --out bench/results/lr_sweep_stop_seed2.md   # another seed
 """
 
 from __future__ import annotations
@@ -83,10 +84,20 @@ def run_sweep(
 
 
 def bench_workload(
-    name: str, overrides: list[str], lrs: list[float], epochs: int, work: Path, first_with: bool
+    name: str,
+    overrides: list[str],
+    lrs: list[float],
+    epochs: int,
+    work: Path,
+    first_with: bool,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """The two sweeps of one workload, in the given order; what each found."""
-    base = [*overrides, f"trainer.max_epochs={epochs}"]
+    base = [
+        *overrides,
+        f"trainer.max_epochs={epochs}",
+        *([f"seed={seed}"] if seed is not None else []),
+    ]
     sweeps: dict[str, dict[str, Any]] = {}
     order = ["with", "without"] if first_with else ["without", "with"]
     for kind in order:
@@ -142,6 +153,7 @@ def judge(result: dict[str, Any]) -> dict[str, Any]:
                     "step": r["stopped"]["step"],
                     "max_steps": r["stopped"]["max_steps"],
                     "full_val_acc": acc,
+                    "why": _projection(r["stopped"]),
                     "healthy": acc >= best_acc - HEALTHY_POINTS,
                 }
             )
@@ -170,11 +182,23 @@ def _acc(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def render(results: list[dict[str, Any]], lrs: list[float]) -> str:
+def _projection(stopped: dict[str, Any]) -> str:
+    """The projection that stopped a slow trial (runner.stop_on.project), or nothing."""
+    p = stopped.get("projection")
+    if not isinstance(p, dict):
+        return ""
+    return (
+        f"; projected end val loss {p['projected_val_loss']:.3g} >= "
+        f"{p['need']:g} x chance {p['chance_loss']:.3g}"
+    )
+
+
+def render(results: list[dict[str, Any]], lrs: list[float], seed: int | None = None) -> str:
     """Per workload the trials side by side, then one summary table."""
     out = [
         f"Grid of {len(lrs)} LRs ({lrs[0]:g} .. {lrs[-1]:g}) on digits, "
-        "one thread; without and with stop_on=critical",
+        f"one thread, seed {'the config default' if seed is None else seed}; "
+        "without and with stop_on=critical",
         "",
     ]
     for res in results:
@@ -220,8 +244,8 @@ def render(results: list[dict[str, Any]], lrs: list[float]) -> str:
         for s in j["stopped"]:
             out.append(
                 f"- stopped lr={s['lr']:g}: {s['code']} at step {s['step']} of {s['max_steps']} "
-                f"(val acc without stop_on {s['full_val_acc']:.3f}; grid best {j['best_acc']:.3f})"
-                + ("  **HEALTHY**" if s["healthy"] else "")
+                f"(val acc without stop_on {s['full_val_acc']:.3f}; grid best {j['best_acc']:.3f}"
+                f"{s['why']})" + ("  **HEALTHY**" if s["healthy"] else "")
             )
         out += [
             "",
@@ -260,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs", type=int, default=None, help="epochs per trial (default: per workload)"
     )
     parser.add_argument("--workloads", nargs="*", default=None, choices=list(WORKLOADS))
+    parser.add_argument("--seed", type=int, default=None, help="seed=N for every trial")
     parser.add_argument("--keep", type=Path, default=None, help="keep the sweeps here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lr_sweep_stop.md")
     args = parser.parse_args(argv)
@@ -273,14 +298,20 @@ def main(argv: list[str] | None = None) -> int:
         for i, name in enumerate(names):
             overrides, default_epochs = WORKLOADS[name]
             res = bench_workload(
-                name, overrides, lrs, epochs or default_epochs, work, first_with=i % 2 == 1
+                name,
+                overrides,
+                lrs,
+                epochs or default_epochs,
+                work,
+                first_with=i % 2 == 1,
+                seed=args.seed,
             )
             res["judged"] = judge(res)
             results.append(res)
             if args.keep:  # what was measured, for reading again
                 (work / "results.json").write_text(json.dumps(results, indent=1, default=str))
             print(f"{name}: done ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
-    text = render(results, lrs) + f"\n\ntotal {time.perf_counter() - t0:.0f}s"
+    text = render(results, lrs, args.seed) + f"\n\ntotal {time.perf_counter() - t0:.0f}s"
     print(text)
     write_results(
         args.out, "lr_sweep_stop.py", text, list(argv if argv is not None else sys.argv[1:])
