@@ -136,14 +136,19 @@ class StopOnDiagnosis(Hook):
         self.diagnostics = diagnostics  # the run's DiagnosticsHook: the losses its rules read
         self.stopped: dict[str, Any] | None = None  # what stopped the run: code, step, steps saved
 
+    def _armed(self, state: FitState) -> bool:
+        """A level is set, nothing stopped the run yet, and there are steps left to save (a run that
+        trained its whole budget has its result: stopping it at the end would only cost it its test)."""
+        return self.level is not None and self.stopped is None and state.step < state.max_steps
+
     def on_train_batch_end(self, state: FitState) -> None:
-        if self.level is not None and self.stopped is None and state.step % self.check_every == 0:
+        if self._armed(state) and state.step % self.check_every == 0:
             self._check(state)
 
     def on_epoch_end(self, state: FitState) -> None:
-        if self.level is not None and self.stopped is None:
+        if self._armed(state):
             self._check(state)
-        if self.level is not None and self.stopped is None:
+        if self._armed(state):
             self._check_projection(state)
 
     def _check_projection(self, state: FitState) -> None:
