@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from results_file import write_results  # noqa: E402  (bench/ is on sys.path)
 
 from diag.sweep import summarize  # noqa: E402
+from runner.stop_on import project  # noqa: E402
 
 # overrides and epochs per trial: the digits recipe's 20 (runner/conf/trainer/default.yaml)
 WORKLOADS: dict[str, tuple[list[str], int]] = {
@@ -49,6 +51,11 @@ GRID = [float(f"{10 ** (-5 + 6 * i / 11):.3g}") for i in range(12)]  # 1e-05 .. 
 QUICK_GRID = [1e-3, 0.1, 10.0]
 HEALTHY_POINTS = 0.02  # a trial within 2 points of the grid's best val accuracy is healthy
 TARGET_RATIO = 0.60
+GRACE, NEED, CHANCE = (
+    0.25,
+    0.75,
+    math.log(10),
+)  # callbacks.stop_on's grace and need; digits' 10 classes
 
 
 def run_sweep(
@@ -111,6 +118,7 @@ def bench_workload(
             "load": load,
             "trial_seconds": trial_seconds(sweep_dir),
             "summary": summary,
+            "dir": str(sweep_dir),
         }
     return {"workload": name, "order": order, "epochs": epochs, **sweeps}
 
@@ -128,6 +136,31 @@ def trial_seconds(sweep_dir: Path) -> float:
         if len(times) == 2:
             total += times["fit_end"] - times["fit_start"]
     return total
+
+
+def healthy_projections(
+    sweep_dir: Path, summary: dict[str, Any], best_acc: float
+) -> dict[str, Any]:
+    """How near the healthy trials of the sweep without stop_on came to stop_on's projection bar: the
+    highest projected end (runner.stop_on.project, its defaults) at any epoch past the grace, over the
+    trials within 2 points of the best, read from each trial's val_diagnostics.jsonl."""
+    worst: dict[str, Any] = {"projected": None, "lr": None, "epoch": None}
+    for r in summary["runs"]:
+        if (r["val_acc"] or 0.0) < best_acc - HEALTHY_POINTS:
+            continue
+        path = sweep_dir / r["name"] / "val_diagnostics.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        history = [{"step": row["step"], "val/loss": row["loss"]} for row in rows]
+        max_steps = int(history[-1]["step"]) if history else 0
+        for n in range(1, len(history)):  # an epoch's end before the last, past the grace
+            if history[n - 1]["step"] < GRACE * max_steps:
+                continue
+            seen = project(history[:n], int(history[n - 1]["step"]), max_steps)
+            if seen and (
+                worst["projected"] is None or seen["projected_val_loss"] > worst["projected"]
+            ):
+                worst = {"projected": seen["projected_val_loss"], "lr": r["lr"], "epoch": n}
+    return worst
 
 
 def _best(summary: dict[str, Any]) -> tuple[str, float | None, float | None]:
@@ -162,6 +195,7 @@ def judge(result: dict[str, Any]) -> dict[str, Any]:
     same_trial = b0[0] == b1[0]
     same_loss = b0[2] is not None and b1[2] is not None and abs(b0[2] - b1[2]) <= 1e-9
     healthy_stopped = [s for s in stopped if s["healthy"]]
+    margin = healthy_projections(Path(result["without"]["dir"]), without, best_acc)
     return {
         "ratio": ratio,
         "best": (b0, b1),
@@ -170,6 +204,7 @@ def judge(result: dict[str, Any]) -> dict[str, Any]:
         "same_loss": same_loss,
         "stopped": stopped,
         "healthy_stopped": healthy_stopped,
+        "healthy_projection": margin,
         "met": ratio <= TARGET_RATIO and same_trial and same_loss and not healthy_stopped,
     }
 
@@ -180,6 +215,11 @@ def _loss(v: float | None) -> str:
 
 def _acc(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
+
+
+def _epochs(sweep: dict[str, Any]) -> int:
+    """The epochs the sweep's trials trained, summed: the training compute stop_on controls."""
+    return sum(int(r["epochs"] or 0) for r in sweep["summary"]["runs"])
 
 
 def _projection(stopped: dict[str, Any]) -> str:
@@ -232,6 +272,8 @@ def render(results: list[dict[str, Any]], lrs: list[float], seed: int | None = N
             f"(ratio {w1['cpu_seconds'] / w0['cpu_seconds']:.2f}) |",
             f"| in the trials (fit start to end, summed) | {w0['trial_seconds']:.1f} s "
             f"| {w1['trial_seconds']:.1f} s (ratio {w1['trial_seconds'] / w0['trial_seconds']:.2f}) |",
+            f"| epochs trained (summed over the trials) | {_epochs(w0)} | {_epochs(w1)} "
+            f"(ratio {_epochs(w1) / max(_epochs(w0), 1):.2f}) |",
             f"| load average (1 min) before / after | {w0['load'][0]:.1f} / {w0['load'][1]:.1f} "
             f"| {w1['load'][0]:.1f} / {w1['load'][1]:.1f} |",
             f"| best trial | #{n0} lr={lr0:g} | #{n1} lr={lr1:g} |"
@@ -251,8 +293,15 @@ def render(results: list[dict[str, Any]], lrs: list[float], seed: int | None = N
             "",
             f"healthy trials stopped (within {100 * HEALTHY_POINTS:.0f} points of "
             f"{j['best_acc']:.3f}): {len(j['healthy_stopped']) or 'none'}",
-            "",
         ]
+        hp = j["healthy_projection"]
+        if hp["projected"] is not None:
+            out.append(
+                f"healthy trials' highest projected end past the grace (no stop_on): "
+                f"{hp['projected']:.3g} (lr={hp['lr']:g}, epoch {hp['epoch']}); "
+                f"the bar: {NEED:g} x {CHANCE:.3g} = {NEED * CHANCE:.3g}"
+            )
+        out.append("")
     out += [
         "## Summary",
         "",
