@@ -15,12 +15,14 @@ same best validation loss, no healthy trial stopped.
 
     python bench/lr_sweep_stop.py                  # 4 workloads x 12 LRs x 2 sweeps
     python bench/lr_sweep_stop.py --quick          # smoke test: MLP/SGD, 3 LRs, 1 epoch
+    python bench/lr_sweep_stop.py --seed 2 --out bench/results/lr_sweep_stop_seed2.md   # another seed
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from results_file import write_results  # noqa: E402  (bench/ is on sys.path)
 
 from diag.sweep import summarize  # noqa: E402
+from runner.stop_on import project  # noqa: E402
 
 # overrides and epochs per trial: the digits recipe's 20 (runner/conf/trainer/default.yaml)
 WORKLOADS: dict[str, tuple[list[str], int]] = {
@@ -48,6 +51,11 @@ GRID = [float(f"{10 ** (-5 + 6 * i / 11):.3g}") for i in range(12)]  # 1e-05 .. 
 QUICK_GRID = [1e-3, 0.1, 10.0]
 HEALTHY_POINTS = 0.02  # a trial within 2 points of the grid's best val accuracy is healthy
 TARGET_RATIO = 0.60
+GRACE, NEED, CHANCE = (
+    0.25,
+    0.75,
+    math.log(10),
+)  # callbacks.stop_on's grace and need; digits' 10 classes
 
 
 def run_sweep(
@@ -83,10 +91,20 @@ def run_sweep(
 
 
 def bench_workload(
-    name: str, overrides: list[str], lrs: list[float], epochs: int, work: Path, first_with: bool
+    name: str,
+    overrides: list[str],
+    lrs: list[float],
+    epochs: int,
+    work: Path,
+    first_with: bool,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """The two sweeps of one workload, in the given order; what each found."""
-    base = [*overrides, f"trainer.max_epochs={epochs}"]
+    base = [
+        *overrides,
+        f"trainer.max_epochs={epochs}",
+        *([f"seed={seed}"] if seed is not None else []),
+    ]
     sweeps: dict[str, dict[str, Any]] = {}
     order = ["with", "without"] if first_with else ["without", "with"]
     for kind in order:
@@ -100,6 +118,7 @@ def bench_workload(
             "load": load,
             "trial_seconds": trial_seconds(sweep_dir),
             "summary": summary,
+            "dir": str(sweep_dir),
         }
     return {"workload": name, "order": order, "epochs": epochs, **sweeps}
 
@@ -117,6 +136,31 @@ def trial_seconds(sweep_dir: Path) -> float:
         if len(times) == 2:
             total += times["fit_end"] - times["fit_start"]
     return total
+
+
+def healthy_projections(
+    sweep_dir: Path, summary: dict[str, Any], best_acc: float
+) -> dict[str, Any]:
+    """How near the healthy trials of the sweep without stop_on came to stop_on's projection bar: the
+    highest projected end (runner.stop_on.project, its defaults) at any epoch past the grace, over the
+    trials within 2 points of the best, read from each trial's val_diagnostics.jsonl."""
+    worst: dict[str, Any] = {"projected": None, "lr": None, "epoch": None}
+    for r in summary["runs"]:
+        if (r["val_acc"] or 0.0) < best_acc - HEALTHY_POINTS:
+            continue
+        path = sweep_dir / r["name"] / "val_diagnostics.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        history = [{"step": row["step"], "val/loss": row["loss"]} for row in rows]
+        max_steps = int(history[-1]["step"]) if history else 0
+        for n in range(1, len(history)):  # an epoch's end before the last, past the grace
+            if history[n - 1]["step"] < GRACE * max_steps:
+                continue
+            seen = project(history[:n], int(history[n - 1]["step"]), max_steps)
+            if seen and (
+                worst["projected"] is None or seen["projected_val_loss"] > worst["projected"]
+            ):
+                worst = {"projected": seen["projected_val_loss"], "lr": r["lr"], "epoch": n}
+    return worst
 
 
 def _best(summary: dict[str, Any]) -> tuple[str, float | None, float | None]:
@@ -142,6 +186,7 @@ def judge(result: dict[str, Any]) -> dict[str, Any]:
                     "step": r["stopped"]["step"],
                     "max_steps": r["stopped"]["max_steps"],
                     "full_val_acc": acc,
+                    "why": _projection(r["stopped"]),
                     "healthy": acc >= best_acc - HEALTHY_POINTS,
                 }
             )
@@ -150,6 +195,7 @@ def judge(result: dict[str, Any]) -> dict[str, Any]:
     same_trial = b0[0] == b1[0]
     same_loss = b0[2] is not None and b1[2] is not None and abs(b0[2] - b1[2]) <= 1e-9
     healthy_stopped = [s for s in stopped if s["healthy"]]
+    margin = healthy_projections(Path(result["without"]["dir"]), without, best_acc)
     return {
         "ratio": ratio,
         "best": (b0, b1),
@@ -158,6 +204,7 @@ def judge(result: dict[str, Any]) -> dict[str, Any]:
         "same_loss": same_loss,
         "stopped": stopped,
         "healthy_stopped": healthy_stopped,
+        "healthy_projection": margin,
         "met": ratio <= TARGET_RATIO and same_trial and same_loss and not healthy_stopped,
     }
 
@@ -170,11 +217,28 @@ def _acc(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def render(results: list[dict[str, Any]], lrs: list[float]) -> str:
+def _epochs(sweep: dict[str, Any]) -> int:
+    """The epochs the sweep's trials trained, summed: the training compute stop_on controls."""
+    return sum(int(r["epochs"] or 0) for r in sweep["summary"]["runs"])
+
+
+def _projection(stopped: dict[str, Any]) -> str:
+    """The projection that stopped a slow trial (runner.stop_on.project), or nothing."""
+    p = stopped.get("projection")
+    if not isinstance(p, dict):
+        return ""
+    return (
+        f"; projected end val loss {p['projected_val_loss']:.3g} >= "
+        f"{p['need']:g} x chance {p['chance_loss']:.3g}"
+    )
+
+
+def render(results: list[dict[str, Any]], lrs: list[float], seed: int | None = None) -> str:
     """Per workload the trials side by side, then one summary table."""
     out = [
         f"Grid of {len(lrs)} LRs ({lrs[0]:g} .. {lrs[-1]:g}) on digits, "
-        "one thread; without and with stop_on=critical",
+        f"one thread, seed {'the config default' if seed is None else seed}; "
+        "without and with stop_on=critical",
         "",
     ]
     for res in results:
@@ -208,6 +272,8 @@ def render(results: list[dict[str, Any]], lrs: list[float]) -> str:
             f"(ratio {w1['cpu_seconds'] / w0['cpu_seconds']:.2f}) |",
             f"| in the trials (fit start to end, summed) | {w0['trial_seconds']:.1f} s "
             f"| {w1['trial_seconds']:.1f} s (ratio {w1['trial_seconds'] / w0['trial_seconds']:.2f}) |",
+            f"| epochs trained (summed over the trials) | {_epochs(w0)} | {_epochs(w1)} "
+            f"(ratio {_epochs(w1) / max(_epochs(w0), 1):.2f}) |",
             f"| load average (1 min) before / after | {w0['load'][0]:.1f} / {w0['load'][1]:.1f} "
             f"| {w1['load'][0]:.1f} / {w1['load'][1]:.1f} |",
             f"| best trial | #{n0} lr={lr0:g} | #{n1} lr={lr1:g} |"
@@ -220,15 +286,22 @@ def render(results: list[dict[str, Any]], lrs: list[float]) -> str:
         for s in j["stopped"]:
             out.append(
                 f"- stopped lr={s['lr']:g}: {s['code']} at step {s['step']} of {s['max_steps']} "
-                f"(val acc without stop_on {s['full_val_acc']:.3f}; grid best {j['best_acc']:.3f})"
-                + ("  **HEALTHY**" if s["healthy"] else "")
+                f"(val acc without stop_on {s['full_val_acc']:.3f}; grid best {j['best_acc']:.3f}"
+                f"{s['why']})" + ("  **HEALTHY**" if s["healthy"] else "")
             )
         out += [
             "",
             f"healthy trials stopped (within {100 * HEALTHY_POINTS:.0f} points of "
             f"{j['best_acc']:.3f}): {len(j['healthy_stopped']) or 'none'}",
-            "",
         ]
+        hp = j["healthy_projection"]
+        if hp["projected"] is not None:
+            out.append(
+                f"healthy trials' highest projected end past the grace (no stop_on): "
+                f"{hp['projected']:.3g} (lr={hp['lr']:g}, epoch {hp['epoch']}); "
+                f"the bar: {NEED:g} x {CHANCE:.3g} = {NEED * CHANCE:.3g}"
+            )
+        out.append("")
     out += [
         "## Summary",
         "",
@@ -260,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs", type=int, default=None, help="epochs per trial (default: per workload)"
     )
     parser.add_argument("--workloads", nargs="*", default=None, choices=list(WORKLOADS))
+    parser.add_argument("--seed", type=int, default=None, help="seed=N for every trial")
     parser.add_argument("--keep", type=Path, default=None, help="keep the sweeps here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lr_sweep_stop.md")
     args = parser.parse_args(argv)
@@ -273,14 +347,20 @@ def main(argv: list[str] | None = None) -> int:
         for i, name in enumerate(names):
             overrides, default_epochs = WORKLOADS[name]
             res = bench_workload(
-                name, overrides, lrs, epochs or default_epochs, work, first_with=i % 2 == 1
+                name,
+                overrides,
+                lrs,
+                epochs or default_epochs,
+                work,
+                first_with=i % 2 == 1,
+                seed=args.seed,
             )
             res["judged"] = judge(res)
             results.append(res)
             if args.keep:  # what was measured, for reading again
                 (work / "results.json").write_text(json.dumps(results, indent=1, default=str))
             print(f"{name}: done ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
-    text = render(results, lrs) + f"\n\ntotal {time.perf_counter() - t0:.0f}s"
+    text = render(results, lrs, args.seed) + f"\n\ntotal {time.perf_counter() - t0:.0f}s"
     print(text)
     write_results(
         args.out, "lr_sweep_stop.py", text, list(argv if argv is not None else sys.argv[1:])

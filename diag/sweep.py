@@ -156,7 +156,18 @@ def _stopped(run_dir: Path) -> dict[str, Any] | None:
             continue
         if isinstance(event, dict) and event.get("kind") == "stopped":
             found = {k: event.get(k) for k in ("code", "step", "saved_steps", "max_steps")}
+            if isinstance(event.get("projection"), dict):  # a slow run stopped on its own curve
+                found["projection"] = event["projection"]
     return found
+
+
+def _stop_why(stopped: dict[str, Any]) -> str:
+    """``CODE at step N``, with the projected end of a slow run stopped on its own curve."""
+    why = f"{stopped['code']} at step {stopped['step']}"
+    projected = _finite((stopped.get("projection") or {}).get("projected_val_loss"))
+    return why + (
+        f", projected to end at val loss {projected:.3g}" if projected is not None else ""
+    )
 
 
 def compute_saved(runs: list[SweepRun]) -> tuple[int, int]:
@@ -173,9 +184,7 @@ def _stopped_line(runs: list[SweepRun]) -> str | None:
     if not stopped:
         return None
     saved, planned = compute_saved(runs)
-    each = ", ".join(
-        f"{r.name} ({r.stopped['code']} at step {r.stopped['step']})" for r in stopped if r.stopped
-    )
+    each = ", ".join(f"{r.name} ({_stop_why(r.stopped)})" for r in stopped if r.stopped)
     share = f" ({saved / planned:.0%} of the sweep's steps)" if planned else ""
     return f"stopped early by stop_on: {each}; {saved} steps not trained{share}"
 

@@ -11,6 +11,14 @@ yet Adam at 0.066 and the CNN at 0.81 on digits trained on from one to 0.95-0.98
 the training losses that never recovered reached 28x and more. With
 the AutoTrainer on, a code it may still treat stops the run only after it gave up on it; a code it
 has no repair for (or one it treats only after another repair) stops the run as without it.
+
+A run the diagnosis finds slow or stuck at a lower level (a ``SLOW_CONVERGENCE`` warning: learning, but
+slowly) stops too once the grace has passed if its own curve says it cannot get far from chance in the
+budget it has left: its best validation loss, projected to the last step at ``projection_pace`` times
+its improvement per step over the last ``projection_window`` validations, stays above ``need`` of the
+chance-level loss (see :func:`project`). The pace is measured while the LR is not rising (a schedule that
+decays it only slows the rest), so the projection is generous, and the verdict comes from the trial
+alone: it holds in a grid, an Optuna study or a single run.
 """
 
 from __future__ import annotations
@@ -62,6 +70,36 @@ def chance_loss(state: FitState, diagnostics: Any = None) -> float | None:
     return max(levels) if levels else None
 
 
+def project(
+    history: list[dict[str, Any]], step: int, max_steps: int, window: int = 3, pace: float = 2.0
+) -> dict[str, float] | None:
+    """Where the validation loss would be at ``max_steps`` if it kept falling at ``pace`` times its
+    rate over the last ``window`` validations (per step, from the epoch history's ``val/loss`` and
+    ``step``), starting from its best so far. None without three finite validations, or while the LR
+    rose between the last two (a warm-up: the pace there says nothing about the rest)."""
+    rows = [
+        h
+        for h in history
+        if isinstance(h.get("val/loss"), (int, float)) and math.isfinite(float(h["val/loss"]))
+    ]
+    if len(rows) < 3 or len(rows) != sum("val/loss" in h for h in history):
+        return None  # too few, or a non-finite validation (a blow-up is the other rules' business)
+    if "lr" in rows[-1] and "lr" in rows[-2] and float(rows[-1]["lr"]) > float(rows[-2]["lr"]):
+        return None
+    w = min(window, len(rows) - 1)
+    first, last = rows[-1 - w], rows[-1]
+    steps = max(int(last["step"]) - int(first["step"]), 1)
+    rate = max(float(first["val/loss"]) - float(last["val/loss"]), 0.0) / steps
+    best = min(float(h["val/loss"]) for h in rows)
+    remaining = max(max_steps - step, 0)
+    return {
+        "best_val_loss": best,
+        "rate_per_step": rate,
+        "remaining_steps": float(remaining),
+        "projected_val_loss": best - pace * rate * remaining,
+    }
+
+
 class Repairer(Protocol):
     """What the stop rule asks the AutoTrainer (``runner.autotrainer.AutoTrainer.may_treat``)."""
 
@@ -77,6 +115,9 @@ class StopOnDiagnosis(Hook):
         grace: float = 0.25,
         check_every: int = 10,
         clear_blowup: float = 20.0,
+        need: float = 0.75,
+        projection_window: int = 3,
+        projection_pace: float = 2.0,
         autotrainer: Repairer | None = None,
         diagnostics: Any = None,
     ) -> None:
@@ -88,17 +129,68 @@ class StopOnDiagnosis(Hook):
         self.grace = float(grace)
         self.check_every = max(1, int(check_every))
         self.clear_blowup = float(clear_blowup)
+        self.need = float(need)  # of the chance loss: a projected end above it is "near chance"
+        self.projection_window = max(1, int(projection_window))
+        self.projection_pace = float(projection_pace)
         self.autotrainer = autotrainer  # the run's AutoTrainer (build_hooks passes it), or None
         self.diagnostics = diagnostics  # the run's DiagnosticsHook: the losses its rules read
         self.stopped: dict[str, Any] | None = None  # what stopped the run: code, step, steps saved
 
+    def _armed(self, state: FitState) -> bool:
+        """A level is set, nothing stopped the run yet, and there are steps left to save (a run that
+        trained its whole budget has its result: stopping it at the end would only cost it its test)."""
+        return self.level is not None and self.stopped is None and state.step < state.max_steps
+
     def on_train_batch_end(self, state: FitState) -> None:
-        if self.level is not None and self.stopped is None and state.step % self.check_every == 0:
+        if self._armed(state) and state.step % self.check_every == 0:
             self._check(state)
 
     def on_epoch_end(self, state: FitState) -> None:
-        if self.level is not None and self.stopped is None:
+        if self._armed(state):
             self._check(state)
+        if self._armed(state):
+            self._check_projection(state)
+
+    def _check_projection(self, state: FitState) -> None:
+        """A slow or stuck finding at any level, past the grace, whose projected end is near chance."""
+        if state.step / max(state.max_steps, 1) < self.grace:
+            return
+        warning = SEVERITY_RANK["warning"]
+        slow = [
+            i
+            for i in state.issues or []
+            if i["code"] in STUCK_CODES - INSIDE_CODES
+            and SEVERITY_RANK.get(i.get("severity", "info"), 0) >= warning
+        ]
+        k = state.num_classes
+        if not slow or not k or k < 2:
+            return
+        chance = math.log(k)  # a guess's loss: where a run that learns nothing stays
+        seen = project(
+            state.history,
+            state.step,
+            state.max_steps,
+            self.projection_window,
+            self.projection_pace,
+        )
+        if seen is None or seen["projected_val_loss"] < self.need * chance:
+            return
+        issue = slow[0]
+        if self.autotrainer is not None and self.autotrainer.may_treat(issue):
+            return  # the AutoTrainer gets its chance first
+        projection = {**seen, "chance_loss": chance, "need": self.need}
+        self._stop(
+            state,
+            issue,
+            projection=projection,
+            why=(
+                f"best val loss {seen['best_val_loss']:.3g} falling {seen['rate_per_step']:.2g} per "
+                f"step; at {self.projection_pace:g}x that pace for the {int(seen['remaining_steps'])} "
+                f"steps left it would end at {seen['projected_val_loss']:.3g}, above "
+                f"{self.need:g} x the chance loss {chance:.3g}: it cannot get far from chance in "
+                "its budget"
+            ),
+        )
 
     def _check(self, state: FitState) -> None:
         floor = SEVERITY_RANK[str(self.level)]
@@ -130,7 +222,13 @@ class StopOnDiagnosis(Hook):
             return True
         return peak >= self.clear_blowup * chance
 
-    def _stop(self, state: FitState, issue: dict[str, Any]) -> None:
+    def _stop(
+        self,
+        state: FitState,
+        issue: dict[str, Any],
+        projection: dict[str, float] | None = None,
+        why: str = "",
+    ) -> None:
         saved = max(state.max_steps - state.step, 0)
         self.stopped = {
             "code": issue["code"],
@@ -139,10 +237,12 @@ class StopOnDiagnosis(Hook):
             "max_steps": state.max_steps,
             "saved_steps": saved,
         }
+        if projection is not None:
+            self.stopped["projection"] = projection
         state.stop_training = True
         state.stop_reason = (
             f"stop_on={self.level}: {issue['code']} ({issue.get('severity')}) at step {state.step}, "
-            f"{issue.get('evidence', '')}; more training of this configuration will not fix it "
-            f"({saved} of {state.max_steps} steps saved)"
+            f"{issue.get('evidence', '')}; {why + '; ' if why else ''}more training of this "
+            f"configuration will not fix it ({saved} of {state.max_steps} steps saved)"
         )
         state.events.write("stopped", **self.stopped, reason=state.stop_reason)

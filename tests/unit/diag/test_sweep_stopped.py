@@ -49,3 +49,22 @@ def test_a_stopped_untested_trial_is_stopped_not_diverged(tmp_path):
     md = (sweep / "sweep.md").read_text()
     assert "Diverged: 2 (marked" in md
     assert "Stopped early by stop_on: 1 (SLOW_CONVERGENCE at step 100)" in md
+
+
+def test_a_trial_stopped_on_its_projection_says_where_it_would_have_ended(tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0", 0.02, {"status": "healthy", "issues": [], "metrics": METRICS})
+    projection = {"projected_val_loss": 2.1675, "chance_loss": 2.3026, "need": 0.75}
+    slow = {"code": "SLOW_CONVERGENCE", "step": 100, "saved_steps": 300, "max_steps": 400}
+    untested = {**METRICS, "best_val_loss": 2.29, "test_loss": None, "test_acc": None, "epochs": 5}
+    issues = [{"code": "SLOW_CONVERGENCE", "severity": "warning"}]
+    report = {"status": "warning", "issues": issues, "metrics": untested}
+    _job(sweep, "1", 1e-4, report, {**slow, "projection": projection})
+    assert read_run(sweep / "1").stopped == {**slow, "projection": projection}
+    summary = summarize(sweep, write=True)
+    assert summary["best"]["name"] == "0"
+    md = (sweep / "sweep.md").read_text()
+    assert (
+        "Stopped early by stop_on: 1 (SLOW_CONVERGENCE at step 100, projected to end at val loss "
+        "2.17); 300 steps not trained (38% of the sweep's steps)." in md
+    )

@@ -14,7 +14,7 @@ from diag.live import DiagnosticsHook
 from diag.series import RunSeries
 from runner.app import run
 from runner.autotrainer import AutoTrainer
-from runner.stop_on import StopOnDiagnosis
+from runner.stop_on import StopOnDiagnosis, project
 
 
 def _state(step: int, issues: list[dict], actions: list[dict] | None = None) -> FitState:
@@ -216,3 +216,128 @@ def test_a_smaller_blow_up_stops_after_the_grace_only_at_chance(val_acc, stops):
     hook.on_epoch_end(state)
     assert state.stop_training is stops
     assert stops is False or hook.stopped["code"] == "LOSS_EXPLOSION"
+
+
+def _history(val_losses: list[float], lrs: list[float] | None = None) -> list[dict]:
+    """The trainer's epoch history as stop_on reads it: 20 steps an epoch, as digits' 20-epoch runs."""
+    lrs = lrs or [0.1] * len(val_losses)
+    return [
+        {"epoch": i, "step": 20 * (i + 1), "lr": lr, "val/loss": v, "val/acc": 0.2}
+        for i, (v, lr) in enumerate(zip(val_losses, lrs))
+    ]
+
+
+def test_the_projection_runs_from_the_best_loss_at_twice_the_pace_of_the_last_validations():
+    seen = project(_history([2.30, 2.28, 2.26, 2.24, 2.23]), step=100, max_steps=400)
+    assert seen is not None
+    # the pace over the last three validations (steps 40 -> 100), doubled, for the 300 steps left
+    assert seen["rate_per_step"] == pytest.approx((2.28 - 2.23) / 60)
+    assert seen["projected_val_loss"] == pytest.approx(2.23 - 2 * (0.05 / 60) * 300)
+    assert seen["best_val_loss"] == 2.23 and seen["remaining_steps"] == 300
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        _history([2.30, 2.29]),  # two validations: no pace yet
+        _history([2.30, 2.29, float("nan")]),  # a non-finite validation: the blow-up rules' case
+        _history([2.30, 2.29, 2.28], lrs=[0.01, 0.02, 0.03]),  # a warm-up: the LR still rising
+    ],
+)
+def test_no_projection_without_a_pace_to_go_by(history):
+    assert project(history, step=60, max_steps=400) is None
+
+
+def _slow_state(val_losses: list[float], step: int, severity: str = "warning") -> FitState:
+    state = _state(step, [issue("SLOW_CONVERGENCE", severity)])
+    state.num_classes, state.history = 10, _history(val_losses)
+    return state
+
+
+# digits, 20 epochs, SGD with the MLP unless named; each curve's first five validations (step 100 of
+# 400) and where it ended without stop_on (val acc; the grid's best is 0.986 for the MLP, 1.0 for the CNN)
+MLP_SGD_1E4 = [2.3035, 2.2985, 2.2934, 2.2884, 2.2837]  # lr 1.2e-4: 0.375
+MLP_SGD_1E3 = [2.2659, 2.2051, 2.1402, 2.0694, 1.9918]  # lr 1.5e-3: 0.799, still speeding up
+CNN_ADAM_3E5 = [2.3359, 2.3149, 2.2505, 2.1867, 2.1269]  # Adam, lr 3.5e-5: 0.674
+
+
+def test_a_slow_warning_stops_past_the_grace_when_its_curve_cannot_get_far_from_chance():
+    hook = StopOnDiagnosis(level="critical", grace=0.25)
+    state = _slow_state(MLP_SGD_1E4, step=100)
+    hook.on_epoch_end(state)
+    assert state.stop_training and hook.stopped is not None
+    assert hook.stopped["code"] == "SLOW_CONVERGENCE" and hook.stopped["saved_steps"] == 300
+    projection = hook.stopped["projection"]
+    assert projection["projected_val_loss"] >= 0.75 * projection["chance_loss"]
+    assert projection["chance_loss"] == pytest.approx(2.302585)
+    assert "it cannot get far from chance in its budget" in state.stop_reason
+    assert "SLOW_CONVERGENCE (warning) at step 100" in state.stop_reason
+
+
+@pytest.mark.parametrize("curve", [MLP_SGD_1E3, CNN_ADAM_3E5])
+def test_a_slow_run_whose_pace_can_take_it_far_from_chance_trains_on(curve):
+    state = _slow_state(curve, step=100)
+    StopOnDiagnosis(level="critical", grace=0.25).on_epoch_end(state)
+    assert not state.stop_training
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        _slow_state(MLP_SGD_1E4[:3], step=60),  # before the grace (a quarter of 400 steps)
+        _slow_state(MLP_SGD_1E4, step=100, severity="info"),  # below a warning
+        _state(100, []),  # no slow or stuck finding: the curve alone stops nothing
+    ],
+)
+def test_a_flat_curve_stops_only_past_the_grace_with_a_slow_finding(state):
+    if not state.history:
+        state.num_classes, state.history = 10, _history(MLP_SGD_1E4)
+    StopOnDiagnosis(level="critical", grace=0.25).on_epoch_end(state)
+    assert not state.stop_training
+
+
+def test_a_run_at_its_last_step_is_never_stopped():
+    # nothing left to save: stopping it would only cost it its test pass and its result
+    for state in (_slow_state(MLP_SGD_1E4, step=400), _state(400, [issue("STUCK_AT_CHANCE")])):
+        state.max_steps = 400
+        hook = StopOnDiagnosis(level="critical")
+        hook.on_epoch_end(state)
+        assert not state.stop_training and hook.stopped is None
+
+
+def test_with_the_autotrainer_a_slow_run_gets_its_lr_raised_before_the_projection_stops_it():
+    repairer = autotrainer()
+    slow = issue("SLOW_CONVERGENCE", "warning")
+    hook = StopOnDiagnosis(level="critical", autotrainer=repairer)
+    state = _slow_state(MLP_SGD_1E4, step=100)
+    state.issues = [slow]
+    hook.on_epoch_end(state)
+    assert not state.stop_training  # raise_lr comes first
+    repairer._give_up(state, slow, "SLOW_CONVERGENCE was already treated 3 times (limit 3)")
+    hook.on_epoch_end(state)
+    assert state.stop_training and hook.stopped is not None and "projection" in hook.stopped
+
+
+def test_a_real_slow_run_stops_on_its_projection_and_says_so(tmp_path):
+    # SGD at 3e-4 on digits: a SLOW_CONVERGENCE warning at step 80 of 120, val loss 2.27 of 2.30
+    cfg = compose_cfg(
+        [
+            "optimizer=sgd",
+            "optimizer.lr=3e-4",
+            "stop_on=critical",
+            "trainer.max_epochs=6",
+            "objective_penalty=123.0",
+        ],
+        tmp_path,
+    )
+    assert run(cfg, tmp_path / "run") == 123.0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["stopped"] and report["metrics"]["epochs"] == 4
+    assert "it cannot get far from chance in its budget" in report["stop_reason"]
+    assert report["stop_reason"] in (tmp_path / "run" / "report.md").read_text()
+    events = (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+    (stopped,) = [e for e in map(json.loads, events) if e["kind"] == "stopped"]
+    assert stopped["code"] == "SLOW_CONVERGENCE" and stopped["step"] == 80
+    assert stopped["saved_steps"] == 40 and stopped["max_steps"] == 120
+    p = stopped["projection"]
+    assert p["projected_val_loss"] >= p["need"] * p["chance_loss"] > 1.7
