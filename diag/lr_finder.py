@@ -39,13 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from diag.lr_rules import LABELS, METHODS, canonical_method
 from diag.training_state import TrainingState, apply, capture
 
-METHODS = ("valley", "steepest", "min10", "descent", "min2")
-"""The rules that read an LR off a curve; ``auto`` (the default) picks one of them by optimizer."""
-ALIASES = {"minimum/10": "min10", "minimum": "min10", "steep": "steepest", "minimum/2": "min2"}
-# how a rule is shown (legend, log lines): the config's spelling, not the internal short name
-LABELS = {"min10": "minimum/10", "min2": "minimum/2"}
 WEAK_FALL = 0.05
 """A curve whose smoothed loss falls by less than this fraction of its first read value learned too
 little in the test for its slopes to mean anything: ``auto`` reads half its minimum's LR instead."""
@@ -56,17 +52,6 @@ conventional LR of the family (SGD with momentum 0.1, Adam 3e-3). A BatchNorm CN
 to lr=10 without blowing up, its smoothed minimum at 1-4, and every rule read off that curve landed
 2-40x over the best LR (bench/results/lr_finder.md); with no edge seen, nothing above the convention
 is known to be safe."""
-
-
-def canonical_method(method: str) -> str:
-    """Map a method name or alias to ``auto`` or one of :data:`METHODS` (else ``ValueError``)."""
-    name = ALIASES.get(str(method), str(method))
-    if name != "auto" and name not in METHODS:
-        raise ValueError(
-            f"unknown LR finder method {method!r}: choose one of auto, descent, valley, steepest, "
-            "minimum/10 (min10), minimum/2 (min2)"
-        )
-    return name
 
 
 def optimizer_family(optimizer: torch.optim.Optimizer) -> str:

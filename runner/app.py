@@ -13,6 +13,11 @@ from runner import distributed
 
 def run(cfg: DictConfig, run_dir: Path) -> float:
     """Run the task ``cfg`` asks for in ``run_dir``; return the sweep objective (or the suggested LR)."""
+    from runner.validation import validate
+
+    validate(
+        cfg, build=False
+    )  # a bad value is said before torch is imported (build checks the rest)
     from runner import train
 
     if cfg.get("mode") == "lr_find":

@@ -16,22 +16,16 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from diag.hooks import FitState
-from diag.lr_finder import (
-    ALIASES,
-    LABELS,
-    LearningRateFinder,
-    canonical_method,
-    cycle_batches,
-    optimizer_family,
-    rule_label,
-)
+from diag.lr_finder import LearningRateFinder, cycle_batches, optimizer_family, rule_label
+from diag.lr_rules import ALIASES, LABELS
 from diag.training_state import apply, capture
 from runner import distributed
 from runner.errors import UserError
+from runner.validation import lr_find_errors
 
 if TYPE_CHECKING:
     import torch
@@ -39,51 +33,6 @@ if TYPE_CHECKING:
     from runner.train import Run
 
 log = logging.getLogger(__name__)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def lr_find_errors(cfg: DictConfig) -> list[str]:
-    """Every bad value of the ``lr_find`` block, one message each (checked before any work)."""
-    node = OmegaConf.to_container(cfg.lr_find, resolve=True) if cfg.get("lr_find") else {}
-    assert isinstance(node, dict)
-    errors = []
-    for key in ("min_lr", "max_lr", "smooth", "diverge_factor"):
-        if not _number(node.get(key)):
-            errors.append(
-                f"lr_find.{key}={node.get(key)!r} is not valid: a number "
-                f"(e.g. `python -m runner lr_find.{key}=...`)"
-            )
-    if not errors:
-        if not 0 < node["min_lr"] < node["max_lr"]:
-            errors.append(
-                f"lr_find.min_lr={node['min_lr']:g} and lr_find.max_lr={node['max_lr']:g}: "
-                "need 0 < min_lr < max_lr"
-            )
-        if not 0 <= node["smooth"] < 1:
-            errors.append(
-                f"lr_find.smooth={node['smooth']:g} is not valid: an EMA coefficient in [0, 1), e.g. 0.98"
-            )
-        if node["diverge_factor"] <= 1:
-            errors.append(
-                f"lr_find.diverge_factor={node['diverge_factor']:g} is not valid: a number > 1, e.g. 4"
-            )
-    steps = node.get("num_steps")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 10:
-        errors.append(
-            f"lr_find.num_steps={steps!r} is not valid: a whole number >= 10 (100 is typical)"
-        )
-    method = str(node.get("method"))
-    try:
-        canonical_method(method)
-    except ValueError:
-        errors.append(
-            f"lr_find.method={method!r} is not valid: choose one of auto (descent for SGD, "
-            "minimum/10 otherwise), descent, valley, steepest, minimum/10, minimum/2"
-        )
-    return errors
 
 
 def build_finder(

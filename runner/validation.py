@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from diag.lr_rules import canonical_method
 from runner.errors import UserError
 
 PRECISIONS = ("32", "bf16", "fp16")
@@ -171,14 +172,18 @@ BOOLEANS = (
 )
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise one :class:`UserError` listing every invalid value (a line each); return silently otherwise."""
-    errors = config_errors(cfg)
+def validate(cfg: DictConfig, build: bool = True) -> None:
+    """Raise one :class:`UserError` listing every invalid value (a line each); return silently otherwise.
+
+    ``build=False`` leaves out what only torch can check (:func:`build_errors`): the entry point checks
+    the values first, before torch is imported, so a mistyped value is said at once.
+    """
+    errors = config_errors(cfg, build)
     if errors:
         raise UserError("\n".join(errors))
 
 
-def config_errors(cfg: DictConfig) -> list[str]:
+def config_errors(cfg: DictConfig, build: bool = True) -> list[str]:
     """One message per invalid value of the composed config, in the order of the config tree."""
     try:
         OmegaConf.to_container(cfg, resolve=True)  # every interpolation, before any value is read
@@ -207,17 +212,56 @@ def config_errors(cfg: DictConfig) -> list[str]:
     monitor = _get(cfg, "scheduler.monitor")
     if monitor is not None and monitor not in MONITORABLE:
         errors.append(str(_fail("scheduler.monitor", monitor, f"one of {', '.join(MONITORABLE)}")))
-    from runner.lr_find import lr_find_errors  # the LR finder's block: checked even when training
-
-    errors += lr_find_errors(cfg)
+    errors += lr_find_errors(cfg)  # the LR finder's block: checked even when training
     from runner.autotrainer.settings import check_config
 
     try:
         check_config(cfg)
     except UserError as exc:
         errors.append(str(exc))
-    if not errors:  # the constructors only see values that passed the checks above
+    if build and not errors:  # the constructors only see values that passed the checks above
         errors += build_errors(cfg)
+    return errors
+
+
+def lr_find_errors(cfg: DictConfig) -> list[str]:
+    """Every bad value of the ``lr_find`` block, one message each (checked before any work)."""
+    node = OmegaConf.to_container(cfg.lr_find, resolve=True) if cfg.get("lr_find") else {}
+    assert isinstance(node, dict)
+    errors = []
+    for key in ("min_lr", "max_lr", "smooth", "diverge_factor"):
+        if not _is_number(node.get(key)):
+            errors.append(
+                f"lr_find.{key}={node.get(key)!r} is not valid: a number "
+                f"(e.g. `python -m runner lr_find.{key}=...`)"
+            )
+    if not errors:
+        if not 0 < node["min_lr"] < node["max_lr"]:
+            errors.append(
+                f"lr_find.min_lr={node['min_lr']:g} and lr_find.max_lr={node['max_lr']:g}: "
+                "need 0 < min_lr < max_lr"
+            )
+        if not 0 <= node["smooth"] < 1:
+            errors.append(
+                f"lr_find.smooth={node['smooth']:g} is not valid: an EMA coefficient in [0, 1), e.g. 0.98"
+            )
+        if node["diverge_factor"] <= 1:
+            errors.append(
+                f"lr_find.diverge_factor={node['diverge_factor']:g} is not valid: a number > 1, e.g. 4"
+            )
+    steps = node.get("num_steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 10:
+        errors.append(
+            f"lr_find.num_steps={steps!r} is not valid: a whole number >= 10 (100 is typical)"
+        )
+    method = str(node.get("method"))
+    try:
+        canonical_method(method)
+    except ValueError:
+        errors.append(
+            f"lr_find.method={method!r} is not valid: choose one of auto (descent for SGD, "
+            "minimum/10 otherwise), descent, valley, steepest, minimum/10, minimum/2"
+        )
     return errors
 
 

@@ -80,3 +80,26 @@ def test_a_mistyped_key_is_refused_before_torch_is_imported(tmp_path):
     assert proc.returncode == 2
     assert "optimizer.lrr" in proc.stderr and "Traceback" not in proc.stderr
     assert "TORCH False" in proc.stdout
+
+
+def test_bad_values_are_all_said_before_torch_is_imported(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            TORCH_AT_EXIT,
+            "optimizer.lr=-1",
+            "lr_find.min_lr=0",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert any("optimizer.lr=-1" in x for x in lines)
+    assert any("lr_find.min_lr=0" in x for x in lines)
+    assert "TORCH False" in proc.stdout
+    assert not (tmp_path / "run").exists()  # a refused start leaves nothing behind
