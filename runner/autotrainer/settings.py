@@ -150,6 +150,9 @@ class Settings:
     time_budget: float
     plot_stopped_attempts: bool
     measure_steps: int
+    # an LR repair (raise_lr, a rollback to the fit start) after this share of the run's steps is made as
+    # a guided restart at the repaired LR: in place it leaves the repaired LR too few steps
+    late_lr_restart: float
     healthy: Healthy
     setting_causes: SettingCauses
     lr_evidence: LrEvidence
@@ -217,6 +220,7 @@ class Settings:
             time_budget=float(spec["time_budget"]),
             plot_stopped_attempts=bool(spec["plot_stopped_attempts"]),
             measure_steps=max(1, int(spec["measure_steps"])),
+            late_lr_restart=float(spec["late_lr_restart"]),
             healthy=Healthy(
                 below_best=float(healthy["below_best"]),
                 above_chance=float(healthy["above_chance"]),

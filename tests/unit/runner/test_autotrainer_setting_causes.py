@@ -98,9 +98,31 @@ def test_a_deep_net_without_norm_restarts_with_batch_norm_relu_and_he_init(at_se
         "model.batchnorm": True,
         "model.activation": "relu",
         "model.init": "he",
-        "model.hidden": [16, 16],
+        # two layers, widened from the fault's 16 to the capacity's min_width (128)
+        "model.hidden": [128, 128],
     }
     assert action["detail"].startswith("cause: an MLP of 8 hidden layers without normalisation")
+
+
+@pytest.mark.parametrize(
+    ("hidden", "max_params", "expected"),
+    [
+        ([32] * 20, 250_000, [128, 128]),  # the fault's width is not the cause: min_width
+        ([256] * 12, 250_000, [256, 256]),  # never narrower than the net was
+        ([32] * 12, 20_000, [64, 64]),  # [128, 128] is 26122 parameters on 8x8 digits: halved
+        ([32] * 12, 5_000, [32, 32]),  # nothing wider fits: the net's own width
+    ],
+)
+def test_a_deep_net_is_cut_to_two_layers_widened_within_the_budget(
+    hidden: list[int], max_params: int, expected: list[int]
+) -> None:
+    cfg = compose_cfg([f"model.hidden=[{','.join(map(str, hidden))}]", "model.batchnorm=false"])
+    capacity = {**spec()["setting_causes"]["capacity"], "max_params": max_params}
+    rules = Settings.from_config(
+        spec(setting_causes={**spec()["setting_causes"], "capacity": capacity})
+    ).setting_causes
+    cause = find(cfg, None, 20, rules)
+    assert cause is not None and cause.changes["model.hidden"] == expected
 
 
 def test_sane_settings_are_never_a_cause_and_the_table_decides() -> None:
