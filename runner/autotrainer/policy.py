@@ -731,14 +731,15 @@ class AutoTrainer(Hook):
         return True
 
     def _late_lr(self, name: str, rule: Any, state: FitState) -> bool:
-        """An LR repair that throws the steps before it away (a raise of an LR that barely moved the weights,
-        a rollback to the fit start) coming after ``late_lr_restart`` of the run: the repaired LR would have
-        too few steps left in place (an LR 10000x too low raised at step 80 of 120 ended 9 points under its
-        twin)."""
-        lr_repair = name == "raise_lr" or (
-            name == "rollback" and getattr(rule, "to", None) == "baseline"
-        )
-        return lr_repair and state.step >= self.settings.late_lr_restart * max(state.max_steps, 1)
+        """An LR repair better made as a restart at the repaired LR: a rollback to the fit start (it throws
+        every step away, but in place keeps the schedule where it was and the clipping the explosion
+        turned on: an LR 100x too high rolled back to the fit start at step 40 of 240 ended 0.811, its
+        twin 0.936), or a raise of an LR that barely moved the weights after ``late_lr_restart`` of the
+        run (raised at step 80 of 120, a run ended 9 points under its twin)."""
+        if name == "rollback":
+            return getattr(rule, "to", None) == "baseline"
+        late = state.step >= self.settings.late_lr_restart * max(state.max_steps, 1)
+        return name == "raise_lr" and late
 
     def _restart_at_lr(
         self, state: FitState, issue: dict[str, Any], name: str, factor: float
@@ -766,8 +767,8 @@ class AutoTrainer(Hook):
             return False
         self.carried.lr_scale = scale
         note = (
-            f"late LR repair: {name} x{factor:.3g} at step {state.step} of {state.max_steps} "
-            f"(after {self.settings.late_lr_restart:g} of the run) made as a restart at that LR"
+            f"LR repair made as a restart at the repaired LR: {name} x{factor:.3g} at step "
+            f"{state.step} of {state.max_steps}"
         )
         return self._restart(state, issue, rule=rule, note=note)
 

@@ -150,8 +150,8 @@ class Settings:
     time_budget: float
     plot_stopped_attempts: bool
     measure_steps: int
-    # an LR repair (raise_lr, a rollback to the fit start) after this share of the run's steps is made as
-    # a guided restart at the repaired LR: in place it leaves the repaired LR too few steps
+    # a raise_lr after this share of the run's steps is made as a guided restart at the raised LR (a
+    # rollback to the fit start always is): in place it leaves the repaired LR too few steps
     late_lr_restart: float
     healthy: Healthy
     setting_causes: SettingCauses

@@ -218,10 +218,11 @@ def test_still_at_chance_after_an_explosion_goes_back_to_the_starting_weights_wi
     None
 ):
     """Every snapshot after the explosion may be damaged: the weights go back to the fit start, the LR
-    keeps the first rollback's cut and is cut again, and the optimizer's moments are reset."""
+    keeps the first rollback's cut and is cut again, and the optimizer's moments are reset. In place when
+    no restart may be made (max_restarts 0; else test_still_at_chance_after_an_explosion_restarts...)."""
     model = net()
     opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
-    policy, state = policy_for(model, opt)
+    policy, state = policy_for(model, opt, max_restarts=0)
     start = [p.detach().clone() for p in model.parameters()]
     drive(policy, state, [], 30)  # a healthy snapshot at step 25
     with torch.no_grad():
@@ -237,3 +238,26 @@ def test_still_at_chance_after_an_explosion_goes_back_to_the_starting_weights_wi
     assert stuck["detail"].startswith("weights back to the fit start (step 0)")
     assert all(torch.equal(p, s) for p, s in zip(model.parameters(), start))
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01) and len(opt.state) == 0
+
+
+def test_still_at_chance_after_an_explosion_restarts_at_the_cut_lr_without_the_clipping() -> None:
+    """The same, with restarts allowed: the rollback to the fit start is made as a restart at the LR both
+    cuts reached (the recipe's x0.1 x0.1), so that LR has the run's whole schedule, and without the
+    clipping the explosion's rollback turned on (the LR that caused the explosion is repaired)."""
+    from runner.trainer import Trainer
+
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+    loop = Trainer(max_epochs=1)
+    policy, state = policy_for(model, opt, cfg=("optimizer=sgd", "optimizer.lr=1.0"), loop=loop)
+    drive(policy, state, [], 30)
+    drive(policy, state, [("LOSS_EXPLOSION", "critical")], 20)
+    assert loop.clip_max_norm == 1.0  # turned on by the explosion's rollback
+    drive(policy, state, [("STUCK_AT_CHANCE", "critical")], 60)
+    stuck = policy.actions[-1]
+    assert (stuck["action"], stuck["code"]) == ("restart", "STUCK_AT_CHANCE")
+    assert stuck["detail"].startswith(
+        "LR repair made as a restart at the repaired LR: rollback x0.1"
+    )
+    assert policy.restart_request["changes"] == {"optimizer.lr": pytest.approx(0.01)}
+    assert "clipping (max_norm 1) the explosion turned on is not carried" in stuck["detail"]

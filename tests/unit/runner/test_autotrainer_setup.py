@@ -251,7 +251,9 @@ def test_a_late_lr_raise_is_a_restart_at_the_raised_lr(step: int, restarts: bool
         assert policy.restart_request is None
         return
     assert (action["action"], action["code"]) == ("restart", "SLOW_CONVERGENCE")
-    assert action["detail"].startswith(f"late LR repair: raise_lr x10 at step {step} of 1000")
+    assert action["detail"].startswith(
+        f"LR repair made as a restart at the repaired LR: raise_lr x10 at step {step} of 1000"
+    )
     assert policy.restart_request["changes"] == {"optimizer.lr": pytest.approx(1e-4)}
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)  # this attempt stops, unchanged
     assert state.stop_training
