@@ -6,7 +6,7 @@ symptom instead (a raised LR) leaves the cause in place: gradient clipping at a 
 every step tiny at any LR; a batch of 2 (gradient noise swamps the step) or of the whole split (a
 handful of steps in the run) trains badly at any LR; an MLP a dozen layers deep without normalisation
 passes almost no gradient to its first layers, and normalisation alone does not make it train in a
-short run (the restart also cuts it to ``deep_depth`` layers); a hidden layer narrower than the classes
+short run (the restart also cuts it to ``deep_depth`` layers of ``deep_width``); a hidden layer narrower than the classes
 (one unit for ten digits) cannot separate them at any LR; dropout of 0.9+ passes almost no signal, and
 a weight decay of 3 pulls the weights to zero faster than the data pushes them.
 
@@ -46,14 +46,14 @@ class SettingCause:
 
 
 def deep_cut(cfg: DictConfig, hidden: list[int], rules: SettingCauses) -> list[int]:
-    """``deep_depth`` layers of the widest width, widened to ``capacity.min_width`` where that fits in
+    """``deep_depth`` layers of the widest width, widened to ``deep_width`` where that fits in
     ``capacity.max_params`` (halved until it does): the depth was the fault, not the width, and the
     fault's width (a uniform 32) is narrower than a healthy recipe's."""
     cap = rules.capacity
     inputs = int(cfg.data.in_channels) * int(cfg.data.image_size) ** 2
     classes = int(cfg.data.num_classes)
     widest = max(hidden)
-    width = max(widest, cap.min_width)
+    width = max(widest, rules.deep_width)
     while (
         width > widest and mlp_params(inputs, [width] * rules.deep_depth, classes) > cap.max_params
     ):
@@ -94,8 +94,8 @@ def find(
         wanted = flatten(rules.deep_changes)
         changes = {k: v for k, v in wanted.items() if OmegaConf.select(cfg, k, default=None) != v}
         # normalisation alone is not enough in a short run: 12 layers of 32 with batch norm reached 0.20;
-        # cut to deep_depth layers, no narrower than the capacity's min_width (within its max_params):
-        # two layers of the fault's 32 units with dropout 0.5 ended 0.838 against its twin's 0.925
+        # cut to deep_depth layers of deep_width (within the capacity's max_params): two layers of the
+        # fault's 32 units with dropout 0.5 ended 0.838 against its twin's 0.925
         changes["model.hidden"] = deep_cut(cfg, [int(h) for h in hidden], rules)
         return SettingCause(
             "deep_without_norm",

@@ -86,7 +86,8 @@ class SettingCauses:
         int  # an MLP deeper than this without batch norm: a restart with ``deep_changes``
     )
     deep_changes: dict[str, Any]
-    deep_depth: int  # and cut to this many hidden layers of its widest width
+    deep_depth: int  # and cut to this many hidden layers of its widest width,
+    deep_width: int  # widened to this (within capacity.max_params)
     capacity: Capacity  # a hidden layer narrower than the classes: widened and deepened within this
     # dropout above this drops almost all signal: lowered in place to ``dropout``
     max_dropout: float
@@ -234,6 +235,7 @@ class Settings:
                 max_depth_without_norm=int(causes["max_depth_without_norm"]),
                 deep_changes=dict(causes["deep_changes"] or {}),
                 deep_depth=int(causes["deep_depth"]),
+                deep_width=int(causes["deep_width"]),
                 capacity=_given_capacity(causes["capacity"]),
                 max_dropout=float(causes["max_dropout"]),
                 dropout=float(causes["dropout"]),

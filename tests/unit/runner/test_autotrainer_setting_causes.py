@@ -98,8 +98,8 @@ def test_a_deep_net_without_norm_restarts_with_batch_norm_relu_and_he_init(at_se
         "model.batchnorm": True,
         "model.activation": "relu",
         "model.init": "he",
-        # two layers, widened from the fault's 16 to the capacity's min_width (128)
-        "model.hidden": [128, 128],
+        # two layers, widened from the fault's 16 to deep_width (256)
+        "model.hidden": [256, 256],
     }
     assert action["detail"].startswith("cause: an MLP of 8 hidden layers without normalisation")
 
@@ -107,9 +107,10 @@ def test_a_deep_net_without_norm_restarts_with_batch_norm_relu_and_he_init(at_se
 @pytest.mark.parametrize(
     ("hidden", "max_params", "expected"),
     [
-        ([32] * 20, 250_000, [128, 128]),  # the fault's width is not the cause: min_width
-        ([256] * 12, 250_000, [256, 256]),  # never narrower than the net was
-        ([32] * 12, 20_000, [64, 64]),  # [128, 128] is 26122 parameters on 8x8 digits: halved
+        ([32] * 20, 250_000, [256, 256]),  # the fault's width is not the cause: deep_width
+        ([512] * 6, 1_000_000, [512, 512]),  # never narrower than the net was
+        ([32] * 12, 50_000, [128, 128]),  # [256, 256] is 85002 parameters on 8x8 digits: halved
+        ([32] * 12, 20_000, [64, 64]),  # and [128, 128] 26122: halved again
         ([32] * 12, 5_000, [32, 32]),  # nothing wider fits: the net's own width
     ],
 )
