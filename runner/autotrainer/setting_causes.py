@@ -7,7 +7,8 @@ every step tiny at any LR; a batch of 2 (gradient noise swamps the step) or of t
 handful of steps in the run) trains badly at any LR; an MLP a dozen layers deep without normalisation
 passes almost no gradient to its first layers, and normalisation alone does not make it train in a
 short run (the restart also cuts it to ``deep_depth`` layers of ``deep_width``); a hidden layer narrower than the classes
-(one unit for ten digits) cannot separate them at any LR; dropout of 0.9+ passes almost no signal, and
+(one unit for ten digits) cannot separate them at any LR; biases filled with -5 keep ReLU units off from the
+first step (the dead-unit rule's restart also halved the LR, which was not the cause); dropout of 0.9+ passes almost no signal, and
 a weight decay of 3 pulls the weights to zero faster than the data pushes them.
 
 All of them are read from the config, so the policy also looks for them at fit start (``at_setup``),
@@ -103,6 +104,15 @@ def find(
             "through the depth",
             "VANISHING_GRADIENTS",
             changes,
+        )
+    bias = OmegaConf.select(cfg, "model.bias_init", default=None)
+    if isinstance(bias, (int, float)) and bias < rules.min_bias_init:
+        return SettingCause(
+            "bias_too_negative",
+            f"every bias filled with {bias:g} (below {rules.min_bias_init:g}): ReLU units start off and "
+            "get no gradient to come back",
+            "DEAD_NEURONS",
+            {"model.bias_init": None},
         )
     classes = OmegaConf.select(cfg, "data.num_classes", default=None)
     if hidden is not None and isinstance(classes, int) and min(int(h) for h in hidden) < classes:

@@ -88,6 +88,7 @@ class SettingCauses:
     deep_changes: dict[str, Any]
     deep_depth: int  # and cut to this many hidden layers of its widest width,
     deep_width: int  # widened to this (within capacity.max_params)
+    min_bias_init: float  # model.bias_init below this: a restart with the model's default biases
     capacity: Capacity  # a hidden layer narrower than the classes: widened and deepened within this
     # dropout above this drops almost all signal: lowered in place to ``dropout``
     max_dropout: float
@@ -236,6 +237,7 @@ class Settings:
                 deep_changes=dict(causes["deep_changes"] or {}),
                 deep_depth=int(causes["deep_depth"]),
                 deep_width=int(causes["deep_width"]),
+                min_bias_init=float(causes["min_bias_init"]),
                 capacity=_given_capacity(causes["capacity"]),
                 max_dropout=float(causes["max_dropout"]),
                 dropout=float(causes["dropout"]),

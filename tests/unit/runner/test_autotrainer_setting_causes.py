@@ -60,6 +60,8 @@ TINY = ["data.subset=256", "model.hidden=[32]"]
         ),
         (None, 20, ["model.hidden=[1]"], "capacity_too_small"),  # one unit for ten classes
         (None, 20, ["model.hidden=[16]"], None),  # narrow, but wider than the classes
+        (None, 20, ["model.bias_init=-5"], "bias_too_negative"),
+        (None, 20, ["model.bias_init=0"], None),  # zero biases are a sane init
         (None, 20, ["model.dropout=0.95"], "dropout_too_strong"),
         (None, 20, ["model.dropout=0.5"], None),  # the most healthy recipes use
         (None, 20, ["optimizer.weight_decay=3"], "weight_decay_too_strong"),
@@ -262,3 +264,21 @@ def test_still_at_chance_after_an_explosion_restarts_at_the_cut_lr_without_the_c
     )
     assert policy.restart_request["changes"] == {"optimizer.lr": pytest.approx(0.01)}
     assert "clipping (max_norm 1) the explosion turned on is not carried" in stuck["detail"]
+
+
+def test_biases_far_below_zero_restart_with_the_default_biases_and_the_lr_kept() -> None:
+    """Every bias at -10 (ReLU units start off): read from the config at set-up, a restart whose only
+    change is the model's default biases; the DEAD_NEURONS rule's leaky ReLU and LR halving are not
+    applied (the LR was not the cause: dev cases restarted with it ended 2-3 points under their twins)."""
+    policy, state = policy_for(
+        net(), torch.optim.SGD(net().parameters(), lr=0.1), cfg=("model.bias_init=-10",)
+    )
+    (action,) = policy.actions
+    assert (action["action"], action["cause"], action["step"], action["code"]) == (
+        "restart",
+        "bias_too_negative",
+        0,
+        "DEAD_NEURONS",
+    )
+    assert policy.restart_request["changes"] == {"model.bias_init": None}
+    assert action["detail"].startswith("cause: every bias filled with -10")
