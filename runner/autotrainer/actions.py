@@ -137,22 +137,8 @@ def scale_lr(
     rule: OnlineRule,
     changes: dict[str, Any],
 ) -> Repair | None:
-    """The LR times ``lr_factor`` (oscillation), or the cut the update ratio shows where that is deeper
-    (``lr_evidence``: this attempt's weights moved more than ``max_update_ratio`` of their norm in a step
-    at the current LR): an LR 30x too high halved twice stayed 7.5x too high (0.825 against its twin's
-    0.978). A healthy run's oscillation (its steps under 0.21) is halved."""
-    factor = _given(rule.lr_factor)
-    evidence = policy.evidence_factor()
-    if evidence is not None and evidence < factor:
-        moved = policy.carried.peak_update_ratio * policy.carried.lr_scale
-        return Repair(
-            factor=evidence,
-            detail=(
-                f"the LR cut the update ratio shows (x{evidence:.3g}: the weights moved {moved:.3g} "
-                "of their norm in a step)"
-            ),
-        )
-    return Repair(factor=factor, detail="")
+    """The LR times ``lr_factor`` (oscillation)."""
+    return Repair(factor=_given(rule.lr_factor), detail="")
 
 
 @register(

@@ -274,18 +274,3 @@ def test_a_restart_that_repairs_the_lr_drops_the_clipping_the_explosion_turned_o
     assert "the LR cut x" in restart["detail"]
     assert "trainer.clip.max_norm" not in restart["changes"]
     assert "clipping (max_norm 1) the explosion turned on is not carried" in restart["detail"]
-
-
-@pytest.mark.parametrize(("peak", "factor"), [(0.05, 0.5), (3.0, 0.01)])
-def test_oscillation_is_cut_as_far_as_the_update_ratio_shows(peak: float, factor: float) -> None:
-    """LOSS_OSCILLATION: halved on a run whose steps were sane (a healthy 0.05 of the weights' norm);
-    with the evidence of an LR far too high (3x the weights' norm in a step), cut to 0.03 / 3 at once."""
-    model = net()
-    opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    policy, state = policy_for(model, opt)
-    policy.carried.peak_update_ratio = peak
-    policy.on_train_batch_end(_at(state, 10, {"code": "LOSS_OSCILLATION", "severity": "warning"}))
-    (action,) = policy.actions
-    assert action["action"] == "scale_lr"
-    assert opt.param_groups[0]["lr"] == pytest.approx(factor)
-    assert ("the LR cut the update ratio shows" in action["detail"]) is (factor < 0.5)
