@@ -1,12 +1,13 @@
 """Does the AutoTrainer repair the fault benchmark's cases, measured against each fault's healthy twin?
 
-    python bench/autotrainer.py [--split dev|test] [--per-family 2] [--healthy 8] [--jobs N]
+    python bench/autotrainer.py [--split dev|test] [--sample-seed 0] [--per-family 2] [--healthy 8] [--jobs N]
                                 [--runs DIR] [--out FILE] [--quick] [--score-only]
                                 [--families a,b] [--skip N] [--variants off,twin]
 
 Cases come from ``bench/fault_families.py`` (the randomized fault benchmark of ``bench/fault_bench.py``):
 each faulty case names its healthy twin, the same recipe without the fault. Tune on ``dev``, report
-``test`` (a stable hash of each case picks its half). To fit the time, the first ``--per-family``
+``test`` (a stable hash of each case picks its half); ``--sample-seed`` draws another sample of cases
+from the generator (a fresh test half once a seed's has been looked at). To fit the time, the first ``--per-family``
 cases of each family in the half are run (the case list is shuffled, so that is a random sample), and
 the first ``--healthy`` healthy cases.
 
@@ -268,7 +269,7 @@ def select(args: argparse.Namespace) -> list[Case]:
     """The first ``per_family`` cases of each family and the first ``healthy`` healthy ones, in the half."""
     if args.quick:
         return quick_cases()
-    cases = [c for c in generate() if c.split == args.split]
+    cases = [c for c in generate(seed=args.sample_seed) if c.split == args.split]
     if args.families:
         wanted = set(args.families.split(","))
         cases = [c for c in cases if c.family in wanted]
@@ -288,6 +289,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--split", choices=("dev", "test"), default="dev")
+    ap.add_argument(
+        "--sample-seed",
+        type=int,
+        default=0,
+        help="seed of the case sampler (bench/fault_families.py)",
+    )
     ap.add_argument("--per-family", type=int, default=2, help="faulty cases per family and half")
     ap.add_argument("--healthy", type=int, default=8, help="healthy cases from the half")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
@@ -343,7 +350,7 @@ def main() -> None:
     title = (
         "quick"
         if args.quick
-        else f"{args.split} half, {args.per_family} cases per family, {args.healthy} healthy"
+        else f"{args.split} half of sample seed {args.sample_seed}, {args.per_family} cases per family, {args.healthy} healthy"
     )
     text, _ = tables(rows, title)
     print()

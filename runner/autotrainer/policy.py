@@ -693,6 +693,10 @@ class AutoTrainer(Hook):
         repair = ACTIONS[name].run(self, state, issue, rule, changes)
         if repair is None:
             return False
+        # late: the repaired LR from the first step, with the run's steps and schedule
+        late = cause is None and self._late_lr(name, rule, state)
+        if late and self._restart_at_lr(state, issue, name, repair.factor):
+            return True
         if repair.lr_before is not None:
             lr_before = repair.lr_before
         factor, detail = repair.factor, repair.detail
@@ -726,6 +730,48 @@ class AutoTrainer(Hook):
         )
         return True
 
+    def _late_lr(self, name: str, rule: Any, state: FitState) -> bool:
+        """An LR repair better made as a restart at the repaired LR: a rollback to the fit start (it throws
+        every step away, but in place keeps the schedule where it was and the clipping the explosion
+        turned on: an LR 100x too high rolled back to the fit start at step 40 of 240 ended 0.811, its
+        twin 0.936), or a raise of an LR that barely moved the weights after ``late_lr_restart`` of the
+        run (raised at step 80 of 120, a run ended 9 points under its twin)."""
+        if name == "rollback":
+            return getattr(rule, "to", None) == "baseline"
+        late = state.step >= self.settings.late_lr_restart * max(state.max_steps, 1)
+        return name == "raise_lr" and late
+
+    def _restart_at_lr(
+        self, state: FitState, issue: dict[str, Any], name: str, factor: float
+    ) -> bool:
+        """A guided restart at the LR the repair asked for (the recipe's times the LR scale reached, times
+        ``factor``); False (the repair is made in place) when no restart may be made now."""
+        base_lr = OmegaConf.select(self.cfg, "optimizer.lr") if self.cfg is not None else None
+        if not isinstance(base_lr, (int, float)):
+            return False
+        scale = self.carried.lr_scale * factor
+        lr = float(f"{base_lr * scale:.6g}")
+        rule = RestartRule(changes={"optimizer": {"lr": lr}}, lr_factor=None, min_severity=None)
+        wanted, fix = config_fix(self.cfg, rule)
+        if refusal(
+            self.settings,
+            self.cfg,
+            fix,
+            wanted,
+            attempt=self.session.attempt,
+            progress=state.step / max(state.max_steps, 1),
+            session_started=self.session.started,
+            attempt_started=self.session.attempt_started,
+            fit_started=self._t0,
+        ):
+            return False
+        self.carried.lr_scale = scale
+        note = (
+            f"LR repair made as a restart at the repaired LR: {name} x{factor:.3g} at step "
+            f"{state.step} of {state.max_steps}"
+        )
+        return self._restart(state, issue, rule=rule, note=note)
+
     # -- guided restarts -----------------------------------------------------------------------------
     def _restart(
         self,
@@ -733,8 +779,10 @@ class AutoTrainer(Hook):
         issue: dict[str, Any],
         rule: RestartRule | None = None,
         cause: SettingCause | None = None,
+        note: str | None = None,
     ) -> bool:
-        """A guided restart with the table's fix for ``issue`` (or ``rule``, the repair of a setting ``cause``)."""
+        """A guided restart with the table's fix for ``issue`` (or ``rule``: the repair of a setting ``cause``,
+        or a late LR repair, said in ``note``)."""
         code = issue["code"]
         rule = rule if rule is not None else self.settings.restarts[code]
         wanted, fix = config_fix(self.cfg, rule)
@@ -761,14 +809,26 @@ class AutoTrainer(Hook):
             lr_scale = cut[0] / (rule.lr_factor or 1.0)
         else:
             cut = None
+        # the LR that blew the run up is repaired (a cut from the update ratio, a late LR repair): the
+        # clipping its explosion turned on is not carried, a guard and not a repair (a max norm of 1 held
+        # a CNN at 0.708 where the same LR without it reached 0.919, its twin 0.928)
+        guard = self.carried.clip_turned_on and cut is None and note is None
         changes = carried_over(
             self.cfg,
             fix,
             rule,
             lr_scale,
-            self.settings.clip_max_norm if self.carried.clip_turned_on else None,
+            self.settings.clip_max_norm if guard else None,
             self._cause_repairs(),
         )
+        dropped = ""
+        if self.carried.clip_turned_on and not guard:
+            if changes.get("trainer.clip.max_norm") == self.settings.clip_max_norm:
+                del changes["trainer.clip.max_norm"]
+            dropped = (
+                f"; the gradient clipping (max_norm {self.settings.clip_max_norm:g}) the explosion "
+                "turned on is not carried: the LR that caused it is repaired"
+            )
         lr_before = state.current_lr
         base_lr = OmegaConf.select(self.cfg, "optimizer.lr") if self.cfg is not None else None
         lr_after = (
@@ -785,6 +845,9 @@ class AutoTrainer(Hook):
             detail += f"; {cut[1]}"
         if cause is not None:
             detail = f"cause: {cause.why}; {detail}"
+        if note is not None:
+            detail = f"{note}; {detail}"
+        detail += dropped
         if (
             not self.settings.plot_stopped_attempts
             and self.diagnostics is not None

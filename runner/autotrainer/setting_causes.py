@@ -6,8 +6,9 @@ symptom instead (a raised LR) leaves the cause in place: gradient clipping at a 
 every step tiny at any LR; a batch of 2 (gradient noise swamps the step) or of the whole split (a
 handful of steps in the run) trains badly at any LR; an MLP a dozen layers deep without normalisation
 passes almost no gradient to its first layers, and normalisation alone does not make it train in a
-short run (the restart also cuts it to ``deep_depth`` layers); a hidden layer narrower than the classes
-(one unit for ten digits) cannot separate them at any LR; dropout of 0.9+ passes almost no signal, and
+short run (the restart also cuts it to ``deep_depth`` layers of ``deep_width``); a hidden layer narrower than the classes
+(one unit for ten digits) cannot separate them at any LR; biases filled with -5 keep ReLU units off from the
+first step (the dead-unit rule's restart also halved the LR, which was not the cause); dropout of 0.9+ passes almost no signal, and
 a weight decay of 3 pulls the weights to zero faster than the data pushes them.
 
 All of them are read from the config, so the policy also looks for them at fit start (``at_setup``),
@@ -22,7 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.autotrainer.restarts import capacity_fix, flatten
+from runner.autotrainer.restarts import capacity_fix, flatten, mlp_params
 from runner.autotrainer.settings import SettingCauses
 
 
@@ -43,6 +44,22 @@ class SettingCause:
     @property
     def online(self) -> bool:
         return self.action is not None
+
+
+def deep_cut(cfg: DictConfig, hidden: list[int], rules: SettingCauses) -> list[int]:
+    """``deep_depth`` layers of the widest width, widened to ``deep_width`` where that fits in
+    ``capacity.max_params`` (halved until it does): the depth was the fault, not the width, and the
+    fault's width (a uniform 32) is narrower than a healthy recipe's."""
+    cap = rules.capacity
+    inputs = int(cfg.data.in_channels) * int(cfg.data.image_size) ** 2
+    classes = int(cfg.data.num_classes)
+    widest = max(hidden)
+    width = max(widest, rules.deep_width)
+    while (
+        width > widest and mlp_params(inputs, [width] * rules.deep_depth, classes) > cap.max_params
+    ):
+        width //= 2
+    return [max(width, widest)] * rules.deep_depth
 
 
 def find(
@@ -77,14 +94,25 @@ def find(
     if hidden is not None and norm is False and len(hidden) > rules.max_depth_without_norm:
         wanted = flatten(rules.deep_changes)
         changes = {k: v for k, v in wanted.items() if OmegaConf.select(cfg, k, default=None) != v}
-        # normalisation alone is not enough in a short run: 12 layers of 32 with batch norm reached 0.20
-        changes["model.hidden"] = [max(int(h) for h in hidden)] * rules.deep_depth
+        # normalisation alone is not enough in a short run: 12 layers of 32 with batch norm reached 0.20;
+        # cut to deep_depth layers of deep_width (within the capacity's max_params): two layers of the
+        # fault's 32 units with dropout 0.5 ended 0.838 against its twin's 0.925
+        changes["model.hidden"] = deep_cut(cfg, [int(h) for h in hidden], rules)
         return SettingCause(
             "deep_without_norm",
             f"an MLP of {len(hidden)} hidden layers without normalisation: the gradient fades "
             "through the depth",
             "VANISHING_GRADIENTS",
             changes,
+        )
+    bias = OmegaConf.select(cfg, "model.bias_init", default=None)
+    if isinstance(bias, (int, float)) and bias < rules.min_bias_init:
+        return SettingCause(
+            "bias_too_negative",
+            f"every bias filled with {bias:g} (below {rules.min_bias_init:g}): ReLU units start off and "
+            "get no gradient to come back",
+            "DEAD_NEURONS",
+            {"model.bias_init": None},
         )
     classes = OmegaConf.select(cfg, "data.num_classes", default=None)
     if hidden is not None and isinstance(classes, int) and min(int(h) for h in hidden) < classes:

@@ -86,7 +86,9 @@ class SettingCauses:
         int  # an MLP deeper than this without batch norm: a restart with ``deep_changes``
     )
     deep_changes: dict[str, Any]
-    deep_depth: int  # and cut to this many hidden layers of its widest width
+    deep_depth: int  # and cut to this many hidden layers of its widest width,
+    deep_width: int  # widened to this (within capacity.max_params)
+    min_bias_init: float  # model.bias_init below this: a restart with the model's default biases
     capacity: Capacity  # a hidden layer narrower than the classes: widened and deepened within this
     # dropout above this drops almost all signal: lowered in place to ``dropout``
     max_dropout: float
@@ -150,6 +152,9 @@ class Settings:
     time_budget: float
     plot_stopped_attempts: bool
     measure_steps: int
+    # a raise_lr after this share of the run's steps is made as a guided restart at the raised LR (a
+    # rollback to the fit start always is): in place it leaves the repaired LR too few steps
+    late_lr_restart: float
     healthy: Healthy
     setting_causes: SettingCauses
     lr_evidence: LrEvidence
@@ -217,6 +222,7 @@ class Settings:
             time_budget=float(spec["time_budget"]),
             plot_stopped_attempts=bool(spec["plot_stopped_attempts"]),
             measure_steps=max(1, int(spec["measure_steps"])),
+            late_lr_restart=float(spec["late_lr_restart"]),
             healthy=Healthy(
                 below_best=float(healthy["below_best"]),
                 above_chance=float(healthy["above_chance"]),
@@ -230,6 +236,8 @@ class Settings:
                 max_depth_without_norm=int(causes["max_depth_without_norm"]),
                 deep_changes=dict(causes["deep_changes"] or {}),
                 deep_depth=int(causes["deep_depth"]),
+                deep_width=int(causes["deep_width"]),
+                min_bias_init=float(causes["min_bias_init"]),
                 capacity=_given_capacity(causes["capacity"]),
                 max_dropout=float(causes["max_dropout"]),
                 dropout=float(causes["dropout"]),

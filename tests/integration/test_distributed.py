@@ -470,7 +470,7 @@ def test_ddp_autotrainer_guided_restart_runs_the_same_attempt_on_every_rank(tmp_
         "model.batchnorm": True,
         "model.activation": "relu",
         "model.init": "he",
-        "model.hidden": [64, 64],
+        "model.hidden": [256, 256],
     }
     assert [a["dir"] for a in report["autotrainer"]["attempts"]] == [".", "attempt-1"]
     # rank 0 alone writes attempt-1/.hydra and says so

@@ -574,12 +574,13 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
     restart = next(a for a in report["autotrainer"]["actions"] if a["action"] == "restart")
     assert restart["code"] in ("VANISHING_GRADIENTS", "SATURATED_ACTIVATIONS")
     # eight layers without normalisation: the setting that causes it is repaired, depth cut to two
+    # (widened from 64 to deep_width)
     assert restart["cause"] == "deep_without_norm"
     assert restart["changes"] == {
         "model.batchnorm": True,
         "model.activation": "relu",
         "model.init": "he",
-        "model.hidden": [64, 64],
+        "model.hidden": [256, 256],
     }
     assert restart["outcome"].startswith("attempt-1 ended")
     attempt = out / "attempt-1"
@@ -598,12 +599,12 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
     event_file(attempt)  # its own TensorBoard run, attempt-1 beside the first attempt's
     cfg = OmegaConf.load(attempt / ".hydra" / "config.yaml")
     assert (cfg.model.activation, cfg.model.init, cfg.model.batchnorm) == ("relu", "he", True)
-    assert list(cfg.model.hidden) == [64, 64]
+    assert list(cfg.model.hidden) == [256, 256]
     assert list(OmegaConf.load(attempt / ".hydra" / "overrides.yaml")) == [
         "model.batchnorm=True",
         "model.activation=relu",
         "model.init=he",
-        "model.hidden=[64, 64]",
+        "model.hidden=[256, 256]",
     ]
     inner = read(attempt / "report.json")
     assert report["metrics"] == inner["metrics"]  # the top level shows the final attempt
@@ -627,7 +628,7 @@ def test_deep_sigmoid_gets_a_guided_restart_with_the_changed_config(tmp_path: Pa
     assert second.scalars[second.scalars.tag == "train/loss"].step.min() > stopped_at
     note = second.text[second.text.tag == "x_autotrainer/attempts"].value.tolist()
     assert note == [
-        "attempt-1: model.batchnorm=True, model.activation=relu, model.init=he, model.hidden=[64, 64]"
+        "attempt-1: model.batchnorm=True, model.activation=relu, model.init=he, model.hidden=[256, 256]"
     ]
 
 

@@ -60,6 +60,8 @@ TINY = ["data.subset=256", "model.hidden=[32]"]
         ),
         (None, 20, ["model.hidden=[1]"], "capacity_too_small"),  # one unit for ten classes
         (None, 20, ["model.hidden=[16]"], None),  # narrow, but wider than the classes
+        (None, 20, ["model.bias_init=-5"], "bias_too_negative"),
+        (None, 20, ["model.bias_init=0"], None),  # zero biases are a sane init
         (None, 20, ["model.dropout=0.95"], "dropout_too_strong"),
         (None, 20, ["model.dropout=0.5"], None),  # the most healthy recipes use
         (None, 20, ["optimizer.weight_decay=3"], "weight_decay_too_strong"),
@@ -98,9 +100,32 @@ def test_a_deep_net_without_norm_restarts_with_batch_norm_relu_and_he_init(at_se
         "model.batchnorm": True,
         "model.activation": "relu",
         "model.init": "he",
-        "model.hidden": [16, 16],
+        # two layers, widened from the fault's 16 to deep_width (256)
+        "model.hidden": [256, 256],
     }
     assert action["detail"].startswith("cause: an MLP of 8 hidden layers without normalisation")
+
+
+@pytest.mark.parametrize(
+    ("hidden", "max_params", "expected"),
+    [
+        ([32] * 20, 250_000, [256, 256]),  # the fault's width is not the cause: deep_width
+        ([512] * 6, 1_000_000, [512, 512]),  # never narrower than the net was
+        ([32] * 12, 50_000, [128, 128]),  # [256, 256] is 85002 parameters on 8x8 digits: halved
+        ([32] * 12, 20_000, [64, 64]),  # and [128, 128] 26122: halved again
+        ([32] * 12, 5_000, [32, 32]),  # nothing wider fits: the net's own width
+    ],
+)
+def test_a_deep_net_is_cut_to_two_layers_widened_within_the_budget(
+    hidden: list[int], max_params: int, expected: list[int]
+) -> None:
+    cfg = compose_cfg([f"model.hidden=[{','.join(map(str, hidden))}]", "model.batchnorm=false"])
+    capacity = {**spec()["setting_causes"]["capacity"], "max_params": max_params}
+    rules = Settings.from_config(
+        spec(setting_causes={**spec()["setting_causes"], "capacity": capacity})
+    ).setting_causes
+    cause = find(cfg, None, 20, rules)
+    assert cause is not None and cause.changes["model.hidden"] == expected
 
 
 def test_sane_settings_are_never_a_cause_and_the_table_decides() -> None:
@@ -196,10 +221,11 @@ def test_still_at_chance_after_an_explosion_goes_back_to_the_starting_weights_wi
     None
 ):
     """Every snapshot after the explosion may be damaged: the weights go back to the fit start, the LR
-    keeps the first rollback's cut and is cut again, and the optimizer's moments are reset."""
+    keeps the first rollback's cut and is cut again, and the optimizer's moments are reset. In place when
+    no restart may be made (max_restarts 0; else test_still_at_chance_after_an_explosion_restarts...)."""
     model = net()
     opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
-    policy, state = policy_for(model, opt)
+    policy, state = policy_for(model, opt, max_restarts=0)
     start = [p.detach().clone() for p in model.parameters()]
     drive(policy, state, [], 30)  # a healthy snapshot at step 25
     with torch.no_grad():
@@ -215,3 +241,44 @@ def test_still_at_chance_after_an_explosion_goes_back_to_the_starting_weights_wi
     assert stuck["detail"].startswith("weights back to the fit start (step 0)")
     assert all(torch.equal(p, s) for p, s in zip(model.parameters(), start))
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01) and len(opt.state) == 0
+
+
+def test_still_at_chance_after_an_explosion_restarts_at_the_cut_lr_without_the_clipping() -> None:
+    """The same, with restarts allowed: the rollback to the fit start is made as a restart at the LR both
+    cuts reached (the recipe's x0.1 x0.1), so that LR has the run's whole schedule, and without the
+    clipping the explosion's rollback turned on (the LR that caused the explosion is repaired)."""
+    from runner.trainer import Trainer
+
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+    loop = Trainer(max_epochs=1)
+    policy, state = policy_for(model, opt, cfg=("optimizer=sgd", "optimizer.lr=1.0"), loop=loop)
+    drive(policy, state, [], 30)
+    drive(policy, state, [("LOSS_EXPLOSION", "critical")], 20)
+    assert loop.clip_max_norm == 1.0  # turned on by the explosion's rollback
+    drive(policy, state, [("STUCK_AT_CHANCE", "critical")], 60)
+    stuck = policy.actions[-1]
+    assert (stuck["action"], stuck["code"]) == ("restart", "STUCK_AT_CHANCE")
+    assert stuck["detail"].startswith(
+        "LR repair made as a restart at the repaired LR: rollback x0.1"
+    )
+    assert policy.restart_request["changes"] == {"optimizer.lr": pytest.approx(0.01)}
+    assert "clipping (max_norm 1) the explosion turned on is not carried" in stuck["detail"]
+
+
+def test_biases_far_below_zero_restart_with_the_default_biases_and_the_lr_kept() -> None:
+    """Every bias at -10 (ReLU units start off): read from the config at set-up, a restart whose only
+    change is the model's default biases; the DEAD_NEURONS rule's leaky ReLU and LR halving are not
+    applied (the LR was not the cause: dev cases restarted with it ended 2-3 points under their twins)."""
+    policy, state = policy_for(
+        net(), torch.optim.SGD(net().parameters(), lr=0.1), cfg=("model.bias_init=-10",)
+    )
+    (action,) = policy.actions
+    assert (action["action"], action["cause"], action["step"], action["code"]) == (
+        "restart",
+        "bias_too_negative",
+        0,
+        "DEAD_NEURONS",
+    )
+    assert policy.restart_request["changes"] == {"model.bias_init": None}
+    assert action["detail"].startswith("cause: every bias filled with -10")

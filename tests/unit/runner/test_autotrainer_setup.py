@@ -231,3 +231,46 @@ def _at(state, step: int, issue: dict):
     state.step = step
     state.issues = [{**issue, "first_step": step, "evidence": "t"}]
     return state
+
+
+@pytest.mark.parametrize(("step", "restarts"), [(100, False), (300, True)])
+def test_a_late_lr_raise_is_a_restart_at_the_raised_lr(step: int, restarts: bool) -> None:
+    """SLOW_CONVERGENCE on an LR far too low: raised in place early in the run; after late_lr_restart
+    (0.25) of its 1000 steps, a restart at the raised LR (x10 here: no update ratio measured), so the
+    raised LR gets the run's steps and schedule (raised at step 80 of 120, a run ended 9 points short)."""
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-5)
+    policy, state = policy_for(model, opt, cfg=("optimizer=sgd", "optimizer.lr=1e-5"))
+    policy.on_train_batch_end(
+        _at(state, step, {"code": "SLOW_CONVERGENCE", "severity": "critical"})
+    )
+    (action,) = policy.actions
+    if not restarts:
+        assert action["action"] == "raise_lr"
+        assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)
+        assert policy.restart_request is None
+        return
+    assert (action["action"], action["code"]) == ("restart", "SLOW_CONVERGENCE")
+    assert action["detail"].startswith(
+        f"LR repair made as a restart at the repaired LR: raise_lr x10 at step {step} of 1000"
+    )
+    assert policy.restart_request["changes"] == {"optimizer.lr": pytest.approx(1e-4)}
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)  # this attempt stops, unchanged
+    assert state.stop_training
+
+
+def test_a_restart_that_repairs_the_lr_drops_the_clipping_the_explosion_turned_on(
+    tmp_path: Path,
+) -> None:
+    """SGD at LR 200 without clipping: the explosion's rollback turns clipping on (max_norm 1); units named
+    dead later: the restart carries the LR cut the update ratio shows, and not the clipping, a guard and
+    not a repair (a max norm of 1 held a CNN at 0.708 where the same LR without it reached 0.919)."""
+    over = ["data.subset=256", "data.batch_size=16", "trainer.max_epochs=2", "optimizer=sgd"]
+    over += ["optimizer.lr=200", "trainer.clip.max_norm=null", "autotrainer=default"]
+    got = fit(over, tmp_path, "run", NamesCause("DEAD_NEURONS", 20, "critical"))
+    rollback, restart = [a for a in got["actions"] if a["action"] in ("rollback", "restart")][:2]
+    assert rollback["changes"]["trainer.clip.max_norm"] == 1.0
+    assert (restart["action"], restart["code"]) == ("restart", "DEAD_NEURONS")
+    assert "the LR cut x" in restart["detail"]
+    assert "trainer.clip.max_norm" not in restart["changes"]
+    assert "clipping (max_norm 1) the explosion turned on is not carried" in restart["detail"]
