@@ -368,7 +368,9 @@ def test_autotrainer_selects_cases_by_family_and_skips_the_first_ones(bench_modu
     import autotrainer
 
     def names(**kw):
-        args = argparse.Namespace(quick=False, split="dev", per_family=2, healthy=0, families=None)
+        args = argparse.Namespace(
+            quick=False, split="dev", per_family=2, healthy=0, families=None, sample_seed=0
+        )
         args.skip = 0
         vars(args).update(kw)
         return [c.name for c in autotrainer.select(args)]
