@@ -753,17 +753,7 @@ class AutoTrainer(Hook):
         lr = float(f"{base_lr * scale:.6g}")
         rule = RestartRule(changes={"optimizer": {"lr": lr}}, lr_factor=None, min_severity=None)
         wanted, fix = config_fix(self.cfg, rule)
-        if refusal(
-            self.settings,
-            self.cfg,
-            fix,
-            wanted,
-            attempt=self.session.attempt,
-            progress=state.step / max(state.max_steps, 1),
-            session_started=self.session.started,
-            attempt_started=self.session.attempt_started,
-            fit_started=self._t0,
-        ):
+        if self._refusal(state, fix, wanted):
             return False
         self.carried.lr_scale = scale
         note = (
@@ -773,6 +763,20 @@ class AutoTrainer(Hook):
         return self._restart(state, issue, rule=rule, note=note)
 
     # -- guided restarts -----------------------------------------------------------------------------
+    def _refusal(self, state: FitState, fix: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+        """Why a restart with ``fix`` may not be made now (limits, budget, the run's progress), or None."""
+        return refusal(
+            self.settings,
+            self.cfg,
+            fix,
+            wanted,
+            attempt=self.session.attempt,
+            progress=state.step / max(state.max_steps, 1),
+            session_started=self.session.started,
+            attempt_started=self.session.attempt_started,
+            fit_started=self._t0,
+        )
+
     def _restart(
         self,
         state: FitState,
@@ -788,17 +792,7 @@ class AutoTrainer(Hook):
         wanted, fix = config_fix(self.cfg, rule)
         if rule.capacity is not None and not rule.changes and not fix:
             return False  # the model is not small (or has no width to change): capacity is not the cause
-        reason = refusal(
-            self.settings,
-            self.cfg,
-            fix,
-            wanted,
-            attempt=self.session.attempt,
-            progress=state.step / max(state.max_steps, 1),
-            session_started=self.session.started,
-            attempt_started=self.session.attempt_started,
-            fit_started=self._t0,
-        )
+        reason = self._refusal(state, fix, wanted)
         if reason:
             self._give_up(state, issue, reason)
             return False

@@ -1,4 +1,5 @@
-"""What ``python -m runner`` imports before its first optimizer step: only what that step needs."""
+"""What ``python -m runner`` imports before its first optimizer step (only what that step needs), and before
+it refuses a config (not torch)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,26 @@ import os
 import subprocess
 import sys
 
-# runs the real CLI, stops right after the first training step and prints what is imported by then
+# the real CLI with a prelude: sys.argv is the test's overrides
+CLI = """
+sys.argv = ["runner", *sys.argv[1:]]
+from runner.__main__ import main
+main()
+"""
+
+
+def run_cli_with(prelude: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", prelude + CLI, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+# stops right after the first training step and prints what is imported by then
 AT_FIRST_STEP = """
 import gc, json, os, sys
 import runner.trainer
@@ -18,21 +38,11 @@ def first_step(self, *args, **kwargs):
     print("FROZEN", gc.get_freeze_count(), flush=True)
     os._exit(0)
 runner.trainer.Trainer.training_step = first_step
-sys.argv = ["runner", *sys.argv[1:]]
-from runner.__main__ import main
-main()
 """
 
 
 def test_the_first_step_comes_before_tensorboard_matplotlib_and_the_autotrainer(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-c", AT_FIRST_STEP, "debug=fast", f"paths.log_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = run_cli_with(AT_FIRST_STEP, "debug=fast", f"paths.log_dir={tmp_path}", cwd=tmp_path)
     line = next(x for x in proc.stdout.splitlines() if x.startswith("MODULES"))
     modules = set(json.loads(line.split(" ", 1)[1]))
     assert "runner.trainer" in modules and "torch" in modules
@@ -58,24 +68,17 @@ def test_a_finished_run_leaves_the_heap_to_the_collector_again(tmp_path):
     assert gc.get_freeze_count() == 0
 
 
-# runs the real CLI and says at exit whether torch was imported
+# says at exit whether torch was imported
 TORCH_AT_EXIT = """
 import atexit, sys
 atexit.register(lambda: print("TORCH", "torch" in sys.modules, flush=True))
-sys.argv = ["runner", *sys.argv[1:]]
-from runner.__main__ import main
-main()
 """
 
 
 def test_a_mistyped_key_is_refused_before_torch_is_imported(tmp_path):
     """A typo is said in one line within a second, not after torch's two-second import."""
-    proc = subprocess.run(
-        [sys.executable, "-c", TORCH_AT_EXIT, "optimizer.lrr=1e-3", f"paths.log_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
+    proc = run_cli_with(
+        TORCH_AT_EXIT, "optimizer.lrr=1e-3", f"paths.log_dir={tmp_path}", cwd=tmp_path
     )
     assert proc.returncode == 2
     assert "optimizer.lrr" in proc.stderr and "Traceback" not in proc.stderr
@@ -83,20 +86,8 @@ def test_a_mistyped_key_is_refused_before_torch_is_imported(tmp_path):
 
 
 def test_bad_values_are_all_said_before_torch_is_imported(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            TORCH_AT_EXIT,
-            "optimizer.lr=-1",
-            "lr_find.min_lr=0",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    args = ("optimizer.lr=-1", "lr_find.min_lr=0", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli_with(TORCH_AT_EXIT, *args, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert any("optimizer.lr=-1" in x for x in lines)

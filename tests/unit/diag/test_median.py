@@ -16,7 +16,9 @@ def test_the_same_value_as_numpy_on_odd_and_even_lengths_and_scales(n):
     for scale in (1e-6, 1.0, 1e6):
         a = rng.standard_normal(n) * scale
         assert median_1d(a) == float(np.median(a))
-        assert median_1d(list(a)) == float(np.median(a))  # lists too (some rules pass slices of lists)
+        assert median_1d(list(a)) == float(
+            np.median(a)
+        )  # lists too (some rules pass slices of lists)
 
 
 def test_nan_and_empty_give_nan_as_numpy_does():
