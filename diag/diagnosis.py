@@ -946,6 +946,77 @@ def _stopped_while_learning(s: RunSeries) -> Issue | None:
     )
 
 
+FEW_STEPS = 50  # a whole run of fewer optimizer steps than this does not fit a model from scratch
+TINY_BATCH = 4  # examples per step: the mean gradient of so few is mostly their noise
+# UNDERFITTING's advice about the batch size (a batch rule's finding leads with it)
+PICK_BATCH = next(
+    i
+    for i, a in enumerate(CODES["UNDERFITTING"]["advice"])
+    if a.text.startswith("Use a batch size")
+)
+
+
+def _batch_extreme(s: RunSeries) -> Issue | None:
+    """The batch size read against the split, on a run that is not fitting: a cause, like a narrow layer.
+
+    A batch that holds the whole training split takes one optimizer step an epoch, so a run of a few
+    epochs is a few dozen steps however many examples it reads; a batch of 2-4 gives a gradient that is
+    mostly the noise of those few examples (and batch norm's statistics of 2), and a run of some hundred
+    steps reads less than one pass of the data. Both are facts of the settings (``batch_size``,
+    ``steps_per_epoch``, ``planned_steps``); they are a fault while the model is not fitting: training
+    accuracy below 0.9 at the latest epoch or, before one ends, a sampled loss above half of ``ln(k)``
+    from step 20 on.
+    """
+    chance, b = _chance_loss(s), s.batch_size
+    if chance is None or not b or not s.planned_steps:
+        return None
+    whole = s.steps_per_epoch == 1 and s.planned_steps < FEW_STEPS
+    if not whole and b > TINY_BATCH:
+        return None
+    tacc = _finite(_arr(s.epoch_train_acc))
+    loss = _arr(s.loss)
+    if tacc.size:
+        if tacc[-1] >= NARROW_FITTED_ACC:
+            return None
+        now = f"training accuracy {tacc[-1]:.3f}"
+    else:
+        if not s.step or s.step[-1] < MIN_CHANCE_STEPS or not np.all(np.isfinite(loss[-3:])):
+            return None
+        level = _median(loss[-3:])
+        if level < 0.5 * chance:
+            return None
+        now = f"training loss {level:.3g}, ln({s.num_classes}) = {chance:.3g}"
+    # the setting held from the start: first seen at the first epoch end (a whole-split batch) or at the
+    # first sample from step 20 (a tiny one)
+    if whole and s.epoch_step:
+        step = int(s.epoch_step[0])
+    else:
+        step = next((int(st) for st in s.step if st >= MIN_CHANCE_STEPS), int(s.planned_steps))
+    if whole:
+        what = (
+            f"batch {b} holds the whole training split: one optimizer step an epoch, {s.planned_steps} "
+            "steps in the run, too few to fit"
+        )
+    else:
+        seen = s.planned_steps * b
+        share = (
+            f", {s.planned_steps / s.steps_per_epoch:.0%} of one epoch"
+            if s.steps_per_epoch and s.planned_steps < s.steps_per_epoch
+            else ""
+        )
+        what = (
+            f"batch {b}: each step's gradient is the mean of {b} examples, mostly their noise, and the "
+            f"run's {s.planned_steps} steps read {seen} examples{share}"
+        )
+    return Issue("UNDERFITTING", "warning", step, f"{what} ({now})", lead=PICK_BATCH)
+
+
+# what a batch too large or too small explains: the slow or noisy loss it makes, and the model left unfitted
+_BATCH_EXPLAINS = frozenset(
+    {"STUCK_AT_CHANCE", "LOSS_PLATEAU", "SLOW_CONVERGENCE", "LOSS_OSCILLATION", "NO_LEARNING"}
+)
+
+
 # -- gradients ---------------------------------------------------------------
 def _layer_matrix(d: dict[str, list[float]]) -> tuple[list[str], np.ndarray]:
     names = list(d)
@@ -1428,8 +1499,100 @@ def diagnose(series: RunSeries) -> list[Issue]:
     """Apply every rule; drop symptoms a found mechanism explains; most severe first.
 
     A per-step series (``sampling == "step"``) is read as interval means, what the rules are calibrated
-    on, plus the step-to-step oscillation check those means cannot see.
+    on, plus the step-to-step oscillation check those means cannot see. On a finished run, a warning the
+    rules gave over most of its second half and not at its end is kept (:func:`keep_held`).
     """
+    issues = _diagnose_now(series)
+    return keep_held(issues, series) if _finished(series) else issues
+
+
+def _finished(s: RunSeries) -> bool:
+    last = max(s.step[-1] if s.step else 0, s.epoch_step[-1] if s.epoch_step else 0)
+    return bool(s.planned_steps and last >= s.planned_steps)
+
+
+HELD_SHARE = 0.6  # of the checks over a run's second half that gave a warning: it held
+HELD_CHECKS = 12  # at most this many checks (epoch ends, evenly spread): the rules cost ~1 ms each
+HELD_MIN_CHECKS = 3
+# findings about where the run stands, judged on its end (the accuracy a chance-level finding quotes is the
+# end's): a run that left chance or got going has left them, however long they held
+JUDGED_AT_THE_END = frozenset(
+    {"STUCK_AT_CHANCE", "SLOW_CONVERGENCE", "NO_LEARNING", "LOSS_PLATEAU", "UNDERFITTING"}
+)
+
+
+def keep_held(issues: list[Issue], series: RunSeries) -> list[Issue]:
+    """``issues`` plus each warning the rules gave at most of the epoch ends of the run's second half,
+    still within its last quarter, and not at its end.
+
+    A finding that flickers with the epoch-to-epoch noise (a training accuracy that swings with dropout
+    on 32 examples, a gap at the memorising threshold) was the run's state for most of it; the end is
+    one epoch of that swing. Each check is the rules on the series as it stood then (:meth:`RunSeries.until`),
+    so a live run, the analyzer and a hand-written loop agree. A code the end explains (its cause is
+    found) or a blow-up's consequence is not brought back; the evidence says how long it held.
+    """
+    ends = (
+        [st for st in series.epoch_step if 2 * st >= series.epoch_step[-1]][:-1]
+        if series.epoch_step
+        else []
+    )
+    if len(ends) > HELD_CHECKS:
+        ends = [ends[round(i * (len(ends) - 1) / (HELD_CHECKS - 1))] for i in range(HELD_CHECKS)]
+    if len(ends) < HELD_MIN_CHECKS:
+        return issues
+    present = {i.code for i in issues}
+    blown = bool(BLOWUP_CODES & present)
+    hits: dict[str, list[tuple[int, Issue]]] = {}
+    for st in ends:
+        for issue in _diagnose_now(series.until(st)):
+            if SEVERITY_RANK[issue.severity] >= SEVERITY_RANK["warning"]:
+                hits.setdefault(issue.code, []).append((st, issue))
+    out = list(issues)
+    last_quarter = ends[(3 * len(ends)) // 4]
+    for code, seen in hits.items():
+        if code in JUDGED_AT_THE_END:
+            continue
+        if code in present or EXPLAINED_BY.get(code, set()) & present:
+            continue
+        if (blown and code in CONSEQUENCES_OF_BLOWUP) or code in BLOWUP_CODES:
+            continue  # a blow-up gone from the end is keep_unresolved's (critical) business
+        if len(seen) < HELD_SHARE * len(ends) or seen[-1][0] < last_quarter:
+            continue
+        if _shows_resolved(code, series):
+            continue
+        first = min(i.first_step for _, i in seen)
+        latest = seen[-1][1]
+        out.append(
+            Issue(
+                code,
+                "warning",
+                first,
+                f"{latest.evidence}; seen at {len(seen)} of {len(ends)} checks over the run's second half "
+                f"(epoch ends, steps {ends[0]}-{ends[-1]}), last at step {seen[-1][0]}, not at its end",
+                layer=latest.layer,
+                lead=latest.lead,
+            )
+        )
+    return sorted(out, key=lambda i: (-SEVERITY_RANK[i.severity], i.first_step))
+
+
+RESOLVED_ACC = 0.9  # accuracy at the end that shows a run fits (a finding about fitting resolved)
+
+
+def _shows_resolved(code: str, s: RunSeries) -> bool:
+    """Whether the run's end shows ``code`` resolved: for overfitting, the accuracy gap closed to the
+    rule's 0.08; for the rest, validation (else training) accuracy of 0.9 or more at the end."""
+    tacc, vacc = _arr(s.epoch_train_acc), _arr(s.epoch_val_acc)
+    t = float(tacc[-1]) if tacc.size and math.isfinite(tacc[-1]) else None
+    v = float(vacc[-1]) if vacc.size and math.isfinite(vacc[-1]) else None
+    if code == "OVERFITTING":
+        return t is not None and v is not None and t - v <= 0.08
+    end = v if v is not None else t
+    return end is not None and end >= RESOLVED_ACC
+
+
+def _diagnose_now(series: RunSeries) -> list[Issue]:
+    """The rules on ``series`` as it stands (see :func:`diagnose`)."""
     found: dict[str, Issue] = {}
     for issue in run_rules(series):
         found[issue.code] = issue
@@ -1448,6 +1611,12 @@ def diagnose(series: RunSeries) -> list[Issue]:
     if narrow is not None and narrow.layer is not None:
         for code in sorted(_NARROW_EXPLAINS & found.keys()):
             _inherit_severity(narrow, found.pop(code))
+    else:
+        batch = _batch_extreme(interval_means(series))
+        if batch is not None:  # the batch size against the split: a cause, as a narrow layer is
+            found["UNDERFITTING"] = batch
+            for code in sorted(_BATCH_EXPLAINS & found.keys()):
+                _inherit_severity(batch, found.pop(code))
     blowups = [found[c].first_step for c in sorted(BLOWUP_CODES) if c in found]
     if blowups:
         for code in CONSEQUENCES_OF_BLOWUP & found.keys():

@@ -1,0 +1,141 @@
+"""A batch size extreme for its split, named from the run's settings, and a warning that held over most of
+a finished run's second half kept in its final report: each rule on simulated series with its negative case."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from helpers.series import converging_run
+
+from diag.codes import Issue
+from diag.diagnosis import diagnose
+from diag.series import RunSeries
+
+LN10 = math.log(10)
+
+
+def by_code(s: RunSeries) -> dict[str, Issue]:
+    return {i.code: i for i in diagnose(s)}
+
+
+# -- the batch size against the split ------------------------------------------------------------------------
+def whole_split(final_acc: float) -> RunSeries:
+    """10 epochs of one step each (the batch is the whole split), training accuracy rising to ``final_acc``."""
+    acc = list(np.linspace(0.09, final_acc, 10))
+    loss = list(np.linspace(2.37, 2.37 - 2.2 * (final_acc - 0.09), 10))
+    return RunSeries(
+        num_classes=10,
+        step=list(range(1, 11)),
+        loss=loss,
+        lr=[1e-3] * 10,
+        epoch_step=list(range(1, 11)),
+        epoch_train_loss=loss,
+        epoch_val_loss=[v * 0.95 for v in loss],
+        epoch_train_acc=acc,
+        epoch_val_acc=acc,
+        planned_steps=10,
+        batch_size=1294,
+        steps_per_epoch=1,
+        input_mean=0.0,
+        input_std=1.0,
+    )
+
+
+def test_a_batch_of_the_whole_split_on_a_run_that_does_not_fit_is_underfitting_naming_the_batch():
+    issue = by_code(whole_split(0.54))["UNDERFITTING"]
+    assert (
+        issue.severity == "warning" and issue.first_step == 1
+    )  # the setting shows at the first epoch
+    assert (
+        "batch 1294 holds the whole training split: one optimizer step an epoch, 10 steps"
+        in issue.evidence
+    )
+    assert "training accuracy 0.540" in issue.evidence
+    assert issue.lead == 3  # the batch size advice first
+    # the same 10 steps that did fit: no finding about the batch
+    assert "UNDERFITTING" not in by_code(whole_split(0.95))
+
+
+def test_a_run_of_a_few_hundred_steps_at_batch_512_is_not_a_batch_fault():
+    s = converging_run(40, 0, batch_size=512, steps_per_epoch=3)
+    assert "UNDERFITTING" not in by_code(s)
+
+
+def tiny_batch(level: float, batch: int = 2) -> RunSeries:
+    """300 steps at batch ``batch`` (less than one epoch of 583 steps), a noisy sampled loss settling at ``level``."""
+    rng = np.random.default_rng(0)
+    n = 30
+    loss = list(np.linspace(2.3, level, n) + rng.normal(0, 0.12, n))
+    return RunSeries(
+        num_classes=10,
+        step=list(range(10, 301, 10)),
+        loss=loss,
+        lr=[4e-4] * n,
+        planned_steps=300,
+        batch_size=batch,
+        steps_per_epoch=583,
+        input_mean=0.0,
+        input_std=1.0,
+    )
+
+
+def test_a_batch_of_two_on_a_run_left_unfitted_is_underfitting_and_explains_its_noisy_loss():
+    found = by_code(tiny_batch(1.7))
+    issue = found["UNDERFITTING"]
+    assert issue.evidence.startswith("batch 2: each step's gradient is the mean of 2 examples")
+    assert "300 steps read 600 examples, 51% of one epoch" in issue.evidence
+    assert issue.first_step == 20
+    assert not {"LOSS_PLATEAU", "LOSS_OSCILLATION", "STUCK_AT_CHANCE"} & found.keys()
+    # batch 2 that fits (loss well under half of ln(10)), and batch 8 at the same level: no batch finding
+    assert "UNDERFITTING" not in by_code(tiny_batch(0.4))
+    assert not any(i.evidence.startswith("batch") for i in diagnose(tiny_batch(1.7, batch=8)))
+
+
+# -- a warning held over most of a finished run ---------------------------------------------------------------
+def memorising(last_gap: float, closed_from: int | None = None, finished: bool = True) -> RunSeries:
+    """40 epochs on a tiny training set: every training example right from epoch 10, validation 0.2 behind
+    with its loss far above training's, creeping down; the last epoch's gap is ``last_gap``. From epoch
+    ``closed_from`` on the gap is closed (validation 0.9)."""
+    s = converging_run(160, 0, batch_size=16)
+    e = len(s.epoch_step)
+    tacc = [min(1.0, 0.3 + 0.07 * i) for i in range(e)]
+    vacc = [min(0.8, 0.3 + 0.05 * i) for i in range(e)]
+    vacc[-1] = 1.0 - last_gap
+    if closed_from is not None:
+        vacc[closed_from:] = [0.9] * (e - closed_from)
+    s.epoch_train_acc, s.epoch_val_acc = tacc, vacc
+    s.epoch_train_loss = [max(0.01, 2.0 - 0.2 * i) for i in range(e)]
+    s.epoch_val_loss = [
+        max(0.5, 2.0 - 0.1 * i) - 0.002 * i for i in range(e)
+    ]  # still creeping down
+    if not finished:
+        s.planned_steps = 10 * 400
+    return s
+
+
+def test_a_memorising_warning_that_held_most_of_the_second_half_stays_with_how_long_it_held():
+    s = memorising(last_gap=0.14)
+    issue = by_code(s)["OVERFITTING"]
+    assert issue.severity == "warning"
+    assert "the model memorised its training examples" in issue.evidence
+    assert "seen at 12 of 12 checks over the run's second half" in issue.evidence
+    assert "not at its end" in issue.evidence
+
+
+def test_a_held_warning_is_not_kept_when_the_end_shows_it_resolved_or_the_run_is_not_over():
+    # the gap closed over the last quarter of the run: resolved, nothing kept
+    assert "OVERFITTING" not in by_code(memorising(last_gap=0.1, closed_from=32))
+    # mid-run (planned steps not reached) the rules speak of the present only
+    assert "OVERFITTING" not in by_code(memorising(last_gap=0.14, finished=False))
+
+
+def test_until_cuts_every_series_at_the_step():
+    s = converging_run(40, 0)
+    cut = s.until(200)
+    assert cut.step[-1] == 200 and len(cut.loss) == len(cut.step) == len(cut.grad_norm) == 20
+    assert cut.epoch_step == [40, 80, 120, 160, 200] and len(cut.epoch_train_acc) == 5
+    assert all(st <= 200 for st in cut.layer_step) and len(cut.layer_grad_norm["fc1"]) == len(
+        cut.layer_step
+    )
+    assert len(s.step) == 40  # the original is untouched
