@@ -760,6 +760,10 @@ def _overfitting(s: RunSeries) -> Issue | None:
         since = e - best
         if since < 3 or not train[e] < 0.7 * train[best] or not train[e] < fitting_below:
             continue  # validation improved recently, or training is not fitting (further) either
+        if float(np.min(val[e:n])) <= val[best]:
+            # the validation loss came back below that best later on: a swing (an LR peak shaking a
+            # batch-norm net), not a model that learned its training examples at validation's cost
+            continue
         rise = val[e] / max(val[best], 1e-12)
         acc_gap = (tacc[e] - vacc[e]) if vacc.size > e and tacc.size > e else 0.0
         if acc_gap < 0:
@@ -904,6 +908,7 @@ def _underfitting_flat(s: RunSeries) -> Issue | None:
     return None
 
 
+RESOLVED_ACC = 0.9  # accuracy at the end that shows a run fits (a finding about fitting resolved)
 STILL_FALLING = 0.1  # the training loss fell this much (relative) over the run's last fifth
 # UNDERFITTING's advice that a run stopped while still learning leads with (its evidence says why)
 TRAIN_LONGER = next(
@@ -935,9 +940,13 @@ def _stopped_while_learning(s: RunSeries) -> Issue | None:
     noise = _interval_noise(s) if steps is s.step else None
     if fell < max(STILL_FALLING, 2 * (noise or 0.0) * math.sqrt(2 / fifth)) or last < 0.3 * chance:
         return None
+    # a model already right on 0.9+ of validation is usable: stopping early is a note (augmentation keeps
+    # the training loss above validation's: a CNN at validation 0.931 with its training loss at 0.43 ln(k))
+    vacc = _finite(_arr(s.epoch_val_acc))
+    usable = bool(vacc.size and vacc[-1] >= RESOLVED_ACC)
     return Issue(
         "UNDERFITTING",
-        "warning",
+        "info" if usable else "warning",
         int(steps[-1]),
         f"the run ended at step {steps[-1]} with the training loss at {last:.3g} ({last / chance:.2f} x "
         f"ln({s.num_classes})) and still falling ({before:.3g} -> {last:.3g} over its last fifth): it "
@@ -1574,9 +1583,6 @@ def keep_held(issues: list[Issue], series: RunSeries) -> list[Issue]:
             )
         )
     return sorted(out, key=lambda i: (-SEVERITY_RANK[i.severity], i.first_step))
-
-
-RESOLVED_ACC = 0.9  # accuracy at the end that shows a run fits (a finding about fitting resolved)
 
 
 def _shows_resolved(code: str, s: RunSeries) -> bool:

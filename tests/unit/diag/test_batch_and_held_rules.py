@@ -139,3 +139,38 @@ def test_until_cuts_every_series_at_the_step():
         cut.layer_step
     )
     assert len(s.step) == 40  # the original is untouched
+
+
+# -- a validation swing is not overfitting; a usable model stopped early is a note ----------------------------
+def swinging(end_val: float) -> RunSeries:
+    """A batch-norm CNN under a one-cycle peak: validation loss 0.3 -> 0.83 mid-run with the accuracy
+    swinging, the training loss falling throughout; validation loss ``end_val`` at the end."""
+    s = converging_run(168, 0, batch_size=256)
+    e = len(s.epoch_step)
+    s.epoch_train_loss = list(np.linspace(2.3, 0.2, e))
+    s.epoch_train_acc = list(np.minimum(0.95, np.linspace(0.1, 1.1, e)))
+    val = [max(0.3, 2.3 - 0.4 * i) for i in range(7)] + [0.83] * (e - 7)
+    val[-8:] = list(np.linspace(0.8, end_val, 8))
+    s.epoch_val_loss = val
+    s.epoch_val_acc = [0.8] * (e - 8) + list(np.linspace(0.85, 0.97, 8))
+    return s
+
+
+def test_a_validation_loss_that_comes_back_below_its_best_was_a_swing_not_overfitting():
+    assert "OVERFITTING" not in by_code(swinging(end_val=0.22))
+    # the same rise that stays up to the end is overfitting
+    assert "OVERFITTING" in by_code(swinging(end_val=0.6))
+
+
+def test_a_run_stopped_while_learning_is_a_note_when_validation_is_already_at_0_9():
+    s = converging_run(24, 0, batch_size=32)
+    e = len(s.epoch_step)
+    s.epoch_train_loss = list(np.linspace(2.2, 1.0, e))  # augmentation keeps it above validation's
+    s.loss = list(np.linspace(2.4, 1.0, len(s.loss)))
+    s.epoch_train_acc = list(np.linspace(0.3, 0.82, e))
+    s.epoch_val_loss = list(np.linspace(1.9, 0.6, e))
+    s.epoch_val_acc = list(np.linspace(0.6, 0.931, e))
+    issue = by_code(s)["UNDERFITTING"]
+    assert issue.severity == "info" and "still falling" in issue.evidence
+    s.epoch_val_acc = list(np.linspace(0.3, 0.7, e))  # far from usable: the warning stands
+    assert by_code(s)["UNDERFITTING"].severity == "warning"
