@@ -804,7 +804,48 @@ def _overfitting(s: RunSeries) -> Issue | None:
 
 
 def _underfitting(s: RunSeries) -> Issue | None:
-    return _narrow_layer(s) or _underfitting_flat(s) or _stopped_while_learning(s)
+    return (
+        _narrow_layer(s)
+        or _underfitting_flat(s)
+        or _stopped_while_learning(s)
+        or _short_run_unfitted(s)
+    )
+
+
+UNFIT_VAL_ACC = (
+    0.7  # a finished run's validation accuracy below this (and above chance's band): not fitted
+)
+FLAT_END = 0.05  # the sampled loss changed less than this (relative) over the run's last third
+
+
+def _short_run_unfitted(s: RunSeries) -> Issue | None:
+    """A finished run too short in epochs for the flat rule (under 6) that ends unfitted and flat.
+
+    Validation accuracy below 0.7 but above 1.5/k (chance's band is ``STUCK_AT_CHANCE``'s) with the
+    sampled training loss flat over the last third of the run: the model stopped getting better far
+    from fitting, what the flat rule says of longer runs from their epochs (a 12-layer tanh MLP at
+    batch 8 for 3 epochs: validation 0.236, loss ~1.8 for its last 160 steps).
+    """
+    k = s.num_classes
+    vacc = _finite(_arr(s.epoch_val_acc))
+    if not k or len(s.epoch_step) >= 6 or not vacc.size or not _finished(s):
+        return None
+    if not 1.5 / k <= vacc[-1] < UNFIT_VAL_ACC:
+        return None
+    loss = _arr(s.loss)
+    third = loss[-(loss.size // 3) :] if loss.size >= 9 else np.array([])
+    if third.size < 3 or not np.all(np.isfinite(third)):
+        return None
+    before, after = _median(third[: third.size // 2]), _median(third[third.size // 2 :])
+    if (before - after) / max(after, 1e-12) >= FLAT_END:
+        return None  # still falling: _stopped_while_learning's, when far enough
+    return Issue(
+        "UNDERFITTING",
+        "warning",
+        _step_at(s.step, loss.size - third.size),
+        f"validation accuracy {vacc[-1]:.3f} when the run ended, with the training loss flat at "
+        f"{after:.3g} over its last third ({before:.3g} -> {after:.3g}): the model cannot fit the data",
+    )
 
 
 # a model with a narrow layer that fits its training data this well is left alone

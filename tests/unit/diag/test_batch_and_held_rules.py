@@ -174,3 +174,43 @@ def test_a_run_stopped_while_learning_is_a_note_when_validation_is_already_at_0_
     assert issue.severity == "info" and "still falling" in issue.evidence
     s.epoch_val_acc = list(np.linspace(0.3, 0.7, e))  # far from usable: the warning stands
     assert by_code(s)["UNDERFITTING"].severity == "warning"
+
+
+# -- a short run that ends unfitted and flat ---------------------------------------------------------------------
+def short_unfitted(end_level: float) -> RunSeries:
+    """3 epochs of 160 steps: the loss falls from ln(10) to 1.8 by mid-run, then goes to ``end_level``."""
+    rng = np.random.default_rng(1)
+    steps = list(range(10, 481, 10))
+    n = len(steps)
+    half = n // 2
+    loss = list(np.linspace(LN10, 1.8, half)) + list(np.linspace(1.8, end_level, n - half))
+    return RunSeries(
+        num_classes=10,
+        step=steps,
+        loss=[v + rng.normal(0, 0.04) for v in loss],
+        lr=[5e-4] * n,
+        epoch_step=[160, 320, 480],
+        epoch_train_loss=[2.24, 1.85, 1.79],
+        epoch_train_acc=[0.13, 0.2, 0.2],
+        epoch_val_loss=[1.9, 1.79, 1.7],
+        epoch_val_acc=[0.2, 0.236, 0.236],
+        planned_steps=480,
+        batch_size=8,
+        input_mean=0.0,
+        input_std=1.0,
+    )
+
+
+def test_a_three_epoch_run_that_ends_unfitted_with_a_flat_loss_is_underfitting():
+    issue = by_code(short_unfitted(1.8))["UNDERFITTING"]
+    assert issue.severity == "warning"
+    assert issue.evidence.startswith("validation accuracy 0.236 when the run ended")
+    assert "flat at" in issue.evidence
+    # the same run with its loss still falling at the end is not this (it may be a run stopped too soon)
+    assert not any(
+        i.evidence.startswith("validation accuracy") for i in diagnose(short_unfitted(1.0))
+    )
+    # nor the same run unfinished (planned steps ahead)
+    s = short_unfitted(1.8)
+    s.planned_steps = 2000
+    assert not any(i.evidence.startswith("validation accuracy") for i in diagnose(s))
