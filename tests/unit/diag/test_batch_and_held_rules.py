@@ -214,3 +214,17 @@ def test_a_three_epoch_run_that_ends_unfitted_with_a_flat_loss_is_underfitting()
     s = short_unfitted(1.8)
     s.planned_steps = 2000
     assert not any(i.evidence.startswith("validation accuracy") for i in diagnose(s))
+
+
+# -- the earliest LR cut ------------------------------------------------------------------------------------
+def test_an_lr_cut_100x_at_step_25_while_the_loss_falls_is_lr_decayed_too_early():
+    """Steps sampled every 10: the cut at step 25 leaves three samples before it (2.1, 1.0, 0.35)."""
+    n = 23
+    s = converging_run(n, 0, batch_size=128)
+    s.loss = [2.125, 1.02, 0.345] + [0.27] * (n - 3)
+    s.lr = [0.065, 0.065, 6.5e-4] + [6.5e-6] * (n - 3)
+    issue = by_code(s)["LR_DECAYED_TOO_EARLY"]
+    assert issue.first_step == 30 and "while the loss was still falling" in issue.evidence
+    # the same loss under a constant LR: no schedule finding
+    s.lr = [0.065] * n
+    assert "LR_DECAYED_TOO_EARLY" not in by_code(s)
