@@ -929,6 +929,11 @@ def read_run_dir(run: Path, tag_map: dict[str, str] | None = None) -> ReadResult
     data, model = _section(cfg, "data"), _section(cfg, "model")
     k = _int(data.get("num_classes")) or _int(model.get("num_classes"))
     s.num_classes = k if k and k > 1 else None
+    batch = _int(data.get("batch_size"))
+    if (
+        batch and batch > 0
+    ):  # what the live hook reads from the loop: the noise of a step, the batch rules
+        s.batch_size = batch
     trainer = _section(cfg, "trainer")
     max_steps, max_epochs = _int(trainer.get("max_steps")), _int(trainer.get("max_epochs"))
     per_epoch = _int(rows[0].get("cum_steps")) if rows else None
