@@ -228,3 +228,22 @@ def test_an_lr_cut_100x_at_step_25_while_the_loss_falls_is_lr_decayed_too_early(
     # the same loss under a constant LR: no schedule finding
     s.lr = [0.065] * n
     assert "LR_DECAYED_TOO_EARLY" not in by_code(s)
+
+
+def test_memorising_32_examples_under_dropout_is_overfitting_though_training_accuracy_swings():
+    """Training accuracy read with dropout on swings by an example (0.969, 1.0, 0.938); validation 0.646."""
+    s = converging_run(240, 0, batch_size=16)
+    e = len(s.epoch_step)
+    swing = [1.0, 0.938, 1.0, 0.969]
+    s.epoch_train_acc = [min(0.9, 0.05 * i) for i in range(e - 20)] + [
+        swing[i % 4] for i in range(20)
+    ]
+    s.epoch_val_acc = [min(0.646, 0.03 * i) for i in range(e)]
+    s.epoch_train_loss = [max(0.3, 2.3 - 0.05 * i) for i in range(e)]
+    s.epoch_val_loss = [max(1.59, 2.3 - 0.03 * i) - 0.0001 * i for i in range(e)]  # creeping down
+    s.epoch_train_acc[-1] = 0.938  # the last epoch is one of the low reads
+    issue = by_code(s)["OVERFITTING"]
+    assert "the model memorised its training examples" in issue.evidence
+    # the same run whose training accuracy stays at 0.94 (not every example right): not memorising
+    s.epoch_train_acc = [min(0.94, 0.05 * i) for i in range(e)]
+    assert "OVERFITTING" not in by_code(s)
