@@ -117,11 +117,14 @@ def rediagnose(case: Case, run_dir: Path) -> dict[str, Any]:
         }
     if series.batch_size is None:
         series.batch_size = int(cfg.data.batch_size)
-    if series.input_mean is None:
+    if series.input_mean is None or series.steps_per_epoch is None:
         data = instantiate(cfg.data)
         data.setup()
-        x, _ = next(iter(data.loader("train", device=torch.device("cpu"))))
-        series.input_mean, series.input_std = float(x.float().mean()), float(x.float().std())
+        loader = data.loader("train", device=torch.device("cpu"))
+        series.steps_per_epoch = series.steps_per_epoch or len(loader)
+        if series.input_mean is None:
+            x, _ = next(iter(loader))
+            series.input_mean, series.input_std = float(x.float().mean()), float(x.float().std())
     issues = [i.to_dict() for i in diagnose(series)]
     for i in issues:
         i["detected_step"] = i["first_step"]

@@ -80,6 +80,7 @@ CODES: dict[str, dict[str, Any]] = {
             Advice("Use a bigger model{capacity}"),
             Advice("Reduce regularisation (dropout, weight decay)"),
             Advice("Train longer{epochs}"),
+            Advice("Use a batch size that gives many steps of steady gradients{batch_size}"),
         ],
     },
     "VANISHING_GRADIENTS": {

@@ -129,6 +129,8 @@ class DiagnosticsHook(Hook):
         self.recorder = ActivationRecorder(state.model) if self.watch_activations else None
         self.series.num_classes = state.num_classes
         self.series.planned_steps = state.max_steps
+        if state.steps_per_epoch:
+            self.series.steps_per_epoch = int(state.steps_per_epoch)
         self.series.layer_width = {name: int(w.shape[0]) for name, w in self.layers.items()}
         if state.step == 0:
             self.series.init_scale_ratio = init_scale_ratios(self.layers)
@@ -464,6 +466,7 @@ class DiagnosticsHook(Hook):
             decoupled_weight_decay=s.decoupled_weight_decay,
             dropout=s.dropout,
             batch_size=s.batch_size,
+            steps_per_epoch=s.steps_per_epoch,
             initial_weight_norm=s.initial_weight_norm,
             input_mean=s.input_mean,
             input_std=s.input_std,

@@ -929,12 +929,22 @@ def read_run_dir(run: Path, tag_map: dict[str, str] | None = None) -> ReadResult
     data, model = _section(cfg, "data"), _section(cfg, "model")
     k = _int(data.get("num_classes")) or _int(model.get("num_classes"))
     s.num_classes = k if k and k > 1 else None
+    batch = _int(data.get("batch_size"))
+    if (
+        batch and batch > 0
+    ):  # what the live hook reads from the loop: the noise of a step, the batch rules
+        s.batch_size = batch
     trainer = _section(cfg, "trainer")
     max_steps, max_epochs = _int(trainer.get("max_steps")), _int(trainer.get("max_epochs"))
+    per_epoch = _int(rows[0].get("cum_steps")) if rows else None
+    if per_epoch and per_epoch > 0:
+        s.steps_per_epoch = per_epoch
+    # the loop stops at whichever comes first, as the live hook's planned steps say
+    by_epochs = max_epochs * per_epoch if max_epochs and max_epochs > 0 and per_epoch else None
     if max_steps and max_steps > 0:
-        s.planned_steps = max_steps
-    elif max_epochs and max_epochs > 0 and rows and rows[0].get("cum_steps"):
-        s.planned_steps = max_epochs * rows[0]["cum_steps"]
+        s.planned_steps = min(max_steps, by_epochs or max_steps)
+    elif by_epochs:
+        s.planned_steps = by_epochs
     if (run / "report.json").is_file():
         report = _read_json(run / "report.json", result)
         if report is not None:

@@ -66,6 +66,8 @@ class RunSeries:
     batch_size: int | None = (
         None  # examples per optimizer step (sets the loss's step-to-step noise)
     )
+    # optimizer steps per epoch (the loader's length), read at fit start: 1 means a batch holds the whole split
+    steps_per_epoch: int | None = None
     # the first training batch's input mean and std (a normalised input sits near 0 and 1)
     input_mean: float | None = None
     input_std: float | None = None
@@ -99,6 +101,38 @@ class RunSeries:
             return v
 
         return {f.name: copy(getattr(self, f.name)) for f in fields(self)}
+
+    def until(self, step: int) -> RunSeries:
+        """The series as it stood at ``step``: every sample taken after it left out (a copy).
+
+        What a diagnosis at that step saw, for judging how long a finding held over a finished run.
+        """
+        out = RunSeries(**self.to_dict())
+        n = sum(1 for st in self.step if st <= step)
+        out.step, out.loss, out.grad_norm = out.step[:n], out.loss[:n], out.grad_norm[:n]
+        if len(self.lr) == len(self.step):
+            out.lr = out.lr[:n]
+        m = sum(1 for st in self.layer_step if st <= step)
+        out.layer_step = out.layer_step[:m]
+        for name in (
+            "layer_grad_norm",
+            "layer_update_ratio",
+            "layer_dead_fraction",
+            "layer_saturation",
+            "layer_activation_std",
+        ):
+            setattr(out, name, {k: v[:m] for k, v in getattr(out, name).items()})
+        for name in ("update_ratio", "weight_norm"):  # taken with each layer sample
+            if len(getattr(self, name)) == len(self.layer_step):
+                setattr(out, name, getattr(out, name)[:m])
+        e = sum(1 for st in self.epoch_step if st <= step)
+        for f in fields(self):
+            if f.name.startswith("epoch_") and isinstance(getattr(out, f.name), list):
+                setattr(out, f.name, getattr(out, f.name)[:e])
+        out.skipped_steps = [st for st in out.skipped_steps if st <= step]
+        if out.first_nonfinite_step is not None and out.first_nonfinite_step > step:
+            out.first_nonfinite_step, out.first_nonfinite_layer = None, None
+        return out
 
     @classmethod
     def concat(cls, parts: list[RunSeries]) -> RunSeries:
@@ -141,6 +175,7 @@ class RunSeries:
                 "decoupled_weight_decay",
                 "dropout",
                 "batch_size",
+                "steps_per_epoch",
                 "input_mean",
                 "input_std",
             ):

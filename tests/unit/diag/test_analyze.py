@@ -664,3 +664,27 @@ def test_generated_garbage_gives_a_report_or_a_clean_error(tmp_path, capsys):
             assert len(out.err.strip().splitlines()) == 1
 
     check()
+
+
+@pytest.mark.slow
+def test_a_batch_of_the_whole_split_is_named_live_and_by_the_analyzer(tmp_path):
+    """digits' training split (1294 examples) in one batch for 6 epochs: 6 optimizer steps. The live report and the
+    analyzer (which reads the batch size from the run's config and the steps per epoch from its JSONL)
+    both name the batch as the cause."""
+    run = tmp_path / "run"
+    proc = run_cli(
+        ["data.batch_size=1294", "trainer.max_epochs=6", "scheduler=none", "optimizer.lr=1e-3"],
+        tmp_path,
+        run_dir=run,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    own = json.loads((run / "report.json").read_text())
+    (live,) = [i for i in own["issues"] if i["code"] == "UNDERFITTING"]
+    assert (
+        "holds the whole training split: one optimizer step an epoch, 6 steps" in live["evidence"]
+    )
+    assert live["recommendations"][0].startswith("Use a batch size that gives many steps")
+    proc = run_cli(["analyze", str(run), "--json"], tmp_path, module="diag")
+    assert proc.returncode == 0, proc.stderr
+    (found,) = [i for i in json.loads(proc.stdout)["issues"] if i["code"] == "UNDERFITTING"]
+    assert "holds the whole training split" in found["evidence"]
