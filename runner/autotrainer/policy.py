@@ -75,6 +75,8 @@ class AutoTrainer(Hook):
         )
         self._loop_info: tuple[Any, int] = (None, 0)  # the loop and its steps per epoch (may_treat)
         self._val_accs: list[float] = []  # this attempt's validation accuracies
+        # the number of classes (FitState.num_classes): the chance level of those accuracies
+        self._num_classes: int | None = None
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -135,6 +137,7 @@ class AutoTrainer(Hook):
         """Keep the weights of the best validation loss (a CPU copy, only when it improves); measure the
         actions taken since the last validation; keep the run's best validation accuracy."""
         acc = state.metrics.get("val/acc")
+        self._num_classes = state.num_classes
         if acc is not None and math.isfinite(acc):
             self._val_accs.append(float(acc))
             best = self.session.best_val_acc
@@ -446,8 +449,8 @@ class AutoTrainer(Hook):
             rule = online.get(code)
             if final and rule is not None and rule.action == "regularize":
                 continue  # no steps left to regularise: early stopping (restore_best) picks the weights tested
-            if self._mild(issue, rule):
-                continue  # a warning on a run whose validation accuracy is not falling: nothing to repair
+            if self._mild(issue, rule) or self._not_learned(rule):
+                continue  # validation accuracy not falling, or never risen: no overfitting to repair
             if rule is None and code not in restarts:
                 continue
             if (
@@ -544,6 +547,18 @@ class AutoTrainer(Hook):
         noise = statistics.median(steps) if len(steps) >= 3 else 0.0
         return accs[-1] > max(accs) - max(drop, noise) - 1e-9
 
+    def _not_learned(self, rule: Any) -> bool:
+        """A rule with ``min_learned`` (regularize) on an attempt whose best validation accuracy never got
+        that share of the way from chance to 1: a model that never generalised has no fit to its training
+        data to trade back; its cause is elsewhere (an LR far too high or too low), and regularising only
+        slowed it (seed 3's test half: OVERFITTING at validation accuracy 0.19 and 0.06, regularised)."""
+        share = getattr(rule, "min_learned", None)
+        if share is None or not self._val_accs:
+            return False
+        k = self._num_classes or 0
+        chance = 1.0 / k if k > 1 else 0.0
+        return max(self._val_accs) < chance + share * (1.0 - chance)
+
     def _note_update_ratio(self) -> None:
         """The highest per-step update ratio |dw|/|w| of this attempt: the evidence of an LR too high that
         sizes the LR cut a restart carries (the live diagnosis forgets its history after each repair)."""
@@ -616,8 +631,9 @@ class AutoTrainer(Hook):
             return True  # its cause is a setting the policy repairs (_treat_setting_cause)
         if code not in self.settings.priority:
             return False
-        if self._mild(issue, self.settings.online.get(code)):
-            return False  # a mild warning it leaves alone
+        rule = self.settings.online.get(code)
+        if self._mild(issue, rule) or self._not_learned(rule):
+            return False  # a mild warning it leaves alone, or an attempt that never learned
         if code in self.settings.restarts:  # a restart code is never treated online (see _treat)
             restart = self.settings.restarts[code]
             if (

@@ -50,6 +50,8 @@ class OnlineRule:
     # act on a warning only when validation accuracy fell at least this far below this attempt's best
     # (a critical finding always): a mild OVERFITTING warning on a run still improving is left alone
     min_val_acc_drop: float | None = None
+    # act only once this attempt's best validation accuracy got this share of the way from chance to 1
+    min_learned: float | None = None
 
 
 @dataclass(frozen=True)
@@ -375,6 +377,7 @@ def _online_rule(spec: Mapping[str, Any]) -> OnlineRule:
         min_patience=None if spec.get("min_patience") is None else int(spec["min_patience"]),
         min_factor=_number(spec.get("min_factor")),
         min_val_acc_drop=_number(spec.get("min_val_acc_drop")),
+        min_learned=_number(spec.get("min_learned")),
     )
 
 

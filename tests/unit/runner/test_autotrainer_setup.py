@@ -186,6 +186,24 @@ def test_a_mild_overfitting_warning_on_a_run_still_improving_is_left_alone() -> 
     assert [a["action"] for a in policy.actions] == ["regularize"]
 
 
+def test_overfitting_on_an_attempt_that_never_learned_is_not_regularised() -> None:
+    """Best validation accuracy 0.19 on ten classes (min_learned 0.5: 0.55 needed): the model never
+    generalised, so an OVERFITTING finding, even critical, is not treated, and may_treat says so; once the
+    attempt has learned (0.8) and then falls, the same finding is regularised."""
+    policy, state = policy_for(net(dropout=0.1), torch.optim.SGD(net().parameters(), lr=0.1))
+    state.num_classes = 10
+    for acc in (0.12, 0.19, 0.15):
+        _validate(policy, state, acc)
+    _overfit(policy, state, "critical")
+    assert policy.actions == []
+    assert not policy.may_treat({"code": "OVERFITTING", "severity": "critical"})
+    for acc in (0.80, 0.70):
+        _validate(policy, state, acc)
+    assert policy.may_treat({"code": "OVERFITTING", "severity": "warning"})
+    _overfit(policy, state, "warning")
+    assert [a["action"] for a in policy.actions] == ["regularize"]
+
+
 def test_a_fall_within_the_run_s_own_epoch_to_epoch_noise_is_not_a_fall() -> None:
     """144 validation examples: the accuracy moves by one example (0.7 points) between epochs. Best 142/144,
     last 141/144: a fall of one example, the run's own noise, is mild; three examples below is not."""
