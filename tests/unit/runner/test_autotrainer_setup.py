@@ -186,6 +186,27 @@ def test_a_mild_overfitting_warning_on_a_run_still_improving_is_left_alone() -> 
     assert [a["action"] for a in policy.actions] == ["regularize"]
 
 
+def test_an_oscillation_warning_while_validation_accuracy_is_at_its_best_is_left_alone() -> None:
+    """Healthy runs' late LOSS_OSCILLATION warnings (accuracy still rising): the LR is not halved; once
+    validation accuracy falls beyond its noise, the same warning halves it; a critical one always does."""
+    policy, state = policy_for(net(), torch.optim.SGD(net().parameters(), lr=0.1))
+    for acc in (0.86, 0.94, 0.944):
+        _validate(policy, state, acc)
+    warning = {"code": "LOSS_OSCILLATION", "severity": "warning"}
+    assert not policy.may_treat(warning)
+    assert policy.may_treat({**warning, "severity": "critical"})
+    state.step += 10
+    state.issues = [{**warning, "first_step": state.step, "evidence": "t"}]
+    policy.on_train_batch_end(state)
+    assert policy.actions == []
+    _validate(policy, state, 0.90)
+    assert policy.may_treat(warning)
+    state.step += 10
+    state.issues = [{**warning, "first_step": state.step, "evidence": "t"}]
+    policy.on_train_batch_end(state)
+    assert [a["action"] for a in policy.actions] == ["scale_lr"]
+
+
 def test_overfitting_on_an_attempt_that_never_learned_is_not_regularised() -> None:
     """Best validation accuracy 0.19 on ten classes (min_learned 0.5: 0.55 needed): the model never
     generalised, so an OVERFITTING finding, even critical, is not treated, and may_treat says so; once the
