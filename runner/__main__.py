@@ -25,8 +25,8 @@ def hydra_main(cfg: DictConfig) -> float:
     """The Hydra task: one line and exit code 2 for user errors, the objective value otherwise."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    # runner.report (and torch behind it) only once the task needs it: a value validation refuses
-    # is said before torch is imported
+    # runner.report (torch behind it) is imported where a branch needs it: a value app.run's validation
+    # refuses is said before torch is imported
     try:
         distributed.publish_run_dir(run_dir)  # rank 0 under torchrun: the other ranks wait for this
         if distributed.launch_rank() == 0:  # one owner: a submitit job's tasks are not grouped yet

@@ -15,9 +15,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     """Run the task ``cfg`` asks for in ``run_dir``; return the sweep objective (or the suggested LR)."""
     from runner.validation import validate
 
-    validate(
-        cfg, build=False
-    )  # a bad value is said before torch is imported (build checks the rest)
+    # a bad value is said before torch is imported (train.build checks what only torch can)
+    validate(cfg, build=False)
     from runner import train
 
     if cfg.get("mode") == "lr_find":
