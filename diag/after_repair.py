@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diag.series import RunSeries
+from diag.series import LAYER_FIELDS, RunSeries
 
 # actions after which the live diagnosis went on with its series: giving up, asking for a restart (the
 # attempt stops), testing with the best weights (at the fit's end)
@@ -65,13 +65,7 @@ def series_after(s: RunSeries, step: int) -> RunSeries:
         s.epoch_weight_update,
     )
     (out.layer_step, out.update_ratio) = keep(s.layer_step, s.layer_step, s.update_ratio)
-    for name in (
-        "layer_grad_norm",
-        "layer_update_ratio",
-        "layer_dead_fraction",
-        "layer_saturation",
-        "layer_activation_std",
-    ):
+    for name in LAYER_FIELDS:
         setattr(
             out,
             name,

@@ -11,6 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
+# RunSeries' per-layer fields: {layer name: values}, one value per entry of ``layer_step``
+LAYER_FIELDS = (
+    "layer_grad_norm",
+    "layer_update_ratio",
+    "layer_dead_fraction",
+    "layer_saturation",
+    "layer_activation_std",
+)
+
 
 @dataclass
 class RunSeries:
@@ -114,13 +123,7 @@ class RunSeries:
             out.lr = out.lr[:n]
         m = sum(1 for st in self.layer_step if st <= step)
         out.layer_step = out.layer_step[:m]
-        for name in (
-            "layer_grad_norm",
-            "layer_update_ratio",
-            "layer_dead_fraction",
-            "layer_saturation",
-            "layer_activation_std",
-        ):
+        for name in LAYER_FIELDS:
             setattr(out, name, {k: v[:m] for k, v in getattr(out, name).items()})
         for name in ("update_ratio", "weight_norm"):  # taken with each layer sample
             if len(getattr(self, name)) == len(self.layer_step):
