@@ -153,6 +153,12 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
         True,
     ),
     (
+        "callbacks.tensorboard.flush_secs",
+        lambda v: _is_number(v) and v >= 0,
+        "seconds >= 0 (0 flushes the event files every epoch)",
+        True,
+    ),
+    (
         "callbacks.checkpoint.every_n_steps",
         lambda v: _is_int(v) and v > 0,
         "a positive whole number of steps, or null",

@@ -70,3 +70,62 @@ def test_events_queued_longer_than_the_delay_are_written_without_a_flush(tmp_pat
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 1.0), (2, 0.5)]
     writer.close()
+
+
+def _epochs_with_flush_secs(tmp_path, flush_secs: float, epochs: int = 3):
+    """A TensorBoardScalars hook on the run's writer through ``epochs`` epoch ends (fit end not yet)."""
+    from torch import nn
+
+    from diag.hooks import FitState
+    from diag.tensorboard import TensorBoardScalars
+
+    model = nn.Linear(2, 2)
+    state = FitState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    state.writer, state.batch_size = open_writer(tmp_path, step=0), 8
+    hook = TensorBoardScalars(every_n_steps=5, flush_secs=flush_secs)
+    hook.on_fit_start(state)
+    for epoch in range(epochs):
+        for _ in range(10):
+            state.step += 1
+            state.loss, state.grad_norm = torch.tensor(1.0 / state.step), torch.tensor(1.0)
+            hook.on_train_batch_end(state)
+        state.epoch, state.metrics["val/acc"] = epoch, 0.5 + 0.1 * epoch
+        hook.on_epoch_end(state)
+    return state, hook
+
+
+def _val_acc(tb_dir) -> list[tuple[int, float]]:
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return (
+        [(e.step, round(e.value, 6)) for e in acc.Scalars("val/acc")]
+        if "val/acc" in acc.Tags()["scalars"]
+        else []
+    )
+
+
+def test_epoch_ends_within_flush_secs_keep_their_events_queued_until_the_fit_end(tmp_path):
+    state, hook = _epochs_with_flush_secs(tmp_path, flush_secs=3600)
+    assert (
+        _val_acc(tmp_path) == []
+    )  # three epochs within the hour: nothing handed to the writer yet
+    hook.on_fit_end(state)  # the fit's end always writes
+    state.writer.close()
+    assert _val_acc(tmp_path) == [(10, 0.5), (20, 0.6), (30, 0.7)]
+
+
+def test_flush_secs_zero_writes_every_epoch_end(tmp_path):
+    state, _ = _epochs_with_flush_secs(tmp_path, flush_secs=0)
+    try:
+        assert _val_acc(tmp_path) == [(10, 0.5), (20, 0.6), (30, 0.7)]  # on disk, writer still open
+    finally:
+        state.writer.close()
+
+
+def test_a_negative_flush_secs_is_refused_by_name():
+    import pytest
+
+    from diag.tensorboard import TensorBoardScalars
+
+    with pytest.raises(ValueError, match=r"flush_secs=-1.*seconds >= 0"):
+        TensorBoardScalars(flush_secs=-1)
