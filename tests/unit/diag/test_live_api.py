@@ -169,3 +169,57 @@ def test_units_dead_from_the_start_are_named_by_step_layer_every():
     hook.on_fit_end(state)
     assert hook.detected_at["DEAD_NEURONS"] <= 25
     assert hook.series.layer_step[:3] == [1, 10, 20]
+
+
+class _Counted(DiagnosticsHook):
+    """Records (clock, step) of every diagnosis that ran."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(summary_png=False, console=False, **kw)
+        self.ran: list[tuple[str, int]] = []
+
+    def _diagnose(self, state, when="final") -> None:
+        before = dict(self._diagnosed_at)
+        super()._diagnose(state, when)
+        if when == "final" or self._diagnosed_at != before:
+            self.ran.append((when, state.step))
+
+
+def _fit_counted(steps_per_epoch: int, epochs: int) -> _Counted:
+    from diag.hooks import FitState
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    hook = _Counted(scalar_every=10, layer_every=25, diagnose_every=50)
+    state = FitState(model=model, optimizer=opt, num_classes=3)
+    state.steps_per_epoch, state.max_steps = steps_per_epoch, steps_per_epoch * epochs
+    hook.on_fit_start(state)
+    for epoch in range(epochs):
+        state.epoch = epoch
+        for b in range(steps_per_epoch):
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            norm = nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+            opt.step()
+            state.batch_idx, state.step = b, state.step + 1
+            state.loss, state.grad_norm = loss.detach(), norm
+            hook.on_train_batch_end(state)
+        state.metrics.update({"val/loss": float(loss), "val/acc": 0.5, "train/loss": float(loss)})
+        hook.on_validation_end(state)
+        hook.on_epoch_end(state)
+    return hook
+
+
+def test_epoch_ends_stand_in_for_step_diagnoses_they_cover():
+    # 20-step epochs: the epoch ends run the rules every 20 steps; a step diagnosis at an epoch's last
+    # step (20, 40, 100, ...) or within 50 steps of an epoch end would rescan the same evidence again
+    short = _fit_counted(steps_per_epoch=20, epochs=10)
+    assert [s for w, s in short.ran if w == "step"] == [1, 10, 25, 30, 50]  # the early ones only
+    assert [s for w, s in short.ran if w == "epoch"] == list(range(20, 201, 20))
+    # 100-step epochs: every 50th step still diagnosed, except where the epoch end follows at once
+    long = _fit_counted(steps_per_epoch=100, epochs=3)
+    assert [s for w, s in long.ran if w == "step"] == [1, 10, 20, 25, 30, 40, 50, 150, 250]
+    assert [s for w, s in long.ran if w == "epoch"] == [100, 200, 300]
