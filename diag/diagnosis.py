@@ -197,33 +197,44 @@ def _nonfinite_gradients(s: RunSeries) -> Issue | None:
     return None
 
 
+def windows(x: np.ndarray, w: int) -> np.ndarray:
+    """Every run of ``w`` consecutive values of ``x`` as a row: a copy, which on the rules' short series
+    costs a third of ``sliding_window_view``'s checks."""
+    return x[np.arange(x.size - w + 1)[:, None] + np.arange(w)]
+
+
 def oscillating_windows(loss: np.ndarray, scale: float, w: int = 8) -> np.ndarray:
     """For each window of ``w`` consecutive loss samples: does it swing without trending down?
 
     A window swings when its range is over 10% of ``scale`` (the chance-level loss), its end is not
     well below its start, it dips below 0.9 x scale, and its big moves (over a quarter of the range)
     reverse direction at least twice, or it holds a spike (x3 over the minimum before it). All
-    windows at once (``sliding_window_view``): the live diagnosis rescans the run's whole history,
-    so a Python loop over windows would make each diagnosis grow costly with the run's length.
+    windows at once: the live diagnosis rescans the run's whole history, so a Python loop over
+    windows would make each diagnosis grow costly with the run's length. Plain indexing and
+    arithmetic rather than NumPy's convenience functions (``diff``, ``mean``, ``take_along_axis``):
+    on these small arrays their Python-level overhead was most of the live diagnosis's cost.
     """
-    W = np.lib.stride_tricks.sliding_window_view(loss, w)
+    W = windows(loss, w)
+    rows = np.arange(len(W))
     hi, lo = W.max(axis=1), W.min(axis=1)
     span = hi - lo
     amplitude = span / scale
     quarter = w // 4
-    trend = (W[:, -quarter:].mean(axis=1) - W[:, :quarter].mean(axis=1)) / np.maximum(span, 1e-12)
-    moves = np.diff(W, axis=1)
+    trend = (
+        W[:, -quarter:].sum(axis=1) / quarter - W[:, :quarter].sum(axis=1) / quarter
+    ) / np.maximum(span, 1e-12)
+    moves = W[:, 1:] - W[:, :-1]
     sign = np.sign(moves)
     big = np.abs(moves) > 0.25 * span[:, None]
     # each big move against the previous big move in its window (moves in between that are not big are skipped)
     last_big = np.maximum.accumulate(np.where(big, np.arange(w - 1), -1), axis=1)
-    prev = np.concatenate([np.full((len(W), 1), -1), last_big[:, :-1]], axis=1)
-    prev_sign = np.take_along_axis(sign, np.maximum(prev, 0), axis=1)
-    reversals = np.sum(big & (prev >= 0) & (prev_sign != sign), axis=1)
+    prev = np.empty_like(last_big)
+    prev[:, 0] = -1
+    prev[:, 1:] = last_big[:, :-1]
+    prev_sign = sign[rows[:, None], np.maximum(prev, 0)]
+    reversals = (big & (prev >= 0) & (prev_sign != sign)).sum(axis=1)
     top = W.argmax(axis=1)
-    low_before_top = np.take_along_axis(np.minimum.accumulate(W, axis=1), top[:, None], axis=1)[
-        :, 0
-    ]
+    low_before_top = np.minimum.accumulate(W, axis=1)[rows, top]
     spike = (top < w - 1) & (hi > 3 * low_before_top)
     return (
         (amplitude > 0.1)
@@ -248,10 +259,9 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
     noise = _interval_noise(s)
     if hits.size and noise is not None:
         # swings a few standard errors of an interval mean wide are what the batch size makes, not the LR
-        W = np.lib.stride_tricks.sliding_window_view(loss, w)
+        W = windows(loss, w)[hits]
         span = W.max(axis=1) - W.min(axis=1)
-        level = np.median(W, axis=1)
-        hits = hits[span[hits] > NOISE_SPAN * noise * np.maximum(level[hits], 1e-12)]
+        hits = hits[span > NOISE_SPAN * noise * np.maximum(np.median(W, axis=1), 1e-12)]
     if not hits.size or _epochs_falling(s):
         return (
             _loss_climbs_back(s, loss, scale, noise)
@@ -281,7 +291,8 @@ def _interval_noise(s: RunSeries) -> float | None:
     1/sqrt of that. None when the batch size or the sampling interval is unknown."""
     if not s.batch_size or len(s.step) < 2:
         return None
-    every = median_1d(np.diff(np.asarray(s.step, float)))
+    steps = np.asarray(s.step, float)
+    every = median_1d(steps[1:] - steps[:-1])
     if s.sampling == "step" or not every > 0:
         every = 1.0
     return 1.0 / math.sqrt(s.batch_size * every)
@@ -339,16 +350,21 @@ def _climbed_back_to_chance(s: RunSeries) -> tuple[int, int] | None:
     chance, loss, lr = _chance_loss(s), _arr(s.loss), _arr(s.lr)
     if chance is None or loss.size < 3 or lr.size != loss.size:
         return None
-    best = 0
-    for i in range(1, loss.size):
-        if not math.isfinite(loss[i]):
-            return None
-        if loss[i] < loss[best]:
-            best = i
-        low = loss[best] < 0.6 * chance and i > best + 1
-        if low and min(loss[i - 1], loss[i]) >= 0.95 * chance and lr[i - 1] >= 1.5 * lr[best]:
-            return best, i - 1
-    return None
+    bad = np.flatnonzero(~np.isfinite(loss[1:]))
+    end = (
+        int(bad[0]) + 1 if bad.size else loss.size
+    )  # the samples read before the first non-finite one
+    best = first_argmin_so_far(loss[:end])
+    i = np.arange(end)
+    hit = (
+        (loss[best] < 0.6 * chance)
+        & (i > best + 1)
+        & (np.minimum(loss[np.maximum(i - 1, 0)], loss[:end]) >= 0.95 * chance)
+        & (lr[np.maximum(i - 1, 0)] >= 1.5 * lr[best])
+    )
+    hit[:1] = False
+    at = np.flatnonzero(hit)
+    return (int(best[at[0]]), int(at[0]) - 1) if at.size else None
 
 
 EPOCH_CLIMB = 0.15  # an epoch's training loss this much above the best epoch before it (relative)
@@ -756,6 +772,15 @@ def _training_labels_at_chance(s: RunSeries) -> Issue | None:
 OVERFIT_ACC_LOST = 0.02
 
 
+def first_argmin_so_far(x: np.ndarray) -> np.ndarray:
+    """For each i, ``argmin(x[: i + 1])`` (its first occurrence) in one pass, for finite ``x``."""
+    low = np.minimum.accumulate(x)
+    new = np.empty(x.size, dtype=bool)
+    new[:1] = True
+    new[1:] = low[1:] < low[:-1]
+    return np.maximum.accumulate(np.where(new, np.arange(x.size), 0))
+
+
 def _overfitting(s: RunSeries) -> Issue | None:
     """Validation loss stops improving (or rises) while training keeps fitting, with a real accuracy gap."""
     val, train = _arr(s.epoch_val_loss), _arr(s.epoch_train_loss)
@@ -766,8 +791,9 @@ def _overfitting(s: RunSeries) -> Issue | None:
     # only a model that fits its training data can overfit it: not one near chance (a chaotic high-LR run's
     # validation loss swings too), nor one that does better on validation than on training examples
     fitting_below = 0.5 * math.log(s.num_classes) if s.num_classes else math.inf
+    best_so_far = first_argmin_so_far(val[:n])
     for e in range(3, n):
-        best = int(np.argmin(val[: e + 1]))
+        best = int(best_so_far[e])
         since = e - best
         if since < 3 or not train[e] < 0.7 * train[best] or not train[e] < fitting_below:
             continue  # validation improved recently, or training is not fitting (further) either
@@ -800,7 +826,11 @@ def _overfitting(s: RunSeries) -> Issue | None:
     if vacc.size >= n and tacc.size >= n:
         # the training accuracy is read with dropout on: on 32 examples it swings by one or two of them
         # epoch to epoch (1.0, 0.938, 1.0, 0.969), so "every example right" is the best of the last three
-        recent = np.array([np.max(tacc[max(0, i - 2) : i + 1]) for i in range(n)])
+        recent = tacc[
+            :n
+        ].copy()  # the max of each epoch's and the two before (NaN propagates, as in max)
+        recent[1:] = np.maximum(recent[1:], tacc[: n - 1])
+        recent[2:] = np.maximum(recent[2:], tacc[: n - 2])
         held = (recent >= 0.98) & (tacc[:n] - vacc[:n] > 0.15) & (val[:n] > 2 * train[:n])
         if held[-1] and n >= 4:  # still so at the latest epoch: from the start of that stretch
             e = n - 1

@@ -24,8 +24,8 @@ try:  # the standalone package first: it is what the `lightning` extra installs
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import TensorBoardLogger
 except ImportError:  # pragma: no cover - the unified `lightning` package
-    import lightning.pytorch as pl  # type: ignore[no-redef]
-    from lightning.pytorch.loggers import TensorBoardLogger  # type: ignore[no-redef]
+    import lightning.pytorch as pl  # type: ignore[no-redef, unused-ignore]
+    from lightning.pytorch.loggers import TensorBoardLogger  # type: ignore[no-redef, unused-ignore]
 
 from diag.gradients import grads_of
 from diag.hooks import EventLog, FitState
