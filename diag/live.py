@@ -212,21 +212,17 @@ class DiagnosticsHook(Hook):
 
     def _step_diagnosis_due(self, state: FitState, sampled: bool) -> bool:
         """Do the rules run at this step? Every ``diagnose_every`` steps (and at each scalar read and layer
-        sample early on, see :meth:`_early`), unless an epoch end diagnoses in their place: at an epoch's
-        last step the epoch end follows with the validation metrics too, and past the early steps a run
-        whose epoch ends came within the last ``diagnose_every`` steps is already diagnosed that often (the
-        digits MLP's 20-step epochs ran the rules twice at every 50th step, for nothing new)."""
+        sample early on, see :meth:`_early`), unless it is an epoch's last step: the epoch end follows at
+        the same step with the validation metrics too (the digits MLP's 20-step epochs ran the rules twice
+        at steps 20, 40, 100, 200, ... for nothing new)."""
         step = state.step
-        early = self._early(step)
         if not (
             step % self.diagnose_every == 0
-            or (early and (sampled or step % self.scalar_every == 0))
+            or (self._early(step) and (sampled or step % self.scalar_every == 0))
         ):
             return False
         per_epoch = state.steps_per_epoch
-        if per_epoch and state.batch_idx + 1 == per_epoch and self._due(state, "epoch"):
-            return False
-        return early or step - max(self._diagnosed_at.values()) >= self.diagnose_every
+        return not (per_epoch and state.batch_idx + 1 == per_epoch and self._due(state, "epoch"))
 
     def _layer_step(self, step: int) -> bool:
         """Are the layers sampled at ``step``?"""
