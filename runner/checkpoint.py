@@ -417,8 +417,10 @@ class CheckpointHook(Hook):
         if self.every_seconds is None:
             return False
         elapsed = self.clock() - self._last_save
+        if elapsed < self.every_seconds:
+            return False  # (asked every step: the writer's lock only once the time has come)
         cost = self._copy_seconds + self.writer.write_seconds()
-        return elapsed >= self.every_seconds and cost <= self.max_time_fraction * elapsed
+        return cost <= self.max_time_fraction * elapsed
 
     def _save(
         self,
