@@ -16,10 +16,13 @@ first and last points skipped, as the public finders do:
 - ``auto`` (the default) picks by optimizer (:func:`optimizer_family`) and by how far the curve
   fell: ``descent`` for SGD, ``min10`` for Adam, AdamW and any other, and ``min2`` for any
   optimizer when the smoothed loss fell by under :data:`WEAK_FALL` (a hard task learns little in
-  100 steps; its slopes are noise, its minimum still marks the edge). A curve that never diverged
-  has no edge to read: ``auto`` then suggests at most :data:`NO_EDGE_CAP` (0.1 for SGD, 3e-3 else). SGD trains best close to
-  where the loss falls fastest, not far from where it diverges; an adaptive optimizer breaks far
-  earlier. ``bench/lr_finder.py`` (bench/results/lr_finder.md) has the figures: ``min10`` alone
+  100 steps; its slopes are noise, its minimum still marks the edge). Then a ceiling
+  (:func:`auto_cap`): SGD at most :data:`NO_EDGE_CAP` when the test never diverged (no edge to
+  read); an adaptive optimizer never above :data:`ADAPTIVE_CAP`, nor above :data:`HARD_TASK_CAP`
+  when the loss fell by under :data:`HARD_FALL`. SGD trains best close to where the loss falls
+  fastest, not far from where it diverges; an adaptive optimizer breaks far earlier, and with
+  BatchNorm its test diverges late or never, so its curve's minimum says little.
+  ``bench/lr_finder.py`` (bench/results/lr_finder.md) has the figures: ``min10`` alone
   landed 5-10x under SGD's best LR on the 28x28 set (0.80 and 0.93 of a log grid's best).
   ``valley`` lands early when the model learns during the test.
 
@@ -46,12 +49,37 @@ WEAK_FALL = 0.05
 """A curve whose smoothed loss falls by less than this fraction of its first read value learned too
 little in the test for its slopes to mean anything: ``auto`` reads half its minimum's LR instead."""
 FAMILIES = ("sgd", "adaptive")
-NO_EDGE_CAP = {"sgd": 0.1, "adaptive": 3e-3}
-"""``auto``'s ceiling when the test found no edge (the loss never diverged below ``0.9 * max_lr``): the
-conventional LR of the family (SGD with momentum 0.1, Adam 3e-3). A BatchNorm CNN's range test can run
-to lr=10 without blowing up, its smoothed minimum at 1-4, and every rule read off that curve landed
-2-40x over the best LR (bench/results/lr_finder.md); with no edge seen, nothing above the convention
-is known to be safe."""
+NO_EDGE_CAP = 0.1
+"""SGD's ceiling under ``auto`` when the test found no edge (the loss never diverged below
+``0.9 * max_lr``): SGD with momentum's conventional LR. A BatchNorm CNN's range test can run to lr=10
+without blowing up, its smoothed minimum at 1-4, and every rule read off that curve landed 2-40x over
+the best LR (bench/results/lr_finder.md); with no edge seen, nothing above the convention is safe."""
+ADAPTIVE_CAP = 1e-2
+"""An adaptive optimizer's ceiling under ``auto``, edge or not: with BatchNorm the test diverges late
+(lr 5-10) or never, ``min10`` then reads 0.05-0.1 where the best LR was 3e-3-1e-2 on every such
+bench task, and whether it diverged just under or just over ``0.9 * max_lr`` is chance."""
+HARD_TASK_CAP = 3e-3
+HARD_FALL = 0.10
+"""An adaptive optimizer whose test loss fell by under this fraction is on a hard (noisy) task: at
+most :data:`HARD_TASK_CAP` (Adam's conventional LR), where 1e-2 lost 15-30% on the bench's CIFAR-shaped
+set."""
+
+
+def auto_cap(family: str | None, fall: float, no_edge: bool) -> float | None:
+    """``auto``'s ceiling: SGD's :data:`NO_EDGE_CAP` when the test found no edge, else none; any other
+    optimizer :data:`HARD_TASK_CAP` if the loss fell by under :data:`HARD_FALL`, else :data:`ADAPTIVE_CAP`."""
+    if family == "sgd":
+        return NO_EDGE_CAP if no_edge else None
+    return HARD_TASK_CAP if fall < HARD_FALL else ADAPTIVE_CAP
+
+
+def cap_reason(family: str | None, fall: float, max_lr: float) -> str:
+    """Why :func:`auto_cap` capped (shown in a plot's legend and the printed suggestion)."""
+    if family == "sgd":
+        return f"no divergence below {0.9 * max_lr:.3g}"
+    if fall < HARD_FALL:
+        return f"adaptive, loss fell {fall:.0%} < {HARD_FALL:.0%}"
+    return "adaptive"
 
 
 def optimizer_family(optimizer: torch.optim.Optimizer) -> str:
@@ -321,11 +349,10 @@ class LearningRateFinder:
         start, end = self._window()
         lrs = np.asarray(self.lrs[start:end])
         losses = np.asarray(self.smoothed_losses[start:end])
-        cap = None
+        cap, fall = None, relative_fall(losses)
         if name == "auto":
-            name = auto_rule(self.optimizer_family, relative_fall(losses))
-            if self.found_no_edge():
-                cap = NO_EDGE_CAP.get(self.optimizer_family or "adaptive")
+            name = auto_rule(self.optimizer_family, fall)
+            cap = auto_cap(self.optimizer_family, fall, self.found_no_edge())
         if name == "valley":
             i = valley_index(losses)
             lr = lrs[i]
@@ -343,7 +370,14 @@ class LearningRateFinder:
             i = int(np.argmin(losses))
             lr = lrs[i] / 10
         if cap is not None and lr > cap:
-            return {"lr": cap, "index": start + i, "method": name, "capped_at": cap}
+            why = cap_reason(self.optimizer_family, fall, self.max_lr)
+            return {
+                "lr": cap,
+                "index": start + i,
+                "method": name,
+                "capped_at": cap,
+                "cap_reason": why,
+            }
         return {"lr": float(lr), "index": start + i, "method": name}
 
     def found_no_edge(self) -> bool:
@@ -357,6 +391,7 @@ class LearningRateFinder:
             "suggested_lr": chosen["lr"],
             "method": chosen["method"],
             "capped_at": chosen.get("capped_at"),
+            "cap_reason": chosen.get("cap_reason"),
             "rule": self.method,
             "optimizer_family": self.optimizer_family,
             "suggested_index": chosen["index"],
@@ -454,8 +489,7 @@ def rule_label(result: dict[str, Any]) -> str:
     """``descent`` or, when ``auto`` chose it, ``auto for sgd: descent`` (what a plot or a log line shows)."""
     method = LABELS.get(result["method"], result["method"])
     if result.get("capped_at"):
-        edge = f"{0.9 * result['max_lr']:.3g}" if result.get("max_lr") else "max_lr"
-        method += f", capped at {result['capped_at']:g} (no divergence below {edge})"
+        method += f", capped at {result['capped_at']:g} ({result.get('cap_reason') or 'auto'})"
     if result.get("rule") == "auto":
         return f"auto for {result.get('optimizer_family') or 'an unknown optimizer'}: {method}"
     return method

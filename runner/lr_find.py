@@ -154,6 +154,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
             "suggested_lr",
             "method",
             "capped_at",
+            "cap_reason",
             "rule",
             "optimizer_family",
             "suggestions",

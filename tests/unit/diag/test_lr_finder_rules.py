@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from diag.lr_finder import (
+    ADAPTIVE_CAP,
+    HARD_TASK_CAP,
     LearningRateFinder,
+    auto_cap,
     auto_rule,
     descent_index,
     optimizer_family,
@@ -52,9 +55,11 @@ def test_auto_reads_the_fastest_fall_for_sgd_and_a_tenth_of_the_minimum_otherwis
     assert sgd["suggested_lr"] < lr_min  # before the minimum, never on the rising side
     adam, _, _ = replay(sgd_like_curve, family="adaptive")
     assert adam["method"] == "min10"
-    assert adam["suggested_lr"] == pytest.approx(lr_min / 10, rel=0.05)
+    assert adam["suggestions"]["min10"] == pytest.approx(lr_min / 10, rel=0.05)
+    # a tenth of this minimum (~0.02) is over an adaptive optimizer's ceiling
+    assert adam["suggested_lr"] == ADAPTIVE_CAP and adam["capped_at"] == ADAPTIVE_CAP
     # the SGD rule sits well above a tenth of the minimum: where minimum/10 undershot SGD
-    assert sgd["suggested_lr"] > 2 * adam["suggested_lr"]
+    assert sgd["suggested_lr"] > 2 * adam["suggestions"]["min10"]
     unknown, _, _ = replay(
         sgd_like_curve, family=None
     )  # train_fn alone says nothing of the optimizer
@@ -113,7 +118,8 @@ def test_optimizer_family_and_the_rule_it_picks():
 @pytest.mark.parametrize(
     "opt_cls, rule, cap",
     # this toy problem's SGD test runs to lr=10 without diverging: no edge, so at most SGD's 0.1
-    [(torch.optim.SGD, "descent", 0.1), (torch.optim.Adam, "min10", None)],
+    # Adam's minimum/10 is over its ceiling of 0.01 (the toy task is easy: its loss fell far)
+    [(torch.optim.SGD, "descent", 0.1), (torch.optim.Adam, "min10", ADAPTIVE_CAP)],
 )
 def test_torch_mode_learns_the_family_from_its_optimizer(opt_cls, rule, cap):
     g = torch.Generator().manual_seed(0)
@@ -164,7 +170,10 @@ def test_auto_reads_half_the_minimum_on_a_curve_that_hardly_fell():
         assert relative_fall(np.asarray(result["smoothed_losses"][20:-5])) < 0.05
         assert result["method"] == "min2"
         lr_min = lrs[20 + np.argmin(losses[20:-5])]
-        assert result["suggested_lr"] == pytest.approx(lr_min / 2, rel=0.05)
+        assert result["suggestions"]["min2"] == pytest.approx(lr_min / 2, rel=0.05)
+        # SGD's test found an edge: uncapped; an adaptive one on a hard task: at most 3e-3
+        expected = lr_min / 2 if family == "sgd" else HARD_TASK_CAP
+        assert result["suggested_lr"] == pytest.approx(expected, rel=0.05)
 
 
 def test_descent_reads_only_the_three_decades_before_the_minimum():
@@ -183,25 +192,59 @@ def test_descent_reads_only_the_three_decades_before_the_minimum():
     assert result["suggested_lr"] > lr_min / 1000
 
 
-@pytest.mark.parametrize(
-    "family, rule, cap",
-    [("sgd", "descent", 0.1), ("adaptive", "min10", 3e-3), (None, "min10", 3e-3)],
-)
-def test_auto_caps_a_curve_that_never_diverged_at_the_conventional_lr(family, rule, cap):
+def late_minimum(lrs: np.ndarray) -> np.ndarray:
+    """Falls by ~35% until lr ~2, then a rise too gentle to diverge before lr=10 (a BatchNorm CNN's test)."""
+    x = np.log10(lrs)
+    return 2.3 - 0.8 / (1 + np.exp(-3 * (x + 0.5))) + 0.3 * np.clip(x - 0.3, 0, None) ** 2
+
+
+def diverging_at_2(lrs: np.ndarray) -> np.ndarray:
+    """The same curve given an edge: it blows up at lr=2."""
+    return np.where(lrs < 2, late_minimum(lrs), 50.0)
+
+
+def test_auto_caps_sgd_at_the_conventional_lr_when_the_test_never_diverged():
     """A BatchNorm CNN's test can run to lr=10 with its minimum at 1-4: no edge to read off it."""
-
-    def late_minimum(lrs):  # falls until ~2, then a rise too gentle to diverge before lr=10
-        x = np.log10(lrs)
-        return 2.3 - 0.8 / (1 + np.exp(-3 * (x + 0.5))) + 0.3 * np.clip(x - 0.3, 0, None) ** 2
-
-    result, lrs, losses = replay(late_minimum, family=family)
-    assert result["stop_reason"] == "completed" and result["method"] == rule
-    assert result["suggestions"][rule] > cap  # the rule's own reading, kept in the suggestions
-    assert result["suggested_lr"] == cap and result["capped_at"] == cap
-    assert "capped at" in rule_label(result)
-    # the same curve given an edge (diverging at lr=2) is read as before, uncapped
-    edged, _, _ = replay(lambda lrs: np.where(lrs < 2, late_minimum(lrs), 50.0), family=family)
-    assert edged["capped_at"] is None and edged["suggested_lr"] == edged["suggestions"][rule]
+    result, _, _ = replay(late_minimum, family="sgd")
+    assert result["stop_reason"] == "completed" and result["method"] == "descent"
+    assert result["suggestions"]["descent"] > 0.1  # the rule's own reading, kept in the suggestions
+    assert result["suggested_lr"] == 0.1 and result["capped_at"] == 0.1
+    assert "capped at 0.1 (no divergence below 9)" in rule_label(result)
+    # the same curve given an edge is read as before, uncapped
+    edged, _, _ = replay(diverging_at_2, family="sgd")
+    assert edged["capped_at"] is None and edged["suggested_lr"] == edged["suggestions"]["descent"]
     # a rule asked for by name is never capped
-    named, _, _ = replay(late_minimum, method=rule, family=family)
-    assert named["capped_at"] is None and named["suggested_lr"] > cap
+    named, _, _ = replay(late_minimum, method="descent", family="sgd")
+    assert named["capped_at"] is None and named["suggested_lr"] > 0.1
+
+
+@pytest.mark.parametrize("family", ["adaptive", None])
+@pytest.mark.parametrize("curve", [late_minimum, diverging_at_2])
+def test_auto_caps_an_adaptive_optimizer_edge_or_not(family, curve):
+    """Whether an Adam test diverged just under lr=9 or not at all is chance: the ceiling holds either way."""
+    result, _, _ = replay(curve, family=family)
+    assert result["method"] == "min10" and result["suggestions"]["min10"] > ADAPTIVE_CAP
+    assert result["suggested_lr"] == ADAPTIVE_CAP and result["capped_at"] == ADAPTIVE_CAP
+    assert "capped at 0.01 (adaptive)" in rule_label(result)
+    named, _, _ = replay(curve, method="min10", family=family)
+    assert named["capped_at"] is None and named["suggested_lr"] > ADAPTIVE_CAP
+
+
+def test_auto_caps_an_adaptive_optimizer_lower_on_a_hard_task():
+    """A loss that fell by under 10% in the test (the CIFAR-shaped set): at most Adam's 3e-3."""
+
+    def shallow(lrs):  # the late-minimum shape, falling by ~7% only
+        x = np.log10(lrs)
+        return 2.3 - 0.16 / (1 + np.exp(-3 * (x + 0.5))) + 0.3 * np.clip(x - 0.3, 0, None) ** 2
+
+    result, _, _ = replay(shallow, family="adaptive")
+    fall = relative_fall(np.asarray(result["smoothed_losses"][20:-5]))
+    assert 0.05 < fall < 0.10 and result["method"] == "min10"
+    assert result["suggested_lr"] == HARD_TASK_CAP and result["capped_at"] == HARD_TASK_CAP
+    assert f"loss fell {fall:.0%} < 10%" in rule_label(result)
+
+
+def test_auto_cap_by_family_fall_and_edge():
+    assert auto_cap("sgd", 0.3, no_edge=True) == 0.1 and auto_cap("sgd", 0.3, no_edge=False) is None
+    assert auto_cap("adaptive", 0.3, no_edge=False) == ADAPTIVE_CAP == auto_cap(None, 0.3, True)
+    assert auto_cap("adaptive", 0.06, no_edge=False) == HARD_TASK_CAP
