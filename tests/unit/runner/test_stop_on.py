@@ -341,3 +341,23 @@ def test_a_real_slow_run_stops_on_its_projection_and_says_so(tmp_path):
     assert stopped["saved_steps"] == 40 and stopped["max_steps"] == 120
     p = stopped["projection"]
     assert p["projected_val_loss"] >= p["need"] * p["chance_loss"] > 1.7
+
+
+@pytest.mark.parametrize("plot", [False, True])
+def test_a_stopped_run_draws_its_summary_only_when_asked(tmp_path, plot):
+    cfg = compose_cfg(
+        [
+            "optimizer=sgd",
+            "optimizer.lr=20",
+            "stop_on=critical",
+            "trainer.max_epochs=3",
+            f"callbacks.stop_on.plot_stopped={str(plot).lower()}",
+        ],
+        tmp_path,
+    )
+    run(cfg, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["stopped"]
+    assert (tmp_path / "run" / "summary.png").is_file() == plot
+    said = "no summary.png for the stopped trial" in report["stop_reason"]
+    assert said != plot
