@@ -51,11 +51,8 @@ GRID = [float(f"{10 ** (-5 + 6 * i / 11):.3g}") for i in range(12)]  # 1e-05 .. 
 QUICK_GRID = [1e-3, 0.1, 10.0]
 HEALTHY_POINTS = 0.02  # a trial within 2 points of the grid's best val accuracy is healthy
 TARGET_RATIO = 0.60
-GRACE, NEED, CHANCE = (
-    0.25,
-    0.75,
-    math.log(10),
-)  # callbacks.stop_on's grace and need; digits' 10 classes
+# callbacks.stop_on's early grace (where the projection starts) and need; digits' 10 classes
+EARLY_GRACE, NEED, CHANCE = 0.1, 0.75, math.log(10)
 
 
 def run_sweep(
@@ -142,7 +139,7 @@ def healthy_projections(
     sweep_dir: Path, summary: dict[str, Any], best_acc: float
 ) -> dict[str, Any]:
     """How near the healthy trials of the sweep without stop_on came to stop_on's projection bar: the
-    highest projected end (runner.stop_on.project, its defaults) at any epoch past the grace, over the
+    highest projected end (runner.stop_on.project, its defaults) at any epoch past the early grace, over the
     trials within 2 points of the best, read from each trial's val_diagnostics.jsonl."""
     worst: dict[str, Any] = {"projected": None, "lr": None, "epoch": None}
     for r in summary["runs"]:
@@ -153,7 +150,7 @@ def healthy_projections(
         history = [{"step": row["step"], "val/loss": row["loss"]} for row in rows]
         max_steps = int(history[-1]["step"]) if history else 0
         for n in range(1, len(history)):  # an epoch's end before the last, past the grace
-            if history[n - 1]["step"] < GRACE * max_steps:
+            if history[n - 1]["step"] < EARLY_GRACE * max_steps:
                 continue
             seen = project(history[:n], int(history[n - 1]["step"]), max_steps)
             if seen and (
@@ -297,7 +294,7 @@ def render(results: list[dict[str, Any]], lrs: list[float], seed: int | None = N
         hp = j["healthy_projection"]
         if hp["projected"] is not None:
             out.append(
-                f"healthy trials' highest projected end past the grace (no stop_on): "
+                f"healthy trials' highest projected end past the early grace (no stop_on): "
                 f"{hp['projected']:.3g} (lr={hp['lr']:g}, epoch {hp['epoch']}); "
                 f"the bar: {NEED:g} x {CHANCE:.3g} = {NEED * CHANCE:.3g}"
             )

@@ -167,20 +167,25 @@ def test_stop_on_ends_a_sick_trial_early_and_the_summary_says_what_it_saved(tmp_
     md = (sweep / "sweep.md").read_text()
     assert f"Stopped early by stop_on: 1 ({event['code']} at step {event['step']})" in md
     assert "best run: 0" in md
-    # the end of a stopped trial: no test pass, no confusion matrix, no input grid; its summary stays
+    # the end of a stopped trial: no test pass, no confusion matrix, no input grid, no summary.png
     assert sick["metrics"]["test_acc"] is None and sick["metrics"]["test_loss"] is None
     assert healthy["metrics"]["test_acc"] > 0.5
     assert "test accuracy n/a (stopped early: not tested)" in proc.stdout + proc.stderr
     assert not (sweep / "1" / "confusion_matrix.png").exists()
+    assert not (sweep / "1" / "summary.png").exists()
+    assert "no summary.png for the stopped trial" in sick["stop_reason"]
     assert (sweep / "0" / "confusion_matrix.png").is_file()
-    images = {}
+    images, scalars = {}, {}
     for job in ("0", "1"):
         events = EventAccumulator(str(sweep / job), size_guidance={"images": 0})
         events.Reload()
         images[job] = {t: events.Images(t)[-1] for t in events.Tags()["images"]}
-    assert set(images["1"]) == {"x_run/summary"}
+        scalars[job] = set(events.Tags()["scalars"])
+    assert images["1"] == {}
+    # its curves are in TensorBoard all the same
+    assert {"train/loss", "val/loss", "val/acc", "train/lr"} <= scalars["1"]
     assert {"x_run/summary", "x_run/confusion_matrix", "x_run/inputs"} <= set(images["0"])
     # the PNGs the trials wrote, byte for byte (not decoded and encoded again)
-    for job, name in (("0", "summary"), ("0", "confusion_matrix"), ("1", "summary")):
+    for job, name in (("0", "summary"), ("0", "confusion_matrix")):
         png = (sweep / job / f"{name}.png").read_bytes()
         assert images[job][f"x_run/{name}"].encoded_image_string == png

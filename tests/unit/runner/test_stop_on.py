@@ -48,6 +48,24 @@ def test_a_stuck_run_stops_only_after_the_grace(step, stops):
     assert state.stop_training is stops
 
 
+@pytest.mark.parametrize(
+    "step, val_acc, stops",
+    [
+        (30, 0.09, False),  # before the early grace (a tenth of 400 steps)
+        (40, 0.09, True),  # at chance by its accuracy too: stops at the early grace
+        (60, 0.30, False),  # a stuck finding, but its accuracy is off chance: waits for the grace
+        (100, 0.30, True),
+    ],
+)
+def test_a_run_stuck_at_chance_by_its_accuracy_too_stops_at_the_early_grace(step, val_acc, stops):
+    # MLP with SGD at 0.81 on digits: STUCK_AT_CHANCE from step 60, validation accuracy 0.097 there
+    # and at the end of its 400 steps
+    state = _state(step, [issue("STUCK_AT_CHANCE")])
+    state.num_classes, state.metrics["val/acc"] = 10, val_acc
+    StopOnDiagnosis(level="critical", grace=0.25, early_grace=0.1).on_epoch_end(state)
+    assert state.stop_training is stops
+
+
 @pytest.mark.parametrize("code", ["DEAD_NEURONS", "VANISHING_GRADIENTS"])
 @pytest.mark.parametrize("val_acc, stops", [(0.09, True), (0.93, False)])
 def test_dead_or_vanishing_stops_a_run_only_while_it_is_at_chance(code, val_acc, stops):
@@ -274,17 +292,18 @@ def test_a_slow_warning_stops_past_the_grace_when_its_curve_cannot_get_far_from_
     assert "SLOW_CONVERGENCE (warning) at step 100" in state.stop_reason
 
 
+@pytest.mark.parametrize("validations", [3, 4, 5])  # from the early grace's first epoch end on
 @pytest.mark.parametrize("curve", [MLP_SGD_1E3, CNN_ADAM_3E5])
-def test_a_slow_run_whose_pace_can_take_it_far_from_chance_trains_on(curve):
-    state = _slow_state(curve, step=100)
-    StopOnDiagnosis(level="critical", grace=0.25).on_epoch_end(state)
+def test_a_slow_run_whose_pace_can_take_it_far_from_chance_trains_on(curve, validations):
+    state = _slow_state(curve[:validations], step=20 * validations)
+    StopOnDiagnosis(level="critical", grace=0.25, early_grace=0.1).on_epoch_end(state)
     assert not state.stop_training
 
 
 @pytest.mark.parametrize(
     "state",
     [
-        _slow_state(MLP_SGD_1E4[:3], step=60),  # before the grace (a quarter of 400 steps)
+        _slow_state(MLP_SGD_1E4[:2], step=40),  # two validations: no pace to go by yet
         _slow_state(MLP_SGD_1E4, step=100, severity="info"),  # below a warning
         _state(100, []),  # no slow or stuck finding: the curve alone stops nothing
     ],
@@ -294,6 +313,16 @@ def test_a_flat_curve_stops_only_past_the_grace_with_a_slow_finding(state):
         state.num_classes, state.history = 10, _history(MLP_SGD_1E4)
     StopOnDiagnosis(level="critical", grace=0.25).on_epoch_end(state)
     assert not state.stop_training
+
+
+def test_the_projection_waits_for_the_early_grace():
+    # three validations by step 60, but the early grace asks for a fifth of the run here
+    state = _slow_state(MLP_SGD_1E4[:3], step=60)
+    StopOnDiagnosis(level="critical", grace=0.25, early_grace=0.2).on_epoch_end(state)
+    assert not state.stop_training
+    state = _slow_state(MLP_SGD_1E4[:4], step=80)
+    StopOnDiagnosis(level="critical", grace=0.25, early_grace=0.2).on_epoch_end(state)
+    assert state.stop_training
 
 
 def test_a_run_at_its_last_step_is_never_stopped():
@@ -341,3 +370,23 @@ def test_a_real_slow_run_stops_on_its_projection_and_says_so(tmp_path):
     assert stopped["saved_steps"] == 40 and stopped["max_steps"] == 120
     p = stopped["projection"]
     assert p["projected_val_loss"] >= p["need"] * p["chance_loss"] > 1.7
+
+
+@pytest.mark.parametrize("plot", [False, True])
+def test_a_stopped_run_draws_its_summary_only_when_asked(tmp_path, plot):
+    cfg = compose_cfg(
+        [
+            "optimizer=sgd",
+            "optimizer.lr=20",
+            "stop_on=critical",
+            "trainer.max_epochs=3",
+            f"callbacks.stop_on.plot_stopped={str(plot).lower()}",
+        ],
+        tmp_path,
+    )
+    run(cfg, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["stopped"]
+    assert (tmp_path / "run" / "summary.png").is_file() == plot
+    said = "no summary.png for the stopped trial" in report["stop_reason"]
+    assert said != plot

@@ -1,0 +1,78 @@
+"""Hydra's basic sweeper, composing each job's config once instead of twice.
+
+Hydra's ``BasicSweeper`` composes every job of a batch to check that it can be composed (a bad override
+fails before any job runs), throws the configs away, and its launcher composes each job again. On a
+small run that second composition is a visible share of a trial: 0.11 s of CPU each on digits, where a
+stopped MLP trial trains for a tenth of a second. This sweeper keeps the configs its check composed and
+hands each to the launcher when it asks for that job: the same check, the same configs
+(``load_sweep_config`` is a function of the master config and the job's overrides alone), one
+composition per job.
+
+Only the basic launcher's own calls are served from the kept configs; a launcher that composes in
+another process (joblib, submitit) composes there, as before. A Hydra plugin must live in the ``hydra_plugins``
+namespace, so this module does; ``runner/conf/hydra/sweeper/compose_once.yaml`` selects it when it is
+importable (``runner.conf_dir``) and Hydra's own basic sweeper otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_loader import ConfigLoader
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class KeptCompositions:
+    """A config loader that hands out a job's config composed by the batch check once, then composes."""
+
+    def __init__(self, loader: ConfigLoader) -> None:
+        self.loader = loader
+        self.kept: dict[tuple[str, ...], DictConfig] = {}
+
+    def keep(self, master_config: DictConfig, overrides: Sequence[str]) -> None:
+        """Compose ``overrides`` now (raising what Hydra raises) and keep the result for the launcher."""
+        self.kept[tuple(overrides)] = self.loader.load_sweep_config(master_config, list(overrides))
+
+    def load_sweep_config(
+        self, master_config: DictConfig, sweep_overrides: list[str]
+    ) -> DictConfig:
+        kept = self.kept.pop(
+            tuple(sweep_overrides), None
+        )  # the launcher changes what it gets: once
+        if kept is not None:
+            return kept
+        return self.loader.load_sweep_config(master_config, sweep_overrides)
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the loader's own
+        if name in ("loader", "kept"):  # not set yet (unpickling): not the loader's to answer
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Sent to another process (joblib's workers) without the kept configs: it composes there."""
+        return (KeptCompositions, (self.loader,))
+
+
+class ComposeOnceSweeper(BasicSweeper):
+    """``BasicSweeper`` whose batch check keeps the configs it composed for the launcher."""
+
+    def setup(
+        self,
+        *,
+        hydra_context: HydraContext,
+        task_function: TaskFunction,
+        config: DictConfig,
+    ) -> None:
+        self.kept = KeptCompositions(hydra_context.config_loader)
+        context = HydraContext(config_loader=self.kept, callbacks=hydra_context.callbacks)  # type: ignore[arg-type]
+        super().setup(hydra_context=context, task_function=task_function, config=config)
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        """Compose every job of the batch (a bad one fails the sweep before any job runs), keeping each."""
+        assert self.config is not None
+        self.kept.kept.clear()  # a batch's configs live until the next batch at most
+        for overrides in batch:
+            self.kept.keep(self.config, overrides)
