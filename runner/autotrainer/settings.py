@@ -117,6 +117,9 @@ class LrEvidence:
     # restarts that repair the scale of the weights or inputs: their big steps were the scale's, not the LR's
     scale_codes: frozenset[str]
     min_severity: str  # a restart for one of codes with the evidence: already at this severity
+    # the peak that is evidence at a critical finding: the run is failing already, the evidence only says
+    # the LR is the cause (a one-cycle CNN at 100x its LR, at chance, peaked at 0.28; healthy runs reach 0.26)
+    critical_update_ratio: float
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,7 @@ class Settings:
                 target_update_ratio=float(evidence["target_update_ratio"]),
                 scale_codes=frozenset(evidence["scale_codes"] or []),
                 min_severity=str(evidence["min_severity"]),
+                critical_update_ratio=float(evidence["critical_update_ratio"]),
             ),
             restore_best=RestoreBest(
                 codes=frozenset(restore["codes"] or []),
