@@ -22,7 +22,9 @@ def _at(state, step: int, code: str, severity: str):
 
 def _policy(lr: float = 0.1):
     model = net()
-    return policy_for(model, torch.optim.SGD(model.parameters(), lr=lr), cfg=(f"optimizer.lr={lr}",))
+    return policy_for(
+        model, torch.optim.SGD(model.parameters(), lr=lr), cfg=(f"optimizer.lr={lr}",)
+    )
 
 
 @pytest.mark.parametrize(("peak", "restarts"), [(0.1, False), (0.28, True)])
