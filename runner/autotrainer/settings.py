@@ -62,6 +62,9 @@ class RestartRule:
     lr_factor: float | None  # None: the LR is left as this attempt ended it
     min_severity: str | None  # None: the policy's restart_min_severity
     capacity: Capacity | None = None  # widen/deepen model.hidden (only when the model is below it)
+    # the changes made instead when the config already has ``changes`` (a bad init at scale 1: the
+    # scheme, not the scale, is then the cause)
+    otherwise: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Capacity:
     min_width: int
     min_depth: int
     max_params: int
+    # the width a too-small model is widened to (None: min_width); within max_params
+    width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +276,7 @@ class Settings:
                     lr_factor=_number((rule or {}).get("lr_factor")),
                     min_severity=(rule or {}).get("min_severity"),
                     capacity=_capacity((rule or {}).get("capacity")),
+                    otherwise=dict((rule or {}).get("otherwise") or {}) or None,
                 )
                 for code, rule in restarts.items()
             },
@@ -393,6 +399,7 @@ def _capacity(spec: Any) -> Capacity | None:
         min_width=int(spec["min_width"]),
         min_depth=int(spec["min_depth"]),
         max_params=int(spec["max_params"]),
+        width=int(spec["width"]) if spec.get("width") is not None else None,
     )
 
 
