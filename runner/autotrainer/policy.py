@@ -77,6 +77,7 @@ class AutoTrainer(Hook):
         self._val_accs: list[float] = []  # this attempt's validation accuracies
         # the number of classes (FitState.num_classes): the chance level of those accuracies
         self._num_classes: int | None = None
+        self._progress: tuple[int, int] = (0, 0)  # the step and max_steps of the last check
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -347,6 +348,7 @@ class AutoTrainer(Hook):
         """Decide (``setup``: on the settings read at fit start); under DDP rank 0 decides and every rank
         follows (a collective: same step on every rank)."""
         self.carried.lr_peak = max(self.carried.lr_peak, state.current_lr)
+        self._progress = (state.step, state.max_steps)
         self._note_update_ratio()
 
         def decide() -> None:
@@ -472,6 +474,8 @@ class AutoTrainer(Hook):
             ):
                 continue  # the last action on this code has not had time to show its effect
             if code in restarts and SEVERITY_RANK[issue["severity"]] < self._restart_floor(code):
+                continue
+            if code in restarts and self._late_warning(issue):
                 continue
             reason = self._limit_reached(code)
             if reason:
@@ -603,6 +607,21 @@ class AutoTrainer(Hook):
             at_recipe = max(ratios) / max(self.carried.lr_scale, 1e-30)
             self.carried.peak_update_ratio = max(self.carried.peak_update_ratio, at_recipe)
 
+    def _late_warning(self, issue: dict[str, Any]) -> bool:
+        """A restart only the LR evidence allows at this severity (below the rule's own floor), after
+        ``lr_evidence.warning_until`` of the run: the attempt has mostly run and learns, and a new one
+        would double its time (seed 4: dead units named at the last check of an AdamW run at 0.917 after a
+        rolled-back explosion; its restart cost 1.95x the twin's time)."""
+        code = issue["code"]
+        floor = (
+            self.settings.restart_floor(code)
+            if code in self.settings.restarts
+            else SEVERITY_RANK[self.settings.restart_min_severity]
+        )
+        below = SEVERITY_RANK.get(str(issue.get("severity")), 0) < floor
+        step, max_steps = self._progress
+        return below and step > self.settings.lr_evidence.warning_until * max(max_steps, 1)
+
     def _restart_floor(self, code: str) -> int:
         """The severity a restart for ``code`` needs; ``lr_evidence.min_severity`` when the evidence shows the
         LR too high for it (units killed by big steps are named at a warning, then stay dead: a run 100x
@@ -706,7 +725,7 @@ class AutoTrainer(Hook):
                 and not config_fix(self.cfg, restart)[1]
             ):
                 return False  # a capacity restart for a model that is not small never comes
-            return rank >= self._restart_floor(code)
+            return rank >= self._restart_floor(code) and not self._late_warning(issue)
         rule = self.settings.online.get(code)
         if rule is None:
             return False

@@ -67,6 +67,9 @@ class RestartRule:
     otherwise: dict[str, Any] | None = None
 
 
+CAPACITY_REQUIRED = ("min_width", "min_depth", "max_params")  # width is optional (min_width)
+
+
 @dataclass(frozen=True)
 class Capacity:
     """``restarts.<CODE>.capacity``: a model narrower or shallower than this is too small; the budget bounds the fix."""
@@ -125,6 +128,8 @@ class LrEvidence:
     # the peak that is evidence at a critical finding: the run is failing already, the evidence only says
     # the LR is the cause (a one-cycle CNN at 100x its LR, at chance, peaked at 0.28; healthy runs reach 0.26)
     critical_update_ratio: float
+    # a restart the evidence allows at a warning only before this share of the run's steps
+    warning_until: float
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,7 @@ class Settings:
             _plain(causes["capacity"]),
             [f.name for f in fields(Capacity)],
             f"{key}.setting_causes.capacity",
+            required=CAPACITY_REQUIRED,
         )
         evidence = _plain(spec["lr_evidence"])
         _check_keys(evidence, [f.name for f in fields(LrEvidence)], f"{key}.lr_evidence")
@@ -262,6 +268,7 @@ class Settings:
                 scale_codes=frozenset(evidence["scale_codes"] or []),
                 min_severity=str(evidence["min_severity"]),
                 critical_update_ratio=float(evidence["critical_update_ratio"]),
+                warning_until=float(evidence["warning_until"]),
             ),
             restore_best=RestoreBest(
                 codes=frozenset(restore["codes"] or []),
@@ -332,6 +339,7 @@ def validate_policy(
                 _plain(spec["capacity"]),
                 [f.name for f in fields(Capacity)],
                 f"{key}.restarts.{code}.capacity",
+                required=CAPACITY_REQUIRED,
             )
         if not spec.get("changes") and not spec.get("capacity"):
             raise UserError(f"{key}.restarts.{code}: a restart needs changes and/or capacity")

@@ -96,3 +96,15 @@ def test_a_restart_does_not_carry_a_repair_that_made_the_run_worse() -> None:
         )
         policy.actions[-1]["measured"]["after"].update({"val_acc": after, "val_loss": 1.0})
         assert ("optimizer.weight_decay" in policy._cause_repairs()) is carried
+
+
+def test_a_warning_s_restart_is_not_made_late_in_the_run() -> None:
+    """The same dead units after a rolled-back explosion, named at step 900 of 1000 (after
+    lr_evidence.warning_until): no restart, and may_treat says so; a critical finding still restarts."""
+    policy, state = _policy(lr=0.2)
+    policy.on_train_batch_end(_at(state, 60, "LOSS_EXPLOSION", "critical"))
+    policy.on_train_batch_end(_at(state, 900, "DEAD_NEURONS", "warning"))
+    assert [a["action"] for a in policy.actions] == ["rollback"]
+    assert not policy.may_treat({"code": "DEAD_NEURONS", "severity": "warning"})
+    policy.on_train_batch_end(_at(state, 910, "DEAD_NEURONS", "critical"))
+    assert [a["action"] for a in policy.actions] == ["rollback", "restart"]
