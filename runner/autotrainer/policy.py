@@ -908,8 +908,12 @@ class AutoTrainer(Hook):
             return False
         # the new attempt keeps what this one learned online: the LR scale and clipping
         lr_scale = self.carried.lr_scale
-        # a setting cause is not the LR's
-        cut = self._lr_cut(code, str(issue.get("severity"))) if cause is None else None
+        # a setting cause is not the LR's; an LR repair made as a restart (note) carries its own LR
+        cut = (
+            self._lr_cut(code, str(issue.get("severity")))
+            if cause is None and note is None
+            else None
+        )
         if cut is not None and cut[0] < lr_scale * (rule.lr_factor or 1.0):
             lr_scale = cut[0] / (rule.lr_factor or 1.0)
         else:
