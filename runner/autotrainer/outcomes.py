@@ -83,6 +83,15 @@ def start(entry: dict[str, Any], was: dict[str, Any], by_step: int) -> None:
     entry["measured"] = {"before": was, "after": {}, "by_step": by_step, "verdict": None}
 
 
+def so_far(entry: dict[str, Any]) -> str:
+    """The verdict of ``entry`` from what its interval has shown so far (a restart can come before it
+    ends: a ``regularize`` that sent validation accuracy from 0.54 to 0.10 was restarted 20 steps later)."""
+    m = entry.get("measured")
+    if not m:
+        return "not measured"
+    return m["verdict"] or verdict(m["before"], m["after"])
+
+
 def finish(entry: dict[str, Any]) -> str:
     m = entry["measured"]
     m["verdict"] = verdict(m["before"], m["after"])

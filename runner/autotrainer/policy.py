@@ -77,6 +77,7 @@ class AutoTrainer(Hook):
         self._val_accs: list[float] = []  # this attempt's validation accuracies
         # the number of classes (FitState.num_classes): the chance level of those accuracies
         self._num_classes: int | None = None
+        self._progress: tuple[int, int] = (0, 0)  # the step and max_steps of the last check
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -347,6 +348,7 @@ class AutoTrainer(Hook):
         """Decide (``setup``: on the settings read at fit start); under DDP rank 0 decides and every rank
         follows (a collective: same step on every rank)."""
         self.carried.lr_peak = max(self.carried.lr_peak, state.current_lr)
+        self._progress = (state.step, state.max_steps)
         self._note_update_ratio()
 
         def decide() -> None:
@@ -461,13 +463,19 @@ class AutoTrainer(Hook):
                     for a in self._counted()
                 )
             ):
-                continue  # a symptom treated only as the aftermath of another repair
+                # a symptom treated only as the aftermath of another repair, unless the evidence shows
+                # the LR too high for it: then its repair is a restart at the cut LR
+                if self._treat_lr_evidence(state, issue):
+                    return
+                continue
             if (
                 state.step - self.carried.last_acted.get(code, -(10**9))
                 < self.settings.cooldown_steps
             ):
                 continue  # the last action on this code has not had time to show its effect
             if code in restarts and SEVERITY_RANK[issue["severity"]] < self._restart_floor(code):
+                continue
+            if code in restarts and self._late_warning(issue):
                 continue
             reason = self._limit_reached(code)
             if reason:
@@ -477,6 +485,33 @@ class AutoTrainer(Hook):
             done = self._restart(state, issue) if code in restarts else self._online(state, issue)
             if done:
                 return  # one action per check: let it show its effect before the next
+
+    def _lr_evidence_restart(self, issue: dict[str, Any]) -> tuple[float, str] | None:
+        """The LR cut (over the recipe's) of a restart for ``issue`` whose code has no restart rule of its
+        own (``STUCK_AT_CHANCE``) but is one of ``lr_evidence.codes`` and the evidence shows the LR too
+        high; None when no such restart is due (cooldown and limits are the caller's)."""
+        code = issue["code"]
+        if code in self.settings.restarts or code not in self.settings.lr_evidence.codes:
+            return None
+        if SEVERITY_RANK.get(str(issue.get("severity")), 0) < self._restart_floor(code):
+            return None
+        return self._lr_cut(code, str(issue.get("severity")))
+
+    def _treat_lr_evidence(self, state: FitState, issue: dict[str, Any]) -> bool:
+        """A run stuck at chance with no explosion before it, whose weights moved far more per step than a
+        healthy run's: the LR is too high (seed 5's one-cycle CNN at 100x its LR sat at chance from step 120
+        with no action), and the repair is a restart at the cut the update ratio shows."""
+        code = issue["code"]
+        cut = self._lr_evidence_restart(issue)
+        if cut is None:
+            return False
+        if state.step - self.carried.last_acted.get(code, -(10**9)) < self.settings.cooldown_steps:
+            return False
+        if self._limit_reached(code):
+            return False
+        self._before = self._now(state, since=None)
+        factor = cut[0] / max(self.carried.lr_scale, 1e-30)
+        return self._restart_at_lr(state, issue, "lr_evidence", factor, why=cut[1])
 
     def _treat_setting_cause(self, state: FitState, issues: dict[str, dict[str, Any]]) -> bool:
         """A stalled or stuck run whose cause is one of its settings (:mod:`setting_causes`): that setting
@@ -572,11 +607,30 @@ class AutoTrainer(Hook):
             at_recipe = max(ratios) / max(self.carried.lr_scale, 1e-30)
             self.carried.peak_update_ratio = max(self.carried.peak_update_ratio, at_recipe)
 
+    def _late_warning(self, issue: dict[str, Any]) -> bool:
+        """A restart only the LR evidence allows at this severity (below the rule's own floor), after
+        ``lr_evidence.warning_until`` of the run: the attempt has mostly run and learns, and a new one
+        would double its time (seed 4: dead units named at the last check of an AdamW run at 0.917 after a
+        rolled-back explosion; its restart cost 1.95x the twin's time)."""
+        code = issue["code"]
+        floor = (
+            self.settings.restart_floor(code)
+            if code in self.settings.restarts
+            else SEVERITY_RANK[self.settings.restart_min_severity]
+        )
+        below = SEVERITY_RANK.get(str(issue.get("severity")), 0) < floor
+        step, max_steps = self._progress
+        return below and step > self.settings.lr_evidence.warning_until * max(max_steps, 1)
+
     def _restart_floor(self, code: str) -> int:
         """The severity a restart for ``code`` needs; ``lr_evidence.min_severity`` when the evidence shows the
         LR too high for it (units killed by big steps are named at a warning, then stay dead: a run 100x
         too fast recovered to a plateau 2 points under its twin, its dead units only a warning)."""
-        floor = self.settings.restart_floor(code)
+        floor = (
+            self.settings.restart_floor(code)
+            if code in self.settings.restarts
+            else SEVERITY_RANK[self.settings.restart_min_severity]
+        )
         if code in self.settings.lr_evidence.codes and self._lr_cut(code) is not None:
             floor = min(floor, SEVERITY_RANK[self.settings.lr_evidence.min_severity])
         return floor
@@ -589,7 +643,7 @@ class AutoTrainer(Hook):
         now = self.carried.peak_update_ratio * self.carried.lr_scale
         return ev.target_update_ratio / now if now > ev.max_update_ratio else None
 
-    def _lr_cut(self, code: str) -> tuple[float, str] | None:
+    def _lr_cut(self, code: str, severity: str = "warning") -> tuple[float, str] | None:
         """The LR factor (over the recipe's) the evidence asks a restart for ``code`` to carry, with its words:
         an update ratio far above healthy, and a restart for units killed by big steps or after an LR repair."""
         ev = self.settings.lr_evidence
@@ -601,16 +655,45 @@ class AutoTrainer(Hook):
             a["code"] in lr_codes and a.get("attempt") == self.session.attempt
             for a in self._counted()
         )
-        if (
-            peak <= ev.max_update_ratio
-            or code in ev.scale_codes
-            or not (code in ev.codes or after_lr)
-        ):
+        if code in ev.scale_codes or not (code in ev.codes or after_lr):
             return None
+        critical = severity == "critical" and code in ev.codes
+        floor = ev.critical_update_ratio if critical else ev.max_update_ratio
+        if peak <= floor:
+            return self._explosion_cut(code)
         factor = ev.target_update_ratio / peak
         return factor, (
             f"the LR cut x{factor:.3g} (the weights moved {peak:.3g} of their norm in one step, "
             f"healthy is about {ev.target_update_ratio:g})"
+        )
+
+    def _explosion_cut(self, code: str) -> tuple[float, str] | None:
+        """Without the update ratio's evidence (Adam's steps barely grow with its LR: a one-cycle MLP at
+        100x its LR peaked at 0.18), an explosion rolled back in this attempt is the evidence: units that
+        die after it (one of ``lr_evidence.codes``) say its cut was not enough. The cut once more (x0.1
+        again: seed 5's warm-up case rolled back at x0.1 named dead units 80 steps later and ended 0.805,
+        its twin 0.958)."""
+        if code not in self.settings.lr_evidence.codes:
+            return None
+        factors = [
+            float(rule.lr_factor)
+            for c, rule in self.settings.online.items()
+            if rule.action == "rollback" and not rule.after and rule.lr_factor
+        ]
+        blown = [
+            a
+            for a in self._counted()
+            if a["action"] == "rollback"
+            and a.get("attempt") == self.session.attempt
+            and not self.settings.online[a["code"]].after
+        ]
+        if not blown or not factors:
+            return None
+        factor = self.carried.lr_scale * min(factors)
+        return factor, (
+            f"the LR cut x{factor:.3g} of the recipe's (the explosion rolled back at step "
+            f"{blown[0]['step']} showed it too high, and {code} followed its x{min(factors):g}: the cut "
+            "once more)"
         )
 
     def may_treat(self, issue: dict[str, Any]) -> bool:
@@ -642,13 +725,17 @@ class AutoTrainer(Hook):
                 and not config_fix(self.cfg, restart)[1]
             ):
                 return False  # a capacity restart for a model that is not small never comes
-            return rank >= self._restart_floor(code)
+            return rank >= self._restart_floor(code) and not self._late_warning(issue)
         rule = self.settings.online.get(code)
         if rule is None:
             return False
-        return not rule.after or any(
-            a["code"] in rule.after and a.get("attempt") == self.session.attempt
-            for a in self._counted()
+        return (
+            not rule.after
+            or any(
+                a["code"] in rule.after and a.get("attempt") == self.session.attempt
+                for a in self._counted()
+            )
+            or self._lr_evidence_restart(issue) is not None
         )
 
     @staticmethod
@@ -758,10 +845,16 @@ class AutoTrainer(Hook):
         return name == "raise_lr" and late
 
     def _restart_at_lr(
-        self, state: FitState, issue: dict[str, Any], name: str, factor: float
+        self,
+        state: FitState,
+        issue: dict[str, Any],
+        name: str,
+        factor: float,
+        why: str | None = None,
     ) -> bool:
         """A guided restart at the LR the repair asked for (the recipe's times the LR scale reached, times
-        ``factor``); False (the repair is made in place) when no restart may be made now."""
+        ``factor``, for the reason ``why`` when it is not an online repair ``name``); False (the repair is
+        made in place, or not at all) when no restart may be made now."""
         base_lr = OmegaConf.select(self.cfg, "optimizer.lr") if self.cfg is not None else None
         if not isinstance(base_lr, (int, float)):
             return False
@@ -772,8 +865,9 @@ class AutoTrainer(Hook):
         if self._refusal(state, fix, wanted):
             return False
         self.carried.lr_scale = scale
+        what = why if why is not None else f"{name} x{factor:.3g}"
         note = (
-            f"LR repair made as a restart at the repaired LR: {name} x{factor:.3g} at step "
+            f"LR repair made as a restart at the repaired LR: {what} at step "
             f"{state.step} of {state.max_steps}"
         )
         return self._restart(state, issue, rule=rule, note=note)
@@ -814,7 +908,12 @@ class AutoTrainer(Hook):
             return False
         # the new attempt keeps what this one learned online: the LR scale and clipping
         lr_scale = self.carried.lr_scale
-        cut = self._lr_cut(code) if cause is None else None  # a setting cause is not the LR's
+        # a setting cause is not the LR's; an LR repair made as a restart (note) carries its own LR
+        cut = (
+            self._lr_cut(code, str(issue.get("severity")))
+            if cause is None and note is None
+            else None
+        )
         if cut is not None and cut[0] < lr_scale * (rule.lr_factor or 1.0):
             lr_scale = cut[0] / (rule.lr_factor or 1.0)
         else:
@@ -888,6 +987,10 @@ class AutoTrainer(Hook):
         for a in self._counted():
             if a.get("attempt") == attempt and a["action"] in ONLINE_ACTIONS:
                 acted.add(a["code"])
+                if outcomes.so_far(a) == "worse":
+                    # measured to have hurt: not a repair to keep (seed 5's lr_high_explosion carried a
+                    # weight decay x10 whose regularize sent val acc 0.54 -> 0.10 into its restart)
+                    continue
                 out.update({k: v for k, v in a["changes"].items() if "." in k})
         if self.cfg is None:
             return out

@@ -44,9 +44,10 @@ def mlp_params(inputs: int, hidden: list[int], classes: int) -> int:
 
 
 def capacity_fix(cfg: DictConfig | None, cap: Capacity) -> dict[str, Any]:
-    """``model.hidden`` widened to ``min_width`` and deepened to ``min_depth`` when it is below either,
-    within ``max_params`` (a narrower fix if the full one is over it); ``{}`` when the model is not small
-    (capacity is not the cause) or has no ``hidden`` (only the MLP's width is a config value here)."""
+    """``model.hidden`` widened to ``width`` (or ``min_width``) and deepened to ``min_depth`` when it is
+    below either (narrower than ``min_width``, shallower than ``min_depth``), within ``max_params`` (a
+    narrower fix if the full one is over it); ``{}`` when the model is not small (capacity is not the
+    cause) or has no ``hidden`` (only the MLP's width is a config value here)."""
     hidden = OmegaConf.select(cfg, "model.hidden", default=None) if cfg is not None else None
     if hidden is None:
         return {}
@@ -55,7 +56,7 @@ def capacity_fix(cfg: DictConfig | None, cap: Capacity) -> dict[str, Any]:
         return {}
     inputs = int(cfg.data.in_channels) * int(cfg.data.image_size) ** 2  # type: ignore[union-attr]
     classes = int(cfg.data.num_classes)  # type: ignore[union-attr]
-    width = cap.min_width
+    width = cap.width or cap.min_width
     while width >= 1:
         new = [max(w, width) for w in widths] + [width] * max(0, cap.min_depth - len(widths))
         if mlp_params(inputs, new, classes) <= cap.max_params:
@@ -65,16 +66,25 @@ def capacity_fix(cfg: DictConfig | None, cap: Capacity) -> dict[str, Any]:
 
 
 def config_fix(cfg: DictConfig | None, rule: RestartRule) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The changes the rule wants, and those of them this config does not already have (the fix)."""
+    """The changes the rule wants, and those of them this config does not already have (the fix); the
+    rule's ``otherwise`` when the config already has all of ``changes``."""
     wanted = flatten(rule.changes)
     if rule.capacity is not None:
         wanted.update(capacity_fix(cfg, rule.capacity))
-    fix = {
+    fix = _missing(cfg, wanted)
+    if not fix and rule.otherwise:
+        wanted = flatten(rule.otherwise)
+        fix = _missing(cfg, wanted)
+    return wanted, fix
+
+
+def _missing(cfg: DictConfig | None, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``wanted`` whose value this config has otherwise (keys it lacks are left out)."""
+    return {
         key: value
         for key, value in wanted.items()
         if cfg is not None and OmegaConf.select(cfg, key, default=MISSING) not in (MISSING, value)
     }
-    return wanted, fix
 
 
 def carried_over(

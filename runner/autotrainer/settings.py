@@ -62,6 +62,12 @@ class RestartRule:
     lr_factor: float | None  # None: the LR is left as this attempt ended it
     min_severity: str | None  # None: the policy's restart_min_severity
     capacity: Capacity | None = None  # widen/deepen model.hidden (only when the model is below it)
+    # the changes made instead when the config already has ``changes`` (a bad init at scale 1: the
+    # scheme, not the scale, is then the cause)
+    otherwise: dict[str, Any] | None = None
+
+
+CAPACITY_REQUIRED = ("min_width", "min_depth", "max_params")  # width is optional (min_width)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,8 @@ class Capacity:
     min_width: int
     min_depth: int
     max_params: int
+    # the width a too-small model is widened to (None: min_width); within max_params
+    width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,11 @@ class LrEvidence:
     # restarts that repair the scale of the weights or inputs: their big steps were the scale's, not the LR's
     scale_codes: frozenset[str]
     min_severity: str  # a restart for one of codes with the evidence: already at this severity
+    # the peak that is evidence at a critical finding: the run is failing already, the evidence only says
+    # the LR is the cause (a one-cycle CNN at 100x its LR, at chance, peaked at 0.28; healthy runs reach 0.26)
+    critical_update_ratio: float
+    # a restart the evidence allows at a warning only before this share of the run's steps
+    warning_until: float
 
 
 @dataclass(frozen=True)
@@ -189,6 +202,7 @@ class Settings:
             _plain(causes["capacity"]),
             [f.name for f in fields(Capacity)],
             f"{key}.setting_causes.capacity",
+            required=CAPACITY_REQUIRED,
         )
         evidence = _plain(spec["lr_evidence"])
         _check_keys(evidence, [f.name for f in fields(LrEvidence)], f"{key}.lr_evidence")
@@ -253,6 +267,8 @@ class Settings:
                 target_update_ratio=float(evidence["target_update_ratio"]),
                 scale_codes=frozenset(evidence["scale_codes"] or []),
                 min_severity=str(evidence["min_severity"]),
+                critical_update_ratio=float(evidence["critical_update_ratio"]),
+                warning_until=float(evidence["warning_until"]),
             ),
             restore_best=RestoreBest(
                 codes=frozenset(restore["codes"] or []),
@@ -267,6 +283,7 @@ class Settings:
                     lr_factor=_number((rule or {}).get("lr_factor")),
                     min_severity=(rule or {}).get("min_severity"),
                     capacity=_capacity((rule or {}).get("capacity")),
+                    otherwise=dict((rule or {}).get("otherwise") or {}) or None,
                 )
                 for code, rule in restarts.items()
             },
@@ -322,6 +339,7 @@ def validate_policy(
                 _plain(spec["capacity"]),
                 [f.name for f in fields(Capacity)],
                 f"{key}.restarts.{code}.capacity",
+                required=CAPACITY_REQUIRED,
             )
         if not spec.get("changes") and not spec.get("capacity"):
             raise UserError(f"{key}.restarts.{code}: a restart needs changes and/or capacity")
@@ -389,6 +407,7 @@ def _capacity(spec: Any) -> Capacity | None:
         min_width=int(spec["min_width"]),
         min_depth=int(spec["min_depth"]),
         max_params=int(spec["max_params"]),
+        width=int(spec["width"]) if spec.get("width") is not None else None,
     )
 
 

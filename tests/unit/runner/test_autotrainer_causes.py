@@ -234,7 +234,8 @@ def test_underfitting_with_a_tiny_model_widens_it_within_the_budget() -> None:
     drive(policy, state, [("UNDERFITTING", "warning")], 20)
     (action,) = policy.actions
     assert action["action"] == "restart"
-    assert policy.restart_request["changes"] == {"model.hidden": [128, 128]}
+    # widened to capacity.width, the MLP's default (the twin's [256, 256]), not to min_width
+    assert policy.restart_request["changes"] == {"model.hidden": [256, 256]}
     # a budget too small for [128, 128]: the widest that fits
     capacity = {"min_width": 128, "min_depth": 2, "max_params": 20000}
     restarts = {

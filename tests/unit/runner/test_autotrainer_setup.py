@@ -26,8 +26,8 @@ def test_a_one_unit_layer_restarts_widened_before_any_step_and_the_attempt_learn
     tmp_path: Path,
 ) -> None:
     """hidden=[1] for ten classes: at chance at any LR. Restarted at step 0 (no step spent), attempt-1
-    at [128, 128] (the budget's width) learns. Nothing was measured before it (no step), so its effect
-    is "not measured"; its outcome says how attempt-1 ended."""
+    at [256, 256] (capacity.width, within the budget) learns. Nothing was measured before it (no
+    step), so its effect is "not measured"; its outcome says how attempt-1 ended."""
     from runner.app import run
 
     cfg = compose_cfg([*TINY, "model.hidden=[1]", "autotrainer=default"], tmp_path)
@@ -41,11 +41,11 @@ def test_a_one_unit_layer_restarts_widened_before_any_step_and_the_attempt_learn
         0,
         "UNDERFITTING",
     )
-    assert restart["changes"] == {"model.hidden": [128, 128]}
+    assert restart["changes"] == {"model.hidden": [256, 256]}
     first, second = report["autotrainer"]["attempts"]
     assert first["steps"] == 0 and second["dir"] == "attempt-1"
     used = OmegaConf.load(out / "attempt-1" / ".hydra" / "config.yaml")
-    assert list(used.model.hidden) == [128, 128]
+    assert list(used.model.hidden) == [256, 256]
     assert report["metrics"]["test_acc"] > 0.5  # chance is 0.1
     assert restart["measured"]["verdict"] == "not measured"
     assert restart["outcome"].startswith("attempt-1 ended") and "test_acc" in restart["outcome"]
