@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pickle
 
+import pytest
+
 from helpers import run_cli
 from hydra._internal.callbacks import Callbacks
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -57,6 +59,7 @@ def test_the_launcher_gets_the_configs_the_batch_check_composed():
     assert not sweeper.kept.kept
 
 
+@pytest.mark.slow  # two real multiruns of the CLI (~10 s): the fast tier keeps the sweeper's unit tests
 def test_a_grid_sweep_runs_each_job_with_its_values_and_a_bad_job_still_fails_first(tmp_path):
     proc = run_cli(
         ["-m", "optimizer.lr=0.01,0.05", "trainer.max_epochs=1"], tmp_path, env=SINGLE_THREAD
