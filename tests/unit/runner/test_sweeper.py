@@ -6,7 +6,6 @@ import json
 import pickle
 
 import pytest
-
 from helpers import run_cli
 from hydra._internal.callbacks import Callbacks
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
