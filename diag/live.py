@@ -196,7 +196,9 @@ class DiagnosticsHook(Hook):
             self._sample_layers(state)
         if step % self.scalar_every == 0:
             self._read_scalars(state)
-        if self._step_diagnosis_due(state, sampled):
+        if step % self.diagnose_every == 0 or (
+            self._early(step) and (sampled or step % self.scalar_every == 0)
+        ):
             self._diagnose(state, "step")
         if self._histogram_step(step):
             self._histograms(state)
@@ -209,20 +211,6 @@ class DiagnosticsHook(Hook):
         named within the first tenth of a short run, not at its 50th step. A handful of extra samples and
         diagnoses of a short series, once per fit (from its first step), none in the steps after."""
         return step - self._first_step < self.diagnose_every
-
-    def _step_diagnosis_due(self, state: FitState, sampled: bool) -> bool:
-        """Do the rules run at this step? Every ``diagnose_every`` steps (and at each scalar read and layer
-        sample early on, see :meth:`_early`), unless it is an epoch's last step: the epoch end follows at
-        the same step with the validation metrics too (the digits MLP's 20-step epochs ran the rules twice
-        at steps 20, 40, 100, 200, ... for nothing new)."""
-        step = state.step
-        if not (
-            step % self.diagnose_every == 0
-            or (self._early(step) and (sampled or step % self.scalar_every == 0))
-        ):
-            return False
-        per_epoch = state.steps_per_epoch
-        return not (per_epoch and state.batch_idx + 1 == per_epoch and self._due(state, "epoch"))
 
     def _layer_step(self, step: int) -> bool:
         """Are the layers sampled at ``step``?"""
@@ -417,14 +405,10 @@ class DiagnosticsHook(Hook):
         self._diagnose(state, "epoch")
 
     # -- diagnosis ---------------------------------------------------------------
-    def _due(self, state: FitState, when: str) -> bool:
-        """``when``'s clock ("step" or "epoch") allows a diagnosis now (see ``diagnose_gap``)."""
-        return state.step - self._diagnosed_at[when] >= self.diagnose_gap * state.step
-
     def _diagnose(self, state: FitState, when: str = "final") -> None:
         """Run the rules (``when``: "step", "epoch" or "final"; the last always runs)."""
         if when != "final":
-            if not self._due(state, when):
+            if state.step - self._diagnosed_at[when] < self.diagnose_gap * state.step:
                 return
             self._diagnosed_at[when] = state.step
         self._read_settings(state)
