@@ -613,12 +613,7 @@ class AutoTrainer(Hook):
         would double its time (seed 4: dead units named at the last check of an AdamW run at 0.917 after a
         rolled-back explosion; its restart cost 1.95x the twin's time)."""
         code = issue["code"]
-        floor = (
-            self.settings.restart_floor(code)
-            if code in self.settings.restarts
-            else SEVERITY_RANK[self.settings.restart_min_severity]
-        )
-        below = SEVERITY_RANK.get(str(issue.get("severity")), 0) < floor
+        below = SEVERITY_RANK.get(str(issue.get("severity")), 0) < self.settings.restart_floor(code)
         step, max_steps = self._progress
         return below and step > self.settings.lr_evidence.warning_until * max(max_steps, 1)
 
@@ -626,11 +621,7 @@ class AutoTrainer(Hook):
         """The severity a restart for ``code`` needs; ``lr_evidence.min_severity`` when the evidence shows the
         LR too high for it (units killed by big steps are named at a warning, then stay dead: a run 100x
         too fast recovered to a plateau 2 points under its twin, its dead units only a warning)."""
-        floor = (
-            self.settings.restart_floor(code)
-            if code in self.settings.restarts
-            else SEVERITY_RANK[self.settings.restart_min_severity]
-        )
+        floor = self.settings.restart_floor(code)
         if code in self.settings.lr_evidence.codes and self._lr_cut(code) is not None:
             floor = min(floor, SEVERITY_RANK[self.settings.lr_evidence.min_severity])
         return floor

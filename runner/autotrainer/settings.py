@@ -183,8 +183,10 @@ class Settings:
         return SEVERITY_RANK[self.min_severity]
 
     def restart_floor(self, code: str) -> int:
-        """The severity a finding needs to restart the run: ``restarts.<CODE>.min_severity`` or ``restart_min_severity``."""
-        severity = self.restarts[code].min_severity
+        """The severity a finding needs to restart the run: ``restarts.<CODE>.min_severity`` or ``restart_min_severity``
+        (also for a code with no restart rule of its own, which only the LR evidence may restart)."""
+        rule = self.restarts.get(code)
+        severity = rule.min_severity if rule is not None else None
         return SEVERITY_RANK[self.restart_min_severity if severity is None else severity]
 
     @classmethod
