@@ -26,7 +26,7 @@ import torch
 
 from diag.hooks import FitState, Hook
 from diag.training_state import to_cpu
-from runner.checkpoint_schema import BEST_FORMAT, check_payload
+from runner.checkpoint_schema import check_payload
 from runner.errors import UserError
 from runner.run_dir import remove_orphans
 from runner.trainer import Trainer
@@ -224,23 +224,6 @@ def snapshot(obj: Any) -> Any:
     return to_cpu(obj)  # anything else: a deep copy
 
 
-def best_weights(state: FitState, monitor: str, value: float) -> dict[str, Any]:
-    """``best.pt``'s payload: the model's weights (copied to the CPU) and where they were best.
-
-    The weights only, as early stopping keeps them: a full state (optimizer moments, RNGs, the hooks'
-    series) copied at every improvement cost a small model's epoch more than its validation pass, and
-    a run resumes from ``last.pt``, never from its best epoch.
-    """
-    return {
-        "format": BEST_FORMAT,
-        "model": {k: to_cpu(v) for k, v in state.model.state_dict().items()},
-        "epoch": state.epoch,
-        "step": state.step,
-        "monitor": monitor,
-        "value": float(value),
-    }
-
-
 def _loop(state: FitState) -> Trainer:
     """The runner's loop, which knows how to capture the whole fit (this hook only decides when)."""
     if not isinstance(state.loop, Trainer):
@@ -417,16 +400,15 @@ class CheckpointHook(Hook):
         if self.every_seconds is None:
             return False
         elapsed = self.clock() - self._last_save
-        if elapsed < self.every_seconds:
-            return False  # (asked every step: the writer's lock only once the time has come)
         cost = self._copy_seconds + self.writer.write_seconds()
-        return cost <= self.max_time_fraction * elapsed
+        return elapsed >= self.every_seconds and cost <= self.max_time_fraction * elapsed
 
     def _save(
         self,
         state: FitState,
         mid_epoch: bool,
         last: bool = True,
+        payload: dict[str, Any] | None = None,
     ) -> Path | None:
         """Copy the state to the CPU and hand it (after any pending best) to the writer; returns last.pt's path."""
         if state.run_dir is None or not state.is_rank_zero:
@@ -439,7 +421,9 @@ class CheckpointHook(Hook):
         path = folder / "last.pt"
         last = last and (self.save_last or mid_epoch)
         if last:
-            self.writer.submit(path, snapshot(_loop(state).checkpoint_payload(state, mid_epoch)))
+            if payload is None:
+                payload = snapshot(_loop(state).checkpoint_payload(state, mid_epoch))
+            self.writer.submit(path, payload)
             self._saved_step = state.step
             self.saved_steps.append(state.step)
         self._last_save = self.clock()
@@ -471,15 +455,15 @@ class CheckpointHook(Hook):
         )
         if not (improved or save):
             return
+        started = self.clock()
         if improved:
-            self.best = (
-                value  # before the copy: last.pt's hook state records the loss best.pt holds
-            )
-            self._best_payload = best_weights(
-                state, self.monitor, value
-            )  # written with the next last.pt
+            self.best = value  # before the copy: both files record the loss they hold
+        payload = snapshot(_loop(state).checkpoint_payload(state))  # one copy serves both files
+        if improved:
+            self._best_payload = payload  # written with the next last.pt
         if save:
-            self._save(state, mid_epoch=False)
+            self._save(state, mid_epoch=False, payload=payload)
+            self._copy_seconds = self.clock() - started
 
     def on_fit_end(self, state: FitState) -> None:
         """The fit's end (its last epoch, an early stop, a guided restart) always leaves ``last.pt`` on disk."""

