@@ -221,6 +221,12 @@ def _epochs(sweep: dict[str, Any]) -> int:
 
 def _projection(stopped: dict[str, Any]) -> str:
     """The projection that stopped a slow trial (runner.stop_on.project), or nothing."""
+    ref = stopped.get("compared_with")
+    if isinstance(ref, dict):  # BEHIND_SWEEP: the sweep's finished trial it was judged against
+        return (
+            f"; behind #{ref['trial']}: projected val acc {ref['projected_val_acc']:.3f} < "
+            f"{ref['bar']:.3f} (#{ref['trial']}'s final {ref['ref_final_val_acc']:.3f} - 0.02)"
+        )
     p = stopped.get("projection")
     if not isinstance(p, dict):
         return ""
@@ -254,6 +260,8 @@ def render(results: list[dict[str, Any]], lrs: list[float], seed: int | None = N
             r1 = runs1.get(r0["name"], {})
             s = r1.get("stopped")
             stop = f"{s['code']} at step {s['step']}" if s else "-"
+            if s and isinstance(s.get("compared_with"), dict):
+                stop += f" (vs #{s['compared_with']['trial']})"
             out.append(
                 f"| {r0['lr']:g} | {_loss(r0['best_val_loss'])} | {_acc(r0['val_acc'])} "
                 f"| {r0['epochs']} | {_loss(r1.get('best_val_loss'))} | {_acc(r1.get('val_acc'))} "

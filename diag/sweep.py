@@ -158,6 +158,8 @@ def _stopped(run_dir: Path) -> dict[str, Any] | None:
             found = {k: event.get(k) for k in ("code", "step", "saved_steps", "max_steps")}
             if isinstance(event.get("projection"), dict):  # a slow run stopped on its own curve
                 found["projection"] = event["projection"]
+            if isinstance(event.get("compared_with"), dict):  # behind a finished trial of the sweep
+                found["compared_with"] = event["compared_with"]
     return found
 
 
@@ -165,6 +167,12 @@ def _stop_why(stopped: dict[str, Any]) -> str:
     """``CODE at step N``, with the projected end of a slow run stopped on its own curve."""
     why = f"{stopped['code']} at step {stopped['step']}"
     projected = _finite((stopped.get("projection") or {}).get("projected_val_loss"))
+    ref = stopped.get("compared_with") or {}
+    reached, final = _finite(ref.get("projected_val_acc")), _finite(ref.get("ref_final_val_acc"))
+    if ref.get("trial") is not None and reached is not None and final is not None:
+        return why + (
+            f", behind run {ref['trial']}: projected to reach val acc {reached:.3f} of its {final:.3f}"
+        )
     return why + (
         f", projected to end at val loss {projected:.3g}" if projected is not None else ""
     )
@@ -299,6 +307,9 @@ def _rows(runs: list[SweepRun], common: list[str]) -> list[list[str]]:
         status = "diverged" if r.diverged else r.status
         if r.stopped:
             status = f"stopped at step {r.stopped['step']} ({r.stopped['code']})"
+            ref = r.stopped.get("compared_with") or {}
+            if ref.get("trial") is not None:
+                status = status[:-1] + f" behind run {ref['trial']})"
         rows.append(
             [
                 r.name,

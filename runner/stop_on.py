@@ -20,15 +20,22 @@ its improvement per step over the last ``projection_window`` validations, stays 
 chance-level loss (see :func:`project`). The pace is measured while the LR is not rising (a schedule that
 decays it only slows the rest), so the projection is generous, and the verdict comes from the trial
 alone: it holds in a grid, an Optuna study or a single run.
+
+In a multirun (``sweep_dir`` given), a trial that learns but stays weak stops too once the early grace
+has passed when the sweep's best finished trial shows it cannot end within ``behind`` of that trial's
+final validation accuracy (``BEHIND_SWEEP``, ``behind_sweep=true``; :mod:`runner.behind_sweep`): the
+per-trial rules cannot tell a trial heading for 0.82 from one heading for 0.99, the trials before it can.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Protocol
 
 from diag.codes import BLOWUP_CODES, SEVERITY_RANK
 from diag.hooks import FitState, Hook
+from runner.behind_sweep import Curve, finished_trials, judge, reference
 
 # still there after the grace period: more epochs of the same training will not fix them
 STUCK_CODES = frozenset(
@@ -37,6 +44,8 @@ STUCK_CODES = frozenset(
 # what a model's insides look like, not whether it learns: a run with dead units can still reach 95%
 # (Adam at 0.066 on digits), so these stop a run only while its validation accuracy is at chance
 INSIDE_CODES = frozenset({"DEAD_NEURONS", "VANISHING_GRADIENTS"})
+# the share of its run after which a trial is no longer judged against the sweep (BEHIND_SWEEP)
+BEHIND_UNTIL = 0.5
 
 
 def at_chance(state: FitState) -> bool:
@@ -121,8 +130,12 @@ class StopOnDiagnosis(Hook):
         projection_window: int = 3,
         projection_pace: float = 2.0,
         plot_stopped: bool = False,
+        behind_sweep: bool = True,
+        behind: float = 0.02,
+        behind_pace: float = 3.0,
         autotrainer: Repairer | None = None,
         diagnostics: Any = None,
+        sweep_dir: str | Path | None = None,
     ) -> None:
         if level is not None and level not in SEVERITY_RANK:
             raise ValueError(
@@ -139,6 +152,17 @@ class StopOnDiagnosis(Hook):
         self.projection_window = max(1, int(projection_window))
         self.projection_pace = float(projection_pace)
         self.plot_stopped = bool(plot_stopped)  # draw summary.png for a trial this hook stopped
+        self.behind_sweep = bool(
+            behind_sweep
+        )  # compare with the sweep's finished trials (a multirun)
+        self.behind = float(
+            behind
+        )  # of val accuracy: a trial that cannot end this near the best stops
+        self.behind_pace = float(
+            behind_pace
+        )  # the projection's generosity: this x the trial's pace
+        self.sweep_dir = Path(sweep_dir) if sweep_dir else None  # the multirun's hydra.sweep.dir
+        self.references: list[Curve] = []  # the sweep's trials finished when this one started
         self.autotrainer = autotrainer  # the run's AutoTrainer (build_hooks passes it), or None
         self.diagnostics = diagnostics  # the run's DiagnosticsHook: the losses its rules read
         self.stopped: dict[str, Any] | None = None  # what stopped the run: code, step, steps saved
@@ -147,6 +171,13 @@ class StopOnDiagnosis(Hook):
         """A level is set, nothing stopped the run yet, and there are steps left to save (a run that
         trained its whole budget has its result: stopping it at the end would only cost it its test)."""
         return self.level is not None and self.stopped is None and state.step < state.max_steps
+
+    def on_fit_start(self, state: FitState) -> None:
+        """Read the curves of the sweep's finished trials once: in a sweep run one trial after another
+        (the basic launcher) they are all there is to compare with."""
+        on = self.level is not None and self.behind_sweep and state.run_dir is not None
+        if on and self.sweep_dir is not None and self.sweep_dir.is_dir():
+            self.references = finished_trials(self.sweep_dir, Path(str(state.run_dir)))
 
     def on_train_batch_end(self, state: FitState) -> None:
         if self._armed(state) and state.step % self.check_every == 0:
@@ -157,6 +188,49 @@ class StopOnDiagnosis(Hook):
             self._check(state)
         if self._armed(state):
             self._check_projection(state)
+        if self._armed(state) and self.references:
+            self._check_sweep(state)
+
+    def _check_sweep(self, state: FitState) -> None:
+        """Past the early grace and before half the run, behind the sweep's best finished trial by more
+        than it can make up. Not later: a late verdict saves little, and it is where the projection is
+        weakest (the end of a decaying schedule brings gains its pace does not foresee)."""
+        share = state.step / max(state.max_steps, 1)
+        if share < self.early_grace or share > BEHIND_UNTIL:
+            return
+        ref = reference(self.references)
+        if ref is None or not state.num_classes:
+            return
+        verdict = judge(
+            state.history,
+            state.step,
+            state.max_steps,
+            ref,
+            int(state.num_classes),
+            self.behind_pace,
+            self.behind,
+        )
+        if verdict is None or not verdict["stop"]:
+            return
+        issue = {
+            "code": "BEHIND_SWEEP",
+            "evidence": (
+                f"its best val loss is where trial #{ref.name} (best val loss "
+                f"{ref.best_loss:.3g}, final val acc {ref.final_acc:.3f}) was at step "
+                f"{verdict['at_step']:.0f}"
+            ),
+        }
+        self._stop(
+            state,
+            issue,
+            compared_with=verdict,
+            why=(
+                f"at {self.behind_pace:g}x its pace for the {state.max_steps - state.step} steps left "
+                f"it would get where #{ref.name} was at step {verdict['projected_step']:.0f}, val acc "
+                f"{verdict['projected_val_acc']:.3f}: more than {self.behind:g} below #{ref.name}'s "
+                f"final {ref.final_acc:.3f}"
+            ),
+        )
 
     def _check_projection(self, state: FitState) -> None:
         """A slow or stuck finding at any level, past the early grace, whose projected end is near chance."""
@@ -237,6 +311,7 @@ class StopOnDiagnosis(Hook):
         issue: dict[str, Any],
         projection: dict[str, float] | None = None,
         why: str = "",
+        compared_with: dict[str, Any] | None = None,
     ) -> None:
         saved = max(state.max_steps - state.step, 0)
         # a stopped trial's summary.png (~0.4 s of CPU on digits, timed in a sweep) cost more than the
@@ -253,9 +328,13 @@ class StopOnDiagnosis(Hook):
         }
         if projection is not None:
             self.stopped["projection"] = projection
+        if compared_with is not None:  # the sweep's finished trial it was judged against
+            self.stopped["compared_with"] = compared_with
         state.stop_training = True
         state.stop_reason = (
-            f"stop_on={self.level}: {issue['code']} ({issue.get('severity')}) at step {state.step}, "
+            f"stop_on={self.level}: {issue['code']}"
+            + (f" ({issue.get('severity')})" if compared_with is None else "")
+            + f" at step {state.step}, "
             f"{issue.get('evidence', '')}; {why + '; ' if why else ''}more training of this "
             f"configuration will not fix it ({saved} of {state.max_steps} steps saved)"
             + (

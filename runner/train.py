@@ -306,6 +306,20 @@ def build_trainer(cfg: DictConfig, device: torch.device, progress: bool = True) 
     )
 
 
+def sweep_dir() -> str | None:
+    """The multirun's ``hydra.sweep.dir`` when this run is a job of one (stop_on compares the sweep's
+    trials), else None: a single run's neighbours in ``runs/`` are no sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return str(hydra_cfg.sweep.dir)
+
+
 def build_hooks(cfg: DictConfig, session: Any = None) -> HookList:
     """Instantiate ``cfg.callbacks`` in order, each under its config name; null entries are off.
 
@@ -323,6 +337,7 @@ def build_hooks(cfg: DictConfig, session: Any = None) -> HookList:
             runtime = {
                 "autotrainer": named.get("autotrainer"),
                 "diagnostics": named.get("diagnostics"),
+                "sweep_dir": sweep_dir(),
             }
         hook = instantiate(spec, **runtime)
         if not isinstance(hook, Hook):

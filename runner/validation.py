@@ -164,6 +164,19 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
         "a positive whole number of steps, or null",
         True,
     ),
+    (
+        "callbacks.stop_on.behind",
+        lambda v: _is_number(v) and 0 <= v < 1,
+        "a share of val accuracy in [0, 1) (0.02: a trial that cannot end within 2 points of the "
+        "sweep's best finished trial stops)",
+        False,
+    ),
+    (
+        "callbacks.stop_on.behind_pace",
+        lambda v: _is_number(v) and v >= 1,
+        "a number >= 1 (how many times its own pace a trial is granted for the rest of its budget)",
+        False,
+    ),
 )
 # switches: YAML would read "maybe" as a string, and a string is not a yes or a no
 BOOLEANS = (
@@ -175,6 +188,7 @@ BOOLEANS = (
     "data.normalize",
     "data.download",
     "data.cache",
+    "callbacks.stop_on.behind_sweep",
 )
 
 

@@ -12,6 +12,13 @@ Only the basic launcher's own calls are served from the kept configs; a launcher
 another process (joblib, submitit) composes there, as before. A Hydra plugin must live in the ``hydra_plugins``
 namespace, so this module does; ``runner/conf/hydra/sweeper/compose_once.yaml`` selects it when it is
 importable (``runner.conf_dir``) and Hydra's own basic sweeper otherwise.
+
+When the sweep compares its trials with each other (``stop_on`` set and ``callbacks.stop_on.behind_sweep``
+on: :mod:`runner.behind_sweep`), the jobs of a batch run from the middle of the list out (6, 5, 7, 4,
+... of 12) instead of in the listed order. A grid listed in order (LRs ascending) has its best trials
+in the middle and its weak ones at both ends; run in order, the weak low LRs would train before any
+good trial finished to compare them with. Each job keeps its number and directory (``<sweep>/<job>``),
+and the sweep gets its results back in the listed order.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 class KeptCompositions:
@@ -56,6 +65,43 @@ class KeptCompositions:
         return (KeptCompositions, (self.loader,))
 
 
+def middle_out(n: int) -> list[int]:
+    """``0..n-1`` from the middle out: 6, 5, 7, 4, 8, 3, 9, 2, 10, 1, 11, 0 for 12."""
+    mid = n // 2
+    order = [mid]
+    for k in range(1, n):
+        order += [i for i in (mid - k, mid + k) if 0 <= i < n]
+    return order[:n]
+
+
+def compares_trials(config: DictConfig) -> bool:
+    """The sweep's trials are compared with each other: ``stop_on`` set, ``behind_sweep`` on."""
+    level = OmegaConf.select(config, "stop_on", default=None)
+    rule = OmegaConf.select(config, "callbacks.stop_on.behind_sweep", default=False)
+    return level is not None and bool(rule)
+
+
+class MiddleOutLauncher:
+    """A launcher that runs each batch's jobs from the middle out, one job at a time, each under the job
+    number it has in the listed order, and returns the results in the listed order."""
+
+    def __init__(self, launcher: Launcher) -> None:
+        self.launcher = launcher
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        results: dict[int, JobReturn] = {}
+        for i in middle_out(len(job_overrides)):
+            (results[i],) = self.launcher.launch([job_overrides[i]], initial_job_idx + i)
+        return [results[i] for i in range(len(job_overrides))]
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the launcher's own
+        if name == "launcher":
+            raise AttributeError(name)
+        return getattr(self.launcher, name)
+
+
 class ComposeOnceSweeper(BasicSweeper):
     """``BasicSweeper`` whose batch check keeps the configs it composed for the launcher."""
 
@@ -69,6 +115,8 @@ class ComposeOnceSweeper(BasicSweeper):
         self.kept = KeptCompositions(hydra_context.config_loader)
         context = HydraContext(config_loader=self.kept, callbacks=hydra_context.callbacks)  # type: ignore[arg-type]
         super().setup(hydra_context=context, task_function=task_function, config=config)
+        if compares_trials(config) and self.launcher is not None:
+            self.launcher = MiddleOutLauncher(self.launcher)  # type: ignore[assignment]
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Compose every job of the batch (a bad one fails the sweep before any job runs), keeping each."""
