@@ -1,0 +1,184 @@
+"""BEHIND_SWEEP on real curves: the weak trials of recorded 12-point digits grids stop at the early grace,
+no trial within 2 points of its grid's best is ever stopped against any finished trial of its grid."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+from torch import nn
+
+from diag.hooks import EventLog, FitState
+from hydra_plugins.runner_sweeper import middle_out
+from runner.behind_sweep import Curve, finished_trials, judge, read_curve
+from runner.stop_on import StopOnDiagnosis
+
+# 12-point grids (1e-5 .. 10, 20 epochs of 20 steps) recorded without early stopping on the tuning seeds
+# 0 and 1 of bench/lr_sweep_stop.py: per trial its LR and, per epoch, the step, val loss and accuracy and
+# the epoch's mean training loss
+CURVES = json.loads((Path(__file__).parent / "data" / "sweep_curves.json").read_text())
+HEALTHY = 0.02  # within 2 points of the grid's best final val accuracy
+GRACE, UNTIL = (
+    2,
+    10,
+)  # the epochs stop_on judges a trial against the sweep: its early grace to half its run
+
+
+def curve(grid: str, job: str) -> Curve:
+    t = CURVES[grid][job]
+    return Curve(job, t["step"], t["val_loss"], t["val_acc"], t["train_loss"])
+
+
+def history(c: Curve, epochs: int) -> list[dict]:
+    """The trial's epoch history (as the loop keeps it) after ``epochs`` epochs."""
+    assert c.train_losses is not None
+    return [
+        {
+            "step": c.steps[i],
+            "val/loss": c.losses[i],
+            "val/acc": c.accs[i],
+            "train/loss": c.train_losses[i],
+        }
+        for i in range(epochs)
+    ]
+
+
+def finite(c: Curve) -> bool:
+    return all(v is not None and math.isfinite(v) for v in c.losses)
+
+
+def verdicts(grid: str, job: str, ref: str) -> list[dict | None]:
+    c, r = curve(grid, job), curve(grid, ref)
+    return [
+        judge(history(c, k), c.steps[k - 1], c.max_steps, r, 10) for k in range(GRACE, UNTIL + 1)
+    ]
+
+
+def test_no_trial_within_2_points_of_the_best_is_ever_stopped_against_any_trial_of_its_grid():
+    judged = 0
+    for grid, trials in CURVES.items():
+        best = max(t["val_acc"][-1] for t in trials.values())
+        healthy = [j for j, t in trials.items() if t["val_acc"][-1] >= best - HEALTHY]
+        for job in healthy:
+            for ref in trials:
+                if ref == job or not finite(curve(grid, ref)):
+                    continue
+                for v in verdicts(grid, job, ref):
+                    judged += v is not None
+                    assert v is None or not v["stop"], (grid, job, ref, v)
+    assert judged > 500  # the property was checked, not skipped
+
+
+@pytest.mark.parametrize(
+    "grid, job, ref, by_epoch, final",
+    [
+        ("mlp_sgd/seed0", "4", "7", 2, 0.833),  # SGD 0.00152 against 0.0658 (0.986)
+        ("mlp_sgd/seed1", "4", "7", 2, 0.812),
+        ("mlp_adam/seed1", "2", "6", 2, 0.924),  # Adam 1.2e-4 against 0.0187 (0.986)
+        ("cnn_sgd/seed0", "3", "8", 3, 0.882),  # CNN SGD 4.3e-4 against 0.231 (1.000)
+    ],
+)
+def test_a_trial_that_learns_but_stays_weak_stops_early(grid, job, ref, by_epoch, final):
+    assert curve(grid, job).final_acc == pytest.approx(
+        final, abs=1e-3
+    )  # where it ended, trained out
+    first = next(
+        k for k, v in zip(range(GRACE, UNTIL + 1), verdicts(grid, job, ref)) if v and v["stop"]
+    )
+    assert first <= by_epoch
+    v = verdicts(grid, job, ref)[first - GRACE]
+    assert v is not None and v["trial"] == ref and v["projected_val_acc"] < v["bar"]
+
+
+def test_a_batchnorm_cnn_validating_above_chance_early_is_not_judged_then_and_never_stopped():
+    # CNN/SGD at 0.811: val loss 15.0 and 3.05 (above ln 10) at its first two validations, 0.97 at the end
+    c = curve("cnn_sgd/seed0", "9")
+    assert c.losses[1] > math.log(10) and c.final_acc > 0.97
+    assert verdicts("cnn_sgd/seed0", "9", "8")[0] is None
+    for ref in ("5", "6", "7", "8"):
+        assert not any(v and v["stop"] for v in verdicts("cnn_sgd/seed0", "9", ref))
+
+
+def test_a_trial_of_another_budget_is_no_reference():
+    c, r = curve("mlp_sgd/seed0", "4"), curve("mlp_sgd/seed0", "7")
+    assert judge(history(c, 3), c.steps[2], c.max_steps * 2, r, 10) is None
+
+
+def _write_trial(job: Path, c: Curve, **report) -> None:
+    job.mkdir(parents=True)
+    assert c.train_losses is not None
+    (job / "report.json").write_text(json.dumps({"completed": True, "stopped": False, **report}))
+    for name, losses in (("val", c.losses), ("train", c.train_losses)):
+        rows = [
+            {"epoch": i, "step": s, "loss": v, "accuracy": a}
+            for i, (s, v, a) in enumerate(zip(c.steps, losses, c.accs))
+        ]
+        (job / f"{name}_diagnostics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_only_finished_unstopped_trials_of_the_sweep_are_references(tmp_path):
+    ref = curve("mlp_sgd/seed0", "7")
+    _write_trial(tmp_path / "7", ref)
+    _write_trial(tmp_path / "3", curve("mlp_sgd/seed0", "3"), stopped=True)
+    _write_trial(tmp_path / "5", curve("mlp_sgd/seed0", "5"), completed=False)
+    (tmp_path / "4").mkdir()  # this trial, running
+    read = read_curve(tmp_path / "7")
+    assert read is not None and read.losses == ref.losses and read.train_losses == ref.train_losses
+    assert [c.name for c in finished_trials(tmp_path, tmp_path / "4")] == ["7"]
+    assert finished_trials(tmp_path, tmp_path / "7") == []  # a trial is no reference for itself
+
+
+def _state(run_dir: Path, c: Curve, epochs: int) -> FitState:
+    state = FitState(model=nn.Linear(2, 2), step=c.steps[epochs - 1], max_steps=c.max_steps)
+    state.run_dir, state.num_classes = run_dir, 10
+    state.events = EventLog(run_dir / "events.jsonl")
+    state.history = history(c, epochs)
+    return state
+
+
+def test_the_hook_stops_a_weak_trial_and_records_whom_it_was_compared_with(tmp_path):
+    _write_trial(tmp_path / "7", curve("mlp_sgd/seed0", "7"))
+    (tmp_path / "4").mkdir()
+    hook = StopOnDiagnosis(level="critical", sweep_dir=tmp_path)
+    state = _state(tmp_path / "4", curve("mlp_sgd/seed0", "4"), 1)
+    hook.on_fit_start(state)
+    hook.on_epoch_end(state)  # one validation: before the early grace, nothing to judge
+    assert not state.stop_training
+    state = _state(tmp_path / "4", curve("mlp_sgd/seed0", "4"), 2)
+    hook.on_epoch_end(state)
+    state.events.close()
+    assert state.stop_training and hook.stopped is not None
+    assert hook.stopped["code"] == "BEHIND_SWEEP" and hook.stopped["step"] == 40
+    assert hook.stopped["compared_with"]["trial"] == "7"
+    assert "BEHIND_SWEEP at step 40" in state.stop_reason and "#7" in state.stop_reason
+    events = [
+        json.loads(line) for line in (tmp_path / "4" / "events.jsonl").read_text().splitlines()
+    ]
+    assert events[-1]["kind"] == "stopped" and events[-1]["compared_with"]["trial"] == "7"
+
+
+@pytest.mark.parametrize("kwargs", [{"behind_sweep": False}, {"level": None}, {"sweep_dir": None}])
+def test_the_rule_is_off_without_its_switch_stop_on_or_a_sweep(tmp_path, kwargs):
+    _write_trial(tmp_path / "7", curve("mlp_sgd/seed0", "7"))
+    (tmp_path / "4").mkdir()
+    hook = StopOnDiagnosis(**{"level": "critical", "sweep_dir": tmp_path, **kwargs})
+    state = _state(tmp_path / "4", curve("mlp_sgd/seed0", "4"), 2)
+    hook.on_fit_start(state)
+    hook.on_epoch_end(state)
+    assert not state.stop_training and hook.references == []
+
+
+def test_a_grid_runs_from_its_middle_out():
+    assert middle_out(12) == [6, 5, 7, 4, 8, 3, 9, 2, 10, 1, 11, 0]
+    assert middle_out(2) == [1, 0] and middle_out(1) == [0] and middle_out(0) == []
+    assert sorted(middle_out(7)) == list(range(7))
+
+
+def test_a_bad_behind_value_is_one_line_and_a_nonzero_exit(tmp_path):
+    proc = run_cli(["callbacks.stop_on.behind=5"], tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "behind" in line]
+    assert len(lines) == 1 and "callbacks.stop_on.behind=5 is not valid" in lines[0]
