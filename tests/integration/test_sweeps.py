@@ -189,3 +189,36 @@ def test_stop_on_ends_a_sick_trial_early_and_the_summary_says_what_it_saved(tmp_
     for job, name in (("0", "summary"), ("0", "confusion_matrix")):
         png = (sweep / job / f"{name}.png").read_bytes()
         assert images[job][f"x_run/{name}"].encoded_image_string == png
+
+
+@pytest.mark.slow
+def test_a_trial_far_behind_the_sweeps_best_finished_trial_stops_and_the_best_does_not(tmp_path):
+    # a grid listed LR-ascending runs middle-out with stop_on: 0.2 (job 1) first, then 0.0015 (job 0),
+    # which learns (no per-trial rule stops it) but ends near 0.82 against 0.2's 0.99 when trained out
+    proc = run_cli(
+        ["-m", "model=mlp", "optimizer=sgd", "optimizer.lr=0.0015,0.2", "stop_on=critical"],
+        tmp_path,
+        env=SINGLE_THREAD,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_sweep_dir(tmp_path)
+    weak, best = (json.loads((sweep / job / "report.json").read_text()) for job in ("0", "1"))
+    events = {
+        job: [json.loads(line) for line in (sweep / job / "events.jsonl").read_text().splitlines()]
+        for job in ("0", "1")
+    }
+    assert events["1"][0]["time"] < events["0"][0]["time"]  # the middle of the grid first
+    assert (
+        not best["stopped"]
+        and best["metrics"]["epochs"] == 20
+        and best["metrics"]["test_acc"] > 0.9
+    )
+    assert weak["stopped"] and "BEHIND_SWEEP" in weak["stop_reason"] and "#1" in weak["stop_reason"]
+    (stopped,) = [e for e in events["0"] if e["kind"] == "stopped"]
+    assert stopped["code"] == "BEHIND_SWEEP" and stopped["compared_with"]["trial"] == "1"
+    assert stopped["step"] <= 100 and stopped["saved_steps"] == 400 - stopped["step"]
+    assert stopped["compared_with"]["projected_val_acc"] < stopped["compared_with"]["bar"]
+    assert weak["metrics"]["test_acc"] is None  # a stopped trial is not tested
+    md = (sweep / "sweep.md").read_text()
+    assert f"BEHIND_SWEEP at step {stopped['step']}, behind run 1" in md
+    assert "best run: 1" in md
