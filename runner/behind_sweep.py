@@ -8,16 +8,16 @@ step; a median stops half the trials, healthy ones among them. This rule asks a 
 one finished reference (the sweep's best so far by validation loss): can this trial still end within
 ``behind`` of the reference's final validation accuracy?
 
-It places the trial on the reference's curve: the point (in the reference's steps) where the reference
-first had the trial's best validation loss, or its best validation accuracy, whichever is further on
-(a trial at a high LR can be sure of its answers and yet right: its loss says less than its accuracy).
-A trial at step ``t`` that stands where the reference was at step ``p`` learns at ``p / t`` of its pace;
-at ``pace`` times that rate (or its rate since its last validation, if higher) for the steps it has
-left, it would end where the reference was at ``p_end``. When the reference's accuracy there is still
-more than ``behind`` below its final one, the trial cannot end healthy, and it stops. The reference's
-curve starts at step 0 at the chance loss and accuracy, so a trial not yet where the reference was
-after one epoch is placed inside that first epoch by a straight line, which puts it further on than a
-loss that falls fastest at first really was: the projection errs towards letting a trial run.
+It places the trial on the reference's curve: the step where the reference first had the trial's best
+validation loss (and, past the reference's first epoch, its best training loss: the further place
+counts). A trial at step ``t`` that stands where the reference was at step ``p`` learns at ``p / t`` of
+its pace; at ``pace`` times that rate (or its rate since its last validation, if higher) for the steps
+it has left, it would end where the reference was at ``p_end``. When the reference's accuracy there is
+still more than ``behind`` below its final one, the trial cannot end healthy, and it stops. The
+reference's curve starts at step 0 at the chance loss and accuracy, so a trial not yet where the
+reference was after one epoch is placed inside that first epoch by a straight line, which puts it
+further on than a loss that falls fastest at first really was: the projection errs towards letting a
+trial run.
 
 The verdict needs a reference that trained the same number of steps to its end (not stopped, finite),
 so in a sweep whose trials run one after another it is the later trials that are judged: a grid run
