@@ -23,27 +23,56 @@ and the sweep gets its results back in the listed order.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
+from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 
+def _parse(overrides: Sequence[str]) -> list[Override]:
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
 class KeptCompositions:
-    """A config loader that hands out a job's config composed by the batch check once, then composes."""
+    """A config loader that hands out a job's config composed by the batch check once, then composes.
+
+    A job whose overrides differ from an already composed job's only in the values of plain config keys
+    (``optimizer.lr=0.1`` where the other has ``optimizer.lr=0.2``: no config group, no ``+``/``~``, no
+    ``hydra.`` key) is not composed from the YAML again: it is the other job's config with those values
+    set the way Hydra sets a command-line override (``OmegaConf.update(..., merge=True)``), its
+    ``hydra.overrides.task`` and ``hydra.job.override_dirname`` made from its own overrides. A grid over
+    one hyperparameter composes once; on digits a composition (0.11 s of CPU) costs as much as a stopped
+    trial's training.
+    """
 
     def __init__(self, loader: ConfigLoader) -> None:
         self.loader = loader
         self.kept: dict[tuple[str, ...], DictConfig] = {}
+        self.composed: list[
+            tuple[list[Override], DictConfig]
+        ] = []  # this batch's full compositions
 
     def keep(self, master_config: DictConfig, overrides: Sequence[str]) -> None:
         """Compose ``overrides`` now (raising what Hydra raises) and keep the result for the launcher."""
-        self.kept[tuple(overrides)] = self.loader.load_sweep_config(master_config, list(overrides))
+        parsed = _parse(overrides)
+        for done, cfg in self.composed:
+            derived = derive(cfg, done, parsed)
+            if derived is not None:
+                OmegaConf.copy_cache(from_config=master_config, to_config=derived)
+                self.kept[tuple(overrides)] = derived
+                return
+        cfg = self.loader.load_sweep_config(master_config, list(overrides))
+        self.composed.append((parsed, copy.deepcopy(cfg)))
+        self.kept[tuple(overrides)] = cfg
 
     def load_sweep_config(
         self, master_config: DictConfig, sweep_overrides: list[str]
@@ -56,7 +85,7 @@ class KeptCompositions:
         return self.loader.load_sweep_config(master_config, sweep_overrides)
 
     def __getattr__(self, name: str) -> Any:  # everything else is the loader's own
-        if name in ("loader", "kept"):  # not set yet (unpickling): not the loader's to answer
+        if name in ("loader", "kept", "composed"):  # not set yet (unpickling): not the loader's to answer
             raise AttributeError(name)
         return getattr(self.loader, name)
 
@@ -102,6 +131,42 @@ class MiddleOutLauncher:
         return getattr(self.launcher, name)
 
 
+def derive(cfg: DictConfig, done: list[Override], overrides: list[Override]) -> DictConfig | None:
+    """``cfg`` (composed with the overrides ``done``) made into the config of ``overrides``, or None when
+    they differ in anything but the values of plain config keys (then the job is composed)."""
+    if len(done) != len(overrides):
+        return None
+    changed = []
+    groups = set(cfg.hydra.runtime.choices or {})
+    for a, b in zip(done, overrides):
+        if a.input_line == b.input_line:
+            continue
+        plain = all(
+            o.type == OverrideType.CHANGE
+            and o.package is None
+            and not o.is_hydra_override()
+            and not o.is_sweep_override()
+            and o.key_or_group not in groups
+            for o in (a, b)
+        )
+        if not plain or a.key_or_group != b.key_or_group:
+            return None
+        changed.append(b)
+    out = copy.deepcopy(cfg)
+    for o in changed:
+        OmegaConf.update(out, o.key_or_group, o.value(), merge=True)
+    app = [o for o in overrides if not o.is_hydra_override()]
+    job = out.hydra.job
+    out.hydra.overrides.task = [o.input_line for o in app]
+    job.override_dirname = get_overrides_dirname(
+        overrides=app,
+        kv_sep=job.config.override_dirname.kv_sep,
+        item_sep=job.config.override_dirname.item_sep,
+        exclude_keys=job.config.override_dirname.exclude_keys,
+    )
+    return out
+
+
 class ComposeOnceSweeper(BasicSweeper):
     """``BasicSweeper`` whose batch check keeps the configs it composed for the launcher."""
 
@@ -122,5 +187,6 @@ class ComposeOnceSweeper(BasicSweeper):
         """Compose every job of the batch (a bad one fails the sweep before any job runs), keeping each."""
         assert self.config is not None
         self.kept.kept.clear()  # a batch's configs live until the next batch at most
+        self.kept.composed.clear()
         for overrides in batch:
             self.kept.keep(self.config, overrides)

@@ -85,3 +85,38 @@ def test_a_launcher_in_other_processes_gets_the_loader_without_the_kept_configs(
     copy = pickle.loads(pickle.dumps(kept))
     assert not copy.kept and kept.kept
     assert copy.load_sweep_config(master, ["optimizer.lr=0.5"]).optimizer.lr == 0.5
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [["optimizer.lr=0.1", "model=cnn"], ["optimizer.lr=0.2", "model=cnn"]],
+        [
+            ["optimizer.lr=1e-05", "seed=3"],
+            ["optimizer.lr=10", "seed=4"],
+            ["optimizer.lr=0.5", "seed=3"],
+        ],
+        [["optimizer.lr=0.1", "stop_on=critical"], ["optimizer.lr=0.2", "stop_on=null"]],
+    ],
+)
+def test_a_job_differing_only_in_values_is_derived_and_equals_its_full_composition(batch):
+    loader, master = _master()
+    kept = plugin.KeptCompositions(loader)
+    for overrides in batch:
+        kept.keep(master, overrides)
+    assert len(kept.composed) == 1  # one composition from the YAML, the other jobs derived from it
+    for overrides in batch:
+        derived = kept.kept[tuple(overrides)]
+        full = loader.load_sweep_config(master, list(overrides))
+        assert OmegaConf.to_yaml(derived) == OmegaConf.to_yaml(full)  # the hydra node too
+        assert type(derived.optimizer.lr) is type(full.optimizer.lr)  # 10 is an int to Hydra too
+
+
+def test_a_job_with_another_config_group_is_composed():
+    loader, master = _master()
+    kept = plugin.KeptCompositions(loader)
+    batch = [["optimizer.lr=0.1", "model=cnn"], ["optimizer.lr=0.1", "model=mlp"]]
+    for overrides in batch:
+        kept.keep(master, overrides)
+    assert len(kept.composed) == 2
+    assert kept.kept[tuple(batch[1])].model._target_.endswith("MLP")
