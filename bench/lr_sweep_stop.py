@@ -3,7 +3,8 @@
 For each workload (MLP and CNN on digits, SGD and Adam) the same 12-point log grid of learning rates
 (1e-5 .. 10) runs twice as a real ``python -m runner -m optimizer.lr=...`` multirun (Hydra's basic
 launcher: one process, the trials one after the other): once without early stopping and once with
-``stop_on=critical``. The two sweeps of a workload run back to back, their order alternating from one
+``stop_on=critical`` (with it, ``BEHIND_SWEEP`` compares each trial with the sweep's best finished trial,
+and the grid runs from its middle out: ``runner/behind_sweep.py``). The two sweeps of a workload run back to back, their order alternating from one
 workload to the next, so the machine's load drifts over both alike. Printed side by side: each sweep's
 wall time and their ratio, each sweep's best trial (``diag.sweep.summarize``: lowest best validation
 loss among the runs that neither diverged nor were stopped) and its best validation loss, the trials
