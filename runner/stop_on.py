@@ -198,7 +198,8 @@ class StopOnDiagnosis(Hook):
         share = state.step / max(state.max_steps, 1)
         if share < self.early_grace or share > BEHIND_UNTIL:
             return
-        ref = reference(self.references)
+        # the best finished trial of this trial's budget (a sweep over max_epochs has several)
+        ref = reference([c for c in self.references if c.max_steps == state.max_steps])
         if ref is None or not state.num_classes:
             return
         verdict = judge(

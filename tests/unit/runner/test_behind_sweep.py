@@ -160,6 +160,21 @@ def test_the_hook_stops_a_weak_trial_and_records_whom_it_was_compared_with(tmp_p
     assert events[-1]["kind"] == "stopped" and events[-1]["compared_with"]["trial"] == "7"
 
 
+def test_the_reference_is_the_best_finished_trial_of_the_same_budget(tmp_path):
+    ref = curve("mlp_sgd/seed0", "7")
+    halved = [v / 2 for v in ref.losses]
+    longer = Curve("9", [s * 2 for s in ref.steps], halved, ref.accs, ref.train_losses)
+    _write_trial(tmp_path / "7", ref)
+    _write_trial(tmp_path / "9", longer)
+    (tmp_path / "4").mkdir()
+    hook = StopOnDiagnosis(level="critical", sweep_dir=tmp_path)
+    state = _state(tmp_path / "4", curve("mlp_sgd/seed0", "4"), 2)
+    hook.on_fit_start(state)
+    hook.on_epoch_end(state)
+    assert len(hook.references) == 2  # the lower loss of #9 (twice the steps) is not this budget's
+    assert hook.stopped is not None and hook.stopped["compared_with"]["trial"] == "7"
+
+
 @pytest.mark.parametrize("kwargs", [{"behind_sweep": False}, {"level": None}, {"sweep_dir": None}])
 def test_the_rule_is_off_without_its_switch_stop_on_or_a_sweep(tmp_path, kwargs):
     _write_trial(tmp_path / "7", curve("mlp_sgd/seed0", "7"))
