@@ -226,7 +226,8 @@ def _projection(stopped: dict[str, Any]) -> str:
     if isinstance(ref, dict):  # BEHIND_SWEEP: the sweep's finished trial it was judged against
         return (
             f"; behind #{ref['trial']}: projected val acc {ref['projected_val_acc']:.3f} < "
-            f"{ref['bar']:.3f} (#{ref['trial']}'s final {ref['ref_final_val_acc']:.3f} - 0.02)"
+            f"{ref['bar']:.3f} (#{ref['trial']}'s final {ref['ref_final_val_acc']:.3f} - "
+            f"{ref['ref_final_val_acc'] - ref['bar']:.2g})"
         )
     p = stopped.get("projection")
     if not isinstance(p, dict):
