@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hydra._internal.config_loader_impl import get_overrides_dirname
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -85,7 +86,8 @@ class KeptCompositions:
         return self.loader.load_sweep_config(master_config, sweep_overrides)
 
     def __getattr__(self, name: str) -> Any:  # everything else is the loader's own
-        if name in ("loader", "kept", "composed"):  # not set yet (unpickling): not the loader's to answer
+        # not set yet (unpickling): not the loader's to answer
+        if name in ("loader", "kept", "composed"):
             raise AttributeError(name)
         return getattr(self.loader, name)
 
@@ -180,7 +182,9 @@ class ComposeOnceSweeper(BasicSweeper):
         self.kept = KeptCompositions(hydra_context.config_loader)
         context = HydraContext(config_loader=self.kept, callbacks=hydra_context.callbacks)  # type: ignore[arg-type]
         super().setup(hydra_context=context, task_function=task_function, config=config)
-        if compares_trials(config) and self.launcher is not None:
+        # only Hydra's in-process launcher, which runs jobs one after another anyway: a parallel one
+        # (joblib, submitit) would be made to wait for each job, and its jobs run side by side regardless
+        if compares_trials(config) and isinstance(self.launcher, BasicLauncher):
             self.launcher = MiddleOutLauncher(self.launcher)  # type: ignore[assignment]
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:

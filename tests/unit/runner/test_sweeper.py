@@ -120,3 +120,19 @@ def test_a_job_with_another_config_group_is_composed():
         kept.keep(master, overrides)
     assert len(kept.composed) == 2
     assert kept.kept[tuple(batch[1])].model._target_.endswith("MLP")
+
+
+@pytest.mark.parametrize(
+    "launcher, reordered", [("basic", True), ("joblib", False)], ids=["basic", "joblib"]
+)
+def test_only_the_in_process_launcher_runs_a_comparing_sweep_middle_out(launcher, reordered):
+    """BEHIND_SWEEP wants the likely best trials finished first; a parallel launcher keeps its batches whole."""
+    Plugins.instance()
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR))
+    master = loader.load_configuration(
+        "config", ["stop_on=critical", f"hydra/launcher={launcher}"], RunMode.MULTIRUN
+    )
+    sweeper = plugin.ComposeOnceSweeper(max_batch_size=None)
+    context = HydraContext(config_loader=loader, callbacks=Callbacks())
+    sweeper.setup(hydra_context=context, task_function=lambda cfg: None, config=master)
+    assert isinstance(sweeper.launcher, plugin.MiddleOutLauncher) is reordered
