@@ -13,17 +13,20 @@ of g), RMSprop's ``square_avg``, Adagrad's ``sum``. From it, per weight tensor:
   gradient those units got was exactly zero, which a ReLU that never fires gives and noise never does.
 
 The file is loaded with ``torch.load(weights_only=True)``: tensors and plain containers only, no code.
+torch is imported only then: ``python -m diag analyze`` of logs without such a checkpoint (a runner run,
+a JSONL file, plain TensorBoard logs) never waits the seconds its import takes.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from diag.series import RunSeries
+
+if TYPE_CHECKING:
+    import torch
 
 # The optimizer-state entry that records gradients, and whether it holds squares (take the root).
 GRADIENT_STATE = (
@@ -46,6 +49,8 @@ def newest_checkpoint(event_dir: Path) -> Path | None:
 
 
 def _gradient_tensor(state: dict[str, Any]) -> torch.Tensor | None:
+    import torch
+
     for key, squared in GRADIENT_STATE:
         value = state.get(key)
         if isinstance(value, torch.Tensor) and value.is_floating_point():
@@ -62,6 +67,8 @@ def _parameter_names(
     The optimizer numbers its parameters in the module's order and the state dict lists them in the
     same order with buffers in between; each optimizer entry's shape must match the name given to it.
     """
+    import torch
+
     candidates = [
         k
         for k, v in state_dict.items()
@@ -83,6 +90,8 @@ def read_optimizer_state(path: Path, series: RunSeries, notes: list[str]) -> boo
 
     Returns whether anything was read; every reason for reading nothing goes to ``notes``.
     """
+    import torch
+
     try:
         if path.stat().st_size > MAX_CHECKPOINT_BYTES:
             notes.append(f"{path.name}: larger than 2 GiB, optimizer state not read")

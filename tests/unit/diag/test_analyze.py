@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -535,6 +537,21 @@ def test_missing_path_exits_2_with_one_line(tmp_path):
         f"diag analyze: no such file or directory: {tmp_path / 'nope'}"
     ]
     assert proc.stdout == ""
+
+
+def test_analyzing_a_jsonl_log_does_not_import_torch(tmp_path):
+    """Only a Lightning checkpoint's optimizer state needs torch to read; logs alone answer without its
+    seconds-long import (the analyzer is what a user runs right after a run)."""
+    path = write_jsonl(tmp_path / "train_diagnostics.jsonl", seed_records())
+    code = (
+        "import sys; from diag.__main__ import main; rc = main(['analyze', sys.argv[1]]); "
+        "print('TORCH', 'torch' in sys.modules); sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "LEARNING RATE" in proc.stdout and proc.stdout.splitlines()[-1] == "TORCH False"
 
 
 @pytest.mark.parametrize(
