@@ -486,6 +486,13 @@ def restore_best(policy: AutoTrainer, state: FitState, issues: dict[str, dict[st
     settings = policy.settings.restore_best
     best, loss = policy.carried.best, state.metrics.get("val/loss")
     seen = sorted(policy.carried.seen_codes & settings.codes)
+    if settings.named_at_end:
+        acted = {
+            a["code"]
+            for a in policy.session.actions
+            if a.get("attempt") == policy.session.attempt and a["action"] != "give_up"
+        }
+        seen = sorted((set(issues) | acted) & settings.codes)
     if best is None or not seen or loss is None or not math.isfinite(loss):
         return False
     if loss <= best.val_loss * (1 + settings.min_rise):

@@ -24,7 +24,7 @@ from diag.codes import SEVERITY_RANK
 from diag.hooks import FitState, Hook
 from diag.live import DiagnosticsHook
 from runner import distributed
-from runner.autotrainer import outcomes, setting_causes
+from runner.autotrainer import outcomes, overfit_evidence, setting_causes
 from runner.autotrainer.actions import ACTIONS, ONLINE_ACTIONS
 from runner.autotrainer.attempts import Session
 from runner.autotrainer.judgement import judge
@@ -77,6 +77,7 @@ class AutoTrainer(Hook):
         self._val_accs: list[float] = []  # this attempt's validation accuracies
         # the number of classes (FitState.num_classes): the chance level of those accuracies
         self._num_classes: int | None = None
+        self._val_examples = 0  # of the last validation (the binomial noise of its accuracy)
         self._progress: tuple[int, int] = (0, 0)  # the step and max_steps of the last check
 
     @property
@@ -139,6 +140,7 @@ class AutoTrainer(Hook):
         actions taken since the last validation; keep the run's best validation accuracy."""
         acc = state.metrics.get("val/acc")
         self._num_classes = state.num_classes
+        self._val_examples = state.val_examples
         if acc is not None and math.isfinite(acc):
             self._val_accs.append(float(acc))
             best = self.session.best_val_acc
@@ -577,10 +579,32 @@ class AutoTrainer(Hook):
         accs = self._val_accs
         if not accs:
             return False  # no validation accuracy to judge by: not known to be mild
+        if getattr(rule, "sustained", None) and self._unsustained(rule):
+            return True  # ordinary overfitting: the best weights at the end (restore_best), no change now
         # the noise of the validations before the last (the fall being judged is not its own yardstick)
         steps = [abs(b - a) for a, b in zip(accs[:-1], accs[1:-1])]
         noise = statistics.median(steps) if len(steps) >= 3 else 0.0
         return accs[-1] > max(accs) - max(drop, noise) - 1e-9
+
+    def _unsustained(self, rule: Any) -> bool:
+        """The evidence of :func:`overfit_evidence.sustained` not shown on this attempt's epochs (since the
+        last repair: the diagnosis's series)."""
+        series = self.diagnostics.series if self.diagnostics is not None else None
+        if series is None:
+            return True
+        why = overfit_evidence.sustained(
+            series.epoch_val_loss,
+            series.epoch_val_acc,
+            series.epoch_train_acc,
+            self._val_examples,
+            window=int(rule.sustained),
+            min_rise=float(rule.min_loss_rise or 0.0),
+            z=float(rule.noise_z or 0.0),
+            min_gap=float(rule.min_acc_gap or 0.0),
+        )
+        if why is not None:
+            log.info("autotrainer: sustained overfitting: %s", why)
+        return why is None
 
     def _not_learned(self, rule: Any) -> bool:
         """A rule with ``min_learned`` (regularize) on an attempt whose best validation accuracy never got
