@@ -24,7 +24,7 @@ from diag.codes import SEVERITY_RANK
 from diag.hooks import FitState, Hook
 from diag.live import DiagnosticsHook
 from runner import distributed
-from runner.autotrainer import outcomes, overfit_evidence, setting_causes
+from runner.autotrainer import lr_evidence, outcomes, overfit_evidence, setting_causes
 from runner.autotrainer.actions import ACTIONS, ONLINE_ACTIONS
 from runner.autotrainer.attempts import Session
 from runner.autotrainer.judgement import judge
@@ -78,6 +78,10 @@ class AutoTrainer(Hook):
         # the number of classes (FitState.num_classes): the chance level of those accuracies
         self._num_classes: int | None = None
         self._val_examples = 0  # of the last validation (the binomial noise of its accuracy)
+        self._ratios_seen: tuple[int, int] = (
+            0,
+            0,
+        )  # the series and how many of its ratios were read
         self._progress: tuple[int, int] = (0, 0)  # the step and max_steps of the last check
 
     @property
@@ -309,6 +313,7 @@ class AutoTrainer(Hook):
         mine.lr_peak = max(mine.lr_peak, saved.lr_peak)
         mine.seen_codes = saved.seen_codes
         mine.peak_update_ratio = saved.peak_update_ratio
+        mine.peak_ratio_at_recipe_lr = saved.peak_ratio_at_recipe_lr
         held = []
         clip = self.settings.clip_max_norm
         if (
@@ -351,7 +356,7 @@ class AutoTrainer(Hook):
         follows (a collective: same step on every rank)."""
         self.carried.lr_peak = max(self.carried.lr_peak, state.current_lr)
         self._progress = (state.step, state.max_steps)
-        self._note_update_ratio()
+        self._note_update_ratio(state.current_lr)
 
         def decide() -> None:
             if setup:
@@ -618,9 +623,11 @@ class AutoTrainer(Hook):
         chance = 1.0 / k if k > 1 else 0.0
         return max(self._val_accs) < chance + share * (1.0 - chance)
 
-    def _note_update_ratio(self) -> None:
+    def _note_update_ratio(self, lr: float) -> None:
         """The highest per-step update ratio |dw|/|w| of this attempt: the evidence of an LR too high that
-        sizes the LR cut a restart carries (the live diagnosis forgets its history after each repair)."""
+        sizes the LR cut a restart carries (the live diagnosis forgets its history after each repair);
+        and the same read at the recipe's LR from the samples since the last check, taken at about ``lr``
+        (:mod:`lr_evidence`)."""
         series = self.diagnostics.series if self.diagnostics is not None else None
         ratios = [
             r for r in (series.update_ratio if series else []) if r is not None and math.isfinite(r)
@@ -630,6 +637,14 @@ class AutoTrainer(Hook):
             # (the ratio grows with the LR)
             at_recipe = max(ratios) / max(self.carried.lr_scale, 1e-30)
             self.carried.peak_update_ratio = max(self.carried.peak_update_ratio, at_recipe)
+        seen_series, seen = self._ratios_seen
+        every = list(series.update_ratio) if series is not None else []
+        start = seen if seen_series == id(series) and seen <= len(every) else 0
+        self._ratios_seen = (id(series), len(every))
+        recipe = OmegaConf.select(self.cfg, "optimizer.lr") if self.cfg is not None else None
+        if isinstance(recipe, (int, float)):
+            scaled = lr_evidence.peak_at_recipe_lr(every[start:], lr, float(recipe))
+            self.carried.peak_ratio_at_recipe_lr = max(self.carried.peak_ratio_at_recipe_lr, scaled)
 
     def _late_warning(self, issue: dict[str, Any]) -> bool:
         """A restart only the LR evidence allows at this severity (below the rule's own floor), after
@@ -676,10 +691,11 @@ class AutoTrainer(Hook):
         floor = ev.critical_update_ratio if critical else ev.max_update_ratio
         if peak <= floor:
             return self._explosion_cut(code)
-        factor = ev.target_update_ratio / peak
+        sized = max(peak, self.carried.peak_ratio_at_recipe_lr)
+        factor = ev.target_update_ratio / sized
         return factor, (
             f"the LR cut x{factor:.3g} (the weights moved {peak:.3g} of their norm in one step, "
-            f"healthy is about {ev.target_update_ratio:g})"
+            f"{sized:.3g} read at the recipe's LR; healthy is about {ev.target_update_ratio:g})"
         )
 
     def _explosion_cut(self, code: str) -> tuple[float, str] | None:

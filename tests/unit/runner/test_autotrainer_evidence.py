@@ -187,3 +187,36 @@ def test_a_batch_of_two_is_found_with_the_batch_that_keeps_its_steps() -> None:
     assert cause is not None and cause.name == "batch_extreme"
     assert cause.changes == {"data.batch_size": 16}
     assert "batch 16 keeps the run's steps" in cause.why
+
+
+def _sized(detail: str) -> float:
+    """The ratio read at the recipe's LR that a restart's detail names ('..., 45.3 read at the recipe's LR')."""
+    return float(detail.split(" read at the recipe's LR", 1)[0].rsplit(" ", 1)[1])
+
+
+def test_the_update_ratio_is_read_at_the_recipe_s_lr() -> None:
+    """A sample taken at a 25th of the recipe's LR (one-cycle's start) counts 25 times over."""
+    from runner.autotrainer.lr_evidence import peak_at_recipe_lr
+
+    assert peak_at_recipe_lr([1.81, 0.1], 34.1 / 25, 34.1) == pytest.approx(1.81 * 25)
+    assert peak_at_recipe_lr([float("nan")], 1.0, 34.1) == 0.0
+    assert peak_at_recipe_lr([], 1.0, 34.1) == 0.0
+
+
+@pytest.mark.slow
+def test_a_restart_under_one_cycle_cuts_the_lr_by_the_ratio_read_at_its_peak(tmp_path) -> None:
+    """SGD under one-cycle at LR 30: its first steps run at a 25th of it. Units named dead at step 20
+    (critical): the restart's cut is sized by the ratio read at the recipe's LR, larger than the peak as
+    sampled, so the LR lands lower than the sampled peak alone would put it."""
+    from test_autotrainer_causes import NamesCause, fit
+
+    over = ["data.subset=256", "data.batch_size=16", "trainer.max_epochs=8", "optimizer=sgd"]
+    over += ["optimizer.lr=30", "scheduler=onecycle"]
+    over += ["trainer.clip.max_norm=null", "autotrainer=default"]
+    got = fit(over, tmp_path, "run", NamesCause("DEAD_NEURONS", 20, "critical"))
+    restart = got["actions"][-1]
+    assert (restart["action"], restart["code"]) == ("restart", "DEAD_NEURONS")
+    peak = float(restart["detail"].split("the weights moved ", 1)[1].split(" ", 1)[0])
+    sized = _sized(restart["detail"])
+    assert sized > 2 * peak  # the samples at the start of the cycle, read at its peak
+    assert restart["changes"]["optimizer.lr"] == pytest.approx(30 * 0.03 / sized, rel=1e-3)
