@@ -162,6 +162,8 @@ class RestoreBest:
     # only when the diagnosis at the end (the whole run seen) still names the code, or the policy acted on
     # it in this attempt: a loss that came back below its best was a swing, not overfitting
     named_at_end: bool
+    # also a run this policy repaired (an action in the attempt, or its restart), whatever the code
+    after_repair: bool
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,7 @@ class Settings:
                 min_rise=float(restore["min_rise"]),
                 unless_val_acc_drops=bool(restore["unless_val_acc_drops"]),
                 named_at_end=bool(restore["named_at_end"]),
+                after_repair=bool(restore["after_repair"]),
             ),
             priority=tuple(spec["priority"] or []),
             online={code: _online_rule(rule or {}) for code, rule in online.items()},

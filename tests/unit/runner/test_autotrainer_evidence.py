@@ -220,3 +220,30 @@ def test_a_restart_under_one_cycle_cuts_the_lr_by_the_ratio_read_at_its_peak(tmp
     sized = _sized(restart["detail"])
     assert sized > 2 * peak  # the samples at the start of the cycle, read at its peak
     assert restart["changes"]["optimizer.lr"] == pytest.approx(30 * 0.03 / sized, rel=1e-3)
+
+
+def test_a_repaired_run_that_ends_on_a_swing_is_tested_with_its_best_weights() -> None:
+    """Nothing named at the end, but the policy repaired this attempt (momentum lowered): the run ends
+    with val loss 2x its best and a lower accuracy, so the best weights are tested, under the repair's code;
+    without the repair (see the test above) the same end is left alone."""
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.999)
+    policy, state = policy_for(model, opt, loop=_Loop())
+    state.num_classes = 2
+    _epoch(policy, state, 0.16, 0.95, 0.96)
+    best = [p.detach().clone() for p in model.parameters()]
+    state.step, state.epoch = 20, 1
+    state.issues = [{"code": "MOMENTUM_TOO_HIGH", "severity": "warning", "first_step": 20}]
+    policy.on_train_batch_end(state)
+    assert [a["action"] for a in policy.actions] == ["lower_momentum"]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    state.epoch = 2
+    _epoch(policy, state, 0.35, 0.90, 0.97)
+    state.issues = []
+    policy.on_epoch_end(state)
+    restore = policy.actions[-1]
+    assert (restore["action"], restore["code"]) == ("restore_best", "MOMENTUM_TOO_HIGH")
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), best))
+    assert state.metrics["val/acc"] == pytest.approx(0.95)
