@@ -2,7 +2,9 @@
 
 - ordinary overfitting (a loss that swings back, or a fall without a train-validation gap) is not changed
   mid-run; a sustained, costly one is regularised (:mod:`runner.autotrainer.overfit_evidence`);
-- early stopping's best weights are tested only when the diagnosis at the end still names overfitting;
+- early stopping's best weights are tested only when the diagnosis at the end still names overfitting,
+  or when the policy repaired the run and it ends on a swing;
+- a restart's LR cut reads the update ratio at the recipe's LR (:mod:`runner.autotrainer.lr_evidence`);
 - a batch of 2 restarts at a batch that keeps the run's steps (:mod:`runner.autotrainer.restart_batch`).
 """
 
