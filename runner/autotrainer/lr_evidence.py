@@ -15,6 +15,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
+
+
+class NewSamples:
+    """The samples of a series not read before: the policy reads the live series at each check, and the
+    diagnosis starts a new series after each repair."""
+
+    def __init__(self) -> None:
+        self._owner, self._seen = 0, 0
+
+    def read(self, values: Sequence[float], owner: Any) -> list[float]:
+        """``values`` (the series ``owner`` holds) after the ones read at the last call on the same owner."""
+        every = list(values)
+        start = self._seen if self._owner == id(owner) and self._seen <= len(every) else 0
+        self._owner, self._seen = id(owner), len(every)
+        return every[start:]
 
 
 def peak_at_recipe_lr(ratios: Sequence[float], lr: float, recipe_lr: float) -> float:

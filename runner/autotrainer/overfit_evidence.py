@@ -18,9 +18,13 @@ least ``min_gap`` over the window: the memorising the regularisation trades back
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
+
+log = logging.getLogger("runner.autotrainer")
 
 
 def accuracy_noise(acc: float, n: int, window: int) -> float:
@@ -77,3 +81,24 @@ def sustained(
         f"{recent:.3f} against its best {best_acc:.3f} (a fall of {fall:.3f}, noise {noise:.3f} on "
         f"{n or 'an unknown number of'} examples), training accuracy {gap:.2f} above validation"
     )
+
+
+def shown(series: Any, n: int, rule: Any) -> bool:
+    """Whether the diagnosis's per-epoch ``series`` (this attempt's, since the last repair) shows the
+    evidence ``rule`` asks for (its ``sustained``, ``min_loss_rise``, ``noise_z``, ``min_acc_gap``), on a
+    validation set of ``n`` examples."""
+    if series is None:
+        return False
+    why = sustained(
+        series.epoch_val_loss,
+        series.epoch_val_acc,
+        series.epoch_train_acc,
+        n,
+        window=int(rule.sustained),
+        min_rise=float(rule.min_loss_rise or 0.0),
+        z=float(rule.noise_z or 0.0),
+        min_gap=float(rule.min_acc_gap or 0.0),
+    )
+    if why is not None:
+        log.info("autotrainer: sustained overfitting: %s", why)
+    return why is not None

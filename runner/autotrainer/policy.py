@@ -78,10 +78,7 @@ class AutoTrainer(Hook):
         # the number of classes (FitState.num_classes): the chance level of those accuracies
         self._num_classes: int | None = None
         self._val_examples = 0  # of the last validation (the binomial noise of its accuracy)
-        self._ratios_seen: tuple[int, int] = (
-            0,
-            0,
-        )  # the series and how many of its ratios were read
+        self._ratios = lr_evidence.NewSamples()  # the update ratios not read yet
         self._progress: tuple[int, int] = (0, 0)  # the step and max_steps of the last check
 
     @property
@@ -584,32 +581,15 @@ class AutoTrainer(Hook):
         accs = self._val_accs
         if not accs:
             return False  # no validation accuracy to judge by: not known to be mild
-        if getattr(rule, "sustained", None) and self._unsustained(rule):
+        series = self.diagnostics.series if self.diagnostics is not None else None
+        if getattr(rule, "sustained", None) and not overfit_evidence.shown(
+            series, self._val_examples, rule
+        ):
             return True  # ordinary overfitting: the best weights at the end (restore_best), no change now
         # the noise of the validations before the last (the fall being judged is not its own yardstick)
         steps = [abs(b - a) for a, b in zip(accs[:-1], accs[1:-1])]
         noise = statistics.median(steps) if len(steps) >= 3 else 0.0
         return accs[-1] > max(accs) - max(drop, noise) - 1e-9
-
-    def _unsustained(self, rule: Any) -> bool:
-        """The evidence of :func:`overfit_evidence.sustained` not shown on this attempt's epochs (since the
-        last repair: the diagnosis's series)."""
-        series = self.diagnostics.series if self.diagnostics is not None else None
-        if series is None:
-            return True
-        why = overfit_evidence.sustained(
-            series.epoch_val_loss,
-            series.epoch_val_acc,
-            series.epoch_train_acc,
-            self._val_examples,
-            window=int(rule.sustained),
-            min_rise=float(rule.min_loss_rise or 0.0),
-            z=float(rule.noise_z or 0.0),
-            min_gap=float(rule.min_acc_gap or 0.0),
-        )
-        if why is not None:
-            log.info("autotrainer: sustained overfitting: %s", why)
-        return why is None
 
     def _not_learned(self, rule: Any) -> bool:
         """A rule with ``min_learned`` (regularize) on an attempt whose best validation accuracy never got
@@ -637,13 +617,10 @@ class AutoTrainer(Hook):
             # (the ratio grows with the LR)
             at_recipe = max(ratios) / max(self.carried.lr_scale, 1e-30)
             self.carried.peak_update_ratio = max(self.carried.peak_update_ratio, at_recipe)
-        seen_series, seen = self._ratios_seen
-        every = list(series.update_ratio) if series is not None else []
-        start = seen if seen_series == id(series) and seen <= len(every) else 0
-        self._ratios_seen = (id(series), len(every))
+        fresh = self._ratios.read(series.update_ratio if series is not None else [], series)
         recipe = OmegaConf.select(self.cfg, "optimizer.lr") if self.cfg is not None else None
         if isinstance(recipe, (int, float)):
-            scaled = lr_evidence.peak_at_recipe_lr(every[start:], lr, float(recipe))
+            scaled = lr_evidence.peak_at_recipe_lr(fresh, lr, float(recipe))
             self.carried.peak_ratio_at_recipe_lr = max(self.carried.peak_ratio_at_recipe_lr, scaled)
 
     def _late_warning(self, issue: dict[str, Any]) -> bool:

@@ -205,6 +205,20 @@ def test_the_update_ratio_is_read_at_the_recipe_s_lr() -> None:
     assert peak_at_recipe_lr([], 1.0, 34.1) == 0.0
 
 
+def test_each_ratio_sample_is_read_once_and_a_new_series_from_its_start() -> None:
+    """The policy reads the live series at every check; after a repair the diagnosis starts a new one."""
+    from diag.series import RunSeries
+    from runner.autotrainer.lr_evidence import NewSamples
+
+    reader, first, second = NewSamples(), RunSeries(), RunSeries()
+    first.update_ratio += [1.8, 0.1]
+    assert reader.read(first.update_ratio, first) == [1.8, 0.1]
+    first.update_ratio.append(0.05)
+    assert reader.read(first.update_ratio, first) == [0.05]
+    second.update_ratio.append(0.02)
+    assert reader.read(second.update_ratio, second) == [0.02]
+
+
 @pytest.mark.slow
 def test_a_restart_under_one_cycle_cuts_the_lr_by_the_ratio_read_at_its_peak(tmp_path) -> None:
     """SGD under one-cycle at LR 30: its first steps run at a 25th of it. Units named dead at step 20
