@@ -93,6 +93,8 @@ class FitState:
     steps_per_epoch: int = 0
     max_steps: int = 0
     batch_size: int = 0
+    # examples in the last validation pass (all ranks): the noise of its accuracy is that of a binomial of this n
+    val_examples: int = 0
     loss: torch.Tensor | None = None
     grad_norm: torch.Tensor | None = None
     lr: float = 0.0

@@ -220,7 +220,7 @@ class Trainer:
         loss_total, correct_total, total = self._sums(loss_sum, correct, count)
         out: dict[str, Any] = {"loss": math.nan, "acc": math.nan}
         if total:
-            out = {"loss": loss_total / total, "acc": correct_total / total}
+            out = {"loss": loss_total / total, "acc": correct_total / total, "examples": int(total)}
         if matrix is not None:
             k = math.isqrt(matrix.numel())
             summed = distributed.mean_over_ranks(matrix.double()) * distributed.get_world_size()
@@ -333,6 +333,7 @@ class Trainer:
             state.metrics["train/epoch_time"] = time.perf_counter() - t0
             val = self.evaluate(model, val_loader)
             state.metrics["val/loss"], state.metrics["val/acc"] = val["loss"], val["acc"]
+            state.val_examples = int(val.get("examples", 0))
             if val["loss"] < self.best_val_loss:
                 self.best_val_loss = val["loss"]
             state.metrics["val/best_loss"] = self.best_val_loss

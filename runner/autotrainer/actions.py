@@ -482,10 +482,27 @@ def regularize(
 def restore_best(policy: AutoTrainer, state: FitState, issues: dict[str, dict[str, Any]]) -> bool:
     """Early stopping: a run that overfitted and ends with validation loss well above its best is tested
     with the best weights. Not when those had a lower validation accuracy than the last ones (on a small
-    set a rising loss can be overconfidence on examples still classified right)."""
+    set a rising loss can be overconfidence on examples still classified right). With ``after_repair``,
+    also a run this policy repaired (an action in this attempt, or the restart that began it): the weights
+    it ends with are its doing, and a repaired run that ends on a swing is tested with its best."""
     settings = policy.settings.restore_best
     best, loss = policy.carried.best, state.metrics.get("val/loss")
     seen = sorted(policy.carried.seen_codes & settings.codes)
+    attempt = policy.session.attempt
+    mine = [
+        a
+        for a in policy.session.actions
+        if a["action"] not in ("give_up", "restore_best")
+        and (
+            (a.get("attempt") == attempt and a["action"] != "restart")
+            or a.get("next_attempt") == attempt
+        )
+    ]
+    if settings.named_at_end:
+        seen = sorted((set(issues) | {a["code"] for a in mine}) & settings.codes)
+    repaired = not seen and settings.after_repair and bool(mine)
+    if repaired:
+        seen = [mine[-1]["code"]]
     if best is None or not seen or loss is None or not math.isfinite(loss):
         return False
     if loss <= best.val_loss * (1 + settings.min_rise):
@@ -511,7 +528,7 @@ def restore_best(policy: AutoTrainer, state: FitState, issues: dict[str, dict[st
     issue = issues.get(code) or {
         "code": code,
         "severity": "warning",
-        "evidence": f"{code} was diagnosed during this run",
+        "evidence": f"{code} was {'repaired' if repaired else 'diagnosed'} during this run",
     }
     best.restore(state)
     detail = (

@@ -24,7 +24,7 @@ from diag.codes import SEVERITY_RANK
 from diag.hooks import FitState, Hook
 from diag.live import DiagnosticsHook
 from runner import distributed
-from runner.autotrainer import outcomes, setting_causes
+from runner.autotrainer import lr_evidence, outcomes, overfit_evidence, setting_causes
 from runner.autotrainer.actions import ACTIONS, ONLINE_ACTIONS
 from runner.autotrainer.attempts import Session
 from runner.autotrainer.judgement import judge
@@ -77,6 +77,8 @@ class AutoTrainer(Hook):
         self._val_accs: list[float] = []  # this attempt's validation accuracies
         # the number of classes (FitState.num_classes): the chance level of those accuracies
         self._num_classes: int | None = None
+        self._val_examples = 0  # of the last validation (the binomial noise of its accuracy)
+        self._ratios = lr_evidence.NewSamples()  # the update ratios not read yet
         self._progress: tuple[int, int] = (0, 0)  # the step and max_steps of the last check
 
     @property
@@ -139,6 +141,7 @@ class AutoTrainer(Hook):
         actions taken since the last validation; keep the run's best validation accuracy."""
         acc = state.metrics.get("val/acc")
         self._num_classes = state.num_classes
+        self._val_examples = state.val_examples
         if acc is not None and math.isfinite(acc):
             self._val_accs.append(float(acc))
             best = self.session.best_val_acc
@@ -307,6 +310,7 @@ class AutoTrainer(Hook):
         mine.lr_peak = max(mine.lr_peak, saved.lr_peak)
         mine.seen_codes = saved.seen_codes
         mine.peak_update_ratio = saved.peak_update_ratio
+        mine.peak_ratio_at_recipe_lr = saved.peak_ratio_at_recipe_lr
         held = []
         clip = self.settings.clip_max_norm
         if (
@@ -349,7 +353,7 @@ class AutoTrainer(Hook):
         follows (a collective: same step on every rank)."""
         self.carried.lr_peak = max(self.carried.lr_peak, state.current_lr)
         self._progress = (state.step, state.max_steps)
-        self._note_update_ratio()
+        self._note_update_ratio(state.current_lr)
 
         def decide() -> None:
             if setup:
@@ -577,6 +581,11 @@ class AutoTrainer(Hook):
         accs = self._val_accs
         if not accs:
             return False  # no validation accuracy to judge by: not known to be mild
+        series = self.diagnostics.series if self.diagnostics is not None else None
+        if getattr(rule, "sustained", None) and not overfit_evidence.shown(
+            series, self._val_examples, rule
+        ):
+            return True  # ordinary overfitting: the best weights at the end (restore_best), no change now
         # the noise of the validations before the last (the fall being judged is not its own yardstick)
         steps = [abs(b - a) for a, b in zip(accs[:-1], accs[1:-1])]
         noise = statistics.median(steps) if len(steps) >= 3 else 0.0
@@ -594,9 +603,11 @@ class AutoTrainer(Hook):
         chance = 1.0 / k if k > 1 else 0.0
         return max(self._val_accs) < chance + share * (1.0 - chance)
 
-    def _note_update_ratio(self) -> None:
+    def _note_update_ratio(self, lr: float) -> None:
         """The highest per-step update ratio |dw|/|w| of this attempt: the evidence of an LR too high that
-        sizes the LR cut a restart carries (the live diagnosis forgets its history after each repair)."""
+        sizes the LR cut a restart carries (the live diagnosis forgets its history after each repair);
+        and the same read at the recipe's LR from the samples since the last check, taken at about ``lr``
+        (:mod:`lr_evidence`)."""
         series = self.diagnostics.series if self.diagnostics is not None else None
         ratios = [
             r for r in (series.update_ratio if series else []) if r is not None and math.isfinite(r)
@@ -606,6 +617,11 @@ class AutoTrainer(Hook):
             # (the ratio grows with the LR)
             at_recipe = max(ratios) / max(self.carried.lr_scale, 1e-30)
             self.carried.peak_update_ratio = max(self.carried.peak_update_ratio, at_recipe)
+        fresh = self._ratios.read(series.update_ratio if series is not None else [], series)
+        recipe = OmegaConf.select(self.cfg, "optimizer.lr") if self.cfg is not None else None
+        if isinstance(recipe, (int, float)):
+            scaled = lr_evidence.peak_at_recipe_lr(fresh, lr, float(recipe))
+            self.carried.peak_ratio_at_recipe_lr = max(self.carried.peak_ratio_at_recipe_lr, scaled)
 
     def _late_warning(self, issue: dict[str, Any]) -> bool:
         """A restart only the LR evidence allows at this severity (below the rule's own floor), after
@@ -652,10 +668,11 @@ class AutoTrainer(Hook):
         floor = ev.critical_update_ratio if critical else ev.max_update_ratio
         if peak <= floor:
             return self._explosion_cut(code)
-        factor = ev.target_update_ratio / peak
+        sized = max(peak, self.carried.peak_ratio_at_recipe_lr)
+        factor = ev.target_update_ratio / sized
         return factor, (
             f"the LR cut x{factor:.3g} (the weights moved {peak:.3g} of their norm in one step, "
-            f"healthy is about {ev.target_update_ratio:g})"
+            f"{sized:.3g} read at the recipe's LR; healthy is about {ev.target_update_ratio:g})"
         )
 
     def _explosion_cut(self, code: str) -> tuple[float, str] | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.autotrainer import restart_batch
 from runner.autotrainer.restarts import capacity_fix, flatten, mlp_params
 from runner.autotrainer.settings import SettingCauses
 
@@ -86,8 +87,23 @@ def find(
                 if batch < rules.min_batch
                 else f"a batch of {batch}: {steps_per_epoch} step(s) per epoch, too few to train"
             )
+            epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+            steps = OmegaConf.select(cfg, "trainer.max_steps", default=None)
+            new = restart_batch.choose(
+                batch,
+                steps_per_epoch,
+                int(epochs) if isinstance(epochs, int) else None,
+                int(steps) if isinstance(steps, int) else None,
+                smallest=rules.min_batch,
+                largest=rules.batch,
+                min_steps_per_epoch=rules.min_steps_per_epoch,
+                keep_steps=rules.keep_steps,
+            )
             return SettingCause(
-                "batch_extreme", why, "SLOW_CONVERGENCE", {"data.batch_size": rules.batch}
+                "batch_extreme",
+                f"{why}; batch {new} keeps the run's steps (the LR kept)",
+                "SLOW_CONVERGENCE",
+                {"data.batch_size": new},
             )
     hidden = OmegaConf.select(cfg, "model.hidden", default=None)
     norm = OmegaConf.select(cfg, "model.batchnorm", default=None)

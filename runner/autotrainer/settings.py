@@ -52,6 +52,14 @@ class OnlineRule:
     min_val_acc_drop: float | None = None
     # act only once this attempt's best validation accuracy got this share of the way from chance to 1
     min_learned: float | None = None
+    # a change on a warning only when the evidence held for this many validations in a row
+    # (:func:`overfit_evidence.sustained`): the validation loss above its best by more than min_loss_rise,
+    # the accuracy fallen beyond noise_z standard errors of the validation set, training accuracy at
+    # least min_acc_gap above validation's
+    sustained: int | None = None
+    min_loss_rise: float | None = None
+    noise_z: float | None = None
+    min_acc_gap: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,10 @@ class SettingCauses:
     ]  # the symptoms they explain: looked for before the table's repair of these
     min_clip: float  # gradient clipping below this max norm: turned off in place
     min_batch: int  # a batch below this, or one so large that an epoch is
-    min_steps_per_epoch: int  # fewer steps than this: a restart at ``batch``
+    min_steps_per_epoch: int  # fewer steps than this: a restart at a batch of at most ``batch``
     batch: int
+    # the restart's batch keeps at least this share of the run's steps (:mod:`restart_batch`)
+    keep_steps: float
     max_depth_without_norm: (
         int  # an MLP deeper than this without batch norm: a restart with ``deep_changes``
     )
@@ -149,6 +159,11 @@ class RestoreBest:
     codes: frozenset[str]
     min_rise: float
     unless_val_acc_drops: bool
+    # only when the diagnosis at the end (the whole run seen) still names the code, or the policy acted on
+    # it in this attempt: a loss that came back below its best was a swing, not overfitting
+    named_at_end: bool
+    # also a run this policy repaired (an action in the attempt, or its restart), whatever the code
+    after_repair: bool
 
 
 @dataclass(frozen=True)
@@ -251,6 +266,7 @@ class Settings:
                 min_batch=int(causes["min_batch"]),
                 min_steps_per_epoch=int(causes["min_steps_per_epoch"]),
                 batch=int(causes["batch"]),
+                keep_steps=float(causes["keep_steps"]),
                 max_depth_without_norm=int(causes["max_depth_without_norm"]),
                 deep_changes=dict(causes["deep_changes"] or {}),
                 deep_depth=int(causes["deep_depth"]),
@@ -276,6 +292,8 @@ class Settings:
                 codes=frozenset(restore["codes"] or []),
                 min_rise=float(restore["min_rise"]),
                 unless_val_acc_drops=bool(restore["unless_val_acc_drops"]),
+                named_at_end=bool(restore["named_at_end"]),
+                after_repair=bool(restore["after_repair"]),
             ),
             priority=tuple(spec["priority"] or []),
             online={code: _online_rule(rule or {}) for code, rule in online.items()},
@@ -398,6 +416,10 @@ def _online_rule(spec: Mapping[str, Any]) -> OnlineRule:
         min_factor=_number(spec.get("min_factor")),
         min_val_acc_drop=_number(spec.get("min_val_acc_drop")),
         min_learned=_number(spec.get("min_learned")),
+        sustained=None if spec.get("sustained") is None else int(spec["sustained"]),
+        min_loss_rise=_number(spec.get("min_loss_rise")),
+        noise_z=_number(spec.get("noise_z")),
+        min_acc_gap=_number(spec.get("min_acc_gap")),
     )
 
 

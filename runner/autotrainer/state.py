@@ -34,6 +34,9 @@ class PolicyState:
     peak_update_ratio: float = (
         0.0  # this attempt's highest |dw|/|w| per step (sizes a restart's LR cut)
     )
+    # the same peak with each sample read at the recipe's LR, the schedule's position undone
+    # (:mod:`lr_evidence`): sizes the cut
+    peak_ratio_at_recipe_lr: float = 0.0
     best: BestWeights | None = None  # best validation loss of this attempt (early stopping)
 
     def as_dict(self) -> dict[str, Any]:
@@ -60,5 +63,8 @@ class PolicyState:
             else float(data["dropout_lowered"]),
             seen_codes=set(data.get("seen_codes", new.seen_codes)),
             peak_update_ratio=float(data.get("peak_update_ratio", new.peak_update_ratio)),
+            peak_ratio_at_recipe_lr=float(
+                data.get("peak_ratio_at_recipe_lr", new.peak_ratio_at_recipe_lr)
+            ),
             best=None if data.get("best") is None else BestWeights.from_dict(data["best"]),
         )
