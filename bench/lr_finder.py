@@ -476,6 +476,7 @@ def candidate_lrs(curve: dict[str, Any], family: str) -> dict[str, float]:
         "min10": at_min / 10,
         "min/3": at_min / 3,
         "min/2": at_min / 2,
+        "min1": at_min,
         "descent": descent,
         "valley": valley,
         "steepest": steepest,
