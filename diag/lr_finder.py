@@ -25,7 +25,7 @@ first and last points skipped, as the public finders do:
   when the loss fell by under :data:`HARD_FALL`. SGD trains best close to where the loss falls
   fastest, not far from where it diverges; an adaptive optimizer breaks far earlier, and with
   BatchNorm its test diverges late or never, so its curve's minimum says little.
-  ``bench/lr_finder.py`` (bench/results/lr_finder.md) has the figures: ``min10`` alone
+  ``bench/lr_finder.py`` (bench/results/lr_finder*.md, one file a round) has the figures: ``min10`` alone
   landed 5-10x under SGD's best LR on the 28x28 set (0.80 and 0.93 of a log grid's best).
   ``valley`` lands early when the model learns during the test.
 
@@ -57,7 +57,7 @@ NO_EDGE_CAP = 0.1
 """SGD's ceiling under ``auto`` when the test found no edge (the loss never diverged below
 ``0.9 * max_lr``): SGD with momentum's conventional LR. A BatchNorm CNN's range test can run to lr=10
 without blowing up, its smoothed minimum at 1-4, and every rule read off that curve landed 2-40x over
-the best LR (bench/results/lr_finder.md); with no edge seen, nothing above the convention is safe."""
+the best LR (bench/results/lr_finder_round*.md); with no edge seen, nothing above the convention is safe."""
 ADAPTIVE_CAP = 1e-2
 """An adaptive optimizer's ceiling under ``auto``, edge or not: with BatchNorm the test diverges late
 (lr 5-10) or never, ``min10`` then reads 0.05-0.1 where the best LR was 3e-3-1e-2 on every such
