@@ -13,16 +13,19 @@ first and last points skipped, as the public finders do:
   within 1000x under it (a curve that does not fall there gets ``min10``);
 - ``min10`` (also ``minimum/10``): a tenth of the LR at the lowest loss;
 - ``min2`` (also ``minimum/2``): half of it;
+- ``min1`` (also ``minimum/1``): the LR at the lowest loss itself;
 - ``auto`` (the default) picks by optimizer (:func:`optimizer_family`) and by how far the curve
-  fell: ``descent`` for SGD, ``min10`` for Adam, AdamW and any other, and ``min2`` for any
-  optimizer when the smoothed loss fell by under :data:`WEAK_FALL` (a hard task learns little in
-  100 steps; its slopes are noise, its minimum still marks the edge). Then a ceiling
+  fell: ``descent`` for SGD, ``min10`` for Adam, AdamW and any other; when the smoothed loss fell by
+  under :data:`WEAK_FALL` (a hard task learns little in 100 steps; its slopes are noise, its minimum
+  still marks the edge) ``min2`` for SGD and ``min1`` for any other optimizer, which is then held
+  under :data:`HARD_TASK_CAP` (the minimum of such a curve sat at 1.6e-3-1.8e-2 on the bench, the
+  best LR at 3e-3: half of it undershot). Then a ceiling
   (:func:`auto_cap`): SGD at most :data:`NO_EDGE_CAP` when the test never diverged (no edge to
   read); an adaptive optimizer never above :data:`ADAPTIVE_CAP`, nor above :data:`HARD_TASK_CAP`
   when the loss fell by under :data:`HARD_FALL`. SGD trains best close to where the loss falls
   fastest, not far from where it diverges; an adaptive optimizer breaks far earlier, and with
   BatchNorm its test diverges late or never, so its curve's minimum says little.
-  ``bench/lr_finder.py`` (bench/results/lr_finder.md) has the figures: ``min10`` alone
+  ``bench/lr_finder.py`` (bench/results/lr_finder*.md, one file a round) has the figures: ``min10`` alone
   landed 5-10x under SGD's best LR on the 28x28 set (0.80 and 0.93 of a log grid's best).
   ``valley`` lands early when the model learns during the test.
 
@@ -47,13 +50,14 @@ from diag.training_state import TrainingState, apply, capture
 
 WEAK_FALL = 0.05
 """A curve whose smoothed loss falls by less than this fraction of its first read value learned too
-little in the test for its slopes to mean anything: ``auto`` reads half its minimum's LR instead."""
+little in the test for its slopes to mean anything: ``auto`` reads its minimum instead (half its LR for
+SGD, the LR itself under :data:`HARD_TASK_CAP` for the rest)."""
 FAMILIES = ("sgd", "adaptive")
 NO_EDGE_CAP = 0.1
 """SGD's ceiling under ``auto`` when the test found no edge (the loss never diverged below
 ``0.9 * max_lr``): SGD with momentum's conventional LR. A BatchNorm CNN's range test can run to lr=10
 without blowing up, its smoothed minimum at 1-4, and every rule read off that curve landed 2-40x over
-the best LR (bench/results/lr_finder.md); with no edge seen, nothing above the convention is safe."""
+the best LR (bench/results/lr_finder_round*.md); with no edge seen, nothing above the convention is safe."""
 ADAPTIVE_CAP = 1e-2
 """An adaptive optimizer's ceiling under ``auto``, edge or not: with BatchNorm the test diverges late
 (lr 5-10) or never, ``min10`` then reads 0.05-0.1 where the best LR was 3e-3-1e-2 on every such
@@ -94,10 +98,16 @@ def optimizer_family(optimizer: torch.optim.Optimizer) -> str:
 
 
 def auto_rule(family: str | None, fall: float | None = None) -> str:
-    """The rule ``auto`` uses: ``descent`` for SGD, ``min10`` for adaptive or unknown optimizers, and
-    ``min2`` for any optimizer when the curve fell by less than :data:`WEAK_FALL` (``fall``)."""
+    """The rule ``auto`` uses: ``descent`` for SGD, ``min10`` for adaptive or unknown optimizers; when
+    the curve fell by less than :data:`WEAK_FALL` (``fall``) ``min2`` for SGD and ``min1`` for the rest.
+
+    Why ``min1`` there: an adaptive optimizer's weak-fall curve is always held under
+    :data:`HARD_TASK_CAP` by :func:`auto_cap`; its minimum is as often under that as over it, and
+    halving it too put the LR 2-3x under the best (bench/lr_finder.py, mlp/adam/cifar32 at 3 seeds:
+    minima at 1.6e-3-4e-3, best 3e-3, ``min2`` 0.916 of it).
+    """
     if fall is not None and fall < WEAK_FALL:
-        return "min2"
+        return "min2" if family == "sgd" else "min1"
     return "descent" if family == "sgd" else "min10"
 
 
@@ -365,6 +375,9 @@ class LearningRateFinder:
         elif name == "min2":
             i = int(np.argmin(losses))
             lr = lrs[i] / 2
+        elif name == "min1":
+            i = int(np.argmin(losses))
+            lr = lrs[i]
         else:  # min10, and descent on a curve that never falls (nothing to read but its minimum)
             name = "min10"
             i = int(np.argmin(losses))
@@ -439,6 +452,7 @@ class LearningRateFinder:
                 "min10": ("^", "tab:purple"),
                 "descent": ("D", "tab:brown"),
                 "min2": ("v", "tab:olive"),
+                "min1": ("P", "tab:cyan"),
             }
             # the chosen rule's own reading too when a cap replaced it
             others = [

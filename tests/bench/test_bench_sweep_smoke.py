@@ -61,7 +61,7 @@ def test_lr_finder_quick_scores_each_task_in_its_split(tmp_path):
     assert "## dev tasks" in text and "total " in text
 
 
-@pytest.mark.slow  # two real range tests in a subprocess: ~15 s on a quiet machine
+@pytest.mark.slow  # four real range tests in a subprocess: ~25 s on a quiet machine
 def test_lr_finder_range_test_only_screens_against_a_printed_grid(tmp_path):
     """--range-test-only --grid-from a results .md: one range test per task, screened, nothing trained."""
     printed = tmp_path / "printed.md"
@@ -75,7 +75,7 @@ def test_lr_finder_range_test_only_screens_against_a_printed_grid(tmp_path):
             sys.executable,
             str(ROOT / "bench" / "lr_finder.py"),
             *("--range-test-only", "--grid-from", str(printed), "--keep", str(tmp_path / "k")),
-            *("--tasks", "mlp/sgd/digits", "mlp/adam/digits", "mlp/sgd/mnist28"),
+            *("--tasks", "mlp/sgd/digits", "mlp/adam/digits", "mlp/sgd/mnist28", "--seeds", "2"),
         ],
         capture_output=True,
         text=True,
@@ -93,11 +93,57 @@ def test_lr_finder_range_test_only_screens_against_a_printed_grid(tmp_path):
         "mlp/adam/digits",
     }  # no grid printed for mnist28: skipped
     assert "| auto |" in proc.stdout and "| below 0.95 |" in proc.stdout
-    for task in rows:
-        assert (tmp_path / "k" / task / "range_test" / "lr_find.json").exists()
+    for task in rows:  # a range test per seed
+        for seed in (0, 100):
+            assert (tmp_path / "k" / task / f"s{seed}" / "range_test" / "lr_find.json").exists()
     # the auto column's LR is the range test's own suggestion, as lr_find.json recorded it
     kept = {r["task"]: r for r in json.loads((tmp_path / "k" / "results.json").read_text())}
     auto_cell = rows["mlp/adam/digits"].split("|")[2].split()[0]
     assert float(auto_cell) == pytest.approx(
         kept["mlp/adam/digits"]["curve"]["suggested_lr"], rel=1e-2
     )
+
+
+@pytest.mark.slow  # 2 x (3 grid runs + 1 finder run) of one epoch in a subprocess: ~30 s quiet
+def test_lr_finder_seeds_average_both_sides(tmp_path):
+    """--seeds 2: every grid LR and the finder's run trained at the task's seed and + 100; the grid's
+    best is the best mean, the score the finder runs' mean over it, and both seeds are printed."""
+    keep = tmp_path / "k"
+    proc = _bench(
+        "lr_finder", tmp_path, "--seeds", "2", "--tasks", "mlp/sgd/digits", "--keep", str(keep)
+    )
+    (r,) = json.loads((keep / "results.json").read_text())
+    assert r["seeds"] == [0, 100]
+    for seed in r["seeds"]:  # a run directory per seed, on both sides
+        assert (keep / "mlp/sgd/digits" / f"s{seed}" / "auto" / "lr_find.json").exists()
+        assert len(list((keep / "mlp/sgd/digits" / f"s{seed}").glob("grid_*/report.json"))) == 3
+    for lr, accs in r["grid_seeds"].items():
+        assert len(accs) == 2 and r["grid"][lr] == pytest.approx(sum(accs) / 2)
+    assert r["best_acc"] == pytest.approx(max(r["grid"].values()))
+    accs = [p["acc"] for p in r["per_seed"]]
+    assert len(accs) == 2 and r["acc"] == pytest.approx(sum(accs) / 2)
+    assert r["ratio"] == pytest.approx(r["acc"] / r["best_acc"])
+    assert "Seeds: 2 per task" in proc.stdout
+    assert "mlp/sgd/digits         seed 100: " in proc.stdout
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("| mlp/sgd/digits |")]
+    per_seed = row.strip("|").split("|")[8].split(",")
+    assert len(per_seed) == 2 and float(per_seed[1].split()[1]) == pytest.approx(accs[1], abs=1e-3)
+
+
+def test_lr_finder_grids_from_reads_per_seed_accuracies_and_a_printed_mean(tmp_path, monkeypatch):
+    """--grid-from: a results.json gives each seed's accuracy per LR, a printed grid line its mean."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import lr_finder
+
+    kept = tmp_path / "results.json"
+    kept.write_text(
+        json.dumps(
+            [{"task": "mlp/sgd/digits", "grid": {"0.1": 0.5}, "grid_seeds": {"0.1": [0.4, 0.6]}}]
+        )
+    )
+    assert lr_finder.grids_from(kept) == {"mlp/sgd/digits": {0.1: [0.4, 0.6]}}
+    printed = tmp_path / "printed.md"
+    printed.write_text("    mlp/sgd/digits         0.01:0.869  0.1:0.958\n      x seed 100: 0.1\n")
+    assert lr_finder.grids_from(printed) == {"mlp/sgd/digits": {0.01: [0.869], 0.1: [0.958]}}
+    assert lr_finder.run_seeds("mlp/sgd/digits/seed4", 0, 3) == [4, 104, 204]
+    assert lr_finder.run_seeds("cnn/adam/mnist28/bs256/seed3", 1, 2) == [4, 104]

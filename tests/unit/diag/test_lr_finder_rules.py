@@ -65,7 +65,7 @@ def test_auto_reads_the_fastest_fall_for_sgd_and_a_tenth_of_the_minimum_otherwis
     )  # train_fn alone says nothing of the optimizer
     assert unknown["method"] == "min10" and unknown["suggested_lr"] == adam["suggested_lr"]
     # every rule's answer is reported whichever chose
-    assert set(sgd["suggestions"]) == {"valley", "steepest", "min10", "descent", "min2"}
+    assert set(sgd["suggestions"]) == {"valley", "steepest", "min10", "descent", "min2", "min1"}
     assert sgd["suggestions"]["descent"] == sgd["suggested_lr"]
 
 
@@ -106,8 +106,9 @@ def test_optimizer_family_and_the_rule_it_picks():
     ):
         assert optimizer_family(opt) == "adaptive" and auto_rule("adaptive") == "min10"
     assert auto_rule(None) == "min10"
-    # a curve that hardly fell: half its minimum's LR, whatever the optimizer
-    assert auto_rule("sgd", 0.03) == "min2" and auto_rule("adaptive", 0.03) == "min2"
+    # a curve that hardly fell: half its minimum's LR for SGD, the minimum's LR for the rest
+    assert auto_rule("sgd", 0.03) == "min2" and auto_rule("adaptive", 0.03) == "min1"
+    assert auto_rule(None, 0.03) == "min1"
     assert auto_rule("sgd", 0.2) == "descent" and auto_rule("adaptive", 0.2) == "min10"
     with pytest.raises(ValueError, match="optimizer_family"):
         LearningRateFinder(optimizer_family="momentum")
@@ -168,9 +169,11 @@ def test_auto_reads_half_the_minimum_on_a_curve_that_hardly_fell():
     for family in ("sgd", "adaptive"):
         result, lrs, losses = replay(curve, family=family)
         assert relative_fall(np.asarray(result["smoothed_losses"][20:-5])) < 0.05
-        assert result["method"] == "min2"
+        # SGD: half the minimum; any other optimizer: the minimum itself, under the hard-task cap
+        assert result["method"] == ("min2" if family == "sgd" else "min1")
         lr_min = lrs[20 + np.argmin(losses[20:-5])]
         assert result["suggestions"]["min2"] == pytest.approx(lr_min / 2, rel=0.05)
+        assert result["suggestions"]["min1"] == pytest.approx(lr_min, rel=0.05)
         # SGD's test found an edge: uncapped; an adaptive one on a hard task: at most 3e-3
         expected = lr_min / 2 if family == "sgd" else HARD_TASK_CAP
         assert result["suggested_lr"] == pytest.approx(expected, rel=0.05)
