@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from diag.hooks import FitState
+from runner.autotrainer import lr_evidence
 from runner.autotrainer.lr_surgery import slow_schedule
 from runner.autotrainer.snapshots import Snapshot, set_dropout
 
@@ -106,16 +107,30 @@ def rollback(
         policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
         detail = f"rolled back to step {snap.step}"
     factor = _given(rule.lr_factor)
+    resized = rule.to == "baseline" and lr_evidence.sized_cut_made(
+        policy.actions, policy.session.attempt
+    )
+    if resized:
+        # the LR is the one the update ratio asked for: its cut is read again at this LR, not compounded
+        ev = policy.settings.lr_evidence
+        series = policy.diagnostics.series if policy.diagnostics is not None else None
+        factor, words = lr_evidence.cut_at_current_lr(
+            series.update_ratio if series is not None else [],
+            ev.max_update_ratio,
+            ev.target_update_ratio,
+        )
+        detail += f", {words}"
     again = any(
         a["action"] == "rollback" and a.get("attempt") == policy.session.attempt
         for a in policy.actions
     )
-    evidence = policy.evidence_factor() if again else None
+    evidence = policy.evidence_factor() if again and not resized else None
     if evidence is not None and evidence < factor:
         # a rollback's x0.1 was not enough: the cut the update ratio shows (an LR 10000x too high was
         # still 10x too high after three rollbacks). Not at the first: an init far too large also makes
         # huge first steps at a sane LR, and its restart follows.
         factor = evidence
+        changes[lr_evidence.SIZED] = "update_ratio"
         detail += (
             f", the LR cut the update ratio shows (x{factor:.3g}: the weights moved "
             f"{policy.carried.peak_update_ratio * policy.carried.lr_scale:.3g} of their norm in a step)"
