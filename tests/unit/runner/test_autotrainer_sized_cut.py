@@ -72,3 +72,43 @@ def test_the_cut_at_the_current_lr() -> None:
     assert lr_evidence.cut_at_current_lr([0.01, float("nan")], 0.3, 0.03)[0] == 1.0
     assert lr_evidence.cut_at_current_lr([], 0.3, 0.03)[0] == 1.0
     assert lr_evidence.cut_at_current_lr([0.6, 0.2], 0.3, 0.03)[0] == pytest.approx(0.05)
+
+
+def _one_cycle_early(severity: str, first: float):
+    """Seed 7's one-cycle SGD CNN at 100x its LR (recipe 0.686): update ratios 0.01 and ``first`` sampled
+    before the check at step 10, at 0.0353 (its warm-up), then never above 0.064 at the peak; at step 200
+    DEAD_NEURONS at ``severity``."""
+    model = net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0353)
+    policy, state = policy_for(model, optimizer, cfg=("optimizer.lr=0.686",))
+    state.max_steps = 483
+    policy.diagnostics.series.update_ratio.extend([0.01, first])
+    state.step, state.issues = 10, []
+    policy.on_train_batch_end(state)
+    for group in optimizer.param_groups:
+        group["lr"] = 0.686
+    policy.diagnostics.series.update_ratio.extend([0.064, 0.012, 0.002])
+    policy.on_train_batch_end(_at(state, 200, "DEAD_NEURONS", severity))
+    return policy
+
+
+def test_a_critical_finding_reads_the_ratio_at_the_recipe_s_lr_as_evidence() -> None:
+    """0.046 at 0.0353 is 0.894 at 0.686: the critical dead units restart at x0.03/0.894 of the recipe's LR
+    (with the rule's x0.5 alone the restart stayed 50x its twin's LR)."""
+    policy = _one_cycle_early("critical", first=0.046)
+    restart = policy.actions[-1]
+    assert (restart["action"], restart["code"]) == ("restart", "DEAD_NEURONS")
+    at_recipe = 0.046 * 0.686 / 0.0353
+    assert restart["changes"]["optimizer.lr"] == pytest.approx(0.686 * 0.03 / at_recipe, rel=1e-3)
+
+
+def test_the_recipe_lr_reading_is_no_evidence_for_a_warning_or_under_the_bar() -> None:
+    """A warning (what a healthy run under a warm-up may show) is not acted on; at a critical finding a
+    reading at the recipe's LR under max_update_ratio (0.0145 at 0.0353: 0.28) leaves the rule's x0.5."""
+    assert _one_cycle_early("warning", first=0.046).actions == []
+    policy = _one_cycle_early("critical", first=0.0145)
+    restart = policy.actions[-1]
+    assert restart["action"] == "restart"
+    assert restart["changes"]["optimizer.lr"] == pytest.approx(0.686 * 0.5, rel=1e-3)
+    assert lr_evidence.shows_too_high(0.064, 0.31, 0.2, critical=True, max_ratio=0.3)
+    assert not lr_evidence.shows_too_high(0.064, 0.31, 0.2, critical=False, max_ratio=0.3)
