@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from diag.hooks import FitState
 from runner.autotrainer import lr_evidence
-from runner.autotrainer.lr_surgery import slow_schedule
+from runner.autotrainer.lr_surgery import plateau_cuts, slow_schedule
 from runner.autotrainer.snapshots import Snapshot, set_dropout
 
 if TYPE_CHECKING:
@@ -170,7 +170,14 @@ def raise_lr(
     """The LR up (slow convergence), unless the first layer gets no gradient at all."""
     if not gradient_reaches_first_layer(policy):
         return None  # no LR moves weights that get no gradient: wait for the mechanism's diagnosis
-    return Repair(factor=raise_factor(policy, rule), detail="")
+    factor, detail = raise_factor(policy, rule), ""
+    undo = plateau_cuts(state.scheduler, state.current_lr, policy.carried.lr_peak)
+    if undo != 1.0:
+        factor *= undo
+        detail = f"the plateau scheduler's cuts since the last action undone (x{undo:.3g})"
+        if state.scheduler is not None and hasattr(state.scheduler, "num_bad_epochs"):
+            state.scheduler.num_bad_epochs = 0  # the stalled epochs were the too-low LR's
+    return Repair(factor=factor, detail=detail)
 
 
 @register("loosen_clip")
