@@ -17,7 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from diag.hooks import FitState
-from runner.autotrainer.lr_surgery import slow_schedule
+from runner.autotrainer import lr_evidence
+from runner.autotrainer.lr_surgery import plateau_cuts, slow_schedule
 from runner.autotrainer.snapshots import Snapshot, set_dropout
 
 if TYPE_CHECKING:
@@ -106,16 +107,30 @@ def rollback(
         policy.snapshots = [s for s in policy.snapshots if s.step <= snap.step]
         detail = f"rolled back to step {snap.step}"
     factor = _given(rule.lr_factor)
+    resized = rule.to == "baseline" and lr_evidence.sized_cut_made(
+        policy.actions, policy.session.attempt
+    )
+    if resized:
+        # the LR is the one the update ratio asked for: its cut is read again at this LR, not compounded
+        ev = policy.settings.lr_evidence
+        series = policy.diagnostics.series if policy.diagnostics is not None else None
+        factor, words = lr_evidence.cut_at_current_lr(
+            series.update_ratio if series is not None else [],
+            ev.max_update_ratio,
+            ev.target_update_ratio,
+        )
+        detail += f", {words}"
     again = any(
         a["action"] == "rollback" and a.get("attempt") == policy.session.attempt
         for a in policy.actions
     )
-    evidence = policy.evidence_factor() if again else None
+    evidence = policy.evidence_factor() if again and not resized else None
     if evidence is not None and evidence < factor:
         # a rollback's x0.1 was not enough: the cut the update ratio shows (an LR 10000x too high was
         # still 10x too high after three rollbacks). Not at the first: an init far too large also makes
         # huge first steps at a sane LR, and its restart follows.
         factor = evidence
+        changes[lr_evidence.SIZED] = "update_ratio"
         detail += (
             f", the LR cut the update ratio shows (x{factor:.3g}: the weights moved "
             f"{policy.carried.peak_update_ratio * policy.carried.lr_scale:.3g} of their norm in a step)"
@@ -155,7 +170,14 @@ def raise_lr(
     """The LR up (slow convergence), unless the first layer gets no gradient at all."""
     if not gradient_reaches_first_layer(policy):
         return None  # no LR moves weights that get no gradient: wait for the mechanism's diagnosis
-    return Repair(factor=raise_factor(policy, rule), detail="")
+    factor, detail = raise_factor(policy, rule), ""
+    undo = plateau_cuts(state.scheduler, state.current_lr, policy.carried.lr_peak)
+    if undo != 1.0:
+        factor *= undo
+        detail = f"the plateau scheduler's cuts since the last action undone (x{undo:.3g})"
+        if state.scheduler is not None and hasattr(state.scheduler, "num_bad_epochs"):
+            state.scheduler.num_bad_epochs = 0  # the stalled epochs were the too-low LR's
+    return Repair(factor=factor, detail=detail)
 
 
 @register("loosen_clip")

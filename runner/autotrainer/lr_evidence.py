@@ -40,3 +40,54 @@ def peak_at_recipe_lr(ratios: Sequence[float], lr: float, recipe_lr: float) -> f
     if not finite or not (math.isfinite(lr) and lr > 0 and recipe_lr > 0):
         return 0.0
     return max(finite) * recipe_lr / lr
+
+
+#: the mark a rollback leaves in its record's ``changes`` when the update ratio sized its cut
+SIZED = "lr_cut_by"
+
+
+def sized_cut_made(actions: Sequence[dict[str, Any]], attempt: int) -> bool:
+    """Whether a repair of this ``attempt`` already cut the LR by the update ratio's evidence (not by a
+    rule's fixed factor): the LR it left is the one the evidence asked for."""
+    return any(
+        a.get("attempt") == attempt and (a.get("changes") or {}).get(SIZED) == "update_ratio"
+        for a in actions
+    )
+
+
+def cut_at_current_lr(
+    ratios: Sequence[float], max_ratio: float, target: float
+) -> tuple[float, str]:
+    """The LR factor, from the LR the run is at, that the update ratios sampled at that LR ask for: ``target``
+    over their peak when it is above ``max_ratio``, else 1 (the LR is not shown too high).
+
+    A rule's fixed cut after a cut the evidence sized compounds them on the same evidence: seed 7's ResNet
+    at 10000x its LR was rolled back to the ratio's x0.000766 (LR 0.153, its twin's 0.2; its weights then
+    moved 0.0105 of their norm a step), named stuck at chance 10 steps later and restarted at x0.1 more:
+    13x below its twin's LR, 0.936 against 0.964."""
+    finite = [r for r in ratios if r is not None and math.isfinite(r)]
+    peak = max(finite) if finite else 0.0
+    if peak > max_ratio:
+        factor = target / peak
+        return factor, (
+            f"x{factor:.3g} (the weights moved {peak:.3g} of their norm a step at the LR the update "
+            "ratio's cut left)"
+        )
+    return 1.0, (
+        f"the LR kept (the update ratio's cut made before; at its LR the weights moved {peak:.3g} of "
+        f"their norm a step, under {max_ratio:g})"
+    )
+
+
+def shows_too_high(
+    peak: float, at_recipe: float, floor: float, critical: bool, max_ratio: float
+) -> bool:
+    """Whether the update ratio is evidence of an LR too high: the sampled ``peak`` above ``floor``, or, for
+    a critical finding only (the run is failing already), the peak read at the recipe's LR (``at_recipe``)
+    above ``max_ratio``, the warning's stricter bar.
+
+    Behind batch norm a step too big grows the weights and shrinks its own ratio: seed 7's one-cycle SGD CNN
+    at 100x its LR never sampled above 0.064 (its twin 0.011), but 0.046 at step 10, at a 19th of its peak
+    LR, is 0.89 read at the recipe's; its critical dead units restarted with the rule's x0.5 only (50x its
+    twin's LR, 0.571 against 0.928). A warning on a healthy run under a warm-up does not reach this."""
+    return peak > floor or (critical and at_recipe > max_ratio)

@@ -666,9 +666,10 @@ class AutoTrainer(Hook):
             return None
         critical = severity == "critical" and code in ev.codes
         floor = ev.critical_update_ratio if critical else ev.max_update_ratio
-        if peak <= floor:
+        at_recipe = self.carried.peak_ratio_at_recipe_lr
+        if not lr_evidence.shows_too_high(peak, at_recipe, floor, critical, ev.max_update_ratio):
             return self._explosion_cut(code)
-        sized = max(peak, self.carried.peak_ratio_at_recipe_lr)
+        sized = max(peak, at_recipe)
         factor = ev.target_update_ratio / sized
         return factor, (
             f"the LR cut x{factor:.3g} (the weights moved {peak:.3g} of their norm in one step, "
