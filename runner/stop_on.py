@@ -152,15 +152,12 @@ class StopOnDiagnosis(Hook):
         self.projection_window = max(1, int(projection_window))
         self.projection_pace = float(projection_pace)
         self.plot_stopped = bool(plot_stopped)  # draw summary.png for a trial this hook stopped
-        self.behind_sweep = bool(
-            behind_sweep
-        )  # compare with the sweep's finished trials (a multirun)
-        self.behind = float(
-            behind
-        )  # of val accuracy: a trial that cannot end this near the best stops
-        self.behind_pace = float(
-            behind_pace
-        )  # the projection's generosity: this x the trial's pace
+        # compare with the sweep's finished trials (a multirun)
+        self.behind_sweep = bool(behind_sweep)
+        # of val accuracy: a trial that cannot end this near the best stops
+        self.behind = float(behind)
+        # the projection's generosity: this x the trial's pace
+        self.behind_pace = float(behind_pace)
         self.sweep_dir = Path(sweep_dir) if sweep_dir else None  # the multirun's hydra.sweep.dir
         self.references: list[Curve] = []  # the sweep's trials finished when this one started
         self.autotrainer = autotrainer  # the run's AutoTrainer (build_hooks passes it), or None
