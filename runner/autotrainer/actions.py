@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from diag.hooks import FitState
 from runner.autotrainer import lr_evidence
-from runner.autotrainer.lr_surgery import plateau_cuts, slow_schedule
+from runner.autotrainer.lr_surgery import plateau_cuts, reset_plateau_patience, slow_schedule
 from runner.autotrainer.snapshots import Snapshot, set_dropout
 
 if TYPE_CHECKING:
@@ -175,8 +175,7 @@ def raise_lr(
     if undo != 1.0:
         factor *= undo
         detail = f"the plateau scheduler's cuts since the last action undone (x{undo:.3g})"
-        if state.scheduler is not None and hasattr(state.scheduler, "num_bad_epochs"):
-            state.scheduler.num_bad_epochs = 0  # the stalled epochs were the too-low LR's
+        reset_plateau_patience(state.scheduler)  # the stalled epochs were the too-low LR's
     return Repair(factor=factor, detail=detail)
 
 
@@ -509,7 +508,6 @@ def restore_best(policy: AutoTrainer, state: FitState, issues: dict[str, dict[st
     it ends with are its doing, and a repaired run that ends on a swing is tested with its best."""
     settings = policy.settings.restore_best
     best, loss = policy.carried.best, state.metrics.get("val/loss")
-    seen = sorted(policy.carried.seen_codes & settings.codes)
     attempt = policy.session.attempt
     mine = [
         a
@@ -520,8 +518,13 @@ def restore_best(policy: AutoTrainer, state: FitState, issues: dict[str, dict[st
             or a.get("next_attempt") == attempt
         )
     ]
-    if settings.named_at_end:
-        seen = sorted((set(issues) | {a["code"] for a in mine}) & settings.codes)
+    # the codes named at the end (and those repaired) or, without named_at_end, any seen in the run
+    named = (
+        set(issues) | {a["code"] for a in mine}
+        if settings.named_at_end
+        else policy.carried.seen_codes
+    )
+    seen = sorted(named & settings.codes)
     repaired = not seen and settings.after_repair and bool(mine)
     if repaired:
         seen = [mine[-1]["code"]]

@@ -112,3 +112,10 @@ def plateau_cuts(scheduler: Any, lr_now: float, lr_peak: float) -> float:
     if not plateau or not (lr_now > 0 and lr_peak > lr_now):
         return 1.0
     return lr_peak / lr_now
+
+
+def reset_plateau_patience(scheduler: Any) -> None:
+    """Forget the stalled epochs a ReduceLROnPlateau (wrapped or not) counted: they were the fault's."""
+    for s in _schedulers(scheduler):
+        if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            s.num_bad_epochs = 0

@@ -59,6 +59,9 @@ class AutoTrainer(Hook):
         self.settings = Settings.from_config(settings)
         self.session = session if session is not None else Session()
         self.cfg = cfg
+        # the recipe's LR (a number; None for lr=auto or no config): the update ratios are read at it
+        recipe_lr = OmegaConf.select(cfg, "optimizer.lr") if cfg is not None else None
+        self._recipe_lr = float(recipe_lr) if isinstance(recipe_lr, (int, float)) else None
         self.diagnostics = diagnostics
         self.carried = PolicyState(actions=self.session.actions, gave_up=self.session.gave_up)
         self.snapshots: list[Snapshot] = []
@@ -618,9 +621,8 @@ class AutoTrainer(Hook):
             at_recipe = max(ratios) / max(self.carried.lr_scale, 1e-30)
             self.carried.peak_update_ratio = max(self.carried.peak_update_ratio, at_recipe)
         fresh = self._ratios.read(series.update_ratio if series is not None else [], series)
-        recipe = OmegaConf.select(self.cfg, "optimizer.lr") if self.cfg is not None else None
-        if isinstance(recipe, (int, float)):
-            scaled = lr_evidence.peak_at_recipe_lr(fresh, lr, float(recipe))
+        if self._recipe_lr is not None:
+            scaled = lr_evidence.peak_at_recipe_lr(fresh, lr, self._recipe_lr)
             self.carried.peak_ratio_at_recipe_lr = max(self.carried.peak_ratio_at_recipe_lr, scaled)
 
     def _late_warning(self, issue: dict[str, Any]) -> bool:
