@@ -12,6 +12,8 @@ from omegaconf import DictConfig, open_dict
 
 from runner.conf_dir import CONF_DIR
 
+from .cli_fork import forkable, run_forked
+
 ROOT = Path(__file__).resolve().parents[2]
 CONF = Path(CONF_DIR)
 
@@ -44,14 +46,19 @@ def run_cli(
     timeout: float = 300,
     env: dict[str, str] | None = None,
     extra: bool = True,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m <module> ...`` for real with every output under ``tmp_path``."""
+    """Run ``python -m <module> ...`` for real with every output under ``tmp_path``: in a process forked
+    from one that has imported torch and Hydra already (:mod:`helpers.cli_fork`), or with ``fresh`` (or an
+    environment variable read at import time set) in a new interpreter."""
     cmd = [sys.executable, "-m", module, *args]
     if module == "runner" and extra:
         cmd += [f"paths.log_dir={tmp_path}", "trainer.progress=false"]
         if run_dir is not None:
             cmd.append(f"hydra.run.dir={run_dir}")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if not fresh and forkable(full_env):
+        return run_forked(cmd, module, cmd[3:], tmp_path, full_env, timeout)
     return subprocess.run(
         cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=full_env
     )

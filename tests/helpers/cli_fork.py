@@ -1,0 +1,115 @@
+"""Run ``python -m <module> ...`` in a process forked from one that has already imported torch and Hydra.
+
+Why: most of a short CLI run in the tests is ``import torch`` and the first optimizer's import of
+``torch._dynamo`` (3-4 s of a 5 s run). multiprocessing's forkserver imports them once per pytest worker;
+each CLI run is then a fresh process forked from it that runs the module as ``python -m`` does
+(``runpy.run_module(..., run_name="__main__", alter_sys=True)``, the working directory first on
+``sys.path``), with its own cwd, environment, argv, stdout and stderr, and its exit code or signal as the
+process's. What a fresh interpreter alone shows (what is imported at start-up, environment variables read
+at import time) is tested with :func:`subprocess.run` instead: ``helpers.run_cli(..., fresh=True)``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# imported once in the server: what every CLI run imports before its first step
+PRELOAD = [
+    "torch",
+    "torch._dynamo",
+    "torch.utils.tensorboard",
+    "hydra",
+    "omegaconf",
+    "runner.app",
+    "runner.train",
+    "diag.analyze",
+]
+# variables read when those modules are imported: a run that sets one gets a fresh interpreter
+IMPORT_TIME_PREFIXES = ("PYTHON", "OMP_", "MKL_", "KMP_", "TORCH", "CUDA", "MPL")
+
+_context: multiprocessing.context.ForkServerContext | None = None
+
+
+def forkable(env: dict[str, str]) -> bool:
+    """Whether a run with ``env`` behaves in a forked process as in a fresh one."""
+    return all(
+        os.environ.get(key) == value
+        for key, value in env.items()
+        if key.startswith(IMPORT_TIME_PREFIXES) and key != "PYTHONUNBUFFERED"
+    ) and all(key in env for key in os.environ if key.startswith(IMPORT_TIME_PREFIXES))
+
+
+def _context_once() -> multiprocessing.context.ForkServerContext:
+    global _context
+    if _context is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        _context = ctx
+    return _context
+
+
+def _main(module: str, args: list[str], cwd: str, env: dict[str, str], out: str, err: str) -> None:
+    """In the forked process: become ``python -m module *args`` with its own cwd, env and output files."""
+    import logging
+    import runpy
+    import traceback
+
+    for fd, path in ((1, out), (2, err)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)
+        os.close(target)
+    # the process's streams for the rest of its life, so not closed here; line-buffered, as
+    # PYTHONUNBUFFERED leaves them
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path.insert(0, cwd)  # python -m puts the working directory first
+    sys.argv = [module, *args]
+    code: int = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            code = stop.code or 0
+        else:  # sys.exit("message"): printed to stderr, exit code 1, as the interpreter does
+            print(stop.code, file=sys.stderr)
+            code = 1
+    except (
+        BaseException
+    ):  # an uncaught exception: its traceback and exit code 1, as the interpreter does
+        traceback.print_exc()
+        code = 1
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    sys.exit(code)  # multiprocessing joins the non-daemon threads, then exits with this code
+
+
+def run_forked(
+    cmd: list[str], module: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True, ...)``'s result, from a forked process."""
+    with tempfile.TemporaryDirectory(prefix="cli-") as tmp:
+        out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+        proc = _context_once().Process(
+            target=_main, args=(module, args, str(cwd), env, out, err), daemon=False
+        )
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise subprocess.TimeoutExpired(cmd, timeout)
+        with open(out, encoding="utf-8", errors="replace") as f_out:
+            stdout = f_out.read()
+        with open(err, encoding="utf-8", errors="replace") as f_err:
+            stderr = f_err.read()
+    return subprocess.CompletedProcess(cmd, proc.exitcode, stdout, stderr)
