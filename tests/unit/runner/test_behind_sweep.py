@@ -13,7 +13,7 @@ from torch import nn
 
 from diag.hooks import EventLog, FitState
 from hydra_plugins.runner_sweeper import middle_out
-from runner.behind_sweep import Curve, finished_trials, judge, read_curve
+from runner.behind_sweep import Curve, beaten_by, finished_trials, judge, read_curve
 from runner.stop_on import StopOnDiagnosis
 
 # 12-point grids (1e-5 .. 10, 20 epochs of 20 steps) recorded without early stopping on the tuning seeds
@@ -197,3 +197,63 @@ def test_a_bad_behind_value_is_one_line_and_a_nonzero_exit(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "behind" in line]
     assert len(lines) == 1 and "callbacks.stop_on.behind=5 is not valid" in lines[0]
+
+
+def _finished(job: Path, best: float, completed: bool = True, codes=(), stopped=False) -> None:
+    """A job directory as the runner leaves it, as far as the sweep summary reads it."""
+    job.mkdir(parents=True)
+    issues = [{"code": c, "severity": "critical"} for c in codes]
+    metrics = {"best_val_loss": best, "final_val_loss": best, "final_train_loss": best, "epochs": 3}
+    report = {"status": "healthy", "completed": completed, "metrics": metrics, "issues": issues}
+    (job / "report.json").write_text(json.dumps(report))
+    event = {"kind": "stopped", "code": "BEHIND_SWEEP", "step": 40, "max_steps": 400}
+    (job / "events.jsonl").write_text(json.dumps(event) + "\n" if stopped else "")
+
+
+def test_a_trial_is_beaten_only_by_a_finished_trial_the_summary_could_pick_as_best(tmp_path):
+    _finished(tmp_path / "1", 0.10)
+    _finished(tmp_path / "2", 0.05, stopped=True)  # stopped: never the sweep's best
+    _finished(tmp_path / "3", 0.01, codes=["LOSS_EXPLOSION"])  # diverged: never the best
+    _finished(tmp_path / "4", 0.02, completed=False)  # interrupted: it may still do otherwise
+    _finished(tmp_path / "6", 0.08)
+    (tmp_path / "5").mkdir()  # this trial
+    assert beaten_by(tmp_path, tmp_path / "5", 0.2) == {"trial": "6", "best_val_loss": 0.08}
+    assert beaten_by(tmp_path, tmp_path / "5", 0.09) == {"trial": "6", "best_val_loss": 0.08}
+    assert beaten_by(tmp_path, tmp_path / "5", 0.08) is None  # a tie: it may be the best
+    assert beaten_by(tmp_path, tmp_path / "5", math.nan) is None
+    assert beaten_by(tmp_path, tmp_path / "6", 0.09) is None  # never by itself
+
+
+@pytest.mark.parametrize("plot", [False, True])
+def test_a_trial_a_finished_trial_beat_is_tested_but_not_drawn(tmp_path, plot):
+    """A real two-job grid: run from its middle out, the better LR (job 1) finishes first; job 0 is
+    beaten by it: tested (test accuracy in the table), no figures, and says why, unless plot_beaten."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        [
+            "-m",
+            "model=mlp",
+            "optimizer=adam",
+            "optimizer.lr=0.0003,0.003",
+            "trainer.max_epochs=3",
+            "stop_on=critical",
+            f"callbacks.stop_on.plot_beaten={str(plot).lower()}",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    best, beaten = sweep / "1", sweep / "0"
+    assert (best / "summary.png").is_file() and (best / "confusion_matrix.png").is_file()
+    report = json.loads((beaten / "report.json").read_text())
+    assert not report["stopped"] and report["metrics"]["test_acc"] is not None
+    assert (beaten / "summary.png").is_file() == plot
+    assert (beaten / "confusion_matrix.png").is_file() == plot
+    events = [json.loads(line) for line in (beaten / "events.jsonl").read_text().splitlines()]
+    skipped = [e for e in events if e["kind"] == "not_drawn"]
+    if plot:
+        assert "not_drawn" not in report and skipped == []
+    else:
+        assert "trial #1 of the sweep finished with a lower best val loss" in report["not_drawn"]
+        assert skipped[0]["beaten_by"]["trial"] == "1"
+        assert "Figures not drawn" in (beaten / "report.md").read_text()
