@@ -203,7 +203,7 @@ def judge(
     max_steps: int,
     ref: Curve,
     num_classes: int,
-    pace: float = 3.0,
+    pace: float = 2.0,
     behind: float = 0.02,
 ) -> dict[str, Any] | None:
     """The verdict on a trial at ``step`` (its epoch history: ``val/loss``, ``val/acc``, ``train/loss``,

@@ -133,7 +133,7 @@ class StopOnDiagnosis(Hook):
         plot_beaten: bool = False,
         behind_sweep: bool = True,
         behind: float = 0.02,
-        behind_pace: float = 3.0,
+        behind_pace: float = 2.0,
         autotrainer: Repairer | None = None,
         diagnostics: Any = None,
         sweep_dir: str | Path | None = None,
