@@ -5,7 +5,7 @@ Shape::
     {"status": "healthy|warning|critical",
      "issues": [{"code", "severity", "first_step", "evidence", "recommendations"}],
      "metrics": {...}, "autotrainer": {"actions": [...]},
-     "completed", "stopped", "stop_reason"?, "command"?, "tensorboard"?, "lr"?,
+     "completed", "stopped", "stop_reason"?, "not_drawn"?, "command"?, "tensorboard"?, "lr"?,
      "next_lr"?: {"lr", "reason"}}
 """
 
@@ -108,6 +108,8 @@ def render_markdown(report: dict[str, Any], title: str = "Run report") -> str:
         lines += ["TensorBoard:", "", "```", str(report["tensorboard"]), "```", ""]
     if report.get("stopped"):
         lines += [f"**Stopped early:** {report.get('stop_reason') or 'a hook stopped the fit'}", ""]
+    if report.get("not_drawn"):
+        lines += [f"**Figures not drawn:** {report['not_drawn']}", ""]
     if report.get("interrupted"):
         lines += [f"**Interrupted** by {report['interrupted']}", ""]
     suggestion = report.get("next_lr")

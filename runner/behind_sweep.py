@@ -114,6 +114,38 @@ def finished_trials(sweep_dir: Path, own_dir: Path) -> list[Curve]:
     return curves
 
 
+def beaten_by(sweep_dir: Path, own_dir: Path, best_val_loss: float) -> dict[str, Any] | None:
+    """A finished trial of the sweep that the sweep summary could pick as its best (``diag.sweep``: not
+    diverged, not stopped, a finite best validation loss; and completed) with a best validation loss
+    strictly below ``best_val_loss``, or None. Such a trial exists only if this one cannot be the sweep's
+    best: the summary picks the lowest best validation loss among its candidates, and trials only finish.
+    The lowest one is returned (the trial to name); a malformed or unreadable job is no evidence."""
+    from diag.sweep import MalformedRun, read_run
+
+    if not math.isfinite(best_val_loss):
+        return None
+    own = own_dir.resolve()
+    found: list[tuple[float, str]] = []
+    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        if job.resolve() == own or own.is_relative_to(job.resolve()):
+            continue
+        try:
+            run = read_run(job)
+            report = json.loads((job / "report.json").read_text(encoding="utf-8"))
+        except (MalformedRun, OSError, ValueError):
+            continue
+        loss = run.best_val_loss
+        finished = isinstance(report, dict) and report.get("completed") is True
+        # among the summary's candidates for the best (not diverged, not stopped) and finished
+        candidate = finished and not run.diverged and not run.stopped
+        if candidate and loss is not None and loss < best_val_loss:
+            found.append((loss, job.name))
+    if not found:
+        return None
+    loss, name = min(found)
+    return {"trial": name, "best_val_loss": loss}
+
+
 def _first_reach(steps: list[int], values: list[float], target: float) -> float | None:
     """The (interpolated) step where a running best first reached ``target`` (``values`` rising, as
     accuracy; negate a loss), or None if it never did."""
@@ -171,7 +203,7 @@ def judge(
     max_steps: int,
     ref: Curve,
     num_classes: int,
-    pace: float = 3.0,
+    pace: float = 2.0,
     behind: float = 0.02,
 ) -> dict[str, Any] | None:
     """The verdict on a trial at ``step`` (its epoch history: ``val/loss``, ``val/acc``, ``train/loss``,

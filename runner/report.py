@@ -43,8 +43,10 @@ def report_run(
     completed: bool = True,
     interrupted: str | None = None,
     lr_finder: dict[str, Any] | None = None,
+    not_drawn: str | None = None,
 ) -> dict[str, Any]:
-    """Build the report from the state the hooks filled; rank 0 writes it into ``run_dir``."""
+    """Build the report from the state the hooks filled; rank 0 writes it into ``run_dir``.
+    ``not_drawn`` says why a sweep trial has no figures (``StopOnDiagnosis.beaten``)."""
     extra: dict[str, Any] = {"completed": completed}
     # a hook stopped the fit before max_epochs: the report says so and why, not only a console line
     extra["stopped"] = bool(state.stop_training)
@@ -54,6 +56,8 @@ def report_run(
         extra["interrupted"] = interrupted
     if lr_finder:
         extra["lr_finder"] = lr_finder
+    if not_drawn:
+        extra["not_drawn"] = not_drawn
     command = run_command(run_dir)
     if command:
         extra["command"] = command

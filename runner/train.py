@@ -134,6 +134,10 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
         # again that it cannot learn (rank 0's verdict, so every rank skips the collective together)
         stopper = r.hooks.named.get("stop_on")
         stopped_sick = distributed.broadcast_object(getattr(stopper, "stopped", None) is not None)
+        # a trial of the sweep a finished trial already beat is tested but not drawn (rank 0 draws)
+        beaten = None
+        if not stopped_sick and stopper is not None and state.is_rank_zero:
+            beaten = stopper.beaten(run_dir, trainer.best_val_loss)
         if stopped_sick:
             log.info("stopped by stop_on: no test pass, no confusion matrix")
         else:
@@ -143,12 +147,24 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
                 confusion=True,
             )
             state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
-            if state.is_rank_zero and "confusion" in test:
+            if state.is_rank_zero and "confusion" in test and beaten is None:
                 plot_confusion(
                     test["confusion"], r.data.class_names(), run_dir / "confusion_matrix.png"
                 )
+        not_drawn = None
+        if beaten is not None:
+            not_drawn = (
+                f"no summary.png, confusion_matrix.png or input grid: trial #{beaten['trial']} of "
+                f"the sweep finished with a lower best val loss ({beaten['best_val_loss']:.4g} < "
+                f"{trainer.best_val_loss:.4g}), so this trial cannot be the sweep's best "
+                "(callbacks.stop_on.plot_beaten=true draws them)"
+            )
+            log.info("not drawn: %s", not_drawn)
+            state.events.write("not_drawn", step=state.step, beaten_by=beaten, reason=not_drawn)
         r.hooks.on_fit_end(state)
-        report = report_run(state, run_dir, trainer.best_val_loss, lr_finder=r.lr_finder)
+        report = report_run(
+            state, run_dir, trainer.best_val_loss, lr_finder=r.lr_finder, not_drawn=not_drawn
+        )
         state.events.write(
             "fit_end",
             step=state.step,
@@ -157,7 +173,7 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
         )
         if state.writer is not None:
             log_hparams(state.writer, cfg, report["metrics"])
-            batch = None if stopped_sick else next(iter(r.train_loader), None)
+            batch = None if stopped_sick or beaten else next(iter(r.train_loader), None)
             log_run_media(state.writer, run_dir, cfg, report, batch, state.step)
     finally:
         gc.unfreeze()

@@ -13,11 +13,11 @@ from torch import nn
 
 from diag.hooks import EventLog, FitState
 from hydra_plugins.runner_sweeper import middle_out
-from runner.behind_sweep import Curve, finished_trials, judge, read_curve
+from runner.behind_sweep import Curve, beaten_by, finished_trials, judge, read_curve
 from runner.stop_on import StopOnDiagnosis
 
 # 12-point grids (1e-5 .. 10, 20 epochs of 20 steps) recorded without early stopping on the tuning seeds
-# 0 and 1 of bench/lr_sweep_stop.py: per trial its LR and, per epoch, the step, val loss and accuracy and
+# 0 and 1 of bench/lr_sweep_stop.py (and the spent held-out seed 2): per trial its LR and, per epoch, the step, val loss and accuracy and
 # the epoch's mean training loss
 CURVES = json.loads((Path(__file__).parent / "data" / "sweep_curves.json").read_text())
 HEALTHY = 0.02  # within 2 points of the grid's best final val accuracy
@@ -29,19 +29,16 @@ GRACE, UNTIL = (
 
 def curve(grid: str, job: str) -> Curve:
     t = CURVES[grid][job]
-    return Curve(job, t["step"], t["val_loss"], t["val_acc"], t["train_loss"])
+    # a training curve with a non-finite epoch is no training curve (as read_curve reads a trial)
+    train = t["train_loss"] if all(v is not None for v in t["train_loss"]) else None
+    return Curve(job, t["step"], t["val_loss"], t["val_acc"], train)
 
 
 def history(c: Curve, epochs: int) -> list[dict]:
     """The trial's epoch history (as the loop keeps it) after ``epochs`` epochs."""
-    assert c.train_losses is not None
+    train = c.train_losses or [math.nan] * len(c.steps)  # a non-finite one is left out by judge
     return [
-        {
-            "step": c.steps[i],
-            "val/loss": c.losses[i],
-            "val/acc": c.accs[i],
-            "train/loss": c.train_losses[i],
-        }
+        {"step": c.steps[i], "val/loss": c.losses[i], "val/acc": c.accs[i], "train/loss": train[i]}
         for i in range(epochs)
     ]
 
@@ -72,13 +69,38 @@ def test_no_trial_within_2_points_of_the_best_is_ever_stopped_against_any_trial_
     assert judged > 500  # the property was checked, not skipped
 
 
+def test_a_healthy_trial_is_not_stopped_even_at_half_the_default_pace():
+    """The margin under behind_pace=2: no trial within 2 points of its grid's best would be stopped
+    against any trial of its grid even if granted only its own pace (1x), from the early grace to
+    three quarters of its run (the highest pace that stops one is 0.85x: CNN Adam at 0.00152)."""
+    judged = 0
+    for grid, trials in CURVES.items():
+        best = max(t["val_acc"][-1] for t in trials.values())
+        for job, t in trials.items():
+            if t["val_acc"][-1] < best - HEALTHY:
+                continue
+            c = curve(grid, job)
+            for ref in trials:
+                r = curve(grid, ref)
+                if ref == job or not finite(r):
+                    continue
+                for k in range(GRACE, 16):
+                    v = judge(history(c, k), c.steps[k - 1], c.max_steps, r, 10, pace=1.0)
+                    judged += v is not None
+                    assert v is None or not v["stop"], (grid, job, ref, k, v)
+    assert judged > 1000
+
+
 @pytest.mark.parametrize(
     "grid, job, ref, by_epoch, final",
     [
         ("mlp_sgd/seed0", "4", "7", 2, 0.833),  # SGD 0.00152 against 0.0658 (0.986)
         ("mlp_sgd/seed1", "4", "7", 2, 0.812),
         ("mlp_adam/seed1", "2", "6", 2, 0.924),  # Adam 1.2e-4 against 0.0187 (0.986)
-        ("cnn_sgd/seed0", "3", "8", 3, 0.882),  # CNN SGD 4.3e-4 against 0.231 (1.000)
+        ("cnn_sgd/seed0", "3", "8", 2, 0.882),  # CNN SGD 4.3e-4 against 0.231 (1.000)
+        # at behind_pace=2 (3 before): CNN Adam 1.2e-4 against 0.0658 (1.000) from epoch 2, not 9
+        ("cnn_adam/seed0", "2", "7", 2, 0.931),
+        ("cnn_adam/seed2", "2", "7", 7, 0.903),  # seed 2's, from epoch 7 (at 3: only at epoch 10)
     ],
 )
 def test_a_trial_that_learns_but_stays_weak_stops_early(grid, job, ref, by_epoch, final):
@@ -197,3 +219,63 @@ def test_a_bad_behind_value_is_one_line_and_a_nonzero_exit(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "behind" in line]
     assert len(lines) == 1 and "callbacks.stop_on.behind=5 is not valid" in lines[0]
+
+
+def _finished(job: Path, best: float, completed: bool = True, codes=(), stopped=False) -> None:
+    """A job directory as the runner leaves it, as far as the sweep summary reads it."""
+    job.mkdir(parents=True)
+    issues = [{"code": c, "severity": "critical"} for c in codes]
+    metrics = {"best_val_loss": best, "final_val_loss": best, "final_train_loss": best, "epochs": 3}
+    report = {"status": "healthy", "completed": completed, "metrics": metrics, "issues": issues}
+    (job / "report.json").write_text(json.dumps(report))
+    event = {"kind": "stopped", "code": "BEHIND_SWEEP", "step": 40, "max_steps": 400}
+    (job / "events.jsonl").write_text(json.dumps(event) + "\n" if stopped else "")
+
+
+def test_a_trial_is_beaten_only_by_a_finished_trial_the_summary_could_pick_as_best(tmp_path):
+    _finished(tmp_path / "1", 0.10)
+    _finished(tmp_path / "2", 0.05, stopped=True)  # stopped: never the sweep's best
+    _finished(tmp_path / "3", 0.01, codes=["LOSS_EXPLOSION"])  # diverged: never the best
+    _finished(tmp_path / "4", 0.02, completed=False)  # interrupted: it may still do otherwise
+    _finished(tmp_path / "6", 0.08)
+    (tmp_path / "5").mkdir()  # this trial
+    assert beaten_by(tmp_path, tmp_path / "5", 0.2) == {"trial": "6", "best_val_loss": 0.08}
+    assert beaten_by(tmp_path, tmp_path / "5", 0.09) == {"trial": "6", "best_val_loss": 0.08}
+    assert beaten_by(tmp_path, tmp_path / "5", 0.08) is None  # a tie: it may be the best
+    assert beaten_by(tmp_path, tmp_path / "5", math.nan) is None
+    assert beaten_by(tmp_path, tmp_path / "6", 0.09) is None  # never by itself
+
+
+@pytest.mark.parametrize("plot", [False, True])
+def test_a_trial_a_finished_trial_beat_is_tested_but_not_drawn(tmp_path, plot):
+    """A real two-job grid: run from its middle out, the better LR (job 1) finishes first; job 0 is
+    beaten by it: tested (test accuracy in the table), no figures, and says why, unless plot_beaten."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        [
+            "-m",
+            "model=mlp",
+            "optimizer=adam",
+            "optimizer.lr=0.0003,0.003",
+            "trainer.max_epochs=3",
+            "stop_on=critical",
+            f"callbacks.stop_on.plot_beaten={str(plot).lower()}",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    best, beaten = sweep / "1", sweep / "0"
+    assert (best / "summary.png").is_file() and (best / "confusion_matrix.png").is_file()
+    report = json.loads((beaten / "report.json").read_text())
+    assert not report["stopped"] and report["metrics"]["test_acc"] is not None
+    assert (beaten / "summary.png").is_file() == plot
+    assert (beaten / "confusion_matrix.png").is_file() == plot
+    events = [json.loads(line) for line in (beaten / "events.jsonl").read_text().splitlines()]
+    skipped = [e for e in events if e["kind"] == "not_drawn"]
+    if plot:
+        assert "not_drawn" not in report and skipped == []
+    else:
+        assert "trial #1 of the sweep finished with a lower best val loss" in report["not_drawn"]
+        assert skipped[0]["beaten_by"]["trial"] == "1"
+        assert "Figures not drawn" in (beaten / "report.md").read_text()
