@@ -23,7 +23,7 @@ CURVES = json.loads((Path(__file__).parent / "data" / "lr_find_curves.json").rea
 EXPECTED = {
     # SGD that found an edge: the steepest fall
     "mlp/sgd/digits@seed0": ("descent", 0.115, None),
-    # a BatchNorm CNN's SGD test that never diverged: held at SGD's conventional 0.1
+    # a BatchNorm CNN's SGD test that never diverged: held at SGD's conventional 0.1 (batch 64)
     "cnn/sgd/mnist28@seed0": ("descent", 0.1, 0.1),
     "cnn/sgd_hb/cifar32/seed3@seed3": ("min2", 0.1, 0.1),
     "cnn/sgd_hb/cifar32/seed3@seed103": ("min2", 0.1, 0.1),
@@ -31,12 +31,13 @@ EXPECTED = {
     "mlp_wide/sgd_hb/mnist28/bs256@seed0": ("min2", 0.0834, None),
     "mlp/sgd/cifar32@seed200": ("min2", 0.0834, None),
     "mlp_wide/sgd/fmnist28@seed0": ("min2", 0.211, None),
-    # Adam(W) on an easy curve: a tenth of the minimum, at most 1e-2
-    "mlp/adam/mnist28@seed0": ("min10", 2.60e-3, None),
-    "mlp_wide/adam/mnist28/bs256@seed0": ("min10", 1.02e-3, None),
-    "cnn/adam/mnist28/bs256/seed3@seed3": ("min10", 1e-2, 1e-2),
+    # Adam(W) on an easy curve: a fifth of the minimum, at most 1e-2 (here a tenth was right, best 3e-3
+    # and 1e-3: a fifth still trains to over 0.95 of the best)
+    "mlp/adam/mnist28@seed0": ("min5", 5.19e-3, None),
+    "mlp_wide/adam/mnist28/bs256@seed0": ("min5", 2.05e-3, None),
+    "cnn/adam/mnist28/bs256/seed3@seed3": ("min5", 1e-2, 1e-2),
     # Adam on a loss that fell 5-10%: at most 3e-3
-    "cnn/adam/cifar32@seed0": ("min10", 3e-3, 3e-3),
+    "cnn/adam/cifar32@seed0": ("min5", 3e-3, 3e-3),
     # Adam(W) on a loss that hardly fell: the minimum's own LR, at most 3e-3
     "mlp/adam/cifar32@seed0": ("min1", 2.31e-3, None),
     "mlp/adam/cifar32@seed100": ("min1", 1.59e-3, None),
@@ -53,7 +54,11 @@ def recorded(key: str) -> LearningRateFinder:
     """A finder holding one recorded curve (no range test run), as ``lr_find.method=auto`` would."""
     c = CURVES[key]
     finder = LearningRateFinder(
-        min_lr=c["min_lr"], max_lr=c["max_lr"], num_steps=100, optimizer_family=c["family"]
+        min_lr=c["min_lr"],
+        max_lr=c["max_lr"],
+        num_steps=100,
+        optimizer_family=c["family"],
+        batch_size=c["batch_size"],
     )
     finder.lrs, finder.losses = list(c["lrs"]), list(c["losses"])
     finder.smoothed_losses = list(c["smoothed_losses"])
