@@ -17,15 +17,14 @@ first and last points skipped, as the public finders do:
 - ``min1`` (also ``minimum/1``): the LR at the lowest loss itself;
 - ``auto`` (the default) picks by optimizer (:func:`optimizer_family`) and by how far the curve
   fell: ``descent`` for SGD, ``min5`` for Adam, AdamW and any other (``min10`` when the optimizer is not
-  known); when the smoothed loss fell by
-  under :data:`WEAK_FALL` (a hard task learns little in 100 steps; its slopes are noise, its minimum
-  still marks the edge) ``min2`` for SGD and ``min1`` for any other optimizer, which is then held
-  under :data:`HARD_TASK_CAP` (the minimum of such a curve sat at 1.6e-3-1.8e-2 on the bench, the
-  best LR at 3e-3: half of it undershot). Then a ceiling
-  (:func:`auto_cap`): SGD at most :data:`NO_EDGE_CAP` per :data:`NO_EDGE_BATCH` samples of batch
+  known); when the smoothed loss fell by under :data:`WEAK_FALL` (a hard task learns little in 100
+  steps; its slopes are noise, its minimum still marks the edge) ``min2`` for SGD and ``min1`` for any
+  other optimizer, which is then held under :data:`HARD_TASK_CAP` (the minimum of such a curve sat at
+  1.6e-3-1.8e-2 on the bench, the best LR at 3e-3: half of it undershot). Then a ceiling
+  (:func:`auto_cap`): SGD at most :data:`NO_EDGE_CAP` x sqrt(batch size / :data:`NO_EDGE_BATCH`)
   (:func:`no_edge_cap`) when the test never diverged (no edge to read); an adaptive optimizer never
-  above :data:`ADAPTIVE_CAP`, nor above :data:`HARD_TASK_CAP`
-  when the loss fell by under :data:`HARD_FALL`. SGD trains best close to where the loss falls
+  above :data:`ADAPTIVE_CAP`, nor above :data:`HARD_TASK_CAP` when the loss fell by under
+  :data:`HARD_FALL`. SGD trains best close to where the loss falls
   fastest, not far from where it diverges; an adaptive optimizer breaks far earlier, and with
   BatchNorm its test diverges late or never, so its curve's minimum says little.
   ``bench/lr_finder.py`` (bench/results/lr_finder*.md, one file a round) has the figures: ``min10`` alone

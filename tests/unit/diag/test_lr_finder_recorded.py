@@ -1,8 +1,9 @@
 """``auto``'s reading on range tests recorded by bench/lr_finder.py, against each task's measured grid.
 
-data/lr_find_curves.json holds 19 real curves (the runner's range test, 100 steps from 1e-7 to 10,
+data/lr_find_curves.json holds 21 real curves (the runner's range test, 100 steps from 1e-7 to 10,
 EMA 0.98) with their tasks' grids of 4-epoch test accuracies (3-seed means where the bench ran them
-at 3 seeds). The synthetic curves of test_lr_finder_rules.py pin each branch's arithmetic; these pin
+at 3 seeds; the two batch-256 CNNs' grids also hold 0.2 and 0.5, trained at the same 3 seeds to choose
+their ceiling). The synthetic curves of test_lr_finder_rules.py pin each branch's arithmetic; these pin
 what the branches make of the curves the rule was tuned on, so a change to a threshold that moves a
 real task's suggestion shows here first.
 """
@@ -27,6 +28,9 @@ EXPECTED = {
     "cnn/sgd/mnist28@seed0": ("descent", 0.1, 0.1),
     "cnn/sgd_hb/cifar32/seed3@seed3": ("min2", 0.1, 0.1),
     "cnn/sgd_hb/cifar32/seed3@seed103": ("min2", 0.1, 0.1),
+    # the same at batch 256: 0.1 x sqrt(256 / 64) = 0.2 (round 7's held-out misses at 0.1: 0.806, 0.946)
+    "cnn/sgd_hb/cifar32/bs256/seed5@seed5": ("descent", 0.2, 0.2),
+    "cnn/sgd/fmnist28/bs256/seed4@seed4": ("descent", 0.2, 0.2),
     # SGD whose loss hardly fell before its edge: half the minimum's LR
     "mlp_wide/sgd_hb/mnist28/bs256@seed0": ("min2", 0.0834, None),
     "mlp/sgd/cifar32@seed200": ("min2", 0.0834, None),
@@ -104,6 +108,21 @@ def test_an_adam_curve_reads_a_fifth_of_its_minimum_where_a_tenth_undershot():
         assert grid_ratio(key, fifth["lr"]) > grid_ratio(key, tenth["lr"])
         assert fifth["lr"] <= 3e-3  # never past the grid's best here
     assert np.mean([grid_ratio(k, recorded(k).suggest()["lr"]) for k in keys]) >= 0.98
+
+
+def test_a_batch_256_batchnorm_cnn_with_no_edge_is_held_at_0_2_not_0_1():
+    """Round 7's held-out batch-256 CNNs with SGD: no edge up to lr=10, `descent` read 0.24-0.51; 0.1 trained
+    to 0.80-0.81 of the best of the grid with 0.2 and 0.5 added, 0.2 was the best, 0.5 lost 40-75%."""
+    for key in ("cnn/sgd_hb/cifar32/bs256/seed5@seed5", "cnn/sgd/fmnist28/bs256/seed4@seed4"):
+        finder = recorded(key)
+        assert finder.found_no_edge() and finder.batch_size == 256
+        auto = finder.suggest()
+        assert auto["capped_at"] == pytest.approx(0.2) and finder.suggest("descent")["lr"] > 0.2
+        assert grid_ratio(key, auto["lr"]) == pytest.approx(1.0)
+        assert grid_ratio(key, 0.1) < 0.85 and grid_ratio(key, 0.5) < 0.6
+        # the batch unknown: SGD's conventional 0.1, as before
+        finder.batch_size = None
+        assert finder.suggest()["lr"] == pytest.approx(0.1)
 
 
 def test_a_hardly_falling_adam_curve_reads_its_minimum_not_half_of_it():
