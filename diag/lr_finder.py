@@ -66,7 +66,7 @@ NO_EDGE_BATCH = 64
 """The batch size :data:`NO_EDGE_CAP` was measured at (the bench's batch). :func:`no_edge_cap` scales
 the ceiling with the square root of the batch (the gradient noise's scale; Hoffer et al. 2017): a batch
 of 256 takes a quarter of the steps with half the noise, and the bench's batch-256 BatchNorm CNNs lost
-5-20% at 0.1 against 0.2-0.3, and 40% at 0.5 (linear scaling's 0.4 sits on that cliff)."""
+up to 20% at 0.1 against 0.2-0.3, and 40-80% at 0.5 (linear scaling's 0.4 sits next to that drop)."""
 ADAPTIVE_CAP = 1e-2
 """An adaptive optimizer's ceiling under ``auto``, edge or not: with BatchNorm the test diverges late
 (lr 5-10) or never, ``min10`` then reads 0.05-0.1 where the best LR was 3e-3-1e-2 on every such
