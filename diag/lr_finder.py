@@ -12,21 +12,24 @@ first and last points skipped, as the public finders do:
 - ``descent``: the steepest negative slope itself, no margin, on the way to the minimum only and
   within 1000x under it (a curve that does not fall there gets ``min10``);
 - ``min10`` (also ``minimum/10``): a tenth of the LR at the lowest loss;
+- ``min5`` (also ``minimum/5``): a fifth of it;
 - ``min2`` (also ``minimum/2``): half of it;
 - ``min1`` (also ``minimum/1``): the LR at the lowest loss itself;
 - ``auto`` (the default) picks by optimizer (:func:`optimizer_family`) and by how far the curve
-  fell: ``descent`` for SGD, ``min10`` for Adam, AdamW and any other; when the smoothed loss fell by
-  under :data:`WEAK_FALL` (a hard task learns little in 100 steps; its slopes are noise, its minimum
-  still marks the edge) ``min2`` for SGD and ``min1`` for any other optimizer, which is then held
-  under :data:`HARD_TASK_CAP` (the minimum of such a curve sat at 1.6e-3-1.8e-2 on the bench, the
-  best LR at 3e-3: half of it undershot). Then a ceiling
-  (:func:`auto_cap`): SGD at most :data:`NO_EDGE_CAP` when the test never diverged (no edge to
-  read); an adaptive optimizer never above :data:`ADAPTIVE_CAP`, nor above :data:`HARD_TASK_CAP`
-  when the loss fell by under :data:`HARD_FALL`. SGD trains best close to where the loss falls
+  fell: ``descent`` for SGD, ``min5`` for Adam, AdamW and any other (``min10`` when the optimizer is not
+  known); when the smoothed loss fell by under :data:`WEAK_FALL` (a hard task learns little in 100
+  steps; its slopes are noise, its minimum still marks the edge) ``min2`` for SGD and ``min1`` for any
+  other optimizer, which is then held under :data:`HARD_TASK_CAP` (the minimum of such a curve sat at
+  1.6e-3-1.8e-2 on the bench, the best LR at 3e-3: half of it undershot). Then a ceiling
+  (:func:`auto_cap`): SGD at most :data:`NO_EDGE_CAP` x sqrt(batch size / :data:`NO_EDGE_BATCH`)
+  (:func:`no_edge_cap`) when the test never diverged (no edge to read); an adaptive optimizer never
+  above :data:`ADAPTIVE_CAP`, nor above :data:`HARD_TASK_CAP` when the loss fell by under
+  :data:`HARD_FALL`. SGD trains best close to where the loss falls
   fastest, not far from where it diverges; an adaptive optimizer breaks far earlier, and with
   BatchNorm its test diverges late or never, so its curve's minimum says little.
   ``bench/lr_finder.py`` (bench/results/lr_finder*.md, one file a round) has the figures: ``min10`` alone
-  landed 5-10x under SGD's best LR on the 28x28 set (0.80 and 0.93 of a log grid's best).
+  landed 5-10x under SGD's best LR on the 28x28 set (0.80 and 0.93 of a log grid's best); for Adam(W)
+  the best LR sat 2.6-11x under the minimum, and ``min10`` undershot the wide MLPs by 2-4x.
   ``valley`` lands early when the model learns during the test.
 
 Two entry points: the documented ``range_test(train_fn)`` where ``train_fn(lr)``
@@ -55,9 +58,15 @@ SGD, the LR itself under :data:`HARD_TASK_CAP` for the rest)."""
 FAMILIES = ("sgd", "adaptive")
 NO_EDGE_CAP = 0.1
 """SGD's ceiling under ``auto`` when the test found no edge (the loss never diverged below
-``0.9 * max_lr``): SGD with momentum's conventional LR. A BatchNorm CNN's range test can run to lr=10
-without blowing up, its smoothed minimum at 1-4, and every rule read off that curve landed 2-40x over
-the best LR (bench/results/lr_finder_round*.md); with no edge seen, nothing above the convention is safe."""
+``0.9 * max_lr``), at a batch of :data:`NO_EDGE_BATCH`: SGD with momentum's conventional LR. A BatchNorm
+CNN's range test can run to lr=10 without blowing up, its smoothed minimum at 1-4, and every rule read
+off that curve landed 2-40x over the best LR (bench/results/lr_finder_round*.md); with no edge seen,
+nothing above the convention is safe."""
+NO_EDGE_BATCH = 64
+"""The batch size :data:`NO_EDGE_CAP` was measured at (the bench's batch). :func:`no_edge_cap` scales
+the ceiling with the square root of the batch (the gradient noise's scale; Hoffer et al. 2017): a batch
+of 256 takes a quarter of the steps with half the noise, and the bench's batch-256 BatchNorm CNNs lost
+up to 20% at 0.1 against 0.2-0.3, and 40-80% at 0.5 (linear scaling's 0.4 sits next to that drop)."""
 ADAPTIVE_CAP = 1e-2
 """An adaptive optimizer's ceiling under ``auto``, edge or not: with BatchNorm the test diverges late
 (lr 5-10) or never, ``min10`` then reads 0.05-0.1 where the best LR was 3e-3-1e-2 on every such
@@ -69,18 +78,31 @@ most :data:`HARD_TASK_CAP` (Adam's conventional LR), where 1e-2 lost 15-30% on t
 set."""
 
 
-def auto_cap(family: str | None, fall: float, no_edge: bool) -> float | None:
-    """``auto``'s ceiling: SGD's :data:`NO_EDGE_CAP` when the test found no edge, else none; any other
+def no_edge_cap(batch_size: int | None) -> float:
+    """SGD's ceiling on a test with no edge: :data:`NO_EDGE_CAP` x sqrt(``batch_size`` /
+    :data:`NO_EDGE_BATCH`), :data:`NO_EDGE_CAP` itself when the batch size is not known."""
+    if not batch_size:
+        return NO_EDGE_CAP
+    return NO_EDGE_CAP * math.sqrt(batch_size / NO_EDGE_BATCH)
+
+
+def auto_cap(
+    family: str | None, fall: float, no_edge: bool, batch_size: int | None = None
+) -> float | None:
+    """``auto``'s ceiling: SGD's :func:`no_edge_cap` when the test found no edge, else none; any other
     optimizer :data:`HARD_TASK_CAP` if the loss fell by under :data:`HARD_FALL`, else :data:`ADAPTIVE_CAP`."""
     if family == "sgd":
-        return NO_EDGE_CAP if no_edge else None
+        return no_edge_cap(batch_size) if no_edge else None
     return HARD_TASK_CAP if fall < HARD_FALL else ADAPTIVE_CAP
 
 
-def cap_reason(family: str | None, fall: float, max_lr: float) -> str:
+def cap_reason(
+    family: str | None, fall: float, max_lr: float, batch_size: int | None = None
+) -> str:
     """Why :func:`auto_cap` capped (shown in a plot's legend and the printed suggestion)."""
     if family == "sgd":
-        return f"no divergence below {0.9 * max_lr:.3g}"
+        batch = f", batch {batch_size}" if batch_size else ""
+        return f"no divergence below {0.9 * max_lr:.3g}{batch}"
     if fall < HARD_FALL:
         return f"adaptive, loss fell {fall:.0%} < {HARD_FALL:.0%}"
     return "adaptive"
@@ -98,8 +120,14 @@ def optimizer_family(optimizer: torch.optim.Optimizer) -> str:
 
 
 def auto_rule(family: str | None, fall: float | None = None) -> str:
-    """The rule ``auto`` uses: ``descent`` for SGD, ``min10`` for adaptive or unknown optimizers; when
-    the curve fell by less than :data:`WEAK_FALL` (``fall``) ``min2`` for SGD and ``min1`` for the rest.
+    """The rule ``auto`` uses: ``descent`` for SGD, ``min5`` for adaptive optimizers, fastai's ``min10``
+    when the optimizer is not known (``range_test(train_fn)`` without ``optimizer_family``); when the
+    curve fell by less than :data:`WEAK_FALL` (``fall``) ``min2`` for SGD and ``min1`` for the rest.
+
+    Why ``min5``, not fastai's ``min10``: over the bench's Adam(W) tasks the best LR of a short cosine
+    run sat 2.6-11x under the curve's minimum; a tenth trained the wide MLPs at 2-4x under their best
+    (0.95 and 0.91 of it on 3-seed means), a fifth is at most 2x over the best where a tenth was right,
+    and the ceilings below hold it on the steep side.
 
     Why ``min1`` there: an adaptive optimizer's weak-fall curve is always held under
     :data:`HARD_TASK_CAP` by :func:`auto_cap`; its minimum is as often under that as over it, and
@@ -108,7 +136,9 @@ def auto_rule(family: str | None, fall: float | None = None) -> str:
     """
     if fall is not None and fall < WEAK_FALL:
         return "min2" if family == "sgd" else "min1"
-    return "descent" if family == "sgd" else "min10"
+    if family == "sgd":
+        return "descent"
+    return "min5" if family == "adaptive" else "min10"
 
 
 def relative_fall(losses: np.ndarray) -> float:
@@ -172,9 +202,10 @@ class LearningRateFinder:
 
     ``smooth`` is the EMA coefficient (0 disables smoothing); ``skip_start``
     defaults to a tenth of ``num_steps`` and ``skip_end`` to 5, like fastai.
-    ``method="auto"`` reads ``descent`` for SGD and ``min10`` otherwise; the torch mode
+    ``method="auto"`` reads ``descent`` for SGD and ``min5`` for adaptive optimizers; the torch mode
     learns ``optimizer_family`` from its optimizer, ``range_test(train_fn)`` needs it given
-    (``"sgd"`` or ``"adaptive"``; without it ``auto`` is ``min10``).
+    (``"sgd"`` or ``"adaptive"``; without it ``auto`` is ``min10``). ``batch_size`` (the torch mode
+    reads it off the first batch) scales SGD's no-edge ceiling (:func:`no_edge_cap`).
     """
 
     def __init__(
@@ -188,6 +219,7 @@ class LearningRateFinder:
         skip_start: int | None = None,
         skip_end: int = 5,
         optimizer_family: str | None = None,
+        batch_size: int | None = None,
     ) -> None:
         if not (min_lr > 0 and max_lr > min_lr):
             raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr}, max_lr={max_lr}")
@@ -201,7 +233,10 @@ class LearningRateFinder:
             raise ValueError(
                 f"optimizer_family={optimizer_family!r}: one of {', '.join(FAMILIES)} (or None)"
             )
+        if batch_size is not None and int(batch_size) < 1:
+            raise ValueError(f"batch_size={batch_size}: must be a positive whole number")
         self.optimizer_family = optimizer_family
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
         self.num_steps = int(num_steps)
@@ -303,6 +338,8 @@ class LearningRateFinder:
                     self.stop_reason = "ran out of batches"
                     break
                 x, y = batch[0], batch[1]
+                if self.batch_size is None:  # SGD's no-edge ceiling scales with it
+                    self.batch_size = len(x)
                 if device is not None:
                     x, y = x.to(device), y.to(device)
                 for group in optimizer.param_groups:
@@ -362,7 +399,7 @@ class LearningRateFinder:
         cap, fall = None, relative_fall(losses)
         if name == "auto":
             name = auto_rule(self.optimizer_family, fall)
-            cap = auto_cap(self.optimizer_family, fall, self.found_no_edge())
+            cap = auto_cap(self.optimizer_family, fall, self.found_no_edge(), self.batch_size)
         if name == "valley":
             i = valley_index(losses)
             lr = lrs[i]
@@ -372,6 +409,9 @@ class LearningRateFinder:
         elif name == "descent" and (d := descent_index(lrs, losses)) is not None:
             i = d
             lr = lrs[i]
+        elif name == "min5":
+            i = int(np.argmin(losses))
+            lr = lrs[i] / 5
         elif name == "min2":
             i = int(np.argmin(losses))
             lr = lrs[i] / 2
@@ -383,7 +423,7 @@ class LearningRateFinder:
             i = int(np.argmin(losses))
             lr = lrs[i] / 10
         if cap is not None and lr > cap:
-            why = cap_reason(self.optimizer_family, fall, self.max_lr)
+            why = cap_reason(self.optimizer_family, fall, self.max_lr, self.batch_size)
             return {
                 "lr": cap,
                 "index": start + i,
@@ -407,6 +447,7 @@ class LearningRateFinder:
             "cap_reason": chosen.get("cap_reason"),
             "rule": self.method,
             "optimizer_family": self.optimizer_family,
+            "batch_size": self.batch_size,
             "suggested_index": chosen["index"],
             "suggestions": {m: self.suggest(m)["lr"] for m in METHODS},
             "lrs": list(self.lrs),
@@ -451,6 +492,7 @@ class LearningRateFinder:
                 "steepest": ("s", "tab:orange"),
                 "min10": ("^", "tab:purple"),
                 "descent": ("D", "tab:brown"),
+                "min5": ("X", "tab:pink"),
                 "min2": ("v", "tab:olive"),
                 "min1": ("P", "tab:cyan"),
             }

@@ -36,11 +36,14 @@ log = logging.getLogger(__name__)
 
 
 def build_finder(
-    cfg: DictConfig, optimizer: torch.optim.Optimizer | None = None
+    cfg: DictConfig,
+    optimizer: torch.optim.Optimizer | None = None,
+    batch_size: int | None = None,
 ) -> LearningRateFinder:
     """The finder from the ``lr_find`` config block (its YAML holds the defaults); bad values: :class:`UserError`.
 
-    ``optimizer`` is the run's: ``lr_find.method=auto`` reads a different rule for SGD.
+    ``optimizer`` is the run's: ``lr_find.method=auto`` reads a different rule for SGD. ``batch_size``
+    is the training loader's: SGD's ceiling on a test that never diverged scales with it.
     """
     errors = lr_find_errors(cfg)
     if errors:
@@ -54,6 +57,7 @@ def build_finder(
         smooth=float(node.smooth),
         diverge_factor=float(node.diverge_factor),
         optimizer_family=optimizer_family(optimizer) if optimizer is not None else None,
+        batch_size=batch_size,
     )
 
 
@@ -103,7 +107,7 @@ def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
 
 def find(r: Run) -> dict[str, Any]:
     """Run the range test, then write png, json and TensorBoard scalars into the run directory."""
-    finder = build_finder(r.cfg, r.optimizer)
+    finder = build_finder(r.cfg, r.optimizer, getattr(r.train_loader, "batch_size", None))
     result = range_test(r, finder)
     r.run_dir.mkdir(parents=True, exist_ok=True)
     finder.plot(r.run_dir / "lr_find.png", result)

@@ -280,7 +280,7 @@ def lr_find_errors(cfg: DictConfig) -> list[str]:
     except ValueError:
         errors.append(
             f"lr_find.method={method!r} is not valid: choose one of auto (descent for SGD, "
-            "minimum/10 otherwise), descent, valley, steepest, minimum/10, minimum/2, minimum/1"
+            "minimum/5 otherwise), descent, valley, steepest, minimum/10, minimum/5, minimum/2, minimum/1"
         )
     return errors
 

@@ -1,8 +1,9 @@
 """``auto``'s reading on range tests recorded by bench/lr_finder.py, against each task's measured grid.
 
-data/lr_find_curves.json holds 15 real curves (the runner's range test, 100 steps from 1e-7 to 10,
+data/lr_find_curves.json holds 21 real curves (the runner's range test, 100 steps from 1e-7 to 10,
 EMA 0.98) with their tasks' grids of 4-epoch test accuracies (3-seed means where the bench ran them
-at 3 seeds). The synthetic curves of test_lr_finder_rules.py pin each branch's arithmetic; these pin
+at 3 seeds; the two batch-256 CNNs' grids also hold 0.2 and 0.5, trained at the same 3 seeds to choose
+their ceiling). The synthetic curves of test_lr_finder_rules.py pin each branch's arithmetic; these pin
 what the branches make of the curves the rule was tuned on, so a change to a threshold that moves a
 real task's suggestion shows here first.
 """
@@ -23,20 +24,29 @@ CURVES = json.loads((Path(__file__).parent / "data" / "lr_find_curves.json").rea
 EXPECTED = {
     # SGD that found an edge: the steepest fall
     "mlp/sgd/digits@seed0": ("descent", 0.115, None),
-    # a BatchNorm CNN's SGD test that never diverged: held at SGD's conventional 0.1
+    # a BatchNorm CNN's SGD test that never diverged: held at SGD's conventional 0.1 (batch 64)
     "cnn/sgd/mnist28@seed0": ("descent", 0.1, 0.1),
     "cnn/sgd_hb/cifar32/seed3@seed3": ("min2", 0.1, 0.1),
     "cnn/sgd_hb/cifar32/seed3@seed103": ("min2", 0.1, 0.1),
+    # the same at batch 256: 0.1 x sqrt(256 / 64) = 0.2 (round 7's held-out misses at 0.1: 0.806, 0.946)
+    "cnn/sgd_hb/cifar32/bs256/seed5@seed5": ("descent", 0.2, 0.2),
+    "cnn/sgd/fmnist28/bs256/seed4@seed4": ("descent", 0.2, 0.2),
     # SGD whose loss hardly fell before its edge: half the minimum's LR
     "mlp_wide/sgd_hb/mnist28/bs256@seed0": ("min2", 0.0834, None),
     "mlp/sgd/cifar32@seed200": ("min2", 0.0834, None),
     "mlp_wide/sgd/fmnist28@seed0": ("min2", 0.211, None),
-    # Adam(W) on an easy curve: a tenth of the minimum, at most 1e-2
-    "mlp/adam/mnist28@seed0": ("min10", 2.60e-3, None),
-    "mlp_wide/adam/mnist28/bs256@seed0": ("min10", 1.02e-3, None),
-    "cnn/adam/mnist28/bs256/seed3@seed3": ("min10", 1e-2, 1e-2),
+    # Adam(W) on an easy curve: a fifth of the minimum, at most 1e-2 (here a tenth was right, best 3e-3
+    # and 1e-3: a fifth still trains to over 0.95 of the best)
+    "mlp/adam/mnist28@seed0": ("min5", 5.19e-3, None),
+    "mlp_wide/adam/mnist28/bs256@seed0": ("min5", 2.05e-3, None),
+    "cnn/adam/mnist28/bs256/seed3@seed3": ("min5", 1e-2, 1e-2),
+    # round 7's held-out misses under minimum/10 (0.949 and 0.909 on 3-seed means): best at 3e-3
+    "mlp_wide/adamw/mnist28/seed5@seed5": ("min5", 2.97e-3, None),
+    "mlp_wide/adamw/mnist28/seed5@seed105": ("min5", 2.05e-3, None),
+    "mlp_wide/adamw/mnist28/seed5@seed205": ("min5", 1.70e-3, None),
+    "mlp/adam/fmnist28/bs256/seed4@seed4": ("min5", 3e-3, 3e-3),
     # Adam on a loss that fell 5-10%: at most 3e-3
-    "cnn/adam/cifar32@seed0": ("min10", 3e-3, 3e-3),
+    "cnn/adam/cifar32@seed0": ("min5", 3e-3, 3e-3),
     # Adam(W) on a loss that hardly fell: the minimum's own LR, at most 3e-3
     "mlp/adam/cifar32@seed0": ("min1", 2.31e-3, None),
     "mlp/adam/cifar32@seed100": ("min1", 1.59e-3, None),
@@ -53,7 +63,11 @@ def recorded(key: str) -> LearningRateFinder:
     """A finder holding one recorded curve (no range test run), as ``lr_find.method=auto`` would."""
     c = CURVES[key]
     finder = LearningRateFinder(
-        min_lr=c["min_lr"], max_lr=c["max_lr"], num_steps=100, optimizer_family=c["family"]
+        min_lr=c["min_lr"],
+        max_lr=c["max_lr"],
+        num_steps=100,
+        optimizer_family=c["family"],
+        batch_size=c["batch_size"],
     )
     finder.lrs, finder.losses = list(c["lrs"]), list(c["losses"])
     finder.smoothed_losses = list(c["smoothed_losses"])
@@ -80,6 +94,35 @@ def test_auto_reads_the_recorded_curve_as_expected_and_lands_near_the_grid_best(
     assert result["lr"] == pytest.approx(lr, rel=0.01)
     assert result.get("capped_at") == cap
     assert grid_ratio(key, result["lr"]) >= BELOW_TARGET.get(key, TARGET)
+
+
+def test_an_adam_curve_reads_a_fifth_of_its_minimum_where_a_tenth_undershot():
+    """Round 7's held-out mlp_wide/adamw/mnist28/seed5: minima at 0.85e-2-1.5e-2, the grid's best at 3e-3
+    (0.882 mean), 1e-3 at 0.834; a tenth of the minimum trained to 0.949 of the best, under the target
+    (the grid read in log-LR puts it at 0.953: a trained run sits under the straight line)."""
+    keys = [k for k in CURVES if k.startswith("mlp_wide/adamw/mnist28/seed5@")]
+    assert len(keys) == 3
+    for key in keys:
+        fifth, tenth = recorded(key).suggest(), recorded(key).suggest("min10")
+        assert fifth["method"] == "min5" and fifth["lr"] == pytest.approx(2 * tenth["lr"])
+        assert grid_ratio(key, fifth["lr"]) > grid_ratio(key, tenth["lr"])
+        assert fifth["lr"] <= 3e-3  # never past the grid's best here
+    assert np.mean([grid_ratio(k, recorded(k).suggest()["lr"]) for k in keys]) >= 0.98
+
+
+def test_a_batch_256_batchnorm_cnn_with_no_edge_is_held_at_0_2_not_0_1():
+    """Round 7's held-out batch-256 CNNs with SGD: no edge up to lr=10, `descent` read 0.24-0.51; 0.1 trained
+    to 0.80-0.81 of the best of the grid with 0.2 and 0.5 added, 0.2 was the best, 0.5 lost 40-75%."""
+    for key in ("cnn/sgd_hb/cifar32/bs256/seed5@seed5", "cnn/sgd/fmnist28/bs256/seed4@seed4"):
+        finder = recorded(key)
+        assert finder.found_no_edge() and finder.batch_size == 256
+        auto = finder.suggest()
+        assert auto["capped_at"] == pytest.approx(0.2) and finder.suggest("descent")["lr"] > 0.2
+        assert grid_ratio(key, auto["lr"]) == pytest.approx(1.0)
+        assert grid_ratio(key, 0.1) < 0.85 and grid_ratio(key, 0.5) < 0.6
+        # the batch unknown: SGD's conventional 0.1, as before
+        finder.batch_size = None
+        assert finder.suggest()["lr"] == pytest.approx(0.1)
 
 
 def test_a_hardly_falling_adam_curve_reads_its_minimum_not_half_of_it():
