@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 
-from helpers import ROOT
+from helpers import ROOT, cli_fork
 
 
 def test_data_pipeline_bench_quick_prints_a_ratio_per_row(tmp_path):
-    proc = subprocess.run(
+    proc = cli_fork.run(
         [
             sys.executable,
             str(ROOT / "bench" / "data_pipeline.py"),
@@ -18,10 +17,8 @@ def test_data_pipeline_bench_quick_prints_a_ratio_per_row(tmp_path):
             "--data-dir",
             str(tmp_path),
         ],
-        capture_output=True,
-        text=True,
-        timeout=300,
         cwd=tmp_path,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "x |" in line]

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, cli_fork
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def _rows(text: str) -> list[list[str]]:
 def test_overhead_quick_times_every_loop(tmp_path):
     """The MLP only: the CNN goes through the same code with another config (and the MLP has the breakdown)."""
     out = tmp_path / "overhead.md"
-    proc = subprocess.run(
+    proc = cli_fork.run(
         [
             sys.executable,
             str(ROOT / "bench" / "overhead.py"),
@@ -44,10 +44,8 @@ def test_overhead_quick_times_every_loop(tmp_path):
             "--out",
             str(out),
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
         cwd=tmp_path,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(proc.stdout)
@@ -135,12 +133,10 @@ def test_overhead_keeps_lightnings_environment_to_the_lightning_rows():
 
 def test_time_to_accuracy_quick_times_the_dry_run_and_a_training_run(tmp_path):
     out = tmp_path / "tta.md"
-    proc = subprocess.run(
+    proc = cli_fork.run(
         [sys.executable, str(ROOT / "bench" / "time_to_accuracy.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
         cwd=tmp_path,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r for r in _rows(proc.stdout)}
@@ -161,7 +157,7 @@ def test_time_to_accuracy_quick_times_the_dry_run_and_a_training_run(tmp_path):
 
 def test_holdout_quick_checks_a_fault_and_a_healthy_run_with_and_without_the_autotrainer(tmp_path):
     out = tmp_path / "holdout.md"
-    proc = subprocess.run(
+    proc = cli_fork.run(
         [
             sys.executable,
             str(ROOT / "bench" / "holdout.py"),
@@ -170,10 +166,8 @@ def test_holdout_quick_checks_a_fault_and_a_healthy_run_with_and_without_the_aut
             "--out",
             str(out),
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
         cwd=tmp_path,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r for r in _rows(out.read_text()) if r[0] != "case"}
@@ -197,12 +191,10 @@ def test_autotrainer_quick_runs_each_case_as_is_with_it_and_its_twin_and_resumes
     alone; a second call with --score-only reruns nothing and prints the same tables."""
     out, runs = tmp_path / "autotrainer.md", tmp_path / "runs"
     cmd = [sys.executable, str(ROOT / "bench" / "autotrainer.py"), "--quick", "--runs", str(runs)]
-    proc = subprocess.run(
+    proc = cli_fork.run(
         [*cmd, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
         cwd=tmp_path,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
@@ -214,9 +206,7 @@ def test_autotrainer_quick_runs_each_case_as_is_with_it_and_its_twin_and_resumes
     assert "healthy runs with an action that changed them: 0/2" in text
     assert "runs that crashed or did not run: 0" in text
     assert sorted(p.name for p in (runs / nan[0]).iterdir()) == ["off", "on", "twin"]
-    again = subprocess.run(
-        [*cmd, "--score-only"], capture_output=True, text=True, timeout=300, cwd=tmp_path
-    )
+    again = cli_fork.run([*cmd, "--score-only"], cwd=tmp_path, timeout=300)
     assert again.returncode == 0 and "runs to do" not in again.stdout
     assert text.strip() in again.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["autotrainer.md", "runs"]
@@ -231,12 +221,10 @@ def test_instructions_quick_counts_the_hand_loop_and_diag_off_on_both_workloads(
     if why_not:
         pytest.skip(why_not)
     out = tmp_path / "instructions.md"
-    proc = subprocess.run(
+    proc = cli_fork.run(
         [sys.executable, str(ROOT / "bench" / "instructions.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
         cwd=tmp_path,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {(r[0], r[1]): r for r in _rows(proc.stdout)}
@@ -272,7 +260,7 @@ def test_results_files_name_the_command_with_its_arguments_but_not_the_output_pa
 
 def test_fault_bench_quick_prints_every_case_as_a_row(bench_modules, tmp_path):
     """bench/fault_bench.py --quick: the metrics table has its columns and every case is a row."""
-    proc = subprocess.run(
+    proc = cli_fork.run(
         [
             sys.executable,
             str(ROOT / "bench" / "fault_bench.py"),
@@ -280,10 +268,8 @@ def test_fault_bench_quick_prints_every_case_as_a_row(bench_modules, tmp_path):
             "--runs",
             str(tmp_path / "runs"),
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
         cwd=tmp_path,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -313,7 +299,7 @@ def test_fault_bench_quick_prints_every_case_as_a_row(bench_modules, tmp_path):
 
 def test_whole_run_quick_gives_every_loop_time_to_accuracy_and_start_up(tmp_path):
     out = tmp_path / "whole_run.md"
-    proc = subprocess.run(
+    proc = cli_fork.run(
         [
             sys.executable,
             str(ROOT / "bench" / "whole_run.py"),
@@ -323,10 +309,8 @@ def test_whole_run_quick_gives_every_loop_time_to_accuracy_and_start_up(tmp_path
             "--out",
             str(out),
         ],
-        capture_output=True,
-        text=True,
-        timeout=900,
         cwd=tmp_path,
+        timeout=900,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

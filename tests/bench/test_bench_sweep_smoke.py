@@ -11,17 +11,15 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, cli_fork
 
 
 def _bench(script: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
     out = tmp_path / f"{script}.md"
-    proc = subprocess.run(
+    proc = cli_fork.run(
         [sys.executable, str(ROOT / "bench" / f"{script}.py"), "--quick", "--out", str(out), *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
         cwd=tmp_path,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.read_text().startswith(f"# bench/{script}.py")
@@ -70,17 +68,15 @@ def test_lr_finder_range_test_only_screens_against_a_printed_grid(tmp_path):
         "    mlp/sgd/digits         0.01:0.869  0.03:0.925  0.1:0.958  0.3:0.964  1:0.103\n"
         "    mlp/adam/digits        0.001:0.930  0.003:0.942  0.01:0.958  0.03:0.944\n"
     )
-    proc = subprocess.run(
+    proc = cli_fork.run(
         [
             sys.executable,
             str(ROOT / "bench" / "lr_finder.py"),
             *("--range-test-only", "--grid-from", str(printed), "--keep", str(tmp_path / "k")),
             *("--tasks", "mlp/sgd/digits", "mlp/adam/digits", "mlp/sgd/mnist28", "--seeds", "2"),
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
         cwd=tmp_path,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {

@@ -58,7 +58,7 @@ def run_cli(
             cmd.append(f"hydra.run.dir={run_dir}")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if not fresh and forkable(full_env):
-        return run_forked(cmd, module, cmd[3:], tmp_path, full_env, timeout)
+        return run_forked(cmd, tmp_path, full_env, timeout)
     return subprocess.run(
         cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=full_env
     )

@@ -4,9 +4,9 @@ Why: most of a short CLI run in the tests is ``import torch`` and the first opti
 ``torch._dynamo`` (3-4 s of a 5 s run). multiprocessing's forkserver imports them once per pytest worker;
 each CLI run is then a fresh process forked from it that runs the module as ``python -m`` does
 (``runpy.run_module(..., run_name="__main__", alter_sys=True)``, the working directory first on
-``sys.path``), with its own cwd, environment, argv, stdout and stderr, and its exit code or signal as the
+``sys.path``; a script by ``runpy.run_path``, its folder first), with its own cwd, environment, argv, stdout and stderr, and its exit code or signal as the
 process's. What a fresh interpreter alone shows (what is imported at start-up, environment variables read
-at import time) is tested with :func:`subprocess.run` instead: ``helpers.run_cli(..., fresh=True)``.
+at import time) is tested with :func:`subprocess.run` instead: ``helpers.run_cli(..., fresh=True)``. :func:`run` is ``subprocess.run`` for such commands.
 """
 
 from __future__ import annotations
@@ -36,12 +36,22 @@ _context: multiprocessing.context.ForkServerContext | None = None
 
 
 def forkable(env: dict[str, str]) -> bool:
-    """Whether a run with ``env`` behaves in a forked process as in a fresh one."""
-    return all(
-        os.environ.get(key) == value
-        for key, value in env.items()
-        if key.startswith(IMPORT_TIME_PREFIXES) and key != "PYTHONUNBUFFERED"
-    ) and all(key in env for key in os.environ if key.startswith(IMPORT_TIME_PREFIXES))
+    """Whether a run with ``env`` behaves in a forked process as in a fresh one: the variables read at
+    import time are this process's (a ``PYTHONPATH`` whose folders are on ``sys.path`` already is too)."""
+    on_path = {os.path.realpath(p or ".") for p in sys.path}
+    for key in set(env) | set(os.environ):
+        if not key.startswith(IMPORT_TIME_PREFIXES) or key == "PYTHONUNBUFFERED":
+            continue
+        value = env.get(key)
+        if (
+            key == "PYTHONPATH"
+            and value is not None
+            and all(os.path.realpath(p) in on_path for p in value.split(os.pathsep) if p)
+        ):
+            continue
+        if value != os.environ.get(key):
+            return False
+    return True
 
 
 def _context_once() -> multiprocessing.context.ForkServerContext:
@@ -53,8 +63,9 @@ def _context_once() -> multiprocessing.context.ForkServerContext:
     return _context
 
 
-def _main(module: str, args: list[str], cwd: str, env: dict[str, str], out: str, err: str) -> None:
-    """In the forked process: become ``python -m module *args`` with its own cwd, env and output files."""
+def _main(program: str, args: list[str], cwd: str, env: dict[str, str], out: str, err: str) -> None:
+    """In the forked process: become ``python -m <program> *args`` (or ``python <program>.py *args``, a
+    path) with its own cwd, env and output files."""
     import logging
     import runpy
     import traceback
@@ -70,21 +81,24 @@ def _main(module: str, args: list[str], cwd: str, env: dict[str, str], out: str,
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    sys.path.insert(0, cwd)  # python -m puts the working directory first
-    sys.argv = [module, *args]
+    script = program.endswith(".py")
+    # python -m puts the working directory first on sys.path, python <script> the script's folder
+    sys.path.insert(0, os.path.dirname(os.path.abspath(program)) if script else cwd)
+    sys.argv = [program, *args]
     code: int = 0
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        if script:
+            runpy.run_path(program, run_name="__main__")
+        else:
+            runpy.run_module(program, run_name="__main__", alter_sys=True)
     except SystemExit as stop:
         if stop.code is None or isinstance(stop.code, int):
             code = stop.code or 0
         else:  # sys.exit("message"): printed to stderr, exit code 1, as the interpreter does
             print(stop.code, file=sys.stderr)
             code = 1
-    except (
-        BaseException
-    ):  # an uncaught exception: its traceback and exit code 1, as the interpreter does
-        traceback.print_exc()
+    except BaseException:
+        traceback.print_exc()  # an uncaught exception: its traceback and exit code 1, as python does
         code = 1
     finally:
         logging.shutdown()
@@ -94,13 +108,18 @@ def _main(module: str, args: list[str], cwd: str, env: dict[str, str], out: str,
 
 
 def run_forked(
-    cmd: list[str], module: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float
+    cmd: list[str], cwd: Path, env: dict[str, str], timeout: float
 ) -> subprocess.CompletedProcess:
-    """``subprocess.run(cmd, capture_output=True, text=True, ...)``'s result, from a forked process."""
+    """``subprocess.run(cmd, capture_output=True, text=True, ...)``'s result, from a forked process;
+    ``cmd`` is ``[sys.executable, "-m", module, *args]`` or ``[sys.executable, script.py, *args]``."""
+    if cmd[1] == "-m":
+        program, args = cmd[2], cmd[3:]
+    else:
+        program, args = cmd[1], cmd[2:]
     with tempfile.TemporaryDirectory(prefix="cli-") as tmp:
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
         proc = _context_once().Process(
-            target=_main, args=(module, args, str(cwd), env, out, err), daemon=False
+            target=_main, args=(program, args, str(cwd), env, out, err), daemon=False
         )
         proc.start()
         proc.join(timeout)
@@ -113,3 +132,17 @@ def run_forked(
         with open(err, encoding="utf-8", errors="replace") as f_err:
             stderr = f_err.read()
     return subprocess.CompletedProcess(cmd, proc.exitcode, stdout, stderr)
+
+
+def run(
+    cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)`` for
+    ``cmd`` a Python module or script run by ``sys.executable``: forked when ``env`` allows it
+    (:func:`forkable`), in a new interpreter otherwise."""
+    full_env = dict(os.environ if env is None else env)
+    if forkable(full_env):
+        return run_forked(cmd, cwd, full_env, timeout)
+    return subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
