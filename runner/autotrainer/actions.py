@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from diag.hooks import FitState
 from runner.autotrainer import lr_evidence
 from runner.autotrainer.lr_surgery import plateau_cuts, reset_plateau_patience, slow_schedule
+from runner.autotrainer.schedule_ahead import peak_ahead
 from runner.autotrainer.snapshots import Snapshot, set_dropout
 
 if TYPE_CHECKING:
@@ -74,7 +75,14 @@ def reset_moments(optimizer: torch.optim.Optimizer) -> int:
     return n
 
 
-@register("rollback", needs=lambda spec: ("lr_factor", "clip"))
+@register(
+    "rollback",
+    needs=lambda spec: (
+        "lr_factor",
+        "clip",
+        *(("max_train_share", "max_train_rise") if spec.get("hold_steps") is not None else ()),
+    ),
+)
 def rollback(
     policy: AutoTrainer,
     state: FitState,
@@ -167,16 +175,39 @@ def raise_lr(
     rule: OnlineRule,
     changes: dict[str, Any],
 ) -> Repair | None:
-    """The LR up (slow convergence), unless the first layer gets no gradient at all."""
+    """The LR up (slow convergence), unless the first layer gets no gradient at all, the schedule is still
+    raising it (a warm-up), or the update ratio read at the schedule's peak ahead is not too low."""
     if not gradient_reaches_first_layer(policy):
         return None  # no LR moves weights that get no gradient: wait for the mechanism's diagnosis
-    factor, detail = raise_factor(policy, rule), ""
-    undo = plateau_cuts(state.scheduler, state.current_lr, policy.carried.lr_peak)
+    lr_now = state.current_lr
+    peak, climbing = peak_ahead(state.scheduler, lr_now, _scheduler_steps_left(state))
+    if climbing:
+        return None  # the warm-up raises the LR itself: a ratio sampled now understates its steps
+    sized = raise_factor(policy, rule, at_peak=peak / lr_now if lr_now > 0 else 1.0)
+    if sized is None:
+        return None  # the weights move enough per step at the schedule's peak: not the LR's fault
+    factor, detail = sized, ""
+    ceiling = 1.0 / policy.carried.lr_scale if policy.carried.lr_scale < 1.0 else None
+    if ceiling is not None and factor > ceiling:
+        # this attempt cut the LR on the evidence that the recipe's was too high: back to it, not above
+        factor = ceiling
+        detail = "back to the recipe's LR at most (this attempt cut it before)"
+    undo = plateau_cuts(state.scheduler, lr_now, policy.carried.lr_peak)
     if undo != 1.0:
         factor *= undo
-        detail = f"the plateau scheduler's cuts since the last action undone (x{undo:.3g})"
+        words = f"the plateau scheduler's cuts since the last action undone (x{undo:.3g})"
+        detail = f"{detail}, {words}" if detail else words
         reset_plateau_patience(state.scheduler)  # the stalled epochs were the too-low LR's
+    if factor <= 1.0:
+        return None
     return Repair(factor=factor, detail=detail)
+
+
+def _scheduler_steps_left(state: FitState) -> int:
+    """The scheduler's steps left: epochs or optimizer steps, as the loop steps it."""
+    per_epoch = getattr(state.loop, "scheduler_interval", "epoch") == "epoch"
+    left = max(state.max_steps - state.step, 0)
+    return math.ceil(left / max(state.steps_per_epoch, 1)) if per_epoch else left
 
 
 @register("loosen_clip")
@@ -601,24 +632,28 @@ def gradient_reaches_first_layer(policy: AutoTrainer) -> bool:
     return not recent or max(recent) > 0.0
 
 
-def raise_factor(policy: AutoTrainer, rule: OnlineRule) -> float:
-    """``lr_factor``, or enough to bring the measured update ratio up to ``target_update_ratio``.
+def raise_factor(policy: AutoTrainer, rule: OnlineRule, at_peak: float = 1.0) -> float | None:
+    """``lr_factor``, or what brings the measured update ratio, read at the schedule's peak ahead, up to
+    ``target_update_ratio`` (at most ``max_factor``); None when that reading is already at the target.
 
-    A too-low LR shows as weights that barely move; the step needed is read
-    from how far they are from a healthy ‖Δw‖/‖w‖ (about 1e-3), bounded by
-    ``max_factor`` so one raise cannot overshoot wildly.
+    A too-low LR shows as weights that barely move. The ratio grows with the LR, so samples taken at a
+    fraction of the peak the schedule will still reach are scaled by ``at_peak`` (that peak over the LR
+    now) before the raise is sized: sized at a one-cycle warm-up's low LR, a raise x286 took the peak
+    to 2.9x the recipe's own LR and blew the run up. Without samples, the rule's fixed ``lr_factor``.
     """
-    factor = _given(rule.lr_factor)
     target = rule.target_update_ratio
     ratios = [
         r
         for r in (policy.diagnostics.series.update_ratio[-3:] if policy.diagnostics else [])
         if r is not None and math.isfinite(r) and r > 0
     ]
-    if target and ratios:
-        measured = sorted(ratios)[len(ratios) // 2]
-        factor = max(factor, min(_given(rule.max_factor), target / measured))
-    return factor
+    if not (target and ratios):
+        return _given(rule.lr_factor)
+    measured = sorted(ratios)[len(ratios) // 2] * max(at_peak, 1.0)
+    wanted = target / measured
+    if wanted <= 1.0:
+        return None
+    return min(_given(rule.max_factor), wanted)
 
 
 def _given(value: float | None) -> float:

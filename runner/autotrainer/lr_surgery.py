@@ -21,13 +21,13 @@ def _scale(value: Any, factor: float) -> Any:
     return value * factor
 
 
-def _schedulers(scheduler: Any) -> Iterable[Any]:
+def schedulers(scheduler: Any) -> Iterable[Any]:
     """The scheduler and, for SequentialLR/ChainedScheduler, the ones it wraps."""
     if scheduler is None:
         return
     yield scheduler
     for inner in getattr(scheduler, "_schedulers", None) or ():
-        yield from _schedulers(inner)
+        yield from schedulers(inner)
 
 
 def scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) -> None:
@@ -42,7 +42,7 @@ def scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) ->
         for key in GROUP_LR_KEYS:
             if key in group:
                 group[key] = _scale(group[key], factor)
-    for sched in _schedulers(scheduler):
+    for sched in schedulers(scheduler):
         attrs = vars(sched)
         for key in SCHEDULER_LR_LISTS:
             if isinstance(attrs.get(key), list):
@@ -71,7 +71,7 @@ def slow_schedule(
     """
     sched_mod = torch.optim.lr_scheduler
     changed: dict[str, Any] = {}
-    for sched in _schedulers(scheduler):
+    for sched in schedulers(scheduler):
         stepwise = isinstance(sched, (sched_mod.StepLR, sched_mod.MultiStepLR))
         if stepwise and min_gamma and sched.gamma < min_gamma:
             sched.gamma = min_gamma
@@ -107,7 +107,7 @@ def plateau_cuts(scheduler: Any, lr_now: float, lr_peak: float) -> float:
     (0.850 against 0.908). Schedules computed from their progress (step, cosine, one-cycle) are scaled
     whole by a raise and keep their position."""
     plateau = any(
-        isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau) for s in _schedulers(scheduler)
+        isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau) for s in schedulers(scheduler)
     )
     if not plateau or not (lr_now > 0 and lr_peak > lr_now):
         return 1.0
@@ -116,6 +116,6 @@ def plateau_cuts(scheduler: Any, lr_now: float, lr_peak: float) -> float:
 
 def reset_plateau_patience(scheduler: Any) -> None:
     """Forget the stalled epochs a ReduceLROnPlateau (wrapped or not) counted: they were the fault's."""
-    for s in _schedulers(scheduler):
+    for s in schedulers(scheduler):
         if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
             s.num_bad_epochs = 0

@@ -24,7 +24,13 @@ from diag.codes import SEVERITY_RANK
 from diag.hooks import FitState, Hook
 from diag.live import DiagnosticsHook
 from runner import distributed
-from runner.autotrainer import lr_evidence, outcomes, overfit_evidence, setting_causes
+from runner.autotrainer import (
+    explosion_evidence,
+    lr_evidence,
+    outcomes,
+    overfit_evidence,
+    setting_causes,
+)
 from runner.autotrainer.actions import ACTIONS, ONLINE_ACTIONS
 from runner.autotrainer.attempts import Session
 from runner.autotrainer.judgement import judge
@@ -83,6 +89,9 @@ class AutoTrainer(Hook):
         self._val_examples = 0  # of the last validation (the binomial noise of its accuracy)
         self._ratios = lr_evidence.NewSamples()  # the update ratios not read yet
         self._progress: tuple[int, int] = (0, 0)  # the step and max_steps of the last check
+        self._held_note: tuple[Any, str] | None = (
+            None  # the held explosion last said so (said once)
+        )
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -460,6 +469,8 @@ class AutoTrainer(Hook):
                 continue  # no steps left to regularise: early stopping (restore_best) picks the weights tested
             if self._mild(issue, rule) or self._not_learned(rule):
                 continue  # validation accuracy not falling, or never risen: no overfitting to repair
+            if self._held(issue, rule, state.step):
+                continue  # a validation-only blow-up while the training loss learns (a warm-up's)
             if rule is None and code not in restarts:
                 continue
             if (
@@ -593,6 +604,27 @@ class AutoTrainer(Hook):
         steps = [abs(b - a) for a, b in zip(accs[:-1], accs[1:-1])]
         noise = statistics.median(steps) if len(steps) >= 3 else 0.0
         return accs[-1] > max(accs) - max(drop, noise) - 1e-9
+
+    def _held(self, issue: dict[str, Any], rule: Any, step: int) -> bool:
+        """A rollback rule with ``hold_steps`` whose explosion shows only in the validation loss while the
+        training loss learns (:func:`explosion_evidence.held`): a batch-normalised run's validation loss
+        spikes while a warm-up raises its LR and comes back by itself (seed 8's healthy one-cycle ResNet,
+        rolled back and restarted at 1/100 of its LR, ended at chance)."""
+        hold = getattr(rule, "hold_steps", None)
+        series = self.diagnostics.series if self.diagnostics is not None else None
+        if hold is None or series is None:
+            return False
+        why = explosion_evidence.held(
+            series,
+            step,
+            max_train_share=float(rule.max_train_share),
+            max_train_rise=float(rule.max_train_rise),
+            hold_steps=int(hold),
+        )
+        if why is not None and self._held_note != (issue.get("first_step"), issue["code"]):
+            self._held_note = (issue.get("first_step"), issue["code"])
+            log.warning("autotrainer: step %d %s left alone: %s", step, issue["code"], why)
+        return why is not None
 
     def _not_learned(self, rule: Any) -> bool:
         """A rule with ``min_learned`` (regularize) on an attempt whose best validation accuracy never got
@@ -728,6 +760,8 @@ class AutoTrainer(Hook):
         rule = self.settings.online.get(code)
         if self._mild(issue, rule) or self._not_learned(rule):
             return False  # a mild warning it leaves alone, or an attempt that never learned
+        if self._held(issue, rule, self._progress[0]):
+            return False  # a validation-only blow-up while the training loss learns: left alone now
         if code in self.settings.restarts:  # a restart code is never treated online (see _treat)
             restart = self.settings.restarts[code]
             if (

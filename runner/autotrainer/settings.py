@@ -60,6 +60,12 @@ class OnlineRule:
     min_loss_rise: float | None = None
     noise_z: float | None = None
     min_acc_gap: float | None = None
+    # rollback of an explosion seen only in the validation loss (:mod:`explosion_evidence`): held while the
+    # training loss learns (its recent median under max_train_share of ln(k), not climbed back more than
+    # max_train_rise of the way from its lowest to ln(k)), for at most hold_steps steps of the blow-up
+    max_train_share: float | None = None
+    max_train_rise: float | None = None
+    hold_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -420,6 +426,9 @@ def _online_rule(spec: Mapping[str, Any]) -> OnlineRule:
         min_loss_rise=_number(spec.get("min_loss_rise")),
         noise_z=_number(spec.get("noise_z")),
         min_acc_gap=_number(spec.get("min_acc_gap")),
+        max_train_share=_number(spec.get("max_train_share")),
+        max_train_rise=_number(spec.get("max_train_rise")),
+        hold_steps=None if spec.get("hold_steps") is None else int(spec["hold_steps"]),
     )
 
 
