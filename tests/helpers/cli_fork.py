@@ -29,27 +29,26 @@ PRELOAD = [
     "runner.train",
     "diag.analyze",
 ]
-# variables read when those modules are imported: a run that sets one gets a fresh interpreter
-IMPORT_TIME_PREFIXES = ("PYTHON", "OMP_", "MKL_", "KMP_", "TORCH", "CUDA", "MPL")
+# environment variables a test may set that nothing reads at import time; a run that sets any other
+# (CXX, OMP_NUM_THREADS, ...) to a value this process does not have gets a fresh interpreter
+RUNTIME_ONLY = frozenset(("PYTHONUNBUFFERED", "HYDRA_FULL_ERROR"))
 
 _context: multiprocessing.context.ForkServerContext | None = None
 
 
 def forkable(env: dict[str, str]) -> bool:
-    """Whether a run with ``env`` behaves in a forked process as in a fresh one: the variables read at
-    import time are this process's (a ``PYTHONPATH`` whose folders are on ``sys.path`` already is too)."""
+    """Whether a run with ``env`` behaves in a forked process as in a fresh one: every variable that
+    differs from this process's is one read at run time only (a ``PYTHONPATH`` whose folders are on
+    ``sys.path`` already counts as the same)."""
     on_path = {os.path.realpath(p or ".") for p in sys.path}
     for key in set(env) | set(os.environ):
-        if not key.startswith(IMPORT_TIME_PREFIXES) or key == "PYTHONUNBUFFERED":
-            continue
         value = env.get(key)
-        if (
-            key == "PYTHONPATH"
-            and value is not None
-            and all(os.path.realpath(p) in on_path for p in value.split(os.pathsep) if p)
-        ):
+        if key in RUNTIME_ONLY or value == os.environ.get(key):
             continue
-        if value != os.environ.get(key):
+        same_path = key == "PYTHONPATH" and value is not None
+        if not (
+            same_path and all(os.path.realpath(p) in on_path for p in value.split(os.pathsep) if p)
+        ):
             return False
     return True
 

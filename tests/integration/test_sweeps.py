@@ -123,6 +123,9 @@ def test_joblib_launcher_two_parallel_jobs(tmp_path):
         ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-3,1e-2", *TINY],
         tmp_path,
         env=SINGLE_THREAD,
+        # a new interpreter: loky shuts its workers down in an interpreter-exit hook, which a process
+        # forked by multiprocessing never runs (it waits for them instead)
+        fresh=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
