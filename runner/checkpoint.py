@@ -415,14 +415,19 @@ class CheckpointHook(Hook):
             return None
         started = self.clock()
         folder = self._folder(state)
+        last = last and (self.save_last or mid_epoch)
+        if last and payload is None:
+            payload = snapshot(_loop(state).checkpoint_payload(state, mid_epoch))
+        if state.writer is not None:
+            # TensorBoard's events up to this step on disk before the checkpoint is: a run killed after
+            # it and resumed from it has every point (its writer flushes by time, callbacks.tensorboard)
+            state.writer.flush()
         if self._best_payload is not None:
             self.writer.submit(folder / "best.pt", self._best_payload)
             self._best_payload = None
         path = folder / "last.pt"
-        last = last and (self.save_last or mid_epoch)
         if last:
-            if payload is None:
-                payload = snapshot(_loop(state).checkpoint_payload(state, mid_epoch))
+            assert payload is not None  # built above when not given
             self.writer.submit(path, payload)
             self._saved_step = state.step
             self.saved_steps.append(state.step)

@@ -260,3 +260,52 @@ def test_disk_full_in_the_writer_thread_is_the_same_user_error(small_disk):
     with pytest.raises(UserError, match=r"cannot write checkpoint .*previous checkpoint is intact"):
         writer.join()
     assert read_checkpoint(path)["step"] == 1
+
+
+class EventsOnDisk(Hook):
+    """After the checkpoint hook: at ``step``, the val/acc points TensorBoard's reader finds on disk."""
+
+    def __init__(self, tb_dir, step: int) -> None:
+        self.tb_dir, self.step = tb_dir, step
+        self.points: list[int] | None = None
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        if state.step != self.step:
+            return
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(self.tb_dir), size_guidance={"scalars": 0})
+        acc.Reload()
+        tags = acc.Tags()["scalars"]
+        self.points = [e.step for e in acc.Scalars("val/acc")] if "val/acc" in tags else []
+
+
+def test_a_checkpoint_puts_tensorboards_queued_events_on_disk_first(tmp_path):
+    """TensorBoard flushes by time (an hour here): a mid-epoch checkpoint at step 25 still finds every
+    epoch's point up to it in the event file, so a run killed after it and resumed from it lacks none."""
+    from diag.tensorboard import TensorBoardScalars
+    from runner.tensorboard_run import open_writer
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    state = FitState(
+        model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), run_dir=tmp_path
+    )
+    state.writer = open_writer(tmp_path / "tb", step=0)
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))] * 10
+    probe = EventsOnDisk(tmp_path / "tb", step=25)
+    hooks = HookList(
+        {
+            "tensorboard": TensorBoardScalars(every_n_steps=5, flush_secs=3600),
+            "checkpoint": CheckpointHook(every_n_steps=25, every_minutes=None),
+            "probe": probe,
+        }
+    )
+    try:
+        Trainer(max_epochs=3, progress=False).fit(state, data, data[:2], hooks)
+        hooks.on_fit_end(state)
+    finally:
+        state.writer.close()
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 30
+    assert probe.points == [10, 20]  # both epochs before the step-25 checkpoint, on disk at it
