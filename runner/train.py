@@ -13,7 +13,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from hydra.utils import instantiate
@@ -134,12 +134,19 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
         # again that it cannot learn (rank 0's verdict, so every rank skips the collective together)
         stopper = r.hooks.named.get("stop_on")
         stopped_sick = distributed.broadcast_object(getattr(stopper, "stopped", None) is not None)
+        # an attempt the AutoTrainer stopped for a guided restart is not the run's result (rank 0's
+        # request, so every rank agrees): not drawn, and not tested when it stopped before any step
+        abandoned = Abandoned(
+            *distributed.broadcast_object(tuple(abandoned_attempt(session, r.hooks, state.step)))
+        )
         # a trial of the sweep a finished trial already beat is tested but not drawn (rank 0 draws)
         beaten = None
         if not stopped_sick and stopper is not None and state.is_rank_zero:
             beaten = stopper.beaten(run_dir, trainer.best_val_loss)
         if stopped_sick:
             log.info("stopped by stop_on: no test pass, no confusion matrix")
+        elif abandoned.untested:
+            log.info("stopped for a guided restart before any step: no test pass")
         else:
             test = trainer.evaluate(
                 state.model,
@@ -147,7 +154,12 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
                 confusion=True,
             )
             state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
-            if state.is_rank_zero and "confusion" in test and beaten is None:
+            if (
+                state.is_rank_zero
+                and "confusion" in test
+                and beaten is None
+                and not abandoned.unplotted
+            ):
                 plot_confusion(
                     test["confusion"], r.data.class_names(), run_dir / "confusion_matrix.png"
                 )
@@ -161,6 +173,23 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
             )
             log.info("not drawn: %s", not_drawn)
             state.events.write("not_drawn", step=state.step, beaten_by=beaten, reason=not_drawn)
+        elif abandoned.unplotted or abandoned.untested:
+            not_drawn = "; ".join(
+                why
+                for why, skipped in (
+                    (
+                        "no confusion_matrix.png, summary.png or input grid: an attempt stopped for "
+                        "a guided restart (callbacks.autotrainer.plot_stopped_attempts=true draws them)",
+                        abandoned.unplotted,
+                    ),
+                    (
+                        "no test pass: stopped for a guided restart before its first step",
+                        abandoned.untested,
+                    ),
+                )
+                if skipped
+            )
+            state.events.write("not_drawn", step=state.step, reason=not_drawn)
         r.hooks.on_fit_end(state)
         report = report_run(
             state, run_dir, trainer.best_val_loss, lr_finder=r.lr_finder, not_drawn=not_drawn
@@ -173,7 +202,8 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
         )
         if state.writer is not None:
             log_hparams(state.writer, cfg, report["metrics"])
-            batch = None if stopped_sick or beaten else next(iter(r.train_loader), None)
+            drawn = not (stopped_sick or beaten or abandoned.unplotted)
+            batch = next(iter(r.train_loader), None) if drawn else None
             log_run_media(state.writer, run_dir, cfg, report, batch, state.step)
     finally:
         gc.unfreeze()
@@ -187,6 +217,30 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
     # stop_on ended it: a failed trial
     objective = best if math.isfinite(best) and not stopped_sick else penalty
     return TrainResult(objective=objective, run_dir=run_dir, state=state)
+
+
+class Abandoned(NamedTuple):
+    """What an attempt the AutoTrainer stopped for a guided restart skips (both False otherwise)."""
+
+    untested: (
+        bool  # stopped before its first step: a test pass would only measure the initial weights
+    )
+    unplotted: (
+        bool  # no confusion matrix or input grid (callbacks.autotrainer.plot_stopped_attempts)
+    )
+
+
+def abandoned_attempt(session: Any, hooks: HookList, step: int) -> Abandoned:
+    """What this attempt skips when the AutoTrainer stopped it for a guided restart.
+
+    Its numbers are not the run's result (the final attempt's are), so the seconds its figures, input
+    grid and (for an untrained model) test pass cost on a small run are not spent; its report,
+    ``events.jsonl`` and diagnostics JSONL stay.
+    """
+    if getattr(session, "restart_request", None) is None:
+        return Abandoned(False, False)
+    settings = getattr(hooks.named.get("autotrainer"), "settings", None)
+    return Abandoned(step == 0, not getattr(settings, "plot_stopped_attempts", False))
 
 
 def fit_done(state: FitState) -> bool:

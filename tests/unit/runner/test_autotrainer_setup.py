@@ -331,3 +331,52 @@ def test_a_restart_that_repairs_the_lr_drops_the_clipping_the_explosion_turned_o
     assert "the LR cut x" in restart["detail"]
     assert "trainer.clip.max_norm" not in restart["changes"]
     assert "clipping (max_norm 1) the explosion turned on is not carried" in restart["detail"]
+
+
+def test_a_restart_at_set_up_leaves_no_test_pass_or_figures_of_the_attempt_it_abandons(
+    tmp_path: Path,
+) -> None:
+    """Restarted before any step (a one-unit layer), attempt-0 is not the run's result: no test pass
+    of its initial weights, no confusion matrix or summary figure, the reason in its events.jsonl; its
+    report and the final attempt's figures stay (the seconds a short run spent on them, issue 21)."""
+    from runner.app import run
+
+    cfg = compose_cfg([*TINY, "model.hidden=[1]", "autotrainer=default"], tmp_path)
+    out = tmp_path / "run"
+    run(cfg, out)
+    report = json.loads((out / "report.json").read_text())
+    first, second = report["autotrainer"]["attempts"]
+    assert first["steps"] == 0 and first["test_acc"] is None
+    assert second["test_acc"] is not None and report["metrics"]["test_acc"] > 0.5
+    assert not (out / "confusion_matrix.png").exists() and not (out / "summary.png").exists()
+    for name in ("confusion_matrix.png", "summary.png", "report.json"):
+        assert (out / "attempt-1" / name).exists(), name
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    (why,) = [e["reason"] for e in events if e["kind"] == "not_drawn"]
+    assert "no test pass" in why and "no confusion_matrix.png" in why
+
+
+@pytest.mark.parametrize("plot", [False, True])
+def test_an_attempt_stopped_after_it_trained_is_tested_and_drawn_only_when_asked(
+    tmp_path: Path, plot: bool
+) -> None:
+    """A bad init (scale 1e-4) restarted after some steps: attempt-0 trained, so it is tested (its
+    accuracy is in the attempt list), but its confusion matrix and input grid are drawn only with
+    ``plot_stopped_attempts`` (as its summary.png); attempt-1 draws its own either way."""
+    from runner.app import run
+
+    asked = f"callbacks.autotrainer.plot_stopped_attempts={str(plot).lower()}"
+    cfg = compose_cfg([*TINY, "model.init_scale=0.0001", "autotrainer=default", asked], tmp_path)
+    out = tmp_path / "run"
+    run(cfg, out)
+    report = json.loads((out / "report.json").read_text())
+    first, second = report["autotrainer"]["attempts"]
+    assert first["stopped_for"] == "BAD_INITIALIZATION" and first["steps"] > 0
+    assert first["test_acc"] is not None and second["test_acc"] is not None
+    assert (out / "confusion_matrix.png").exists() is plot
+    assert (out / "summary.png").exists() is plot
+    assert (out / "attempt-1" / "confusion_matrix.png").exists()
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    not_drawn = [e["reason"] for e in events if e["kind"] == "not_drawn"]
+    assert len(not_drawn) == (0 if plot else 1)
+    assert all("no test pass" not in why for why in not_drawn)
