@@ -222,12 +222,10 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
 class Abandoned(NamedTuple):
     """What an attempt the AutoTrainer stopped for a guided restart skips (both False otherwise)."""
 
-    untested: (
-        bool  # stopped before its first step: a test pass would only measure the initial weights
-    )
-    unplotted: (
-        bool  # no confusion matrix or input grid (callbacks.autotrainer.plot_stopped_attempts)
-    )
+    # stopped before its first step: a test pass would only measure the initial weights
+    untested: bool
+    # no confusion matrix or input grid (callbacks.autotrainer.plot_stopped_attempts)
+    unplotted: bool
 
 
 def abandoned_attempt(session: Any, hooks: HookList, step: int) -> Abandoned:
