@@ -80,7 +80,7 @@ VARIANTS: dict[str, list[str]] = {
     "bs32": ["data.batch_size=32"],
     "bs256": ["data.batch_size=256"],
 }
-SEED_VARIANTS = {f"seed{k}": k for k in range(1, 8)}  # added to --seed
+SEED_VARIANTS = {f"seed{k}": k for k in range(1, 10)}  # added to --seed
 SEEDS = 3
 """Default of ``--seeds``: each task's grid and its finder run are trained at this many seeds and
 averaged, the same seeds on both sides. One 4-epoch run on these small sets moves by 10+ points between
@@ -178,12 +178,9 @@ DEV_TASKS += [
     "mlp/sgd_hb/cifar32/bs32/seed5",
     "mlp/adam/fmnist28/bs256/seed4",
 ]
-# The held-out set of the eighth round, fixed (and committed) before any of it was run, scored on
-# 3-seed means: combinations the dev set does not have, at seeds no task used before (seed6, seed7:
-# 6, 106, 206 and 7, 107, 207). Both rule changes are on trial: BatchNorm CNNs with SGD at batch 32
-# and 256 (the no-edge ceiling now scales with the batch) and Adam(W) MLPs off the digits (minimum/5).
-# No resnet18: one ResNet task at 3 seeds took 26-40 min here, more than the round's time allows.
-HELD_OUT_TASKS = [
+# The eighth round's held-out set (fixed before it was run, scored once at 9f56e8e on 3-seed means,
+# where three of its tasks failed): looked at since, so dev now.
+DEV_TASKS += [
     "cnn/sgd/cifar32/bs256/seed6",
     "cnn/sgd_hb/fmnist28/bs256/seed7",
     "cnn/sgd/mnist28/bs32/seed7",
@@ -194,6 +191,23 @@ HELD_OUT_TASKS = [
     "mlp/adamw/digits/bs32/seed7",
     "mlp_wide/sgd_hb/fmnist28/bs32/seed6",
     "mlp/sgd/mnist28/bs256/seed7",
+]
+# The held-out set of the ninth round, fixed (and committed) before any of it was run, scored on
+# 3-seed means: combinations the dev set does not have, at seeds no task used before (seed8, seed9:
+# 8, 108, 208 and 9, 109, 209). The changed branch (SGD on a curve that hardly fell: its minimum read
+# near the test's end) is on trial in six SGD tasks on the 28x28 and 32x32 sets at batch 32 and 256;
+# four Adam(W) tasks keep the rest honest. No resnet18: too slow for the round's time.
+HELD_OUT_TASKS = [
+    "mlp_wide/sgd_hb/cifar32/bs32/seed8",
+    "cnn/sgd_hb/fmnist28/bs32/seed9",
+    "mlp/sgd_hb/fmnist28/bs32/seed8",
+    "mlp_wide/sgd/cifar32/bs256/seed9",
+    "cnn/sgd_hb/mnist28/bs256/seed8",
+    "mlp/sgd/cifar32/bs256/seed9",
+    "mlp/adam/mnist28/bs32/seed8",
+    "cnn/adamw/cifar32/bs256/seed9",
+    "mlp_wide/adam/cifar32/seed8",
+    "mlp/adamw/fmnist28/bs256/seed9",
 ]
 ALL_TASKS = [*DEV_TASKS, *HELD_OUT_TASKS]
 QUICK_TASKS = ["mlp/sgd/digits", "mlp/adam/mnist28"]

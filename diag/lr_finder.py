@@ -13,12 +13,13 @@ first and last points skipped, as the public finders do:
   within 1000x under it (a curve that does not fall there gets ``min10``);
 - ``min10`` (also ``minimum/10``): a tenth of the LR at the lowest loss;
 - ``min5`` (also ``minimum/5``): a fifth of it;
-- ``min2`` (also ``minimum/2``): half of it;
+- ``min2`` (also ``minimum/2``): half of it; for SGD the minimum sought only within :data:`EDGE_SPAN`
+  under the test's last LR (a nearly flat curve's lowest point can be anywhere, down to its start);
 - ``min1`` (also ``minimum/1``): the LR at the lowest loss itself;
 - ``auto`` (the default) picks by optimizer (:func:`optimizer_family`) and by how far the curve
   fell: ``descent`` for SGD, ``min5`` for Adam, AdamW and any other (``min10`` when the optimizer is not
   known); when the smoothed loss fell by under :data:`WEAK_FALL` (a hard task learns little in 100
-  steps; its slopes are noise, its minimum still marks the edge) ``min2`` for SGD and ``min1`` for any
+  steps; its slopes are noise, its minimum near the test's end still marks the edge) ``min2`` for SGD and ``min1`` for any
   other optimizer, which is then held under :data:`HARD_TASK_CAP` (the minimum of such a curve sat at
   1.6e-3-1.8e-2 on the bench, the best LR at 3e-3: half of it undershot). Then a ceiling
   (:func:`auto_cap`): SGD at most :data:`NO_EDGE_CAP` x sqrt(batch size / :data:`NO_EDGE_BATCH`)
@@ -182,6 +183,23 @@ DESCENT_SPAN = 1000.0
 """``descent`` reads the fall only within this factor under the minimum's LR: SGD's best LR was never
 more than ~10x under it on the bench, while a young EMA's wiggles at the start of a noisy test can be
 as steep as a hard task's real fall."""
+
+
+EDGE_SPAN = 300.0
+"""SGD's ``min2`` reads the minimum only from the test's last LR / this up: on a curve that hardly fell the
+lowest point is noise wherever the loss is flat, and the edge it should mark is where the test ended.
+Every weak-fall SGD minimum of the bench's dev curves sat 3-183x under the test's last LR; round 8's two
+that sat 1400x and 3e6x under it (7.1e-3 and 9.3e-7, the test's start, on a curve that fell 0.07%)
+read 3.5e-3 and 4.7e-7 and trained to 0.195 and chance (bench/results/lr_finder_round8.md)."""
+
+
+def edge_minimum_index(lrs: np.ndarray, losses: np.ndarray, last_lr: float) -> int:
+    """The lowest loss among the points within :data:`EDGE_SPAN` under ``last_lr`` (the test's last LR,
+    which may lie past ``lrs``); the global minimum if no point is that close."""
+    near = np.flatnonzero(lrs >= last_lr / EDGE_SPAN)
+    if near.size == 0:
+        return int(np.argmin(losses))
+    return int(near[np.argmin(losses[near])])
 
 
 def descent_index(lrs: np.ndarray, losses: np.ndarray) -> int | None:
@@ -413,7 +431,9 @@ class LearningRateFinder:
             i = int(np.argmin(losses))
             lr = lrs[i] / 5
         elif name == "min2":
-            i = int(np.argmin(losses))
+            # for SGD only: an adaptive curve's minimum sits far under its end
+            sgd = self.optimizer_family == "sgd"
+            i = edge_minimum_index(lrs, losses, self.lrs[-1]) if sgd else int(np.argmin(losses))
             lr = lrs[i] / 2
         elif name == "min1":
             i = int(np.argmin(losses))
