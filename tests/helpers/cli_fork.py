@@ -4,9 +4,11 @@ Why: most of a short CLI run in the tests is ``import torch`` and the first opti
 ``torch._dynamo`` (3-4 s of a 5 s run). multiprocessing's forkserver imports them once per pytest worker;
 each CLI run is then a fresh process forked from it that runs the module as ``python -m`` does
 (``runpy.run_module(..., run_name="__main__", alter_sys=True)``, the working directory first on
-``sys.path``; a script by ``runpy.run_path``, its folder first), with its own cwd, environment, argv, stdout and stderr, and its exit code or signal as the
-process's. What a fresh interpreter alone shows (what is imported at start-up, environment variables read
-at import time) is tested with :func:`subprocess.run` instead: ``helpers.run_cli(..., fresh=True)``. :func:`run` is ``subprocess.run`` for such commands.
+``sys.path``; a script by ``runpy.run_path``, its folder first), with its own cwd, environment, argv,
+stdout and stderr, and its exit code or signal as the process's. What only a fresh interpreter shows
+(what is imported at start-up, environment variables read at import time) is tested with
+:func:`subprocess.run`: ``helpers.run_cli(..., fresh=True)``. :func:`run` is ``subprocess.run`` for
+such commands.
 """
 
 from __future__ import annotations
