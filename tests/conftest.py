@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from helpers import run_cli
@@ -24,8 +25,20 @@ def cli(tmp_path):
     return _run
 
 
+SLOW_DIRS = ("integration", "bench")  # whole processes and trainings: the slow tier
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Integration and bench smoke tests run whole processes and trainings: they are the slow tier."""
     for item in items:
-        if item.path.parent.name in ("integration", "bench"):
+        if item.path.parent.name in SLOW_DIRS:
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m "not slow"`` does not even import the slow tier's folders: every one of their tests would be
+    deselected, and importing them (Lightning alone, 2 s) is paid again by every xdist worker."""
+    if config.getoption("markexpr") != "not slow":
+        return None
+    in_tests = collection_path.parent == Path(__file__).parent
+    return True if in_tests and collection_path.name in SLOW_DIRS else None
