@@ -89,9 +89,8 @@ class AutoTrainer(Hook):
         self._val_examples = 0  # of the last validation (the binomial noise of its accuracy)
         self._ratios = lr_evidence.NewSamples()  # the update ratios not read yet
         self._progress: tuple[int, int] = (0, 0)  # the step and max_steps of the last check
-        self._held_note: tuple[Any, str] | None = (
-            None  # the held explosion last said so (said once)
-        )
+        # the held explosion last said so (said once)
+        self._held_note: tuple[Any, str] | None = None
 
     @property
     def actions(self) -> list[dict[str, Any]]:

@@ -31,6 +31,13 @@ VAL = [2.301, 2.308, 2.307, 2.301, 2.287, 2.25, 2.236, 2.228, 3.255, 6.712, 10.4
 HIGH_TRAIN, HIGH_VAL = [2.49, 2.87, 6.29], [78.6, 2.67, 2.31]
 
 
+def _report(policy, state, code: str, severity: str, step: int, evidence: str) -> None:
+    """The diagnosis names ``code`` at ``step``; the policy sees it after that step."""
+    state.step = step
+    state.issues = [{"code": code, "severity": severity, "first_step": step, "evidence": evidence}]
+    policy.on_train_batch_end(state)
+
+
 def _fill(series: RunSeries, train: list[float], val: list[float], every: int = 2) -> None:
     series.num_classes = 10
     series.initial_loss = 2.6
@@ -83,11 +90,7 @@ def _policy_at_spike(train: list[float], val: list[float], step: int, every: int
     )
     state.max_steps = 120
     _fill(policy.diagnostics.series, train, val, every)
-    state.step = step
-    state.issues = [
-        {"code": "LOSS_EXPLOSION", "severity": "critical", "first_step": step, "evidence": "v"}
-    ]
-    policy.on_train_batch_end(state)
+    _report(policy, state, "LOSS_EXPLOSION", "critical", step, "v")
     return policy, state
 
 
@@ -156,11 +159,7 @@ def _slow(opt, sched, step: int, ratio: float, cfg_lr: float = 0.00137):
     state.max_steps, state.steps_per_epoch = 120, 2
     state.loop = type("Loop", (), {"scheduler_interval": "step", "clip_max_norm": None})()
     policy.diagnostics.series.update_ratio.extend([ratio] * 3)
-    state.step = step
-    state.issues = [
-        {"code": "SLOW_CONVERGENCE", "severity": "warning", "first_step": step, "evidence": "s"}
-    ]
-    policy.on_train_batch_end(state)
+    _report(policy, state, "SLOW_CONVERGENCE", "warning", step, "s")
     return policy, state
 
 
@@ -211,11 +210,7 @@ def test_a_raise_after_this_attempt_s_cut_goes_back_to_the_recipe_s_lr_at_most()
     for group in opt.param_groups:
         group["lr"] = 0.01
     policy.diagnostics.series.update_ratio[:] = [1e-4] * 3
-    state.step = 100
-    state.issues = [
-        {"code": "SLOW_CONVERGENCE", "severity": "warning", "first_step": 100, "evidence": "s"}
-    ]
-    policy.on_train_batch_end(state)
+    _report(policy, state, "SLOW_CONVERGENCE", "warning", 100, "s")
     (raised,) = policy.actions
     assert raised["action"] == "raise_lr"
     assert raised["lr_after"] == pytest.approx(0.1)
