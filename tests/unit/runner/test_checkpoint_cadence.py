@@ -93,7 +93,11 @@ def test_a_checkpoint_that_costs_more_than_the_time_budget_waits(tmp_path):
     hook = CheckpointHook(every_minutes=1, max_time_fraction=1e-12, clock=clock)
     _fit(tmp_path, hook, Tick(clock, 25.0))
     assert hook.saved_steps == [3, 30]
-    assert [p.name for p in hook.writer.written] == ["last.pt", "best.pt", "last.pt"]
+    # step 3's last.pt is written first, unless the writer thread had not started it when step 30's
+    # replaced it in the queue (a loaded machine: the whole fit takes milliseconds)
+    written = [p.name for p in hook.writer.written]
+    assert written in (["last.pt", "best.pt", "last.pt"], ["best.pt", "last.pt"])
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 30
 
 
 def test_without_a_cadence_the_fit_end_leaves_last_and_best(tmp_path):
