@@ -311,7 +311,12 @@ def startup(repeats: int) -> dict[str, tuple[float, float]]:
     too): what the loop's hooks do before that step (``on_fit_start``) counts."""
     out: dict[str, list[tuple[float, float]]] = {name: [] for name in STARTUP}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    for _ in range(repeats):
+    # Python's default: bytecode cached in __pycache__ (as a wheel install ships it). A shell that sets
+    # PYTHONDONTWRITEBYTECODE (this project's machines do) would recompile every project module at every
+    # start and charge it to the runner; the first round, a warm-up (not with one repeat), writes the cache.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    warmup = int(repeats > 1)
+    for i in range(warmup + repeats):
         with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
             for name, code, args in (
                 (STARTUP[0], _BASELINE, []),
@@ -328,7 +333,8 @@ def startup(repeats: int) -> dict[str, tuple[float, float]]:
                 )
                 line = next(x for x in done.stdout.splitlines() if x.startswith("START"))
                 wall, cpu = map(float, line.split()[1:])
-                out[name].append((wall - t0, cpu))
+                if i >= warmup:
+                    out[name].append((wall - t0, cpu))
     return {
         name: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
         for name, v in out.items()
