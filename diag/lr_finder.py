@@ -186,13 +186,61 @@ def trial_lr(peak: float, step: int, steps: int) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
 
 
-def pick_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The trial with the lowest ``score`` (validation loss) among those that did not diverge; ``None``
-    when every one diverged. A tie keeps the lower LR (the safer side)."""
-    alive = [t for t in trials if not t["diverged"] and math.isfinite(t["score"])]
+def learned(trial: dict[str, Any], start_score: float | None = None) -> bool:
+    """A trial that ran to its end with a finite score, better than the untrained model's
+    (``start_score``): one that ended at or above it learned nothing, as good as diverged."""
+    if trial["diverged"] or not math.isfinite(trial["score"]):
+        return False
+    return start_score is None or not math.isfinite(start_score) or trial["score"] < start_score
+
+
+def pick_trial(
+    trials: list[dict[str, Any]], start_score: float | None = None, truncated: bool = False
+) -> dict[str, Any] | None:
+    """The trial with the lowest ``score`` (validation loss) among those that :func:`learned`; ``None``
+    when none did. A tie keeps the lower LR (the safer side).
+
+    ``truncated`` (the trials are shorter than the run): when the next candidate up broke (diverged or
+    learned nothing), the pick sits at the edge of stability and the next candidate down is taken. A
+    longer run spends more steps at its peak LR; on the bench's dev tasks the trial's winner next to a
+    broken candidate trained worse over the whole run than the one under it (bench/results/
+    lr_finder_round10.md, dev: mlp_wide/sgd_hb/cifar32/bs32/seed8, 0.17 against 0.058 where 0.03-0.1
+    was best).
+    """
+    alive = [t for t in trials if learned(t, start_score)]
     if not alive:
         return None
-    return min(alive, key=lambda t: (t["score"], t["lr"]))
+    best = min(alive, key=lambda t: (t["score"], t["lr"]))
+    if truncated:
+        ordered = sorted(trials, key=lambda t: t["lr"])
+        k = ordered.index(best)
+        above = ordered[k + 1] if k + 1 < len(ordered) else None
+        below = ordered[k - 1] if k > 0 else None
+        if above is not None and not learned(above, start_score) and below in alive:
+            return below
+    return best
+
+
+def next_candidate(
+    trials: list[dict[str, Any]],
+    low: float,
+    high: float,
+    start_score: float | None = None,
+    spacing: float = CANDIDATE_SPACING,
+) -> float | None:
+    """One more rung past the ladder's end when the best trial sits at that end (the scores still fall
+    that way: the curve rule's pick was far off), inside ``[low, high]``; else ``None``. A line search:
+    it stops where the score turns up or a candidate breaks."""
+    alive = [t for t in trials if learned(t, start_score)]
+    if not alive:
+        return None
+    best = min(alive, key=lambda t: (t["score"], t["lr"]))
+    lrs = sorted(t["lr"] for t in trials)
+    if best["lr"] == lrs[-1] and best["lr"] * spacing <= high:
+        return float(best["lr"] * spacing)
+    if best["lr"] == lrs[0] and best["lr"] / spacing >= low:
+        return float(best["lr"] / spacing)
+    return None
 
 
 def relative_fall(losses: np.ndarray) -> float:
@@ -627,7 +675,7 @@ class LearningRateFinder:
         marked at the top, the curve rule's pick and the one suggested."""
         verify = res["verify"]
         trials = verify["trials"]
-        alive = [t for t in trials if not t["diverged"] and math.isfinite(t["score"])]
+        alive = [t for t in trials if learned(t, verify.get("start_score"))]
         scores = [t["score"] for t in alive]
         top = max(scores) * 1.15 if scores else 1.0
         if alive:
@@ -640,7 +688,14 @@ class LearningRateFinder:
             )
         dead = [t["lr"] for t in trials if t not in alive]
         if dead:
-            ax.plot(dead, [top] * len(dead), "x", color="black", markersize=9, label="diverged")
+            ax.plot(
+                dead,
+                [top] * len(dead),
+                "x",
+                color="black",
+                markersize=9,
+                label="diverged or learned nothing",
+            )
         ax.axvline(
             verify["curve_lr"],
             color="tab:blue",
@@ -656,8 +711,11 @@ class LearningRateFinder:
                 color="tab:red",
                 linestyle="--",
                 linewidth=1.5,
-                label=f"lowest: {best['lr']:.2e} (suggested)",
+                label=f"suggested: {best['lr']:.2e}",
             )
+        start = verify.get("start_score")
+        if start is not None and math.isfinite(start):
+            ax.axhline(start, color="0.6", linewidth=1, label=f"untrained: {start:.3g}")
         ax.set_ylabel(verify["metric"])
         ax.set_xlabel("learning rate (log scale)")
         ax.set_title(

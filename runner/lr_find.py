@@ -25,6 +25,7 @@ from diag.lr_finder import (
     LearningRateFinder,
     candidate_ladder,
     cycle_batches,
+    next_candidate,
     optimizer_family,
     pick_trial,
     rule_label,
@@ -163,25 +164,35 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
         dynamic_ncols=True,
     )
     t0 = time.perf_counter()
-    trials = []
+    trials: list[dict[str, Any]] = []
+    high = divergence_lr(result)
+
+    def restore() -> None:
+        apply(saved, state.model, state.optimizer, scaler=trainer.scaler, generator=state.generator)
+
     try:
+        start_score = float(trainer.evaluate(state.model, r.val_loader)["loss"])
         for lr in ladder:
             trials.append(_trial(r, probe, lr, steps, finder.diverge_factor, bar))
-            apply(
-                saved,
-                state.model,
-                state.optimizer,
-                scaler=trainer.scaler,
-                generator=state.generator,
-            )
+            restore()
+        # the best at an end of the ladder: follow it that way, at most as many trials again
+        for _ in range(count):
+            more = next_candidate(trials, finder.min_lr, high, start_score)
+            if more is None:
+                break
+            bar.total += steps
+            trials.append(_trial(r, probe, more, steps, finder.diverge_factor, bar))
+            restore()
     finally:
         bar.close()
-        apply(saved, state.model, state.optimizer, scaler=trainer.scaler, generator=state.generator)
+        restore()
         for p in state.model.parameters():
             p.grad = None
         state.model.train(was_training)
         trainer.reset_skips()
-    best = pick_trial(trials)
+    trials.sort(key=lambda t: t["lr"])
+    truncated = steps < run_steps(r)
+    best = pick_trial(trials, start_score, truncated)
     verify = {
         # the validation loss; the training loss only when the run has no validation split
         "metric": "train_loss"
@@ -191,6 +202,8 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
         "candidates": count,
         "run_steps": run_steps(r),
         "curve_lr": curve_lr,
+        "start_score": start_score,
+        "truncated": truncated,
         "picked_lr": best["lr"] if best else None,
         "trials": trials,
         "seconds": time.perf_counter() - t0,
@@ -416,5 +429,7 @@ def check_line(result: dict[str, Any]) -> str:
         f"{verify['metric']} after {verify['steps']} steps: {cells}"
         f" (the curve rule read {verify['curve_lr']:.3g}; "
     )
-    tail = f"lowest {picked:.3g}" if picked is not None else "every one diverged: kept the curve's"
+    tail = (
+        f"suggested {picked:.3g}" if picked is not None else "none learned: kept the curve rule's"
+    )
     return f"{head}{tail}; {verify['seconds']:.1f}s)"
