@@ -2,7 +2,7 @@
 
 Two fixed task lists (a task is ``model/optimizer/data[/variant]``):
 
-- dev (70): mlp, cnn and resnet18 (width 16: a CPU-sized ResNet-18) with sgd, adam and adamw, on the
+- dev (90): mlp, cnn and resnet18 (width 16: a CPU-sized ResNet-18) with sgd, adam and adamw, on the
   8x8 digits and on an MNIST-shaped set (mnist28: the digits upscaled into 28x28 canvases, written as
   MNIST's four idx files and read by ``data=mnist``; resnet18 on digits only): the first bench's two
   hash-split halves, whose held-out half was looked at. And the second and third rounds' held-out
@@ -18,7 +18,9 @@ For each task every LR of a log grid is trained for a few epochs (the runner's o
 ``runner.app.run``: cosine schedule, diagnostics off) at each of ``--seeds`` seeds (default 3), and
 the best mean test accuracy over the seeds is the reference. Then a run with ``optimizer.lr=auto``
 (the range test, then training at its suggestion with the configured ``lr_find.method``) is trained
-the same way at the same seeds, each with its own range test. The ratio of its mean test accuracy
+the same way at the same seeds, each with its own range test and, from round 10 on, its check (the
+candidates' short trials; ``lr_find.candidates``, ``lr_find.verify_steps``). Each finder run's cost,
+the range test's and the check's seconds as a share of the rest of its run, is printed beside it. The ratio of its mean test accuracy
 to the grid's best mean is the score (target >= 0.95 on every held-out task): the same seeds and the
 same averaging on both sides, so the score measures the rule rather than one seed's luck (a single
 4-epoch run here moves 10+ points between neighbouring LRs). A rule is tuned on dev tasks only; both

@@ -315,8 +315,8 @@ def test_the_check_trains_each_candidate_and_records_the_pick(tmp_path):
     assert np.allclose(np.diff(np.log(lrs)), np.log(3.0))
     assert any(lr == pytest.approx(verify["curve_lr"]) for lr in lrs)  # the rule's pick is one
     assert data["curve_lr"] == verify["curve_lr"]
-    # the run is 10 epochs of 21 steps: the 12-step trials are shorter than it
-    assert verify["run_steps"] == 210 and verify["truncated"] is True
+    # the run is 20 epochs of 20 steps: the 12-step trials are shorter than it
+    assert verify["run_steps"] == 400 and verify["truncated"] is True
     alive = [t for t in trials if learned(t, verify["start_score"])]
     assert alive, trials
     for t in alive:  # trained to the end, scored on the validation split
@@ -380,7 +380,7 @@ def test_the_check_leaves_model_optimizer_and_data_order_bit_identical(tmp_path,
     checked = build(compose_cfg(overrides, tmp_path), tmp_path / "checked")
     before = capture(checked.model, checked.optimizer, rng=True, generator=checked.state.generator)
     result = lr_find.find(checked)
-    assert len(result["verify"]["trials"]) == 3  # the check ran
+    assert len(result["verify"]["trials"]) >= 3  # the check ran (more when the best was at an end)
     after = capture(checked.model, checked.optimizer, rng=True, generator=checked.state.generator)
     assert _state_equal(after.model, before.model) and _state_equal(
         after.optimizer, before.optimizer
