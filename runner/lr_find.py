@@ -146,6 +146,12 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
     count = int(node.candidates)
     if steps <= 0 or len(result["lrs"]) < 10:
         return result
+    if distributed.get_world_size() > 1:
+        # rank 0 finds alone; Trainer.evaluate gathers over every rank and would wait on the others
+        log.warning(
+            "optimizer.lr=auto under torchrun: the check of the pick is skipped (one process only)"
+        )
+        return result
     curve_lr = float(result["suggested_lr"])
     ladder = candidate_ladder(curve_lr, count, finder.min_lr, divergence_lr(result))
     state, trainer = r.state, r.trainer
