@@ -711,7 +711,12 @@ class LearningRateFinder:
                 color="tab:red",
                 linestyle="--",
                 linewidth=1.5,
-                label=f"suggested: {best['lr']:.2e}",
+                label=f"suggested: {best['lr']:.2e}"
+                + (
+                    ""
+                    if best["score"] <= min(scores)
+                    else " (one under the lowest: the one over that broke)"
+                ),
             )
         start = verify.get("start_score")
         if start is not None and math.isfinite(start):
