@@ -2,7 +2,7 @@
 
 Two fixed task lists (a task is ``model/optimizer/data[/variant]``):
 
-- dev (70): mlp, cnn and resnet18 (width 16: a CPU-sized ResNet-18) with sgd, adam and adamw, on the
+- dev (90): mlp, cnn and resnet18 (width 16: a CPU-sized ResNet-18) with sgd, adam and adamw, on the
   8x8 digits and on an MNIST-shaped set (mnist28: the digits upscaled into 28x28 canvases, written as
   MNIST's four idx files and read by ``data=mnist``; resnet18 on digits only): the first bench's two
   hash-split halves, whose held-out half was looked at. And the second and third rounds' held-out
@@ -18,7 +18,9 @@ For each task every LR of a log grid is trained for a few epochs (the runner's o
 ``runner.app.run``: cosine schedule, diagnostics off) at each of ``--seeds`` seeds (default 3), and
 the best mean test accuracy over the seeds is the reference. Then a run with ``optimizer.lr=auto``
 (the range test, then training at its suggestion with the configured ``lr_find.method``) is trained
-the same way at the same seeds, each with its own range test. The ratio of its mean test accuracy
+the same way at the same seeds, each with its own range test and, from round 10 on, its check (the
+candidates' short trials; ``lr_find.candidates``, ``lr_find.verify_steps``). Each finder run's cost,
+the range test's and the check's seconds as a share of the rest of its run, is printed beside it. The ratio of its mean test accuracy
 to the grid's best mean is the score (target >= 0.95 on every held-out task): the same seeds and the
 same averaging on both sides, so the score measures the rule rather than one seed's luck (a single
 4-epoch run here moves 10+ points between neighbouring LRs). A rule is tuned on dev tasks only; both
@@ -80,7 +82,7 @@ VARIANTS: dict[str, list[str]] = {
     "bs32": ["data.batch_size=32"],
     "bs256": ["data.batch_size=256"],
 }
-SEED_VARIANTS = {f"seed{k}": k for k in range(1, 10)}  # added to --seed
+SEED_VARIANTS = {f"seed{k}": k for k in range(1, 12)}  # added to --seed
 SEEDS = 3
 """Default of ``--seeds``: each task's grid and its finder run are trained at this many seeds and
 averaged, the same seeds on both sides. One 4-epoch run on these small sets moves by 10+ points between
@@ -192,12 +194,9 @@ DEV_TASKS += [
     "mlp_wide/sgd_hb/fmnist28/bs32/seed6",
     "mlp/sgd/mnist28/bs256/seed7",
 ]
-# The held-out set of the ninth round, fixed (and committed) before any of it was run, scored on
-# 3-seed means: combinations the dev set does not have, at seeds no task used before (seed8, seed9:
-# 8, 108, 208 and 9, 109, 209). The changed branch (SGD on a curve that hardly fell: its minimum read
-# near the test's end) is on trial in six SGD tasks on the 28x28 and 32x32 sets at batch 32 and 256;
-# four Adam(W) tasks keep the rest honest. No resnet18: too slow for the round's time.
-HELD_OUT_TASKS = [
+# The ninth round's held-out set (fixed before it was run, scored once at 1bdebd9 on 3-seed means,
+# where six of its tasks failed): looked at since, so dev now.
+DEV_TASKS += [
     "mlp_wide/sgd_hb/cifar32/bs32/seed8",
     "cnn/sgd_hb/fmnist28/bs32/seed9",
     "mlp/sgd_hb/fmnist28/bs32/seed8",
@@ -208,6 +207,22 @@ HELD_OUT_TASKS = [
     "cnn/adamw/cifar32/bs256/seed9",
     "mlp_wide/adam/cifar32/seed8",
     "mlp/adamw/fmnist28/bs256/seed9",
+]
+# The held-out set of the tenth round (the checked suggestion: candidates trained), fixed and committed
+# before any of it was run, scored on 3-seed means at seeds no task used before (seed10, seed11: 10,
+# 110, 210 and 11, 111, 211). The kinds that missed in round 9: SGD on the CIFAR- and Fashion-shaped
+# sets at batch 32 and 256, an AdamW CNN; and Adam tasks. No resnet18: too slow for the round's time.
+HELD_OUT_TASKS = [
+    "mlp/sgd_hb/cifar32/bs256/seed10",
+    "cnn/sgd/fmnist28/bs32/seed11",
+    "mlp_wide/sgd_hb/fmnist28/bs256/seed10",
+    "cnn/sgd_hb/cifar32/bs256/seed11",
+    "mlp/sgd/fmnist28/bs32/seed10",
+    "mlp_wide/sgd/cifar32/bs32/seed11",
+    "cnn/adamw/fmnist28/bs256/seed10",
+    "cnn/adamw/cifar32/seed11",
+    "mlp/adam/cifar32/bs32/seed10",
+    "cnn/adam/mnist28/bs32/seed11",
 ]
 ALL_TASKS = [*DEV_TASKS, *HELD_OUT_TASKS]
 QUICK_TASKS = ["mlp/sgd/digits", "mlp/adam/mnist28"]
@@ -343,6 +358,15 @@ def train(overrides: list[str], log_dir: Path, name: str) -> dict[str, Any]:
     return json.loads((run_dir / "report.json").read_text())
 
 
+def cost_share(curve: dict[str, Any], wall: float) -> dict[str, float]:
+    """The finder's seconds (range test, check) as a share of the rest of the run it preceded
+    (``wall``: the whole ``optimizer.lr=auto`` run, set-up, training and test included)."""
+    seconds = curve.get("seconds") or {}
+    range_s, check_s = float(seconds.get("range_test", 0.0)), float(seconds.get("check", 0.0))
+    rest = max(wall - range_s - check_s, 1e-9)
+    return {"range_test": range_s / rest, "check": check_s / rest, "run_seconds": rest}
+
+
 def accuracy_of(report: dict[str, Any]) -> float:
     acc = report["metrics"].get("test_acc")
     return float(acc) if acc is not None else 0.0
@@ -379,11 +403,14 @@ def bench_task(
         for lr in grid
     }
     grid_acc = {lr: float(np.mean(accs)) for lr, accs in grid_seeds.items()}
-    autos, curves = [], []
+    autos, curves, shares = [], [], []
     for s in run_at:
+        started = time.perf_counter()
         report = train([*base, f"seed={s}", "optimizer.lr=auto"], log_dir, f"{task}/s{s}/auto")
+        wall = time.perf_counter() - started
         autos.append(report)
         curves.append(json.loads((log_dir / task / f"s{s}" / "auto" / "lr_find.json").read_text()))
+        shares.append(cost_share(curves[-1], wall))
     accs = [accuracy_of(a) for a in autos]
     best_lr = max(grid_acc, key=lambda lr: grid_acc[lr])
     acc = float(np.mean(accs))
@@ -404,10 +431,12 @@ def bench_task(
         "ratio": acc / best if best > 0 else 0.0,
         "range_test": f"{finder['num_steps_run']} steps, {finder['stop_reason']}",
         "curve": curves[0],
+        "cost": shares,
         "per_seed": [
             {
                 "seed": s,
                 "lr": a["lr_finder"]["suggested_lr"],
+                "curve_lr": a["lr_finder"].get("curve_lr", a["lr_finder"]["suggested_lr"]),
                 "method": a["lr_finder"]["method"],
                 "capped": bool(c.get("capped_at")),
                 "acc": acc_s,
@@ -593,8 +622,9 @@ def render(results: list[dict[str, Any]], epochs: int, seed: int) -> str:
             f"## {name} tasks",
             "",
             "| task | grid best lr | grid best acc | method | suggested lr | its acc | ratio | >= 0.95 "
-            "| per seed: lr acc | other rules' lrs (first seed) | range test (first seed) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| per seed: lr acc (curve rule's lr ->) | cost: range test + check, share of the run "
+            "| other rules' lrs (first seed) | range test (first seed) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             cap = r["curve"].get("capped_at")  # auto's ceiling on a test that never diverged
@@ -603,19 +633,33 @@ def render(results: list[dict[str, Any]], epochs: int, seed: int) -> str:
             )
             per_seed = r.get("per_seed") or [{"lr": r["lr"], "acc": r["acc"]}]
             lrs = [p["lr"] for p in per_seed]
-            seeds_cell = ", ".join(f"{p['lr']:.2e} {p['acc']:.3f}" for p in per_seed)
+            seeds_cell = ", ".join(
+                (f"{p['curve_lr']:.2e} -> " if p.get("curve_lr", p["lr"]) != p["lr"] else "")
+                + f"{p['lr']:.2e} {p['acc']:.3f}"
+                for p in per_seed
+            )
+            costs = r.get("cost") or []
+            cost_cell = ", ".join(f"{c['range_test']:.0%} + {c['check']:.0%}" for c in costs) or "-"
             out.append(
                 f"| {r['task']} | {r['best_lr']:g} | {r['best_acc']:.3f} | {method_cell(r)} "
                 f"| {float(np.exp(np.median(np.log(lrs)))):.2e} | {r['acc']:.3f} | {r['ratio']:.3f} "
-                f"| {'yes' if r['ratio'] >= TARGET else 'NO'} | {seeds_cell} | {others} "
+                f"| {'yes' if r['ratio'] >= TARGET else 'NO'} | {seeds_cell} | {cost_cell} | {others} "
                 f"| {r['range_test']} |"
             )
         ratios = [r["ratio"] for r in rows]
         below = [r["task"] for r in rows if r["ratio"] < TARGET]
+        checks = [c["check"] for r in rows for c in r.get("cost") or []]
+        tests = [c["range_test"] for r in rows for c in r.get("cost") or []]
+        cost = (
+            f"; the check's seconds as a share of the run's: median {float(np.median(checks)):.0%}, "
+            f"max {max(checks):.0%} (range test: median {float(np.median(tests)):.0%})"
+            if checks
+            else ""
+        )
         out += [
             "",
             f"{name}: {len(rows)} tasks, ratio min {min(ratios):.3f}, median "
-            f"{float(np.median(ratios)):.3f}; below {TARGET}: {', '.join(below) or 'none'}",
+            f"{float(np.median(ratios)):.3f}; below {TARGET}: {', '.join(below) or 'none'}{cost}",
             "",
         ]
     return "\n".join(out)

@@ -142,6 +142,107 @@ def auto_rule(family: str | None, fall: float | None = None) -> str:
     return "min5" if family == "adaptive" else "min10"
 
 
+CANDIDATE_SPACING = 3.0
+"""How far apart the checked candidates sit (a factor): the spacing of a coarse LR grid. Round 9 of
+``bench/lr_finder.py`` missed by 2.5-3.6x (SGD at batch 256 under its best, SGD at batch 32 and a
+capped AdamW over it): one step of the ladder each way covers those."""
+
+
+def candidate_ladder(
+    center: float, count: int, low: float, high: float, spacing: float = CANDIDATE_SPACING
+) -> list[float]:
+    """``count`` LRs ``spacing``x apart around ``center`` (the curve rule's pick), ascending, inside
+    ``[low, high]``: a rung past an end is moved to the other end of the ladder, so ``count`` stays.
+
+    Why a ladder around the pick rather than the curve's rules' own readings: the readings cluster
+    (several rules read the same minimum) and where the curve says nothing (a flat SGD curve) they
+    scatter over decades; a ladder spends the trials evenly where the rule's errors were measured.
+    ``high`` is where the range test diverged: nothing above it is worth a trial.
+    """
+    if count < 1:
+        raise ValueError(f"count={count}: need at least one candidate")
+    if not 0 < low < high:
+        raise ValueError(f"need 0 < low < high, got low={low}, high={high}")
+    center = min(max(center, low), high)
+    first = -((count - 1) // 2) - (count - 1) % 2  # an even count puts its extra rung below
+    rungs = list(range(first, first + count))
+    while (
+        center * spacing ** rungs[-1] > high * (1 + 1e-9)
+        and center * spacing ** (rungs[0] - 1) >= low
+    ):
+        rungs = [rungs[0] - 1, *rungs[:-1]]
+    while (
+        center * spacing ** rungs[0] < low * (1 - 1e-9)
+        and center * spacing ** (rungs[-1] + 1) <= high
+    ):
+        rungs = [*rungs[1:], rungs[-1] + 1]
+    lrs = sorted({min(max(center * spacing**k, low), high) for k in rungs})
+    return [float(lr) for lr in lrs]
+
+
+def trial_lr(peak: float, step: int, steps: int) -> float:
+    """A trial's LR at ``step`` of ``steps``: a cosine from ``peak`` to zero (the runner's default
+    schedule, compressed into the trial), so a trial ranks LRs the way the run will use them."""
+    return peak * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
+
+
+def learned(trial: dict[str, Any], start_score: float | None = None) -> bool:
+    """A trial that ran to its end with a finite score, better than the untrained model's
+    (``start_score``): one that ended at or above it learned nothing, as good as diverged."""
+    if trial["diverged"] or not math.isfinite(trial["score"]):
+        return False
+    return start_score is None or not math.isfinite(start_score) or trial["score"] < start_score
+
+
+def pick_trial(
+    trials: list[dict[str, Any]], start_score: float | None = None, truncated: bool = False
+) -> dict[str, Any] | None:
+    """The trial with the lowest ``score`` (validation loss) among those that :func:`learned`; ``None``
+    when none did. A tie keeps the lower LR (the safer side).
+
+    ``truncated`` (the trials are shorter than the run): when the next candidate up broke (diverged or
+    learned nothing), the pick sits at the edge of stability and the next candidate down is taken. A
+    longer run spends more steps at its peak LR; on the bench's dev tasks the trial's winner next to a
+    broken candidate trained worse over the whole run than the one under it (bench/results/
+    lr_finder_round10.md, dev: mlp_wide/sgd_hb/cifar32/bs32/seed8, 0.17 against 0.058 where 0.03-0.1
+    was best).
+    """
+    alive = [t for t in trials if learned(t, start_score)]
+    if not alive:
+        return None
+    best = min(alive, key=lambda t: (t["score"], t["lr"]))
+    if truncated:
+        ordered = sorted(trials, key=lambda t: t["lr"])
+        k = ordered.index(best)
+        above = ordered[k + 1] if k + 1 < len(ordered) else None
+        below = ordered[k - 1] if k > 0 else None
+        if above is not None and not learned(above, start_score) and below in alive:
+            return below
+    return best
+
+
+def next_candidate(
+    trials: list[dict[str, Any]],
+    low: float,
+    high: float,
+    start_score: float | None = None,
+    spacing: float = CANDIDATE_SPACING,
+) -> float | None:
+    """One more rung past the ladder's end when the best trial sits at that end (the scores still fall
+    that way: the curve rule's pick was far off), inside ``[low, high]``; else ``None``. A line search:
+    it stops where the score turns up or a candidate breaks."""
+    alive = [t for t in trials if learned(t, start_score)]
+    if not alive:
+        return None
+    best = min(alive, key=lambda t: (t["score"], t["lr"]))
+    lrs = sorted(t["lr"] for t in trials)
+    if best["lr"] == lrs[-1] and best["lr"] * spacing <= high:
+        return float(best["lr"] * spacing)
+    if best["lr"] == lrs[0] and best["lr"] / spacing >= low:
+        return float(best["lr"] / spacing)
+    return None
+
+
 def relative_fall(losses: np.ndarray) -> float:
     """How far the curve falls from its first value to its minimum, as a fraction of the first."""
     first = float(losses[0])
@@ -498,9 +599,13 @@ class LearningRateFinder:
 
         res = result or self._result or self.result()
         lrs, raw, smoothed = res["lrs"], res["losses"], res["smoothed_losses"]
-        fig = Figure(figsize=(7, 4.5))
+        trials = (res.get("verify") or {}).get("trials") or []
+        fig = Figure(figsize=(7, 7.5 if trials else 4.5))
         FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
+        if trials:
+            ax, check = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+        else:
+            ax, check = fig.add_subplot(), None
         if lrs:
             ax.plot(lrs, raw, color="tab:blue", alpha=0.35, linewidth=1, label="loss (raw)")
             ax.plot(lrs, smoothed, color="tab:blue", linewidth=2, label="loss (smoothed)")
@@ -520,7 +625,7 @@ class LearningRateFinder:
             others = [
                 (n, lr)
                 for n, lr in res["suggestions"].items()
-                if n != res["method"] or res.get("capped_at")
+                if n != res["method"] or res.get("capped_at") or trials
             ]
             for k, (name, lr) in enumerate(others):
                 marker, color = styles[name]
@@ -530,7 +635,7 @@ class LearningRateFinder:
                     [np.interp(np.log(lr), np.log(lrs), smoothed)],
                     marker,
                     color=color,
-                    markersize=12 - 2 * k,
+                    markersize=max(12 - 2 * k, 5),
                     markerfacecolor="none",
                     markeredgewidth=2,
                     label=f"{LABELS.get(name, name)}: {lr:.2e}",
@@ -549,9 +654,13 @@ class LearningRateFinder:
                 color="tab:red",
                 markersize=9,
             )
+            for t in trials:  # where the check trained, on the curve
+                ax.axvline(t["lr"], color="0.5", linestyle=":", linewidth=1)
         ax.set_xscale("log")
-        ax.set_xlabel("learning rate (log scale)")
+        ax.set_xlabel("" if check is not None else "learning rate (log scale)")
         ax.set_ylabel("training loss")
+        if check is not None:
+            self._draw_trials(check, res)
         ax.set_title(
             f"LR range test: {res['num_steps_run']} steps, {res['stop_reason']}", fontsize=9
         )
@@ -560,12 +669,79 @@ class LearningRateFinder:
         fig.tight_layout()
         return fig
 
+    @staticmethod
+    def _draw_trials(ax: Any, res: dict[str, Any]) -> None:
+        """The check's panel: each candidate's validation loss after its short trial, the diverged ones
+        marked at the top, the curve rule's pick and the one suggested."""
+        verify = res["verify"]
+        trials = verify["trials"]
+        alive = [t for t in trials if learned(t, verify.get("start_score"))]
+        scores = [t["score"] for t in alive]
+        top = max(scores) * 1.15 if scores else 1.0
+        if alive:
+            ax.plot(
+                [t["lr"] for t in alive],
+                scores,
+                "o-",
+                color="tab:gray",
+                label=f"{verify['metric']} after a {verify['steps']}-step trial",
+            )
+        dead = [t["lr"] for t in trials if t not in alive]
+        if dead:
+            ax.plot(
+                dead,
+                [top] * len(dead),
+                "x",
+                color="black",
+                markersize=9,
+                label="diverged or learned nothing",
+            )
+        ax.axvline(
+            verify["curve_lr"],
+            color="tab:blue",
+            linestyle="--",
+            linewidth=1,
+            label=f"the curve rule's pick: {verify['curve_lr']:.2e}",
+        )
+        if verify.get("picked_lr") is not None:
+            best = next(t for t in alive if t["lr"] == verify["picked_lr"])
+            ax.plot([best["lr"]], [best["score"]], "o", color="tab:red", markersize=10)
+            ax.axvline(
+                best["lr"],
+                color="tab:red",
+                linestyle="--",
+                linewidth=1.5,
+                label=f"suggested: {best['lr']:.2e}"
+                + (
+                    ""
+                    if best["score"] <= min(scores)
+                    else " (one under the lowest: the one over that broke)"
+                ),
+            )
+        start = verify.get("start_score")
+        if start is not None and math.isfinite(start):
+            ax.axhline(start, color="0.6", linewidth=1, label=f"untrained: {start:.3g}")
+        ax.set_ylabel(verify["metric"])
+        ax.set_xlabel("learning rate (log scale)")
+        ax.set_title(
+            f"the check: {len(trials)} candidates, {verify['steps']} steps each (cosine to 0), "
+            f"{verify['seconds']:.1f}s",
+            fontsize=9,
+        )
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+
 
 def rule_label(result: dict[str, Any]) -> str:
     """``descent`` or, when ``auto`` chose it, ``auto for sgd: descent`` (what a plot or a log line shows)."""
     method = LABELS.get(result["method"], result["method"])
     if result.get("capped_at"):
         method += f", capped at {result['capped_at']:g} ({result.get('cap_reason') or 'auto'})"
+    verify = result.get("verify") or {}
+    if verify.get("picked_lr") is not None:
+        method += f"; checked by {len(verify['trials'])} short trials"
+    elif verify:
+        method += "; every checked candidate diverged: the rule's own pick"
     if result.get("rule") == "auto":
         return f"auto for {result.get('optimizer_family') or 'an unknown optimizer'}: {method}"
     return method

@@ -274,6 +274,18 @@ def lr_find_errors(cfg: DictConfig) -> list[str]:
         errors.append(
             f"lr_find.num_steps={steps!r} is not valid: a whole number >= 10 (100 is typical)"
         )
+    count = node.get("candidates")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 2:
+        errors.append(
+            f"lr_find.candidates={count!r} is not valid: a whole number >= 2 (5 is typical; "
+            "lr_find.verify_steps=0 turns the check off)"
+        )
+    verify_steps = node.get("verify_steps")
+    if isinstance(verify_steps, bool) or not isinstance(verify_steps, int) or verify_steps < 0:
+        errors.append(
+            f"lr_find.verify_steps={verify_steps!r} is not valid: a whole number >= 0 "
+            "(steps per trial of the check, 100 is typical; 0 turns it off)"
+        )
     method = str(node.get("method"))
     try:
         canonical_method(method)

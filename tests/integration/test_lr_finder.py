@@ -10,10 +10,10 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import compose_cfg, run_cli
 from tbparse import SummaryReader
 
-from diag.lr_finder import LearningRateFinder, smooth_losses, valley_index
+from diag.lr_finder import LearningRateFinder, learned, pick_trial, smooth_losses, valley_index
 
 SINGLE_THREAD = {
     "OMP_NUM_THREADS": "1"
@@ -242,7 +242,8 @@ def test_mode_lr_find_end_to_end(tmp_path):
     assert data["capped_at"] == (0.1 if data["lrs"][-1] >= 9 else None)
     m = re.search(
         r"suggested lr +(\S+) \(auto for sgd: descent"
-        r"(, capped at 0.1 \(no divergence below 9, batch 64\))?; the other rules: valley",
+        r"(, capped at 0.1 \(no divergence below 9, batch 64\))?; checked by 5 short trials"
+        r"; the other rules: valley",
         proc.stdout,
     )
     assert m and float(m.group(1)) == pytest.approx(data["suggested_lr"], rel=1e-2)
@@ -287,12 +288,120 @@ def test_optimizer_lr_auto_trains_with_the_suggestion(tmp_path):
     )
 
 
+def test_the_check_trains_each_candidate_and_records_the_pick(tmp_path):
+    """lr_find.candidates LRs 3x apart around the curve rule's pick, each a short trial; the lowest
+    validation loss is the suggestion, in lr_find.json, the printout and the plot."""
+    run_dir = tmp_path / "check"
+    proc = run_cli(
+        [
+            "mode=lr_find",
+            "optimizer=sgd",
+            "lr_find.num_steps=40",
+            "lr_find.candidates=3",
+            "lr_find.verify_steps=12",
+            "diag=off",
+        ],
+        tmp_path,
+        run_dir=run_dir,
+        env=SINGLE_THREAD,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads((run_dir / "lr_find.json").read_text())
+    verify = data["verify"]
+    trials = verify["trials"]
+    lrs = [t["lr"] for t in trials]
+    # 3 candidates, and up to 3 more when the best sat at an end; all 3x apart, ascending
+    assert 3 <= len(trials) <= 6 and verify["steps"] == 12 and verify["metric"] == "val_loss"
+    assert np.allclose(np.diff(np.log(lrs)), np.log(3.0))
+    assert any(lr == pytest.approx(verify["curve_lr"]) for lr in lrs)  # the rule's pick is one
+    assert data["curve_lr"] == verify["curve_lr"]
+    # the run is 20 epochs of 20 steps: the 12-step trials are shorter than it
+    assert verify["run_steps"] == 400 and verify["truncated"] is True
+    alive = [t for t in trials if learned(t, verify["start_score"])]
+    assert alive, trials
+    for t in alive:  # trained to the end, scored on the validation split
+        assert t["steps_run"] == 12 and len(t["losses"]) == 12
+        assert t["score"] == t["val_loss"] and 0 <= t["val_acc"] <= 1
+        assert t["val_loss"] < verify["start_score"]
+    best = pick_trial(trials, verify["start_score"], truncated=True)
+    assert best in alive and verify["picked_lr"] == best["lr"] == data["suggested_lr"]
+    assert verify["seconds"] > 0 and data["seconds"]["check"] == verify["seconds"]
+    assert "checked        val_loss after 12 steps: " in proc.stdout
+    m = re.search(r"suggested lr +(\S+) ", proc.stdout)
+    assert m and float(m.group(1)) == pytest.approx(best["lr"], rel=1e-2)
+    assert f"suggested {best['lr']:.3g}; " in proc.stdout
+    assert (run_dir / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_verify_steps_zero_turns_the_check_off(tmp_path):
+    run_dir = tmp_path / "off"
+    proc = run_cli(
+        ["mode=lr_find", "lr_find.num_steps=30", "lr_find.verify_steps=0", "diag=off"],
+        tmp_path,
+        run_dir=run_dir,
+        env=SINGLE_THREAD,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads((run_dir / "lr_find.json").read_text())
+    assert "verify" not in data and data["method"] == "min5" and "checked" not in proc.stdout
+
+
+def _first_steps(r, n: int = 3) -> list[torch.Tensor]:
+    """The run's first ``n`` training steps, as the fit takes them: the parameters after."""
+    from diag.hooks import FitState
+    from diag.lr_finder import cycle_batches
+
+    r.trainer.attach(r.state.model)
+    probe = FitState(model=r.state.model, optimizer=r.state.optimizer)
+    batches = cycle_batches(r.train_loader)
+    for _ in range(n):
+        x, y = next(batches)
+        r.trainer.training_step(probe, x, y)
+    return [p.detach().clone() for p in r.state.model.parameters()]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_check_leaves_model_optimizer_and_data_order_bit_identical(tmp_path, optimizer):
+    """After the range test and every trial of the check, the run starts exactly as one that never ran
+    them: same weights, optimizer state, RNGs, data order, and so the same first steps."""
+    from diag.training_state import capture
+    from runner import lr_find
+    from runner.train import build
+
+    overrides = [
+        "diag=off",
+        "model=cnn",  # BatchNorm: its running statistics must come back too
+        f"optimizer={optimizer}",
+        "optimizer.lr=0.01",
+        "lr_find.num_steps=20",
+        "lr_find.candidates=3",
+        "lr_find.verify_steps=6",
+    ]
+    checked = build(compose_cfg(overrides, tmp_path), tmp_path / "checked")
+    before = capture(checked.model, checked.optimizer, rng=True, generator=checked.state.generator)
+    result = lr_find.find(checked)
+    assert len(result["verify"]["trials"]) >= 3  # the check ran (more when the best was at an end)
+    after = capture(checked.model, checked.optimizer, rng=True, generator=checked.state.generator)
+    assert _state_equal(after.model, before.model) and _state_equal(
+        after.optimizer, before.optimizer
+    )
+    assert all(torch.equal(after.rng[k], before.rng[k]) for k in ("torch", "data"))
+    assert all(p.grad is None for p in checked.model.parameters()) and checked.model.training
+    plain = build(compose_cfg(overrides, tmp_path), tmp_path / "plain")  # same seed, no finder
+    for a, b in zip(_first_steps(checked), _first_steps(plain)):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize(
     "override, key",
     [
         ("lr_find.method=fastest", "lr_find.method"),
         ("lr_find.min_lr=50", "lr_find.min_lr"),
         ("lr_find.num_steps=3", "lr_find.num_steps"),
+        ("lr_find.candidates=0", "lr_find.candidates"),
+        ("lr_find.candidates=2.5", "lr_find.candidates"),
+        ("lr_find.verify_steps=-1", "lr_find.verify_steps"),
+        ("lr_find.verify_steps=many", "lr_find.verify_steps"),
     ],
 )
 def test_bad_lr_find_config_is_one_line_and_exit_2(tmp_path, override, key):

@@ -291,3 +291,82 @@ def test_auto_cap_by_family_fall_and_edge():
     assert auto_cap("adaptive", 0.3, True, batch_size=256) == ADAPTIVE_CAP  # SGD's alone scales
     assert auto_cap("adaptive", 0.3, no_edge=False) == ADAPTIVE_CAP == auto_cap(None, 0.3, True)
     assert auto_cap("adaptive", 0.06, no_edge=False) == HARD_TASK_CAP
+
+
+# -- the check's candidates and its pick ------------------------------------------
+def test_candidate_ladder_is_three_x_apart_around_the_pick():
+    from diag.lr_finder import candidate_ladder
+
+    assert candidate_ladder(0.01, 5, 1e-7, 10.0) == pytest.approx(
+        [0.01 / 9, 0.01 / 3, 0.01, 0.03, 0.09]
+    )
+    # an even count puts its extra rung below the pick (the safer side)
+    assert candidate_ladder(0.01, 2, 1e-7, 10.0) == pytest.approx([0.01 / 3, 0.01])
+    assert candidate_ladder(0.01, 4, 1e-7, 10.0) == pytest.approx([0.01 / 9, 0.01 / 3, 0.01, 0.03])
+
+
+def test_candidate_ladder_keeps_its_count_under_the_divergence_and_over_min_lr():
+    from diag.lr_finder import candidate_ladder
+
+    # diverged at 0.05: the rungs over it move under the ladder's bottom; the pick stays a rung
+    assert candidate_ladder(0.02, 5, 1e-7, 0.05) == pytest.approx(
+        [0.02 / 3**k for k in (4, 3, 2, 1, 0)]
+    )
+    # near min_lr: the rungs under it move over the top
+    assert candidate_ladder(3e-7, 5, 1e-7, 10.0) == pytest.approx(
+        [3e-7 * 3**k for k in (-1, 0, 1, 2, 3)]
+    )
+    with pytest.raises(ValueError, match="count=0"):
+        candidate_ladder(0.01, 0, 1e-7, 10.0)
+
+
+def test_pick_trial_takes_the_lowest_score_and_drops_the_diverged():
+    from diag.lr_finder import pick_trial
+
+    trials = [
+        {"lr": 0.01, "diverged": False, "score": 0.9},
+        {"lr": 0.03, "diverged": False, "score": 0.4},
+        {"lr": 0.1, "diverged": True, "score": float("nan")},
+        {"lr": 0.3, "diverged": False, "score": float("nan")},
+    ]
+    assert pick_trial(trials)["lr"] == 0.03
+    tie = [
+        {"lr": 0.1, "diverged": False, "score": 0.5},
+        {"lr": 0.03, "diverged": False, "score": 0.5},
+    ]
+    assert pick_trial(tie)["lr"] == 0.03  # a tie keeps the lower LR
+    assert pick_trial([trials[2]]) is None
+
+
+def test_a_truncated_trial_next_to_a_broken_candidate_steps_down_one():
+    """Trials shorter than the run: a winner whose next candidate up diverged or learned nothing sits
+    at the edge of stability; the candidate under it is taken. Trials as long as the run: the winner."""
+    from diag.lr_finder import learned, pick_trial
+
+    trials = [
+        {"lr": 0.02, "diverged": False, "score": 2.0},
+        {"lr": 0.06, "diverged": False, "score": 1.9},
+        {"lr": 0.18, "diverged": False, "score": 2.4},  # no better than untrained (2.3)
+    ]
+    assert not learned(trials[2], 2.3) and learned(trials[2])
+    assert pick_trial(trials, 2.3, truncated=True)["lr"] == 0.02
+    assert pick_trial(trials, 2.3, truncated=False)["lr"] == 0.06
+    assert pick_trial(trials[:2], 2.3, truncated=True)["lr"] == 0.06  # nothing broke above it
+
+
+def test_next_candidate_follows_a_best_at_either_end_within_the_bounds():
+    from diag.lr_finder import next_candidate
+
+    up = [
+        {"lr": 1e-3, "diverged": False, "score": 2.0},
+        {"lr": 3e-3, "diverged": False, "score": 1.5},
+    ]
+    assert next_candidate(up, 1e-7, 10.0) == pytest.approx(9e-3)
+    assert next_candidate(up, 1e-7, 5e-3) is None  # over the range test's divergence
+    down = [
+        {"lr": 1e-3, "diverged": False, "score": 1.0},
+        {"lr": 3e-3, "diverged": False, "score": 1.5},
+    ]
+    assert next_candidate(down, 1e-7, 10.0) == pytest.approx(1e-3 / 3)
+    middle = [*down, {"lr": 3e-4, "diverged": False, "score": 1.2}]
+    assert next_candidate(middle, 1e-7, 10.0) is None  # the score turned up: done
