@@ -146,12 +146,6 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
     count = int(node.candidates)
     if steps <= 0 or len(result["lrs"]) < 10:
         return result
-    if distributed.get_world_size() > 1:
-        # rank 0 finds alone; Trainer.evaluate gathers over every rank and would wait on the others
-        log.warning(
-            "optimizer.lr=auto under torchrun: the check of the pick is skipped (one process only)"
-        )
-        return result
     curve_lr = float(result["suggested_lr"])
     ladder = candidate_ladder(curve_lr, count, finder.min_lr, divergence_lr(result))
     state, trainer = r.state, r.trainer
@@ -354,7 +348,8 @@ def auto_lr(r: Run) -> dict[str, Any]:
     """``optimizer.lr=auto``: rank 0 finds the LR and every rank sets it on its optimizer, data order in step."""
     result = None
     if r.rank == 0:
-        found = find(r)
+        with r.trainer.alone():  # under torchrun the other ranks wait in the broadcast below
+            found = find(r)
         log.info(
             "optimizer.lr=auto: the LR range test (%d steps, %s) suggests %.3g (%s): training with it",
             found["num_steps_run"],

@@ -13,6 +13,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -106,6 +107,7 @@ class Trainer:
         self.hooks: Hook | None = (
             None  # the hooks of the current fit (their states go into checkpoints)
         )
+        self._alone = False  # inside alone(): steps and evaluations of this process, no collective
 
     def reset_skips(self) -> None:
         """Forget the run of consecutive skipped steps (after steps that were not training, e.g. a range test)."""
@@ -119,7 +121,25 @@ class Trainer:
     def attach(self, model: torch.nn.Module) -> None:
         """Note what every step needs of the model and the process group, once rather than per step."""
         self._params = [p for p in model.parameters() if p.requires_grad]
-        self._world_size = distributed.get_world_size()
+        self._world_size = self._ranks()
+
+    def _ranks(self) -> int:
+        """The processes a step or an evaluation is shared with: 1 inside :meth:`alone`."""
+        return 1 if self._alone else distributed.get_world_size()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        """Steps and evaluations of this process only, with no collective: for work one rank does while
+        the others wait (under torchrun, rank 0's LR range test and its check). Without it, the loss
+        all-reduce of a step would wait forever for ranks that are not stepping."""
+        alone_before = self._alone
+        self._alone = True
+        self._world_size = 1
+        try:
+            yield
+        finally:
+            self._alone = alone_before
+            self._world_size = self._ranks()
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -195,9 +215,9 @@ class Trainer:
     def evaluate(self, model: torch.nn.Module, loader, confusion: bool = False) -> dict[str, Any]:
         """Mean loss and accuracy over a whole split (one host sync at the end); with ``confusion``, also
         the confusion matrix (``"confusion"``: rows true class, columns predicted, counts)."""
-        distributed.broadcast_buffers(
-            model
-        )  # under DDP: every rank evaluates rank 0's model, BatchNorm stats too
+        ranks = self._ranks()
+        if ranks > 1:  # under DDP: every rank evaluates rank 0's model, BatchNorm stats too
+            distributed.broadcast_buffers(model)
         was_training = model.training
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
@@ -217,13 +237,17 @@ class Trainer:
                 matrix = pairs if matrix is None else matrix + pairs
         model.train(was_training)
         # under DDP each rank saw its own strided shard: sums over ranks cover the split exactly once
-        loss_total, correct_total, total = self._sums(loss_sum, correct, count)
+        loss_total, correct_total, total = self._sums(loss_sum, correct, count, ranks)
         out: dict[str, Any] = {"loss": math.nan, "acc": math.nan}
         if total:
             out = {"loss": loss_total / total, "acc": correct_total / total, "examples": int(total)}
         if matrix is not None:
             k = math.isqrt(matrix.numel())
-            summed = distributed.mean_over_ranks(matrix.double()) * distributed.get_world_size()
+            summed = (
+                distributed.mean_over_ranks(matrix.double()) * ranks
+                if ranks > 1
+                else matrix.double()
+            )
             out["confusion"] = summed.round().long().view(k, k).tolist()
         return out
 
@@ -327,7 +351,9 @@ class Trainer:
                     f"(train: the steps the rollback to step {self._sums_since} undid)"
                 )
             self._undone = None
-            loss_total, correct_total, seen_total = self._sums(loss_sum, correct, acc[2])
+            loss_total, correct_total, seen_total = self._sums(
+                loss_sum, correct, acc[2], self._world_size
+            )
             state.metrics["train/loss"] = loss_total / max(seen_total, 1)
             state.metrics["train/acc"] = correct_total / max(seen_total, 1)
             state.metrics["train/epoch_time"] = time.perf_counter() - t0
@@ -362,9 +388,11 @@ class Trainer:
             self.interrupted = self._agree_on_signal()
         return state
 
-    def _sums(self, loss_sum: torch.Tensor, correct: torch.Tensor, count: int) -> list[float]:
-        """Loss sum, correct count and sample count over every rank: one host read, like a hand loop's."""
-        if distributed.get_world_size() > 1:
+    def _sums(
+        self, loss_sum: torch.Tensor, correct: torch.Tensor, count: int, ranks: int
+    ) -> list[float]:
+        """Loss sum, correct count and sample count over ``ranks`` processes: one host read, like a hand loop's."""
+        if ranks > 1:
             return distributed.sum_over_ranks(loss_sum, correct, count, device=self.device)
         return [loss_sum.item(), float(correct.item()), float(count)]
 

@@ -194,6 +194,28 @@ def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(tmp_path):
 
 
 @pytest.mark.slow
+def test_ddp_auto_lr_rank_zero_finds_alone_and_every_rank_trains_with_it(tmp_path):
+    """``optimizer.lr=auto`` under torchrun: rank 0's range test and check take no collective (the
+    loss all-reduce of a step used to wait forever for the rank that was not stepping); every rank
+    then trains from the LR it found, in step."""
+    res = torchrun(
+        ["optimizer.lr=auto", "trainer.max_epochs=2", "lr_find.verify_steps=8"], tmp_path
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert res.stdout.count("optimizer.lr=auto: the check:") == 1  # rank 0 alone
+    (run,) = (tmp_path / "runs").iterdir()
+    found = json.loads((run / "report.json").read_text())["lr_finder"]
+    assert found["verify"]["steps"] == 8 and len(found["verify"]["trials"]) >= 2
+    lr = found["suggested_lr"]
+    assert json.loads((run / "lr_find.json").read_text())["suggested_lr"] == pytest.approx(lr)
+    # no schedule here (PINNED): the LR found is the LR trained with
+    first = re.search(r"epoch   1/2 .* lr (\S+) ", (run / "train.log").read_text())
+    assert first and float(first.group(1)) == pytest.approx(lr, rel=5e-3)
+    sums = CHECKSUM.search(res.stdout)  # both ranks trained with it: their weights end equal
+    assert sums and sums.group(1) == sums.group(2), res.stdout[-2000:]
+
+
+@pytest.mark.slow
 def test_ddp_resume_loads_the_checkpoint_on_every_rank(tmp_path):
     """With BatchNorm: each rank's running statistics drift on its own batches; evaluation uses rank 0's.
 
