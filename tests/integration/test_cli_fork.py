@@ -1,5 +1,5 @@
 """The tests' forked CLI runs (helpers.cli_fork) behave as fresh interpreters do: same exit code, output,
-working directory and arguments; an import-time environment variable gets a fresh interpreter."""
+working directory, arguments and multiprocessing start method; an import-time environment variable gets a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def test_a_script_sees_its_arguments_folder_and_working_directory(tmp_path):
     script = tmp_path / "bin" / "show.py"
     script.parent.mkdir()
     script.write_text(
-        "import os, sys\n"
+        "import multiprocessing, os, sys\n"
+        "print(multiprocessing.get_start_method(allow_none=True), multiprocessing.get_start_method())\n"
         "print(sys.argv[1:], os.getcwd(), sys.path[0], os.environ.get('HYDRA_FULL_ERROR'))\n"
         "sys.exit(3)\n"
     )
@@ -37,6 +38,8 @@ def test_a_script_sees_its_arguments_folder_and_working_directory(tmp_path):
     assert forked.returncode == fresh.returncode == 3
     assert forked.stdout == fresh.stdout
     assert forked.stdout.split()[-3:] == [str(work), str(script.parent), "1"]
+    # DataLoader workers start as in a fresh interpreter (not from the tests' forkserver)
+    assert forked.stdout.splitlines()[0] == "None fork"
 
 
 def test_an_import_time_variable_is_not_forked():

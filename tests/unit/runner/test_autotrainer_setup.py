@@ -21,18 +21,26 @@ from test_autotrainer_causes import NamesCause, fit, net, policy_for
 TINY = ["data.subset=256", "trainer.max_epochs=3", "optimizer=sgd", "optimizer.lr=0.1"]
 
 
+@pytest.fixture(scope="module")
+def one_unit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run with a one-unit layer (``hidden=[1]``), trained once for the tests that only read it."""
+    from runner.app import run
+
+    root = tmp_path_factory.mktemp("one_unit")
+    cfg = compose_cfg([*TINY, "model.hidden=[1]", "autotrainer=default"], root)
+    out = root / "run"
+    run(cfg, out)
+    return out
+
+
 @pytest.mark.slow
 def test_a_one_unit_layer_restarts_widened_before_any_step_and_the_attempt_learns(
-    tmp_path: Path,
+    one_unit_run: Path,
 ) -> None:
     """hidden=[1] for ten classes: at chance at any LR. Restarted at step 0 (no step spent), attempt-1
     at [256, 256] (capacity.width, within the budget) learns. Nothing was measured before it (no
     step), so its effect is "not measured"; its outcome says how attempt-1 ended."""
-    from runner.app import run
-
-    cfg = compose_cfg([*TINY, "model.hidden=[1]", "autotrainer=default"], tmp_path)
-    out = tmp_path / "run"
-    run(cfg, out)
+    out = one_unit_run
     report = json.loads((out / "report.json").read_text())
     (restart,) = report["autotrainer"]["actions"]
     assert (restart["action"], restart["cause"], restart["step"], restart["code"]) == (
@@ -334,16 +342,12 @@ def test_a_restart_that_repairs_the_lr_drops_the_clipping_the_explosion_turned_o
 
 
 def test_a_restart_at_set_up_leaves_no_test_pass_or_figures_of_the_attempt_it_abandons(
-    tmp_path: Path,
+    one_unit_run: Path,
 ) -> None:
     """Restarted before any step (a one-unit layer), attempt-0 is not the run's result: no test pass
     of its initial weights, no confusion matrix or summary figure, the reason in its events.jsonl; its
     report and the final attempt's figures stay (the seconds a short run spent on them, issue 21)."""
-    from runner.app import run
-
-    cfg = compose_cfg([*TINY, "model.hidden=[1]", "autotrainer=default"], tmp_path)
-    out = tmp_path / "run"
-    run(cfg, out)
+    out = one_unit_run
     report = json.loads((out / "report.json").read_text())
     first, second = report["autotrainer"]["attempts"]
     assert first["steps"] == 0 and first["test_acc"] is None

@@ -48,7 +48,10 @@ SHAPES = {
 
 def make_module(name: str, root: Path, **overrides):
     """The data module exactly as ``data=<name>`` builds it, pointed at ``root``."""
-    cfg = compose_cfg([f"data={name}", f"data.root={root}"])
+    # composed once per dataset in a worker, then pointed at root: the plain path the override
+    # data.root=<root> would set in place of ${paths.data_dir}
+    cfg = compose_cfg([f"data={name}"])
+    cfg.data.root = str(root)
     kwargs = {
         "batch_size": 16,
         "eval_batch_size": 32,

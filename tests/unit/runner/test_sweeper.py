@@ -17,7 +17,9 @@ from omegaconf import OmegaConf
 import hydra_plugins.runner_sweeper as plugin
 from runner.conf_dir import CONF_DIR
 
-SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# as the other sweep tests: the pytest workers' OMP_NUM_THREADS, so the run forks (an MKL_NUM_THREADS the
+# workers do not have made it a fresh interpreter; torch's MKL takes OpenMP's thread count)
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def _master():
