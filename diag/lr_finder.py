@@ -42,6 +42,7 @@ scaler's, the RNGs' and the gradients'), so the caller's model is untouched.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -645,7 +646,12 @@ class LearningRateFinder:
                 color="tab:red",
                 linestyle="--",
                 linewidth=1.5,
-                label=f"suggested ({rule_label(res)}): {res['suggested_lr']:.2e}",
+                # the rule's label runs long (caps, the check): wrapped, so the legend fits the figure
+                label=textwrap.fill(
+                    f"suggested: {res['suggested_lr']:.2e} ({rule_label(res)})",
+                    60,
+                    subsequent_indent="  ",
+                ),
             )
             ax.plot(
                 [res["suggested_lr"]],
@@ -665,7 +671,8 @@ class LearningRateFinder:
             f"LR range test: {res['num_steps_run']} steps, {res['stop_reason']}", fontsize=9
         )
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        # low LRs at low loss: the corner a range test's curve never reaches (it starts high, left)
+        ax.legend(fontsize=8, loc="lower left")
         fig.tight_layout()
         return fig
 
@@ -721,7 +728,9 @@ class LearningRateFinder:
         start = verify.get("start_score")
         if start is not None and math.isfinite(start):
             ax.axhline(start, color="0.6", linewidth=1, label=f"untrained: {start:.3g}")
-        ax.set_ylabel(verify["metric"])
+        # log: the candidates' scores sit far under the untrained model's, and their differences matter
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{verify['metric']} (log scale)")
         ax.set_xlabel("learning rate (log scale)")
         ax.set_title(
             f"the check: {len(trials)} candidates, {verify['steps']} steps each (cosine to 0), "
