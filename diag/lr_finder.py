@@ -208,18 +208,26 @@ def pick_trial(
     lr_finder_round10.md, dev: mlp_wide/sgd_hb/cifar32/bs32/seed8, 0.17 against 0.058 where 0.03-0.1
     was best).
     """
-    alive = [t for t in trials if learned(t, start_score)]
-    if not alive:
-        return None
-    best = min(alive, key=lambda t: (t["score"], t["lr"]))
-    if truncated:
+    best = lowest(trials, start_score)
+    if best is not None and truncated:
         ordered = sorted(trials, key=lambda t: t["lr"])
         k = ordered.index(best)
         above = ordered[k + 1] if k + 1 < len(ordered) else None
         below = ordered[k - 1] if k > 0 else None
-        if above is not None and not learned(above, start_score) and below in alive:
+        if (
+            above is not None
+            and not learned(above, start_score)
+            and below is not None
+            and learned(below, start_score)
+        ):
             return below
     return best
+
+
+def lowest(trials: list[dict[str, Any]], start_score: float | None = None) -> dict[str, Any] | None:
+    """The trial that :func:`learned` with the lowest score (a tie: the lower LR), or ``None``."""
+    alive = [t for t in trials if learned(t, start_score)]
+    return min(alive, key=lambda t: (t["score"], t["lr"])) if alive else None
 
 
 def next_candidate(
@@ -232,10 +240,9 @@ def next_candidate(
     """One more rung past the ladder's end when the best trial sits at that end (the scores still fall
     that way: the curve rule's pick was far off), inside ``[low, high]``; else ``None``. A line search:
     it stops where the score turns up or a candidate breaks."""
-    alive = [t for t in trials if learned(t, start_score)]
-    if not alive:
+    best = lowest(trials, start_score)
+    if best is None:
         return None
-    best = min(alive, key=lambda t: (t["score"], t["lr"]))
     lrs = sorted(t["lr"] for t in trials)
     if best["lr"] == lrs[-1] and best["lr"] * spacing <= high:
         return float(best["lr"] * spacing)

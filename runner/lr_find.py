@@ -9,11 +9,13 @@ directory: ``lr_find.png``, ``lr_find.json`` and ``lr_find/*`` TensorBoard scala
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shlex
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,48 +73,64 @@ def build_finder(
     )
 
 
-def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
-    """Run ``finder`` with the trainer's own step on the training loader; everything is restored after.
-
-    The schedule is left out (the finder sets each step's LR) and so are the hooks.
-    """
+@contextlib.contextmanager
+def off_the_record(
+    r: Run, desc: str, total: int
+) -> Iterator[tuple[FitState, Any, Callable[[], None]]]:
+    """Training steps that leave no trace: yields a probe state for the trainer's own ``training_step``,
+    a progress bar and ``restore`` (model, optimizer, scaler, RNGs and data order back to where they
+    were on entry); everything is restored on exit, gradients dropped and the skip count reset."""
     state, trainer = r.state, r.trainer
     saved = capture(
         state.model, state.optimizer, scaler=trainer.scaler, rng=True, generator=state.generator
     )
-    probe = FitState(model=state.model, optimizer=state.optimizer)
     trainer.attach(state.model)
-    batches = cycle_batches(r.train_loader)
     was_training = state.model.training
     state.model.train()
     bar = tqdm(
-        total=finder.num_steps,
-        desc="LR range test",
+        total=total,
+        desc=desc,
         unit="step",
         leave=False,
         disable=not trainer.progress,
         dynamic_ncols=True,
     )
 
-    def step(lr: float) -> float:
-        for group in r.optimizer.param_groups:
-            group["lr"] = lr
-        x, y = next(batches)
-        trainer.training_step(probe, x, y)
-        loss = probe.loss.item() if probe.loss is not None else math.nan  # the stop rule needs it
-        bar.set_postfix(lr=f"{lr:.2e}", loss=f"{loss:.3g}", refresh=False)
-        bar.update()
-        return loss
+    def restore() -> None:
+        apply(saved, state.model, state.optimizer, scaler=trainer.scaler, generator=state.generator)
 
     try:
-        return finder.range_test(step)
+        yield FitState(model=state.model, optimizer=state.optimizer), bar, restore
     finally:
         bar.close()
-        apply(saved, state.model, state.optimizer, scaler=trainer.scaler, generator=state.generator)
+        restore()
         for p in state.model.parameters():
             p.grad = None
         state.model.train(was_training)
         trainer.reset_skips()
+
+
+def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
+    """Run ``finder`` with the trainer's own step on the training loader; everything is restored after.
+
+    The schedule is left out (the finder sets each step's LR) and so are the hooks.
+    """
+    batches = cycle_batches(r.train_loader)
+    with off_the_record(r, "LR range test", finder.num_steps) as (probe, bar, _):
+
+        def step(lr: float) -> float:
+            for group in r.optimizer.param_groups:
+                group["lr"] = lr
+            x, y = next(batches)
+            r.trainer.training_step(probe, x, y)
+            loss = (
+                probe.loss.item() if probe.loss is not None else math.nan
+            )  # the stop rule needs it
+            bar.set_postfix(lr=f"{lr:.2e}", loss=f"{loss:.3g}", refresh=False)
+            bar.update()
+            return loss
+
+        return finder.range_test(step)
 
 
 def run_steps(r: Run) -> int:
@@ -147,31 +165,12 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
     if steps <= 0 or len(result["lrs"]) < 10:
         return result
     curve_lr = float(result["suggested_lr"])
-    ladder = candidate_ladder(curve_lr, count, finder.min_lr, divergence_lr(result))
-    state, trainer = r.state, r.trainer
-    saved = capture(
-        state.model, state.optimizer, scaler=trainer.scaler, rng=True, generator=state.generator
-    )
-    probe = FitState(model=state.model, optimizer=state.optimizer)
-    trainer.attach(state.model)
-    was_training = state.model.training
-    bar = tqdm(
-        total=len(ladder) * steps,
-        desc="LR check",
-        unit="step",
-        leave=False,
-        disable=not trainer.progress,
-        dynamic_ncols=True,
-    )
+    high = divergence_lr(result)
+    ladder = candidate_ladder(curve_lr, count, finder.min_lr, high)
     t0 = time.perf_counter()
     trials: list[dict[str, Any]] = []
-    high = divergence_lr(result)
-
-    def restore() -> None:
-        apply(saved, state.model, state.optimizer, scaler=trainer.scaler, generator=state.generator)
-
-    try:
-        start_score = float(trainer.evaluate(state.model, r.val_loader)["loss"])
+    with off_the_record(r, "LR check", len(ladder) * steps) as (probe, bar, restore):
+        start_score = float(r.trainer.evaluate(r.state.model, r.val_loader)["loss"])
         for lr in ladder:
             trials.append(_trial(r, probe, lr, steps, finder.diverge_factor, bar))
             restore()
@@ -183,13 +182,6 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
             bar.total += steps
             trials.append(_trial(r, probe, more, steps, finder.diverge_factor, bar))
             restore()
-    finally:
-        bar.close()
-        restore()
-        for p in state.model.parameters():
-            p.grad = None
-        state.model.train(was_training)
-        trainer.reset_skips()
     trials.sort(key=lambda t: t["lr"])
     truncated = steps < run_steps(r)
     best = pick_trial(trials, start_score, truncated)
