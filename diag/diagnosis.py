@@ -255,14 +255,20 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
     scale = _chance_loss(s) or _median(loss[:3])
     if not scale > 0:
         return None
-    hits = np.flatnonzero(oscillating_windows(loss, scale, w))
     noise = _interval_noise(s)
+    if _epochs_falling(s):  # within-epoch swings are step noise: no window is read (the common, healthy case)
+        return (
+            _loss_climbs_back(s, loss, scale, noise)
+            or _validation_swings(s)
+            or _epoch_loss_climbs(s)
+        )
+    hits = np.flatnonzero(oscillating_windows(loss, scale, w))
     if hits.size and noise is not None:
         # swings a few standard errors of an interval mean wide are what the batch size makes, not the LR
         W = windows(loss, w)[hits]
         span = W.max(axis=1) - W.min(axis=1)
         hits = hits[span > NOISE_SPAN * noise * np.maximum(np.median(W, axis=1), 1e-12)]
-    if not hits.size or _epochs_falling(s):
+    if not hits.size:
         return (
             _loss_climbs_back(s, loss, scale, noise)
             or _validation_swings(s)
