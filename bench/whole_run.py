@@ -98,21 +98,25 @@ def build(workload: str, diag: str, run_dir: Path, extra: tuple[str, ...], epoch
 class EpochClock(Hook):
     """Last in the hook list: the time each epoch's end-of-epoch work finished, and the val accuracy."""
 
-    def __init__(self) -> None:
+    def __init__(self, shadow: Shadow | None = None) -> None:
         self.ends: list[Stamp] = []
         self.acc: list[float] = []
+        self.shadow = shadow
 
     def on_epoch_end(self, state: FitState) -> None:
         self.ends.append(now())
         self.acc.append(float(state.metrics["val/acc"]))
+        if self.shadow is not None:
+            self.shadow()
 
 
-def run_runner(parts: Run) -> tuple[list[Stamp], list[float]]:
-    """The runner's fit as ``runner.train.run`` drives it (its TensorBoard writer, fit, on_fit_end); epoch ends, accs."""
+def run_runner(parts: Run, shadow: Shadow | None = None) -> tuple[list[Stamp], list[float]]:
+    """The runner's fit as ``runner.train.run`` drives it (its TensorBoard writer, fit, on_fit_end); epoch
+    ends, accs. With ``shadow``, a hand epoch after each of its epochs (not counted in its epoch ends)."""
     from runner.tensorboard_run import open_writer
 
     state, trainer = parts.state, parts.trainer
-    clock = EpochClock()
+    clock = EpochClock(shadow)
     hooks = HookList({**parts.hooks.named, "_epoch_clock": clock})
     assert state.run_dir is not None
     state.writer = open_writer(state.run_dir / "tb", state.step)  # the run's own writer
@@ -128,16 +132,22 @@ def run_runner(parts: Run) -> tuple[list[Stamp], list[float]]:
     return clock.ends, clock.acc
 
 
-def run_hand(parts: Run, epochs: int) -> tuple[list[Stamp], list[float]]:
-    """The careful hand loop on the built model, optimizer and loaders; a scheduler stepped every step."""
-    model, opt = parts.state.model, parts.state.optimizer
-    assert opt is not None
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(parts.train_loader))
-    ends: list[Stamp] = []
-    accs: list[float] = []
-    for _ in range(epochs):
+class HandLoop:
+    """The careful hand loop on a built model, optimizer and loaders; a scheduler stepped every step."""
+
+    def __init__(self, parts: Run, epochs: int) -> None:
+        self.model, self.opt = parts.state.model, parts.state.optimizer
+        assert self.opt is not None
+        self.train_loader, self.val_loader = parts.train_loader, parts.val_loader
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.opt, T_max=epochs * len(parts.train_loader)
+        )
+
+    def epoch(self) -> float:
+        """One epoch of training and a validation pass; its val accuracy."""
+        model, opt, sched = self.model, self.opt, self.sched
         model.train()
-        for x, y in parts.train_loader:
+        for x, y in self.train_loader:
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -148,18 +158,53 @@ def run_hand(parts: Run, epochs: int) -> tuple[list[Stamp], list[float]]:
         correct = torch.zeros((), dtype=torch.long)
         seen = 0
         with torch.no_grad():
-            for x, y in parts.val_loader:
+            for x, y in self.val_loader:
                 logits = model(x)
                 loss_sum += F.cross_entropy(logits, y, reduction="sum")
                 correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
         val_loss = loss_sum.item() / seen  # what a person prints or early-stops on
-        accs.append(correct.item() / seen if math.isfinite(val_loss) else math.nan)
+        return correct.item() / seen if math.isfinite(val_loss) else math.nan
+
+
+def run_hand(parts: Run, epochs: int) -> tuple[list[Stamp], list[float]]:
+    """The hand loop for ``epochs`` epochs: epoch ends, accs."""
+    loop = HandLoop(parts, epochs)
+    ends: list[Stamp] = []
+    accs: list[float] = []
+    for _ in range(epochs):
+        accs.append(loop.epoch())
         ends.append(now())
     return ends, accs
 
 
-def run_lightning(parts: Run, epochs: int, checkpoint: bool) -> tuple[list[Stamp], list[float]]:
+class Shadow:
+    """A hand loop that runs one epoch right after each epoch of another loop (called from its epoch-end
+    hook, after that loop's stamp): both loops' epochs alternate, each timed between its neighbours."""
+
+    def __init__(self, loop: HandLoop) -> None:
+        self.loop = loop
+        self.spans: list[tuple[Stamp, Stamp]] = []
+
+    def __call__(self) -> None:
+        start = now()
+        self.loop.epoch()
+        self.spans.append((start, now()))
+
+    def ratios(self, ends: list[Stamp], warmup: int, clock: int) -> list[float]:
+        """Per epoch after ``warmup``: the hand epoch's time over the other loop's epoch just before it
+        (from the end of the previous hand epoch to its own epoch end)."""
+        out = []
+        for i in range(max(warmup, 1), min(len(ends), len(self.spans))):
+            theirs = ends[i][clock] - self.spans[i - 1][1][clock]
+            hand = self.spans[i][1][clock] - self.spans[i][0][clock]
+            out.append(hand / theirs)
+        return out
+
+
+def run_lightning(
+    parts: Run, epochs: int, checkpoint: bool, shadow: Shadow | None = None
+) -> tuple[list[Stamp], list[float]]:
     """Lightning's Trainer around the same model, optimizer and scheduler; validation every epoch."""
     import pytorch_lightning as pl
 
@@ -199,6 +244,8 @@ def run_lightning(parts: Run, epochs: int, checkpoint: bool) -> tuple[list[Stamp
 
         def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
             self.ends.append(now())
+            if shadow is not None:
+                shadow()
 
     clock = Clock()
     run_dir, optimizer = parts.state.run_dir, parts.state.optimizer
@@ -262,6 +309,43 @@ def measure(workload: str, root: Path, with_lightning: bool, quick: bool) -> dic
         ratios[f"_cpu {n}"] = [h[1] / p[1] for h, p in zip(periods[HAND], periods[n])]
     ratios["_hand_ms"] = [1e3 * p[0] for p in periods[HAND]]
     return ratios
+
+
+PAIRED = ["runner, diag=off", "runner, diag=default", "lightning, default checkpoint"]
+# (epochs per run, warm-up epochs not counted, rounds) of the paired measurement
+PAIRED_PLAN = {"mlp/digits": (14, 2, 7), "cnn/digits": (8, 2, 5)}
+
+
+def measure_paired(
+    workload: str, root: Path, with_lightning: bool, quick: bool
+) -> dict[str, list[float]]:
+    """Per loop and clock, its per-epoch ratio to a hand loop whose epochs alternate with its own (the
+    median over each run's epoch pairs, one per round): the two epochs of a pair are run back to back, so
+    the host's speed, which drifts over seconds here, is nearly the same for both."""
+    epochs, warmup, rounds = (QUICK_PLAN if quick else PAIRED_PLAN)[workload]
+    names = [n for n in PAIRED if with_lightning or n not in LIGHTNING]
+    out: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            run_dir = root / workload.replace("/", "_") / f"p{r}_{name.replace(' ', '')}"
+            level, extra = RUNNER.get(name, ("off", ()))
+            parts = build(workload, level, run_dir, extra, epochs)
+            shadow = Shadow(HandLoop(build(workload, "off", run_dir / "hand", (), epochs), epochs))
+            if name in RUNNER:
+                ends, _ = run_runner(parts, shadow)
+            else:
+                ends, _ = run_lightning(parts, epochs, LIGHTNING[name], shadow)
+            for clock, key in ((0, name), (1, f"_cpu {name}")):
+                out.setdefault(key, []).append(
+                    statistics.median(shadow.ratios(ends, warmup, clock))
+                )
+        print(
+            f"  {workload} paired round {r + 1}/{rounds}: "
+            + ", ".join(f"{n} {out[n][-1]:.2f}" for n in names),
+            file=sys.stderr,
+            flush=True,
+        )
+    return out
 
 
 def time_to_accuracy(workload: str, root: Path, quick: bool) -> dict[str, float | None]:
@@ -343,6 +427,7 @@ def startup(repeats: int) -> dict[str, tuple[float, float]]:
 
 def report(
     results: dict[str, dict[str, list[float]]],
+    paired: dict[str, dict[str, list[float]]],
     tta: dict[str, dict[str, float | None]],
     start: dict[str, tuple[float, float]],
     why_not: str | None,
@@ -365,6 +450,23 @@ def report(
         if why_not:
             for name in LIGHTNING:
                 lines.append(f"| {workload} | {name} | {why_not} | - | - | - |")
+    lines += [
+        "",
+        "Paired epochs (each epoch of the loop followed by one epoch of its own hand loop; per run the median "
+        "of the epoch pairs' ratios; median and range over runs):",
+        "",
+        "| workload | loop | paired ratio to hand loop (wall, median) | range over runs | "
+        "ratio (process CPU time, median) | CPU range |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workload, res in paired.items():
+        for name, r in res.items():
+            if not name.startswith("_"):
+                c = res[f"_cpu {name}"]
+                lines.append(
+                    f"| {workload} | {name} | {med(r):.3f} | {min(r):.3f} - {max(r):.3f} | "
+                    f"{med(c):.3f} | {min(c):.3f} - {max(c):.3f} |"
+                )
     lines += ["", "| workload | loop | wall time to val acc >= 0.95 (s) |", "|---|---|---|"]
     for workload, t in tta.items():
         for name, s in t.items():
@@ -388,6 +490,19 @@ def report(
             theirs = med(res["lightning, default checkpoint"])
             lines.append(
                 f"- ahead of Lightning with its defaults, {workload}: {got:.3f} vs {theirs:.3f} -> "
+                f"{'met' if got > theirs else 'MISSED'}"
+            )
+        pair = paired[workload]
+        got, cpu = med(pair["runner, diag=default"]), med(pair["_cpu runner, diag=default"])
+        lines.append(
+            f"- paired: runner diag=default >= {TARGETS[workload]:.2f} x hand loop, {workload}: wall "
+            f"{got:.3f} -> {'met' if got >= TARGETS[workload] else 'MISSED'}; CPU time {cpu:.3f} -> "
+            f"{'met' if cpu >= TARGETS[workload] else 'MISSED'}"
+        )
+        if not why_not:
+            theirs = med(pair["lightning, default checkpoint"])
+            lines.append(
+                f"- paired: ahead of Lightning with its defaults, {workload}: {got:.3f} vs {theirs:.3f} -> "
                 f"{'met' if got > theirs else 'MISSED'}"
             )
     if start:
@@ -420,10 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     results: dict[str, dict[str, list[float]]] = {}
+    paired: dict[str, dict[str, list[float]]] = {}
     tta: dict[str, dict[str, float | None]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-whole-run-") as tmp, quiet():
         for workload in args.workloads:
             results[workload] = measure(workload, Path(tmp), with_lightning, args.quick)
+            paired[workload] = measure_paired(workload, Path(tmp), with_lightning, args.quick)
             tta[workload] = time_to_accuracy(workload, Path(tmp), args.quick)
     start = {} if args.no_startup else startup(1 if args.quick else 5)
     hand_ms = ", ".join(
@@ -448,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
         "",
     ]
-    text = "\n".join(header + report(results, tta, start, why_not))
+    text = "\n".join(header + report(results, paired, tta, start, why_not))
     print(text)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     write_results(args.out, "whole_run.py", text, argv)
