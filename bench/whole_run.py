@@ -22,6 +22,12 @@ the hand loop's pace); the table gives the median over rounds and the range, on 
 clock (what the user waits for) and this process's CPU time over all its threads (steadier when the
 machine is shared; the background writers' threads count). Torch runs one thread.
 
+Then the same ratio paired: each epoch of ``runner, diag=off`` / ``diag=default`` / Lightning with its
+default checkpoint is followed, from its own epoch-end hook or callback, by one epoch of a hand loop built
+beside it; each pair's ratio is the hand epoch's time over the loop's epoch just before it (from the end of
+the previous hand epoch to its own epoch end, so all of its work counts). The host's speed drifts over
+seconds here; the rounds put whole runs seconds apart, a pair puts two epochs milliseconds apart.
+
 Then the wall time to a target validation accuracy (0.95 on the digits) of the runner (``diag=default``,
 checkpoints on, build included) and of the hand loop, and the start-up of ``python -m runner`` until
 its first optimizer step done against ``import torch`` plus one optimizer step of a linear model, each in a fresh process.
@@ -467,6 +473,8 @@ def report(
                     f"| {workload} | {name} | {med(r):.3f} | {min(r):.3f} - {max(r):.3f} | "
                     f"{med(c):.3f} | {min(c):.3f} - {max(c):.3f} |"
                 )
+        if why_not:
+            lines.append(f"| {workload} | lightning, default checkpoint | {why_not} | - | - | - |")
     lines += ["", "| workload | loop | wall time to val acc >= 0.95 (s) |", "|---|---|---|"]
     for workload, t in tta.items():
         for name, s in t.items():

@@ -314,8 +314,16 @@ def test_whole_run_quick_gives_every_loop_time_to_accuracy_and_start_up(tmp_path
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    rounds_part, paired_part = proc.stdout.split("Paired epochs", 1)
     rows = _rows(proc.stdout)
-    epoch_rows = {(r[0], r[1]): r for r in rows if len(r) == 6}
+    epoch_rows = {(r[0], r[1]): r for r in _rows(rounds_part) if len(r) == 6}
+    # the paired table: each loop's epochs alternating with a hand loop's, ratios on both clocks
+    paired = {(r[0], r[1]): r for r in _rows(paired_part) if len(r) == 6}
+    for loop in ("runner, diag=off", "runner, diag=default", "lightning, default checkpoint"):
+        row = paired[("mlp/digits", loop)]
+        if row[2] != "pytorch-lightning not installed":
+            assert float(row[2]) > 0 and float(row[4]) > 0, row
+    assert "- paired: runner diag=default >= 0.90 x hand loop, mlp/digits: wall" in proc.stdout
     for workload in ("mlp/digits",):
         for loop in (
             "hand loop",
