@@ -431,6 +431,26 @@ def startup(repeats: int) -> dict[str, tuple[float, float]]:
     }
 
 
+def verdicts(
+    prefix: str, workload: str, res: dict[str, list[float]], with_lightning: bool
+) -> list[str]:
+    """The targets' lines for one workload's table (``prefix`` names the table)."""
+    med, target = statistics.median, TARGETS[workload]
+    got, cpu = med(res["runner, diag=default"]), med(res["_cpu runner, diag=default"])
+    lines = [
+        f"- {prefix}runner diag=default >= {target:.2f} x hand loop, {workload}: wall {got:.3f} -> "
+        f"{'met' if got >= target else 'MISSED'}; CPU time {cpu:.3f} -> "
+        f"{'met' if cpu >= target else 'MISSED'}"
+    ]
+    if with_lightning:
+        theirs = med(res["lightning, default checkpoint"])
+        lines.append(
+            f"- {prefix}ahead of Lightning with its defaults, {workload}: {got:.3f} vs {theirs:.3f} -> "
+            f"{'met' if got > theirs else 'MISSED'}"
+        )
+    return lines
+
+
 def report(
     results: dict[str, dict[str, list[float]]],
     paired: dict[str, dict[str, list[float]]],
@@ -487,32 +507,9 @@ def report(
     for name, (wall, cpu) in start.items():
         lines.append(f"| {name} | {wall:.2f} | {cpu:.2f} |")
     lines += [""]
-    for workload, res in results.items():
-        got, cpu = med(res["runner, diag=default"]), med(res["_cpu runner, diag=default"])
-        lines.append(
-            f"- runner diag=default >= {TARGETS[workload]:.2f} x hand loop, {workload}: wall {got:.3f} -> "
-            f"{'met' if got >= TARGETS[workload] else 'MISSED'}; CPU time {cpu:.3f} -> "
-            f"{'met' if cpu >= TARGETS[workload] else 'MISSED'}"
-        )
-        if not why_not:
-            theirs = med(res["lightning, default checkpoint"])
-            lines.append(
-                f"- ahead of Lightning with its defaults, {workload}: {got:.3f} vs {theirs:.3f} -> "
-                f"{'met' if got > theirs else 'MISSED'}"
-            )
-        pair = paired[workload]
-        got, cpu = med(pair["runner, diag=default"]), med(pair["_cpu runner, diag=default"])
-        lines.append(
-            f"- paired: runner diag=default >= {TARGETS[workload]:.2f} x hand loop, {workload}: wall "
-            f"{got:.3f} -> {'met' if got >= TARGETS[workload] else 'MISSED'}; CPU time {cpu:.3f} -> "
-            f"{'met' if cpu >= TARGETS[workload] else 'MISSED'}"
-        )
-        if not why_not:
-            theirs = med(pair["lightning, default checkpoint"])
-            lines.append(
-                f"- paired: ahead of Lightning with its defaults, {workload}: {got:.3f} vs {theirs:.3f} -> "
-                f"{'met' if got > theirs else 'MISSED'}"
-            )
+    for workload in results:
+        for prefix, res in (("", results[workload]), ("paired: ", paired[workload])):
+            lines += verdicts(prefix, workload, res, with_lightning=not why_not)
     if start:
         wall, cpu = (start[STARTUP[1]][i] - start[STARTUP[0]][i] for i in (0, 1))
         lines.append(
