@@ -373,3 +373,32 @@ def test_autotrainer_selects_cases_by_family_and_skips_the_first_ones(bench_modu
     assert later[0] == first[1] and later[1] not in first
     both = names(families="clip_too_tight,healthy", healthy=3)
     assert sum(n.startswith("healthy-") for n in both) == 3
+
+
+def test_epoch_costs_quick_gives_every_part_its_paired_ratio_and_cost(tmp_path):
+    out = tmp_path / "epoch_costs.md"
+    proc = cli_fork.run(
+        [sys.executable, str(ROOT / "bench" / "epoch_costs.py"), "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r[0]: r for r in _rows(proc.stdout) if len(r) == 6}
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from epoch_costs import DEFAULT, VARIANTS
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert set(VARIANTS) <= set(rows)
+    base = rows[DEFAULT]
+    assert base[5] == "-"
+    for name in VARIANTS:
+        assert float(rows[name][1]) > 0 and float(rows[name][3]) > 0, rows[name]
+        if name != DEFAULT:  # a part's cost: its row's ratio minus the default's, on each clock
+            wall_cost, cpu_cost = map(float, rows[name][5].split(" / "))
+            assert abs(wall_cost - (float(rows[name][1]) - float(base[1]))) < 2e-3
+            assert abs(cpu_cost - (float(rows[name][3]) - float(base[3]))) < 2e-3
+    assert out.read_text().startswith(
+        "# bench/epoch_costs.py\n\n`python bench/epoch_costs.py --quick`"
+    )

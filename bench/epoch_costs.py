@@ -1,0 +1,116 @@
+"""What each part of the runner's default set-up costs per epoch, against a hand loop, epoch by epoch.
+
+``bench/whole_run.py`` says how far the runner's default epoch is from a hand loop's; this says where the
+distance goes. Each variant is the runner with one part taken away (or, for the first rows, everything
+but the loop itself); every epoch of it is followed by one epoch of a hand loop built beside it (the
+paired measurement of ``whole_run.py``: ``Shadow``), and a run's figure is the median over its epoch
+pairs of the hand epoch's time over the runner's. A part's cost is the default's distance to the hand
+loop that removing it gives back: ratio without it minus the default's ratio, in hand-loop epochs.
+
+    python bench/epoch_costs.py                    # the MLP on digits (about 2 minutes)
+    python bench/epoch_costs.py --workload cnn/digits
+    python bench/epoch_costs.py --quick            # smoke test: 1 round of 3 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from overhead import quiet  # bench/ is on sys.path
+from results_file import write_results
+from whole_run import PAIRED_PLAN, QUICK_PLAN, WORKLOADS, HandLoop, Shadow, build, run_runner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NO_CALLBACKS = (
+    "callbacks.checkpoint=null",
+    "callbacks.tensorboard=null",
+    "callbacks.epoch_jsonl=null",
+)
+# name -> (diag level, overrides); "default" first: every other row is read against it
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "default (diag=default, every callback)": ("default", ()),
+    "without layer sampling": ("default", ("callbacks.diagnostics.layer_every=1000000000",)),
+    "without the live diagnosis (diag=off)": ("off", ()),
+    "without checkpoints": ("default", ("callbacks.checkpoint=null",)),
+    "without best.pt": ("default", ("callbacks.checkpoint.save_best=false",)),
+    "without TensorBoard": ("default", ("callbacks.tensorboard=null",)),
+    "without the JSONL logs": ("default", ("callbacks.epoch_jsonl=null",)),
+    "the loop alone (diag=off, no callbacks)": ("off", NO_CALLBACKS),
+    "the loop alone, no non-finite guard": (
+        "off",
+        (*NO_CALLBACKS, "trainer.nonfinite_guard=false"),
+    ),
+}
+DEFAULT = next(iter(VARIANTS))
+
+
+def measure(workload: str, root: Path, quick: bool) -> dict[str, list[tuple[float, float]]]:
+    """Per variant, one (wall, CPU) paired ratio per round; variants interleaved in a rotating order."""
+    epochs, warmup, rounds = (QUICK_PLAN if quick else PAIRED_PLAN)[workload]
+    names = list(VARIANTS)
+    out: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    for r in range(rounds):
+        for i, name in enumerate(names[r % len(names) :] + names[: r % len(names)]):
+            level, extra = VARIANTS[name]
+            run_dir = root / f"r{r}_{i}"
+            parts = build(workload, level, run_dir, extra, epochs)
+            shadow = Shadow(HandLoop(build(workload, "off", run_dir / "hand", (), epochs), epochs))
+            ends, _ = run_runner(parts, shadow)
+            wall, cpu = (statistics.median(shadow.ratios(ends, warmup, c)) for c in (0, 1))
+            out[name].append((wall, cpu))
+        print(f"  {workload} round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    return out
+
+
+def report(workload: str, res: dict[str, list[tuple[float, float]]]) -> list[str]:
+    med = statistics.median
+    base = [med(w for w, _ in res[DEFAULT]), med(c for _, c in res[DEFAULT])]
+    lines = [
+        f"| {workload} | paired ratio to hand loop (wall, median) | range | CPU time, median | CPU range "
+        "| cost in the default (wall / CPU) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, pairs in res.items():
+        wall, cpu = [w for w, _ in pairs], [c for _, c in pairs]
+        cost = "-" if name == DEFAULT else f"{med(wall) - base[0]:+.3f} / {med(cpu) - base[1]:+.3f}"
+        lines.append(
+            f"| {name} | {med(wall):.3f} | {min(wall):.3f} - {max(wall):.3f} | {med(cpu):.3f} | "
+            f"{min(cpu):.3f} - {max(cpu):.3f} | {cost} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--workload", choices=list(WORKLOADS), default="mlp/digits")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1 round of 3 epochs")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "epoch_costs.md")
+    argv = sys.argv[1:] if argv is None else argv
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-epoch-costs-") as tmp, quiet():
+        res = measure(args.workload, Path(tmp), args.quick)
+    epochs, warmup, rounds = (QUICK_PLAN if args.quick else PAIRED_PLAN)[args.workload]
+    header = [
+        f"torch {torch.__version__}, 1 intra-op thread; {rounds} round(s) of {epochs} epochs, {warmup} "
+        "warm-up; a cost is the ratio the default gains without the part"
+        + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
+        "",
+    ]
+    text = "\n".join(header + report(args.workload, res))
+    print(text)
+    print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    write_results(args.out, "epoch_costs.py", text, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
