@@ -256,7 +256,9 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
     if not scale > 0:
         return None
     noise = _interval_noise(s)
-    if _epochs_falling(s):  # within-epoch swings are step noise: no window is read (the common, healthy case)
+    if _epochs_falling(
+        s
+    ):  # within-epoch swings are step noise: no window is read (the common, healthy case)
         return (
             _loss_climbs_back(s, loss, scale, noise)
             or _validation_swings(s)

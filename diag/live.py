@@ -51,6 +51,13 @@ def init_scale_ratios(layers: dict[str, torch.Tensor]) -> dict[str, float]:
     return out
 
 
+def _steps(name: str, value: int) -> int:
+    """A cadence of the hook: a whole number >= 1 (0 used to be taken as 1, sampling every step unasked)."""
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"DiagnosticsHook({name}={value!r}): a whole number >= 1")
+    return int(value)
+
+
 class DiagnosticsHook(Hook):
     """Collects a :class:`RunSeries` during training and diagnoses it as it grows."""
 
@@ -73,9 +80,9 @@ class DiagnosticsHook(Hook):
         ``"runner"`` (the runner's overrides; its ``conf/diag/*.yaml`` select it), ``"lightning"``, or
         a table of your own from knob to text (see :mod:`diag.advice`). ``write_report`` writes
         ``report.json``/``report.md`` into ``state.run_dir`` at the fit's end (the runner writes its own)."""
-        self.scalar_every = max(1, int(scalar_every))
-        self.layer_every = max(1, int(layer_every))
-        self.diagnose_every = max(1, int(diagnose_every))
+        self.scalar_every = _steps("scalar_every", scalar_every)
+        self.layer_every = _steps("layer_every", layer_every)
+        self.diagnose_every = _steps("diagnose_every", diagnose_every)
         # The rules rescan the whole history: on a long run diagnose at most once per this share of the steps
         # so far (a finding then waits at most 2% of the run; the total cost stays O(n log n), not O(n^2)).
         # Step-driven and epoch-end diagnoses keep separate clocks: an epoch end brings new evidence (its
@@ -83,7 +90,7 @@ class DiagnosticsHook(Hook):
         self.diagnose_gap = float(diagnose_gap)
         self._diagnosed_at = {"step": -(10**9), "epoch": -(10**9)}
         self.histogram_every = int(histogram_every)
-        self.dead_window = max(1, int(dead_window))
+        self.dead_window = _steps("dead_window", dead_window)
         self.watch_activations = activations
         self.layer_scalars = layer_scalars
         self.summary_png = summary_png

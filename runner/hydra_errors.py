@@ -21,7 +21,16 @@ def one_line(exc: BaseException, conf_dir: str) -> str:
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:
         key = unknown.group(1)
-        hint = _did_you_mean(key, _config_keys(conf_dir))
+        keys = _config_keys(conf_dir)
+        if (
+            key in keys
+        ):  # the default config has it; a group choice on this command line left it out
+            return (
+                f"{key} is not a key of the config these overrides compose (the default config has it: "
+                "a group choice on the command line, such as diag=off, leaves it out): drop that "
+                "choice or this override; `python -m runner <overrides> --cfg job` lists the keys"
+            )
+        hint = _did_you_mean(key, keys)
         return (
             f"{key} is not a config key{hint}: list the keys with `python -m runner --cfg job` "
             f"(to add a new key on purpose: +{key}=...)"

@@ -158,6 +158,35 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
         "seconds >= 0 (0 flushes the event files every epoch)",
         True,
     ),
+    *(
+        (
+            f"callbacks.diagnostics.{key}",
+            lambda v: _is_int(v) and v > 0,
+            f"a positive whole number of steps ({what}); diag=off turns the live diagnosis off",
+            True,
+        )
+        for key, what in (
+            ("scalar_every", "the loss and gradient norm are read every this many, 10 is typical"),
+            ("layer_every", "the layers are sampled every this many, 25 is typical"),
+            ("diagnose_every", "the rules run every this many, 50 is typical"),
+            (
+                "dead_window",
+                "layer samples a unit must stay silent for to count dead, 4 is typical",
+            ),
+        )
+    ),
+    (
+        "callbacks.diagnostics.diagnose_gap",
+        lambda v: _is_number(v) and 0 <= v < 1,
+        "a share of the steps so far in [0, 1) (0.02: on a long run the rules run at most once per 2% of it)",
+        True,
+    ),
+    (
+        "callbacks.diagnostics.histogram_every",
+        lambda v: _is_int(v) and v >= 0,
+        "a whole number of steps >= 0 (0: no histograms)",
+        True,
+    ),
     (
         "callbacks.checkpoint.every_n_steps",
         lambda v: _is_int(v) and v > 0,

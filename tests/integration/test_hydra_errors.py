@@ -10,6 +10,11 @@ CASES = [
         "error: optimizer.lrr is not a config key (did you mean optimizer.lr?)",
     ),
     (["mdoel=cnn"], "error: mdoel is not a config key (did you mean model?)"),
+    (  # a key of the default config that a group choice left out: not "did you mean" the same key
+        ["diag=off", "callbacks.diagnostics.layer_every=10"],
+        "error: callbacks.diagnostics.layer_every is not a key of the config these overrides compose "
+        "(the default config has it: a group choice on the command line, such as diag=off, leaves it out)",
+    ),
     (
         ["model=mpl"],
         "error: model=mpl is not an option of model (did you mean mlp?): choose one of cnn, mlp, resnet18",

@@ -55,6 +55,19 @@ def test_diagnostics_hook_is_exported():
     assert "DiagnosticsHook" in diag.__all__ and "DiagnosticsHook" in dir(diag)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("layer_every", 0), ("scalar_every", -10), ("diagnose_every", 2.5), ("dead_window", True)],
+)
+def test_a_cadence_below_one_step_is_refused_not_taken_as_one(name, value):
+    # 0 used to become 1: the layers sampled at every step, an epoch 30x slower, unasked
+    with pytest.raises(
+        ValueError, match=rf"DiagnosticsHook\({name}={value!r}\): a whole number >= 1"
+    ):
+        DiagnosticsHook(**{name: value})
+    assert getattr(DiagnosticsHook(**{name: 3}), name) == 3
+
+
 def test_a_hand_loop_at_a_far_too_high_lr_is_named_in_plain_words(tmp_path):
     report = _hand_loop(lr=30.0, run_dir=tmp_path)
     assert report["status"] == "critical"

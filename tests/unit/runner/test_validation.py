@@ -22,6 +22,13 @@ BAD = [
     (["trainer.max_consecutive_skips=-1"], "trainer.max_consecutive_skips="),
     (["callbacks.checkpoint.every_n_steps=-1"], "callbacks.checkpoint.every_n_steps="),
     (["callbacks.stop_on.behind=2"], "callbacks.stop_on.behind="),
+    # 0 was taken as 1 (the layers sampled every step: a 30x slower epoch, silently)
+    (["callbacks.diagnostics.layer_every=0"], "callbacks.diagnostics.layer_every="),
+    (["callbacks.diagnostics.scalar_every=1.5"], "callbacks.diagnostics.scalar_every="),
+    (["callbacks.diagnostics.diagnose_every=-50"], "callbacks.diagnostics.diagnose_every="),
+    (["callbacks.diagnostics.dead_window=0"], "callbacks.diagnostics.dead_window="),
+    (["callbacks.diagnostics.diagnose_gap=2"], "callbacks.diagnostics.diagnose_gap="),
+    (["callbacks.diagnostics.histogram_every=-1"], "callbacks.diagnostics.histogram_every="),
     (["callbacks.stop_on.behind_pace=0.5"], "callbacks.stop_on.behind_pace="),
     (["callbacks.stop_on.behind_sweep=maybe"], "callbacks.stop_on.behind_sweep="),
     (["model.hidden=[0]"], "model.hidden="),
