@@ -181,12 +181,6 @@ def candidate_ladder(
     return [float(lr) for lr in lrs]
 
 
-def trial_lr(peak: float, step: int, steps: int) -> float:
-    """A trial's LR at ``step`` of ``steps``: a cosine from ``peak`` to zero (the runner's default
-    schedule, compressed into the trial), so a trial ranks LRs the way the run will use them."""
-    return peak * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
-
-
 def learned(trial: dict[str, Any], start_score: float | None = None) -> bool:
     """A trial that ran to its end with a finite score, better than the untrained model's
     (``start_score``): one that ended at or above it learned nothing, as good as diverged."""
