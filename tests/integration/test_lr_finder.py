@@ -392,6 +392,69 @@ def test_the_check_leaves_model_optimizer_and_data_order_bit_identical(tmp_path,
         assert torch.equal(a, b)
 
 
+def _run_lrs(cfg, lr: float, steps_per_epoch: int, epochs: int) -> list[float]:
+    """The LR at each optimizer step of a run of ``cfg``'s schedule from ``lr``, stepped as the loop steps
+    it (once a step, or once an epoch): a reference built apart from the check."""
+    from omegaconf import OmegaConf
+
+    from runner.schedulers import build_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    node = OmegaConf.merge(cfg, {"optimizer": {"lr": lr}}).scheduler
+    sched = build_scheduler(node, opt, steps_per_epoch, epochs)
+    out = []
+    for step in range(steps_per_epoch * epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched is not None and (node.interval == "step" or (step + 1) % steps_per_epoch == 0):
+            sched.step()
+    return out
+
+
+@pytest.mark.parametrize(
+    "schedule", ["cosine", "onecycle", "warmup_cosine", "step", "none", "plateau"]
+)
+def test_each_trial_is_the_run_in_miniature_on_its_own_schedule(tmp_path, schedule):
+    """A trial's LR follows the run's configured schedule compressed into the trial: its step k takes
+    the LR the run takes at step k x run steps / trial steps (an epoch schedule proportionally stepped);
+    no schedule, or one that moves on a metric (plateau), trials a constant LR. The run after the check
+    starts its own schedule from the LR found, as if no trial had run."""
+    from runner import lr_find
+    from runner.train import build
+
+    overrides = [
+        "diag=off",
+        "optimizer=sgd",
+        "optimizer.lr=auto",
+        f"scheduler={schedule}",
+        "trainer.max_epochs=4",
+        "lr_find.num_steps=20",
+        "lr_find.candidates=2",
+        "lr_find.verify_steps=8",
+    ]
+    cfg = compose_cfg(overrides, tmp_path)
+    r = build(cfg, tmp_path / schedule)
+    verify = json.loads((r.run_dir / "lr_find.json").read_text())["verify"]
+    steps_per_epoch = len(r.train_loader)
+    assert verify["run_steps"] == 4 * steps_per_epoch and verify["steps"] == 8
+    constant = schedule in ("none", "plateau")
+    for trial in verify["trials"]:
+        assert (trial["schedule"] == "constant") == constant
+        if constant:
+            expected = [trial["lr"]] * 8
+        else:
+            run = _run_lrs(cfg, trial["lr"], steps_per_epoch, 4)
+            expected = [run[k * len(run) // 8] for k in range(8)]
+        assert trial["lrs"][: trial["steps_run"]] == pytest.approx(expected[: trial["steps_run"]])
+    found = r.lr_finder["suggested_lr"]
+    first = found if constant else _run_lrs(cfg, found, steps_per_epoch, 4)[0]
+    assert r.optimizer.param_groups[0]["lr"] == pytest.approx(first)
+    if schedule in ("cosine", "warmup_cosine", "step"):  # no trial's initial_lr left behind
+        assert r.state.scheduler.base_lrs == pytest.approx([found])
+    assert lr_find.schedule_calls("epoch", steps_per_epoch, 2 * steps_per_epoch - 1) == 1
+    assert lr_find.schedule_calls("step", steps_per_epoch, 7) == 7
+
+
 @pytest.mark.parametrize(
     "override, key",
     [
