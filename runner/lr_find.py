@@ -28,6 +28,7 @@ from diag.lr_finder import (
     LearningRateFinder,
     candidate_ladder,
     cycle_batches,
+    interpolate,
     next_candidate,
     optimizer_family,
     pick_trial,
@@ -158,8 +159,10 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
     its accuracy: on a small split the loss moves smoothly with the LR where the accuracy is coarse.
     The trials are capped at the run's own length (a shorter run is trialled whole). Model, optimizer,
     scaler and RNGs (the data order too) are put back after every trial, so each starts where the
-    range test did and training starts as if none had run. Returns ``result`` with the suggestion
-    replaced and ``verify`` added (candidates, scores, the pick, seconds).
+    range test did and training starts as if none had run. The suggestion is the winning trial's LR
+    moved to the vertex of the parabola through its score and its neighbours' when they bracket it
+    (:func:`diag.lr_finder.interpolate`, at most half a rung). Returns ``result`` with the suggestion
+    replaced and ``verify`` added (candidates, scores, the pick, the suggestion, seconds).
     """
     node = r.cfg.lr_find
     steps = min(int(node.verify_steps), run_steps(r))
@@ -187,6 +190,8 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
     trials.sort(key=lambda t: t["lr"])
     truncated = steps < run_steps(r)
     best = pick_trial(trials, start_score, truncated)
+    # between the rungs when the pick's neighbours bracket it: the three scores say which side
+    suggested = interpolate(trials, best, start_score) if best is not None else None
     verify = {
         # the validation loss; the training loss only when the run has no validation split
         "metric": "train_loss"
@@ -199,12 +204,13 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
         "start_score": start_score,
         "truncated": truncated,
         "picked_lr": best["lr"] if best else None,
+        "suggested_lr": suggested,
         "trials": trials,
         "seconds": time.perf_counter() - t0,
     }
     out = {**result, "verify": verify, "curve_lr": curve_lr}
-    if best is not None:
-        out["suggested_lr"] = best["lr"]
+    if suggested is not None:
+        out["suggested_lr"] = suggested
     return out
 
 
@@ -459,11 +465,15 @@ def check_line(result: dict[str, Any]) -> str:
         for t in verify["trials"]
     )
     picked = verify["picked_lr"]
+    suggested = verify.get("suggested_lr", picked)
     head = (
         f"{verify['metric']} after {verify['steps']} steps: {cells}"
         f" (the curve rule read {verify['curve_lr']:.3g}; "
     )
-    tail = (
-        f"suggested {picked:.3g}" if picked is not None else "none learned: kept the curve rule's"
-    )
+    if picked is None:
+        tail = "none learned: kept the curve rule's"
+    elif suggested != picked:
+        tail = f"won {picked:.3g}, suggested {suggested:.3g} between its neighbours"
+    else:
+        tail = f"suggested {picked:.3g}"
     return f"{head}{tail}; {verify['seconds']:.1f}s)"

@@ -13,7 +13,14 @@ import torch
 from helpers import compose_cfg, run_cli
 from tbparse import SummaryReader
 
-from diag.lr_finder import LearningRateFinder, learned, pick_trial, smooth_losses, valley_index
+from diag.lr_finder import (
+    LearningRateFinder,
+    interpolate,
+    learned,
+    pick_trial,
+    smooth_losses,
+    valley_index,
+)
 
 SINGLE_THREAD = {
     "OMP_NUM_THREADS": "1"
@@ -324,12 +331,16 @@ def test_the_check_trains_each_candidate_and_records_the_pick(tmp_path):
         assert t["score"] == t["val_loss"] and 0 <= t["val_acc"] <= 1
         assert t["val_loss"] < verify["start_score"]
     best = pick_trial(trials, verify["start_score"], truncated=True)
-    assert best in alive and verify["picked_lr"] == best["lr"] == data["suggested_lr"]
+    assert best in alive and verify["picked_lr"] == best["lr"]
+    # the suggestion: the winner, moved between its neighbours when they bracket it
+    suggested = interpolate(trials, best, verify["start_score"])
+    assert verify["suggested_lr"] == suggested == data["suggested_lr"]
+    assert best["lr"] / 3**0.5 <= suggested <= best["lr"] * 3**0.5
     assert verify["seconds"] > 0 and data["seconds"]["check"] == verify["seconds"]
     assert "checked        val_loss after 12 steps: " in proc.stdout
     m = re.search(r"suggested lr +(\S+) ", proc.stdout)
-    assert m and float(m.group(1)) == pytest.approx(best["lr"], rel=1e-2)
-    assert f"suggested {best['lr']:.3g}; " in proc.stdout
+    assert m and float(m.group(1)) == pytest.approx(suggested, rel=1e-2)
+    assert f"suggested {suggested:.3g}" in proc.stdout
     assert (run_dir / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
 
 
