@@ -181,12 +181,6 @@ def candidate_ladder(
     return [float(lr) for lr in lrs]
 
 
-def trial_lr(peak: float, step: int, steps: int) -> float:
-    """A trial's LR at ``step`` of ``steps``: a cosine from ``peak`` to zero (the runner's default
-    schedule, compressed into the trial), so a trial ranks LRs the way the run will use them."""
-    return peak * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
-
-
 def learned(trial: dict[str, Any], start_score: float | None = None) -> bool:
     """A trial that ran to its end with a finite score, better than the untrained model's
     (``start_score``): one that ended at or above it learned nothing, as good as diverged."""
@@ -222,6 +216,35 @@ def pick_trial(
         ):
             return below
     return best
+
+
+def interpolate(
+    trials: list[dict[str, Any]], pick: dict[str, Any], start_score: float | None = None
+) -> float:
+    """The LR at the vertex of the parabola through ``pick``'s score and its two neighbours' against
+    log LR (at most half way to either neighbour); ``pick``'s own LR unless both neighbours
+    :func:`learned` and scored above ``pick`` (a bracketed minimum).
+
+    Why: the ladder's rungs sit 3x apart and the run's best LR often lies between two of them (round
+    10 of ``bench/lr_finder.py``: a peak at 0.1 between rungs at 0.048 and 0.143); the three scores the
+    check already has say which side it lies on, at no extra trial (successive parabolic interpolation,
+    the classic line-search step). A pick stepped down from the edge of stability has a lower score
+    above it, so no bracket, and stays.
+    """
+    ordered = sorted(trials, key=lambda t: t["lr"])
+    k = ordered.index(pick)
+    if not 0 < k < len(ordered) - 1:
+        return float(pick["lr"])
+    lo, hi = ordered[k - 1], ordered[k + 1]
+    ys = (lo["score"], pick["score"], hi["score"])
+    if not (learned(lo, start_score) and learned(hi, start_score)):
+        return float(pick["lr"])
+    if not (ys[1] < ys[0] and ys[1] < ys[2]):
+        return float(pick["lr"])
+    x0, x1, x2 = (math.log(t["lr"]) for t in (lo, pick, hi))
+    a, b = (x1 - x0) * (ys[1] - ys[2]), (x1 - x2) * (ys[1] - ys[0])
+    # under both neighbours, the vertex lies between the midpoints: never past half way to either
+    return float(math.exp(x1 - 0.5 * ((x1 - x0) * a - (x1 - x2) * b) / (a - b)))
 
 
 def lowest(trials: list[dict[str, Any]], start_score: float | None = None) -> dict[str, Any] | None:
@@ -719,18 +742,20 @@ class LearningRateFinder:
         )
         if verify.get("picked_lr") is not None:
             best = next(t for t in alive if t["lr"] == verify["picked_lr"])
+            suggested = verify.get("suggested_lr") or best["lr"]
             ax.plot([best["lr"]], [best["score"]], "o", color="tab:red", markersize=10)
+            if best["score"] > min(scores):
+                why = " (one under the lowest: the one over that broke)"
+            elif suggested != best["lr"]:
+                why = f" (between the trials; the best trial: {best['lr']:.2e})"
+            else:
+                why = ""
             ax.axvline(
-                best["lr"],
+                suggested,
                 color="tab:red",
                 linestyle="--",
                 linewidth=1.5,
-                label=f"suggested: {best['lr']:.2e}"
-                + (
-                    ""
-                    if best["score"] <= min(scores)
-                    else " (one under the lowest: the one over that broke)"
-                ),
+                label=f"suggested: {suggested:.2e}{why}",
             )
         start = verify.get("start_score")
         if start is not None and math.isfinite(start):
@@ -740,7 +765,7 @@ class LearningRateFinder:
         ax.set_ylabel(f"{verify['metric']} (log scale)")
         ax.set_xlabel("learning rate (log scale)")
         ax.set_title(
-            f"the check: {len(trials)} candidates, {verify['steps']} steps each (cosine to 0), "
+            f"the check: {len(trials)} candidates, {verify['steps']} steps each (the run's schedule), "
             f"{verify['seconds']:.1f}s",
             fontsize=9,
         )

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
 from diag.hooks import FitState
@@ -27,16 +28,17 @@ from diag.lr_finder import (
     LearningRateFinder,
     candidate_ladder,
     cycle_batches,
+    interpolate,
     next_candidate,
     optimizer_family,
     pick_trial,
     rule_label,
-    trial_lr,
 )
 from diag.lr_rules import ALIASES, LABELS
 from diag.training_state import apply, capture
 from runner import distributed
 from runner.errors import UserError
+from runner.schedulers import build_scheduler
 from runner.validation import lr_find_errors
 
 if TYPE_CHECKING:
@@ -147,8 +149,9 @@ def divergence_lr(result: dict[str, Any]) -> float:
 
 def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[str, Any]:
     """Check the curve rule's pick by training: ``lr_find.candidates`` LRs 3x apart around it, each a
-    ``lr_find.verify_steps``-step trial (a cosine from the candidate to zero, the trainer's own step)
-    from the same saved start, scored by the validation loss; the lowest becomes the suggestion.
+    ``lr_find.verify_steps``-step trial (the run in miniature: the run's own schedule compressed into
+    the trial, :func:`trial_scheduler`; the trainer's own step) from the same saved start, scored by the
+    validation loss; the lowest becomes the suggestion.
 
     Why: nine rounds of curve rules (bench/results/lr_finder_round*.md) missed by 2.5-3.6x on curves
     that do not show where the best LR is (SGD whose test hardly falls, batch-size effects, a capped
@@ -156,8 +159,10 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
     its accuracy: on a small split the loss moves smoothly with the LR where the accuracy is coarse.
     The trials are capped at the run's own length (a shorter run is trialled whole). Model, optimizer,
     scaler and RNGs (the data order too) are put back after every trial, so each starts where the
-    range test did and training starts as if none had run. Returns ``result`` with the suggestion
-    replaced and ``verify`` added (candidates, scores, the pick, seconds).
+    range test did and training starts as if none had run. The suggestion is the winning trial's LR
+    moved to the vertex of the parabola through its score and its neighbours' when they bracket it
+    (:func:`diag.lr_finder.interpolate`, at most half a rung). Returns ``result`` with the suggestion
+    replaced and ``verify`` added (candidates, scores, the pick, the suggestion, seconds).
     """
     node = r.cfg.lr_find
     steps = min(int(node.verify_steps), run_steps(r))
@@ -185,6 +190,8 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
     trials.sort(key=lambda t: t["lr"])
     truncated = steps < run_steps(r)
     best = pick_trial(trials, start_score, truncated)
+    # between the rungs when the pick's neighbours bracket it: the three scores say which side
+    suggested = interpolate(trials, best, start_score) if best is not None else None
     verify = {
         # the validation loss; the training loss only when the run has no validation split
         "metric": "train_loss"
@@ -197,28 +204,66 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
         "start_score": start_score,
         "truncated": truncated,
         "picked_lr": best["lr"] if best else None,
+        "suggested_lr": suggested,
         "trials": trials,
         "seconds": time.perf_counter() - t0,
     }
     out = {**result, "verify": verify, "curve_lr": curve_lr}
-    if best is not None:
-        out["suggested_lr"] = best["lr"]
+    if suggested is not None:
+        out["suggested_lr"] = suggested
     return out
+
+
+def trial_scheduler(r: Run, lr: float) -> Any:
+    """The run's own scheduler, built as the run will build it (``runner.schedulers.build_scheduler``,
+    ``optimizer.lr`` set to ``lr`` so OneCycle's ``max_lr`` follows), starting from ``lr``; None for a run
+    with no schedule (a constant-LR trial) or a plateau schedule (it moves on metrics, not on steps).
+
+    Why the run's own: a short trial ranks LRs the way the run will use them only when its LR has the
+    run's shape; the old per-step cosine to zero held a lower mean LR than the runner's per-epoch cosine
+    and no LR at all like a constant run's (bench/results/lr_finder_round11.md).
+    """
+    for group in r.optimizer.param_groups:
+        group["lr"] = lr
+        group.pop("initial_lr", None)  # a torch scheduler starts from initial_lr when it is set
+    found = OmegaConf.merge(r.cfg, {"optimizer": {"lr": lr}})
+    schedule = found.get("scheduler") if isinstance(found, DictConfig) else None
+    scheduler = build_scheduler(
+        schedule, r.optimizer, len(r.train_loader), int(r.trainer.max_epochs)
+    )
+    if isinstance(scheduler, ReduceLROnPlateau):
+        return None
+    return scheduler
+
+
+def schedule_calls(interval: str, steps_per_epoch: int, step: int) -> int:
+    """How many times the run's loop has stepped its scheduler before its optimizer step ``step``
+    (0-based): once a step for ``interval=step``, once an epoch otherwise."""
+    return step if interval == "step" else step // max(1, steps_per_epoch)
 
 
 def _trial(
     r: Run, probe: FitState, lr: float, steps: int, diverge_factor: float, bar: Any
 ) -> dict[str, Any]:
-    """One candidate's short run from the saved start; diverged when a loss is non-finite or the
-    running mean of the loss exceeds ``diverge_factor`` x the first loss (stopped there: no cost wasted)."""
+    """One candidate's short run from the saved start, its LR on the run's own schedule compressed
+    into ``steps`` (the trial's step k is the run's step k x run steps / ``steps``); diverged when a
+    loss is non-finite or the running mean of the loss exceeds ``diverge_factor`` x the first loss
+    (stopped there: no cost wasted)."""
     state, trainer = r.state, r.trainer
     state.model.train()
     batches = cycle_batches(r.train_loader)
+    scheduler = trial_scheduler(r, lr)
+    total, calls = run_steps(r), 0
     losses: list[float] = []
+    lrs: list[float] = []  # the LR each step took: the schedule as the trial ran it
     avg, diverged = 0.0, False
     for k in range(steps):
-        for group in r.optimizer.param_groups:
-            group["lr"] = trial_lr(lr, k, steps)
+        # the schedule where the run has it at the same fraction of its steps
+        due = schedule_calls(trainer.scheduler_interval, len(r.train_loader), k * total // steps)
+        while scheduler is not None and calls < due:
+            scheduler.step()
+            calls += 1
+        lrs.append(float(r.optimizer.param_groups[0]["lr"]))
         x, y = next(batches)
         trainer.training_step(probe, x, y)
         loss = probe.loss.item() if probe.loss is not None else math.nan
@@ -247,7 +292,9 @@ def _trial(
         "val_loss": float(val["loss"]),
         "val_acc": float(val["acc"]),
         "train_loss": train_loss,
+        "schedule": type(scheduler).__name__ if scheduler is not None else "constant",
         "losses": losses,
+        "lrs": lrs,
     }
 
 
@@ -329,10 +376,10 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _verify_summary(verify: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The check without each trial's loss curve (``lr_find.json`` keeps those)."""
+    """The check without each trial's loss and LR curves (``lr_find.json`` keeps those)."""
     if not verify:
         return None
-    trials = [{k: v for k, v in t.items() if k != "losses"} for t in verify["trials"]]
+    trials = [{k: v for k, v in t.items() if k not in ("losses", "lrs")} for t in verify["trials"]]
     return {**verify, "trials": trials}
 
 
@@ -418,11 +465,15 @@ def check_line(result: dict[str, Any]) -> str:
         for t in verify["trials"]
     )
     picked = verify["picked_lr"]
+    suggested = verify.get("suggested_lr", picked)
     head = (
         f"{verify['metric']} after {verify['steps']} steps: {cells}"
         f" (the curve rule read {verify['curve_lr']:.3g}; "
     )
-    tail = (
-        f"suggested {picked:.3g}" if picked is not None else "none learned: kept the curve rule's"
-    )
+    if picked is None:
+        tail = "none learned: kept the curve rule's"
+    elif suggested != picked:
+        tail = f"won {picked:.3g}, suggested {suggested:.3g} between its neighbours"
+    else:
+        tail = f"suggested {picked:.3g}"
     return f"{head}{tail}; {verify['seconds']:.1f}s)"

@@ -13,7 +13,14 @@ import torch
 from helpers import compose_cfg, run_cli
 from tbparse import SummaryReader
 
-from diag.lr_finder import LearningRateFinder, learned, pick_trial, smooth_losses, valley_index
+from diag.lr_finder import (
+    LearningRateFinder,
+    interpolate,
+    learned,
+    pick_trial,
+    smooth_losses,
+    valley_index,
+)
 
 SINGLE_THREAD = {
     "OMP_NUM_THREADS": "1"
@@ -324,12 +331,16 @@ def test_the_check_trains_each_candidate_and_records_the_pick(tmp_path):
         assert t["score"] == t["val_loss"] and 0 <= t["val_acc"] <= 1
         assert t["val_loss"] < verify["start_score"]
     best = pick_trial(trials, verify["start_score"], truncated=True)
-    assert best in alive and verify["picked_lr"] == best["lr"] == data["suggested_lr"]
+    assert best in alive and verify["picked_lr"] == best["lr"]
+    # the suggestion: the winner, moved between its neighbours when they bracket it
+    suggested = interpolate(trials, best, verify["start_score"])
+    assert verify["suggested_lr"] == suggested == data["suggested_lr"]
+    assert best["lr"] / 3**0.5 <= suggested <= best["lr"] * 3**0.5
     assert verify["seconds"] > 0 and data["seconds"]["check"] == verify["seconds"]
     assert "checked        val_loss after 12 steps: " in proc.stdout
     m = re.search(r"suggested lr +(\S+) ", proc.stdout)
-    assert m and float(m.group(1)) == pytest.approx(best["lr"], rel=1e-2)
-    assert f"suggested {best['lr']:.3g}; " in proc.stdout
+    assert m and float(m.group(1)) == pytest.approx(suggested, rel=1e-2)
+    assert f"suggested {suggested:.3g}" in proc.stdout
     assert (run_dir / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -390,6 +401,69 @@ def test_the_check_leaves_model_optimizer_and_data_order_bit_identical(tmp_path,
     plain = build(compose_cfg(overrides, tmp_path), tmp_path / "plain")  # same seed, no finder
     for a, b in zip(_first_steps(checked), _first_steps(plain)):
         assert torch.equal(a, b)
+
+
+def _run_lrs(cfg, lr: float, steps_per_epoch: int, epochs: int) -> list[float]:
+    """The LR at each optimizer step of a run of ``cfg``'s schedule from ``lr``, stepped as the loop steps
+    it (once a step, or once an epoch): a reference built apart from the check."""
+    from omegaconf import OmegaConf
+
+    from runner.schedulers import build_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    node = OmegaConf.merge(cfg, {"optimizer": {"lr": lr}}).scheduler
+    sched = build_scheduler(node, opt, steps_per_epoch, epochs)
+    out = []
+    for step in range(steps_per_epoch * epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched is not None and (node.interval == "step" or (step + 1) % steps_per_epoch == 0):
+            sched.step()
+    return out
+
+
+@pytest.mark.parametrize(
+    "schedule", ["cosine", "onecycle", "warmup_cosine", "step", "none", "plateau"]
+)
+def test_each_trial_is_the_run_in_miniature_on_its_own_schedule(tmp_path, schedule):
+    """A trial's LR follows the run's configured schedule compressed into the trial: its step k takes
+    the LR the run takes at step k x run steps / trial steps (an epoch schedule proportionally stepped);
+    no schedule, or one that moves on a metric (plateau), trials a constant LR. The run after the check
+    starts its own schedule from the LR found, as if no trial had run."""
+    from runner import lr_find
+    from runner.train import build
+
+    overrides = [
+        "diag=off",
+        "optimizer=sgd",
+        "optimizer.lr=auto",
+        f"scheduler={schedule}",
+        "trainer.max_epochs=4",
+        "lr_find.num_steps=20",
+        "lr_find.candidates=2",
+        "lr_find.verify_steps=8",
+    ]
+    cfg = compose_cfg(overrides, tmp_path)
+    r = build(cfg, tmp_path / schedule)
+    verify = json.loads((r.run_dir / "lr_find.json").read_text())["verify"]
+    steps_per_epoch = len(r.train_loader)
+    assert verify["run_steps"] == 4 * steps_per_epoch and verify["steps"] == 8
+    constant = schedule in ("none", "plateau")
+    for trial in verify["trials"]:
+        assert (trial["schedule"] == "constant") == constant
+        if constant:
+            expected = [trial["lr"]] * 8
+        else:
+            run = _run_lrs(cfg, trial["lr"], steps_per_epoch, 4)
+            expected = [run[k * len(run) // 8] for k in range(8)]
+        assert trial["lrs"][: trial["steps_run"]] == pytest.approx(expected[: trial["steps_run"]])
+    found = r.lr_finder["suggested_lr"]
+    first = found if constant else _run_lrs(cfg, found, steps_per_epoch, 4)[0]
+    assert r.optimizer.param_groups[0]["lr"] == pytest.approx(first)
+    if schedule in ("cosine", "warmup_cosine", "step"):  # no trial's initial_lr left behind
+        assert r.state.scheduler.base_lrs == pytest.approx([found])
+    assert lr_find.schedule_calls("epoch", steps_per_epoch, 2 * steps_per_epoch - 1) == 1
+    assert lr_find.schedule_calls("step", steps_per_epoch, 7) == 7
 
 
 @pytest.mark.parametrize(

@@ -370,3 +370,59 @@ def test_next_candidate_follows_a_best_at_either_end_within_the_bounds():
     assert next_candidate(down, 1e-7, 10.0) == pytest.approx(1e-3 / 3)
     middle = [*down, {"lr": 3e-4, "diverged": False, "score": 1.2}]
     assert next_candidate(middle, 1e-7, 10.0) is None  # the score turned up: done
+
+
+def _trial(lr: float, score: float, diverged: bool = False) -> dict:
+    return {"lr": lr, "diverged": diverged, "score": score}
+
+
+def test_interpolate_finds_the_vertex_of_a_parabola_in_log_lr():
+    """Scores on an exact parabola in log LR around a minimum at 0.05: three rungs 3x apart bracketing
+    it give back 0.05 itself, from either side of it."""
+    import math
+
+    from diag.lr_finder import interpolate
+
+    def score(lr: float) -> float:
+        return 1.0 + (math.log(lr) - math.log(0.05)) ** 2
+
+    for mid in (0.04, 0.06):
+        trials = [_trial(lr, score(lr)) for lr in (mid / 3, mid, mid * 3)]
+        assert interpolate(trials, trials[1]) == pytest.approx(0.05, rel=1e-9)
+    # uneven spacing (a line-search rung 3x further than the ladder's own): the same vertex
+    trials = [_trial(lr, score(lr)) for lr in (0.02, 0.06, 0.54)]
+    assert interpolate(trials, trials[1]) == pytest.approx(0.05, rel=1e-9)
+
+
+def test_interpolate_moves_at_most_half_way_to_a_neighbour():
+    """A bracketed minimum's vertex lies between the midpoints to its neighbours, on any spacing."""
+    import math
+
+    from diag.lr_finder import interpolate
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        lo, hi = 0.03 / 3 ** rng.uniform(0.2, 2), 0.03 * 3 ** rng.uniform(0.2, 2)
+        trials = [_trial(lo, 1 + rng.uniform(1e-6, 2)), _trial(0.03, 1.0)]
+        trials.append(_trial(hi, 1 + rng.uniform(1e-6, 2)))
+        got = math.log(interpolate(trials, trials[1]))
+        assert (math.log(lo) + math.log(0.03)) / 2 - 1e-9 <= got
+        assert got <= (math.log(0.03) + math.log(hi)) / 2 + 1e-9
+
+
+def test_interpolate_keeps_the_pick_without_a_bracket():
+    """No move at a ladder end, next to a candidate that diverged or learned nothing, or when the pick
+    is not under both neighbours (a pick stepped down from the edge of stability)."""
+    from diag.lr_finder import interpolate
+
+    end = [_trial(0.01, 1.0), _trial(0.03, 1.5)]
+    assert interpolate(end, end[0]) == 0.01
+    broke = [_trial(0.01, 1.2), _trial(0.03, 1.0), _trial(0.09, float("nan"), diverged=True)]
+    assert interpolate(broke, broke[1]) == 0.03
+    nothing = [_trial(0.01, 1.2), _trial(0.03, 1.0), _trial(0.09, 2.4)]
+    assert (
+        interpolate(nothing, nothing[1], start_score=2.3) == 0.03
+    )  # 2.4: no better than untrained
+    assert interpolate(nothing, nothing[1]) != 0.03  # without the untrained score it learned
+    stepped = [_trial(0.01, 1.2), _trial(0.03, 1.1), _trial(0.09, 1.0)]
+    assert interpolate(stepped, stepped[1]) == 0.03
