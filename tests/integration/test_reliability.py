@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import cli_fork, run_cli
 from torch import nn
 
 from diag.hooks import EventLog, FitState, HookList
@@ -38,7 +38,7 @@ LONG = [
 ]
 
 
-_STARTED: list[subprocess.Popen] = []
+_STARTED: list[cli_fork.Forked | subprocess.Popen] = []
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +52,9 @@ def _no_run_left_behind():
             proc.communicate()
 
 
-def _start(args: list[str], log_dir: Path) -> subprocess.Popen:
+def _start(args: list[str], log_dir: Path) -> cli_fork.Forked | subprocess.Popen:
+    """``python -m runner ...`` started to be signalled or killed: forked, as ``run_cli`` runs (a process of
+    its own all the same: the signal reaches the run, not pytest)."""
     cmd = [
         sys.executable,
         "-m",
@@ -61,20 +63,13 @@ def _start(args: list[str], log_dir: Path) -> subprocess.Popen:
         f"paths.log_dir={log_dir}",
         "trainer.progress=false",
     ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=log_dir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = cli_fork.start(cmd, log_dir, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _STARTED.append(proc)
     return proc
 
 
 def _wait_for_mid_epoch_checkpoint(
-    log_dir: Path, proc: subprocess.Popen, timeout: float = 120
+    log_dir: Path, proc: cli_fork.Forked | subprocess.Popen, timeout: float = 120
 ) -> Path:
     """Block until some run under log_dir has a checkpoint written inside an epoch after the first one."""
     deadline = time.time() + timeout
