@@ -104,13 +104,16 @@ def _main(program: str, args: list[str], cwd: str, env: dict[str, str], out: str
         else:  # sys.exit("message"): printed to stderr, exit code 1, as the interpreter does
             print(stop.code, file=sys.stderr)
             code = 1
-    except BaseException:
+    except BaseException as exc:
         traceback.print_exc()  # an uncaught exception: its traceback and exit code 1, as python does
-        code = 1
+        code = -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
     finally:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
+    if code == -signal.SIGINT:  # python ends an uncaught KeyboardInterrupt by SIGINT itself
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     sys.exit(code)  # multiprocessing joins the non-daemon threads, then exits with this code
 
 
