@@ -8,13 +8,15 @@ each CLI run is then a fresh process forked from it that runs the module as ``py
 stdout and stderr, and its exit code or signal as the process's. What only a fresh interpreter shows
 (what is imported at start-up, environment variables read at import time) is tested with
 :func:`subprocess.run`: ``helpers.run_cli(..., fresh=True)``. :func:`run` is ``subprocess.run`` for
-such commands.
+such commands, :func:`start` is ``subprocess.Popen`` for a run a test signals or kills while it trains.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -102,14 +104,25 @@ def _main(program: str, args: list[str], cwd: str, env: dict[str, str], out: str
         else:  # sys.exit("message"): printed to stderr, exit code 1, as the interpreter does
             print(stop.code, file=sys.stderr)
             code = 1
-    except BaseException:
+    except BaseException as exc:
         traceback.print_exc()  # an uncaught exception: its traceback and exit code 1, as python does
-        code = 1
+        code = -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
     finally:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
+    if code == -signal.SIGINT:  # python ends an uncaught KeyboardInterrupt by SIGINT itself
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     sys.exit(code)  # multiprocessing joins the non-daemon threads, then exits with this code
+
+
+def _split(cmd: list[str]) -> tuple[str, list[str]]:
+    """``[sys.executable, "-m", module, *args]`` or ``[sys.executable, script.py, *args]``: what
+    :func:`_main` runs, and its arguments."""
+    if cmd[1] == "-m":
+        return cmd[2], cmd[3:]
+    return cmd[1], cmd[2:]
 
 
 def run_forked(
@@ -117,10 +130,7 @@ def run_forked(
 ) -> subprocess.CompletedProcess:
     """``subprocess.run(cmd, capture_output=True, text=True, ...)``'s result, from a forked process;
     ``cmd`` is ``[sys.executable, "-m", module, *args]`` or ``[sys.executable, script.py, *args]``."""
-    if cmd[1] == "-m":
-        program, args = cmd[2], cmd[3:]
-    else:
-        program, args = cmd[1], cmd[2:]
+    program, args = _split(cmd)
     with tempfile.TemporaryDirectory(prefix="cli-") as tmp:
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
         proc = _context_once().Process(
@@ -137,6 +147,76 @@ def run_forked(
         with open(err, encoding="utf-8", errors="replace") as f_err:
             stderr = f_err.read()
     return subprocess.CompletedProcess(cmd, proc.exitcode, stdout, stderr)
+
+
+class Forked:
+    """A forked ``python -m <module> ...`` still running: what the tests use of :class:`subprocess.Popen`
+    started with ``stdout=PIPE, stderr=PIPE, text=True`` (``pid``, ``returncode``, :meth:`poll`,
+    :meth:`send_signal`, :meth:`kill`, :meth:`wait`, :meth:`communicate`). Its output goes to files,
+    read once it has exited; a signal reaches the run's own process, its exit code or ``-signal``
+    as ``returncode``."""
+
+    def __init__(self, cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
+        program, args = _split(cmd)
+        self.args = cmd
+        self._dir = tempfile.mkdtemp(prefix="cli-")
+        self._out, self._err = os.path.join(self._dir, "stdout"), os.path.join(self._dir, "stderr")
+        self._proc = _context_once().Process(
+            target=_main, args=(program, args, str(cwd), env, self._out, self._err), daemon=False
+        )
+        self._proc.start()
+        self.pid: int = self._proc.pid  # type: ignore[assignment]
+        self.returncode: int | None = None
+        self._output: tuple[str, str] | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not self._proc.is_alive():
+            self._proc.join()
+            self.returncode = self._proc.exitcode
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._proc.join(timeout)
+        if self.poll() is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return self.returncode  # type: ignore[return-value]
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        if self._output is None:
+            with open(self._out, encoding="utf-8", errors="replace") as f_out:
+                stdout = f_out.read()
+            with open(self._err, encoding="utf-8", errors="replace") as f_err:
+                stderr = f_err.read()
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._output = (stdout, stderr)
+        return self._output
+
+
+def start(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> Forked | subprocess.Popen:
+    """``subprocess.Popen(cmd, cwd=cwd, stdout=PIPE, stderr=PIPE, text=True, env=env)`` for a run to
+    signal or kill while it trains: forked when ``env`` allows it (:func:`forkable`), a new
+    interpreter otherwise. Read its output with ``communicate()``."""
+    full_env = dict(os.environ if env is None else env)
+    if forkable(full_env):
+        return Forked(cmd, cwd, full_env)
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+    )
 
 
 def run(

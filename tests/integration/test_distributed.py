@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import ROOT, compose_cfg, run_cli
+from helpers import ROOT, cli_fork, compose_cfg, run_cli
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -50,7 +50,9 @@ CHECKSUM = re.compile(r"weights sha256 by rank: 0=([0-9a-f]{64}) 1=([0-9a-f]{64}
 def torchrun(
     args: list[str], tmp_path: Path, nproc: int = 2, timeout: float = 240
 ) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --standalone --nproc_per_node=N -m runner ...`` with outputs in tmp_path."""
+    """``python -m torch.distributed.run --standalone --nproc_per_node=N -m runner ...`` with outputs in
+    tmp_path: the launcher forked (:mod:`helpers.cli_fork`, it only starts and watches the ranks), each rank
+    a new interpreter as torchrun starts it."""
     cmd = [
         sys.executable,
         "-m",
@@ -70,9 +72,7 @@ def torchrun(
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
-    return subprocess.run(
-        cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    return cli_fork.run(cmd, tmp_path, timeout, env=env)
 
 
 def reconstruct(

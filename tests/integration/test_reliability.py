@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import cli_fork, run_cli
 from torch import nn
 
 from diag.hooks import EventLog, FitState, HookList
@@ -26,11 +26,14 @@ from runner.distributed import quote_override
 from runner.errors import UserError
 from runner.trainer import Trainer
 
-# A run long enough to be killed mid-epoch, deterministic so an uninterrupted twin gives the same weights.
+# A run long enough to be killed mid-epoch (the kill comes once its first epoch is logged: five more
+# epochs of 20 steps, a checkpoint every 3, are ample), deterministic so an uninterrupted twin gives the
+# same weights.
+EPOCHS = 6
 LONG = [
     "model=cnn",
     "model.channels=[16,32]",
-    "trainer.max_epochs=12",
+    f"trainer.max_epochs={EPOCHS}",
     "trainer.deterministic=true",
     "callbacks.checkpoint.every_n_steps=3",
     "model.dropout=0.1",
@@ -38,7 +41,7 @@ LONG = [
 ]
 
 
-_STARTED: list[subprocess.Popen] = []
+_STARTED: list[cli_fork.Forked | subprocess.Popen] = []
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +55,9 @@ def _no_run_left_behind():
             proc.communicate()
 
 
-def _start(args: list[str], log_dir: Path) -> subprocess.Popen:
+def _start(args: list[str], log_dir: Path) -> cli_fork.Forked | subprocess.Popen:
+    """``python -m runner ...`` started to be signalled or killed: forked, as ``run_cli`` runs (a process of
+    its own all the same: the signal reaches the run, not pytest)."""
     cmd = [
         sys.executable,
         "-m",
@@ -61,20 +66,13 @@ def _start(args: list[str], log_dir: Path) -> subprocess.Popen:
         f"paths.log_dir={log_dir}",
         "trainer.progress=false",
     ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=log_dir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = cli_fork.start(cmd, log_dir, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _STARTED.append(proc)
     return proc
 
 
 def _wait_for_mid_epoch_checkpoint(
-    log_dir: Path, proc: subprocess.Popen, timeout: float = 120
+    log_dir: Path, proc: cli_fork.Forked | subprocess.Popen, timeout: float = 120
 ) -> Path:
     """Block until some run under log_dir has a checkpoint written inside an epoch after the first one."""
     deadline = time.time() + timeout
@@ -107,7 +105,7 @@ def test_sigkill_mid_epoch_then_same_command_with_resume_auto_matches_uninterrup
     proc.wait(timeout=30)
     assert not (run / "report.json").exists()  # it really died before finishing
     payload = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert payload["step"] < 12 * 20
+    assert payload["step"] < EPOCHS * 20
 
     again = run_cli([*LONG, "trainer.resume=auto"], killed_dir)  # the very same command
     assert again.returncode == 0, again.stderr
@@ -120,7 +118,7 @@ def test_sigkill_mid_epoch_then_same_command_with_resume_auto_matches_uninterrup
     assert ra["test_acc"] == rb["test_acc"] and ra["steps"] == rb["steps"]
     lines = [json.loads(x) for x in (run / "train_diagnostics.jsonl").read_text().splitlines()]
     # continuous, no duplicates after the resume point
-    assert [x["epoch"] for x in lines] == list(range(12))
+    assert [x["epoch"] for x in lines] == list(range(EPOCHS))
     ref_lines = [
         json.loads(x) for x in (reference / "train_diagnostics.jsonl").read_text().splitlines()
     ]
@@ -130,7 +128,7 @@ def test_sigkill_mid_epoch_then_same_command_with_resume_auto_matches_uninterrup
     acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
     steps = [e.step for e in acc.Scalars("val/loss")]
-    assert steps == sorted(set(steps)) and len(steps) == 12
+    assert steps == sorted(set(steps)) and len(steps) == EPOCHS
 
 
 @pytest.mark.slow
@@ -250,17 +248,20 @@ def test_a_run_killed_during_an_autotrainer_restart_continues_that_attempt(tmp_p
     assert report["metrics"]["steps"] == 400 and report["metrics"]["test_acc"] > 0.9
 
 
-def _tiny_run(tmp_path) -> Path:
-    run = tmp_path / "run"
-    res = run_cli(["trainer.max_epochs=1", "diag=off"], tmp_path, run_dir=run)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """One finished one-epoch run for the tests that only read it (each worker trains it once)."""
+    log_dir = tmp_path_factory.mktemp("tiny")
+    run = log_dir / "run"
+    res = run_cli(["trainer.max_epochs=1", "diag=off"], log_dir, run_dir=run)
     assert res.returncode == 0, res.stderr
     return run
 
 
-def test_truncated_checkpoint_is_refused_with_one_line(tmp_path):
-    run = _tiny_run(tmp_path)
-    ckpt = run / "checkpoints" / "last.pt"
-    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+def test_truncated_checkpoint_is_refused_with_one_line(tmp_path, tiny_run):
+    ckpt = tmp_path / "last.pt"  # a copy cut in half: the shared run keeps its own
+    whole = (tiny_run / "checkpoints" / "last.pt").read_bytes()
+    ckpt.write_bytes(whole[: len(whole) // 2])
     res = run_cli([f"trainer.resume={ckpt}"], tmp_path)
     assert res.returncode == 2
     assert (
@@ -282,9 +283,8 @@ def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_checkpoint_from_a_different_model_is_refused(tmp_path):
-    run = _tiny_run(tmp_path)
-    res = run_cli(["model=cnn", f"trainer.resume={run}"], tmp_path)
+def test_checkpoint_from_a_different_model_is_refused(tmp_path, tiny_run):
+    res = run_cli(["model=cnn", f"trainer.resume={tiny_run}"], tmp_path)
     assert res.returncode == 2
     assert "holds a different model" in res.stderr and "Traceback" not in res.stderr
 

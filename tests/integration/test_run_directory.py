@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, run_cli
+from helpers import ROOT, cli_fork, run_cli
 
 from runner.checkpoint import load_checkpoint
 from runner.run_dir import claim, release
@@ -46,7 +46,7 @@ def _digests(run: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_a_second_run_into_a_directory_in_use_is_refused_and_the_first_keeps_its_files(tmp_path):
     run = tmp_path / "shared"
-    first = subprocess.Popen(
+    first = cli_fork.start(
         [
             sys.executable,
             "-m",
@@ -57,10 +57,7 @@ def test_a_second_run_into_a_directory_in_use_is_refused_and_the_first_keeps_its
             "trainer.progress=false",
             f"hydra.run.dir={run}",
         ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        tmp_path,
     )
     deadline = time.time() + 120
     while not (run / ".hydra" / "overrides.yaml").is_file():

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import cli_fork, run_cli
 
 TINY = ["trainer.max_epochs=1", "diag=off", "data.subset=256"]
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -24,7 +24,8 @@ def _report(job: Path) -> dict:
     return json.loads((job / "report.json").read_text())
 
 
-def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
+def _start(args: list[str], tmp_path: Path) -> cli_fork.Forked | subprocess.Popen:
+    """The sweep to kill: forked, as ``run_cli`` runs (a process of its own all the same)."""
     cmd = [
         sys.executable,
         "-m",
@@ -34,12 +35,10 @@ def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
         "trainer.progress=false",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **SINGLE_THREAD}
-    return subprocess.Popen(
-        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    return cli_fork.start(cmd, tmp_path, env=env)
 
 
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+def _kill_when(proc: cli_fork.Forked | subprocess.Popen, ready, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while not ready():
         assert proc.poll() is None and time.time() < deadline, "the sweep ended before the kill"

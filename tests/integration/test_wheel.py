@@ -34,12 +34,24 @@ def test_a_wheel_installed_in_a_fresh_venv_trains_from_another_directory(tmp_pat
     )
     wheel = next(wheels.glob("experiment_runner-*.whl"))
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)  # torch & co. from the system
+    # torch & co. from the system; no pip of its own (ensurepip took ~10 s): this pip installs into it
+    venv.create(env_dir, system_site_packages=True, with_pip=False)
     python = env_dir / "bin" / "python"
     # nothing from this checkout on the path: the venv must run what the wheel installed
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall", "-q", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--force-reinstall",
+            "-q",
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
         timeout=300,

@@ -531,7 +531,9 @@ def test_tag_map_for_other_names(tmp_path, capsys):
 
 # -- errors and garbage --------------------------------------------------------
 def test_missing_path_exits_2_with_one_line(tmp_path):
-    proc = run_cli(["analyze", str(tmp_path / "nope")], tmp_path, module="diag")
+    # a new interpreter (~0.3 s: no torch to import for this answer), not the forked runs' server, whose
+    # start-up (~5 s of imports) this fast-tier test would otherwise pay alone in its worker
+    proc = run_cli(["analyze", str(tmp_path / "nope")], tmp_path, module="diag", fresh=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"diag analyze: no such file or directory: {tmp_path / 'nope'}"

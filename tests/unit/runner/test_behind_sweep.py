@@ -215,7 +215,9 @@ def test_a_grid_runs_from_its_middle_out():
 
 
 def test_a_bad_behind_value_is_one_line_and_a_nonzero_exit(tmp_path):
-    proc = run_cli(["callbacks.stop_on.behind=5"], tmp_path)
+    # a new interpreter (~1 s: a refused start imports no torch), not the forked runs' server, whose
+    # start-up (~5 s of imports) a fast-tier worker would otherwise pay for this test alone
+    proc = run_cli(["callbacks.stop_on.behind=5"], tmp_path, fresh=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "behind" in line]
     assert len(lines) == 1 and "callbacks.stop_on.behind=5 is not valid" in lines[0]
