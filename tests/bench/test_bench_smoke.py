@@ -375,7 +375,7 @@ def test_autotrainer_selects_cases_by_family_and_skips_the_first_ones(bench_modu
     assert sum(n.startswith("healthy-") for n in both) == 3
 
 
-def test_epoch_costs_quick_gives_every_part_its_paired_ratio_and_cost(tmp_path):
+def test_epoch_costs_quick_gives_every_part_its_paired_ratio_and_cost(bench_modules, tmp_path):
     out = tmp_path / "epoch_costs.md"
     proc = cli_fork.run(
         [sys.executable, str(ROOT / "bench" / "epoch_costs.py"), "--quick", "--out", str(out)],
@@ -385,11 +385,8 @@ def test_epoch_costs_quick_gives_every_part_its_paired_ratio_and_cost(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r for r in _rows(proc.stdout) if len(r) == 6}
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from epoch_costs import DEFAULT, VARIANTS
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    from epoch_costs import DEFAULT, VARIANTS
+
     assert set(VARIANTS) <= set(rows)
     base = rows[DEFAULT]
     assert base[5] == "-"
