@@ -256,15 +256,13 @@ def _loss_oscillation(s: RunSeries) -> Issue | None:
     if not scale > 0:
         return None
     noise = _interval_noise(s)
-    if _epochs_falling(
-        s
-    ):  # within-epoch swings are step noise: no window is read (the common, healthy case)
-        return (
-            _loss_climbs_back(s, loss, scale, noise)
-            or _validation_swings(s)
-            or _epoch_loss_climbs(s)
-        )
-    hits = np.flatnonzero(oscillating_windows(loss, scale, w))
+    # epochs whose training loss keeps falling: within-epoch swings are step noise, no window is read
+    # (the common, healthy case; the scan's hits would be dropped below anyway)
+    hits = (
+        np.empty(0, dtype=int)
+        if _epochs_falling(s)
+        else np.flatnonzero(oscillating_windows(loss, scale, w))
+    )
     if hits.size and noise is not None:
         # swings a few standard errors of an interval mean wide are what the batch size makes, not the LR
         W = windows(loss, w)[hits]
