@@ -208,14 +208,16 @@ _ATOMS = (int, float, bool, str, bytes, type(None))
 def snapshot(obj: Any) -> Any:
     """A copy that shares nothing mutable with ``obj``: tensors cloned to the CPU (``to_cpu``), containers rebuilt.
 
-    Lists of plain numbers (the diagnostics' series, the history) are copied as lists rather than
-    deep-copied number by number, which is most of a checkpoint's copy when the model is small.
+    Lists and dicts of plain numbers (the diagnostics' series, the history's entries) are copied whole
+    rather than number by number, which is most of a checkpoint's copy when the model is small.
     """
     if isinstance(obj, torch.Tensor):
         return to_cpu(obj)
     if isinstance(obj, _ATOMS):
         return obj
     if isinstance(obj, dict):
+        if all(isinstance(v, _ATOMS) for v in obj.values()):  # a history entry, a param group's settings
+            return dict(obj)
         return {k: snapshot(v) for k, v in obj.items()}
     if type(obj) in (list, tuple):
         if all(isinstance(v, _ATOMS) for v in obj):
@@ -400,8 +402,10 @@ class CheckpointHook(Hook):
         if self.every_seconds is None:
             return False
         elapsed = self.clock() - self._last_save
+        if elapsed < self.every_seconds:  # nearly every step: one clock read
+            return False
         cost = self._copy_seconds + self.writer.write_seconds()
-        return elapsed >= self.every_seconds and cost <= self.max_time_fraction * elapsed
+        return cost <= self.max_time_fraction * elapsed
 
     def _save(
         self,

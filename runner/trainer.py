@@ -108,6 +108,7 @@ class Trainer:
             None  # the hooks of the current fit (their states go into checkpoints)
         )
         self._alone = False  # inside alone(): steps and evaluations of this process, no collective
+        self._plain_zero_grad: torch.optim.Optimizer | None = None  # see attach
 
     def reset_skips(self) -> None:
         """Forget the run of consecutive skipped steps (after steps that were not training, e.g. a range test)."""
@@ -118,10 +119,15 @@ class Trainer:
         self.clip_max_norm = max_norm
 
     # -- one step ------------------------------------------------------------
-    def attach(self, model: torch.nn.Module) -> None:
-        """Note what every step needs of the model and the process group, once rather than per step."""
+    def attach(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Note what every step needs of the model, its optimizer and the process group, once rather than per step."""
         self._params = [p for p in model.parameters() if p.requires_grad]
         self._world_size = self._ranks()
+        # Optimizer.zero_grad(set_to_none=True) only sets each .grad to None, inside a dynamo guard and a
+        # profiler range that cost ~15 us a step (a tenth of an MLP step on digits); an optimizer whose
+        # class overrides zero_grad keeps its own
+        plain = optimizer is not None and type(optimizer).zero_grad is torch.optim.Optimizer.zero_grad
+        self._plain_zero_grad = optimizer if plain else None
 
     def _ranks(self) -> int:
         """The processes a step or an evaluation is shared with: 1 inside :meth:`alone`."""
@@ -154,7 +160,12 @@ class Trainer:
         with self._autocast():
             logits = forward(x)
             loss = F.cross_entropy(logits if logits.dtype == torch.float32 else logits.float(), y)
-        opt.zero_grad(set_to_none=True)
+        if self._plain_zero_grad is opt:
+            for group in opt.param_groups:  # what zero_grad(set_to_none=True) does, minus its wrappers
+                for p in group["params"]:
+                    p.grad = None
+        else:
+            opt.zero_grad(set_to_none=True)
         amp_scaling = scaler.is_enabled()
         if amp_scaling:
             scaler.scale(loss).backward()
@@ -254,7 +265,7 @@ class Trainer:
     def fit(self, state: FitState, train_loader, val_loader, hooks: Hook) -> FitState:
         """Train until ``max_epochs``/``max_steps`` or a hook sets ``state.stop_training``."""
         model = state.model
-        self.attach(model)
+        self.attach(model, state.optimizer)
         self.hooks = hooks
         state.scaler = self.scaler
         state.loop = self

@@ -15,6 +15,7 @@ from runner.checkpoint import (
     load_checkpoint,
     read_checkpoint,
     save_atomic,
+    snapshot,
 )
 from runner.errors import UserError
 from runner.trainer import Trainer
@@ -313,3 +314,23 @@ def test_a_checkpoint_puts_tensorboards_queued_events_on_disk_first(tmp_path):
         state.writer.close()
     assert read_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 30
     assert probe.points == [10, 20]  # both epochs before the step-25 checkpoint, on disk at it
+
+
+def test_a_snapshot_shares_nothing_the_fit_goes_on_changing():
+    """The best payload is kept in memory for epochs: the history, its entries, the series lists and the
+    tensors it holds must be copies, or the next epochs would rewrite what best.pt later says."""
+    weights = torch.ones(3)
+    entry = {"epoch": 0, "val/loss": 0.5}
+    payload = {"history": [entry], "series": {"loss": [1.0, 0.9]}, "model": {"w": weights}, "n": 2}
+    copy = snapshot(payload)
+    entry["skipped_total"] = 1
+    payload["history"].append({"epoch": 1})
+    payload["series"]["loss"].append(0.8)
+    weights.add_(1)
+    assert copy == {
+        "history": [{"epoch": 0, "val/loss": 0.5}],
+        "series": {"loss": [1.0, 0.9]},
+        "model": {"w": copy["model"]["w"]},
+        "n": 2,
+    }
+    assert torch.equal(copy["model"]["w"], torch.ones(3))
