@@ -216,8 +216,8 @@ def snapshot(obj: Any) -> Any:
     if isinstance(obj, _ATOMS):
         return obj
     if isinstance(obj, dict):
-        if all(isinstance(v, _ATOMS) for v in obj.values()):  # a history entry, a param group's settings
-            return dict(obj)
+        if all(isinstance(v, _ATOMS) for v in obj.values()):
+            return dict(obj)  # a history entry, a param group's settings
         return {k: snapshot(v) for k, v in obj.items()}
     if type(obj) in (list, tuple):
         if all(isinstance(v, _ATOMS) for v in obj):

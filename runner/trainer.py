@@ -119,15 +119,17 @@ class Trainer:
         self.clip_max_norm = max_norm
 
     # -- one step ------------------------------------------------------------
-    def attach(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def attach(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+    ) -> None:
         """Note what every step needs of the model, its optimizer and the process group, once rather than per step."""
         self._params = [p for p in model.parameters() if p.requires_grad]
         self._world_size = self._ranks()
         # Optimizer.zero_grad(set_to_none=True) only sets each .grad to None, inside a dynamo guard and a
         # profiler range that cost ~15 us a step (a tenth of an MLP step on digits); an optimizer whose
         # class overrides zero_grad keeps its own
-        plain = optimizer is not None and type(optimizer).zero_grad is torch.optim.Optimizer.zero_grad
-        self._plain_zero_grad = optimizer if plain else None
+        own = optimizer is None or type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad
+        self._plain_zero_grad = None if own else optimizer
 
     def _ranks(self) -> int:
         """The processes a step or an evaluation is shared with: 1 inside :meth:`alone`."""
@@ -161,7 +163,8 @@ class Trainer:
             logits = forward(x)
             loss = F.cross_entropy(logits if logits.dtype == torch.float32 else logits.float(), y)
         if self._plain_zero_grad is opt:
-            for group in opt.param_groups:  # what zero_grad(set_to_none=True) does, minus its wrappers
+            # what zero_grad(set_to_none=True) does, minus its wrappers (see attach)
+            for group in opt.param_groups:
                 for p in group["params"]:
                     p.grad = None
         else:

@@ -44,7 +44,8 @@ def test_each_step_starts_from_no_gradient_and_an_unreached_parameter_keeps_none
     # the second step's gradient alone, not the sum of both steps'
     assert torch.allclose(model.used.weight.grad, before.used.weight.grad)
     assert model.unused.weight.grad is None and model.unused.bias.grad is None
-    assert model.unused.weight not in opt.state  # a None gradient: Adam skipped it, as after zero_grad
+    # a None gradient: Adam skipped the parameter, as after zero_grad
+    assert model.unused.weight not in opt.state
     assert len(opt.state) == 2
 
 
