@@ -39,3 +39,13 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+def set_threads(threads: int | None) -> None:
+    """``trainer.threads``: the intra-op CPU threads of this process (None keeps torch's, one per core).
+
+    Why not always one per core: a small model's ops are too short to share out, and OpenMP threads that
+    wait for a core another process holds spin at every op; bench/threads.py measures both.
+    """
+    if threads is not None:
+        torch.set_num_threads(int(threads))

@@ -24,7 +24,7 @@ from diag.hooks import EventLog, FitState, Hook, HookList
 from runner import distributed
 from runner.checkpoint import load_checkpoint
 from runner.checkpoint_schema import check_fits
-from runner.devices import check_precision, resolve_device, seed_everything
+from runner.devices import check_precision, resolve_device, seed_everything, set_threads
 from runner.errors import UserError
 from runner.hparams import log_hparams
 from runner.interrupts import interrupted, stop_on_signals
@@ -250,6 +250,7 @@ def fit_done(state: FitState) -> bool:
 def build(cfg: DictConfig, run_dir: Path, session: Any = None) -> Run:
     """Validate the config and build every object of the fit; raises :class:`UserError` before any training."""
     validate(cfg)
+    set_threads(cfg.trainer.get("threads"))
     seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
     device = resolve_device(cfg.trainer.device)
     ddp = distributed.start(str(cfg.trainer.get("strategy", "auto")))

@@ -98,6 +98,12 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
     ),
     ("trainer.log_every_n_steps", lambda v: _is_int(v) and v > 0, "a positive whole number", False),
     (
+        "trainer.threads",
+        lambda v: _is_int(v) and v > 0,
+        "a positive whole number of CPU threads, or null for torch's default (one per core)",
+        True,
+    ),
+    (
         "trainer.max_consecutive_skips",
         lambda v: _is_int(v) and v >= 0,
         "a whole number >= 0 (0: never stop for skipped steps)",

@@ -20,6 +20,8 @@ BAD = [
     (["data.test_fraction=0"], "data.test_fraction="),
     (["data.test_fraction=1"], "data.test_fraction="),
     (["trainer.max_consecutive_skips=-1"], "trainer.max_consecutive_skips="),
+    (["trainer.threads=0"], "trainer.threads="),
+    (["trainer.threads=two"], "trainer.threads="),
     (["callbacks.checkpoint.every_n_steps=-1"], "callbacks.checkpoint.every_n_steps="),
     (["callbacks.stop_on.behind=2"], "callbacks.stop_on.behind="),
     # 0 was taken as 1 (the layers sampled every step: a 30x slower epoch, silently)
