@@ -126,8 +126,8 @@ class Trainer:
         self._params = [p for p in model.parameters() if p.requires_grad]
         self._world_size = self._ranks()
         # Optimizer.zero_grad(set_to_none=True) only sets each .grad to None, inside a dynamo guard and a
-        # profiler range that cost ~15 us a step (a tenth of an MLP step on digits); an optimizer whose
-        # class overrides zero_grad keeps its own
+        # profiler range: 17 us against 2 us a step here, about 1% of the digits MLP's step. An optimizer
+        # whose class overrides zero_grad keeps its own
         own = optimizer is None or type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad
         self._plain_zero_grad = None if own else optimizer
 
