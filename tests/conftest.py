@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import compileall
 import os
+import sys
 from pathlib import Path
 
 import pytest
 from helpers import ROOT, run_cli
+
+# Python's default in the test processes, whatever PYTHONDONTWRITEBYTECODE says (this project's machines
+# set it): pytest keeps each test module's assertion-rewritten bytecode in __pycache__ (every worker of
+# every session rewrote and compiled all of them again, ~3 s of each worker's collection), and the
+# project's modules imported here are read from theirs. Subprocesses keep the environment's setting.
+sys.dont_write_bytecode = False
 
 if os.environ.get(
     "PYTEST_XDIST_WORKER"
