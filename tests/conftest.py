@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import compileall
 import os
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import ROOT, run_cli
+
+# Python's default in the test processes, whatever PYTHONDONTWRITEBYTECODE says (this project's machines
+# set it): pytest keeps each test module's assertion-rewritten bytecode in __pycache__ (every worker of
+# every session rewrote and compiled all of them again, ~3 s of each worker's collection), and the
+# project's modules imported here are read from theirs. Subprocesses keep the environment's setting.
+sys.dont_write_bytecode = False
 
 if os.environ.get(
     "PYTEST_XDIST_WORKER"
@@ -15,6 +23,18 @@ if os.environ.get(
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The project's modules compiled to ``__pycache__`` once, before any worker starts (only those out
+    of date: nothing after the first run of a clone). The tests start many new interpreters (torchrun's
+    ranks, submitit's tasks, fresh runs, the benches' start-up timings), and where PYTHONDONTWRITEBYTECODE
+    is set (this project's machines set it) each of them compiled every module it imports of ``runner``
+    and ``diag`` again (~0.25 s a start); the bytecode is what a wheel install ships, as pip compiles it."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for package in ("runner", "diag", "hydra_plugins"):
+        compileall.compile_dir(ROOT / package, quiet=1)
 
 
 @pytest.fixture

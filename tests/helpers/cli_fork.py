@@ -156,11 +156,15 @@ class Forked:
     read once it has exited; a signal reaches the run's own process, its exit code or ``-signal``
     as ``returncode``."""
 
-    def __init__(self, cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, cmd: list[str], cwd: Path, env: dict[str, str], terminal: str | None = None
+    ) -> None:
         program, args = _split(cmd)
         self.args = cmd
         self._dir = tempfile.mkdtemp(prefix="cli-")
         self._out, self._err = os.path.join(self._dir, "stdout"), os.path.join(self._dir, "stderr")
+        if terminal is not None:  # a terminal's device (a pty's slave): the run's stdout and stderr
+            self._out = self._err = terminal
         self._proc = _context_once().Process(
             target=_main, args=(program, args, str(cwd), env, self._out, self._err), daemon=False
         )
@@ -189,7 +193,12 @@ class Forked:
         return self.returncode  # type: ignore[return-value]
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """Its stdout and stderr once it has exited (both empty for a run on a terminal: the terminal's
+        reader has them)."""
         self.wait(timeout)
+        if self._output is None and self._out == self._err:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._output = ("", "")
         if self._output is None:
             with open(self._out, encoding="utf-8", errors="replace") as f_out:
                 stdout = f_out.read()
@@ -217,6 +226,19 @@ def start(
         text=True,
         env=full_env,
     )
+
+
+def start_on_terminal(
+    cmd: list[str], cwd: Path, slave: int, env: dict[str, str] | None = None
+) -> Forked | subprocess.Popen:
+    """``subprocess.Popen(cmd, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=env)``: a run whose
+    stdout and stderr are a pseudo-terminal (``slave``, a pty's slave end, which the caller keeps open
+    until the run has exited), forked when ``env`` allows it (:func:`forkable`; it opens the terminal's
+    device, ``os.ttyname(slave)``, as its stdout and stderr), a new interpreter otherwise."""
+    full_env = dict(os.environ if env is None else env)
+    if forkable(full_env):
+        return Forked(cmd, cwd, full_env, terminal=os.ttyname(slave))
+    return subprocess.Popen(cmd, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=full_env)
 
 
 def run(

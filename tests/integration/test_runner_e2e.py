@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import cli_fork, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 CONTRACT = [
@@ -226,37 +227,45 @@ def test_weights_ten_times_too_large_show_in_the_first_loss(tmp_path):
 
 
 def run_on_a_terminal(args: list[str], tmp_path, columns: int = 120) -> str:
-    """``python -m runner`` on a pseudo-terminal of ``columns`` columns (as in a shell): all it printed."""
+    """``python -m runner`` on a pseudo-terminal of ``columns`` columns (as in a shell): all it printed.
+    Forked (:func:`helpers.cli_fork.start_on_terminal`): the run opens the terminal as its stdout and
+    stderr, as a shell's child has it."""
     import fcntl
     import os
     import pty
+    import select
     import struct
-    import subprocess
     import sys
     import termios
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    proc = subprocess.Popen(
+    proc = cli_fork.start_on_terminal(
         [sys.executable, "-m", "runner", *args, f"paths.log_dir={tmp_path}"],
-        cwd=tmp_path,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
+        tmp_path,
+        slave,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    os.close(slave)
     chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    assert proc.wait(timeout=120) == 0
+    deadline = time.monotonic() + 120
+    try:
+        # the slave stays open here until the run has exited (a forked run opens it by name), so the
+        # terminal is read until the run has exited and then drained
+        while True:
+            done = proc.poll() is not None
+            if select.select([master], [], [], 0 if done else 0.1)[0]:
+                chunks.append(os.read(master, 65536))
+            elif done:
+                break
+            else:
+                assert time.monotonic() < deadline, "the run on a terminal did not end"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0, b"".join(chunks).decode(errors="replace")[-2000:]
     return b"".join(chunks).decode(errors="replace")
 
 

@@ -626,15 +626,16 @@ JSONISH = st.recursive(
     max_leaves=8,
 )
 RECORD = st.dictionaries(st.sampled_from(SCHEMA_KEYS), JSONISH | st.floats(), max_size=8)
-LINE = st.one_of(
+DEEP = b"[" * 5000  # nesting deep enough to trip the JSON parser's recursion limit (and PyYAML's)
+SHALLOW_LINE = st.one_of(
     RECORD.map(lambda r: json.dumps(r).encode()),
     RECORD.map(lambda r: json.dumps(r).encode()).flatmap(
         lambda b: st.integers(0, len(b)).map(lambda k: b[:k])
     ),
     JSONISH.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=64),
-    st.just(b"[" * 5000),  # nesting deep enough to trip the JSON parser's recursion limit
 )
+LINE = SHALLOW_LINE | st.just(DEEP)
 
 
 @pytest.mark.slow
@@ -657,7 +658,14 @@ def test_generated_garbage_gives_a_report_or_a_clean_error(tmp_path, capsys):
                 lambda t: good_events[: t[0]] + t[1] + good_events[t[0] + len(t[1]) :]
             ),
         ),
-        side=st.lists(LINE | st.binary(max_size=40), min_size=3, max_size=3),
+        # events.jsonl, report.json, .hydra/config.yaml; DEEP in the config is
+        # test_a_config_nested_too_deep_is_skipped_and_the_run_still_analyzed's, below: PyYAML (pure
+        # Python) scans it for ~1 s, and hypothesis drew it for a third of the examples (18 s of 19)
+        side=st.tuples(
+            LINE | st.binary(max_size=40),
+            LINE | st.binary(max_size=40),
+            SHALLOW_LINE | st.binary(max_size=40),
+        ),
         as_file=st.booleans(),
     )
     def check(
@@ -683,6 +691,19 @@ def test_generated_garbage_gives_a_report_or_a_clean_error(tmp_path, capsys):
             assert len(out.err.strip().splitlines()) == 1
 
     check()
+
+
+def test_a_config_nested_too_deep_is_skipped_and_the_run_still_analyzed(tmp_path, capsys):
+    """The deep-nesting case of the generated garbage in the one file read as YAML, every time (a run
+    directory's: a JSONL file given alone reads no config)."""
+    run = tmp_path / "run"
+    write_jsonl(run / "train_diagnostics.jsonl", seed_records(6))
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_bytes(DEEP)
+    rc, report = analyze_json(capsys, str(run), "--num-classes", "10")
+    assert rc == 0, report
+    check_shape(report)
+    assert report["input"]["skipped"] == {".hydra/config.yaml": 1}
 
 
 @pytest.mark.slow
