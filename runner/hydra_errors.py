@@ -22,9 +22,8 @@ def one_line(exc: BaseException, conf_dir: str) -> str:
     if unknown:
         key = unknown.group(1)
         keys = _config_keys(conf_dir)
-        if (
-            key in keys
-        ):  # the default config has it; a group choice on this command line left it out
+        # the default config has it: a group choice on this command line left it out
+        if key in keys:
             return (
                 f"{key} is not a key of the config these overrides compose (the default config has it: "
                 "a group choice on the command line, such as diag=off, leaves it out): drop that "
