@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     cells: dict[tuple[str, str, str], list[dict]] = {}
+    runs = 0
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-threads-") as tmp:
         for condition in args.conditions:
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                     order = list(SETTINGS) if r % 2 == 0 else list(reversed(SETTINGS))
                     for workload, overrides in workloads.items():
                         for setting in order:
-                            run_dir = Path(tmp) / f"{len(cells)}_{r}_{setting[:5]}_{workload[:3]}"
+                            runs += 1
+                            run_dir = Path(tmp) / f"run{runs}"
                             res = run_once([*overrides, *SETTINGS[setting]], run_dir, env)
                             cells.setdefault((workload, condition, setting), []).append(res)
                             print(
