@@ -1,0 +1,127 @@
+"""A whole ``python -m runner``, enter key to prompt: the heap frozen at exit (as shipped) or collected.
+
+Python's exit runs the cyclic collector over every object it tracks; with torch, its compiler stack,
+matplotlib and TensorBoard imported that is over a million objects, and the user waits for it after the
+run's last line is printed. ``runner.__main__.main`` ends by freezing the heap (``gc.freeze()``), so the
+exit skips them. Each run is a fresh subprocess of the real CLI through ``python -c``: "as shipped" calls
+``main()``; "collected at exit" calls it and then ``gc.unfreeze()``, which gives the exit back the whole
+heap, as an interpreter that never froze it has. Variants alternate run by run; cells are medians.
+
+    python bench/exit_time.py            # 5 repeats of the README run and of a one-epoch run (~2 min)
+    python bench/exit_time.py --quick    # smoke test: 1 repeat of the one-epoch run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from results_file import write_results  # bench/ is on sys.path: this script's folder
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = 'import gc, sys\nsys.argv = ["runner", *sys.argv[1:]]\nfrom runner.__main__ import main\n'
+VARIANTS = {
+    "as shipped (frozen at exit)": CLI + "main()\n",
+    "collected at exit": CLI + "try:\n    main()\nfinally:\n    gc.unfreeze()\n",
+}
+RUNS = {
+    "README run (python -m runner)": [],
+    "one epoch (trainer.max_epochs=1)": ["trainer.max_epochs=1"],
+}
+
+
+def run_once(code: str, overrides: list[str], run_dir: Path, env: dict[str, str]) -> dict:
+    """Wall time from start to exit, and from the last line printed to exit."""
+    cmd = [
+        sys.executable,
+        "-c",
+        code,
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+        "trainer.progress=false",
+    ]
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    last, lines = start, []
+    for line in proc.stdout:
+        last = time.perf_counter()
+        lines.append(line)
+    code_ = proc.wait()
+    end = time.perf_counter()
+    if code_ != 0:
+        raise RuntimeError(f"{' '.join(cmd[3:])} exited {code_}:\n{''.join(lines[-20:])}")
+    acc = next((x.split()[-1] for x in lines if x.startswith("test accuracy")), "?")
+    return {"wall": end - start, "after_last_line": end - last, "test_acc": acc}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke test: 1 repeat of the one-epoch run"
+    )
+    ap.add_argument("--repeats", type=int, default=None, help="runs per cell (default 5)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "exit_time.md")
+    argv = sys.argv[1:] if argv is None else argv
+    args = ap.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 5)
+    runs = {k: v for k, v in RUNS.items() if v} if args.quick else RUNS
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cells: dict[tuple[str, str], list[dict]] = {}
+    started, count = time.perf_counter(), 0
+    with tempfile.TemporaryDirectory(prefix="bench-exit-") as tmp:
+        for r in range(repeats):
+            order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
+            for run, overrides in runs.items():
+                for variant in order:
+                    count += 1
+                    res = run_once(VARIANTS[variant], overrides, Path(tmp) / f"run{count}", env)
+                    cells.setdefault((run, variant), []).append(res)
+                    print(
+                        f"  {run}, {variant}, repeat {r + 1}/{repeats}: {res['wall']:.2f} s "
+                        f"({res['after_last_line']:.2f} s after the last line)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    med = statistics.median
+    shipped, collected = VARIANTS
+    lines = [
+        "| run | variant | wall, start to exit (s) | last line to exit (s) | test accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    notes = [""]
+    for run in runs:
+        walls = {}
+        for variant in VARIANTS:
+            cell = cells[(run, variant)]
+            walls[variant] = med(x["wall"] for x in cell)
+            tail = med(x["after_last_line"] for x in cell)
+            lines.append(
+                f"| {run} | {variant} | {walls[variant]:.2f} | {tail:.2f} | {cell[0]['test_acc']} |"
+            )
+        notes.append(
+            f"- {run}: as shipped / collected at exit, wall: {walls[shipped] / walls[collected]:.3f} "
+            f"({walls[collected] - walls[shipped]:.2f} s less to wait)"
+        )
+    notes.append(
+        f"- median of {repeats} run(s) per cell, variants alternating; {os.cpu_count()} CPUs"
+    )
+    if args.quick:
+        notes.append("- --quick: one run per cell (a smoke test: figures are not meaningful)")
+    text = "\n".join(lines + notes)
+    print(text)
+    print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    write_results(args.out, "exit_time.py", text, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

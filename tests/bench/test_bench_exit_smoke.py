@@ -1,0 +1,28 @@
+"""bench/exit_time.py end to end with --quick: both variants of a real one-epoch CLI run, in fresh processes."""
+
+from __future__ import annotations
+
+import sys
+
+from helpers import ROOT, cli_fork
+
+
+def test_exit_time_quick_times_both_variants_and_names_the_command(tmp_path):
+    out = tmp_path / "exit_time.md"
+    proc = cli_fork.run(
+        [sys.executable, str(ROOT / "bench" / "exit_time.py"), "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| one epoch")]
+    assert [r.split("|")[2].strip() for r in rows] == [
+        "as shipped (frozen at exit)",
+        "collected at exit",
+    ]
+    for row in rows:
+        wall, tail, acc = (c.strip() for c in row.strip("|").split("|")[2:])
+        assert 0 < float(tail) < float(wall) and 0 <= float(acc) <= 1
+    assert rows[0].split("|")[5] == rows[1].split("|")[5]  # the same run: the same test accuracy
+    assert "as shipped / collected at exit, wall:" in proc.stdout
+    assert out.read_text().startswith("# bench/exit_time.py\n\n`python bench/exit_time.py --quick")
