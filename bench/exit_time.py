@@ -5,7 +5,8 @@ matplotlib and TensorBoard imported that is over a million objects, and the user
 run's last line is printed. ``runner.__main__.main`` ends by freezing the heap (``gc.freeze()``), so the
 exit skips them. Each run is a fresh subprocess of the real CLI through ``python -c``: "as shipped" calls
 ``main()``; "collected at exit" calls it and then ``gc.unfreeze()``, which gives the exit back the whole
-heap, as an interpreter that never froze it has. Variants alternate run by run; cells are medians.
+heap, as an interpreter that never froze it has. Each run also counts, at exit, the objects the final
+collection is left to walk. Variants alternate run by run; cells are medians.
 
     python bench/exit_time.py            # 5 repeats of the README run and of a one-epoch run (~2 min)
     python bench/exit_time.py --quick    # smoke test: 1 repeat of the one-epoch run
@@ -25,7 +26,14 @@ from pathlib import Path
 from results_file import write_results  # bench/ is on sys.path: this script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = 'import gc, sys\nsys.argv = ["runner", *sys.argv[1:]]\nfrom runner.__main__ import main\n'
+# the CLI; at exit (atexit runs last what was registered first) the number of objects the interpreter's
+# final collection is left to walk: what the freeze saves, counted rather than timed
+CLI = (
+    "import atexit, gc, sys\n"
+    'atexit.register(lambda: print("EXIT_WALKS", len(gc.get_objects()), flush=True))\n'
+    'sys.argv = ["runner", *sys.argv[1:]]\n'
+    "from runner.__main__ import main\n"
+)
 VARIANTS = {
     "as shipped (frozen at exit)": CLI + "main()\n",
     "collected at exit": CLI + "try:\n    main()\nfinally:\n    gc.unfreeze()\n",
@@ -51,8 +59,11 @@ def run_once(code: str, overrides: list[str], run_dir: Path, env: dict[str, str]
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert proc.stdout is not None
-    last, lines = start, []
+    last, lines, walks = start, [], -1
     for line in proc.stdout:
+        if line.startswith("EXIT_WALKS "):
+            walks = int(line.split()[1])
+            continue
         last = time.perf_counter()
         lines.append(line)
     code_ = proc.wait()
@@ -60,7 +71,7 @@ def run_once(code: str, overrides: list[str], run_dir: Path, env: dict[str, str]
     if code_ != 0:
         raise RuntimeError(f"{' '.join(cmd[3:])} exited {code_}:\n{''.join(lines[-20:])}")
     acc = next((x.split()[-1] for x in lines if x.startswith("test accuracy")), "?")
-    return {"wall": end - start, "after_last_line": end - last, "test_acc": acc}
+    return {"wall": end - start, "after_last_line": end - last, "walks": walks, "test_acc": acc}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     med = statistics.median
     shipped, collected = VARIANTS
     lines = [
-        "| run | variant | wall, start to exit (s) | last line to exit (s) | test accuracy |",
-        "|---|---|---|---|---|",
+        "| run | variant | wall, start to exit (s) | last line to exit (s) "
+        "| objects the exit's collection walks | test accuracy |",
+        "|---|---|---|---|---|---|",
     ]
     notes = [""]
     for run in runs:
@@ -104,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             cell = cells[(run, variant)]
             walls[variant] = med(x["wall"] for x in cell)
             tail = med(x["after_last_line"] for x in cell)
+            walks = int(med(x["walks"] for x in cell))
             lines.append(
-                f"| {run} | {variant} | {walls[variant]:.2f} | {tail:.2f} | {cell[0]['test_acc']} |"
+                f"| {run} | {variant} | {walls[variant]:.2f} | {tail:.2f} | {walks} "
+                f"| {cell[0]['test_acc']} |"
             )
         notes.append(
             f"- {run}: as shipped / collected at exit, wall: {walls[shipped] / walls[collected]:.3f} "
