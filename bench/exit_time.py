@@ -1,7 +1,7 @@
 """A whole ``python -m runner``, enter key to prompt: the heap frozen at exit (as shipped) or collected.
 
 Python's exit runs the cyclic collector over every object it tracks; with torch, its compiler stack,
-matplotlib and TensorBoard imported that is over a million objects, and the user waits for it after the
+matplotlib and TensorBoard imported that is ~445,000 objects, and the user waits for it after the
 run's last line is printed. ``runner.__main__.main`` ends by freezing the heap (``gc.freeze()``), so the
 exit skips them. Each run is a fresh subprocess of the real CLI through ``python -c``: "as shipped" calls
 ``main()``; "collected at exit" calls it and then ``gc.unfreeze()``, which gives the exit back the whole
