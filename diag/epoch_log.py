@@ -10,13 +10,16 @@ that ``diag analyze`` reads (non-finite values are written as ``null``):
 - val: ``epoch``, ``step``, ``loss``, ``accuracy``.
 
 Readers also accept files without ``step``. Gradient-norm min/mean/max are
-accumulated on the device; the weight update compares the weights with a copy
-taken at the start of the epoch.
+accumulated on the device; the weight update compares the weights at the epoch's end
+with a copy taken at its first step (after that step: the hook protocol has no
+epoch-start event, and weights a policy changed between epochs are not counted as
+the epoch's update).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import IO, Any
 
@@ -111,16 +114,28 @@ class EpochJSONL(Hook):
         if self._dir is None:
             self._start = None
             return
-        params: list[torch.Tensor] = list(state.model.parameters())
-        update = None
-        if self._start is not None:
-            delta = torch.linalg.vector_norm(
-                torch.stack(torch._foreach_norm(torch._foreach_sub(params, self._start)))
-            )
-            weight = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._start)))
-            update = float(delta / weight.clamp_min(1e-12))
         self._fold()
-        s = self._stats.tolist() if self._stats is not None else [float("nan")] * 3
+        # One host read for the epoch: each tensor's weight change and start norm, then the gradient-norm
+        # sum/min/max; the global norms are summed here from the per-tensor ones (each device op costs a
+        # fixed overhead that a small model's epoch feels).
+        rows: list[torch.Tensor] = []
+        if (
+            self._start is not None
+        ):  # the start copy is this epoch's alone: subtracted from in place
+            start_norms = torch._foreach_norm(self._start)
+            torch._foreach_sub_(self._start, list(state.model.parameters()))
+            rows = [*torch._foreach_norm(self._start), *start_norms]
+        parts = [torch.stack(rows).float()] if rows else []
+        if self._stats is not None:
+            stats = self._stats.float()
+            parts.append(stats.to(parts[0].device) if parts else stats)
+        values = torch.cat(parts).tolist() if parts else []
+        n = len(rows) // 2
+        update = None
+        if rows:  # the change's norm first, then the start's
+            delta = math.sqrt(sum(v * v for v in values[:n]))
+            update = delta / max(math.sqrt(sum(v * v for v in values[n : 2 * n])), 1e-12)
+        s = values[2 * n :] if self._stats is not None else [float("nan")] * 3
         m = state.metrics
         train = {
             "epoch": state.epoch,

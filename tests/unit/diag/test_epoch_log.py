@@ -57,6 +57,44 @@ def test_log_dir_receives_one_line_per_epoch_that_the_analyzer_reads(tmp_path: P
     assert result.series.epoch_val_loss and len(result.series.epoch_val_loss) == 2
 
 
+class _Recorder(EpochJSONL):
+    """EpochJSONL that also keeps, by hand, what each epoch line must say: the weights after each epoch's
+    first step (the hook protocol has no epoch-start event) and at its end, and every step's gradient norm."""
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__(log_dir=log_dir)
+        self.starts: list[list[torch.Tensor]] = []
+        self.ends: list[list[torch.Tensor]] = []
+        self.norms: list[list[float]] = []
+
+    def on_train_batch_end(self, state: FitState) -> None:
+        if self._start is None:  # the epoch's first step: the hook's reference weights are these
+            self.starts.append([p.detach().clone() for p in state.model.parameters()])
+            self.norms.append([])
+        self.norms[-1].append(float(state.grad_norm))
+        super().on_train_batch_end(state)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.ends.append([p.detach().clone() for p in state.model.parameters()])
+        super().on_epoch_end(state)
+
+
+def test_each_epoch_line_holds_that_epochs_update_and_gradient_norms(tmp_path: Path) -> None:
+    hook = _Recorder(tmp_path)
+    _fit(hook, _state(), epochs=3, steps=70)  # more steps than one fold of pending norms
+    lines = [json.loads(x) for x in (tmp_path / "train_diagnostics.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    for line, start, end, norms in zip(lines, hook.starts, hook.ends, hook.norms):
+        flat = torch.cat([t.flatten() for t in start])
+        change = torch.cat([(b - a).flatten() for a, b in zip(start, end)])
+        expected = float(change.norm() / flat.norm())
+        assert line["weight_update_magnitude"] == pytest.approx(expected, rel=1e-4)
+        assert line["mean_grad_norm"] == pytest.approx(sum(norms) / len(norms), rel=1e-5)
+        assert line["min_grad_norm"] == pytest.approx(min(norms), rel=1e-6)
+        assert line["max_grad_norm"] == pytest.approx(max(norms), rel=1e-6)
+        assert line["num_batches"] == 70
+
+
 def test_run_dir_is_used_when_no_log_dir_is_given(tmp_path: Path) -> None:
     _fit(EpochJSONL(), _state(run_dir=tmp_path))
     assert len((tmp_path / "val_diagnostics.jsonl").read_text().splitlines()) == 2
