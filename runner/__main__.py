@@ -112,7 +112,12 @@ def flags_first(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    """``python -m runner`` / ``runner``: agree on one run directory across torchrun's ranks, then run Hydra."""
+    """``python -m runner`` / ``runner``: agree on one run directory across torchrun's ranks, then run Hydra.
+
+    The process's last act: it returns (or exits) with the heap frozen for the interpreter's exit. Code
+    that trains inside a process that goes on (a notebook, a script's loop) calls
+    :func:`runner.train.run`, which leaves the heap as it found it.
+    """
     # The modules imported so far (torch among them) live as long as the process: the collector's full
     # passes during Hydra's composition and the build skip them (~0.14 s of start-up). See runner.train.run.
     gc.freeze()
