@@ -119,12 +119,9 @@ class EpochJSONL(Hook):
         # sum/min/max; the global norms are summed here from the per-tensor ones (each device op costs a
         # fixed overhead that a small model's epoch feels).
         rows: list[torch.Tensor] = []
-        if (
-            self._start is not None
-        ):  # the start copy is this epoch's alone: subtracted from in place
-            start_norms = torch._foreach_norm(self._start)
-            torch._foreach_sub_(self._start, list(state.model.parameters()))
-            rows = [*torch._foreach_norm(self._start), *start_norms]
+        if self._start is not None:  # the change's norms first, then the start's
+            change = torch._foreach_sub(list(state.model.parameters()), self._start)
+            rows = [*torch._foreach_norm(change), *torch._foreach_norm(self._start)]
         parts = [torch.stack(rows).float()] if rows else []
         if self._stats is not None:
             stats = self._stats.float()
@@ -132,7 +129,7 @@ class EpochJSONL(Hook):
         values = torch.cat(parts).tolist() if parts else []
         n = len(rows) // 2
         update = None
-        if rows:  # the change's norm first, then the start's
+        if rows:
             delta = math.sqrt(sum(v * v for v in values[:n]))
             update = delta / max(math.sqrt(sum(v * v for v in values[n : 2 * n])), 1e-12)
         s = values[2 * n :] if self._stats is not None else [float("nan")] * 3
