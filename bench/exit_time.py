@@ -45,7 +45,7 @@ RUNS = {
 
 
 def run_once(code: str, overrides: list[str], run_dir: Path, env: dict[str, str]) -> dict:
-    """Wall time from start to exit, and from the last line printed to exit."""
+    """Wall time from start to exit and from the last line printed to exit; the objects left to walk."""
     cmd = [
         sys.executable,
         "-c",
@@ -66,10 +66,10 @@ def run_once(code: str, overrides: list[str], run_dir: Path, env: dict[str, str]
             continue
         last = time.perf_counter()
         lines.append(line)
-    code_ = proc.wait()
+    rc = proc.wait()
     end = time.perf_counter()
-    if code_ != 0:
-        raise RuntimeError(f"{' '.join(cmd[3:])} exited {code_}:\n{''.join(lines[-20:])}")
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd[3:])} exited {rc}:\n{''.join(lines[-20:])}")
     acc = next((x.split()[-1] for x in lines if x.startswith("test accuracy")), "?")
     return {"wall": end - start, "after_last_line": end - last, "walks": walks, "test_acc": acc}
 
