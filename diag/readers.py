@@ -633,6 +633,11 @@ def _mtime(d: Path) -> float:
 _SPLIT_DIRS = {"train", "training", "validation", "val", "valid", "eval", "test"}
 
 
+def _shown(path: Path) -> str:
+    """A folder's name as the analyzer's output names it ("." when run from inside it has no name)."""
+    return path.name or path.resolve().name
+
+
 def load_scalars(root: Path, result: ReadResult) -> dict[str, tuple[list[int], list[float]]]:
     """Scalars of one run under ``root``; several runs side by side: the newest, said in a note."""
     if root.is_file():
@@ -655,7 +660,7 @@ def load_scalars(root: Path, result: ReadResult) -> dict[str, tuple[list[int], l
     elif len(dirs) > 1:
         chosen = [max(dirs, key=_mtime)]
         result.notes.append(
-            f"{len(dirs)} runs of event files under {root.name}; analyzed the newest, "
+            f"{len(dirs)} runs of event files under {_shown(root)}; analyzed the newest, "
             f"{chosen[0].relative_to(root)} (point PATH at one run to choose)"
         )
     else:
@@ -668,7 +673,7 @@ def load_scalars(root: Path, result: ReadResult) -> dict[str, tuple[list[int], l
         for tag, sv in loaded.items():
             scalars[prefix + tag] = sv
         n_files = sum(1 for f in d.iterdir() if _is_event_file(f.name))
-        rel = root.name if d == root else f"{root.name}/{d.relative_to(root)}"
+        rel = _shown(root) if d == root else f"{_shown(root)}/{d.relative_to(root)}"
         result.read.append(f"{rel}: {n_files} event file(s), {len(loaded)} scalar tags")
     return scalars
 

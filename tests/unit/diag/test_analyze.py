@@ -728,3 +728,13 @@ def test_a_batch_of_the_whole_split_is_named_live_and_by_the_analyzer(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (found,) = [i for i in json.loads(proc.stdout)["issues"] if i["code"] == "UNDERFITTING"]
     assert "holds the whole training split" in found["evidence"]
+
+
+def test_analyzing_from_inside_the_run_names_its_folder(tmp_path, capsys, monkeypatch):
+    """``python -m diag analyze .`` from inside a run: the folder read is named, not an empty name."""
+    logs = tmp_path / "lightning_logs" / "version_0"
+    write_lightning_logs(logs, OVERFIT_VAL)
+    monkeypatch.chdir(logs)
+    rc, out, _ = analyze(capsys, ".")
+    assert rc == 0
+    assert "read version_0: 1 event file(s)" in out and "read : " not in out
