@@ -182,3 +182,38 @@ def test_units_dead_from_the_start_are_named_by_step_layer_every():
     hook.on_fit_end(state)
     assert hook.detected_at["DEAD_NEURONS"] <= 25
     assert hook.series.layer_step[:3] == [1, 10, 20]
+
+
+def test_a_sampled_steps_update_ratio_is_that_steps_change_over_the_weights_before_it():
+    """Plain SGD moves each weight by lr x its gradient: the hook's per-layer update ratio at a sampled
+    step is ||lr g|| / ||w before the step||, and its gradient norm ||g||, layer by layer."""
+    from diag.hooks import FitState
+
+    torch.manual_seed(0)
+    x, y = _data(64)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    lr = 0.05
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    hook = DiagnosticsHook(layer_every=5, scalar_every=5, diagnose_every=1000, summary_png=False)
+    state = FitState(model, opt, num_classes=4)
+    hook.on_fit_start(state)
+    expected: dict[int, dict[str, tuple[float, float]]] = {}
+    weights = {"0": model[0].weight, "2": model[2].weight}
+    for step in range(1, 21):
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        before = {n: (w.detach().norm().item(), w.grad.norm().item()) for n, w in weights.items()}
+        state.grad_norm = nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        opt.step()
+        state.loss, state.step = loss.detach(), step
+        expected[step] = {n: (lr * g / w, g) for n, (w, g) in before.items()}
+        hook.on_train_batch_end(state)
+    s = hook.series
+    assert s.layer_step and set(s.layer_step) <= set(expected)
+    names = list(hook.layers)
+    for i, step in enumerate(s.layer_step):
+        for name, key in zip(names, weights):
+            ratio, grad = expected[step][key]
+            assert s.layer_update_ratio[name][i] == pytest.approx(ratio, rel=1e-4)
+            assert s.layer_grad_norm[name][i] == pytest.approx(grad, rel=1e-5)
