@@ -3,19 +3,11 @@ the shipped CLI leaves its heap frozen for the exit (the objects left to walk ar
 
 from __future__ import annotations
 
-import sys
-
-from helpers import ROOT, cli_fork
+from helpers import run_bench
 
 
 def test_exit_time_quick_times_both_variants_and_names_the_command(tmp_path):
-    out = tmp_path / "exit_time.md"
-    proc = cli_fork.run(
-        [sys.executable, str(ROOT / "bench" / "exit_time.py"), "--quick", "--out", str(out)],
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench("exit_time", tmp_path)
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| one epoch")]
     assert [r.split("|")[2].strip() for r in rows] == [
         "as shipped (frozen at exit)",
@@ -29,4 +21,3 @@ def test_exit_time_quick_times_both_variants_and_names_the_command(tmp_path):
     shipped, collected = int(cells[0][2]), int(cells[1][2])
     assert collected > 200_000 and 0 <= shipped < collected // 100, (shipped, collected)
     assert "as shipped / collected at exit, wall:" in proc.stdout
-    assert out.read_text().startswith("# bench/exit_time.py\n\n`python bench/exit_time.py --quick")

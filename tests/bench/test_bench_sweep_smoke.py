@@ -7,28 +7,15 @@ real finder runs against the current runner, print every row and write their mar
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, cli_fork
-
-
-def _bench(script: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
-    out = tmp_path / f"{script}.md"
-    proc = cli_fork.run(
-        [sys.executable, str(ROOT / "bench" / f"{script}.py"), "--quick", "--out", str(out), *args],
-        cwd=tmp_path,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert out.read_text().startswith(f"# bench/{script}.py")
-    return proc
+from helpers import ROOT, cli_fork, run_bench
 
 
 @pytest.mark.slow
 def test_lr_sweep_stop_quick_runs_both_sweeps_and_names_the_stopped_trial(tmp_path):
-    proc = _bench("lr_sweep_stop", tmp_path, "--keep", str(tmp_path / "sweeps"))
+    proc = run_bench("lr_sweep_stop", tmp_path, "--keep", str(tmp_path / "sweeps"))
     text = proc.stdout
     assert "| wall time |" in text and "| best trial | #1 lr=0.1 | #1 lr=0.1 |" in text
     # lr=10 blows up at once with SGD: stopped in the sweep with stop_on, trained out without it
@@ -42,7 +29,7 @@ def test_lr_sweep_stop_quick_runs_both_sweeps_and_names_the_stopped_trial(tmp_pa
 
 @pytest.mark.slow
 def test_lr_finder_quick_scores_each_task_in_its_split(tmp_path):
-    proc = _bench("lr_finder", tmp_path)
+    proc = run_bench("lr_finder", tmp_path)
     text = proc.stdout
     rows = [
         line
@@ -105,7 +92,7 @@ def test_lr_finder_seeds_average_both_sides(tmp_path):
     """--seeds 2: every grid LR and the finder's run trained at the task's seed and + 100; the grid's
     best is the best mean, the score the finder runs' mean over it, and both seeds are printed."""
     keep = tmp_path / "k"
-    proc = _bench(
+    proc = run_bench(
         "lr_finder", tmp_path, "--seeds", "2", "--tasks", "mlp/sgd/digits", "--keep", str(keep)
     )
     (r,) = json.loads((keep / "results.json").read_text())

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
-from helpers import ROOT, cli_fork
+from helpers import ROOT, run_bench
 
 
 def test_threads_quick_times_both_settings_and_names_the_command(tmp_path):
-    out = tmp_path / "threads.md"
-    proc = cli_fork.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "threads.py"),
-            "--quick",
-            "--conditions",
-            "as it is",
-            "--out",
-            str(out),
-        ],
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench("threads", tmp_path, "--conditions", "as it is", timeout=600)
     (row,) = [line for line in proc.stdout.splitlines() if line.startswith("| mlp/digits")]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "as it is"
@@ -33,7 +18,6 @@ def test_threads_quick_times_both_settings_and_names_the_command(tmp_path):
     assert default > 0 and one > 0 and abs(ratio - default / one) < 0.01
     acc_default, acc_one = (float(a) for a in cells[5].split(","))
     assert 0 <= acc_default <= 1 and 0 <= acc_one <= 1
-    assert out.read_text().startswith("# bench/threads.py\n\n`python bench/threads.py --quick")
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, open_dict
 
 from runner.conf_dir import CONF_DIR
 
-from .cli_fork import forkable, run_forked
+from .cli_fork import forkable, run, run_forked
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = Path(CONF_DIR)
@@ -74,3 +74,19 @@ def run_cli(
     return subprocess.run(
         cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+def run_bench(
+    script: str, tmp_path: Path, *args: str, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """``python bench/<script>.py --quick --out <tmp_path>/<script>.md *args``, forked; it must exit 0 and
+    write its markdown under the heading naming the command (:mod:`bench.results_file`)."""
+    out = tmp_path / f"{script}.md"
+    proc = run(
+        [sys.executable, str(ROOT / "bench" / f"{script}.py"), "--quick", "--out", str(out), *args],
+        tmp_path,
+        timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.read_text().startswith(f"# bench/{script}.py\n\n`python bench/{script}.py --quick")
+    return proc
