@@ -63,3 +63,41 @@ def test_bytes_that_are_not_a_png_are_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="x_run/summary: not a PNG"):
         add_png(writer, "x_run/summary", b"GIF89a" + bytes(40), 0)
     writer.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 12, 255, 4097])
+def test_the_c_checksum_is_tensorboards_masked_crc32c(size):
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as theirs
+
+    from runner.tensorboard_run import masked_crc32c
+
+    rng = np.random.default_rng(size)
+    for _ in range(5):
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        assert masked_crc32c(data) == theirs(data)
+
+
+def test_a_run_writer_checksums_in_c_and_tensorboards_reader_accepts_every_record(tmp_path):
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer import record_writer
+
+    from runner.tensorboard_run import masked_crc32c
+
+    writer = open_writer(tmp_path, step=0)
+    for step in range(30):
+        writer.add_scalar("train/loss", 1.0 / (step + 1), step)
+    add_png(writer, "x_run/summary", _png(2, 2), 30)
+    writer.close()
+    assert record_writer.masked_crc32c is masked_crc32c  # the writer's module uses the C checksum
+    (event_file,) = tmp_path.glob("events.out.tfevents.*")
+    # the reader recomputes each record's checksums with tensorboard's own pure-Python CRC and stops
+    # at the first mismatch (as at a record still being written)
+    events = [Event.FromString(r) for r in RawEventFileLoader(str(event_file)).Load()]
+    scalars = [v.tag for e in events for v in e.summary.value]
+    assert scalars.count("train/loss") == 30 and "x_run/summary" in scalars
+    # and a byte flipped in the middle is caught there: the checksums are checked
+    raw = bytearray(event_file.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF
+    event_file.write_bytes(bytes(raw))
+    assert 0 < len(list(RawEventFileLoader(str(event_file)).Load())) < len(events)
