@@ -4,8 +4,8 @@ Per step, only device arithmetic: the loss and the global gradient norm are
 added to on-device accumulators. Every ``scalar_every`` steps those are read
 (one host sync); every ``layer_every`` steps the hook measures per-layer
 gradient norms and update ratios (one ``_foreach_norm``), and watches
-activations on the next forward pass. Every ``diagnose_every`` steps and at
-each epoch end the rules in :mod:`diag.diagnosis` run on what was collected;
+activations on the next forward pass. At each epoch end, and ``diagnose_every``
+steps after the latest diagnosis, the rules in :mod:`diag.diagnosis` run on what was collected;
 changes go to ``events.jsonl``, TensorBoard text and, for critical findings,
 one console line. At the end: ``report`` issues and ``summary.png``.
 """
@@ -89,6 +89,9 @@ class DiagnosticsHook(Hook):
         # validation metrics) even at the step a step-driven diagnosis just ran.
         self.diagnose_gap = float(diagnose_gap)
         self._diagnosed_at = {"step": -(10**9), "epoch": -(10**9)}
+        # the step of the latest diagnosis of any kind: a step-driven one waits diagnose_every steps after
+        # it, so epochs no longer than that are diagnosed at their ends (they bring the validation too)
+        self._diagnosed_step = -(10**9)
         self.histogram_every = int(histogram_every)
         self.dead_window = _steps("dead_window", dead_window)
         self.watch_activations = activations
@@ -203,7 +206,7 @@ class DiagnosticsHook(Hook):
             self._sample_layers(state)
         if step % self.scalar_every == 0:
             self._read_scalars(state)
-        if step % self.diagnose_every == 0 or (
+        if step - self._diagnosed_step >= self.diagnose_every or (
             self._early(step) and (sampled or step % self.scalar_every == 0)
         ):
             self._diagnose(state, "step")
@@ -418,6 +421,7 @@ class DiagnosticsHook(Hook):
             if state.step - self._diagnosed_at[when] < self.diagnose_gap * state.step:
                 return
             self._diagnosed_at[when] = state.step
+        self._diagnosed_step = state.step
         self._read_settings(state)
         issues = keep_unresolved(diagnose(self.series), self._critical, self.series)
         for issue in issues:

@@ -174,7 +174,10 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
         for key, what in (
             ("scalar_every", "the loss and gradient norm are read every this many, 10 is typical"),
             ("layer_every", "the layers are sampled every this many, 25 is typical"),
-            ("diagnose_every", "the rules run every this many, 50 is typical"),
+            (
+                "diagnose_every",
+                "the rules run this many steps after the last diagnosis, 50 is typical",
+            ),
             (
                 "dead_window",
                 "layer samples a unit must stay silent for to count dead, 4 is typical",

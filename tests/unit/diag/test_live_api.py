@@ -217,3 +217,57 @@ def test_a_sampled_steps_update_ratio_is_that_steps_change_over_the_weights_befo
             ratio, grad = expected[step][key]
             assert s.layer_update_ratio[name][i] == pytest.approx(ratio, rel=1e-4)
             assert s.layer_grad_norm[name][i] == pytest.approx(grad, rel=1e-5)
+
+
+def _diagnosis_steps(steps_per_epoch: int, epochs: int) -> list[tuple[str, int]]:
+    """(kind, step) of every diagnosis a hand loop's hook ran after its first diagnose_every=50 steps."""
+    from diag.hooks import FitState
+
+    torch.manual_seed(0)
+    x, y = _data(64)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    hook = DiagnosticsHook(summary_png=False, console=False, scalar_every=10, diagnose_every=50)
+    seen: list[tuple[str, int]] = []
+    run_rules = hook._diagnose
+
+    def watched(state: FitState, when: str = "final") -> None:
+        seen.append((when, state.step))
+        run_rules(state, when)
+
+    hook._diagnose = watched  # type: ignore[method-assign]
+    state = FitState(model, opt, num_classes=4, max_steps=steps_per_epoch * epochs)
+    hook.on_fit_start(state)
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            norm = nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+            opt.step()
+            state.step, state.loss, state.grad_norm = state.step + 1, loss.detach(), norm
+            hook.on_train_batch_end(state)
+        state.metrics.update({"val/loss": float(loss), "val/acc": 0.5})
+        hook.on_validation_end(state)
+        hook.on_epoch_end(state)
+    hook.on_fit_end(state)
+    return [(kind, step) for kind, step in seen if step > 50]
+
+
+def test_epochs_no_longer_than_diagnose_every_are_diagnosed_at_their_ends_only():
+    # 20-step epochs: each epoch end diagnoses with its validation; a step-driven diagnosis 50 steps
+    # after the last one never comes due, so the rules run once an epoch, not 1.4 times
+    assert _diagnosis_steps(20, 8) == [("epoch", s) for s in range(60, 161, 20)] + [("final", 160)]
+
+
+def test_long_epochs_are_diagnosed_every_diagnose_every_steps_after_the_last_diagnosis():
+    # 120-step epochs: the first 50 steps end with a diagnosis at step 50; then every 50 steps counted
+    # from the latest diagnosis of either kind, the epoch ends included
+    assert _diagnosis_steps(120, 2) == [
+        ("step", 100),
+        ("epoch", 120),
+        ("step", 170),
+        ("step", 220),
+        ("epoch", 240),
+        ("final", 240),
+    ]
