@@ -20,14 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from diag.tensorboard import RUN_PREFIX
-
-try:
-    from google_crc32c import implementation as _CRC_IMPLEMENTATION
-    from google_crc32c import value as _crc32c
-except ImportError:  # a dependency, but a broken install keeps tensorboard's own checksum
-    _crc32c = None
-    _CRC_IMPLEMENTATION = "missing"
+from diag.tensorboard import RUN_PREFIX, use_fast_checksums
 
 SAMPLES = 16  # input images in the grid
 
@@ -131,30 +124,6 @@ class _QueuedFileWriter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._owner._real()._get_file_writer(), name)
-
-
-def use_fast_checksums() -> bool:
-    """Have TensorBoard's record writer checksum events with google-crc32c's C build; whether it does.
-
-    Every event record carries a masked CRC-32C, which tensorboard computes in pure Python: 136 us a
-    kilobyte here, on the writer's thread, holding the GIL the training loop waits for (a run's epoch
-    writes ~2 KB, its end's images ~160 KB). The C build gives the same value ~300x faster. The
-    writer module's ``masked_crc32c`` is replaced, once per process, by one built on it (same values:
-    ``tests/unit/runner/test_tensorboard_run.py``); without the C build tensorboard's own stays.
-    """
-    from tensorboard.summary.writer import record_writer
-
-    if _crc32c is None or _CRC_IMPLEMENTATION != "c":
-        return False
-    record_writer.masked_crc32c = masked_crc32c
-    return True
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TensorBoard's masked CRC-32C of ``data`` (its ``record_writer.masked_crc32c``), in C."""
-    assert _crc32c is not None, "google-crc32c is not installed"
-    x = _crc32c(data)
-    return (((x >> 15) | (x << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def open_writer(tb_dir: Path, step: int, step_offset: int = 0) -> BatchingWriter:

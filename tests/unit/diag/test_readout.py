@@ -161,3 +161,32 @@ def test_an_attempt_writes_only_its_own_autotrainer_actions(tmp_path):
     assert len(texts) == 1 and texts[0][0] == 2 and "**scale_lr**" in texts[0][1]
     assert "restart" not in texts[0][1]
     assert [(e.step, e.value) for e in acc.Scalars("x_autotrainer/lr_factor")] == [(2, 0.5)]
+
+
+def test_the_scalars_hook_has_a_hand_loops_writer_checksum_in_c(tmp_path, monkeypatch):
+    """A loop's own SummaryWriter gets the C checksum from the hook's fit start; the scalars read back
+    through tensorboard's reader, which checks every record against its pure-Python CRC."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+    from tensorboard.summary.writer import record_writer
+    from torch.utils.tensorboard import SummaryWriter
+
+    from diag.hooks import FitState
+    from diag.tensorboard import TensorBoardScalars, masked_crc32c
+
+    monkeypatch.setattr(record_writer, "masked_crc32c", pywrap_tensorflow.masked_crc32c)
+    writer = SummaryWriter(str(tmp_path))
+    state = FitState(model=nn.Linear(2, 2), writer=writer, batch_size=4)
+    hook = TensorBoardScalars(every_n_steps=1, write_every=1)
+    hook.on_fit_start(state)
+    assert record_writer.masked_crc32c is masked_crc32c
+    for step in range(1, 6):
+        state.step, state.loss, state.grad_norm = step, torch.tensor(1.0 / step), torch.tensor(0.5)
+        hook.on_train_batch_end(state)
+    hook.on_fit_end(state)
+    writer.close()
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, round(e.value, 4)) for e in acc.Scalars("train/loss")] == [
+        (s, round(1.0 / s, 4)) for s in range(1, 6)
+    ]
