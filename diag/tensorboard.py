@@ -196,8 +196,6 @@ class TensorBoardScalars(Hook):
         self._t0 = time.perf_counter()
 
     def on_fit_start(self, state: FitState) -> None:
-        if state.writer is not None:
-            use_fast_checksums()
         self._values, self._intervals = [], []
         self._open()
         self._flushed_at = time.monotonic()
@@ -270,13 +268,16 @@ class TensorBoardScalars(Hook):
         """Read the buffered steps in one device op, hand the closed intervals over, wait for the writer.
 
         One ``stack().tolist()`` per ``write_every`` intervals is the only host read. The writer's
-        thread serialises each event in Python (pure-Python CRC, an open/append/close per record);
-        left to run beside the loop it fights it for the GIL at every torch op. ``flush()`` lets it
-        run alone once per ``write_every`` intervals instead, which costs the loop less (compare on
+        thread writes each event in Python (its checksum in C once :func:`use_fast_checksums` is in
+        place: here, at the first write, not at fit start, where it would import TensorBoard's writer
+        before the first step; an open/append/close per record); left to run beside the loop it
+        fights it for the GIL at every torch op. ``flush()`` lets it run alone once per
+        ``write_every`` intervals instead, which costs the loop less (compare on
         ``bench/overhead.py``'s MLP loops).
         """
         if not self._intervals:
             return
+        use_fast_checksums()  # an attribute set once it is in place
         closed = 2 * sum(interval[0] for interval in self._intervals)
         values = torch.stack(self._values[:closed]).tolist()
         del self._values[:closed]

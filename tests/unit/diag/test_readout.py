@@ -164,7 +164,7 @@ def test_an_attempt_writes_only_its_own_autotrainer_actions(tmp_path):
 
 
 def test_the_scalars_hook_has_a_hand_loops_writer_checksum_in_c(tmp_path, monkeypatch):
-    """A loop's own SummaryWriter gets the C checksum from the hook's fit start; the scalars read back
+    """A loop's own SummaryWriter gets the C checksum at the hook's first write; the scalars read back
     through tensorboard's reader, which checks every record against its pure-Python CRC."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
@@ -179,10 +179,10 @@ def test_the_scalars_hook_has_a_hand_loops_writer_checksum_in_c(tmp_path, monkey
     state = FitState(model=nn.Linear(2, 2), writer=writer, batch_size=4)
     hook = TensorBoardScalars(every_n_steps=1, write_every=1)
     hook.on_fit_start(state)
-    assert record_writer.masked_crc32c is masked_crc32c
     for step in range(1, 6):
         state.step, state.loss, state.grad_norm = step, torch.tensor(1.0 / step), torch.tensor(0.5)
         hook.on_train_batch_end(state)
+    assert record_writer.masked_crc32c is masked_crc32c  # in place from the first write
     hook.on_fit_end(state)
     writer.close()
     acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
