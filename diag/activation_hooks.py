@@ -75,10 +75,13 @@ class ActivationRecorder:
                 return
             out = out.detach()
             if relu_like:
-                # a unit fired if its largest output over the batch (and positions) is positive: one
-                # reduction pass, far cheaper than (out > 0).any() on a conv map (no boolean map) (a NaN channel counts
-                # as silent, and findings after a blow-up are suppressed anyway)
-                fired = out.amax(dim=(0, *range(2, out.dim()))) > 0
+                # a unit fired if its largest output over the batch (and positions) is positive: far
+                # cheaper than (out > 0).any() on a conv map (no boolean map) (a NaN channel counts as
+                # silent, and findings after a blow-up are suppressed anyway). Over the positions first
+                # (adjacent in memory), then the batch: one amax over (0, 2, 3) took 2.7-3.3x as long
+                # (200 against 75 us on a 64x64x4x4 map, 2.7 against 0.8 ms on 128x64x28x28)
+                per_example = out.amax(dim=tuple(range(2, out.dim()))) if out.dim() > 2 else out
+                fired = per_example.amax(dim=0) > 0
                 prev = self.fired.get(name)
                 self.fired[name] = (
                     fired if prev is None or prev.shape != fired.shape else prev | fired

@@ -574,3 +574,24 @@ def test_a_loss_floor_set_by_noisy_training_labels_is_not_a_plateau(val_acc, pla
     s.epoch_val_acc = [val_acc] * epochs
     found = {i.code for i in diagnose(s)}
     assert ("LOSS_PLATEAU" in found) is plateau, found
+
+
+def test_a_conv_channel_is_dead_only_if_no_example_and_no_position_fired():
+    """The recorder's dead fraction of a conv ReLU, against (out > 0).any() over batch and positions."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    with torch.no_grad():
+        conv.bias[:3] = -100.0  # three channels never fire
+        conv.bias[3] = -1.5  # one fires at a few positions of a few examples
+    model = nn.Sequential(conv, nn.ReLU())
+    x = torch.randn(16, 3, 12, 12)
+    rec = ActivationRecorder(model)
+    rec.attach()
+    out = model(x)
+    stats = rec.collect()
+    rec.detach()
+    fired = (out > 0).flatten(2).any(2).any(0)
+    assert (
+        0 < int((out[:, 3] > 0).sum()) < out[:, 3].numel() // 10
+    )  # channel 3: rarely, but it fires
+    assert stats["0"]["dead_fraction"] == pytest.approx(1.0 - fired.float().mean().item()) == 3 / 8
