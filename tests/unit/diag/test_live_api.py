@@ -247,7 +247,7 @@ def _diagnosis_steps(steps_per_epoch: int, epochs: int) -> list[tuple[str, int]]
             opt.step()
             state.step, state.loss, state.grad_norm = state.step + 1, loss.detach(), norm
             hook.on_train_batch_end(state)
-        state.metrics.update({"val/loss": float(loss), "val/acc": 0.5})
+        state.metrics.update({"val/loss": loss.item(), "val/acc": 0.5})
         hook.on_validation_end(state)
         hook.on_epoch_end(state)
     hook.on_fit_end(state)
