@@ -219,39 +219,56 @@ def test_a_sampled_steps_update_ratio_is_that_steps_change_over_the_weights_befo
             assert s.layer_grad_norm[name][i] == pytest.approx(grad, rel=1e-5)
 
 
+class _WatchedLoop:
+    """A hand loop whose hook (diagnose_every=50) records the (kind, step) of every diagnosis it runs."""
+
+    def __init__(self, max_steps: int) -> None:
+        from diag.hooks import FitState
+
+        torch.manual_seed(0)
+        self.x, self.y = _data(64)
+        self.model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05)
+        self.hook = DiagnosticsHook(
+            summary_png=False, console=False, scalar_every=10, diagnose_every=50
+        )
+        self.seen: list[tuple[str, int]] = []
+        run_rules = self.hook._diagnose
+
+        def watched(state: FitState, when: str = "final") -> None:
+            self.seen.append((when, state.step))
+            run_rules(state, when)
+
+        self.hook._diagnose = watched  # type: ignore[method-assign]
+        self.state = FitState(self.model, self.opt, num_classes=4, max_steps=max_steps)
+        self.hook.on_fit_start(self.state)
+
+    def steps(self, n: int) -> None:
+        for _ in range(n):
+            loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+            self.opt.zero_grad()
+            loss.backward()
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
+            self.opt.step()
+            s = self.state
+            s.step, s.loss, s.grad_norm = s.step + 1, loss.detach(), norm
+            self.hook.on_train_batch_end(s)
+        self.last_loss = loss.item()
+
+    def epoch_end(self) -> None:
+        self.state.metrics.update({"val/loss": self.last_loss, "val/acc": 0.5})
+        self.hook.on_validation_end(self.state)
+        self.hook.on_epoch_end(self.state)
+
+
 def _diagnosis_steps(steps_per_epoch: int, epochs: int) -> list[tuple[str, int]]:
     """(kind, step) of every diagnosis a hand loop's hook ran after its first diagnose_every=50 steps."""
-    from diag.hooks import FitState
-
-    torch.manual_seed(0)
-    x, y = _data(64)
-    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    hook = DiagnosticsHook(summary_png=False, console=False, scalar_every=10, diagnose_every=50)
-    seen: list[tuple[str, int]] = []
-    run_rules = hook._diagnose
-
-    def watched(state: FitState, when: str = "final") -> None:
-        seen.append((when, state.step))
-        run_rules(state, when)
-
-    hook._diagnose = watched  # type: ignore[method-assign]
-    state = FitState(model, opt, num_classes=4, max_steps=steps_per_epoch * epochs)
-    hook.on_fit_start(state)
+    loop = _WatchedLoop(steps_per_epoch * epochs)
     for _ in range(epochs):
-        for _ in range(steps_per_epoch):
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            norm = nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-            opt.step()
-            state.step, state.loss, state.grad_norm = state.step + 1, loss.detach(), norm
-            hook.on_train_batch_end(state)
-        state.metrics.update({"val/loss": loss.item(), "val/acc": 0.5})
-        hook.on_validation_end(state)
-        hook.on_epoch_end(state)
-    hook.on_fit_end(state)
-    return [(kind, step) for kind, step in seen if step > 50]
+        loop.steps(steps_per_epoch)
+        loop.epoch_end()
+    loop.hook.on_fit_end(loop.state)
+    return [(kind, step) for kind, step in loop.seen if step > 50]
 
 
 def test_epochs_no_longer_than_diagnose_every_are_diagnosed_at_their_ends_only():
@@ -271,3 +288,13 @@ def test_long_epochs_are_diagnosed_every_diagnose_every_steps_after_the_last_dia
         ("epoch", 240),
         ("final", 240),
     ]
+
+
+def test_a_loop_that_counts_on_from_an_earlier_step_after_a_reset_is_diagnosed_50_steps_after_it():
+    loop = _WatchedLoop(1000)
+    loop.steps(120)
+    assert loop.seen[-1] == ("step", 100)
+    loop.hook.reset(60)  # the loop rolled back to step 60 and counts on from there
+    loop.state.step = 60
+    loop.steps(110)
+    assert [step for _, step in loop.seen if step > 100] == [110, 160]
