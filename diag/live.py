@@ -4,8 +4,9 @@ Per step, only device arithmetic: the loss and the global gradient norm are
 added to on-device accumulators. Every ``scalar_every`` steps those are read
 (one host sync); every ``layer_every`` steps the hook measures per-layer
 gradient norms and update ratios (one ``_foreach_norm``), and watches
-activations on the next forward pass. At each epoch end, and ``diagnose_every``
-steps after the latest diagnosis, the rules in :mod:`diag.diagnosis` run on what was collected;
+activations on the next forward pass. At epoch ends (at least ``diagnose_every / 2`` steps apart),
+and ``diagnose_every`` steps after the latest diagnosis, the rules in :mod:`diag.diagnosis` run on what
+was collected;
 changes go to ``events.jsonl``, TensorBoard text and, for critical findings,
 one console line. At the end: ``report`` issues and ``summary.png``.
 """
@@ -86,7 +87,9 @@ class DiagnosticsHook(Hook):
         # The rules rescan the whole history: on a long run diagnose at most once per this share of the steps
         # so far (a finding then waits at most 2% of the run; the total cost stays O(n log n), not O(n^2)).
         # Step-driven and epoch-end diagnoses keep separate clocks: an epoch end brings new evidence (its
-        # validation metrics) even at the step a step-driven diagnosis just ran.
+        # validation metrics) even at the step a step-driven diagnosis just ran. Epoch-end diagnoses are
+        # also at least diagnose_every / 2 steps apart (but for the fit's last epoch): epochs of fewer steps
+        # are diagnosed every second or third epoch end, not at each.
         self.diagnose_gap = float(diagnose_gap)
         self._diagnosed_at = {"step": -(10**9), "epoch": -(10**9)}
         # the step of the latest diagnosis of any kind: a step-driven one waits diagnose_every steps after
@@ -418,7 +421,12 @@ class DiagnosticsHook(Hook):
     def _diagnose(self, state: FitState, when: str = "final") -> None:
         """Run the rules (``when``: "step", "epoch" or "final"; the last always runs)."""
         if when != "final":
-            if state.step - self._diagnosed_at[when] < self.diagnose_gap * state.step:
+            gap = self.diagnose_gap * state.step
+            if when == "epoch" and not (state.max_steps and state.step >= state.max_steps):
+                # short epochs are diagnosed every few epoch ends, at least diagnose_every / 2 steps apart
+                # (the last always): the rules cost ~1 ms, a 20-step epoch ~25 ms
+                gap = max(gap, self.diagnose_every / 2)
+            if state.step - self._diagnosed_at[when] < gap:
                 return
             self._diagnosed_at[when] = state.step
         self._diagnosed_step = state.step

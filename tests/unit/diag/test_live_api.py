@@ -233,11 +233,16 @@ class _WatchedLoop:
             summary_png=False, console=False, scalar_every=10, diagnose_every=50
         )
         self.seen: list[tuple[str, int]] = []
-        run_rules = self.hook._diagnose
+        diagnose, read_settings = self.hook._diagnose, self.hook._read_settings
+        # a diagnosis that runs (is not skipped as too soon) reads the settings first
+        ran: list[int] = []
+        self.hook._read_settings = lambda state: (ran.append(1), read_settings(state))  # type: ignore[method-assign]
 
         def watched(state: FitState, when: str = "final") -> None:
-            self.seen.append((when, state.step))
-            run_rules(state, when)
+            before = len(ran)
+            diagnose(state, when)
+            if len(ran) > before:
+                self.seen.append((when, state.step))
 
         self.hook._diagnose = watched  # type: ignore[method-assign]
         self.state = FitState(self.model, self.opt, num_classes=4, max_steps=max_steps)
@@ -271,10 +276,21 @@ def _diagnosis_steps(steps_per_epoch: int, epochs: int) -> list[tuple[str, int]]
     return [(kind, step) for kind, step in loop.seen if step > 50]
 
 
-def test_epochs_no_longer_than_diagnose_every_are_diagnosed_at_their_ends_only():
-    # 20-step epochs: each epoch end diagnoses with its validation; a step-driven diagnosis 50 steps
-    # after the last one never comes due, so the rules run once an epoch, not 1.4 times
-    assert _diagnosis_steps(20, 8) == [("epoch", s) for s in range(60, 161, 20)] + [("final", 160)]
+def test_short_epochs_are_diagnosed_at_every_second_epoch_end_and_the_last():
+    # 20-step epochs: epoch-end diagnoses at least diagnose_every / 2 = 25 steps apart (40 after 20 is
+    # skipped, 60 runs), the fit's last epoch always; a step-driven diagnosis 50 steps after the latest
+    # one never comes due, so the rules run every second epoch, not 1.4 times an epoch
+    assert _diagnosis_steps(20, 8) == [
+        ("epoch", 60),
+        ("epoch", 100),
+        ("epoch", 140),
+        ("epoch", 160),
+        ("final", 160),
+    ]
+
+
+def test_epochs_of_at_least_half_diagnose_every_are_diagnosed_at_each_end():
+    assert _diagnosis_steps(30, 5) == [("epoch", s) for s in range(60, 151, 30)] + [("final", 150)]
 
 
 def test_long_epochs_are_diagnosed_every_diagnose_every_steps_after_the_last_diagnosis():
