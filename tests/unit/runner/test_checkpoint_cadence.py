@@ -334,3 +334,68 @@ def test_a_snapshot_shares_nothing_the_fit_goes_on_changing():
         "n": 2,
     }
     assert torch.equal(copy["model"]["w"], torch.ones(3))
+
+
+def test_a_snapshot_into_an_unheld_one_overwrites_its_buffers_and_shares_nothing_with_the_source():
+    old = snapshot({"model": {"w": torch.zeros(3), "b": torch.zeros(2)}, "step": torch.tensor(1.0)})
+    w = torch.ones(3)
+    payload = {
+        "model": {"w": w, "b": torch.full((2,), 2.0), "extra": torch.ones(4)},
+        "step": torch.tensor(5.0),
+        "history": [{"epoch": 0}],
+    }
+    new = snapshot(payload, reuse=old)
+    assert new["model"]["w"] is old["model"]["w"] and torch.equal(new["model"]["w"], torch.ones(3))
+    assert new["model"]["b"] is old["model"]["b"] and torch.equal(
+        new["model"]["b"], torch.full((2,), 2.0)
+    )
+    assert new["step"] is old["step"] and new["step"].item() == 5.0
+    # no buffer of its shape to take: a clone
+    assert new["model"]["extra"] is not payload["model"]["extra"]
+    assert torch.equal(new["model"]["extra"], torch.ones(4))
+    w.add_(1)
+    payload["history"][0]["epoch"] = 1
+    assert torch.equal(new["model"]["w"], torch.ones(3)) and new["history"] == [{"epoch": 0}]
+
+
+def test_the_best_state_handed_to_the_writer_is_never_overwritten_by_a_later_better_one(tmp_path):
+    """Improving every epoch, saved every second: an improvement between saves is copied into the buffers
+    of the best state not yet written; one handed to the writer keeps what it held when handed over."""
+    hook = CheckpointHook(every_n_steps=20, every_minutes=None)
+    handed: list[tuple[str, int, dict, torch.Tensor]] = []
+    submit = hook.writer.submit
+
+    def watched(path, payload):
+        handed.append((path.name, payload["step"], payload, payload["model"]["weight"].clone()))
+        submit(path, payload)
+
+    hook.writer.submit = watched  # type: ignore[method-assign]
+    pending: dict[int, torch.Tensor | None] = {}
+
+    class Pending(Hook):  # after the checkpoint hook: the best state not yet handed over
+        def on_epoch_end(self, state: FitState) -> None:
+            p = hook._best_payload
+            pending[state.step] = None if p is None else p["model"]["weight"]
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    state = FitState(
+        model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), run_dir=tmp_path
+    )
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))] * 10
+    weights = Weights()
+    hooks = HookList({"weights": weights, "checkpoint": hook, "pending": Pending()})
+    Trainer(max_epochs=6, progress=False).fit(state, data, data[:2], hooks)
+    hooks.on_fit_end(state)
+    losses = [h["val/loss"] for h in state.history]
+    assert all(b < a for a, b in zip(losses, losses[1:]))  # it improved every epoch
+    best = [(step, p) for name, step, p, _ in handed if name == "best.pt"]
+    assert [step for step, _ in best] == [20, 40, 60]
+    # step 20's best state went into the buffers step 10's held (not written: no save at step 10)
+    assert pending[10] is not None and best[0][1]["model"]["weight"] is pending[10]
+    for name, step, payload, at_hand_over in handed:  # all written now: none changed after handing
+        assert torch.equal(payload["model"]["weight"], at_hand_over), (name, step)
+        assert torch.equal(at_hand_over, weights.at[step])
+    written = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert written["step"] == 60 and torch.equal(written["model"]["weight"], weights.at[60])
