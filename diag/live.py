@@ -76,25 +76,29 @@ class DiagnosticsHook(Hook):
         console: bool = True,
         advice: str | Mapping[str, str] = "plain",
         write_report: bool = False,
+        every_epoch: bool = False,
     ) -> None:
         """``advice`` says how recommendations name what to change: ``"plain"`` words (the default),
         ``"runner"`` (the runner's overrides; its ``conf/diag/*.yaml`` select it), ``"lightning"``, or
         a table of your own from knob to text (see :mod:`diag.advice`). ``write_report`` writes
-        ``report.json``/``report.md`` into ``state.run_dir`` at the fit's end (the runner writes its own)."""
+        ``report.json``/``report.md`` into ``state.run_dir`` at the fit's end (the runner writes its own).
+        ``every_epoch`` diagnoses at every epoch end, however short the epochs: for a reader that acts on
+        each epoch's findings (the runner's AutoTrainer and stop_on set it on the hook they read)."""
         self.scalar_every = _steps("scalar_every", scalar_every)
         self.layer_every = _steps("layer_every", layer_every)
         self.diagnose_every = _steps("diagnose_every", diagnose_every)
         # The rules rescan the whole history: on a long run diagnose at most once per this share of the steps
         # so far (a finding then waits at most 2% of the run; the total cost stays O(n log n), not O(n^2)).
         # Step-driven and epoch-end diagnoses keep separate clocks: an epoch end brings new evidence (its
-        # validation metrics) even at the step a step-driven diagnosis just ran. Epoch-end diagnoses are
-        # also at least diagnose_every / 2 steps apart (but for the fit's last epoch): epochs of fewer steps
-        # are diagnosed every second or third epoch end, not at each.
+        # validation metrics) even at the step a step-driven diagnosis just ran. Unless every_epoch, epoch-end
+        # diagnoses are also at least diagnose_every / 2 steps apart (but for the fit's last epoch): epochs
+        # of fewer steps are diagnosed every second or third epoch end, not at each.
         self.diagnose_gap = float(diagnose_gap)
         self._diagnosed_at = {"step": -(10**9), "epoch": -(10**9)}
         # the step of the latest diagnosis of any kind: a step-driven one waits diagnose_every steps after
         # it, so epochs no longer than that are diagnosed at their ends (they bring the validation too)
         self._diagnosed_step = -(10**9)
+        self.every_epoch = bool(every_epoch)
         self.histogram_every = int(histogram_every)
         self.dead_window = _steps("dead_window", dead_window)
         self.watch_activations = activations
@@ -422,7 +426,8 @@ class DiagnosticsHook(Hook):
         """Run the rules (``when``: "step", "epoch" or "final"; the last always runs)."""
         if when != "final":
             gap = self.diagnose_gap * state.step
-            if when == "epoch" and not (state.max_steps and state.step >= state.max_steps):
+            last = bool(state.max_steps) and state.step >= state.max_steps
+            if when == "epoch" and not (self.every_epoch or last):
                 # short epochs are diagnosed every few epoch ends, at least diagnose_every / 2 steps apart
                 # (the last always): the rules cost ~1 ms, a 20-step epoch ~25 ms
                 gap = max(gap, self.diagnose_every / 2)

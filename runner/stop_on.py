@@ -165,6 +165,8 @@ class StopOnDiagnosis(Hook):
         self.references: list[Curve] = []  # the sweep's trials finished when this one started
         self.autotrainer = autotrainer  # the run's AutoTrainer (build_hooks passes it), or None
         self.diagnostics = diagnostics  # the run's DiagnosticsHook: the losses its rules read
+        if level is not None and diagnostics is not None:  # it stops on each epoch end's findings
+            diagnostics.every_epoch = True
         self.stopped: dict[str, Any] | None = None  # what stopped the run: code, step, steps saved
 
     def _armed(self, state: FitState) -> bool:

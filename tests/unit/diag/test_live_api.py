@@ -222,7 +222,7 @@ def test_a_sampled_steps_update_ratio_is_that_steps_change_over_the_weights_befo
 class _WatchedLoop:
     """A hand loop whose hook (diagnose_every=50) records the (kind, step) of every diagnosis it runs."""
 
-    def __init__(self, max_steps: int) -> None:
+    def __init__(self, max_steps: int, every_epoch: bool = False) -> None:
         from diag.hooks import FitState
 
         torch.manual_seed(0)
@@ -230,7 +230,11 @@ class _WatchedLoop:
         self.model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05)
         self.hook = DiagnosticsHook(
-            summary_png=False, console=False, scalar_every=10, diagnose_every=50
+            summary_png=False,
+            console=False,
+            scalar_every=10,
+            diagnose_every=50,
+            every_epoch=every_epoch,
         )
         self.seen: list[tuple[str, int]] = []
         diagnose, read_settings = self.hook._diagnose, self.hook._read_settings
@@ -266,9 +270,11 @@ class _WatchedLoop:
         self.hook.on_epoch_end(self.state)
 
 
-def _diagnosis_steps(steps_per_epoch: int, epochs: int) -> list[tuple[str, int]]:
+def _diagnosis_steps(
+    steps_per_epoch: int, epochs: int, every_epoch: bool = False
+) -> list[tuple[str, int]]:
     """(kind, step) of every diagnosis a hand loop's hook ran after its first diagnose_every=50 steps."""
-    loop = _WatchedLoop(steps_per_epoch * epochs)
+    loop = _WatchedLoop(steps_per_epoch * epochs, every_epoch)
     for _ in range(epochs):
         loop.steps(steps_per_epoch)
         loop.epoch_end()
@@ -287,6 +293,13 @@ def test_short_epochs_are_diagnosed_at_every_second_epoch_end_and_the_last():
         ("epoch", 160),
         ("final", 160),
     ]
+
+
+def test_with_every_epoch_short_epochs_are_diagnosed_at_each_end():
+    # for a reader that acts on each epoch end's findings (the AutoTrainer, stop_on)
+    assert _diagnosis_steps(20, 8, every_epoch=True) == [
+        ("epoch", s) for s in range(60, 161, 20)
+    ] + [("final", 160)]
 
 
 def test_epochs_of_at_least_half_diagnose_every_are_diagnosed_at_each_end():

@@ -103,3 +103,15 @@ def test_debug_fast_overlay_shortens_any_config(tmp_path):
     cfg = compose_cfg(["debug=fast", "model=cnn"])
     assert (cfg.trainer.max_epochs, cfg.data.subset, cfg.trainer.progress) == (2, 256, False)
     assert cfg.model._target_.endswith("CNN") and cfg.paths.log_dir.endswith("debug")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "every_epoch"),
+    [([], False), (["autotrainer=default"], True), (["stop_on=critical"], True)],
+)
+def test_a_policy_that_acts_on_epoch_ends_has_every_epoch_end_diagnosed(
+    overrides, every_epoch, tmp_path
+):
+    # alone, the diagnosis may skip short epochs' ends; the AutoTrainer and stop_on act on each one's findings
+    hooks = build_hooks(compose_cfg(overrides, tmp_path))
+    assert hooks.named["diagnostics"].every_epoch is every_epoch
