@@ -69,10 +69,8 @@ class AutoTrainer(Hook):
         recipe_lr = OmegaConf.select(cfg, "optimizer.lr") if cfg is not None else None
         self._recipe_lr = float(recipe_lr) if isinstance(recipe_lr, (int, float)) else None
         self.diagnostics = diagnostics
-        if (
-            diagnostics is not None
-        ):  # it acts on each epoch end's findings: they must be that epoch's
-            diagnostics.every_epoch = True
+        if diagnostics is not None:
+            diagnostics.every_epoch = True  # it acts on each epoch end's findings: that epoch's
         self.carried = PolicyState(actions=self.session.actions, gave_up=self.session.gave_up)
         self.snapshots: list[Snapshot] = []
         self.initial: Snapshot | None = None
