@@ -18,7 +18,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,69 +205,25 @@ def inside(run_dir: Path, name: str, key: str) -> Path:
 _ATOMS = (int, float, bool, str, bytes, type(None))
 
 
-def snapshot(obj: Any, reuse: Any = None) -> Any:
+def snapshot(obj: Any) -> Any:
     """A copy that shares nothing mutable with ``obj``: tensors cloned to the CPU (``to_cpu``), containers rebuilt.
 
     Lists and dicts of plain numbers (the diagnostics' series, the history's entries) are copied whole
     rather than number by number, which is most of a checkpoint's copy when the model is small.
-
-    ``reuse``: an earlier snapshot that nothing else holds any more (the best state not yet written,
-    replaced by a better one). Its CPU tensors are overwritten with ``obj``'s, shape and dtype alike, in one
-    ``_foreach_copy_`` instead of one allocation and copy per tensor: a run that improves every epoch
-    copies its best state into the same buffers each time.
     """
-    if reuse is None:
-        return _copy(obj, None)
-    pool: dict[tuple[torch.Size, torch.dtype], list[torch.Tensor]] = {}
-    for t in _tensors(reuse):
-        if t.device.type == "cpu":
-            pool.setdefault((t.shape, t.dtype), []).append(t)
-    pairs: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
-    out = _copy(obj, (pool, pairs))
-    if pairs[0]:
-        torch._foreach_copy_(pairs[0], pairs[1])
-    return out
-
-
-_Reuse = tuple[
-    dict[tuple[torch.Size, torch.dtype], list[torch.Tensor]],
-    tuple[list[torch.Tensor], list[torch.Tensor]],
-]
-
-
-def _copy(obj: Any, reuse: _Reuse | None) -> Any:
     if isinstance(obj, torch.Tensor):
-        if reuse is not None and obj.device.type == "cpu":
-            free = reuse[0].get((obj.shape, obj.dtype))
-            if free:
-                dst = free.pop()
-                reuse[1][0].append(dst)
-                reuse[1][1].append(obj.detach())
-                return dst
         return to_cpu(obj)
     if isinstance(obj, _ATOMS):
         return obj
     if isinstance(obj, dict):
         if all(isinstance(v, _ATOMS) for v in obj.values()):
             return dict(obj)  # a history entry, a param group's settings
-        return {k: _copy(v, reuse) for k, v in obj.items()}
+        return {k: snapshot(v) for k, v in obj.items()}
     if type(obj) in (list, tuple):
         if all(isinstance(v, _ATOMS) for v in obj):
             return type(obj)(obj)
-        return type(obj)(_copy(v, reuse) for v in obj)
+        return type(obj)(snapshot(v) for v in obj)
     return to_cpu(obj)  # anything else: a deep copy
-
-
-def _tensors(obj: Any) -> Iterator[torch.Tensor]:
-    """The tensors in a snapshot's dicts, lists and tuples."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v)
-    elif type(obj) in (list, tuple):
-        for v in obj:
-            yield from _tensors(v)
 
 
 def _loop(state: FitState) -> Trainer:
@@ -511,10 +467,7 @@ class CheckpointHook(Hook):
         started = self.clock()
         if improved:
             self.best = value  # before the copy: both files record the loss they hold
-        # one copy serves both files; a better state replaces the best one not yet written, in its buffers
-        payload = snapshot(
-            _loop(state).checkpoint_payload(state), reuse=self._best_payload if improved else None
-        )
+        payload = snapshot(_loop(state).checkpoint_payload(state))  # one copy serves both files
         if improved:
             self._best_payload = payload  # written with the next last.pt
         if save:
