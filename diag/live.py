@@ -505,9 +505,9 @@ class DiagnosticsHook(Hook):
         self._window_samples = 0
         if self._last_step is not None:  # a rolled-back loop may count on from an earlier step
             self._last_step = min(self._last_step, step - 1)
-        # and its next step-driven diagnosis comes diagnose_every steps after the reset, not after a later
-        # step it will count up to again
+        # and its next diagnoses are spaced from the reset, not from a later step it will count up to again
         self._diagnosed_step = min(self._diagnosed_step, step)
+        self._diagnosed_at = {k: min(v, step) for k, v in self._diagnosed_at.items()}
         recorder: ActivationRecorder | None = getattr(self, "recorder", None)  # set by on_fit_start
         if recorder is not None:
             recorder.reset_window()

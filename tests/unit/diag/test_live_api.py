@@ -327,3 +327,19 @@ def test_a_loop_that_counts_on_from_an_earlier_step_after_a_reset_is_diagnosed_5
     loop.state.step = 60
     loop.steps(110)
     assert [step for _, step in loop.seen if step > 100] == [110, 160]
+
+
+def test_epoch_ends_after_a_reset_to_an_earlier_step_are_spaced_from_the_reset():
+    # 20-step epochs to step 200, then rolled back to step 100: the epoch-end diagnoses are 25+ steps
+    # apart from the reset on (140, 180), not held back until the loop passes its old latest one (200)
+    loop = _WatchedLoop(1000)
+    for _ in range(10):
+        loop.steps(20)
+        loop.epoch_end()
+    loop.hook.reset(100)
+    loop.state.step = 100
+    seen = len(loop.seen)
+    for _ in range(5):
+        loop.steps(20)
+        loop.epoch_end()
+    assert loop.seen[seen:] == [("epoch", 140), ("epoch", 180)]
