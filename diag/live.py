@@ -92,7 +92,7 @@ class DiagnosticsHook(Hook):
         # Step-driven and epoch-end diagnoses keep separate clocks: an epoch end brings new evidence (its
         # validation metrics) even at the step a step-driven diagnosis just ran. Unless every_epoch, epoch-end
         # diagnoses are also at least diagnose_every / 2 steps apart (but for the fit's last epoch): epochs
-        # of fewer steps are diagnosed every second or third epoch end, not at each.
+        # of fewer steps are diagnosed every few epoch ends (20-step epochs every second), not at each.
         self.diagnose_gap = float(diagnose_gap)
         self._diagnosed_at = {"step": -(10**9), "epoch": -(10**9)}
         # the step of the latest diagnosis of any kind: a step-driven one waits diagnose_every steps after
