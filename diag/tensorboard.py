@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 
 import torch
@@ -29,6 +30,9 @@ def use_fast_checksums() -> bool:
     writer module's ``masked_crc32c`` is replaced, for the process, by :func:`masked_crc32c` (same
     values: ``tests/unit/runner/test_tensorboard_run.py``); without the C build tensorboard's own stays.
     """
+    writer_module = sys.modules.get("tensorboard.summary.writer.record_writer")
+    if writer_module is not None and writer_module.masked_crc32c is masked_crc32c:
+        return True  # in place already: the scalars hook asks at each of its writes
     try:
         import google_crc32c
     except ImportError:  # a dependency, but a broken install keeps tensorboard's own checksum
