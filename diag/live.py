@@ -123,6 +123,9 @@ class DiagnosticsHook(Hook):
         self._snapshot: list[torch.Tensor] | None = None
         # an out-of-schedule sample: the run's first step, and the step after a finding first appears
         self._sample_at: int | None = None
+        # the next step at which this hook does more than keep the step's loss and norm (see _busy_from);
+        # 0 makes the next step take the full path, which works it out again
+        self._next_busy = 0
         self._first_step = 0
         self._nonfinite_layers: Any = {}.keys()  # layers whose last sampled gradient norm was NaN/Inf
         self._window_samples = 0
@@ -165,6 +168,7 @@ class DiagnosticsHook(Hook):
         # scheduled sample still leaves a per-layer trace of how it started
         self._first_step = state.step + 1
         self._sample_at = self._first_step
+        self._next_busy = 0
         if self.histogram_every:
             self._histograms(state)  # the initial weights, at the step the run starts from
         self._arm_if_next_is_sampled(state.step)
@@ -201,6 +205,8 @@ class DiagnosticsHook(Hook):
         self._losses.append(loss)
         self._norms.append(grad_norm)
         self._n += 1
+        if step < self._next_busy and not state.step_skipped:
+            return  # most steps: nothing is read, sampled or diagnosed at this one or armed for the next
         sampled = self._layer_step(step)
         if state.step_skipped:
             self.series.skipped_steps.append(step)
@@ -220,6 +226,36 @@ class DiagnosticsHook(Hook):
         if self._histogram_step(step):
             self._histograms(state)
         self._arm_if_next_is_sampled(step)
+        self._next_busy = self._busy_from(step)
+
+    def _busy_from(self, step: int) -> int:
+        """The first step after ``step`` at which the per-step event has more to do than keep the step's loss
+        and gradient norm: a scalar read, a layer sample or the arming for one, a histogram or its arming,
+        a step-driven diagnosis. Every step of the run's first ``diagnose_every`` is (see :meth:`_early`).
+
+        Why: the full check is a dozen attribute reads and calls per step, ~10 us in a training loop's cold
+        cache; the steps between (most of them) skip it on one comparison. Anything that moves these steps
+        earlier (a finding asks for a sample, a reset) sets ``_next_busy`` to 0; cadence settings changed
+        mid-fit apply from the next busy step, at most ``scalar_every`` steps later.
+        """
+        nxt = step + 1
+        if self._early(nxt):
+            return nxt
+        # a sampled step is busy, and so is the step before it (it arms the sample): for a sample at nxt
+        # that is this step, armed already
+        samples = [-(-nxt // self.layer_every) * self.layer_every]  # the first multiple from nxt on
+        if self._sample_at is not None and self._sample_at >= nxt:
+            samples.append(self._sample_at)
+        if self.histogram_every:
+            samples.append(-(-nxt // self.histogram_every) * self.histogram_every)
+        return max(
+            nxt,
+            min(
+                (step // self.scalar_every + 1) * self.scalar_every,
+                self._diagnosed_step + self.diagnose_every,  # due already (spaced by the gap): nxt
+                *(at - 1 for at in samples),
+            ),
+        )
 
     def _early(self, step: int) -> bool:
         """The run's first ``diagnose_every`` steps: layers are also sampled at every scalar read, and the
@@ -453,6 +489,7 @@ class DiagnosticsHook(Hook):
         added = [c for c in after if c not in before]
         if added:
             self._sample_at = state.step + 1  # a per-layer trace of the state the finding describes
+            self._next_busy = 0
         state.events.write(
             "diagnosis",
             step=state.step,
@@ -511,6 +548,7 @@ class DiagnosticsHook(Hook):
         recorder: ActivationRecorder | None = getattr(self, "recorder", None)  # set by on_fit_start
         if recorder is not None:
             recorder.reset_window()
+        self._next_busy = 0
         if hasattr(
             self, "_weights"
         ):  # the repaired run's first step is sampled, as a run's first step is

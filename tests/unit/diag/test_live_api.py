@@ -343,3 +343,84 @@ def test_epoch_ends_after_a_reset_to_an_earlier_step_are_spaced_from_the_reset()
         loop.steps(20)
         loop.epoch_end()
     assert loop.seen[seen:] == [("epoch", 140), ("epoch", 180)]
+
+
+class _EveryStepHook(DiagnosticsHook):
+    """The hook without its quiet-step shortcut: every step takes the full per-step path."""
+
+    @property
+    def _next_busy(self) -> int:
+        return 0
+
+    @_next_busy.setter
+    def _next_busy(self, value: int) -> None:
+        pass
+
+
+def _eventful_fit(hook: DiagnosticsHook) -> dict:
+    """A hand loop with 32-step epochs, units that die mid-run (the rules name it, and a finding asks for
+    a sample), a non-finite step it skips, and a rollback (``reset``); what the hook collected and when it
+    acted."""
+    from diag.hooks import FitState
+
+    torch.manual_seed(0)
+    x, y = _data(256)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    acted: list[tuple[str, int]] = []
+    found: dict[str, int] = {}  # what the rules named before the reset, and at which step
+    sample, diagnose = hook._sample_layers, hook._diagnose
+    hook._sample_layers = lambda state: (acted.append(("sample", state.step)), sample(state))  # type: ignore[method-assign]
+    hook._diagnose = lambda state, when="final": (
+        acted.append((when, state.step)),
+        diagnose(state, when),
+    )  # type: ignore[method-assign]
+    state = FitState(model, opt, num_classes=4, max_steps=330)
+    hook.on_fit_start(state)
+    for epoch in range(10):
+        state.epoch = epoch
+        for idx in torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch)).split(8)[
+            :33
+        ]:
+            if state.step == 100:
+                with torch.no_grad():
+                    model[0].bias.fill_(-100.0)  # every hidden unit goes silent: the rules name it
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            norm = nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+            if state.step == 120:
+                norm = torch.tensor(math.nan)
+            state.step_skipped = not math.isfinite(norm.item())
+            if not state.step_skipped:
+                opt.step()
+            state.step, state.loss, state.grad_norm = state.step + 1, loss.detach(), norm
+            hook.on_train_batch_end(state)
+            if state.step == 260 and not hook._past:
+                found.update(hook.detected_at)
+                hook.reset(240)  # rolled back once; the loop counts on from step 240
+                state.step = 240
+        state.metrics.update({"val/loss": loss.item(), "val/acc": 0.5})
+        hook.on_validation_end(state)
+        hook.on_epoch_end(state)
+    hook.on_fit_end(state)
+    return {
+        "acted": acted,
+        "series": json.dumps(hook.series.to_dict()),
+        "past": json.dumps([p.to_dict() for p in hook._past]),
+        "found": found,
+    }
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"layer_every": 7, "scalar_every": 4, "diagnose_every": 30, "histogram_every": 11}],
+)
+def test_quiet_steps_skip_the_per_step_checks_without_changing_what_the_hook_does(settings):
+    # the same samples, reads and diagnoses at the same steps, and the same series, as the full check at
+    # every step, through findings that ask for a sample, a skipped step and a reset
+    common = {"summary_png": False, "console": False, **settings}
+    fast = _eventful_fit(DiagnosticsHook(**common))
+    assert fast == _eventful_fit(_EveryStepHook(**common))
+    assert ("sample", 122) in fast["acted"]  # the step after the skipped one is sampled
+    assert "DEAD_NEURONS" in fast["found"]
