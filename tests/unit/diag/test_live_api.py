@@ -370,18 +370,22 @@ def _eventful_fit(hook: DiagnosticsHook) -> dict:
     acted: list[tuple[str, int]] = []
     found: dict[str, int] = {}  # what the rules named before the reset, and at which step
     sample, diagnose = hook._sample_layers, hook._diagnose
-    hook._sample_layers = lambda state: (acted.append(("sample", state.step)), sample(state))  # type: ignore[method-assign]
-    hook._diagnose = lambda state, when="final": (
-        acted.append((when, state.step)),
-        diagnose(state, when),
-    )  # type: ignore[method-assign]
+
+    def sampled(state: FitState) -> None:
+        acted.append(("sample", state.step))
+        sample(state)
+
+    def diagnosed(state: FitState, when: str = "final") -> None:
+        acted.append((when, state.step))
+        diagnose(state, when)
+
+    hook._sample_layers, hook._diagnose = sampled, diagnosed  # type: ignore[method-assign]
     state = FitState(model, opt, num_classes=4, max_steps=330)
     hook.on_fit_start(state)
     for epoch in range(10):
         state.epoch = epoch
-        for idx in torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch)).split(8)[
-            :33
-        ]:
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
+        for idx in order.split(8):
             if state.step == 100:
                 with torch.no_grad():
                     model[0].bias.fill_(-100.0)  # every hidden unit goes silent: the rules name it
