@@ -50,7 +50,8 @@ class ActivationRecorder:
         self.fired: dict[
             str, torch.Tensor
         ] = {}  # per-unit "ever fired" over the window (bool, device)
-        self._sample: dict[str, torch.Tensor] = {}  # [saturated fraction, std] of the latest sample
+        # the latest sample's std, and before it the saturated fraction for bounded units (0-d device tensors)
+        self._sample: dict[str, list[torch.Tensor]] = {}
         # keep_values: the subsampled outputs of the next forward pass, for histograms (device tensors)
         self.keep_values = False
         self.values: dict[str, torch.Tensor] = {}
@@ -90,12 +91,13 @@ class ActivationRecorder:
             # within ~1% of the full figure and costs a fraction of it on large conv maps
             flat = out.reshape(-1)
             flat = flat[:: max(1, flat.numel() // STAT_SAMPLE)].float()
-            sat = torch.zeros((), device=out.device)
-            if bounds is not None:
+            if bounds is None:
+                self._sample[name] = [flat.std()]
+            else:
                 lo, hi = bounds
                 margin = SATURATION_MARGIN * (hi - lo)
                 sat = ((flat <= lo + margin) | (flat >= hi - margin)).float().mean()
-            self._sample[name] = torch.stack([sat, flat.std()])
+                self._sample[name] = [sat, flat.std()]
             if self.keep_values:
                 self.values[name] = flat
 
@@ -117,17 +119,22 @@ class ActivationRecorder:
 
         Each forward pass is read once: a second call without a new pass returns nothing.
         """
-        names = list(self._sample)
-        if not names:
+        sample, self._sample = self._sample, {}
+        if not sample:
             return {}
-        vals = torch.stack([self._sample.pop(n) for n in names]).tolist()
-        dead = {n: 1.0 - float(f.float().mean()) for n, f in self.fired.items()}
+        # one host read: each layer's statistics, then each ReLU-like layer's share of units that fired
+        fired = list(self.fired)
+        tensors = [t for stats in sample.values() for t in stats]
+        tensors += [self.fired[n].float().mean() for n in fired]
+        vals = torch.stack(tensors).tolist()
+        dead = {n: 1.0 - f for n, f in zip(fired, vals[len(vals) - len(fired) :])}
         out = {}
-        for n, (sat, std) in zip(names, vals):
-            module = self.layers[n]
-            entry = {"std": std}
-            if isinstance(module, tuple(BOUNDED)):
-                entry["saturation"] = sat
+        at = 0
+        for n, stats in sample.items():
+            entry = {"std": vals[at + len(stats) - 1]}
+            if len(stats) == 2:
+                entry["saturation"] = vals[at]
+            at += len(stats)
             if n in dead:
                 entry["dead_fraction"] = dead[n]
             out[n] = entry

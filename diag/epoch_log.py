@@ -62,7 +62,8 @@ class EpochJSONL(Hook):
             self._start is not None
         ):  # restored from a checkpoint (on the CPU): to where the model trains
             device = next(state.model.parameters()).device
-            self._start = [t.to(device) for t in self._start]
+            # a copy of its own: the epoch's end turns it into the change in place
+            self._start = [t.to(device, copy=True) for t in self._start]
             self._stats = self._stats.to(device) if self._stats is not None else None
         self._dir = None
         if not state.is_rank_zero:
@@ -120,8 +121,10 @@ class EpochJSONL(Hook):
         # fixed overhead that a small model's epoch feels).
         rows: list[torch.Tensor] = []
         if self._start is not None:  # the change's norms first, then the start's
-            change = torch._foreach_sub(list(state.model.parameters()), self._start)
-            rows = [*torch._foreach_norm(change), *torch._foreach_norm(self._start)]
+            start = self._start
+            sizes = torch._foreach_norm(start)
+            torch._foreach_sub_(start, list(state.model.parameters()))  # in place: dropped below
+            rows = [*torch._foreach_norm(start), *sizes]
         parts = [torch.stack(rows).float()] if rows else []
         if self._stats is not None:
             stats = self._stats.float()

@@ -322,23 +322,24 @@ class DiagnosticsHook(Hook):
         grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self._weights]
         if not grads:
             return
-        gnorms = torch._foreach_norm(grads)
-        rows = [torch.stack(gnorms)]
-        if self._snapshot is not None:
-            rows.append(
-                torch.stack(torch._foreach_norm(torch._foreach_sub(self._weights, self._snapshot)))
-            )
-            rows.append(torch.stack(torch._foreach_norm(self._snapshot)))
-        values = torch.stack(rows).tolist()  # one host read for all layers
+        snapshot = self._snapshot
+        if snapshot is None:
+            norms = torch._foreach_norm(grads)
+        else:  # the weights before the step, then (in place: the copy is not used again) the step's change
+            before = torch._foreach_norm(snapshot)
+            torch._foreach_sub_(snapshot, self._weights)
+            norms = [*torch._foreach_norm(grads + snapshot), *before]
+        values = torch.stack(norms).tolist()  # one host read for all layers
+        n = len(grads)
         s.layer_step.append(state.step)
-        self._snapshot_read = self._snapshot is not None
-        for name, v in zip(self._layer_names, values[0]):
+        self._snapshot_read = snapshot is not None
+        for name, v in zip(self._layer_names, values[:n]):
             s.layer_grad_norm.setdefault(name, []).append(v)
-        if self._snapshot is not None:
-            deltas, norms = values[1], values[2]
-            for name, d, w in zip(self._layer_names, deltas, norms):
+        if snapshot is not None:
+            deltas, sizes = values[n : 2 * n], values[2 * n :]
+            for name, d, w in zip(self._layer_names, deltas, sizes):
                 s.layer_update_ratio.setdefault(name, []).append(d / w if w > 0 else math.nan)
-            total_w = math.sqrt(sum(w * w for w in norms))
+            total_w = math.sqrt(sum(w * w for w in sizes))
             s.update_ratio.append(
                 math.sqrt(sum(d * d for d in deltas)) / total_w if total_w > 0 else math.nan
             )
