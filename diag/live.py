@@ -324,7 +324,7 @@ class DiagnosticsHook(Hook):
             return
         snapshot = self._snapshot
         if snapshot is None:
-            norms = torch._foreach_norm(grads)
+            norms = list(torch._foreach_norm(grads))
         else:  # the weights before the step, then (in place: the copy is not used again) the step's change
             before = torch._foreach_norm(snapshot)
             torch._foreach_sub_(snapshot, self._weights)
