@@ -203,6 +203,8 @@ def inside(run_dir: Path, name: str, key: str) -> Path:
 
 
 _ATOMS = (int, float, bool, str, bytes, type(None))
+# exact types, checked over a whole list in C (a subclass of one, a NumPy float, takes the long way)
+_ATOM_TYPES = frozenset(_ATOMS)
 
 
 def snapshot(obj: Any) -> Any:
@@ -216,11 +218,11 @@ def snapshot(obj: Any) -> Any:
     if isinstance(obj, _ATOMS):
         return obj
     if isinstance(obj, dict):
-        if all(isinstance(v, _ATOMS) for v in obj.values()):
+        if _ATOM_TYPES.issuperset(map(type, obj.values())):
             return dict(obj)  # a history entry, a param group's settings
         return {k: snapshot(v) for k, v in obj.items()}
     if type(obj) in (list, tuple):
-        if all(isinstance(v, _ATOMS) for v in obj):
+        if _ATOM_TYPES.issuperset(map(type, obj)):  # a series: its numbers, whole
             return type(obj)(obj)
         return type(obj)(snapshot(v) for v in obj)
     return to_cpu(obj)  # anything else: a deep copy

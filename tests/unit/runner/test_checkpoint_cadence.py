@@ -334,3 +334,18 @@ def test_a_snapshot_shares_nothing_the_fit_goes_on_changing():
         "n": 2,
     }
     assert torch.equal(copy["model"]["w"], torch.ones(3))
+
+
+def test_a_snapshot_copies_lists_of_number_subclasses_and_of_lists_element_by_element():
+    # lists of exact int/float/bool/str/None are copied whole; anything else (a NumPy float, which
+    # subclasses float, an inner list) takes the element-by-element path and is still a copy
+    import numpy as np
+
+    inner = [1.0]
+    payload = {"xs": [np.float64(1.5), 2.0], "nested": [inner, [2.0]], "flags": [True, None, "a"]}
+    copy = snapshot(payload)
+    inner.append(3.0)
+    payload["xs"].append(4.0)
+    payload["flags"].append(False)
+    assert copy == {"xs": [1.5, 2.0], "nested": [[1.0], [2.0]], "flags": [True, None, "a"]}
+    assert type(copy["xs"][0]) is np.float64
