@@ -1,7 +1,8 @@
 """Live diagnosis inside any loop that speaks the hook protocol.
 
 Per step, only device arithmetic: the loss and the global gradient norm are
-added to on-device accumulators. Every ``scalar_every`` steps those are read
+kept as device scalars (a step with nothing else due returns there, on one
+comparison with the next step that has). Every ``scalar_every`` steps those are read
 (one host sync); every ``layer_every`` steps the hook measures per-layer
 gradient norms and update ratios (one ``_foreach_norm``), and watches
 activations on the next forward pass. At epoch ends (at least ``diagnose_every / 2`` steps apart),
