@@ -27,8 +27,10 @@ WATCHED: tuple[type[nn.Module], ...] = (
     nn.SiLU,
     *BOUNDED,
 )
+# the units a sample measures: dead ReLU-like units, saturated bounded ones (std is not read by any rule)
+MEASURED: tuple[type[nn.Module], ...] = (*RELU_LIKE, *BOUNDED)
 SATURATION_MARGIN = 0.01  # within 1% of the range from a bound
-STAT_SAMPLE = 65536  # activation values that std and saturation are estimated from
+STAT_SAMPLE = 65536  # activation values the saturated fraction (and a histogram) is estimated from
 
 
 def activation_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -50,17 +52,20 @@ class ActivationRecorder:
         self.fired: dict[
             str, torch.Tensor
         ] = {}  # per-unit "ever fired" over the window (bool, device)
-        # the latest sample's std, and before it the saturated fraction for bounded units (0-d device tensors)
+        # the layers the latest sampled forward pass reached, each with its saturated fraction (a 0-d device
+        # tensor) if its units are bounded
         self._sample: dict[str, list[torch.Tensor]] = {}
         # keep_values: the subsampled outputs of the next forward pass, for histograms (device tensors)
         self.keep_values = False
         self.values: dict[str, torch.Tensor] = {}
 
     def attach(self) -> None:
+        """Hooks on the layers with a measure (dead or saturated units), on all of them when ``keep_values``."""
         if self._handles:
             return
         for name, module in self.layers.items():
-            self._handles.append(module.register_forward_hook(self._make_hook(name, module)))
+            if self.keep_values or isinstance(module, MEASURED):
+                self._handles.append(module.register_forward_hook(self._make_hook(name, module)))
 
     def detach(self) -> None:
         for h in self._handles:
@@ -87,17 +92,18 @@ class ActivationRecorder:
                 self.fired[name] = (
                     fired if prev is None or prev.shape != fired.shape else prev | fired
                 )
-            # std and saturated fraction are estimates: a strided subsample of STAT_SAMPLE values is
-            # within ~1% of the full figure and costs a fraction of it on large conv maps
+            self._sample[name] = []
+            if bounds is None and not self.keep_values:
+                return
+            # the saturated fraction is an estimate: a strided subsample of STAT_SAMPLE values is within
+            # ~1% of the full figure and costs a fraction of it on large conv maps
             flat = out.reshape(-1)
             flat = flat[:: max(1, flat.numel() // STAT_SAMPLE)].float()
-            if bounds is None:
-                self._sample[name] = [flat.std()]
-            else:
+            if bounds is not None:
                 lo, hi = bounds
                 margin = SATURATION_MARGIN * (hi - lo)
-                sat = ((flat <= lo + margin) | (flat >= hi - margin)).float().mean()
-                self._sample[name] = [sat, flat.std()]
+                saturated = (flat <= lo + margin) | (flat >= hi - margin)
+                self._sample[name].append(saturated.float().mean())
             if self.keep_values:
                 self.values[name] = flat
 
@@ -115,26 +121,27 @@ class ActivationRecorder:
         return out
 
     def collect(self) -> dict[str, dict[str, float]]:
-        """Host values for the sampled batch: dead fraction (window), saturation and std (this batch).
+        """Host values for the sampled batch, per layer it reached: the dead fraction (over the window) of
+        ReLU-like units, the saturated fraction (this batch) of bounded ones.
 
         Each forward pass is read once: a second call without a new pass returns nothing.
         """
         sample, self._sample = self._sample, {}
         if not sample:
             return {}
-        # one host read: each layer's statistics, then each ReLU-like layer's share of units that fired
+        # one host read: the saturated fractions, then each ReLU-like layer's share of units that fired
         fired = list(self.fired)
         tensors = [t for stats in sample.values() for t in stats]
         tensors += [self.fired[n].float().mean() for n in fired]
-        vals = torch.stack(tensors).tolist()
+        vals = torch.stack(tensors).tolist() if tensors else []
         dead = {n: 1.0 - f for n, f in zip(fired, vals[len(vals) - len(fired) :])}
-        out = {}
+        out: dict[str, dict[str, float]] = {}
         at = 0
         for n, stats in sample.items():
-            entry = {"std": vals[at + len(stats) - 1]}
-            if len(stats) == 2:
+            entry = {}
+            if stats:
                 entry["saturation"] = vals[at]
-            at += len(stats)
+                at += 1
             if n in dead:
                 entry["dead_fraction"] = dead[n]
             out[n] = entry

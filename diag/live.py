@@ -355,7 +355,6 @@ class DiagnosticsHook(Hook):
             for name, entry in acts.items():
                 if "saturation" in entry:
                     s.layer_saturation.setdefault(name, []).append(entry["saturation"])
-                s.layer_activation_std.setdefault(name, []).append(entry["std"])
                 if "dead_fraction" in entry:
                     if window_done:  # a unit is dead only if it stayed silent for the whole window
                         self._dead[name] = entry["dead_fraction"]

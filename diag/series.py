@@ -49,6 +49,7 @@ class RunSeries:
     layer_update_ratio: dict[str, list[float]] = field(default_factory=dict)
     layer_dead_fraction: dict[str, list[float]] = field(default_factory=dict)
     layer_saturation: dict[str, list[float]] = field(default_factory=dict)
+    # read from logs that carry it (``activation_std/`` tags); the live hook does not measure it: no rule reads it
     layer_activation_std: dict[str, list[float]] = field(default_factory=dict)
     # first step where non-finite gradients were seen, and in which layer
     first_nonfinite_step: int | None = None
