@@ -52,9 +52,9 @@ class ActivationRecorder:
         self.fired: dict[
             str, torch.Tensor
         ] = {}  # per-unit "ever fired" over the window (bool, device)
-        # the layers the latest sampled forward pass reached, each with its saturated fraction (a 0-d device
-        # tensor) if its units are bounded
-        self._sample: dict[str, list[torch.Tensor]] = {}
+        # the layers the latest sampled forward pass reached: each one's saturated fraction (a 0-d device
+        # tensor) if its units are bounded, else None
+        self._sample: dict[str, torch.Tensor | None] = {}
         # keep_values: the subsampled outputs of the next forward pass, for histograms (device tensors)
         self.keep_values = False
         self.values: dict[str, torch.Tensor] = {}
@@ -92,7 +92,7 @@ class ActivationRecorder:
                 self.fired[name] = (
                     fired if prev is None or prev.shape != fired.shape else prev | fired
                 )
-            self._sample[name] = []
+            self._sample[name] = None
             if bounds is None and not self.keep_values:
                 return
             # the saturated fraction is an estimate: a strided subsample of STAT_SAMPLE values is within
@@ -103,7 +103,7 @@ class ActivationRecorder:
                 lo, hi = bounds
                 margin = SATURATION_MARGIN * (hi - lo)
                 saturated = (flat <= lo + margin) | (flat >= hi - margin)
-                self._sample[name].append(saturated.float().mean())
+                self._sample[name] = saturated.float().mean()
             if self.keep_values:
                 self.values[name] = flat
 
@@ -131,15 +131,15 @@ class ActivationRecorder:
             return {}
         # one host read: the saturated fractions, then each ReLU-like layer's share of units that fired
         fired = list(self.fired)
-        tensors = [t for stats in sample.values() for t in stats]
+        tensors = [t for t in sample.values() if t is not None]
         tensors += [self.fired[n].float().mean() for n in fired]
         vals = torch.stack(tensors).tolist() if tensors else []
         dead = {n: 1.0 - f for n, f in zip(fired, vals[len(vals) - len(fired) :])}
         out: dict[str, dict[str, float]] = {}
         at = 0
-        for n, stats in sample.items():
+        for n, saturation in sample.items():
             entry = {}
-            if stats:
+            if saturation is not None:
                 entry["saturation"] = vals[at]
                 at += 1
             if n in dead:
