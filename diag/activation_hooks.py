@@ -19,7 +19,7 @@ BOUNDED: dict[type[nn.Module], tuple[float, float]] = {
     nn.Tanh: (-1.0, 1.0),
     nn.Hardtanh: (-1.0, 1.0),
 }
-# the activation layers a run knows by name (their histograms, the TensorBoard layout); a sample measures
+# the activation layers a run watches (their activations go to histograms); a sample measures
 # only the MEASURED ones
 WATCHED: tuple[type[nn.Module], ...] = (
     *RELU_LIKE,
