@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from overhead import quiet  # bench/ is on sys.path
 from results_file import write_results
-from whole_run import PAIRED_PLAN, QUICK_PLAN, WORKLOADS, HandLoop, Shadow, build, run_runner
+from whole_run import QUICK_PLAN, WORKLOADS, HandLoop, Shadow, build, run_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,11 +49,13 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }
 DEFAULT = next(iter(VARIANTS))
+# (epochs per run, warm-up epochs, rounds): nine variants a round, so fewer rounds than whole_run.py's
+PLAN = {"mlp/digits": (14, 2, 7), "cnn/digits": (8, 2, 5)}
 
 
 def measure(workload: str, root: Path, quick: bool) -> dict[str, list[tuple[float, float]]]:
     """Per variant, one (wall, CPU) paired ratio per round; variants interleaved in a rotating order."""
-    epochs, warmup, rounds = (QUICK_PLAN if quick else PAIRED_PLAN)[workload]
+    epochs, warmup, rounds = (QUICK_PLAN if quick else PLAN)[workload]
     names = list(VARIANTS)
     out: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     for r in range(rounds):
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-epoch-costs-") as tmp, quiet():
         res = measure(args.workload, Path(tmp), args.quick)
-    epochs, warmup, rounds = (QUICK_PLAN if args.quick else PAIRED_PLAN)[args.workload]
+    epochs, warmup, rounds = (QUICK_PLAN if args.quick else PLAN)[args.workload]
     header = [
         f"torch {torch.__version__}, 1 intra-op thread; {rounds} round(s) of {epochs} epochs, {warmup} "
         "warm-up; a cost is the ratio the default gains without the part"

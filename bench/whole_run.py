@@ -26,7 +26,10 @@ Then the same ratio paired: each epoch of ``runner, diag=off`` / ``diag=default`
 default checkpoint is followed, from its own epoch-end hook or callback, by one epoch of a hand loop built
 beside it; each pair's ratio is the hand epoch's time over the loop's epoch just before it (from the end of
 the previous hand epoch to its own epoch end, so all of its work counts). The host's speed drifts over
-seconds here; the rounds put whole runs seconds apart, a pair puts two epochs milliseconds apart.
+seconds here; the rounds put whole runs seconds apart, a pair puts two epochs milliseconds apart. The
+paired table's first row, ``hand loop (control)``, is a second hand loop in the loop's place: the same
+work on both sides, so its median says how far from 1.0 the method reads and its range how far one run's
+figure strays.
 
 Then the wall time to a target validation accuracy (0.95 on the digits) of the runner (``diag=default``,
 checkpoints on, build included) and of the hand loop, and the start-up of ``python -m runner`` until
@@ -142,7 +145,7 @@ class HandLoop:
     """The careful hand loop on a built model, optimizer and loaders; a scheduler stepped every step."""
 
     def __init__(self, parts: Run, epochs: int) -> None:
-        self.model, self.opt = parts.state.model, parts.state.optimizer
+        self.model, self.opt, self.epochs = parts.state.model, parts.state.optimizer, epochs
         assert self.opt is not None
         self.train_loader, self.val_loader = parts.train_loader, parts.val_loader
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -182,6 +185,16 @@ def run_hand(parts: Run, epochs: int) -> tuple[list[Stamp], list[float]]:
         accs.append(loop.epoch())
         ends.append(now())
     return ends, accs
+
+
+def run_control(loop: HandLoop, shadow: Shadow) -> list[Stamp]:
+    """A hand loop in the paired measurement's loop's place (its epoch ends), ``shadow`` after each epoch."""
+    ends: list[Stamp] = []
+    for _ in range(loop.epochs):
+        loop.epoch()
+        ends.append(now())
+        shadow()
+    return ends
 
 
 class Shadow:
@@ -317,9 +330,13 @@ def measure(workload: str, root: Path, with_lightning: bool, quick: bool) -> dic
     return ratios
 
 
-PAIRED = ["runner, diag=off", "runner, diag=default", "lightning, default checkpoint"]
-# (epochs per run, warm-up epochs not counted, rounds) of the paired measurement
-PAIRED_PLAN = {"mlp/digits": (14, 2, 7), "cnn/digits": (8, 2, 5)}
+# the method's control: a second hand loop in the loop's place; its ratio shows how far from 1.0 and how
+# widely the pairing itself reads when both loops do the same work
+CONTROL = "hand loop (control)"
+PAIRED = [CONTROL, "runner, diag=off", "runner, diag=default", "lightning, default checkpoint"]
+# (epochs per run, warm-up epochs not counted, rounds) of the paired measurement: one run's figure moves
+# by 3-5 points between runs here (the control's too), so the targets are read on the median of 13
+PAIRED_PLAN = {"mlp/digits": (14, 2, 13), "cnn/digits": (8, 2, 13)}
 
 
 def measure_paired(
@@ -337,7 +354,9 @@ def measure_paired(
             level, extra = RUNNER.get(name, ("off", ()))
             parts = build(workload, level, run_dir, extra, epochs)
             shadow = Shadow(HandLoop(build(workload, "off", run_dir / "hand", (), epochs), epochs))
-            if name in RUNNER:
+            if name == CONTROL:
+                ends = run_control(HandLoop(parts, epochs), shadow)
+            elif name in RUNNER:
                 ends, _ = run_runner(parts, shadow)
             else:
                 ends, _ = run_lightning(parts, epochs, LIGHTNING[name], shadow)

@@ -319,7 +319,12 @@ def test_whole_run_quick_gives_every_loop_time_to_accuracy_and_start_up(tmp_path
     epoch_rows = {(r[0], r[1]): r for r in _rows(rounds_part) if len(r) == 6}
     # the paired table: each loop's epochs alternating with a hand loop's, ratios on both clocks
     paired = {(r[0], r[1]): r for r in _rows(paired_part) if len(r) == 6}
-    for loop in ("runner, diag=off", "runner, diag=default", "lightning, default checkpoint"):
+    for loop in (
+        "hand loop (control)",
+        "runner, diag=off",
+        "runner, diag=default",
+        "lightning, default checkpoint",
+    ):
         row = paired[("mlp/digits", loop)]
         if row[2] != "pytorch-lightning not installed":
             assert float(row[2]) > 0 and float(row[4]) > 0, row
