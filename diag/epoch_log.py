@@ -1,7 +1,8 @@
 """Per-epoch JSONL diagnostics: ``train_diagnostics.jsonl`` and ``val_diagnostics.jsonl``.
 
-One JSON object per epoch, flushed as written (the files stay open for the fit: no open/close per epoch). This is the per-epoch JSONL schema
-that ``diag analyze`` reads (non-finite values are written as ``null``):
+One JSON object per epoch (the files stay open for the fit: no open/close per epoch), flushed at an epoch's
+end at most every ``flush_secs`` seconds, before each of the runner's checkpoints and at the fit's end. This
+is the per-epoch JSONL schema that ``diag analyze`` reads (non-finite values are written as ``null``):
 
 - train: ``epoch``, ``step`` (global step at the epoch's end), ``loss``, ``accuracy``,
   ``learning_rate``, ``mean_grad_norm``, ``min_grad_norm``, ``max_grad_norm``,
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,6 +39,12 @@ class EpochJSONL(Hook):
 
     They go to ``log_dir`` when given, else to the loop's ``FitState.run_dir``; a fit with neither is
     refused at its start (a log that silently writes nothing is worse than none).
+
+    Lines reach the disk at an epoch's end at most every ``flush_secs`` seconds (``0``: every epoch), at
+    :meth:`flush` (the runner's checkpoints call it before they are written) and at the fit's end, as
+    TensorBoard's events do: a write and flush per file per epoch was ~0.15 ms of a 20 ms digits epoch. A
+    process killed outright loses the lines since the last flush; a run resumed from its checkpoint has
+    every line up to it, and rewrites the ones after.
     """
 
     def __init__(
@@ -43,10 +52,19 @@ class EpochJSONL(Hook):
         train_file: str = "train_diagnostics.jsonl",
         val_file: str = "val_diagnostics.jsonl",
         log_dir: str | Path | None = None,
+        flush_secs: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not float(flush_secs) >= 0:
+            raise ValueError(
+                f"EpochJSONL(flush_secs={flush_secs!r}): use seconds >= 0 (0 flushes every epoch)"
+            )
         self.train_file = train_file
         self.val_file = val_file
         self.log_dir = None if log_dir is None else Path(log_dir)
+        self.flush_secs = float(flush_secs)
+        self.clock = clock
+        self._flushed_at = clock()
         self._dir: Path | None = None  # where this fit writes, fixed at on_fit_start
         self._start: list[torch.Tensor] | None = None
         self._stats: torch.Tensor | None = None  # [sum, min, max] of grad norms this epoch
@@ -160,13 +178,20 @@ class EpochJSONL(Hook):
         self._append(self._dir, self.train_file, train)
         self._append(self._dir, self.val_file, val)
         self._start = None
+        if self.clock() - self._flushed_at >= self.flush_secs:
+            self.flush()
 
     def _append(self, directory: Path, name: str, record: dict[str, Any]) -> None:
         fh = self._files.get(name)
         if fh is None or fh.closed:
             fh = self._files[name] = open_run_file(directory / name, "a")
         fh.write(json.dumps(record) + "\n")
-        fh.flush()  # readers (and a run killed next) see every finished epoch
+
+    def flush(self) -> None:
+        for fh in self._files.values():
+            if not fh.closed:
+                fh.flush()
+        self._flushed_at = self.clock()
 
     def _close(self) -> None:
         for fh in self._files.values():

@@ -140,6 +140,10 @@ class Hook:
     def on_fit_end(self, state: FitState) -> None:
         """Once, after training and the test pass; the place to write reports and close files."""
 
+    def flush(self) -> None:
+        """Put what this hook has buffered for its files on disk: a checkpoint is about to be written, and
+        the files must hold every line up to it (a run resumed from it continues them from there)."""
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must keep for this hook to resume seamlessly."""
         return {}
@@ -203,6 +207,10 @@ class HookList(Hook):
     def on_fit_end(self, state: FitState) -> None:
         for h in self.hooks:
             h.on_fit_end(state)
+
+    def flush(self) -> None:
+        for h in self.hooks:
+            h.flush()
 
     def state_dict(self) -> dict[str, Any]:
         """Each hook's state under its name (hooks with nothing to keep are left out)."""

@@ -424,10 +424,14 @@ class CheckpointHook(Hook):
         last = last and (self.save_last or mid_epoch)
         if last and payload is None:
             payload = snapshot(_loop(state).checkpoint_payload(state, mid_epoch))
+        # the run's files hold every line and event up to this step before the checkpoint is on disk: a
+        # run killed after it and resumed from it has them all (they flush by time: callbacks.tensorboard,
+        # callbacks.epoch_jsonl)
         if state.writer is not None:
-            # TensorBoard's events up to this step on disk before the checkpoint is: a run killed after
-            # it and resumed from it has every point (its writer flushes by time, callbacks.tensorboard)
             state.writer.flush()
+        hooks = _loop(state).hooks
+        if hooks is not None:
+            hooks.flush()
         if self._best_payload is not None:
             self.writer.submit(folder / "best.pt", self._best_payload)
             self._best_payload = None

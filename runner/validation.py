@@ -164,6 +164,12 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
         "seconds >= 0 (0 flushes the event files every epoch)",
         True,
     ),
+    (
+        "callbacks.epoch_jsonl.flush_secs",
+        lambda v: _is_number(v) and v >= 0,
+        "seconds >= 0 (0 flushes the JSONL logs every epoch)",
+        True,
+    ),
     *(
         (
             f"callbacks.diagnostics.{key}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,16 @@ from diag.hooks import FitState
 from diag.readers import read_run_dir
 
 
-def _fit(hook: EpochJSONL, state: FitState, epochs: int = 2, steps: int = 5) -> None:
-    """A real training loop on a fixed random problem, calling the hook as the contract says."""
+def _fit(
+    hook: EpochJSONL,
+    state: FitState,
+    epochs: int = 2,
+    steps: int = 5,
+    after_epoch: Callable[[], None] = lambda: None,
+    end: bool = True,
+) -> None:
+    """A real training loop on a fixed random problem, calling the hook as the contract says
+    (``after_epoch`` after each epoch end; ``end=False`` leaves the fit unfinished)."""
     torch.manual_seed(0)
     x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
     assert state.optimizer is not None
@@ -35,7 +44,9 @@ def _fit(hook: EpochJSONL, state: FitState, epochs: int = 2, steps: int = 5) -> 
             val = nn.functional.cross_entropy(state.model(x), y)
         state.metrics = {"train/loss": float(loss.detach()), "val/loss": float(val), "val/acc": 0.5}
         hook.on_epoch_end(state)
-    hook.on_fit_end(state)
+        after_epoch()
+    if end:
+        hook.on_fit_end(state)
 
 
 def _state(run_dir: Path | None = None) -> FitState:
@@ -105,3 +116,62 @@ def test_nowhere_to_write_is_refused_at_fit_start_not_silently_dropped() -> None
         ValueError, match=r"pass EpochJSONL\(log_dir=\.\.\.\) or set FitState.run_dir"
     ):
         _fit(EpochJSONL(), _state())
+
+
+class _Clock:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _epochs_on_disk(path: Path) -> list[int]:
+    return [json.loads(x)["epoch"] for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_lines_reach_the_disk_every_flush_secs_on_flush_and_at_the_fit_end(tmp_path: Path) -> None:
+    """Epochs 3 s apart, flush_secs=5: each epoch's line is written, and on disk from the first epoch end
+    5 s after the last flush; flush() puts the rest there at once, and the fit's end leaves every line."""
+    clock = _Clock()
+    hook = EpochJSONL(log_dir=tmp_path, flush_secs=5, clock=clock)
+    on_disk: list[list[int]] = []
+
+    def after_epoch() -> None:
+        on_disk.append(_epochs_on_disk(tmp_path / "train_diagnostics.jsonl"))
+        clock.now += 3.0
+
+    state = _state()
+    _fit(hook, state, epochs=6, after_epoch=after_epoch, end=False)
+    # epoch ends at 0, 3, 6, 9, 12 and 15 s: flushed at 6 (6 s after the start) and 12 (6 s after that)
+    assert on_disk == [[], [], [0, 1, 2], [0, 1, 2], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]
+    assert _epochs_on_disk(tmp_path / "val_diagnostics.jsonl") == [0, 1, 2, 3, 4]
+    hook.flush()  # as the runner's checkpoints call it
+    assert _epochs_on_disk(tmp_path / "val_diagnostics.jsonl") == [0, 1, 2, 3, 4, 5]
+    clock.now += 1.0
+    state.epoch, state.step = 6, state.step + 5
+    hook.on_train_batch_end(state)
+    hook.on_epoch_end(state)  # 1 s after that flush: written, not flushed
+    assert _epochs_on_disk(tmp_path / "train_diagnostics.jsonl") == [0, 1, 2, 3, 4, 5]
+    hook.on_fit_end(state)
+    assert _epochs_on_disk(tmp_path / "train_diagnostics.jsonl") == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_flush_secs_zero_puts_every_line_on_disk_at_its_epoch_end(tmp_path: Path) -> None:
+    hook = EpochJSONL(log_dir=tmp_path, flush_secs=0, clock=_Clock())
+    on_disk: list[list[int]] = []
+    _fit(
+        hook,
+        _state(),
+        epochs=3,
+        after_epoch=lambda: on_disk.append(_epochs_on_disk(tmp_path / "train_diagnostics.jsonl")),
+        end=False,
+    )
+    assert on_disk == [[0], [0, 1], [0, 1, 2]]
+
+
+def test_a_negative_flush_secs_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"EpochJSONL\(flush_secs=-1\): use seconds >= 0"):
+        EpochJSONL(flush_secs=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -268,26 +269,37 @@ def test_disk_full_in_the_writer_thread_is_the_same_user_error(small_disk):
 
 
 class EventsOnDisk(Hook):
-    """After the checkpoint hook: at ``step``, the val/acc points TensorBoard's reader finds on disk."""
+    """After the checkpoint hook: at each of ``steps``, the val/acc points TensorBoard's reader finds on
+    disk, and the epochs of the JSONL lines in the run directory's train file."""
 
-    def __init__(self, tb_dir, step: int) -> None:
-        self.tb_dir, self.step = tb_dir, step
-        self.points: list[int] | None = None
+    def __init__(self, run_dir, steps: tuple[int, ...]) -> None:
+        self.run_dir, self.steps = run_dir, steps
+        self.points: dict[int, list[int]] = {}
+        self.lines: dict[int, list[int]] = {}
 
     def on_train_batch_end(self, state: FitState) -> None:
-        if state.step != self.step:
+        if state.step not in self.steps:
             return
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-        acc = EventAccumulator(str(self.tb_dir), size_guidance={"scalars": 0})
-        acc.Reload()
-        tags = acc.Tags()["scalars"]
-        self.points = [e.step for e in acc.Scalars("val/acc")] if "val/acc" in tags else []
+        tags: list[str] = []
+        if (self.run_dir / "tb").is_dir():  # the writer makes its folder with its first flush
+            acc = EventAccumulator(str(self.run_dir / "tb"), size_guidance={"scalars": 0})
+            acc.Reload()
+            tags = acc.Tags()["scalars"]
+        self.points[state.step] = (
+            [e.step for e in acc.Scalars("val/acc")] if "val/acc" in tags else []
+        )
+        train = self.run_dir / "train_diagnostics.jsonl"
+        text = train.read_text() if train.exists() else ""
+        self.lines[state.step] = [json.loads(line)["epoch"] for line in text.splitlines()]
 
 
-def test_a_checkpoint_puts_tensorboards_queued_events_on_disk_first(tmp_path):
-    """TensorBoard flushes by time (an hour here): a mid-epoch checkpoint at step 25 still finds every
-    epoch's point up to it in the event file, so a run killed after it and resumed from it lacks none."""
+def test_a_checkpoint_puts_the_queued_events_and_jsonl_lines_on_disk_first(tmp_path):
+    """TensorBoard and the JSONL logs flush by time (an hour here): at step 15 the first epoch's point
+    and line are still in memory; a mid-epoch checkpoint at step 25 finds every epoch's point and line
+    up to it on disk, so a run killed after it and resumed from it lacks none."""
+    from diag.epoch_log import EpochJSONL
     from diag.tensorboard import TensorBoardScalars
     from runner.tensorboard_run import open_writer
 
@@ -299,10 +311,11 @@ def test_a_checkpoint_puts_tensorboards_queued_events_on_disk_first(tmp_path):
     state.writer = open_writer(tmp_path / "tb", step=0)
     g = torch.Generator().manual_seed(1)
     data = [(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))] * 10
-    probe = EventsOnDisk(tmp_path / "tb", step=25)
+    probe = EventsOnDisk(tmp_path, steps=(15, 25))
     hooks = HookList(
         {
             "tensorboard": TensorBoardScalars(every_n_steps=5, flush_secs=3600),
+            "epoch_jsonl": EpochJSONL(flush_secs=3600),
             "checkpoint": CheckpointHook(every_n_steps=25, every_minutes=None),
             "probe": probe,
         }
@@ -313,7 +326,10 @@ def test_a_checkpoint_puts_tensorboards_queued_events_on_disk_first(tmp_path):
     finally:
         state.writer.close()
     assert read_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 30
-    assert probe.points == [10, 20]  # both epochs before the step-25 checkpoint, on disk at it
+    assert probe.points == {15: [], 25: [10, 20]}  # the step-25 checkpoint wrote both epochs' first
+    assert probe.lines == {15: [], 25: [0, 1]}
+    lines = (tmp_path / "train_diagnostics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]  # the fit's end: all of them
 
 
 def test_a_snapshot_shares_nothing_the_fit_goes_on_changing():

@@ -80,6 +80,11 @@ MATRIX: list[tuple[list[str], str]] = [
         ([f"callbacks.checkpoint.every_n_steps={v}"], "callbacks.checkpoint.every_n_steps=")
         for v in ["-1", "0", "abc", "2.5"]
     ],
+    *[
+        ([f"callbacks.{hook}.flush_secs={v}"], f"callbacks.{hook}.flush_secs=")
+        for hook in ("tensorboard", "epoch_jsonl")
+        for v in ["-1", "abc", "true"]
+    ],
     (["optimizer.lr=${oc.env:RUNNER_TEST_UNSET_VARIABLE}"], "optimizer.lr: "),
     (["+trainer.loops=${trainer.loops}"], "trainer.loops: "),
     (["optimizer.lr=${nowhere.lr}"], "optimizer.lr: "),
