@@ -628,6 +628,8 @@ class LearningRateFinder:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
+        from diag.log_ticks import plain_log_labels
+
         res = result or self._result or self.result()
         lrs, raw, smoothed = res["lrs"], res["losses"], res["smoothed_losses"]
         trials = (res.get("verify") or {}).get("trials") or []
@@ -693,6 +695,7 @@ class LearningRateFinder:
             for t in trials:  # where the check trained, on the curve
                 ax.axvline(t["lr"], color="0.5", linestyle=":", linewidth=1)
         ax.set_xscale("log")
+        plain_log_labels(ax.xaxis)
         ax.set_xlabel("" if check is not None else "learning rate (log scale)")
         ax.set_ylabel("training loss")
         if check is not None:
@@ -710,6 +713,8 @@ class LearningRateFinder:
     def _draw_trials(ax: Any, res: dict[str, Any]) -> None:
         """The check's panel: each candidate's validation loss after its short trial, the diverged ones
         marked at the top, the curve rule's pick and the one suggested."""
+        from diag.log_ticks import plain_log_labels
+
         verify = res["verify"]
         trials = verify["trials"]
         alive = [t for t in trials if learned(t, verify.get("start_score"))]
@@ -762,6 +767,7 @@ class LearningRateFinder:
             ax.axhline(start, color="0.6", linewidth=1, label=f"untrained: {start:.3g}")
         # log: the candidates' scores sit far under the untrained model's, and their differences matter
         ax.set_yscale("log")
+        plain_log_labels(ax.yaxis)
         ax.set_ylabel(f"{verify['metric']} (log scale)")
         ax.set_xlabel("learning rate (log scale)")
         ax.set_title(

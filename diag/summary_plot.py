@@ -55,6 +55,8 @@ def summary_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from diag.log_ticks import plain_log_labels
+
     s = series
     # titles at the panels' top edge, where matplotlib would put them (no panel has labels along its
     # top): placing them itself, it measures every tick label of each panel, a tenth of the PNG's time
@@ -92,6 +94,8 @@ def summary_figure(
             ax_loss.plot([0, x[first[0]]], [start, y[first[0]]], "k:", lw=1)
         ax_loss.set_ylim(min(start, fin[fin > 0].min()) / 3, fin.max() * 30)
         ax_loss.axhline(start, color="grey", ls=":", lw=0.8)
+    if ax_loss.get_yscale() == "log":
+        plain_log_labels(ax_loss.yaxis)
     ax_loss.set(title="loss", xlabel="step")
     ax_loss.legend(fontsize=8)
 
@@ -113,6 +117,7 @@ def summary_figure(
     if positive.size and (y[np.isfinite(y)] <= 0).any():
         # a schedule that ends at 0: log-like above the smallest positive LR, linear down to 0
         ax_lr.set_yscale("symlog", linthresh=float(positive.min()))
+        plain_log_labels(ax_lr.yaxis)
         ax_lr.set_ylim(bottom=0)
         ax_lr.text(
             0.02,
@@ -124,6 +129,7 @@ def summary_figure(
         )
     elif positive.size:
         ax_lr.set_yscale("log")
+        plain_log_labels(ax_lr.yaxis)
     ax_lr.set(title="learning rate", xlabel="step")
 
     x, y = finite_xy(s.step, s.grad_norm)
@@ -137,6 +143,7 @@ def summary_figure(
         ax_gn.legend(fontsize=8)
     if np.isfinite(y).any() and np.nanmin(np.where(np.isfinite(y), y, np.nan)) > 0:
         ax_gn.set_yscale("log")
+        plain_log_labels(ax_gn.yaxis)
     ax_gn.set(title="global gradient norm (before clipping)", xlabel="step")
 
     names = list(s.layer_grad_norm)

@@ -442,6 +442,8 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from diag.log_ticks import plain_log_labels
+
     fig = Figure(figsize=(7, 5))
     FigureCanvasAgg(fig)
     band, ax = fig.subplots(
@@ -546,6 +548,7 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
         )
     if by_lr:
         ax.set_xscale("log")
+        plain_log_labels(ax.xaxis)
         ax.set_xlabel("learning rate (log scale)")
         lrs = [x for x in xs if x > 0]
         if lrs and min(lrs) == max(lrs):  # one LR: give the log axis a decade around it
@@ -557,6 +560,7 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
         ax.set_xlabel("run")
     if values:
         ax.set_yscale("log")
+        plain_log_labels(ax.yaxis)
         ax.set_ylim(min(values) / 1.5, max(values) * 2)
     ax.set_ylabel("validation loss")
     band.set_title(f"Sweep: {len(runs)} runs", fontsize=10)
