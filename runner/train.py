@@ -8,6 +8,7 @@ with its runtime arguments (an optimizer gets the model's parameters, the AutoTr
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -207,6 +208,10 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
             log_run_media(state.writer, run_dir, cfg, report, batch, state.step)
     finally:
         gc.unfreeze()
+        # a fit that raised never reached on_fit_end: what the hooks hold for their files (the JSONL
+        # lines since their last flush) still goes to disk, as the events' do
+        with contextlib.suppress(OSError):  # a full disk here would hide the error that got us here
+            r.hooks.flush()
         if state.writer is not None:
             state.writer.close()
         state.events.close()
