@@ -429,7 +429,7 @@ class CheckpointHook(Hook):
         # callbacks.epoch_jsonl)
         if state.writer is not None:
             state.writer.flush()
-        hooks = _loop(state).hooks
+        hooks = getattr(state.loop, "hooks", None)  # the fit's hooks (this one among them)
         if hooks is not None:
             hooks.flush()
         if self._best_payload is not None:
