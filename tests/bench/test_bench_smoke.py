@@ -8,6 +8,7 @@ still runs against the current runner, prints every row and writes its markdown.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -318,7 +319,7 @@ def test_whole_run_quick_gives_every_loop_time_to_accuracy_and_start_up(tmp_path
     rows = _rows(proc.stdout)
     epoch_rows = {(r[0], r[1]): r for r in _rows(rounds_part) if len(r) == 6}
     # the paired table: each loop's epochs alternating with a hand loop's, ratios on both clocks
-    paired = {(r[0], r[1]): r for r in _rows(paired_part) if len(r) == 6}
+    paired = {(r[0], r[1]): r for r in _rows(paired_part) if len(r) == 7}
     for loop in (
         "hand loop (control)",
         "runner, diag=off",
@@ -328,7 +329,12 @@ def test_whole_run_quick_gives_every_loop_time_to_accuracy_and_start_up(tmp_path
         row = paired[("mlp/digits", loop)]
         if row[2] != "pytorch-lightning not installed":
             assert float(row[2]) > 0 and float(row[4]) > 0, row
+            float(row[6])  # the epoch's extra milliseconds, signed
     assert "- paired: runner diag=default >= 0.90 x hand loop, mlp/digits: wall" in proc.stdout
+    assert re.search(
+        r"its epoch over the hand loop's \d+\.\d ms: [+-]\d+\.\d\d ms; 0\.90 allows \+\d+\.\d\d ms",
+        proc.stdout,
+    )
     for workload in ("mlp/digits",):
         for loop in (
             "hand loop",
