@@ -216,23 +216,27 @@ class Shadow:
     def ratios(self, ends: list[Stamp], warmup: int, clock: int) -> list[float]:
         """Per epoch after ``warmup``: the hand epoch's time over the other loop's epoch just before it
         (from the end of the previous hand epoch to its own epoch end)."""
-        out = []
-        for i in range(max(warmup, 1), min(len(ends), len(self.spans))):
-            theirs = ends[i][clock] - self.spans[i - 1][1][clock]
-            hand = self.spans[i][1][clock] - self.spans[i][0][clock]
-            out.append(hand / theirs)
-        return out
+        return [hand / theirs for theirs, hand in self._pairs(ends, warmup, clock)]
+
+    def _pairs(self, ends: list[Stamp], warmup: int, clock: int) -> list[tuple[float, float]]:
+        """Per epoch after ``warmup``: (the other loop's epoch, the hand epoch after it) on ``clock``."""
+        return [
+            (
+                ends[i][clock] - self.spans[i - 1][1][clock],
+                self.spans[i][1][clock] - self.spans[i][0][clock],
+            )
+            for i in range(max(warmup, 1), min(len(ends), len(self.spans)))
+        ]
 
     def extra_ms(self, ends: list[Stamp], warmup: int) -> tuple[float, float]:
         """Medians over the same pairs, wall clock: the other loop's epoch minus the hand epoch, and the
         hand epoch, in ms. Steadier across hosts than the ratio: the loop's own work takes about as long
         on a faster host, where the hand epoch is shorter."""
-        extra, hand = [], []
-        for i in range(max(warmup, 1), min(len(ends), len(self.spans))):
-            h = self.spans[i][1][0] - self.spans[i][0][0]
-            extra.append(1e3 * (ends[i][0] - self.spans[i - 1][1][0] - h))
-            hand.append(1e3 * h)
-        return statistics.median(extra), statistics.median(hand)
+        pairs = self._pairs(ends, warmup, 0)
+        return (
+            statistics.median(1e3 * (theirs - hand) for theirs, hand in pairs),
+            statistics.median(1e3 * hand for _, hand in pairs),
+        )
 
 
 def run_lightning(

@@ -42,9 +42,9 @@ class EpochJSONL(Hook):
 
     Lines reach the disk at an epoch's end at most every ``flush_secs`` seconds (``0``: every epoch), at
     :meth:`flush` (the runner's checkpoints call it before they are written) and at the fit's end, as
-    TensorBoard's events do: a write and flush per file per epoch was ~0.15 ms of a 20 ms digits epoch. A
-    process killed outright loses the lines since the last flush; a run resumed from its checkpoint has
-    every line up to it, and rewrites the ones after.
+    TensorBoard's events do (flushing both files at every epoch end made it 0.26 ms instead of 0.22 on the
+    digits MLP, and costs more on a network file system). A process killed outright loses the lines since
+    the last flush; a run resumed from its checkpoint has every line up to it, and rewrites the ones after.
     """
 
     def __init__(
