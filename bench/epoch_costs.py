@@ -5,7 +5,9 @@ distance goes. Each variant is the runner with one part taken away (or, for the 
 but the loop itself); every epoch of it is followed by one epoch of a hand loop built beside it (the
 paired measurement of ``whole_run.py``: ``Shadow``), and a run's figure is the median over its epoch
 pairs of the hand epoch's time over the runner's. A part's cost is the default's distance to the hand
-loop that removing it gives back: ratio without it minus the default's ratio, in hand-loop epochs.
+loop that removing it gives back: ratio without it minus the default's ratio, in hand-loop epochs. The
+last row is the other way round: a hand loop with the runner's per-step gradient norm and non-finite
+check added, paired with the plain one; its cost is what that check costs any loop.
 
     python bench/epoch_costs.py                    # the MLP on digits (about 2 minutes)
     python bench/epoch_costs.py --workload cnn/digits
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 from overhead import quiet  # bench/ is on sys.path
 from results_file import write_results
-from whole_run import QUICK_PLAN, WORKLOADS, HandLoop, Shadow, build, run_runner
+from whole_run import QUICK_PLAN, WORKLOADS, HandLoop, Shadow, build, run_control, run_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,22 +51,31 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }
 DEFAULT = next(iter(VARIANTS))
-# (epochs per run, warm-up epochs, rounds): nine variants a round, so fewer rounds than whole_run.py's
+# Not a part of the runner taken away, but a hand loop with one thing added, paired with the plain hand
+# loop: what the runner's exact per-step non-finite guard (a global gradient norm read on the host before
+# every optimizer step) costs any loop. The runner pays it in every row but "without the guard" ones
+# (whose gradient norm the hooks still read); a hot-loop microbenchmark puts it at ~16 us a step, a
+# training step's cold caches at two to four times that.
+GUARDED_HAND = "a hand loop with the runner's gradient norm and non-finite check"
+# (epochs per run, warm-up epochs, rounds): ten loops a round, so fewer rounds than whole_run.py's
 PLAN = {"mlp/digits": (14, 2, 7), "cnn/digits": (8, 2, 5)}
 
 
 def measure(workload: str, root: Path, quick: bool) -> dict[str, list[tuple[float, float]]]:
     """Per variant, one (wall, CPU) paired ratio per round; variants interleaved in a rotating order."""
     epochs, warmup, rounds = (QUICK_PLAN if quick else PLAN)[workload]
-    names = list(VARIANTS)
+    names = [*VARIANTS, GUARDED_HAND]
     out: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     for r in range(rounds):
         for i, name in enumerate(names[r % len(names) :] + names[: r % len(names)]):
-            level, extra = VARIANTS[name]
+            level, extra = VARIANTS.get(name, ("off", ()))
             run_dir = root / f"r{r}_{i}"
             parts = build(workload, level, run_dir, extra, epochs)
             shadow = Shadow(HandLoop(build(workload, "off", run_dir / "hand", (), epochs), epochs))
-            ends, _ = run_runner(parts, shadow)
+            if name == GUARDED_HAND:
+                ends = run_control(HandLoop(parts, epochs, guard=True), shadow)
+            else:
+                ends, _ = run_runner(parts, shadow)
             wall, cpu = (statistics.median(shadow.ratios(ends, warmup, c)) for c in (0, 1))
             out[name].append((wall, cpu))
         print(f"  {workload} round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
@@ -81,7 +92,12 @@ def report(workload: str, res: dict[str, list[tuple[float, float]]]) -> list[str
     ]
     for name, pairs in res.items():
         wall, cpu = [w for w, _ in pairs], [c for _, c in pairs]
-        cost = "-" if name == DEFAULT else f"{med(wall) - base[0]:+.3f} / {med(cpu) - base[1]:+.3f}"
+        if name == DEFAULT:
+            cost = "-"
+        elif name == GUARDED_HAND:  # its cost to a hand loop, not a part the default gives back
+            cost = f"{med(wall) - 1:+.3f} / {med(cpu) - 1:+.3f} to a hand loop"
+        else:
+            cost = f"{med(wall) - base[0]:+.3f} / {med(cpu) - base[1]:+.3f}"
         lines.append(
             f"| {name} | {med(wall):.3f} | {min(wall):.3f} - {max(wall):.3f} | {med(cpu):.3f} | "
             f"{min(cpu):.3f} - {max(cpu):.3f} | {cost} |"
@@ -103,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs, warmup, rounds = (QUICK_PLAN if args.quick else PLAN)[args.workload]
     header = [
         f"torch {torch.__version__}, 1 intra-op thread; {rounds} round(s) of {epochs} epochs, {warmup} "
-        "warm-up; a cost is the ratio the default gains without the part"
+        "warm-up; a cost is the ratio the default gains without the part (the last row: its ratio minus 1)"
         + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
         "",
     ]

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from overhead import compose_cfg, lightning_available, lightning_env, quiet  # bench/ is on sys.path
 from results_file import write_results
 
+from diag.gradients import global_grad_norm
 from diag.hooks import FitState, Hook, HookList
 from runner.train import Run
 
@@ -145,11 +146,18 @@ def run_runner(parts: Run, shadow: Shadow | None = None) -> tuple[list[Stamp], l
 
 
 class HandLoop:
-    """The careful hand loop on a built model, optimizer and loaders; a scheduler stepped every step."""
+    """The careful hand loop on a built model, optimizer and loaders; a scheduler stepped every step.
 
-    def __init__(self, parts: Run, epochs: int) -> None:
+    ``guard``: before each optimizer step, also what the runner's default non-finite guard does (the
+    global gradient norm, ``diag.gradients.global_grad_norm``, read once on the host; a NaN/Inf step
+    skipped): what that exact per-step check costs any loop (``bench/epoch_costs.py``).
+    """
+
+    def __init__(self, parts: Run, epochs: int, guard: bool = False) -> None:
         self.model, self.opt, self.epochs = parts.state.model, parts.state.optimizer, epochs
         assert self.opt is not None
+        self.guard = guard
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.train_loader, self.val_loader = parts.train_loader, parts.val_loader
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.opt, T_max=epochs * len(parts.train_loader)
@@ -157,12 +165,14 @@ class HandLoop:
 
     def epoch(self) -> float:
         """One epoch of training and a validation pass; its val accuracy."""
-        model, opt, sched = self.model, self.opt, self.sched
+        model, opt, sched, guard = self.model, self.opt, self.sched, self.guard
         model.train()
         for x, y in self.train_loader:
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if guard and not math.isfinite(global_grad_norm(self.params).item()):
+                continue
             opt.step()
             sched.step()
         model.eval()

@@ -396,9 +396,14 @@ def test_epoch_costs_quick_gives_every_part_its_paired_ratio_and_cost(bench_modu
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r for r in _rows(proc.stdout) if len(r) == 6}
-    from epoch_costs import DEFAULT, VARIANTS
+    from epoch_costs import DEFAULT, GUARDED_HAND, VARIANTS
 
     assert set(VARIANTS) <= set(rows)
+    # a hand loop with the guard, against the plain one: its cost is its ratio minus 1
+    guarded = rows[GUARDED_HAND]
+    wall_cost, cpu_cost = map(float, guarded[5].removesuffix(" to a hand loop").split(" / "))
+    assert abs(wall_cost - (float(guarded[1]) - 1)) < 2e-3
+    assert abs(cpu_cost - (float(guarded[3]) - 1)) < 2e-3
     base = rows[DEFAULT]
     assert base[5] == "-"
     for name in VARIANTS:
