@@ -415,3 +415,24 @@ def test_epoch_costs_quick_gives_every_part_its_paired_ratio_and_cost(bench_modu
     assert out.read_text().startswith(
         "# bench/epoch_costs.py\n\n`python bench/epoch_costs.py --quick`"
     )
+
+
+def test_guarded_hand_loop_skips_a_step_whose_gradients_are_not_finite(bench_modules, tmp_path):
+    """The epoch_costs row prices the runner's guard on a hand loop: that loop must skip as the runner does."""
+    import torch
+    from whole_run import HandLoop, build
+
+    parts = build("mlp/digits", "off", tmp_path / "run", (), 1)
+    loop = HandLoop(parts, 1, guard=True)
+    x, y = next(iter(parts.train_loader))
+    first = next(loop.model.parameters())
+    hook = first.register_hook(lambda g: torch.full_like(g, float("nan")))
+    loop.train_loader = [(x, y)]
+    before = [p.detach().clone() for p in loop.model.parameters()]
+    loop.epoch()  # its one step has NaN gradients: no update, no scheduler step
+    assert all(torch.equal(b, p) for b, p in zip(before, loop.model.parameters()))
+    assert loop.sched.last_epoch == 0
+    hook.remove()
+    loop.epoch()  # finite again: the step is taken
+    assert not torch.equal(before[0], first.detach())
+    assert loop.sched.last_epoch == 1
