@@ -222,7 +222,7 @@ def test_a_sampled_steps_update_ratio_is_that_steps_change_over_the_weights_befo
 class _WatchedLoop:
     """A hand loop whose hook (diagnose_every=50) records the (kind, step) of every diagnosis it runs."""
 
-    def __init__(self, max_steps: int, every_epoch: bool = False) -> None:
+    def __init__(self, max_steps: int, every_epoch: bool = False, diagnose_every: int = 50) -> None:
         from diag.hooks import FitState
 
         torch.manual_seed(0)
@@ -233,7 +233,7 @@ class _WatchedLoop:
             summary_png=False,
             console=False,
             scalar_every=10,
-            diagnose_every=50,
+            diagnose_every=diagnose_every,
             every_epoch=every_epoch,
         )
         self.seen: list[tuple[str, int]] = []
@@ -280,6 +280,17 @@ def _diagnosis_steps(
         loop.epoch_end()
     loop.hook.on_fit_end(loop.state)
     return [(kind, step) for kind, step in loop.seen if step > 50]
+
+
+def test_a_large_diagnose_every_keeps_the_early_phase_to_its_first_50_steps():
+    # diagnose_every=1000 asks for fewer diagnoses: the early phase (a diagnosis and a layer sample at every
+    # scalar read) still ends at step 50, not at step 1000, past the end of this 300-step fit
+    loop = _WatchedLoop(300, diagnose_every=1000)
+    loop.steps(300)
+    loop.hook.on_fit_end(loop.state)
+    assert [step for kind, step in loop.seen if kind == "step"] == [1, 10, 20, 25, 30, 40, 50]
+    assert loop.seen[-1] == ("final", 300)
+    assert loop.hook.series.layer_step == [1, 10, 20, 25, 30, 40, 50, *range(75, 301, 25)]
 
 
 def test_short_epochs_are_diagnosed_at_every_second_epoch_end_and_the_last():
