@@ -238,7 +238,7 @@ class DiagnosticsHook(Hook):
     def _busy_from(self, step: int) -> int:
         """The first step after ``step`` at which the per-step event has more to do than keep the step's loss
         and gradient norm: a scalar read, a layer sample or the arming for one, a histogram or its arming,
-        a step-driven diagnosis. Every step of the run's first ``diagnose_every`` is (see :meth:`_early`).
+        a step-driven diagnosis. Every step of the early phase is (see :meth:`_early`).
 
         Why: the full check is a dozen attribute reads and calls per step, ~10 us in a training loop's cold
         cache; the steps between (most of them) skip it on one comparison. Anything that moves these steps
