@@ -156,8 +156,8 @@ class HandLoop:
     def __init__(self, parts: Run, epochs: int, guard: bool = False) -> None:
         self.model, self.opt, self.epochs = parts.state.model, parts.state.optimizer, epochs
         assert self.opt is not None
-        self.guard = guard
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # the parameters the guard reads; none without the guard (a plain hand loop)
+        self.params = [p for p in self.model.parameters() if p.requires_grad] if guard else []
         self.train_loader, self.val_loader = parts.train_loader, parts.val_loader
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.opt, T_max=epochs * len(parts.train_loader)
@@ -165,13 +165,13 @@ class HandLoop:
 
     def epoch(self) -> float:
         """One epoch of training and a validation pass; its val accuracy."""
-        model, opt, sched, guard = self.model, self.opt, self.sched, self.guard
+        model, opt, sched, params = self.model, self.opt, self.sched, self.params
         model.train()
         for x, y in self.train_loader:
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if guard and not math.isfinite(global_grad_norm(self.params).item()):
+            if params and not math.isfinite(global_grad_norm(params).item()):
                 continue
             opt.step()
             sched.step()

@@ -266,8 +266,7 @@ class DiagnosticsHook(Hook):
 
     def _early(self, step: int) -> bool:
         """The run's first ``diagnose_every`` steps (``EARLY_STEPS`` at most): layers are also sampled at
-        every scalar read, and the
-        rules run at every scalar read and layer sample. A fault its settings and first steps already show
+        every scalar read, and the rules run at every scalar read and layer sample. A fault its settings and first steps already show
         (a blow-up, units dead or saturated from the start, weights decayed away, a vanishing gradient) is
         named within the first tenth of a short run, not at its 50th step. A handful of extra samples and
         diagnoses of a short series, once per fit (from its first step), none in the steps after."""

@@ -220,7 +220,8 @@ def test_a_sampled_steps_update_ratio_is_that_steps_change_over_the_weights_befo
 
 
 class _WatchedLoop:
-    """A hand loop whose hook (diagnose_every=50) records the (kind, step) of every diagnosis it runs."""
+    """A hand loop whose hook (diagnose_every=50 unless given) records the (kind, step) of every diagnosis
+    it runs."""
 
     def __init__(self, max_steps: int, every_epoch: bool = False, diagnose_every: int = 50) -> None:
         from diag.hooks import FitState
