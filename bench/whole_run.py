@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from overhead import compose_cfg, lightning_available, lightning_env, quiet  # bench/ is on sys.path
 from results_file import write_results
 
-from diag.gradients import global_grad_norm
+from diag.gradients import global_grad_norm, grads_of, host_grad_norm
 from diag.hooks import FitState, Hook, HookList
 from runner.train import Run
 
@@ -145,12 +145,18 @@ def run_runner(parts: Run, shadow: Shadow | None = None) -> tuple[list[Stamp], l
     return clock.ends, clock.acc
 
 
+def guard_norm(params: list[torch.Tensor]) -> float:
+    """The global gradient norm on the host as the runner's non-finite guard reads it (``Trainer.training_step``)."""
+    host = host_grad_norm(grads_of(params))
+    return global_grad_norm(params).item() if host is None else host
+
+
 class HandLoop:
     """The careful hand loop on a built model, optimizer and loaders; a scheduler stepped every step.
 
     ``guard``: before each optimizer step, also what the runner's default non-finite guard does (the
-    global gradient norm, ``diag.gradients.global_grad_norm``, read once on the host; a NaN/Inf step
-    skipped): what that exact per-step check costs any loop (``bench/epoch_costs.py``).
+    global gradient norm as a host float, :func:`guard_norm`; a NaN/Inf step skipped): what that exact
+    per-step check costs any loop (``bench/epoch_costs.py``).
     """
 
     def __init__(self, parts: Run, epochs: int, guard: bool = False) -> None:
@@ -171,7 +177,7 @@ class HandLoop:
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if params and not math.isfinite(global_grad_norm(params).item()):
+            if params and not math.isfinite(guard_norm(params)):
                 continue
             opt.step()
             sched.step()

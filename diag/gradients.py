@@ -1,10 +1,16 @@
-"""Gradient norms computed on the device with one fused kernel per call."""
+"""Gradient norms: on the device with one fused kernel per call, or on the host for CPU gradients."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
+
+# gradients NumPy reads in place (zero-copy) and sums exactly as torch would: dense CPU float32/float64
+HOST_DTYPES = frozenset({torch.float32, torch.float64})
+FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 def grads_of(parameters: Iterable[torch.Tensor]) -> list[torch.Tensor]:
@@ -19,3 +25,34 @@ def global_grad_norm(parameters: Iterable[torch.Tensor]) -> torch.Tensor:
         return torch.zeros(())
     norms = torch._foreach_norm(grads)
     return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def host_grad_norm(grads: Sequence[torch.Tensor]) -> float | None:
+    """The L2 norm of ``grads`` as a host float, summed through NumPy's dot product on the CPU tensors'
+    own memory; None when any is not a dense float32/float64 CPU tensor (a GPU's, half precision,
+    sparse, one that requires grad): then :func:`global_grad_norm` measures them.
+
+    Why: a training step needs the norm before its optimizer step (the non-finite guard reads it on the
+    host), right after backward, where each torch op costs several times its warm cost. The four ops of
+    ``global_grad_norm`` and its host read cost the digits MLP's step ~40 us, a dot per tensor about
+    half (``bench/epoch_costs.py``). Where a float32 sum overflows, it gives what torch's two levels give
+    (each tensor's norm, then the norm of those): a tensor whose own sum is not finite is measured by
+    torch, and a total over float32's range is Inf, so the guard skips exactly the steps it skipped.
+    """
+    total = 0.0
+    for g in grads:
+        if (
+            g.device.type != "cpu"
+            or g.dtype not in HOST_DTYPES
+            or g.layout != torch.strided
+            or g.requires_grad
+        ):
+            return None
+        a = g.numpy()
+        square = float(np.vdot(a, a))
+        if not math.isfinite(square):  # rare: a blow-up
+            square = float(torch.linalg.vector_norm(g)) ** 2
+        total += square
+    if total > FLOAT32_MAX and len(grads) > 1:  # torch's norm of the per-tensor norms overflows
+        return math.inf
+    return math.sqrt(total)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from diag.gradients import global_grad_norm
+from diag.gradients import global_grad_norm, grads_of, host_grad_norm
 from diag.hooks import FitState, Hook
 from diag.training_state import TrainingState, apply, capture
 from runner import distributed
@@ -176,21 +176,23 @@ class Trainer:
         else:
             loss.backward()
         params = self._params
+        host_norm = None  # the norm as a host float, when the gradients are summed on the host
         if self.clip_max_norm is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_max_norm, foreach=True)
-            if self.clip_value is not None:
-                torch.nn.utils.clip_grad_value_(params, self.clip_value, foreach=True)
         else:
-            grad_norm = global_grad_norm(params)
-            if self.clip_value is not None:
-                torch.nn.utils.clip_grad_value_(params, self.clip_value, foreach=True)
+            host_norm = host_grad_norm(grads_of(params))
+            grad_norm = (
+                global_grad_norm(params) if host_norm is None else torch.scalar_tensor(host_norm)
+            )
+        if self.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(params, self.clip_value, foreach=True)
         if amp_scaling:
             scale_before = scaler.get_scale()
             scaler.step(opt)  # skips the update itself when gradients hold inf/NaN
             scaler.update()
             skipped = scaler.get_scale() < scale_before
         elif self.nonfinite_guard and not math.isfinite(
-            grad_norm.item()
+            grad_norm.item() if host_norm is None else host_norm
         ):  # one read, not isfinite + bool
             skipped = True  # a NaN/Inf batch never changes the weights
         else:
