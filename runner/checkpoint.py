@@ -26,7 +26,7 @@ import torch
 
 from diag.hooks import FitState, Hook
 from diag.training_state import to_cpu
-from runner.checkpoint_schema import check_payload
+from runner.checkpoint_schema import BEST_WEIGHTS, FORMAT, check_best_weights, check_payload
 from runner.errors import UserError
 from runner.run_dir import remove_orphans
 from runner.trainer import Trainer
@@ -140,6 +140,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """
     payload = read_checkpoint(path)
     check_payload(payload, Path(path))
+    return payload
+
+
+def load_best_weights(path: Path) -> dict[str, Any]:
+    """best.pt safely (:func:`read_checkpoint`, then its fields): ``model`` is a ``state_dict`` for
+    ``model.load_state_dict``; ``epoch``, ``step``, ``monitor`` and ``value`` say which epoch it is."""
+    payload = read_checkpoint(path)
+    check_best_weights(payload, Path(path))
     return payload
 
 
@@ -332,8 +340,11 @@ class CheckpointHook(Hook):
     ``every_minutes``: a checkpoint at most this long after the previous one, so a kill loses at most
     that much work; never sooner than ``max_time_fraction`` allows given what the last one cost (the copy
     on this thread and the write beside it). ``every_n_steps`` adds saves every N steps whatever they
-    cost (explicitly asked for). The best weights are copied when they improve and written with the
-    next ``last.pt``, so the two files on disk always agree on which loss was best.
+    cost (explicitly asked for). ``best.pt`` holds the model's weights of the best epoch
+    (:meth:`best_weights`), copied when they improve and written with the next ``last.pt``, so the two
+    files on disk agree on which loss was best. Weights, not a whole training state: the copy is made at
+    every improving epoch, most epochs early in a run, where the full state (optimizer, series, history)
+    cost a small model's epoch ~3% (``bench/epoch_costs.py``); ``last.pt`` is what a run resumes from.
     """
 
     def __init__(
@@ -414,7 +425,6 @@ class CheckpointHook(Hook):
         state: FitState,
         mid_epoch: bool,
         last: bool = True,
-        payload: dict[str, Any] | None = None,
     ) -> Path | None:
         """Copy the state to the CPU and hand it (after any pending best) to the writer; returns last.pt's path."""
         if state.run_dir is None or not state.is_rank_zero:
@@ -422,8 +432,7 @@ class CheckpointHook(Hook):
         started = self.clock()
         folder = self._folder(state)
         last = last and (self.save_last or mid_epoch)
-        if last and payload is None:
-            payload = snapshot(_loop(state).checkpoint_payload(state, mid_epoch))
+        payload = snapshot(_loop(state).checkpoint_payload(state, mid_epoch)) if last else None
         # the run's files hold every line and event up to this step before the checkpoint is on disk: a
         # run killed after it and resumed from it has them all (they flush by time: callbacks.tensorboard,
         # callbacks.epoch_jsonl)
@@ -436,8 +445,7 @@ class CheckpointHook(Hook):
             self.writer.submit(folder / "best.pt", self._best_payload)
             self._best_payload = None
         path = folder / "last.pt"
-        if last:
-            assert payload is not None  # built above when not given
+        if payload is not None:
             self.writer.submit(path, payload)
             self._saved_step = state.step
             self.saved_steps.append(state.step)
@@ -472,13 +480,24 @@ class CheckpointHook(Hook):
             return
         started = self.clock()
         if improved:
-            self.best = value  # before the copy: both files record the loss they hold
-        payload = snapshot(_loop(state).checkpoint_payload(state))  # one copy serves both files
-        if improved:
-            self._best_payload = payload  # written with the next last.pt
+            self.best = value  # before last.pt's copy: both files record the loss best.pt holds
+            self._best_payload = self.best_weights(state, value)  # written with the next last.pt
         if save:
-            self._save(state, mid_epoch=False, payload=payload)
+            self._save(state, mid_epoch=False)
             self._copy_seconds = self.clock() - started
+
+    def best_weights(self, state: FitState, value: float) -> dict[str, Any]:
+        """best.pt's payload: a copy of the model's weights now, and which epoch, step and loss they are
+        (read back with :func:`load_best_weights`; ``trainer.resume`` refuses it, naming last.pt)."""
+        return {
+            "format": FORMAT,
+            "kind": BEST_WEIGHTS,
+            "model": snapshot(state.model.state_dict()),
+            "epoch": state.epoch,
+            "step": state.step,
+            "monitor": self.monitor,
+            "value": float(value),
+        }
 
     def on_fit_end(self, state: FitState) -> None:
         """The fit's end (its last epoch, an early stop, a guided restart) always leaves ``last.pt`` on disk."""

@@ -18,6 +18,9 @@ import torch
 from runner.errors import UserError
 
 FORMAT = 2  # the payload layout written by Trainer.checkpoint_payload
+BEST_WEIGHTS = (
+    "best_weights"  # the "kind" of best.pt: the best epoch's weights, not a training state
+)
 
 
 def kind_of(value: Any) -> str:
@@ -90,6 +93,15 @@ def check_payload(payload: Any, path: Path) -> None:
             "format",
             f"is {payload.get('format')!r:.20} (this runner reads {FORMAT}): it was not written by this "
             "version of the runner",
+        )
+    if payload.get("kind") == BEST_WEIGHTS:
+        value = payload.get("value")
+        shown = f"{value:.4g}" if kind_of(value) == "number" else f"{value!r:.20}"
+        raise UserError(
+            f"checkpoint {path} holds only the weights of the best epoch (step "
+            f"{payload.get('step')!r:.12}, {payload.get('monitor')!s:.40} {shown}), not a state to resume "
+            "training from: give trainer.resume checkpoints/last.pt or the run directory (best.pt's weights "
+            "load with runner.checkpoint.load_best_weights)"
         )
     model = f.of("model", payload.get("model"), "dict")
     if not model:
@@ -266,3 +278,26 @@ def check_fits(
             f"checkpoint {path} is at epoch {payload['epoch'] + 1}, past this config's "
             f"trainer.max_epochs={max_epochs}: resume with the trainer.max_epochs it was started with"
         )
+
+
+def check_best_weights(payload: Any, path: Path) -> None:
+    """Types of best.pt's fields (:meth:`runner.checkpoint.CheckpointHook.best_weights`)."""
+    f = _Fields(path)
+    if not isinstance(payload, dict) or payload.get("kind") != BEST_WEIGHTS:
+        raise f.bad(
+            "kind",
+            f"is {payload.get('kind') if isinstance(payload, dict) else None!r:.20}, not {BEST_WEIGHTS!r}: "
+            "it is not a best.pt of this runner",
+        )
+    if payload.get("format") != FORMAT:
+        raise f.bad("format", f"is {payload.get('format')!r:.20} (this runner reads {FORMAT})")
+    model = f.of("model", payload.get("model"), "dict")
+    if not model:
+        raise f.bad("model", "is empty")
+    for k, v in model.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise f.bad(f"model[{k!r:.40}]", f"is {kind_of(v)}, not a tensor")
+    f.integer(payload, "epoch")
+    f.integer(payload, "step")
+    f.of("monitor", payload.get("monitor"), "str")
+    f.number("value", payload.get("value"))

@@ -283,6 +283,19 @@ def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):
     assert not (tmp_path / "PWNED").exists()
 
 
+def test_resuming_from_best_pt_is_refused_in_one_line_naming_last_pt(tmp_path, tiny_run):
+    best = tiny_run / "checkpoints" / "best.pt"
+    res = run_cli([f"trainer.resume={best}"], tmp_path)
+    assert res.returncode == 2, res.stderr
+    line = res.stderr.strip()
+    assert line.count("\n") == 0 and "Traceback" not in line, line
+    assert (
+        str(best) in line
+        and "holds only the weights of the best epoch (step 20, val/loss 0." in line
+    )
+    assert "checkpoints/last.pt" in line
+
+
 def test_checkpoint_from_a_different_model_is_refused(tmp_path, tiny_run):
     res = run_cli(["model=cnn", f"trainer.resume={tiny_run}"], tmp_path)
     assert res.returncode == 2

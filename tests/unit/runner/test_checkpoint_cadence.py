@@ -13,6 +13,7 @@ from diag.hooks import FitState, Hook, HookList
 from runner.checkpoint import (
     CheckpointHook,
     CheckpointWriter,
+    load_best_weights,
     load_checkpoint,
     read_checkpoint,
     save_atomic,
@@ -107,10 +108,28 @@ def test_without_a_cadence_the_fit_end_leaves_last_and_best(tmp_path):
     state = _fit(tmp_path, hook)
     folder = tmp_path / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt"]  # no temporary files
-    last, best = load_checkpoint(folder / "last.pt"), load_checkpoint(folder / "best.pt")
-    assert last["step"] == 30 and best["hooks"]["checkpoint"]["best"] == hook.best
+    last, best = load_checkpoint(folder / "last.pt"), load_best_weights(folder / "best.pt")
+    assert last["step"] == 30 and last["hooks"]["checkpoint"]["best"] == best["value"] == hook.best
     assert min(h["val/loss"] for h in state.history) == pytest.approx(hook.best)
     assert best["step"] == 10 * (1 + [h["val/loss"] for h in state.history].index(hook.best))
+    assert best["epoch"] == best["step"] // 10 - 1 and best["monitor"] == "val/loss"
+    assert sorted(best) == ["epoch", "format", "kind", "model", "monitor", "step", "value"]
+
+
+def test_best_pt_holds_weights_and_resuming_from_it_is_refused_naming_last_pt(tmp_path):
+    """best.pt is the best epoch's weights (what restoring the best model needs), not a training state:
+    trainer.resume given it says so in one line and names last.pt; load_checkpoint refuses it alike."""
+    hook = CheckpointHook(every_minutes=None)
+    _fit(tmp_path, hook)
+    best_pt = tmp_path / "checkpoints" / "best.pt"
+    model = nn.Linear(4, 3)
+    model.load_state_dict(load_best_weights(best_pt)["model"])  # loads into a fresh model as is
+    with pytest.raises(
+        UserError, match=r"holds only the weights of the best epoch .*checkpoints/last.pt"
+    ):
+        load_checkpoint(best_pt)
+    with pytest.raises(UserError, match=r"kind is None, not 'best_weights'"):
+        load_best_weights(tmp_path / "checkpoints" / "last.pt")
 
 
 class Weights(Hook):
@@ -127,7 +146,7 @@ def test_best_holds_the_weights_of_its_epoch_not_the_ones_trained_after_the_copy
     weights = Weights()
     hook = CheckpointHook(every_minutes=None)
     state = _fit(tmp_path, hook, weights, epochs=6)
-    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    best = load_best_weights(tmp_path / "checkpoints" / "best.pt")
     assert torch.equal(best["model"]["weight"], weights.at[best["step"]])
     last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert torch.equal(last["model"]["weight"], state.model.weight.detach())
