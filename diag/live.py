@@ -5,9 +5,9 @@ kept as device scalars (a step with nothing else due returns there, on one
 comparison with the next step that has). Every ``scalar_every`` steps those are read
 (one host sync); every ``layer_every`` steps the hook measures per-layer
 gradient norms and update ratios (one ``_foreach_norm``), and watches
-activations on the next forward pass. At epoch ends (at least ``diagnose_every / 2`` steps apart),
-and ``diagnose_every`` steps after the latest diagnosis, the rules in :mod:`diag.diagnosis` run on what
-was collected;
+activations on the next forward pass. At epoch ends (at least ``diagnose_every`` steps apart),
+and, in epochs longer than that, ``diagnose_every`` steps after the latest diagnosis, the rules in
+:mod:`diag.diagnosis` run on what was collected;
 changes go to ``events.jsonl``, TensorBoard text and, for critical findings,
 one console line. At the end: ``report`` issues and ``summary.png``.
 """
@@ -98,8 +98,9 @@ class DiagnosticsHook(Hook):
         # so far (a finding then waits at most 2% of the run; the total cost stays O(n log n), not O(n^2)).
         # Step-driven and epoch-end diagnoses keep separate clocks: an epoch end brings new evidence (its
         # validation metrics) even at the step a step-driven diagnosis just ran. Unless every_epoch, epoch-end
-        # diagnoses are also at least diagnose_every / 2 steps apart (but for the fit's last epoch): epochs
-        # of fewer steps are diagnosed every few epoch ends (20-step epochs every second), not at each.
+        # diagnoses are also at least diagnose_every steps apart (but for the fit's last epoch), and epochs
+        # of fewer steps have no step-driven ones: they are diagnosed every few epoch ends (20-step epochs
+        # every third), not at each (see _step_driven).
         self.diagnose_gap = float(diagnose_gap)
         self._diagnosed_at = {"step": -(10**9), "epoch": -(10**9)}
         # the step of the latest diagnosis of any kind: a step-driven one waits diagnose_every steps after
@@ -134,6 +135,7 @@ class DiagnosticsHook(Hook):
         # 0 makes the next step take the full path, which works it out again
         self._next_busy = 0
         self._first_step = 0
+        self._epoch_len = 0
         self._nonfinite_layers: Any = {}.keys()  # layers whose last sampled gradient norm was NaN/Inf
         self._window_samples = 0
         self._dead: dict[str, float] = {}
@@ -174,6 +176,8 @@ class DiagnosticsHook(Hook):
         # the first step is sampled (and its histograms written): a run that breaks before the first
         # scheduled sample still leaves a per-layer trace of how it started
         self._first_step = state.step + 1
+        # the epoch's length, for the diagnosis cadence (_step_driven): the loop's, or the first epoch's
+        self._epoch_len = int(state.steps_per_epoch or 0)
         self._sample_at = self._first_step
         self._next_busy = 0
         if self.histogram_every:
@@ -226,7 +230,7 @@ class DiagnosticsHook(Hook):
             self._sample_layers(state)
         if step % self.scalar_every == 0:
             self._read_scalars(state)
-        if step - self._diagnosed_step >= self.diagnose_every or (
+        if (self._step_driven() and step - self._diagnosed_step >= self.diagnose_every) or (
             self._early(step) and (sampled or step % self.scalar_every == 0)
         ):
             self._diagnose(state, "step")
@@ -255,14 +259,18 @@ class DiagnosticsHook(Hook):
             samples.append(self._sample_at)
         if self.histogram_every:
             samples.append(-(-nxt // self.histogram_every) * self.histogram_every)
-        return max(
-            nxt,
-            min(
-                (step // self.scalar_every + 1) * self.scalar_every,
-                self._diagnosed_step + self.diagnose_every,  # due already (spaced by the gap): nxt
-                *(at - 1 for at in samples),
-            ),
-        )
+        due = [(step // self.scalar_every + 1) * self.scalar_every, *(at - 1 for at in samples)]
+        if self._step_driven():  # due already (spaced by the gap): nxt
+            due.append(self._diagnosed_step + self.diagnose_every)
+        return max(nxt, min(due))
+
+    def _step_driven(self) -> bool:
+        """Are there diagnoses between epoch ends (``diagnose_every`` steps after the latest)? For epochs
+        longer than ``diagnose_every``, before the first epoch end of a loop that did not give its epoch's
+        length, and when a policy reads every epoch end (``every_epoch``). Shorter epochs are diagnosed at
+        their ends only, at least ``diagnose_every`` steps apart: one between two of them would run the
+        rules (~1 ms in a run) a few steps before the next epoch end brings its validation."""
+        return self.every_epoch or not self._epoch_len or self._epoch_len > self.diagnose_every
 
     def _early(self, step: int) -> bool:
         """The run's first ``diagnose_every`` steps (``EARLY_STEPS`` at most): layers are also sampled at
@@ -461,6 +469,9 @@ class DiagnosticsHook(Hook):
 
     def on_epoch_end(self, state: FitState) -> None:
         self._check_started("on_epoch_end")
+        if not self._epoch_len:  # a loop that did not say: its first epoch's steps
+            self._epoch_len = state.step - self._first_step + 1
+            self._next_busy = 0  # the step-driven diagnoses may have stopped (see _step_driven)
         self._read_scalars(state)
         self._diagnose(state, "epoch")
 
@@ -471,9 +482,10 @@ class DiagnosticsHook(Hook):
             gap = self.diagnose_gap * state.step
             last = bool(state.max_steps) and state.step >= state.max_steps
             if when == "epoch" and not (self.every_epoch or last):
-                # short epochs are diagnosed every few epoch ends, at least diagnose_every / 2 steps apart
-                # (the last always): the rules cost ~1 ms, a 20-step epoch ~25 ms
-                gap = max(gap, self.diagnose_every / 2)
+                # epoch ends at least diagnose_every steps apart (the last always): a short epoch's every
+                # few (20-step epochs every third), a longer one's each; the rules cost ~1 ms in a run,
+                # a 20-step epoch ~20 ms
+                gap = max(gap, self.diagnose_every)
             if state.step - self._diagnosed_at[when] < gap:
                 return
             self._diagnosed_at[when] = state.step

@@ -223,7 +223,13 @@ class _WatchedLoop:
     """A hand loop whose hook (diagnose_every=50 unless given) records the (kind, step) of every diagnosis
     it runs."""
 
-    def __init__(self, max_steps: int, every_epoch: bool = False, diagnose_every: int = 50) -> None:
+    def __init__(
+        self,
+        max_steps: int,
+        every_epoch: bool = False,
+        diagnose_every: int = 50,
+        steps_per_epoch: int = 0,
+    ) -> None:
         from diag.hooks import FitState
 
         torch.manual_seed(0)
@@ -250,7 +256,13 @@ class _WatchedLoop:
                 self.seen.append((when, state.step))
 
         self.hook._diagnose = watched  # type: ignore[method-assign]
-        self.state = FitState(self.model, self.opt, num_classes=4, max_steps=max_steps)
+        self.state = FitState(
+            self.model,
+            self.opt,
+            num_classes=4,
+            max_steps=max_steps,
+            steps_per_epoch=steps_per_epoch,
+        )
         self.hook.on_fit_start(self.state)
 
     def steps(self, n: int) -> None:
@@ -272,10 +284,13 @@ class _WatchedLoop:
 
 
 def _diagnosis_steps(
-    steps_per_epoch: int, epochs: int, every_epoch: bool = False
+    steps_per_epoch: int, epochs: int, every_epoch: bool = False, said: bool = False
 ) -> list[tuple[str, int]]:
-    """(kind, step) of every diagnosis a hand loop's hook ran after its first diagnose_every=50 steps."""
-    loop = _WatchedLoop(steps_per_epoch * epochs, every_epoch)
+    """(kind, step) of every diagnosis a hand loop's hook ran after its first diagnose_every=50 steps;
+    ``said``: the loop gives its epoch's length (``FitState.steps_per_epoch``, as the runner does)."""
+    loop = _WatchedLoop(
+        steps_per_epoch * epochs, every_epoch, steps_per_epoch=steps_per_epoch if said else 0
+    )
     for _ in range(epochs):
         loop.steps(steps_per_epoch)
         loop.epoch_end()
@@ -294,13 +309,13 @@ def test_a_large_diagnose_every_keeps_the_early_phase_to_its_first_50_steps():
     assert loop.hook.series.layer_step == [1, 10, 20, 25, 30, 40, 50, *range(75, 301, 25)]
 
 
-def test_short_epochs_are_diagnosed_at_every_second_epoch_end_and_the_last():
-    # 20-step epochs: epoch-end diagnoses at least diagnose_every / 2 = 25 steps apart (40 after 20 is
-    # skipped, 60 runs), the fit's last epoch always; a step-driven diagnosis 50 steps after the latest
-    # one never comes due, so the rules run every second epoch, not 1.4 times an epoch
-    assert _diagnosis_steps(20, 8) == [
-        ("epoch", 60),
-        ("epoch", 100),
+@pytest.mark.parametrize("said", [False, True], ids=["learned", "given"])
+def test_short_epochs_are_diagnosed_at_every_third_epoch_end_and_the_last(said):
+    # 20-step epochs: epoch-end diagnoses at least diagnose_every = 50 steps apart (the first at step 20;
+    # 40 and 60 are skipped, 80 runs), the fit's last epoch always, and no step-driven diagnosis between
+    # them (the epoch's length is the loop's, or the first epoch's): the rules run every third epoch
+    assert _diagnosis_steps(20, 8, said=said) == [
+        ("epoch", 80),
         ("epoch", 140),
         ("epoch", 160),
         ("final", 160),
@@ -312,10 +327,14 @@ def test_with_every_epoch_short_epochs_are_diagnosed_at_each_end():
     assert _diagnosis_steps(20, 8, every_epoch=True) == [
         ("epoch", s) for s in range(60, 161, 20)
     ] + [("final", 160)]
+    assert _diagnosis_steps(20, 8, every_epoch=True, said=True) == [
+        ("epoch", s) for s in range(60, 161, 20)
+    ] + [("final", 160)]
 
 
-def test_epochs_of_at_least_half_diagnose_every_are_diagnosed_at_each_end():
-    assert _diagnosis_steps(30, 5) == [("epoch", s) for s in range(60, 151, 30)] + [("final", 150)]
+def test_epochs_shorter_than_diagnose_every_are_diagnosed_every_few_ends_and_longer_at_each():
+    assert _diagnosis_steps(30, 5) == [("epoch", 90), ("epoch", 150), ("final", 150)]
+    assert _diagnosis_steps(50, 4) == [("epoch", s) for s in range(100, 201, 50)] + [("final", 200)]
 
 
 def test_long_epochs_are_diagnosed_every_diagnose_every_steps_after_the_last_diagnosis():
@@ -342,19 +361,20 @@ def test_a_loop_that_counts_on_from_an_earlier_step_after_a_reset_is_diagnosed_5
 
 
 def test_epoch_ends_after_a_reset_to_an_earlier_step_are_spaced_from_the_reset():
-    # 20-step epochs to step 200, then rolled back to step 100: the epoch-end diagnoses are 25+ steps
-    # apart from the reset on (140, 180), not held back until the loop passes its old latest one (200)
+    # 20-step epochs to step 200, then rolled back to step 100: the epoch-end diagnoses are 50+ steps
+    # apart from the reset on (160, 220), not held back until the loop passes its old latest one (200)
     loop = _WatchedLoop(1000)
     for _ in range(10):
         loop.steps(20)
         loop.epoch_end()
+    assert loop.seen[-1] == ("epoch", 200)
     loop.hook.reset(100)
     loop.state.step = 100
     seen = len(loop.seen)
-    for _ in range(5):
+    for _ in range(6):
         loop.steps(20)
         loop.epoch_end()
-    assert loop.seen[seen:] == [("epoch", 140), ("epoch", 180)]
+    assert loop.seen[seen:] == [("epoch", 160), ("epoch", 220)]
 
 
 class _EveryStepHook(DiagnosticsHook):
@@ -412,10 +432,10 @@ def _eventful_fit(hook: DiagnosticsHook) -> dict:
                 opt.step()
             state.step, state.loss, state.grad_norm = state.step + 1, loss.detach(), norm
             hook.on_train_batch_end(state)
-            if state.step == 260 and not hook._past:
+            if state.step == 290 and not hook._past:
                 found.update(hook.detected_at)
-                hook.reset(240)  # rolled back once; the loop counts on from step 240
-                state.step = 240
+                hook.reset(270)  # rolled back once; the loop counts on from step 270
+                state.step = 270
         state.metrics.update({"val/loss": loss.item(), "val/acc": 0.5})
         hook.on_validation_end(state)
         hook.on_epoch_end(state)
