@@ -8,8 +8,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-# gradients NumPy reads in place (zero-copy) and sums exactly as torch would: dense CPU float32/float64
-HOST_DTYPES = frozenset({torch.float32, torch.float64})
+# what NumPy's dot sums as torch's norm does (float16 it would sum in half precision)
+HOST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
@@ -34,25 +34,25 @@ def host_grad_norm(grads: Sequence[torch.Tensor]) -> float | None:
 
     Why: a training step needs the norm before its optimizer step (the non-finite guard reads it on the
     host), right after backward, where each torch op costs several times its warm cost. The four ops of
-    ``global_grad_norm`` and its host read cost the digits MLP's step ~40 us, a dot per tensor about
-    half (``bench/epoch_costs.py``). Where a float32 sum overflows, it gives what torch's two levels give
-    (each tensor's norm, then the norm of those): a tensor whose own sum is not finite is measured by
-    torch, and a total over float32's range is Inf, so the guard skips exactly the steps it skipped.
+    ``global_grad_norm`` and its host read cost the digits MLP's step ~35-40 us, a dot per tensor ~15-20
+    (``bench/epoch_costs.py``); a tensor's own attributes (device, dtype, layout) would cost as much
+    again, so what NumPy cannot read in place is found by ``Tensor.numpy`` refusing it. Where a float32
+    sum overflows, it gives what torch's two levels give (each tensor's norm, then the norm of those): a
+    tensor whose own sum is not finite is measured by torch, and a total over float32's range is Inf,
+    so the guard skips exactly the steps it skipped.
     """
     total = 0.0
-    for g in grads:
-        if (
-            g.device.type != "cpu"
-            or g.dtype not in HOST_DTYPES
-            or g.layout != torch.strided
-            or g.requires_grad
-        ):
-            return None
-        a = g.numpy()
-        square = float(np.vdot(a, a))
-        if not math.isfinite(square):  # rare: a blow-up
-            square = float(torch.linalg.vector_norm(g)) ** 2
-        total += square
+    try:
+        for g in grads:
+            a = g.numpy()  # refused for a GPU's, bfloat16, sparse, or a tensor that requires grad
+            if a.dtype not in HOST_DTYPES:
+                return None
+            square = float(np.vdot(a, a))
+            if not math.isfinite(square):  # rare: a blow-up
+                square = float(torch.linalg.vector_norm(g)) ** 2
+            total += square
+    except (TypeError, RuntimeError):
+        return None
     if total > FLOAT32_MAX and len(grads) > 1:  # torch's norm of the per-tensor norms overflows
         return math.inf
     return math.sqrt(total)
