@@ -74,6 +74,16 @@ class _Fields:
             raise self.bad(field, f"is {kind_of(v)} {v!r:.40}, not a {kind}")
         return v
 
+    def state_dict(self, field: str, v: Any) -> dict[str, torch.Tensor]:
+        """A module's ``state_dict``: a non-empty dict of tensors by name."""
+        sd = self.of(field, v, "dict")
+        if not sd:
+            raise self.bad(field, "is empty")
+        for k, t in sd.items():
+            if not isinstance(k, str) or not isinstance(t, torch.Tensor):
+                raise self.bad(f"{field}[{k!r:.40}]", f"is {kind_of(t)}, not a tensor")
+        return sd
+
     def byte_state(self, field: str, v: Any) -> torch.Tensor:
         t = self.of(field, v, "tensor")
         if t.dtype != torch.uint8 or t.dim() != 1:
@@ -103,12 +113,7 @@ def check_payload(payload: Any, path: Path) -> None:
             "training from: give trainer.resume checkpoints/last.pt or the run directory (best.pt's weights "
             "load with runner.checkpoint.load_best_weights)"
         )
-    model = f.of("model", payload.get("model"), "dict")
-    if not model:
-        raise f.bad("model", "is empty")
-    for k, v in model.items():
-        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            raise f.bad(f"model[{k!r:.40}]", f"is {kind_of(v)}, not a tensor")
+    f.state_dict("model", payload.get("model"))
     f.of("optimizer_class", payload.get("optimizer_class"), "str")
     if payload.get("scheduler_class") is not None:
         f.of("scheduler_class", payload.get("scheduler_class"), "str")
@@ -291,12 +296,7 @@ def check_best_weights(payload: Any, path: Path) -> None:
         )
     if payload.get("format") != FORMAT:
         raise f.bad("format", f"is {payload.get('format')!r:.20} (this runner reads {FORMAT})")
-    model = f.of("model", payload.get("model"), "dict")
-    if not model:
-        raise f.bad("model", "is empty")
-    for k, v in model.items():
-        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            raise f.bad(f"model[{k!r:.40}]", f"is {kind_of(v)}, not a tensor")
+    f.state_dict("model", payload.get("model"))
     f.integer(payload, "epoch")
     f.integer(payload, "step")
     f.of("monitor", payload.get("monitor"), "str")
