@@ -469,8 +469,9 @@ class DiagnosticsHook(Hook):
 
     def on_epoch_end(self, state: FitState) -> None:
         self._check_started("on_epoch_end")
-        if not self._epoch_len:  # a loop that did not say: its first epoch's steps
-            self._epoch_len = state.step - self._first_step + 1
+        if not self._epoch_len:  # a loop that did not say: its first epoch's steps (a rollback
+            # before its end, which moved the step back: the next epoch's)
+            self._epoch_len = max(state.step - self._first_step + 1, 0)
             self._next_busy = 0  # the step-driven diagnoses may have stopped (see _step_driven)
         self._read_scalars(state)
         self._diagnose(state, "epoch")

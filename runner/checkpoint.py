@@ -344,7 +344,8 @@ class CheckpointHook(Hook):
     (:meth:`best_weights`), copied when they improve and written with the next ``last.pt``, so the two
     files on disk agree on which loss was best. Weights, not a whole training state: the copy is made at
     every improving epoch, most epochs early in a run, where the full state (optimizer, series, history)
-    cost a small model's epoch ~3% (``bench/epoch_costs.py``); ``last.pt`` is what a run resumes from.
+    cost the digits models ~1% of their epochs (``bench/epoch_costs.py``); ``last.pt`` is what a run
+    resumes from.
     """
 
     def __init__(
