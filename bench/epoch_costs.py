@@ -55,7 +55,7 @@ DEFAULT = next(iter(VARIANTS))
 # loop: what the runner's exact per-step non-finite guard (a global gradient norm on the host before every
 # optimizer step, summed through NumPy for CPU gradients: diag.gradients.host_grad_norm) costs any loop.
 # The runner pays it in every row but "without the guard" ones (whose gradient norm the hooks still read):
-# ~25 us of a digits MLP step right after backward (torch's four ops for the same norm: ~40 us).
+# ~20-25 us of a digits MLP step right after backward (torch's four ops for the same norm: ~40 us).
 GUARDED_HAND = "a hand loop with the runner's gradient norm and non-finite check"
 # (epochs per run, warm-up epochs, rounds): ten loops a round, so fewer rounds than whole_run.py's
 PLAN = {"mlp/digits": (14, 2, 7), "cnn/digits": (8, 2, 5)}

@@ -18,9 +18,8 @@ import torch
 from runner.errors import UserError
 
 FORMAT = 2  # the payload layout written by Trainer.checkpoint_payload
-BEST_WEIGHTS = (
-    "best_weights"  # the "kind" of best.pt: the best epoch's weights, not a training state
-)
+# the "kind" of best.pt: the best epoch's weights, not a training state
+BEST_WEIGHTS = "best_weights"
 
 
 def kind_of(value: Any) -> str:
@@ -288,11 +287,10 @@ def check_fits(
 def check_best_weights(payload: Any, path: Path) -> None:
     """Types of best.pt's fields (:meth:`runner.checkpoint.CheckpointHook.best_weights`)."""
     f = _Fields(path)
-    if not isinstance(payload, dict) or payload.get("kind") != BEST_WEIGHTS:
+    kind = payload.get("kind") if isinstance(payload, dict) else None
+    if kind != BEST_WEIGHTS:
         raise f.bad(
-            "kind",
-            f"is {payload.get('kind') if isinstance(payload, dict) else None!r:.20}, not {BEST_WEIGHTS!r}: "
-            "it is not a best.pt of this runner",
+            "kind", f"is {kind!r:.20}, not {BEST_WEIGHTS!r}: it is not a best.pt of this runner"
         )
     if payload.get("format") != FORMAT:
         raise f.bad("format", f"is {payload.get('format')!r:.20} (this runner reads {FORMAT})")
