@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import torch
 
-from diag.hooks import FitState, Hook, copy_into, finite_or_none
+from diag.hooks import FitState, Hook, finite_or_none
 from diag.run_files import open_run_file, write_run_text
 
 FOLD_EVERY = 64  # steps of gradient norms reduced together (one stack and three reductions)
@@ -67,8 +67,6 @@ class EpochJSONL(Hook):
         self._flushed_at = clock()
         self._dir: Path | None = None  # where this fit writes, fixed at on_fit_start
         self._start: list[torch.Tensor] | None = None
-        # the last epoch's copy, written over by the next (see copy_into)
-        self._spare: list[torch.Tensor] | None = None
         self._stats: torch.Tensor | None = None  # [sum, min, max] of grad norms this epoch
         self._pending: list[
             torch.Tensor
@@ -100,8 +98,7 @@ class EpochJSONL(Hook):
             _truncate_after(self._dir / name, state.step)
 
     def _begin_epoch(self, state: FitState) -> None:
-        self._start = copy_into(self._spare, state.model.parameters())
-        self._spare = None
+        self._start = [p.detach().clone() for p in state.model.parameters()]
         self._stats = None
         self._pending = []
         self._batches = 0
@@ -180,7 +177,7 @@ class EpochJSONL(Hook):
         }
         self._append(self._dir, self.train_file, train)
         self._append(self._dir, self.val_file, val)
-        self._start, self._spare = None, self._start  # its memory is the next epoch's copy
+        self._start = None
         if self.clock() - self._flushed_at >= self.flush_secs:
             self.flush()
 

@@ -274,30 +274,6 @@ def step_scalar(value: Any, name: str) -> torch.Tensor:
     )
 
 
-def copy_into(
-    spare: list[torch.Tensor] | None, tensors: Iterable[torch.Tensor]
-) -> list[torch.Tensor]:
-    """Detached copies of ``tensors``, written into ``spare`` (an earlier copy of the same tensors) when
-    its shapes, dtypes and devices still match, else new.
-
-    Why: the hooks copy the weights every epoch or layer sample to measure their change; a fresh
-    ``clone`` allocates the model's size each time (the digits MLP's 256x256 layer alone is 256 KB, a
-    fresh mapping for the allocator), while one ``_foreach_copy_`` into the last copy reuses warm memory.
-    """
-    sources = [t.detach() for t in tensors]
-    if (
-        spare is not None
-        and len(spare) == len(sources)
-        and all(
-            a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
-            for a, b in zip(spare, sources)
-        )
-    ):
-        torch._foreach_copy_(spare, sources)
-        return spare
-    return [t.clone() for t in sources]
-
-
 def finite_or_none(value: float) -> float | None:
     """JSON has no NaN/Inf: write ``null`` for them instead of an invalid literal."""
     return value if math.isfinite(value) else None

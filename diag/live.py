@@ -27,7 +27,7 @@ from diag.activation_hooks import ActivationRecorder
 from diag.advice import render_all, renderer
 from diag.codes import Issue, advice_of
 from diag.diagnosis import diagnose, keep_unresolved
-from diag.hooks import FitState, Hook, copy_into, step_scalar
+from diag.hooks import FitState, Hook, step_scalar
 from diag.run_state import InputProbe, max_dropout, optimizer_settings
 from diag.series import RunSeries
 from diag.tensorboard import LAYERS_PREFIX, custom_scalars_layout, write_scalars
@@ -129,8 +129,6 @@ class DiagnosticsHook(Hook):
         self._norms: list[torch.Tensor] = []
         self._n = 0
         self._snapshot: list[torch.Tensor] | None = None
-        # the last sample's copy, written over by the next (see copy_into)
-        self._spare: list[torch.Tensor] | None = None
         # an out-of-schedule sample: the run's first step, and the step after a finding first appears
         self._sample_at: int | None = None
         # the next step at which this hook does more than keep the step's loss and norm (see _busy_from);
@@ -299,8 +297,7 @@ class DiagnosticsHook(Hook):
         """Snapshot weights and attach activation hooks right before a sampled step's forward pass."""
         nxt = step + 1
         if self._layer_step(nxt) or self._histogram_step(nxt):
-            self._snapshot = copy_into(self._spare, self._weights)
-            self._spare = None
+            self._snapshot = [w.detach().clone() for w in self._weights]
             if self.recorder is not None:
                 self.recorder.keep_values = self._histogram_step(nxt)
                 self.recorder.attach()
@@ -362,7 +359,7 @@ class DiagnosticsHook(Hook):
                 math.sqrt(sum(d * d for d in deltas)) / total_w if total_w > 0 else math.nan
             )
             s.weight_norm.append(total_w)
-            self._snapshot, self._spare = None, snapshot  # its memory is the next sample's copy
+            self._snapshot = None
         acts = {}
         if self.recorder is not None:
             self._window_samples += 1

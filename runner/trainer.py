@@ -100,7 +100,7 @@ class Trainer:
         self._in_epoch_steps = (
             False  # inside an epoch's training steps (its sums still being added to)
         )
-        self._pending: list = []  # (loss, logits, labels, batch size) of steps not yet added to _acc (see _fold_pending)
+        self._pending: list = []  # (loss, logits, labels) of steps not yet added to _acc (see _fold_pending)
         # The DistributedDataParallel wrapper of the model under DDP (training forwards go through it
         # so backward averages gradients across ranks); hooks, evaluation and checkpoints use the bare model.
         self.ddp_model: torch.nn.Module | None = None
@@ -337,7 +337,7 @@ class Trainer:
                 # train loss/accuracy: buffered, and summed in one go every ACC_FOLD_SAMPLES samples (why:
                 # see there). Detached: buffered logits would otherwise keep each step's autograd graph
                 # alive until the fold
-                pending.append((state.loss, logits.detach(), y, n))
+                pending.append((state.loss, logits.detach(), y))
                 acc[2] += n  # on the list: a rollback (forget_epoch_sums) restarts the count
                 if acc[2] >= fold_at:
                     self._fold_pending()
@@ -455,13 +455,13 @@ class Trainer:
         if not pending or not self._acc:
             return
         loss_sum, correct = self._acc[0], self._acc[1]
-        # the sizes as the loop's host ints: len() of a tensor costs ~1.5 us each
-        losses, logits, labels, sizes = zip(*pending)
-        if min(sizes) == max(sizes):
-            loss_sum.add_(torch.stack(losses).sum(), alpha=sizes[0])
+        losses, logits, labels = zip(*pending)
+        sizes = {len(y) for y in labels}
+        if len(sizes) == 1:
+            loss_sum.add_(torch.stack(losses).sum(), alpha=sizes.pop())
         else:
-            for loss, n in zip(losses, sizes):
-                loss_sum.add_(loss, alpha=n)
+            for loss, y in zip(losses, labels):
+                loss_sum.add_(loss, alpha=len(y))
         correct += (torch.cat(logits).argmax(1) == torch.cat(labels)).sum()
 
     def _step_epoch_scheduler(self, state: FitState) -> None:

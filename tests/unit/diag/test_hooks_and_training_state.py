@@ -107,24 +107,3 @@ def test_a_disabled_grad_scaler_keeps_nothing():
     model, opt, sched = _fit_parts()
     assert capture(model, opt, sched, torch.amp.GradScaler("cpu", enabled=False)).scaler is None
     assert capture(model, opt, sched, torch.amp.GradScaler("cpu", enabled=True)).scaler is not None
-
-
-def test_copy_into_reuses_a_matching_earlier_copy_and_makes_new_ones_otherwise() -> None:
-    from diag.hooks import copy_into
-
-    model = torch.nn.Linear(4, 3)
-    first = copy_into(None, model.parameters())
-    assert [t.requires_grad for t in first] == [False, False]
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    again = copy_into(first, model.parameters())
-    assert again is first  # written into the earlier copy's memory
-    assert torch.equal(again[0], model.weight.detach()) and torch.equal(again[1], model.bias.detach())
-    with torch.no_grad():
-        model.weight.mul_(2.0)  # a copy, not a view: the weights moving on leave it as it was
-    assert not torch.equal(again[0], model.weight.detach())
-    other = torch.nn.Linear(4, 5)  # other shapes: new tensors, the spare left alone
-    fresh = copy_into(first, other.parameters())
-    assert fresh is not first and fresh[0].shape == (5, 4)
-    assert torch.equal(fresh[0], other.weight.detach())
-    assert copy_into(first, [torch.zeros(3, 4, dtype=torch.float64), torch.zeros(3)]) is not first
