@@ -436,3 +436,74 @@ def test_guarded_hand_loop_skips_a_step_whose_gradients_are_not_finite(bench_mod
     loop.epoch()  # finite again: the step is taken
     assert not torch.equal(before[0], first.detach())
     assert loop.sched.last_epoch == 1
+
+
+def test_ab_revision_quick_times_both_versions_and_gives_the_verdict(tmp_path):
+    out = tmp_path / "ab.md"
+    args = ["--classes", "diag.epoch_log:EpochJSONL,runner.trainer:Trainer", "--quick"]
+    proc = cli_fork.run(
+        [sys.executable, str(ROOT / "bench" / "ab_revision.py"), *args, "--out", str(out)],
+        cwd=tmp_path,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r[0]: r for r in _rows(proc.stdout) if r[0] != "version"}
+    assert set(rows) == {"old (HEAD)", "new (working tree)"}
+    for row in rows.values():
+        float(row[1])  # a signed number of ms
+    assert re.search(
+        r"old minus new, per round: median [+-]\d+\.\d+ ms .* in [01]/1 rounds", proc.stdout
+    )
+    assert out.read_text().startswith(
+        "# bench/ab_revision.py\n\n`python bench/ab_revision.py --classes "
+        "diag.epoch_log:EpochJSONL,runner.trainer:Trainer --quick`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--classes", "diag.epoch_log:NoSuchHook"],
+            "--classes: no class NoSuchHook in module diag.epoch_log",
+        ),
+        (["--classes", "diag.epoch_log"], "--classes: 'diag.epoch_log' is not module:Class"),
+        (
+            ["--rev", "no-such-rev", "--classes", "diag.epoch_log:EpochJSONL"],
+            "--rev no-such-rev: git has no",
+        ),
+        (
+            ["--rounds", "0", "--classes", "diag.epoch_log:EpochJSONL"],
+            "--rounds must be at least 1",
+        ),
+    ],
+)
+def test_ab_revision_refuses_what_it_cannot_find_in_one_line(tmp_path, args, message):
+    proc = cli_fork.run(
+        [sys.executable, str(ROOT / "bench" / "ab_revision.py"), *args],
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_ab_revision_swaps_the_revisions_methods_in_and_back(bench_modules):
+    from ab_revision import Versions, revision_class
+
+    from diag.epoch_log import EpochJSONL
+
+    before = dict(EpochJSONL.__dict__)
+    current, old = revision_class("HEAD", "diag.epoch_log:EpochJSONL")
+    assert current is EpochJSONL and old is not EpochJSONL
+    versions = Versions([(current, old)])
+    versions.use("old")
+    try:
+        assert EpochJSONL.on_train_batch_end is not before["on_train_batch_end"]
+        assert EpochJSONL.on_train_batch_end.__code__.co_filename == "HEAD:diag/epoch_log.py"
+    finally:
+        versions.use("new")
+    assert dict(EpochJSONL.__dict__) == before
