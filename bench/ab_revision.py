@@ -5,8 +5,8 @@ more than most single changes to a hook are worth. Here both versions run in the
 from the same config, alternating round by round (the order flips each round): ``old`` has the named
 classes' methods taken from the revision's source of their modules, ``new`` is the working tree. Each
 run is paired with a hand loop whose epochs alternate with its own (``whole_run.Shadow``), and a round
-gives, per version, the median of its epochs' time over the hand epoch's (ms); the verdict is the median
-over rounds of old minus new, and in how many rounds new was faster.
+gives, per version, the median over its epochs of the epoch minus the hand epoch after it (ms); the
+verdict is the median over rounds of old minus new, and in how many rounds new was faster.
 
     python bench/ab_revision.py --classes diag.epoch_log:EpochJSONL,runner.trainer:Trainer
     python bench/ab_revision.py --rev HEAD~3 --classes diag.live:DiagnosticsHook --rounds 24
@@ -30,13 +30,12 @@ from pathlib import Path
 import torch
 from overhead import quiet  # bench/ is on sys.path
 from results_file import write_results
-from whole_run import QUICK_PLAN, WORKLOADS, HandLoop, Shadow, build, run_runner
+from whole_run import PLAN, QUICK_PLAN, WORKLOADS, HandLoop, Shadow, build, run_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 # the class attributes that are not the class's own code
 _NOT_SWAPPED = frozenset(("__dict__", "__weakref__", "__doc__", "__module__", "__qualname__"))
 _ABSENT = object()
-PLAN = {"mlp/digits": (14, 2), "cnn/digits": (8, 2)}  # (epochs per run, warm-up epochs)
 
 
 class BadInput(Exception):
@@ -94,7 +93,8 @@ def measure(
 ) -> dict[str, list[float]]:
     """Per version, one figure per round: the median over its epochs of (its epoch - the hand epoch
     after it), in ms."""
-    epochs, warmup = QUICK_PLAN[workload][:2] if quick else PLAN[workload]
+    # whole_run's runs (epochs, warm-up); the rounds are this script's
+    epochs, warmup = (QUICK_PLAN if quick else PLAN)[workload][:2]
     out: dict[str, list[float]] = {"old": [], "new": [], "hand": []}
     try:
         for r in range(rounds):
