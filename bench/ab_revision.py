@@ -26,6 +26,7 @@ import tempfile
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 import torch
 from overhead import quiet  # bench/ is on sys.path
@@ -42,15 +43,16 @@ class BadInput(Exception):
     """What the user asked for cannot be found: one line, exit 2."""
 
 
-def revision_class(rev: str, spec: str) -> tuple[type, type]:
-    """``module:Class`` as imported now and as the revision's source of that module defines it."""
-    modname, sep, clsname = spec.partition(":")
-    if not sep or not clsname:
-        raise BadInput(f"--classes: {spec!r} is not module:Class (e.g. diag.epoch_log:EpochJSONL)")
+def revision_object(rev: str, spec: str, flag: str = "--classes") -> tuple[Any, Any]:
+    """``module:name`` as imported now and as the revision's source of that module defines it (``flag``
+    names the option it came from in the one-line errors)."""
+    modname, sep, name = spec.partition(":")
+    if not sep or not name:
+        raise BadInput(f"{flag}: {spec!r} is not module:name (e.g. diag.epoch_log:EpochJSONL)")
     try:
-        current = getattr(importlib.import_module(modname), clsname)
+        current = getattr(importlib.import_module(modname), name)
     except (ImportError, AttributeError):
-        raise BadInput(f"--classes: no class {clsname} in module {modname}") from None
+        raise BadInput(f"{flag}: no {name} in module {modname}") from None
     path = modname.replace(".", "/") + ".py"
     shown = subprocess.run(
         ["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True
@@ -61,9 +63,16 @@ def revision_class(rev: str, spec: str) -> tuple[type, type]:
     module.__file__ = f"{rev}:{path}"
     sys.modules[module.__name__] = module  # dataclasses and typing look their module up by name
     exec(compile(shown.stdout, module.__file__, "exec"), module.__dict__)
-    old = getattr(module, clsname, None)
-    if not isinstance(old, type):
-        raise BadInput(f"--rev {rev}: {path} has no class {clsname}")
+    if not hasattr(module, name):
+        raise BadInput(f"--rev {rev}: {path} has no {name}")
+    return current, getattr(module, name)
+
+
+def revision_class(rev: str, spec: str) -> tuple[type, type]:
+    """``module:Class`` as imported now and as the revision's source of that module defines it."""
+    current, old = revision_object(rev, spec)
+    if not isinstance(current, type) or not isinstance(old, type):
+        raise BadInput(f"--classes: {spec} is not a class (now or at --rev {rev})")
     return current, old
 
 

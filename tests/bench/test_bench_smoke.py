@@ -466,9 +466,9 @@ def test_ab_revision_quick_times_both_versions_and_gives_the_verdict(tmp_path):
     [
         (
             ["--classes", "diag.epoch_log:NoSuchHook"],
-            "--classes: no class NoSuchHook in module diag.epoch_log",
+            "--classes: no NoSuchHook in module diag.epoch_log",
         ),
-        (["--classes", "diag.epoch_log"], "--classes: 'diag.epoch_log' is not module:Class"),
+        (["--classes", "diag.epoch_log"], "--classes: 'diag.epoch_log' is not module:name"),
         (
             ["--rev", "no-such-rev", "--classes", "diag.epoch_log:EpochJSONL"],
             "--rev no-such-rev: git has no",
@@ -507,3 +507,46 @@ def test_ab_revision_swaps_the_revisions_methods_in_and_back(bench_modules):
     finally:
         versions.use("new")
     assert dict(EpochJSONL.__dict__) == before
+
+
+def test_grad_norm_quick_times_every_method_after_a_real_backward(bench_modules, tmp_path):
+    out = tmp_path / "grad_norm.md"
+    proc = cli_fork.run(
+        [sys.executable, str(ROOT / "bench" / "grad_norm.py"), "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r[0]: r for r in _rows(proc.stdout) if not r[0].startswith("mlp/digits")}
+    from grad_norm import BASELINE, METHODS, STEPS_PER_EPOCH
+
+    assert set(rows) == set(METHODS)
+    assert rows[BASELINE][2] == "1.00"
+    for _, us, ratio, epoch_ms, timed in rows.values():
+        assert float(us) > 0 and int(timed) == 100 // len(METHODS)
+        # the per-epoch column is the per-step median times the epoch's steps
+        assert abs(float(epoch_ms) - STEPS_PER_EPOCH * float(us) / 1e3) < 2e-3 + 1e-3 * float(us)
+        assert abs(float(ratio) - float(us) / float(rows[BASELINE][1])) < 0.01 + 0.01 * float(ratio)
+    assert out.read_text().startswith("# bench/grad_norm.py\n\n`python bench/grad_norm.py --quick`")
+
+
+def test_grad_norm_stops_on_a_method_that_disagrees_with_the_float64_norm(
+    bench_modules, monkeypatch, tmp_path
+):
+    import grad_norm
+
+    monkeypatch.setitem(grad_norm.METHODS, "twice the norm", lambda p: 2 * grad_norm._host(p))
+    with pytest.raises(SystemExit, match="twice the norm gave .*, the float64 norm is"):
+        grad_norm.measure("mlp/digits", tmp_path, 3)
+
+
+def test_grad_norm_refuses_fewer_steps_than_methods_in_one_line(tmp_path):
+    proc = cli_fork.run(
+        [sys.executable, str(ROOT / "bench" / "grad_norm.py"), "--steps", "2"],
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "bench/grad_norm.py: --steps 2: give at least 5 (one per method)"
