@@ -12,7 +12,11 @@ verdict is the median over rounds of old minus new, and in how many rounds new w
     python bench/ab_revision.py --rev HEAD~3 --classes diag.live:DiagnosticsHook --rounds 24
 
 Only methods and class attributes are swapped: a change to a module-level function the classes call,
-or to a class not named, is in both versions.
+or to a class not named, is in both versions, unless the function is named in ``--functions``: the old
+classes' code then calls the revision's version of it (where their module imported it by name).
+
+    python bench/ab_revision.py --rev c407ca2 --classes runner.trainer:Trainer \
+        --functions diag.gradients:host_grad_norm
 """
 
 from __future__ import annotations
@@ -74,6 +78,23 @@ def revision_class(rev: str, spec: str) -> tuple[type, type]:
     if not isinstance(current, type) or not isinstance(old, type):
         raise BadInput(f"--classes: {spec} is not a class (now or at --rev {rev})")
     return current, old
+
+
+def use_revision_functions(pairs: list[tuple[type, type]], rev: str, specs: list[str]) -> None:
+    """In the old classes' modules, each name bound to one of the ``module:function`` specs now is bound to
+    the revision's version of it (the new classes' modules keep the current one)."""
+    for spec in specs:
+        current, old = revision_object(rev, spec, flag="--functions")
+        if not callable(old):
+            raise BadInput(f"--functions: {spec} is not a function at --rev {rev}")
+        rebound = 0
+        for module in {sys.modules[old_cls.__module__] for _, old_cls in pairs}:
+            for name, value in list(vars(module).items()):
+                if value is current:
+                    setattr(module, name, old)
+                    rebound += 1
+        if not rebound:
+            raise BadInput(f"--functions: none of the --classes' modules imports {spec} by name")
 
 
 class Versions:
@@ -149,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rev", default="HEAD", help="the git revision to compare with (default HEAD)")
     ap.add_argument("--classes", required=True, help="module:Class[,module:Class...] to swap")
+    ap.add_argument(
+        "--functions",
+        default="",
+        help="module:function[,...] the old classes call in the revision's version",
+    )
     ap.add_argument("--workload", choices=list(WORKLOADS), default="mlp/digits")
     ap.add_argument("--diag", choices=("off", "default", "full"), default="default")
     ap.add_argument("--rounds", type=int, default=16)
@@ -160,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         print("ab_revision: --rounds must be at least 1", file=sys.stderr)
         return 2
     try:
-        versions = Versions([revision_class(args.rev, s) for s in args.classes.split(",")])
+        pairs = [revision_class(args.rev, s) for s in args.classes.split(",")]
+        use_revision_functions(pairs, args.rev, [f for f in args.functions.split(",") if f])
+        versions = Versions(pairs)
     except BadInput as exc:
         print(f"ab_revision: {exc}", file=sys.stderr)
         return 2
@@ -175,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
         "",
     ]
-    text = "\n".join(header + report(res, args.rev, args.classes))
+    swapped = args.classes + (f" (and {args.functions})" if args.functions else "")
+    text = "\n".join(header + report(res, args.rev, swapped))
     print(text)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     if args.out:

@@ -509,6 +509,43 @@ def test_ab_revision_swaps_the_revisions_methods_in_and_back(bench_modules):
     assert dict(EpochJSONL.__dict__) == before
 
 
+def test_ab_revision_binds_the_revisions_function_in_the_old_classes_module_only(bench_modules):
+    from ab_revision import revision_class, use_revision_functions
+
+    import runner.trainer
+    from diag import gradients
+
+    pairs = [revision_class("HEAD", "runner.trainer:Trainer")]
+    old_module = sys.modules[pairs[0][1].__module__]
+    assert old_module.host_grad_norm is gradients.host_grad_norm  # its import took the current one
+    use_revision_functions(pairs, "HEAD", ["diag.gradients:host_grad_norm"])
+    assert old_module.host_grad_norm is not gradients.host_grad_norm
+    assert old_module.host_grad_norm.__code__.co_filename == "HEAD:diag/gradients.py"
+    # the working tree's module and the trainer's are left alone
+    assert runner.trainer.host_grad_norm is gradients.host_grad_norm
+    assert gradients.host_grad_norm.__code__.co_filename.endswith("diag/gradients.py")
+
+
+def test_ab_revision_refuses_a_function_the_classes_do_not_import(tmp_path):
+    args = [
+        "--classes",
+        "diag.epoch_log:EpochJSONL",
+        "--functions",
+        "diag.gradients:host_grad_norm",
+    ]
+    proc = cli_fork.run(
+        [sys.executable, str(ROOT / "bench" / "ab_revision.py"), *args],
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "ab_revision: --functions: none of the --classes' modules imports "
+        "diag.gradients:host_grad_norm by name"
+    )
+
+
 def test_grad_norm_quick_times_every_method_after_a_real_backward(bench_modules, tmp_path):
     out = tmp_path / "grad_norm.md"
     proc = cli_fork.run(
