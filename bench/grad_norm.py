@@ -4,10 +4,12 @@ Every step of the runner computes the L2 norm of all gradients right after ``bac
 guard reads it on the host before the optimizer step, and TensorBoard, the JSONL logs and the live
 diagnosis log it. On the digits MLP it is the largest single part of the runner's epoch over a hand
 loop's (``bench/epoch_costs.py`` prices the whole check). Here a real training loop (the workload's model,
-optimizer and data as the runner builds them, torch on one thread) computes it with one method per step,
-the methods taking turns step by step, so each is timed right after a real backward, in the cache state a
-training step leaves. A warm microbenchmark (the same gradients norm'd in a tight loop) reads every method
-2-3x cheaper than a run pays. The rows:
+optimizer and data as the runner builds them, torch on one thread) computes it with one method at a
+time, the methods taking turns in blocks of steps, so each is timed right after a real backward, in the
+cache state a training step with that method leaves. Timed step by step instead, a method right after
+another that went through NumPy read up to 1.4x cheaper than right after one that did not; a warm
+microbenchmark (the same gradients norm'd in a tight loop) reads every method 2-3x cheaper than a run
+pays. The rows:
 
 - ``diag.gradients.host_grad_norm``: what the runner uses for CPU gradients (a NumPy dot per tensor);
 - ``diag.gradients.global_grad_norm`` and ``.item()``: what it uses for others (``_foreach_norm``, stack, norm);
@@ -15,7 +17,7 @@ training step leaves. A warm microbenchmark (the same gradients norm'd in a tigh
 - ``vector_norm`` per tensor: a ``.item()`` of each tensor's norm, summed on the host;
 - ``none``: the timer alone around nothing (the floor of the measurement);
 - with ``--rev REV``: ``host_grad_norm`` as diag/gradients.py defines it at that git revision, called
-  on ``grads_of(params)`` as the runner called it until 2026-12-04 (a change to it against its past).
+  as the runner calls it (a change to it against its past).
 
 Each row: the median microseconds a step, its ratio to ``host_grad_norm``, and what it costs a
 20-step epoch (the digits runs' length). Before timing, every method's value on the first step's
@@ -23,7 +25,7 @@ gradients is checked against a float64 reference; a method that disagrees stops 
 
     python bench/grad_norm.py                       # both workloads, 2,000 steps each (~1 minute)
     python bench/grad_norm.py --rev c407ca2         # also the function at that revision
-    python bench/grad_norm.py --quick               # smoke test: 100 steps of the MLP
+    python bench/grad_norm.py --quick               # smoke test: one block of each method, the MLP
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ from diag.gradients import global_grad_norm, grads_of, host_grad_norm
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 20  # the digits runs' epoch, for the per-epoch column
 TOLERANCE = 1e-5  # relative, against the float64 reference
+BLOCK, BLOCK_WARMUP = 20, 2  # steps a method runs in a row; of them, not timed
 
 
 def _host(params: list[torch.Tensor]) -> float | None:
     """As ``Trainer.training_step`` reads it (``whole_run.guard_norm``)."""
-    value = host_grad_norm([p.grad for p in params])
+    value = host_grad_norm(grads_of(params))
     return global_grad_norm(params).item() if value is None else value
 
 
@@ -98,7 +101,10 @@ def check(params: list[torch.Tensor]) -> None:
 
 
 def measure(workload: str, root: Path, steps: int) -> dict[str, list[float]]:
-    """Seconds per call of each method, each timed right after a real backward, methods taking turns."""
+    """Seconds per call of each method, each timed right after a real backward. The methods take turns
+    in blocks of ``BLOCK`` steps (the first ``BLOCK_WARMUP`` of a block not counted): a step's cost
+    depends on what the step before it ran (a method right after another that also went through NumPy
+    finds its code warm), and a loop runs one method at every step."""
     parts = build(workload, "off", root / workload.replace("/", "_"), (), 1)
     model, opt = parts.state.model, parts.state.optimizer
     assert opt is not None
@@ -114,11 +120,14 @@ def measure(workload: str, root: Path, steps: int) -> dict[str, list[float]]:
         loss.backward()
         if i == 0:
             check(params)
-        name = names[i % len(names)]
+        block, at = divmod(i, BLOCK)
+        name = names[block % len(names)]
         method = METHODS[name]
         start = time.perf_counter()
         method(params)
-        times[name].append(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        if at >= BLOCK_WARMUP:
+            times[name].append(elapsed)
         opt.step()
     return times
 
@@ -143,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
     ap.add_argument("--steps", type=int, default=2000, help="training steps per workload")
     ap.add_argument("--rev", help="also time host_grad_norm as this git revision defines it")
-    ap.add_argument("--quick", action="store_true", help="smoke test: 100 steps of the MLP")
+    ap.add_argument("--quick", action="store_true", help="smoke test: one block of each method")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "grad_norm.md")
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
@@ -153,18 +162,21 @@ def main(argv: list[str] | None = None) -> int:
         except BadInput as err:
             print(f"bench/grad_norm.py: {err}", file=sys.stderr)
             return 2
-    if args.steps < len(METHODS):
+    if args.steps < BLOCK * len(METHODS):
         print(
-            f"bench/grad_norm.py: --steps {args.steps}: give at least {len(METHODS)} (one per method)",
+            f"bench/grad_norm.py: --steps {args.steps}: give at least {BLOCK * len(METHODS)} "
+            f"(a block of {BLOCK} per method)",
             file=sys.stderr,
         )
         return 2
-    workloads, steps = (["mlp/digits"], 100) if args.quick else (args.workloads, args.steps)
+    workloads, steps = (
+        (["mlp/digits"], BLOCK * len(METHODS)) if args.quick else (args.workloads, args.steps)
+    )
     torch.set_num_threads(1)
     started = time.perf_counter()
     lines = [
         f"torch {torch.__version__}, 1 intra-op thread; {steps} steps a workload, the methods taking turns "
-        "step by step"
+        f"in blocks of {BLOCK} steps (the first {BLOCK_WARMUP} of each not timed)"
         + ("; --quick (smoke test: figures are not meaningful)" if args.quick else ""),
     ]
     with tempfile.TemporaryDirectory(prefix="bench-grad-norm-") as tmp, quiet():

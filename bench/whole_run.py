@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from overhead import compose_cfg, lightning_available, lightning_env, quiet  # bench/ is on sys.path
 from results_file import write_results
 
-from diag.gradients import global_grad_norm, host_grad_norm
+from diag.gradients import global_grad_norm, grads_of, host_grad_norm
 from diag.hooks import FitState, Hook, HookList
 from runner.train import Run
 
@@ -147,7 +147,7 @@ def run_runner(parts: Run, shadow: Shadow | None = None) -> tuple[list[Stamp], l
 
 def guard_norm(params: list[torch.Tensor]) -> float:
     """The global gradient norm on the host as the runner's non-finite guard reads it (``Trainer.training_step``)."""
-    host = host_grad_norm([p.grad for p in params])
+    host = host_grad_norm(grads_of(params))
     return global_grad_norm(params).item() if host is None else host
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from diag.gradients import global_grad_norm, host_grad_norm
+from diag.gradients import global_grad_norm, grads_of, host_grad_norm
 from diag.hooks import FitState, Hook
 from diag.training_state import TrainingState, apply, capture
 from runner import distributed
@@ -180,7 +180,7 @@ class Trainer:
         if self.clip_max_norm is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_max_norm, foreach=True)
         else:
-            host_norm = host_grad_norm([p.grad for p in params])
+            host_norm = host_grad_norm(grads_of(params))
             grad_norm = (
                 global_grad_norm(params) if host_norm is None else torch.scalar_tensor(host_norm)
             )

@@ -556,12 +556,12 @@ def test_grad_norm_quick_times_every_method_after_a_real_backward(bench_modules,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r for r in _rows(proc.stdout) if not r[0].startswith("mlp/digits")}
-    from grad_norm import BASELINE, METHODS, STEPS_PER_EPOCH
+    from grad_norm import BASELINE, BLOCK, BLOCK_WARMUP, METHODS, STEPS_PER_EPOCH
 
     assert set(rows) == set(METHODS)
     assert rows[BASELINE][2] == "1.00"
     for _, us, ratio, epoch_ms, timed in rows.values():
-        assert float(us) > 0 and int(timed) == 100 // len(METHODS)
+        assert float(us) > 0 and int(timed) == BLOCK - BLOCK_WARMUP  # --quick: one block each
         # the per-epoch column is the per-step median times the epoch's steps
         assert abs(float(epoch_ms) - STEPS_PER_EPOCH * float(us) / 1e3) < 2e-3 + 1e-3 * float(us)
         assert abs(float(ratio) - float(us) / float(rows[BASELINE][1])) < 0.01 + 0.01 * float(ratio)
@@ -586,4 +586,6 @@ def test_grad_norm_refuses_fewer_steps_than_methods_in_one_line(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "bench/grad_norm.py: --steps 2: give at least 5 (one per method)"
+    assert proc.stderr.strip() == (
+        "bench/grad_norm.py: --steps 2: give at least 100 (a block of 20 per method)"
+    )

@@ -76,17 +76,6 @@ def test_a_total_over_float32s_range_is_finite_where_torch_sums_in_float64(case)
     assert host_grad_norm(case) == pytest.approx(want, rel=1e-6)
 
 
-def test_parameters_without_a_gradient_are_skipped():
-    """A loop passes each parameter's ``.grad`` as it is: the Nones are left out, the rest summed once."""
-    grads = _grads()
-    assert host_grad_norm([None, grads[0], None, *grads[1:], None]) == host_grad_norm(grads)
-    assert host_grad_norm([None, None]) == 0.0
-    assert host_grad_norm([None, torch.ones(3, dtype=torch.float16)]) is None
-    nan_grads = _grads()
-    nan_grads[2][0, 0] = math.nan
-    assert math.isnan(host_grad_norm([None, *nan_grads]))
-
-
 @pytest.mark.parametrize(
     "grad",
     [
