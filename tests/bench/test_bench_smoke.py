@@ -412,6 +412,17 @@ def test_epoch_costs_quick_gives_every_part_its_paired_ratio_and_cost(bench_modu
             wall_cost, cpu_cost = map(float, rows[name][5].split(" / "))
             assert abs(wall_cost - (float(rows[name][1]) - float(base[1]))) < 2e-3
             assert abs(cpu_cost - (float(rows[name][3]) - float(base[3]))) < 2e-3
+    # the same parts in milliseconds: the default's row has no cost, every other a signed ms and k/1
+    ms_rows = {r[0]: r for r in _rows(proc.stdout) if len(r) == 4 and r[0] != "mlp/digits"}
+    assert set(ms_rows) == {*VARIANTS, GUARDED_HAND}
+    assert ms_rows[DEFAULT][2:] == ["-", "-"]
+    for name, row in ms_rows.items():
+        float(row[1])
+        if name == GUARDED_HAND:
+            assert row[2].endswith(" to a hand loop") and re.fullmatch(r"[01]/1 slower", row[3])
+        elif name != DEFAULT:
+            float(row[2])
+            assert re.fullmatch(r"[01]/1", row[3]), row
     assert out.read_text().startswith(
         "# bench/epoch_costs.py\n\n`python bench/epoch_costs.py --quick`"
     )
