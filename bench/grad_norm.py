@@ -44,9 +44,9 @@ import torch.nn.functional as F
 from ab_revision import BadInput, revision_object  # bench/ is on sys.path
 from overhead import quiet
 from results_file import write_results
-from whole_run import WORKLOADS, build
+from whole_run import WORKLOADS, build, guard_norm
 
-from diag.gradients import global_grad_norm, grads_of, host_grad_norm
+from diag.gradients import global_grad_norm, grads_of
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 20  # the digits runs' epoch, for the per-epoch column
@@ -54,18 +54,12 @@ TOLERANCE = 1e-5  # relative, against the float64 reference
 BLOCK, BLOCK_WARMUP = 20, 2  # steps a method runs in a row; of them, not timed
 
 
-def _host(params: list[torch.Tensor]) -> float | None:
-    """As ``Trainer.training_step`` reads it (``whole_run.guard_norm``)."""
-    value = host_grad_norm(grads_of(params))
-    return global_grad_norm(params).item() if value is None else value
-
-
 def _per_tensor(params: list[torch.Tensor]) -> float:
     return math.sqrt(sum(torch.linalg.vector_norm(g).item() ** 2 for g in grads_of(params)))
 
 
 METHODS: dict[str, Callable[[list[torch.Tensor]], float | None]] = {
-    "diag.gradients.host_grad_norm (the runner's, CPU)": _host,
+    "diag.gradients.host_grad_norm (the runner's, CPU)": guard_norm,
     "diag.gradients.global_grad_norm + item (the runner's, GPU)": lambda p: global_grad_norm(
         p
     ).item(),

@@ -584,7 +584,7 @@ def test_grad_norm_stops_on_a_method_that_disagrees_with_the_float64_norm(
 ):
     import grad_norm
 
-    monkeypatch.setitem(grad_norm.METHODS, "twice the norm", lambda p: 2 * grad_norm._host(p))
+    monkeypatch.setitem(grad_norm.METHODS, "twice the norm", lambda p: 2 * grad_norm.guard_norm(p))
     with pytest.raises(SystemExit, match="twice the norm gave .*, the float64 norm is"):
         grad_norm.measure("mlp/digits", tmp_path, 3)
 
