@@ -65,9 +65,8 @@ GUARDED_HAND = "a hand loop with the runner's gradient norm and non-finite check
 PLAN = {"mlp/digits": (14, 2, 7), "cnn/digits": (8, 2, 5)}
 
 
-Figures = tuple[
-    float, float, float
-]  # paired ratio (wall, CPU), epoch minus the hand epoch (ms, wall)
+# per round: the paired ratio (wall, CPU), then the epoch minus the hand epoch (ms, wall)
+Figures = tuple[float, float, float]
 
 
 def measure(
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-epoch-costs-") as tmp, quiet():
         res = measure(args.workload, Path(tmp), args.quick, args.rounds)
-    epochs, warmup, rounds = (QUICK_PLAN if args.quick else PLAN)[args.workload]
+    epochs, warmup, _ = (QUICK_PLAN if args.quick else PLAN)[args.workload]
     rounds = len(res[DEFAULT])
     header = [
         f"torch {torch.__version__}, 1 intra-op thread; {rounds} round(s) of {epochs} epochs, {warmup} "

@@ -31,6 +31,7 @@ gradients is checked against a float64 reference; a method that disagrees stops 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -75,12 +76,9 @@ BASELINE = next(iter(METHODS))
 def add_revision(rev: str) -> None:
     """A row for ``host_grad_norm`` as the revision defines it, given ``grads_of(params)``."""
     _, old = revision_object(rev, "diag.gradients:host_grad_norm", flag="--rev")
-
-    def at_revision(params: list[torch.Tensor]) -> float | None:
-        value = old(grads_of(params))
-        return global_grad_norm(params).item() if value is None else value
-
-    METHODS[f"diag.gradients.host_grad_norm at {rev}"] = at_revision
+    METHODS[f"diag.gradients.host_grad_norm at {rev}"] = functools.partial(
+        guard_norm, host_norm=old
+    )
 
 
 def check(params: list[torch.Tensor]) -> None:

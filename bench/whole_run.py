@@ -56,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +146,13 @@ def run_runner(parts: Run, shadow: Shadow | None = None) -> tuple[list[Stamp], l
     return clock.ends, clock.acc
 
 
-def guard_norm(params: list[torch.Tensor]) -> float:
-    """The global gradient norm on the host as the runner's non-finite guard reads it (``Trainer.training_step``)."""
-    host = host_grad_norm(grads_of(params))
+def guard_norm(
+    params: list[torch.Tensor],
+    host_norm: Callable[[list[torch.Tensor]], float | None] = host_grad_norm,
+) -> float:
+    """The global gradient norm on the host as the runner's non-finite guard reads it
+    (``Trainer.training_step``); ``host_norm`` in place of ``host_grad_norm`` (another version of it)."""
+    host = host_norm(grads_of(params))
     return global_grad_norm(params).item() if host is None else host
 
 

@@ -36,7 +36,7 @@ def host_grad_norm(grads: Sequence[torch.Tensor]) -> float | None:
     host), right after backward, where each torch op costs several times its warm cost. Timed there
     (interleaved rounds of 20 digits-MLP steps), the four ops of ``global_grad_norm`` and its host read
     cost ~40 us a step, a dot per tensor ~20 (``bench/epoch_costs.py`` prices it per epoch;
-    ``bench/grad_norm.py`` times torch's ways beside it inside a run, each 1.2-2.4x as long); a tensor's
+    ``bench/grad_norm.py`` times torch's ways beside it inside a run, each 1.04-2.4x as long); a tensor's
     own attributes (device, dtype, layout) cost another ~10-15, so what NumPy cannot read in place is
     found by ``Tensor.numpy`` refusing it. Where a float32 sum overflows, it gives what torch's two levels give (each tensor's norm, then the norm of those): a
     tensor whose own sum is not finite is measured by torch, and a total over float32's range is Inf
