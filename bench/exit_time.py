@@ -8,7 +8,13 @@ exit skips them. Each run is a fresh subprocess of the real CLI through ``python
 heap, as an interpreter that never froze it has. Each run also counts, at exit, the objects the final
 collection is left to walk. Variants alternate run by run; cells are medians.
 
+With ``--rev REV`` the second variant is the shipped CLI of a git revision instead (its tree extracted
+into a temporary folder, first on ``PYTHONPATH``): a change to what a whole run does, timed as the user
+meets it. The "fit end" column is the wait from the last epoch's line to the prompt (the test pass, the
+figures, the report and the exit).
+
     python bench/exit_time.py            # 5 repeats of the README run and of a one-epoch run (~2 min)
+    python bench/exit_time.py --rev HEAD~1 --repeats 9   # this tree's CLI against HEAD~1's
     python bench/exit_time.py --quick    # smoke test: 1 repeat of the one-epoch run
 """
 
@@ -45,7 +51,8 @@ RUNS = {
 
 
 def run_once(code: str, overrides: list[str], run_dir: Path, env: dict[str, str]) -> dict:
-    """Wall time from start to exit and from the last line printed to exit; the objects left to walk."""
+    """Wall time from start to exit, from the last epoch's line and from the last line printed to exit;
+    the objects left to walk."""
     cmd = [
         sys.executable,
         "-c",
@@ -59,19 +66,39 @@ def run_once(code: str, overrides: list[str], run_dir: Path, env: dict[str, str]
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert proc.stdout is not None
-    last, lines, walks = start, [], -1
+    last, last_epoch, lines, walks = start, start, [], -1
     for line in proc.stdout:
         if line.startswith("EXIT_WALKS "):
             walks = int(line.split()[1])
             continue
         last = time.perf_counter()
+        if line.startswith("epoch "):
+            last_epoch = last
         lines.append(line)
     rc = proc.wait()
     end = time.perf_counter()
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd[3:])} exited {rc}:\n{''.join(lines[-20:])}")
     acc = next((x.split()[-1] for x in lines if x.startswith("test accuracy")), "?")
-    return {"wall": end - start, "after_last_line": end - last, "walks": walks, "test_acc": acc}
+    return {
+        "wall": end - start,
+        "fit_end": end - last_epoch,
+        "after_last_line": end - last,
+        "walks": walks,
+        "test_acc": acc,
+    }
+
+
+def revision_tree(rev: str, into: Path) -> Path:
+    """The files of git revision ``rev`` extracted into ``into`` (a folder for ``PYTHONPATH``)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev], capture_output=True
+    )
+    if archive.returncode != 0:
+        raise SystemExit(f"--rev {rev}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,21 +107,34 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="smoke test: 1 repeat of the one-epoch run"
     )
     ap.add_argument("--repeats", type=int, default=None, help="runs per cell (default 5)")
+    ap.add_argument(
+        "--rev", help="time the shipped CLI at this git revision instead of 'collected at exit'"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "exit_time.md")
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 5)
     runs = {k: v for k, v in RUNS.items() if v} if args.quick else RUNS
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    shipped = next(iter(VARIANTS))
     cells: dict[tuple[str, str], list[dict]] = {}
     started, count = time.perf_counter(), 0
     with tempfile.TemporaryDirectory(prefix="bench-exit-") as tmp:
+        variants = {v: (code, ROOT) for v, code in VARIANTS.items()}
+        if args.rev:
+            other = f"as shipped at {args.rev}"
+            variants = {
+                shipped: variants[shipped],
+                other: (VARIANTS[shipped], revision_tree(args.rev, Path(tmp) / "rev")),
+            }
         for r in range(repeats):
-            order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
+            order = list(variants) if r % 2 == 0 else list(reversed(variants))
             for run, overrides in runs.items():
                 for variant in order:
                     count += 1
-                    res = run_once(VARIANTS[variant], overrides, Path(tmp) / f"run{count}", env)
+                    code, tree = variants[variant]
+                    path = str(tree) + os.pathsep + os.environ.get("PYTHONPATH", "")
+                    env = {**os.environ, "PYTHONPATH": path}
+                    res = run_once(code, overrides, Path(tmp) / f"run{count}", env)
                     cells.setdefault((run, variant), []).append(res)
                     print(
                         f"  {run}, {variant}, repeat {r + 1}/{repeats}: {res['wall']:.2f} s "
@@ -103,27 +143,29 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     med = statistics.median
-    shipped, collected = VARIANTS
+    other = list(variants)[1]
     lines = [
-        "| run | variant | wall, start to exit (s) | last line to exit (s) "
-        "| objects the exit's collection walks | test accuracy |",
-        "|---|---|---|---|---|---|",
+        "| run | variant | wall, start to exit (s) | fit end: last epoch line to exit (s) "
+        "| last line to exit (s) | objects the exit's collection walks | test accuracy |",
+        "|---|---|---|---|---|---|---|",
     ]
     notes = [""]
     for run in runs:
-        walls = {}
-        for variant in VARIANTS:
+        walls, ends = {}, {}
+        for variant in variants:
             cell = cells[(run, variant)]
             walls[variant] = med(x["wall"] for x in cell)
+            ends[variant] = med(x["fit_end"] for x in cell)
             tail = med(x["after_last_line"] for x in cell)
             walks = int(med(x["walks"] for x in cell))
             lines.append(
-                f"| {run} | {variant} | {walls[variant]:.2f} | {tail:.2f} | {walks} "
-                f"| {cell[0]['test_acc']} |"
+                f"| {run} | {variant} | {walls[variant]:.2f} | {ends[variant]:.2f} | {tail:.2f} "
+                f"| {walks} | {cell[0]['test_acc']} |"
             )
         notes.append(
-            f"- {run}: as shipped / collected at exit, wall: {walls[shipped] / walls[collected]:.3f} "
-            f"({walls[collected] - walls[shipped]:.2f} s less to wait)"
+            f"- {run}: {shipped} / {other}, wall: {walls[shipped] / walls[other]:.3f} "
+            f"({walls[other] - walls[shipped]:.2f} s less to wait; at the fit end "
+            f"{ends[other] - ends[shipped]:.2f} s)"
         )
     notes.append(
         f"- median of {repeats} run(s) per cell, variants alternating; {os.cpu_count()} CPUs"

@@ -72,10 +72,8 @@ def plot_confusion(
     matrix: Sequence[Sequence[float]], class_names: Sequence[str], path: Path, title: str = ""
 ) -> Path:
     """Draw :func:`confusion_figure` to ``path`` (PNG) and return the path."""
-    import matplotlib.pyplot as plt
-
+    # a plain Figure: no pyplot import, nothing to close
     fig = confusion_figure(matrix, class_names, title)
     with open_run_file(Path(path), "wb") as fh:  # never through a link planted in the run directory
         fig.savefig(fh, dpi=90, format="png")
-    plt.close(fig)
     return Path(path)

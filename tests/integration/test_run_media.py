@@ -22,6 +22,11 @@ def test_a_run_shows_its_report_command_config_summary_and_inputs(cli, tmp_path)
     summary = events.Images("x_run/summary")[-1]
     png = imread(io.BytesIO(summary.encoded_image_string), format="png")
     assert png.shape[:2] == (summary.height, summary.width) and summary.width > 600
+    # the input grid: eight 1.1-inch cells a row at the figure's 100 dpi, the first batch's 16 images
+    inputs = events.Images("x_run/inputs")[-1]
+    grid = imread(io.BytesIO(inputs.encoded_image_string), format="png")
+    assert (inputs.width, inputs.height) == (880, 260) and grid.shape[:2] == (260, 880)
+    assert grid[..., :3].std() > 0.1  # images drawn, not a blank canvas
     texts = {
         t: events.Tensors(t)[-1].tensor_proto.string_val[0].decode()
         for t in events.Tags()["tensors"]
