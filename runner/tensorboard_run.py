@@ -172,8 +172,8 @@ def log_run_media(
             # kind of tag by group name, and run/ had put the confusion matrix above the loss
             add_png(writer, f"{RUN_PREFIX}{name}", png.read_bytes(), step)
     if batch is not None:
-        # drawn to PNG here, not through add_figure: that imports pyplot (+0.17 s at a run's end) to close
-        # a figure pyplot never managed, and encodes the pixels as a PNG all the same
+        # drawn to PNG here, not through add_figure: that goes through pyplot to close a figure pyplot
+        # never managed, and encodes the pixels as a PNG all the same
         png = io.BytesIO()
         input_grid(*batch).savefig(png, format="png")
         add_png(writer, f"{RUN_PREFIX}inputs", png.getvalue(), step)
