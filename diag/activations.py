@@ -13,6 +13,7 @@ some inputs.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,6 +178,17 @@ class ActivationStats:
         )
 
 
+def activation_values(layer_name: str, activations: ArrayLike) -> np.ndarray:
+    """A layer's outputs as a NumPy array of numbers; anything else is refused naming the layer."""
+    values = as_numpy(activations)
+    if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_):
+        raise TypeError(
+            f"activations of {layer_name!r}: the layer's outputs as a tensor or an array of numbers, "
+            f"got {type(activations).__name__}"
+        )
+    return values
+
+
 class ActivationMonitor:
     """Keeps a window of per-batch statistics per layer and diagnoses each layer from it.
 
@@ -195,6 +207,11 @@ class ActivationMonitor:
         exploding_abs: float = 1e3,
         unit_axis: int = 1,
     ) -> None:
+        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(
+                f"ActivationMonitor(window_size={window_size!r}): the batches kept per layer, a whole "
+                "number >= 1 (a unit is dead when it fired in none of them)"
+            )
         self.history: dict[str, deque[ActivationStats]] = {}
         self.kinds: dict[str, str] = {}  # explicitly given kinds
         self.window_size = window_size
@@ -211,13 +228,13 @@ class ActivationMonitor:
         activation: str | torch.nn.Module | type | None = None,
     ) -> ActivationStats:
         """Record one batch of a layer's outputs (array or tensor); returns its statistics."""
+        values = activation_values(layer_name, activations)
         if layer_name not in self.history:
             self.history[layer_name] = deque(maxlen=self.window_size)
         kind = activation_kind(activation)
         if kind is not None:
             self.kinds[layer_name] = kind
         kind = self.kinds.get(layer_name)
-        values = as_numpy(activations)
         if kind is None:
             # Infer from everything seen in the window, so one batch cannot mislabel the layer.
             finite = values[np.isfinite(values)] if values.size else values
@@ -284,11 +301,14 @@ class ActivationMonitor:
                 if kind in BOUNDED
                 else []
             )
+            finite_stds = [s.std for s in stats if s.total_elements > s.num_nonfinite]
             out[layer] = {
                 "activation": kind,
                 "dead_fraction": dead,
                 "saturation": float(np.mean(sat)) if sat else 0.0,
-                "std": float(np.mean([s.std for s in stats])) if stats else 0.0,
+                # over the batches that had finite values: an all-NaN batch has no spread to read
+                # (its std of 0 said "vanishing" about a layer that blew up)
+                "std": float(np.mean(finite_stds)) if finite_stds else math.nan,
                 "max_abs": max((max(abs(s.min_val), abs(s.max_val)) for s in stats), default=0.0),
                 "nonfinite": int(sum(s.num_nonfinite for s in stats)),
                 "batches": len(stats),

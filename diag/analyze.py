@@ -662,6 +662,20 @@ def _run(args: argparse.Namespace) -> int:
             f"no training records found in {args.path}"
             + (f" (skipped {skipped} unreadable lines/files)" if skipped else ""),
         )
+    s = result.series
+    if not (
+        s.loss or s.epoch_train_loss or s.epoch_val_loss or s.epoch_train_acc or s.epoch_val_acc
+    ):
+        # a learning rate or gradient norms alone say nothing of whether the run learns: not "healthy"
+        return _usage_error_json(
+            args,
+            f"no loss or accuracy values in {args.path}: the diagnosis reads how the loss moves"
+            + (
+                " (a TensorBoard log: name its loss tag with --tags loss=<tag>)"
+                if result.kind == "tensorboard"
+                else ""
+            ),
+        )
     # Hostile magnitudes (1e308) overflow in arithmetic; the result is inf/nan, which is what we report.
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diag.activations import ActivationMonitor
+from diag.activations import ActivationMonitor, activation_values
 from diag.diagnosis import diagnose
 from diag.gradient_stats import GradientStats, weight_gradient_norms
 from diag.gradients import grads_of
@@ -61,6 +61,31 @@ def _loss_value(loss: Any) -> Any:
             f"loss must be a number (the batch's mean loss), got an array of {getattr(loss, 'shape', '?')}"
         )
     return loss
+
+
+# what watch(run_dir=...) writes: a folder that holds one of them already holds a run
+RUN_FILES = ("report.json", "report.md", "events.jsonl", "summary.png")
+
+
+def _fresh_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` for a watched fit, refused before any step when it is a file or holds a run already
+    (the runner's or an earlier fit's: its report would be overwritten and its events mixed with ours)."""
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"watch(run_dir={str(run_dir)!r}): a file is in the way; pass a folder")
+    held = [name for name in RUN_FILES if (path / name).exists()]
+    if held:
+        raise ValueError(
+            f"watch(run_dir={str(run_dir)!r}) already holds a run ({', '.join(held)}): pass a new "
+            "folder, or delete that one first to replace it"
+        )
+    try:  # made now: a healthy fit writes no event before its report at the end
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"watch(run_dir={str(run_dir)!r}): cannot make it ({exc.strerror})"
+        ) from None
+    return path
 
 
 class TrainingDebugger:
@@ -120,21 +145,30 @@ class TrainingDebugger:
             raise TypeError(f"step() missing {missing}")
 
         kwargs["loss"] = _loss_value(kwargs["loss"])
+        activations = kwargs.get("activations")
+        if activations is not None and not isinstance(activations, Mapping):
+            raise TypeError(
+                "step(activations=...) maps each layer's name to its outputs ({'fc1': tensor, ...}), "
+                f"got {type(activations).__name__}"
+            )
+        activations = {
+            name: activation_values(name, act) for name, act in (activations or {}).items()
+        }
         gradients = kwargs["gradients"]
         if not isinstance(gradients, (torch.nn.Module, Mapping, torch.Tensor, np.ndarray)):
             gradients = kwargs["gradients"] = list(gradients)  # a generator is read twice below
         grad_stats = GradientStats.from_gradients(gradients)
-        self.gradient_history.append(grad_stats)
-        self.history.record(
+        self.history.record(  # checks the numbers first: a refused step changes nothing
             step=kwargs.get("step"),
             loss=kwargs["loss"],
             grad_norm=grad_stats.global_norm,
             lr=kwargs["learning_rate"],
             val_loss=kwargs.get("val_loss"),
         )
-        for name, act in (kwargs.get("activations") or {}).items():
+        self.gradient_history.append(grad_stats)
+        for name, act in activations.items():
             self.activation_monitor.record(name, act)
-        self._record_layers(kwargs["gradients"], kwargs.get("activations") or {})
+        self._record_layers(kwargs["gradients"], activations)
 
     def _record_layers(self, gradients: Any, activations: Mapping[str, Any]) -> None:
         """Append this step's per-layer gradient norms and activation health, keeping lists aligned."""
@@ -228,7 +262,24 @@ class TrainingDebugger:
             raise TypeError(
                 f"watch() takes the torch.nn.Module being trained, got {type(model).__name__}"
             )
-        run_path = Path(run_dir) if run_dir is not None else None
+        if optimizer is not None and not isinstance(getattr(optimizer, "param_groups", None), list):
+            raise TypeError(
+                "watch(optimizer=...) takes the torch.optim.Optimizer that steps the model (its "
+                f"param_groups give the LR and settings the rules read), got {type(optimizer).__name__}"
+            )
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+        ):
+            raise ValueError(
+                f"watch(num_classes={num_classes!r}): the number of classes, a whole number >= 2 "
+                "(the chance-level checks read ln(num_classes)); None when it is not a classifier"
+            )
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
+            raise ValueError(
+                f"watch(max_steps={max_steps!r}): the steps the fit will take, a whole number "
+                "(0 when unknown)"
+            )
+        run_path = _fresh_run_dir(run_dir) if run_dir is not None else None
         hook_options.setdefault("summary_png", run_path is not None)
         self.live = DiagnosticsHook(
             advice=advice, write_report=run_path is not None, **hook_options

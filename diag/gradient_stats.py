@@ -128,6 +128,10 @@ class GradientStats:
 
     def is_healthy(self) -> tuple[bool, list[str]]:
         """``(healthy, messages)``: non-finite entries, or a norm outside [1e-8, 1000] (as documented)."""
+        if self.total_elements == 0:  # not a vanishing norm: nothing was measured
+            return False, [
+                "No gradients: every .grad was None or empty (measure after loss.backward())"
+            ]
         issues = []
         if self.num_nans > 0:
             issues.append(f"NaN gradients: {self.num_nans}")

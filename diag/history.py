@@ -27,15 +27,32 @@ from diag.codes import CODES, SEVERITY_RANK, Issue
 from diag.series import RunSeries, interval_means
 
 
-def _scalar(value: Any) -> float:
-    """A host float from a Python number, a NumPy scalar or a one-element tensor."""
+def _scalar(value: Any, name: str) -> float:
+    """A host float from a Python number, a NumPy scalar or a one-element array or tensor.
+
+    More than one element (a ``reduction="none"`` loss) is refused, not read as its first entry."""
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, np.number, np.ndarray, torch.Tensor)
+    ):
+        raise TypeError(f"record(): {name} must be a number, got {type(value).__name__}")
+    size = value.numel() if isinstance(value, torch.Tensor) else np.size(value)
+    if size != 1:
+        raise ValueError(
+            f"record(): {name} must be one number per step (the batch's mean), got "
+            f"{size} values of shape {tuple(np.shape(value))}"
+        )
     if isinstance(value, torch.Tensor):
         return float(value.detach().float().cpu().item())
-    return (
-        float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
-        if np.ndim(value)
-        else float(value)
-    )
+    return float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+
+
+def _not_negative(value: float, name: str) -> float:
+    """A norm or a learning rate: NaN/Inf are evidence (a blown-up run), a negative value is a mistake."""
+    if value < 0:
+        raise ValueError(
+            f"record(): {name} must be >= 0 (or NaN/Inf from a broken step), got {value}"
+        )
+    return value
 
 
 @dataclass
@@ -104,12 +121,18 @@ class TrainingHistory:
             raise TypeError(f"record() missing {missing}")
         step = kwargs.get("step")
         step = (self.step[-1] + 1 if self.step else 0) if step is None else int(step)
+        # every value checked before any list grows: a refused step leaves the lists aligned
+        loss = _scalar(kwargs["loss"], "loss")
+        grad_norm = _not_negative(_scalar(kwargs["grad_norm"], "grad_norm"), "grad_norm")
+        lr = _not_negative(_scalar(kwargs["lr"], "lr"), "lr")
+        val_loss = kwargs.get("val_loss")
+        val_loss = None if val_loss is None else _scalar(val_loss, "val_loss")
         self.step.append(step)
-        self.loss.append(_scalar(kwargs["loss"]))
-        self.grad_norm.append(_scalar(kwargs["grad_norm"]))
-        self.learning_rate.append(_scalar(kwargs["lr"]))
-        if kwargs.get("val_loss") is not None:
-            self.val_loss.append(_scalar(kwargs["val_loss"]))
+        self.loss.append(loss)
+        self.grad_norm.append(grad_norm)
+        self.learning_rate.append(lr)
+        if val_loss is not None:
+            self.val_loss.append(val_loss)
             self.val_step.append(step)
 
     # ------------------------------------------------------------------ curves

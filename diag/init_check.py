@@ -57,7 +57,7 @@ def check_initialization(
     ``weights`` is a list of arrays/tensors (layers named by index), a
     ``{name: weight}`` mapping, or a module (its Linear and Conv weights, by
     name). Status per layer: ``ok``, ``too_small``/``too_large`` (more than
-    10x off from both He and Xavier), or ``not_applicable`` for 1-D tensors
+    10x off from both He and Xavier; a critical ``non_finite`` when any weight is NaN/Inf), or ``not_applicable`` for 1-D tensors
     (biases, norm scales) and empty ones. Returns ``{'layers': [...],
     'all_ok': bool, 'issues': [BAD_INITIALIZATION issue dicts]}``.
     """
@@ -80,7 +80,7 @@ def check_initialization(
         finite = w[np.isfinite(w)]
         actual = float(finite.std()) if finite.size else math.nan
         if finite.size < w.size or not math.isfinite(actual):
-            status = "too_large"  # NaN/Inf weights: nothing reasonable about their scale
+            status = "non_finite"  # NaN/Inf weights: broken, not badly scaled
         elif actual < min(he, xavier) / FACTOR:
             status = "too_small"
         elif actual > max(he, xavier) * FACTOR:
@@ -101,14 +101,18 @@ def check_initialization(
         )
         layers.append(entry)
         if status != "ok":
+            broken = status == "non_finite"
             issues.append(
                 Issue(
                     code="BAD_INITIALIZATION",
-                    severity="warning",
+                    severity="critical" if broken else "warning",
                     first_step=0,
                     layer=str(name),
                     evidence=(
-                        f"{name}: weight std {actual:.3g}, expected {xavier:.3g} (Xavier) to "
+                        f"{name}: {w.size - finite.size} of {w.size} weights are NaN/Inf: every "
+                        "output through this layer will be too (re-initialise it)"
+                        if broken
+                        else f"{name}: weight std {actual:.3g}, expected {xavier:.3g} (Xavier) to "
                         f"{he:.3g} (He) for fan-in {fan_in}"
                     ),
                 ).to_dict()

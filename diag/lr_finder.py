@@ -373,8 +373,8 @@ class LearningRateFinder:
     ) -> None:
         if not (min_lr > 0 and max_lr > min_lr):
             raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr}, max_lr={max_lr}")
-        if int(num_steps) < 2:
-            raise ValueError(f"num_steps={num_steps}: need at least 2 steps")
+        if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 2:
+            raise ValueError(f"num_steps={num_steps}: a whole number of steps, at least 2")
         if not 0 <= smooth < 1:
             raise ValueError(f"smooth={smooth}: the EMA coefficient must be in [0, 1)")
         if not diverge_factor > 1:
@@ -445,8 +445,22 @@ class LearningRateFinder:
             )
         self._reset()
         for lr in self.schedule():
-            if self._record(float(lr), float(train_fn(float(lr)))):
+            loss = train_fn(float(lr))
+            if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+                loss = loss.item()
+            if isinstance(loss, bool) or not isinstance(loss, (int, float, np.number)):
+                raise TypeError(
+                    f"range_test: train_fn({lr:.3g}) must return the step's loss as a number, "
+                    f"got {type(loss).__name__}"
+                )
+            if self._record(float(lr), float(loss)):
                 break
+        if not self.losses:  # nothing measured: any suggestion would be made up
+            raise ValueError(
+                f"range_test: train_fn returned a non-finite loss ({float(loss)}) at the first LR "
+                f"({self.min_lr:.3g}), before any LR was measured: the model or the loss is broken "
+                "before the LR matters (check the inputs and the initial loss)"
+            )
         return self.result()
 
     def run(

@@ -688,9 +688,12 @@ def _resolve(role: str, tags: list[str], tag_map: dict[str, str], result: ReadRe
             tag = sorted(matches, key=lambda t: (len(t), t))[0]  # lr-Adam before lr-Adam/pg2
             result.tags_used[role] = tag
             return tag
-    if role in tag_map:
+    if role in tag_map:  # asked for by name: a diagnosis without it would answer another question
         shown = ", ".join(tags[:8]) + (", ..." if len(tags) > 8 else "")
-        result.notes.append(f"tag {tag_map[role]!r} for {role} not found (tags: {shown or 'none'})")
+        raise ReadError(
+            f"--tags {role}={tag_map[role]}: no tag matches it in {result.path} "
+            f"(tags: {shown or 'none'}); name one of them"
+        )
     return None
 
 

@@ -34,8 +34,8 @@ def simulate_training(issue: str = "healthy", steps: int = 1000, seed: int = 0) 
     """
     if issue not in ISSUES:
         raise ValueError(f"unknown issue {issue!r}; choose one of {', '.join(ISSUES)}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"simulate_training(steps=...): a whole number >= 1, got {steps!r}")
     rng = np.random.default_rng(seed)
     t = np.arange(steps, dtype=np.float64)
     u = t / steps

@@ -174,9 +174,9 @@ def log_run_media(
     if batch is not None:
         # drawn to PNG here, not through add_figure: that goes through pyplot to close a figure pyplot
         # never managed, and encodes the pixels as a PNG all the same
-        png = io.BytesIO()
-        input_grid(*batch).savefig(png, format="png")
-        add_png(writer, f"{RUN_PREFIX}inputs", png.getvalue(), step)
+        grid = io.BytesIO()
+        input_grid(*batch).savefig(grid, format="png")
+        add_png(writer, f"{RUN_PREFIX}inputs", grid.getvalue(), step)
     writer.flush()
 
 

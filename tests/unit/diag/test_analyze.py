@@ -523,7 +523,9 @@ def test_tag_map_for_other_names(tmp_path, capsys):
     rc, out, err = analyze(
         capsys, str(tmp_path / "tb"), "--tags", "loss=nope/missing,lr=opt/step_size"
     )
-    assert rc == 0 and "tag 'nope/missing' for loss not found" in out
+    # a tag asked for by name and missing: one line naming it, not a diagnosis without the loss
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "--tags loss=nope/missing: no tag matches it in " in err and "metrics/objective" in err
 
     rc, _, err = analyze(capsys, str(tmp_path / "tb"), "--tags", "los=metrics/objective")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "--tags key 'los' is unknown" in err
@@ -738,3 +740,15 @@ def test_analyzing_from_inside_the_run_names_its_folder(tmp_path, capsys, monkey
     rc, out, _ = analyze(capsys, ".")
     assert rc == 0
     assert "read version_0: 1 event file(s)" in out and "read : " not in out
+
+
+def test_a_log_without_loss_or_accuracy_is_refused_not_called_healthy(capsys, tmp_path):
+    log = tmp_path / "lronly.jsonl"
+    log.write_text('{"epoch": 0, "learning_rate": 0.001}\n{"epoch": 1, "learning_rate": 0.001}\n')
+    rc, out, err = analyze(capsys, str(log), "--fail-on", "warning")
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert f"no loss or accuracy values in {log}: the diagnosis reads how the loss moves" in err
+    rc, report = analyze_json(capsys, str(log))
+    assert (
+        rc == 2 and report["status"] == "error" and "no loss or accuracy values" in report["error"]
+    )
