@@ -66,6 +66,9 @@ class EpochJSONL(Hook):
         self.clock = clock
         self._flushed_at = clock()
         self._dir: Path | None = None  # where this fit writes, fixed at on_fit_start
+        # the LR the epoch trained at, read at on_validation_end: an epoch-interval scheduler steps
+        # between that and on_epoch_end, and the epoch's record would name the next epoch's LR
+        self._epoch_lr: float | None = None
         self._start: list[torch.Tensor] | None = None
         self._stats: torch.Tensor | None = None  # [sum, min, max] of grad norms this epoch
         self._pending: list[
@@ -128,8 +131,12 @@ class EpochJSONL(Hook):
                 [s[0] + part[0], torch.minimum(s[1], part[1]), torch.maximum(s[2], part[2])]
             )
 
+    def on_validation_end(self, state: FitState) -> None:
+        self._epoch_lr = state.current_lr
+
     @torch.no_grad()
     def on_epoch_end(self, state: FitState) -> None:
+        epoch_lr, self._epoch_lr = self._epoch_lr, None
         if self._dir is None:
             self._start = None
             return
@@ -160,7 +167,8 @@ class EpochJSONL(Hook):
             "step": state.step,
             "loss": finite_or_none(m.get("train/loss", float("nan"))),
             "accuracy": finite_or_none(m.get("train/acc", float("nan"))),
-            "learning_rate": state.current_lr,
+            # a loop that does not validate has no on_validation_end: its LR is read here
+            "learning_rate": state.current_lr if epoch_lr is None else epoch_lr,
             "mean_grad_norm": finite_or_none(s[0] / max(self._batches, 1)),
             "min_grad_norm": finite_or_none(s[1]),
             "max_grad_norm": finite_or_none(s[2]),

@@ -380,17 +380,19 @@ class Trainer:
                 self.best_val_loss = val["loss"]
             state.metrics["val/best_loss"] = self.best_val_loss
             hooks.on_validation_end(state)
+            # the epoch's LR in its history, line and logs: an epoch-interval scheduler sets the next one
+            trained_lr = state.current_lr
             self._step_epoch_scheduler(state)
             state.history.append(
                 {
                     "epoch": epoch,
                     "step": state.step,
-                    "lr": state.current_lr,
+                    "lr": trained_lr,
                     **{k: v for k, v in state.metrics.items() if not k.startswith("test/")},
                 }
             )
             hooks.on_epoch_end(state)
-            self._log_epoch(state, epoch)
+            self._log_epoch(state, epoch, trained_lr)
             if self._world_size > 1:  # rank 0's stop decision holds for every rank
                 state.stop_training, state.stop_reason = distributed.broadcast_object(
                     (state.stop_training, state.stop_reason)
@@ -475,12 +477,12 @@ class Trainer:
         else:
             sched.step()
 
-    def _log_epoch(self, state: FitState, epoch: int) -> None:
+    def _log_epoch(self, state: FitState, epoch: int, lr: float) -> None:
         m = state.metrics
         line = (
             f"epoch {epoch + 1:>3}/{self.max_epochs}  train_loss {_loss(m['train/loss'])}  "
             f"train_acc {m['train/acc']:.3f}  val_loss {_loss(m['val/loss'])}  val_acc {m['val/acc']:.3f}  "
-            f"lr {state.current_lr:.2e}  {_duration(m['train/epoch_time'])}"
+            f"lr {lr:.2e}  {_duration(m['train/epoch_time'])}"
         )
         # this epoch's skipped steps: the running total is kept on the epoch's history entry
         before = state.history[-2].get("skipped_total", 0) if len(state.history) > 1 else 0

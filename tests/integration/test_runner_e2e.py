@@ -116,6 +116,31 @@ def test_precision_and_schedule_overrides_run(tmp_path, overrides):
     assert report["metrics"]["test_acc"] > 0.5
 
 
+def test_an_epoch_schedulers_lr_is_the_one_each_epoch_trained_at_everywhere(tmp_path):
+    """A StepLR cutting after every epoch: the epoch line, the JSONL, the history and the analyzer name
+    each epoch's own LR (they named the next epoch's, which the scheduler sets before the epoch's end)."""
+    run = tmp_path / "run"
+    res = run_cli(
+        [
+            "debug=fast",
+            "trainer.max_epochs=3",
+            "scheduler=step",
+            "scheduler.lr_scheduler.step_size=1",
+        ],
+        tmp_path,
+        run_dir=run,
+    )
+    assert res.returncode == 0, res.stderr
+    trained = [1e-3, 1e-4, 1e-5]  # optimizer.lr, then x0.1 after each epoch
+    shown = [float(m) for m in re.findall(r"^epoch +\d+/3 .* lr (\S+) ", res.stdout, re.M)]
+    assert shown == pytest.approx(trained)
+    lines = (run / "train_diagnostics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["learning_rate"] for line in lines] == pytest.approx(trained)
+    analyzed = run_cli(["analyze", str(run), "--json"], tmp_path, module="diag")
+    metrics = json.loads(analyzed.stdout)["metrics"]
+    assert (metrics["initial_lr"], metrics["final_lr"]) == pytest.approx((1e-3, 1e-5))
+
+
 def test_resume_matches_an_uninterrupted_run(tmp_path):
     common = ["trainer.deterministic=true", "scheduler=cosine", "model.dropout=0.1"]
     straight = run_cli([*common, "trainer.max_epochs=2"], tmp_path, run_dir=tmp_path / "a")
