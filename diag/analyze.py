@@ -633,6 +633,12 @@ def _run(args: argparse.Namespace) -> int:
         tag_map = parse_tag_map(args.tags)
     except ValueError as exc:
         return _usage_error_json(args, str(exc))
+    if not str(
+        args.path
+    ).strip():  # Path("") is ".": an empty argument would analyze whatever is here
+        return _usage_error_json(
+            args, "PATH is empty: give a run directory, a JSONL file or a log folder"
+        )
     if args.num_classes is not None and args.num_classes < 2:
         return _usage_error_json(args, f"--num-classes must be at least 2, got {args.num_classes}")
     try:

@@ -752,3 +752,15 @@ def test_a_log_without_loss_or_accuracy_is_refused_not_called_healthy(capsys, tm
     assert (
         rc == 2 and report["status"] == "error" and "no loss or accuracy values" in report["error"]
     )
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "train_diagnostics.jsonl", seed_records())  # what "." would have found
+    rc, out, err = analyze(capsys, "")
+    assert (
+        rc == 2
+        and out == ""
+        and err.strip()
+        == ("diag analyze: PATH is empty: give a run directory, a JSONL file or a log folder")
+    )
