@@ -96,6 +96,7 @@ class TrainingDebugger:
             None  # set by watch(): the live engine drives the report
         )
         self.state: FitState | None = None
+        self._finished = False  # set by finish(): a watched fit's events end there
         self.history = TrainingHistory()
         self.activation_monitor = ActivationMonitor(window_size=activation_window)
         self.gradient_history: deque[GradientStats] = deque(maxlen=gradient_window)
@@ -294,6 +295,7 @@ class TrainingDebugger:
             events=EventLog(run_path / "events.jsonl" if run_path is not None else None),
         )
         self._params = [p for p in model.parameters() if p.requires_grad]
+        self._finished = False
         self.live.on_fit_start(self.state)
         return self
 
@@ -302,6 +304,11 @@ class TrainingDebugger:
             raise RuntimeError(
                 f"TrainingDebugger.{call}() needs watch(model, optimizer) first; "
                 "for recorded numbers use step(...)"
+            )
+        if self._finished:  # its report and figure are written: more steps would be in neither
+            raise RuntimeError(
+                f"TrainingDebugger.{call}() after finish(): that fit is over (its report() stays); "
+                "call watch(...) again to watch a new one"
             )
         return self.live, self.state
 
@@ -356,6 +363,7 @@ class TrainingDebugger:
         hook, state = self._watched("finish")
         hook.on_fit_end(state)
         state.events.close()
+        self._finished = True
         return self.report()
 
     def quick_check(self) -> bool:

@@ -210,3 +210,15 @@ def test_lr_finder_takes_a_one_element_tensor_loss():
         lambda lr: torch.tensor((math.log10(lr) + 3) ** 2 + 1.0)
     )
     assert res["num_steps_run"] == 20 and 1e-7 < res["suggested_lr"] < 10
+
+
+def test_a_finished_watch_takes_no_more_steps_and_a_new_watch_starts_over(tmp_path):
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    debugger = TrainingDebugger().watch(model, opt, num_classes=3)
+    report = _fit(debugger, model, opt)
+    for call in (lambda: debugger.train_step(1.0), debugger.finish, debugger.end_epoch):
+        with pytest.raises(RuntimeError, match=r"after finish\(\): that fit is over"):
+            call()
+    assert debugger.report() == report  # the finished fit's report stays readable
+    assert _fit(debugger.watch(model, opt, num_classes=3), model, opt)["status"]
