@@ -12,6 +12,7 @@ import errno
 import hashlib
 import io
 import logging
+import math
 import os
 import pickle
 import stat
@@ -334,8 +335,12 @@ class CheckpointWriter:
         raise UserError(f"cannot write checkpoint: {type(error).__name__}: {error}") from None
 
 
+# what best.pt can be chosen by: the metrics every epoch of the loop produces
+MONITORED = ("val/loss", "val/acc", "train/loss", "train/acc")
+
+
 class CheckpointHook(Hook):
-    """Saves ``last.pt`` by time and work (and at the fit's end), ``best.pt`` when val loss improves.
+    """Saves ``last.pt`` by time and work (and at the fit's end), ``best.pt`` when ``monitor`` improves.
 
     ``every_minutes``: a checkpoint at most this long after the previous one, so a kill loses at most
     that much work; never sooner than ``max_time_fraction`` allows given what the last one cost (the copy
@@ -375,8 +380,15 @@ class CheckpointHook(Hook):
         self.max_time_fraction = float(max_time_fraction)
         self.save_last = save_last
         self.save_best = save_best
+        if monitor not in MONITORED:
+            raise UserError(
+                f"callbacks.checkpoint.monitor={monitor!r}: choose one of {', '.join(MONITORED)} "
+                "(best.pt keeps the epoch where it is best: lowest loss, highest accuracy)"
+            )
         self.monitor = monitor
-        self.best = float("inf")
+        # an accuracy is best at its highest: taken as a loss, best.pt kept the worst epoch
+        self.higher_is_better = monitor.endswith("/acc")
+        self.best = -math.inf if self.higher_is_better else math.inf
         self.clock = clock
         self.writer = CheckpointWriter()
         self._best_payload: dict[str, Any] | None = (
@@ -469,8 +481,10 @@ class CheckpointHook(Hook):
     def on_epoch_end(self, state: FitState) -> None:
         if state.run_dir is None or not state.is_rank_zero:
             return
-        value = state.metrics.get(self.monitor, float("inf"))
-        improved = self.save_best and value < self.best
+        value = state.metrics.get(self.monitor, math.nan)  # NaN (a blown-up epoch) never improves
+        improved = self.save_best and (
+            value > self.best if self.higher_is_better else value < self.best
+        )
         last_epoch = bool(state.max_steps) and state.step >= state.max_steps
         save = (
             last_epoch  # the fit ends here: start writing while the test split is evaluated

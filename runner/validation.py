@@ -24,6 +24,9 @@ MODES = ("train", "lr_find")
 # what the loop puts in state.metrics before an epoch-end scheduler steps
 MONITORABLE = ("val/loss", "val/acc", "train/loss", "train/acc")
 SEED_LIMIT = 2**63  # torch.manual_seed takes a signed 64-bit integer
+MAX_THREADS = (
+    1024  # far beyond any CPU's cores: a typo (1000000) ran out of memory building the data
+)
 
 Check = Callable[[Any], bool]
 
@@ -99,8 +102,8 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
     ("trainer.log_every_n_steps", lambda v: _is_int(v) and v > 0, "a positive whole number", False),
     (
         "trainer.threads",
-        lambda v: _is_int(v) and v > 0,
-        "a positive whole number of CPU threads, or null for torch's default (one per core)",
+        lambda v: _is_int(v) and 0 < v <= MAX_THREADS,
+        f"a whole number of CPU threads from 1 to {MAX_THREADS}, or null for torch's default (one per core)",
         True,
     ),
     (
@@ -110,6 +113,15 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
         True,
     ),
     ("data.batch_size", lambda v: _is_int(v) and v > 0, "a positive whole number", False),
+    *(
+        (
+            f"data.{key}",
+            lambda v: _is_int(v) and 0 <= v < SEED_LIMIT,
+            "a whole number from 0 to 2**63-1",
+            False,
+        )
+        for key in ("split_seed", "noise_seed")
+    ),
     ("data.eval_batch_size", lambda v: _is_int(v) and v > 0, "a positive whole number", True),
     (
         "data.val_fraction",
@@ -215,6 +227,45 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
         "sweep's best finished trial stops)",
         False,
     ),
+    *(
+        (
+            f"callbacks.stop_on.{key}",
+            lambda v: _is_number(v) and 0 <= v <= 1,
+            "a share of the run, 0 to 1",
+            False,
+        )
+        for key in ("grace", "early_grace")
+    ),
+    (
+        "callbacks.checkpoint.monitor",
+        lambda v: v in MONITORABLE,
+        f"choose one of {', '.join(MONITORABLE)} (best.pt keeps its lowest loss or highest accuracy)",
+        False,
+    ),
+    (
+        "callbacks.stop_on.clear_blowup",
+        lambda v: _is_number(v) and v > 1,
+        "a number > 1 (times the chance loss: a training loss blown up that far stops the run)",
+        False,
+    ),
+    (
+        "callbacks.stop_on.need",
+        lambda v: _is_number(v) and v > 0,
+        "a positive number (of the chance loss a stuck run must be able to get below)",
+        False,
+    ),
+    (
+        "callbacks.stop_on.projection_window",
+        lambda v: _is_int(v) and v >= 1,
+        "a whole number of validations >= 1",
+        False,
+    ),
+    (
+        "callbacks.stop_on.projection_pace",
+        lambda v: _is_number(v) and v > 0,
+        "a positive number",
+        False,
+    ),
     (
         "callbacks.stop_on.behind_pace",
         lambda v: _is_number(v) and v >= 1,
@@ -233,6 +284,10 @@ BOOLEANS = (
     "data.download",
     "data.cache",
     "callbacks.stop_on.behind_sweep",
+    "model.batchnorm",  # "no" is a non-empty string: it turned batch norm on
+    "model.zero_init_residual",
+    "optimizer.nesterov",
+    "optimizer.fused",
 )
 
 

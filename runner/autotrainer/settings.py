@@ -6,7 +6,8 @@ made up in code. A typo in the policy table is found before any work rather than
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -245,6 +246,7 @@ class Settings:
         )
         for name in ("min_severity", "restart_min_severity"):
             _check_severity(spec[name], f"{key}.{name}")
+        _check_scalars(spec, key)
         _check_severity(evidence["min_severity"], f"{key}.lr_evidence.min_severity")
         return cls(
             check_every=max(1, int(spec["check_every"])),
@@ -396,6 +398,45 @@ def check_config(cfg: DictConfig) -> None:
     spec = OmegaConf.select(cfg, KEY, default=None)
     if spec is not None:
         Settings.from_config(spec)
+
+
+def _whole(least: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+# the policy's scalar settings: what each must be (a clip norm of -1 was used as given and the broken run
+# it left was reported healthy; "abc" for a budget was a traceback)
+SCALARS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    *(
+        (name, _whole(1), "a whole number >= 1")
+        for name in ("check_every", "snapshot_every", "keep_snapshots", "measure_steps")
+    ),
+    *(
+        (name, _whole(0), "a whole number >= 0")
+        for name in (
+            "cooldown_steps",
+            "max_actions",
+            "max_per_code",
+            "rollback_margin",
+            "max_restarts",
+        )
+    ),
+    ("clip_max_norm", _positive, "a positive number (the max_norm clipping is turned on with)"),
+    ("time_budget", _positive, "a positive number (times one full attempt, all attempts together)"),
+    ("late_lr_restart", lambda v: _positive(v) or v == 0, "a share of the run, a number >= 0"),
+)
+
+
+def _check_scalars(spec: Mapping[str, Any], key: str) -> None:
+    """One UserError naming the first scalar setting that is not what it must be."""
+    for name, ok, allowed in SCALARS:
+        value = spec[name]
+        if not ok(value):
+            raise UserError(f"{key}.{name}={value!r} is not valid: {allowed}")
 
 
 def _online_rule(spec: Mapping[str, Any]) -> OnlineRule:

@@ -141,6 +141,23 @@ def test_an_epoch_schedulers_lr_is_the_one_each_epoch_trained_at_everywhere(tmp_
     assert (metrics["initial_lr"], metrics["final_lr"]) == pytest.approx((1e-3, 1e-5))
 
 
+def test_best_pt_by_accuracy_keeps_the_highest_accuracy_epoch(tmp_path):
+    run = tmp_path / "run"
+    res = run_cli(
+        ["debug=fast", "trainer.max_epochs=4", "callbacks.checkpoint.monitor=val/acc"],
+        tmp_path,
+        run_dir=run,
+    )
+    assert res.returncode == 0, res.stderr
+    accs = [
+        json.loads(x)["accuracy"] for x in (run / "val_diagnostics.jsonl").read_text().splitlines()
+    ]
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    assert best["monitor"] == "val/acc" and best["value"] == pytest.approx(max(accs))
+    assert best["epoch"] == accs.index(max(accs))  # the first epoch that reached it
+    assert len(set(accs)) > 1  # the epochs differ: a lowest-is-best pick would have chosen another
+
+
 def test_resume_matches_an_uninterrupted_run(tmp_path):
     common = ["trainer.deterministic=true", "scheduler=cosine", "model.dropout=0.1"]
     straight = run_cli([*common, "trainer.max_epochs=2"], tmp_path, run_dir=tmp_path / "a")

@@ -52,6 +52,37 @@ BAD = [
     (["optimizer.lr=${oc.env:RUNNER_TEST_UNSET_VARIABLE}"], "optimizer.lr: "),
     (["+trainer.loops=${trainer.loops}"], "trainer.loops: "),
     (["optimizer.lr=${nowhere.lr}"], "optimizer.lr: "),
+    # red-team findings: each was accepted (or a traceback) before it was checked here
+    (["model.batchnorm=no"], "model.batchnorm="),  # a non-empty string: batch norm was turned on
+    (["optimizer=sgd", "optimizer.nesterov=maybe"], "optimizer.nesterov="),
+    (["data.split_seed=99999999999999999999"], "data.split_seed="),  # an overflow traceback
+    (["data.split_seed=1.5"], "data.split_seed="),
+    (["data.noise_seed=-1"], "data.noise_seed="),
+    (["trainer.threads=1000000"], "trainer.threads="),  # ran out of memory
+    (["callbacks.checkpoint.monitor=val/accc"], "callbacks.checkpoint.monitor="),  # no best.pt
+    (["callbacks.stop_on.grace=-1"], "callbacks.stop_on.grace="),
+    (["callbacks.stop_on.clear_blowup=-5"], "callbacks.stop_on.clear_blowup="),
+    (["callbacks.stop_on.need=-1"], "callbacks.stop_on.need="),
+    (
+        ["autotrainer=default", "callbacks.autotrainer.clip_max_norm=-1"],
+        "callbacks.autotrainer.clip_max_norm=-1",
+    ),
+    (
+        ["autotrainer=default", "callbacks.autotrainer.time_budget=abc"],
+        "callbacks.autotrainer.time_budget='abc'",
+    ),
+    (
+        ["autotrainer=default", "callbacks.autotrainer.max_restarts=-1"],
+        "callbacks.autotrainer.max_restarts=-1",
+    ),
+    (
+        ["autotrainer=default", "callbacks.autotrainer.check_every=0"],
+        "callbacks.autotrainer.check_every=0",
+    ),
+    (
+        ["autotrainer=default", "callbacks.autotrainer.keep_snapshots=0"],
+        "callbacks.autotrainer.keep_snapshots=0",
+    ),
 ]
 
 
