@@ -143,6 +143,34 @@ def discard_if_unused(run_dir: Path) -> bool:
     return True
 
 
+# a run directory that holds one of these holds a run: starting afresh there would overwrite it
+RUN_MARKS = ("checkpoints/last.pt", "report.json")
+
+
+def refuse_a_run_there(run_dir: Path, sweep: str | None = None) -> None:
+    """A fresh start (no ``trainer.resume``) in a directory that holds a run is refused before anything is
+    written: it replaced the run's checkpoints (a resumable one too), report and ``.hydra/`` config, and
+    appended a second run to its event logs. ``sweep``: the multirun's folder, named in the message."""
+    held = [mark for mark in RUN_MARKS if (Path(run_dir) / mark).exists()]
+    if not held:
+        return
+    held_by = f"{run_dir} already holds a run ({', '.join(held)})"
+    if sweep:
+        raise UserError(
+            f"hydra.sweep.dir={sweep}: {held_by}: choose another hydra.sweep.dir, or run the same sweep "
+            "again with trainer.resume=auto to continue it (nothing was changed)"
+        )
+    raise UserError(
+        f"hydra.run.dir={run_dir}: {held_by}: continue it with trainer.resume=auto, or choose another "
+        "hydra.run.dir (nothing was changed)"
+    )
+
+
+def _fresh_start(config: DictConfig) -> bool:
+    trainer = config.get("trainer") or {}
+    return trainer.get("resume") in (None, "", False)
+
+
 class ClaimRunDir(Callback):
     """Hydra callback: own a single run's directory once the config is composed, before Hydra writes into it.
 
@@ -160,8 +188,27 @@ class ClaimRunDir(Callback):
         if distributed.launch_rank() != 0:  # one owner, as in the task (see runner/__main__.py)
             return
         try:
-            claim(Path(str(config.hydra.run.dir)))
+            run_dir = Path(str(config.hydra.run.dir))
+            claim(run_dir)
+            if _fresh_start(config):
+                refuse_a_run_there(run_dir)
         except UserError as exc:
             # Hydra turns a callback's exceptions into warnings and goes on: exit here (SystemExit passes)
+            report_error(exc)
+            sys.exit(exc.exit_code)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        """A sweep into a folder whose jobs hold runs is refused before its first job overwrites one (and
+        before the summary mixes two sweeps' jobs); ``trainer.resume=auto`` continues them instead."""
+        from runner import distributed
+        from runner.errors import report_error
+
+        sweep = Path(str(config.hydra.sweep.dir))
+        if distributed.launch_rank() != 0 or not _fresh_start(config) or not sweep.is_dir():
+            return
+        try:
+            for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
+                refuse_a_run_there(job, str(sweep))
+        except UserError as exc:
             report_error(exc)
             sys.exit(exc.exit_code)

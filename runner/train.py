@@ -31,7 +31,7 @@ from runner.hparams import log_hparams
 from runner.interrupts import interrupted, stop_on_signals
 from runner.report import finished_report, objective_of, print_summary, report_run
 from runner.resume import continue_previous_run, find_resume_checkpoint
-from runner.run_dir import claim
+from runner.run_dir import claim, refuse_a_run_there
 from runner.schedulers import build_scheduler
 from runner.tensorboard_run import log_run_media, open_writer
 from runner.trainer import Trainer
@@ -85,13 +85,19 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
     run_dir = Path(distributed.broadcast_object(chosen) or run_dir)
     if distributed.launch_rank() == 0:
         claim(run_dir)  # the directory trainer.resume=auto continues is owned like this launch's
+    if cfg.trainer.get("resume") in (
+        None,
+        "",
+        False,
+    ):  # the CLI refused it before Hydra wrote; a caller in Python
+        refuse_a_run_there(run_dir, sweep_dir())
     run_dir.mkdir(parents=True, exist_ok=True)
     r = build(cfg, run_dir, session)
     state, trainer = r.state, r.trainer
     if r.finished is not None:  # nothing to train: every file of the run stays as it is
         log.info(
             "run %s already finished (step %s, report.json completed): nothing to do, nothing "
-            "changed; start without trainer.resume for a new run",
+            "changed; choose another hydra.run.dir for a new run",
             run_dir,
             state.step,
         )

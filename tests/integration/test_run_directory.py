@@ -170,6 +170,36 @@ def test_a_finished_run_resumed_says_so_and_changes_nothing(tmp_path):
     assert {name: (run / name).read_bytes() for name in keep} == before
 
 
+def test_a_fresh_start_into_a_run_is_refused_and_every_file_of_it_kept(tmp_path):
+    """Without trainer.resume, a second command naming a finished run's directory replaced its checkpoints,
+    report and .hydra config, and appended a second run to its events (a red-team finding)."""
+    run = tmp_path / "run"
+    assert run_cli(TINY, tmp_path, run_dir=run).returncode == 0
+    before = _digests(run)
+    line = _one_line_exit_2(run_cli([*TINY, "optimizer.lr=0.01"], tmp_path, run_dir=run))
+    assert line == (
+        f"error: hydra.run.dir={run}: {run} already holds a run (checkpoints/last.pt, report.json): "
+        "continue it with trainer.resume=auto, or choose another hydra.run.dir (nothing was changed)"
+    )
+    # every file but the lock, which holds the pid of the process that last claimed the directory
+    assert {k: v for k, v in _digests(run).items() if k != ".lock"} == {
+        k: v for k, v in before.items() if k != ".lock"
+    }
+
+
+def test_a_sweep_into_a_sweeps_folder_is_refused_and_its_jobs_kept(tmp_path):
+    sweep = tmp_path / "sweep"
+    first = run_cli(["-m", *TINY, f"hydra.sweep.dir={sweep}", "optimizer.lr=1e-3,1e-2"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = _digests(sweep)
+    again = run_cli(["-m", *TINY, f"hydra.sweep.dir={sweep}", "optimizer.lr=0.1"], tmp_path)
+    assert _one_line_exit_2(again).startswith(
+        f"error: hydra.sweep.dir={sweep}: {sweep / '0'} already holds a run (checkpoints/last.pt, "
+        "report.json): choose another hydra.sweep.dir"
+    )
+    assert _digests(sweep) == before
+
+
 @pytest.mark.slow
 def test_a_run_killed_after_its_last_checkpoint_completes_its_report_on_resume(tmp_path):
     """The state a kill between the last checkpoint and the report leaves: resuming tests and reports,
