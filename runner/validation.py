@@ -113,6 +113,9 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
         True,
     ),
     ("data.batch_size", lambda v: _is_int(v) and v > 0, "a positive whole number", False),
+    ("data.num_classes", lambda v: _is_int(v) and v >= 2, "a whole number of classes >= 2", False),
+    ("data.in_channels", lambda v: _is_int(v) and v >= 1, "a positive whole number", False),
+    ("data.image_size", lambda v: _is_int(v) and v >= 1, "a positive whole number of pixels", False),
     *(
         (
             f"data.{key}",

@@ -46,6 +46,8 @@ class ImageDataModule:
     """Base for every dataset. Subclasses implement :meth:`_load` (and may override :meth:`vision_dataset`)."""
 
     name = "data"
+    # the labels are the dataset's own: every class occurs (synthetic data draws them, and may miss one)
+    fixed_classes = True
     # What ``augmentation: standard`` means for this dataset: crop padding (a random shift of up to
     # this many pixels, zero fill) and whether to mirror horizontally.
     standard_padding = 2
@@ -124,12 +126,33 @@ class ImageDataModule:
         if self.config_std is not None and min(self.config_std) <= 0:
             raise UserError(f"data.std={self.config_std} must be positive: fix it or set data.std=null")
 
+    def _check_loaded(self, *splits: Split) -> None:
+        """The data as loaded against what the config says it is, which the model is built from: a
+        mismatch (``data.num_classes=5`` on digits) is an override to remove, said before the first step
+        fails deep inside the model (a shape error, a target out of bounds) or a head of the wrong width
+        trains without a word."""
+        shape = tuple(splits[0].images.shape[1:])
+        said = (self.in_channels, self.image_size, self.image_size)
+        for key, have, want in zip(("in_channels", "image_size", "image_size"), shape, said):
+            if have != want:
+                raise UserError(
+                    f"data.{key}={want} but the {self.name} images are {'x'.join(map(str, shape))} "
+                    f"(channels x height x width): remove the data.{key} override"
+                )
+        top = max((int(split.labels.max()) for split in splits if len(split.labels)), default=-1)
+        if top >= self.num_classes or (self.fixed_classes and top + 1 != self.num_classes):
+            raise UserError(
+                f"data.num_classes={self.num_classes} but the {self.name} labels are 0 to {top} "
+                f"({top + 1} classes): remove the data.num_classes override"
+            )
+
     def setup(self) -> None:
         """Load once, split off validation with a fixed seed, apply subset and label noise."""
         if self.train is not None:
             return
         self._check_options()
         train_full, self.test = self._load()
+        self._check_loaded(train_full, self.test)
         self._train_full = train_full
         n = len(train_full)
         g = torch.Generator().manual_seed(self.split_seed)

@@ -19,6 +19,7 @@ class SyntheticDataModule(ImageDataModule):
     """``num_train`` + ``num_test`` random ``(in_channels, image_size, image_size)`` uint8 images."""
 
     name = "synthetic"
+    fixed_classes = False
 
     def __init__(self, num_train: int = 4096, num_test: int = 512, data_seed: int = 0, **kwargs) -> None:
         kwargs.setdefault("num_classes", 10)

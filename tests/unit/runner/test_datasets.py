@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from hydra.utils import instantiate
 
 from runner.data.augment import RandomCropFlip
 from runner.data.digits import DigitsDataModule
+from runner.data.synthetic import SyntheticDataModule
 from runner.data.torchvision_data import (
     CACHE_NAME,
     CIFAR10DataModule,
@@ -406,3 +408,27 @@ def test_check_data_reports_and_writes_sample_grids(tmp_path):
     assert {"samples/train", "samples/val"} <= set(acc.Tags()["images"])
     img = acc.Images("samples/val")[0]
     assert img.width > 32 and img.height > 32
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"num_classes": 5}, "data.num_classes=5 but the digits labels are 0 to 9 (10 classes)"),
+        # a 20-way head on 10 classes trained without a word, its chance level wrong
+        ({"num_classes": 20}, "data.num_classes=20 but the digits labels are 0 to 9 (10 classes)"),
+        ({"image_size": 28}, "data.image_size=28 but the digits images are 1x8x8"),
+        ({"in_channels": 3}, "data.in_channels=3 but the digits images are 1x8x8"),
+    ],
+)
+def test_a_dataset_fact_overridden_wrong_is_refused_at_setup(override, message):
+    data = DigitsDataModule(**override)
+    with pytest.raises(UserError, match=re.escape(message)):
+        data.setup()
+
+
+def test_synthetic_data_may_leave_a_class_undrawn_but_not_exceed_its_classes():
+    small = SyntheticDataModule(
+        num_train=4, num_test=2, num_classes=10, batch_size=2, val_fraction=0.0
+    )
+    small.setup()  # six labels drawn from ten classes: some never occur, and that is fine
+    assert int(small.train.labels.max()) < 10

@@ -53,7 +53,12 @@ BAD = [
     (["+trainer.loops=${trainer.loops}"], "trainer.loops: "),
     (["optimizer.lr=${nowhere.lr}"], "optimizer.lr: "),
     # red-team findings: each was accepted (or a traceback) before it was checked here
-    (["model.batchnorm=no"], "model.batchnorm="),  # a non-empty string: batch norm was turned on
+    (["model.batchnorm=no"], "model.batchnorm="),
+    (["data=synthetic", "data.num_classes=1"], "data.num_classes="),  # "test accuracy 1.0, healthy"
+    (
+        ["data=synthetic", "data.image_size=0"],
+        "data.image_size=",
+    ),  # a ZeroDivisionError mid-run  # a non-empty string: batch norm was turned on
     (["optimizer=sgd", "optimizer.nesterov=maybe"], "optimizer.nesterov="),
     (["data.split_seed=99999999999999999999"], "data.split_seed="),  # an overflow traceback
     (["data.split_seed=1.5"], "data.split_seed="),
