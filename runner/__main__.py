@@ -9,7 +9,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
+from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -18,6 +18,9 @@ from runner import distributed
 from runner.conf_dir import CONF_DIR
 from runner.errors import Interrupted, UserError, report_error
 from runner.run_dir import claim, discard_if_unused, release
+
+# whether the user set HYDRA_FULL_ERROR=1 (main sets it for every run, so that Hydra raises its errors)
+_full_error = False
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -52,17 +55,24 @@ def hydra_main(cfg: DictConfig) -> float:
 
             return objective_of(done, cfg.get("objective_penalty"))
         return app.run(cfg, run_dir)
-    except UserError as exc:
-        report_error(exc)
+    except (UserError, InstantiationException) as exc:
+        # an object the build could not make is said by its cause, here in the task: raised on, Hydra
+        # would print "Error executing job with overrides" and leave the run directory behind
+        if isinstance(exc, InstantiationException) and _full_error:
+            raise  # the user's HYDRA_FULL_ERROR=1: Hydra's traceback, the whole cause chain
+        from runner.hydra_errors import one_line
+
+        error = exc if isinstance(exc, UserError) else UserError(one_line(exc, CONF_DIR))
+        report_error(error)
         if (
             multirun
         ):  # one bad job of a sweep is recorded as failed and the sweep goes on to the next
             from runner.report import report_failed_job
 
-            return report_failed_job(run_dir, str(exc), cfg.get("objective_penalty"))
+            return report_failed_job(run_dir, str(error), cfg.get("objective_penalty"))
         if distributed.is_rank_zero():  # a start refused before any work leaves no directory behind
             discard_if_unused(run_dir)
-        sys.exit(exc.exit_code)
+        sys.exit(error.exit_code)
     except Interrupted as exc:
         if (
             distributed.is_rank_zero()
@@ -129,7 +139,8 @@ def main() -> None:
         sys.exit(exc.exit_code)
     # Hydra's composition errors are raised to us (not printed over several lines) and said in one;
     # a user who set HYDRA_FULL_ERROR keeps Hydra's full traceback
-    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    global _full_error
+    full_error = _full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_main()  # raises SystemExit when the run fails
@@ -148,6 +159,11 @@ def main() -> None:
         raise
     else:
         distributed.teardown(barrier=True)
+        from runner.sweep_callback import sweep_exit_code
+
+        # a multirun in which no job succeeded: the summary listed the jobs, each printed its error
+        if sweep_exit_code():
+            sys.exit(sweep_exit_code())
     finally:
         # The process ends here. Python's exit collects every object the collector tracks, torch's
         # import-time objects among them (0.6-1.3 s on a 2-core machine, after the run's last line is

@@ -204,11 +204,24 @@ class ClaimRunDir(Callback):
         from runner.errors import report_error
 
         sweep = Path(str(config.hydra.sweep.dir))
-        if distributed.launch_rank() != 0 or not _fresh_start(config) or not sweep.is_dir():
+        if distributed.launch_rank() != 0:
             return
         try:
-            for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
-                refuse_a_run_there(job, str(sweep))
+            try:  # the sweeper makes it next, and a file in the way or no permission was its traceback
+                sweep.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise UserError(
+                    f"hydra.sweep.dir={sweep}: a file is in the way (the path or one of its parents is "
+                    "a file); choose another directory"
+                ) from None
+            except OSError as exc:
+                raise UserError(
+                    f"hydra.sweep.dir={sweep} cannot be made ({exc.strerror or exc}): point it at a "
+                    "writable directory"
+                ) from None
+            if _fresh_start(config):
+                for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
+                    refuse_a_run_there(job, str(sweep))
         except UserError as exc:
             report_error(exc)
             sys.exit(exc.exit_code)

@@ -200,6 +200,18 @@ def test_a_sweep_into_a_sweeps_folder_is_refused_and_its_jobs_kept(tmp_path):
     assert _digests(sweep) == before
 
 
+def test_a_sweep_folder_behind_a_file_is_one_line_and_the_file_kept(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine")
+    for sweep in (blocker, blocker / "sub"):
+        res = run_cli(["-m", *TINY, f"hydra.sweep.dir={sweep}", "optimizer.lr=1e-3"], tmp_path)
+        assert _one_line_exit_2(res) == (
+            f"error: hydra.sweep.dir={sweep}: a file is in the way (the path or one of its parents is a "
+            "file); choose another directory"
+        )
+    assert blocker.read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_a_run_killed_after_its_last_checkpoint_completes_its_report_on_resume(tmp_path):
     """The state a kill between the last checkpoint and the report leaves: resuming tests and reports,
