@@ -115,7 +115,12 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
     ("data.batch_size", lambda v: _is_int(v) and v > 0, "a positive whole number", False),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "a whole number of classes >= 2", False),
     ("data.in_channels", lambda v: _is_int(v) and v >= 1, "a positive whole number", False),
-    ("data.image_size", lambda v: _is_int(v) and v >= 1, "a positive whole number of pixels", False),
+    (
+        "data.image_size",
+        lambda v: _is_int(v) and v >= 1,
+        "a positive whole number of pixels",
+        False,
+    ),
     *(
         (
             f"data.{key}",
@@ -163,6 +168,39 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
         "model.channels",
         _positive_ints,
         "a list of positive channel counts, e.g. [32,64]",
+        True,
+    ),
+    (
+        "model.bias_init",
+        _is_number,
+        "a number every bias starts at, or null (PyTorch's default)",
+        True,
+    ),
+    (
+        "model.init_std",
+        lambda v: _is_number(v) and v >= 0,
+        "a number >= 0 (the std of model.init=normal)",
+        False,
+    ),
+    (
+        "model.init_scale",
+        lambda v: _is_number(v) and v >= 0,
+        "a number >= 0 (multiplies the initial weights)",
+        False,
+    ),
+    (
+        "data.mean",
+        lambda v: (isinstance(v, list) or OmegaConf.is_list(v)) and all(_is_number(x) for x in v),
+        "a list with one number per channel ([0.5]), or null to measure it on the training split",
+        True,
+    ),
+    (
+        "data.std",
+        lambda v: (
+            (isinstance(v, list) or OmegaConf.is_list(v))
+            and all(_is_number(x) and x > 0 for x in v)
+        ),
+        "a list with one positive number per channel ([0.25]), or null to measure it",
         True,
     ),
     ("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a probability in [0, 1)", True),

@@ -54,6 +54,10 @@ BAD = [
     (["optimizer.lr=${nowhere.lr}"], "optimizer.lr: "),
     # red-team findings: each was accepted (or a traceback) before it was checked here
     (["model.batchnorm=no"], "model.batchnorm="),
+    (["data.std=0"], "data.std="),  # was "data: TypeError: 'int' object is not iterable"
+    (["data.std=[0]"], "data.std="),
+    (["model.bias_init=abc"], "model.bias_init="),  # was torch's fill_() message
+    (["model.init_std=-1"], "model.init_std="),
     (["data=synthetic", "data.num_classes=1"], "data.num_classes="),  # "test accuracy 1.0, healthy"
     (
         ["data=synthetic", "data.image_size=0"],
