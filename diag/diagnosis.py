@@ -1244,6 +1244,25 @@ def _saturated(s: RunSeries) -> Issue | None:
     )
 
 
+def _init_scale_evidence(name: str, ratio: float, ratios: dict[str, float]) -> str:
+    """Why ``name``'s initial scale is off, in words. A std of 0 (all weights equal, a zero init) has no
+    "x times smaller" (1/0 crashed the live diagnosis): it is said as what it does, symmetry never broken."""
+    if ratio <= 0:
+        flat = [n for n, r in ratios.items() if r == 0]
+        where = "every layer" if len(flat) == len(ratios) > 1 else name
+        also = f" ({name} first)" if where != name else ""
+        return (
+            f"initial weights of {where}{also} are all equal (std 0, e.g. all zero): every unit of "
+            "a layer computes the same output and gets the same gradient, so symmetric units never "
+            "differ"
+        )
+    direction = "larger" if ratio > 1 else "smaller"
+    return (
+        f"initial weights of {name} are {max(ratio, 1 / ratio):.0f}x {direction} than He/Xavier "
+        "scale for the layer's fan-in"
+    )
+
+
 def _bad_initialization(s: RunSeries) -> Issue | None:
     """Weights far from He/Xavier scale, or (TheDeepChecker's and Karpathy's first check) a first loss far above ln(k)."""
     name, ratio = None, 1.0
@@ -1252,13 +1271,11 @@ def _bad_initialization(s: RunSeries) -> Issue | None:
             s.init_scale_ratio.items(), key=lambda kv: abs(math.log(max(kv[1], 1e-30)))
         )
         if ratio > INIT_OFF_FACTOR or ratio < 1 / INIT_OFF_FACTOR:
-            direction = "larger" if ratio > 1 else "smaller"
             return Issue(
                 "BAD_INITIALIZATION",
                 "critical" if ratio > INIT_OFF_FACTOR else "warning",
                 0,
-                f"initial weights of {name} are {max(ratio, 1 / ratio):.0f}x {direction} than He/Xavier "
-                "scale for the layer's fan-in",
+                _init_scale_evidence(name, ratio, s.init_scale_ratio),
                 layer=name,
             )
     chance, first = _chance_loss(s), s.initial_loss

@@ -51,9 +51,15 @@ def weight_layers(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def init_scale_ratios(layers: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Per layer: weight std over the He-normal std for its fan-in (PyTorch's default init gives ~0.4)."""
+    """Per layer: weight std over the He-normal std for its fan-in (PyTorch's default init gives ~0.4).
+
+    A layer with no weights (a fan-in or fan-out of 0, e.g. ``nn.Linear(0, k)`` on empty inputs) has no
+    scale to judge and is skipped: its He std is 1/0 and its std that of nothing.
+    """
     out = {}
     for name, w in layers.items():
+        if w.dim() < 2 or w.numel() == 0:
+            continue
         fan_in = w[0].numel()  # (out, in, *kernel): everything but the output dimension
         out[name] = float(w.detach().float().std()) / math.sqrt(2.0 / fan_in)
     return out

@@ -33,6 +33,12 @@ first and last points skipped, as the public finders do:
   the best LR sat 2.6-11x under the minimum, and ``min10`` undershot the wide MLPs by 2-4x.
   ``valley`` lands early when the model learns during the test.
 
+A curve of fewer than :data:`MIN_POINTS` points (a test that diverged within its first steps) has nothing
+to read: the suggestion falls back to ``10 * min_lr`` if the test passed that LR without breaking, else to
+``min_lr``, the lowest LR tried (:meth:`LearningRateFinder.fallback_lr`), never at or above where it
+diverged nor outside ``[min_lr, max_lr]``; its ``method`` starts with ``fallback`` and says which. A caller
+that acts on the LR (the runner) should refuse such a result rather than train at it.
+
 Two entry points: the documented ``range_test(train_fn)`` where ``train_fn(lr)``
 takes one step and returns the loss, and :meth:`LearningRateFinder.range_test_torch`
 which drives a model and optimizer itself and then restores their state (and the
@@ -73,6 +79,10 @@ ADAPTIVE_CAP = 1e-2
 """An adaptive optimizer's ceiling under ``auto``, edge or not: with BatchNorm the test diverges late
 (lr 5-10) or never, ``min10`` then reads 0.05-0.1 where the best LR was 3e-3-1e-2 on every such
 bench task, and whether it diverged just under or just over ``0.9 * max_lr`` is chance."""
+MIN_POINTS = 10
+"""The fewest points a curve needs for any rule to read it; under that :meth:`LearningRateFinder.suggest`
+falls back (:meth:`LearningRateFinder.fallback_lr`): two or three points before a divergence show no
+slope, minimum or valley."""
 HARD_TASK_CAP = 3e-3
 HARD_FALL = 0.10
 """An adaptive optimizer whose test loss fell by under this fraction is on a hard (noisy) task: at
@@ -399,6 +409,8 @@ class LearningRateFinder:
         self.losses: list[float] = []
         self.smoothed_losses: list[float] = []
         self.stop_reason = "not run"
+        # the LR at which the test stopped on a divergence or a non-finite loss (None: it did not)
+        self.diverged_lr: float | None = None
         self._result: dict[str, Any] | None = None
 
     # -- the schedule and the record ----------------------------------------
@@ -410,12 +422,14 @@ class LearningRateFinder:
         self.lrs, self.losses, self.smoothed_losses = [], [], []
         self._avg, self._best = 0.0, math.inf
         self.stop_reason = "completed"
+        self.diverged_lr = None
         self._result = None
 
     def _record(self, lr: float, loss: float) -> bool:
         """Store one point; return True when the test must stop (non-finite or diverged)."""
         if not math.isfinite(loss):
             self.stop_reason = f"non-finite loss at lr={lr:.3g}"
+            self.diverged_lr = float(lr)
             return True
         i = len(self.losses)
         self._avg = self.smooth * self._avg + (1 - self.smooth) * loss
@@ -429,6 +443,7 @@ class LearningRateFinder:
                 f"diverged at lr={lr:.3g} (smoothed loss {smoothed:.3g} > "
                 f"{self.diverge_factor:g} x best {self._best:.3g})"
             )
+            self.diverged_lr = float(lr)
             return True
         return False
 
@@ -456,12 +471,17 @@ class LearningRateFinder:
             if self._record(float(lr), float(loss)):
                 break
         if not self.losses:  # nothing measured: any suggestion would be made up
-            raise ValueError(
-                f"range_test: train_fn returned a non-finite loss ({float(loss)}) at the first LR "
-                f"({self.min_lr:.3g}), before any LR was measured: the model or the loss is broken "
-                "before the LR matters (check the inputs and the initial loss)"
-            )
+            raise self._nothing_measured("train_fn returned", float(loss))
         return self.result()
+
+    def _nothing_measured(self, source: str, loss: float) -> ValueError:
+        """The error of a test whose first loss was non-finite: no LR was measured, so there is no LR
+        under the break to suggest (the first loss is the untrained model's: the LR is not the cause)."""
+        return ValueError(
+            f"range_test: {source} a non-finite loss ({loss}) at the first LR "
+            f"({self.min_lr:.3g}), before any LR was measured: the model or the loss is broken "
+            "before the LR matters (check the inputs and the initial loss)"
+        )
 
     def run(
         self, train_fn: Callable[[float], float] | None = None, **torch_kwargs: Any
@@ -492,6 +512,7 @@ class LearningRateFinder:
         if self.optimizer_family is None:  # what method="auto" reads off the curve depends on it
             self.optimizer_family = optimizer_family(optimizer)
         saved = _snapshot(model, optimizer, scaler, batches)
+        bad = math.nan  # the non-finite loss the test stopped on, if it did
         try:
             model.train()
             params = [p for p in model.parameters() if p.requires_grad]
@@ -520,6 +541,7 @@ class LearningRateFinder:
                 )  # one host read per step: the stop rule needs it
                 if not math.isfinite(value):
                     self._record(float(lr), value)
+                    bad = value
                     break
                 if scaler is not None and scaler.is_enabled():
                     scaler.scale(loss).backward()
@@ -537,6 +559,10 @@ class LearningRateFinder:
                     break
         finally:
             _restore(saved, model, optimizer, scaler, batches)
+        if (
+            not self.losses and self.diverged_lr is not None
+        ):  # as range_test(train_fn): nothing to read
+            raise self._nothing_measured("the model's loss was", bad)
         return self.result()
 
     # -- suggestions -------------------------------------------------------------
@@ -549,13 +575,20 @@ class LearningRateFinder:
         return start, end
 
     def suggest(self, method: str | None = None) -> dict[str, Any]:
-        """``{'lr', 'index', 'method'}`` for one rule (``auto``: the optimizer's); fewer than 10 points falls back to ``10 * min_lr`` (as documented)."""
+        """``{'lr', 'index', 'method'}`` for one rule (``auto``: the optimizer's).
+
+        Fewer than :data:`MIN_POINTS` points: :meth:`fallback_lr`, ``index`` None and a ``method`` that
+        starts with ``fallback (fewer than 10 points`` and says which LR it took (no rule can read such
+        a curve; a caller about to train should refuse it, as the runner does).
+        """
         name = canonical_method(method or self.method)
-        if len(self.losses) < 10:
+        if len(self.losses) < MIN_POINTS:
+            lr = self.fallback_lr()
+            which = "10 x min_lr" if lr > self.min_lr else "min_lr, the lowest LR tried"
             return {
-                "lr": self.min_lr * 10,
+                "lr": lr,
                 "index": None,
-                "method": "fallback (fewer than 10 points)",
+                "method": f"fallback (fewer than {MIN_POINTS} points: {which})",
             }
         start, end = self._window()
         lrs = np.asarray(self.lrs[start:end])
@@ -599,12 +632,29 @@ class LearningRateFinder:
             }
         return {"lr": float(lr), "index": start + i, "method": name}
 
+    def fallback_lr(self) -> float:
+        """The LR :meth:`suggest` gives a curve too short to read: ``10 * min_lr`` (the finder's
+        documented fallback) when the test passed that LR without diverging, else ``min_lr``.
+
+        Why not ``10 * min_lr`` always: a test that diverged within a decade of its start (``min_lr=1
+        max_lr=2``: diverged at 1.01) then suggested 10, over both the test's range and the LR that
+        blew it up. The result is in ``[min_lr, max_lr]`` and under :attr:`diverged_lr` (the first
+        point of a non-negative loss cannot diverge; a non-finite first loss makes the test raise).
+        """
+        ten = 10 * self.min_lr
+        passed = [lr for lr in self.lrs if self.diverged_lr is None or lr < self.diverged_lr]
+        if passed and ten <= min(max(passed), self.max_lr):
+            return ten
+        return self.min_lr
+
     def found_no_edge(self) -> bool:
         """The test ran (nearly) to ``max_lr`` without the loss diverging: the curve shows no edge."""
         return bool(self.lrs) and self.lrs[-1] >= 0.9 * self.max_lr
 
     def result(self) -> dict[str, Any]:
-        """The documented ``suggested_lr``/``lrs``/``losses`` plus which method chose it, every rule's answer and why it stopped."""
+        """The documented ``suggested_lr``/``lrs``/``losses`` plus which method chose it, every rule's answer
+        and why it stopped (``diverged_lr``: where, if it diverged). On a curve of fewer than
+        :data:`MIN_POINTS` points ``suggested_lr`` is :meth:`fallback_lr` and ``suggested_index`` None."""
         chosen = self.suggest()
         self._result = {
             "suggested_lr": chosen["lr"],
@@ -620,6 +670,7 @@ class LearningRateFinder:
             "losses": list(self.losses),
             "smoothed_losses": list(self.smoothed_losses),
             "stop_reason": self.stop_reason,
+            "diverged_lr": self.diverged_lr,
             "num_steps_run": len(self.losses),
             "min_lr": self.min_lr,
             "max_lr": self.max_lr,

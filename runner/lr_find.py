@@ -5,6 +5,11 @@ Both work on the :class:`runner.train.Run` a training run builds (:func:`runner.
 ``training_step`` takes the step (the run's precision, AMP scaling and clipping), and the
 model, optimizer, scaler and RNGs are put back as they were. What they write into the run
 directory: ``lr_find.png``, ``lr_find.json`` and ``lr_find/*`` TensorBoard scalars among the run's event files.
+
+A test with too little curve to read (fewer than :data:`diag.lr_finder.MIN_POINTS` points before it
+diverged, or a non-finite loss at its first step) suggests nothing: both say why in one line and which
+``lr_find`` setting to change, and exit 2 (:func:`unreadable`), rather than print or train at the finder's
+fallback LR.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from tqdm.auto import tqdm
 
 from diag.hooks import FitState
 from diag.lr_finder import (
+    MIN_POINTS,
     LearningRateFinder,
     candidate_ladder,
     cycle_batches,
@@ -132,7 +138,18 @@ def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
             bar.update()
             return loss
 
-        return finder.range_test(step)
+        try:
+            return finder.range_test(step)
+        except ValueError:
+            if finder.losses or finder.diverged_lr is None:
+                raise  # not the finder's "nothing measured"
+            first = probe.loss.item() if probe.loss is not None else math.nan
+            raise UserError(
+                f"lr_find: the range test's first loss ({first}) is not finite: it is the untrained "
+                "model's, before any LR acted, so no LR can be read and none is suggested; the model "
+                "or the data is broken, not the LR (look at model.init, model.init_scale, "
+                "model.init_std and the data: python -m runner.check_data)"
+            ) from None
 
 
 def run_steps(r: Run) -> int:
@@ -167,7 +184,7 @@ def check(r: Run, finder: LearningRateFinder, result: dict[str, Any]) -> dict[st
     node = r.cfg.lr_find
     steps = min(int(node.verify_steps), run_steps(r))
     count = int(node.candidates)
-    if steps <= 0 or len(result["lrs"]) < 10:
+    if steps <= 0 or len(result["lrs"]) < MIN_POINTS:
         return result
     curve_lr = float(result["suggested_lr"])
     high = divergence_lr(result)
@@ -319,6 +336,52 @@ def find(r: Run) -> dict[str, Any]:
     return result
 
 
+def unreadable(r: Run, result: dict[str, Any], trains: bool = False) -> str | None:
+    """Why ``result`` suggests nothing the run may use, in one line naming the ``lr_find`` keys to
+    change; None when its curve has the :data:`~diag.lr_finder.MIN_POINTS` points a rule reads.
+
+    Why a refusal, not the finder's fallback LR: a curve of a few points before a divergence says
+    where the loss blew up, not which LR trains (``min_lr=1 max_lr=2``: diverged at 1.01 after 2 points);
+    printed as a suggestion or trained at (``optimizer.lr=auto``, ``trains``), it looks like a reading.
+    """
+    n = len(result["lrs"])
+    if n >= MIN_POINTS:
+        return None
+    lo, hi = float(result["min_lr"]), float(result["max_lr"])
+    steps = int(r.cfg.lr_find.num_steps)
+    diverged = result.get("diverged_lr")
+    fix = (
+        "start the test further under where it diverged or give it more steps"
+        if diverged
+        else "give it more steps"
+    )
+    what = "none is suggested and the run does not train" if trains else "none is suggested"
+    return (
+        f"lr_find: the range test read {n} point{'s' if n != 1 else ''} (lr_find.num_steps={steps} "
+        f"from lr_find.min_lr={lo:g} to lr_find.max_lr={hi:g}) before it stopped, "
+        f"{result['stop_reason']}; an LR needs at least {MIN_POINTS}, so {what}: {fix}, e.g. "
+        f"{more_points(lo, hi, steps, diverged or hi)} (the curve: {r.run_dir / 'lr_find.png'})"
+    )
+
+
+def more_points(lo: float, hi: float, steps: int, edge: float) -> str:
+    """``lr_find`` overrides that put twice :data:`~diag.lr_finder.MIN_POINTS` steps under ``edge`` (where
+    the test diverged) if it diverges there again: more steps when ``min_lr`` is a decade or more under
+    it already, else ``min_lr`` three decades under it (and more steps if that still leaves too few)."""
+    want = 2 * MIN_POINTS
+
+    def steps_for(low: float) -> int:
+        return math.ceil(want * math.log(hi / low) / math.log(edge / low)) + 1
+
+    if edge >= 10 * lo:
+        return f"lr_find.num_steps={max(steps_for(lo), steps + 1)}"
+    low = 10.0 ** math.floor(math.log10(edge) - 3)
+    out = f"lr_find.min_lr={low:g}"
+    if (steps - 1) * math.log(edge / low) / math.log(hi / low) < want:
+        out += f" lr_find.num_steps={steps_for(low)}"
+    return out
+
+
 def method_name(cfg: DictConfig, method: str) -> str:
     """A rule's name as the config spells it (``minimum/10``, not the internal ``min10``)."""
     configured = str(cfg.lr_find.method)
@@ -385,24 +448,31 @@ def _verify_summary(verify: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def auto_lr(r: Run) -> dict[str, Any]:
     """``optimizer.lr=auto``: rank 0 finds the LR and every rank sets it on its optimizer, data order in step."""
-    result = None
+    result, refused = None, None
     if r.rank == 0:
-        with r.trainer.alone():  # under torchrun the other ranks wait in the broadcast below
-            found = find(r)
-        log.info(
-            "optimizer.lr=auto: the LR range test (%d steps, %s) suggests %.3g (%s): training with it",
-            found["num_steps_run"],
-            found["stop_reason"],
-            found["suggested_lr"],
-            chosen_name(r.cfg, found),
-        )
-        if found.get("verify"):
-            log.info("optimizer.lr=auto: the check: %s", check_line(found))
-        result = {**summary(found), "plot": "lr_find.png", "data": "lr_find.json"}
+        try:
+            with r.trainer.alone():  # under torchrun the other ranks wait in the broadcast below
+                found = find(r)
+            refused = unreadable(r, found, trains=True)
+        except UserError as exc:
+            refused = str(exc)  # said by every rank after the broadcast: none is left waiting in it
+        if refused is None:
+            log.info(
+                "optimizer.lr=auto: the LR range test (%d steps, %s) suggests %.3g (%s): training with it",
+                found["num_steps_run"],
+                found["stop_reason"],
+                found["suggested_lr"],
+                chosen_name(r.cfg, found),
+            )
+            if found.get("verify"):
+                log.info("optimizer.lr=auto: the check: %s", check_line(found))
+            result = {**summary(found), "plot": "lr_find.png", "data": "lr_find.json"}
     generator = r.state.generator
-    result, data_rng = distributed.broadcast_object(
-        (result, generator.get_state() if generator else None)
+    result, data_rng, refused = distributed.broadcast_object(
+        (result, generator.get_state() if generator else None, refused)
     )
+    if refused is not None:
+        raise UserError(refused)
     if generator is not None and data_rng is not None:
         generator.set_state(data_rng)
     assert result is not None, "rank 0 found it"
@@ -439,6 +509,9 @@ def run(r: Run) -> float:
         result = find(r)
     finally:
         r.state.events.close()
+    refused = unreadable(r, result)
+    if refused is not None:  # lr_find.json and the plot are written: the curve is there to look at
+        raise UserError(refused)
     lr = result["suggested_lr"]
     chosen = chosen_name(r.cfg, result)
     others = [
