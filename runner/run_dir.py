@@ -26,6 +26,19 @@ _held: dict[
 ] = {}  # run directory -> the descriptor holding its lock (for this process's life)
 
 
+def _make(folder: Path, key: str) -> None:
+    """``mkdir -p folder``; a file in the way or an unwritable place is one line naming ``key``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(
+            f"{key}={folder}: a file is in the way (the path or one of its parents is a file); choose "
+            "another directory"
+        ) from None
+    except OSError as exc:
+        raise _unwritable(folder, exc) from None
+
+
 def _unwritable(run_dir: Path, exc: OSError) -> UserError:
     return UserError(
         f"run directory {run_dir} is not writable ({exc.strerror or exc}): make it writable, or point "
@@ -43,15 +56,7 @@ def claim(run_dir: Path) -> None:
     run_dir = Path(os.path.abspath(run_dir))
     if run_dir in _held:
         return
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(
-            f"hydra.run.dir={run_dir}: a file is in the way (the path or one of its parents is a "
-            "file); choose another directory"
-        ) from None
-    except OSError as exc:
-        raise _unwritable(run_dir, exc) from None
+    _make(run_dir, "hydra.run.dir")
     refuse_links(run_dir)
     try:
         fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -199,7 +204,8 @@ class ClaimRunDir(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
         """A sweep into a folder whose jobs hold runs is refused before its first job overwrites one (and
-        before the summary mixes two sweeps' jobs); ``trainer.resume=auto`` continues them instead."""
+        before the summary mixes two sweeps' jobs); ``trainer.resume=auto`` continues them instead, and a
+        study kept in a storage (``hparams_search=lr_optuna``) continues there by design."""
         from runner import distributed
         from runner.errors import report_error
 
@@ -207,19 +213,11 @@ class ClaimRunDir(Callback):
         if distributed.launch_rank() != 0:
             return
         try:
-            try:  # the sweeper makes it next, and a file in the way or no permission was its traceback
-                sweep.mkdir(parents=True, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
-                raise UserError(
-                    f"hydra.sweep.dir={sweep}: a file is in the way (the path or one of its parents is "
-                    "a file); choose another directory"
-                ) from None
-            except OSError as exc:
-                raise UserError(
-                    f"hydra.sweep.dir={sweep} cannot be made ({exc.strerror or exc}): point it at a "
-                    "writable directory"
-                ) from None
-            if _fresh_start(config):
+            # the sweeper makes it next: a file in the way or no permission was its traceback
+            _make(sweep, "hydra.sweep.dir")
+            # a sweeper with a storage (Optuna's study) continues in its folder by design
+            continues = bool(config.hydra.sweeper.get("storage"))
+            if _fresh_start(config) and not continues:
                 for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
                     refuse_a_run_there(job, str(sweep))
         except UserError as exc:

@@ -85,12 +85,9 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
     run_dir = Path(distributed.broadcast_object(chosen) or run_dir)
     if distributed.launch_rank() == 0:
         claim(run_dir)  # the directory trainer.resume=auto continues is owned like this launch's
-    if cfg.trainer.get("resume") in (
-        None,
-        "",
-        False,
-    ):  # the CLI refused it before Hydra wrote; a caller in Python
-        refuse_a_run_there(run_dir, sweep_dir())
+    # the CLI refused it before Hydra wrote (a sweep's folder at its start): this is for a caller in Python
+    if cfg.trainer.get("resume") in (None, "", False) and sweep_dir() is None:
+        refuse_a_run_there(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     r = build(cfg, run_dir, session)
     state, trainer = r.state, r.trainer
