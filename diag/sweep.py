@@ -449,8 +449,8 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
     band, ax = fig.subplots(
         2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 6], "hspace": 0.05}
     )
-    by_lr = all(r.lr is not None for r in runs)
-    # by_lr: every lr is set
+    # by_lr: every lr is set and positive (a log axis; a sweep of refused lr=-1 jobs has nothing to place on it)
+    by_lr = all(r.lr is not None and r.lr > 0 for r in runs)
     xs: list[float] = [r.lr if by_lr and r.lr is not None else i for i, r in enumerate(runs)]
     # sorted by x alone: runs with the same LR must not be compared with each other
     ok = sorted(

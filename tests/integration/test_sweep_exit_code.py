@@ -20,6 +20,8 @@ def test_a_sweep_in_which_every_job_failed_exits_1(cli, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no job of the sweep succeeded (failed: 0, 1)"), proc.stderr
     assert "Traceback" not in proc.stderr
+    # the figure places the jobs by run, not on a log LR axis they cannot sit on (matplotlib warned)
+    assert "Warning" not in proc.stderr and (sweep / "sweep.png").is_file()
 
 
 def test_a_sweep_with_one_failed_and_one_finished_job_exits_0(cli, tmp_path):
