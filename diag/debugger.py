@@ -46,23 +46,6 @@ def _looks_like_gradients(value: Any) -> bool:
     return isinstance(value, np.ndarray) and value.size > 1
 
 
-def _loss_value(loss: Any) -> Any:
-    """The loss as given when it is one number (a float, a NumPy scalar, a one-element tensor)."""
-    if isinstance(loss, bool) or not isinstance(
-        loss, (int, float, np.number, np.ndarray, torch.Tensor)
-    ):
-        raise TypeError(
-            f"loss must be a number (a float or a 0-d tensor such as loss.detach()), got {type(loss).__name__}"
-        )
-    if isinstance(loss, (np.ndarray, torch.Tensor)) and (
-        loss.size != 1 if isinstance(loss, np.ndarray) else loss.numel() != 1
-    ):
-        raise TypeError(
-            f"loss must be a number (the batch's mean loss), got an array of {getattr(loss, 'shape', '?')}"
-        )
-    return loss
-
-
 # what watch(run_dir=...) writes: a folder that holds one of them already holds a run
 RUN_FILES = ("report.json", "report.md", "events.jsonl", "summary.png")
 
@@ -145,7 +128,6 @@ class TrainingDebugger:
         if missing:
             raise TypeError(f"step() missing {missing}")
 
-        kwargs["loss"] = _loss_value(kwargs["loss"])
         activations = kwargs.get("activations")
         if activations is not None and not isinstance(activations, Mapping):
             raise TypeError(
@@ -159,7 +141,8 @@ class TrainingDebugger:
         if not isinstance(gradients, (torch.nn.Module, Mapping, torch.Tensor, np.ndarray)):
             gradients = kwargs["gradients"] = list(gradients)  # a generator is read twice below
         grad_stats = GradientStats.from_gradients(gradients)
-        self.history.record(  # checks the numbers first: a refused step changes nothing
+        # record() checks the loss, LR and norm before anything is kept: a refused step changes nothing
+        self.history.record(
             step=kwargs.get("step"),
             loss=kwargs["loss"],
             grad_norm=grad_stats.global_norm,

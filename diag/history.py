@@ -34,11 +34,11 @@ def _scalar(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(
         value, (int, float, np.number, np.ndarray, torch.Tensor)
     ):
-        raise TypeError(f"record(): {name} must be a number, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     size = value.numel() if isinstance(value, torch.Tensor) else np.size(value)
     if size != 1:
         raise ValueError(
-            f"record(): {name} must be one number per step (the batch's mean), got "
+            f"{name} must be one number per step (the batch's mean), got "
             f"{size} values of shape {tuple(np.shape(value))}"
         )
     if isinstance(value, torch.Tensor):
@@ -49,9 +49,7 @@ def _scalar(value: Any, name: str) -> float:
 def _not_negative(value: float, name: str) -> float:
     """A norm or a learning rate: NaN/Inf are evidence (a blown-up run), a negative value is a mistake."""
     if value < 0:
-        raise ValueError(
-            f"record(): {name} must be >= 0 (or NaN/Inf from a broken step), got {value}"
-        )
+        raise ValueError(f"{name} must be >= 0 (or NaN/Inf from a broken step), got {value}")
     return value
 
 

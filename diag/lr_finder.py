@@ -357,6 +357,10 @@ def descent_index(lrs: np.ndarray, losses: np.ndarray) -> int | None:
     return i if grads[i] < 0 else None
 
 
+class NothingMeasured(ValueError):
+    """The range test's first loss was non-finite: no LR was measured (a caller may say it its own way)."""
+
+
 class LearningRateFinder:
     """LR range test with EMA smoothing, a divergence stop and selectable suggestion rules.
 
@@ -474,10 +478,10 @@ class LearningRateFinder:
             raise self._nothing_measured("train_fn returned", float(loss))
         return self.result()
 
-    def _nothing_measured(self, source: str, loss: float) -> ValueError:
+    def _nothing_measured(self, source: str, loss: float) -> NothingMeasured:
         """The error of a test whose first loss was non-finite: no LR was measured, so there is no LR
         under the break to suggest (the first loss is the untrained model's: the LR is not the cause)."""
-        return ValueError(
+        return NothingMeasured(
             f"range_test: {source} a non-finite loss ({loss}) at the first LR "
             f"({self.min_lr:.3g}), before any LR was measured: the model or the loss is broken "
             "before the LR matters (check the inputs and the initial loss)"

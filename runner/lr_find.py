@@ -32,6 +32,7 @@ from diag.hooks import FitState
 from diag.lr_finder import (
     MIN_POINTS,
     LearningRateFinder,
+    NothingMeasured,
     candidate_ladder,
     cycle_batches,
     interpolate,
@@ -140,9 +141,7 @@ def range_test(r: Run, finder: LearningRateFinder) -> dict[str, Any]:
 
         try:
             return finder.range_test(step)
-        except ValueError:
-            if finder.losses or finder.diverged_lr is None:
-                raise  # not the finder's "nothing measured"
+        except NothingMeasured:
             first = probe.loss.item() if probe.loss is not None else math.nan
             raise UserError(
                 f"lr_find: the range test's first loss ({first}) is not finite: it is the untrained "
