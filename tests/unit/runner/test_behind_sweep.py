@@ -248,6 +248,7 @@ def test_a_trial_is_beaten_only_by_a_finished_trial_the_summary_could_pick_as_be
     assert beaten_by(tmp_path, tmp_path / "6", 0.09) is None  # never by itself
 
 
+@pytest.mark.slow  # a real two-job sweep of 3 epochs each
 @pytest.mark.parametrize("plot", [False, True])
 def test_a_trial_a_finished_trial_beat_is_tested_but_not_drawn(tmp_path, plot):
     """A real two-job grid: run from its middle out, the better LR (job 1) finishes first; job 0 is
