@@ -14,12 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner.errors import UserError
 
 FORMAT = 2  # the payload layout written by Trainer.checkpoint_payload
 # the "kind" of best.pt: the best epoch's weights, not a training state
 BEST_WEIGHTS = "best_weights"
+# What a resume continues as its checkpoint saved it: the optimizer's state (its LRs among it), the
+# schedule's position, the weights, the data order. A launch that changed one of them would train on at
+# the checkpoint's values while its report and TensorBoard recorded the new ones.
+RECIPE = ("seed", "model", "optimizer", "scheduler", "data", "trainer.precision", "trainer.clip")
+# data keys that only say where the data is and how fast it is read
+_HOW_READ = ("root", "download", "cache", "num_workers", "pin_memory", "eval_batch_size")
+_UNSET = object()
 
 
 def kind_of(value: Any) -> str:
@@ -116,6 +124,10 @@ def check_payload(payload: Any, path: Path) -> None:
     f.of("optimizer_class", payload.get("optimizer_class"), "str")
     if payload.get("scheduler_class") is not None:
         f.of("scheduler_class", payload.get("scheduler_class"), "str")
+    if payload.get("recipe") is not None:
+        recipe = f.of("recipe", payload["recipe"], "dict")
+        if not recipe or not all(isinstance(k, str) for k in recipe):
+            raise f.bad("recipe", "holds no config keys")
     opt = f.of("optimizer", payload.get("optimizer"), "dict")
     f.of("optimizer.state", opt.get("state"), "dict")
     groups = f.of("optimizer.param_groups", opt.get("param_groups"), "list")
@@ -299,3 +311,68 @@ def check_best_weights(payload: Any, path: Path) -> None:
     f.integer(payload, "step")
     f.of("monitor", payload.get("monitor"), "str")
     f.number("value", payload.get("value"))
+
+
+def _leaves(cfg: DictConfig) -> dict[str, Any]:
+    """The recipe's keys, dotted, with their values as written (a list is one value)."""
+    flat: dict[str, Any] = {}
+
+    def walk(key: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{key}.{k}", v)
+        else:
+            flat[key] = node
+
+    for key in RECIPE:
+        node = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        if isinstance(node, (DictConfig, ListConfig)):
+            node = OmegaConf.to_container(node, resolve=False)
+        walk(key, node)
+    for key in _HOW_READ:
+        flat.pop(f"data.{key}", None)
+    return flat
+
+
+def recipe_of(cfg: DictConfig) -> dict[str, Any]:
+    """The config values a resume must share with its checkpoint, by dotted key, resolved."""
+    recipe: dict[str, Any] = {}
+    for key in _leaves(cfg):
+        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+        recipe[key] = value
+    return recipe
+
+
+def _shown(value: Any) -> str:
+    return "(unset)" if value is _UNSET else str(value)
+
+
+def check_recipe(payload: dict[str, Any], path: Path, cfg: DictConfig) -> None:
+    """This launch keeps the config the checkpoint was trained with, or is refused in one line naming
+    each change: the checkpoint's optimizer state and schedule would silently override a new LR."""
+    saved = payload.get("recipe")
+    if saved is None:  # a checkpoint written before checkpoints kept their recipe
+        return
+    now = recipe_of(cfg)
+    # a value this launch takes from another key follows that key: a cosine's T_max from
+    # trainer.max_epochs, whose change the schedule's horizon check names
+    follows = {k for k, v in _leaves(cfg).items() if isinstance(v, str) and "${" in v}
+    changed = [
+        k
+        for k in sorted(saved.keys() | now.keys())
+        if k not in follows and saved.get(k, _UNSET) != now.get(k, _UNSET)
+    ]
+    if not changed:
+        return
+    shown = ", ".join(
+        f"{k}={_shown(now.get(k, _UNSET))} (trained with {_shown(saved.get(k, _UNSET))})"
+        for k in changed[:3]
+    )
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    raise UserError(
+        f"trainer.resume: this launch changes {shown}{more}, but a resume continues {path} with the "
+        "optimizer state, schedule and data order it saved, so the change would not take effect: "
+        "resume without it, or start a new run without trainer.resume"
+    )

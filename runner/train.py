@@ -24,7 +24,7 @@ from diag.confusion_plot import plot_confusion
 from diag.hooks import EventLog, FitState, Hook, HookList
 from runner import distributed
 from runner.checkpoint import load_checkpoint
-from runner.checkpoint_schema import check_fits
+from runner.checkpoint_schema import check_fits, check_recipe, recipe_of
 from runner.devices import check_precision, resolve_device, seed_everything, set_threads
 from runner.errors import UserError
 from runner.hparams import log_hparams
@@ -284,6 +284,7 @@ def build(cfg: DictConfig, run_dir: Path, session: Any = None) -> Run:
         distributed.check_same_steps(len(train_loader))
         log.info(distributed.describe(data.batch_size, len(train_loader)))
     trainer = build_trainer(cfg, device, progress=rank == 0)
+    trainer.recipe = recipe_of(cfg)
     state = FitState(
         model=model,
         optimizer=optimizer,
@@ -331,6 +332,7 @@ def build(cfg: DictConfig, run_dir: Path, session: Any = None) -> Run:
             steps_per_epoch=len(train_loader),
             max_epochs=trainer.max_epochs,
         )
+        check_recipe(payload, resume_path, cfg)  # a changed LR or schedule would not take effect
         try:
             trainer.restore(state, payload, r.hooks)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:

@@ -87,6 +87,8 @@ class Trainer:
         self.start_epoch = 0
         self.resume_batch = 0  # batches of start_epoch already done (a mid-epoch checkpoint)
         self.interrupted: str | None = None  # set by a signal handler: finish the step, then stop
+        # the config a resume must keep (checkpoint_schema.recipe_of), saved in every checkpoint
+        self.recipe: dict[str, Any] | None = None
         self.max_consecutive_skips = max_consecutive_skips
         self._consecutive_skips = 0
         self._epoch_rng: torch.Tensor | None = None  # data RNG at the start of the current epoch
@@ -537,6 +539,7 @@ class Trainer:
             "best_val_loss": self.best_val_loss,
             "history": state.history,
             "hooks": self.hooks.state_dict() if self.hooks is not None else {},
+            "recipe": self.recipe,
         }
 
     def restore(self, state: FitState, payload: dict[str, Any], hooks: Hook) -> None:

@@ -149,7 +149,7 @@ def _sealed(payload: Any) -> bytes:
 
 
 WRONG = [1, -5, "fast", [], {}, None, True, 1.5, float("nan"), torch.ones(2)]
-OPTIONAL = {"scheduler_class", "scaler", "epoch_acc"}  # None is a valid value of these
+OPTIONAL = {"scheduler_class", "scaler", "epoch_acc", "recipe"}  # None is a valid value of these
 
 
 def _fields(payload: dict[str, Any]) -> list[tuple[str, ...]]:
