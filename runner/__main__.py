@@ -79,9 +79,27 @@ def hydra_main(cfg: DictConfig) -> float:
         ):  # every rank stops; rank 0 saved the checkpoint and says where
             print(str(exc), file=sys.stderr)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C where no handler finishes the step: set-up, or a second one
+        if distributed.is_rank_zero():
+            print(aborted(run_dir), file=sys.stderr)
+        sys.exit(130)
     finally:
         if multirun:  # a long sweep in one process holds one lock at a time, not one per job
             release(run_dir)
+
+
+def aborted(run_dir: Path) -> str:
+    """The one line for a Ctrl-C that stopped the run where it was: what is left of it, and how to go on."""
+    if discard_if_unused(run_dir):
+        return f"interrupted by SIGINT before the run started: nothing kept ({run_dir} removed)"
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        from runner.resume import launch_resume_command
+
+        return (
+            f"interrupted by SIGINT; its last checkpoint is kept: resume with: "
+            f"{launch_resume_command(run_dir)}"
+        )
+    return f"interrupted by SIGINT before its first checkpoint: {run_dir} keeps its logs"
 
 
 def claim_given_run_dir(args: list[str]) -> Path | None:
@@ -154,6 +172,12 @@ def main() -> None:
         if claimed is not None:  # composition failed: the directory claimed for it goes if unused
             discard_if_unused(claimed)
         sys.exit(UserError.exit_code)
+    except KeyboardInterrupt:  # during Hydra's composition, before the task started
+        distributed.teardown()
+        if claimed is not None:
+            discard_if_unused(claimed)
+        print("interrupted by SIGINT before the run started: nothing kept", file=sys.stderr)
+        sys.exit(130)
     except BaseException:
         distributed.teardown()
         raise

@@ -26,7 +26,7 @@ from runner import distributed
 from runner.checkpoint import load_checkpoint
 from runner.checkpoint_schema import check_fits, check_recipe, recipe_of
 from runner.devices import check_precision, resolve_device, seed_everything, set_threads
-from runner.errors import UserError
+from runner.errors import Interrupted, UserError
 from runner.hparams import log_hparams
 from runner.interrupts import interrupted, stop_on_signals
 from runner.report import finished_report, objective_of, print_summary, report_run
@@ -108,118 +108,138 @@ def run(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainResult:
         if changes:
             said = ", ".join(f"{k}={v}" for k, v in changes.items())
             state.writer.add_text("x_autotrainer/attempts", f"attempt-{session.attempt}: {said}", 0)
-    try:
-        log.info("run directory: %s", run_dir)
-        state.events.write(
-            "fit_start",
-            step=state.step,
-            epoch=state.epoch,
-            max_epochs=trainer.max_epochs,
-            resumed=state.step > 0,
-            world_size=r.world_size,
-        )
-        # What exists now (imported modules, the model, data and config) lives through the fit: out of the
-        # collector's sight, a full collection walks only what training makes, not torch's ~400k import-time
-        # objects (0.1-0.2 s each time, several times in a short run). Undone in `finally`, so a sweep's
-        # next job can collect this one's cycles.
-        gc.freeze()
-        with stop_on_signals(trainer):
+    # the fit and its finishing: a signal after the last epoch finishes the run (one test pass, the
+    # whole report) instead of breaking the test pass, figures or report off with a traceback
+    with stop_on_signals(trainer):
+        try:
+            log.info("run directory: %s", run_dir)
+            state.events.write(
+                "fit_start",
+                step=state.step,
+                epoch=state.epoch,
+                max_epochs=trainer.max_epochs,
+                resumed=state.step > 0,
+                world_size=r.world_size,
+            )
+            # What exists now (imported modules, the model, data and config) lives through the fit: out of the
+            # collector's sight, a full collection walks only what training makes, not torch's ~400k import-time
+            # objects (0.1-0.2 s each time, several times in a short run). Undone in `finally`, so a sweep's
+            # next job can collect this one's cycles.
+            gc.freeze()
             trainer.fit(state, r.train_loader, r.val_loader, r.hooks)
-        if trainer.interrupted and not fit_done(state):
-            raise interrupted(state, trainer, r.hooks, run_dir)
-        if (
-            trainer.interrupted
-        ):  # the signal came after the last epoch: finishing costs one test pass
-            log.info("%s after the last epoch: testing and writing the report", trainer.interrupted)
-        if r.world_size > 1:
-            distributed.check_weights_in_sync(state.model)
-            distributed.check_lr_in_sync(r.optimizer)
-        # a trial stop_on ended is not tested: its test accuracy and confusion matrix would only say
-        # again that it cannot learn (rank 0's verdict, so every rank skips the collective together)
-        stopper = r.hooks.named.get("stop_on")
-        stopped_sick = distributed.broadcast_object(getattr(stopper, "stopped", None) is not None)
-        # an attempt the AutoTrainer stopped for a guided restart is not the run's result (rank 0's
-        # request, so every rank agrees): not drawn, and not tested when it stopped before any step
-        abandoned = Abandoned(
-            *distributed.broadcast_object(tuple(abandoned_attempt(session, r.hooks, state.step)))
-        )
-        # a trial of the sweep a finished trial already beat is tested but not drawn (rank 0 draws)
-        beaten = None
-        if not stopped_sick and stopper is not None and state.is_rank_zero:
-            beaten = stopper.beaten(run_dir, trainer.best_val_loss)
-        if stopped_sick:
-            log.info("stopped by stop_on: no test pass, no confusion matrix")
-        elif abandoned.untested:
-            log.info("stopped for a guided restart before any step: no test pass")
-        else:
-            test = trainer.evaluate(
-                state.model,
-                r.data.loader("test", device=r.device, rank=r.rank, world_size=r.world_size),
-                confusion=True,
-            )
-            state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
+            if trainer.interrupted and not fit_done(state):
+                raise interrupted(state, trainer, r.hooks, run_dir)
             if (
-                state.is_rank_zero
-                and "confusion" in test
-                and beaten is None
-                and not abandoned.unplotted
-            ):
-                plot_confusion(
-                    test["confusion"], r.data.class_names(), run_dir / "confusion_matrix.png"
+                trainer.interrupted
+            ):  # the signal came after the last epoch: finishing costs one test pass
+                log.info(
+                    "%s after the last epoch: testing and writing the report", trainer.interrupted
                 )
-        not_drawn = None
-        if beaten is not None:
-            not_drawn = (
-                f"no summary.png, confusion_matrix.png or input grid: trial #{beaten['trial']} of "
-                f"the sweep finished with a lower best val loss ({beaten['best_val_loss']:.4g} < "
-                f"{trainer.best_val_loss:.4g}), so this trial cannot be the sweep's best "
-                "(callbacks.stop_on.plot_beaten=true draws them)"
+            if r.world_size > 1:
+                distributed.check_weights_in_sync(state.model)
+                distributed.check_lr_in_sync(r.optimizer)
+            # a trial stop_on ended is not tested: its test accuracy and confusion matrix would only say
+            # again that it cannot learn (rank 0's verdict, so every rank skips the collective together)
+            stopper = r.hooks.named.get("stop_on")
+            stopped_sick = distributed.broadcast_object(
+                getattr(stopper, "stopped", None) is not None
             )
-            log.info("not drawn: %s", not_drawn)
-            state.events.write("not_drawn", step=state.step, beaten_by=beaten, reason=not_drawn)
-        elif abandoned.unplotted or abandoned.untested:
-            not_drawn = "; ".join(
-                why
-                for why, skipped in (
-                    (
-                        "no confusion_matrix.png, summary.png or input grid: an attempt stopped for "
-                        "a guided restart (callbacks.autotrainer.plot_stopped_attempts=true draws them)",
-                        abandoned.unplotted,
-                    ),
-                    (
-                        "no test pass: stopped for a guided restart before its first step",
-                        abandoned.untested,
-                    ),
+            # an attempt the AutoTrainer stopped for a guided restart is not the run's result (rank 0's
+            # request, so every rank agrees): not drawn, and not tested when it stopped before any step
+            abandoned = Abandoned(
+                *distributed.broadcast_object(
+                    tuple(abandoned_attempt(session, r.hooks, state.step))
                 )
-                if skipped
             )
-            state.events.write("not_drawn", step=state.step, reason=not_drawn)
-        r.hooks.on_fit_end(state)
-        report = report_run(
-            state, run_dir, trainer.best_val_loss, lr_finder=r.lr_finder, not_drawn=not_drawn
-        )
-        state.events.write(
-            "fit_end",
-            step=state.step,
-            status=report["status"],
-            test_acc=report["metrics"].get("test_acc"),
-        )
-        if state.writer is not None:
-            log_hparams(state.writer, cfg, report["metrics"])
-            drawn = not (stopped_sick or beaten or abandoned.unplotted)
-            batch = next(iter(r.train_loader), None) if drawn else None
-            log_run_media(state.writer, run_dir, cfg, report, batch, state.step)
-    finally:
-        gc.unfreeze()
-        # a fit that raised never reached on_fit_end: what the hooks hold for their files (the JSONL
-        # lines since their last flush) still goes to disk, as the events' do
-        with contextlib.suppress(OSError):  # a full disk here would hide the error that got us here
-            r.hooks.flush()
-        if state.writer is not None:
-            state.writer.close()
-        state.events.close()
+            # a trial of the sweep a finished trial already beat is tested but not drawn (rank 0 draws)
+            beaten = None
+            if not stopped_sick and stopper is not None and state.is_rank_zero:
+                beaten = stopper.beaten(run_dir, trainer.best_val_loss)
+            if stopped_sick:
+                log.info("stopped by stop_on: no test pass, no confusion matrix")
+            elif abandoned.untested:
+                log.info("stopped for a guided restart before any step: no test pass")
+            else:
+                test = trainer.evaluate(
+                    state.model,
+                    r.data.loader("test", device=r.device, rank=r.rank, world_size=r.world_size),
+                    confusion=True,
+                )
+                state.metrics["test/loss"], state.metrics["test/acc"] = test["loss"], test["acc"]
+                if (
+                    state.is_rank_zero
+                    and "confusion" in test
+                    and beaten is None
+                    and not abandoned.unplotted
+                ):
+                    plot_confusion(
+                        test["confusion"], r.data.class_names(), run_dir / "confusion_matrix.png"
+                    )
+            not_drawn = None
+            if beaten is not None:
+                not_drawn = (
+                    f"no summary.png, confusion_matrix.png or input grid: trial #{beaten['trial']} of "
+                    f"the sweep finished with a lower best val loss ({beaten['best_val_loss']:.4g} < "
+                    f"{trainer.best_val_loss:.4g}), so this trial cannot be the sweep's best "
+                    "(callbacks.stop_on.plot_beaten=true draws them)"
+                )
+                log.info("not drawn: %s", not_drawn)
+                state.events.write("not_drawn", step=state.step, beaten_by=beaten, reason=not_drawn)
+            elif abandoned.unplotted or abandoned.untested:
+                not_drawn = "; ".join(
+                    why
+                    for why, skipped in (
+                        (
+                            "no confusion_matrix.png, summary.png or input grid: an attempt stopped for "
+                            "a guided restart (callbacks.autotrainer.plot_stopped_attempts=true draws them)",
+                            abandoned.unplotted,
+                        ),
+                        (
+                            "no test pass: stopped for a guided restart before its first step",
+                            abandoned.untested,
+                        ),
+                    )
+                    if skipped
+                )
+                state.events.write("not_drawn", step=state.step, reason=not_drawn)
+            r.hooks.on_fit_end(state)
+            report = report_run(
+                state, run_dir, trainer.best_val_loss, lr_finder=r.lr_finder, not_drawn=not_drawn
+            )
+            state.events.write(
+                "fit_end",
+                step=state.step,
+                status=report["status"],
+                test_acc=report["metrics"].get("test_acc"),
+            )
+            if state.writer is not None:
+                log_hparams(state.writer, cfg, report["metrics"])
+                drawn = not (stopped_sick or beaten or abandoned.unplotted)
+                batch = next(iter(r.train_loader), None) if drawn else None
+                log_run_media(state.writer, run_dir, cfg, report, batch, state.step)
+        finally:
+            gc.unfreeze()
+            # a fit that raised never reached on_fit_end: what the hooks hold for their files (the JSONL
+            # lines since their last flush) still goes to disk, as the events' do
+            with contextlib.suppress(
+                OSError
+            ):  # a full disk here would hide the error that got us here
+                r.hooks.flush()
+            if state.writer is not None:
+                state.writer.close()
+            state.events.close()
     # an AutoTrainer that stopped this attempt for a guided restart: its numbers are not the run's result
     print_summary(report, run_dir, getattr(session, "restart_request", None))
+    if trainer.interrupted and getattr(session, "restart_request", None) is not None:
+        # the signal came as this attempt ended for a guided restart: stop before the next attempt
+        from runner.interrupts import exit_code
+        from runner.resume import launch_resume_command
+
+        raise Interrupted(
+            f"interrupted by {trainer.interrupted} as attempt {session.attempt} ended for a guided "
+            f"restart; resume with: {launch_resume_command(run_dir)}",
+            exit_code(trainer.interrupted),
+        )
     best = trainer.best_val_loss
     penalty = float(cfg.get("objective_penalty", 1e3))
     # stop_on ended it: a failed trial

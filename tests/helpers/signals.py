@@ -23,3 +23,20 @@ class SignalAtValidation(Hook):
         if not self.sent and (state.epoch == self.epoch or (self.epoch == -1 and last)):
             self.sent = True
             os.kill(os.getpid(), self.signum)
+
+
+class SignalAtFitEnd(Hook):
+    """``os.kill(getpid(), SIGINT)`` ``times`` times at the fit's end: after the test pass, before the
+    summary figure and the report. Twice is a user pressing Ctrl-C again while the run finishes."""
+
+    def __init__(self, times: int = 1) -> None:
+        self.times = times
+
+    def on_fit_end(self, state: FitState) -> None:
+        for _ in range(self.times):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def interrupt_at_build() -> None:
+    """A hook target whose construction is a Ctrl-C during the run's set-up (no handler installed yet)."""
+    os.kill(os.getpid(), signal.SIGINT)
