@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 Renderer = Mapping[str, str]
 
@@ -110,6 +111,41 @@ LIGHTNING: dict[str, str] = {
 }
 
 RENDERERS: dict[str, Renderer] = {"plain": PLAIN, "runner": RUNNER, "lightning": LIGHTNING}
+
+
+def _doubled(value: Any) -> str | None:
+    """A width or list of widths at twice its size, as an override writes it."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value > 0:
+        return str(2 * value)
+    if isinstance(value, (list, tuple)) and value and all(_doubled(v) for v in value):
+        return "[" + ",".join(str(2 * v) for v in value) + "]"
+    return None
+
+
+def runner_table(model: Mapping[str, Any]) -> dict[str, str]:
+    """:data:`RUNNER` for the run's ``model`` config: only ``model.*`` overrides that model has (a CNN
+    has no ``model.hidden``, a ResNet no ``model.dropout``), and more capacity said as that model grows."""
+    table = {
+        knob: entry
+        for knob, entry in RUNNER.items()
+        if all(key in model for key in re.findall(r"\bmodel\.([a-z_]+)=", entry))
+    }
+    bigger = [
+        f"model.{key}={grown}"
+        for key in ("hidden", "channels", "width")
+        if (grown := _doubled(model.get(key)))
+    ]
+    if "hidden" in model:
+        bigger.append("model=cnn")  # the MLP's alternative on images
+    elif "channels" in model:
+        bigger.append("model=resnet18")
+    if bigger:
+        table["capacity"] = " or ".join(bigger)
+    else:
+        table.pop("capacity", None)
+    return table
 
 
 def renderer(name_or_table: str | Renderer | None) -> Renderer:

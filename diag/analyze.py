@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from diag.advice import RENDERERS, Advice, render, render_all
+from diag.advice import RENDERERS, Advice, Renderer, render, render_all, runner_table
 from diag.after_repair import final_attempt_dir, last_repair_step, series_after
 from diag.codes import SEVERITY_RANK, Issue, advice_of
 from diag.diagnosis import diagnose, run_rules
@@ -430,7 +430,9 @@ def flat_at_chance_without_weights(r: ReadResult, found: list[Issue]) -> list[Is
 
 def analyze(r: ReadResult, advice: str | None = None) -> dict[str, Any]:
     """Diagnose the series and assemble the report.json-shaped dict (recommendations in ``advice``'s words)."""
-    table = advice_for(r) if advice in (None, "auto") else advice
+    table: str | Renderer = advice_for(r) if advice in (None, "auto") else advice
+    if table == "runner" and r.model_config:  # only the overrides the run's model has
+        table = runner_table(r.model_config)
     # a run the AutoTrainer repaired is diagnosed as it left it (as its live diagnosis was)
     repaired = last_repair_step(r.actions, attempt_number(Path(r.path)) or 0)
     series = r.series if repaired is None else series_after(r.series, repaired)

@@ -147,6 +147,8 @@ class ReadResult:
     live_report: dict[str, Any] | None = None
     actions: list[dict[str, Any]] = field(default_factory=list)
     tags_used: dict[str, str] = field(default_factory=dict)  # role -> TensorBoard tag read for it
+    # a run directory's model section of .hydra/config.yaml: which overrides the advice may name
+    model_config: dict[str, Any] = field(default_factory=dict)
     event_dirs: list[Path] = field(default_factory=list)  # the folders whose event files were read
 
     @property
@@ -938,6 +940,7 @@ def read_run_dir(run: Path, tag_map: dict[str, str] | None = None) -> ReadResult
     _fill_steps_from_epochs(result)
     cfg = _read_config(run, result)
     data, model = _section(cfg, "data"), _section(cfg, "model")
+    result.model_config = model
     k = _int(data.get("num_classes")) or _int(model.get("num_classes"))
     s.num_classes = k if k and k > 1 else None
     batch = _int(data.get("batch_size"))

@@ -20,6 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from diag.advice import runner_table
 from diag.confusion_plot import plot_confusion
 from diag.hooks import EventLog, FitState, Hook, HookList
 from runner import distributed
@@ -430,7 +431,12 @@ def build_hooks(cfg: DictConfig, session: Any = None) -> HookList:
         if spec is None:
             continue
         runtime: dict[str, Any] = {}
-        if name == "autotrainer":
+        if name == "diagnostics" and spec.get("advice") == "runner":
+            # recommendations name only overrides this model has (no model.hidden for a CNN)
+            model = OmegaConf.to_container(cfg.model, resolve=True)
+            assert isinstance(model, dict)  # cfg.model is a config group's mapping
+            runtime = {"advice": runner_table({str(k): v for k, v in model.items()})}
+        elif name == "autotrainer":
             runtime = {"session": session, "cfg": cfg, "diagnostics": named.get("diagnostics")}
         elif name == "stop_on":  # the AutoTrainer, when there is one, gets its chance first
             runtime = {
