@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from runner import distributed
 from runner.conf_dir import CONF_DIR
 from runner.errors import Interrupted, UserError, report_error
-from runner.run_dir import claim, discard_if_unused, release
+from runner.run_dir import claim, discard_if_unused, discard_unused_sweep, release
 
 # whether the user set HYDRA_FULL_ERROR=1 (main sets it for every run, so that Hydra raises its errors)
 _full_error = False
@@ -171,6 +171,7 @@ def main() -> None:
         report_error(UserError(one_line(exc, CONF_DIR)))
         if claimed is not None:  # composition failed: the directory claimed for it goes if unused
             discard_if_unused(claimed)
+        discard_unused_sweep()  # a sweep none of whose jobs composed leaves no folder behind
         sys.exit(UserError.exit_code)
     except KeyboardInterrupt:  # during Hydra's composition, before the task started
         distributed.teardown()

@@ -171,6 +171,20 @@ def refuse_a_run_there(run_dir: Path, sweep: str | None = None) -> None:
     )
 
 
+# the sweep folder this process's multirun made (None: it was there before, or no multirun started)
+_made_sweep: Path | None = None
+
+
+def discard_unused_sweep() -> bool:
+    """Remove the sweep folder this process made when no job got as far as its directory (a job's
+    overrides that do not compose: ``-m model=mlp,mpl``), leaving only Hydra's ``multirun.yaml``."""
+    sweep = _made_sweep
+    if sweep is None or not sweep.is_dir() or {p.name for p in sweep.iterdir()} - {"multirun.yaml"}:
+        return False
+    shutil.rmtree(sweep, ignore_errors=True)
+    return True
+
+
 def _fresh_start(config: DictConfig) -> bool:
     trainer = config.get("trainer") or {}
     return trainer.get("resume") in (None, "", False)
@@ -209,10 +223,12 @@ class ClaimRunDir(Callback):
         from runner import distributed
         from runner.errors import report_error
 
+        global _made_sweep
         sweep = Path(str(config.hydra.sweep.dir))
         if distributed.launch_rank() != 0:
             return
         try:
+            _made_sweep = None if sweep.exists() else sweep
             # the sweeper makes it next: a file in the way or no permission was its traceback
             _make(sweep, "hydra.sweep.dir")
             # a sweeper with a storage (Optuna's study) continues in its folder by design

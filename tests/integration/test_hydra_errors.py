@@ -43,3 +43,15 @@ def test_hydra_full_error_keeps_hydras_traceback(cli):
     assert (
         proc.returncode == 1 and "Traceback" in proc.stderr and "Could not override" in proc.stderr
     )
+
+
+def test_a_sweep_whose_jobs_do_not_compose_leaves_no_sweep_folder(cli, tmp_path):
+    """``-m model=mlp,mpl``: the sweep folder Hydra made for it held only multirun.yaml after the error."""
+    proc = cli("-m", "model=mlp,mpl", "trainer.max_epochs=1")
+    assert proc.returncode == 2 and "model=mpl is not an option of model" in proc.stderr
+    assert not list((tmp_path / "multirun").glob("*")), list((tmp_path / "multirun").iterdir())
+    # a sweep folder that was there before is never removed
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    proc = cli("-m", "model=mlp,mpl", f"hydra.sweep.dir={kept}")
+    assert proc.returncode == 2 and kept.is_dir()
