@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from diag.advice import RENDERERS, Advice, Renderer, render, render_all, runner_table
-from diag.after_repair import final_attempt_dir, last_repair_step, series_after
+from diag.after_repair import attempt_note, final_attempt_dir, last_repair_step, series_after
 from diag.codes import SEVERITY_RANK, Issue, advice_of
 from diag.diagnosis import diagnose, run_rules
 from diag.readers import ReadError, ReadResult, attempt_number, parse_tag_map, read_path, tag_roles
@@ -654,11 +654,7 @@ def _run(args: argparse.Namespace) -> int:
             top = result
             result = read_path(final, tag_map, args.num_classes)
             result.actions = result.actions or top.actions
-            result.notes.insert(
-                0,
-                f"the AutoTrainer's final attempt, {final.name}, is the run's result: reading {final} "
-                f"(the first attempt's series are in {Path(args.path)})",
-            )
+            result.notes.insert(0, attempt_note(Path(args.path), final, top.live_report))
     except ReadError as exc:
         return _usage_error_json(args, str(exc))
     except OSError as exc:

@@ -114,12 +114,16 @@ def finished_job(run_dir: Path) -> dict[str, Any] | None:
     """A sweep job's report when its ``report.json`` says it completed with this launch's overrides.
 
     A killed sweep relaunched into its own ``hydra.sweep.dir`` skips the jobs that finished (their
-    files untouched) and runs the others.
+    files untouched) and runs the others. A job the AutoTrainer restarted gives its final attempt's
+    command (the repair applied); one killed during a restart has not finished.
     """
+    from diag.after_repair import awaits_attempt, final_attempt_dir
+
     report = _completed_report(run_dir)
-    if report is None:
+    if report is None or report.get("status") == "failed" or awaits_attempt(report):
         return None
-    if report.get("status") == "failed" or report.get("command") != run_command(run_dir):
+    made_by = final_attempt_dir(Path(run_dir), report) or run_dir
+    if report.get("command") != run_command(made_by):
         return None
     return report
 
@@ -160,15 +164,55 @@ def _hydra_dir(run_dir: Path) -> Path | None:
     return None
 
 
-def run_command(run_dir: Path) -> str | None:
-    """The command that made the run, from Hydra's ``overrides.yaml`` (quoted the way a shell needs)."""
-    import shlex
-
-    hydra = _hydra_dir(run_dir)
-    if hydra is None or not (hydra / "overrides.yaml").exists():
+def _listed_overrides(hydra: Path) -> list[str] | None:
+    """The overrides a ``.hydra/overrides.yaml`` lists (None without one)."""
+    path = hydra / "overrides.yaml"
+    if not path.exists():
         return None
-    overrides = yaml.safe_load((hydra / "overrides.yaml").read_text(encoding="utf-8")) or []
-    return " ".join(["python -m runner", *(shlex.quote(str(o)) for o in overrides)])
+    listed = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    return [str(o) for o in listed] if isinstance(listed, list) else None
+
+
+def _override_key(override: str) -> str:
+    """``model.hidden`` of ``model.hidden=[64]``, ``+model.hidden=[64]`` and ``~model.hidden``."""
+    return override.lstrip("~+").split("=", 1)[0]
+
+
+def with_overrides(given: list[str], changes: list[str]) -> list[str]:
+    """The ``given`` overrides with ``changes`` applied: each change takes the place of the given override
+    of its key (the user's order kept), or comes last. A key the user added (``+key``) or deleted
+    (``~key``) is not in the primary config: its change is forced (``++key``)."""
+    out = list(given)
+    for change in changes:
+        key = _override_key(change)
+        same = [i for i, o in enumerate(out) if _override_key(o) == key]
+        if not same:
+            out.append(change)
+            continue
+        if out[same[0]].startswith(("+", "~")) and not change.startswith("+"):
+            change = "++" + change
+        out[same[0]] = change
+        for i in reversed(same[1:]):
+            del out[i]
+    return out
+
+
+def run_command(run_dir: Path) -> str | None:
+    """The command that made the run, from Hydra's ``overrides.yaml`` (quoted the way a shell needs).
+
+    An AutoTrainer attempt (``attempt-N/``) was made by the user's command (the run directory's) with
+    the attempt's repairs (its own ``overrides.yaml``) applied: that command makes it again.
+    """
+    run_dir = Path(run_dir)
+    hydra = _hydra_dir(run_dir)
+    overrides = _listed_overrides(hydra) if hydra is not None else None
+    if overrides is None:
+        return None
+    if hydra == run_dir / ".hydra" and re.fullmatch(r"attempt-\d+", run_dir.name):
+        given = _listed_overrides(run_dir.parent / ".hydra")
+        if given is not None:
+            overrides = with_overrides(given, overrides)
+    return " ".join(["python -m runner", *(shlex.quote(o) for o in overrides)])
 
 
 def lr_used(

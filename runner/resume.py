@@ -46,7 +46,13 @@ def _task_overrides(overrides: list[str]) -> list[str]:
 
 def previous_unfinished_run(run_dir: Path, log_dir: Path, overrides: list[str]) -> Path | None:
     """The newest earlier run under ``log_dir/runs`` launched with the same overrides, with a checkpoint
-    and no finished report: what ``trainer.resume=auto`` continues after a crash or a kill."""
+    and no finished report: what ``trainer.resume=auto`` continues after a crash or a kill.
+
+    A run killed during an AutoTrainer restart is not finished, though its top ``report.json`` (the
+    first attempt's, which asked for the restart) says completed.
+    """
+    from diag.after_repair import awaits_attempt
+
     runs = Path(log_dir) / "runs"
     if not runs.is_dir():
         return None
@@ -67,7 +73,8 @@ def previous_unfinished_run(run_dir: Path, log_dir: Path, overrides: list[str]) 
             continue  # an unreadable run is not the one this command made: look further
         if not isinstance(theirs, list) or not isinstance(done, dict):
             continue
-        if not done.get("completed", False) and _task_overrides([str(o) for o in theirs]) == want:
+        finished = done.get("completed", False) and not awaits_attempt(done)
+        if not finished and _task_overrides([str(o) for o in theirs]) == want:
             return candidate
     return None
 

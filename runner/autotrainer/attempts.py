@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from diag.hooks import EventLog
 from diag.report import status_of, write_report
 from runner import distributed
-from runner.autotrainer.restarts import with_changes
+from runner.autotrainer.restarts import MISSING, with_changes
 from runner.autotrainer.settings import check_config
 
 log = logging.getLogger("runner.autotrainer")
@@ -56,6 +56,9 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     session = Session()
     attempt_cfg, attempt_dir = cfg, run_dir
     made_by: dict[str, Any] = {}  # the config changes that made the current attempt
+    repaired: dict[
+        str, Any
+    ] = {}  # every restart's changes so far: how the attempt differs from the run
     while True:
         t0 = session.attempt_started = time.perf_counter()
         result = train.run(attempt_cfg, attempt_dir, session=session)
@@ -88,6 +91,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         session.step_offset += state.step
         # rank 0's request: under DDP every rank starts the same attempt
         made_by = request["changes"]
+        repaired.update(made_by)
         session.attempt_changes = dict(made_by)
         attempt_cfg = with_changes(attempt_cfg, made_by)
         attempt_dir = run_dir / f"attempt-{session.attempt}"
@@ -99,26 +103,62 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                 attempt_cfg.trainer.resume = str(own)
         if not distributed.is_rank_zero():
             continue
-        _write_hydra_dir(attempt_dir, attempt_cfg, request["changes"])
+        _write_hydra_dir(attempt_dir, attempt_cfg, overrides_of(repaired, cfg))
         log.warning(
             "autotrainer: attempt-%d in %s with %s",
             session.attempt,
             attempt_dir,
-            ", ".join(f"{k}={v}" for k, v in request["changes"].items()),
+            ", ".join(overrides_of(request["changes"], cfg)),
         )
     if session.attempt and distributed.is_rank_zero():
         _write_top_report(run_dir, attempt_dir, session)
     return result.objective
 
 
-def _write_hydra_dir(attempt_dir: Path, cfg: DictConfig, changes: Mapping[str, Any]) -> None:
-    """Make ``attempt-N/`` a full run directory: its config and the overrides that made it differ."""
+def hydra_value(value: Any) -> str:
+    """``value`` in Hydra's override grammar, read back as the same value (``None`` is ``null``: Hydra
+    reads ``None`` as the string 'None'; a string that would read as a number or a bool is quoted)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    from runner.distributed import quote_override
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value)
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return "[" + ", ".join(hydra_value(v) for v in value) + "]"
+    if not isinstance(value, str):
+        return str(value)  # bools (Hydra reads True as true), ints, floats (1e-05, inf)
+    try:
+        same = OverridesParser.create().parse_override(f"k={value}").value() == value
+    except OverrideParseException:  # Hydra's grammar refuses it bare: quoted
+        same = False
+    return value if same else quote_override(value)
+
+
+def overrides_of(changes: Mapping[str, Any], cfg: DictConfig) -> list[str]:
+    """``changes`` as Hydra overrides on top of the run's config ``cfg`` (a key it lacks: ``++key``), so
+    the user's command with them applied composes the attempt's config (:func:`runner.report.run_command`)."""
+
+    def has(key: str) -> bool:
+        found = OmegaConf.select(cfg, key, default=MISSING, throw_on_resolution_failure=False)
+        return found != MISSING
+
+    return [f"{'' if has(k) else '++'}{k}={hydra_value(v)}" for k, v in changes.items()]
+
+
+def _write_hydra_dir(attempt_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    """Make ``attempt-N/`` a full run directory: its config and the overrides that made it differ from
+    the run (every restart's so far, in Hydra's grammar: the run's own ``overrides.yaml`` plus these
+    compose this config)."""
     hydra_dir = attempt_dir / ".hydra"
     hydra_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, hydra_dir / "config.yaml")
-    OmegaConf.save(
-        OmegaConf.create([f"{k}={v}" for k, v in changes.items()]), hydra_dir / "overrides.yaml"
-    )
+    OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
 
 
 def _write_top_report(run_dir: Path, final_dir: Path, session: Session) -> None:

@@ -984,13 +984,12 @@ class AutoTrainer(Hook):
                 f"; the gradient clipping (max_norm {self.settings.clip_max_norm:g}) the explosion "
                 "turned on is not carried: the LR that caused it is repaired"
             )
-        lr_before = state.current_lr
         base_lr = OmegaConf.select(self.cfg, "optimizer.lr") if self.cfg is not None else None
-        lr_after = (
-            float(changes.get("optimizer.lr", base_lr))
-            if isinstance(base_lr, (int, float))
-            else lr_before
-        )
+        # a restart replaces the configured LR, not the one the schedule had reached (a cosine's end: 0)
+        lr_before, lr_after = state.current_lr, state.current_lr
+        if isinstance(base_lr, (int, float)) and not isinstance(base_lr, bool):
+            lr_before = float(base_lr)
+            lr_after = float(changes.get("optimizer.lr", base_lr))
         self.session.restart_request = {"code": code, "changes": changes}
         state.stop_training = True
         text = ", ".join(f"{k}={v}" for k, v in changes.items())

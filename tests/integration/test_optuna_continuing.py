@@ -38,7 +38,8 @@ def test_a_relaunched_study_runs_new_trials_in_new_folders_and_keeps_the_old_one
     storage = f"sqlite:///{tmp_path / 'optuna' / 'lr_search.db'}"
     study = optuna.load_study(study_name=f"lr_search@{sweep}", storage=storage)
     lrs = [t.params["optimizer.lr"] for t in study.trials]
-    assert len(lrs) == 4 and len(set(lrs)) == 4  # the relaunch drew new LRs, not the first two again
+    # the relaunch drew new LRs, not the first two again
+    assert len(lrs) == 4 and len(set(lrs)) == 4
 
 
 def test_bad_sweeper_settings_are_one_line_each_before_the_study_opens(tmp_path):
