@@ -84,6 +84,34 @@ def _total_steps(series: RunSeries) -> int:
 
 # -- loss --------------------------------------------------------------------
 def _loss_explosion(s: RunSeries) -> Issue | None:
+    """The training loss blew up or went non-finite, or else the validation loss went non-finite."""
+    return _training_loss_explosion(s) or _nonfinite_validation(s)
+
+
+def _nonfinite_validation(s: RunSeries) -> Issue | None:
+    """A NaN/Inf validation loss: the model's outputs or the loss fail on the validation data, which no
+    other rule can read (they skip non-finite values), so a run validating at NaN would pass as healthy.
+
+    Every NaN here is a measured one: a source with no validation loss has an empty list, and the live
+    hook carries a value over rather than pad with NaN.
+    """
+    va = _arr(s.epoch_val_loss)
+    bad = np.flatnonzero(~np.isfinite(va))
+    if not bad.size:
+        return None
+    e = int(bad[0])
+    step = _step_at(s.epoch_step, e)
+    more = f"; {bad.size} of {va.size} validations were non-finite" if bad.size > 1 else ""
+    return Issue(
+        "LOSS_EXPLOSION",
+        "critical",
+        step,
+        f"validation loss is {va[e]} at epoch {e + 1 + s.epoch_offset} (step {step}): the model's "
+        f"outputs or the loss are non-finite on the validation data{more}",
+    )
+
+
+def _training_loss_explosion(s: RunSeries) -> Issue | None:
     loss = _arr(s.loss)
     if loss.size == 0:
         return None

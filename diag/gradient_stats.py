@@ -11,7 +11,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import torch
@@ -155,17 +155,35 @@ def _squared_norm(g: ArrayLike) -> float:
     return float(np.square(a).sum())
 
 
-def clip_gradients(gradients: Sequence[G], max_norm: float = 1.0) -> tuple[list[G], float]:
+@overload
+def clip_gradients(
+    gradients: torch.nn.Module | Iterable[torch.nn.Parameter], max_norm: float = 1.0
+) -> tuple[list[torch.Tensor], float]: ...
+@overload
+def clip_gradients(gradients: Sequence[G], max_norm: float = 1.0) -> tuple[list[G], float]: ...
+def clip_gradients(gradients: Any, max_norm: float = 1.0) -> tuple[list[Any], float]:
     """Scale all gradients by one factor so that their global L2 norm is at most ``max_norm``.
 
-    Returns ``(clipped, original_norm)``; each clipped gradient has the type,
-    dtype and device of its input. When the norm is NaN/Inf nothing is scaled
-    (scaling cannot repair NaN and would silently zero an Inf step): the
-    gradients come back unchanged with the non-finite norm, so the caller can
-    skip the step.
+    Returns ``(clipped, original_norm)``. Gradient arrays or tensors (the seed API) are left as they
+    are: ``clipped`` holds scaled copies, each with the type, dtype and device of its input. A module
+    or its parameters (what ``torch.nn.utils.clip_grad_norm_`` takes) have their ``.grad`` clipped in
+    place by that function, so the next ``optimizer.step()`` uses them; ``clipped`` holds those same
+    ``.grad`` tensors. When the norm is NaN/Inf nothing is scaled (scaling cannot repair NaN and would
+    silently zero an Inf step): the gradients stay unchanged and the non-finite norm is returned, so
+    the caller can skip the step.
     """
     if not max_norm > 0:
         raise ValueError(f"max_norm must be positive, got {max_norm}")
+    if not isinstance(gradients, (torch.nn.Module, Mapping, np.ndarray, torch.Tensor)):
+        gradients = list(gradients)  # a generator (model.parameters()) can be read once only
+    params = _parameters_of(gradients)
+    if params is not None:
+        params = [p for p in params if p.grad is not None]
+        grads: list[Any] = [p.grad for p in params]
+        total_norm = math.sqrt(sum(_squared_norm(g) for g in grads))
+        if math.isfinite(total_norm) and params:
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return grads, total_norm
     grads = gradient_list(gradients)
     total_norm = math.sqrt(sum(_squared_norm(g) for g in grads))
     if not math.isfinite(total_norm):
@@ -180,8 +198,31 @@ def clip_gradients(gradients: Sequence[G], max_norm: float = 1.0) -> tuple[list[
             else np.asarray(g) * clip_coef
             for g in grads
         ]
-    # a tensor comes back a tensor and an array an array; mypy cannot carry G through the isinstance checks
-    return cast("list[G]", clipped), total_norm
+    return clipped, total_norm
+
+
+def _parameters_of(gradients: Any) -> list[torch.nn.Parameter] | None:
+    """The parameters whose ``.grad`` to clip in place (a module, one parameter, or parameters), or
+    ``None`` when ``gradients`` holds gradients themselves (clipped as copies)."""
+    if isinstance(gradients, torch.nn.Module):
+        return list(gradients.parameters())
+    if isinstance(gradients, torch.nn.Parameter):
+        return [gradients]
+    if isinstance(gradients, (np.ndarray, torch.Tensor)):
+        return None
+    if isinstance(gradients, Mapping):
+        gradients = gradients.values()
+    items = list(gradients)
+    params = [g for g in items if isinstance(g, torch.nn.Parameter)]
+    if not params:
+        return None
+    if len(params) != len(items):
+        raise TypeError(
+            "clip_gradients(gradients=...) got parameters mixed with other values: pass the model, "
+            "its parameters (model.parameters()), or its gradients ([p.grad for p in "
+            "model.parameters()]), one kind only"
+        )
+    return params
 
 
 def weight_gradient_norms(gradients: Any) -> dict[str, float]:

@@ -469,7 +469,14 @@ class DiagnosticsHook(Hook):
         s.epoch_step.append(state.step)
         s.epoch_train_loss.append(m.get("train/loss", math.nan))
         s.epoch_train_acc.append(m.get("train/acc", math.nan))
-        s.epoch_val_loss.append(m.get("val/loss", math.nan))
+        if "val/loss" in m:
+            if not s.epoch_val_loss:  # given from this epoch on: the epochs before carry its value
+                s.epoch_val_loss.extend([m["val/loss"]] * (len(s.epoch_step) - 1))
+            s.epoch_val_loss.append(m["val/loss"])
+        elif s.epoch_val_loss:  # no longer in the metrics: the last one carries over
+            s.epoch_val_loss.append(s.epoch_val_loss[-1])
+        # never given: no validation-loss series (as TrainingHistory and the analyzer have it); NaN
+        # placeholders would read as NaN losses, which the diagnosis calls a blow-up
         s.epoch_val_acc.append(m.get("val/acc", math.nan))
         s.epoch_lr.append(state.current_lr)
 

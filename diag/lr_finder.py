@@ -3,7 +3,8 @@
 The LR grows exponentially from ``min_lr`` to ``max_lr``, one training step per
 value, and the loss is recorded. The loss is smoothed with a bias-corrected
 EMA, the test stops once the smoothed loss exceeds ``diverge_factor`` × its best
-(or goes non-finite), and a suggestion is read off the smoothed curve with the
+(for a best at or under zero: once it rises ``(diverge_factor - 1)`` × ``|best|`` above it) or goes
+non-finite, and a suggestion is read off the smoothed curve with the
 first and last points skipped, as the public finders do:
 
 - ``valley`` (fastai's default): the middle-left of the longest descending run;
@@ -49,7 +50,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -358,7 +359,8 @@ def descent_index(lrs: np.ndarray, losses: np.ndarray) -> int | None:
 
 
 class NothingMeasured(ValueError):
-    """The range test's first loss was non-finite: no LR was measured (a caller may say it its own way)."""
+    """The range test measured no LR: its first loss was non-finite, or (torch mode) ``batches`` gave no
+    batch. Any suggestion would be made up (a caller may say it its own way)."""
 
 
 class LearningRateFinder:
@@ -442,12 +444,36 @@ class LearningRateFinder:
         self.losses.append(float(loss))
         self.smoothed_losses.append(float(smoothed))
         self._best = min(self._best, smoothed)
-        if smoothed > self.diverge_factor * self._best:
-            self.stop_reason = (
-                f"diverged at lr={lr:.3g} (smoothed loss {smoothed:.3g} > "
-                f"{self.diverge_factor:g} x best {self._best:.3g})"
-            )
+        if self._diverged(lr, smoothed):
             self.diverged_lr = float(lr)
+            return True
+        return False
+
+    def _diverged(self, lr: float, smoothed: float) -> bool:
+        """Whether ``smoothed`` is past the divergence limit; if so, :attr:`stop_reason` says why.
+
+        A positive best: ``smoothed > diverge_factor * best``, as the public finders test. A ratio means
+        nothing for a loss that can be negative (a Gaussian NLL, an ELBO): there the rise above the best
+        is compared with ``(diverge_factor - 1) * |best|``, the same limit written for any sign, so a
+        negative curve is not stopped at its first step. A best of exactly 0 stops at any rise, as
+        the ratio does.
+        """
+        best, factor = self._best, self.diverge_factor
+        if best > 0:  # today's test, not rewritten: a positive curve stops exactly where it did
+            if smoothed > factor * best:
+                self.stop_reason = (
+                    f"diverged at lr={lr:.3g} (smoothed loss {smoothed:.3g} > "
+                    f"{factor:g} x best {best:.3g})"
+                )
+                return True
+            return False
+        limit = (factor - 1) * abs(best)
+        if smoothed - best > limit:
+            self.stop_reason = (
+                f"diverged at lr={lr:.3g} (smoothed loss {smoothed:.3g} rose "
+                f"{smoothed - best:.3g} above its best {best:.3g}, more than {factor - 1:g} x |best| "
+                f"= {limit:.3g})"
+            )
             return True
         return False
 
@@ -507,11 +533,20 @@ class LearningRateFinder:
     ) -> dict[str, Any]:
         """Train ``model`` on ``(inputs, targets)`` batches along the schedule, then restore everything.
 
-        ``batches`` is re-iterated when it runs out (a loader), or the test ends
-        with it (an iterator). The model, optimizer, scaler, gradients, train/eval
-        mode, torch RNG and the loader's ``generator`` are put back as they were,
-        from deep copies, even if a step raises.
+        Each batch is a tuple or list whose first item is the inputs tensor and second the targets
+        (what a ``DataLoader`` over a ``TensorDataset`` yields; further items are ignored); any other
+        batch (a dict, a bare tensor) is refused with a ``TypeError``. ``batches`` is re-iterated when
+        it runs out (a loader), or the test ends with it (an iterator); one that gives no batch at all
+        raises :class:`NothingMeasured`, as a model without trainable parameters raises a ``ValueError``
+        before any step. The model, optimizer, scaler, gradients, train/eval mode, torch RNG and the
+        loader's ``generator`` are put back as they were, from deep copies, even if a step raises.
         """
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(
+                f"range_test(model=...): the model ({type(model).__name__}) has no trainable parameters "
+                "(none, or all with requires_grad=False), so no LR can move it: unfreeze the layers to "
+                "tune (p.requires_grad_(True)) and pass them to the optimizer"
+            )
         self._reset()
         if self.optimizer_family is None:  # what method="auto" reads off the curve depends on it
             self.optimizer_family = optimizer_family(optimizer)
@@ -526,7 +561,7 @@ class LearningRateFinder:
                 if batch is None:
                     self.stop_reason = "ran out of batches"
                     break
-                x, y = batch[0], batch[1]
+                x, y = _inputs_targets(batch)
                 if self.batch_size is None:  # SGD's no-edge ceiling scales with it
                     self.batch_size = len(x)
                 if device is not None:
@@ -540,6 +575,12 @@ class LearningRateFinder:
                     enabled=autocast_dtype is not None,
                 ):
                     loss = loss_fn(model(x), y)
+                if not loss.requires_grad:  # torch's own error names neither the loss nor the model
+                    raise ValueError(
+                        "range_test(loss_fn=...): the loss does not depend on any trainable parameter of "
+                        f"the model ({type(model).__name__}), so a step cannot change it: compute it from "
+                        "the model's outputs without detaching them"
+                    )
                 value = float(
                     loss.detach().float()
                 )  # one host read per step: the stop rule needs it
@@ -563,6 +604,12 @@ class LearningRateFinder:
                     break
         finally:
             _restore(saved, model, optimizer, scaler, batches)
+        if not self.losses and self.diverged_lr is None:  # the stream ended before its first batch
+            raise NothingMeasured(
+                "range_test(batches=...): no batch came out of it, so no LR was measured: pass a loader "
+                "or a list of (inputs, targets) batches that is not empty (an iterator already "
+                "consumed is empty)"
+            )
         if (
             not self.losses and self.diverged_lr is not None
         ):  # as range_test(train_fn): nothing to read
@@ -643,7 +690,7 @@ class LearningRateFinder:
         Why not ``10 * min_lr`` always: a test that diverged within a decade of its start (``min_lr=1
         max_lr=2``: diverged at 1.01) then suggested 10, over both the test's range and the LR that
         blew it up. The result is in ``[min_lr, max_lr]`` and under :attr:`diverged_lr` (the first
-        point of a non-negative loss cannot diverge; a non-finite first loss makes the test raise).
+        point cannot diverge; a non-finite first loss makes the test raise).
         """
         ten = 10 * self.min_lr
         passed = [lr for lr in self.lrs if self.diverged_lr is None or lr < self.diverged_lr]
@@ -873,6 +920,27 @@ def cycle_batches(batches: Iterable[Any]) -> Iterator[Any]:
             yield batch
         if not produced or it is batches:
             return
+
+
+def _inputs_targets(batch: Any) -> tuple[torch.Tensor, Any]:
+    """The inputs and targets of one torch-mode batch, or a ``TypeError`` that says which forms work."""
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], torch.Tensor):
+        return batch[0], batch[1]
+    if isinstance(batch, Mapping):
+        got = f"a {type(batch).__name__} with keys {sorted(map(str, batch))}"
+    elif isinstance(batch, (tuple, list)):
+        got = (
+            f"a {type(batch).__name__} of {len(batch)} items, the first a {type(batch[0]).__name__}"
+            if batch
+            else f"an empty {type(batch).__name__}"
+        )
+    else:
+        got = f"a {type(batch).__name__}"
+    raise TypeError(
+        f"range_test(batches=...): each batch must be an (inputs, targets) tuple or list with the inputs "
+        f"as a tensor (what a DataLoader over a TensorDataset yields), got {got}: map other batches "
+        "first, e.g. [(b['x'], b['y']) for b in batches]"
+    )
 
 
 def _snapshot(

@@ -130,8 +130,11 @@ def test_parameters_where_gradients_belong_raise():
     model = _grads_model()
     with pytest.raises(TypeError, match=r"\[p\.grad for p in model\.parameters\(\)\]"):
         GradientStats.from_gradients(model.parameters())
-    with pytest.raises(TypeError, match="parameters"):
-        clip_gradients(list(model.parameters()))
+    # clip_gradients takes parameters as torch's clip_grad_norm_ does: their .grad clipped in place
+    clipped, norm = clip_gradients(list(model.parameters()), max_norm=0.01)
+    assert (
+        norm > 0.01 and float(nn.utils.clip_grad_norm_(model.parameters(), float("inf"))) <= 0.0101
+    )
     with pytest.raises(TypeError, match="parameters"):
         TrainingDebugger().step(0, 1.0, model.parameters(), 0.1)
     true_norm = float(nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
