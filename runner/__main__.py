@@ -44,6 +44,12 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         from runner import app
 
+        search = HydraConfig.get().runtime.choices.get("hparams_search")
+        if not multirun and search:  # one run at the search's defaults, no search: said, not done
+            raise UserError(
+                f"hparams_search={search} is a search over trials: add -m "
+                f"(python -m runner -m hparams_search={search} ...)"
+            )
         done = None
         if multirun:
             from runner.report import finished_job

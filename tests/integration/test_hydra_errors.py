@@ -55,3 +55,15 @@ def test_a_sweep_whose_jobs_do_not_compose_leaves_no_sweep_folder(cli, tmp_path)
     kept.mkdir()
     proc = cli("-m", "model=mlp,mpl", f"hydra.sweep.dir={kept}")
     assert proc.returncode == 2 and kept.is_dir()
+
+
+def test_a_search_without_multirun_is_refused_not_run_once(cli, tmp_path):
+    """``hparams_search=lr_optuna`` without -m trained one run at the search's defaults, saying nothing."""
+    proc = cli("hparams_search=lr_optuna", "trainer.max_epochs=1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == (
+        "error: hparams_search=lr_optuna is a search over trials: add -m "
+        "(python -m runner -m hparams_search=lr_optuna ...)"
+    )
+    assert not list((tmp_path / "runs").glob("*"))  # no run directory left behind
