@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.config_loader_impl import get_overrides_dirname
@@ -182,15 +183,83 @@ class ComposeOnceSweeper(BasicSweeper):
         self.kept = KeptCompositions(hydra_context.config_loader)
         context = HydraContext(config_loader=self.kept, callbacks=hydra_context.callbacks)  # type: ignore[arg-type]
         super().setup(hydra_context=context, task_function=task_function, config=config)
+        # the sweep folder's multirun.yaml before sweep() saves this launch's over it
+        where = OmegaConf.select(config, "hydra.sweep.dir", throw_on_resolution_failure=False)
+        saved = Path(str(where)) / "multirun.yaml" if where is not None else None
+        self.previous_sweep = saved.read_bytes() if saved is not None and saved.is_file() else None
         # only Hydra's in-process launcher, which runs jobs one after another anyway: a parallel one
         # (joblib, submitit) would be made to wait for each job, and its jobs run side by side regardless
         if compares_trials(config) and isinstance(self.launcher, BasicLauncher):
             self.launcher = MiddleOutLauncher(self.launcher)  # type: ignore[assignment]
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Compose every job of the batch (a bad one fails the sweep before any job runs), keeping each."""
+        """Compose every job of the batch (a bad one fails the sweep before any job runs), keeping each;
+        a job folder holding another job's run refuses the sweep before any job writes into one."""
         assert self.config is not None
+        first = getattr(self, "_next_job", 0)
+        self._next_job = first + len(batch)
+        refuse_other_runs(self.config, batch, first, self.previous_sweep)
         self.kept.kept.clear()  # a batch's configs live until the next batch at most
         self.kept.composed.clear()
         for overrides in batch:
             self.kept.keep(self.config, overrides)
+
+
+def _task(overrides: Sequence[str]) -> list[str]:
+    """What made a job's run what it is: its overrides less where it writes and whether it resumes."""
+    return sorted(
+        o for o in overrides if not o.startswith(("trainer.resume=", "hydra.", "paths.log_dir="))
+    )
+
+
+def refuse_other_runs(
+    config: DictConfig,
+    batch: Sequence[Sequence[str]],
+    first: int,
+    previous_sweep: bytes | None = None,
+) -> None:
+    """Exit (one line, code 2) when job ``first + i``'s folder holds a run made with other overrides.
+
+    A sweep relaunched with ``trainer.resume=auto`` and an edited value list (``optimizer.lr=1e-3,2e-3``,
+    then ``1e-3,1.5e-3,2e-3``) gave job 1 a new value: Hydra rewrote its ``.hydra/`` before the job
+    started, the resume was refused, and the failed job's report replaced the finished run's, so the
+    summary listed 0.0015 with 0.002's files. Only the default job folders (``hydra.sweep.subdir`` of
+    ``${hydra.job.num}``) are known here. ``previous_sweep``: the sweep folder's ``multirun.yaml`` before
+    this launch, put back when it is refused.
+    """
+    import sys
+
+    import yaml
+
+    raw = OmegaConf.to_container(config.hydra.sweep, resolve=False)
+    if not isinstance(raw, dict) or raw.get("subdir") != "${hydra.job.num}":
+        return
+    where = OmegaConf.select(config, "hydra.sweep.dir", throw_on_resolution_failure=False)
+    if where is None:
+        return
+    sweep = Path(str(where))
+    for i, overrides in enumerate(batch):
+        job = sweep / str(first + i)
+        listed = job / ".hydra" / "overrides.yaml"
+        if not listed.is_file() or not any(
+            (job / m).exists() for m in ("report.json", "checkpoints")
+        ):
+            continue
+        try:
+            theirs = yaml.safe_load(listed.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            continue  # unreadable: the job's own checks say what is wrong with it
+        if not isinstance(theirs, list) or _task([str(o) for o in theirs]) == _task(overrides):
+            continue
+        was = sorted(set(_task([str(o) for o in theirs])) - set(_task(overrides)))
+        now = sorted(set(_task(overrides)) - set(_task([str(o) for o in theirs])))
+        print(
+            f"error: hydra.sweep.dir={sweep}: job {first + i} holds a run made with "
+            f"{' '.join(was) or 'other overrides'}, where this sweep's job {first + i} has "
+            f"{' '.join(now) or 'other overrides'}: relaunch with the sweep's own values to continue it, "
+            "or choose another hydra.sweep.dir (nothing was changed)",
+            file=sys.stderr,
+        )
+        if previous_sweep is not None:  # Hydra saved this launch's config over the sweep's own
+            (sweep / "multirun.yaml").write_bytes(previous_sweep)
+        sys.exit(2)

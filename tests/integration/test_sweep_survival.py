@@ -152,3 +152,25 @@ def test_two_optuna_sweeps_sharing_a_storage_keep_their_own_studies(tmp_path):
             if "optimizer.lr=" in line
         )
         assert lrs == pytest.approx(jobs)
+
+
+@pytest.mark.slow
+def test_a_sweep_relaunched_with_other_values_is_refused_before_a_job_changes(tmp_path):
+    """``trainer.resume=auto`` with an edited value list gave job 1 a new LR: Hydra rewrote its config,
+    its resume was refused and the failed job's report replaced the finished run's."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", f"hydra.sweep.dir={sweep}", "trainer.resume=auto", *TINY]
+    first = run_cli([*args, "optimizer.lr=1e-3,2e-3"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    files = {p.relative_to(sweep): p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    edited = run_cli([*args, "optimizer.lr=1e-3,1.5e-3,2e-3"], tmp_path)
+    assert edited.returncode == 2 and "Traceback" not in edited.stderr
+    (line,) = edited.stderr.strip().splitlines()
+    assert line == (
+        f"error: hydra.sweep.dir={sweep}: job 1 holds a run made with optimizer.lr=0.002, where this "
+        "sweep's job 1 has optimizer.lr=0.0015: relaunch with the sweep's own values to continue it, "
+        "or choose another hydra.sweep.dir (nothing was changed)"
+    )
+    assert {p.relative_to(sweep): p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == files
+    same = run_cli([*args, "optimizer.lr=1e-3,2e-3"], tmp_path)
+    assert same.returncode == 0 and same.stdout.count("already finished") == 2, same.stderr[-2000:]
