@@ -3,9 +3,13 @@
 A sweep directory holds one run directory per job (Hydra's ``<sweep>/<job
 number>/``). Each run contributes its overrides (``.hydra/overrides.yaml``) and
 its ``report.json`` (status, diagnosis codes, metrics). A run without a report
-failed before finishing; a run whose training, validation or test loss went
-non-finite, or that was diagnosed with ``LOSS_EXPLOSION``/``NONFINITE_GRADIENTS``, diverged. The
-best run is the lowest best validation loss among the runs that did not.
+failed before finishing; one whose report says it did not complete (SIGTERM, Ctrl-C, or killed
+during an AutoTrainer restart) was interrupted: its numbers are those of a shorter run, so it is
+never the best. A run whose training, validation or test loss went non-finite, or that was
+diagnosed with ``LOSS_EXPLOSION``/``NONFINITE_GRADIENTS``, diverged. The best run is the lowest
+best validation loss among the runs that finished and did not diverge or stop early. A job the
+AutoTrainer restarted is one run: its ``attempt-N/`` folders are not runs of the sweep (the job's
+own ``report.json`` holds its final attempt's numbers).
 
 The runner calls :func:`summarize` at the end of every multirun (a Hydra
 callback), so the summary is there without asking.
@@ -19,9 +23,13 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from diag.after_repair import awaits_attempt, final_attempt_dir
 from diag.codes import BLOWUP_CODES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LR_KEY = "optimizer.lr"
 EXIT_USAGE = 2
@@ -43,6 +51,8 @@ class SweepRun:
     test_acc: float | None = None
     epochs: int | None = None
     diverged: bool = False
+    # a run that did not complete: the signal that stopped it ("SIGTERM"), or "unfinished"
+    interrupted: str | None = None
     # a run the diagnosis stopped early (events.jsonl "stopped"): code, step, steps saved of max_steps
     stopped: dict[str, Any] | None = None
 
@@ -116,6 +126,7 @@ def read_run(run_dir: Path) -> SweepRun:
         m = _require(report.get("metrics", {}), dict, "report.json metrics")
         issues = _require(report.get("issues", []), list, "report.json issues")
         run.status = str(report.get("status", "unknown"))
+        run.interrupted = _interrupted(report) if run.status != "failed" else None
         run.codes = [str(_require(i, dict, "a report.json issue").get("code")) for i in issues]
     except OSError as exc:
         raise MalformedRun(f"unreadable ({exc.strerror or exc})") from None
@@ -137,8 +148,16 @@ def read_run(run_dir: Path) -> SweepRun:
         if k != "test_loss" or tested
     )
     run.diverged = (ran and nonfinite) or any(c in BLOWUP_CODES for c in run.codes)
-    run.stopped = _stopped(run_dir)
+    run.stopped = _stopped(final_attempt_dir(run_dir, report) or run_dir)
     return run
+
+
+def _interrupted(report: dict[str, Any]) -> str | None:
+    """Why a report is not a finished run's: the signal that interrupted it, else "unfinished" when it
+    says it did not complete or is the first attempt's of a run killed during an AutoTrainer restart."""
+    if report.get("completed") is False or report.get("interrupted"):
+        return str(report.get("interrupted") or "unfinished")
+    return "unfinished" if awaits_attempt(report) else None
 
 
 def _stopped(run_dir: Path) -> dict[str, Any] | None:
@@ -215,11 +234,15 @@ def _job_order(path: Path) -> tuple[int, str]:
 
 
 def find_runs(sweep_dir: Path) -> list[Path]:
-    """Run directories under ``sweep_dir``: those with a ``.hydra`` folder or a ``report.json``."""
+    """Run directories under ``sweep_dir``: those with a ``.hydra`` folder or a ``report.json``.
+
+    A folder inside a run (an AutoTrainer restart's ``attempt-N/``) is part of that run, not another one.
+    """
     found = {p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()}
     found |= {p.parent for p in sweep_dir.rglob("report.json")}
     found.discard(sweep_dir)
-    return sorted(found, key=_job_order)
+    outer = {p for p in found if not any(parent in found for parent in p.parents)}
+    return sorted(outer, key=_job_order)
 
 
 def _short(override: str) -> str:
@@ -254,7 +277,9 @@ def summarize(sweep_dir: str | Path, write: bool = True) -> dict[str, Any]:
         else []
     )
     candidates = [
-        r for r in runs if r.best_val_loss is not None and not r.diverged and not r.stopped
+        r
+        for r in runs
+        if r.best_val_loss is not None and not r.diverged and not r.stopped and not r.interrupted
     ]
     # every candidate has a best_val_loss: the inf is never used
     best = (
@@ -305,6 +330,8 @@ def _rows(runs: list[SweepRun], common: list[str]) -> list[list[str]]:
     for r in runs:
         varying = " ".join(_short(o) for o in r.overrides if o not in common) or "(none)"
         status = "diverged" if r.diverged else r.status
+        if r.interrupted and not r.diverged:
+            status = f"interrupted ({r.interrupted})"
         if r.stopped:
             status = f"stopped at step {r.stopped['step']} ({r.stopped['code']})"
             ref = r.stopped.get("compared_with") or {}
@@ -350,7 +377,7 @@ def render_table(runs: list[SweepRun], common: list[str]) -> str:
 
 def _best_line(best: SweepRun | None, common: list[str]) -> str:
     if best is None:
-        return "best run: none (every run failed or diverged)"
+        return "best run: none (every run failed, diverged, stopped early or was interrupted)"
     what = " ".join(_short(o) for o in best.overrides if o not in common) or best.name
     return (
         f"best run: {best.name} ({what}): best val loss {_fmt(best.best_val_loss)}, "
@@ -379,6 +406,9 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append(stopped)
     if failed:
         lines.append("failed: " + ", ".join(failed))
+    interrupted = _interrupted_line(runs)
+    if interrupted:
+        lines.append(interrupted)
     lines += _skipped_lines(summary)
     if summary.get("optuna"):
         lines.append(
@@ -388,6 +418,17 @@ def render_text(summary: dict[str, Any]) -> str:
     if summary.get("written"):
         lines.append("wrote " + ", ".join(summary["written"]))
     return "\n".join(lines)
+
+
+def _interrupted_line(runs: list[SweepRun]) -> str | None:
+    """The runs that did not finish, and how to finish them (never the best run until they have)."""
+    names = [r.name for r in runs if r.interrupted and not r.diverged]
+    if not names:
+        return None
+    return (
+        f"interrupted (not finished, never the best run): {', '.join(names)}; run the same sweep "
+        "again with trainer.resume=auto to finish them"
+    )
 
 
 def _skipped_lines(summary: dict[str, Any]) -> list[str]:
@@ -420,6 +461,9 @@ def render_markdown(summary: dict[str, Any], runs: list[SweepRun], best: SweepRu
     stopped = _stopped_line(runs)
     if stopped:
         lines += [stopped[0].upper() + stopped[1:] + ".", ""]
+    interrupted = _interrupted_line(runs)
+    if interrupted:
+        lines += [interrupted[0].upper() + interrupted[1:] + ".", ""]
     if summary.get("skipped"):
         lines += ["\n".join(_skipped_lines(summary)).replace("\n  ", "\n- ") + "", ""]
     if summary.get("optuna"):
@@ -433,11 +477,20 @@ def render_markdown(summary: dict[str, Any], runs: list[SweepRun], best: SweepRu
 
 
 def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
+    """``sweep.png``: :func:`sweep_figure` saved to ``path``."""
+    fig = sweep_figure(runs, best)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def sweep_figure(runs: list[SweepRun], best: SweepRun | None) -> Figure:
     """Best and final validation loss against LR (log axes), each point named by its run, best starred.
 
-    Diverged and failed runs have no loss worth a height: they sit on a separate band above the
-    plot, named by run. Without LRs (a sweep over something else) the x axis is the run name.
-    Runs that share an LR share an x position and are told apart by their labels.
+    Diverged, failed, stopped and interrupted runs have no loss worth a height: they sit on a separate
+    band above the plot, named by run. When the runs do not differ in LR (a sweep over something else,
+    each run at the config's LR) the x axis is the run, labelled with what it varies. Runs that share
+    an LR in an LR sweep share an x position and are told apart by their labels.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -449,15 +502,22 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
     band, ax = fig.subplots(
         2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 6], "hspace": 0.05}
     )
-    # by_lr: every lr is set and positive (a log axis; a sweep of refused lr=-1 jobs has nothing to place on it)
-    by_lr = all(r.lr is not None and r.lr > 0 for r in runs)
+    # by_lr: every lr is set and positive (a log axis; a sweep of refused lr=-1 jobs has nothing to place
+    # on it), and the LR is what varies (a dropout sweep at one LR would draw every run at one x)
+    lrs_set = {r.lr for r in runs}
+    by_lr = all(r.lr is not None and r.lr > 0 for r in runs) and (
+        len(lrs_set) > 1 or len(runs) == 1
+    )
     xs: list[float] = [r.lr if by_lr and r.lr is not None else i for i, r in enumerate(runs)]
     # sorted by x alone: runs with the same LR must not be compared with each other
     ok = sorted(
         (
             (x, r)
             for x, r in zip(xs, runs)
-            if r.best_val_loss is not None and not r.diverged and not r.stopped
+            if r.best_val_loss is not None
+            and not r.diverged
+            and not r.stopped
+            and not r.interrupted
         ),
         key=lambda pair: pair[0],
     )
@@ -474,7 +534,7 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
             color="tab:orange",
             label="final val loss",
         )
-        for k, (x, r) in enumerate(ok):
+        for k, (x, r) in enumerate(ok if by_lr else ()):  # by run: the x tick names it
             ax.annotate(
                 f"run {r.name}",
                 (x, r.best_val_loss),
@@ -486,17 +546,30 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
     values = [
         v for _, r in ok for v in (r.best_val_loss, r.final_val_loss) if v is not None and v > 0
     ]
-    bad = [(x, r) for x, r in zip(xs, runs) if r.diverged or r.status == "failed" or r.stopped]
+    bad = [
+        (x, r)
+        for x, r in zip(xs, runs)
+        if r.diverged or r.status == "failed" or r.stopped or r.interrupted
+    ]
     # one marker per kind, explained in the legend; only the run's name beside it: a grid sweep puts
     # a dozen of them half a decade apart, where "run 3 stopped" labels ran into each other
     kinds = {
         "failed": ("x", "tab:gray"),
         "diverged": ("x", "tab:red"),
         "stopped": ("s", "tab:orange"),
+        "interrupted": ("D", "tab:purple"),
     }
     shown: set[str] = set()
     for k, (x, r) in enumerate(sorted(bad, key=lambda pair: pair[0])):
-        what = "failed" if r.status == "failed" else "diverged" if r.diverged else "stopped"
+        what = (
+            "failed"
+            if r.status == "failed"
+            else "diverged"
+            if r.diverged
+            else "stopped"
+            if r.stopped
+            else "interrupted"
+        )
         marker, color = kinds[what]
         band.plot([x], [0.4], marker, color=color, markersize=9, markeredgewidth=2.5, mfc="none")
         band.annotate(
@@ -515,7 +588,11 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
     band.set_ylim(0, 1)
     band.set_yticks([])
     band.set_ylabel(
-        "diverged,\nstopped\nor failed", fontsize=8, rotation=0, ha="right", va="center"
+        "diverged,\nstopped,\ninterrupted\nor failed",
+        fontsize=8,
+        rotation=0,
+        ha="right",
+        va="center",
     )
     if not bad:
         band.text(
@@ -546,6 +623,7 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
             label=f"best: run {best.name}"
             + (f" (lr {best.lr:.3g})" if best.lr is not None else ""),
         )
+    bottom = 0.11  # more under tick labels of several lines
     if by_lr:
         ax.set_xscale("log")
         plain_log_labels(ax.xaxis)
@@ -556,8 +634,11 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
         elif lrs:
             ax.set_xlim(min(lrs) / 2, max(lrs) * 2)
     else:
-        ax.set_xticks(range(len(runs)), [r.name for r in runs])
+        ticks = [_run_tick(r, runs) for r in runs]
+        ax.set_xticks(range(len(runs)), ticks, fontsize=7)
+        ax.set_xlim(-0.5, len(runs) - 0.5)  # room for the first and last labels
         ax.set_xlabel("run")
+        bottom += 0.025 * max(t.count("\n") for t in ticks)
     if values:
         ax.set_yscale("log")
         plain_log_labels(ax.yaxis)
@@ -566,10 +647,14 @@ def plot_sweep(runs: list[SweepRun], best: SweepRun | None, path: Path) -> Path:
     band.set_title(f"Sweep: {len(runs)} runs", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.subplots_adjust(left=0.15, right=0.95, top=0.92, bottom=0.11)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    fig.subplots_adjust(left=0.15, right=0.95, top=0.92, bottom=bottom)
+    return fig
+
+
+def _run_tick(run: SweepRun, runs: list[SweepRun]) -> str:
+    """``0`` over ``model.dropout=0.3``: the run's name and the overrides it does not share with every run."""
+    varying = [_short(o) for o in run.overrides if not all(o in r.overrides for r in runs)]
+    return "\n".join([run.name, *varying])
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

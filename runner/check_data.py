@@ -12,6 +12,7 @@ directory (``${paths.log_dir}/check_data/<time>`` unless ``hydra.run.dir`` is gi
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -26,6 +28,7 @@ from runner.conf_dir import CONF_DIR
 from runner.data.datamodule import SPLITS, ImageDataModule
 from runner.errors import UserError, report_error
 from runner.report import tensorboard_command
+from runner.run_dir import RUN_MARKS, claim
 
 GRID = 32  # sample images per grid
 IMBALANCE_WARN = 1.5  # largest/smallest class count in a split
@@ -253,6 +256,56 @@ def format_report(report: dict[str, Any], out_dir: Path) -> str:
         f"tensorboard  {tensorboard_command(out_dir)}",
     ]
     return "\n".join(lines)
+
+
+def training_run_marks(folder: Path) -> list[str]:
+    """What in ``folder`` says a training run is there (its checkpoint, report, events or config)."""
+    marks = [m for m in (*RUN_MARKS, "events.jsonl") if (folder / m).exists()]
+    config = folder / ".hydra" / "config.yaml"
+    if config.is_file() and re.search(
+        r"^trainer:", config.read_text(encoding="utf-8", errors="replace"), re.M
+    ):
+        marks.append(".hydra/config.yaml of a training run")
+    return marks
+
+
+def refuse_a_training_run(folder: Path, key: str, named: str) -> None:
+    """check_data writes ``.hydra/``, its report and sample grids into its folder: a folder holding a
+    training run is refused before anything is written (no ``trainer.resume`` applies to a data check)."""
+    marks = training_run_marks(folder)
+    if marks:
+        raise UserError(
+            f"{named} holds a training run ({', '.join(marks)}), which check_data would overwrite: "
+            f"choose another {key} (nothing was changed)"
+        )
+
+
+class ClaimCheckDir(Callback):
+    """check_data's own run-directory callback (``conf/check_data.yaml``), in place of the runner's
+    ``ClaimRunDir``: whose refusal of a folder holding a run offers ``trainer.resume=auto``, which
+    check_data has not, and which ``+trainer.resume=auto`` let through to overwrite the run."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        """Refuse a folder holding a training run (read only), then own it as a training run's is owned."""
+        try:
+            run_dir = Path(str(config.hydra.run.dir))
+            refuse_a_training_run(run_dir, "hydra.run.dir", f"hydra.run.dir={run_dir}")
+            claim(run_dir)
+        except UserError as exc:  # Hydra turns a callback's exceptions into warnings: exit here
+            report_error(exc)
+            sys.exit(exc.exit_code)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        """Refuse a sweep folder whose job folders hold training runs before any job writes into one."""
+        sweep = Path(str(config.hydra.sweep.dir))
+        try:
+            for job in sorted(p for p in sweep.iterdir() if p.is_dir()) if sweep.is_dir() else ():
+                refuse_a_training_run(
+                    job, "hydra.sweep.dir", f"hydra.sweep.dir={sweep}: job {job.name}"
+                )
+        except UserError as exc:
+            report_error(exc)
+            sys.exit(exc.exit_code)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="check_data")

@@ -58,6 +58,14 @@ def one_line(exc: BaseException, conf_dir: str) -> str:
         hint = _did_you_mean(option, options)
         listed = f": choose one of {', '.join(options)}" if options else ""
         return f"{group}={option} is not an option of {group}{hint}{listed}"
+    ambiguous = re.search(r"Ambiguous value for argument '(([^'=]+)=([^']*))'", text)
+    if ambiguous:  # Hydra's own three fixes are on the lines below the first: said here in one
+        arg, key, value = ambiguous.groups()
+        return (
+            f"{arg} lists several values, which only a multirun sweeps over: add -m (--multirun) to "
+            f"sweep over it (python -m runner -m {arg}); for a list value write {key}=[{value}], for "
+            f"a string with commas quote it: {key}='{value}'"
+        )
     if type(exc).__name__ == "OverrideParseException":
         first = text.splitlines()[0]
         return f"cannot read the command line ({first}): {GRAMMAR}"
