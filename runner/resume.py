@@ -126,10 +126,36 @@ def continue_previous_run(resume: str | None, run_dir: Path, log_dir: Path) -> P
     return previous
 
 
-def launch_resume_command(run_dir: Path) -> str:
-    """:func:`resume_command` for the overrides Hydra launched this process with."""
-    from hydra.core.hydra_config import HydraConfig
+def sweep_resume_command(sweep_dir: Path) -> str | None:
+    """The command that continues a multirun in its folder: the sweep's own overrides (its value lists,
+    from ``multirun.yaml``) with ``-m``, ``hydra.sweep.dir`` and ``trainer.resume=auto``. Finished jobs
+    are skipped, an interrupted one resumes from its checkpoint and the jobs not started run. None when
+    ``multirun.yaml`` cannot be read."""
+    from omegaconf import OmegaConf
 
+    try:
+        saved = OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra.overrides
+        hydra, task = [str(o) for o in saved.hydra], [str(o) for o in saved.task]
+    except Exception:  # missing, unreadable or not Hydra's: no sweep command to give
+        return None
+    keep = [o for o in hydra if not o.startswith(("hydra.mode=", "hydra.run.", "hydra.sweep.dir="))]
+    keep += [o for o in task if not o.startswith("trainer.resume=")]
+    where = quote_override(str(Path(sweep_dir).resolve()))
+    return shlex.join(
+        ["python", "-m", "runner", "-m", *keep, f"hydra.sweep.dir={where}", "trainer.resume=auto"]
+    )
+
+
+def launch_resume_command(run_dir: Path) -> str:
+    """:func:`resume_command` for the overrides Hydra launched this process with; in a multirun, the
+    command that continues the whole sweep (the job alone would leave the jobs after it unrun)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        sweep = sweep_resume_command(Path(HydraConfig.get().sweep.dir))
+        if sweep is not None:
+            return sweep
     given = HydraConfig.get().overrides if HydraConfig.initialized() else None
     return resume_command(
         list(given.hydra) if given else [], list(given.task) if given else [], run_dir

@@ -42,7 +42,7 @@ PRELOAD = [
 ]
 # environment variables a test may set that nothing reads at import time; a run that sets any other
 # (CXX, OMP_NUM_THREADS, ...) to a value this process does not have gets a fresh interpreter
-RUNTIME_ONLY = frozenset(("PYTHONUNBUFFERED", "HYDRA_FULL_ERROR"))
+RUNTIME_ONLY = frozenset(("PYTHONUNBUFFERED", "HYDRA_FULL_ERROR", "RUNNER_TEST_SIGNAL"))
 
 _context: multiprocessing.context.ForkServerContext | None = None
 

@@ -15,11 +15,17 @@ class SignalAtValidation(Hook):
     The runner's handler is installed, so this is exactly a Ctrl-C arriving during that validation.
     """
 
-    def __init__(self, epoch: int = -1, signum: int = int(signal.SIGINT)) -> None:
+    def __init__(
+        self, epoch: int = -1, signum: int = int(signal.SIGINT), when_env: str | None = None
+    ) -> None:
         self.epoch, self.signum, self.sent = epoch, signum, False
+        # only while this environment variable is set: the same command relaunched without it runs on
+        self.armed = when_env is None or bool(os.environ.get(when_env))
 
     def on_validation_end(self, state: FitState) -> None:
         last = state.max_steps and state.step >= state.max_steps
+        if not self.armed:
+            return
         if not self.sent and (state.epoch == self.epoch or (self.epoch == -1 and last)):
             self.sent = True
             os.kill(os.getpid(), self.signum)
