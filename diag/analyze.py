@@ -528,13 +528,20 @@ def render_human(r: ReadResult, report: dict[str, Any]) -> str:
             + (f": {', '.join(str(c) for c in codes)}" if codes else "")
             + ")"
         )
+    # a run stop_on ended (behind the sweep's best, beyond repair): its logs alone may read healthy
+    stopped = live.get("stop_reason") if isinstance(live, dict) and live.get("stopped") else None
+    if isinstance(stopped, str) and stopped:
+        out.append(f"  (stopped early: {stopped})")
     recs: list[str] = []
     for issue in sorted(issues, key=lambda i: -SEVERITY_RANK.get(i["severity"], 0)):
         for rec in issue.get("recommendations", []):
             if rec not in recs:
                 recs.append(rec)
     out += ["", "RECOMMENDATIONS"]
-    out += [f"  - {rec}" for rec in recs] or ["  none: keep going"]
+    idle = (
+        "  none from these logs: it was stopped early (above)" if stopped else "  none: keep going"
+    )
+    out += [f"  - {rec}" for rec in recs] or [idle]
     if r.actions:  # what was already changed, so the recommendations above are not applied twice
         out += ["", "AUTOTRAINER (what it already changed in this run)"]
         out += [f"  - {action_line(a)}" for a in r.actions]

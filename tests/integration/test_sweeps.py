@@ -225,3 +225,8 @@ def test_a_trial_far_behind_the_sweeps_best_finished_trial_stops_and_the_best_do
     md = (sweep / "sweep.md").read_text()
     assert f"BEHIND_SWEEP at step {stopped['step']}, behind run 1" in md
     assert "best run: 1" in md
+    # its logs read healthy up to the stop: the analyzer says it was stopped, not "keep going"
+    analyzed = run_cli(["analyze", str(sweep / "0")], tmp_path, module="diag", extra=False)
+    assert analyzed.returncode == 0, analyzed.stderr[-2000:]
+    assert "(stopped early: stop_on=critical: BEHIND_SWEEP" in analyzed.stdout
+    assert "keep going" not in analyzed.stdout
