@@ -46,6 +46,20 @@ STUCK_CODES = frozenset(
 INSIDE_CODES = frozenset({"DEAD_NEURONS", "VANISHING_GRADIENTS"})
 # the share of its run after which a trial is no longer judged against the sweep (BEHIND_SWEEP)
 BEHIND_UNTIL = 0.5
+# weights moving by less than this share of their norm per step (median of the diagnosis's samples) are
+# standing still: healthy runs move theirs by 1e-3 to 1e-2, an LR 100x too low by ~1e-6 to 1e-5
+STILL_RATIO = 1e-4
+
+
+def weights_still(diagnostics: Any) -> bool:
+    """The live diagnosis measured the weights barely moving (``STILL_RATIO``): a run at chance for that
+    reason has an LR too low to move them, not labels or a model that cannot learn."""
+    ratios = [
+        r
+        for r in getattr(getattr(diagnostics, "series", None), "update_ratio", None) or []
+        if math.isfinite(r)
+    ]
+    return bool(ratios) and sorted(ratios)[len(ratios) // 2] < STILL_RATIO
 
 
 def at_chance(state: FitState) -> bool:
@@ -277,7 +291,7 @@ class StopOnDiagnosis(Hook):
         if seen is None or seen["projected_val_loss"] < self.need * chance:
             return
         issue = slow[0]
-        if self.autotrainer is not None and self.autotrainer.may_treat(issue):
+        if self._autotrainer_may_treat(issue):
             return  # the AutoTrainer gets its chance first
         projection = {**seen, "chance_loss": chance, "need": self.need}
         self._stop(
@@ -312,10 +326,24 @@ class StopOnDiagnosis(Hook):
                 stops = (late and code in STUCK_CODES) or early
             if not stops:
                 continue
-            if self.autotrainer is not None and self.autotrainer.may_treat(issue):
+            if self._autotrainer_may_treat(issue):
                 continue  # the AutoTrainer gets its chance first
             self._stop(state, issue)
             return
+
+    def _autotrainer_may_treat(self, issue: dict[str, Any]) -> bool:
+        """The AutoTrainer may still act on ``issue``, or, for a run stuck because its weights barely
+        move, on the too-low LR behind it: it raises the LR once the diagnosis calls the run
+        SLOW_CONVERGENCE, a raise it never got to make when stop_on ended the run as STUCK_AT_CHANCE."""
+        if self.autotrainer is None:
+            return False
+        if self.autotrainer.may_treat(issue):
+            return True
+        return (
+            issue["code"] in STUCK_CODES
+            and weights_still(self.diagnostics)
+            and self.autotrainer.may_treat({**issue, "code": "SLOW_CONVERGENCE"})
+        )
 
     def _clear_blowup(self, state: FitState) -> bool:
         """A loss went non-finite or the training loss reached ``clear_blowup`` x the chance loss (no
