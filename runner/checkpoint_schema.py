@@ -334,10 +334,11 @@ def _leaves(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def recipe_of(cfg: DictConfig) -> dict[str, Any]:
-    """The config values a resume must share with its checkpoint, by dotted key, resolved."""
+def recipe_of(cfg: DictConfig, leaves: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config values a resume must share with its checkpoint, by dotted key, resolved (``leaves``:
+    :func:`_leaves` of ``cfg`` when the caller has them)."""
     recipe: dict[str, Any] = {}
-    for key in _leaves(cfg):
+    for key in _leaves(cfg) if leaves is None else leaves:
         value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
         if isinstance(value, (DictConfig, ListConfig)):
             value = OmegaConf.to_container(value, resolve=True)
@@ -355,10 +356,11 @@ def check_recipe(payload: dict[str, Any], path: Path, cfg: DictConfig) -> None:
     saved = payload.get("recipe")
     if saved is None:  # a checkpoint written before checkpoints kept their recipe
         return
-    now = recipe_of(cfg)
+    leaves = _leaves(cfg)
+    now = recipe_of(cfg, leaves)
     # a value this launch takes from another key follows that key: a cosine's T_max from
     # trainer.max_epochs, whose change the schedule's horizon check names
-    follows = {k for k, v in _leaves(cfg).items() if isinstance(v, str) and "${" in v}
+    follows = {k for k, v in leaves.items() if isinstance(v, str) and "${" in v}
     changed = [
         k
         for k in sorted(saved.keys() | now.keys())

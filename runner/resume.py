@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 from runner.distributed import quote_override
@@ -38,7 +39,8 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
     return path
 
 
-def _task_overrides(overrides: list[str]) -> list[str]:
+def task_overrides(overrides: Sequence[str]) -> list[str]:
+    """What made a run what it is: its overrides less where it writes and whether it resumes, sorted."""
     return sorted(
         o for o in overrides if not o.startswith(("trainer.resume=", "hydra.", "paths.log_dir="))
     )
@@ -56,7 +58,7 @@ def previous_unfinished_run(run_dir: Path, log_dir: Path, overrides: list[str]) 
     runs = Path(log_dir) / "runs"
     if not runs.is_dir():
         return None
-    want = _task_overrides(overrides)
+    want = task_overrides(overrides)
     for candidate in sorted(runs.iterdir(), reverse=True):
         if (
             candidate.resolve() == Path(run_dir).resolve()
@@ -74,7 +76,7 @@ def previous_unfinished_run(run_dir: Path, log_dir: Path, overrides: list[str]) 
         if not isinstance(theirs, list) or not isinstance(done, dict):
             continue
         finished = done.get("completed", False) and not awaits_attempt(done)
-        if not finished and _task_overrides([str(o) for o in theirs]) == want:
+        if not finished and task_overrides([str(o) for o in theirs]) == want:
             return candidate
     return None
 

@@ -33,7 +33,10 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from diag.codes import BLOWUP_CODES, SEVERITY_RANK
+from diag.diagnosis import median_1d
 from diag.hooks import FitState, Hook
 from runner.behind_sweep import Curve, beaten_by, finished_trials, judge, reference
 
@@ -54,12 +57,9 @@ STILL_RATIO = 1e-4
 def weights_still(diagnostics: Any) -> bool:
     """The live diagnosis measured the weights barely moving (``STILL_RATIO``): a run at chance for that
     reason has an LR too low to move them, not labels or a model that cannot learn."""
-    ratios = [
-        r
-        for r in getattr(getattr(diagnostics, "series", None), "update_ratio", None) or []
-        if math.isfinite(r)
-    ]
-    return bool(ratios) and sorted(ratios)[len(ratios) // 2] < STILL_RATIO
+    ratios = np.asarray(getattr(getattr(diagnostics, "series", None), "update_ratio", None) or [])
+    ratios = ratios[np.isfinite(ratios)]
+    return bool(ratios.size) and median_1d(ratios) < STILL_RATIO
 
 
 def at_chance(state: FitState) -> bool:

@@ -205,13 +205,6 @@ class ComposeOnceSweeper(BasicSweeper):
             self.kept.keep(self.config, overrides)
 
 
-def _task(overrides: Sequence[str]) -> list[str]:
-    """What made a job's run what it is: its overrides less where it writes and whether it resumes."""
-    return sorted(
-        o for o in overrides if not o.startswith(("trainer.resume=", "hydra.", "paths.log_dir="))
-    )
-
-
 def refuse_other_runs(
     config: DictConfig,
     batch: Sequence[Sequence[str]],
@@ -231,6 +224,8 @@ def refuse_other_runs(
 
     import yaml
 
+    from runner.resume import task_overrides as _task
+
     raw = OmegaConf.to_container(config.hydra.sweep, resolve=False)
     if not isinstance(raw, dict) or raw.get("subdir") != "${hydra.job.num}":
         return
@@ -249,10 +244,12 @@ def refuse_other_runs(
             theirs = yaml.safe_load(listed.read_text(encoding="utf-8"))
         except (OSError, ValueError, yaml.YAMLError):
             continue  # unreadable: the job's own checks say what is wrong with it
-        if not isinstance(theirs, list) or _task([str(o) for o in theirs]) == _task(overrides):
+        if not isinstance(theirs, list):
             continue
-        was = sorted(set(_task([str(o) for o in theirs])) - set(_task(overrides)))
-        now = sorted(set(_task(overrides)) - set(_task([str(o) for o in theirs])))
+        made, asked = _task([str(o) for o in theirs]), _task(overrides)
+        if made == asked:
+            continue
+        was, now = sorted(set(made) - set(asked)), sorted(set(asked) - set(made))
         print(
             f"error: hydra.sweep.dir={sweep}: job {first + i} holds a run made with "
             f"{' '.join(was) or 'other overrides'}, where this sweep's job {first + i} has "
