@@ -19,6 +19,12 @@ CODES: dict[str, dict[str, Any]] = {
             Advice("Reduce the learning rate by 10-100x{learning_rate}"),
             Advice("Add gradient clipping{clip_norm}", {"clip_norm": "1.0"}),
             Advice("Use a warm-up schedule{warmup}"),
+            # what a NaN validation loss beside a finite training loss points at first
+            Advice(
+                "Look for NaN/Inf in the validation inputs, and run one validation batch through the "
+                "model in eval mode: BatchNorm's running statistics can be non-finite where training's "
+                "batch statistics are not"
+            ),
         ],
     },
     "NONFINITE_GRADIENTS": {

@@ -88,6 +88,9 @@ def _loss_explosion(s: RunSeries) -> Issue | None:
     return _training_loss_explosion(s) or _nonfinite_validation(s)
 
 
+VALIDATION_DATA_ADVICE = 3  # LOSS_EXPLOSION's advice on the validation data and eval mode
+
+
 def _nonfinite_validation(s: RunSeries) -> Issue | None:
     """A NaN/Inf validation loss: the model's outputs or the loss fail on the validation data, which no
     other rule can read (they skip non-finite values), so a run validating at NaN would pass as healthy.
@@ -102,12 +105,14 @@ def _nonfinite_validation(s: RunSeries) -> Issue | None:
     e = int(bad[0])
     step = _step_at(s.epoch_step, e)
     more = f"; {bad.size} of {va.size} validations were non-finite" if bad.size > 1 else ""
+    # training's own loss is finite here (its rule runs first): the validation data or eval mode leads
     return Issue(
         "LOSS_EXPLOSION",
         "critical",
         step,
         f"validation loss is {va[e]} at epoch {e + 1 + s.epoch_offset} (step {step}): the model's "
         f"outputs or the loss are non-finite on the validation data{more}",
+        lead=VALIDATION_DATA_ADVICE,
     )
 
 

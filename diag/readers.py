@@ -385,17 +385,32 @@ def _read_epoch_file(
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
+# a quantity's partner of the same split: a loss written as null in every record while its accuracy
+# is a number there was measured and is NaN (a blown-up model's loss; its accuracy is still counted)
+_COMPANION = {"loss": "acc", "acc": "loss", "val_loss": "val_acc", "val_acc": "val_loss"}
+
+
 def _column(
     rows: list[dict[str, Any]], key: str, result: ReadResult | None = None, name: str = ""
 ) -> list[float]:
-    """Values of ``key``; empty when no row has a number for it.
+    """Values of ``key``; empty when the quantity was not measured.
 
-    ``null`` among numbers is non-finite (NaN: JSON has no NaN, so collectors write null). A
-    record that lacks the key altogether says nothing about it: the previous value carries
-    over (the next one at the start), and a note says how many were filled.
+    ``null`` among numbers is non-finite (NaN: JSON has no NaN, so collectors write null). A key
+    that is null in every record is not measured, unless its partner of the same split
+    (``_COMPANION``) has numbers in those records: then it is NaN throughout. A record that lacks
+    the key altogether says nothing about it: the previous value carries over (the next one at the
+    start), and a note says how many were filled.
     """
+    label = (_VAL_FIELDS if name.startswith("val") else _TRAIN_FIELDS).get(key, (key,))[0]
     if not any(r.get(key) is not None for r in rows):
-        return []  # absent, or present but always null: the quantity was not measured
+        partner = _COMPANION.get(key)
+        if partner is None or not any(key in r and r.get(partner) is not None for r in rows):
+            return []  # absent, or present but always null: the quantity was not measured
+        if result is not None:
+            result.notes.append(
+                f"{name}: {label} is null in every record, beside numbers for its "
+                f"{'accuracy' if 'loss' in key else 'loss'}: read as NaN (non-finite)"
+            )
     out: list[float | None] = []
     missing = 0
     for r in rows:
@@ -406,7 +421,6 @@ def _column(
             missing += 1
     if missing:
         if result is not None:
-            label = (_VAL_FIELDS if name.startswith("val") else _TRAIN_FIELDS).get(key, (key,))[0]
             result.notes.append(
                 f"{missing} records in {name} lack {label}: filled from the neighbouring record"
             )

@@ -96,3 +96,66 @@ def test_a_watched_loop_validating_at_nan_is_critical():
 def test_a_watched_loop_that_gives_no_validation_loss_is_not_called_nan(given):
     report = _watched(given)
     assert "LOSS_EXPLOSION" not in report["issues"], report["details"]
+
+
+def test_a_nan_validation_beside_a_finite_training_loss_leads_with_the_validation_data():
+    """The training loss is fine, so the first thing to change is not the learning rate."""
+    report = _history(lambda step, loss: math.nan).diagnose()
+    recommendations = report["details"][0]["recommendations"]
+    assert recommendations[0].startswith("Look for NaN/Inf in the validation inputs")
+    assert recommendations[1].startswith("Reduce the learning rate")
+
+
+def test_a_blow_up_in_training_still_leads_with_the_learning_rate():
+    history = TrainingHistory()
+    for step in range(100):
+        loss = 2.3 if step < 60 else math.nan
+        history.record(step, loss, 1.0, 1e-3, val_loss=math.nan if step >= 60 else 2.3)
+    (detail,) = [d for d in history.diagnose()["details"] if d["code"] == "LOSS_EXPLOSION"]
+    assert detail["recommendations"][0].startswith("Reduce the learning rate")
+
+
+def _jsonl(path, rows) -> None:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_diag_analyze_reads_a_val_loss_null_in_every_line_beside_val_accuracies_as_nan(tmp_path):
+    """JSON has no NaN: the runner and most loggers write null. A validation loss null in every line while
+    the same lines count a validation accuracy was measured, and NaN; it was read as 'not measured' and
+    the run called healthy."""
+    from helpers import run_cli
+
+    log = tmp_path / "log.jsonl"
+    _jsonl(
+        log,
+        [
+            {
+                "epoch": e,
+                "step": 20 * (e + 1),
+                "loss": 2 / (e + 1),
+                "val_loss": None,
+                "val_acc": 0.1,
+            }
+            for e in range(10)
+        ],
+    )
+    proc = run_cli(["analyze", str(log)], tmp_path, module="diag", fresh=True)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "val_loss is null in every record, beside numbers for its accuracy: read as NaN" in out
+    assert (
+        "DIAGNOSIS: CRITICAL" in out
+        and f"validation loss is nan at epoch 1 (step 20): {WORDS}" in out
+    )
+
+
+def test_a_val_loss_null_in_every_line_without_a_val_accuracy_is_not_measured(tmp_path):
+    from diag.readers import read_path
+
+    log = tmp_path / "log.jsonl"
+    _jsonl(log, [{"epoch": e, "loss": 2 / (e + 1), "acc": 0.5, "val_loss": None} for e in range(6)])
+    result = read_path(log)
+    assert result.series.epoch_val_loss == []
+    assert not any("read as NaN" in note for note in result.notes)
