@@ -43,25 +43,55 @@ def mlp_params(inputs: int, hidden: list[int], classes: int) -> int:
     return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
 
 
+def cnn_params(in_channels: int, channels: list[int], classes: int) -> int:
+    """Weights and biases of the runner's CNN: a 3x3 convolution per block, then a linear classifier."""
+    widths = [in_channels, *channels]
+    convs = sum((9 * a + 1) * b for a, b in zip(widths, widths[1:]))
+    return convs + (widths[-1] + 1) * classes
+
+
 def capacity_fix(cfg: DictConfig | None, cap: Capacity) -> dict[str, Any]:
     """``model.hidden`` widened to ``width`` (or ``min_width``) and deepened to ``min_depth`` when it is
     below either (narrower than ``min_width``, shallower than ``min_depth``), within ``max_params`` (a
-    narrower fix if the full one is over it); ``{}`` when the model is not small (capacity is not the
-    cause) or has no ``hidden`` (only the MLP's width is a config value here)."""
-    hidden = OmegaConf.select(cfg, "model.hidden", default=None) if cfg is not None else None
-    if hidden is None:
+    narrower fix if the full one is over it); a CNN's ``model.channels`` likewise (:func:`channels_fix`);
+    ``{}`` when the model is not small (capacity is not the cause) or has neither (a ResNet)."""
+    if cfg is None:
         return {}
+    hidden = OmegaConf.select(cfg, "model.hidden", default=None)
+    if hidden is None:
+        return channels_fix(cfg, cap)
     widths = [int(h) for h in hidden]
     if widths and min(widths) >= cap.min_width and len(widths) >= cap.min_depth:
         return {}
-    inputs = int(cfg.data.in_channels) * int(cfg.data.image_size) ** 2  # type: ignore[union-attr]
-    classes = int(cfg.data.num_classes)  # type: ignore[union-attr]
+    inputs = int(cfg.data.in_channels) * int(cfg.data.image_size) ** 2
+    classes = int(cfg.data.num_classes)
     width = cap.width or cap.min_width
     while width >= 1:
         new = [max(w, width) for w in widths] + [width] * max(0, cap.min_depth - len(widths))
         if mlp_params(inputs, new, classes) <= cap.max_params:
             return {} if new == widths else {"model.hidden": new}
         width //= 2
+    return {}
+
+
+def channels_fix(cfg: DictConfig, cap: Capacity) -> dict[str, Any]:
+    """A CNN with a block narrower than ``min_channels``, widened so block i has at least
+    ``channels * 2**i`` (the runner's CNN doubles them block by block: [32, 64] by default), halving that
+    base until the model fits ``max_params``; ``{}`` for a CNN that is not small, or without the settings.
+    Depth is left alone: each block halves the image."""
+    channels = OmegaConf.select(cfg, "model.channels", default=None)
+    if channels is None or cap.min_channels is None:
+        return {}
+    widths = [int(c) for c in channels]
+    if not widths or min(widths) >= cap.min_channels:
+        return {}
+    in_channels, classes = int(cfg.data.in_channels), int(cfg.data.num_classes)
+    base = cap.channels or cap.min_channels
+    while base >= 1:
+        new = [max(w, base * 2**i) for i, w in enumerate(widths)]
+        if cnn_params(in_channels, new, classes) <= cap.max_params:
+            return {} if new == widths else {"model.channels": new}
+        base //= 2
     return {}
 
 

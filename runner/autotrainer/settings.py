@@ -94,6 +94,10 @@ class Capacity:
     max_params: int
     # the width a too-small model is widened to (None: min_width); within max_params
     width: int | None = None
+    # the CNN's: a block of fewer channels than min_channels is small; widened so that block i has at
+    # least channels * 2**i (None: min_channels), within max_params; None: CNN widths are left alone
+    min_channels: int | None = None
+    channels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -482,6 +486,8 @@ def _capacity(spec: Any) -> Capacity | None:
         min_depth=int(spec["min_depth"]),
         max_params=int(spec["max_params"]),
         width=int(spec["width"]) if spec.get("width") is not None else None,
+        min_channels=int(spec["min_channels"]) if spec.get("min_channels") is not None else None,
+        channels=int(spec["channels"]) if spec.get("channels") is not None else None,
     )
 
 
