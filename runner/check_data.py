@@ -12,6 +12,7 @@ directory (``${paths.log_dir}/check_data/<time>`` unless ``hydra.run.dir`` is gi
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -20,9 +21,11 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from runner.conf_dir import CONF_DIR
 from runner.data.datamodule import SPLITS, ImageDataModule
@@ -320,5 +323,22 @@ def main(cfg: DictConfig) -> None:
         sys.exit(exc.exit_code)
 
 
+def cli() -> None:
+    """``python -m runner.check_data``: Hydra's composition errors (an unknown key, a bad option) said in
+    one line with exit code 2, as ``python -m runner`` says them (``HYDRA_FULL_ERROR=1`` keeps Hydra's)."""
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        if full_error:
+            raise
+        from runner.hydra_errors import one_line
+
+        command = "python -m runner.check_data"
+        report_error(UserError(one_line(exc, CONF_DIR, "check_data", command)))
+        sys.exit(UserError.exit_code)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

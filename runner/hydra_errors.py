@@ -30,25 +30,35 @@ _PROJECT_DIRS = tuple(
 GRAMMAR = "overrides are key=value, +key=value to add a key, ~key to remove one"
 
 
-def one_line(exc: BaseException, conf_dir: str) -> str:
-    """What went wrong and the fix, in one line."""
+def one_line(
+    exc: BaseException,
+    conf_dir: str,
+    config_name: str = "config",
+    command: str = "python -m runner",
+) -> str:
+    """What went wrong and the fix, in one line (``config_name``: the root config ``command`` composes)."""
     if isinstance(exc, InstantiationException):
         return instantiation_line(exc)
     text = str(exc).strip()
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:
         key = unknown.group(1)
-        keys = _config_keys(conf_dir)
+        keys = _config_keys(conf_dir, config_name)
         # the default config has it: a group choice on this command line left it out
         if key in keys:
             return (
                 f"{key} is not a key of the config these overrides compose (the default config has it: "
                 "a group choice on the command line, such as diag=off, leaves it out): drop that "
-                "choice or this override; `python -m runner <overrides> --cfg job` lists the keys"
+                f"choice or this override; `{command} <overrides> --cfg job` lists the keys"
+            )
+        if config_name != "config" and key in _config_keys(conf_dir, "config"):
+            return (
+                f"{key} is a key of a training run's config, not of {command}'s: drop it "
+                f"(`{command} --cfg job` lists the keys it reads)"
             )
         hint = _did_you_mean(key, keys)
         return (
-            f"{key} is not a config key{hint}: list the keys with `python -m runner --cfg job` "
+            f"{key} is not a config key{hint}: list the keys with `{command} --cfg job` "
             f"(to add a new key on purpose: +{key}=...)"
         )
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
@@ -63,7 +73,7 @@ def one_line(exc: BaseException, conf_dir: str) -> str:
         arg, key, value = ambiguous.groups()
         return (
             f"{arg} lists several values, which only a multirun sweeps over: add -m (--multirun) to "
-            f"sweep over it (python -m runner -m {arg}); for a list value write {key}=[{value}], for "
+            f"sweep over it ({command} -m {arg}); for a list value write {key}=[{value}], for "
             f"a string with commas quote it: {key}='{value}'"
         )
     if type(exc).__name__ == "OverrideParseException":
@@ -145,14 +155,14 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _config_keys(conf_dir: str) -> list[str]:
-    """Every dotted key of the default config (composed again: only on this error path)."""
+def _config_keys(conf_dir: str, config_name: str = "config") -> list[str]:
+    """Every dotted key of a root config as composed by default (again: only on this error path)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-        cfg = compose(config_name="config")
+        cfg = compose(config_name=config_name)
     return _flatten(cfg)
 
 

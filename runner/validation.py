@@ -58,7 +58,12 @@ def _fail(key: str, value: Any, allowed: str) -> UserError:
 
 # (key, test, what is allowed, may be null); a key the config does not have is not checked
 RULES: tuple[tuple[str, Check, str, bool], ...] = (
-    ("mode", lambda v: v in MODES, f"choose one of {', '.join(MODES)}", False),
+    (
+        "mode",
+        lambda v: v in MODES,
+        f"choose one of {', '.join(MODES)}; to look at the data: python -m runner.check_data",
+        False,
+    ),
     (
         "seed",
         lambda v: _is_int(v) and 0 <= v < SEED_LIMIT,

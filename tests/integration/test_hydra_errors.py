@@ -67,3 +67,38 @@ def test_a_search_without_multirun_is_refused_not_run_once(cli, tmp_path):
         "(python -m runner -m hparams_search=lr_optuna ...)"
     )
     assert not list((tmp_path / "runs").glob("*"))  # no run directory left behind
+
+
+CHECK_DATA_CASES = [
+    (  # a training key: it used to print Hydra's five lines, 'Key 'trainer' is not in struct', exit 1
+        ["trainer.resume=auto"],
+        "error: trainer.resume is a key of a training run's config, not of python -m "
+        "runner.check_data's: drop it (`python -m runner.check_data --cfg job` lists the keys it reads)",
+    ),
+    (
+        ["data.batchsize=3"],
+        "error: data.batchsize is not a config key (did you mean data.batch_size?): list the keys "
+        "with `python -m runner.check_data --cfg job`",
+    ),
+    (["data=cifar11"], "error: data=cifar11 is not an option of data (did you mean cifar10?)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "starts"), CHECK_DATA_CASES, ids=[" ".join(a) for a, _ in CHECK_DATA_CASES]
+)
+def test_check_data_says_hydras_errors_in_one_line_and_writes_nothing(tmp_path, args, starts):
+    from helpers import run_cli
+
+    out = tmp_path / "cd"
+    proc = run_cli([*args, f"hydra.run.dir={out}"], tmp_path, module="runner.check_data")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(starts), proc.stderr
+    assert not out.exists()
+
+
+def test_a_mode_that_is_a_command_of_its_own_names_it(cli):
+    proc = cli("mode=check_data")
+    assert proc.returncode == 2
+    assert "to look at the data: python -m runner.check_data" in proc.stderr
