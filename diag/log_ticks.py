@@ -37,11 +37,28 @@ def plain_label(label: str) -> str:
     return body
 
 
+# a log axis within these values and at most this many decades wide is labelled in decimals: matplotlib
+# labels such an axis's minor ticks, as 2×10⁰ 3×10⁰ 4×10⁰, where 2 3 4 (or 0.02 0.05 0.1) read at a glance
+DECIMAL_RANGE = (1e-3, 1e4)
+DECIMAL_DECADES = 2.0
+
+
 class PlainLogFormatter(ticker.LogFormatterSciNotation):
-    """:class:`~matplotlib.ticker.LogFormatterSciNotation`'s labels, as plain text (see the module)."""
+    """:class:`~matplotlib.ticker.LogFormatterSciNotation`'s labels, as plain text (see the module); on a
+    narrow axis of ordinary numbers (``DECIMAL_RANGE``, ``DECIMAL_DECADES``), the same ticks in decimals."""
 
     def __call__(self, x: float, pos: int | None = None) -> str:
-        return plain_label(super().__call__(x, pos))
+        label = super().__call__(x, pos)
+        if label and self._decimal_axis():
+            return f"{x:.6g}"
+        return plain_label(label)
+
+    def _decimal_axis(self) -> bool:
+        if self.axis is None or not isinstance(self.axis.get_transform(), LogTransform):
+            return False
+        lo, hi = sorted(self.axis.get_view_interval())
+        low, high = DECIMAL_RANGE
+        return low <= lo and hi <= high and hi <= lo * 10**DECIMAL_DECADES
 
 
 def plain_log_labels(axis: Axis) -> None:

@@ -647,7 +647,7 @@ def sweep_figure(runs: list[SweepRun], best: SweepRun | None) -> Figure:
     band.set_title(f"Sweep: {len(runs)} runs", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.subplots_adjust(left=0.15, right=0.95, top=0.92, bottom=bottom)
+    fig.subplots_adjust(left=0.15, right=0.93, top=0.92, bottom=bottom)  # room for the last x label
     return fig
 
 
