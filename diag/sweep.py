@@ -245,6 +245,27 @@ def find_runs(sweep_dir: Path) -> list[Path]:
     return sorted(outer, key=_job_order)
 
 
+def one_sweep(path: Path) -> Path:
+    """The sweep ``path`` names: itself, or the one sweep below it (a folder with Hydra's ``multirun.yaml``,
+    e.g. ``outputs/multirun`` holding one); a folder of several is refused, naming them (their runs in one
+    table compared runs of different searches, and the best of them was no search's best). A folder of
+    runs without any ``multirun.yaml`` is read as one sweep."""
+    if (path / "multirun.yaml").is_file():
+        return path
+    sweeps = sorted(
+        (p.parent for p in path.rglob("multirun.yaml")), key=lambda p: p.stat().st_mtime
+    )
+    if len(sweeps) == 1:
+        return sweeps[0]
+    if len(sweeps) > 1:
+        shown = ", ".join(str(p) for p in sweeps[-3:])
+        raise ValueError(
+            f"{path} holds {len(sweeps)} sweeps (folders with Hydra's multirun.yaml): pass one of "
+            f"them, e.g. the newest, {sweeps[-1]} (newest last: {shown})"
+        )
+    return path
+
+
 def _short(override: str) -> str:
     """``optimizer.lr=0.0457056309980145`` → ``optimizer.lr=0.04571``: long floats are noise in a table."""
     key, sep, value = override.partition("=")
@@ -260,6 +281,7 @@ def summarize(sweep_dir: str | Path, write: bool = True) -> dict[str, Any]:
             f"{sweep_dir} is not a directory: pass a multirun sweep directory "
             "(e.g. outputs/multirun/<timestamp>)"
         )
+    sweep_dir = one_sweep(sweep_dir)
     found = find_runs(sweep_dir)
     if not found:
         raise ValueError(
