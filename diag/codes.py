@@ -67,6 +67,11 @@ CODES: dict[str, dict[str, Any]] = {
                 "Try to overfit one small batch{subset}; if it cannot, the model or loss has a bug",
                 {"subset": "64"},
             ),
+            # what a run at chance whose weights barely move points at first (see diagnosis.weights_still)
+            Advice(
+                "Raise the learning rate 10-100x{learning_rate}{lr_range_test}: weights that barely "
+                "move leave any model at chance"
+            ),
         ],
     },
     "OVERFITTING": {

@@ -11,6 +11,7 @@ with vanishing gradients is reported as vanishing gradients, not a data bug).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -703,7 +704,36 @@ def _label_noise_floor(s: RunSeries, margin: float = 0.02) -> bool:
     return bool(train.size and val.size and val[-1] > train[-1] + margin)
 
 
+# weights moving by less than this share of their norm per step (median of the sampled steps) stand still:
+# healthy runs move theirs by 1e-3 to 1e-2, an LR 100x too low by ~1e-6 to 1e-5
+STILL_RATIO = 1e-4
+STILL_ADVICE = 3  # STUCK_AT_CHANCE's advice to raise the LR
+
+
+def weights_still(s: RunSeries) -> float | None:
+    """The median update ratio ‖Δw‖/‖w‖ of the sampled steps when it is below ``STILL_RATIO``, else None:
+    a run at chance for that reason has an LR too low to move its weights, not labels that disagree with
+    the inputs or a model that cannot learn."""
+    ratios = _finite(_arr(s.update_ratio))
+    if not ratios.size:
+        return None
+    median = median_1d(ratios)
+    return median if median < STILL_RATIO else None
+
+
 def _stuck_at_chance(s: RunSeries) -> Issue | None:
+    issue = _stuck_at_chance_by_metrics(s)
+    if issue is None or (still := weights_still(s)) is None:
+        return issue
+    return dataclasses.replace(  # recommendations=[]: rendered again, the LR first
+        issue,
+        evidence=f"{issue.evidence}; its weights stand still (median update ratio {still:.1e} a step)",
+        lead=STILL_ADVICE,
+        recommendations=[],
+    )
+
+
+def _stuck_at_chance_by_metrics(s: RunSeries) -> Issue | None:
     chance = _chance_loss(s)
     if chance is None:
         return None

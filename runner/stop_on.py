@@ -33,10 +33,8 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from diag.codes import BLOWUP_CODES, SEVERITY_RANK
-from diag.diagnosis import median_1d
+from diag.diagnosis import weights_still as still_ratio
 from diag.hooks import FitState, Hook
 from runner.behind_sweep import Curve, beaten_by, finished_trials, judge, reference
 
@@ -49,17 +47,13 @@ STUCK_CODES = frozenset(
 INSIDE_CODES = frozenset({"DEAD_NEURONS", "VANISHING_GRADIENTS"})
 # the share of its run after which a trial is no longer judged against the sweep (BEHIND_SWEEP)
 BEHIND_UNTIL = 0.5
-# weights moving by less than this share of their norm per step (median of the diagnosis's samples) are
-# standing still: healthy runs move theirs by 1e-3 to 1e-2, an LR 100x too low by ~1e-6 to 1e-5
-STILL_RATIO = 1e-4
 
 
 def weights_still(diagnostics: Any) -> bool:
-    """The live diagnosis measured the weights barely moving (``STILL_RATIO``): a run at chance for that
-    reason has an LR too low to move them, not labels or a model that cannot learn."""
-    ratios = np.asarray(getattr(getattr(diagnostics, "series", None), "update_ratio", None) or [])
-    ratios = ratios[np.isfinite(ratios)]
-    return bool(ratios.size) and median_1d(ratios) < STILL_RATIO
+    """The live diagnosis measured the weights barely moving (:func:`diag.diagnosis.weights_still`): a run
+    at chance for that reason has an LR too low to move them, not labels or a model that cannot learn."""
+    series = getattr(diagnostics, "series", None)
+    return series is not None and still_ratio(series) is not None
 
 
 def at_chance(state: FitState) -> bool:
