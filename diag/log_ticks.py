@@ -54,9 +54,10 @@ class PlainLogFormatter(ticker.LogFormatterSciNotation):
         return plain_label(label)
 
     def _decimal_axis(self) -> bool:
-        if self.axis is None or not isinstance(self.axis.get_transform(), LogTransform):
-            return False
-        lo, hi = sorted(self.axis.get_view_interval())
+        axis = self.axis
+        if not isinstance(axis, Axis) or not isinstance(axis.get_transform(), LogTransform):
+            return False  # a colorbar's or a dummy axis: matplotlib's own labels
+        lo, hi = sorted(axis.get_view_interval())
         low, high = DECIMAL_RANGE
         return low <= lo and hi <= high and hi <= lo * 10**DECIMAL_DECADES
 
