@@ -24,6 +24,8 @@ _WATCHED = (".hydra", "checkpoints", "tb")
 _held: dict[
     Path, int
 ] = {}  # run directory -> the descriptor holding its lock (for this process's life)
+# run directory -> the topmost folder its claim created (a discarded run takes the empty ones with it)
+_made: dict[Path, Path] = {}
 
 
 def _make(folder: Path, key: str) -> None:
@@ -31,10 +33,11 @@ def _make(folder: Path, key: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise UserError(
-            f"{key}={folder}: a file is in the way (the path or one of its parents is a file); choose "
-            "another directory"
-        ) from None
+        in_way = next((p for p in (folder, *folder.parents) if p.is_file()), None)
+        where = f"{in_way} is a file" if in_way is not None else "a file is in the way"
+        # a run's folder is paths.log_dir's unless hydra.run.dir was given: the key a user may have set
+        also = " (or another paths.log_dir)" if key == "hydra.run.dir" else ""
+        raise UserError(f"{key}={folder}: {where}; choose another directory{also}") from None
     except OSError as exc:
         raise _unwritable(folder, exc) from None
 
@@ -56,7 +59,10 @@ def claim(run_dir: Path) -> None:
     run_dir = Path(os.path.abspath(run_dir))
     if run_dir in _held:
         return
+    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
     _make(run_dir, "hydra.run.dir")
+    if missing:
+        _made[run_dir] = missing[-1]  # the topmost folder this claim created
     refuse_links(run_dir)
     try:
         fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -145,6 +151,16 @@ def discard_if_unused(run_dir: Path) -> bool:
         return False  # something was logged: keep it for the user to read
     release(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
+    # the folders the claim made for it, now empty (a refused first run left outputs/runs/ behind)
+    top = _made.pop(Path(os.path.abspath(run_dir)), None)
+    if top is not None:
+        for parent in Path(os.path.abspath(run_dir)).parents:
+            if top not in (parent, *parent.parents):
+                break
+            try:
+                parent.rmdir()  # only an empty one: another run's files keep it
+            except OSError:
+                break
     return True
 
 
