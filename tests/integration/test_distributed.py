@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,9 +143,23 @@ def assert_weights_close(model: torch.nn.Module, state_dict: dict[str, torch.Ten
         torch.testing.assert_close(state_dict[name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
+# With BatchNorm: each rank's running statistics drift on its own batches; evaluation uses rank 0's.
+# SGD with momentum, not Adam: the bias before a BatchNorm gets a gradient of pure rounding noise, which
+# Adam scales up to full-size steps, so no replay could match it to a tolerance.
+BN = ("model.batchnorm=true", "optimizer=sgd", "optimizer.lr=0.05")
+
+
+@pytest.fixture(scope="module")
+def bn_epoch(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One torchrun launch (2 ranks, 1 epoch, :data:`BN`) into the default run directory: the two-rank
+    test only reads it, the resume test continues a copy of it (each worker launches it once)."""
+    log_dir = tmp_path_factory.mktemp("ddp_bn")
+    return torchrun([*BN, "trainer.max_epochs=1"], log_dir), log_dir
+
+
 @pytest.mark.slow
-def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(tmp_path):
-    res = torchrun(["trainer.max_epochs=1"], tmp_path)
+def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(bn_epoch):
+    res, tmp_path = bn_epoch
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
 
     runs = list((tmp_path / "runs").iterdir())
@@ -176,7 +191,7 @@ def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(tmp_path):
     assert sums.group(1) == sums.group(2) == distributed.weights_checksum(ckpt["model"])
 
     # ... which are the weights of the same training on both shards at once
-    model, history = reconstruct(tmp_path, epochs=1, world_size=2)
+    model, history = reconstruct(tmp_path, epochs=1, world_size=2, overrides=BN)
     assert_weights_close(model, ckpt["model"])
     train = jsonl(run / "train_diagnostics.jsonl")
     assert len(train) == 1 and train[0]["num_batches"] == 10
@@ -184,7 +199,7 @@ def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(tmp_path):
     assert train[0]["accuracy"] == pytest.approx(history[0]["accuracy"], abs=1e-9)
 
     # validation and test metrics cover each split exactly once
-    exact = full_split_metrics(tmp_path, ckpt["model"])
+    exact = full_split_metrics(tmp_path, ckpt["model"], overrides=BN)
     val = jsonl(run / "val_diagnostics.jsonl")[-1]
     assert val["loss"] == pytest.approx(exact["val"]["loss"], rel=1e-6)
     assert val["accuracy"] == pytest.approx(exact["val"]["acc"], abs=1e-12)
@@ -216,15 +231,14 @@ def test_ddp_auto_lr_rank_zero_finds_alone_and_every_rank_trains_with_it(tmp_pat
 
 
 @pytest.mark.slow
-def test_ddp_resume_loads_the_checkpoint_on_every_rank(tmp_path):
-    """With BatchNorm: each rank's running statistics drift on its own batches; evaluation uses rank 0's.
-
-    SGD with momentum, not Adam: the bias before a BatchNorm gets a gradient of pure rounding noise,
-    which Adam scales up to full-size steps, so no replay could match it to a tolerance.
-    """
-    run, bn = tmp_path / "run", ("model.batchnorm=true", "optimizer=sgd", "optimizer.lr=0.05")
-    first = torchrun([*bn, "trainer.max_epochs=1", f"hydra.run.dir={run}"], tmp_path)
+def test_ddp_resume_loads_the_checkpoint_on_every_rank(tmp_path, bn_epoch):
+    """The first epoch is the shared launch's (:func:`bn_epoch`, BatchNorm and SGD: see :data:`BN`),
+    continued in a copy of its run directory to a second epoch."""
+    first, first_log_dir = bn_epoch
     assert first.returncode == 0, first.stderr[-3000:]
+    run, bn = tmp_path / "run", BN
+    (done,) = (first_log_dir / "runs").iterdir()
+    shutil.copytree(done, run)  # the shared run stays as it ended
     second = torchrun(
         [*bn, "trainer.max_epochs=2", "trainer.resume=auto", f"hydra.run.dir={run}"], tmp_path
     )
@@ -308,7 +322,7 @@ def test_submitit_local_runs_a_two_job_sweep_of_ddp_jobs(tmp_path):
     # the jobs ran as submitit jobs (2 tasks each, in their own processes, with submitit's logs)
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 4
     assert (sweep / "sweep.md").is_file()
-    # job 0 is the torchrun test's configuration: the same data-parallel training
+    # job 0 is PINNED's configuration: the same data-parallel training as a torchrun launch of it
     model, _ = reconstruct(tmp_path, epochs=1, world_size=2)
     assert_weights_close(
         model, torch.load(sweep / "0" / "checkpoints" / "last.pt", weights_only=True)["model"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,12 +249,16 @@ def test_a_run_killed_during_an_autotrainer_restart_continues_that_attempt(tmp_p
     assert report["metrics"]["steps"] == 400 and report["metrics"]["test_acc"] > 0.9
 
 
+TINY_RUN = ["trainer.max_epochs=1", "diag=off", "scheduler=cosine"]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """One finished one-epoch run for the tests that only read it (each worker trains it once)."""
+    """One finished one-epoch run for the tests that only read it (each worker trains it once); a test
+    that runs into it takes a copy. Its schedule is named: the default, cosine."""
     log_dir = tmp_path_factory.mktemp("tiny")
     run = log_dir / "run"
-    res = run_cli(["trainer.max_epochs=1", "diag=off"], log_dir, run_dir=run)
+    res = run_cli(TINY_RUN, log_dir, run_dir=run)
     assert res.returncode == 0, res.stderr
     return run
 
@@ -310,16 +315,17 @@ def test_checkpoint_from_a_different_model_is_refused(tmp_path, tiny_run):
     ],
 )
 def test_resuming_with_another_run_length_is_refused_before_the_schedule_breaks(
-    tmp_path, scheduler, named
+    tmp_path, tiny_run, scheduler, named
 ):
     """Past its saved end OneCycleLR raises mid-run and a cosine climbs back: say so up front, lose nothing."""
     run = tmp_path / "run"
-    assert (
-        run_cli(
-            ["trainer.max_epochs=1", "diag=off", f"scheduler={scheduler}"], tmp_path, run_dir=run
-        ).returncode
-        == 0
-    )
+    overrides = ["trainer.max_epochs=1", "diag=off", f"scheduler={scheduler}"]
+    if overrides == TINY_RUN:
+        shutil.copytree(
+            tiny_run, run
+        )  # the shared run is this one: a copy, the resume tried into it
+    else:
+        assert run_cli(overrides, tmp_path, run_dir=run).returncode == 0
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
     report = (run / "report.json").read_bytes()
     res = run_cli(

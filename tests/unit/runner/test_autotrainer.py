@@ -362,9 +362,19 @@ def test_autotrainer_without_diagnostics_is_a_user_error(tmp_path: Path) -> None
 
 
 # -- real runs -------------------------------------------------------------------------------
+HEALTHY = ["trainer.max_epochs=6", "trainer.deterministic=true"]
+
+
+@pytest.fixture(scope="module")
+def healthy_run(tmp_path_factory) -> Path:
+    """A healthy run with the AutoTrainer on, which the tests only read (each worker trains it once):
+    deterministic, so the same run without the AutoTrainer can be compared with it."""
+    return run_dir_of(["autotrainer=default", *HEALTHY], tmp_path_factory.mktemp("healthy"))
+
+
 @pytest.mark.slow
-def test_healthy_run_gets_no_action(tmp_path: Path) -> None:
-    out = run_dir_of(["autotrainer=default", "trainer.max_epochs=6"], tmp_path)
+def test_healthy_run_gets_no_action(healthy_run: Path) -> None:
+    out = healthy_run
     report = read(out / "report.json")
     assert report["autotrainer"]["actions"] == []
     assert events(out, "autotrainer") == []
@@ -374,12 +384,11 @@ def test_healthy_run_gets_no_action(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_healthy_run_is_untouched_by_the_best_weights_kept_for_early_stopping(
-    tmp_path: Path,
+    tmp_path: Path, healthy_run: Path
 ) -> None:
     """Keeping the best-validation weights copies them, nothing more: the same run with and without it."""
-    common = ["trainer.max_epochs=4", "trainer.deterministic=true"]
-    on = read(run_dir_of(["autotrainer=default", *common], tmp_path, "on") / "report.json")
-    off = read(run_dir_of(common, tmp_path, "off") / "report.json")
+    on = read(healthy_run / "report.json")
+    off = read(run_dir_of(HEALTHY, tmp_path, "off") / "report.json")
     assert on["autotrainer"]["actions"] == []
     for key in ("test_loss", "test_acc", "final_val_loss", "best_val_loss", "final_train_loss"):
         assert on["metrics"][key] == off["metrics"][key], key
