@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workload", choices=list(WORKLOADS), default="mlp/digits")
     ap.add_argument("--diag", choices=("off", "default", "full"), default="default")
     ap.add_argument("--rounds", type=int, default=16)
-    ap.add_argument("--quick", action="store_true", help="smoke test: 1 round of 3 epochs")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1 round of 2 epochs")
     ap.add_argument("--out", type=Path, help="also write the table here")
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)

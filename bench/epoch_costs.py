@@ -15,7 +15,7 @@ move by two or three points between runs; the per-round milliseconds are steadie
     python bench/epoch_costs.py                    # the MLP on digits (about 2 minutes)
     python bench/epoch_costs.py --workload cnn/digits
     python bench/epoch_costs.py --rounds 16          # more rounds than the workload's plan
-    python bench/epoch_costs.py --quick            # smoke test: 1 round of 3 epochs
+    python bench/epoch_costs.py --quick            # smoke test: 1 round of 2 epochs, configs composed once
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from overhead import quiet  # bench/ is on sys.path
+from overhead import compose_once, quiet  # bench/ is on sys.path
 from results_file import write_results
 from whole_run import QUICK_PLAN, WORKLOADS, HandLoop, Shadow, build, run_control, run_runner
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--workload", choices=list(WORKLOADS), default="mlp/digits")
     ap.add_argument("--rounds", type=int, help="rounds instead of the workload's planned number")
-    ap.add_argument("--quick", action="store_true", help="smoke test: 1 round of 3 epochs")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1 round of 2 epochs")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "epoch_costs.md")
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/epoch_costs.py: --rounds must be at least 1", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
+    if args.quick:  # each distinct config composed once (a full run composes every build's afresh)
+        compose_once()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-epoch-costs-") as tmp, quiet():
         res = measure(args.workload, Path(tmp), args.quick, args.rounds)

@@ -41,13 +41,14 @@ machine wall time mostly measures what the neighbours are doing) and wall time. 
 runs on one intra-op thread unless ``--threads`` says otherwise.
 
     python bench/overhead.py            # both workloads, 7 rounds each (about 16 minutes on 2 slow CPU cores)
-    python bench/overhead.py --quick    # smoke test: 1 round, a few steps
+    python bench/overhead.py --quick    # smoke test: 1 round, a few steps, each config composed once
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import logging
 import os
@@ -164,12 +165,31 @@ class LockstepBatches:
 
 
 # -- building ----------------------------------------------------------------------
+# After compose_once() (--quick): each override list's composition, composed once. None in a full run,
+# which composes every build's config afresh, as before (whole_run.py's time to accuracy times a build).
+_COMPOSED: dict[tuple[str, ...], Any] | None = None
+
+
+def compose_once() -> None:
+    """From now on compose each distinct override list once, and give every build its own copy of it:
+    ``--quick``'s variants mostly share a config, and Hydra's composition was about half of a build."""
+    global _COMPOSED
+    if _COMPOSED is None:
+        _COMPOSED = {}
+
+
 def compose_cfg(overrides: list[str], run_dir: Path):
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*overrides, "seed=0"])
+    key = (*overrides, "seed=0")
+    if _COMPOSED is not None and key in _COMPOSED:
+        cfg = copy.deepcopy(_COMPOSED[key])
+    else:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(key))
+        if _COMPOSED is not None:
+            _COMPOSED[key] = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.trainer.progress = False
         cfg.paths.log_dir = str(run_dir.parent)
@@ -542,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
+    if args.quick:
+        compose_once()
     rounds_of = {w: args.rounds or (1 if args.quick else ROUNDS[w]) for w in WORKLOADS}
     installed = lightning_available()
     with_lightning = installed and not args.no_lightning

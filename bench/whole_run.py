@@ -39,7 +39,8 @@ checkpoints on, build included) and of the hand loop, and the start-up of ``pyth
 its first optimizer step done against ``import torch`` plus one optimizer step of a linear model, each in a fresh process.
 
     python bench/whole_run.py            # both workloads (about 10 minutes on 2 shared CPU cores)
-    python bench/whole_run.py --quick    # smoke test: 1 round, 3 epochs, figures not meaningful
+    python bench/whole_run.py --quick    # smoke test: 1 round, 2 epochs, each config composed once,
+                                         # figures not meaningful
 """
 
 from __future__ import annotations
@@ -62,7 +63,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from overhead import compose_cfg, lightning_available, lightning_env, quiet  # bench/ is on sys.path
+from overhead import (  # bench/ is on sys.path
+    compose_cfg,
+    compose_once,
+    lightning_available,
+    lightning_env,
+    quiet,
+)
 from results_file import write_results
 
 from diag.gradients import global_grad_norm, grads_of, host_grad_norm
@@ -77,7 +84,8 @@ WORKLOADS: dict[str, list[str]] = {
 }
 # (epochs per run, warm-up epochs not counted, rounds) at the default setting and with --quick
 PLAN = {"mlp/digits": (14, 2, 11), "cnn/digits": (8, 2, 9)}
-QUICK_PLAN = {"mlp/digits": (3, 1, 1), "cnn/digits": (3, 1, 1)}
+# --quick: the fewest epochs that still time one epoch after the warm-up (one gap, one epoch pair)
+QUICK_PLAN = {"mlp/digits": (2, 1, 1), "cnn/digits": (2, 1, 1)}
 TARGET_ACC = 0.95
 Stamp = tuple[float, float]  # (wall clock, this process's CPU time, all its threads)
 
@@ -417,7 +425,7 @@ def measure_paired(
 
 def time_to_accuracy(workload: str, root: Path, quick: bool) -> dict[str, float | None]:
     """Seconds from the start of the build to the first epoch whose val accuracy reaches TARGET_ACC."""
-    epochs = 3 if quick else 30
+    epochs = 2 if quick else 30
     out: dict[str, float | None] = {}
     for name in (HAND, "runner, diag=default"):
         t0 = now()[0]
@@ -591,7 +599,7 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke test: 1 round of 3 epochs")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1 round of 2 epochs")
     ap.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
     ap.add_argument(
         "--no-lightning", action="store_true", help="skip Lightning even when installed"
@@ -601,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.quick:  # each distinct config composed once (a full run composes every build's afresh)
+        compose_once()
     installed = lightning_available()
     with_lightning = installed and not args.no_lightning
     why_not = (

@@ -7,9 +7,9 @@ still runs against the current runner, prints every row and writes its markdown.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
-import subprocess
 import sys
 
 import pytest
@@ -114,20 +114,28 @@ def test_lockstep_runs_the_partners_step_before_fetching_each_batch_and_times_bo
         batches.rates(warmup=5, steps=1)
 
 
-def test_overhead_keeps_lightnings_environment_to_the_lightning_rows():
+def test_overhead_keeps_lightnings_environment_to_the_lightning_rows(tmp_path):
     """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (every torch.cuda.is_available() then asks NVML):
-    the bench undoes it for the other loops and sets it around Lightning's only."""
-    pytest.importorskip("pytorch_lightning")
-    code = (
+    the bench undoes it for the other loops and sets it around Lightning's only.
+
+    Run in a process forked from :mod:`helpers.cli_fork`'s server (torch and the runner imported,
+    Lightning not), its environment ``env``, without the variable: what the check needs of a fresh
+    interpreter. Forked even when this process has imported Lightning (another test in it did: its
+    environment has the variable, so ``cli_fork.run`` would start a new interpreter), as the variable is
+    read at run time only. Were Lightning imported in the run already, its import would set nothing and
+    the second line would read None."""
+    # found, not imported: importing it here would set the variable in this process
+    if importlib.util.find_spec("pytorch_lightning") is None:
+        pytest.skip("could not import 'pytorch_lightning'")
+    script = tmp_path / "lightning_env.py"
+    script.write_text(
         "import os, sys; sys.path.insert(0, 'bench'); import overhead as ov; "
         "assert ov.lightning_available(); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK')); "
         "ctx = ov.lightning_env(); ctx.__enter__(); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK')); "
-        "ctx.__exit__(None, None, None); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'))"
+        "ctx.__exit__(None, None, None); print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTORCH_NVML_BASED_CUDA_CHECK"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
-    )
+    proc = cli_fork.run_forked([sys.executable, str(script)], ROOT, env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["None", "1", "None"]
 

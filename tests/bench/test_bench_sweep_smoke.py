@@ -48,7 +48,8 @@ def test_lr_finder_quick_scores_each_task_in_its_split(tmp_path):
 
 @pytest.mark.slow  # four real range tests in a subprocess: ~25 s on a quiet machine
 def test_lr_finder_range_test_only_screens_against_a_printed_grid(tmp_path):
-    """--range-test-only --grid-from a results .md: one range test per task, screened, nothing trained."""
+    """--range-test-only --grid-from a results .md: one range test per task, screened, nothing trained
+    (--quick: only the data sets of the tasks with a grid are written; digits is not written)."""
     printed = tmp_path / "printed.md"
     printed.write_text(
         "grid (test accuracy per LR):\n\n"
@@ -59,7 +60,8 @@ def test_lr_finder_range_test_only_screens_against_a_printed_grid(tmp_path):
         [
             sys.executable,
             str(ROOT / "bench" / "lr_finder.py"),
-            *("--range-test-only", "--grid-from", str(printed), "--keep", str(tmp_path / "k")),
+            *("--quick", "--range-test-only", "--grid-from", str(printed)),
+            *("--keep", str(tmp_path / "k")),
             *("--tasks", "mlp/sgd/digits", "mlp/adam/digits", "mlp/sgd/mnist28", "--seeds", "2"),
         ],
         cwd=tmp_path,
