@@ -367,7 +367,14 @@ def test_whole_run_quick_gives_every_loop_time_to_accuracy_and_start_up(tmp_path
     }
     assert min(start["import torch + one optimizer step"]) > 0  # wall and CPU seconds
     assert min(start["runner to its first step"]) > 0
-    assert "start-up share" in proc.stdout
+    # the verdict's share: per round, the runner's start minus the baseline's (one round here: the two rows)
+    share = start["runner's own share (per round: runner minus baseline)"]
+    for i in (0, 1):
+        difference = (
+            start["runner to its first step"][i] - start["import torch + one optimizer step"][i]
+        )
+        assert share[i] == pytest.approx(difference, abs=0.011)
+    assert f"start-up share <= 0.5 s: wall {share[0]:.2f} s" in proc.stdout
     assert out.read_text().count("| mlp/digits |") >= 7  # the markdown file holds the same tables
     assert list(tmp_path.iterdir()) == [out]  # run directories went to a temporary folder
 
