@@ -5,7 +5,8 @@ training, validation and everything done at the epoch's end -- of:
 
 1. ``hand loop``  a careful hand-written loop: forward, cross-entropy, ``zero_grad(set_to_none=True)``,
    backward, step, a scheduler stepped every step, no host sync per step, and a validation pass every
-   epoch (its sums on the device, read once);
+   epoch (its sums on the device, read once); ``hand loop (control)``, a second one built alike, is the
+   rounds' A/A check: its ratio says how far from 1.0 and how widely the rounds read for the same work;
 2. ``runner, diag=off`` / ``diag=default`` / ``diag=full``: :meth:`runner.trainer.Trainer.fit` with
    the hooks a run gets (TensorBoard, JSONL, checkpoints, the diagnostics at that level) and the run's
    own TensorBoard writer (``runner.tensorboard_run.open_writer``);
@@ -345,7 +346,9 @@ def period(ends: list[Stamp], warmup: int, clock: int) -> float:
 def measure(workload: str, root: Path, with_lightning: bool, quick: bool) -> dict[str, list[float]]:
     """Per variant and clock, its epoch period's ratio to the hand loop's of the same round, one per round."""
     epochs, warmup, rounds = (QUICK_PLAN if quick else PLAN)[workload]
-    names = [HAND, *RUNNER, *(LIGHTNING if with_lightning else {})]
+    # CONTROL: a second hand loop, the rounds' A/A check (how far from 1.0 and how widely they read when
+    # the work is the same); the paired table has its own
+    names = [HAND, CONTROL, *RUNNER, *(LIGHTNING if with_lightning else {})]
     periods: dict[str, list[Stamp]] = {n: [] for n in names}
     for r in range(rounds + (0 if quick else 1)):  # the first round of a full run is a warm-up
         order = names[r % len(names) :] + names[: r % len(names)]
@@ -354,7 +357,7 @@ def measure(workload: str, root: Path, with_lightning: bool, quick: bool) -> dic
             run_dir = root / workload.replace("/", "_") / f"r{r}_{len(this)}"
             level, extra = RUNNER.get(name, ("off", ()))
             parts = build(workload, level, run_dir, extra, epochs)
-            if name == HAND:
+            if name in (HAND, CONTROL):
                 ends, _ = run_hand(parts, epochs)
             elif name in RUNNER:
                 ends, _ = run_runner(parts)

@@ -346,6 +346,7 @@ def test_whole_run_quick_gives_every_loop_time_to_accuracy_and_start_up(tmp_path
     for workload in ("mlp/digits",):
         for loop in (
             "hand loop",
+            "hand loop (control)",  # the rounds' A/A check
             "runner, diag=off",
             "runner, diag=default",
             "runner, diag=full",
