@@ -320,10 +320,8 @@ def test_resuming_with_another_run_length_is_refused_before_the_schedule_breaks(
     """Past its saved end OneCycleLR raises mid-run and a cosine climbs back: say so up front, lose nothing."""
     run = tmp_path / "run"
     overrides = ["trainer.max_epochs=1", "diag=off", f"scheduler={scheduler}"]
-    if overrides == TINY_RUN:
-        shutil.copytree(
-            tiny_run, run
-        )  # the shared run is this one: a copy, the resume tried into it
+    if overrides == TINY_RUN:  # the shared run is this one: the resume is tried into a copy of it
+        shutil.copytree(tiny_run, run)
     else:
         assert run_cli(overrides, tmp_path, run_dir=run).returncode == 0
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}

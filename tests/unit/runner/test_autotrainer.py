@@ -374,11 +374,10 @@ def healthy_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_healthy_run_gets_no_action(healthy_run: Path) -> None:
-    out = healthy_run
-    report = read(out / "report.json")
+    report = read(healthy_run / "report.json")
     assert report["autotrainer"]["actions"] == []
-    assert events(out, "autotrainer") == []
-    assert not (out / "attempt-1").exists()
+    assert events(healthy_run, "autotrainer") == []
+    assert not (healthy_run / "attempt-1").exists()
     assert report["metrics"]["test_acc"] > 0.9
 
 
