@@ -8,10 +8,12 @@ import re
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 import torch
 from helpers import compose_cfg
 from helpers.datasets import write_cifar10
 from hydra.utils import instantiate
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from torch import nn
 
 from diag.activation_hooks import ActivationRecorder
@@ -109,6 +111,36 @@ def test_confusion_figure_names_the_classes(tmp_path):
     assert "accuracy 1.000" in ax.get_title()
     digits = instantiate(compose_cfg(["data=digits"]).data)
     assert digits.class_names() == [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        [str(i) for i in range(3)],
+        ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"] * 2,
+        [f"class_with_a_long_name_{i:02d}" for i in range(100)],  # CIFAR-100's count, longer names
+    ],
+    ids=["3 digits", "fashion names", "100 long names"],
+)
+def test_confusion_figure_keeps_every_label_inside_the_picture(names):
+    """The margins are fixed from the labels' length (no tight_layout pass): every tick label, axis
+    label, the title and the colorbar's label must still fall inside the figure."""
+    k = len(names)
+    fig = confusion_figure(np.eye(k) * 5 + 1, names)
+    canvas = FigureCanvasAgg(fig)  # the canvas savefig draws a PNG with
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    inside = fig.bbox.padded(1)
+    ax, cbar = fig.axes
+    texts = [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.xaxis.label, ax.yaxis.label, ax.title]
+    texts += [cbar.yaxis.label, *cbar.get_yticklabels()]
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1, (text.get_text(), box, fig.bbox)
+        assert inside.y0 <= box.y0 and box.y1 <= inside.y1, (text.get_text(), box, fig.bbox)
+    # and the matrix does not run into the labels: the axes sit right of the y labels, above the x ones
+    ax_box = ax.get_window_extent(renderer)
+    assert max(t.get_window_extent(renderer).x1 for t in ax.get_yticklabels()) < ax_box.x0
 
 
 def test_summary_shows_a_schedules_final_zero_and_a_blow_ups_start():
