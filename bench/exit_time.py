@@ -16,6 +16,8 @@ figures, the report and the exit).
     python bench/exit_time.py            # 5 repeats of the README run and of a one-epoch run (~2 min)
     python bench/exit_time.py --rev HEAD~1 --repeats 9   # this tree's CLI against HEAD~1's
     python bench/exit_time.py --quick    # smoke test: 1 repeat of the one-epoch run
+    python bench/exit_time.py --quick --rev HEAD   # smoke test of both comparisons in one: this tree's
+                                                   # CLI frozen and collected, and HEAD's (3 runs, not 4)
 """
 
 from __future__ import annotations
@@ -108,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--repeats", type=int, default=None, help="runs per cell (default 5)")
     ap.add_argument(
-        "--rev", help="time the shipped CLI at this git revision instead of 'collected at exit'"
+        "--rev",
+        help="time the shipped CLI at this git revision instead of 'collected at exit' "
+        "(with --quick: beside it)",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "exit_time.md")
     argv = sys.argv[1:] if argv is None else argv
@@ -121,11 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-exit-") as tmp:
         variants = {v: (code, ROOT) for v, code in VARIANTS.items()}
         if args.rev:
-            other = f"as shipped at {args.rev}"
-            variants = {
-                shipped: variants[shipped],
-                other: (VARIANTS[shipped], revision_tree(args.rev, Path(tmp) / "rev")),
-            }
+            rev = (VARIANTS[shipped], revision_tree(args.rev, Path(tmp) / "rev"))
+            # --quick keeps "collected at exit" beside the revision: one smoke run checks both
+            # comparisons, the shipped run shared (the full bench compares two variants)
+            kept = variants if args.quick else {shipped: variants[shipped]}
+            variants = {**kept, f"as shipped at {args.rev}": rev}
         for r in range(repeats):
             order = list(variants) if r % 2 == 0 else list(reversed(variants))
             for run, overrides in runs.items():
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     med = statistics.median
-    other = list(variants)[1]
+    others = list(variants)[1:]  # one, but "--quick --rev" has two
     lines = [
         "| run | variant | wall, start to exit (s) | fit end: last epoch line to exit (s) "
         "| last line to exit (s) | objects the exit's collection walks | test accuracy |",
@@ -162,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {run} | {variant} | {walls[variant]:.2f} | {ends[variant]:.2f} | {tail:.2f} "
                 f"| {walks} | {cell[0]['test_acc']} |"
             )
-        notes.append(
+        notes += [
             f"- {run}: {shipped} / {other}, wall: {walls[shipped] / walls[other]:.3f} "
             f"({walls[other] - walls[shipped]:.2f} s less to wait; at the fit end "
             f"{ends[other] - ends[shipped]:.2f} s)"
-        )
+            for other in others
+        ]
     notes.append(
         f"- median of {repeats} run(s) per cell, variants alternating; {os.cpu_count()} CPUs"
     )
