@@ -10,6 +10,7 @@ checkpoint over the whole split.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -48,12 +49,11 @@ PINNED = [
 CHECKSUM = re.compile(r"weights sha256 by rank: 0=([0-9a-f]{64}) 1=([0-9a-f]{64}) \(in sync\)")
 
 
-def torchrun(
-    args: list[str], tmp_path: Path, nproc: int = 2, timeout: float = 240
-) -> subprocess.CompletedProcess:
+def torchrun_command(
+    args: list[str], tmp_path: Path, nproc: int = 2
+) -> tuple[list[str], dict[str, str]]:
     """``python -m torch.distributed.run --standalone --nproc_per_node=N -m runner ...`` with outputs in
-    tmp_path: the launcher forked (:mod:`helpers.cli_fork`, it only starts and watches the ranks), each rank
-    a new interpreter as torchrun starts it."""
+    tmp_path, and its environment."""
     cmd = [
         sys.executable,
         "-m",
@@ -73,6 +73,15 @@ def torchrun(
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
+    return cmd, env
+
+
+def torchrun(
+    args: list[str], tmp_path: Path, nproc: int = 2, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    """:func:`torchrun_command` run to its end: the launcher forked (:mod:`helpers.cli_fork`, it only
+    starts and watches the ranks), each rank a new interpreter as torchrun starts it."""
+    cmd, env = torchrun_command(args, tmp_path, nproc)
     return cli_fork.run(cmd, tmp_path, timeout, env=env)
 
 
@@ -146,15 +155,24 @@ def assert_weights_close(model: torch.nn.Module, state_dict: dict[str, torch.Ten
 # With BatchNorm: each rank's running statistics drift on its own batches; evaluation uses rank 0's.
 # SGD with momentum, not Adam: the bias before a BatchNorm gets a gradient of pure rounding noise, which
 # Adam scales up to full-size steps, so no replay could match it to a tolerance.
-BN = ("model.batchnorm=true", "optimizer=sgd", "optimizer.lr=0.05")
+BN = ("model.batchnorm=true", "optimizer=sgd")
+# The LR of the shared launch: found by rank 0 alone before training (optimizer.lr=auto), which every
+# rank then trains with; the replays read it from the run's report.json.
+AUTO_LR = ("optimizer.lr=auto", "lr_find.verify_steps=8")
+
+
+def found_lr(run: Path) -> float:
+    """The LR the range test of a run with ``optimizer.lr=auto`` found (and the run trained with)."""
+    return float(json.loads((run / "report.json").read_text())["lr_finder"]["suggested_lr"])
 
 
 @pytest.fixture(scope="module")
 def bn_epoch(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """One torchrun launch (2 ranks, 1 epoch, :data:`BN`) into the default run directory: the two-rank
-    test only reads it, the resume test continues a copy of it (each worker launches it once)."""
+    """One torchrun launch (2 ranks, 1 epoch, :data:`BN` at the LR rank 0 finds, :data:`AUTO_LR`) into
+    the default run directory: the two-rank and the auto-LR tests only read it, the resume test
+    continues a copy of it (each worker launches it once)."""
     log_dir = tmp_path_factory.mktemp("ddp_bn")
-    return torchrun([*BN, "trainer.max_epochs=1"], log_dir), log_dir
+    return torchrun([*BN, *AUTO_LR, "trainer.max_epochs=1"], log_dir), log_dir
 
 
 @pytest.mark.slow
@@ -170,7 +188,9 @@ def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(bn_epoch):
         "hydra.yaml",
         "overrides.yaml",
     ]
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    # rank 0 alone writes TensorBoard: the run's event file and the range test's (AUTO_LR), one process's
+    tb = list(run.glob("events.out.tfevents.*"))  # events.out.tfevents.<time>.<host>.<pid>.<n>
+    assert len(tb) == 2 and len({p.name.rsplit(".", 2)[1] for p in tb}) == 1, tb
     logs = list(run.glob("*.log"))
     assert len(logs) == 1
     log_text = logs[0].read_text()
@@ -190,8 +210,10 @@ def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(bn_epoch):
     assert sums, log_text
     assert sums.group(1) == sums.group(2) == distributed.weights_checksum(ckpt["model"])
 
-    # ... which are the weights of the same training on both shards at once
-    model, history = reconstruct(tmp_path, epochs=1, world_size=2, overrides=BN)
+    # ... which are the weights of the same training on both shards at once, at the LR found (the range
+    # test and its check, on rank 0 alone, left no trace: weights, buffers, data order as seeded)
+    lr = (f"optimizer.lr={found_lr(run)!r}",)
+    model, history = reconstruct(tmp_path, epochs=1, world_size=2, overrides=(*BN, *lr))
     assert_weights_close(model, ckpt["model"])
     train = jsonl(run / "train_diagnostics.jsonl")
     assert len(train) == 1 and train[0]["num_batches"] == 10
@@ -209,22 +231,21 @@ def test_two_rank_ddp_one_run_dir_same_weights_exact_metrics(bn_epoch):
 
 
 @pytest.mark.slow
-def test_ddp_auto_lr_rank_zero_finds_alone_and_every_rank_trains_with_it(tmp_path):
-    """``optimizer.lr=auto`` under torchrun: rank 0's range test and check take no collective (the
-    loss all-reduce of a step used to wait forever for the rank that was not stepping); every rank
-    then trains from the LR it found, in step."""
-    res = torchrun(
-        ["optimizer.lr=auto", "trainer.max_epochs=2", "lr_find.verify_steps=8"], tmp_path
-    )
+def test_ddp_auto_lr_rank_zero_finds_alone_and_every_rank_trains_with_it(bn_epoch):
+    """``optimizer.lr=auto`` under torchrun (the shared launch, :func:`bn_epoch`): rank 0's range test
+    and check take no collective (the loss all-reduce of a step used to wait forever for the rank that
+    was not stepping); every rank then trains from the LR it found, in step (the two-rank test replays
+    that training at that LR)."""
+    res, log_dir = bn_epoch
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert res.stdout.count("optimizer.lr=auto: the check:") == 1  # rank 0 alone
-    (run,) = (tmp_path / "runs").iterdir()
+    (run,) = (log_dir / "runs").iterdir()
     found = json.loads((run / "report.json").read_text())["lr_finder"]
     assert found["verify"]["steps"] == 8 and len(found["verify"]["trials"]) >= 2
     lr = found["suggested_lr"]
     assert json.loads((run / "lr_find.json").read_text())["suggested_lr"] == pytest.approx(lr)
     # no schedule here (PINNED): the LR found is the LR trained with
-    first = re.search(r"epoch   1/2 .* lr (\S+) ", (run / "train.log").read_text())
+    first = re.search(r"epoch   1/1 .* lr (\S+) ", (run / "train.log").read_text())
     assert first and float(first.group(1)) == pytest.approx(lr, rel=5e-3)
     sums = CHECKSUM.search(res.stdout)  # both ranks trained with it: their weights end equal
     assert sums and sums.group(1) == sums.group(2), res.stdout[-2000:]
@@ -240,12 +261,15 @@ def test_ddp_resume_loads_the_checkpoint_on_every_rank(tmp_path, bn_epoch):
     (done,) = (first_log_dir / "runs").iterdir()
     shutil.copytree(done, run)  # the shared run stays as it ended
     second = torchrun(
-        [*bn, "trainer.max_epochs=2", "trainer.resume=auto", f"hydra.run.dir={run}"], tmp_path
+        [*bn, *AUTO_LR, "trainer.max_epochs=2", "trainer.resume=auto", f"hydra.run.dir={run}"],
+        tmp_path,
     )
     assert second.returncode == 0, second.stderr[-3000:]
     assert re.search(r"resumed from \S+last.pt at epoch 1 \(step 10\)", second.stdout), (
         second.stdout
     )
+    # the LR is the checkpoint's, the one the first launch found: no second range test
+    assert "optimizer.lr=auto: the LR range test" not in second.stdout
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["run"]
 
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
@@ -253,7 +277,8 @@ def test_ddp_resume_loads_the_checkpoint_on_every_rank(tmp_path, bn_epoch):
     # A rank that skipped the checkpoint would step with no momentum and drift from rank 0.
     sums = CHECKSUM.search(second.stdout)
     assert sums and sums.group(1) == sums.group(2) == distributed.weights_checksum(ckpt["model"])
-    model, history = reconstruct(tmp_path, epochs=2, world_size=2, overrides=bn)
+    lr = (f"optimizer.lr={found_lr(done)!r}",)
+    model, history = reconstruct(tmp_path, epochs=2, world_size=2, overrides=(*bn, *lr))
     assert_weights_close(model, ckpt["model"])
     train = jsonl(run / "train_diagnostics.jsonl")
     assert [r["epoch"] for r in train] == [0, 1]
@@ -403,7 +428,17 @@ def test_a_decision_on_rank_zero_is_applied_on_every_rank(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.spawn(_rank_zero_decides, args=(port, str(tmp_path)), nprocs=2, join=True)
+    # two processes of their own, forked from the CLI runs' fork server (torch imported once there,
+    # not in two new interpreters as mp.spawn's are): the gloo group, the decision and its broadcast
+    # are the same in either
+    multiprocessing.set_forkserver_preload(cli_fork.PRELOAD)
+    mp.start_processes(
+        _rank_zero_decides,
+        args=(port, str(tmp_path)),
+        nprocs=2,
+        join=True,
+        start_method="forkserver",
+    )
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["decision"] == r1["decision"] == {"action": "rollback", "lr_factor": 0.1}
     assert r0["lr"] == r1["lr"] == pytest.approx(1e-4)
@@ -443,17 +478,39 @@ def test_weights_checksum_tracks_every_byte():
 LR_BY_RANK = re.compile(r"lr by rank: 0=(\S+) 1=(\S+) \(in sync\)")
 
 
-@pytest.mark.slow
-def test_ddp_autotrainer_rollback_and_lr_cut_are_the_same_on_every_rank(tmp_path):
-    """SGD at lr=20 explodes at once: rank 0 rolls back and cuts the LR, rank 1 follows at the same step."""
+@pytest.fixture(scope="module")
+def autotrainer_attempts(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One torchrun launch (2 ranks) for both AutoTrainer tests, two decisions of rank 0 in it: a deep
+    sigmoid MLP, which rank 0 restarts before its first step as attempt-1 with ReLU/He/BatchNorm and two
+    layers; attempt-1 trains at SGD lr=20, explodes at once, and rank 0 rolls back and cuts the LR.
+    Returns the launch and its run directory (each worker launches it once)."""
+    log_dir = tmp_path_factory.mktemp("ddp_autotrainer")
     res = torchrun(
-        ["autotrainer=default", "optimizer=sgd", "optimizer.lr=20", "trainer.max_epochs=3"],
-        tmp_path,
+        [
+            "autotrainer=default",
+            "model.activation=sigmoid",
+            "model.hidden=[64,64,64,64,64,64,64,64]",
+            "optimizer=sgd",
+            "optimizer.lr=20",
+            "trainer.max_epochs=8",
+            # no early-stopping swap at the end: every attempt ends on its last weights, its checkpoint's
+            "callbacks.autotrainer.restore_best.codes=[]",
+            "callbacks.autotrainer.restore_best.after_repair=false",
+        ],
+        log_dir,
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    run = next((tmp_path / "runs").iterdir())
+    (run,) = (log_dir / "runs").iterdir()
+    return res, run
+
+
+@pytest.mark.slow
+def test_ddp_autotrainer_rollback_and_lr_cut_are_the_same_on_every_rank(autotrainer_attempts):
+    """SGD at lr=20 explodes at once (attempt-1 of :func:`autotrainer_attempts`): rank 0 rolls back and
+    cuts the LR, rank 1 follows at the same step."""
+    res, run = autotrainer_attempts
     report = json.loads((run / "report.json").read_text())
-    actions = report["autotrainer"]["actions"]
+    actions = [a for a in report["autotrainer"]["actions"] if a["attempt"] == 1]
     first = actions[0]
     assert (
         first["code"] in ("LOSS_EXPLOSION", "NONFINITE_GRADIENTS") and first["action"] == "rollback"
@@ -464,42 +521,31 @@ def test_ddp_autotrainer_rollback_and_lr_cut_are_the_same_on_every_rank(tmp_path
     # printed its own action line had it decided on its own
     line = f"autotrainer: step {first['step']} {first['code']} -> rollback"
     assert res.stdout.count(line) == 1, res.stdout
-    assert [e["step"] for e in jsonl(run / "events.jsonl") if e["kind"] == "autotrainer"] == [
+    attempt = run / "attempt-1"
+    assert [e["step"] for e in jsonl(attempt / "events.jsonl") if e["kind"] == "autotrainer"] == [
         a["step"] for a in actions
     ]
 
     # every rank ends with rank 0's weights and rank 0's (cut) learning rate
-    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    sums = CHECKSUM.search(res.stdout)
-    assert sums and sums.group(1) == sums.group(2) == distributed.weights_checksum(ckpt["model"]), (
+    ckpt = torch.load(attempt / "checkpoints" / "last.pt", weights_only=True)
+    sums = CHECKSUM.findall(res.stdout)  # attempt-1's is the last
+    assert sums and sums[-1][0] == sums[-1][1] == distributed.weights_checksum(ckpt["model"]), (
         res.stdout
     )
-    lrs = LR_BY_RANK.search(res.stdout)
+    lrs = LR_BY_RANK.findall(res.stdout)
     assert lrs, res.stdout
     # scheduler=none: the last cut
     final_lr = [a for a in actions if a["action"] != "give_up"][-1]["lr_after"]
-    assert float(lrs.group(1)) == float(lrs.group(2)) == pytest.approx(final_lr, rel=1e-5)
+    assert float(lrs[-1][0]) == float(lrs[-1][1]) == pytest.approx(final_lr, rel=1e-5)
     assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(final_lr)
     assert all(bool(torch.isfinite(w).all()) for w in ckpt["model"].values())
 
 
 @pytest.mark.slow
-def test_ddp_autotrainer_guided_restart_runs_the_same_attempt_on_every_rank(tmp_path):
-    """A deep sigmoid MLP: rank 0 asks for a restart with ReLU/He/BatchNorm and two layers; both ranks
-    train attempt-1 with it."""
-    res = torchrun(
-        [
-            "autotrainer=default",
-            "model.activation=sigmoid",
-            "model.hidden=[64,64,64,64,64,64,64,64]",
-            "optimizer=sgd",
-            "optimizer.lr=0.05",
-            "trainer.max_epochs=8",
-        ],
-        tmp_path,
-    )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    run = next((tmp_path / "runs").iterdir())
+def test_ddp_autotrainer_guided_restart_runs_the_same_attempt_on_every_rank(autotrainer_attempts):
+    """A deep sigmoid MLP (:func:`autotrainer_attempts`): rank 0 asks for a restart with
+    ReLU/He/BatchNorm and two layers; both ranks train attempt-1 with it."""
+    res, run = autotrainer_attempts
     report = json.loads((run / "report.json").read_text())
     restart = next(a for a in report["autotrainer"]["actions"] if a["action"] == "restart")
     assert restart["changes"] == {
@@ -571,30 +617,11 @@ def _worker_with_rank(root_pid: int, rank: int) -> int | None:
 def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     """SIGTERM reaches rank 1 only: the ranks agree on it, stop together, rank 0 saves; nobody hangs in an all-reduce."""
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "runner",
-        "trainer.strategy=ddp",
-        f"paths.log_dir={tmp_path}",
-        "trainer.progress=false",
-        *PINNED,
-        "trainer.max_epochs=500",
-        "diag=off",
-        f"hydra.run.dir={run}",
-    ]
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-    }
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    cmd, env = torchrun_command(
+        ["trainer.max_epochs=500", "diag=off", f"hydra.run.dir={run}"], tmp_path
     )
+    # the launcher forked, as :func:`torchrun`'s; the ranks are its children
+    proc = cli_fork.start(cmd, tmp_path, env=env)
     try:
         deadline = time.monotonic() + 120
         # training is under way: an epoch is done (checkpoints come by time, its JSONL line every epoch)
@@ -605,7 +632,7 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
         assert rank1 is not None
         os.kill(rank1, signal.SIGTERM)
         # a timeout here: rank 0 waits in an all-reduce for the stopped rank
-        out, _ = proc.communicate(timeout=90)
+        out = "".join(proc.communicate(timeout=90))
     finally:
         if proc.poll() is None:
             proc.kill()
