@@ -32,25 +32,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-@pytest.mark.parametrize("extra", [[], ["+trainer.resume=auto"]])
 def test_check_data_into_a_training_run_is_refused_and_leaves_it_untouched(
-    tmp_path: Path, trained: Path, extra: list[str]
+    tmp_path: Path, trained: Path
 ):
     before = _files(trained)
-    proc = run_cli(
-        [f"hydra.run.dir={trained}", f"paths.log_dir={tmp_path}", *extra],
-        tmp_path,
-        module="runner.check_data",
-    )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[0].startswith(f"error: hydra.run.dir={trained} holds a training run")
-    assert "choose another hydra.run.dir" in lines[0]
-    assert "trainer.resume" not in lines[0]  # no key of check_data's config
-    assert _files(trained) == before
+    for extra in ([], ["+trainer.resume=auto"]):
+        proc = run_cli(
+            [f"hydra.run.dir={trained}", f"paths.log_dir={tmp_path}", *extra],
+            tmp_path,
+            module="runner.check_data",
+        )
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert lines[0].startswith(f"error: hydra.run.dir={trained} holds a training run")
+        assert "choose another hydra.run.dir" in lines[0]
+        assert "trainer.resume" not in lines[0]  # no key of check_data's config
+        assert _files(trained) == before
 
-    # the fix it names works
+    # the fix it names works (whatever the refused command's overrides: the same fix)
     other = tmp_path / "check"
     fixed = run_cli(
         [f"hydra.run.dir={other}", f"paths.log_dir={tmp_path}"],

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -65,38 +66,88 @@ def test_a_job_with_a_bad_value_is_recorded_as_failed_and_the_sweep_goes_on(tmp_
     assert "failed: 1" in res.stdout  # the end-of-multirun summary
 
 
-@pytest.mark.slow
-def test_a_killed_grid_sweep_relaunched_skips_the_jobs_that_finished(tmp_path):
-    sweep = tmp_path / "sweep"
-    args = [
-        "-m",
-        "optimizer.lr=1e-3,2e-3,3e-3",
-        f"hydra.sweep.dir={sweep}",
-        "trainer.resume=auto",
-        *TINY,
-    ]
-    proc = _start(args, tmp_path)
-    _kill_when(proc, lambda: (sweep / "0" / "report.json").is_file() and (sweep / "1").is_dir())
-    assert not (sweep / "2" / "report.json").exists()
-    first = {
+def _grid(sweep: Path, lrs: str) -> list[str]:
+    return ["-m", f"optimizer.lr={lrs}", f"hydra.sweep.dir={sweep}", "trainer.resume=auto", *TINY]
+
+
+def _digests(job: Path) -> dict[str, str]:
+    """The job folder's own files (its lock aside) with their sha256."""
+    return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in (sweep / "0").glob("*.*")
+        for p in job.glob("*.*")
         if p.is_file() and p.name != ".lock"
     }
+
+
+@dataclass
+class Relaunched:
+    """A grid sweep killed once job 0 had finished and job 1 had started, then relaunched as it was."""
+
+    tmp_path: Path
+    sweep: Path
+    job_2_reported_at_kill: bool
+    job_0_at_kill: dict[str, str]
+    job_0_after: dict[str, str]
+    completed_after: dict[str, bool]  # jobs 1 and 2's report.json "completed" after the relaunch
+    relaunch: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="module")
+def relaunched(tmp_path_factory: pytest.TempPathFactory) -> Relaunched:
+    """One grid sweep (``trainer.resume=auto``, lr=1e-3,2e-3,3e-3) killed with SIGKILL mid-sweep and
+    relaunched with the same command: what the relaunch changed is recorded here, before any test
+    launches into the sweep again."""
+    tmp_path = tmp_path_factory.mktemp("grid")
+    sweep = tmp_path / "sweep"
+    args = _grid(sweep, "1e-3,2e-3,3e-3")
+    proc = _start(args, tmp_path)
+    _kill_when(proc, lambda: (sweep / "0" / "report.json").is_file() and (sweep / "1").is_dir())
+    reported = (sweep / "2" / "report.json").exists()
+    at_kill = _digests(sweep / "0")
     again = run_cli(args, tmp_path, env=SINGLE_THREAD)
+    completed = {
+        job: (sweep / job / "report.json").is_file() and _report(sweep / job)["completed"] is True
+        for job in ("1", "2")
+    }
+    return Relaunched(tmp_path, sweep, reported, at_kill, _digests(sweep / "0"), completed, again)
+
+
+@pytest.mark.slow
+def test_a_killed_grid_sweep_relaunched_skips_the_jobs_that_finished(relaunched):
+    sweep = relaunched.sweep
+    assert not relaunched.job_2_reported_at_kill
+    again = relaunched.relaunch
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"job 0 already finished ({sweep / '0'}/report.json): skipped" in again.stdout
-    assert {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in (sweep / "0").glob("*.*")
-        if p.is_file() and p.name != ".lock"
-    } == first
-    for job in ("1", "2"):
-        assert _report(sweep / job)["completed"] is True
+    assert relaunched.job_0_after == relaunched.job_0_at_kill
+    assert relaunched.completed_after == {"1": True, "2": True}
     summary = json.loads(
-        run_cli(["sweep", str(sweep), "--json", "--no-write"], tmp_path, module="diag").stdout
+        run_cli(
+            ["sweep", str(sweep), "--json", "--no-write"], relaunched.tmp_path, module="diag"
+        ).stdout
     )
     assert [r["name"] for r in summary["runs"]] == ["0", "1", "2"] and not summary["skipped"]
+
+
+@pytest.mark.slow
+def test_a_sweep_relaunched_with_other_values_is_refused_before_a_job_changes(relaunched):
+    """``trainer.resume=auto`` with an edited value list gave job 1 a new LR: Hydra rewrote its config,
+    its resume was refused and the failed job's report replaced the finished run's."""
+    tmp_path, sweep = relaunched.tmp_path, relaunched.sweep
+    assert relaunched.relaunch.returncode == 0  # the sweep finished: lr=1e-3,2e-3,3e-3
+    files = {p.relative_to(sweep): p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    # a value inserted in the list: every job from 1 on would get another LR
+    edited = run_cli(_grid(sweep, "1e-3,1.5e-3,2e-3,3e-3"), tmp_path)
+    assert edited.returncode == 2 and "Traceback" not in edited.stderr
+    (line,) = edited.stderr.strip().splitlines()
+    assert line == (
+        f"error: hydra.sweep.dir={sweep}: job 1 holds a run made with optimizer.lr=0.002, where this "
+        "sweep's job 1 has optimizer.lr=0.0015: relaunch with the sweep's own values to continue it, "
+        "or choose another hydra.sweep.dir (nothing was changed)"
+    )
+    assert {p.relative_to(sweep): p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == files
+    same = run_cli(_grid(sweep, "1e-3,2e-3,3e-3"), tmp_path)
+    assert same.returncode == 0 and same.stdout.count("already finished") == 3, same.stderr[-2000:]
 
 
 def _study(optuna, storage: str, sweep: Path):
@@ -126,51 +177,3 @@ def test_a_killed_optuna_study_continues_from_its_sqlite_storage(tmp_path):
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == len(done) + 1  # the earlier trials kept, one more run
     assert [t.params for t in complete[: len(done)]] == [t.params for t in done]
-
-
-@pytest.mark.slow
-def test_two_optuna_sweeps_sharing_a_storage_keep_their_own_studies(tmp_path):
-    optuna = pytest.importorskip("optuna")
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    storage = f"sqlite:///{tmp_path / 'optuna' / 'lr_search.db'}"
-    sweeps = {"a": 2, "b": 1}  # trials each
-    for name, n in sweeps.items():
-        args = ["-m", "hparams_search=lr_optuna", f"hydra.sweep.dir={tmp_path / name}"]
-        res = run_cli([*args, f"hydra.sweeper.n_trials={n}", f"seed={n}", *TINY], tmp_path)
-        assert res.returncode == 0, res.stderr[-3000:]
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
-    assert names == [f"lr_search@{tmp_path / 'a'}", f"lr_search@{tmp_path / 'b'}"]
-    for name, n in sweeps.items():
-        trials = _study(optuna, storage, tmp_path / name).trials
-        # each study holds its own sweep's trials only, and they are the jobs in its directory
-        assert len(trials) == n
-        lrs = sorted(t.params["optimizer.lr"] for t in trials)
-        jobs = sorted(
-            float(line.split("=", 1)[1])
-            for job in (tmp_path / name).glob("[0-9]*")
-            for line in (job / ".hydra" / "overrides.yaml").read_text().splitlines()
-            if "optimizer.lr=" in line
-        )
-        assert lrs == pytest.approx(jobs)
-
-
-@pytest.mark.slow
-def test_a_sweep_relaunched_with_other_values_is_refused_before_a_job_changes(tmp_path):
-    """``trainer.resume=auto`` with an edited value list gave job 1 a new LR: Hydra rewrote its config,
-    its resume was refused and the failed job's report replaced the finished run's."""
-    sweep = tmp_path / "sweep"
-    args = ["-m", f"hydra.sweep.dir={sweep}", "trainer.resume=auto", *TINY]
-    first = run_cli([*args, "optimizer.lr=1e-3,2e-3"], tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    files = {p.relative_to(sweep): p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
-    edited = run_cli([*args, "optimizer.lr=1e-3,1.5e-3,2e-3"], tmp_path)
-    assert edited.returncode == 2 and "Traceback" not in edited.stderr
-    (line,) = edited.stderr.strip().splitlines()
-    assert line == (
-        f"error: hydra.sweep.dir={sweep}: job 1 holds a run made with optimizer.lr=0.002, where this "
-        "sweep's job 1 has optimizer.lr=0.0015: relaunch with the sweep's own values to continue it, "
-        "or choose another hydra.sweep.dir (nothing was changed)"
-    )
-    assert {p.relative_to(sweep): p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == files
-    same = run_cli([*args, "optimizer.lr=1e-3,2e-3"], tmp_path)
-    assert same.returncode == 0 and same.stdout.count("already finished") == 2, same.stderr[-2000:]
