@@ -53,7 +53,9 @@ def _positive_ints(v: Any) -> bool:
 
 
 def _fail(key: str, value: Any, allowed: str) -> UserError:
-    return UserError(f"{key}={value!r} is not valid: {allowed} (e.g. `python -m runner {key}=...`)")
+    """The one line for a bad value; an ``allowed`` that names its own command keeps it as the example."""
+    example = "" if "python -m" in allowed else f" (e.g. `python -m runner {key}=...`)"
+    return UserError(f"{key}={value!r} is not valid: {allowed}{example}")
 
 
 # (key, test, what is allowed, may be null); a key the config does not have is not checked
@@ -61,7 +63,8 @@ RULES: tuple[tuple[str, Check, str, bool], ...] = (
     (
         "mode",
         lambda v: v in MODES,
-        f"choose one of {', '.join(MODES)}; to look at the data: python -m runner.check_data",
+        f"choose one of {', '.join(MODES)} (e.g. `python -m runner mode={MODES[-1]}`); to look at the "
+        "data: `python -m runner.check_data`",
         False,
     ),
     (
