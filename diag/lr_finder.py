@@ -778,16 +778,18 @@ class LearningRateFinder:
             ]
             for k, (name, lr) in enumerate(others):
                 marker, color = styles[name]
+                # a reading outside the LRs tested has no loss on the curve: in the legend only
+                where = outside_tested(res, lr)
                 # hollow, the first one larger: two methods that agree stay visible on one point
                 ax.plot(
-                    [lr],
-                    [np.interp(np.log(lr), np.log(lrs), smoothed)],
+                    [] if where else [lr],
+                    [] if where else [np.interp(np.log(lr), np.log(lrs), smoothed)],
                     marker,
                     color=color,
                     markersize=max(12 - 2 * k, 5),
                     markerfacecolor="none",
                     markeredgewidth=2,
-                    label=f"{LABELS.get(name, name)}: {lr:.2e}",
+                    label=f"{LABELS.get(name, name)}: {lr:.2e}{where}",
                 )
             ax.axvline(
                 res["suggested_lr"],
@@ -821,7 +823,7 @@ class LearningRateFinder:
         )
         ax.grid(True, which="both", alpha=0.3)
         # low LRs at low loss: the corner a range test's curve never reaches (it starts high, left)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         return fig
 
@@ -893,6 +895,19 @@ class LearningRateFinder:
         )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="best")
+
+
+def outside_tested(result: dict[str, Any], lr: float) -> str:
+    """`` (below the LRs tested)``, `` (above the LRs tested)`` or ``""``: a rule's reading off the curve's
+    ends (``minimum/10`` of a minimum within a decade of ``min_lr``) is an LR the test never tried."""
+    lrs = result.get("lrs") or []
+    if not lrs:
+        return ""
+    if lr < min(lrs) * (1 - 1e-9):
+        return " (below the LRs tested)"
+    if lr > max(lrs) * (1 + 1e-9):
+        return " (above the LRs tested)"
+    return ""
 
 
 def rule_label(result: dict[str, Any]) -> str:

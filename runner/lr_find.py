@@ -38,6 +38,7 @@ from diag.lr_finder import (
     interpolate,
     next_candidate,
     optimizer_family,
+    outside_tested,
     pick_trial,
     rule_label,
 )
@@ -514,7 +515,7 @@ def run(r: Run) -> float:
     lr = result["suggested_lr"]
     chosen = chosen_name(r.cfg, result)
     others = [
-        f"{method_name(r.cfg, k)} {v:.3g}"
+        f"{method_name(r.cfg, k)} {v:.3g}{outside_tested(result, v)}"
         for k, v in result["suggestions"].items()
         if k != result["method"]
     ]

@@ -14,6 +14,7 @@ from diag.lr_finder import (
     auto_rule,
     descent_index,
     optimizer_family,
+    outside_tested,
     relative_fall,
     rule_label,
 )
@@ -426,3 +427,27 @@ def test_interpolate_keeps_the_pick_without_a_bracket():
     assert interpolate(nothing, nothing[1]) != 0.03  # without the untrained score it learned
     stepped = [_trial(0.01, 1.2), _trial(0.03, 1.1), _trial(0.09, 1.0)]
     assert interpolate(stepped, stepped[1]) == 0.03
+
+
+def test_a_reading_below_the_lrs_tested_is_named_so_and_kept_off_the_curve():
+    """A narrow range (1e-2 to 1) whose minimum sits at 3e-2: ``minimum/10`` reads 3e-3, an LR the test
+    never tried. The console line and the legend say so, and no marker is drawn for it: it used to sit
+    left of the curve at the first loss, widening the axis to an LR with no loss measured."""
+    lrs = np.exp(np.linspace(np.log(1e-2), np.log(1.0), 60))
+    curve = iter(1.0 + (np.log10(lrs) - np.log10(3e-2)) ** 2)
+    finder = LearningRateFinder(
+        min_lr=1e-2, max_lr=1.0, num_steps=60, method="valley", smooth=0.0, diverge_factor=100
+    )
+    result = finder.range_test(lambda lr: float(next(curve)))
+    below = result["suggestions"]["min10"]
+    assert below == pytest.approx(3e-3, rel=0.1)
+    assert outside_tested(result, below) == " (below the LRs tested)"
+    assert outside_tested(result, 3e-2) == "" and outside_tested(result, 1e-2) == ""
+    assert outside_tested(result, 2.0) == " (above the LRs tested)"
+    fig = finder.figure(result)
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"minimum/10: {below:.2e} (below the LRs tested)" in legend, legend
+    drawn = [x for line in ax.get_lines() for x in np.atleast_1d(line.get_xdata())]
+    assert min(drawn) >= result["lrs"][0]  # nothing drawn left of the first LR tried
+    assert ax.get_xlim()[0] > 5e-3  # the axis is the range tested, not stretched to the reading
