@@ -822,7 +822,8 @@ class LearningRateFinder:
             f"LR range test: {res['num_steps_run']} steps, {res['stop_reason']}", fontsize=9
         )
         ax.grid(True, which="both", alpha=0.3)
-        # low LRs at low loss: the corner a range test's curve never reaches (it starts high, left)
+        # where the curve and the markers are not: lower left on most curves (low LRs at low loss), but a
+        # narrow range's curve falls through that corner at once
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         return fig
